@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Set up a virtualenv and run the project's jobs, needing nothing but Python.
+
+    python3 dev.py demo    # record a small agent flow on SQLite, read it back, verify it
+    python3 dev.py test    # the whole test suite, SQLite and PostgreSQL
+    python3 dev.py bench   # the benchmarks (see docs/benchmarks.md)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = Path(os.environ.get("EVENTSTORE_VENV", ROOT / ".venv"))
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+EXTRAS = {"demo": "", "test": "[dev]", "bench": "[dev,bench]"}
+
+
+def ensure_venv(extras: str) -> None:
+    stamp = VENV / f".installed{extras}"
+    wanted = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == wanted:
+        return
+    if not (BIN / "python").exists():
+        print(f"creating virtualenv in {VENV}", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    pip = [str(BIN / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    print(f"installing agent-eventstore{extras} into {VENV}", flush=True)
+    subprocess.run([*pip, "--upgrade", "pip"], check=True)
+    subprocess.run([*pip, "-e", f"{ROOT}{extras}"], check=True)
+    stamp.write_text(wanted)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in EXTRAS:
+        print(__doc__)
+        return 2
+    job, rest = argv[0], argv[1:]
+    ensure_venv(EXTRAS[job])
+    if job == "demo":
+        command = [str(BIN / "eventstore"), "demo", *rest]
+    elif job == "test":
+        workers = os.environ.get("EVENTSTORE_TEST_WORKERS", "2")
+        command = [str(BIN / "python"), "-m", "pytest", "-n", workers, "--dist", "loadgroup", *rest]
+    else:
+        command = [str(BIN / "python"), str(ROOT / "benchmarks" / "run.py"), *rest]
+    return subprocess.run(command, cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

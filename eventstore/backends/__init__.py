@@ -1,0 +1,1 @@
+"""Dialect-specific parts of the store: one module per backend."""

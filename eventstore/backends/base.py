@@ -1,0 +1,247 @@
+"""What both backends share: prepared batches, chaining, and idempotent retries."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import DuplicateEventId, RevisionMismatch, StorageError
+from ..events import ANY, AppendResult, ExpectedRevision, RecordedEvent
+from ..integrity import StoredRow, chain_hash
+from ..schema import flow_events
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedEvent:
+    """An event validated and encoded, waiting for its place in a flow."""
+
+    event_id: uuid.UUID
+    event_id_str: str
+    type: str
+    schema_version: int
+    data: bytes
+    data_hash: bytes
+    metadata: bytes
+    metadata_hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    flow_id: str
+    events: Sequence[PreparedEvent]
+    expected: ExpectedRevision
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """An append the transaction made, for inline projections and the head cache."""
+
+    result: AppendResult
+    rows: list[tuple[Any, ...]]
+    last_hash: bytes
+    recorded_at: datetime
+
+
+class Raced(RevisionMismatch):
+    """Another writer appended to the flow between our read and our write."""
+
+
+def chain_rows(
+    batch: Batch, revision: int, prev_hash: bytes, first_position: int, recorded_at: str
+) -> tuple[list[tuple[Any, ...]], bytes]:
+    """The rows to insert, in column order of ``INSERT_COLUMNS``, and the last hash."""
+    rows = []
+    flow_id = batch.flow_id
+    for offset, event in enumerate(batch.events):
+        rev = revision + 1 + offset
+        digest = chain_hash(
+            prev_hash,
+            flow_id,
+            rev,
+            event.event_id_str,
+            event.type,
+            event.schema_version,
+            recorded_at,
+            event.data_hash,
+            event.metadata_hash,
+        )
+        rows.append(
+            (
+                first_position + offset,
+                flow_id,
+                rev,
+                event.event_id_str,
+                event.type,
+                event.schema_version,
+                event.data,
+                event.metadata,
+                recorded_at,
+                event.data_hash,
+                event.metadata_hash,
+                prev_hash,
+                digest,
+            )
+        )
+        prev_hash = digest
+    return rows, prev_hash
+
+
+INSERT_COLUMNS = (
+    "position, flow_id, revision, event_id, type, schema_version, data, metadata, "
+    "recorded_at, data_hash, metadata_hash, prev_hash, hash"
+)
+
+READ_COLUMNS = [
+    flow_events.c.position,
+    flow_events.c.flow_id,
+    flow_events.c.revision,
+    flow_events.c.event_id,
+    flow_events.c.type,
+    flow_events.c.schema_version,
+    flow_events.c.data,
+    flow_events.c.metadata,
+    flow_events.c.recorded_at,
+    flow_events.c.prev_hash,
+    flow_events.c.hash,
+]
+
+VERIFY_COLUMNS = [
+    flow_events.c.position,
+    flow_events.c.flow_id,
+    flow_events.c.revision,
+    flow_events.c.event_id,
+    flow_events.c.type,
+    flow_events.c.schema_version,
+    flow_events.c.data,
+    flow_events.c.metadata,
+    flow_events.c.recorded_at,
+    flow_events.c.data_hash,
+    flow_events.c.metadata_hash,
+    flow_events.c.prev_hash,
+    flow_events.c.hash,
+]
+
+
+class Backend:
+    """Dialect-specific parts of the store. Subclasses fill in the hot paths."""
+
+    name = ""
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+
+    # -- connections ---------------------------------------------------
+    def write_connection(self) -> AbstractContextManager[sa.Connection]:
+        raise NotImplementedError  # abstract: each backend begins writes its own way
+
+    def read_connection(self) -> AbstractContextManager[sa.Connection]:
+        return self.engine.connect()
+
+    # -- writing -------------------------------------------------------
+    def write(self, conn: sa.Connection, batch: Batch, clock: Clock) -> Written:
+        raise NotImplementedError  # abstract: the append statement is per dialect
+
+    def remember(self, written: Sequence[Written]) -> None:
+        """Called after a commit; a backend may cache flow heads."""
+
+    def forget(self, flow_ids: Sequence[str]) -> None:
+        """Called after a rollback."""
+
+    def unique_violation(self, exc: sa.exc.IntegrityError) -> str | None:
+        """``"event_id"`` or ``"revision"`` if ``exc`` broke one of the log's unique keys."""
+        raise NotImplementedError  # abstract: each driver reports constraints its own way
+
+    def translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
+        return StorageError(f"database error: {exc.orig if hasattr(exc, 'orig') else exc}")
+
+    # -- reading -------------------------------------------------------
+    def decode(self, row: Sequence[Any]) -> RecordedEvent:
+        raise NotImplementedError  # abstract: column types differ per dialect
+
+    def stored_row(self, row: Sequence[Any]) -> StoredRow:
+        raise NotImplementedError  # abstract: column types differ per dialect
+
+    # -- shared slow paths ----------------------------------------------
+    def head(self, conn: sa.Connection, flow_id: str) -> tuple[int, bytes | None]:
+        row = conn.execute(
+            sa.select(flow_events.c.revision, flow_events.c.hash)
+            .where(flow_events.c.flow_id == flow_id)
+            .order_by(flow_events.c.revision.desc())
+            .limit(1)
+        ).first()
+        return (0, None) if row is None else (row[0], bytes(row[1]))
+
+    def earlier_append(self, conn: sa.Connection, batch: Batch, actual: int) -> AppendResult:
+        """Resolve an append whose first event id exists, or whose revision is stale.
+
+        If every event id was written, in this order, by one earlier append to
+        this flow with the same type and data, that append's result is
+        returned: the caller is retrying. Otherwise the right error is raised.
+        """
+        ids = [self.id_param(event) for event in batch.events]
+        found = {
+            self.id_key(row.event_id): row
+            for row in conn.execute(
+                sa.select(
+                    flow_events.c.event_id,
+                    flow_events.c.flow_id,
+                    flow_events.c.revision,
+                    flow_events.c.position,
+                    flow_events.c.type,
+                    flow_events.c.data_hash,
+                ).where(flow_events.c.event_id.in_(ids))
+            )
+        }
+        if not found:
+            assert batch.expected is not ANY, "an ANY append only comes here when an id exists"
+            raise RevisionMismatch(batch.flow_id, batch.expected, actual)
+        rows = []
+        for event in batch.events:
+            row = found.get(event.event_id_str)
+            if row is None:
+                raise DuplicateEventId(
+                    uuid.UUID(next(iter(found))),
+                    "was already written, but not with the other events of this append",
+                )
+            if row.flow_id != batch.flow_id:
+                raise DuplicateEventId(event.event_id, f"was already written to flow {row.flow_id!r}")
+            if row.type != event.type or bytes(row.data_hash) != event.data_hash:
+                raise DuplicateEventId(event.event_id, "was already written with different content")
+            rows.append(row)
+        revisions = [row.revision for row in rows]
+        if revisions != list(range(revisions[0], revisions[0] + len(rows))):
+            raise DuplicateEventId(batch.events[0].event_id, "was written by a different append")
+        if batch.expected is not ANY and revisions[0] - 1 != batch.expected:
+            raise RevisionMismatch(batch.flow_id, batch.expected, actual)
+        return AppendResult(
+            flow_id=batch.flow_id,
+            revision=revisions[-1],
+            positions=tuple(row.position for row in rows),
+            event_ids=tuple(event.event_id for event in batch.events),
+        )
+
+    def id_param(self, event: PreparedEvent) -> Any:
+        return event.event_id_str
+
+    def id_key(self, stored: Any) -> str:
+        return str(stored)
+
+    def iter_pages(
+        self, conn: sa.Connection, query: Callable[[Any], sa.Select[Any]], key: Callable[[Any], Any], start: Any, page: int
+    ) -> Iterator[Any]:
+        """Keyset pagination: short queries, bounded memory, no long-held snapshot."""
+        cursor = start
+        while True:
+            rows = conn.execute(query(cursor).limit(page)).all()
+            yield from rows
+            if len(rows) < page:
+                return
+            cursor = key(rows[-1])

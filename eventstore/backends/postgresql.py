@@ -1,0 +1,224 @@
+"""PostgreSQL: a one-statement compare-and-append, gapless positions in commit order.
+
+The append is a single statement (docs/design.md explains it):
+
+1. ``guard``: the flow's head is exactly the (revision, hash) we chained
+   from, and the batch's first event id is not yet stored. Checked before a
+   position is taken.
+2. ``counter``: bump the single ``event_positions`` row. Its row lock is held
+   until commit, so position blocks are handed out in commit order with no
+   gaps: a reader that has seen position N can never later find a smaller one.
+3. insert the rows, unnested from arrays.
+
+Heads of recently written flows are cached per process, so the usual append
+is one round trip plus the commit; a stale cache only costs a re-read, since
+the guard is re-checked by the database.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from threading import Lock
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from ..errors import AppendOnlyViolation, ConcurrencyError, StorageError, StoreBusy
+from ..events import ANY, AppendResult, RecordedEvent
+from ..integrity import GENESIS, StoredRow, format_time
+from .base import Backend, Batch, Clock, Raced, Written, chain_rows
+
+_HEAD = (
+    "SELECT h.revision, h.hash, EXISTS (SELECT 1 FROM flow_events WHERE event_id = %(event_id)s) "
+    "FROM (SELECT 1) AS one LEFT JOIN (SELECT revision, hash FROM flow_events "
+    "WHERE flow_id = %(flow_id)s ORDER BY revision DESC LIMIT 1) AS h ON true"
+)
+
+_APPEND = """
+WITH guard AS (
+    SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM flow_events WHERE event_id = %(first_id)s)
+      AND NOT EXISTS (SELECT 1 FROM flow_events WHERE flow_id = %(flow_id)s AND revision = %(revision)s + 1)
+      AND (%(revision)s = 0 OR EXISTS (
+            SELECT 1 FROM flow_events
+            WHERE flow_id = %(flow_id)s AND revision = %(revision)s AND hash = %(prev_hash)s))
+), counter AS (
+    UPDATE event_positions SET last_position = last_position + %(count)s
+    WHERE id = 1 AND EXISTS (SELECT 1 FROM guard)
+    RETURNING last_position
+)
+INSERT INTO flow_events (position, flow_id, revision, event_id, type, schema_version, data, metadata,
+                         recorded_at, data_hash, metadata_hash, prev_hash, hash)
+SELECT counter.last_position - %(count)s + e.ord, %(flow_id)s, %(revision)s + e.ord, e.event_id,
+       e.type, e.schema_version, e.data, e.metadata, %(recorded_at)s, e.data_hash, e.metadata_hash,
+       e.prev_hash, e.hash
+FROM counter, unnest(%(event_ids)s::uuid[], %(types)s::text[], %(versions)s::int[],
+                     %(data)s::jsonb[], %(metadata)s::jsonb[], %(data_hashes)s::bytea[],
+                     %(metadata_hashes)s::bytea[], %(prev_hashes)s::bytea[], %(hashes)s::bytea[])
+     WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, data_hash, metadata_hash,
+                          prev_hash, hash, ord)
+RETURNING position
+"""
+
+_HEAD_CACHE_SIZE = 10_000
+
+
+def create_engine(
+    url: sa.URL,
+    *,
+    lock_timeout: float,
+    idle_in_transaction_timeout: float,
+    schema: str | None,
+    pool_size: int,
+) -> sa.Engine:
+    options = [
+        f"-c lock_timeout={int(lock_timeout * 1000)}",
+        f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout * 1000)}",
+    ]
+    if schema is not None:
+        options.append(f"-c search_path={schema}")
+    return sa.create_engine(
+        url,
+        connect_args={"options": " ".join(options)},
+        json_deserializer=orjson.loads,
+        json_serializer=lambda value: orjson.dumps(value).decode(),
+        pool_size=pool_size,
+        max_overflow=pool_size * 4,
+        pool_pre_ping=True,
+    )
+
+
+class PostgresBackend(Backend):
+    name = "postgresql"
+
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        self._heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._heads_lock = Lock()
+
+    @contextmanager
+    def write_connection(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    def write(self, conn: sa.Connection, batch: Batch, clock: Clock) -> Written:
+        flow_id = batch.flow_id
+        cached = self._cached_head(flow_id)
+        if cached is not None and (batch.expected is ANY or cached[0] == batch.expected):
+            revision, prev_hash = cached
+        else:
+            revision, prev_hash, first_exists = self._read_head(conn, batch)
+            if first_exists or (batch.expected is not ANY and batch.expected != revision):
+                return Written(self.earlier_append(conn, batch, revision), [], b"", clock())
+        written = self._insert(conn, batch, revision, prev_hash, clock)
+        if written is not None:
+            return written
+        # The guard failed: our cached head was stale or the first id exists.
+        self.forget([flow_id])
+        revision, prev_hash, first_exists = self._read_head(conn, batch)
+        if first_exists or (batch.expected is not ANY and batch.expected != revision):
+            return Written(self.earlier_append(conn, batch, revision), [], b"", clock())
+        written = self._insert(conn, batch, revision, prev_hash, clock)
+        if written is None:
+            raise Raced(flow_id, revision, -1)
+        return written
+
+    def _read_head(self, conn: sa.Connection, batch: Batch) -> tuple[int, bytes, bool]:
+        revision, prev_hash, first_exists = conn.exec_driver_sql(
+            _HEAD, {"event_id": batch.events[0].event_id, "flow_id": batch.flow_id}
+        ).one()
+        return revision or 0, bytes(prev_hash) if prev_hash is not None else GENESIS, first_exists
+
+    def _insert(
+        self, conn: sa.Connection, batch: Batch, revision: int, prev_hash: bytes, clock: Clock
+    ) -> Written | None:
+        now = clock()
+        rows, last_hash = chain_rows(batch, revision, prev_hash, 0, format_time(now))
+        events = batch.events
+        params = {
+            "first_id": events[0].event_id,
+            "flow_id": batch.flow_id,
+            "revision": revision,
+            "prev_hash": prev_hash,
+            "count": len(events),
+            "recorded_at": now,
+            "event_ids": [event.event_id for event in events],
+            "types": [event.type for event in events],
+            "versions": [event.schema_version for event in events],
+            "data": [event.data.decode() for event in events],
+            "metadata": [event.metadata.decode() for event in events],
+            "data_hashes": [event.data_hash for event in events],
+            "metadata_hashes": [event.metadata_hash for event in events],
+            "prev_hashes": [row[11] for row in rows],
+            "hashes": [row[12] for row in rows],
+        }
+        positions = sorted(row[0] for row in conn.exec_driver_sql(_APPEND, params))
+        if not positions:
+            return None
+        rows = [(position, *row[1:]) for position, row in zip(positions, rows, strict=True)]
+        result = AppendResult(
+            flow_id=batch.flow_id,
+            revision=revision + len(events),
+            positions=tuple(positions),
+            event_ids=tuple(event.event_id for event in events),
+        )
+        return Written(result, rows, last_hash, now)
+
+    # -- the head cache ------------------------------------------------
+    def _cached_head(self, flow_id: str) -> tuple[int, bytes] | None:
+        with self._heads_lock:
+            return self._heads.get(flow_id)
+
+    def remember(self, written: Sequence[Written]) -> None:
+        with self._heads_lock:
+            for item in written:
+                if item.rows:
+                    flow_id = item.result.flow_id
+                    self._heads[flow_id] = (item.result.revision, item.last_hash)
+                    self._heads.move_to_end(flow_id)
+            while len(self._heads) > _HEAD_CACHE_SIZE:
+                self._heads.popitem(last=False)
+
+    def forget(self, flow_ids: Sequence[str]) -> None:
+        with self._heads_lock:
+            for flow_id in flow_ids:
+                self._heads.pop(flow_id, None)
+
+    # -- errors and decoding -------------------------------------------
+    def translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
+        orig = getattr(exc, "orig", None)
+        sqlstate = getattr(orig, "sqlstate", None)
+        message = str(orig if orig is not None else exc).strip()
+        if sqlstate == "EA001":
+            return AppendOnlyViolation(message)
+        if sqlstate == "23505":
+            return ConcurrencyError(f"a concurrent writer won: {message}")
+        if sqlstate in ("55P03", "57014"):
+            return StoreBusy(f"PostgreSQL lock or statement timeout: {message}")
+        if sqlstate in ("40001", "40P01"):
+            return ConcurrencyError(f"PostgreSQL aborted a conflicting transaction: {message}")
+        return StorageError(f"PostgreSQL error: {message}")
+
+    def unique_violation(self, exc: sa.exc.IntegrityError) -> str | None:
+        orig = exc.orig
+        if getattr(orig, "sqlstate", None) != "23505":
+            return None
+        constraint = getattr(getattr(orig, "diag", None), "constraint_name", "") or ""
+        return "event_id" if constraint == "uq_flow_events_event_id" else "revision"
+
+    def id_param(self, event: Any) -> Any:
+        return event.event_id
+
+    def decode(self, row: Sequence[Any]) -> RecordedEvent:
+        return RecordedEvent(
+            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
+            bytes(row[9]).hex(), bytes(row[10]).hex(),
+        )
+
+    def stored_row(self, row: Sequence[Any]) -> StoredRow:
+        return StoredRow(
+            row[0], row[1], row[2], str(row[3]), row[4], row[5], row[6], row[7],
+            format_time(row[8]), bytes(row[9]), bytes(row[10]), bytes(row[11]), bytes(row[12]),
+        )

@@ -1,0 +1,142 @@
+"""The ``eventstore`` command line: each command is one library call plus formatting."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+
+import click
+import orjson
+
+from . import migrate
+from .errors import EventStoreError
+from .store import DEFAULT_URL, EventStore
+
+
+@contextmanager
+def _errors() -> Iterator[None]:
+    """A library error becomes one clear line and exit status 1, never a traceback."""
+    try:
+        yield
+    except EventStoreError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+def _open(ctx: click.Context, **kwargs: object) -> EventStore:
+    url = ctx.obj["url"]
+    with _errors():
+        return EventStore.open(url, **kwargs)  # type: ignore[arg-type]  # options are forwarded as given
+
+
+@click.group()
+@click.option(
+    "--url",
+    envvar="EVENTSTORE_URL",
+    default=DEFAULT_URL,
+    show_default=True,
+    help="Store URL (sqlite:///file.db or postgresql://...); also EVENTSTORE_URL.",
+)
+@click.pass_context
+def main(ctx: click.Context, url: str) -> None:
+    """agent-eventstore: an audit log for agent workflows."""
+    ctx.obj = {"url": url}
+
+
+@main.group()
+def db() -> None:
+    """Schema migrations."""
+
+
+@db.command("upgrade")
+@click.pass_context
+def db_upgrade(ctx: click.Context) -> None:
+    """Create the schema or upgrade it to this version."""
+    with _open(ctx, create=True) as store, _errors():
+        click.echo(f"schema at {store.schema_revision()}")
+
+
+@db.command("current")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def db_current(ctx: click.Context, as_json: bool) -> None:
+    """Show the schema version of the database and of this library."""
+    with _bare(ctx) as store, _errors():
+        current = store.schema_revision()
+    head = migrate.head_revision()
+    if as_json:
+        click.echo(orjson.dumps({"current": current, "head": head}).decode())
+    else:
+        state = "up to date" if current == head else "needs `eventstore db upgrade`"
+        click.echo(f"database: {current or '(empty)'}  library: {head}  ({state})")
+
+
+@contextmanager
+def _bare(ctx: click.Context) -> Iterator[EventStore]:
+    """A store opened without checking the schema (for inspecting it)."""
+    with _errors():
+        store = EventStore.open(ctx.obj["url"], create=False, check_schema=False)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@main.command()
+@click.argument("flow_id", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
+    """Re-compute the hash chains (of one flow, or all) and report broken links."""
+    with _open(ctx) as store, _errors():
+        report = store.verify(flow_id)
+    if as_json:
+        click.echo(
+            orjson.dumps(
+                {
+                    "ok": report.ok,
+                    "events_checked": report.events_checked,
+                    "flows_checked": report.flows_checked,
+                    "problems": [vars_of(p) for p in report.problems],
+                }
+            ).decode()
+        )
+    else:
+        for problem in report.problems:
+            click.echo(f"BROKEN {problem}")
+        verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        click.echo(f"{verdict}: {report.events_checked} events in {report.flows_checked} flows checked")
+    if not report.ok:
+        sys.exit(2)
+
+
+def vars_of(problem: object) -> dict[str, object]:
+    return {name: getattr(problem, name) for name in problem.__slots__}  # type: ignore[attr-defined]  # slotted dataclasses
+
+
+@main.command()
+@click.option("--flow", "flow_id", default=None, help="Flow id to record (default: a new one).")
+@click.pass_context
+def demo(ctx: click.Context, flow_id: str | None) -> None:
+    """Record a small agent flow, read it back and verify it."""
+    from .demo import record_demo_flow
+
+    flow_id = flow_id or f"refund-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
+    with _open(ctx) as store, _errors():
+        record_demo_flow(store, flow_id)
+        click.echo(f"recorded flow {flow_id} in {ctx.obj['url']}\n")
+        for event in store.read_flow(flow_id):
+            actor = event.metadata.get("actor", "-")
+            click.echo(
+                f"  r{event.revision:<3} {event.recorded_at:%H:%M:%S.%f}  {event.type:<17} "
+                f"{actor:<17} {orjson.dumps(event.data).decode()[:60]}  {event.hash[:12]}"
+            )
+        report = store.verify(flow_id)
+        click.echo(f"\nverify: {'OK' if report.ok else 'BROKEN'} ({report.events_checked} events, hash chain intact)")
+        click.echo("next: `eventstore verify` checks every flow; docs/api.md shows the library.")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""What goes into the log and what comes out of it.
+
+* ``Event``: base class for typed events (pydantic models).
+* ``NewEvent``: an untyped event, for callers without a model class.
+* ``RecordedEvent``: a stored event as read back (frozen).
+* ``AppendResult``: what an append wrote.
+* ``EventRegistry``: type names to models, and upcasters for old versions.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar
+
+import pydantic
+
+from .errors import InvalidEvent, InvalidInput, UpcastError
+
+
+class _Any(enum.Enum):
+    ANY = "ANY"
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+
+ANY = _Any.ANY
+"""``expected_revision=ANY``: append whatever the flow's current revision is."""
+
+ExpectedRevision = int | _Any
+
+
+class Event(pydantic.BaseModel):
+    """Base class for typed events.
+
+    The stored type name is the class name unless the class sets
+    ``event_type``; ``schema_version`` is 1 unless the class says otherwise.
+    ``event_id`` is not part of the stored data: it identifies the event for
+    idempotent retries, and may be set by the caller.
+    """
+
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    event_type: ClassVar[str] = ""
+    schema_version: ClassVar[int] = 1
+
+    event_id: uuid.UUID = pydantic.Field(default_factory=uuid.uuid4, exclude=True)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "event_type" not in cls.__dict__:
+            cls.event_type = cls.__name__
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event given by type name and data, without a model class."""
+
+    type: str
+    data: Mapping[str, Any]
+    metadata: Mapping[str, Any] | None = None
+    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """One row of ``flow_events``, as read back."""
+
+    position: int
+    flow_id: str
+    revision: int
+    event_id: uuid.UUID
+    type: str
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    recorded_at: datetime
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What one append wrote (or, for a repeated append, had written)."""
+
+    flow_id: str
+    revision: int
+    positions: tuple[int, ...]
+    event_ids: tuple[uuid.UUID, ...]
+
+    @property
+    def first_revision(self) -> int:
+        return self.revision - len(self.positions) + 1
+
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class EventRegistry:
+    """Maps stored type names to event models, and upcasts old versions.
+
+    Each store has its own registry (nothing is global). A typed event that is
+    appended is registered in its store's registry automatically.
+    """
+
+    def __init__(self, models: Iterable[type[Event]] = ()) -> None:
+        self._models: dict[str, type[Event]] = {}
+        self._upcasters: dict[tuple[str, int], tuple[int, Upcaster]] = {}
+        for model in models:
+            self.register(model)
+
+    def register(self, *models: type[Event]) -> None:
+        for model in models:
+            if not (isinstance(model, type) and issubclass(model, Event)):
+                raise InvalidInput(f"{model!r} is not an Event subclass")
+            known = self._models.get(model.event_type)
+            if known is not None and known is not model:
+                raise InvalidInput(
+                    f"event type {model.event_type!r} is already registered "
+                    f"to {known.__module__}.{known.__qualname__}"
+                )
+            self._models[model.event_type] = model
+
+    def add_upcaster(
+        self, event_type: str, from_version: int, upcaster: Upcaster, *, to_version: int | None = None
+    ) -> None:
+        """Register ``upcaster`` to turn ``event_type`` data of ``from_version`` into the next version."""
+        target = from_version + 1 if to_version is None else to_version
+        if target <= from_version:
+            raise InvalidInput("an upcaster must move to a later version")
+        self._upcasters[(event_type, from_version)] = (target, upcaster)
+
+    def model(self, event_type: str) -> type[Event] | None:
+        return self._models.get(event_type)
+
+    def __contains__(self, event_type: object) -> bool:
+        return event_type in self._models
+
+    def upcast(self, event_type: str, version: int, data: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """Apply upcasters until no more apply; return the new version and data."""
+        step = self._upcasters.get((event_type, version))
+        while step is not None:
+            target, upcaster = step
+            try:
+                data = upcaster(dict(data))
+            except Exception as exc:
+                raise UpcastError(
+                    f"upcasting {event_type} from version {version} to {target} failed: {exc}"
+                ) from exc
+            version = target
+            step = self._upcasters.get((event_type, version))
+        return version, data
+
+    def decode(self, recorded: RecordedEvent) -> Event:
+        """Turn a recorded event back into its typed model, upcasting old versions."""
+        model = self._models.get(recorded.type)
+        if model is None:
+            raise UpcastError(f"no model is registered for event type {recorded.type!r}")
+        version, data = self.upcast(recorded.type, recorded.schema_version, recorded.data)
+        if version != model.schema_version:
+            raise UpcastError(
+                f"{recorded.type} data is at version {version} after upcasting, "
+                f"but the model is at version {model.schema_version}"
+            )
+        try:
+            return model.model_validate({**data, "event_id": recorded.event_id})
+        except pydantic.ValidationError as exc:
+            raise UpcastError(
+                f"stored {recorded.type} at position {recorded.position} does not fit its model: {exc}"
+            ) from exc
+
+    def validate(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> None:
+        """Check untyped data against the registered model of its type, if any."""
+        model = self._models.get(event_type)
+        if model is None or schema_version != model.schema_version:
+            return
+        try:
+            model.model_validate(data)
+        except pydantic.ValidationError as exc:
+            raise InvalidEvent(f"{event_type} data fails validation: {exc}") from exc

@@ -1,0 +1,53 @@
+"""The core tables, written once on SQLAlchemy Core for both backends.
+
+The Alembic migrations in ``migrations/`` create these; this module is what
+queries and autogenerate read. docs/schema.md describes every column.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+metadata = sa.MetaData()
+
+MAX_FLOW_ID_LENGTH = 200
+MAX_TYPE_LENGTH = 200
+
+# On SQLite ``position`` must be declared INTEGER to be the rowid; payloads are
+# kept as the exact canonical text; times as canonical ISO-8601 text.
+Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+EventId = sa.String(36).with_variant(postgresql.UUID(as_uuid=True), "postgresql")
+Payload = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
+Timestamp = sa.String(27).with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
+
+flow_events = sa.Table(
+    "flow_events",
+    metadata,
+    sa.Column("position", Position, primary_key=True, autoincrement=False),
+    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("event_id", EventId, nullable=False),
+    sa.Column("type", sa.String(MAX_TYPE_LENGTH), nullable=False),
+    sa.Column("schema_version", sa.Integer, nullable=False),
+    sa.Column("data", Payload, nullable=False),
+    sa.Column("metadata", Payload, nullable=False),
+    sa.Column("recorded_at", Timestamp, nullable=False),
+    sa.Column("data_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("metadata_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("prev_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.UniqueConstraint("flow_id", "revision", name="uq_flow_events_flow_revision"),
+    sa.UniqueConstraint("event_id", name="uq_flow_events_event_id"),
+    sa.Index("ix_flow_events_type_position", "type", "position"),
+)
+
+event_positions = sa.Table(
+    "event_positions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("last_position", sa.BigInteger, nullable=False),
+    sa.CheckConstraint("id = 1", name="ck_event_positions_single_row"),
+)
+"""One row holding the last position handed out: bumped inside every append
+transaction, so positions are gapless and in commit order (docs/design.md)."""

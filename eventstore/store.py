@@ -1,0 +1,584 @@
+"""``EventStore``: append to flows, read them back, verify their chains."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+import pydantic
+import sqlalchemy as sa
+
+from . import migrate
+from .backends import postgresql, sqlite
+from .backends.base import READ_COLUMNS, VERIFY_COLUMNS, Backend, Batch, PreparedEvent, Raced, Written
+from .errors import (
+    ConcurrencyError,
+    EventStoreError,
+    InvalidEvent,
+    InvalidInput,
+    PayloadTooLarge,
+    RevisionMismatch,
+    SchemaError,
+    StorageError,
+    StoreClosed,
+)
+from .events import ANY, AppendResult, Event, EventRegistry, ExpectedRevision, NewEvent, RecordedEvent
+from .integrity import VerificationReport, check_chains, digest
+from .schema import MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH, flow_events
+from .serialization import canonical
+
+DEFAULT_URL = "sqlite:///eventstore.db"
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+_ANY_RETRIES = 20
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Transaction:
+    """A unit of work: appends to several flows that commit together or not at all."""
+
+    def __init__(self, store: EventStore, connection: sa.Connection) -> None:
+        self._store = store
+        self.connection = connection
+        self.written: list[Written] = []
+
+    def append(
+        self,
+        flow_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_revision: ExpectedRevision = ANY,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """Append within this transaction; see ``EventStore.append``."""
+        batch = self._store._prepare(flow_id, events, expected_revision, metadata)
+        if any(w.result.flow_id == flow_id for w in self.written):
+            # The PostgreSQL head cache only learns of our own appends at commit.
+            self._store._backend.forget([flow_id])
+        try:
+            written = self._store._backend.write(self.connection, batch, self._store.clock)
+        except sa.exc.IntegrityError as exc:
+            exc.eventstore_batch = batch  # type: ignore[attr-defined]  # read by _explain_conflict
+            raise
+        self.written.append(written)
+        return written.result
+
+    def revision(self, flow_id: str) -> int:
+        """The flow's revision as this transaction sees it."""
+        return self._store._backend.head(self.connection, _check_flow_id(flow_id))[0]
+
+
+class EventStore:
+    """An append-only, hash-chained log of flow events on SQLite or PostgreSQL."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        clock: Clock = utc_now,
+        registry: EventRegistry | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        page_size: int = 1000,
+    ) -> None:
+        self._backend = backend
+        self.clock = clock
+        self.registry = registry if registry is not None else EventRegistry()
+        self.max_payload_bytes = max_payload_bytes
+        self.page_size = page_size
+        self._closed = False
+
+    # -- opening and closing ---------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        url: str | sa.URL = DEFAULT_URL,
+        *,
+        create: bool | None = None,
+        clock: Clock = utc_now,
+        registry: EventRegistry | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        synchronous: str = "NORMAL",
+        busy_timeout: float = 30.0,
+        lock_timeout: float = 10.0,
+        idle_in_transaction_timeout: float = 60.0,
+        schema: str | None = None,
+        pool_size: int = 5,
+        check_schema: bool = True,
+    ) -> EventStore:
+        """Open a store by URL: ``sqlite:///path.db`` or ``postgresql://...``.
+
+        ``create`` creates or upgrades the schema; it defaults to True for
+        SQLite and False for PostgreSQL, where ``eventstore db upgrade`` is
+        the usual way. ``schema`` (PostgreSQL) sets the search path.
+        """
+        backend = _backend_for(
+            url,
+            synchronous=synchronous,
+            busy_timeout=busy_timeout,
+            lock_timeout=lock_timeout,
+            idle_in_transaction_timeout=idle_in_transaction_timeout,
+            schema=schema,
+            pool_size=pool_size,
+        )
+        if create is None:
+            create = backend.name == "sqlite"
+        store = cls(backend, clock=clock, registry=registry, max_payload_bytes=max_payload_bytes)
+        try:
+            if create:
+                store.upgrade()
+            elif check_schema:
+                store._check_schema()
+        except BaseException:
+            backend.engine.dispose()
+            raise
+        return store
+
+    def upgrade(self) -> None:
+        """Create the schema, or bring it up to this library's version."""
+        with self._guard(), self._backend.write_connection() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7301550001)")
+            if migrate.current_revision(conn) != migrate.head_revision():
+                migrate.upgrade(conn)
+
+    def schema_revision(self) -> str | None:
+        """The migration the database is at (None for an empty database)."""
+        with self._guard(), self._backend.read_connection() as conn:
+            return migrate.current_revision(conn)
+
+    def _check_schema(self) -> None:
+        current = self.schema_revision()
+        if current != migrate.head_revision():
+            raise SchemaError(
+                f"the database schema is at {current or 'nothing'}, this library needs "
+                f"{migrate.head_revision()}: run `eventstore db upgrade` or open with create=True"
+            )
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._backend.engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> sa.Engine:
+        return self._backend.engine
+
+    @property
+    def dialect(self) -> str:
+        return self._backend.name
+
+    # -- writing -------------------------------------------------------
+    def append(
+        self,
+        flow_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_revision: ExpectedRevision = ANY,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """Append events to a flow atomically: all of them or none.
+
+        ``expected_revision`` is the revision the flow must be at (0: it must
+        not exist yet) or ``ANY``. Appending events whose ids an earlier
+        append already wrote returns that append's result and writes nothing.
+        """
+        for _attempt in range(_ANY_RETRIES):
+            try:
+                with self.transaction() as tx:
+                    return tx.append(
+                        flow_id, events, expected_revision=expected_revision, metadata=metadata
+                    )
+            except Raced:
+                # Lost a race: the next attempt re-reads the head, and either
+                # appends (ANY), finds this very append already written by a
+                # concurrent retry, or reports the RevisionMismatch.
+                continue
+        raise ConcurrencyError(f"flow {flow_id!r} kept changing under {_ANY_RETRIES} append attempts")
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A unit of work over several flows, each append with its own expected revision."""
+        self._check_open()
+        tx: Transaction | None = None
+        try:
+            with self._backend.write_connection() as conn:
+                tx = Transaction(self, conn)
+                yield tx
+        except sa.exc.IntegrityError as exc:
+            self._backend.forget([w.result.flow_id for w in tx.written] if tx else [])
+            raise self._explain_conflict(exc, tx) from exc
+        except sa.exc.SQLAlchemyError as exc:
+            self._backend.forget([w.result.flow_id for w in tx.written] if tx else [])
+            raise self._backend.translate(exc) from exc
+        except BaseException:
+            if tx is not None:
+                self._backend.forget([w.result.flow_id for w in tx.written])
+            raise
+        self._backend.remember(tx.written)
+
+    def _explain_conflict(self, exc: sa.exc.IntegrityError, tx: Transaction | None) -> Exception:
+        """Turn a unique-key violation into the error the caller can act on."""
+        kind = self._backend.unique_violation(exc)
+        batch = getattr(exc, "eventstore_batch", None)
+        if kind is None or batch is None:
+            return self._backend.translate(exc)
+        with self._backend.read_connection() as conn:
+            actual = self._backend.head(conn, batch.flow_id)[0]
+            if kind == "revision":
+                expected = batch.expected if batch.expected is not ANY else actual - 1
+                return Raced(batch.flow_id, expected, actual)
+            try:
+                self._backend.earlier_append(conn, batch, actual)
+            except EventStoreError as error:
+                return error
+        # Every id was already written by one earlier append, committed by a
+        # concurrent retry of this same call: report it as a lost race.
+        return Raced(batch.flow_id, actual, actual)
+
+    def _prepare(
+        self,
+        flow_id: str,
+        events: Sequence[Event | NewEvent],
+        expected_revision: ExpectedRevision,
+        metadata: Mapping[str, Any] | None,
+    ) -> Batch:
+        self._check_open()
+        _check_flow_id(flow_id)
+        if expected_revision is not ANY and (
+            type(expected_revision) is not int or expected_revision < 0
+        ):
+            raise InvalidInput(
+                f"expected_revision must be ANY or an int >= 0, not {expected_revision!r}"
+            )
+        if isinstance(events, (str, bytes, Mapping, Event, NewEvent)) or not isinstance(events, Sequence):
+            raise InvalidInput("events must be a list of Event or NewEvent")
+        if not events:
+            raise InvalidInput("an append needs at least one event")
+        base_meta: dict[str, Any] = {}
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise InvalidInput("metadata must be a mapping")
+            base_meta = dict(metadata)
+        base_encoded = self._encode(base_meta, "metadata")
+        base_hash = digest(base_encoded)
+        prepared = []
+        seen: set[uuid.UUID] = set()
+        for event in events:
+            if isinstance(event, Event):
+                prepared.append(self._prepare_typed(event, base_encoded, base_hash))
+            elif isinstance(event, NewEvent):
+                prepared.append(self._prepare_new(event, base_meta, base_encoded, base_hash))
+            else:
+                raise InvalidInput(f"not an Event or NewEvent: {event!r}")
+            if prepared[-1].event_id in seen:
+                raise InvalidEvent(f"event id {prepared[-1].event_id} appears twice in one append")
+            seen.add(prepared[-1].event_id)
+        return Batch(flow_id, prepared, expected_revision)
+
+    def _prepare_typed(self, event: Event, meta: bytes, meta_hash: bytes) -> PreparedEvent:
+        cls = type(event)
+        if cls.event_type not in self.registry:
+            self.registry.register(cls)
+        try:
+            data = event.model_dump(mode="json")
+        except pydantic.PydanticSerializationError as exc:
+            raise InvalidEvent(f"{cls.event_type} cannot be serialised: {exc}") from exc
+        encoded = self._encode(data, "data")
+        event_id = event.event_id
+        return PreparedEvent(
+            event_id, str(event_id), cls.event_type, cls.schema_version,
+            encoded, digest(encoded), meta, meta_hash,
+        )
+
+    def _prepare_new(
+        self, event: NewEvent, base_meta: dict[str, Any], meta: bytes, meta_hash: bytes
+    ) -> PreparedEvent:
+        event_type = event.type
+        if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_LENGTH:
+            raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
+        version = event.schema_version
+        if type(version) is not int or version < 1:
+            raise InvalidEvent(f"schema_version must be an int >= 1, not {version!r}")
+        event_id = event.event_id
+        if not isinstance(event_id, uuid.UUID):
+            raise InvalidEvent(f"event_id must be a UUID, not {event_id!r}")
+        data = event.data
+        if not isinstance(data, dict):
+            if not isinstance(data, Mapping):
+                raise InvalidEvent(f"{event_type} data must be a JSON object (a mapping)")
+            data = dict(data)
+        if event_type in self.registry:
+            self.registry.validate(event_type, version, data)
+        encoded = self._encode(data, "data")
+        if event.metadata:
+            if not isinstance(event.metadata, Mapping):
+                raise InvalidEvent("event metadata must be a mapping")
+            meta = self._encode({**base_meta, **event.metadata}, "metadata")
+            meta_hash = digest(meta)
+        return PreparedEvent(
+            event_id, str(event_id), event_type, version, encoded, digest(encoded), meta, meta_hash
+        )
+
+    def _encode(self, value: Any, what: str) -> bytes:
+        encoded = canonical(value, what=what)
+        if len(encoded) > self.max_payload_bytes:
+            raise PayloadTooLarge(what, len(encoded), self.max_payload_bytes)
+        return encoded
+
+    # -- reading -------------------------------------------------------
+    def read_flow(
+        self,
+        flow_id: str,
+        *,
+        from_revision: int = 1,
+        to_revision: int | None = None,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[RecordedEvent]:
+        """The flow's events with ``from_revision <= revision <= to_revision``.
+
+        Ascending, or descending with ``backwards=True``; at most ``limit``.
+        A flow that does not exist reads as empty.
+        """
+        self._check_open()
+        _check_flow_id(flow_id)
+        _check_count("from_revision", from_revision, minimum=1)
+        if to_revision is not None:
+            _check_count("to_revision", to_revision, minimum=0)
+        if limit is not None:
+            _check_count("limit", limit, minimum=0)
+        col = flow_events.c.revision
+        base = sa.select(*READ_COLUMNS).where(flow_events.c.flow_id == flow_id)
+        if backwards:
+            base = base.where(col >= from_revision).order_by(col.desc())
+            if to_revision is not None:
+                base = base.where(col <= to_revision)
+            return self._iterate(lambda cur: base.where(col < cur), lambda r: r[2], _BIG, limit)
+        if to_revision is not None:
+            base = base.where(col <= to_revision)
+        base = base.order_by(col)
+        return self._iterate(lambda cur: base.where(col > cur), lambda r: r[2], from_revision - 1, limit)
+
+    def read_all(
+        self, *, after_position: int = 0, limit: int | None = None, types: Iterable[str] | None = None
+    ) -> Iterator[RecordedEvent]:
+        """The global log after ``after_position``, in position order.
+
+        Positions are handed out in commit order, so a reader that resumes
+        after the last position it saw never misses an event.
+        """
+        self._check_open()
+        _check_count("after_position", after_position, minimum=0)
+        if limit is not None:
+            _check_count("limit", limit, minimum=0)
+        col = flow_events.c.position
+        base = sa.select(*READ_COLUMNS).order_by(col)
+        if types is not None:
+            wanted = [types] if isinstance(types, str) else list(types)
+            if not all(isinstance(t, str) for t in wanted):
+                raise InvalidInput("types must be event type names")
+            base = base.where(flow_events.c.type.in_(wanted))
+        return self._iterate(lambda cur: base.where(col > cur), lambda r: r[0], after_position, limit)
+
+    def _iterate(
+        self,
+        query: Callable[[Any], sa.Select[Any]],
+        key: Callable[[Any], Any],
+        start: Any,
+        limit: int | None,
+    ) -> Iterator[RecordedEvent]:
+        decode = self._backend.decode
+        remaining = limit
+        cursor = start
+        while remaining is None or remaining > 0:
+            page = self.page_size if remaining is None else min(self.page_size, remaining)
+            self._check_open()
+            with self._guard(), self._backend.read_connection() as conn:
+                rows = conn.execute(query(cursor).limit(page)).all()
+            for row in rows:
+                yield decode(row)
+            if len(rows) < page:
+                return
+            if remaining is not None:
+                remaining -= len(rows)
+            cursor = key(rows[-1])
+
+    def revision(self, flow_id: str) -> int:
+        """The flow's current revision; 0 if it does not exist."""
+        self._check_open()
+        _check_flow_id(flow_id)
+        with self._guard(), self._backend.read_connection() as conn:
+            return self._backend.head(conn, flow_id)[0]
+
+    def last_position(self) -> int:
+        """The position of the newest committed event (0 for an empty store)."""
+        self._check_open()
+        with self._guard(), self._backend.read_connection() as conn:
+            return int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one())
+
+    def flows(self, *, after: str | None = None, limit: int | None = None) -> Iterator[str]:
+        """Flow ids in sorted order, after ``after``; streamed in pages."""
+        self._check_open()
+        if after is not None:
+            _check_flow_id(after)
+        if limit is not None:
+            _check_count("limit", limit, minimum=0)
+        col = flow_events.c.flow_id
+        base = sa.select(col).where(flow_events.c.revision == 1).order_by(col)
+        rows = self._iterate_raw(lambda cur: base.where(col > cur), after or "", limit)
+        return (row[0] for row in rows)
+
+    def _iterate_raw(
+        self, query: Callable[[Any], sa.Select[Any]], start: Any, limit: int | None
+    ) -> Iterator[Any]:
+        remaining = limit
+        cursor = start
+        while remaining is None or remaining > 0:
+            page = self.page_size if remaining is None else min(self.page_size, remaining)
+            self._check_open()
+            with self._guard(), self._backend.read_connection() as conn:
+                rows = conn.execute(query(cursor).limit(page)).all()
+            yield from rows
+            if len(rows) < page:
+                return
+            if remaining is not None:
+                remaining -= len(rows)
+            cursor = rows[-1][0]
+
+    def decode(self, recorded: RecordedEvent) -> Event:
+        """The typed model of a recorded event, upcast to its current version."""
+        return self.registry.decode(recorded)
+
+    # -- integrity -------------------------------------------------------
+    def verify(
+        self, flow_id: str | None = None, *, progress: Callable[[int], None] | None = None
+    ) -> VerificationReport:
+        """Re-compute every hash chain (or one flow's) and report each broken link.
+
+        Streams in (flow, revision) order and keeps one row per flow in memory.
+        ``progress`` is called with the number of events checked after each page.
+        """
+        self._check_open()
+        report = VerificationReport()
+        for item in check_chains(self._verify_rows(flow_id, report, progress)):
+            if isinstance(item, str):
+                report.flows_checked += 1
+            else:
+                report.problems.append(item)
+        return report
+
+    def _verify_rows(
+        self, flow_id: str | None, report: VerificationReport, progress: Callable[[int], None] | None
+    ) -> Iterator[Any]:
+        c = flow_events.c
+        base = sa.select(*VERIFY_COLUMNS).order_by(c.flow_id, c.revision)
+        if flow_id is not None:
+            _check_flow_id(flow_id)
+            base = base.where(c.flow_id == flow_id)
+        stored_row = self._backend.stored_row
+        cursor: tuple[str, int] = ("", 0)
+        while True:
+            with self._guard(), self._backend.read_connection() as conn:
+                rows = conn.execute(
+                    base.where(sa.tuple_(c.flow_id, c.revision) > sa.tuple_(*cursor)).limit(self.page_size)
+                ).all()
+            for row in rows:
+                yield stored_row(row)
+            report.events_checked += len(rows)
+            if progress is not None:
+                progress(report.events_checked)
+            if len(rows) < self.page_size:
+                return
+            cursor = (rows[-1][1], rows[-1][2])
+
+    # -- plumbing ----------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
+    @contextmanager
+    def _guard(self) -> Iterator[None]:
+        try:
+            yield
+        except sa.exc.SQLAlchemyError as exc:
+            raise self._backend.translate(exc) from exc
+
+
+_BIG = 2**31 - 1  # above any revision (an INTEGER column)
+
+
+def _check_flow_id(flow_id: str) -> str:
+    if not isinstance(flow_id, str) or not flow_id:
+        raise InvalidInput(f"a flow id must be a non-empty string, not {flow_id!r}")
+    if len(flow_id) > MAX_FLOW_ID_LENGTH:
+        raise InvalidInput(f"a flow id may have at most {MAX_FLOW_ID_LENGTH} characters, not {len(flow_id)}")
+    if "\x00" in flow_id:
+        raise InvalidInput("a flow id may not contain NUL characters")
+    return flow_id
+
+
+def _check_count(name: str, value: int, *, minimum: int) -> None:
+    if type(value) is not int or value < minimum:
+        raise InvalidInput(f"{name} must be an int >= {minimum}, not {value!r}")
+
+
+def _backend_for(
+    url: str | sa.URL,
+    *,
+    synchronous: str,
+    busy_timeout: float,
+    lock_timeout: float,
+    idle_in_transaction_timeout: float,
+    schema: str | None,
+    pool_size: int,
+) -> Backend:
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"not a database URL: {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise InvalidInput("synchronous must be NORMAL, FULL or EXTRA")
+        if parsed.database in (None, "", ":memory:"):
+            raise InvalidInput("use a SQLite file: an in-memory database is not shared between connections")
+        engine = sqlite.create_engine(
+            parsed, busy_timeout=busy_timeout, synchronous=synchronous.upper(), pool_size=pool_size
+        )
+        return sqlite.SQLiteBackend(engine)
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "postgresql", ""):
+            raise InvalidInput("PostgreSQL is used through psycopg 3: postgresql+psycopg://...")
+        if schema is not None and not schema.replace("_", "").isalnum():
+            raise InvalidInput(f"not a plain schema name: {schema!r}")
+        try:
+            engine = postgresql.create_engine(
+                parsed.set(drivername="postgresql+psycopg"),
+                lock_timeout=lock_timeout,
+                idle_in_transaction_timeout=idle_in_transaction_timeout,
+                schema=schema,
+                pool_size=pool_size,
+            )
+        except ImportError as exc:
+            raise StorageError("PostgreSQL needs psycopg 3: pip install 'agent-eventstore[postgresql]'") from exc
+        return postgresql.PostgresBackend(engine)
+    raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+
