@@ -28,7 +28,7 @@ def _errors() -> Iterator[None]:
 def _open(ctx: click.Context, **kwargs: object) -> EventStore:
     url = ctx.obj["url"]
     with _errors():
-        return EventStore.open(url, **kwargs)  # type: ignore[arg-type]  # options are forwarded as given
+        return EventStore.open(url, **{**ctx.obj["options"], **kwargs})  # type: ignore[arg-type]  # options are forwarded as given
 
 
 @click.group()
@@ -39,10 +39,16 @@ def _open(ctx: click.Context, **kwargs: object) -> EventStore:
     show_default=True,
     help="Store URL (sqlite:///file.db or postgresql://...); also EVENTSTORE_URL.",
 )
+@click.option(
+    "--schema",
+    envvar="EVENTSTORE_SCHEMA",
+    default=None,
+    help="PostgreSQL schema to use (search_path); also EVENTSTORE_SCHEMA.",
+)
 @click.pass_context
-def main(ctx: click.Context, url: str) -> None:
+def main(ctx: click.Context, url: str, schema: str | None) -> None:
     """agent-eventstore: an audit log for agent workflows."""
-    ctx.obj = {"url": url}
+    ctx.obj = {"url": url, "options": {"schema": schema} if schema else {}}
 
 
 @main.group()
@@ -77,7 +83,7 @@ def db_current(ctx: click.Context, as_json: bool) -> None:
 def _bare(ctx: click.Context) -> Iterator[EventStore]:
     """A store opened without checking the schema (for inspecting it)."""
     with _errors():
-        store = EventStore.open(ctx.obj["url"], create=False, check_schema=False)
+        store = EventStore.open(ctx.obj["url"], **ctx.obj["options"], create=False, check_schema=False)
     try:
         yield store
     finally:

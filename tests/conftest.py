@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,18 +69,33 @@ def pg_database() -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=BACKENDS)
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
-    if request.param == "sqlite":
-        yield Target(f"sqlite:///{tmp_path / 'events.db'}")
-        return
-    url = request.getfixturevalue("pg_database")
+@contextmanager
+def _pg_schema(url: str) -> Iterator[Target]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with _admin_connect(url) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    yield Target(url, {"schema": schema, "create": True})
-    with _admin_connect(url) as conn:
-        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    try:
+        yield Target(url, {"schema": schema, "create": True})
+    finally:
+        with _admin_connect(url) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=BACKENDS)
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
+    """A fresh, empty place for a store: a SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield Target(f"sqlite:///{tmp_path / 'events.db'}")
+    else:
+        with _pg_schema(request.getfixturevalue("pg_database")) as pg:
+            yield pg
+
+
+@pytest.fixture
+def pg_target(pg_database: str) -> Iterator[Target]:
+    """A fresh PostgreSQL schema, for behaviour only PostgreSQL has."""
+    with _pg_schema(pg_database) as pg:
+        yield pg
 
 
 @pytest.fixture

@@ -1,0 +1,164 @@
+"""Bad input gets a clear EventStoreError and writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from eventstore import (
+    Event,
+    EventStore,
+    EventStoreError,
+    InvalidEvent,
+    InvalidInput,
+    NewEvent,
+    PayloadTooLarge,
+    StoreClosed,
+)
+
+
+class Approval(Event):
+    by: str
+    score: float
+
+
+def assert_nothing_written(store: EventStore) -> None:
+    assert store.last_position() == 0
+    assert list(store.read_all()) == []
+
+
+BAD_DATA: list[tuple[Any, str]] = [
+    ({"when": object()}, "not JSON-serialisable"),
+    ({"x": float("nan")}, "NaN or Infinity"),
+    ({"x": [1, float("inf")]}, r"\$\.x\[1\]"),
+    ({"x": -float("inf")}, "NaN or Infinity"),
+    ({"x": 2**64}, "not JSON-serialisable"),
+    ({"x": "nul\x00"}, "NUL character"),
+    ({1: "int key"}, "not JSON-serialisable"),
+    ({"x": 1e300}, "too large to store exactly"),
+]
+
+
+class TestBadEvents:
+    @pytest.mark.parametrize(("data", "message"), BAD_DATA)
+    def test_unstorable_data(self, store: EventStore, data: Any, message: str) -> None:
+        with pytest.raises(InvalidEvent, match=message):
+            store.append("f", [NewEvent("A", {"ok": 1}), NewEvent("B", data)])
+        assert_nothing_written(store)
+
+    def test_data_must_be_an_object(self, store: EventStore) -> None:
+        with pytest.raises(InvalidEvent, match="JSON object"):
+            store.append("f", [NewEvent("A", [1, 2])])  # type: ignore[arg-type]
+        assert_nothing_written(store)
+
+    def test_typed_model_validation(self, store: EventStore) -> None:
+        with pytest.raises(Exception, match="finite number"):
+            Approval(by="ann", score=float("nan"))
+        store.registry.register(Approval)
+        with pytest.raises(InvalidEvent, match="Approval data fails validation"):
+            store.append("f", [NewEvent("Approval", {"by": "ann", "score": "high"})])
+        assert_nothing_written(store)
+
+    def test_payload_over_the_limit(self, target) -> None:  # type: ignore[no-untyped-def]
+        with target.open(max_payload_bytes=1000) as store:
+            with pytest.raises(PayloadTooLarge, match="over the limit of 1000 bytes") as caught:
+                store.append("f", [NewEvent("A", {"blob": "x" * 2000})])
+            assert caught.value.limit == 1000
+            with pytest.raises(PayloadTooLarge, match="metadata"):
+                store.append("f", [NewEvent("A", {})], metadata={"blob": "x" * 2000})
+            assert_nothing_written(store)
+
+    def test_default_limit_is_one_mebibyte(self, store: EventStore) -> None:
+        store.append("f", [NewEvent("A", {"blob": "x" * 1_000_000})])
+        with pytest.raises(PayloadTooLarge):
+            store.append("f", [NewEvent("A", {"blob": "x" * 1_100_000})])
+        assert store.revision("f") == 1
+
+    @pytest.mark.parametrize(
+        ("event_type", "message"),
+        [("", "1 to 200 characters"), ("T" * 201, "1 to 200 characters"), (5, "string")],
+    )
+    def test_bad_type_names(self, store: EventStore, event_type: Any, message: str) -> None:
+        with pytest.raises(InvalidEvent, match=message):
+            store.append("f", [NewEvent(event_type, {})])
+        assert_nothing_written(store)
+
+    def test_bad_event_id_and_version(self, store: EventStore) -> None:
+        with pytest.raises(InvalidEvent, match="UUID"):
+            store.append("f", [NewEvent("A", {}, event_id="not-a-uuid")])  # type: ignore[arg-type]
+        with pytest.raises(InvalidEvent, match="schema_version"):
+            store.append("f", [NewEvent("A", {}, schema_version=0)])
+        assert_nothing_written(store)
+
+
+class TestBadArguments:
+    def test_empty_event_list(self, store: EventStore) -> None:
+        with pytest.raises(InvalidInput, match="at least one event"):
+            store.append("f", [])
+        assert_nothing_written(store)
+
+    @pytest.mark.parametrize("events", [NewEvent("A", {}), "A", {"type": "A"}, [object()]])
+    def test_events_must_be_a_list_of_events(self, store: EventStore, events: Any) -> None:
+        with pytest.raises(InvalidInput):
+            store.append("f", events)
+        assert_nothing_written(store)
+
+    @pytest.mark.parametrize("flow_id", ["", "x" * 201, None, 42, "a\x00b"])
+    def test_bad_flow_ids(self, store: EventStore, flow_id: Any) -> None:
+        with pytest.raises(InvalidInput, match="flow id"):
+            store.append(flow_id, [NewEvent("A", {})])
+        with pytest.raises(InvalidInput, match="flow id"):
+            list(store.read_flow(flow_id))
+        assert_nothing_written(store)
+
+    def test_longest_flow_id_is_accepted(self, store: EventStore) -> None:
+        assert store.append("x" * 200, [NewEvent("A", {})]).revision == 1
+
+    @pytest.mark.parametrize("expected", [-1, 1.0, "1", True, None])
+    def test_bad_expected_revision(self, store: EventStore, expected: Any) -> None:
+        with pytest.raises(InvalidInput, match="expected_revision"):
+            store.append("f", [NewEvent("A", {})], expected_revision=expected)
+        assert_nothing_written(store)
+
+    def test_bad_read_arguments(self, store: EventStore) -> None:
+        with pytest.raises(InvalidInput, match="from_revision"):
+            store.read_flow("f", from_revision=0)
+        with pytest.raises(InvalidInput, match="limit"):
+            store.read_all(limit=-1)
+        with pytest.raises(InvalidInput, match="after_position"):
+            store.read_all(after_position="0")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="types"):
+            store.read_all(types=[1])  # type: ignore[list-item]
+
+    def test_closed_store(self, target) -> None:  # type: ignore[no-untyped-def]
+        store = target.open()
+        store.close()
+        with pytest.raises(StoreClosed):
+            store.append("f", [NewEvent("A", {})])
+        with pytest.raises(StoreClosed):
+            store.revision("f")
+        with pytest.raises(StoreClosed):
+            list(store.read_all())
+
+
+class TestOpen:
+    @pytest.mark.parametrize(
+        ("url", "message"),
+        [
+            ("nonsense", "not a database URL"),
+            ("mysql://localhost/x", "unsupported database"),
+            ("sqlite://", "SQLite file"),
+            ("sqlite:///:memory:", "SQLite file"),
+        ],
+    )
+    def test_bad_urls(self, url: str, message: str) -> None:
+        with pytest.raises(InvalidInput, match=message):
+            EventStore.open(url)
+
+    def test_unreachable_postgres_is_a_clean_error(self) -> None:
+        with pytest.raises(EventStoreError, match="PostgreSQL error"):
+            EventStore.open("postgresql://root@127.0.0.1:1/none", create=True)
+
+    def test_every_error_is_an_event_store_error(self) -> None:
+        assert issubclass(InvalidEvent, EventStoreError) and issubclass(StoreClosed, EventStoreError)

@@ -1,0 +1,76 @@
+"""Migrations: from the library, the command line, and an installed wheel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eventstore import EventStore, NewEvent, SchemaError
+from eventstore.cli import main
+from eventstore.migrate import head_revision
+
+from .conftest import Target
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(target: Target, *args: str) -> str:
+    env = {"EVENTSTORE_URL": target.url}
+    schema = target.options.get("schema")
+    prefix = ["--schema", schema] if schema else []
+    result = CliRunner().invoke(main, [*prefix, *args], env=env)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+class TestMigrations:
+    def test_postgres_is_not_created_implicitly(self, pg_target: Target) -> None:
+        with pytest.raises(SchemaError, match="eventstore db upgrade"):
+            EventStore.open(pg_target.url, schema=pg_target.options["schema"])
+
+    def test_cli_upgrade_then_current(self, target: Target) -> None:
+        assert "needs `eventstore db upgrade`" in cli(target, "db", "current")
+        assert f"schema at {head_revision()}" in cli(target, "db", "upgrade")
+        assert "up to date" in cli(target, "db", "current")
+        assert '"current":"0001"' in cli(target, "db", "current", "--json")
+
+    def test_open_upgrades_idempotently(self, target: Target) -> None:
+        for _ in range(2):
+            with target.open(create=True) as store:
+                store.append("f", [NewEvent("A", {})])
+                assert store.schema_revision() == head_revision()
+        with target.open(create=False) as store:
+            assert store.revision("f") == 2
+
+
+def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+    )
+    (wheel,) = tmp_path.glob("agent_eventstore-*.whl")
+    site = tmp_path / "site"
+    with zipfile.ZipFile(wheel) as archive:
+        assert "eventstore/_migrations/versions/0001_flow_events.py" in archive.namelist()
+        archive.extractall(site)
+    script = (
+        "import eventstore, sys; from eventstore import EventStore, NewEvent\n"
+        "assert eventstore.__file__.startswith(sys.argv[1]), eventstore.__file__\n"
+        "with EventStore.open('sqlite:///' + sys.argv[2]) as s:\n"
+        "    s.append('f', [NewEvent('A', {})]); print(s.schema_revision())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(site), str(tmp_path / "w.db")],
+        env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == head_revision()
