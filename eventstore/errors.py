@@ -88,3 +88,79 @@ class AppendOnlyViolation(StorageError):
 
 class SchemaError(StorageError):
     """The database schema is missing or not at the version this library needs."""
+
+
+class InvalidTransition(EventStoreError):
+    """The command is not allowed in the flow's (or step's) current state; nothing was written."""
+
+    def __init__(
+        self, flow_id: str, message: str, *, step_id: str | None = None, status: str | None = None
+    ) -> None:
+        self.flow_id = flow_id
+        self.step_id = step_id
+        self.status = status
+        where = f"flow {flow_id!r}" + (f" step {step_id!r}" if step_id else "")
+        super().__init__(f"{where}: {message}")
+
+
+class FlowClosed(InvalidTransition):
+    """The flow has finished, failed or been cancelled; it never changes again."""
+
+
+class FlowExists(InvalidTransition):
+    """A flow with this id was already started."""
+
+
+class StepClosed(InvalidTransition):
+    """The step is terminal (completed, failed, skipped, timed out); it never changes again."""
+
+
+class GateNotOpen(InvalidTransition):
+    """The step has no open approval gate."""
+
+
+class SelectionNotAllowed(InvalidTransition):
+    """An approval chose values that are not among the gate's options."""
+
+    def __init__(self, flow_id: str, step_id: str, chosen: list[str], allowed: list[str]) -> None:
+        self.chosen = chosen
+        self.allowed = allowed
+        super().__init__(
+            flow_id,
+            f"selection {chosen!r} is not allowed; the gate's options are {allowed!r}",
+            step_id=step_id,
+        )
+
+
+class LeaseLost(InvalidTransition):
+    """The caller's lease is stale: another owner or a newer generation holds the flow."""
+
+    def __init__(
+        self, flow_id: str, *, owner: str | None, generation: int | None, holder: str | None, current: int
+    ) -> None:
+        self.owner = owner
+        self.generation = generation
+        self.holder = holder
+        self.current_generation = current
+        super().__init__(
+            flow_id,
+            f"lease lost: caller has {owner!r} generation {generation}, "
+            f"the lease is held by {holder!r} at generation {current}",
+        )
+
+
+class LeaseHeld(InvalidTransition):
+    """Another owner holds an unexpired lease on the flow."""
+
+
+class StepNotFound(EventStoreError, LookupError):
+    """No step with this id (or run id) exists in the flow."""
+
+    def __init__(self, flow_id: str, step_id: str) -> None:
+        self.flow_id = flow_id
+        self.step_id = step_id
+        super().__init__(f"flow {flow_id!r} has no step {step_id!r}")
+
+
+class ProjectionError(EventStoreError):
+    """A projection could not be set up, applied or rebuilt."""

@@ -51,3 +51,16 @@ event_positions = sa.Table(
 )
 """One row holding the last position handed out: bumped inside every append
 transaction, so positions are gapless and in commit order (docs/design.md)."""
+
+projection_checkpoints = sa.Table(
+    "projection_checkpoints",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("position", sa.BigInteger, nullable=False),
+    sa.Column("build", sa.String(16), nullable=False),
+    sa.Column("updated_at", sa.String(27), nullable=False),
+)
+"""Per projection: the version its tables were built by, the last position it
+has applied (catch-up projections), and the tag its indexes carry."""

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+import orjson
 import pydantic
 import sqlalchemy as sa
 
@@ -28,6 +29,7 @@ from .errors import (
 )
 from .events import ANY, AppendResult, Event, EventRegistry, ExpectedRevision, NewEvent, RecordedEvent
 from .integrity import VerificationReport, check_chains, digest
+from .projection import InlineProjection
 from .schema import MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH, flow_events
 from .serialization import canonical
 
@@ -49,6 +51,12 @@ class Transaction:
         self._store = store
         self.connection = connection
         self.written: list[Written] = []
+        self.memo: dict[Any, Any] = {}
+        """Scratch space for inline projections and services, discarded with the transaction."""
+
+    @property
+    def store(self) -> EventStore:
+        return self._store
 
     def append(
         self,
@@ -69,6 +77,10 @@ class Transaction:
             exc.eventstore_batch = batch  # type: ignore[attr-defined]  # read by _explain_conflict
             raise
         self.written.append(written)
+        if written.rows and self._store.projections:
+            recorded = _recorded(written, batch)
+            for projection in self._store.projections:
+                projection.apply(self, recorded)
         return written.result
 
     def revision(self, flow_id: str) -> int:
@@ -87,8 +99,10 @@ class EventStore:
         registry: EventRegistry | None = None,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         page_size: int = 1000,
+        projections: Sequence[InlineProjection] = (),
     ) -> None:
         self._backend = backend
+        self.projections: tuple[InlineProjection, ...] = tuple(projections)
         self.clock = clock
         self.registry = registry if registry is not None else EventRegistry()
         self.max_payload_bytes = max_payload_bytes
@@ -112,12 +126,15 @@ class EventStore:
         schema: str | None = None,
         pool_size: int = 5,
         check_schema: bool = True,
+        projections: Sequence[InlineProjection] = (),
     ) -> EventStore:
         """Open a store by URL: ``sqlite:///path.db`` or ``postgresql://...``.
 
         ``create`` creates or upgrades the schema; it defaults to True for
         SQLite and False for PostgreSQL, where ``eventstore db upgrade`` is
         the usual way. ``schema`` (PostgreSQL) sets the search path.
+        ``projections`` are inline projections, applied in every append
+        transaction.
         """
         backend = _backend_for(
             url,
@@ -130,12 +147,20 @@ class EventStore:
         )
         if create is None:
             create = backend.name == "sqlite"
-        store = cls(backend, clock=clock, registry=registry, max_payload_bytes=max_payload_bytes)
+        store = cls(
+            backend,
+            clock=clock,
+            registry=registry,
+            max_payload_bytes=max_payload_bytes,
+            projections=projections,
+        )
         try:
             if create:
                 store.upgrade()
             elif check_schema:
                 store._check_schema()
+            for projection in store.projections:
+                projection.prepare(store)
         except BaseException:
             backend.engine.dispose()
             raise
@@ -518,6 +543,19 @@ class EventStore:
             yield
         except sa.exc.SQLAlchemyError as exc:
             raise self._backend.translate(exc) from exc
+
+
+def _recorded(written: Written, batch: Batch) -> list[RecordedEvent]:
+    """The events an append just wrote, as a reader will see them."""
+    loads = orjson.loads
+    recorded_at = datetime.fromisoformat(written.rows[0][8])
+    return [
+        RecordedEvent(
+            row[0], row[1], row[2], event.event_id, row[4], row[5], loads(row[6]), loads(row[7]),
+            recorded_at, row[11].hex(), row[12].hex(),
+        )
+        for row, event in zip(written.rows, batch.events, strict=True)
+    ]
 
 
 _BIG = 2**31 - 1  # above any revision (an INTEGER column)

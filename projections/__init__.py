@@ -1,1 +1,25 @@
-"""Read models folded from the event log (imports eventstore, never the reverse)."""
+"""Read models folded from the event log (imports eventstore, never the reverse).
+
+- ``FlowProjection``: the inline flow, step and session read models.
+- ``FlowQueries``: questions over them; ``FlowService``: commands that append and update them.
+- ``Projection``, ``CatchUpRunner``, ``rebuild``: the machinery for your own read models.
+"""
+
+from .base import CatchUpRunner, Checkpoint, Progress, Projection, ensure, rebuild
+from .flows import FlowProjection, FlowQueries, Page, Session
+from .service import FlowService, Lease
+
+__all__ = [
+    "CatchUpRunner",
+    "Checkpoint",
+    "FlowProjection",
+    "FlowQueries",
+    "FlowService",
+    "Lease",
+    "Page",
+    "Progress",
+    "Projection",
+    "Session",
+    "ensure",
+    "rebuild",
+]

@@ -1,0 +1,478 @@
+"""The flow vocabulary and its one fold.
+
+Events for flows, steps, human approval gates, leases and agent decisions,
+and ``fold``: the single function that turns a flow's events into its state.
+The inline read models, rebuilds and time travel all fold with it, so they
+cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import pydantic
+
+from .events import Event, EventRegistry, RecordedEvent
+
+# -- flow ------------------------------------------------------------------
+
+
+class FlowStarted(Event):
+    controller_id: str
+    goal: str
+    owner_session_key: str
+    requester_origin: str | None = None
+    state: dict[str, Any] = {}
+    parent_flow_id: str | None = None
+
+
+class FlowAdvanced(Event):
+    current_step: str | None = None
+    state_patch: dict[str, Any] = {}
+    """An RFC 7396 merge patch: a ``null`` value removes its key."""
+
+
+class FlowWaiting(Event):
+    waiting_for: str
+    details: dict[str, Any] = {}
+
+
+class FlowResumed(Event):
+    by: str | None = None
+    input: dict[str, Any] = {}
+
+
+class FlowCancelRequested(Event):
+    by: str
+    reason: str = ""
+
+
+class FlowCancelled(Event):
+    reason: str = ""
+
+
+class FlowFinished(Event):
+    result: dict[str, Any] = {}
+
+
+class FlowFailed(Event):
+    error: str
+    details: dict[str, Any] = {}
+
+
+# -- steps -----------------------------------------------------------------
+
+
+class StepScheduled(Event):
+    step_id: str
+    name: str
+    run_id: str
+    task: dict[str, Any] = {}
+    runtime: str | None = None
+    position: int = 0
+    iteration: int = 0
+    child_session_key: str | None = None
+
+
+class StepStarted(Event):
+    step_id: str
+
+
+class StepCompleted(Event):
+    step_id: str
+    result: dict[str, Any] = {}
+    output: dict[str, Any] | None = None
+
+
+class StepFailed(Event):
+    step_id: str
+    error: str
+    details: dict[str, Any] = {}
+
+
+class StepSkipped(Event):
+    step_id: str
+    reason: str = ""
+
+
+class StepTimedOut(Event):
+    step_id: str
+    reason: str = ""
+
+
+class StepRetried(Event):
+    step_id: str
+    retry_count: int
+    error: str = ""
+
+
+# -- human approval gates ----------------------------------------------------
+
+
+class GateOption(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+    value: str
+    label: str
+
+
+class GateOpened(Event):
+    step_id: str
+    prompt: str
+    options: list[GateOption] = []
+    timeout_seconds: float | None = None
+
+
+class GateApproved(Event):
+    step_id: str
+    by: str
+    feedback: str = ""
+    selections: list[str] = []
+
+
+class GateRejected(Event):
+    step_id: str
+    by: str
+    feedback: str = ""
+
+
+# -- leases and decisions ------------------------------------------------------
+
+
+class LeaseAcquired(Event):
+    owner_token: str
+    expires_at: datetime
+    generation: int
+
+
+class LeaseReleased(Event):
+    owner_token: str
+    generation: int
+
+
+class DecisionRecorded(Event):
+    """Why an agent did what it did: the record an audit asks for."""
+
+    actor: str
+    decision: str
+    rationale: str = ""
+    inputs: dict[str, Any] = {}
+    alternatives: list[Any] = []
+    model: str | None = None
+    tool: str | None = None
+    confidence: float | None = None
+    step_id: str | None = None
+
+
+FLOW_EVENTS: tuple[type[Event], ...] = (
+    FlowStarted, FlowAdvanced, FlowWaiting, FlowResumed, FlowCancelRequested, FlowCancelled,
+    FlowFinished, FlowFailed, StepScheduled, StepStarted, StepCompleted, StepFailed, StepSkipped,
+    StepTimedOut, StepRetried, GateOpened, GateApproved, GateRejected, LeaseAcquired,
+    LeaseReleased, DecisionRecorded,
+)
+FLOW_EVENT_TYPES = frozenset(model.event_type for model in FLOW_EVENTS)
+
+
+def flow_registry() -> EventRegistry:
+    """A registry holding the flow vocabulary."""
+    return EventRegistry(FLOW_EVENTS)
+
+
+# -- state -----------------------------------------------------------------
+
+FLOW_TERMINAL = frozenset({"finished", "failed", "cancelled"})
+FLOW_STATUSES = ("running", "waiting", "finished", "failed", "cancelled")
+STEP_TERMINAL = frozenset({"completed", "failed", "skipped", "timed_out"})
+STEP_STATUSES = ("scheduled", "running", "completed", "failed", "skipped", "timed_out")
+
+
+@dataclass(slots=True)
+class StepState:
+    """One step of a flow, as the fold leaves it (mutable working state)."""
+
+    flow_id: str
+    step_id: str
+    name: str
+    run_id: str
+    task: dict[str, Any]
+    runtime: str | None
+    position: int
+    iteration: int
+    child_session_key: str | None
+    status: str = "scheduled"
+    attempts: int = 0
+    retry_count: int = 0
+    result: dict[str, Any] | None = None
+    output: dict[str, Any] | None = None
+    error: str | None = None
+    reason: str | None = None
+    gate_status: str | None = None
+    gate_prompt: str | None = None
+    gate_options: list[dict[str, str]] | None = None
+    gate_timeout_seconds: float | None = None
+    gate_by: str | None = None
+    gate_feedback: str | None = None
+    gate_selections: list[str] | None = None
+    scheduled_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime | None = None
+    revision: int = 0
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in STEP_TERMINAL
+
+
+@dataclass(slots=True)
+class FlowState:
+    """A flow, as the fold leaves it (mutable working state)."""
+
+    flow_id: str
+    controller_id: str
+    goal: str
+    owner_session_key: str
+    requester_origin: str | None
+    parent_flow_id: str | None
+    state: dict[str, Any]
+    status: str = "running"
+    current_step: str | None = None
+    wait: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    revision: int = 0
+    event_count: int = 0
+    lease_owner: str | None = None
+    lease_generation: int = 0
+    lease_expires_at: datetime | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in FLOW_TERMINAL
+
+
+@dataclass(slots=True)
+class FlowView:
+    """A flow and all its steps: what replay and time travel fold into."""
+
+    flow: FlowState | None = None
+    steps: dict[str, StepState] = field(default_factory=dict)
+
+    def apply(self, event: RecordedEvent) -> None:
+        step_id = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
+        step = self.steps.get(step_id) if isinstance(step_id, str) else None
+        self.flow, step = fold(self.flow, step, event)
+        if step is not None:
+            self.steps[step.step_id] = step
+
+    def copy(self) -> FlowView:
+        return copy.deepcopy(self)
+
+
+STEP_EVENT_TYPES = frozenset(
+    {
+        "StepScheduled", "StepStarted", "StepCompleted", "StepFailed", "StepSkipped",
+        "StepTimedOut", "StepRetried", "GateOpened", "GateApproved", "GateRejected",
+    }
+)
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7396 JSON merge patch of ``patch`` onto ``target``, in place."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+def fold(
+    flow: FlowState | None, step: StepState | None, event: RecordedEvent
+) -> tuple[FlowState | None, StepState | None]:
+    """Apply one event to a flow and (for step events) its step, in place.
+
+    Events of types outside the vocabulary still count: they advance the
+    flow's revision and event count. Events before ``FlowStarted`` are ignored.
+    """
+    data = event.data
+    at = event.recorded_at
+    kind = event.type
+    if kind == "FlowStarted":
+        flow = FlowState(
+            flow_id=event.flow_id,
+            controller_id=data["controller_id"],
+            goal=data["goal"],
+            owner_session_key=data["owner_session_key"],
+            requester_origin=data.get("requester_origin"),
+            parent_flow_id=data.get("parent_flow_id"),
+            state=copy.deepcopy(data.get("state") or {}),
+            created_at=at,
+        )
+    if flow is None:
+        return None, None
+    flow.revision = event.revision
+    flow.event_count += 1
+    flow.updated_at = at
+    handler = _FLOW_HANDLERS.get(kind)
+    if handler is not None:
+        handler(flow, data, at)
+        return flow, None
+    step_handler = _STEP_HANDLERS.get(kind)
+    if step_handler is None:
+        return flow, None
+    if kind == "StepScheduled":
+        step = StepState(
+            flow_id=flow.flow_id,
+            step_id=data["step_id"],
+            name=data["name"],
+            run_id=data["run_id"],
+            task=copy.deepcopy(data.get("task") or {}),
+            runtime=data.get("runtime"),
+            position=data.get("position", 0),
+            iteration=data.get("iteration", 0),
+            child_session_key=data.get("child_session_key"),
+            scheduled_at=at,
+        )
+    if step is None:
+        return flow, None
+    step.revision = event.revision
+    step.updated_at = at
+    step_handler(step, data, at)
+    return flow, step
+
+
+def _advanced(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
+    if data.get("current_step") is not None:
+        flow.current_step = data["current_step"]
+    merge_patch(flow.state, data.get("state_patch") or {})
+
+
+def _waiting(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
+    flow.status = "waiting"
+    flow.wait = {"waiting_for": data["waiting_for"], "details": data.get("details") or {}}
+
+
+def _resumed(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
+    flow.status = "running"
+    flow.wait = None
+
+
+def _cancel_requested(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
+    flow.cancel_requested = True
+
+
+def _ended(status: str) -> Any:
+    def handler(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
+        flow.status = status
+        flow.wait = None
+        flow.finished_at = at
+        if status == "finished":
+            flow.result = data.get("result") or {}
+        elif status == "failed":
+            flow.error = {"error": data["error"], "details": data.get("details") or {}}
+        else:
+            flow.error = {"error": "cancelled", "details": {"reason": data.get("reason", "")}}
+
+    return handler
+
+
+def _lease_acquired(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
+    flow.lease_owner = data["owner_token"]
+    flow.lease_generation = data["generation"]
+    expires = data["expires_at"]
+    flow.lease_expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else expires
+
+
+def _lease_released(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
+    flow.lease_owner = None
+    flow.lease_expires_at = None
+
+
+def _noop(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
+    return None
+
+
+_FLOW_HANDLERS = {
+    "FlowStarted": _noop,
+    "FlowAdvanced": _advanced,
+    "FlowWaiting": _waiting,
+    "FlowResumed": _resumed,
+    "FlowCancelRequested": _cancel_requested,
+    "FlowCancelled": _ended("cancelled"),
+    "FlowFinished": _ended("finished"),
+    "FlowFailed": _ended("failed"),
+    "LeaseAcquired": _lease_acquired,
+    "LeaseReleased": _lease_released,
+    "DecisionRecorded": _noop,
+}
+
+
+def _step_started(step: StepState, data: dict[str, Any], at: datetime) -> None:
+    step.status = "running"
+    step.attempts += 1
+    step.started_at = at
+
+
+def _step_ended(status: str) -> Any:
+    def handler(step: StepState, data: dict[str, Any], at: datetime) -> None:
+        step.status = status
+        step.finished_at = at
+        if status == "completed":
+            step.result = data.get("result") or {}
+            step.output = data.get("output")
+        elif status == "failed":
+            step.error = data["error"]
+        else:
+            step.reason = data.get("reason", "")
+        if step.gate_status == "open":
+            step.gate_status = "closed"
+
+    return handler
+
+
+def _step_retried(step: StepState, data: dict[str, Any], at: datetime) -> None:
+    step.status = "scheduled"
+    step.retry_count = data["retry_count"]
+    step.error = data.get("error") or None
+
+
+def _gate_opened(step: StepState, data: dict[str, Any], at: datetime) -> None:
+    step.gate_status = "open"
+    step.gate_prompt = data["prompt"]
+    step.gate_options = [dict(option) for option in data.get("options") or []]
+    step.gate_timeout_seconds = data.get("timeout_seconds")
+    step.gate_by = step.gate_feedback = None
+    step.gate_selections = None
+
+
+def _gate_decided(status: str) -> Any:
+    def handler(step: StepState, data: dict[str, Any], at: datetime) -> None:
+        step.gate_status = status
+        step.gate_by = data["by"]
+        step.gate_feedback = data.get("feedback", "")
+        step.gate_selections = list(data.get("selections") or [])
+
+    return handler
+
+
+_STEP_HANDLERS = {
+    "StepScheduled": lambda step, data, at: None,
+    "StepStarted": _step_started,
+    "StepCompleted": _step_ended("completed"),
+    "StepFailed": _step_ended("failed"),
+    "StepSkipped": _step_ended("skipped"),
+    "StepTimedOut": _step_ended("timed_out"),
+    "StepRetried": _step_retried,
+    "GateOpened": _gate_opened,
+    "GateApproved": _gate_decided("approved"),
+    "GateRejected": _gate_decided("rejected"),
+}

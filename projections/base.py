@@ -1,0 +1,287 @@
+"""Projection machinery: tables a projection owns, its checkpoint, and rebuilds.
+
+A ``Projection`` declares its tables once (``define_tables``) and folds
+events into them (``apply``, or ``on_<EventType>`` handlers). The machinery
+creates the tables, records the projection's version, and rebuilds them from
+the log into fresh tables that replace the live ones in one transaction, so
+readers see the old, consistent read model until the swap.
+
+Every index and constraint name carries the tag of the build that created
+it, so a rebuild's tables can sit beside the live ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Self
+
+import sqlalchemy as sa
+
+from eventstore import EventStore, RecordedEvent, Transaction
+from eventstore.errors import ProjectionError
+from eventstore.integrity import format_time
+from eventstore.schema import projection_checkpoints as checkpoints
+
+REBUILD_SUFFIX = "__rebuild"
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a long operation has got."""
+
+    done: int
+    total: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    name: str
+    kind: str
+    version: int
+    position: int
+    build: str
+
+
+class Projection:
+    """Base class for read models.
+
+    Subclasses set ``name`` and ``version``, declare tables in
+    ``define_tables`` with their base names, and either override ``apply`` or
+    write ``on_<EventType>(self, tx, event)`` handlers. Handlers reach their
+    tables through ``self.table("name")``, which a rebuild points elsewhere.
+    Bump ``version`` whenever the tables or the fold change: the next open
+    rebuilds the read model from the log.
+    """
+
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1
+    kind: ClassVar[str] = "catchup"
+
+    def __init__(self) -> None:
+        if not self.name:
+            raise ProjectionError(f"{type(self).__name__} must set a name")
+        self._tables = self.build_tables("", "")
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        """Declare this projection's tables on ``metadata``."""
+        raise NotImplementedError  # abstract: every projection owns some tables
+
+    def table(self, name: str) -> sa.Table:
+        return self._tables[name]
+
+    @property
+    def tables(self) -> dict[str, sa.Table]:
+        return dict(self._tables)
+
+    def build_tables(self, suffix: str, tag: str) -> dict[str, sa.Table]:
+        """This projection's tables named ``<name><suffix>``, constraints tagged with ``tag``."""
+        source = sa.MetaData()
+        self.define_tables(source)
+        target = sa.MetaData()
+        built: dict[str, sa.Table] = {}
+        for base in source.sorted_tables:
+            table = base.to_metadata(target, name=base.name + suffix)
+            if tag:
+                _tag_names(table, base.name, tag)
+            built[base.name] = table
+        return built
+
+    def targeting(self, suffix: str, tag: str) -> Self:
+        """A copy of this projection that writes to the tables of another build."""
+        clone = copy.copy(self)
+        clone._tables = self.build_tables(suffix, tag)
+        return clone
+
+    def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        """Fold events into the read model; by default, call ``on_<type>`` handlers."""
+        for event in events:
+            handler = getattr(self, f"on_{event.type}", None)
+            if handler is not None:
+                handler(tx, event)
+
+    def prepare(self, store: EventStore) -> None:
+        """Create the tables on first use; rebuild them if the version changed."""
+        ensure(store, self)
+
+
+def _tag_names(table: sa.Table, base: str, tag: str) -> None:
+    table.primary_key.name = f"pk_{base}_{tag}"
+    for number, constraint in enumerate(sorted(table.constraints, key=lambda c: str(c.name))):
+        if isinstance(constraint, sa.UniqueConstraint) and not isinstance(constraint, sa.PrimaryKeyConstraint):
+            constraint.name = f"uq_{base}_{number}_{tag}"
+    for index in table.indexes:
+        index.name = f"{index.name}_{tag}"
+
+
+def read_checkpoint(conn: sa.Connection, name: str, *, lock: bool = False) -> Checkpoint | None:
+    query = sa.select(checkpoints).where(checkpoints.c.name == name)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    return Checkpoint(row.name, row.kind, row.version, row.position, row.build)
+
+
+def write_checkpoint(
+    store: EventStore, conn: sa.Connection, projection: Projection, *, position: int, build: str
+) -> None:
+    values = {
+        "kind": projection.kind,
+        "version": projection.version,
+        "position": position,
+        "build": build,
+        "updated_at": format_time(store.clock()),
+    }
+    updated = conn.execute(
+        checkpoints.update().where(checkpoints.c.name == projection.name).values(**values)
+    )
+    if updated.rowcount == 0:
+        conn.execute(checkpoints.insert().values(name=projection.name, **values))
+
+
+def _lock_appends(conn: sa.Connection) -> int:
+    """Stop appends until this transaction ends (SQLite's write lock is already held)."""
+    query = "SELECT last_position FROM event_positions WHERE id = 1"
+    if conn.dialect.name == "postgresql":
+        query += " FOR UPDATE"
+    return int(conn.exec_driver_sql(query).scalar_one())
+
+
+def ensure(store: EventStore, projection: Projection) -> None:
+    """Create the projection's tables if new; rebuild if its version changed or it lags."""
+    with store.transaction() as tx:
+        conn = tx.connection
+        _lock_appends(conn)
+        current = read_checkpoint(conn, projection.name, lock=True)
+        if current is not None and current.version == projection.version:
+            return
+        if current is None and not store_has_events(conn):
+            tag = secrets.token_hex(4)
+            for table in projection.build_tables("", tag).values():
+                table.create(conn, checkfirst=False)
+            write_checkpoint(store, conn, projection, position=0, build=tag)
+            return
+    rebuild(store, projection)
+
+
+def store_has_events(conn: sa.Connection) -> bool:
+    return int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one()) > 0
+
+
+def rebuild(
+    store: EventStore,
+    projection: Projection,
+    *,
+    batch_size: int = 10_000,
+    progress: Callable[[Progress], None] | None = None,
+) -> Progress:
+    """Rebuild ``projection`` from the whole log into fresh tables, then swap them in.
+
+    Readers and writers carry on while the fresh tables fill; the swap takes
+    the append lock only to apply the last few events and rename the tables.
+    """
+    tag = secrets.token_hex(4)
+    target = projection.targeting(REBUILD_SUFFIX, tag)
+    started = time.perf_counter()
+    with store.transaction() as tx:
+        for table in reversed(list(target.tables.values())):
+            tx.connection.execute(sa.schema.DropTable(table, if_exists=True))
+        for table in target.tables.values():
+            table.create(tx.connection)
+    total = store.last_position()
+    memo: dict[Any, Any] = {}
+    position = 0
+    done = 0
+    while True:
+        batch = list(store.read_all(after_position=position, limit=batch_size))
+        if not batch:
+            break
+        with store.transaction() as tx:
+            tx.memo = memo
+            _apply_grouped(target, tx, batch)
+        position = batch[-1].position
+        done += len(batch)
+        if progress is not None:
+            progress(Progress(done, max(total, done), time.perf_counter() - started))
+        if len(memo) > 200_000:
+            memo.clear()
+    with store.transaction() as tx:
+        conn = tx.connection
+        head = _lock_appends(conn)
+        read_checkpoint(conn, projection.name, lock=True)
+        tx.memo = memo
+        tail = list(store.read_all(after_position=position))
+        if tail:
+            _apply_grouped(target, tx, tail)
+            done += len(tail)
+        for live in reversed(list(projection.tables.values())):
+            conn.execute(sa.schema.DropTable(live, if_exists=True))
+        for name, fresh in target.tables.items():
+            conn.exec_driver_sql(f'ALTER TABLE "{fresh.name}" RENAME TO "{name}"')
+        write_checkpoint(store, conn, projection, position=head, build=tag)
+    result = Progress(done, max(total, done), time.perf_counter() - started)
+    if progress is not None:
+        progress(result)
+    return result
+
+
+def _apply_grouped(projection: Projection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+    apply_many = getattr(projection, "apply_many", None)
+    if apply_many is not None:
+        apply_many(tx, events)
+    else:
+        projection.apply(tx, events)
+
+
+class CatchUpRunner:
+    """Keeps a catch-up projection current: reads the log from its checkpoint, in batches.
+
+    Each batch's read-model writes and the new checkpoint commit in one
+    transaction, so every event takes effect exactly once, and a crashed
+    runner resumes where it left off.
+    """
+
+    def __init__(self, store: EventStore, projection: Projection, *, batch_size: int = 500) -> None:
+        self.store = store
+        self.projection = projection
+        self.batch_size = batch_size
+        ensure(store, projection)
+
+    def run_once(self) -> int:
+        """Apply the next batch; return how many events it held (0: caught up)."""
+        with self.store.transaction() as tx:
+            checkpoint = read_checkpoint(tx.connection, self.projection.name, lock=True)
+            if checkpoint is None or checkpoint.version != self.projection.version:
+                raise ProjectionError(
+                    f"projection {self.projection.name!r} needs a rebuild before it can catch up"
+                )
+            events = list(self.store.read_all(after_position=checkpoint.position, limit=self.batch_size))
+            if not events:
+                return 0
+            _apply_grouped(self.projection, tx, events)
+            write_checkpoint(
+                self.store, tx.connection, self.projection, position=events[-1].position, build=checkpoint.build
+            )
+        return len(events)
+
+    def run_until_caught_up(self) -> int:
+        """Apply batches until none is left; return the number of events applied."""
+        total = 0
+        while applied := self.run_once():
+            total += applied
+        return total
+
+    def position(self) -> int:
+        with self.store.engine.connect() as conn:
+            checkpoint = read_checkpoint(conn, self.projection.name)
+        return 0 if checkpoint is None else checkpoint.position

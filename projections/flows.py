@@ -1,0 +1,417 @@
+"""The flow, step and session read models: an inline projection and its queries.
+
+``FlowProjection`` folds flow events (with ``eventstore.flows.fold``) into
+``flows``, ``flow_steps`` and ``sessions`` inside the append transaction.
+``FlowQueries`` answers the questions an agent runtime and its operators ask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any, ClassVar, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
+from eventstore.errors import StepNotFound
+from eventstore.flows import FLOW_STATUSES, STEP_EVENT_TYPES, FlowState, StepState, fold
+from eventstore.schema import MAX_FLOW_ID_LENGTH
+
+from .base import Projection
+from .types import JSON, UTCDateTime
+
+ID = sa.String(MAX_FLOW_ID_LENGTH)
+FLOW_FIELDS = tuple(f.name for f in dataclasses.fields(FlowState))
+STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepState))
+
+
+class FlowProjection(Projection):
+    """Inline projection of flows, their steps, and the sessions that own them."""
+
+    name: ClassVar[str] = "flows"
+    version: ClassVar[int] = 1
+    kind: ClassVar[str] = "inline"
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "flows",
+            metadata,
+            sa.Column("flow_id", ID, primary_key=True),
+            sa.Column("controller_id", ID, nullable=False),
+            sa.Column("goal", sa.Text, nullable=False),
+            sa.Column("owner_session_key", ID, nullable=False),
+            sa.Column("requester_origin", ID),
+            sa.Column("parent_flow_id", ID),
+            sa.Column("state", JSON, nullable=False),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("current_step", ID),
+            sa.Column("wait", JSON),
+            sa.Column("cancel_requested", sa.Boolean, nullable=False),
+            sa.Column("result", JSON),
+            sa.Column("error", JSON),
+            sa.Column("revision", sa.Integer, nullable=False),
+            sa.Column("event_count", sa.Integer, nullable=False),
+            sa.Column("lease_owner", ID),
+            sa.Column("lease_generation", sa.Integer, nullable=False),
+            sa.Column("lease_expires_at", UTCDateTime),
+            sa.Column("created_at", UTCDateTime),
+            sa.Column("updated_at", UTCDateTime),
+            sa.Column("finished_at", UTCDateTime),
+            sa.Index("ix_flows_owner", "owner_session_key", "created_at"),
+            sa.Index("ix_flows_status", "status", "created_at"),
+            sa.Index("ix_flows_lease", "lease_expires_at"),
+        )
+        sa.Table(
+            "flow_steps",
+            metadata,
+            sa.Column("flow_id", ID, primary_key=True),
+            sa.Column("step_id", ID, primary_key=True),
+            sa.Column("name", ID, nullable=False),
+            sa.Column("run_id", ID, nullable=False),
+            sa.Column("task", JSON, nullable=False),
+            sa.Column("runtime", ID),
+            sa.Column("position", sa.Integer, nullable=False),
+            sa.Column("iteration", sa.Integer, nullable=False),
+            sa.Column("child_session_key", ID),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("attempts", sa.Integer, nullable=False),
+            sa.Column("retry_count", sa.Integer, nullable=False),
+            sa.Column("result", JSON),
+            sa.Column("output", JSON),
+            sa.Column("error", sa.Text),
+            sa.Column("reason", sa.Text),
+            sa.Column("gate_status", sa.String(16)),
+            sa.Column("gate_prompt", sa.Text),
+            sa.Column("gate_options", JSON),
+            sa.Column("gate_timeout_seconds", sa.Float),
+            sa.Column("gate_by", ID),
+            sa.Column("gate_feedback", sa.Text),
+            sa.Column("gate_selections", JSON),
+            sa.Column("scheduled_at", UTCDateTime),
+            sa.Column("started_at", UTCDateTime),
+            sa.Column("finished_at", UTCDateTime),
+            sa.Column("updated_at", UTCDateTime),
+            sa.Column("revision", sa.Integer, nullable=False),
+            sa.UniqueConstraint("flow_id", "run_id"),
+            sa.Index("ix_flow_steps_position", "flow_id", "position", "step_id"),
+            sa.Index("ix_flow_steps_status", "flow_id", "status"),
+            sa.Index("ix_flow_steps_name", "flow_id", "name"),
+        )
+        sa.Table(
+            "sessions",
+            metadata,
+            sa.Column("session_key", ID, primary_key=True),
+            *(sa.Column(status, sa.Integer, nullable=False) for status in FLOW_STATUSES),
+            sa.Column("event_count", sa.Integer, nullable=False),
+            sa.Column("first_activity_at", UTCDateTime, nullable=False),
+            sa.Column("last_activity_at", UTCDateTime, nullable=False),
+            sa.Index("ix_sessions_last_activity", "last_activity_at"),
+        )
+
+    # -- loading -----------------------------------------------------------
+    def load_flow(self, tx: Transaction, flow_id: str) -> FlowState | None:
+        """The flow's current state, read once per transaction."""
+        key = ("flow", flow_id)
+        if key not in tx.memo:
+            self._load(tx, [flow_id], [])
+        state: FlowState | None = tx.memo[key]
+        return state
+
+    def load_step(self, tx: Transaction, flow_id: str, step_id: str) -> StepState | None:
+        key = ("step", flow_id, step_id)
+        if key not in tx.memo:
+            self._load(tx, [], [(flow_id, step_id)])
+        state: StepState | None = tx.memo[key]
+        return state
+
+    def find_run(self, tx: Transaction, flow_id: str, run_id: str) -> StepState | None:
+        steps = self.table("flow_steps")
+        row = tx.connection.execute(
+            sa.select(steps).where(steps.c.flow_id == flow_id, steps.c.run_id == run_id)
+        ).first()
+        if row is None:
+            return None
+        step = StepState(**row._mapping)
+        key = ("step", flow_id, step.step_id)
+        return tx.memo.setdefault(key, step)  # type: ignore[no-any-return]  # memo values are states
+
+    def _load(self, tx: Transaction, flow_ids: Iterable[str], step_keys: Iterable[tuple[str, str]]) -> None:
+        memo, conn = tx.memo, tx.connection
+        wanted = [f for f in dict.fromkeys(flow_ids) if ("flow", f) not in memo]
+        if wanted:
+            flows = self.table("flows")
+            for row in conn.execute(sa.select(flows).where(flows.c.flow_id.in_(wanted))):
+                memo["flow", row.flow_id] = FlowState(**row._mapping)
+            for flow_id in wanted:
+                memo.setdefault(("flow", flow_id), None)
+        keys = [k for k in dict.fromkeys(step_keys) if ("step", *k) not in memo]
+        if keys:
+            steps = self.table("flow_steps")
+            query = sa.select(steps).where(sa.tuple_(steps.c.flow_id, steps.c.step_id).in_(keys))
+            for row in conn.execute(query):
+                memo["step", row.flow_id, row.step_id] = StepState(**row._mapping)
+            for flow_id, step_id in keys:
+                memo.setdefault(("step", flow_id, step_id), None)
+
+    # -- folding -------------------------------------------------------------
+    def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        """Fold the events into the three read models; one upsert per touched row."""
+        memo = tx.memo
+        step_keys = [(e.flow_id, e.data["step_id"]) for e in events if _is_step_event(e)]
+        self._load(tx, (e.flow_id for e in events), step_keys)
+        flows: dict[str, FlowState] = {}
+        steps: dict[tuple[str, str], StepState] = {}
+        sessions: dict[str, dict[str, Any]] = {}
+        for event in self._fill_gaps(tx, events):
+            flow_key = ("flow", event.flow_id)
+            flow = memo.get(flow_key)
+            if flow is not None and event.revision <= flow.revision:
+                continue  # already folded: applying is idempotent
+            before = flow.status if flow is not None else None
+            step_id = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
+            step = memo.get(("step", event.flow_id, step_id)) if isinstance(step_id, str) else None
+            flow, step = fold(flow, step, event)
+            if flow is None:
+                continue
+            memo[flow_key] = flows[event.flow_id] = flow
+            if step is not None:
+                memo["step", event.flow_id, step.step_id] = steps[event.flow_id, step.step_id] = step
+            _count(sessions, flow, before, event.recorded_at)
+        self._write(tx.connection, flows.values(), steps.values(), sessions)
+
+    apply_many = apply
+
+    def _fill_gaps(self, tx: Transaction, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """Events preceded by any the read model missed (appended without this projection)."""
+        memo = tx.memo
+        out: list[RecordedEvent] = []
+        seen: dict[str, int] = {}
+        for event in events:
+            flow = memo.get(("flow", event.flow_id))
+            folded = seen.get(event.flow_id, flow.revision if flow is not None else event.revision - 1)
+            if event.revision > folded + 1:
+                missing = list(
+                    tx.store.read_flow(event.flow_id, from_revision=folded + 1, to_revision=event.revision - 1)
+                )
+                self._load(
+                    tx, [], [(e.flow_id, e.data["step_id"]) for e in missing if _is_step_event(e)]
+                )
+                out.extend(missing)
+            out.append(event)
+            seen[event.flow_id] = max(folded, event.revision)
+        return out
+
+    def _write(
+        self,
+        conn: sa.Connection,
+        flows: Iterable[FlowState],
+        steps: Iterable[StepState],
+        sessions: dict[str, dict[str, Any]],
+    ) -> None:
+        upsert_flow, upsert_step, upsert_session = self._statements(conn.dialect.name)
+        flow_rows = [{name: getattr(f, name) for name in FLOW_FIELDS} for f in flows]
+        if flow_rows:
+            conn.execute(upsert_flow, flow_rows)
+        step_rows = [{name: getattr(s, name) for name in STEP_FIELDS} for s in steps]
+        if step_rows:
+            conn.execute(upsert_step, step_rows)
+        if sessions:
+            conn.execute(upsert_session, [{"session_key": k, **v} for k, v in sessions.items()])
+
+    def _statements(self, dialect: str) -> tuple[Any, Any, Any]:
+        cached = self.__dict__.get("_cached_statements")
+        if cached is None or cached[0] != dialect:
+            insert = postgresql.insert if dialect == "postgresql" else sqlite_dialect.insert
+            cached = (dialect, _upserts(insert, self.table("flows"), self.table("flow_steps"), self.table("sessions")))
+            self.__dict__["_cached_statements"] = cached
+        return cached[1]  # type: ignore[no-any-return]  # built just above
+
+    def targeting(self, suffix: str, tag: str) -> FlowProjection:
+        clone = super().targeting(suffix, tag)
+        clone.__dict__.pop("_cached_statements", None)
+        return clone
+
+
+def _is_step_event(event: RecordedEvent) -> bool:
+    return event.type in STEP_EVENT_TYPES and isinstance(event.data.get("step_id"), str)
+
+
+def _count(sessions: dict[str, dict[str, Any]], flow: FlowState, before: str | None, at: datetime) -> None:
+    delta = sessions.get(flow.owner_session_key)
+    if delta is None:
+        delta = dict.fromkeys(FLOW_STATUSES, 0)
+        delta.update(event_count=0, first_activity_at=at, last_activity_at=at)
+        sessions[flow.owner_session_key] = delta
+    delta["event_count"] += 1
+    delta["last_activity_at"] = max(delta["last_activity_at"], at)
+    delta["first_activity_at"] = min(delta["first_activity_at"], at)
+    if before != flow.status:
+        if before is not None:
+            delta[before] -= 1
+        delta[flow.status] += 1
+
+
+def _upserts(insert: Any, flows: sa.Table, steps: sa.Table, sessions: sa.Table) -> tuple[Any, Any, Any]:
+    def replace_all(table: sa.Table, keys: list[str]) -> Any:
+        statement = insert(table)
+        return statement.on_conflict_do_update(
+            index_elements=keys,
+            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
+        )
+
+    statement = insert(sessions)
+    new = statement.excluded
+    later = sa.case((new.last_activity_at > sessions.c.last_activity_at, new.last_activity_at),
+                    else_=sessions.c.last_activity_at)
+    earlier = sa.case((new.first_activity_at < sessions.c.first_activity_at, new.first_activity_at),
+                      else_=sessions.c.first_activity_at)
+    add_counts = {name: sessions.c[name] + new[name] for name in (*FLOW_STATUSES, "event_count")}
+    session_upsert = statement.on_conflict_do_update(
+        index_elements=["session_key"],
+        set_={**add_counts, "last_activity_at": later, "first_activity_at": earlier},
+    )
+    return replace_all(flows, ["flow_id"]), replace_all(steps, ["flow_id", "step_id"]), session_upsert
+
+
+# -- queries -------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a query, with what is needed to ask for the next."""
+
+    items: list[T]
+    total: int
+    offset: int
+    limit: int
+
+    @property
+    def has_next(self) -> bool:
+        return self.offset + len(self.items) < self.total
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    session_key: str
+    running: int
+    waiting: int
+    finished: int
+    failed: int
+    cancelled: int
+    event_count: int
+    first_activity_at: datetime
+    last_activity_at: datetime
+
+
+@cache
+def _live() -> dict[str, sa.Table]:
+    return FlowProjection().tables
+
+
+class FlowQueries:
+    """Read-only questions over the flow read models."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    def _rows(self, query: sa.Select[Any]) -> list[Any]:
+        with self.store.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def _page(self, query: sa.Select[Any], order: Sequence[Any], offset: int, limit: int) -> tuple[list[Any], int]:
+        if type(offset) is not int or offset < 0 or type(limit) is not int or not 1 <= limit <= 1000:
+            raise InvalidInput("offset must be an int >= 0 and limit an int from 1 to 1000")
+        with self.store.engine.connect() as conn:
+            total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+            rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit)))
+        return rows, total
+
+    def flow(self, flow_id: str) -> FlowState:
+        flows = _live()["flows"]
+        rows = self._rows(sa.select(flows).where(flows.c.flow_id == flow_id))
+        if not rows:
+            raise FlowNotFound(flow_id)
+        return FlowState(**rows[0]._mapping)
+
+    def flows(
+        self, *, owner: str | None = None, status: str | None = None, offset: int = 0, limit: int = 50
+    ) -> Page[FlowState]:
+        """Flows, oldest first, optionally of one owner session and/or one status."""
+        flows = _live()["flows"]
+        query = sa.select(flows)
+        if owner is not None:
+            query = query.where(flows.c.owner_session_key == owner)
+        if status is not None:
+            if status not in FLOW_STATUSES:
+                raise InvalidInput(f"unknown flow status {status!r}; one of {', '.join(FLOW_STATUSES)}")
+            query = query.where(flows.c.status == status)
+        rows, total = self._page(query, [flows.c.created_at, flows.c.flow_id], offset, limit)
+        return Page([FlowState(**r._mapping) for r in rows], total, offset, limit)
+
+    def steps(self, flow_id: str) -> list[StepState]:
+        """The flow's steps in order (position, then step id)."""
+        steps = _live()["flow_steps"]
+        query = sa.select(steps).where(steps.c.flow_id == flow_id).order_by(steps.c.position, steps.c.step_id)
+        return [StepState(**r._mapping) for r in self._rows(query)]
+
+    def step(self, flow_id: str, step_id: str) -> StepState:
+        steps = _live()["flow_steps"]
+        rows = self._rows(sa.select(steps).where(steps.c.flow_id == flow_id, steps.c.step_id == step_id))
+        if not rows:
+            raise StepNotFound(flow_id, step_id)
+        return StepState(**rows[0]._mapping)
+
+    def step_by_run(self, flow_id: str, run_id: str) -> StepState:
+        steps = _live()["flow_steps"]
+        rows = self._rows(sa.select(steps).where(steps.c.flow_id == flow_id, steps.c.run_id == run_id))
+        if not rows:
+            raise StepNotFound(flow_id, f"run {run_id}")
+        return StepState(**rows[0]._mapping)
+
+    def step_history(
+        self,
+        flow_id: str,
+        *,
+        from_position: int | None = None,
+        to_position: int | None = None,
+        status: str | None = None,
+        name: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> Page[StepState]:
+        """The flow's steps filtered by position range, status and name, a page at a time."""
+        steps = _live()["flow_steps"]
+        query = sa.select(steps).where(steps.c.flow_id == flow_id)
+        if from_position is not None:
+            query = query.where(steps.c.position >= from_position)
+        if to_position is not None:
+            query = query.where(steps.c.position <= to_position)
+        if status is not None:
+            query = query.where(steps.c.status == status)
+        if name is not None:
+            query = query.where(steps.c.name == name)
+        rows, total = self._page(query, [steps.c.position, steps.c.step_id], offset, limit)
+        return Page([StepState(**r._mapping) for r in rows], total, offset, limit)
+
+    def sessions(self, *, offset: int = 0, limit: int = 50) -> Page[Session]:
+        """Sessions, most recently active first."""
+        sessions = _live()["sessions"]
+        rows, total = self._page(
+            sa.select(sessions), [sessions.c.last_activity_at.desc(), sessions.c.session_key], offset, limit
+        )
+        return Page([Session(**r._mapping) for r in rows], total, offset, limit)
+
+    def session(self, session_key: str) -> Session:
+        sessions = _live()["sessions"]
+        rows = self._rows(sa.select(sessions).where(sessions.c.session_key == session_key))
+        if not rows:
+            raise InvalidInput(f"no session {session_key!r}")
+        return Session(**rows[0]._mapping)
