@@ -160,7 +160,7 @@ class FlowService:
             return [event]
 
         return self._run(
-            flow_id, decide, expected_revision=0, actor=actor, metadata=metadata, must_exist=False
+            flow_id, decide, expected_revision=None, actor=actor, metadata=metadata, must_exist=False
         )
 
     def advance(

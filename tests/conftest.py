@@ -102,3 +102,12 @@ def pg_target(pg_database: str) -> Iterator[Target]:
 def store(target: Target) -> Iterator[EventStore]:
     with target.open() as opened:
         yield opened
+
+
+@pytest.fixture
+def flow_store(target: Target) -> Iterator[EventStore]:
+    """A store with the inline flow read models."""
+    from projections import FlowProjection
+
+    with target.open(projections=[FlowProjection()]) as opened:
+        yield opened

@@ -1,0 +1,280 @@
+"""FlowService: accepted commands and every refused transition."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from freezegun import freeze_time
+
+from eventstore import EventStore, FlowNotFound, RevisionMismatch
+from eventstore.errors import (
+    FlowClosed,
+    FlowExists,
+    GateNotOpen,
+    InvalidTransition,
+    LeaseHeld,
+    LeaseLost,
+    ProjectionError,
+    SelectionNotAllowed,
+    StepClosed,
+    StepNotFound,
+)
+from projections import FlowQueries, FlowService
+
+from .conftest import Target
+
+OPTIONS = [{"value": "full", "label": "Refund in full"}, {"value": "half", "label": "Refund half"}]
+
+
+@pytest.fixture
+def service(flow_store: EventStore) -> FlowService:
+    flows = FlowService(flow_store)
+    flows.start_flow("f", controller_id="ctl", goal="refund", owner_session_key="sess", state={"n": 1})
+    flows.schedule_step("f", step_id="s1", name="lookup", run_id="run-1", position=1)
+    return flows
+
+
+@pytest.fixture
+def queries(flow_store: EventStore) -> FlowQueries:
+    return FlowQueries(flow_store)
+
+
+def log_size(service: FlowService) -> int:
+    return service.store.last_position()
+
+
+class TestFlowLifecycle:
+    def test_start_advance_wait_resume_finish(self, service: FlowService, queries: FlowQueries) -> None:
+        service.advance("f", current_step="s1", state_patch={"n": 2, "seen": ["a"]})
+        service.wait("f", waiting_for="human", details={"channel": "slack"})
+        assert queries.flow("f").wait == {"waiting_for": "human", "details": {"channel": "slack"}}
+        service.resume("f", by="human:ann")
+        service.finish("f", result={"ok": True})
+        flow = queries.flow("f")
+        assert (flow.status, flow.state, flow.result, flow.wait) == ("finished", {"n": 2, "seen": ["a"]}, {"ok": True}, None)
+        assert flow.revision == 6 and flow.finished_at is not None
+
+    def test_state_patch_is_a_merge_patch(self, service: FlowService, queries: FlowQueries) -> None:
+        service.advance("f", state_patch={"a": {"b": 1, "c": 2}})
+        service.advance("f", state_patch={"a": {"b": None, "d": 3}, "n": None})
+        assert queries.flow("f").state == {"a": {"c": 2, "d": 3}}
+
+    def test_starting_twice_is_refused(self, service: FlowService) -> None:
+        with pytest.raises(FlowExists, match="flow 'f': was already started"):
+            service.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+
+    def test_unknown_flow(self, service: FlowService) -> None:
+        with pytest.raises(FlowNotFound, match="flow 'nope' does not exist"):
+            service.advance("nope")
+
+    @pytest.mark.parametrize("ending", ["finish", "fail", "cancel"])
+    def test_closed_flows_never_change(self, service: FlowService, ending: str) -> None:
+        {"finish": lambda: service.finish("f"), "fail": lambda: service.fail("f", error="boom"),
+         "cancel": lambda: service.cancel("f", reason="user")}[ending]()
+        before = log_size(service)
+        with pytest.raises(FlowClosed, match="cannot advance it"):
+            service.advance("f", current_step="s2")
+        with pytest.raises(FlowClosed, match="cannot schedule steps"):
+            service.schedule_step("f", step_id="s2", name="n", run_id="run-2")
+        with pytest.raises(FlowClosed, match="cannot start its steps"):
+            service.start_step("f", "s1")
+        assert log_size(service) == before
+
+    def test_repeating_the_same_ending_is_a_no_op(self, service: FlowService) -> None:
+        service.finish("f", result={"ok": 1})
+        before = log_size(service)
+        assert service.finish("f", result={"ok": 1}).positions == ()
+        with pytest.raises(FlowClosed, match="already finished; it cannot become failed"):
+            service.fail("f", error="late")
+        with pytest.raises(FlowClosed):
+            service.finish("f", result={"ok": 2})
+        assert log_size(service) == before
+
+    def test_resume_requires_waiting(self, service: FlowService) -> None:
+        with pytest.raises(InvalidTransition, match="cannot resume: it is running, not waiting"):
+            service.resume("f")
+
+    def test_cancel_request_is_recorded_once(self, service: FlowService, queries: FlowQueries) -> None:
+        service.request_cancel("f", by="human:ann", reason="wrong order")
+        assert service.request_cancel("f", by="human:bob").positions == ()
+        assert queries.flow("f").cancel_requested
+
+    def test_stale_expected_revision(self, service: FlowService) -> None:
+        with pytest.raises(RevisionMismatch, match="at revision 2, expected 1"):
+            service.advance("f", state_patch={"x": 1}, expected_revision=1)
+        assert service.advance("f", state_patch={"x": 1}, expected_revision=2).revision == 3
+
+
+class TestSteps:
+    def test_lifecycle_with_a_retry(self, service: FlowService, queries: FlowQueries) -> None:
+        service.start_step("f", "s1")
+        service.retry_step("f", "s1", error="rate limited")
+        service.start_step("f", "s1")
+        service.complete_step("f", "s1", result={"rows": 3}, output={"summary": "ok"})
+        step = queries.step("f", "s1")
+        assert (step.status, step.attempts, step.retry_count, step.result, step.output) == (
+            "completed", 2, 1, {"rows": 3}, {"summary": "ok"},
+        )
+
+    def test_same_run_id_schedules_one_step(self, service: FlowService, queries: FlowQueries) -> None:
+        before = log_size(service)
+        result = service.schedule_step("f", step_id="other", name="lookup", run_id="run-1")
+        assert result.positions == ()
+        assert log_size(service) == before
+        assert [s.step_id for s in queries.steps("f")] == ["s1"]
+        assert queries.step_by_run("f", "run-1").step_id == "s1"
+
+    def test_step_id_reuse_by_another_run_is_refused(self, service: FlowService) -> None:
+        with pytest.raises(InvalidTransition, match="step id is already used by another run"):
+            service.schedule_step("f", step_id="s1", name="lookup", run_id="run-9")
+
+    @pytest.mark.parametrize("terminal", ["complete", "fail", "skip", "time_out"])
+    def test_terminal_steps_never_change(self, service: FlowService, terminal: str) -> None:
+        service.start_step("f", "s1")
+        end = {
+            "complete": lambda: service.complete_step("f", "s1", result={"a": 1}),
+            "fail": lambda: service.fail_step("f", "s1", error="boom"),
+            "skip": lambda: service.skip_step("f", "s1", reason="not needed"),
+            "time_out": lambda: service.time_out_step("f", "s1", reason="lease expired"),
+        }[terminal]
+        end()
+        before = log_size(service)
+        assert end().positions == (), "repeating the identical terminal command is a no-op"
+        with pytest.raises(StepClosed, match="step 's1': is .*; cannot complete it"):
+            service.complete_step("f", "s1", result={"different": True})
+        with pytest.raises(StepClosed, match="cannot fail it"):
+            service.fail_step("f", "s1", error="other")
+        with pytest.raises(StepClosed, match="cannot retry it"):
+            service.retry_step("f", "s1")
+        assert log_size(service) == before
+
+    def test_only_running_steps_retry(self, service: FlowService) -> None:
+        with pytest.raises(InvalidTransition, match="only a running step can be retried, not a scheduled one"):
+            service.retry_step("f", "s1")
+
+    def test_starting_a_running_step_is_refused(self, service: FlowService) -> None:
+        service.start_step("f", "s1")
+        with pytest.raises(InvalidTransition, match="cannot start a running step"):
+            service.start_step("f", "s1")
+
+    def test_unknown_step(self, service: FlowService) -> None:
+        with pytest.raises(StepNotFound, match="flow 'f' has no step 'ghost'"):
+            service.complete_step("f", "ghost")
+
+
+class TestGates:
+    def open(self, service: FlowService) -> None:
+        service.start_step("f", "s1")
+        service.open_gate("f", "s1", prompt="Refund $129?", options=OPTIONS, timeout_seconds=3600)
+
+    def test_approval_records_who_and_what(self, service: FlowService, queries: FlowQueries) -> None:
+        self.open(service)
+        service.approve_gate("f", "s1", by="human:ann", feedback="fine", selections=["half"])
+        step = queries.step("f", "s1")
+        assert (step.gate_status, step.gate_by, step.gate_selections, step.gate_prompt) == (
+            "approved", "human:ann", ["half"], "Refund $129?",
+        )
+        (event,) = [e for e in service.store.read_flow("f") if e.type == "GateApproved"]
+        assert event.metadata["actor"] == "human:ann"
+
+    def test_selection_outside_the_options(self, service: FlowService) -> None:
+        self.open(service)
+        with pytest.raises(SelectionNotAllowed, match=r"\['all'\] is not allowed; the gate's options are \['full', 'half'\]") as caught:
+            service.approve_gate("f", "s1", by="human:ann", selections=["all"])
+        assert caught.value.allowed == ["full", "half"]
+
+    def test_approving_a_gate_that_is_not_open(self, service: FlowService) -> None:
+        with pytest.raises(GateNotOpen, match="has no open gate \\(gate is never opened\\)"):
+            service.approve_gate("f", "s1", by="human:ann")
+        self.open(service)
+        service.reject_gate("f", "s1", by="human:bob", feedback="no")
+        with pytest.raises(GateNotOpen, match="gate is rejected"):
+            service.approve_gate("f", "s1", by="human:ann")
+
+    def test_step_cannot_complete_while_its_gate_waits(self, service: FlowService) -> None:
+        self.open(service)
+        with pytest.raises(GateNotOpen, match="still waiting for a decision"):
+            service.complete_step("f", "s1")
+
+
+class TestLeases:
+    def test_same_owner_renews_new_owner_increments(self, service: FlowService) -> None:
+        with freeze_time("2030-01-01 12:00:00"):
+            first = service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
+            renewed = service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
+        with freeze_time("2030-01-01 12:01:01"):
+            taken = service.acquire_lease("f", owner_token="w2", ttl_seconds=60)
+        assert (first.generation, renewed.generation, taken.generation) == (1, 1, 2)
+        assert taken.expires_at == datetime(2030, 1, 1, 12, 2, 1, tzinfo=UTC)
+
+    def test_unexpired_lease_of_another_owner_is_held(self, service: FlowService) -> None:
+        with freeze_time("2030-01-01 12:00:00"):
+            service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
+        with freeze_time("2030-01-01 12:00:59"), pytest.raises(LeaseHeld, match="leased by 'w1'"):
+            service.acquire_lease("f", owner_token="w2", ttl_seconds=60)
+
+    def test_stale_generation_is_lease_lost(self, service: FlowService) -> None:
+        with freeze_time("2030-01-01 12:00:00"):
+            old = service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
+        with freeze_time("2030-01-01 12:05:00"):
+            new = service.acquire_lease("f", owner_token="w2", ttl_seconds=60)
+            before = log_size(service)
+            with pytest.raises(LeaseLost, match="caller has 'w1' generation 1, the lease is held by 'w2' at generation 2") as caught:
+                service.start_step("f", "s1", lease=old)
+            assert caught.value.current_generation == 2
+            with pytest.raises(LeaseLost, match="caller has None"):
+                service.start_step("f", "s1")
+            assert log_size(service) == before
+            service.start_step("f", "s1", lease=new)
+
+    def test_expired_lease_lets_others_act(self, service: FlowService) -> None:
+        with freeze_time("2030-01-01 12:00:00"):
+            service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
+        with freeze_time("2030-01-01 12:01:00.000001"):
+            service.time_out_step("f", "s1", reason="worker died")
+
+    def test_release(self, service: FlowService, queries: FlowQueries) -> None:
+        lease = service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
+        service.release_lease("f", lease)
+        assert queries.flow("f").lease_owner is None
+        with pytest.raises(LeaseLost):
+            service.release_lease("f", lease)
+
+
+class TestDecisions:
+    def test_decision_is_recorded_with_its_reasons(self, service: FlowService) -> None:
+        service.record_decision(
+            "f", actor="agent:refund-bot", decision="refund", rationale="damaged",
+            inputs={"photo": "p.jpg"}, alternatives=["replace", "deny"], model="gpt-x",
+            tool="refunds.create", confidence=0.9, step_id="s1",
+        )
+        (event,) = [e for e in service.store.read_flow("f") if e.type == "DecisionRecorded"]
+        assert event.data["alternatives"] == ["replace", "deny"]
+        assert (event.data["confidence"], event.metadata["actor"]) == (0.9, "agent:refund-bot")
+
+
+class TestReadModels:
+    def test_queries_page_and_filter(self, service: FlowService, queries: FlowQueries) -> None:
+        for i in range(2, 8):
+            service.schedule_step("f", step_id=f"s{i}", name="tool" if i % 2 else "llm", run_id=f"run-{i}", position=i)
+        service.start_step("f", "s3")
+        page = queries.step_history("f", name="tool", limit=2)
+        assert [s.step_id for s in page.items] == ["s3", "s5"] and page.total == 3 and page.has_next
+        assert [s.step_id for s in queries.step_history("f", from_position=4, to_position=6).items] == ["s4", "s5", "s6"]
+        assert [s.step_id for s in queries.step_history("f", status="running").items] == ["s3"]
+
+    def test_flows_by_owner_and_status_and_sessions(self, service: FlowService, queries: FlowQueries) -> None:
+        with freeze_time(datetime.now(UTC) + timedelta(seconds=5)):
+            service.start_flow("g", controller_id="c", goal="g", owner_session_key="other")
+        service.fail("g", error="boom")
+        assert [f.flow_id for f in queries.flows(owner="sess").items] == ["f"]
+        assert [f.flow_id for f in queries.flows(status="failed").items] == ["g"]
+        sessions = queries.sessions().items
+        assert [(s.session_key, s.running, s.failed, s.event_count) for s in sessions] == [
+            ("other", 0, 1, 2), ("sess", 1, 0, 2),
+        ]
+
+    def test_service_needs_the_projection(self, target: Target) -> None:
+        with target.open() as bare, pytest.raises(ProjectionError, match="projections=\\[FlowProjection\\(\\)\\]"):
+            FlowService(bare)

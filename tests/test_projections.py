@@ -1,0 +1,154 @@
+"""Projection machinery: user projections, catch-up, and rebuilds that swap atomically."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+import sqlalchemy as sa
+
+from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
+from eventstore.errors import ProjectionError
+from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, Progress, Projection, rebuild
+
+from .conftest import Target
+from .readmodels import flow_projection
+
+
+class DecisionsByActor(Projection):
+    """A user projection: how many decisions each actor made."""
+
+    name: ClassVar[str] = "decisions_by_actor"
+    version: ClassVar[int] = 1
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "decisions_by_actor",
+            metadata,
+            sa.Column("actor", sa.String(200), primary_key=True),
+            sa.Column("decisions", sa.Integer, nullable=False),
+        )
+
+    def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+        table = self.table("decisions_by_actor")
+        actor = event.data["actor"]
+        bumped = tx.connection.execute(
+            table.update().where(table.c.actor == actor).values(decisions=table.c.decisions + 1)
+        )
+        if bumped.rowcount == 0:
+            tx.connection.execute(table.insert().values(actor=actor, decisions=1))
+
+
+class FailingOnce(DecisionsByActor):
+    fail_at: ClassVar[int | None] = None
+
+    def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+        if event.position == self.fail_at:
+            raise RuntimeError("handler bug")
+        super().on_DecisionRecorded(tx, event)
+
+
+def decide(store: EventStore, actor: str, count: int = 1) -> None:
+    store.append("f", [NewEvent("DecisionRecorded", {"actor": actor, "decision": "go"}) for _ in range(count)])
+
+
+def counts(store: EventStore, projection: Projection) -> dict[str, int]:
+    table = projection.table("decisions_by_actor")
+    with store.engine.connect() as conn:
+        return {row.actor: row.decisions for row in conn.execute(sa.select(table))}
+
+
+class TestCatchUp:
+    def test_catches_up_and_stores_its_position(self, store: EventStore) -> None:
+        decide(store, "a", 3)
+        store.append("g", [NewEvent("Other", {})])
+        decide(store, "b", 2)
+        runner = CatchUpRunner(store, DecisionsByActor(), batch_size=2)
+        assert counts(store, runner.projection) == {"a": 3, "b": 2}
+        assert runner.position() == 6
+        decide(store, "b")
+        assert runner.run_until_caught_up() == 1
+        assert runner.run_once() == 0
+        assert counts(store, runner.projection) == {"a": 3, "b": 3}
+
+    def test_a_failed_batch_changes_nothing_and_resumes(self, store: EventStore) -> None:
+        runner = CatchUpRunner(store, FailingOnce(), batch_size=10)
+        decide(store, "a", 5)
+        FailingOnce.fail_at = 4
+        with pytest.raises(RuntimeError, match="handler bug"):
+            runner.run_once()
+        assert (counts(store, runner.projection), runner.position()) == ({}, 0)
+        FailingOnce.fail_at = None
+        assert runner.run_until_caught_up() == 5
+        assert counts(store, runner.projection) == {"a": 5}
+
+    def test_two_runners_apply_each_event_once(self, target: Target) -> None:
+        with target.open() as first, target.open() as second:
+            decide(first, "a", 50)
+            one, two = CatchUpRunner(first, DecisionsByActor(), batch_size=7), CatchUpRunner(second, DecisionsByActor(), batch_size=7)
+            decide(first, "a", 50)
+            while one.run_once() + two.run_once():
+                pass
+            assert counts(first, one.projection) == {"a": 100}
+
+    def test_a_projection_needs_a_name(self) -> None:
+        class Nameless(DecisionsByActor):
+            name: ClassVar[str] = ""
+
+        with pytest.raises(ProjectionError, match="must set a name"):
+            Nameless()
+
+
+class TestRebuild:
+    def test_a_version_change_rebuilds_from_the_log(self, target: Target) -> None:
+        class Doubled(DecisionsByActor):
+            version: ClassVar[int] = 2
+
+            def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+                super().on_DecisionRecorded(tx, event)
+                super().on_DecisionRecorded(tx, event)
+
+        with target.open() as store:
+            decide(store, "a", 3)
+            CatchUpRunner(store, DecisionsByActor())
+            assert counts(store, DecisionsByActor()) == {"a": 3}
+            runner = CatchUpRunner(store, Doubled())
+            assert counts(store, runner.projection) == {"a": 6}
+            assert runner.position() == 3
+
+    def test_readers_see_the_old_tables_until_the_swap(self, flow_store: EventStore) -> None:
+        service = FlowService(flow_store)
+        for i in range(30):
+            service.start_flow(f"f{i}", controller_id="c", goal="g", owner_session_key="s")
+        queries = FlowQueries(flow_store)
+        seen: list[int] = []
+
+        def during(progress: Progress) -> None:
+            seen.append(queries.flows(limit=100).total)
+            if len(seen) == 1:
+                service.start_flow("late", controller_id="c", goal="appended mid-rebuild", owner_session_key="s")
+
+        done = rebuild(flow_store, flow_projection(flow_store), batch_size=10, progress=during)
+        assert seen[:3] == [30, 31, 31], "readers keep a complete read model throughout"
+        assert queries.flow("late").goal == "appended mid-rebuild"
+        assert done.done == 31 and done.rate > 0
+
+    def test_rebuild_leaves_no_stray_tables(self, flow_store: EventStore) -> None:
+        FlowService(flow_store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        rebuild(flow_store, flow_projection(flow_store))
+        rebuild(flow_store, flow_projection(flow_store))
+        names = set(sa.inspect(flow_store.engine).get_table_names())
+        assert {"flows", "flow_steps", "sessions"} <= names
+        assert not [n for n in names if n.endswith("__rebuild")]
+
+    def test_opening_an_existing_log_builds_the_read_models(self, target: Target) -> None:
+        with target.open() as store:
+            store.append("f", [NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": "s"})])
+        with target.open(projections=[FlowProjection()]) as store:
+            assert FlowQueries(store).flow("f").goal == "g"
+
+
+def test_progress_reports_rate() -> None:
+    progress = Progress(done=500, total=1000, seconds=0.5)
+    assert progress.rate == 1000.0
+    assert Progress(0, 0, 0.0).rate == 0.0
