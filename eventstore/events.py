@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import pydantic
 
@@ -67,9 +67,12 @@ class NewEvent:
     schema_version: int = 1
 
 
-@dataclass(frozen=True, slots=True)
-class RecordedEvent:
-    """One row of ``flow_events``, as read back."""
+class RecordedEvent(NamedTuple):
+    """One row of ``flow_events``, as read back.
+
+    An immutable named tuple: reading a million events builds a million of
+    these, and a tuple is several times cheaper to make than a frozen class.
+    """
 
     position: int
     flow_id: str
@@ -82,6 +85,19 @@ class RecordedEvent:
     recorded_at: datetime
     prev_hash: str
     hash: str
+
+
+_SAFE_UNKNOWN = uuid.SafeUUID.unknown
+_new_uuid = object.__new__
+_set = object.__setattr__
+
+
+def uuid_from_str(text: str) -> uuid.UUID:
+    """``uuid.UUID(text)`` for a canonical hyphenated UUID, at a third of the cost."""
+    value = _new_uuid(uuid.UUID)
+    _set(value, "int", int(text.replace("-", ""), 16))
+    _set(value, "is_safe", _SAFE_UNKNOWN)
+    return value
 
 
 @dataclass(frozen=True, slots=True)

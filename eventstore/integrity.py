@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from .errors import InvalidInput
 from .serialization import canonical
 
 GENESIS = bytes(32)
@@ -39,8 +40,8 @@ def digest(encoded: bytes) -> bytes:
 
 def format_time(moment: datetime) -> str:
     """The canonical spelling of a timestamp: UTC, microseconds, ``Z``."""
-    if moment.tzinfo is None:
-        raise ValueError("timestamps must be timezone-aware")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidInput(f"timestamps must be timezone-aware, not {moment!r} (check the store's clock)")
     if moment.utcoffset():
         moment = moment.astimezone(UTC)
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"

@@ -19,6 +19,7 @@ contains ``null``, ``e+``, ``-0.0`` or an escaped NUL is walked in Python.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -72,6 +73,9 @@ def _normalise(value: Any, what: str, path: str) -> Any:
             changed = changed or new is not item
             out[key] = new
         return out if changed else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        # orjson encodes dataclasses itself; walk them like the dict they become.
+        return _normalise(dataclasses.asdict(value), what, path)
     if isinstance(value, (list, tuple)):
         items = [_normalise(item, what, f"{path}[{i}]") for i, item in enumerate(value)]
         if any(new is not old for new, old in zip(items, value, strict=True)):

@@ -28,7 +28,7 @@ from .errors import (
     StoreClosed,
 )
 from .events import ANY, AppendResult, Event, EventRegistry, ExpectedRevision, NewEvent, RecordedEvent
-from .integrity import VerificationReport, check_chains, digest
+from .integrity import Problem, VerificationReport, check_chains, digest
 from .projection import InlineProjection
 from .schema import MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH, flow_events
 from .serialization import canonical
@@ -85,6 +85,7 @@ class Transaction:
 
     def revision(self, flow_id: str) -> int:
         """The flow's revision as this transaction sees it."""
+        self._store._check_open()
         return self._store._backend.head(self.connection, _check_flow_id(flow_id))[0]
 
 
@@ -168,6 +169,7 @@ class EventStore:
 
     def upgrade(self) -> None:
         """Create the schema, or bring it up to this library's version."""
+        self._check_open()
         with self._guard(), self._backend.write_connection() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7301550001)")
@@ -176,6 +178,7 @@ class EventStore:
 
     def schema_revision(self) -> str | None:
         """The migration the database is at (None for an empty database)."""
+        self._check_open()
         with self._guard(), self._backend.read_connection() as conn:
             return migrate.current_revision(conn)
 
@@ -337,6 +340,8 @@ class EventStore:
         event_type = event.type
         if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_LENGTH:
             raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
+        if "\x00" in event_type or not _encodable(event_type):
+            raise InvalidEvent(f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}")
         version = event.schema_version
         if type(version) is not int or version < 1:
             raise InvalidEvent(f"schema_version must be an int >= 1, not {version!r}")
@@ -506,7 +511,21 @@ class EventStore:
                 report.flows_checked += 1
             else:
                 report.problems.append(item)
+        if flow_id is None:
+            report.problems.extend(self._missing_events())
         return report
+
+    def _missing_events(self) -> list[Problem]:
+        """Whole flows or a flow's tail deleted leave no broken link; the count shows them."""
+        with self._guard(), self._backend.read_connection() as conn:
+            count, highest, last = conn.exec_driver_sql(
+                "SELECT (SELECT count(*) FROM flow_events), (SELECT max(position) FROM flow_events), "
+                "(SELECT last_position FROM event_positions)"
+            ).one()
+        if count == last and (highest or 0) == last:
+            return []
+        detail = f"{count} events are stored, but positions were handed out up to {last}"
+        return [Problem("", highest or 0, 0, "missing-events", detail)]
 
     def _verify_rows(
         self, flow_id: str | None, report: VerificationReport, progress: Callable[[int], None] | None
@@ -566,9 +585,17 @@ def _check_flow_id(flow_id: str) -> str:
         raise InvalidInput(f"a flow id must be a non-empty string, not {flow_id!r}")
     if len(flow_id) > MAX_FLOW_ID_LENGTH:
         raise InvalidInput(f"a flow id may have at most {MAX_FLOW_ID_LENGTH} characters, not {len(flow_id)}")
-    if "\x00" in flow_id:
-        raise InvalidInput("a flow id may not contain NUL characters")
+    if "\x00" in flow_id or not _encodable(flow_id):
+        raise InvalidInput(f"a flow id must be valid UTF-8 text without NUL characters, not {flow_id!r}")
     return flow_id
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_count(name: str, value: int, *, minimum: int) -> None:

@@ -27,6 +27,10 @@ from eventstore.integrity import format_time
 from eventstore.schema import projection_checkpoints as checkpoints
 
 REBUILD_SUFFIX = "__rebuild"
+SOLE_WRITER = ("eventstore", "sole-writer")
+"""Set in a transaction's memo by a rebuild: every row of the target tables
+was written through this memo, so a key missing from it is missing from the
+tables too, and need not be looked up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +203,7 @@ def rebuild(
         for table in target.tables.values():
             table.create(tx.connection)
     total = store.last_position()
-    memo: dict[Any, Any] = {}
+    memo: dict[Any, Any] = {SOLE_WRITER: True}
     position = 0
     done = 0
     while True:
@@ -214,7 +218,7 @@ def rebuild(
         if progress is not None:
             progress(Progress(done, max(total, done), time.perf_counter() - started))
         if len(memo) > 200_000:
-            memo.clear()
+            memo.clear()  # bounded memory; also drops SOLE_WRITER, so lookups resume
     with store.transaction() as tx:
         conn = tx.connection
         head = _lock_appends(conn)

@@ -162,3 +162,34 @@ class TestOpen:
 
     def test_every_error_is_an_event_store_error(self) -> None:
         assert issubclass(InvalidEvent, EventStoreError) and issubclass(StoreClosed, EventStoreError)
+
+
+class TestUnusualInput:
+    def test_nan_inside_a_dataclass_is_refused(self, store: EventStore) -> None:
+        from dataclasses import dataclass
+
+        @dataclass
+        class Reading:
+            value: float
+
+        with pytest.raises(InvalidEvent, match="NaN or Infinity"):
+            store.append("f", [NewEvent("A", {"reading": Reading(float("nan"))})])
+        store.append("f", [NewEvent("A", {"reading": Reading(-0.0)})])
+        assert next(store.read_flow("f")).data == {"reading": {"value": 0.0}}
+        assert store.verify().ok
+
+    def test_naive_clock_is_a_clear_error(self, target) -> None:  # type: ignore[no-untyped-def]
+        from datetime import datetime
+
+        with target.open(clock=datetime.now) as store:
+            with pytest.raises(InvalidInput, match="timezone-aware"):
+                store.append("f", [NewEvent("A", {})])
+            assert_nothing_written(store)
+
+    @pytest.mark.parametrize("text", ["lone\ud800surrogate", "nul\x00"])
+    def test_unencodable_names(self, store: EventStore, text: str) -> None:
+        with pytest.raises(InvalidInput, match="valid UTF-8"):
+            store.append(text, [NewEvent("A", {})])
+        with pytest.raises(InvalidEvent, match="valid UTF-8"):
+            store.append("f", [NewEvent(text, {})])
+        assert_nothing_written(store)

@@ -84,12 +84,20 @@ class TestVerifyFindsTampering:
     def test_deleted_row(self, filled: EventStore) -> None:
         drop_guards(filled)
         sql(filled, "DELETE FROM flow_events WHERE flow_id = 'a' AND revision = 2")
-        assert self.kinds(filled) == [("a", 3, "revision-gap"), ("a", 3, "broken-link")]
+        assert self.kinds(filled) == [
+            ("a", 3, "revision-gap"),
+            ("a", 3, "broken-link"),
+            ("", 0, "missing-events"),
+        ]
 
     def test_deleted_first_row(self, filled: EventStore) -> None:
         drop_guards(filled)
         sql(filled, "DELETE FROM flow_events WHERE flow_id = 'b' AND revision = 1")
-        assert self.kinds(filled) == [("b", 2, "revision-gap"), ("b", 2, "broken-link")]
+        assert self.kinds(filled) == [
+            ("b", 2, "revision-gap"),
+            ("b", 2, "broken-link"),
+            ("", 0, "missing-events"),
+        ]
 
     def test_inserted_row(self, filled: EventStore) -> None:
         drop_guards(filled)
@@ -129,3 +137,19 @@ class TestVerifyFindsTampering:
         report = filled.verify(progress=seen.append)
         assert report.ok and report.events_checked == 8 and report.flows_checked == 2
         assert seen == [2, 4, 6, 8, 8]
+
+
+class TestVerifyCountsEvents:
+    def test_a_deleted_flow_is_missing_events(self, filled: EventStore) -> None:
+        drop_guards(filled)
+        sql(filled, "DELETE FROM flow_events WHERE flow_id = 'b'")
+        report = filled.verify()
+        assert [(p.kind, p.detail) for p in report.problems] == [
+            ("missing-events", "5 events are stored, but positions were handed out up to 8")
+        ]
+
+    def test_a_deleted_tail_is_missing_events(self, filled: EventStore) -> None:
+        drop_guards(filled)
+        sql(filled, "DELETE FROM flow_events WHERE flow_id = 'b' AND revision = 3")
+        assert [p.kind for p in filled.verify().problems] == ["missing-events"]
+        assert filled.verify("b").ok, "one flow's chain alone cannot see its own lost tail"

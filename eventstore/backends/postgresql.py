@@ -82,6 +82,7 @@ def create_engine(
     return sa.create_engine(
         url,
         connect_args={"options": " ".join(options)},
+        isolation_level="READ COMMITTED",  # the append and head cache assume it, whatever the server default
         json_deserializer=orjson.loads,
         json_serializer=lambda value: orjson.dumps(value).decode(),
         pool_size=pool_size,

@@ -10,7 +10,6 @@ no read holds a snapshot that would keep the WAL from being checkpointed.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,7 +19,7 @@ import orjson
 import sqlalchemy as sa
 
 from ..errors import AppendOnlyViolation, StorageError, StoreBusy
-from ..events import ANY, AppendResult, RecordedEvent
+from ..events import ANY, AppendResult, RecordedEvent, uuid_from_str
 from ..integrity import GENESIS, StoredRow, format_time
 from .base import INSERT_COLUMNS, Backend, Batch, Clock, Written, chain_rows
 
@@ -36,7 +35,6 @@ _INSERT = f"INSERT INTO flow_events ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?,
 
 _loads = orjson.loads
 _from_iso = datetime.fromisoformat
-_UUID = uuid.UUID
 
 
 def create_engine(url: sa.URL, *, busy_timeout: float, synchronous: str, pool_size: int) -> sa.Engine:
@@ -116,7 +114,7 @@ class SQLiteBackend(Backend):
             row[0],
             row[1],
             row[2],
-            _UUID(row[3]),
+            uuid_from_str(row[3]),
             row[4],
             row[5],
             _loads(row[6]),

@@ -42,7 +42,12 @@ def upgrade() -> None:
     """Create flow_events, event_positions and the append-only triggers."""
     op.create_table(
         "flow_events",
-        sa.Column("position", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "position",
+            sa.BigInteger().with_variant(sa.Integer(), "sqlite"),
+            nullable=False,
+            autoincrement=False,
+        ),
         sa.Column("flow_id", sa.String(200), nullable=False),
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column(
@@ -70,7 +75,7 @@ def upgrade() -> None:
     op.create_index("ix_flow_events_type_position", "flow_events", ["type", "position"])
     positions = op.create_table(
         "event_positions",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.Integer(), nullable=False, autoincrement=False),
         sa.Column("last_position", sa.BigInteger(), nullable=False),
         sa.PrimaryKeyConstraint("id", name="pk_event_positions"),
         sa.CheckConstraint("id = 1", name="ck_event_positions_single_row"),
