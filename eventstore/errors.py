@@ -41,9 +41,7 @@ class RevisionMismatch(ConcurrencyError):
         self.flow_id = flow_id
         self.expected = expected
         self.actual = actual
-        super().__init__(
-            f"flow {flow_id!r} is at revision {actual}, expected {expected}"
-        )
+        super().__init__(f"flow {flow_id!r} is at revision {actual}, expected {expected}")
 
 
 class DuplicateEventId(EventStoreError):

@@ -25,24 +25,24 @@ class FlowStarted(Event):
     goal: str
     owner_session_key: str
     requester_origin: str | None = None
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = pydantic.Field(default_factory=dict)
     parent_flow_id: str | None = None
 
 
 class FlowAdvanced(Event):
     current_step: str | None = None
-    state_patch: dict[str, Any] = {}
+    state_patch: dict[str, Any] = pydantic.Field(default_factory=dict)
     """An RFC 7396 merge patch: a ``null`` value removes its key."""
 
 
 class FlowWaiting(Event):
     waiting_for: str
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = pydantic.Field(default_factory=dict)
 
 
 class FlowResumed(Event):
     by: str | None = None
-    input: dict[str, Any] = {}
+    input: dict[str, Any] = pydantic.Field(default_factory=dict)
 
 
 class FlowCancelRequested(Event):
@@ -55,12 +55,12 @@ class FlowCancelled(Event):
 
 
 class FlowFinished(Event):
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = pydantic.Field(default_factory=dict)
 
 
 class FlowFailed(Event):
     error: str
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = pydantic.Field(default_factory=dict)
 
 
 # -- steps -----------------------------------------------------------------
@@ -70,7 +70,7 @@ class StepScheduled(Event):
     step_id: str
     name: str
     run_id: str
-    task: dict[str, Any] = {}
+    task: dict[str, Any] = pydantic.Field(default_factory=dict)
     runtime: str | None = None
     position: int = 0
     iteration: int = 0
@@ -83,14 +83,14 @@ class StepStarted(Event):
 
 class StepCompleted(Event):
     step_id: str
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = pydantic.Field(default_factory=dict)
     output: dict[str, Any] | None = None
 
 
 class StepFailed(Event):
     step_id: str
     error: str
-    details: dict[str, Any] = {}
+    details: dict[str, Any] = pydantic.Field(default_factory=dict)
 
 
 class StepSkipped(Event):
@@ -121,7 +121,7 @@ class GateOption(pydantic.BaseModel):
 class GateOpened(Event):
     step_id: str
     prompt: str
-    options: list[GateOption] = []
+    options: list[GateOption] = pydantic.Field(default_factory=list)
     timeout_seconds: float | None = None
 
 
@@ -129,7 +129,7 @@ class GateApproved(Event):
     step_id: str
     by: str
     feedback: str = ""
-    selections: list[str] = []
+    selections: list[str] = pydantic.Field(default_factory=list)
 
 
 class GateRejected(Event):
@@ -158,8 +158,8 @@ class DecisionRecorded(Event):
     actor: str
     decision: str
     rationale: str = ""
-    inputs: dict[str, Any] = {}
-    alternatives: list[Any] = []
+    inputs: dict[str, Any] = pydantic.Field(default_factory=dict)
+    alternatives: list[Any] = pydantic.Field(default_factory=list)
     model: str | None = None
     tool: str | None = None
     confidence: float | None = None
@@ -167,10 +167,27 @@ class DecisionRecorded(Event):
 
 
 FLOW_EVENTS: tuple[type[Event], ...] = (
-    FlowStarted, FlowAdvanced, FlowWaiting, FlowResumed, FlowCancelRequested, FlowCancelled,
-    FlowFinished, FlowFailed, StepScheduled, StepStarted, StepCompleted, StepFailed, StepSkipped,
-    StepTimedOut, StepRetried, GateOpened, GateApproved, GateRejected, LeaseAcquired,
-    LeaseReleased, DecisionRecorded,
+    FlowStarted,
+    FlowAdvanced,
+    FlowWaiting,
+    FlowResumed,
+    FlowCancelRequested,
+    FlowCancelled,
+    FlowFinished,
+    FlowFailed,
+    StepScheduled,
+    StepStarted,
+    StepCompleted,
+    StepFailed,
+    StepSkipped,
+    StepTimedOut,
+    StepRetried,
+    GateOpened,
+    GateApproved,
+    GateRejected,
+    LeaseAcquired,
+    LeaseReleased,
+    DecisionRecorded,
 )
 FLOW_EVENT_TYPES = frozenset(model.event_type for model in FLOW_EVENTS)
 
@@ -277,8 +294,16 @@ class FlowView:
 
 STEP_EVENT_TYPES = frozenset(
     {
-        "StepScheduled", "StepStarted", "StepCompleted", "StepFailed", "StepSkipped",
-        "StepTimedOut", "StepRetried", "GateOpened", "GateApproved", "GateRejected",
+        "StepScheduled",
+        "StepStarted",
+        "StepCompleted",
+        "StepFailed",
+        "StepSkipped",
+        "StepTimedOut",
+        "StepRetried",
+        "GateOpened",
+        "GateApproved",
+        "GateRejected",
     }
 )
 

@@ -169,9 +169,7 @@ def _check_row(row: StoredRow, prev: StoredRow | None) -> Iterator[Problem]:
     expected_revision = 1 if prev is None else prev.revision + 1
     expected_prev = GENESIS if prev is None else prev.hash
     if row.revision != expected_revision:
-        yield problem(
-            "revision-gap", f"expected revision {expected_revision}, found {row.revision}"
-        )
+        yield problem("revision-gap", f"expected revision {expected_revision}, found {row.revision}")
     if row.prev_hash != expected_prev:
         yield problem("broken-link", "prev_hash does not match the previous event's hash")
     if prev is not None and row.position <= prev.position:

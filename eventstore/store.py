@@ -10,8 +10,8 @@ from types import TracebackType
 from typing import Any, Self
 
 import orjson
-import pydantic
 import sqlalchemy as sa
+from pydantic_core import PydanticSerializationError
 
 from . import migrate
 from .backends import postgresql, sqlite
@@ -22,7 +22,6 @@ from .errors import (
     InvalidEvent,
     InvalidInput,
     PayloadTooLarge,
-    RevisionMismatch,
     SchemaError,
     StorageError,
     StoreClosed,
@@ -229,9 +228,7 @@ class EventStore:
         for _attempt in range(_ANY_RETRIES):
             try:
                 with self.transaction() as tx:
-                    return tx.append(
-                        flow_id, events, expected_revision=expected_revision, metadata=metadata
-                    )
+                    return tx.append(flow_id, events, expected_revision=expected_revision, metadata=metadata)
             except Raced:
                 # Lost a race: the next attempt re-reads the head, and either
                 # appends (ANY), finds this very append already written by a
@@ -288,12 +285,8 @@ class EventStore:
     ) -> Batch:
         self._check_open()
         _check_flow_id(flow_id)
-        if expected_revision is not ANY and (
-            type(expected_revision) is not int or expected_revision < 0
-        ):
-            raise InvalidInput(
-                f"expected_revision must be ANY or an int >= 0, not {expected_revision!r}"
-            )
+        if expected_revision is not ANY and (type(expected_revision) is not int or expected_revision < 0):
+            raise InvalidInput(f"expected_revision must be ANY or an int >= 0, not {expected_revision!r}")
         if isinstance(events, (str, bytes, Mapping, Event, NewEvent)) or not isinstance(events, Sequence):
             raise InvalidInput("events must be a list of Event or NewEvent")
         if not events:
@@ -325,13 +318,19 @@ class EventStore:
             self.registry.register(cls)
         try:
             data = event.model_dump(mode="json")
-        except pydantic.PydanticSerializationError as exc:
+        except PydanticSerializationError as exc:
             raise InvalidEvent(f"{cls.event_type} cannot be serialised: {exc}") from exc
         encoded = self._encode(data, "data")
         event_id = event.event_id
         return PreparedEvent(
-            event_id, str(event_id), cls.event_type, cls.schema_version,
-            encoded, digest(encoded), meta, meta_hash,
+            event_id,
+            str(event_id),
+            cls.event_type,
+            cls.schema_version,
+            encoded,
+            digest(encoded),
+            meta,
+            meta_hash,
         )
 
     def _prepare_new(
@@ -341,7 +340,9 @@ class EventStore:
         if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_LENGTH:
             raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
         if "\x00" in event_type or not _encodable(event_type):
-            raise InvalidEvent(f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}")
+            raise InvalidEvent(
+                f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}"
+            )
         version = event.schema_version
         if type(version) is not int or version < 1:
             raise InvalidEvent(f"schema_version must be an int >= 1, not {version!r}")
@@ -570,8 +571,17 @@ def _recorded(written: Written, batch: Batch) -> list[RecordedEvent]:
     recorded_at = datetime.fromisoformat(written.rows[0][8])
     return [
         RecordedEvent(
-            row[0], row[1], row[2], event.event_id, row[4], row[5], loads(row[6]), loads(row[7]),
-            recorded_at, row[11].hex(), row[12].hex(),
+            row[0],
+            row[1],
+            row[2],
+            event.event_id,
+            row[4],
+            row[5],
+            loads(row[6]),
+            loads(row[7]),
+            recorded_at,
+            row[11].hex(),
+            row[12].hex(),
         )
         for row, event in zip(written.rows, batch.events, strict=True)
     ]
@@ -641,9 +651,8 @@ def _backend_for(
                 pool_size=pool_size,
             )
         except ImportError as exc:
-            raise StorageError("PostgreSQL needs psycopg 3: pip install 'agent-eventstore[postgresql]'") from exc
+            raise StorageError(
+                "PostgreSQL needs psycopg 3: pip install 'agent-eventstore[postgresql]'"
+            ) from exc
         return postgresql.PostgresBackend(engine)
     raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
-
-
-

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
+from sqlalchemy.sql.elements import quoted_name
 
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.errors import ProjectionError
@@ -120,10 +121,12 @@ class Projection:
 def _tag_names(table: sa.Table, base: str, tag: str) -> None:
     table.primary_key.name = f"pk_{base}_{tag}"
     for number, constraint in enumerate(sorted(table.constraints, key=lambda c: str(c.name))):
-        if isinstance(constraint, sa.UniqueConstraint) and not isinstance(constraint, sa.PrimaryKeyConstraint):
+        if isinstance(constraint, sa.UniqueConstraint) and not isinstance(
+            constraint, sa.PrimaryKeyConstraint
+        ):
             constraint.name = f"uq_{base}_{number}_{tag}"
     for index in table.indexes:
-        index.name = f"{index.name}_{tag}"
+        index.name = quoted_name(f"{index.name}_{tag}", None)
 
 
 def read_checkpoint(conn: sa.Connection, name: str, *, lock: bool = False) -> Checkpoint | None:
@@ -146,9 +149,7 @@ def write_checkpoint(
         "build": build,
         "updated_at": format_time(store.clock()),
     }
-    updated = conn.execute(
-        checkpoints.update().where(checkpoints.c.name == projection.name).values(**values)
-    )
+    updated = conn.execute(checkpoints.update().where(checkpoints.c.name == projection.name).values(**values))
     if updated.rowcount == 0:
         conn.execute(checkpoints.insert().values(name=projection.name, **values))
 
@@ -274,7 +275,11 @@ class CatchUpRunner:
                 return 0
             _apply_grouped(self.projection, tx, events)
             write_checkpoint(
-                self.store, tx.connection, self.projection, position=events[-1].position, build=checkpoint.build
+                self.store,
+                tx.connection,
+                self.projection,
+                position=events[-1].position,
+                build=checkpoint.build,
             )
         return len(events)
 

@@ -205,11 +205,11 @@ class FlowProjection(Projection):
             folded = seen.get(event.flow_id, flow.revision if flow is not None else event.revision - 1)
             if event.revision > folded + 1:
                 missing = list(
-                    tx.store.read_flow(event.flow_id, from_revision=folded + 1, to_revision=event.revision - 1)
+                    tx.store.read_flow(
+                        event.flow_id, from_revision=folded + 1, to_revision=event.revision - 1
+                    )
                 )
-                self._load(
-                    tx, [], [(e.flow_id, e.data["step_id"]) for e in missing if _is_step_event(e)]
-                )
+                self._load(tx, [], [(e.flow_id, e.data["step_id"]) for e in missing if _is_step_event(e)])
                 out.extend(missing)
             out.append(event)
             seen[event.flow_id] = max(folded, event.revision)
@@ -226,24 +226,30 @@ class FlowProjection(Projection):
         for writer, rows in zip(writers, (flows, steps, sessions.items()), strict=True):
             params = [writer.encode(row) for row in rows]
             if params:
-                conn.exec_driver_sql(writer.sql, params)  # type: ignore[arg-type]  # executemany
+                conn.exec_driver_sql(writer.sql, params)  # a list: executemany
 
     def _writers(self, dialect: sa.Dialect) -> tuple[_Writer, _Writer, _Writer]:
-        cached = self.__dict__.get("_cached_writers")
-        if cached is None or cached[0] != dialect.name:
+        writers = self._writer_cache.get(dialect.name)
+        if writers is None:
             insert = postgresql.insert if dialect.name == "postgresql" else sqlite_dialect.insert
-            statements = _upserts(insert, self.table("flows"), self.table("flow_steps"), self.table("sessions"))
-            readers = (_fields, _fields, _session_fields)
-            cached = (
-                dialect.name,
-                tuple(_Writer.compile(st, dialect, read) for st, read in zip(statements, readers, strict=True)),
+            flows, steps, sessions = _upserts(
+                insert, self.table("flows"), self.table("flow_steps"), self.table("sessions")
             )
-            self.__dict__["_cached_writers"] = cached
-        return cached[1]  # type: ignore[no-any-return]  # built just above
+            writers = (
+                _Writer.compile(flows, dialect, _fields),
+                _Writer.compile(steps, dialect, _fields),
+                _Writer.compile(sessions, dialect, _session_fields),
+            )
+            self._writer_cache[dialect.name] = writers
+        return writers
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._writer_cache: dict[str, tuple[_Writer, _Writer, _Writer]] = {}
 
     def targeting(self, suffix: str, tag: str) -> FlowProjection:
         clone = super().targeting(suffix, tag)
-        clone.__dict__.pop("_cached_writers", None)
+        clone._writer_cache = {}
         return clone
 
 
@@ -263,7 +269,9 @@ class _Writer:
     ready for the driver here: JSON as text, times as the dialect stores them.
     """
 
-    def __init__(self, sql: str, names: list[str], converters: list[Any], positional: bool, read: Any) -> None:
+    def __init__(
+        self, sql: str, names: list[str], converters: list[Any], positional: bool, read: Any
+    ) -> None:
         self.sql = sql
         self.names = names
         self.get = operator.attrgetter(*names) if read is _fields else None
@@ -342,10 +350,14 @@ def _upserts(insert: Any, flows: sa.Table, steps: sa.Table, sessions: sa.Table) 
 
     statement = insert(sessions)
     new = statement.excluded
-    later = sa.case((new.last_activity_at > sessions.c.last_activity_at, new.last_activity_at),
-                    else_=sessions.c.last_activity_at)
-    earlier = sa.case((new.first_activity_at < sessions.c.first_activity_at, new.first_activity_at),
-                      else_=sessions.c.first_activity_at)
+    later = sa.case(
+        (new.last_activity_at > sessions.c.last_activity_at, new.last_activity_at),
+        else_=sessions.c.last_activity_at,
+    )
+    earlier = sa.case(
+        (new.first_activity_at < sessions.c.first_activity_at, new.first_activity_at),
+        else_=sessions.c.first_activity_at,
+    )
     add_counts = {name: sessions.c[name] + new[name] for name in (*FLOW_STATUSES, "event_count")}
     session_upsert = statement.on_conflict_do_update(
         index_elements=["session_key"],
@@ -401,7 +413,9 @@ class FlowQueries:
         with self.store.engine.connect() as conn:
             return list(conn.execute(query))
 
-    def _page(self, query: sa.Select[Any], order: Sequence[Any], offset: int, limit: int) -> tuple[list[Any], int]:
+    def _page(
+        self, query: sa.Select[Any], order: Sequence[Any], offset: int, limit: int
+    ) -> tuple[list[Any], int]:
         if type(offset) is not int or offset < 0 or type(limit) is not int or not 1 <= limit <= 1000:
             raise InvalidInput("offset must be an int >= 0 and limit an int from 1 to 1000")
         with self.store.engine.connect() as conn:

@@ -174,7 +174,9 @@ class FlowService:
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         event = FlowAdvanced(current_step=current_step, state_patch=dict(state_patch or {}))
-        return self._flow_command(flow_id, lambda flow: [event], "advance", expected_revision, actor, metadata)
+        return self._flow_command(
+            flow_id, lambda flow: [event], "advance", expected_revision, actor, metadata
+        )
 
     def wait(
         self,
@@ -204,7 +206,9 @@ class FlowService:
     ) -> AppendResult:
         def decide(flow: FlowState) -> list[Event]:
             if flow.status != "waiting":
-                raise InvalidTransition(flow_id, f"cannot resume: it is {flow.status}, not waiting", status=flow.status)
+                raise InvalidTransition(
+                    flow_id, f"cannot resume: it is {flow.status}, not waiting", status=flow.status
+                )
             return [FlowResumed(by=by, input=dict(input or {}))]
 
         return self._flow_command(flow_id, decide, "resume", expected_revision, by, metadata)
@@ -218,7 +222,12 @@ class FlowService:
         return self._flow_command(flow_id, decide, "request cancellation of", None, by, metadata)
 
     def cancel(
-        self, flow_id: str, *, reason: str = "", actor: str | None = None, metadata: Mapping[str, Any] | None = None
+        self,
+        flow_id: str,
+        *,
+        reason: str = "",
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         return self._end(flow_id, "cancelled", FlowCancelled(reason=reason), actor, metadata)
 
@@ -241,7 +250,9 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        return self._end(flow_id, "failed", FlowFailed(error=error, details=dict(details or {})), actor, metadata)
+        return self._end(
+            flow_id, "failed", FlowFailed(error=error, details=dict(details or {})), actor, metadata
+        )
 
     def _end(
         self, flow_id: str, status: str, event: Event, actor: str | None, metadata: Mapping[str, Any] | None
@@ -251,7 +262,9 @@ class FlowService:
             if flow.terminal:
                 if flow.status == status and _same_ending(tx, self.store, flow, event):
                     return []
-                raise FlowClosed(flow_id, f"is already {flow.status}; it cannot become {status}", status=flow.status)
+                raise FlowClosed(
+                    flow_id, f"is already {flow.status}; it cannot become {status}", status=flow.status
+                )
             return [event]
 
         return self._run(flow_id, decide, expected_revision=None, actor=actor, metadata=metadata)
@@ -271,7 +284,9 @@ class FlowService:
                 raise FlowClosed(flow_id, f"is {flow.status}; cannot {verb} it", status=flow.status)
             return decide(flow)
 
-        return self._run(flow_id, checked, expected_revision=expected_revision, actor=actor, metadata=metadata)
+        return self._run(
+            flow_id, checked, expected_revision=expected_revision, actor=actor, metadata=metadata
+        )
 
     # -- steps -------------------------------------------------------------------
     def schedule_step(
@@ -292,8 +307,14 @@ class FlowService:
     ) -> AppendResult:
         """Schedule a step; scheduling the same run id again returns without writing."""
         event = StepScheduled(
-            step_id=step_id, name=name, run_id=run_id, task=dict(task or {}), runtime=runtime,
-            position=position, iteration=iteration, child_session_key=child_session_key,
+            step_id=step_id,
+            name=name,
+            run_id=run_id,
+            task=dict(task or {}),
+            runtime=runtime,
+            position=position,
+            iteration=iteration,
+            child_session_key=child_session_key,
         )
 
         def decide(tx: Transaction, flow: FlowState | None) -> list[Event]:
@@ -330,21 +351,34 @@ class FlowService:
         return self._run(flow_id, checked, expected_revision=None, actor=actor, metadata=metadata)
 
     def start_step(
-        self, flow_id: str, step_id: str, *, lease: Lease | None = None,
-        actor: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        lease: Lease | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             _open_step(flow, step, "start")
             if step.status != "scheduled":
-                raise InvalidTransition(flow.flow_id, f"cannot start a {step.status} step", step_id=step_id, status=step.status)
+                raise InvalidTransition(
+                    flow.flow_id, f"cannot start a {step.status} step", step_id=step_id, status=step.status
+                )
             return [StepStarted(step_id=step_id)]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
     def complete_step(
-        self, flow_id: str, step_id: str, *, result: Mapping[str, Any] | None = None,
-        output: Mapping[str, Any] | None = None, lease: Lease | None = None,
-        actor: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        result: Mapping[str, Any] | None = None,
+        output: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         result_dict = dict(result or {})
         output_dict = dict(output) if output is not None else None
@@ -354,14 +388,23 @@ class FlowService:
                 return []
             _open_step(flow, step, "complete")
             if step.gate_status == "open":
-                raise GateNotOpen(flow.flow_id, "its approval gate is still waiting for a decision", step_id=step_id)
+                raise GateNotOpen(
+                    flow.flow_id, "its approval gate is still waiting for a decision", step_id=step_id
+                )
             return [StepCompleted(step_id=step_id, result=result_dict, output=output_dict)]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
     def fail_step(
-        self, flow_id: str, step_id: str, *, error: str, details: Mapping[str, Any] | None = None,
-        lease: Lease | None = None, actor: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        error: str,
+        details: Mapping[str, Any] | None = None,
+        lease: Lease | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             if step.status == "failed" and step.error == error:
@@ -372,8 +415,14 @@ class FlowService:
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
     def skip_step(
-        self, flow_id: str, step_id: str, *, reason: str = "", lease: Lease | None = None,
-        actor: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        reason: str = "",
+        lease: Lease | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             if step.status == "skipped" and step.reason == reason:
@@ -384,8 +433,14 @@ class FlowService:
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
     def time_out_step(
-        self, flow_id: str, step_id: str, *, reason: str = "", lease: Lease | None = None,
-        actor: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        reason: str = "",
+        lease: Lease | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             if step.status == "timed_out" and step.reason == reason:
@@ -396,23 +451,41 @@ class FlowService:
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
     def retry_step(
-        self, flow_id: str, step_id: str, *, error: str = "", lease: Lease | None = None,
-        actor: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        error: str = "",
+        lease: Lease | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         """A running attempt failed and will be retried: the step goes back to scheduled."""
+
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             _open_step(flow, step, "retry")
             if step.status != "running":
-                raise InvalidTransition(flow.flow_id, f"only a running step can be retried, not a {step.status} one", step_id=step_id, status=step.status)
+                raise InvalidTransition(
+                    flow.flow_id,
+                    f"only a running step can be retried, not a {step.status} one",
+                    step_id=step_id,
+                    status=step.status,
+                )
             return [StepRetried(step_id=step_id, retry_count=step.retry_count + 1, error=error)]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
     # -- approval gates ------------------------------------------------------------
     def open_gate(
-        self, flow_id: str, step_id: str, *, prompt: str,
-        options: Sequence[Mapping[str, str]] = (), timeout_seconds: float | None = None,
-        actor: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        prompt: str,
+        options: Sequence[Mapping[str, str]] = (),
+        timeout_seconds: float | None = None,
+        actor: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         parsed = [GateOption.model_validate(option) for option in options]
 
@@ -420,13 +493,21 @@ class FlowService:
             _open_step(flow, step, "open a gate on")
             if step.gate_status == "open":
                 raise InvalidTransition(flow.flow_id, "already has an open gate", step_id=step_id)
-            return [GateOpened(step_id=step_id, prompt=prompt, options=parsed, timeout_seconds=timeout_seconds)]
+            return [
+                GateOpened(step_id=step_id, prompt=prompt, options=parsed, timeout_seconds=timeout_seconds)
+            ]
 
         return self._step_command(flow_id, step_id, decide, None, actor, metadata, fenced=False)
 
     def approve_gate(
-        self, flow_id: str, step_id: str, *, by: str, feedback: str = "",
-        selections: Sequence[str] = (), metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        by: str,
+        feedback: str = "",
+        selections: Sequence[str] = (),
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         chosen = list(selections)
 
@@ -440,7 +521,12 @@ class FlowService:
         return self._step_command(flow_id, step_id, decide, None, by, metadata, fenced=False)
 
     def reject_gate(
-        self, flow_id: str, step_id: str, *, by: str, feedback: str = "",
+        self,
+        flow_id: str,
+        step_id: str,
+        *,
+        by: str,
+        feedback: str = "",
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         def decide(flow: FlowState, step: StepState) -> list[Event]:
@@ -465,15 +551,21 @@ class FlowService:
             now = self._now()
             if flow.lease_owner not in (None, owner_token) and _active(flow, now):
                 raise LeaseHeld(flow_id, f"is leased by {flow.lease_owner!r} until {flow.lease_expires_at}")
-            generation = flow.lease_generation if flow.lease_owner == owner_token else flow.lease_generation + 1
+            generation = (
+                flow.lease_generation if flow.lease_owner == owner_token else flow.lease_generation + 1
+            )
             lease = Lease(owner_token, generation, now + timedelta(seconds=ttl_seconds))
             acquired[:] = [lease]
-            return [LeaseAcquired(owner_token=owner_token, expires_at=lease.expires_at, generation=generation)]
+            return [
+                LeaseAcquired(owner_token=owner_token, expires_at=lease.expires_at, generation=generation)
+            ]
 
         self._run(flow_id, decide, expected_revision=None, actor=owner_token, metadata=metadata)
         return acquired[0]
 
-    def release_lease(self, flow_id: str, lease: Lease, *, metadata: Mapping[str, Any] | None = None) -> AppendResult:
+    def release_lease(
+        self, flow_id: str, lease: Lease, *, metadata: Mapping[str, Any] | None = None
+    ) -> AppendResult:
         def decide(tx: Transaction, flow: FlowState | None) -> list[Event]:
             assert flow is not None  # _run checks existence
             self._check_lease(flow, lease)
@@ -486,29 +578,53 @@ class FlowService:
         if lease is None:
             if flow.lease_owner is not None and _active(flow, self._now()):
                 raise LeaseLost(
-                    flow.flow_id, owner=None, generation=None,
-                    holder=flow.lease_owner, current=flow.lease_generation,
+                    flow.flow_id,
+                    owner=None,
+                    generation=None,
+                    holder=flow.lease_owner,
+                    current=flow.lease_generation,
                 )
             return
         if lease.owner_token != flow.lease_owner or lease.generation != flow.lease_generation:
             raise LeaseLost(
-                flow.flow_id, owner=lease.owner_token, generation=lease.generation,
-                holder=flow.lease_owner, current=flow.lease_generation,
+                flow.flow_id,
+                owner=lease.owner_token,
+                generation=lease.generation,
+                holder=flow.lease_owner,
+                current=flow.lease_generation,
             )
 
     # -- decisions -------------------------------------------------------------------
     def record_decision(
-        self, flow_id: str, *, actor: str, decision: str, rationale: str = "",
-        inputs: Mapping[str, Any] | None = None, alternatives: Sequence[Any] = (),
-        model: str | None = None, tool: str | None = None, confidence: float | None = None,
-        step_id: str | None = None, metadata: Mapping[str, Any] | None = None,
+        self,
+        flow_id: str,
+        *,
+        actor: str,
+        decision: str,
+        rationale: str = "",
+        inputs: Mapping[str, Any] | None = None,
+        alternatives: Sequence[Any] = (),
+        model: str | None = None,
+        tool: str | None = None,
+        confidence: float | None = None,
+        step_id: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         """Record why an agent did what it did. Allowed in any state of the flow."""
         event = DecisionRecorded(
-            actor=actor, decision=decision, rationale=rationale, inputs=dict(inputs or {}),
-            alternatives=list(alternatives), model=model, tool=tool, confidence=confidence, step_id=step_id,
+            actor=actor,
+            decision=decision,
+            rationale=rationale,
+            inputs=dict(inputs or {}),
+            alternatives=list(alternatives),
+            model=model,
+            tool=tool,
+            confidence=confidence,
+            step_id=step_id,
         )
-        return self._run(flow_id, lambda tx, flow: [event], expected_revision=None, actor=actor, metadata=metadata)
+        return self._run(
+            flow_id, lambda tx, flow: [event], expected_revision=None, actor=actor, metadata=metadata
+        )
 
 
 def _active(flow: FlowState, now: datetime) -> bool:
@@ -517,7 +633,9 @@ def _active(flow: FlowState, now: datetime) -> bool:
 
 def _open_step(flow: FlowState, step: StepState, verb: str) -> None:
     if step.terminal:
-        raise StepClosed(flow.flow_id, f"is {step.status}; cannot {verb} it", step_id=step.step_id, status=step.status)
+        raise StepClosed(
+            flow.flow_id, f"is {step.status}; cannot {verb} it", step_id=step.step_id, status=step.status
+        )
     if flow.terminal:
         raise FlowClosed(flow.flow_id, f"is {flow.status}; cannot {verb} its steps", status=flow.status)
 

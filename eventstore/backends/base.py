@@ -235,7 +235,12 @@ class Backend:
         return str(stored)
 
     def iter_pages(
-        self, conn: sa.Connection, query: Callable[[Any], sa.Select[Any]], key: Callable[[Any], Any], start: Any, page: int
+        self,
+        conn: sa.Connection,
+        query: Callable[[Any], sa.Select[Any]],
+        key: Callable[[Any], Any],
+        start: Any,
+        page: int,
     ) -> Iterator[Any]:
         """Keyset pagination: short queries, bounded memory, no long-held snapshot."""
         cursor = start

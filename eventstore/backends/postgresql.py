@@ -214,12 +214,32 @@ class PostgresBackend(Backend):
 
     def decode(self, row: Sequence[Any]) -> RecordedEvent:
         return RecordedEvent(
-            row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8],
-            bytes(row[9]).hex(), bytes(row[10]).hex(),
+            row[0],
+            row[1],
+            row[2],
+            row[3],
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            row[8],
+            bytes(row[9]).hex(),
+            bytes(row[10]).hex(),
         )
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:
         return StoredRow(
-            row[0], row[1], row[2], str(row[3]), row[4], row[5], row[6], row[7],
-            format_time(row[8]), bytes(row[9]), bytes(row[10]), bytes(row[11]), bytes(row[12]),
+            row[0],
+            row[1],
+            row[2],
+            str(row[3]),
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            format_time(row[8]),
+            bytes(row[9]),
+            bytes(row[10]),
+            bytes(row[11]),
+            bytes(row[12]),
         )
