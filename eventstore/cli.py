@@ -1,4 +1,8 @@
-"""The ``eventstore`` command line: each command is one library call plus formatting."""
+"""The ``eventstore`` command line: each command is one library call plus formatting.
+
+The CLI is the composition root: it is the one place in ``eventstore`` that
+imports ``projections`` (lazily, inside the commands that need read models).
+"""
 
 from __future__ import annotations
 
@@ -170,24 +174,31 @@ def _import_projection(path: str) -> Any:
 @click.option("--flow", "flow_id", default=None, help="Flow id to record (default: a new one).")
 @click.pass_context
 def demo(ctx: click.Context, flow_id: str | None) -> None:
-    """Record a small agent flow, read it back and verify it."""
-    from .demo import record_demo_flow
+    """Record an agent flow (retry, decision, human approval), read it back, verify it."""
+    from projections import FlowProjection, FlowQueries
+    from projections.demo import record_refund_flow
 
     flow_id = flow_id or f"refund-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
-    with _open(ctx) as store, _errors():
-        record_demo_flow(store, flow_id)
+    with _open(ctx, projections=[FlowProjection()]) as store, _errors():
+        record_refund_flow(store, flow_id)
         click.echo(f"recorded flow {flow_id} in {ctx.obj['url']}\n")
         for event in store.read_flow(flow_id):
             actor = event.metadata.get("actor", "-")
+            summary = orjson.dumps(event.data).decode()
             click.echo(
                 f"  r{event.revision:<3} {event.recorded_at:%H:%M:%S.%f}  {event.type:<17} "
-                f"{actor:<17} {orjson.dumps(event.data).decode()[:60]}  {event.hash[:12]}"
+                f"{actor:<17} {summary[:58]:<58}  {event.hash[:12]}"
             )
+        queries = FlowQueries(store)
+        flow = queries.flow(flow_id)
+        click.echo(f"\nread model: {flow.status}, revision {flow.revision}, state {flow.state}")
+        for step in queries.steps(flow_id):
+            gate = f", gate {step.gate_status} by {step.gate_by}" if step.gate_status else ""
+            click.echo(f"  step {step.step_id}: {step.status} after {step.attempts} attempt(s){gate}")
         report = store.verify(flow_id)
-        click.echo(
-            f"\nverify: {'OK' if report.ok else 'BROKEN'} ({report.events_checked} events, hash chain intact)"
-        )
-        click.echo("next: `eventstore verify` checks every flow; docs/api.md shows the library.")
+        verdict = "OK" if report.ok else "BROKEN"
+        click.echo(f"\nverify: {verdict} ({report.events_checked} events, hash chain intact)")
+        click.echo("next: `eventstore verify` checks every flow; docs/flows.md shows the commands.")
 
 
 if __name__ == "__main__":

@@ -327,6 +327,9 @@ def fold(
 
     Events of types outside the vocabulary still count: they advance the
     flow's revision and event count. Events before ``FlowStarted`` are ignored.
+    The fold never fails on what the log holds: a field missing from an old or
+    hand-written event falls back to an empty value (stores with the flow
+    projection validate vocabulary events when they are appended).
     """
     data = event.data
     at = event.recorded_at
@@ -334,9 +337,9 @@ def fold(
     if kind == "FlowStarted":
         flow = FlowState(
             flow_id=event.flow_id,
-            controller_id=data["controller_id"],
-            goal=data["goal"],
-            owner_session_key=data["owner_session_key"],
+            controller_id=str(data.get("controller_id", "")),
+            goal=str(data.get("goal", "")),
+            owner_session_key=str(data.get("owner_session_key", "")),
             requester_origin=data.get("requester_origin"),
             parent_flow_id=data.get("parent_flow_id"),
             state=copy.deepcopy(data.get("state") or {}),
@@ -354,12 +357,12 @@ def fold(
     step_handler = _STEP_HANDLERS.get(kind)
     if step_handler is None:
         return flow, None
-    if kind == "StepScheduled":
+    if kind == "StepScheduled" and isinstance(data.get("step_id"), str):
         step = StepState(
             flow_id=flow.flow_id,
             step_id=data["step_id"],
-            name=data["name"],
-            run_id=data["run_id"],
+            name=str(data.get("name", "")),
+            run_id=str(data.get("run_id", "")),
             task=copy.deepcopy(data.get("task") or {}),
             runtime=data.get("runtime"),
             position=data.get("position", 0),
@@ -377,13 +380,13 @@ def fold(
 
 def _advanced(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
     if data.get("current_step") is not None:
-        flow.current_step = data["current_step"]
+        flow.current_step = str(data["current_step"])
     merge_patch(flow.state, data.get("state_patch") or {})
 
 
 def _waiting(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
     flow.status = "waiting"
-    flow.wait = {"waiting_for": data["waiting_for"], "details": data.get("details") or {}}
+    flow.wait = {"waiting_for": data.get("waiting_for", ""), "details": data.get("details") or {}}
 
 
 def _resumed(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
@@ -403,7 +406,7 @@ def _ended(status: str) -> Any:
         if status == "finished":
             flow.result = data.get("result") or {}
         elif status == "failed":
-            flow.error = {"error": data["error"], "details": data.get("details") or {}}
+            flow.error = {"error": data.get("error", ""), "details": data.get("details") or {}}
         else:
             flow.error = {"error": "cancelled", "details": {"reason": data.get("reason", "")}}
 
@@ -411,10 +414,10 @@ def _ended(status: str) -> Any:
 
 
 def _lease_acquired(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
-    flow.lease_owner = data["owner_token"]
-    flow.lease_generation = data["generation"]
-    expires = data["expires_at"]
-    flow.lease_expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else expires
+    flow.lease_owner = data.get("owner_token")
+    flow.lease_generation = int(data.get("generation") or 0)
+    expires = data.get("expires_at")
+    flow.lease_expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else None
 
 
 def _lease_released(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
@@ -455,7 +458,7 @@ def _step_ended(status: str) -> Any:
             step.result = data.get("result") or {}
             step.output = data.get("output")
         elif status == "failed":
-            step.error = data["error"]
+            step.error = data.get("error", "")
         else:
             step.reason = data.get("reason", "")
         if step.gate_status == "open":
@@ -466,13 +469,13 @@ def _step_ended(status: str) -> Any:
 
 def _step_retried(step: StepState, data: dict[str, Any], at: datetime) -> None:
     step.status = "scheduled"
-    step.retry_count = data["retry_count"]
+    step.retry_count = int(data.get("retry_count") or step.retry_count + 1)
     step.error = data.get("error") or None
 
 
 def _gate_opened(step: StepState, data: dict[str, Any], at: datetime) -> None:
     step.gate_status = "open"
-    step.gate_prompt = data["prompt"]
+    step.gate_prompt = data.get("prompt", "")
     step.gate_options = [dict(option) for option in data.get("options") or []]
     step.gate_timeout_seconds = data.get("timeout_seconds")
     step.gate_by = step.gate_feedback = None
@@ -482,7 +485,7 @@ def _gate_opened(step: StepState, data: dict[str, Any], at: datetime) -> None:
 def _gate_decided(status: str) -> Any:
     def handler(step: StepState, data: dict[str, Any], at: datetime) -> None:
         step.gate_status = status
-        step.gate_by = data["by"]
+        step.gate_by = data.get("by", "")
         step.gate_feedback = data.get("feedback", "")
         step.gate_selections = list(data.get("selections") or [])
 

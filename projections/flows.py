@@ -22,7 +22,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
 from eventstore.errors import StepNotFound
-from eventstore.flows import FLOW_STATUSES, STEP_EVENT_TYPES, FlowState, StepState, fold
+from eventstore.flows import FLOW_EVENTS, FLOW_STATUSES, STEP_EVENT_TYPES, FlowState, StepState, fold
 from eventstore.schema import MAX_FLOW_ID_LENGTH
 
 from .base import SOLE_WRITER, Projection
@@ -115,6 +115,13 @@ class FlowProjection(Projection):
             sa.Column("last_activity_at", UTCDateTime, nullable=False),
             sa.Index("ix_sessions_last_activity", "last_activity_at"),
         )
+
+    def prepare(self, store: EventStore) -> None:
+        """Validate vocabulary events appended through ``store``, then create or rebuild the tables."""
+        for model in FLOW_EVENTS:
+            if model.event_type not in store.registry:
+                store.registry.register(model)
+        super().prepare(store)
 
     # -- loading -----------------------------------------------------------
     def load_flow(self, tx: Transaction, flow_id: str) -> FlowState | None:

@@ -328,6 +328,8 @@ class FlowService:
                 raise InvalidTransition(flow_id, "step id is already used by another run", step_id=step_id)
             return [event]
 
+        if actor is None and lease is not None:
+            actor = lease.owner_token
         return self._run(flow_id, decide, expected_revision=None, actor=actor, metadata=metadata)
 
     def _step_command(
@@ -348,6 +350,8 @@ class FlowService:
                 self._check_lease(flow, lease)
             return decide(flow, step)
 
+        if actor is None and lease is not None:
+            actor = lease.owner_token
         return self._run(flow_id, checked, expected_revision=None, actor=actor, metadata=metadata)
 
     def start_step(

@@ -29,7 +29,9 @@ class TestCommands:
         out = run(target, "demo", "--flow", "refund-1")
         assert "recorded flow refund-1" in out
         assert "GateApproved" in out and "human:ann" in out
-        assert "verify: OK (5 events" in out
+        assert "StepRetried" in out and "DecisionRecorded" in out
+        assert "step refund: completed after 1 attempt(s), gate approved by human:ann" in out
+        assert "verify: OK (16 events" in out
 
     def test_verify_reports_and_exits_2_when_broken(self, target: Target) -> None:
         with target.open() as store:
@@ -67,7 +69,16 @@ class TestErrors:
 
     def test_python_dash_m_works(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
         done = subprocess.run(
-            [sys.executable, "-m", "eventstore", "--url", f"sqlite:///{tmp_path}/x.db", "db", "current", "--json"],
+            [
+                sys.executable,
+                "-m",
+                "eventstore",
+                "--url",
+                f"sqlite:///{tmp_path}/x.db",
+                "db",
+                "current",
+                "--json",
+            ],
             capture_output=True,
             text=True,
             check=False,

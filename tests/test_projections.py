@@ -49,7 +49,9 @@ class FailingOnce(DecisionsByActor):
 
 
 def decide(store: EventStore, actor: str, count: int = 1) -> None:
-    store.append("f", [NewEvent("DecisionRecorded", {"actor": actor, "decision": "go"}) for _ in range(count)])
+    store.append(
+        "f", [NewEvent("DecisionRecorded", {"actor": actor, "decision": "go"}) for _ in range(count)]
+    )
 
 
 def counts(store: EventStore, projection: Projection) -> dict[str, int]:
@@ -85,7 +87,10 @@ class TestCatchUp:
     def test_two_runners_apply_each_event_once(self, target: Target) -> None:
         with target.open() as first, target.open() as second:
             decide(first, "a", 50)
-            one, two = CatchUpRunner(first, DecisionsByActor(), batch_size=7), CatchUpRunner(second, DecisionsByActor(), batch_size=7)
+            one, two = (
+                CatchUpRunner(first, DecisionsByActor(), batch_size=7),
+                CatchUpRunner(second, DecisionsByActor(), batch_size=7),
+            )
             decide(first, "a", 50)
             while one.run_once() + two.run_once():
                 pass
@@ -126,7 +131,9 @@ class TestRebuild:
         def during(progress: Progress) -> None:
             seen.append(queries.flows(limit=100).total)
             if len(seen) == 1:
-                service.start_flow("late", controller_id="c", goal="appended mid-rebuild", owner_session_key="s")
+                service.start_flow(
+                    "late", controller_id="c", goal="appended mid-rebuild", owner_session_key="s"
+                )
 
         done = rebuild(flow_store, flow_projection(flow_store), batch_size=10, progress=during)
         assert seen[:3] == [30, 31, 31], "readers keep a complete read model throughout"
@@ -143,7 +150,9 @@ class TestRebuild:
 
     def test_opening_an_existing_log_builds_the_read_models(self, target: Target) -> None:
         with target.open() as store:
-            store.append("f", [NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": "s"})])
+            store.append(
+                "f", [NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": "s"})]
+            )
         with target.open(projections=[FlowProjection()]) as store:
             assert FlowQueries(store).flow("f").goal == "g"
 
@@ -152,3 +161,25 @@ def test_progress_reports_rate() -> None:
     progress = Progress(done=500, total=1000, seconds=0.5)
     assert progress.rate == 1000.0
     assert Progress(0, 0, 0.0).rate == 0.0
+
+
+class TestMalformedVocabulary:
+    def test_stores_with_the_flow_projection_validate_vocabulary_events(self, flow_store: EventStore) -> None:
+        from eventstore import InvalidEvent
+
+        with pytest.raises(InvalidEvent, match="FlowStarted data fails validation"):
+            flow_store.append("f", [NewEvent("FlowStarted", {"goal": "no controller"})])
+        assert flow_store.last_position() == 0
+
+    def test_a_malformed_event_already_in_the_log_does_not_stop_a_rebuild(self, target: Target) -> None:
+        with target.open() as store:
+            store.append("f", [NewEvent("FlowStarted", {"goal": "written without validation"})])
+            store.append("f", [NewEvent("StepScheduled", {"name": "no step id"}), NewEvent("FlowFailed", {})])
+        with target.open(projections=[FlowProjection()]) as store:
+            flow = FlowQueries(store).flow("f")
+            assert (flow.goal, flow.controller_id, flow.status, flow.revision) == (
+                "written without validation",
+                "",
+                "failed",
+                3,
+            )

@@ -1,0 +1,72 @@
+"""The README's first command: an agent flow recorded, read back and verified.
+
+Used by ``eventstore demo``; it only calls the public API, so it doubles as an
+example of a whole flow.
+"""
+
+from __future__ import annotations
+
+from eventstore import EventStore
+
+from .service import FlowService
+
+
+def record_refund_flow(store: EventStore, flow_id: str) -> None:
+    """A refund agent: a lookup that needs a retry, a decision, a human approval, a finish."""
+    flows = FlowService(store)
+    flows.start_flow(
+        flow_id,
+        controller_id="refund-bot",
+        goal="refund order #1042",
+        owner_session_key="sess-7",
+        requester_origin="support-chat",
+        state={"order": 1042},
+        actor="agent:refund-bot",
+    )
+    lease = flows.acquire_lease(flow_id, owner_token="worker-1", ttl_seconds=300)
+    flows.schedule_step(
+        flow_id,
+        step_id="lookup",
+        name="lookup_order",
+        run_id=f"{flow_id}/lookup",
+        task={"tool": "orders.get", "order": 1042},
+        position=1,
+        lease=lease,
+        actor="agent:refund-bot",
+    )
+    flows.start_step(flow_id, "lookup", lease=lease)
+    flows.retry_step(flow_id, "lookup", error="orders API timed out", lease=lease)
+    flows.start_step(flow_id, "lookup", lease=lease)
+    flows.complete_step(flow_id, "lookup", result={"amount": 129.0, "damaged": True}, lease=lease)
+    flows.record_decision(
+        flow_id,
+        actor="agent:refund-bot",
+        decision="refund in full",
+        rationale="item arrived damaged; photo evidence attached",
+        inputs={"order": 1042, "photos": 2},
+        alternatives=["replace item", "partial refund"],
+        model="claude-sonnet",
+        confidence=0.92,
+        step_id="lookup",
+    )
+    flows.schedule_step(
+        flow_id,
+        step_id="refund",
+        name="issue_refund",
+        run_id=f"{flow_id}/refund",
+        task={"tool": "payments.refund", "amount": 129.0},
+        position=2,
+        lease=lease,
+    )
+    flows.open_gate(
+        flow_id,
+        "refund",
+        prompt="Refund $129.00 to the customer's card?",
+        options=[{"value": "approve", "label": "Approve"}, {"value": "deny", "label": "Deny"}],
+    )
+    flows.approve_gate(flow_id, "refund", by="human:ann", feedback="photos check out", selections=["approve"])
+    flows.start_step(flow_id, "refund", lease=lease)
+    flows.complete_step(flow_id, "refund", result={"refund_id": "re_123"}, lease=lease)
+    flows.advance(flow_id, current_step="refund", state_patch={"refunded": 129.0}, actor="agent:refund-bot")
+    flows.finish(flow_id, result={"refunded": 129.0}, actor="agent:refund-bot")
+    flows.release_lease(flow_id, lease)
