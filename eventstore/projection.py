@@ -8,7 +8,7 @@ at all.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 from .events import RecordedEvent
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 class InlineProjection(Protocol):
-    name: str
+    name: ClassVar[str]
 
     def prepare(self, store: EventStore) -> None:
         """Create or check the projection's tables; called once when the store opens."""

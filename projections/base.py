@@ -154,7 +154,7 @@ def write_checkpoint(
         conn.execute(checkpoints.insert().values(name=projection.name, **values))
 
 
-def _lock_appends(conn: sa.Connection) -> int:
+def lock_appends(conn: sa.Connection) -> int:
     """Stop appends until this transaction ends (SQLite's write lock is already held)."""
     query = "SELECT last_position FROM event_positions WHERE id = 1"
     if conn.dialect.name == "postgresql":
@@ -166,7 +166,7 @@ def ensure(store: EventStore, projection: Projection) -> None:
     """Create the projection's tables if new; rebuild if its version changed or it lags."""
     with store.transaction() as tx:
         conn = tx.connection
-        _lock_appends(conn)
+        lock_appends(conn)
         current = read_checkpoint(conn, projection.name, lock=True)
         if current is not None and current.version == projection.version:
             return
@@ -222,7 +222,7 @@ def rebuild(
             memo.clear()  # bounded memory; also drops SOLE_WRITER, so lookups resume
     with store.transaction() as tx:
         conn = tx.connection
-        head = _lock_appends(conn)
+        head = lock_appends(conn)
         read_checkpoint(conn, projection.name, lock=True)
         tx.memo = memo
         tail = list(store.read_all(after_position=position))

@@ -54,6 +54,7 @@ from eventstore.flows import (
     StepTimedOut,
 )
 
+from .base import lock_appends
 from .flows import FlowProjection
 
 Decide = Callable[[Transaction, FlowState | None], Sequence[Event]]
@@ -116,7 +117,14 @@ class FlowService:
         raise AssertionError("unreachable: the last attempt re-raises")
 
     def _catch_up(self, tx: Transaction, flow_id: str) -> None:
-        """Bring the flow's read model up to the log before deciding again."""
+        """Bring the flow's read model up to the log before deciding again.
+
+        Runs under the append lock, taken first as every append takes it: no
+        append can commit between reading the read model and the log (which
+        would fold events twice), and the lock order matches the append path
+        (no deadlock).
+        """
+        lock_appends(tx.connection)
         flow = self.projection.load_flow(tx, flow_id)
         behind = flow.revision if flow is not None else 0
         if tx.revision(flow_id) > behind:
