@@ -160,5 +160,13 @@ class StepNotFound(EventStoreError, LookupError):
         super().__init__(f"flow {flow_id!r} has no step {step_id!r}")
 
 
+class SessionNotFound(EventStoreError, LookupError):
+    """No flow has this owner session key."""
+
+    def __init__(self, session_key: str) -> None:
+        self.session_key = session_key
+        super().__init__(f"no session {session_key!r}")
+
+
 class ProjectionError(EventStoreError):
     """A projection could not be set up, applied or rebuilt."""

@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar, Self
 
 import sqlalchemy as sa
@@ -163,7 +164,11 @@ def lock_appends(conn: sa.Connection) -> int:
 
 
 def ensure(store: EventStore, projection: Projection) -> None:
-    """Create the projection's tables if new; rebuild if its version changed or it lags."""
+    """Create the projection's tables if new; rebuild them if its version changed.
+
+    Several processes may open a store at once after a version bump: one
+    rebuilds, the others wait for it and then find the version current.
+    """
     with store.transaction() as tx:
         conn = tx.connection
         lock_appends(conn)
@@ -176,11 +181,60 @@ def ensure(store: EventStore, projection: Projection) -> None:
                 table.create(conn, checkfirst=False)
             write_checkpoint(store, conn, projection, position=0, build=tag)
             return
-    rebuild(store, projection)
+    rebuild(store, projection, wait=True, only_if_outdated=True)
 
 
 def store_has_events(conn: sa.Connection) -> bool:
     return int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one()) > 0
+
+
+REBUILD_LEASE = timedelta(minutes=2)
+"""How long a rebuild's claim lasts without renewal (it renews every batch)."""
+
+
+def _rebuild_lock(projection: Projection) -> str:
+    return f"{projection.name}#rebuild"
+
+
+def _claim(store: EventStore, projection: Projection, tag: str) -> bool:
+    """Claim the right to rebuild ``projection``: one rebuild at a time, across processes.
+
+    The claim is a lease row in ``projection_checkpoints`` that expires, so a
+    rebuild that died does not block the next one for longer than the lease.
+    """
+    name = _rebuild_lock(projection)
+    with store.transaction() as tx:
+        conn = tx.connection
+        lock_appends(conn)
+        row = conn.execute(
+            sa.select(checkpoints.c.build, checkpoints.c.updated_at).where(checkpoints.c.name == name)
+        ).first()
+        now = store.clock()
+        if row is not None and row.build != tag and row.updated_at > format_time(now):
+            return False
+        values = {
+            "kind": "lock",
+            "version": 0,
+            "position": 0,
+            "build": tag,
+            "updated_at": format_time(now + REBUILD_LEASE),
+        }
+        if row is None:
+            conn.execute(checkpoints.insert().values(name=name, **values))
+        else:
+            conn.execute(checkpoints.update().where(checkpoints.c.name == name).values(**values))
+    return True
+
+
+def _renew(store: EventStore, conn: sa.Connection, projection: Projection, tag: str) -> None:
+    table = checkpoints
+    renewed = conn.execute(
+        table.update()
+        .where(table.c.name == _rebuild_lock(projection), table.c.build == tag)
+        .values(updated_at=format_time(store.clock() + REBUILD_LEASE))
+    )
+    if renewed.rowcount != 1:
+        raise ProjectionError(f"the rebuild of {projection.name!r} lost its claim (its lease expired)")
 
 
 def rebuild(
@@ -189,13 +243,44 @@ def rebuild(
     *,
     batch_size: int = 10_000,
     progress: Callable[[Progress], None] | None = None,
+    wait: bool = False,
+    only_if_outdated: bool = False,
 ) -> Progress:
     """Rebuild ``projection`` from the whole log into fresh tables, then swap them in.
 
     Readers and writers carry on while the fresh tables fill; the swap takes
     the append lock only to apply the last few events and rename the tables.
+    One rebuild of a projection runs at a time: another one raises
+    ``ProjectionError``, or with ``wait=True`` waits for it.
     """
     tag = secrets.token_hex(4)
+    while not _claim(store, projection, tag):
+        if not wait:
+            raise ProjectionError(f"a rebuild of {projection.name!r} is already running")
+        time.sleep(0.25)  # another process is rebuilding; its lease renews every batch
+    try:
+        if only_if_outdated:
+            with store.engine.connect() as conn:
+                current = read_checkpoint(conn, projection.name)
+            if current is not None and current.version == projection.version:
+                return Progress(0, 0, 0.0)
+        return _rebuild(store, projection, tag, batch_size, progress)
+    finally:
+        with store.transaction() as tx:
+            tx.connection.execute(
+                checkpoints.delete().where(
+                    checkpoints.c.name == _rebuild_lock(projection), checkpoints.c.build == tag
+                )
+            )
+
+
+def _rebuild(
+    store: EventStore,
+    projection: Projection,
+    tag: str,
+    batch_size: int,
+    progress: Callable[[Progress], None] | None,
+) -> Progress:
     target = projection.targeting(REBUILD_SUFFIX, tag)
     started = time.perf_counter()
     with store.transaction() as tx:
@@ -212,6 +297,7 @@ def rebuild(
         if not batch:
             break
         with store.transaction() as tx:
+            _renew(store, tx.connection, projection, tag)
             tx.memo = memo
             _apply_grouped(target, tx, batch)
         position = batch[-1].position
@@ -223,6 +309,7 @@ def rebuild(
     with store.transaction() as tx:
         conn = tx.connection
         head = lock_appends(conn)
+        _renew(store, conn, projection, tag)
         read_checkpoint(conn, projection.name, lock=True)
         tx.memo = memo
         tail = list(store.read_all(after_position=position))

@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
-from eventstore.errors import StepNotFound
+from eventstore.errors import SessionNotFound, StepNotFound
 from eventstore.flows import FLOW_EVENTS, FLOW_STATUSES, STEP_EVENT_TYPES, FlowState, StepState, fold
 from eventstore.schema import MAX_FLOW_ID_LENGTH
 
@@ -509,5 +509,5 @@ class FlowQueries:
         sessions = _live()["sessions"]
         rows = self._rows(sa.select(sessions).where(sessions.c.session_key == session_key))
         if not rows:
-            raise InvalidInput(f"no session {session_key!r}")
+            raise SessionNotFound(session_key)
         return Session(**rows[0]._mapping)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import pydantic
+
 from eventstore import AppendResult, Event, EventStore, FlowNotFound, RevisionMismatch, Transaction
 from eventstore.errors import (
     FlowClosed,
@@ -268,8 +270,10 @@ class FlowService:
         def decide(tx: Transaction, flow: FlowState | None) -> list[Event]:
             assert flow is not None  # _run checks existence
             if flow.terminal:
-                if flow.status == status and _same_ending(tx, self.store, flow, event):
+                if flow.status == status and _same_ending(flow, event):
                     return []
+                if flow.status == status:
+                    raise FlowClosed(flow_id, f"is already {status}, with a different outcome", status=status)
                 raise FlowClosed(
                     flow_id, f"is already {flow.status}; it cannot become {status}", status=flow.status
                 )
@@ -499,7 +503,10 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        parsed = [GateOption.model_validate(option) for option in options]
+        try:
+            parsed = [GateOption.model_validate(option) for option in options]
+        except pydantic.ValidationError as exc:
+            raise InvalidInput(f"gate options must be {{value, label}} objects: {exc}") from exc
 
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             _open_step(flow, step, "open a gate on")
@@ -653,12 +660,14 @@ def _open_step(flow: FlowState, step: StepState, verb: str) -> None:
 
 
 def _gate_is_open(flow: FlowState, step: StepState) -> None:
+    if flow.terminal:
+        raise FlowClosed(flow.flow_id, f"is {flow.status}; its gates cannot be decided", status=flow.status)
     if step.gate_status != "open":
         state = step.gate_status or "never opened"
         raise GateNotOpen(flow.flow_id, f"has no open gate (gate is {state})", step_id=step.step_id)
 
 
-def _same_ending(tx: Transaction, store: EventStore, flow: FlowState, event: Event) -> bool:
+def _same_ending(flow: FlowState, event: Event) -> bool:
     """Is ``event`` the same ending the flow already has (a harmless repeat)?"""
     if isinstance(event, FlowFinished):
         return flow.result == event.result

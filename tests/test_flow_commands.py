@@ -52,7 +52,12 @@ class TestFlowLifecycle:
         service.resume("f", by="human:ann")
         service.finish("f", result={"ok": True})
         flow = queries.flow("f")
-        assert (flow.status, flow.state, flow.result, flow.wait) == ("finished", {"n": 2, "seen": ["a"]}, {"ok": True}, None)
+        assert (flow.status, flow.state, flow.result, flow.wait) == (
+            "finished",
+            {"n": 2, "seen": ["a"]},
+            {"ok": True},
+            None,
+        )
         assert flow.revision == 6 and flow.finished_at is not None
 
     def test_state_patch_is_a_merge_patch(self, service: FlowService, queries: FlowQueries) -> None:
@@ -70,8 +75,11 @@ class TestFlowLifecycle:
 
     @pytest.mark.parametrize("ending", ["finish", "fail", "cancel"])
     def test_closed_flows_never_change(self, service: FlowService, ending: str) -> None:
-        {"finish": lambda: service.finish("f"), "fail": lambda: service.fail("f", error="boom"),
-         "cancel": lambda: service.cancel("f", reason="user")}[ending]()
+        {
+            "finish": lambda: service.finish("f"),
+            "fail": lambda: service.fail("f", error="boom"),
+            "cancel": lambda: service.cancel("f", reason="user"),
+        }[ending]()
         before = log_size(service)
         with pytest.raises(FlowClosed, match="cannot advance it"):
             service.advance("f", current_step="s2")
@@ -114,7 +122,11 @@ class TestSteps:
         service.complete_step("f", "s1", result={"rows": 3}, output={"summary": "ok"})
         step = queries.step("f", "s1")
         assert (step.status, step.attempts, step.retry_count, step.result, step.output) == (
-            "completed", 2, 1, {"rows": 3}, {"summary": "ok"},
+            "completed",
+            2,
+            1,
+            {"rows": 3},
+            {"summary": "ok"},
         )
 
     def test_same_run_id_schedules_one_step(self, service: FlowService, queries: FlowQueries) -> None:
@@ -150,7 +162,9 @@ class TestSteps:
         assert log_size(service) == before
 
     def test_only_running_steps_retry(self, service: FlowService) -> None:
-        with pytest.raises(InvalidTransition, match="only a running step can be retried, not a scheduled one"):
+        with pytest.raises(
+            InvalidTransition, match="only a running step can be retried, not a scheduled one"
+        ):
             service.retry_step("f", "s1")
 
     def test_starting_a_running_step_is_refused(self, service: FlowService) -> None:
@@ -173,14 +187,19 @@ class TestGates:
         service.approve_gate("f", "s1", by="human:ann", feedback="fine", selections=["half"])
         step = queries.step("f", "s1")
         assert (step.gate_status, step.gate_by, step.gate_selections, step.gate_prompt) == (
-            "approved", "human:ann", ["half"], "Refund $129?",
+            "approved",
+            "human:ann",
+            ["half"],
+            "Refund $129?",
         )
         (event,) = [e for e in service.store.read_flow("f") if e.type == "GateApproved"]
         assert event.metadata["actor"] == "human:ann"
 
     def test_selection_outside_the_options(self, service: FlowService) -> None:
         self.open(service)
-        with pytest.raises(SelectionNotAllowed, match=r"\['all'\] is not allowed; the gate's options are \['full', 'half'\]") as caught:
+        with pytest.raises(
+            SelectionNotAllowed, match=r"\['all'\] is not allowed; the gate's options are \['full', 'half'\]"
+        ) as caught:
             service.approve_gate("f", "s1", by="human:ann", selections=["all"])
         assert caught.value.allowed == ["full", "half"]
 
@@ -220,7 +239,9 @@ class TestLeases:
         with freeze_time("2030-01-01 12:05:00"):
             new = service.acquire_lease("f", owner_token="w2", ttl_seconds=60)
             before = log_size(service)
-            with pytest.raises(LeaseLost, match="caller has 'w1' generation 1, the lease is held by 'w2' at generation 2") as caught:
+            with pytest.raises(
+                LeaseLost, match="caller has 'w1' generation 1, the lease is held by 'w2' at generation 2"
+            ) as caught:
                 service.start_step("f", "s1", lease=old)
             assert caught.value.current_generation == 2
             with pytest.raises(LeaseLost, match="caller has None"):
@@ -245,9 +266,16 @@ class TestLeases:
 class TestDecisions:
     def test_decision_is_recorded_with_its_reasons(self, service: FlowService) -> None:
         service.record_decision(
-            "f", actor="agent:refund-bot", decision="refund", rationale="damaged",
-            inputs={"photo": "p.jpg"}, alternatives=["replace", "deny"], model="gpt-x",
-            tool="refunds.create", confidence=0.9, step_id="s1",
+            "f",
+            actor="agent:refund-bot",
+            decision="refund",
+            rationale="damaged",
+            inputs={"photo": "p.jpg"},
+            alternatives=["replace", "deny"],
+            model="gpt-x",
+            tool="refunds.create",
+            confidence=0.9,
+            step_id="s1",
         )
         (event,) = [e for e in service.store.read_flow("f") if e.type == "DecisionRecorded"]
         assert event.data["alternatives"] == ["replace", "deny"]
@@ -257,11 +285,17 @@ class TestDecisions:
 class TestReadModels:
     def test_queries_page_and_filter(self, service: FlowService, queries: FlowQueries) -> None:
         for i in range(2, 8):
-            service.schedule_step("f", step_id=f"s{i}", name="tool" if i % 2 else "llm", run_id=f"run-{i}", position=i)
+            service.schedule_step(
+                "f", step_id=f"s{i}", name="tool" if i % 2 else "llm", run_id=f"run-{i}", position=i
+            )
         service.start_step("f", "s3")
         page = queries.step_history("f", name="tool", limit=2)
         assert [s.step_id for s in page.items] == ["s3", "s5"] and page.total == 3 and page.has_next
-        assert [s.step_id for s in queries.step_history("f", from_position=4, to_position=6).items] == ["s4", "s5", "s6"]
+        assert [s.step_id for s in queries.step_history("f", from_position=4, to_position=6).items] == [
+            "s4",
+            "s5",
+            "s6",
+        ]
         assert [s.step_id for s in queries.step_history("f", status="running").items] == ["s3"]
 
     def test_flows_by_owner_and_status_and_sessions(self, service: FlowService, queries: FlowQueries) -> None:
@@ -272,9 +306,41 @@ class TestReadModels:
         assert [f.flow_id for f in queries.flows(status="failed").items] == ["g"]
         sessions = queries.sessions().items
         assert [(s.session_key, s.running, s.failed, s.event_count) for s in sessions] == [
-            ("other", 0, 1, 2), ("sess", 1, 0, 2),
+            ("other", 0, 1, 2),
+            ("sess", 1, 0, 2),
         ]
 
     def test_service_needs_the_projection(self, target: Target) -> None:
-        with target.open() as bare, pytest.raises(ProjectionError, match="projections=\\[FlowProjection\\(\\)\\]"):
+        with (
+            target.open() as bare,
+            pytest.raises(ProjectionError, match="projections=\\[FlowProjection\\(\\)\\]"),
+        ):
             FlowService(bare)
+
+
+class TestReviewFindings:
+    def test_gates_of_a_closed_flow_cannot_be_decided(self, service: FlowService) -> None:
+        service.start_step("f", "s1")
+        service.open_gate("f", "s1", prompt="ok?", options=OPTIONS)
+        service.finish("f")
+        with pytest.raises(FlowClosed, match="is finished; its gates cannot be decided"):
+            service.approve_gate("f", "s1", by="human:ann", selections=["full"])
+        with pytest.raises(FlowClosed):
+            service.reject_gate("f", "s1", by="human:ann")
+
+    def test_malformed_gate_options_are_invalid_input(self, service: FlowService) -> None:
+        from eventstore import InvalidInput
+
+        with pytest.raises(InvalidInput, match="gate options must be"):
+            service.open_gate("f", "s1", prompt="ok?", options=[{"value": "a"}])
+
+    def test_a_different_outcome_for_a_finished_flow(self, service: FlowService) -> None:
+        service.finish("f", result={"ok": 1})
+        with pytest.raises(FlowClosed, match="is already finished, with a different outcome"):
+            service.finish("f", result={"ok": 2})
+
+    def test_unknown_session(self, queries: FlowQueries) -> None:
+        from eventstore import SessionNotFound
+
+        with pytest.raises(SessionNotFound, match="no session 'ghost'"):
+            queries.session("ghost")

@@ -183,3 +183,41 @@ class TestMalformedVocabulary:
                 "failed",
                 3,
             )
+
+
+class TestOneRebuildAtATime:
+    def test_a_second_rebuild_is_refused_while_one_runs(self, flow_store: EventStore) -> None:
+        service = FlowService(flow_store)
+        for i in range(5):
+            service.start_flow(f"f{i}", controller_id="c", goal="g", owner_session_key="s")
+        refused: list[str] = []
+
+        def during(progress: Progress) -> None:
+            if not refused:
+                with pytest.raises(
+                    ProjectionError, match="a rebuild of 'flows' is already running"
+                ) as caught:
+                    rebuild(flow_store, FlowProjection())
+                refused.append(str(caught.value))
+
+        rebuild(flow_store, flow_projection(flow_store), batch_size=2, progress=during)
+        assert refused
+        assert FlowQueries(flow_store).sessions().items[0].running == 5
+        rebuild(flow_store, flow_projection(flow_store))  # the claim was released
+
+    def test_a_dead_rebuilds_claim_expires(self, target: Target) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        now = [datetime(2030, 1, 1, tzinfo=UTC)]
+        with target.open(projections=[FlowProjection()], clock=lambda: now[0]) as store:
+            for i in range(4):
+                FlowService(store).start_flow(f"f{i}", controller_id="c", goal="g", owner_session_key="s")
+
+            def stall(progress: Progress) -> None:
+                if progress.done == 2:
+                    now[0] += timedelta(minutes=3)  # this rebuild "hangs" past its lease
+                    rebuild(store, FlowProjection())  # so another may take over
+
+            with pytest.raises(ProjectionError, match="lost its claim"):
+                rebuild(store, flow_projection(store), batch_size=2, progress=stall)
+            assert FlowQueries(store).sessions().items[0].running == 4
