@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import enum
+import os
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ class Event(pydantic.BaseModel):
     event_type: ClassVar[str] = ""
     schema_version: ClassVar[int] = 1
 
-    event_id: uuid.UUID = pydantic.Field(default_factory=uuid.uuid4, exclude=True)
+    event_id: uuid.UUID = pydantic.Field(default_factory=lambda: new_event_id(), exclude=True)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,7 +65,7 @@ class NewEvent:
     type: str
     data: Mapping[str, Any]
     metadata: Mapping[str, Any] | None = None
-    event_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    event_id: uuid.UUID = field(default_factory=lambda: new_event_id())
     schema_version: int = 1
 
 
@@ -90,6 +92,31 @@ class RecordedEvent(NamedTuple):
 _SAFE_UNKNOWN = uuid.SafeUUID.unknown
 _new_uuid = object.__new__
 _set = object.__setattr__
+
+
+def uuid_from_bytes(raw: bytes) -> uuid.UUID:
+    """``uuid.UUID(bytes=raw)``, at a third of the cost."""
+    value = _new_uuid(uuid.UUID)
+    _set(value, "int", int.from_bytes(raw, "big"))
+    _set(value, "is_safe", _SAFE_UNKNOWN)
+    return value
+
+
+def new_event_id() -> uuid.UUID:
+    """A fresh, time-ordered event id (UUID version 7, RFC 9562).
+
+    Ids made one after another sort together, so the unique index on event
+    ids grows at its end instead of touching a random page per append.
+    """
+    millis = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (millis & 0xFFFF_FFFF_FFFF) << 80 | rand & ((1 << 80) - 1)
+    value = value & ~(0xF << 76) | (0x7 << 76)  # version 7
+    value = value & ~(0x3 << 62) | (0x2 << 62)  # RFC 4122 variant
+    out = _new_uuid(uuid.UUID)
+    _set(out, "int", value)
+    _set(out, "is_safe", _SAFE_UNKNOWN)
+    return out
 
 
 def uuid_from_str(text: str) -> uuid.UUID:

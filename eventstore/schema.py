@@ -15,9 +15,10 @@ MAX_FLOW_ID_LENGTH = 200
 MAX_TYPE_LENGTH = 200
 
 # On SQLite ``position`` must be declared INTEGER to be the rowid; payloads are
-# kept as the exact canonical text; times as canonical ISO-8601 text.
+# kept as the exact canonical text; times as canonical ISO-8601 text; event ids
+# as their 16 bytes.
 Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-EventId = sa.String(36).with_variant(postgresql.UUID(as_uuid=True), "postgresql")
+EventId = sa.LargeBinary(16).with_variant(postgresql.UUID(as_uuid=True), "postgresql")
 Payload = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.String(27).with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
 

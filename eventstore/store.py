@@ -73,8 +73,9 @@ class Transaction:
         try:
             written = self._store._backend.write(self.connection, batch, self._store.clock)
         except sa.exc.IntegrityError as exc:
-            exc.eventstore_batch = batch  # type: ignore[attr-defined]  # read by _explain_conflict
-            raise
+            # The same public error on both backends, raised here rather than at
+            # the end of the block (PostgreSQL has aborted the transaction anyway).
+            raise self._store._explain_conflict(exc, batch) from exc
         self.written.append(written)
         if written.rows and self._store.projections:
             recorded = _recorded(written, batch)
@@ -169,6 +170,8 @@ class EventStore:
     def upgrade(self) -> None:
         """Create the schema, or bring it up to this library's version."""
         self._check_open()
+        if self.schema_revision() == migrate.head_revision():
+            return  # the usual case: no write lock needed, so no wait behind a long append
         with self._guard(), self._backend.write_connection() as conn:
             if conn.dialect.name == "postgresql":
                 conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7301550001)")
@@ -245,9 +248,6 @@ class EventStore:
             with self._backend.write_connection() as conn:
                 tx = Transaction(self, conn)
                 yield tx
-        except sa.exc.IntegrityError as exc:
-            self._backend.forget([w.result.flow_id for w in tx.written] if tx else [])
-            raise self._explain_conflict(exc, tx) from exc
         except sa.exc.SQLAlchemyError as exc:
             self._backend.forget([w.result.flow_id for w in tx.written] if tx else [])
             raise self._backend.translate(exc) from exc
@@ -257,13 +257,12 @@ class EventStore:
             raise
         self._backend.remember(tx.written)
 
-    def _explain_conflict(self, exc: sa.exc.IntegrityError, tx: Transaction | None) -> Exception:
-        """Turn a unique-key violation into the error the caller can act on."""
+    def _explain_conflict(self, exc: sa.exc.IntegrityError, batch: Batch) -> Exception:
+        """Turn a unique-key violation of an append into the error the caller can act on."""
         kind = self._backend.unique_violation(exc)
-        batch = getattr(exc, "eventstore_batch", None)
-        if kind is None or batch is None:
+        if kind is None:
             return self._backend.translate(exc)
-        with self._backend.read_connection() as conn:
+        with self._guard(), self._backend.read_connection() as conn:
             actual = self._backend.head(conn, batch.flow_id)[0]
             if kind == "revision":
                 expected = batch.expected if batch.expected is not ANY else actual - 1
@@ -299,17 +298,21 @@ class EventStore:
         base_encoded = self._encode(base_meta, "metadata")
         base_hash = digest(base_encoded)
         prepared = []
-        seen: set[uuid.UUID] = set()
         for event in events:
-            if isinstance(event, Event):
+            if type(event) is NewEvent:
+                prepared.append(self._prepare_new(event, base_meta, base_encoded, base_hash))
+            elif isinstance(event, Event):
                 prepared.append(self._prepare_typed(event, base_encoded, base_hash))
             elif isinstance(event, NewEvent):
                 prepared.append(self._prepare_new(event, base_meta, base_encoded, base_hash))
             else:
                 raise InvalidInput(f"not an Event or NewEvent: {event!r}")
-            if prepared[-1].event_id in seen:
-                raise InvalidEvent(f"event id {prepared[-1].event_id} appears twice in one append")
-            seen.add(prepared[-1].event_id)
+        if len(prepared) > 1:
+            seen: set[uuid.UUID] = set()
+            for item in prepared:
+                if item.event_id in seen:
+                    raise InvalidEvent(f"event id {item.event_id} appears twice in one append")
+                seen.add(item.event_id)
         return Batch(flow_id, prepared, expected_revision)
 
     def _prepare_typed(self, event: Event, meta: bytes, meta_hash: bytes) -> PreparedEvent:

@@ -55,7 +55,12 @@ class Raced(RevisionMismatch):
 
 
 def chain_rows(
-    batch: Batch, revision: int, prev_hash: bytes, first_position: int, recorded_at: str
+    batch: Batch,
+    revision: int,
+    prev_hash: bytes,
+    first_position: int,
+    recorded_at: str,
+    stored_id: Callable[[PreparedEvent], Any] = lambda event: event.event_id,
 ) -> tuple[list[tuple[Any, ...]], bytes]:
     """The rows to insert, in column order of ``INSERT_COLUMNS``, and the last hash."""
     rows = []
@@ -78,7 +83,7 @@ def chain_rows(
                 first_position + offset,
                 flow_id,
                 rev,
-                event.event_id_str,
+                stored_id(event),
                 event.type,
                 event.schema_version,
                 event.data,
@@ -229,9 +234,11 @@ class Backend:
         )
 
     def id_param(self, event: PreparedEvent) -> Any:
-        return event.event_id_str
+        """An event id as this backend stores it."""
+        return event.event_id
 
     def id_key(self, stored: Any) -> str:
+        """A stored event id as its canonical string."""
         return str(stored)
 
     def iter_pages(

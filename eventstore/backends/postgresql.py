@@ -76,6 +76,8 @@ def create_engine(
     options = [
         f"-c lock_timeout={int(lock_timeout * 1000)}",
         f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout * 1000)}",
+        # a client killed mid-statement should not keep the positions lock until the statement ends
+        "-c client_connection_check_interval=1000",
     ]
     if schema is not None:
         options.append(f"-c search_path={schema}")
@@ -123,7 +125,9 @@ class PostgresBackend(Backend):
             return Written(self.earlier_append(conn, batch, revision), [], b"", clock())
         written = self._insert(conn, batch, revision, prev_hash, clock)
         if written is None:
-            raise Raced(flow_id, revision, -1)
+            with self.engine.connect() as fresh:
+                actual = self.head(fresh, flow_id)[0]
+            raise Raced(flow_id, batch.expected if batch.expected is not ANY else revision, actual)
         return written
 
     def _read_head(self, conn: sa.Connection, batch: Batch) -> tuple[int, bytes, bool]:
@@ -195,7 +199,7 @@ class PostgresBackend(Backend):
         if sqlstate == "EA001":
             return AppendOnlyViolation(message)
         if sqlstate == "23505":
-            return ConcurrencyError(f"a concurrent writer won: {message}")
+            return StorageError(f"a unique constraint was violated: {message}")
         if sqlstate in ("55P03", "57014"):
             return StoreBusy(f"PostgreSQL lock or statement timeout: {message}")
         if sqlstate in ("40001", "40P01"):
@@ -208,9 +212,6 @@ class PostgresBackend(Backend):
             return None
         constraint = getattr(getattr(orig, "diag", None), "constraint_name", "") or ""
         return "event_id" if constraint == "uq_flow_events_event_id" else "revision"
-
-    def id_param(self, event: Any) -> Any:
-        return event.event_id
 
     def decode(self, row: Sequence[Any]) -> RecordedEvent:
         return RecordedEvent(

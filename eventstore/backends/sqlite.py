@@ -5,6 +5,7 @@ write lock up front, so colliding writers wait (``busy_timeout``) instead of
 failing with "database is locked" when a read tries to become a write. Reads
 run in autocommit mode: each page query sees the latest committed state and
 no read holds a snapshot that would keep the WAL from being checkpointed.
+Event ids are stored as their 16 bytes.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ import orjson
 import sqlalchemy as sa
 
 from ..errors import AppendOnlyViolation, StorageError, StoreBusy
-from ..events import ANY, AppendResult, RecordedEvent, uuid_from_str
+from ..events import ANY, AppendResult, RecordedEvent, uuid_from_bytes
 from ..integrity import GENESIS, StoredRow, format_time
-from .base import INSERT_COLUMNS, Backend, Batch, Clock, Written, chain_rows
+from .base import INSERT_COLUMNS, Backend, Batch, Clock, PreparedEvent, Written, chain_rows
 
 _HEAD = (
     "SELECT h.revision, h.hash, EXISTS (SELECT 1 FROM flow_events WHERE event_id = ?) "
@@ -44,23 +45,25 @@ def create_engine(url: sa.URL, *, busy_timeout: float, synchronous: str, pool_si
         poolclass=sa.QueuePool,
         pool_size=pool_size,
         max_overflow=pool_size * 4,
+        json_serializer=lambda value: orjson.dumps(value).decode(),
+        json_deserializer=orjson.loads,
     )
 
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
-        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        dbapi_connection.isolation_level = None  # autocommit reads; writes say BEGIN IMMEDIATE
         dbapi_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         if url.database not in (None, "", ":memory:"):
             dbapi_connection.execute("PRAGMA journal_mode = WAL")
         dbapi_connection.execute(f"PRAGMA synchronous = {synchronous}")
         dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
-    @sa.event.listens_for(engine, "begin")
-    def _begin(conn: sa.Connection) -> None:
-        if conn.get_execution_options().get("eventstore_write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
     return engine
+
+
+def _driver_error(exc: sqlite3.Error, statement: str, params: Any) -> sa.exc.StatementError:
+    """The driver's error as SQLAlchemy would have wrapped it, for the store to translate once."""
+    return sa.exc.DBAPIError.instance(statement, params, exc, sqlite3.Error)
 
 
 class SQLiteBackend(Backend):
@@ -68,25 +71,53 @@ class SQLiteBackend(Backend):
 
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:
+        """A connection holding SQLite's write lock (``BEGIN IMMEDIATE``) until the block ends.
+
+        The transaction is driven on the driver connection itself: an append
+        is a handful of statements, and SQLAlchemy's per-statement and
+        begin/commit machinery cost more than the statements did. Anything
+        run through the yielded SQLAlchemy connection joins the transaction.
+        """
         with self.engine.connect() as conn:
-            conn.execution_options(eventstore_write=True)
-            with conn.begin():
+            raw = conn.connection.driver_connection
+            assert isinstance(raw, sqlite3.Connection)  # our engine only makes these
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise _driver_error(exc, "BEGIN IMMEDIATE", ()) from exc
+            try:
                 yield conn
+            except BaseException:
+                if raw.in_transaction:
+                    raw.rollback()
+                raise
+            try:
+                if raw.in_transaction:
+                    raw.commit()
+            except sqlite3.Error as exc:
+                raise _driver_error(exc, "COMMIT", ()) from exc
 
     def write(self, conn: sa.Connection, batch: Batch, clock: Clock) -> Written:
-        run = conn.exec_driver_sql
-        first = batch.events[0]
-        revision, prev_hash, first_exists = run(_HEAD, (first.event_id_str, batch.flow_id)).one()
-        revision = revision or 0
-        if first_exists or (batch.expected is not ANY and batch.expected != revision):
-            return _replayed(self.earlier_append(conn, batch, revision))
-        count = len(batch.events)
-        last_position = run(_TAKE_POSITIONS, (count,)).scalar_one()
-        now = clock()
-        rows, last_hash = chain_rows(
-            batch, revision, prev_hash or GENESIS, last_position - count + 1, format_time(now)
-        )
-        run(_INSERT, rows)
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)  # our engine only makes these
+        statement: str = _HEAD
+        params: Any = (batch.events[0].event_id.bytes, batch.flow_id)
+        try:
+            revision, prev_hash, first_exists = raw.execute(statement, params).fetchone()
+            revision = revision or 0
+            if first_exists or (batch.expected is not ANY and batch.expected != revision):
+                return _replayed(self.earlier_append(conn, batch, revision))
+            count = len(batch.events)
+            statement, params = _TAKE_POSITIONS, (count,)
+            last_position = raw.execute(statement, params).fetchone()[0]
+            now = clock()
+            rows, last_hash = chain_rows(
+                batch, revision, prev_hash or GENESIS, last_position - count + 1, format_time(now), _id_bytes
+            )
+            statement, params = _INSERT, rows
+            raw.executemany(statement, rows)
+        except sqlite3.Error as exc:
+            raise _driver_error(exc, statement, params) from exc
         result = AppendResult(
             flow_id=batch.flow_id,
             revision=revision + count,
@@ -94,6 +125,12 @@ class SQLiteBackend(Backend):
             event_ids=tuple(event.event_id for event in batch.events),
         )
         return Written(result, rows, last_hash, now)
+
+    def id_param(self, event: PreparedEvent) -> Any:
+        return event.event_id.bytes
+
+    def id_key(self, stored: Any) -> str:
+        return str(uuid_from_bytes(stored))
 
     def translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
         message = str(getattr(exc, "orig", exc))
@@ -114,7 +151,7 @@ class SQLiteBackend(Backend):
             row[0],
             row[1],
             row[2],
-            uuid_from_str(row[3]),
+            uuid_from_bytes(row[3]),
             row[4],
             row[5],
             _loads(row[6]),
@@ -125,7 +162,11 @@ class SQLiteBackend(Backend):
         )
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:
-        return StoredRow(*row)
+        return StoredRow(row[0], row[1], row[2], str(uuid_from_bytes(row[3])), *row[4:])
+
+
+def _id_bytes(event: PreparedEvent) -> bytes:
+    return event.event_id.bytes
 
 
 def _replayed(result: AppendResult) -> Written:

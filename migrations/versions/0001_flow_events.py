@@ -52,7 +52,7 @@ def upgrade() -> None:
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column(
             "event_id",
-            sa.String(36).with_variant(postgresql.UUID(as_uuid=True), "postgresql"),
+            sa.LargeBinary(16).with_variant(postgresql.UUID(as_uuid=True), "postgresql"),
             nullable=False,
         ),
         sa.Column("type", sa.String(200), nullable=False),
