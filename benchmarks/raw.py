@@ -12,7 +12,6 @@ each row into eventstore's ``RecordedEvent``, as eventstore's reader does.
 from __future__ import annotations
 
 import sqlite3
-import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -24,6 +23,7 @@ from psycopg.types.json import set_json_loads
 
 from eventstore import RecordedEvent
 from eventstore.backends.base import INSERT_COLUMNS
+from eventstore.events import uuid_from_bytes
 
 from .workload import RowMaker, Step
 
@@ -35,7 +35,7 @@ _SELECT = (
 )
 _loads = orjson.loads
 _from_iso = datetime.fromisoformat
-_UUID = uuid.UUID
+_UUID = uuid_from_bytes
 WRITER_POSITIONS = 1_000_000_000  # each concurrent writer takes positions from its own range
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from eventstore.events import new_event_id
 from eventstore.integrity import GENESIS, chain_hash, digest, format_time
 from eventstore.serialization import canonical
 
@@ -266,7 +267,7 @@ class RowMaker:
         rows = []
         for offset, sample in enumerate(step.samples):
             revision = step.revision + 1 + offset
-            event_id = uuid.uuid4()
+            event_id = new_event_id()  # what eventstore makes: time-ordered
             digest_ = chain_hash(
                 prev,
                 flow_id,
@@ -299,7 +300,7 @@ class RowMaker:
                     self._position,
                     flow_id,
                     revision,
-                    str(event_id),
+                    event_id.bytes,
                     sample.type,
                     1,
                     sample.data_json,

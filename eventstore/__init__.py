@@ -3,6 +3,7 @@
 from .errors import (
     AppendOnlyViolation,
     ConcurrencyError,
+    ConnectionLost,
     DuplicateEventId,
     EventStoreError,
     FlowClosed,
@@ -38,6 +39,7 @@ __all__ = [
     "AppendOnlyViolation",
     "AppendResult",
     "ConcurrencyError",
+    "ConnectionLost",
     "DuplicateEventId",
     "Event",
     "EventRegistry",

@@ -76,6 +76,10 @@ class StorageError(EventStoreError):
     """The database failed or refused an operation (connection, disk, timeout)."""
 
 
+class ConnectionLost(StorageError):
+    """The connection to the database broke; appends retry once by themselves."""
+
+
 class StoreBusy(StorageError):
     """The database stayed locked by other writers for longer than the timeout."""
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any
 
 import orjson
@@ -28,7 +29,7 @@ import orjson
 from .errors import InvalidEvent
 
 _OPTS = orjson.OPT_SORT_KEYS
-_SUSPECT = (b"null", b"e+", b"-0.0", b"\\u0000")
+_SUSPECT = re.compile(rb"null|e\+|-0\.0|\\u0000")
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
 
@@ -39,7 +40,7 @@ def canonical(value: Any, *, what: str = "data") -> bytes:
         encoded = orjson.dumps(value, option=_OPTS)
     except TypeError as exc:
         raise InvalidEvent(f"{what} is not JSON-serialisable: {exc}") from exc
-    if any(marker in encoded for marker in _SUSPECT):
+    if _SUSPECT.search(encoded) is not None:
         normal = _normalise(value, what, "$")
         if normal is not value:
             encoded = orjson.dumps(normal, option=_OPTS)

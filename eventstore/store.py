@@ -18,6 +18,7 @@ from .backends import postgresql, sqlite
 from .backends.base import READ_COLUMNS, VERIFY_COLUMNS, Backend, Batch, PreparedEvent, Raced, Written
 from .errors import (
     ConcurrencyError,
+    ConnectionLost,
     EventStoreError,
     InvalidEvent,
     InvalidInput,
@@ -195,7 +196,7 @@ class EventStore:
     def close(self) -> None:
         if not self._closed:
             self._closed = True
-            self._backend.engine.dispose()
+            self._backend.close()
 
     def __enter__(self) -> Self:
         return self
@@ -228,8 +229,15 @@ class EventStore:
         not exist yet) or ``ANY``. Appending events whose ids an earlier
         append already wrote returns that append's result and writes nothing.
         """
+        reconnected = False
         for _attempt in range(_ANY_RETRIES):
             try:
+                if not self.projections:
+                    batch = self._prepare(flow_id, events, expected_revision, metadata)
+                    with self._guard():
+                        written = self._backend.append_alone(batch, self.clock)
+                    if written is not None:
+                        return written.result
                 with self.transaction() as tx:
                     return tx.append(flow_id, events, expected_revision=expected_revision, metadata=metadata)
             except Raced:
@@ -237,6 +245,13 @@ class EventStore:
                 # appends (ANY), finds this very append already written by a
                 # concurrent retry, or reports the RevisionMismatch.
                 continue
+            except ConnectionLost:
+                # The pool had a dead connection (say, the server restarted).
+                # Retrying is safe: if the first try committed, its event ids
+                # make this one return that result instead of writing again.
+                if reconnected:
+                    raise
+                reconnected = True
         raise ConcurrencyError(f"flow {flow_id!r} kept changing under {_ANY_RETRIES} append attempts")
 
     @contextmanager
@@ -442,9 +457,7 @@ class EventStore:
         cursor = start
         while remaining is None or remaining > 0:
             page = self.page_size if remaining is None else min(self.page_size, remaining)
-            self._check_open()
-            with self._guard(), self._backend.read_connection() as conn:
-                rows = conn.execute(query(cursor).limit(page)).all()
+            rows = self._fetch(query(cursor).limit(page))
             for row in rows:
                 yield decode(row)
             if len(rows) < page:
@@ -452,6 +465,16 @@ class EventStore:
             if remaining is not None:
                 remaining -= len(rows)
             cursor = key(rows[-1])
+
+    def _fetch(self, query: sa.Select[Any]) -> Sequence[Any]:
+        """One page of a read, retried once on a fresh connection if the pooled one was dead."""
+        self._check_open()
+        try:
+            with self._guard(), self._backend.read_connection() as conn:
+                return conn.execute(query).all()
+        except ConnectionLost:
+            with self._guard(), self._backend.read_connection() as conn:
+                return conn.execute(query).all()
 
     def revision(self, flow_id: str) -> int:
         """The flow's current revision; 0 if it does not exist."""
@@ -485,9 +508,7 @@ class EventStore:
         cursor = start
         while remaining is None or remaining > 0:
             page = self.page_size if remaining is None else min(self.page_size, remaining)
-            self._check_open()
-            with self._guard(), self._backend.read_connection() as conn:
-                rows = conn.execute(query(cursor).limit(page)).all()
+            rows = self._fetch(query(cursor).limit(page))
             yield from rows
             if len(rows) < page:
                 return
@@ -564,6 +585,11 @@ class EventStore:
     def _guard(self) -> Iterator[None]:
         try:
             yield
+        except sa.exc.IntegrityError as exc:
+            batch = getattr(exc, "eventstore_batch", None)
+            if batch is None:
+                raise self._backend.translate(exc) from exc
+            raise self._explain_conflict(exc, batch) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise self._backend.translate(exc) from exc
 

@@ -97,3 +97,24 @@ class TestTransaction:
             tx.append("f", events("C"), expected_revision=0)
         result: AppendResult = store.append("g", events("D"))
         assert result.positions == (2,)
+
+
+class TestReconnect:
+    def test_appends_and_reads_survive_a_dropped_connection(self, pg_target) -> None:  # type: ignore[no-untyped-def]
+        import psycopg
+
+        with pg_target.open() as store:
+            store.append("f", events("A"), expected_revision=0)
+            assert [e.type for e in store.read_flow("f")] == ["A"]
+            database = store.engine.url.database
+            with psycopg.connect(
+                str(store.engine.url.set(drivername="postgresql")), autocommit=True
+            ) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> pg_backend_pid()",
+                    (database,),
+                ).fetchone()
+            assert killed is not None and killed[0] >= 1
+            assert store.append("f", events("B"), expected_revision=1).revision == 2
+            assert [e.type for e in store.read_flow("f")] == ["A", "B"]

@@ -7,11 +7,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
-from ..errors import DuplicateEventId, RevisionMismatch, StorageError
+from ..errors import ConnectionLost, DuplicateEventId, RevisionMismatch, StorageError
 from ..events import ANY, AppendResult, ExpectedRevision, RecordedEvent
 from ..integrity import StoredRow, chain_hash
 from ..schema import flow_events
@@ -19,9 +19,8 @@ from ..schema import flow_events
 Clock = Callable[[], datetime]
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedEvent:
-    """An event validated and encoded, waiting for its place in a flow."""
+class PreparedEvent(NamedTuple):
+    """An event validated and encoded, waiting for its place in a flow (a tuple: cheap to make)."""
 
     event_id: uuid.UUID
     event_id_str: str
@@ -150,9 +149,16 @@ class Backend:
     def read_connection(self) -> AbstractContextManager[sa.Connection]:
         return self.engine.connect()
 
+    def close(self) -> None:
+        self.engine.dispose()
+
     # -- writing -------------------------------------------------------
     def write(self, conn: sa.Connection, batch: Batch, clock: Clock) -> Written:
         raise NotImplementedError  # abstract: the append statement is per dialect
+
+    def append_alone(self, batch: Batch, clock: Clock) -> Written | None:
+        """Append outside any unit of work, if this backend has a faster way; else None."""
+        return None
 
     def remember(self, written: Sequence[Written]) -> None:
         """Called after a commit; a backend may cache flow heads."""
@@ -166,6 +172,12 @@ class Backend:
 
     def translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
         return StorageError(f"database error: {exc.orig if hasattr(exc, 'orig') else exc}")
+
+    def lost(self, exc: sa.exc.SQLAlchemyError, message: str) -> Exception | None:
+        """``ConnectionLost`` if SQLAlchemy found the connection dead."""
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            return ConnectionLost(f"the database connection was lost: {message}")
+        return None
 
     # -- reading -------------------------------------------------------
     def decode(self, row: Sequence[Any]) -> RecordedEvent:

@@ -89,7 +89,7 @@ def create_engine(
         json_serializer=lambda value: orjson.dumps(value).decode(),
         pool_size=pool_size,
         max_overflow=pool_size * 4,
-        pool_pre_ping=True,
+        pool_recycle=3600,
     )
 
 
@@ -128,6 +128,29 @@ class PostgresBackend(Backend):
             with self.engine.connect() as fresh:
                 actual = self.head(fresh, flow_id)[0]
             raise Raced(flow_id, batch.expected if batch.expected is not ANY else revision, actual)
+        return written
+
+    def append_alone(self, batch: Batch, clock: Clock) -> Written | None:
+        """One statement in autocommit mode, when the flow's head is cached: one round trip.
+
+        The statement's guard re-checks the cached head inside the database, so
+        a stale cache only means ``None`` (the caller takes the full path).
+        """
+        cached = self._cached_head(batch.flow_id)
+        if cached is None or (batch.expected is not ANY and cached[0] != batch.expected):
+            return None
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                written = self._insert(conn, batch, cached[0], cached[1], clock)
+            except sa.exc.IntegrityError as exc:
+                self.forget([batch.flow_id])
+                exc.eventstore_batch = batch  # type: ignore[attr-defined]  # read by the store's guard
+                raise
+        if written is None:
+            self.forget([batch.flow_id])
+            return None
+        self.remember([written])
         return written
 
     def _read_head(self, conn: sa.Connection, batch: Batch) -> tuple[int, bytes, bool]:
@@ -196,6 +219,9 @@ class PostgresBackend(Backend):
         orig = getattr(exc, "orig", None)
         sqlstate = getattr(orig, "sqlstate", None)
         message = str(orig if orig is not None else exc).strip()
+        lost = self.lost(exc, message)
+        if lost is not None:
+            return lost
         if sqlstate == "EA001":
             return AppendOnlyViolation(message)
         if sqlstate == "23505":

@@ -11,6 +11,7 @@ Event ids are stored as their 16 bytes.
 from __future__ import annotations
 
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -19,7 +20,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..errors import AppendOnlyViolation, StorageError, StoreBusy
+from ..errors import AppendOnlyViolation, InvalidInput, StorageError, StoreBusy
 from ..events import ANY, AppendResult, RecordedEvent, uuid_from_bytes
 from ..integrity import GENESIS, StoredRow, format_time
 from .base import INSERT_COLUMNS, Backend, Batch, Clock, PreparedEvent, Written, chain_rows
@@ -69,33 +70,78 @@ def _driver_error(exc: sqlite3.Error, statement: str, params: Any) -> sa.exc.Sta
 class SQLiteBackend(Backend):
     name = "sqlite"
 
+    def __init__(self, engine: sa.Engine) -> None:
+        super().__init__(engine)
+        self._writer: sa.Connection | None = None
+        self._writer_lock = threading.Lock()
+        self._writer_thread: int | None = None
+
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:
-        """A connection holding SQLite's write lock (``BEGIN IMMEDIATE``) until the block ends.
+        """The store's one writer connection, holding SQLite's write lock until the block ends.
 
-        The transaction is driven on the driver connection itself: an append
-        is a handful of statements, and SQLAlchemy's per-statement and
-        begin/commit machinery cost more than the statements did. Anything
-        run through the yielded SQLAlchemy connection joins the transaction.
+        SQLite has one writer at a time anyway: threads of this process queue
+        on a lock (a fast hand-over) instead of polling the file lock, and the
+        connection stays open between appends. ``BEGIN IMMEDIATE`` takes the
+        write lock up front; other processes wait for it (``busy_timeout``).
+        The transaction is driven on the driver connection: an append is a
+        handful of statements, and SQLAlchemy's per-statement and begin/commit
+        machinery cost more than they did. Work done through the yielded
+        SQLAlchemy connection joins the same transaction.
         """
-        with self.engine.connect() as conn:
-            raw = conn.connection.driver_connection
-            assert isinstance(raw, sqlite3.Connection)  # our engine only makes these
+        me = threading.get_ident()
+        if self._writer_thread == me:
+            raise InvalidInput(
+                "this thread is already inside a write transaction of this store; use its Transaction"
+            )
+        with self._writer_lock:
+            self._writer_thread = me
             try:
-                raw.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise _driver_error(exc, "BEGIN IMMEDIATE", ()) from exc
-            try:
-                yield conn
-            except BaseException:
-                if raw.in_transaction:
-                    raw.rollback()
-                raise
-            try:
-                if raw.in_transaction:
-                    raw.commit()
-            except sqlite3.Error as exc:
-                raise _driver_error(exc, "COMMIT", ()) from exc
+                yield from self._transaction()
+            finally:
+                self._writer_thread = None
+
+    def _transaction(self) -> Iterator[sa.Connection]:
+        conn = self._writer
+        if conn is None or conn.closed or conn.invalidated:
+            conn = self._writer = self.engine.connect()
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)  # our engine only makes these
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise _driver_error(exc, "BEGIN IMMEDIATE", ()) from exc
+        try:
+            yield conn
+        except BaseException:
+            self._end(conn, raw, commit=False)
+            raise
+        self._end(conn, raw, commit=True)
+
+    def _end(self, conn: sa.Connection, raw: sqlite3.Connection, *, commit: bool) -> None:
+        try:
+            if conn.in_transaction():  # SQLAlchemy work joined: end it there, which ends ours
+                conn.commit() if commit else conn.rollback()
+            elif raw.in_transaction:
+                raw.commit() if commit else raw.rollback()
+        except sqlite3.Error as exc:
+            self._discard()
+            raise _driver_error(exc, "COMMIT" if commit else "ROLLBACK", ()) from exc
+        except sa.exc.SQLAlchemyError:
+            self._discard()
+            raise
+
+    def _discard(self) -> None:
+        if self._writer is not None:
+            self._writer.invalidate()
+            self._writer = None
+
+    def close(self) -> None:
+        with self._writer_lock:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        super().close()
 
     def write(self, conn: sa.Connection, batch: Batch, clock: Clock) -> Written:
         raw = conn.connection.driver_connection
@@ -134,6 +180,9 @@ class SQLiteBackend(Backend):
 
     def translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
         message = str(getattr(exc, "orig", exc))
+        lost = self.lost(exc, message)
+        if lost is not None:
+            return lost
         if "append-only" in message:
             return AppendOnlyViolation(message)
         if "database is locked" in message or "database is busy" in message:
