@@ -283,11 +283,14 @@ def _rebuild(
 ) -> Progress:
     target = projection.targeting(REBUILD_SUFFIX, tag)
     started = time.perf_counter()
+    late_indexes: list[sa.Index] = []
     with store.transaction() as tx:
         for table in reversed(list(target.tables.values())):
             tx.connection.execute(sa.schema.DropTable(table, if_exists=True))
         for table in target.tables.values():
-            table.create(tx.connection)
+            # Secondary indexes are built once at the end, not row by row.
+            late_indexes.extend(table.indexes)
+            tx.connection.execute(sa.schema.CreateTable(table))
     total = store.last_position()
     memo: dict[Any, Any] = {SOLE_WRITER: True}
     position = 0
@@ -306,6 +309,10 @@ def _rebuild(
             progress(Progress(done, max(total, done), time.perf_counter() - started))
         if len(memo) > 200_000:
             memo.clear()  # bounded memory; also drops SOLE_WRITER, so lookups resume
+    with store.transaction() as tx:
+        _renew(store, tx.connection, projection, tag)
+        for index in late_indexes:
+            index.create(tx.connection)
     with store.transaction() as tx:
         conn = tx.connection
         head = lock_appends(conn)

@@ -8,14 +8,12 @@
 from __future__ import annotations
 
 import dataclasses
-import operator
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Any, ClassVar, Generic, TypeVar
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -26,6 +24,7 @@ from eventstore.flows import FLOW_EVENTS, FLOW_STATUSES, STEP_EVENT_TYPES, FlowS
 from eventstore.schema import MAX_FLOW_ID_LENGTH
 
 from .base import SOLE_WRITER, Projection
+from .rowio import TableIO, _sqlite_time
 from .types import JSON, UTCDateTime
 
 ID = sa.String(MAX_FLOW_ID_LENGTH)
@@ -100,7 +99,7 @@ class FlowProjection(Projection):
             sa.Column("finished_at", UTCDateTime),
             sa.Column("updated_at", UTCDateTime),
             sa.Column("revision", sa.Integer, nullable=False),
-            sa.UniqueConstraint("flow_id", "run_id"),
+            sa.Index("uq_flow_steps_run", "flow_id", "run_id", unique=True),
             sa.Index("ix_flow_steps_position", "flow_id", "position", "step_id"),
             sa.Index("ix_flow_steps_status", "flow_id", "status"),
             sa.Index("ix_flow_steps_name", "flow_id", "name"),
@@ -140,17 +139,19 @@ class FlowProjection(Projection):
         return state
 
     def find_run(self, tx: Transaction, flow_id: str, run_id: str) -> StepState | None:
-        steps = self.table("flow_steps")
-        row = tx.connection.execute(
-            sa.select(steps).where(steps.c.flow_id == flow_id, steps.c.run_id == run_id)
-        ).first()
-        if row is None:
+        steps = self._io(tx.connection.dialect)[1]
+        found = steps.select(tx.connection, {"flow_id": flow_id, "run_id": run_id})
+        if not found:
             return None
-        step = StepState(**row._mapping)
+        step = StepState(*found[0])
         key = ("step", flow_id, step.step_id)
-        return tx.memo.setdefault(key, step)  # type: ignore[no-any-return]  # memo values are states
+        if key not in tx.memo:
+            tx.memo[key] = step
+            tx.memo["row", *key] = steps.encode(found[0])
+        return tx.memo[key]  # type: ignore[no-any-return]  # memo values are states
 
     def _load(self, tx: Transaction, flow_ids: Iterable[str], step_keys: Iterable[tuple[str, str]]) -> None:
+        """Read the rows of these flows and steps into the transaction's memo, once."""
         memo, conn = tx.memo, tx.connection
         wanted = [f for f in dict.fromkeys(flow_ids) if ("flow", f) not in memo]
         keys = [k for k in dict.fromkeys(step_keys) if ("step", *k) not in memo]
@@ -160,19 +161,26 @@ class FlowProjection(Projection):
             for flow_id, step_id in keys:
                 memo["step", flow_id, step_id] = None
             return
-        if wanted:
-            flows = self.table("flows")
-            for row in conn.execute(sa.select(flows).where(flows.c.flow_id.in_(wanted))):
-                memo["flow", row.flow_id] = FlowState(**row._mapping)
-            for flow_id in wanted:
-                memo.setdefault(("flow", flow_id), None)
-        if keys:
-            steps = self.table("flow_steps")
-            query = sa.select(steps).where(sa.tuple_(steps.c.flow_id, steps.c.step_id).in_(keys))
-            for row in conn.execute(query):
-                memo["step", row.flow_id, row.step_id] = StepState(**row._mapping)
-            for flow_id, step_id in keys:
-                memo.setdefault(("step", flow_id, step_id), None)
+        flows, steps = self._io(conn.dialect)
+        for flow_id in wanted:
+            found = flows.select(conn, {"flow_id": flow_id})
+            memo["flow", flow_id] = FlowState(*found[0]) if found else None
+            if found:
+                memo["row", "flow", flow_id] = flows.encode(found[0])
+        for flow_id, step_id in keys:
+            found = steps.select(conn, {"flow_id": flow_id, "step_id": step_id})
+            memo["step", flow_id, step_id] = StepState(*found[0]) if found else None
+            if found:
+                memo["row", "step", flow_id, step_id] = steps.encode(found[0])
+
+    def _io(self, dialect: sa.Dialect) -> tuple[TableIO, TableIO]:
+        io = self._io_cache.get(dialect.name)
+        if io is None:
+            io = self._io_cache[dialect.name] = (
+                TableIO(self.table("flows"), dialect, FLOW_FIELDS, ["flow_id"]),
+                TableIO(self.table("flow_steps"), dialect, STEP_FIELDS, ["flow_id", "step_id"]),
+            )
+        return io
 
     # -- folding -------------------------------------------------------------
     def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
@@ -198,7 +206,7 @@ class FlowProjection(Projection):
             if step is not None:
                 memo["step", event.flow_id, step.step_id] = steps[event.flow_id, step.step_id] = step
             _count(sessions, flow, before, event.recorded_at)
-        self._write(tx.connection, flows.values(), steps.values(), sessions)
+        self._write(tx, flows.values(), steps.values(), sessions)
 
     apply_many = apply
 
@@ -224,108 +232,65 @@ class FlowProjection(Projection):
 
     def _write(
         self,
-        conn: sa.Connection,
+        tx: Transaction,
         flows: Iterable[FlowState],
         steps: Iterable[StepState],
         sessions: dict[str, dict[str, Any]],
     ) -> None:
-        writers = self._writers(conn.dialect)
-        for writer, rows in zip(writers, (flows, steps, sessions.items()), strict=True):
-            params = [writer.encode(row) for row in rows]
-            if params:
-                conn.exec_driver_sql(writer.sql, params)  # a list: executemany
+        conn, memo = tx.connection, tx.memo
+        flow_io, step_io = self._io(conn.dialect)
+        _write_rows(conn, memo, flow_io, [(("flow", f.flow_id), f) for f in flows])
+        _write_rows(conn, memo, step_io, [(("step", s.flow_id, s.step_id), s) for s in steps])
+        if sessions:
+            writer = self._session_writer(conn.dialect)
+            conn.exec_driver_sql(writer.sql, [writer.encode_session(item) for item in sessions.items()])
 
-    def _writers(self, dialect: sa.Dialect) -> tuple[_Writer, _Writer, _Writer]:
-        writers = self._writer_cache.get(dialect.name)
-        if writers is None:
+    def _session_writer(self, dialect: sa.Dialect) -> _Writer:
+        writer = self._writer_cache.get(dialect.name)
+        if writer is None:
             insert = postgresql.insert if dialect.name == "postgresql" else sqlite_dialect.insert
-            flows, steps, sessions = _upserts(
-                insert, self.table("flows"), self.table("flow_steps"), self.table("sessions")
-            )
-            writers = (
-                _Writer.compile(flows, dialect, _fields),
-                _Writer.compile(steps, dialect, _fields),
-                _Writer.compile(sessions, dialect, _session_fields),
-            )
-            self._writer_cache[dialect.name] = writers
-        return writers
+            writer = _Writer.compile(_session_upsert(insert, self.table("sessions")), dialect)
+            self._writer_cache[dialect.name] = writer
+        return writer
 
     def __init__(self) -> None:
         super().__init__()
-        self._writer_cache: dict[str, tuple[_Writer, _Writer, _Writer]] = {}
+        self._writer_cache: dict[str, _Writer] = {}
+        self._io_cache: dict[str, tuple[TableIO, TableIO]] = {}
 
     def targeting(self, suffix: str, tag: str) -> FlowProjection:
         clone = super().targeting(suffix, tag)
         clone._writer_cache = {}
+        clone._io_cache = {}
         return clone
 
 
-def _fields(state: Any, name: str) -> Any:
-    return getattr(state, name)
-
-
-def _session_fields(item: tuple[str, dict[str, Any]], name: str) -> Any:
-    return item[0] if name == "session_key" else item[1][name]
-
-
 class _Writer:
-    """An upsert compiled once, fed rows converted in Python (no per-row bind processing).
+    """A statement compiled once, fed rows converted in Python (no per-row bind processing)."""
 
-    The read models are written on every append and by every rebuild; SQLAlchemy's
-    per-parameter processing dominated a rebuild's profile, so the rows are made
-    ready for the driver here: JSON as text, times as the dialect stores them.
-    """
-
-    def __init__(
-        self, sql: str, names: list[str], converters: list[Any], positional: bool, read: Any
-    ) -> None:
+    def __init__(self, sql: str, names: list[str], converters: list[Any], positional: bool) -> None:
         self.sql = sql
         self.names = names
-        self.get = operator.attrgetter(*names) if read is _fields else None
-        self.conversions = [(i, convert) for i, convert in enumerate(converters) if convert is not _same]
+        self.conversions = [(i, convert) for i, convert in enumerate(converters) if convert is not None]
         self.positional = positional
-        self.read = read
 
     @classmethod
-    def compile(cls, statement: Any, dialect: sa.Dialect, read: Any) -> _Writer:
+    def compile(cls, statement: Any, dialect: sa.Dialect) -> _Writer:
         compiled = statement.compile(dialect=dialect)
         names = list(compiled.positiontup) if compiled.positional else list(compiled.binds)
         table = statement.table
-        converters = [_converter(table.c[name].type, dialect.name) for name in names]
-        return cls(compiled.string, names, converters, bool(compiled.positional), read)
+        converters = [
+            _sqlite_time if isinstance(table.c[name].type, UTCDateTime) and dialect.name == "sqlite" else None
+            for name in names
+        ]
+        return cls(compiled.string, names, converters, bool(compiled.positional))
 
-    def encode(self, row: Any) -> Any:
-        if self.get is not None:
-            values = list(self.get(row))
-        else:
-            values = [self.read(row, name) for name in self.names]
+    def encode_session(self, item: tuple[str, dict[str, Any]]) -> Any:
+        key, delta = item
+        values = [key if name == "session_key" else delta[name] for name in self.names]
         for index, convert in self.conversions:
             values[index] = convert(values[index])
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
-
-
-def _json_text(value: Any) -> str | None:
-    return None if value is None else orjson.dumps(value).decode()
-
-
-def _sqlite_time(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
-
-
-def _same(value: Any) -> Any:
-    return value
-
-
-def _converter(column_type: Any, dialect: str) -> Any:
-    if isinstance(column_type, sa.JSON):
-        return _json_text
-    if isinstance(column_type, UTCDateTime) and dialect == "sqlite":
-        return _sqlite_time
-    return _same
 
 
 def _is_step_event(event: RecordedEvent) -> bool:
@@ -347,14 +312,8 @@ def _count(sessions: dict[str, dict[str, Any]], flow: FlowState, before: str | N
         delta[flow.status] += 1
 
 
-def _upserts(insert: Any, flows: sa.Table, steps: sa.Table, sessions: sa.Table) -> tuple[Any, Any, Any]:
-    def replace_all(table: sa.Table, keys: list[str]) -> Any:
-        statement = insert(table)
-        return statement.on_conflict_do_update(
-            index_elements=keys,
-            set_={c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys},
-        )
-
+def _session_upsert(insert: Any, sessions: sa.Table) -> Any:
+    """Sessions are counted by deltas: concurrent appends to flows of one session add up."""
     statement = insert(sessions)
     new = statement.excluded
     later = sa.case(
@@ -366,11 +325,23 @@ def _upserts(insert: Any, flows: sa.Table, steps: sa.Table, sessions: sa.Table) 
         else_=sessions.c.first_activity_at,
     )
     add_counts = {name: sessions.c[name] + new[name] for name in (*FLOW_STATUSES, "event_count")}
-    session_upsert = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=["session_key"],
         set_={**add_counts, "last_activity_at": later, "first_activity_at": earlier},
     )
-    return replace_all(flows, ["flow_id"]), replace_all(steps, ["flow_id", "step_id"]), session_upsert
+
+
+def _write_rows(
+    conn: sa.Connection, memo: dict[Any, Any], io: TableIO, states: list[tuple[tuple[str, ...], Any]]
+) -> None:
+    """Write changed states, remembering each row as stored for the next diff."""
+    rows = []
+    for key, state in states:
+        new = io.encode(tuple(getattr(state, name) for name in io.columns))
+        rows.append((new, memo.get(("row", *key))))
+        memo["row", *key] = new
+    if rows:
+        io.write(conn, rows)
 
 
 # -- queries -------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""Driver-level row reading and writing for read models that are written on every append.
+
+A read model updated inside every append transaction is on the hot path, and
+building a SQLAlchemy statement per lookup cost ten times the lookup itself.
+``TableIO`` compiles its SQL once per table and dialect, converts values in
+Python (JSON as text, SQLite times as text), and writes an existing row by
+updating only the columns that changed, so untouched indexes are not
+rewritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from .types import UTCDateTime
+
+Values = tuple[Any, ...]
+
+
+def _json_text(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def _json_value(value: Any) -> Any:
+    return orjson.loads(value) if isinstance(value, str | bytes) else value
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
+def _time_value(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+class TableIO:
+    """Keyed reads and change-only writes of one table, as driver SQL."""
+
+    def __init__(
+        self, table: sa.Table, dialect: sa.Dialect, columns: Sequence[str], key: Sequence[str]
+    ) -> None:
+        self.table = table
+        self.columns = list(columns)
+        self.key = list(key)
+        self.positional = dialect.paramstyle == "qmark"
+        self.key_index = [self.columns.index(name) for name in key]
+        sqlite = dialect.name == "sqlite"
+        self.encoders: list[tuple[int, Any]] = []
+        self.decoders: list[tuple[int, Any]] = []
+        for index, name in enumerate(self.columns):
+            column_type = table.c[name].type
+            if isinstance(column_type, sa.JSON):
+                self.encoders.append((index, _json_text))
+                self.decoders.append((index, _json_value))
+            elif isinstance(column_type, UTCDateTime):
+                if sqlite:
+                    self.encoders.append((index, _sqlite_time))
+                self.decoders.append((index, _time_value))
+        quoted = ", ".join(f'"{name}"' for name in self.columns)
+        self.select_sql = f'SELECT {quoted} FROM "{table.name}" WHERE '
+        self.insert_sql = (
+            f'INSERT INTO "{table.name}" ({quoted}) VALUES ({", ".join(self._mark(n) for n in self.columns)})'
+        )
+        self._updates: dict[tuple[int, ...], str] = {}
+
+    def _mark(self, name: str) -> str:
+        return "?" if self.positional else f"%({name})s"
+
+    def _params(self, names: Sequence[str], values: Sequence[Any]) -> Any:
+        return tuple(values) if self.positional else dict(zip(names, values, strict=True))
+
+    # -- reading ---------------------------------------------------------------
+    def select(self, conn: sa.Connection, where: dict[str, Any]) -> list[Values]:
+        """Rows matching equality conditions, decoded to Python values."""
+        names = list(where)
+        condition = " AND ".join(f'"{name}" = {self._mark(name)}' for name in names)
+        rows = conn.exec_driver_sql(self.select_sql + condition, self._params(names, list(where.values())))
+        return [self.decode(row) for row in rows]
+
+    def decode(self, row: Sequence[Any]) -> Values:
+        values = list(row)
+        for index, convert in self.decoders:
+            values[index] = convert(values[index])
+        return tuple(values)
+
+    # -- writing ---------------------------------------------------------------
+    def encode(self, values: Sequence[Any]) -> Values:
+        out = list(values)
+        for index, convert in self.encoders:
+            out[index] = convert(out[index])
+        return tuple(out)
+
+    def write(self, conn: sa.Connection, rows: Sequence[tuple[Values, Values | None]]) -> None:
+        """Write ``(new, stored)`` encoded rows: insert the new, update what changed in the rest."""
+        inserts = [new for new, stored in rows if stored is None]
+        if inserts:
+            conn.exec_driver_sql(self.insert_sql, [self._params(self.columns, row) for row in inserts])
+        updates: dict[tuple[int, ...], list[Any]] = {}
+        for new, stored in rows:
+            if stored is None:
+                continue
+            changed = tuple(i for i, (a, b) in enumerate(zip(new, stored, strict=True)) if a != b)
+            if changed:
+                names = [self.columns[i] for i in changed] + [f"key_{k}" for k in self.key]
+                values = [new[i] for i in changed] + [new[i] for i in self.key_index]
+                updates.setdefault(changed, []).append(self._params(names, values))
+        for changed, params in updates.items():
+            conn.exec_driver_sql(self._update_sql(changed), params)
+
+    def _update_sql(self, changed: tuple[int, ...]) -> str:
+        sql = self._updates.get(changed)
+        if sql is None:
+            sets = ", ".join(f'"{self.columns[i]}" = {self._mark(self.columns[i])}' for i in changed)
+            where = " AND ".join(f'"{k}" = {self._mark(f"key_{k}")}' for k in self.key)
+            sql = self._updates[changed] = f'UPDATE "{self.table.name}" SET {sets} WHERE {where}'
+        return sql
