@@ -24,7 +24,7 @@ from eventstore.flows import FLOW_EVENTS, FLOW_STATUSES, STEP_EVENT_TYPES, FlowS
 from eventstore.schema import MAX_FLOW_ID_LENGTH
 
 from .base import SOLE_WRITER, Projection
-from .rowio import TableIO, _sqlite_time
+from .rowio import TableIO, _sqlite_time, run
 from .types import JSON, UTCDateTime
 
 ID = sa.String(MAX_FLOW_ID_LENGTH)
@@ -243,7 +243,7 @@ class FlowProjection(Projection):
         _write_rows(conn, memo, step_io, [(("step", s.flow_id, s.step_id), s) for s in steps])
         if sessions:
             writer = self._session_writer(conn.dialect)
-            conn.exec_driver_sql(writer.sql, [writer.encode_session(item) for item in sessions.items()])
+            run(conn, writer.sql, [writer.encode_session(item) for item in sessions.items()], many=True)
 
     def _session_writer(self, dialect: sa.Dialect) -> _Writer:
         writer = self._writer_cache.get(dialect.name)
