@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Set up a virtualenv and run the project's jobs, needing nothing but Python.
 
-    python3 dev.py demo    # record a small agent flow on SQLite, read it back, verify it
-    python3 dev.py test    # the whole test suite, SQLite and PostgreSQL
-    python3 dev.py bench   # the benchmarks (see docs/benchmarks.md)
+python3 dev.py demo          # record an agent flow on SQLite, read it back, verify it
+python3 dev.py test          # the whole suite, SQLite and PostgreSQL (EVENTSTORE_SOAK=1: soak too)
+python3 dev.py bench         # the core benchmarks (see docs/benchmarks.md)
+python3 dev.py bench-flows   # the flow command and rebuild benchmarks
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("EVENTSTORE_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-EXTRAS = {"demo": "", "test": "[dev]", "bench": "[dev,bench]"}
+EXTRAS = {"demo": "", "test": "[dev]", "bench": "[dev,bench]", "bench-flows": "[dev,bench]"}
 
 
 def ensure_venv(extras: str) -> None:
@@ -46,9 +47,12 @@ def main(argv: list[str]) -> int:
         command = [str(BIN / "eventstore"), "demo", *rest]
     elif job == "test":
         workers = os.environ.get("EVENTSTORE_TEST_WORKERS", "2")
-        command = [str(BIN / "python"), "-m", "pytest", "-n", workers, "--dist", "loadgroup", *rest]
+        # Soak variants (marked slow) run only when asked: EVENTSTORE_SOAK=1.
+        soak = [] if os.environ.get("EVENTSTORE_SOAK") == "1" else ["-m", "not slow"]
+        command = [str(BIN / "python"), "-m", "pytest", "-n", workers, "--dist", "loadgroup", *soak, *rest]
     else:
-        command = [str(BIN / "python"), str(ROOT / "benchmarks" / "run.py"), *rest]
+        script = "run.py" if job == "bench" else "flows.py"
+        command = [str(BIN / "python"), str(ROOT / "benchmarks" / script), *rest]
     return subprocess.run(command, cwd=ROOT).returncode
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 import pydantic
 
 from .events import Event, EventRegistry, RecordedEvent
@@ -308,6 +309,17 @@ STEP_EVENT_TYPES = frozenset(
 )
 
 
+def _json_copy(value: Any) -> Any:
+    """A deep copy of JSON data (an event's data is plain JSON), several times faster than deepcopy.
+
+    The fold copies what it keeps from an event, so that patching a flow's
+    state later never changes an event someone else holds.
+    """
+    if isinstance(value, dict | list):
+        return orjson.loads(orjson.dumps(value))
+    return value
+
+
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
     """RFC 7396 JSON merge patch of ``patch`` onto ``target``, in place."""
     for key, value in patch.items():
@@ -316,7 +328,7 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
         elif isinstance(value, dict) and isinstance(target.get(key), dict):
             merge_patch(target[key], value)
         else:
-            target[key] = copy.deepcopy(value)
+            target[key] = _json_copy(value)
     return target
 
 
@@ -342,7 +354,7 @@ def fold(
             owner_session_key=str(data.get("owner_session_key", "")),
             requester_origin=data.get("requester_origin"),
             parent_flow_id=data.get("parent_flow_id"),
-            state=copy.deepcopy(data.get("state") or {}),
+            state=_json_copy(data.get("state") or {}),
             created_at=at,
         )
     if flow is None:
@@ -363,7 +375,7 @@ def fold(
             step_id=data["step_id"],
             name=str(data.get("name", "")),
             run_id=str(data.get("run_id", "")),
-            task=copy.deepcopy(data.get("task") or {}),
+            task=_json_copy(data.get("task") or {}),
             runtime=data.get("runtime"),
             position=data.get("position", 0),
             iteration=data.get("iteration", 0),

@@ -471,10 +471,10 @@ class EventStore:
         self._check_open()
         try:
             with self._guard(), self._backend.read_connection() as conn:
-                return conn.execute(query).all()
+                return _fetch_raw(conn, query)
         except ConnectionLost:
             with self._guard(), self._backend.read_connection() as conn:
-                return conn.execute(query).all()
+                return _fetch_raw(conn, query)
 
     def revision(self, flow_id: str) -> int:
         """The flow's current revision; 0 if it does not exist."""
@@ -592,6 +592,32 @@ class EventStore:
             raise self._explain_conflict(exc, batch) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise self._backend.translate(exc) from exc
+
+
+def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
+    """Run a page query on the driver cursor: the log's columns need no SQLAlchemy result processing.
+
+    SQLAlchemy's per-row result machinery cost as much as decoding the events.
+    The statement is compiled by SQLAlchemy; driver errors are wrapped as
+    SQLAlchemy wraps them, for the store to translate.
+    """
+    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: Any = (
+        tuple(compiled.params[name] for name in compiled.positiontup or ())
+        if compiled.positional
+        else compiled.params
+    )
+    error = conn.dialect.loaded_dbapi.Error
+    raw: Any = conn.connection.driver_connection
+    try:
+        cursor = raw.cursor()
+        try:
+            cursor.execute(compiled.string, params)
+            return list(cursor.fetchall())
+        finally:
+            cursor.close()
+    except error as exc:
+        raise sa.exc.DBAPIError.instance(compiled.string, params, exc, error) from exc
 
 
 def _recorded(written: Written, batch: Batch) -> list[RecordedEvent]:

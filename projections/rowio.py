@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -30,7 +31,9 @@ def _json_value(value: Any) -> Any:
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
+@lru_cache(maxsize=4096)
 def _sqlite_time(value: datetime | None) -> str | None:
+    """A time as SQLAlchemy's SQLite dialect stores it (cached: the events of one append share it)."""
     if value is None:
         return None
     if value.tzinfo is not UTC:

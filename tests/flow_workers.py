@@ -59,8 +59,14 @@ class Tally:
 
 # -- concurrent commands on shared flows ----------------------------------------------
 def drive_flows(
-    url: str, options: dict[str, Any], name: str, sync: Any, flows: list[str], rounds: int,
-    lockstep_rounds: int, threads: int,
+    url: str,
+    options: dict[str, Any],
+    name: str,
+    sync: Any,
+    flows: list[str],
+    rounds: int,
+    lockstep_rounds: int,
+    threads: int,
 ) -> tuple[Tally, dict[str, dict[str, int]]]:
     """``threads`` threads run step lifecycles and advances on the shared flows, then race in lockstep.
 

@@ -153,7 +153,7 @@ class TestSteps:
         end()
         before = log_size(service)
         assert end().positions == (), "repeating the identical terminal command is a no-op"
-        with pytest.raises(StepClosed, match="step 's1': is .*; cannot complete it"):
+        with pytest.raises(StepClosed, match=r"step 's1': is .*; cannot complete it"):
             service.complete_step("f", "s1", result={"different": True})
         with pytest.raises(StepClosed, match="cannot fail it"):
             service.fail_step("f", "s1", error="other")

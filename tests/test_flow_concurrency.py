@@ -49,8 +49,15 @@ class TestConcurrentCommands:
             started = start_flows(store, FLOWS)
             for p in range(PROCESSES):
                 children.start(
-                    flow_workers.drive_flows, target.url, target.options, f"p{p}", sync, FLOWS,
-                    ROUNDS, LOCKSTEP_ROUNDS, THREADS,
+                    flow_workers.drive_flows,
+                    target.url,
+                    target.options,
+                    f"p{p}",
+                    sync,
+                    FLOWS,
+                    ROUNDS,
+                    LOCKSTEP_ROUNDS,
+                    THREADS,
                 )
             tally, progress = Tally(), {}
             for child_tally, child_progress in children.results():

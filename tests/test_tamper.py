@@ -72,7 +72,7 @@ class TestVerifyFindsTampering:
 
     def test_edited_metadata(self, filled: EventStore) -> None:
         drop_guards(filled)
-        new = "'{\"actor\": \"human:eve\"}'"
+        new = '\'{"actor": "human:eve"}\''
         sql(filled, f"UPDATE flow_events SET metadata = {new} WHERE flow_id = 'a' AND revision = 2")
         assert self.kinds(filled) == [("a", 2, "metadata-edited")]
 
