@@ -27,7 +27,16 @@ from .errors import (
     StorageError,
     StoreClosed,
 )
-from .events import ANY, AppendResult, Event, EventRegistry, ExpectedRevision, NewEvent, RecordedEvent
+from .events import (
+    ANY,
+    AppendResult,
+    Event,
+    EventRegistry,
+    ExpectedRevision,
+    NewEvent,
+    RecordedEvent,
+    uuid_str,
+)
 from .integrity import Problem, VerificationReport, check_chains, digest
 from .projection import InlineProjection
 from .schema import MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH, flow_events
@@ -67,7 +76,10 @@ class Transaction:
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         """Append within this transaction; see ``EventStore.append``."""
-        batch = self._store._prepare(flow_id, events, expected_revision, metadata)
+        return self._append(self._store._prepare(flow_id, events, expected_revision, metadata))
+
+    def _append(self, batch: Batch) -> AppendResult:
+        flow_id = batch.flow_id
         if any(w.result.flow_id == flow_id for w in self.written):
             # The PostgreSQL head cache only learns of our own appends at commit.
             self._store._backend.forget([flow_id])
@@ -110,6 +122,7 @@ class EventStore:
         self.max_payload_bytes = max_payload_bytes
         self.page_size = page_size
         self._closed = False
+        self._valid_types: set[str] = set()  # type names already checked, so batches skip it
 
     # -- opening and closing ---------------------------------------------
     @classmethod
@@ -229,17 +242,17 @@ class EventStore:
         not exist yet) or ``ANY``. Appending events whose ids an earlier
         append already wrote returns that append's result and writes nothing.
         """
+        batch = self._prepare(flow_id, events, expected_revision, metadata)
         reconnected = False
         for _attempt in range(_ANY_RETRIES):
             try:
                 if not self.projections:
-                    batch = self._prepare(flow_id, events, expected_revision, metadata)
                     with self._guard():
                         written = self._backend.append_alone(batch, self.clock)
                     if written is not None:
                         return written.result
                 with self.transaction() as tx:
-                    return tx.append(flow_id, events, expected_revision=expected_revision, metadata=metadata)
+                    return tx._append(batch)
             except Raced:
                 # Lost a race: the next attempt re-reads the head, and either
                 # appends (ANY), finds this very append already written by a
@@ -342,7 +355,7 @@ class EventStore:
         event_id = event.event_id
         return PreparedEvent(
             event_id,
-            str(event_id),
+            uuid_str(event_id),
             cls.event_type,
             cls.schema_version,
             encoded,
@@ -355,12 +368,10 @@ class EventStore:
         self, event: NewEvent, base_meta: dict[str, Any], meta: bytes, meta_hash: bytes
     ) -> PreparedEvent:
         event_type = event.type
-        if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_LENGTH:
-            raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
-        if "\x00" in event_type or not _encodable(event_type):
-            raise InvalidEvent(
-                f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}"
-            )
+        if event_type not in self._valid_types:
+            _check_type_name(event_type)
+            if len(self._valid_types) < 10_000:
+                self._valid_types.add(event_type)
         version = event.schema_version
         if type(version) is not int or version < 1:
             raise InvalidEvent(f"schema_version must be an int >= 1, not {version!r}")
@@ -381,7 +392,7 @@ class EventStore:
             meta = self._encode({**base_meta, **event.metadata}, "metadata")
             meta_hash = digest(meta)
         return PreparedEvent(
-            event_id, str(event_id), event_type, version, encoded, digest(encoded), meta, meta_hash
+            event_id, uuid_str(event_id), event_type, version, encoded, digest(encoded), meta, meta_hash
         )
 
     def _encode(self, value: Any, what: str) -> bytes:
@@ -653,6 +664,13 @@ def _check_flow_id(flow_id: str) -> str:
     if "\x00" in flow_id or not _encodable(flow_id):
         raise InvalidInput(f"a flow id must be valid UTF-8 text without NUL characters, not {flow_id!r}")
     return flow_id
+
+
+def _check_type_name(event_type: object) -> None:
+    if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_LENGTH:
+        raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
+    if "\x00" in event_type or not _encodable(event_type):
+        raise InvalidEvent(f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}")
 
 
 def _encodable(text: str) -> bool:
