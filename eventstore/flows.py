@@ -17,6 +17,7 @@ import orjson
 import pydantic
 
 from .events import Event, EventRegistry, RecordedEvent
+from .integrity import format_time
 
 # -- flow ------------------------------------------------------------------
 
@@ -57,6 +58,20 @@ class FlowCancelled(Event):
 
 class FlowFinished(Event):
     result: dict[str, Any] = pydantic.Field(default_factory=dict)
+
+
+class FlowForked(Event):
+    """A flow started as a copy of another flow at one of its revisions.
+
+    ``origin_hash`` is the hash of the origin's event at ``origin_revision``,
+    so the fork can be traced and checked against the origin's chain;
+    ``snapshot`` is the origin's state there (``view_to_dict``).
+    """
+
+    origin_flow_id: str
+    origin_revision: int
+    origin_hash: str
+    snapshot: dict[str, Any]
 
 
 class FlowFailed(Event):
@@ -169,6 +184,7 @@ class DecisionRecorded(Event):
 
 FLOW_EVENTS: tuple[type[Event], ...] = (
     FlowStarted,
+    FlowForked,
     FlowAdvanced,
     FlowWaiting,
     FlowResumed,
@@ -199,6 +215,10 @@ def flow_registry() -> EventRegistry:
 
 
 # -- state -----------------------------------------------------------------
+
+FOLD_VERSION = 1
+"""Bumped whenever ``fold`` changes what it produces: snapshots made by another
+version are ignored, and the flow projection's version follows it."""
 
 FLOW_TERMINAL = frozenset({"finished", "failed", "cancelled"})
 FLOW_STATUSES = ("running", "waiting", "finished", "failed", "cancelled")
@@ -288,6 +308,8 @@ class FlowView:
         self.flow, step = fold(self.flow, step, event)
         if step is not None:
             self.steps[step.step_id] = step
+        if event.type == "FlowForked" and self.flow is not None:
+            self.steps = {s.step_id: s for s in forked_steps(event)}
 
     def copy(self) -> FlowView:
         return copy.deepcopy(self)
@@ -346,7 +368,9 @@ def fold(
     data = event.data
     at = event.recorded_at
     kind = event.type
-    if kind == "FlowStarted":
+    if kind == "FlowForked":
+        flow = _forked_flow(event)
+    elif kind == "FlowStarted":
         flow = FlowState(
             flow_id=event.flow_id,
             controller_id=str(data.get("controller_id", "")),
@@ -443,6 +467,7 @@ def _noop(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
 
 _FLOW_HANDLERS = {
     "FlowStarted": _noop,
+    "FlowForked": _noop,
     "FlowAdvanced": _advanced,
     "FlowWaiting": _waiting,
     "FlowResumed": _resumed,
@@ -516,3 +541,74 @@ _STEP_HANDLERS = {
     "GateApproved": _gate_decided("approved"),
     "GateRejected": _gate_decided("rejected"),
 }
+
+
+# -- views as JSON (snapshots, forks, diffs) -----------------------------------
+
+_TIME_FIELDS = frozenset(
+    {"lease_expires_at", "created_at", "updated_at", "finished_at", "scheduled_at", "started_at"}
+)
+
+
+def _state_to_dict(state: FlowState | StepState) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in state.__dataclass_fields__:
+        value = getattr(state, name)
+        out[name] = format_time(value) if isinstance(value, datetime) else _json_copy(value)
+    return out
+
+
+def _times(fields: dict[str, Any]) -> dict[str, Any]:
+    return {
+        name: datetime.fromisoformat(value) if name in _TIME_FIELDS and isinstance(value, str) else value
+        for name, value in fields.items()
+    }
+
+
+def view_to_dict(view: FlowView) -> dict[str, Any]:
+    """A flow and its steps as plain JSON (times as canonical UTC text)."""
+    return {
+        "flow": None if view.flow is None else _state_to_dict(view.flow),
+        "steps": {step_id: _state_to_dict(step) for step_id, step in sorted(view.steps.items())},
+    }
+
+
+def view_from_dict(data: dict[str, Any]) -> FlowView:
+    """The inverse of ``view_to_dict``."""
+    flow = data.get("flow")
+    return FlowView(
+        flow=None if flow is None else FlowState(**_times(flow)),
+        steps={step_id: StepState(**_times(step)) for step_id, step in data.get("steps", {}).items()},
+    )
+
+
+def _forked_flow(event: RecordedEvent) -> FlowState | None:
+    origin = (event.data.get("snapshot") or {}).get("flow")
+    if not isinstance(origin, dict):
+        return None
+    fields = _times(_json_copy(origin))
+    fields.update(
+        flow_id=event.flow_id,
+        parent_flow_id=event.data.get("origin_flow_id"),
+        revision=0,
+        event_count=0,
+        lease_owner=None,
+        lease_generation=0,
+        lease_expires_at=None,
+        created_at=event.recorded_at,
+    )
+    return FlowState(**{name: fields[name] for name in FlowState.__dataclass_fields__ if name in fields})
+
+
+def forked_steps(event: RecordedEvent) -> list[StepState]:
+    """The steps a ``FlowForked`` event copies from its origin, as steps of the fork."""
+    steps = (event.data.get("snapshot") or {}).get("steps") or {}
+    out = []
+    for step in steps.values():
+        if isinstance(step, dict):
+            fields = _times(_json_copy(step))
+            fields.update(flow_id=event.flow_id, revision=event.revision)
+            out.append(
+                StepState(**{name: fields[name] for name in StepState.__dataclass_fields__ if name in fields})
+            )
+    return out

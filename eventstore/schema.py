@@ -65,3 +65,19 @@ projection_checkpoints = sa.Table(
 )
 """Per projection: the version its tables were built by, the last position it
 has applied (catch-up projections), and the tag its indexes carry."""
+
+flow_snapshots = sa.Table(
+    "flow_snapshots",
+    metadata,
+    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("revision", sa.Integer, primary_key=True),
+    sa.Column("fold_version", sa.Integer, primary_key=True),
+    sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("state", Payload, nullable=False),
+    sa.Column("state_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("created_at", sa.String(27), nullable=False),
+)
+"""A flow's folded state at a revision, so time travel need not fold from revision 1.
+A snapshot is trusted only if its ``event_hash`` is the log's hash at that
+revision, its ``state_hash`` matches its state, and ``fold_version`` is the
+current fold's: anything else is ignored and folded again."""

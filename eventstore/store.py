@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -11,18 +10,15 @@ from typing import Any, Self
 
 import orjson
 import sqlalchemy as sa
-from pydantic_core import PydanticSerializationError
 
 from . import migrate
 from .backends import postgresql, sqlite
-from .backends.base import READ_COLUMNS, VERIFY_COLUMNS, Backend, Batch, PreparedEvent, Raced, Written
+from .backends.base import READ_COLUMNS, VERIFY_COLUMNS, Backend, Batch, Raced, Written
 from .errors import (
     ConcurrencyError,
     ConnectionLost,
     EventStoreError,
-    InvalidEvent,
     InvalidInput,
-    PayloadTooLarge,
     SchemaError,
     StorageError,
     StoreClosed,
@@ -35,12 +31,11 @@ from .events import (
     ExpectedRevision,
     NewEvent,
     RecordedEvent,
-    uuid_str,
 )
-from .integrity import Problem, VerificationReport, check_chains, digest
+from .integrity import Problem, VerificationReport, check_chains
+from .preparation import Preparer, check_flow_id
 from .projection import InlineProjection
-from .schema import MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH, flow_events
-from .serialization import canonical
+from .schema import flow_events
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -99,7 +94,7 @@ class Transaction:
     def revision(self, flow_id: str) -> int:
         """The flow's revision as this transaction sees it."""
         self._store._check_open()
-        return self._store._backend.head(self.connection, _check_flow_id(flow_id))[0]
+        return self._store._backend.head(self.connection, check_flow_id(flow_id))[0]
 
 
 class EventStore:
@@ -119,10 +114,9 @@ class EventStore:
         self.projections: tuple[InlineProjection, ...] = tuple(projections)
         self.clock = clock
         self.registry = registry if registry is not None else EventRegistry()
-        self.max_payload_bytes = max_payload_bytes
+        self._preparer = Preparer(self.registry, max_payload_bytes)
         self.page_size = page_size
         self._closed = False
-        self._valid_types: set[str] = set()  # type names already checked, so batches skip it
 
     # -- opening and closing ---------------------------------------------
     @classmethod
@@ -220,6 +214,11 @@ class EventStore:
         self.close()
 
     @property
+    def max_payload_bytes(self) -> int:
+        """The largest encoded data or metadata an event may have, in bytes."""
+        return self._preparer.max_payload_bytes
+
+    @property
     def engine(self) -> sa.Engine:
         return self._backend.engine
 
@@ -311,95 +310,7 @@ class EventStore:
         metadata: Mapping[str, Any] | None,
     ) -> Batch:
         self._check_open()
-        _check_flow_id(flow_id)
-        if expected_revision is not ANY and (type(expected_revision) is not int or expected_revision < 0):
-            raise InvalidInput(f"expected_revision must be ANY or an int >= 0, not {expected_revision!r}")
-        if isinstance(events, (str, bytes, Mapping, Event, NewEvent)) or not isinstance(events, Sequence):
-            raise InvalidInput("events must be a list of Event or NewEvent")
-        if not events:
-            raise InvalidInput("an append needs at least one event")
-        base_meta: dict[str, Any] = {}
-        if metadata is not None:
-            if not isinstance(metadata, Mapping):
-                raise InvalidInput("metadata must be a mapping")
-            base_meta = dict(metadata)
-        base_encoded = self._encode(base_meta, "metadata")
-        base_hash = digest(base_encoded)
-        prepared = []
-        for event in events:
-            if type(event) is NewEvent:
-                prepared.append(self._prepare_new(event, base_meta, base_encoded, base_hash))
-            elif isinstance(event, Event):
-                prepared.append(self._prepare_typed(event, base_encoded, base_hash))
-            elif isinstance(event, NewEvent):
-                prepared.append(self._prepare_new(event, base_meta, base_encoded, base_hash))
-            else:
-                raise InvalidInput(f"not an Event or NewEvent: {event!r}")
-        if len(prepared) > 1:
-            seen: set[uuid.UUID] = set()
-            for item in prepared:
-                if item.event_id in seen:
-                    raise InvalidEvent(f"event id {item.event_id} appears twice in one append")
-                seen.add(item.event_id)
-        return Batch(flow_id, prepared, expected_revision)
-
-    def _prepare_typed(self, event: Event, meta: bytes, meta_hash: bytes) -> PreparedEvent:
-        cls = type(event)
-        if cls.event_type not in self.registry:
-            self.registry.register(cls)
-        try:
-            data = event.model_dump(mode="json")
-        except PydanticSerializationError as exc:
-            raise InvalidEvent(f"{cls.event_type} cannot be serialised: {exc}") from exc
-        encoded = self._encode(data, "data")
-        event_id = event.event_id
-        return PreparedEvent(
-            event_id,
-            uuid_str(event_id),
-            cls.event_type,
-            cls.schema_version,
-            encoded,
-            digest(encoded),
-            meta,
-            meta_hash,
-        )
-
-    def _prepare_new(
-        self, event: NewEvent, base_meta: dict[str, Any], meta: bytes, meta_hash: bytes
-    ) -> PreparedEvent:
-        event_type = event.type
-        if event_type not in self._valid_types:
-            _check_type_name(event_type)
-            if len(self._valid_types) < 10_000:
-                self._valid_types.add(event_type)
-        version = event.schema_version
-        if type(version) is not int or version < 1:
-            raise InvalidEvent(f"schema_version must be an int >= 1, not {version!r}")
-        event_id = event.event_id
-        if not isinstance(event_id, uuid.UUID):
-            raise InvalidEvent(f"event_id must be a UUID, not {event_id!r}")
-        data = event.data
-        if not isinstance(data, dict):
-            if not isinstance(data, Mapping):
-                raise InvalidEvent(f"{event_type} data must be a JSON object (a mapping)")
-            data = dict(data)
-        if event_type in self.registry:
-            self.registry.validate(event_type, version, data)
-        encoded = self._encode(data, "data")
-        if event.metadata:
-            if not isinstance(event.metadata, Mapping):
-                raise InvalidEvent("event metadata must be a mapping")
-            meta = self._encode({**base_meta, **event.metadata}, "metadata")
-            meta_hash = digest(meta)
-        return PreparedEvent(
-            event_id, uuid_str(event_id), event_type, version, encoded, digest(encoded), meta, meta_hash
-        )
-
-    def _encode(self, value: Any, what: str) -> bytes:
-        encoded = canonical(value, what=what)
-        if len(encoded) > self.max_payload_bytes:
-            raise PayloadTooLarge(what, len(encoded), self.max_payload_bytes)
-        return encoded
+        return self._preparer.batch(flow_id, events, expected_revision, metadata)
 
     # -- reading -------------------------------------------------------
     def read_flow(
@@ -417,7 +328,7 @@ class EventStore:
         A flow that does not exist reads as empty.
         """
         self._check_open()
-        _check_flow_id(flow_id)
+        check_flow_id(flow_id)
         _check_count("from_revision", from_revision, minimum=1)
         if to_revision is not None:
             _check_count("to_revision", to_revision, minimum=0)
@@ -429,11 +340,12 @@ class EventStore:
             base = base.where(col >= from_revision).order_by(col.desc())
             if to_revision is not None:
                 base = base.where(col <= to_revision)
-            return self._iterate(lambda cur: base.where(col < cur), lambda r: r[2], _BIG, limit)
+            return self._events(self._pages(lambda cur: base.where(col < cur), lambda r: r[2], _BIG, limit))
         if to_revision is not None:
             base = base.where(col <= to_revision)
         base = base.order_by(col)
-        return self._iterate(lambda cur: base.where(col > cur), lambda r: r[2], from_revision - 1, limit)
+        pages = self._pages(lambda cur: base.where(col > cur), lambda r: r[2], from_revision - 1, limit)
+        return self._events(pages)
 
     def read_all(
         self, *, after_position: int = 0, limit: int | None = None, types: Iterable[str] | None = None
@@ -454,28 +366,36 @@ class EventStore:
             if not all(isinstance(t, str) for t in wanted):
                 raise InvalidInput("types must be event type names")
             base = base.where(flow_events.c.type.in_(wanted))
-        return self._iterate(lambda cur: base.where(col > cur), lambda r: r[0], after_position, limit)
+        return self._events(
+            self._pages(lambda cur: base.where(col > cur), lambda r: r[0], after_position, limit)
+        )
 
-    def _iterate(
+    def _pages(
         self,
         query: Callable[[Any], sa.Select[Any]],
         key: Callable[[Any], Any],
         start: Any,
         limit: int | None,
-    ) -> Iterator[RecordedEvent]:
-        decode = self._backend.decode
+    ) -> Iterator[Sequence[Any]]:
+        """Keyset pagination: short queries, bounded memory, no snapshot held between pages."""
         remaining = limit
         cursor = start
         while remaining is None or remaining > 0:
             page = self.page_size if remaining is None else min(self.page_size, remaining)
             rows = self._fetch(query(cursor).limit(page))
-            for row in rows:
-                yield decode(row)
+            if rows:
+                yield rows
             if len(rows) < page:
                 return
             if remaining is not None:
                 remaining -= len(rows)
             cursor = key(rows[-1])
+
+    def _events(self, pages: Iterator[Sequence[Any]]) -> Iterator[RecordedEvent]:
+        decode = self._backend.decode
+        for rows in pages:
+            for row in rows:
+                yield decode(row)
 
     def _fetch(self, query: sa.Select[Any]) -> Sequence[Any]:
         """One page of a read, retried once on a fresh connection if the pooled one was dead."""
@@ -490,7 +410,7 @@ class EventStore:
     def revision(self, flow_id: str) -> int:
         """The flow's current revision; 0 if it does not exist."""
         self._check_open()
-        _check_flow_id(flow_id)
+        check_flow_id(flow_id)
         with self._guard(), self._backend.read_connection() as conn:
             return self._backend.head(conn, flow_id)[0]
 
@@ -504,28 +424,13 @@ class EventStore:
         """Flow ids in sorted order, after ``after``; streamed in pages."""
         self._check_open()
         if after is not None:
-            _check_flow_id(after)
+            check_flow_id(after)
         if limit is not None:
             _check_count("limit", limit, minimum=0)
         col = flow_events.c.flow_id
         base = sa.select(col).where(flow_events.c.revision == 1).order_by(col)
-        rows = self._iterate_raw(lambda cur: base.where(col > cur), after or "", limit)
-        return (row[0] for row in rows)
-
-    def _iterate_raw(
-        self, query: Callable[[Any], sa.Select[Any]], start: Any, limit: int | None
-    ) -> Iterator[Any]:
-        remaining = limit
-        cursor = start
-        while remaining is None or remaining > 0:
-            page = self.page_size if remaining is None else min(self.page_size, remaining)
-            rows = self._fetch(query(cursor).limit(page))
-            yield from rows
-            if len(rows) < page:
-                return
-            if remaining is not None:
-                remaining -= len(rows)
-            cursor = rows[-1][0]
+        pages = self._pages(lambda cur: base.where(col > cur), lambda r: r[0], after or "", limit)
+        return (row[0] for rows in pages for row in rows)
 
     def decode(self, recorded: RecordedEvent) -> Event:
         """The typed model of a recorded event, upcast to its current version."""
@@ -569,23 +474,19 @@ class EventStore:
         c = flow_events.c
         base = sa.select(*VERIFY_COLUMNS).order_by(c.flow_id, c.revision)
         if flow_id is not None:
-            _check_flow_id(flow_id)
+            check_flow_id(flow_id)
             base = base.where(c.flow_id == flow_id)
         stored_row = self._backend.stored_row
-        cursor: tuple[str, int] = ("", 0)
-        while True:
-            with self._guard(), self._backend.read_connection() as conn:
-                rows = conn.execute(
-                    base.where(sa.tuple_(c.flow_id, c.revision) > sa.tuple_(*cursor)).limit(self.page_size)
-                ).all()
+        after = sa.tuple_(c.flow_id, c.revision)
+        pages = self._pages(
+            lambda cur: base.where(after > sa.tuple_(*cur)), lambda r: (r[1], r[2]), ("", 0), None
+        )
+        for rows in pages:
             for row in rows:
                 yield stored_row(row)
             report.events_checked += len(rows)
             if progress is not None:
                 progress(report.events_checked)
-            if len(rows) < self.page_size:
-                return
-            cursor = (rows[-1][1], rows[-1][2])
 
     # -- plumbing ----------------------------------------------------------
     def _check_open(self) -> None:
@@ -654,31 +555,6 @@ def _recorded(written: Written, batch: Batch) -> list[RecordedEvent]:
 
 
 _BIG = 2**31 - 1  # above any revision (an INTEGER column)
-
-
-def _check_flow_id(flow_id: str) -> str:
-    if not isinstance(flow_id, str) or not flow_id:
-        raise InvalidInput(f"a flow id must be a non-empty string, not {flow_id!r}")
-    if len(flow_id) > MAX_FLOW_ID_LENGTH:
-        raise InvalidInput(f"a flow id may have at most {MAX_FLOW_ID_LENGTH} characters, not {len(flow_id)}")
-    if "\x00" in flow_id or not _encodable(flow_id):
-        raise InvalidInput(f"a flow id must be valid UTF-8 text without NUL characters, not {flow_id!r}")
-    return flow_id
-
-
-def _check_type_name(event_type: object) -> None:
-    if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_LENGTH:
-        raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
-    if "\x00" in event_type or not _encodable(event_type):
-        raise InvalidEvent(f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}")
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _check_count(name: str, value: int, *, minimum: int) -> None:

@@ -20,7 +20,15 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
 from eventstore.errors import SessionNotFound, StepNotFound
-from eventstore.flows import FLOW_EVENTS, FLOW_STATUSES, STEP_EVENT_TYPES, FlowState, StepState, fold
+from eventstore.flows import (
+    FLOW_EVENTS,
+    FLOW_STATUSES,
+    STEP_EVENT_TYPES,
+    FlowState,
+    StepState,
+    fold,
+    forked_steps,
+)
 from eventstore.schema import MAX_FLOW_ID_LENGTH
 
 from .base import SOLE_WRITER, Projection
@@ -205,6 +213,11 @@ class FlowProjection(Projection):
             memo[flow_key] = flows[event.flow_id] = flow
             if step is not None:
                 memo["step", event.flow_id, step.step_id] = steps[event.flow_id, step.step_id] = step
+            if event.type == "FlowForked":
+                for copied in forked_steps(event):
+                    memo["step", event.flow_id, copied.step_id] = steps[event.flow_id, copied.step_id] = (
+                        copied
+                    )
             _count(sessions, flow, before, event.recorded_at)
         self._write(tx, flows.values(), steps.values(), sessions)
 

@@ -1,0 +1,151 @@
+"""Preparing an append: checking events and metadata, encoding them canonically, hashing them.
+
+All of this happens before a transaction starts, so bad input is refused
+without touching the database, and the write itself only chains and inserts.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic_core import PydanticSerializationError
+
+from .backends.base import Batch, PreparedEvent
+from .errors import InvalidEvent, InvalidInput, PayloadTooLarge
+from .events import ANY, Event, EventRegistry, ExpectedRevision, NewEvent, uuid_str
+from .integrity import digest
+from .schema import MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH
+from .serialization import canonical
+
+
+class Preparer:
+    """Validates and encodes appends for one store (its registry, its payload limit)."""
+
+    def __init__(self, registry: EventRegistry, max_payload_bytes: int) -> None:
+        self.registry = registry
+        self.max_payload_bytes = max_payload_bytes
+        self._valid_types: set[str] = set()  # type names already checked, so batches skip it
+
+    def batch(
+        self,
+        flow_id: str,
+        events: Sequence[Event | NewEvent],
+        expected_revision: ExpectedRevision,
+        metadata: Mapping[str, Any] | None,
+    ) -> Batch:
+        check_flow_id(flow_id)
+        if expected_revision is not ANY and (type(expected_revision) is not int or expected_revision < 0):
+            raise InvalidInput(f"expected_revision must be ANY or an int >= 0, not {expected_revision!r}")
+        if isinstance(events, (str, bytes, Mapping, Event, NewEvent)) or not isinstance(events, Sequence):
+            raise InvalidInput("events must be a list of Event or NewEvent")
+        if not events:
+            raise InvalidInput("an append needs at least one event")
+        base_meta: dict[str, Any] = {}
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise InvalidInput("metadata must be a mapping")
+            base_meta = dict(metadata)
+        base_encoded = self._encode(base_meta, "metadata")
+        base_hash = digest(base_encoded)
+        prepared = []
+        for event in events:
+            if type(event) is NewEvent:
+                prepared.append(self._new(event, base_meta, base_encoded, base_hash))
+            elif isinstance(event, Event):
+                prepared.append(self._typed(event, base_encoded, base_hash))
+            elif isinstance(event, NewEvent):
+                prepared.append(self._new(event, base_meta, base_encoded, base_hash))
+            else:
+                raise InvalidInput(f"not an Event or NewEvent: {event!r}")
+        if len(prepared) > 1:
+            seen: set[uuid.UUID] = set()
+            for item in prepared:
+                if item.event_id in seen:
+                    raise InvalidEvent(f"event id {item.event_id} appears twice in one append")
+                seen.add(item.event_id)
+        return Batch(flow_id, prepared, expected_revision)
+
+    def _typed(self, event: Event, meta: bytes, meta_hash: bytes) -> PreparedEvent:
+        cls = type(event)
+        if cls.event_type not in self.registry:
+            self.registry.register(cls)
+        try:
+            data = event.model_dump(mode="json")
+        except PydanticSerializationError as exc:
+            raise InvalidEvent(f"{cls.event_type} cannot be serialised: {exc}") from exc
+        encoded = self._encode(data, "data")
+        event_id = event.event_id
+        return PreparedEvent(
+            event_id,
+            uuid_str(event_id),
+            cls.event_type,
+            cls.schema_version,
+            encoded,
+            digest(encoded),
+            meta,
+            meta_hash,
+        )
+
+    def _new(
+        self, event: NewEvent, base_meta: dict[str, Any], meta: bytes, meta_hash: bytes
+    ) -> PreparedEvent:
+        event_type = event.type
+        if event_type not in self._valid_types:
+            check_type_name(event_type)
+            if len(self._valid_types) < 10_000:
+                self._valid_types.add(event_type)
+        version = event.schema_version
+        if type(version) is not int or version < 1:
+            raise InvalidEvent(f"schema_version must be an int >= 1, not {version!r}")
+        event_id = event.event_id
+        if not isinstance(event_id, uuid.UUID):
+            raise InvalidEvent(f"event_id must be a UUID, not {event_id!r}")
+        data = event.data
+        if not isinstance(data, dict):
+            if not isinstance(data, Mapping):
+                raise InvalidEvent(f"{event_type} data must be a JSON object (a mapping)")
+            data = dict(data)
+        if event_type in self.registry:
+            self.registry.validate(event_type, version, data)
+        encoded = self._encode(data, "data")
+        if event.metadata:
+            if not isinstance(event.metadata, Mapping):
+                raise InvalidEvent("event metadata must be a mapping")
+            meta = self._encode({**base_meta, **event.metadata}, "metadata")
+            meta_hash = digest(meta)
+        return PreparedEvent(
+            event_id, uuid_str(event_id), event_type, version, encoded, digest(encoded), meta, meta_hash
+        )
+
+    def _encode(self, value: Any, what: str) -> bytes:
+        encoded = canonical(value, what=what)
+        if len(encoded) > self.max_payload_bytes:
+            raise PayloadTooLarge(what, len(encoded), self.max_payload_bytes)
+        return encoded
+
+
+def check_flow_id(flow_id: str) -> str:
+    if not isinstance(flow_id, str) or not flow_id:
+        raise InvalidInput(f"a flow id must be a non-empty string, not {flow_id!r}")
+    if len(flow_id) > MAX_FLOW_ID_LENGTH:
+        raise InvalidInput(f"a flow id may have at most {MAX_FLOW_ID_LENGTH} characters, not {len(flow_id)}")
+    if "\x00" in flow_id or not encodable(flow_id):
+        raise InvalidInput(f"a flow id must be valid UTF-8 text without NUL characters, not {flow_id!r}")
+    return flow_id
+
+
+def check_type_name(event_type: object) -> None:
+    if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_LENGTH:
+        raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
+    if "\x00" in event_type or not encodable(event_type):
+        raise InvalidEvent(f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}")
+
+
+def encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -1,0 +1,196 @@
+"""Time travel: replay, state at a revision or time, snapshots, diffs, forks, what-ifs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from eventstore import EventStore, FlowNotFound, InvalidInput, NewEvent
+from eventstore.flows import FOLD_VERSION, FlowView, view_to_dict
+from eventstore.integrity import digest
+from eventstore.schema import flow_snapshots
+from eventstore.serialization import canonical
+from eventstore.timetravel import Change, diff, diff_flows, diff_states, fork, replay, state_at, what_if
+from projections import FlowProjection, FlowQueries, FlowService
+
+from .conftest import Target
+from .readmodels import assert_matches_rebuild
+
+
+def drive(service: FlowService, flow_id: str = "f", steps: int = 3) -> None:
+    service.start_flow(flow_id, controller_id="c", goal="g", owner_session_key="s", state={"n": 0})
+    for i in range(steps):
+        service.schedule_step(flow_id, step_id=f"s{i}", name="tool", run_id=f"{flow_id}/r{i}", position=i)
+        service.start_step(flow_id, f"s{i}")
+        service.complete_step(flow_id, f"s{i}", result={"i": i})
+        service.advance(flow_id, current_step=f"s{i}", state_patch={"n": i + 1})
+
+
+def folded(store: EventStore, flow_id: str, revision: int) -> FlowView:
+    view = FlowView()
+    for event in store.read_flow(flow_id, to_revision=revision):
+        view.apply(event)
+    return view
+
+
+@pytest.fixture
+def service(flow_store: EventStore) -> FlowService:
+    flows = FlowService(flow_store)
+    drive(flows)
+    return flows
+
+
+class TestReplayAndStateAt:
+    def test_replay_yields_each_state_and_ends_at_the_read_model(self, service: FlowService) -> None:
+        states = list(replay(service.store, "f"))
+        assert [e.revision for e, _ in states] == list(range(1, 14))
+        assert states[0][1].flow is not None and states[0][1].flow.state == {"n": 0}
+        final = states[-1][1]
+        assert final.flow == FlowQueries(service.store).flow("f")
+        assert final.steps == {s.step_id: s for s in FlowQueries(service.store).steps("f")}
+
+    def test_replay_from_a_revision(self, service: FlowService) -> None:
+        tail = list(replay(service.store, "f", from_revision=10))
+        assert [e.revision for e, _ in tail] == [10, 11, 12, 13]
+        assert tail[-1][1] == folded(service.store, "f", 13)
+
+    def test_state_at_every_revision_equals_folding_from_the_start(self, service: FlowService) -> None:
+        for revision in range(0, 14):
+            assert state_at(service.store, "f", revision=revision, snapshot_every=4) == folded(
+                service.store, "f", revision
+            )
+
+    def test_state_at_a_time(self, target: Target) -> None:
+        now = [datetime(2030, 1, 1, tzinfo=UTC)]
+        with target.open(projections=[FlowProjection()], clock=lambda: now[0]) as store:
+            flows = FlowService(store)
+            flows.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+            now[0] += timedelta(minutes=5)
+            flows.advance("f", state_patch={"late": True})
+            before = state_at(store, "f", at=datetime(2030, 1, 1, 0, 4, tzinfo=UTC))
+            assert before.flow is not None and before.flow.state == {} and before.flow.revision == 1
+            assert state_at(store, "f", at=datetime(2029, 1, 1, tzinfo=UTC)) == FlowView()
+
+    def test_bad_points(self, service: FlowService) -> None:
+        with pytest.raises(InvalidInput, match="revisions 0 to 13, not 14"):
+            state_at(service.store, "f", revision=14)
+        with pytest.raises(InvalidInput, match="not both"):
+            state_at(service.store, "f", revision=1, at=datetime.now(UTC))
+        with pytest.raises(FlowNotFound):
+            state_at(service.store, "nope")
+
+
+class TestSnapshots:
+    def snapshot_rows(self, store: EventStore) -> list[int]:
+        with store.engine.connect() as conn:
+            return [
+                r[0] for r in conn.exec_driver_sql("SELECT revision FROM flow_snapshots ORDER BY revision")
+            ]
+
+    def test_snapshots_are_kept_every_k_revisions(self, service: FlowService) -> None:
+        state_at(service.store, "f", snapshot_every=4)
+        assert self.snapshot_rows(service.store) == [4, 8, 12]
+        assert state_at(service.store, "f", revision=13, snapshot_every=4) == folded(service.store, "f", 13)
+
+    def test_a_tampered_snapshot_is_ignored_and_replaced(self, service: FlowService) -> None:
+        store = service.store
+        state_at(store, "f", snapshot_every=4)
+        forged = '{"flow": null, "steps": {}}'
+        with store.engine.connect() as conn:
+            conn.exec_driver_sql(f"UPDATE flow_snapshots SET state = '{forged}' WHERE revision = 12")
+            conn.commit()
+        assert state_at(store, "f", revision=13, snapshot_every=4) == folded(store, "f", 13)
+        assert state_at(store, "f", revision=12, snapshot_every=4) == folded(store, "f", 12)
+
+    def forge(self, store: EventStore, *, event_hash: bytes, fold_version: int) -> None:
+        """A snapshot at revision 12 claiming the flow's state was {"forged": true}."""
+        forged = folded(store, "f", 12)
+        assert forged.flow is not None
+        forged.flow.state = {"forged": True}
+        encoded = canonical(view_to_dict(forged))
+        with store.engine.connect() as conn:
+            conn.execute(flow_snapshots.delete())
+            conn.execute(
+                flow_snapshots.insert().values(
+                    flow_id="f",
+                    revision=12,
+                    fold_version=fold_version,
+                    event_hash=event_hash,
+                    state=encoded.decode() if store.dialect == "sqlite" else orjson.loads(encoded),
+                    state_hash=digest(encoded),
+                    created_at="2030-01-01T00:00:00.000000Z",
+                )
+            )
+            conn.commit()
+
+    def test_a_consistent_snapshot_is_used(self, service: FlowService) -> None:
+        store = service.store
+        (at_12,) = store.read_flow("f", from_revision=12, to_revision=12)
+        self.forge(store, event_hash=bytes.fromhex(at_12.hash), fold_version=FOLD_VERSION)
+        view = state_at(store, "f", revision=13, snapshot_every=0)
+        assert view.flow is not None and view.flow.state == {"forged": True, "n": 3}, (
+            "a snapshot whose hashes check out is trusted: the Merkle checkpoints guard the log itself"
+        )
+
+    @pytest.mark.parametrize("mismatch", ["event_hash", "fold_version"])
+    def test_a_snapshot_of_another_history_or_fold_is_ignored(
+        self, service: FlowService, mismatch: str
+    ) -> None:
+        store = service.store
+        (at_12,) = store.read_flow("f", from_revision=12, to_revision=12)
+        event_hash = bytes(32) if mismatch == "event_hash" else bytes.fromhex(at_12.hash)
+        self.forge(
+            store, event_hash=event_hash, fold_version=0 if mismatch == "fold_version" else FOLD_VERSION
+        )
+        assert state_at(store, "f", revision=13, snapshot_every=0) == folded(store, "f", 13)
+
+
+class TestDiffForkWhatIf:
+    def test_diff_between_revisions(self, service: FlowService) -> None:
+        result = diff(service.store, "f", 5, 9)
+        assert [e.revision for e in result.events] == [6, 7, 8, 9]
+        assert Change("replace", "/flow/state/n", old=1, new=2) in result.changes
+        assert any(c.op == "add" and c.path == "/steps/s1" for c in result.changes)
+
+    def test_diff_states_is_json_patch_like(self) -> None:
+        before, after = FlowView(), FlowView()
+        assert diff_states(before, after) == []
+
+    def test_fork_starts_from_the_origin_state_and_leaves_it_untouched(self, service: FlowService) -> None:
+        store = service.store
+        original = [e.hash for e in store.read_flow("f")]
+        (origin,) = store.read_flow("f", from_revision=8, to_revision=8)
+        fork(store, "f", at_revision=8, new_flow_id="f-retry", metadata={"actor": "human:ann"})
+        assert [e.hash for e in store.read_flow("f")] == original
+        (first,) = store.read_flow("f-retry")
+        assert first.type == "FlowForked"
+        assert (first.data["origin_flow_id"], first.data["origin_revision"], first.data["origin_hash"]) == (
+            "f",
+            8,
+            origin.hash,
+        )
+        queries = FlowQueries(store)
+        forked = queries.flow("f-retry")
+        assert forked.parent_flow_id == "f" and forked.state == {"n": 1} and forked.revision == 1
+        assert [s.step_id for s in queries.steps("f-retry")] == ["s0", "s1"]
+        service.advance("f-retry", state_patch={"n": 99})
+        assert Change("replace", "/flow/state/n", old=3, new=99) in diff_flows(store, "f", "f-retry")
+        assert_matches_rebuild(store)
+        assert store.verify().ok
+
+    def test_what_if_leaves_events_out_without_touching_the_log(self, service: FlowService) -> None:
+        store = service.store
+        last = store.last_position()
+        view = what_if(store, "f", without_types=["FlowAdvanced"])
+        assert view.flow is not None and view.flow.state == {"n": 0}
+        view = what_if(store, "f", without_revisions=[12])
+        assert view.steps["s2"].status == "running"
+        assert store.last_position() == last
+
+    def test_what_if_of_an_unknown_flow(self, flow_store: EventStore) -> None:
+        with pytest.raises(FlowNotFound):
+            what_if(flow_store, "nope")
+        flow_store.append("raw", [NewEvent("Note", {})])
+        assert what_if(flow_store, "raw") == FlowView()
