@@ -73,7 +73,7 @@ flow_snapshots = sa.Table(
     sa.Column("revision", sa.Integer, primary_key=True),
     sa.Column("fold_version", sa.Integer, primary_key=True),
     sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("state", Payload, nullable=False),
+    sa.Column("state", sa.Text, nullable=False),  # canonical JSON text, hashed as stored
     sa.Column("state_hash", sa.LargeBinary(32), nullable=False),
     sa.Column("created_at", sa.String(27), nullable=False),
 )

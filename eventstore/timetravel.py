@@ -214,8 +214,7 @@ def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[Flo
     with store.engine.connect() as conn:
         candidates = conn.execute(query).all()
         for revision, event_hash, state, state_hash in candidates:
-            data = orjson.loads(state) if isinstance(state, str | bytes) else state
-            if digest(canonical(data)) != bytes(state_hash):
+            if digest(state.encode()) != bytes(state_hash):
                 continue  # the snapshot was edited
             stored = conn.execute(
                 sa.select(flow_events.c.hash).where(
@@ -224,7 +223,7 @@ def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[Flo
             ).scalar()
             if stored is None or bytes(stored) != bytes(event_hash):
                 continue  # the history it was taken from is not the history now
-            return view_from_dict(data), revision
+            return view_from_dict(orjson.loads(state)), revision
     return FlowView(), 0
 
 
@@ -239,7 +238,7 @@ def _save_snapshots(store: EventStore, flow_id: str, pending: list[tuple[int, st
                 "revision": revision,
                 "fold_version": FOLD_VERSION,
                 "event_hash": bytes.fromhex(event_hash),
-                "state": encoded.decode() if store.dialect == "sqlite" else orjson.loads(encoded),
+                "state": encoded.decode(),
                 "state_hash": digest(encoded),
                 "created_at": now,
             }

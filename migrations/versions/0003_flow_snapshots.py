@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 revision = "0003"
 down_revision = "0002"
@@ -25,7 +24,7 @@ def upgrade() -> None:
         sa.Column("revision", sa.Integer(), nullable=False),
         sa.Column("fold_version", sa.Integer(), nullable=False),
         sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
-        sa.Column("state", sa.Text().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
         sa.Column("state_hash", sa.LargeBinary(32), nullable=False),
         sa.Column("created_at", sa.String(27), nullable=False),
         sa.PrimaryKeyConstraint("flow_id", "revision", "fold_version", name="pk_flow_snapshots"),
