@@ -206,7 +206,6 @@ FLOW_EVENTS: tuple[type[Event], ...] = (
     LeaseReleased,
     DecisionRecorded,
 )
-FLOW_EVENT_TYPES = frozenset(model.event_type for model in FLOW_EVENTS)
 
 
 def flow_registry() -> EventRegistry:
@@ -223,7 +222,6 @@ version are ignored, and the flow projection's version follows it."""
 FLOW_TERMINAL = frozenset({"finished", "failed", "cancelled"})
 FLOW_STATUSES = ("running", "waiting", "finished", "failed", "cancelled")
 STEP_TERMINAL = frozenset({"completed", "failed", "skipped", "timed_out"})
-STEP_STATUSES = ("scheduled", "running", "completed", "failed", "skipped", "timed_out")
 
 
 @dataclass(slots=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -252,20 +252,3 @@ class Backend:
     def id_key(self, stored: Any) -> str:
         """A stored event id as its canonical string."""
         return str(stored)
-
-    def iter_pages(
-        self,
-        conn: sa.Connection,
-        query: Callable[[Any], sa.Select[Any]],
-        key: Callable[[Any], Any],
-        start: Any,
-        page: int,
-    ) -> Iterator[Any]:
-        """Keyset pagination: short queries, bounded memory, no long-held snapshot."""
-        cursor = start
-        while True:
-            rows = conn.execute(query(cursor).limit(page)).all()
-            yield from rows
-            if len(rows) < page:
-                return
-            cursor = key(rows[-1])
