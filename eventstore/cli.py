@@ -15,7 +15,7 @@ from typing import Any
 import click
 import orjson
 
-from . import migrate
+from . import cli_timetravel, migrate
 from .errors import EventStoreError
 from .store import DEFAULT_URL, EventStore
 
@@ -199,6 +199,16 @@ def demo(ctx: click.Context, flow_id: str | None) -> None:
         verdict = "OK" if report.ok else "BROKEN"
         click.echo(f"\nverify: {verdict} ({report.events_checked} events, hash chain intact)")
         click.echo("next: `eventstore verify` checks every flow; docs/flows.md shows the commands.")
+
+
+cli_timetravel.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+
+
+def _flow_projections() -> list[Any]:
+    """The flow read models, so a fork made from the command line shows up in them."""
+    from projections import FlowProjection
+
+    return [FlowProjection()]
 
 
 if __name__ == "__main__":

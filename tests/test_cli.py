@@ -85,3 +85,44 @@ class TestErrors:
         )
         assert done.returncode == 0, done.stderr
         assert orjson.loads(done.stdout)["current"] is None
+
+
+class TestTimeTravelCommands:
+    def recorded(self, target: Target) -> None:
+        run(target, "db", "upgrade")
+        run(target, "demo", "--flow", "d1")
+
+    def test_history_groups_step_events_under_their_step(self, target: Target) -> None:
+        self.recorded(target)
+        out = run(target, "history", "d1").splitlines()
+        assert len(out) == 16
+        assert out[0].startswith("r1 ") and "FlowStarted" in out[0] and "agent:refund-bot" in out[0]
+        assert "  lookup: StepRetried" in out[4]
+        lines = [orjson.loads(line) for line in run(target, "history", "d1", "--json").splitlines()]
+        assert [line["revision"] for line in lines] == list(range(1, 17))
+
+    def test_state_at_a_revision(self, target: Target) -> None:
+        self.recorded(target)
+        out = run(target, "state", "d1", "--at", "7")
+        assert "d1 at revision 7: running" in out and "step lookup: completed (2 attempt(s))" in out
+        state = orjson.loads(run(target, "state", "d1", "--json"))
+        assert state["flow"]["status"] == "finished" and sorted(state["steps"]) == ["lookup", "refund"]
+
+    def test_diff_and_fork(self, target: Target) -> None:
+        self.recorded(target)
+        changes = orjson.loads(run(target, "diff", "d1", "7", "11", "--json"))
+        assert [e["revision"] for e in changes["events"]] == [8, 9, 10, 11]
+        assert any(c["op"] == "add" and c["path"] == "/steps/refund" for c in changes["changes"])
+        assert "forked d1@7 as d1-retry" in run(target, "fork", "d1", "--at", "7", "--new", "d1-retry")
+        assert "d1-retry at revision 1: running" in run(target, "state", "d1-retry")
+
+    def test_bad_points_are_one_line_errors(self, target: Target) -> None:
+        self.recorded(target)
+        result = CliRunner().invoke(
+            main, ["--url", target.url, *self.schema(target), "state", "d1", "--at", "2030"]
+        )
+        assert result.exit_code == 1 and result.output.startswith("error: ")
+
+    def schema(self, target: Target) -> list[str]:
+        schema = target.options.get("schema")
+        return ["--schema", schema] if schema else []

@@ -1,0 +1,147 @@
+"""Command-line commands for reading a flow's history: history, state, diff, fork.
+
+Each is one library call (``eventstore.timetravel`` or the store) plus formatting;
+``--json`` gives the same answer for scripts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import click
+import orjson
+
+from .errors import InvalidInput
+from .flows import view_to_dict
+from .timetravel import diff as diff_revisions
+from .timetravel import fork as fork_flow
+from .timetravel import state_at
+
+
+def _point(text: str) -> int | datetime:
+    """A revision number, or an ISO 8601 time with a zone."""
+    if text.isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidInput(f"{text!r} is neither a revision number nor an ISO 8601 time") from exc
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{text!r} has no time zone; add Z or +00:00")
+    return moment
+
+
+def _summary(data: dict[str, Any]) -> str:
+    text = orjson.dumps(data).decode()
+    return text if len(text) <= 70 else text[:67] + "..."
+
+
+def register(main: click.Group, open_store: Any, errors: Any) -> None:
+    """Add the commands to the ``eventstore`` group."""
+
+    @main.command()
+    @click.argument("flow_id")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+    @click.pass_context
+    def history(ctx: click.Context, flow_id: str, as_json: bool) -> None:
+        """The flow's timeline: revision, time, type, actor and a one-line summary.
+
+        Step events are indented under the step they belong to.
+        """
+        with open_store(ctx) as store, errors():
+            events = list(store.read_flow(flow_id))
+            if not events:
+                raise InvalidInput(f"flow {flow_id!r} has no events")
+        for event in events:
+            actor = event.metadata.get("actor", "-")
+            if as_json:
+                line = {
+                    "revision": event.revision,
+                    "position": event.position,
+                    "type": event.type,
+                    "recorded_at": event.recorded_at.isoformat(),
+                    "actor": actor,
+                    "data": event.data,
+                    "hash": event.hash,
+                }
+                click.echo(orjson.dumps(line).decode())
+                continue
+            step = event.data.get("step_id")
+            label = f"  {step}: {event.type}" if isinstance(step, str) else event.type
+            click.echo(
+                f"r{event.revision:<5} {event.recorded_at:%Y-%m-%d %H:%M:%S}  {label:<28} "
+                f"{actor:<18} {_summary(event.data)}"
+            )
+
+    @main.command()
+    @click.argument("flow_id")
+    @click.option("--at", "point", default=None, help="A revision number or an ISO 8601 time (default: now).")
+    @click.option("--json", "as_json", is_flag=True, help="The state as JSON.")
+    @click.pass_context
+    def state(ctx: click.Context, flow_id: str, point: str | None, as_json: bool) -> None:
+        """The flow and its steps as of a revision or a time."""
+        with open_store(ctx) as store, errors():
+            where = _point(point) if point is not None else None
+            view = state_at(
+                store,
+                flow_id,
+                revision=where if isinstance(where, int) else None,
+                at=where if isinstance(where, datetime) else None,
+            )
+        data = view_to_dict(view)
+        if as_json:
+            click.echo(orjson.dumps(data).decode())
+            return
+        flow = data["flow"]
+        if flow is None:
+            click.echo(f"{flow_id}: no state yet at {point}")
+            return
+        click.echo(f"{flow_id} at revision {flow['revision']}: {flow['status']}, step {flow['current_step']}")
+        click.echo(f"  state: {orjson.dumps(flow['state']).decode()}")
+        for step in data["steps"].values():
+            click.echo(f"  step {step['step_id']}: {step['status']} ({step['attempts']} attempt(s))")
+
+    @main.command()
+    @click.argument("flow_id")
+    @click.argument("a")
+    @click.argument("b")
+    @click.option("--json", "as_json", is_flag=True, help="Changes and events as JSON.")
+    @click.pass_context
+    def diff(ctx: click.Context, flow_id: str, a: str, b: str, as_json: bool) -> None:
+        """What changed in a flow between two revisions (or times), and the events that did it."""
+        with open_store(ctx) as store, errors():
+            result = diff_revisions(store, flow_id, _point(a), _point(b))
+        if as_json:
+            changes = [{"op": c.op, "path": c.path, "old": c.old, "new": c.new} for c in result.changes]
+            events = [{"revision": e.revision, "type": e.type} for e in result.events]
+            click.echo(orjson.dumps({"changes": changes, "events": events}).decode())
+            return
+        for event in result.events:
+            click.echo(f"  r{event.revision} {event.type}")
+        for change in result.changes:
+            sign = {"add": "+", "remove": "-", "replace": "~"}[change.op]
+            old = "" if change.op == "add" else f"{_summary({'v': change.old})[5:-1]} -> "
+            new = "" if change.op == "remove" else _summary({"v": change.new})[5:-1]
+            click.echo(f"{sign} {change.path}: {old}{new}")
+
+    @main.command()
+    @click.argument("flow_id")
+    @click.option("--at", "revision", type=int, required=True, help="The revision to branch from.")
+    @click.option("--new", "new_flow_id", required=True, help="The id of the new flow.")
+    @click.option("--actor", default=None, help="Who forks (stored as the event's actor).")
+    @click.option("--json", "as_json", is_flag=True)
+    @click.pass_context
+    def fork(
+        ctx: click.Context, flow_id: str, revision: int, new_flow_id: str, actor: str | None, as_json: bool
+    ) -> None:
+        """Start a new flow from a revision of FLOW_ID; the original is untouched."""
+        metadata = {"actor": actor} if actor else None
+        with open_store(ctx) as store, errors():
+            fork_flow(store, flow_id, at_revision=revision, new_flow_id=new_flow_id, metadata=metadata)
+        if as_json:
+            click.echo(
+                orjson.dumps({"flow_id": new_flow_id, "origin": flow_id, "revision": revision}).decode()
+            )
+        else:
+            click.echo(f"forked {flow_id}@{revision} as {new_flow_id}")
