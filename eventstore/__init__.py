@@ -27,6 +27,7 @@ from .errors import (
     StorageError,
     StoreBusy,
     StoreClosed,
+    TransactionAborted,
     UpcastError,
 )
 from .events import ANY, AppendResult, Event, EventRegistry, NewEvent, RecordedEvent
@@ -70,6 +71,7 @@ __all__ = [
     "StoreBusy",
     "StoreClosed",
     "Transaction",
+    "TransactionAborted",
     "UpcastError",
     "VerificationReport",
     "utc_now",

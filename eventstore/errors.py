@@ -44,6 +44,14 @@ class RevisionMismatch(ConcurrencyError):
         super().__init__(f"flow {flow_id!r} is at revision {actual}, expected {expected}")
 
 
+class TransactionAborted(EventStoreError):
+    """An append inside ``store.transaction()`` failed, so the whole unit of work was rolled back.
+
+    Raised when the block ends (or at the next append) even if the caller
+    caught the first error: a unit of work commits all of its appends or none.
+    """
+
+
 class DuplicateEventId(EventStoreError):
     """An event id was reused for different content, or in a different append."""
 

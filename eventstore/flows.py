@@ -329,6 +329,49 @@ STEP_EVENT_TYPES = frozenset(
 )
 
 
+def _int(value: Any, default: int) -> int:
+    """An int from event data, or ``default``: the fold must never fail on what the log holds."""
+    if isinstance(value, bool):
+        return default
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return default
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _float(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _time(value: Any) -> datetime | None:
+    """An aware datetime from event data, or None."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
 def _json_copy(value: Any) -> Any:
     """A deep copy of JSON data (an event's data is plain JSON), several times faster than deepcopy.
 
@@ -374,9 +417,9 @@ def fold(
             controller_id=str(data.get("controller_id", "")),
             goal=str(data.get("goal", "")),
             owner_session_key=str(data.get("owner_session_key", "")),
-            requester_origin=data.get("requester_origin"),
-            parent_flow_id=data.get("parent_flow_id"),
-            state=_json_copy(data.get("state") or {}),
+            requester_origin=_opt_str(data.get("requester_origin")),
+            parent_flow_id=_opt_str(data.get("parent_flow_id")),
+            state=_json_copy(_dict(data.get("state"))),
             created_at=at,
         )
     if flow is None:
@@ -397,11 +440,11 @@ def fold(
             step_id=data["step_id"],
             name=str(data.get("name", "")),
             run_id=str(data.get("run_id", "")),
-            task=_json_copy(data.get("task") or {}),
-            runtime=data.get("runtime"),
-            position=data.get("position", 0),
-            iteration=data.get("iteration", 0),
-            child_session_key=data.get("child_session_key"),
+            task=_json_copy(_dict(data.get("task"))),
+            runtime=_opt_str(data.get("runtime")),
+            position=_int(data.get("position"), 0),
+            iteration=_int(data.get("iteration"), 0),
+            child_session_key=_opt_str(data.get("child_session_key")),
             scheduled_at=at,
         )
     if step is None:
@@ -415,7 +458,7 @@ def fold(
 def _advanced(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
     if data.get("current_step") is not None:
         flow.current_step = str(data["current_step"])
-    merge_patch(flow.state, data.get("state_patch") or {})
+    merge_patch(flow.state, _dict(data.get("state_patch")))
 
 
 def _waiting(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
@@ -449,9 +492,9 @@ def _ended(status: str) -> Any:
 
 def _lease_acquired(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
     flow.lease_owner = data.get("owner_token")
-    flow.lease_generation = int(data.get("generation") or 0)
+    flow.lease_generation = _int(data.get("generation"), 0)
     expires = data.get("expires_at")
-    flow.lease_expires_at = datetime.fromisoformat(expires) if isinstance(expires, str) else None
+    flow.lease_expires_at = _time(expires)
 
 
 def _lease_released(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
@@ -493,9 +536,9 @@ def _step_ended(status: str) -> Any:
             step.result = data.get("result") or {}
             step.output = data.get("output")
         elif status == "failed":
-            step.error = data.get("error", "")
+            step.error = str(data.get("error", ""))
         else:
-            step.reason = data.get("reason", "")
+            step.reason = str(data.get("reason", ""))
         if step.gate_status == "open":
             step.gate_status = "closed"
 
@@ -504,15 +547,15 @@ def _step_ended(status: str) -> Any:
 
 def _step_retried(step: StepState, data: dict[str, Any], at: datetime) -> None:
     step.status = "scheduled"
-    step.retry_count = int(data.get("retry_count") or step.retry_count + 1)
-    step.error = data.get("error") or None
+    step.retry_count = _int(data.get("retry_count"), step.retry_count + 1)
+    step.error = _opt_str(data.get("error") or None)
 
 
 def _gate_opened(step: StepState, data: dict[str, Any], at: datetime) -> None:
     step.gate_status = "open"
-    step.gate_prompt = data.get("prompt", "")
-    step.gate_options = [dict(option) for option in data.get("options") or []]
-    step.gate_timeout_seconds = data.get("timeout_seconds")
+    step.gate_prompt = str(data.get("prompt", ""))
+    step.gate_options = [dict(o) for o in _list(data.get("options")) if isinstance(o, dict)]
+    step.gate_timeout_seconds = _float(data.get("timeout_seconds"))
     step.gate_by = step.gate_feedback = None
     step.gate_selections = None
 
@@ -520,9 +563,9 @@ def _gate_opened(step: StepState, data: dict[str, Any], at: datetime) -> None:
 def _gate_decided(status: str) -> Any:
     def handler(step: StepState, data: dict[str, Any], at: datetime) -> None:
         step.gate_status = status
-        step.gate_by = data.get("by", "")
-        step.gate_feedback = data.get("feedback", "")
-        step.gate_selections = list(data.get("selections") or [])
+        step.gate_by = str(data.get("by", ""))
+        step.gate_feedback = str(data.get("feedback", ""))
+        step.gate_selections = [str(value) for value in _list(data.get("selections"))]
 
     return handler
 

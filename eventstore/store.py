@@ -10,10 +10,11 @@ from typing import Any, Self
 
 import orjson
 import sqlalchemy as sa
+from alembic.util.exc import CommandError as AlembicError
 
 from . import migrate
 from .backends import postgresql, sqlite
-from .backends.base import READ_COLUMNS, VERIFY_COLUMNS, Backend, Batch, Raced, Written
+from .backends.base import READ_COLUMNS, VERIFY_COLUMNS, Backend, Batch, Raced, Written, driver_error
 from .errors import (
     ConcurrencyError,
     ConnectionLost,
@@ -22,6 +23,7 @@ from .errors import (
     SchemaError,
     StorageError,
     StoreClosed,
+    TransactionAborted,
 )
 from .events import (
     ANY,
@@ -57,6 +59,8 @@ class Transaction:
         self.written: list[Written] = []
         self.memo: dict[Any, Any] = {}
         """Scratch space for inline projections and services, discarded with the transaction."""
+        self._failed: BaseException | None = None
+        self._ended = False
 
     @property
     def store(self) -> EventStore:
@@ -74,6 +78,16 @@ class Transaction:
         return self._append(self._store._prepare(flow_id, events, expected_revision, metadata))
 
     def _append(self, batch: Batch) -> AppendResult:
+        self._check_usable()
+        try:
+            return self._write(batch)
+        except BaseException as exc:
+            # Part of the append may have been written (SQLite) or the whole
+            # transaction aborted (PostgreSQL): it can no longer commit.
+            self._failed = exc
+            raise
+
+    def _write(self, batch: Batch) -> AppendResult:
         flow_id = batch.flow_id
         if any(w.result.flow_id == flow_id for w in self.written):
             # The PostgreSQL head cache only learns of our own appends at commit.
@@ -91,9 +105,16 @@ class Transaction:
                 projection.apply(self, recorded)
         return written.result
 
+    def _check_usable(self) -> None:
+        self._store._check_open()
+        if self._ended:
+            raise InvalidInput("this transaction has ended; open a new one with store.transaction()")
+        if self._failed is not None:
+            raise TransactionAborted("an earlier append in this transaction failed; it will be rolled back")
+
     def revision(self, flow_id: str) -> int:
         """The flow's revision as this transaction sees it."""
-        self._store._check_open()
+        self._check_usable()
         return self._store._backend.head(self.connection, check_flow_id(flow_id))[0]
 
 
@@ -171,7 +192,7 @@ class EventStore:
             for projection in store.projections:
                 projection.prepare(store)
         except BaseException:
-            backend.engine.dispose()
+            backend.close()
             raise
         return store
 
@@ -180,11 +201,17 @@ class EventStore:
         self._check_open()
         if self.schema_revision() == migrate.head_revision():
             return  # the usual case: no write lock needed, so no wait behind a long append
-        with self._guard(), self._backend.write_connection() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7301550001)")
-            if migrate.current_revision(conn) != migrate.head_revision():
-                migrate.upgrade(conn)
+        try:
+            with self._guard(), self._backend.write_connection() as conn:
+                if conn.dialect.name == "postgresql":
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7301550001)")
+                if migrate.current_revision(conn) != migrate.head_revision():
+                    migrate.upgrade(conn)
+        except AlembicError as exc:
+            raise SchemaError(
+                f"cannot migrate this database ({exc}); is it at a newer version than this library "
+                f"({migrate.head_revision()})?"
+            ) from exc
 
     def schema_revision(self) -> str | None:
         """The migration the database is at (None for an empty database)."""
@@ -274,7 +301,14 @@ class EventStore:
         try:
             with self._backend.write_connection() as conn:
                 tx = Transaction(self, conn)
-                yield tx
+                try:
+                    yield tx
+                finally:
+                    tx._ended = True
+                if tx._failed is not None:
+                    raise TransactionAborted(
+                        f"an append in this transaction failed ({tx._failed}); nothing was committed"
+                    ) from tx._failed
         except sa.exc.SQLAlchemyError as exc:
             self._backend.forget([w.result.flow_id for w in tx.written] if tx else [])
             raise self._backend.translate(exc) from exc
@@ -519,17 +553,17 @@ def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
         if compiled.positional
         else compiled.params
     )
-    error = conn.dialect.loaded_dbapi.Error
     raw: Any = conn.connection.driver_connection
+    cursor = None
     try:
         cursor = raw.cursor()
-        try:
-            cursor.execute(compiled.string, params)
-            return list(cursor.fetchall())
-        finally:
+        cursor.execute(compiled.string, params)
+        return list(cursor.fetchall())
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise driver_error(conn, exc, compiled.string, params, cursor) from exc
+    finally:
+        if cursor is not None:
             cursor.close()
-    except error as exc:
-        raise sa.exc.DBAPIError.instance(compiled.string, params, exc, error) from exc
 
 
 def _recorded(written: Written, batch: Batch) -> list[RecordedEvent]:

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from eventstore.backends.base import driver_error
+
 from .types import UTCDateTime
 
 Values = tuple[Any, ...]
@@ -55,18 +57,19 @@ def run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> li
     driver errors are wrapped as SQLAlchemy would, for the store to translate.
     """
     raw: Any = conn.connection.driver_connection
+    cursor = None
     try:
         cursor = raw.cursor()
-        try:
-            if many:
-                cursor.executemany(sql, params)
-                return []
-            cursor.execute(sql, params)
-            return list(cursor.fetchall())
-        finally:
-            cursor.close()
+        if many:
+            cursor.executemany(sql, params)
+            return []
+        cursor.execute(sql, params)
+        return list(cursor.fetchall())
     except conn.dialect.loaded_dbapi.Error as exc:
-        raise sa.exc.DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) from exc
+        raise driver_error(conn, exc, sql, params, cursor) from exc
+    finally:
+        if cursor is not None:
+            cursor.close()
 
 
 class TableIO:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import pydantic
 
@@ -60,6 +60,17 @@ from .base import lock_appends
 from .flows import FlowProjection
 
 Decide = Callable[[Transaction, FlowState | None], Sequence[Event]]
+_MAX_TTL = 366 * 24 * 3600  # a lease of more than a year is a bug, not a lease
+
+EventT = TypeVar("EventT", bound=Event)
+
+
+def _make(event_class: type[EventT], /, **fields: Any) -> EventT:
+    """Build a vocabulary event; bad field values are the caller's ``InvalidInput``."""
+    try:
+        return event_class(**fields)
+    except pydantic.ValidationError as exc:
+        raise InvalidInput(f"invalid {event_class.event_type}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +112,10 @@ class FlowService:
         for attempt in range(self.retries):
             try:
                 with self.store.transaction() as tx:
+                    # The append lock first, as every append and rebuild takes it: the
+                    # read-model rows read below cannot change before this commits,
+                    # and no lock-order inversion with a rebuild's swap is possible.
+                    lock_appends(tx.connection)
                     if attempt:
                         self._catch_up(tx, flow_id)
                     flow = self.projection.load_flow(tx, flow_id)
@@ -121,12 +136,9 @@ class FlowService:
     def _catch_up(self, tx: Transaction, flow_id: str) -> None:
         """Bring the flow's read model up to the log before deciding again.
 
-        Runs under the append lock, taken first as every append takes it: no
-        append can commit between reading the read model and the log (which
-        would fold events twice), and the lock order matches the append path
-        (no deadlock).
+        Runs under the append lock (taken by ``_run``): no append can commit
+        between reading the read model and the log, which would fold events twice.
         """
-        lock_appends(tx.connection)
         flow = self.projection.load_flow(tx, flow_id)
         behind = flow.revision if flow is not None else 0
         if tx.revision(flow_id) > behind:
@@ -155,7 +167,8 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        event = FlowStarted(
+        event = _make(
+            FlowStarted,
             controller_id=controller_id,
             goal=goal,
             owner_session_key=owner_session_key,
@@ -183,7 +196,7 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        event = FlowAdvanced(current_step=current_step, state_patch=dict(state_patch or {}))
+        event = _make(FlowAdvanced, current_step=current_step, state_patch=dict(state_patch or {}))
         return self._flow_command(
             flow_id, lambda flow: [event], "advance", expected_revision, actor, metadata
         )
@@ -201,7 +214,7 @@ class FlowService:
         def decide(flow: FlowState) -> list[Event]:
             if flow.status == "waiting":
                 raise InvalidTransition(flow_id, "is already waiting", status=flow.status)
-            return [FlowWaiting(waiting_for=waiting_for, details=dict(details or {}))]
+            return [_make(FlowWaiting, waiting_for=waiting_for, details=dict(details or {}))]
 
         return self._flow_command(flow_id, decide, "wait", expected_revision, actor, metadata)
 
@@ -219,7 +232,7 @@ class FlowService:
                 raise InvalidTransition(
                     flow_id, f"cannot resume: it is {flow.status}, not waiting", status=flow.status
                 )
-            return [FlowResumed(by=by, input=dict(input or {}))]
+            return [_make(FlowResumed, by=by, input=dict(input or {}))]
 
         return self._flow_command(flow_id, decide, "resume", expected_revision, by, metadata)
 
@@ -227,7 +240,7 @@ class FlowService:
         self, flow_id: str, *, by: str, reason: str = "", metadata: Mapping[str, Any] | None = None
     ) -> AppendResult:
         def decide(flow: FlowState) -> list[Event]:
-            return [] if flow.cancel_requested else [FlowCancelRequested(by=by, reason=reason)]
+            return [] if flow.cancel_requested else [_make(FlowCancelRequested, by=by, reason=reason)]
 
         return self._flow_command(flow_id, decide, "request cancellation of", None, by, metadata)
 
@@ -239,7 +252,7 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        return self._end(flow_id, "cancelled", FlowCancelled(reason=reason), actor, metadata)
+        return self._end(flow_id, "cancelled", _make(FlowCancelled, reason=reason), actor, metadata)
 
     def finish(
         self,
@@ -249,7 +262,7 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        return self._end(flow_id, "finished", FlowFinished(result=dict(result or {})), actor, metadata)
+        return self._end(flow_id, "finished", _make(FlowFinished, result=dict(result or {})), actor, metadata)
 
     def fail(
         self,
@@ -261,7 +274,7 @@ class FlowService:
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         return self._end(
-            flow_id, "failed", FlowFailed(error=error, details=dict(details or {})), actor, metadata
+            flow_id, "failed", _make(FlowFailed, error=error, details=dict(details or {})), actor, metadata
         )
 
     def _end(
@@ -318,7 +331,8 @@ class FlowService:
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         """Schedule a step; scheduling the same run id again returns without writing."""
-        event = StepScheduled(
+        event = _make(
+            StepScheduled,
             step_id=step_id,
             name=name,
             run_id=run_id,
@@ -381,7 +395,7 @@ class FlowService:
                 raise InvalidTransition(
                     flow.flow_id, f"cannot start a {step.status} step", step_id=step_id, status=step.status
                 )
-            return [StepStarted(step_id=step_id)]
+            return [_make(StepStarted, step_id=step_id)]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
@@ -407,7 +421,7 @@ class FlowService:
                 raise GateNotOpen(
                     flow.flow_id, "its approval gate is still waiting for a decision", step_id=step_id
                 )
-            return [StepCompleted(step_id=step_id, result=result_dict, output=output_dict)]
+            return [_make(StepCompleted, step_id=step_id, result=result_dict, output=output_dict)]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
@@ -426,7 +440,7 @@ class FlowService:
             if step.status == "failed" and step.error == error:
                 return []
             _open_step(flow, step, "fail")
-            return [StepFailed(step_id=step_id, error=error, details=dict(details or {}))]
+            return [_make(StepFailed, step_id=step_id, error=error, details=dict(details or {}))]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
@@ -444,7 +458,7 @@ class FlowService:
             if step.status == "skipped" and step.reason == reason:
                 return []
             _open_step(flow, step, "skip")
-            return [StepSkipped(step_id=step_id, reason=reason)]
+            return [_make(StepSkipped, step_id=step_id, reason=reason)]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
@@ -462,7 +476,7 @@ class FlowService:
             if step.status == "timed_out" and step.reason == reason:
                 return []
             _open_step(flow, step, "time out")
-            return [StepTimedOut(step_id=step_id, reason=reason)]
+            return [_make(StepTimedOut, step_id=step_id, reason=reason)]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
@@ -487,7 +501,7 @@ class FlowService:
                     step_id=step_id,
                     status=step.status,
                 )
-            return [StepRetried(step_id=step_id, retry_count=step.retry_count + 1, error=error)]
+            return [_make(StepRetried, step_id=step_id, retry_count=step.retry_count + 1, error=error)]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
@@ -513,7 +527,13 @@ class FlowService:
             if step.gate_status == "open":
                 raise InvalidTransition(flow.flow_id, "already has an open gate", step_id=step_id)
             return [
-                GateOpened(step_id=step_id, prompt=prompt, options=parsed, timeout_seconds=timeout_seconds)
+                _make(
+                    GateOpened,
+                    step_id=step_id,
+                    prompt=prompt,
+                    options=parsed,
+                    timeout_seconds=timeout_seconds,
+                )
             ]
 
         return self._step_command(flow_id, step_id, decide, None, actor, metadata, fenced=False)
@@ -535,7 +555,7 @@ class FlowService:
             allowed = [option["value"] for option in step.gate_options or []]
             if any(value not in allowed for value in chosen):
                 raise SelectionNotAllowed(flow.flow_id, step_id, chosen, allowed)
-            return [GateApproved(step_id=step_id, by=by, feedback=feedback, selections=chosen)]
+            return [_make(GateApproved, step_id=step_id, by=by, feedback=feedback, selections=chosen)]
 
         return self._step_command(flow_id, step_id, decide, None, by, metadata, fenced=False)
 
@@ -550,7 +570,7 @@ class FlowService:
     ) -> AppendResult:
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             _gate_is_open(flow, step)
-            return [GateRejected(step_id=step_id, by=by, feedback=feedback)]
+            return [_make(GateRejected, step_id=step_id, by=by, feedback=feedback)]
 
         return self._step_command(flow_id, step_id, decide, None, by, metadata, fenced=False)
 
@@ -559,8 +579,8 @@ class FlowService:
         self, flow_id: str, *, owner_token: str, ttl_seconds: float, metadata: Mapping[str, Any] | None = None
     ) -> Lease:
         """Take or renew the flow's lease. A new owner gets the next generation."""
-        if not owner_token or ttl_seconds <= 0:
-            raise InvalidInput("a lease needs an owner token and a positive ttl_seconds")
+        if not owner_token or not isinstance(ttl_seconds, int | float) or not 0 < ttl_seconds <= _MAX_TTL:
+            raise InvalidInput(f"a lease needs an owner token and ttl_seconds between 0 and {_MAX_TTL:,}")
         acquired: list[Lease] = []
 
         def decide(tx: Transaction, flow: FlowState | None) -> list[Event]:
@@ -576,7 +596,9 @@ class FlowService:
             lease = Lease(owner_token, generation, now + timedelta(seconds=ttl_seconds))
             acquired[:] = [lease]
             return [
-                LeaseAcquired(owner_token=owner_token, expires_at=lease.expires_at, generation=generation)
+                _make(
+                    LeaseAcquired, owner_token=owner_token, expires_at=lease.expires_at, generation=generation
+                )
             ]
 
         self._run(flow_id, decide, expected_revision=None, actor=owner_token, metadata=metadata)
@@ -588,7 +610,7 @@ class FlowService:
         def decide(tx: Transaction, flow: FlowState | None) -> list[Event]:
             assert flow is not None  # _run checks existence
             self._check_lease(flow, lease)
-            return [LeaseReleased(owner_token=lease.owner_token, generation=lease.generation)]
+            return [_make(LeaseReleased, owner_token=lease.owner_token, generation=lease.generation)]
 
         return self._run(flow_id, decide, expected_revision=None, actor=lease.owner_token, metadata=metadata)
 
@@ -630,7 +652,8 @@ class FlowService:
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         """Record why an agent did what it did. Allowed in any state of the flow."""
-        event = DecisionRecorded(
+        event = _make(
+            DecisionRecorded,
             actor=actor,
             decision=decision,
             rationale=rationale,

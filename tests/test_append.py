@@ -116,5 +116,32 @@ class TestReconnect:
                     (database,),
                 ).fetchone()
             assert killed is not None and killed[0] >= 1
+            assert [e.type for e in store.read_flow("f")] == ["A"], "a read finds the dead connection first"
             assert store.append("f", events("B"), expected_revision=1).revision == 2
             assert [e.type for e in store.read_flow("f")] == ["A", "B"]
+
+
+class TestFailedUnitOfWork:
+    def test_a_caught_failure_still_rolls_everything_back(self, store: EventStore) -> None:
+        from eventstore import DuplicateEventId, TransactionAborted
+
+        taken = NewEvent("Taken", {})
+        store.append("x", [taken])
+        with pytest.raises(TransactionAborted, match="nothing was committed"), store.transaction() as tx:
+            tx.append("a", events("A"), expected_revision=0)
+            with pytest.raises(DuplicateEventId):
+                tx.append("b", [NewEvent("B", {}), taken])
+            with pytest.raises(TransactionAborted, match="earlier append"):
+                tx.append("c", events("C"))
+        assert (store.revision("a"), store.revision("b"), store.revision("c")) == (0, 0, 0)
+        assert store.last_position() == 1
+        assert store.verify().ok
+
+    def test_a_transaction_cannot_be_used_after_its_block(self, store: EventStore) -> None:
+        from eventstore import InvalidInput
+
+        with store.transaction() as tx:
+            tx.append("a", events("A"))
+        with pytest.raises(InvalidInput, match="has ended"):
+            tx.append("a", events("B"))
+        assert store.revision("a") == 1

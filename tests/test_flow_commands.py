@@ -344,3 +344,16 @@ class TestReviewFindings:
 
         with pytest.raises(SessionNotFound, match="no session 'ghost'"):
             queries.session("ghost")
+
+
+class TestBadCommandInput:
+    def test_invalid_field_values_are_invalid_input(self, service: FlowService) -> None:
+        from eventstore import InvalidInput
+
+        with pytest.raises(InvalidInput, match="invalid FlowStarted"):
+            service.start_flow("g", controller_id="c", goal=None, owner_session_key="s")  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="invalid DecisionRecorded"):
+            service.record_decision("f", actor="a", decision="d", confidence=float("nan"))
+        for ttl in (1e300, float("nan"), 0, -1):
+            with pytest.raises(InvalidInput, match="ttl_seconds"):
+                service.acquire_lease("f", owner_token="w", ttl_seconds=ttl)

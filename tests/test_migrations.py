@@ -85,3 +85,14 @@ def test_wheel_carries_the_migrations(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == head_revision()
+
+
+def test_a_database_from_a_newer_version_is_a_schema_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'newer.db'}"
+    EventStore.open(url).close()
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "newer.db") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    with pytest.raises(SchemaError, match="newer version than this library"):
+        EventStore.open(url)

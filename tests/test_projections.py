@@ -221,3 +221,25 @@ class TestOneRebuildAtATime:
             with pytest.raises(ProjectionError, match="lost its claim"):
                 rebuild(store, flow_projection(store), batch_size=2, progress=stall)
             assert FlowQueries(store).sessions().items[0].running == 4
+
+
+def test_the_fold_survives_wrongly_typed_fields(target: Target) -> None:
+    with target.open() as store:
+        store.append(
+            "f", [NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": "s"})]
+        )
+        store.append(
+            "f",
+            [
+                NewEvent("StepScheduled", {"step_id": "s1", "name": "n", "run_id": "r", "position": "first"}),
+                NewEvent("StepRetried", {"step_id": "s1", "retry_count": "two"}),
+                NewEvent("LeaseAcquired", {"owner_token": "w", "expires_at": "soon", "generation": "x"}),
+                NewEvent("GateOpened", {"step_id": "s1", "prompt": 5, "options": ["not an object"]}),
+                NewEvent("FlowAdvanced", {"state_patch": ["not", "a", "patch"]}),
+            ],
+        )
+    with target.open(projections=[FlowProjection()]) as store:
+        flow = FlowQueries(store).flow("f")
+        step = FlowQueries(store).step("f", "s1")
+        assert (flow.revision, flow.lease_generation, flow.lease_expires_at) == (6, 0, None)
+        assert (step.position, step.retry_count, step.gate_prompt, step.gate_options) == (0, 1, "5", [])

@@ -153,3 +153,11 @@ class TestVerifyCountsEvents:
         sql(filled, "DELETE FROM flow_events WHERE flow_id = 'b' AND revision = 3")
         assert [p.kind for p in filled.verify().problems] == ["missing-events"]
         assert filled.verify("b").ok, "one flow's chain alone cannot see its own lost tail"
+
+
+def test_an_unencodable_edit_is_reported_not_raised(pg_target: Target) -> None:
+    with pg_target.open() as store:
+        store.append("f", [NewEvent("Refund", {"amount": 100})])
+        drop_guards(store)
+        sql(store, """UPDATE flow_events SET data = '{"amount": 100000000000000000000}'""")
+        assert [p.kind for p in store.verify().problems] == ["data-edited"]

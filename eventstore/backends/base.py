@@ -49,6 +49,23 @@ class Written:
     recorded_at: datetime
 
 
+def driver_error(
+    conn: sa.Connection, exc: Exception, statement: str, params: Any, cursor: Any = None
+) -> sa.exc.StatementError:
+    """A driver error from SQL run on the raw connection, wrapped as SQLAlchemy would wrap it.
+
+    A connection the error shows to be dead is invalidated (the pool drops
+    it), and the wrapper says so, so the store reports ``ConnectionLost``.
+    """
+    dialect = conn.dialect
+    invalid = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor))  # type: ignore[arg-type]  # a driver error is the DBAPI Error it expects
+    if invalid:
+        conn.invalidate(exc)
+    return sa.exc.DBAPIError.instance(
+        statement, params, exc, dialect.loaded_dbapi.Error, connection_invalidated=invalid
+    )
+
+
 class Raced(RevisionMismatch):
     """Another writer appended to the flow between our read and our write."""
 
