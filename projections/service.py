@@ -74,6 +74,15 @@ def _make(event_class: type[EventT], /, **fields: Any) -> EventT:
 
 
 @dataclass(frozen=True, slots=True)
+class _Ending:
+    """How a step ends: its status, what makes a repeat identical, the verb for errors."""
+
+    status: str
+    same: Callable[[StepState], bool]
+    verb: str
+
+
+@dataclass(frozen=True, slots=True)
 class Lease:
     """Proof of ownership of a flow, fenced by generation."""
 
@@ -436,13 +445,9 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        def decide(flow: FlowState, step: StepState) -> list[Event]:
-            if step.status == "failed" and step.error == error:
-                return []
-            _open_step(flow, step, "fail")
-            return [_make(StepFailed, step_id=step_id, error=error, details=dict(details or {}))]
-
-        return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
+        event = _make(StepFailed, step_id=step_id, error=error, details=dict(details or {}))
+        ending = _Ending("failed", lambda step: step.error == error, "fail")
+        return self._end_step(flow_id, step_id, event, ending, lease, actor, metadata)
 
     def skip_step(
         self,
@@ -454,13 +459,9 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        def decide(flow: FlowState, step: StepState) -> list[Event]:
-            if step.status == "skipped" and step.reason == reason:
-                return []
-            _open_step(flow, step, "skip")
-            return [_make(StepSkipped, step_id=step_id, reason=reason)]
-
-        return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
+        event = _make(StepSkipped, step_id=step_id, reason=reason)
+        ending = _Ending("skipped", lambda step: step.reason == reason, "skip")
+        return self._end_step(flow_id, step_id, event, ending, lease, actor, metadata)
 
     def time_out_step(
         self,
@@ -472,11 +473,27 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
+        event = _make(StepTimedOut, step_id=step_id, reason=reason)
+        ending = _Ending("timed_out", lambda step: step.reason == reason, "time out")
+        return self._end_step(flow_id, step_id, event, ending, lease, actor, metadata)
+
+    def _end_step(
+        self,
+        flow_id: str,
+        step_id: str,
+        event: Event,
+        ending: _Ending,
+        lease: Lease | None,
+        actor: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> AppendResult:
+        """End a step. Repeating the identical ending is a no-op; changing a terminal step is refused."""
+
         def decide(flow: FlowState, step: StepState) -> list[Event]:
-            if step.status == "timed_out" and step.reason == reason:
+            if step.status == ending.status and ending.same(step):
                 return []
-            _open_step(flow, step, "time out")
-            return [_make(StepTimedOut, step_id=step_id, reason=reason)]
+            _open_step(flow, step, ending.verb)
+            return [event]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
