@@ -110,16 +110,10 @@ class PostgresBackend(Backend):
         flow_id = batch.flow_id
         cached = self._cached_head(flow_id)
         if cached is not None and (batch.expected is ANY or cached[0] == batch.expected):
-            revision, prev_hash = cached
-        else:
-            revision, prev_hash, first_exists = self._read_head(conn, batch)
-            if first_exists or (batch.expected is not ANY and batch.expected != revision):
-                return Written(self.earlier_append(conn, batch, revision), [], b"", clock())
-        written = self._insert(conn, batch, revision, prev_hash, clock)
-        if written is not None:
-            return written
-        # The guard failed: our cached head was stale or the first id exists.
-        self.forget([flow_id])
+            written = self._insert(conn, batch, cached[0], cached[1], clock)
+            if written is not None:
+                return written
+            self.forget([flow_id])  # the guard failed: the cache was stale or the first id is stored
         revision, prev_hash, first_exists = self._read_head(conn, batch)
         if first_exists or (batch.expected is not ANY and batch.expected != revision):
             return Written(self.earlier_append(conn, batch, revision), [], b"", clock())
