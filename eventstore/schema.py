@@ -81,3 +81,16 @@ flow_snapshots = sa.Table(
 A snapshot is trusted only if its ``event_hash`` is the log's hash at that
 revision, its ``state_hash`` matches its state, and ``fold_version`` is the
 current fold's: anything else is ignored and folded again."""
+
+log_checkpoints = sa.Table(
+    "log_checkpoints",
+    metadata,
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("timestamp_ms", sa.BigInteger, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.LargeBinary(64), nullable=False),
+)
+"""A signed tree head: the RFC 6962 Merkle root over the first ``tree_size``
+events (in position order), when it was taken and the Ed25519 signature of the
+key ``key_id`` over (size, root, timestamp). docs/integrity.md has the format."""
