@@ -94,3 +94,67 @@ log_checkpoints = sa.Table(
 """A signed tree head: the RFC 6962 Merkle root over the first ``tree_size``
 events (in position order), when it was taken and the Ed25519 signature of the
 key ``key_id`` over (size, root, timestamp). docs/integrity.md has the format."""
+
+archives = sa.Table(
+    "archives",
+    metadata,
+    sa.Column("archive_id", sa.String(64), primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("flows", sa.Integer, nullable=False),
+    sa.Column("events", sa.BigInteger, nullable=False),
+    sa.Column("created_at", sa.String(27), nullable=False),
+    sa.Column("finished_at", sa.String(27), nullable=True),
+)
+"""One row per retention run: where its archive file is, its sha256 and how far
+it got (written, verified, pruned), so a run cut short is finished next time."""
+
+flow_tombstones = sa.Table(
+    "flow_tombstones",
+    metadata,
+    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("last_revision", sa.Integer, nullable=False),
+    sa.Column("last_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("archive_id", sa.String(64), nullable=False),
+    sa.Column("archive_sha256", sa.String(64), nullable=False),
+    sa.Column("pruned_at", sa.String(27), nullable=False),
+)
+"""What is left of a pruned flow: enough for ``verify`` to account for it and
+for its archive to be found and checked."""
+
+pruned_events = sa.Table(
+    "pruned_events",
+    metadata,
+    sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), nullable=False),
+    sa.Column("revision", sa.Integer, nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+"""The chain hash of every pruned event at its position: the Merkle tree's
+leaves, so signed checkpoints stay checkable after a prune."""
+
+legal_holds = sa.Table(
+    "legal_holds",
+    metadata,
+    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("held_by", sa.String(200), nullable=False),
+    sa.Column("held_at", sa.String(27), nullable=False),
+)
+"""Flows that retention must never prune, until released."""
+
+maintenance_jobs = sa.Table(
+    "maintenance_jobs",
+    metadata,
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("owner", sa.String(100), nullable=True),
+    sa.Column("lease_until", sa.String(27), nullable=True),
+    sa.Column("last_started", sa.String(27), nullable=True),
+    sa.Column("last_finished", sa.String(27), nullable=True),
+    sa.Column("last_status", sa.String(16), nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_position", sa.BigInteger, nullable=False, server_default="0"),
+)
+"""One row per maintenance job: the lease that makes it run once per period
+across processes, and how its last run went."""
