@@ -30,7 +30,7 @@ from .errors import (
     TransactionAborted,
     UpcastError,
 )
-from .events import ANY, AppendResult, Event, EventRegistry, NewEvent, RecordedEvent
+from .events import ANY, AppendResult, Event, EventRegistry, FoldInput, NewEvent, RecordedEvent
 from .integrity import Problem, VerificationReport
 from .store import DEFAULT_URL, EventStore, Transaction, utc_now
 
@@ -49,6 +49,7 @@ __all__ = [
     "FlowClosed",
     "FlowExists",
     "FlowNotFound",
+    "FoldInput",
     "GateNotOpen",
     "IntegrityViolation",
     "InvalidEvent",

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 import pydantic
 
-from .events import Event, EventRegistry, RecordedEvent
+from .events import Event, EventRegistry, FoldInput, RecordedEvent
 from .integrity import format_time
 
 # -- flow ------------------------------------------------------------------
@@ -396,7 +396,7 @@ def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]
 
 
 def fold(
-    flow: FlowState | None, step: StepState | None, event: RecordedEvent
+    flow: FlowState | None, step: StepState | None, event: RecordedEvent | FoldInput
 ) -> tuple[FlowState | None, StepState | None]:
     """Apply one event to a flow and (for step events) its step, in place.
 
@@ -623,7 +623,7 @@ def view_from_dict(data: dict[str, Any]) -> FlowView:
     )
 
 
-def _forked_flow(event: RecordedEvent) -> FlowState | None:
+def _forked_flow(event: RecordedEvent | FoldInput) -> FlowState | None:
     origin = (event.data.get("snapshot") or {}).get("flow")
     if not isinstance(origin, dict):
         return None
@@ -641,7 +641,7 @@ def _forked_flow(event: RecordedEvent) -> FlowState | None:
     return FlowState(**{name: fields[name] for name in FlowState.__dataclass_fields__ if name in fields})
 
 
-def forked_steps(event: RecordedEvent) -> list[StepState]:
+def forked_steps(event: RecordedEvent | FoldInput) -> list[StepState]:
     """The steps a ``FlowForked`` event copies from its origin, as steps of the fork."""
     steps = (event.data.get("snapshot") or {}).get("steps") or {}
     out = []

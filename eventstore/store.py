@@ -14,7 +14,16 @@ from alembic.util.exc import CommandError as AlembicError
 
 from . import migrate
 from .backends import postgresql, sqlite
-from .backends.base import READ_COLUMNS, VERIFY_COLUMNS, Backend, Batch, Raced, Written, driver_error
+from .backends.base import (
+    FOLD_COLUMNS,
+    READ_COLUMNS,
+    VERIFY_COLUMNS,
+    Backend,
+    Batch,
+    Raced,
+    Written,
+    driver_error,
+)
 from .errors import (
     ConcurrencyError,
     ConnectionLost,
@@ -31,6 +40,7 @@ from .events import (
     Event,
     EventRegistry,
     ExpectedRevision,
+    FoldInput,
     NewEvent,
     RecordedEvent,
 )
@@ -403,6 +413,32 @@ class EventStore:
         return self._events(
             self._pages(lambda cur: base.where(col > cur), lambda r: r[0], after_position, limit)
         )
+
+    def read_for_fold(self, *, up_to_position: int | None = None) -> Iterator[FoldInput]:
+        """Every flow's events, flow by flow in revision order: only what a fold reads.
+
+        For bulk folds such as projection rebuilds: each flow's events arrive
+        together, so a fold can finish a flow and write it once, and rows
+        carry neither ids, metadata nor hashes. ``up_to_position`` leaves out
+        events appended after that position.
+        """
+        self._check_open()
+        c = flow_events.c
+        base = sa.select(*FOLD_COLUMNS).order_by(c.flow_id, c.revision)
+        if up_to_position is not None:
+            _check_count("up_to_position", up_to_position, minimum=0)
+            base = base.where(c.position <= up_to_position)
+        after = sa.tuple_(c.flow_id, c.revision)
+        decode = self._backend.decode_for_fold
+        pages = self._pages(
+            lambda cur: base.where(after > sa.tuple_(*cur)),
+            lambda r: (r[0], r[1]),
+            ("", 0),
+            None,
+        )
+        for rows in pages:
+            for row in rows:
+                yield decode(row)
 
     def _pages(
         self,

@@ -15,7 +15,8 @@ from __future__ import annotations
 import copy
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Self
@@ -66,6 +67,14 @@ class Projection:
     tables through ``self.table("name")``, which a rebuild points elsewhere.
     Bump ``version`` whenever the tables or the fold change: the next open
     rebuilds the read model from the log.
+
+    A projection may also define a bulk fold for rebuilds,
+    ``fill(store, up_to, batch, report, *, batch_size) -> int``: fold the
+    events up to position ``up_to`` into its (empty) tables, writing about
+    ``batch_size`` events' worth per transaction opened by ``batch()``, calling
+    ``report(events_done)`` after each, and return the number of events read.
+    Without one, a rebuild applies the log in position order, a batch at a
+    time.
     """
 
     name: ClassVar[str] = ""
@@ -295,7 +304,18 @@ def _rebuild(
     memo: dict[Any, Any] = {SOLE_WRITER: True}
     position = 0
     done = 0
-    while True:
+
+    def report(count: int) -> None:
+        if progress is not None:
+            progress(Progress(count, max(total, count), time.perf_counter() - started))
+
+    fill = getattr(target, "fill", None)
+    if fill is not None:
+        # The projection folds the log flow by flow and writes each row once;
+        # the tail below then looks rows up as an inline append would.
+        done = fill(store, total, lambda: _renewed(store, projection, tag), report, batch_size=batch_size)
+        memo, position = {}, total
+    while fill is None:
         batch = list(store.read_all(after_position=position, limit=batch_size))
         if not batch:
             break
@@ -305,8 +325,7 @@ def _rebuild(
             _apply_grouped(target, tx, batch)
         position = batch[-1].position
         done += len(batch)
-        if progress is not None:
-            progress(Progress(done, max(total, done), time.perf_counter() - started))
+        report(done)
         if len(memo) > 200_000:
             memo.clear()  # bounded memory; also drops SOLE_WRITER, so lookups resume
     with store.transaction() as tx:
@@ -332,6 +351,14 @@ def _rebuild(
     if progress is not None:
         progress(result)
     return result
+
+
+@contextmanager
+def _renewed(store: EventStore, projection: Projection, tag: str) -> Iterator[Transaction]:
+    """A transaction of a rebuild that still holds its claim."""
+    with store.transaction() as tx:
+        _renew(store, tx.connection, projection, tag)
+        yield tx
 
 
 def _apply_grouped(projection: Projection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:

@@ -8,10 +8,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from operator import attrgetter
 from typing import Any, ClassVar, Generic, TypeVar
 
 import sqlalchemy as sa
@@ -36,6 +38,7 @@ from .rowio import TableIO, _sqlite_time, run
 from .types import JSON, UTCDateTime
 
 ID = sa.String(MAX_FLOW_ID_LENGTH)
+
 FLOW_FIELDS = tuple(f.name for f in dataclasses.fields(FlowState))
 STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepState))
 
@@ -223,6 +226,69 @@ class FlowProjection(Projection):
 
     apply_many = apply
 
+    def fill(
+        self,
+        store: EventStore,
+        up_to: int,
+        batch: Callable[[], AbstractContextManager[Transaction]],
+        report: Callable[[int], None],
+        *,
+        batch_size: int,
+    ) -> int:
+        """Fold the log into empty tables flow by flow, writing each row once (for rebuilds).
+
+        Rows are written a transaction per ``batch_size`` events or so (whole flows).
+        """
+        flow_io, step_io = self._io(store.engine.dialect)
+        flow_values, step_values = attrgetter(*flow_io.columns), attrgetter(*step_io.columns)
+        flow_rows: list[tuple[Any, None]] = []
+        step_rows: list[tuple[Any, None]] = []
+        sessions: dict[str, dict[str, Any]] = {}
+        flow: FlowState | None = None
+        steps: dict[str, StepState] = {}
+        flow_id = None
+        done = flushed = 0
+
+        def finish_flow() -> None:
+            if flow is not None:
+                flow_rows.append((flow_io.encode(flow_values(flow)), None))
+                step_rows.extend((step_io.encode(step_values(step)), None) for step in steps.values())
+
+        def flush() -> None:
+            nonlocal flushed
+            flushed = done
+            with batch() as tx:
+                conn = tx.connection
+                flow_io.write(conn, flow_rows)
+                step_io.write(conn, step_rows)
+                self._write_sessions(conn, sessions)
+            flow_rows.clear()
+            step_rows.clear()
+            sessions.clear()
+            report(done)
+
+        for event in store.read_for_fold(up_to_position=up_to):
+            if event.flow_id != flow_id:
+                finish_flow()
+                if done - flushed >= batch_size:
+                    flush()
+                flow, steps, flow_id = None, {}, event.flow_id
+            done += 1
+            before = flow.status if flow is not None else None
+            step_id = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
+            step = steps.get(step_id) if isinstance(step_id, str) else None
+            flow, step = fold(flow, step, event)
+            if flow is None:
+                continue
+            if step is not None:
+                steps[step.step_id] = step
+            if event.type == "FlowForked":
+                steps.update((copied.step_id, copied) for copied in forked_steps(event))
+            _count(sessions, flow, before, event.recorded_at)
+        finish_flow()
+        flush()
+        return done
+
     def _fill_gaps(self, tx: Transaction, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
         """Events preceded by any the read model missed (appended without this projection)."""
         memo = tx.memo
@@ -254,6 +320,10 @@ class FlowProjection(Projection):
         flow_io, step_io = self._io(conn.dialect)
         _write_rows(conn, memo, flow_io, [(("flow", f.flow_id), f) for f in flows])
         _write_rows(conn, memo, step_io, [(("step", s.flow_id, s.step_id), s) for s in steps])
+        self._write_sessions(conn, sessions)
+
+    def _write_sessions(self, conn: sa.Connection, sessions: dict[str, dict[str, Any]]) -> None:
+        """Add each session's counts (deltas, so concurrent writers add up)."""
         if sessions:
             writer = self._session_writer(conn.dialect)
             run(conn, writer.sql, [writer.encode_session(item) for item in sessions.items()], many=True)

@@ -103,3 +103,26 @@ class TestClock:
         with freezegun.freeze_time("2031-05-06 07:08:09.123456"):
             store.append("f", [NewEvent("A", {})])
         assert next(store.read_flow("f")).recorded_at == datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+
+
+class TestReadForFold:
+    def test_flows_come_whole_and_in_revision_order(self, store: EventStore) -> None:
+        store.page_size = 3  # flows span pages
+        for round_ in range(3):
+            for flow_id in ("b", "a", "c"):
+                store.append(flow_id, [NewEvent("T", {"round": round_, "flow": flow_id})])
+        rows = list(store.read_for_fold())
+        assert [(r.flow_id, r.revision) for r in rows] == [(f, r) for f in "abc" for r in (1, 2, 3)]
+        assert rows[0].data == {"round": 0, "flow": "a"} and rows[0].type == "T"
+        assert rows[0].recorded_at == next(iter(store.read_flow("a"))).recorded_at
+
+    def test_up_to_position_leaves_later_events_out(self, store: EventStore) -> None:
+        fill(store, "a", 2)
+        fill(store, "b", 2)
+        fill(store, "a", 1)
+        assert [(r.flow_id, r.revision) for r in store.read_for_fold(up_to_position=4)] == [
+            ("a", 1),
+            ("a", 2),
+            ("b", 1),
+            ("b", 2),
+        ]

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 
 from ..errors import ConnectionLost, DuplicateEventId, RevisionMismatch, StorageError
-from ..events import ANY, AppendResult, ExpectedRevision, RecordedEvent
+from ..events import ANY, AppendResult, ExpectedRevision, FoldInput, RecordedEvent
 from ..integrity import StoredRow, chain_hash
 from ..schema import flow_events
 
@@ -134,6 +134,14 @@ READ_COLUMNS = [
     flow_events.c.hash,
 ]
 
+FOLD_COLUMNS = [
+    flow_events.c.flow_id,
+    flow_events.c.revision,
+    flow_events.c.type,
+    flow_events.c.data,
+    flow_events.c.recorded_at,
+]
+
 VERIFY_COLUMNS = [
     flow_events.c.position,
     flow_events.c.flow_id,
@@ -199,6 +207,9 @@ class Backend:
     # -- reading -------------------------------------------------------
     def decode(self, row: Sequence[Any]) -> RecordedEvent:
         raise NotImplementedError  # abstract: column types differ per dialect
+
+    def decode_for_fold(self, row: Sequence[Any]) -> FoldInput:
+        raise NotImplementedError
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:
         raise NotImplementedError  # abstract: column types differ per dialect

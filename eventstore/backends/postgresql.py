@@ -27,7 +27,7 @@ import orjson
 import sqlalchemy as sa
 
 from ..errors import AppendOnlyViolation, ConcurrencyError, StorageError, StoreBusy
-from ..events import ANY, AppendResult, RecordedEvent
+from ..events import ANY, AppendResult, FoldInput, RecordedEvent
 from ..integrity import GENESIS, StoredRow, format_time
 from .base import Backend, Batch, Clock, Raced, Written, chain_rows
 
@@ -247,6 +247,9 @@ class PostgresBackend(Backend):
             bytes(row[9]).hex(),
             bytes(row[10]).hex(),
         )
+
+    def decode_for_fold(self, row: Sequence[Any]) -> FoldInput:
+        return FoldInput(row[0], row[1], row[2], row[3], row[4])
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:
         return StoredRow(

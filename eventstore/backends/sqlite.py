@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 
 from ..errors import AppendOnlyViolation, InvalidInput, StorageError, StoreBusy
-from ..events import ANY, AppendResult, RecordedEvent, uuid_from_bytes
+from ..events import ANY, AppendResult, FoldInput, RecordedEvent, uuid_from_bytes
 from ..integrity import GENESIS, StoredRow, format_time
 from .base import INSERT_COLUMNS, Backend, Batch, Clock, PreparedEvent, Written, chain_rows
 
@@ -209,6 +209,9 @@ class SQLiteBackend(Backend):
             row[9].hex(),
             row[10].hex(),
         )
+
+    def decode_for_fold(self, row: Sequence[Any]) -> FoldInput:
+        return FoldInput(row[0], row[1], row[2], _loads(row[3]), _from_iso(row[4]))
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:
         return StoredRow(row[0], row[1], row[2], str(uuid_from_bytes(row[3])), *row[4:])
