@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -34,10 +36,14 @@ from eventstore.flows import (
 from eventstore.schema import MAX_FLOW_ID_LENGTH
 
 from .base import SOLE_WRITER, Projection
-from .rowio import TableIO, _sqlite_time, run
+from .rowio import TableIO, _sqlite_time, pipelined, run
 from .types import JSON, UTCDateTime
 
 ID = sa.String(MAX_FLOW_ID_LENGTH)
+WARM_FLOWS = 4096
+"""How many flows' states a FlowProjection remembers for the next command (least recent go)."""
+WARM_STEPS = 1000
+"""Flows with more steps than this are remembered without their steps."""
 
 FLOW_FIELDS = tuple(f.name for f in dataclasses.fields(FlowState))
 STEP_FIELDS = tuple(f.name for f in dataclasses.fields(StepState))
@@ -166,6 +172,7 @@ class FlowProjection(Projection):
         memo, conn = tx.memo, tx.connection
         wanted = [f for f in dict.fromkeys(flow_ids) if ("flow", f) not in memo]
         keys = [k for k in dict.fromkeys(step_keys) if ("step", *k) not in memo]
+        keys = [k for k in keys if not _from_warm(memo, *k)]
         if memo.get(SOLE_WRITER):
             for flow_id in wanted:
                 memo["flow", flow_id] = None
@@ -183,6 +190,52 @@ class FlowProjection(Projection):
             memo["step", flow_id, step_id] = StepState(*found[0]) if found else None
             if found:
                 memo["row", "step", flow_id, step_id] = steps.encode(found[0])
+
+    # -- warm states: a command need not re-read what this process just wrote --------
+    def warm(self, tx: Transaction, flow_id: str) -> bool:
+        """Put the flow's state as this process last committed it into ``tx``, if remembered.
+
+        The state is only a guess: a command that uses it must append with its
+        revision as the expected one, so that a flow changed since by anyone
+        else fails the append and is read again.
+        """
+        if ("flow", flow_id) in tx.memo:
+            return False
+        with self._warm_lock:
+            entry = self._warm.pop(flow_id, None)
+        if entry is None:
+            return False
+        flow, row, steps = entry
+        tx.memo["flow", flow_id] = flow
+        tx.memo["row", "flow", flow_id] = row
+        tx.memo["warm", flow_id] = steps
+        return True
+
+    def keep_warm(self, tx: Transaction, flow_id: str) -> None:
+        """Remember the flow's state and rows as ``tx``, now committed, left them."""
+        memo = tx.memo
+        flow = memo.get(("flow", flow_id))
+        row = memo.get(("row", "flow", flow_id))
+        if flow is None or row is None:
+            return
+        steps: dict[str, tuple[StepState, Any]] = memo.get(("warm", flow_id)) or {}
+        for key, state in memo.items():
+            if len(key) == 3 and key[0] == "step" and key[1] == flow_id and state is not None:
+                steps[key[2]] = (state, memo["row", *key])
+        if len(steps) > WARM_STEPS:
+            steps = {}  # a long flow's steps are read when needed rather than held
+        with self._warm_lock:
+            held = self._warm.get(flow_id)
+            if held is None or held[0].revision < flow.revision:
+                self._warm[flow_id] = (flow, row, steps)
+                self._warm.move_to_end(flow_id)
+                if len(self._warm) > WARM_FLOWS:
+                    self._warm.popitem(last=False)
+
+    def warm_flows(self) -> list[str]:
+        """The flows whose state is remembered, least recently used first."""
+        with self._warm_lock:
+            return list(self._warm)
 
     def _io(self, dialect: sa.Dialect) -> tuple[TableIO, TableIO]:
         io = self._io_cache.get(dialect.name)
@@ -318,9 +371,10 @@ class FlowProjection(Projection):
     ) -> None:
         conn, memo = tx.connection, tx.memo
         flow_io, step_io = self._io(conn.dialect)
-        _write_rows(conn, memo, flow_io, [(("flow", f.flow_id), f) for f in flows])
-        _write_rows(conn, memo, step_io, [(("step", s.flow_id, s.step_id), s) for s in steps])
-        self._write_sessions(conn, sessions)
+        with pipelined(conn):
+            _write_rows(conn, memo, flow_io, [(("flow", f.flow_id), f) for f in flows])
+            _write_rows(conn, memo, step_io, [(("step", s.flow_id, s.step_id), s) for s in steps])
+            self._write_sessions(conn, sessions)
 
     def _write_sessions(self, conn: sa.Connection, sessions: dict[str, dict[str, Any]]) -> None:
         """Add each session's counts (deltas, so concurrent writers add up)."""
@@ -340,11 +394,15 @@ class FlowProjection(Projection):
         super().__init__()
         self._writer_cache: dict[str, _Writer] = {}
         self._io_cache: dict[str, tuple[TableIO, TableIO]] = {}
+        self._warm: OrderedDict[str, tuple[FlowState, Any, dict[str, tuple[StepState, Any]]]] = OrderedDict()
+        self._warm_lock = threading.Lock()
 
     def targeting(self, suffix: str, tag: str) -> FlowProjection:
         clone = super().targeting(suffix, tag)
         clone._writer_cache = {}
         clone._io_cache = {}
+        clone._warm = OrderedDict()
+        clone._warm_lock = threading.Lock()
         return clone
 
 
@@ -374,6 +432,16 @@ class _Writer:
         for index, convert in self.conversions:
             values[index] = convert(values[index])
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+
+
+def _from_warm(memo: dict[Any, Any], flow_id: str, step_id: str) -> bool:
+    """Move a step remembered with its flow into the memo; False if it was not remembered."""
+    steps = memo.get(("warm", flow_id))
+    found = steps.pop(step_id, None) if steps else None
+    if found is None:
+        return False
+    memo["step", flow_id, step_id], memo["row", "step", flow_id, step_id] = found
+    return True
 
 
 def _is_step_event(event: RecordedEvent) -> bool:

@@ -10,7 +10,8 @@ rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
@@ -61,7 +62,10 @@ def run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> li
     try:
         cursor = raw.cursor()
         if many:
-            cursor.executemany(sql, params)
+            if len(params) == 1:
+                cursor.execute(sql, params[0])  # no batch set-up for the usual single row
+            else:
+                cursor.executemany(sql, params)
             return []
         cursor.execute(sql, params)
         return list(cursor.fetchall())
@@ -70,6 +74,26 @@ def run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> li
     finally:
         if cursor is not None:
             cursor.close()
+
+
+@contextmanager
+def pipelined(conn: sa.Connection) -> Iterator[None]:
+    """Send the writes ``run`` makes in this block together: one round trip on PostgreSQL.
+
+    psycopg's pipeline mode queues statements and waits for all their results
+    at the end of the block, where an error of any of them is raised. Writes
+    only: a read in the block would wait for its result anyway. SQLite runs
+    in-process, so there the block changes nothing.
+    """
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    raw: Any = conn.connection.driver_connection
+    try:
+        with raw.pipeline():
+            yield
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise driver_error(conn, exc, "(pipelined read-model writes)", None) from exc
 
 
 class TableIO:

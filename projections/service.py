@@ -17,6 +17,7 @@ import pydantic
 
 from eventstore import AppendResult, Event, EventStore, FlowNotFound, RevisionMismatch, Transaction
 from eventstore.errors import (
+    EventStoreError,
     FlowClosed,
     FlowExists,
     GateNotOpen,
@@ -73,6 +74,10 @@ def _make(event_class: type[EventT], /, **fields: Any) -> EventT:
         raise InvalidInput(f"invalid {event_class.event_type}: {exc}") from exc
 
 
+class _Stale(Exception):  # a signal between two methods, never raised to a caller
+    """Internal: a command decided on a remembered state must be decided again from the rows."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Ending:
     """How a step ends: its status, what makes a repeat identical, the verb for errors."""
@@ -127,20 +132,47 @@ class FlowService:
                     lock_appends(tx.connection)
                     if attempt:
                         self._catch_up(tx, flow_id)
-                    flow = self.projection.load_flow(tx, flow_id)
-                    if flow is None and must_exist:
-                        raise FlowNotFound(flow_id)
-                    current = flow.revision if flow is not None else 0
-                    if expected_revision is not None and expected_revision != current:
-                        raise RevisionMismatch(flow_id, expected_revision, current)
-                    events = decide(tx, flow)
-                    if not events:
-                        return AppendResult(flow_id, current, (), ())
-                    return tx.append(flow_id, events, expected_revision=current, metadata=meta)
+                    # The first attempt may start from the state this process last
+                    # committed; the append's revision check proves it current. Anything
+                    # else (a refusal, a no-op, a conflict) is decided again from the rows.
+                    warm = not attempt and self.projection.warm(tx, flow_id)
+                    try:
+                        result = self._attempt(tx, flow_id, decide, expected_revision, meta, must_exist, warm)
+                    except EventStoreError as exc:
+                        if warm:
+                            raise _Stale from exc
+                        raise
+                self.projection.keep_warm(tx, flow_id)
+                return result
+            except _Stale:
+                continue
             except RevisionMismatch:
                 if expected_revision is not None or attempt == self.retries - 1:
                     raise
         raise AssertionError("unreachable: the last attempt re-raises")
+
+    def _attempt(
+        self,
+        tx: Transaction,
+        flow_id: str,
+        decide: Decide,
+        expected_revision: int | None,
+        metadata: dict[str, Any],
+        must_exist: bool,
+        warm: bool,
+    ) -> AppendResult:
+        flow = self.projection.load_flow(tx, flow_id)
+        if flow is None and must_exist:
+            raise FlowNotFound(flow_id)
+        current = flow.revision if flow is not None else 0
+        if expected_revision is not None and expected_revision != current:
+            raise RevisionMismatch(flow_id, expected_revision, current)
+        events = decide(tx, flow)
+        if not events:
+            if warm:
+                raise _Stale  # a no-op reports the revision: read it from the rows
+            return AppendResult(flow_id, current, (), ())
+        return tx.append(flow_id, events, expected_revision=current, metadata=metadata)
 
     def _catch_up(self, tx: Transaction, flow_id: str) -> None:
         """Bring the flow's read model up to the log before deciding again.
