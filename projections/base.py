@@ -29,6 +29,8 @@ from eventstore.errors import ProjectionError
 from eventstore.integrity import format_time
 from eventstore.schema import projection_checkpoints as checkpoints
 
+from .rowio import run
+
 REBUILD_SUFFIX = "__rebuild"
 SOLE_WRITER = ("eventstore", "sole-writer")
 """Set in a transaction's memo by a rebuild: every row of the target tables
@@ -165,11 +167,18 @@ def write_checkpoint(
 
 
 def lock_appends(conn: sa.Connection) -> int:
-    """Stop appends until this transaction ends (SQLite's write lock is already held)."""
+    """Stop appends until this transaction ends; the last position (SQLite's write lock is already held)."""
     query = "SELECT last_position FROM event_positions WHERE id = 1"
     if conn.dialect.name == "postgresql":
         query += " FOR UPDATE"
     return int(conn.exec_driver_sql(query).scalar_one())
+
+
+def hold_appends(conn: sa.Connection) -> None:
+    """``lock_appends`` without reading the position: nothing to do on SQLite, whose
+    write transactions already exclude each other."""
+    if conn.dialect.name == "postgresql":
+        run(conn, "SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE", None)
 
 
 def ensure(store: EventStore, projection: Projection) -> None:

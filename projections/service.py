@@ -57,7 +57,7 @@ from eventstore.flows import (
     StepTimedOut,
 )
 
-from .base import lock_appends
+from .base import hold_appends
 from .flows import FlowProjection
 
 Decide = Callable[[Transaction, FlowState | None], Sequence[Event]]
@@ -126,10 +126,11 @@ class FlowService:
         for attempt in range(self.retries):
             try:
                 with self.store.transaction() as tx:
-                    # The append lock first, as every append and rebuild takes it: the
-                    # read-model rows read below cannot change before this commits,
-                    # and no lock-order inversion with a rebuild's swap is possible.
-                    lock_appends(tx.connection)
+                    # The append lock first, as every append and rebuild takes it (on
+                    # SQLite the write transaction is that lock): the read-model rows
+                    # read below cannot change before this commits, and no lock-order
+                    # inversion with a rebuild's swap is possible.
+                    hold_appends(tx.connection)
                     if attempt:
                         self._catch_up(tx, flow_id)
                     # The first attempt may start from the state this process last
