@@ -7,6 +7,7 @@ data as attributes, not only in the message.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 
 
 class EventStoreError(Exception):
@@ -180,5 +181,64 @@ class SessionNotFound(EventStoreError, LookupError):
         super().__init__(f"no session {session_key!r}")
 
 
+class EventNotFound(EventStoreError, LookupError):
+    """No event with this id (or at this place) is in the log."""
+
+    def __init__(self, event_id: str) -> None:
+        self.event_id = event_id
+        super().__init__(f"no event {event_id}")
+
+
 class ProjectionError(EventStoreError):
     """A projection could not be set up, applied or rebuilt."""
+
+
+class InvalidProof(IntegrityViolation):
+    """A Merkle proof or checkpoint signature does not verify, or is malformed."""
+
+
+class JobLeaseLost(ConcurrencyError):
+    """Another maintenance process took this job over after its lease expired; stop this run."""
+
+    def __init__(self, job: str, owner: str, holder: str | None) -> None:
+        self.job = job
+        self.owner = owner
+        self.holder = holder
+        super().__init__(f"maintenance job {job!r}: lease of {owner!r} lost, now held by {holder!r}")
+
+
+class NotSupported(EventStoreError):
+    """The backend cannot do this; the message names what to use instead."""
+
+    def __init__(self, operation: str, backend: str, advice: str) -> None:
+        self.operation = operation
+        self.backend = backend
+        super().__init__(f"{operation} is not supported on {backend}: {advice}")
+
+
+class ExportInvalid(IntegrityViolation):
+    """An export or archive file does not verify (manifest, SHA-256, a hash chain); nothing was written."""
+
+    def __init__(self, path: str, problems: Sequence[object]) -> None:
+        self.path = path
+        self.problems = list(problems)
+        shown = "; ".join(str(problem) for problem in self.problems[:3])
+        more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
+        super().__init__(f"{path} does not verify: {shown}{more}")
+
+
+class ImportConflict(EventStoreError):
+    """The store already holds a different history for a flow of an import (or one of its event ids)."""
+
+    def __init__(self, flow_id: str, reason: str) -> None:
+        self.flow_id = flow_id
+        self.reason = reason
+        super().__init__(f"cannot import flow {flow_id!r}: {reason}")
+
+
+class ArchiveNotFound(EventStoreError, LookupError):
+    """No retention archive with this id is recorded in the store."""
+
+    def __init__(self, archive_id: str) -> None:
+        self.archive_id = archive_id
+        super().__init__(f"no archive {archive_id!r}")

@@ -6,8 +6,12 @@ queries and autogenerate read. docs/schema.md describes every column.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+
+from .sqljson import JsonText
 
 metadata = sa.MetaData()
 
@@ -42,6 +46,57 @@ flow_events = sa.Table(
     sa.UniqueConstraint("event_id", name="uq_flow_events_event_id"),
     sa.Index("ix_flow_events_type_position", "type", "position"),
 )
+
+# -- audit indexes (migration 0007) --------------------------------------------
+# Partial indexes, so appends of other events pay next to nothing for them.
+
+AUDIT_EVENT_TYPES = (
+    "DecisionRecorded",
+    "GateOpened",
+    "GateApproved",
+    "GateRejected",
+    "StepFailed",
+    "StepTimedOut",
+    "FlowFailed",
+)
+"""The event types an audit trail reports (``eventstore.audit``); the audit indexes hold only these."""
+
+_e = flow_events.c
+
+
+def _one_of(*names: str) -> sa.ColumnElement[bool]:
+    """``type = 'A' OR type = 'B' ...``, with literal names: a query repeats it to use the index.
+
+    Not ``type IN (...)``: SQLite evaluates an IN list in an index's predicate
+    through a temporary table, at ten times the cost on every insert.
+    """
+    return sa.or_(*(_e.type == sa.literal_column(f"'{name}'") for name in names))
+
+
+audited = _one_of(*AUDIT_EVENT_TYPES)
+"""The audit indexes' predicate: a query must repeat it to use them."""
+audit_actor = sa.func.coalesce(
+    JsonText(_e.data, "actor"), JsonText(_e.data, "by"), JsonText(_e.metadata, "actor")
+)
+"""Who an audited event is by: a decision's actor, a gate decision's ``by``, else the metadata actor."""
+causation = JsonText(_e.metadata, "causation_id")
+correlation = JsonText(_e.metadata, "correlation_id")
+owner_session = sa.func.coalesce(
+    JsonText(_e.data, "owner_session_key"), JsonText(_e.data, "snapshot", "flow", "owner_session_key")
+)
+"""The owner session of a flow, on its first event (``FlowStarted``, or a ``FlowForked`` copy)."""
+flow_beginning = _one_of("FlowStarted", "FlowForked")
+
+
+def _partial(name: str, *expressions: Any, where: Any) -> sa.Index:
+    return sa.Index(name, *expressions, sqlite_where=where, postgresql_where=where)
+
+
+_partial("ix_flow_events_audit", _e.flow_id, _e.position, where=audited)
+_partial("ix_flow_events_audit_actor", audit_actor, _e.position, where=audited)
+_partial("ix_flow_events_causation", causation, where=causation.isnot(None))
+_partial("ix_flow_events_correlation", correlation, _e.position, where=correlation.isnot(None))
+_partial("ix_flow_events_session", owner_session, where=flow_beginning)
 
 event_positions = sa.Table(
     "event_positions",
@@ -82,6 +137,19 @@ A snapshot is trusted only if its ``event_hash`` is the log's hash at that
 revision, its ``state_hash`` matches its state, and ``fold_version`` is the
 current fold's: anything else is ignored and folded again."""
 
+snapshot_parts = sa.Table(
+    "snapshot_parts",
+    metadata,
+    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("fold_version", sa.Integer, primary_key=True),
+    sa.Column("hash", sa.LargeBinary(32), primary_key=True),
+    sa.Column("body", sa.Text, nullable=False),  # canonical JSON {step_id: step}, hashed as stored
+)
+"""Up to ``PART_SIZE`` steps of a flow's snapshot, stored once under the SHA-256
+of ``body`` and shared by every snapshot of the flow that lists that hash
+(``eventstore/snapshots.py``). A part that is missing or does not match its
+hash is ignored: the steps it held are folded from the log instead."""
+
 log_checkpoints = sa.Table(
     "log_checkpoints",
     metadata,
@@ -90,10 +158,25 @@ log_checkpoints = sa.Table(
     sa.Column("timestamp_ms", sa.BigInteger, nullable=False),
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("signature", sa.LargeBinary(64), nullable=False),
+    sa.Column("public_key", sa.LargeBinary(32), nullable=False),
 )
 """A signed tree head: the RFC 6962 Merkle root over the first ``tree_size``
 events (in position order), when it was taken and the Ed25519 signature of the
-key ``key_id`` over (size, root, timestamp). docs/integrity.md has the format."""
+key ``key_id`` over (size, root, timestamp). docs/integrity.md has the format.
+``public_key`` is the signer's raw key, so an export is self-contained; a
+verifier still decides which ``key_id`` to trust."""
+
+merkle_subtrees = sa.Table(
+    "merkle_subtrees",
+    metadata,
+    sa.Column("height", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("start", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+"""A cache of the Merkle tree: the hash of each complete subtree of ``2**height``
+leaves (height 8 and up) starting at leaf index ``start``. Filled as checkpoints
+are taken, so proofs over millions of events read a few rows instead of
+rehashing every leaf; ``verify_checkpoints`` checks it against the log."""
 
 archives = sa.Table(
     "archives",
@@ -130,9 +213,19 @@ pruned_events = sa.Table(
     sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), nullable=False),
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Index("ix_pruned_events_flow_revision", "flow_id", "revision"),
 )
 """The chain hash of every pruned event at its position: the Merkle tree's
 leaves, so signed checkpoints stay checkable after a prune."""
+
+prune_authorisations = sa.Table(
+    "prune_authorisations",
+    metadata,
+    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+)
+"""The flows the running prune may delete from ``flow_events``: the append-only
+triggers let a DELETE through only for a flow named here. Rows live only
+inside the prune's transaction, which empties the table before it commits."""
 
 legal_holds = sa.Table(
     "legal_holds",
@@ -150,11 +243,15 @@ maintenance_jobs = sa.Table(
     sa.Column("name", sa.String(100), primary_key=True),
     sa.Column("owner", sa.String(100), nullable=True),
     sa.Column("lease_until", sa.String(27), nullable=True),
+    sa.Column("period", sa.String(27), nullable=True),
     sa.Column("last_started", sa.String(27), nullable=True),
     sa.Column("last_finished", sa.String(27), nullable=True),
     sa.Column("last_status", sa.String(16), nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("last_result", sa.Text, nullable=True),
     sa.Column("last_position", sa.BigInteger, nullable=False, server_default="0"),
 )
 """One row per maintenance job: the lease that makes it run once per period
-across processes, and how its last run went."""
+across processes (``owner`` until ``lease_until``, for the run of ``period``),
+how its last run went (``last_result`` is a JSON summary), and where an
+incremental job stopped (``last_position``)."""

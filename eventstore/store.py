@@ -46,6 +46,7 @@ from .events import (
 )
 from .integrity import Problem, VerificationReport, check_chains
 from .preparation import Preparer, check_flow_id
+from .privileged import pruned_count, pruned_problems
 from .projection import InlineProjection
 from .schema import flow_events
 
@@ -527,16 +528,24 @@ class EventStore:
         return report
 
     def _missing_events(self) -> list[Problem]:
-        """Whole flows or a flow's tail deleted leave no broken link; the count shows them."""
+        """Whole flows or a flow's tail deleted leave no broken link; the count shows them.
+
+        Events removed by retention are accounted for by ``pruned_events``
+        (docs/operations.md): stored + pruned must be every position handed out.
+        """
         with self._guard(), self._backend.read_connection() as conn:
             count, highest, last = conn.exec_driver_sql(
                 "SELECT (SELECT count(*) FROM flow_events), (SELECT max(position) FROM flow_events), "
                 "(SELECT last_position FROM event_positions)"
             ).one()
-        if count == last and (highest or 0) == last:
-            return []
-        detail = f"{count} events are stored, but positions were handed out up to {last}"
-        return [Problem("", highest or 0, 0, "missing-events", detail)]
+            pruned, pruned_highest = pruned_count(conn)
+            problems = pruned_problems(conn)
+        highest = max(highest or 0, pruned_highest)
+        if count + pruned == last and highest == last:
+            return problems
+        pruned_text = f" (and {pruned} pruned)" if pruned else ""
+        detail = f"{count} events are stored{pruned_text}, but positions were handed out up to {last}"
+        return [*problems, Problem("", highest, 0, "missing-events", detail)]
 
     def _verify_rows(
         self, flow_id: str | None, report: VerificationReport, progress: Callable[[int], None] | None

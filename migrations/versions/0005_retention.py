@@ -1,5 +1,10 @@
 """Retention: archive runs, tombstones of pruned flows, the leaves they leave behind, legal holds.
 
+Also narrows the append-only guard to let exactly one operation delete: the
+retention prune, which names the flows it may delete in
+``prune_authorisations`` inside its own transaction (and empties it again
+before committing). Every other UPDATE, DELETE or TRUNCATE is still refused.
+
 Revision ID: 0005
 Revises: 0004
 Create Date: 2026-11-22
@@ -15,9 +20,44 @@ down_revision = "0004"
 branch_labels = None
 depends_on = None
 
+_SQLITE_DELETE_GUARD = """CREATE TRIGGER flow_events_no_delete BEFORE DELETE ON flow_events
+    WHEN NOT EXISTS (SELECT 1 FROM prune_authorisations WHERE flow_id = OLD.flow_id)
+    BEGIN SELECT RAISE(ABORT, 'flow_events is append-only: DELETE refused'); END"""
+
+_SQLITE_OLD_DELETE_GUARD = """CREATE TRIGGER flow_events_no_delete BEFORE DELETE ON flow_events
+    BEGIN SELECT RAISE(ABORT, 'flow_events is append-only: DELETE refused'); END"""
+
+# The authorisation table is looked up in the trigger's own schema, whatever the
+# session's search_path.
+_PG_GUARD_FUNCTION = """
+CREATE OR REPLACE FUNCTION flow_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    allowed boolean;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.prune_authorisations WHERE flow_id = $1)',
+                       TG_TABLE_SCHEMA)
+            INTO allowed USING OLD.flow_id;
+        IF allowed THEN
+            RETURN OLD;
+        END IF;
+    END IF;
+    RAISE EXCEPTION 'flow_events is append-only: % refused', TG_OP
+        USING ERRCODE = 'EA001';
+END
+$$"""
+
+_PG_OLD_GUARD_FUNCTION = """
+CREATE OR REPLACE FUNCTION flow_events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'flow_events is append-only: % refused', TG_OP
+        USING ERRCODE = 'EA001';
+END
+$$"""
+
 
 def upgrade() -> None:
-    """Create archives, flow_tombstones, pruned_events and legal_holds."""
+    """Create archives, flow_tombstones, pruned_events, legal_holds; let the prune delete."""
     op.create_table(
         "archives",
         sa.Column("archive_id", sa.String(64), nullable=False),
@@ -48,6 +88,7 @@ def upgrade() -> None:
         sa.Column("hash", sa.LargeBinary(32), nullable=False),
         sa.PrimaryKeyConstraint("position", name="pk_pruned_events"),
     )
+    op.create_index("ix_pruned_events_flow_revision", "pruned_events", ["flow_id", "revision"])
     op.create_table(
         "legal_holds",
         sa.Column("flow_id", sa.String(200), nullable=False),
@@ -56,9 +97,25 @@ def upgrade() -> None:
         sa.Column("held_at", sa.String(27), nullable=False),
         sa.PrimaryKeyConstraint("flow_id", name="pk_legal_holds"),
     )
+    op.create_table(
+        "prune_authorisations",
+        sa.Column("flow_id", sa.String(200), nullable=False),
+        sa.PrimaryKeyConstraint("flow_id", name="pk_prune_authorisations"),
+    )
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(_PG_GUARD_FUNCTION)
+    else:
+        op.execute("DROP TRIGGER flow_events_no_delete")
+        op.execute(_SQLITE_DELETE_GUARD)
 
 
 def downgrade() -> None:
-    """Drop the retention tables."""
-    for table in ("legal_holds", "pruned_events", "flow_tombstones", "archives"):
+    """Restore the unconditional delete guard; drop the retention tables."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(_PG_OLD_GUARD_FUNCTION)
+    else:
+        op.execute("DROP TRIGGER flow_events_no_delete")
+        op.execute(_SQLITE_OLD_DELETE_GUARD)
+    op.drop_index("ix_pruned_events_flow_revision", table_name="pruned_events")
+    for table in ("prune_authorisations", "legal_holds", "pruned_events", "flow_tombstones", "archives"):
         op.drop_table(table)

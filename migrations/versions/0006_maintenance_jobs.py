@@ -23,10 +23,12 @@ def upgrade() -> None:
         sa.Column("name", sa.String(100), nullable=False),
         sa.Column("owner", sa.String(100), nullable=True),
         sa.Column("lease_until", sa.String(27), nullable=True),
+        sa.Column("period", sa.String(27), nullable=True),
         sa.Column("last_started", sa.String(27), nullable=True),
         sa.Column("last_finished", sa.String(27), nullable=True),
         sa.Column("last_status", sa.String(16), nullable=True),
         sa.Column("last_error", sa.Text(), nullable=True),
+        sa.Column("last_result", sa.Text(), nullable=True),
         sa.Column("last_position", sa.BigInteger(), nullable=False, server_default="0"),
         sa.PrimaryKeyConstraint("name", name="pk_maintenance_jobs"),
     )
