@@ -1,0 +1,238 @@
+"""Command-line commands for signed checkpoints and Merkle proofs: keygen, checkpoint, prove.
+
+Each is one call into ``eventstore.checkpoints`` plus formatting; ``--json``
+gives the same answer for scripts. A proof or checkpoint that fails to
+verify prints ``FAILED: ...`` and exits with status 2, like ``verify``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+
+from . import checkpoints as cp
+from .errors import IntegrityViolation, InvalidInput
+
+_KEY_HELP = "Ed25519 private key file (PEM), as `eventstore keygen` writes it; also EVENTSTORE_SIGNING_KEY."
+_TRUST_HELP = "A trusted public key file (.pub): signatures must be by this key."
+
+
+@contextmanager
+def _integrity() -> Iterator[None]:
+    """A proof or signature that does not verify: one line and exit status 2."""
+    try:
+        yield
+    except IntegrityViolation as exc:
+        click.echo(f"FAILED: {exc}", err=True)
+        sys.exit(2)
+
+
+def _echo_json(value: Any) -> None:
+    click.echo(orjson.dumps(value).decode())
+
+
+def _describe(checkpoint: cp.Checkpoint) -> str:
+    when = checkpoint.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return (
+        f"size {checkpoint.tree_size:>10}  root {checkpoint.root_hash.hex()}  {when}  "
+        f"key {checkpoint.key_id[:16]}"
+    )
+
+
+def _trusted(path: Path | None) -> Any:
+    return None if path is None else cp.load_public_key(path)
+
+
+def register(main: click.Group, open_store: Any, errors: Any) -> None:
+    """Add the commands to the ``eventstore`` group."""
+
+    @main.command()
+    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    def keygen(path: Path, as_json: bool) -> None:
+        """Write a new Ed25519 key pair: PATH (private, mode 0600) and PATH.pub."""
+        with errors():
+            key = cp.generate_key()
+            private, public = cp.save_key_pair(key, path)
+        identity = cp.key_id(key.public_key())
+        if as_json:
+            _echo_json({"private_key": str(private), "public_key": str(public), "key_id": identity})
+        else:
+            click.echo(f"wrote {private} (keep it secret) and {public}\nkey id {identity}")
+
+    @main.command()
+    @click.option("--key", "key_path", envvar="EVENTSTORE_SIGNING_KEY", type=Path, help=_KEY_HELP)
+    @click.option("--list", "listing", is_flag=True, help="List the stored checkpoints instead.")
+    @click.option(
+        "--export",
+        "export_path",
+        type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+        help="Write a stored checkpoint (the latest, or --size) as self-contained JSON to this file.",
+    )
+    @click.option("--size", type=int, default=None, help="With --export: the checkpoint of this tree size.")
+    @click.option(
+        "--verify", "verifying", is_flag=True, help="Recompute every checkpoint from the log and check it."
+    )
+    @click.option("--public-key", "trusted", type=Path, default=None, help=_TRUST_HELP)
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.pass_context
+    def checkpoint(
+        ctx: click.Context,
+        key_path: Path | None,
+        listing: bool,
+        export_path: Path | None,
+        size: int | None,
+        verifying: bool,
+        trusted: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Sign the Merkle root over every event so far and store it (a checkpoint).
+
+        With --list, --export or --verify, work on the stored checkpoints instead.
+        """
+        if listing + (export_path is not None) + verifying > 1:
+            raise click.UsageError("use one of --list, --export and --verify")
+        if listing:
+            with open_store(ctx) as store, errors():
+                found = cp.list_checkpoints(store)
+            if as_json:
+                _echo_json([c.to_dict() for c in found])
+            elif not found:
+                click.echo("no checkpoints yet: take one with `eventstore checkpoint --key PATH`")
+            for c in [] if as_json else found:
+                click.echo(_describe(c))
+        elif export_path is not None:
+            _export(ctx, open_store, errors, export_path, size, as_json)
+        elif verifying:
+            _verify(ctx, open_store, errors, trusted, as_json)
+        else:
+            with open_store(ctx) as store, errors(), _integrity():
+                if key_path is None:
+                    raise InvalidInput("taking a checkpoint needs --key PATH or EVENTSTORE_SIGNING_KEY=PATH")
+                taken = cp.take_checkpoint(store, cp.load_signing_key(key_path))
+            if as_json:
+                _echo_json(taken.to_dict())
+            else:
+                click.echo(f"checkpoint {_describe(taken)}")
+
+    @main.command()
+    @click.argument("event", required=False)
+    @click.option(
+        "--checkpoint", "size", type=int, default=None, help="Tree size of the checkpoint (default: latest)."
+    )
+    @click.option(
+        "--consistency",
+        type=(int, int),
+        default=None,
+        metavar="OLD NEW",
+        help="Prove the checkpoint of size NEW extends the one of size OLD instead.",
+    )
+    @click.option("--public-key", "trusted", type=Path, default=None, help=_TRUST_HELP)
+    @click.option("--json", "as_json", is_flag=True, help="The checkpoint(s) and the proof as JSON.")
+    @click.pass_context
+    def prove(
+        ctx: click.Context,
+        event: str | None,
+        size: int | None,
+        consistency: tuple[int, int] | None,
+        trusted: Path | None,
+        as_json: bool,
+    ) -> None:
+        """Prove EVENT (an event id or a position) is in a signed checkpoint, and check the proof.
+
+        With --consistency OLD NEW, prove one checkpoint extends another.
+        """
+        if (event is None) == (consistency is None):
+            raise click.UsageError("give an EVENT, or --consistency OLD NEW")
+        with open_store(ctx) as store, errors(), _integrity():
+            public_key = _trusted(trusted)
+            if consistency is not None:
+                document, lines, path, verdict = _prove_consistency(store, consistency, public_key)
+            elif event is not None:
+                document, lines, path, verdict = _prove_inclusion(store, event, size, public_key)
+        if as_json:
+            _echo_json({"verified": True, **document})
+            return
+        for line in lines:
+            click.echo(line)
+        click.echo(f"path ({len(path)} node{'' if len(path) == 1 else 's'}):")
+        for node in path:
+            click.echo(f"  {node.hex()}")
+        click.echo(verdict)
+
+
+_Proved = tuple[dict[str, Any], list[str], tuple[bytes, ...], str]
+
+
+def _prove_inclusion(store: Any, event: str, size: int | None, public_key: Any) -> _Proved:
+    signed = cp.get_checkpoint(store, size)
+    cp.verify_checkpoint_signature(signed, public_key)
+    proof = cp.inclusion_proof(store, int(event) if event.isdigit() else event, signed)
+    proof.verify(signed)
+    lines = [
+        f"event {proof.flow_id}@{proof.revision} at position {proof.position}",
+        f"leaf  {proof.leaf.hex()}",
+        f"checkpoint {_describe(signed)}",
+    ]
+    verdict = f"verified: the event is in the signed log of {signed.tree_size} events"
+    return {"checkpoint": signed.to_dict(), "proof": proof.to_dict()}, lines, proof.path, verdict
+
+
+def _prove_consistency(store: Any, sizes: tuple[int, int], public_key: Any) -> _Proved:
+    old, new = (cp.get_checkpoint(store, size) for size in sizes)
+    for signed in (old, new):
+        cp.verify_checkpoint_signature(signed, public_key)
+    proof = cp.consistency_proof(store, old, new)
+    proof.verify(old, new)
+    lines = [f"old {_describe(old)}", f"new {_describe(new)}"]
+    verdict = f"verified: the log of {new.tree_size} events extends the log of {old.tree_size}"
+    return {"old": old.to_dict(), "new": new.to_dict(), "proof": proof.to_dict()}, lines, proof.path, verdict
+
+
+def _export(
+    ctx: click.Context, open_store: Any, errors: Any, path: Path, size: int | None, as_json: bool
+) -> None:
+    with open_store(ctx) as store, errors():
+        found = cp.get_checkpoint(store, size)
+    text = orjson.dumps(found.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n"
+    if str(path) == "-":
+        click.echo(text, nl=False)
+        return
+    with errors():
+        try:
+            path.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from exc
+    if as_json:
+        _echo_json({"exported": str(path), "tree_size": found.tree_size})
+    else:
+        click.echo(f"exported checkpoint of size {found.tree_size} to {path}")
+
+
+def _verify(ctx: click.Context, open_store: Any, errors: Any, trusted: Path | None, as_json: bool) -> None:
+    with open_store(ctx) as store, errors():
+        report = cp.verify_checkpoints(store, _trusted(trusted))
+    if as_json:
+        _echo_json(
+            {
+                "ok": report.ok,
+                "checkpoints_checked": report.checkpoints_checked,
+                "events_checked": report.events_checked,
+                "problems": report.problems,
+            }
+        )
+    else:
+        for problem in report.problems:
+            click.echo(f"BROKEN {problem}")
+        verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        click.echo(
+            f"{verdict}: {report.checkpoints_checked} checkpoints over {report.events_checked} events checked"
+        )
+    if not report.ok:
+        sys.exit(2)
