@@ -6,14 +6,33 @@ Each is one library call (``eventstore.timetravel`` or the store) plus formattin
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
 import click
 import orjson
 
-from .errors import InvalidInput
-from .flows import view_to_dict
+from .cli_output import (
+    Cell,
+    Styled,
+    actor_of,
+    clock,
+    colour_of,
+    cut,
+    echo,
+    echo_json,
+    event_dict,
+    status,
+    summarize,
+    table,
+    took,
+    when,
+)
+from .errors import FlowNotFound, InvalidInput
+from .events import RecordedEvent
+from .flows import STEP_EVENT_TYPES, view_to_dict
+from .timeline import StepSpan, Timeline, TimelineItem, timeline
 from .timetravel import diff as diff_revisions
 from .timetravel import fork as fork_flow
 from .timetravel import state_at
@@ -32,6 +51,62 @@ def _point(text: str) -> int | datetime:
     return moment
 
 
+def _history_lines(history: Timeline, expand: bool) -> Iterator[str]:
+    """A header, then a table: one row per event or step span (and, expanded, the span's events)."""
+    first, last = _ends(history.items)
+    one_day = first.date() == last.date()
+    at = clock if one_day else when
+    flow = history.flow
+    if flow is not None:
+        days = f"{when(first)[:10]} UTC" if one_day else f"{when(first)} to {when(last)} UTC"
+        yield (
+            click.style(flow.flow_id, bold=True)
+            + f"  {flow.goal}  {status(flow.status)}, revision {flow.revision}, {days}"
+        )
+    rows: list[list[Cell]] = []
+    for item in history.items:
+        if isinstance(item, StepSpan):
+            revisions = f"r{item.first_revision}-{item.last_revision}"
+            label = f"step {item.step_id}" + (f" ({item.name})" if item.name else "")
+            rows.append(
+                [
+                    revisions,
+                    at(item.began_at),
+                    Styled(label, bold=True),
+                    actor_of(item.events[-1]),
+                    _span(item),
+                ]
+            )
+            if expand:
+                rows.extend(_event_row(event, at, "  ") for event in item.events)
+        else:
+            rows.append(_event_row(item, at, ""))
+    yield from table(["REV", "TIME", "EVENT", "ACTOR", "SUMMARY"], rows)
+
+
+def _ends(items: tuple[TimelineItem, ...]) -> tuple[datetime, datetime]:
+    first = items[0].began_at if isinstance(items[0], StepSpan) else items[0].recorded_at
+    ends = [item.ended_at if isinstance(item, StepSpan) else item.recorded_at for item in items]
+    return first, max(ends)
+
+
+def _event_row(event: RecordedEvent, at: Callable[[datetime], str], indent: str) -> list[Cell]:
+    kind = Styled(indent + event.type, fg=colour_of(event.type), dim=bool(indent))
+    return [f"{indent}r{event.revision}", at(event.recorded_at), kind, actor_of(event), summarize(event, 80)]
+
+
+def _span(span: StepSpan) -> str:
+    parts = [status(span.status), f"{span.attempts} attempt{'s' if span.attempts != 1 else ''}"]
+    if span.retries:
+        parts.append(f"{span.retries} retr{'ies' if span.retries > 1 else 'y'}")
+    if span.error:
+        parts.append(f'"{cut(span.error, 40)}"')
+    if span.gate_status:
+        parts.append(f"gate {status(span.gate_status)}" + (f" by {span.gate_by}" if span.gate_by else ""))
+    parts.append(took(span.seconds))
+    return " · ".join(parts)
+
+
 def _summary(data: dict[str, Any]) -> str:
     text = orjson.dumps(data).decode()
     return text if len(text) <= 70 else text[:67] + "..."
@@ -42,37 +117,27 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
     @main.command()
     @click.argument("flow_id")
+    @click.option("--events", "expand", is_flag=True, help="List each step's events under its span.")
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
     @click.pass_context
-    def history(ctx: click.Context, flow_id: str, as_json: bool) -> None:
+    def history(ctx: click.Context, flow_id: str, expand: bool, as_json: bool) -> None:
         """The flow's timeline: revision, time, type, actor and a one-line summary.
 
-        Step events are indented under the step they belong to.
+        A step's events (scheduled, started, retried, its gate, its ending)
+        read as one span, on the line where the step began; --events lists
+        them under it.
         """
         with open_store(ctx) as store, errors():
             events = list(store.read_flow(flow_id))
             if not events:
-                raise InvalidInput(f"flow {flow_id!r} has no events")
-        for event in events:
-            actor = event.metadata.get("actor", "-")
-            if as_json:
-                line = {
-                    "revision": event.revision,
-                    "position": event.position,
-                    "type": event.type,
-                    "recorded_at": event.recorded_at.isoformat(),
-                    "actor": actor,
-                    "data": event.data,
-                    "hash": event.hash,
-                }
-                click.echo(orjson.dumps(line).decode())
-                continue
-            step = event.data.get("step_id")
-            label = f"  {step}: {event.type}" if isinstance(step, str) else event.type
-            click.echo(
-                f"r{event.revision:<5} {event.recorded_at:%Y-%m-%d %H:%M:%S}  {label:<28} "
-                f"{actor:<18} {_summary(event.data)}"
-            )
+                raise FlowNotFound(flow_id)
+        if as_json:
+            for event in events:
+                step = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
+                echo_json({**event_dict(event), "step_id": step})
+            return
+        for line in _history_lines(timeline(events), expand):
+            echo(line)
 
     @main.command()
     @click.argument("flow_id")

@@ -94,10 +94,10 @@ class TestTimeTravelCommands:
 
     def test_history_groups_step_events_under_their_step(self, target: Target) -> None:
         self.recorded(target)
-        out = run(target, "history", "d1").splitlines()
-        assert len(out) == 16
-        assert out[0].startswith("r1 ") and "FlowStarted" in out[0] and "agent:refund-bot" in out[0]
-        assert "  lookup: StepRetried" in out[4]
+        out = run(target, "history", "d1", "--events").splitlines()
+        assert out[2].startswith("r1 ") and "FlowStarted" in out[2] and "agent:refund-bot" in out[2]
+        assert out[4].startswith("r3-7 ") and "step lookup (lookup_order)" in out[4]
+        assert out[7].startswith("  r5 ") and "StepRetried" in out[7]
         lines = [orjson.loads(line) for line in run(target, "history", "d1", "--json").splitlines()]
         assert [line["revision"] for line in lines] == list(range(1, 17))
 

@@ -1,0 +1,523 @@
+"""Audit trails: what the agents decided, who approved what, what failed, and why.
+
+``audit_trail`` lists the decisions (``DecisionRecorded``), approval gates
+(``GateOpened``, ``GateApproved``, ``GateRejected``) and failures
+(``StepFailed``, ``StepTimedOut``, ``FlowFailed``) of a flow, a session, an
+actor or a correlation group, in log order, as frozen entries. A gate
+decision carries what the person saw: the prompt and options of the gate's
+``GateOpened``.
+
+Events link to each other through their metadata: ``causation_id`` is the
+event id of the event that caused this one, ``correlation_id`` groups every
+event of one request or conversation (``caused_by`` builds both). ``causes``
+follows causation back ("what led to this decision"), ``effects`` forward
+and transitively ("what did it cause"), ``correlated`` lists a group.
+
+Every query is answered from partial indexes on ``flow_events`` (migration
+0007, ``eventstore.schema``), so its cost grows with what it finds, not with
+the size of the log.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from .backends.base import READ_COLUMNS
+from .errors import EventNotFound, FlowNotFound, InvalidInput, SessionNotFound
+from .events import AppendResult, RecordedEvent
+from .flows import GateOption
+from .integrity import format_time
+from .schema import (
+    AUDIT_EVENT_TYPES,
+    audit_actor,
+    audited,
+    causation,
+    correlation,
+    flow_beginning,
+    flow_events,
+    owner_session,
+)
+from .sqljson import JsonText
+from .store import EventStore
+
+CAUSATION_KEY = "causation_id"
+CORRELATION_KEY = "correlation_id"
+
+KINDS: dict[str, tuple[str, ...]] = {
+    "decision": ("DecisionRecorded",),
+    "gate": ("GateOpened", "GateApproved", "GateRejected"),
+    "failure": ("StepFailed", "StepTimedOut", "FlowFailed"),
+}
+"""The audited event types, by kind of entry."""
+
+_c = flow_events.c
+_MERGED_FLOWS = 200
+"""Up to this many, a session's flows are read one index range each and merged by position: fast
+whatever the planner's statistics (SQLite without ANALYZE prefers the (type, position) index for an
+IN list). Beyond it, one query selects them with a subquery."""
+
+
+# -- entries -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AuditEntry:
+    """One audited event: where it is in the log, who it is by, and how it links to others."""
+
+    kind: ClassVar[str] = ""
+
+    position: int
+    flow_id: str
+    revision: int
+    event_id: uuid.UUID
+    type: str
+    actor: str | None
+    recorded_at: datetime
+    step_id: str | None
+    causation_id: str | None
+    correlation_id: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The entry as plain JSON values, with its ``kind``."""
+        out: dict[str, Any] = {"kind": self.kind}
+        for field in fields(self):
+            out[field.name] = _plain(getattr(self, field.name))
+        return out
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DecisionEntry(AuditEntry):
+    """A ``DecisionRecorded``: what an agent decided, on what, instead of what, and how sure it was."""
+
+    kind: ClassVar[str] = "decision"
+
+    decision: str
+    rationale: str
+    inputs: dict[str, Any]
+    alternatives: tuple[Any, ...]
+    model: str | None
+    tool: str | None
+    confidence: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GateEntry(AuditEntry):
+    """A gate opened, approved or rejected, with what the approver saw (the opening's prompt and options)."""
+
+    kind: ClassVar[str] = "gate"
+
+    action: str  # "opened", "approved" or "rejected"
+    prompt: str | None
+    options: tuple[GateOption, ...]
+    timeout_seconds: float | None
+    selections: tuple[str, ...]
+    feedback: str
+    opened_revision: int | None
+    opened_at: datetime | None
+    opened_by: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureEntry(AuditEntry):
+    """A step that failed or timed out, or a flow that failed."""
+
+    kind: ClassVar[str] = "failure"
+
+    error: str
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """An event caused, directly or through others, by the event ``effects`` started from."""
+
+    event: RecordedEvent
+    depth: int  # 1: caused by it directly; 2: by one of those; ...
+    cause: uuid.UUID  # the event id in its causation_id
+
+
+# -- audit trails ----------------------------------------------------------------
+
+
+def audit_trail(
+    store: EventStore,
+    *,
+    flow_id: str | None = None,
+    session: str | None = None,
+    actor: str | None = None,
+    correlation_id: str | None = None,
+    types: Iterable[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    after_position: int = 0,
+    limit: int | None = None,
+) -> Iterator[AuditEntry]:
+    """Decisions, gates and failures in log order, streamed in pages.
+
+    Scope it to a flow, a session (the flows it owns), an actor (a decision's
+    actor, a gate decision's ``by``, else the event's metadata actor) or a
+    correlation group; the scopes combine. ``types`` keeps some audited
+    event types; ``since`` and ``until`` (timezone-aware) bound the time the
+    events were recorded. An unknown flow raises ``FlowNotFound``, a session
+    with no flows ``SessionNotFound``. Checked at the call, before iterating.
+    """
+    wanted = _audit_types(types)
+    conditions: list[Any] = [audited]
+    if len(wanted) < len(AUDIT_EVENT_TYPES):
+        conditions.append(_c.type.in_(wanted))
+    if flow_id is not None:
+        if store.revision(flow_id) == 0:
+            raise FlowNotFound(flow_id)
+        conditions.append(_c.flow_id == flow_id)
+    flows = None
+    if session is not None:
+        flows = session_flows(store, session)
+        if not flows:
+            raise SessionNotFound(session)
+        if len(flows) > _MERGED_FLOWS:
+            conditions.append(_c.flow_id.in_(_session_subquery(session)))
+            flows = None
+    if actor is not None:
+        conditions.append(audit_actor == _text("actor", actor))
+    if correlation_id is not None:
+        conditions.append(correlation == _text("correlation_id", correlation_id))
+    conditions.extend(_time_range(store, since, until))
+    _check_count("after_position", after_position)
+    if limit is not None:
+        _check_count("limit", limit)
+    base = sa.select(*READ_COLUMNS).where(*conditions).order_by(_c.position)
+    if flows is None:
+        return _entries(store, _read(store, base, after_position, limit))
+    streams = [_read(store, base.where(_c.flow_id == flow), after_position, limit) for flow in flows]
+    merged = heapq.merge(*streams, key=lambda event: event.position)
+    return _entries(store, itertools.islice(merged, limit))
+
+
+def session_flows(store: EventStore, session: str) -> list[str]:
+    """The flows a session owns (``owner_session_key`` of their first event), oldest first."""
+    query = (
+        sa.select(_c.flow_id)
+        .where(flow_beginning, owner_session == _text("session", session))
+        .order_by(_c.position)
+    )
+    return [row[0] for row in store._fetch(query)]
+
+
+def entry_from_event(event: RecordedEvent, opening: RecordedEvent | None = None) -> AuditEntry:
+    """The audit entry of an audited event; for a gate decision, ``opening`` is its ``GateOpened``.
+
+    Tolerant of what the log holds: a missing or malformed field becomes empty.
+    """
+    data = event.data
+    common: dict[str, Any] = {
+        "position": event.position,
+        "flow_id": event.flow_id,
+        "revision": event.revision,
+        "event_id": event.event_id,
+        "type": event.type,
+        "actor": _actor(event),
+        "recorded_at": event.recorded_at,
+        "step_id": _opt_str(data.get("step_id")),
+        "causation_id": _opt_str(event.metadata.get(CAUSATION_KEY)),
+        "correlation_id": _opt_str(event.metadata.get(CORRELATION_KEY)),
+    }
+    if event.type == "DecisionRecorded":
+        confidence = data.get("confidence")
+        return DecisionEntry(
+            **common,
+            decision=str(data.get("decision", "")),
+            rationale=str(data.get("rationale", "")),
+            inputs=_dict(data.get("inputs")),
+            alternatives=tuple(_list(data.get("alternatives"))),
+            model=_opt_str(data.get("model")),
+            tool=_opt_str(data.get("tool")),
+            confidence=_float(confidence),
+        )
+    if event.type in KINDS["gate"]:
+        return _gate_entry(event, common, event if event.type == "GateOpened" else opening)
+    if event.type in KINDS["failure"]:
+        error = data.get("reason") if event.type == "StepTimedOut" else data.get("error")
+        return FailureEntry(**common, error=str(error or ""), details=_dict(data.get("details")))
+    raise InvalidInput(f"{event.type} is not an audited event type")
+
+
+# -- causation and correlation -------------------------------------------------------
+
+
+def caused_by(
+    cause: RecordedEvent | AppendResult | uuid.UUID | str, *, correlation_id: str | None = None
+) -> dict[str, str]:
+    """Metadata that links new events to ``cause``: pass it as ``metadata=`` when appending.
+
+    ``cause`` is an event, the result of the append that wrote it (its last
+    event), or an event id. The correlation id is ``correlation_id``, else
+    the cause's own correlation id, else (for an event) the cause's id, so a
+    whole chain shares the correlation id of its first event.
+    """
+    if isinstance(cause, RecordedEvent):
+        event_id = cause.event_id
+        inherited = cause.metadata.get(CORRELATION_KEY)
+        correlation_id = correlation_id or (inherited if isinstance(inherited, str) else str(event_id))
+    elif isinstance(cause, AppendResult):
+        if not cause.event_ids:
+            raise InvalidInput("that append wrote no events to be caused by")
+        event_id = cause.event_ids[-1]
+    else:
+        event_id = _event_id(cause)
+    metadata = {CAUSATION_KEY: str(event_id)}
+    if correlation_id is not None:
+        metadata[CORRELATION_KEY] = correlation_id
+    return metadata
+
+
+def find_event(store: EventStore, event_id: uuid.UUID | str) -> RecordedEvent:
+    """The event with this id; ``EventNotFound`` if the log has none."""
+    found = _by_id(store, _event_id(event_id))
+    if found is None:
+        raise EventNotFound(str(event_id))
+    return found
+
+
+def causes(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[RecordedEvent, ...]:
+    """What led to an event: its cause, its cause's cause, ... nearest first.
+
+    The chain ends at an event without a ``causation_id``, or whose
+    causation id is not an event in this log (say, a request id from
+    outside): that id is still in the last event's metadata.
+    """
+    _check_count("limit", limit)
+    event = find_event(store, event_id)
+    chain: list[RecordedEvent] = []
+    seen = {event.event_id}
+    while len(chain) < limit:
+        parent_id = _parse_id(event.metadata.get(CAUSATION_KEY))
+        if parent_id is None or parent_id in seen:
+            break
+        parent = _by_id(store, parent_id)
+        if parent is None:
+            break
+        chain.append(parent)
+        seen.add(parent_id)
+        event = parent
+    return tuple(chain)
+
+
+def effects(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[Effect, ...]:
+    """What an event caused: every event whose causation leads back to it, in log order.
+
+    Walks the causation links forward, breadth first, one indexed query per
+    level (and per 500 causes); stops after ``limit`` events.
+    """
+    _check_count("limit", limit)
+    root = find_event(store, event_id)
+    found: list[Effect] = []
+    seen = {root.event_id}
+    frontier = [root.event_id]
+    depth = 0
+    while frontier and len(found) < limit:
+        depth += 1
+        children: list[Effect] = []
+        for start in range(0, len(frontier), 500):
+            chunk = [str(cause) for cause in frontier[start : start + 500]]
+            query = (
+                sa.select(*READ_COLUMNS)
+                .where(causation.isnot(None), causation.in_(chunk))
+                .order_by(_c.position)
+            )
+            for event in _decode(store, store._fetch(query)):
+                if event.event_id not in seen:
+                    seen.add(event.event_id)
+                    cause = _parse_id(event.metadata.get(CAUSATION_KEY))
+                    children.append(Effect(event, depth, cause or root.event_id))
+        children.sort(key=lambda effect: effect.event.position)
+        found.extend(children[: limit - len(found)])
+        frontier = [effect.event.event_id for effect in children]
+    return tuple(sorted(found, key=lambda effect: effect.event.position))
+
+
+def correlated(
+    store: EventStore, correlation_id: str, *, after_position: int = 0, limit: int | None = None
+) -> Iterator[RecordedEvent]:
+    """Every event with this ``correlation_id``, in log order, streamed in pages."""
+    _check_count("after_position", after_position)
+    if limit is not None:
+        _check_count("limit", limit)
+    value = _text("correlation_id", correlation_id)
+    base = sa.select(*READ_COLUMNS).where(correlation.isnot(None), correlation == value).order_by(_c.position)
+    return _read(store, base, after_position, limit)
+
+
+# -- internals -----------------------------------------------------------------------
+
+
+def _read(store: EventStore, base: sa.Select[Any], after: int, limit: int | None) -> Iterator[RecordedEvent]:
+    """Keyset pages of ``base`` by position, through the store (errors translated, retried once)."""
+    pages = store._pages(lambda cursor: base.where(_c.position > cursor), lambda row: row[0], after, limit)
+    return store._events(pages)
+
+
+def _decode(store: EventStore, rows: Iterable[Any]) -> Iterator[RecordedEvent]:
+    return store._events(iter([list(rows)]))
+
+
+def _entries(store: EventStore, events: Iterator[RecordedEvent]) -> Iterator[AuditEntry]:
+    for event in events:
+        opening = None
+        if event.type in ("GateApproved", "GateRejected"):
+            opening = _opening(store, event)
+        yield entry_from_event(event, opening)
+
+
+def _opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | None:
+    """The last ``GateOpened`` of the decision's step before it: what the approver saw."""
+    step_id = decision.data.get("step_id")
+    if not isinstance(step_id, str):
+        return None
+    query = (
+        sa.select(*READ_COLUMNS)
+        .where(
+            audited,
+            _c.flow_id == decision.flow_id,
+            _c.type == "GateOpened",
+            _c.position < decision.position,
+            JsonText(_c.data, "step_id") == step_id,
+        )
+        .order_by(_c.position.desc())
+        .limit(1)
+    )
+    return next(_decode(store, store._fetch(query)), None)
+
+
+def _gate_entry(event: RecordedEvent, common: dict[str, Any], opening: RecordedEvent | None) -> GateEntry:
+    data = event.data
+    seen = opening.data if opening is not None else {}
+    timeout = seen.get("timeout_seconds")
+    return GateEntry(
+        **common,
+        action={"GateOpened": "opened", "GateApproved": "approved"}.get(event.type, "rejected"),
+        prompt=str(seen["prompt"]) if "prompt" in seen else None,
+        options=tuple(_options(seen.get("options"))),
+        timeout_seconds=_float(timeout),
+        selections=tuple(str(value) for value in _list(data.get("selections"))),
+        feedback=str(data.get("feedback", "")),
+        opened_revision=opening.revision if opening is not None else None,
+        opened_at=opening.recorded_at if opening is not None else None,
+        opened_by=_actor(opening) if opening is not None else None,
+    )
+
+
+def _options(value: Any) -> Iterator[GateOption]:
+    for option in _list(value):
+        if isinstance(option, dict) and isinstance(option.get("value"), str):
+            yield GateOption(value=option["value"], label=str(option.get("label", option["value"])))
+
+
+def _actor(event: RecordedEvent) -> str | None:
+    """The same rule as the actor index: data ``actor``, else data ``by``, else metadata ``actor``."""
+    for value in (event.data.get("actor"), event.data.get("by"), event.metadata.get("actor")):
+        if value is not None:
+            return str(value)
+    return None
+
+
+def _session_subquery(session: str) -> Any:
+    return sa.select(_c.flow_id).where(flow_beginning, owner_session == session).scalar_subquery()
+
+
+def _audit_types(types: Iterable[str] | None) -> list[str]:
+    if types is None:
+        return list(AUDIT_EVENT_TYPES)
+    wanted = [types] if isinstance(types, str) else list(types)
+    unknown = [name for name in wanted if name not in AUDIT_EVENT_TYPES]
+    if unknown or not wanted:
+        raise InvalidInput(f"audited types are {', '.join(AUDIT_EVENT_TYPES)}; not {unknown or 'none'}")
+    return wanted
+
+
+def _time_range(store: EventStore, since: datetime | None, until: datetime | None) -> list[Any]:
+    for name, moment in (("since", since), ("until", until)):
+        if moment is not None and (not isinstance(moment, datetime) or moment.tzinfo is None):
+            raise InvalidInput(f"`{name}` must be a timezone-aware datetime, not {moment!r}")
+    if since is not None and until is not None and since > until:
+        raise InvalidInput(f"`since` ({since.isoformat()}) is after `until` ({until.isoformat()})")
+
+    def stored(moment: datetime) -> Any:
+        return format_time(moment) if store.dialect == "sqlite" else moment
+
+    out = []
+    if since is not None:
+        out.append(_c.recorded_at >= stored(since))
+    if until is not None:
+        out.append(_c.recorded_at <= stored(until))
+    return out
+
+
+def _by_id(store: EventStore, event_id: uuid.UUID) -> RecordedEvent | None:
+    value: Any = event_id.bytes if store.dialect == "sqlite" else event_id
+    query = sa.select(*READ_COLUMNS).where(_c.event_id == value)
+    return next(_decode(store, store._fetch(query)), None)
+
+
+def _event_id(value: uuid.UUID | str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    parsed = _parse_id(value)
+    if parsed is None:
+        raise InvalidInput(f"not an event id (a UUID): {value!r}")
+    return parsed
+
+
+def _parse_id(value: Any) -> uuid.UUID | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _check_count(name: str, value: Any) -> None:
+    if type(value) is not int or value < 0:
+        raise InvalidInput(f"{name} must be an int >= 0, not {value!r}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime):
+        return format_time(value)
+    if isinstance(value, GateOption):
+        return value.model_dump()
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
+def _float(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

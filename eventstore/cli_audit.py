@@ -1,0 +1,253 @@
+"""The ``audit`` command: decisions, approvals and failures, and why an event happened.
+
+One call to ``eventstore.audit`` plus formatting; ``--json`` gives the same
+answer for scripts (one JSON object per entry, or one object for ``--why``).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import click
+
+from .audit import (
+    KINDS,
+    AuditEntry,
+    DecisionEntry,
+    Effect,
+    FailureEntry,
+    GateEntry,
+    audit_trail,
+    causes,
+    effects,
+    find_event,
+)
+from .cli_output import (
+    actor_of,
+    colour_of,
+    compact,
+    cut,
+    echo,
+    echo_json,
+    event_dict,
+    parse_time,
+    summarize,
+    when,
+)
+from .errors import EventNotFound, InvalidInput
+from .events import RecordedEvent
+from .schema import AUDIT_EVENT_TYPES
+from .store import EventStore
+
+_LABELS = {
+    "DecisionRecorded": "DECISION",
+    "GateOpened": "GATE",
+    "GateApproved": "APPROVED",
+    "GateRejected": "REJECTED",
+    "StepFailed": "FAILED",
+    "StepTimedOut": "TIMED OUT",
+    "FlowFailed": "FLOW FAILED",
+}
+
+
+def register(main: click.Group, open_store: Any, errors: Any) -> None:
+    """Add ``audit`` to the ``eventstore`` group; ``open_store(ctx)`` opens the store."""
+
+    @main.command()
+    @click.option("--flow", "flow_id", help="Only this flow.")
+    @click.option("--session", help="Only the flows this owner session started.")
+    @click.option("--actor", help="Only what this actor decided, approved, rejected or failed.")
+    @click.option("--correlation", "correlation_id", help="Only events with this correlation id.")
+    @click.option(
+        "--type",
+        "types",
+        multiple=True,
+        help="decision, gate, failure, or an event type such as GateApproved (repeatable).",
+    )
+    @click.option("--since", help="From this time: ISO 8601 with a zone, a date, or an age (15m, 2h, 7d).")
+    @click.option("--until", help="Up to this time (same forms as --since).")
+    @click.option("--after", type=click.IntRange(min=0), default=0, help="Only after this log position.")
+    @click.option("--limit", type=click.IntRange(min=1), help="At most this many entries.")
+    @click.option("--why", "event_ref", metavar="EVENT", help="Explain one event (id or FLOW@REV) instead.")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per entry.")
+    @click.pass_context
+    def audit(
+        ctx: click.Context,
+        flow_id: str | None,
+        session: str | None,
+        actor: str | None,
+        correlation_id: str | None,
+        types: tuple[str, ...],
+        since: str | None,
+        until: str | None,
+        after: int,
+        limit: int | None,
+        event_ref: str | None,
+        as_json: bool,
+    ) -> None:
+        """Who decided what, who approved or rejected it, what failed: in log order.
+
+        Scope it with --flow, --session, --actor or --correlation (they
+        combine); with none, the whole store. --why EVENT shows what led to
+        one event (its causation chain) and what it caused.
+        """
+        with open_store(ctx) as store, errors():
+            if event_ref is not None:
+                _explain(store, event_ref, as_json)
+                return
+            entries = audit_trail(
+                store,
+                flow_id=flow_id,
+                session=session,
+                actor=actor,
+                correlation_id=correlation_id,
+                types=_types(types),
+                since=parse_time(since) if since else None,
+                until=parse_time(until) if until else None,
+                after_position=after,
+                limit=limit,
+            )
+            counts: Counter[str] = Counter()
+            for entry in entries:
+                counts[entry.kind] += 1
+                if as_json:
+                    echo_json(entry.as_dict())
+                else:
+                    for line in _entry_lines(entry):
+                        echo(line)
+        if not as_json:
+            total = sum(counts.values())
+            detail = ", ".join(f"{counts[kind]} {kind}(s)" for kind in KINDS if counts[kind])
+            echo(f"{total} entr{'y' if total == 1 else 'ies'}" + (f": {detail}" if detail else ""), err=True)
+
+
+def _types(given: tuple[str, ...]) -> list[str] | None:
+    if not given:
+        return None
+    out: list[str] = []
+    for name in given:
+        if name in KINDS:
+            out.extend(KINDS[name])
+        elif name in AUDIT_EVENT_TYPES:
+            out.append(name)
+        else:
+            choices = ", ".join([*KINDS, *AUDIT_EVENT_TYPES])
+            raise InvalidInput(f"--type {name!r} is not one of {choices}")
+    return list(dict.fromkeys(out))
+
+
+def _entry_lines(entry: AuditEntry) -> list[str]:
+    label = click.style(_LABELS.get(entry.type, entry.type).ljust(11), fg=_label_colour(entry), bold=True)
+    where = f"{entry.flow_id}@{entry.revision}"
+    head = f"{when(entry.recorded_at)}  {where:<20} {label} {entry.actor or '-':<18} "
+    indent = " " * len(click.unstyle(head))
+    if isinstance(entry, DecisionEntry):
+        facts = [f"confidence {entry.confidence:.2f}" if entry.confidence is not None else ""]
+        facts += [f"model {entry.model}" if entry.model else "", f"tool {entry.tool}" if entry.tool else ""]
+        lines = [head + f'"{cut(entry.decision, 60)}"' + _paren(facts)]
+        if entry.rationale:
+            lines.append(f"{indent}why: {cut(entry.rationale, 90)}")
+        if entry.inputs or entry.alternatives:
+            instead = ", ".join(str(a) for a in entry.alternatives)
+            lines.append(
+                f"{indent}inputs {compact(entry.inputs, 50)}"
+                + (f" · instead of: {cut(instead, 50)}" if instead else "")
+            )
+        return lines
+    if isinstance(entry, GateEntry):
+        options = "|".join(option.value for option in entry.options)
+        if entry.action == "opened":
+            return [
+                head
+                + f'on {entry.step_id}: "{cut(entry.prompt or "", 60)}"'
+                + (f" [{options}]" if options else "")
+            ]
+        chose = f"chose {', '.join(entry.selections)}" if entry.selections else ""
+        feedback = f'"{cut(entry.feedback, 50)}"' if entry.feedback else ""
+        lines = [head + f"on {entry.step_id}" + _paren([chose, feedback])]
+        if entry.opened_revision is not None:
+            saw = f'saw "{cut(entry.prompt or "", 60)}"' + (f" [{options}]" if options else "")
+            opened = f"{entry.flow_id}@{entry.opened_revision}"
+            lines.append(f"{indent}{saw}, opened at {opened} by {entry.opened_by or '-'}")
+        return lines
+    assert isinstance(entry, FailureEntry)  # the three kinds are exhaustive
+    where_failed = f"step {entry.step_id}: " if entry.step_id else ""
+    return [head + where_failed + cut(entry.error or "(no error text)", 80)]
+
+
+def _paren(parts: list[str]) -> str:
+    kept = [part for part in parts if part]
+    return f" ({', '.join(kept)})" if kept else ""
+
+
+def _label_colour(entry: AuditEntry) -> str | None:
+    if isinstance(entry, DecisionEntry):
+        return "cyan"
+    return colour_of(entry.type)
+
+
+# -- --why ---------------------------------------------------------------------------
+
+
+def _resolve(store: EventStore, ref: str) -> RecordedEvent:
+    """An event by id, or by ``FLOW@REVISION``."""
+    flow_id, at, revision = ref.rpartition("@")
+    if at and revision.isdigit() and flow_id:
+        found = list(store.read_flow(flow_id, from_revision=int(revision), to_revision=int(revision)))
+        if not found:
+            raise EventNotFound(ref)
+        return found[0]
+    return find_event(store, ref)
+
+
+def _explain(store: EventStore, ref: str, as_json: bool) -> None:
+    event = _resolve(store, ref)
+    chain = causes(store, event.event_id)
+    caused = effects(store, event.event_id)
+    if as_json:
+        echo_json(
+            {
+                "event": event_dict(event),
+                "causes": [event_dict(cause) for cause in chain],
+                "effects": [{**event_dict(e.event), "depth": e.depth, "cause": str(e.cause)} for e in caused],
+            }
+        )
+        return
+    echo(
+        click.style(f"{event.flow_id}@{event.revision} {event.type}", bold=True)
+        + f" by {actor_of(event)} at {when(event.recorded_at)}"
+    )
+    echo(f"  {summarize(event, 100)}")
+    correlation = event.metadata.get("correlation_id")
+    if correlation is not None:
+        echo(f"  correlation {correlation}")
+    echo("what led to it, nearest first:" if chain else "what led to it: nothing recorded (no causation_id)")
+    for cause in chain:
+        echo(_event_line(cause, 1))
+    origin = (chain[-1] if chain else event).metadata.get("causation_id")
+    if origin is not None:  # the walk stopped at a cause it could not find
+        echo(f"  ... {origin}, which is not an event in this log")
+    echo("what it caused:" if caused else "what it caused: nothing recorded")
+    for effect in _tree(event, caused):
+        echo(_event_line(effect.event, effect.depth))
+
+
+def _event_line(event: RecordedEvent, depth: int) -> str:
+    where = f"{event.flow_id}@{event.revision}"
+    kind = click.style(event.type, fg=colour_of(event.type))
+    return f"{'  ' * depth}{where}  {kind}  {actor_of(event)}  {summarize(event, 80)}"
+
+
+def _tree(root: RecordedEvent, caused: tuple[Effect, ...]) -> list[Effect]:
+    """The effects depth first, each under its cause, siblings in log order."""
+    children: dict[Any, list[Effect]] = {}
+    for effect in caused:
+        children.setdefault(effect.cause, []).append(effect)
+    out: list[Effect] = []
+    stack = list(reversed(children.get(root.event_id, [])))
+    while stack:
+        effect = stack.pop()
+        out.append(effect)
+        stack.extend(reversed(children.get(effect.event.event_id, [])))
+    return out

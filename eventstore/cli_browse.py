@@ -1,0 +1,297 @@
+"""Command-line commands for looking around a store: flows, show, tail, stats.
+
+Each is one library call (``FlowQueries``, ``follow``, ``log_stats``) plus
+formatting; ``--json`` gives the same answer for scripts. ``projections`` is
+imported inside the commands: the CLI is the composition root.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from .cli_output import (
+    Cell,
+    Styled,
+    actor_of,
+    clock,
+    colour_of,
+    compact,
+    cut,
+    echo,
+    echo_json,
+    event_dict,
+    size,
+    status,
+    summarize,
+    table,
+    took,
+    when,
+)
+from .events import RecordedEvent
+from .flows import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
+from .follow import follow
+from .stats import log_stats
+
+
+def _flow_projections() -> list[Any]:
+    from projections import FlowProjection
+
+    return [FlowProjection()]
+
+
+def _flow_dict(flow: FlowState, steps: list[StepState] | None = None) -> dict[str, Any]:
+    view = FlowView(flow)
+    for step in steps or []:
+        view.steps[step.step_id] = step
+    data = view_to_dict(view)
+    return data if steps is not None else data["flow"]
+
+
+def register(main: click.Group, open_store: Any, errors: Any) -> None:
+    """Add the commands to the ``eventstore`` group; ``open_store(ctx, **options)`` opens the store."""
+
+    @main.command("flows")
+    @click.option("--status", type=click.Choice(FLOW_STATUSES), help="Only flows in this status.")
+    @click.option("--session", "--owner", "session", help="Only flows of this owner session.")
+    @click.option(
+        "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many."
+    )
+    @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Page size.")
+    @click.option("--json", "as_json", is_flag=True, help="The page as one JSON object.")
+    @click.pass_context
+    def flows_command(
+        ctx: click.Context, status: str | None, session: str | None, offset: int, limit: int, as_json: bool
+    ) -> None:
+        """List flows, oldest first, a page at a time."""
+        from projections import FlowQueries
+
+        with open_store(ctx, projections=_flow_projections()) as store, errors():
+            page = FlowQueries(store).flows(owner=session, status=status, offset=offset, limit=limit)
+        if as_json:
+            items = [_flow_dict(flow) for flow in page.items]
+            echo_json({"items": items, "total": page.total, "offset": page.offset, "limit": page.limit})
+            return
+        rows: list[list[Cell]] = [
+            [
+                flow.flow_id,
+                Styled(flow.status, fg=colour_of(flow.status)),
+                flow.current_step or "-",
+                str(flow.revision),
+                flow.owner_session_key,
+                when(flow.updated_at),
+                flow.goal,
+            ]
+            for flow in page.items
+        ]
+        for line in table(["FLOW", "STATUS", "STEP", "REV", "SESSION", "UPDATED", "GOAL"], rows):
+            echo(line)
+        shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
+        more = f"; next page: --offset {offset + limit}" if page.has_next else ""
+        echo(f"{page.total:,} flow(s), showing {shown}{more}")
+
+    @main.command()
+    @click.argument("flow_id")
+    @click.option("--json", "as_json", is_flag=True, help="The flow and its steps as JSON.")
+    @click.pass_context
+    def show(ctx: click.Context, flow_id: str, as_json: bool) -> None:
+        """A flow's summary and its steps."""
+        from projections import FlowQueries
+
+        with open_store(ctx, projections=_flow_projections()) as store, errors():
+            queries = FlowQueries(store)
+            flow = queries.flow(flow_id)
+            steps = queries.steps(flow_id)
+        if as_json:
+            echo_json(_flow_dict(flow, steps))
+            return
+        for line in _summary(flow):
+            echo(line)
+        if not steps:
+            echo("\nno steps")
+            return
+        echo()
+        rows: list[list[Cell]] = [
+            [
+                str(step.position),
+                step.step_id,
+                step.name,
+                Styled(step.status, fg=colour_of(step.status)),
+                str(step.attempts),
+                _gate(step),
+                when(step.started_at),
+                took((step.finished_at - step.scheduled_at).total_seconds())
+                if step.finished_at and step.scheduled_at
+                else "-",
+                _outcome(step),
+            ]
+            for step in steps
+        ]
+        for line in table(
+            ["POS", "STEP", "NAME", "STATUS", "TRIES", "GATE", "STARTED", "TOOK", "OUTCOME"], rows
+        ):
+            echo(line)
+
+    @main.command()
+    @click.option("--from", "after", type=click.IntRange(min=0), help="Start after this position (0: all).")
+    @click.option("--flow", "flow_id", help="Only this flow's events.")
+    @click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
+    @click.option("--interval", type=click.FloatRange(0.01, 3600), default=0.5, show_default=True)
+    @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
+    @click.option("--until-idle", is_flag=True, help="Stop once no new event is waiting.")
+    @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
+    @click.pass_context
+    def tail(
+        ctx: click.Context,
+        after: int | None,
+        flow_id: str | None,
+        types: tuple[str, ...],
+        interval: float,
+        limit: int | None,
+        until_idle: bool,
+        as_json: bool,
+    ) -> None:
+        """Follow new events as they are committed (Ctrl-C stops).
+
+        Starts at the end of the log unless --from says where. --interval is
+        the pause, in seconds, between polls that find nothing.
+        """
+        count, position = 0, after
+        stop = threading.Event()  # Ctrl-C or SIGTERM: finish the current poll, then stop
+        handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            with open_store(ctx) as store, errors():
+                events = follow(
+                    store,
+                    after_position=after,
+                    flow_id=flow_id,
+                    types=types or None,
+                    poll_interval=interval,
+                    stop_when_idle=until_idle,
+                    stop=stop,
+                )
+                for event in events:
+                    count, position = count + 1, event.position
+                    if as_json:
+                        echo_json(event_dict(event))
+                    else:
+                        echo(_tail_line(event))
+                    if stop.is_set() or (limit is not None and count >= limit):
+                        break
+        except BrokenPipeError:  # `eventstore tail | head`: the reader has gone; exit quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+        if stop.is_set():
+            echo(
+                f"stopped after {count} event(s)" + (f", at position {position}" if position else ""),
+                err=True,
+            )
+
+    @main.command()
+    @click.option(
+        "--days", type=click.IntRange(0, 366), default=7, show_default=True, help="Days of history."
+    )
+    @click.option("--json", "as_json", is_flag=True, help="The figures as one JSON object.")
+    @click.pass_context
+    def stats(ctx: click.Context, days: int, as_json: bool) -> None:
+        """Events, flows by status, sessions, database size, events per day."""
+        from projections import FlowQueries
+
+        with open_store(ctx, projections=_flow_projections()) as store, errors():
+            figures = log_stats(store, days=days)
+            queries = FlowQueries(store)
+            by_status = {name: queries.flows(status=name, limit=1).total for name in FLOW_STATUSES}
+            sessions = queries.sessions(limit=1).total
+            backend = store.dialect
+        if as_json:
+            echo_json(
+                {
+                    "events": figures.events,
+                    "last_position": figures.last_position,
+                    "first_event_at": figures.first_event_at,
+                    "last_event_at": figures.last_event_at,
+                    "flows": {"total": sum(by_status.values()), **by_status},
+                    "sessions": sessions,
+                    "db_bytes": figures.db_bytes,
+                    "backend": backend,
+                    "events_per_day": [
+                        {"day": d.day.isoformat(), "events": d.events} for d in figures.per_day
+                    ],
+                }
+            )
+            return
+        statuses = ", ".join(f"{count:,} {status(name)}" for name, count in by_status.items() if count)
+        echo(f"events     {figures.events:,} (last position {figures.last_position:,})")
+        echo(f"between    {when(figures.first_event_at)} and {when(figures.last_event_at)} UTC")
+        echo(f"flows      {sum(by_status.values()):,}" + (f": {statuses}" if statuses else ""))
+        echo(f"sessions   {sessions:,}")
+        echo(f"database   {size(figures.db_bytes)} ({backend})")
+        if figures.per_day:
+            echo("events per day (UTC):")
+            peak = max(day.events for day in figures.per_day) or 1
+            for day in figures.per_day:
+                bar = "#" * round(30 * day.events / peak)
+                echo(f"  {day.day.isoformat()}  {click.style(bar.ljust(30), fg='cyan')}  {day.events:,}")
+
+
+def _summary(flow: FlowState) -> list[str]:
+    lasted = (
+        took((flow.finished_at - flow.created_at).total_seconds())
+        if flow.finished_at and flow.created_at
+        else ""
+    )
+    lines = [
+        click.style(flow.flow_id, bold=True) + f"  {flow.goal}",
+        f"  status      {status(flow.status)} at revision {flow.revision} ({flow.event_count} events)"
+        + (", cancel requested" if flow.cancel_requested else ""),
+        f"  controller  {flow.controller_id}   session {flow.owner_session_key}"
+        + (f"   origin {flow.requester_origin}" if flow.requester_origin else "")
+        + (f"   parent {flow.parent_flow_id}" if flow.parent_flow_id else ""),
+        f"  started     {when(flow.created_at)}   updated {when(flow.updated_at)}"
+        + (f"   ended {when(flow.finished_at)} (took {lasted})" if flow.finished_at else ""),
+    ]
+    if flow.current_step:
+        lines.append(f"  step        {flow.current_step}")
+    if flow.lease_owner:
+        until = when(flow.lease_expires_at)
+        lines.append(f"  lease       {flow.lease_owner} (generation {flow.lease_generation}) until {until}")
+    if flow.wait:
+        lines.append(
+            f"  waiting for {flow.wait.get('waiting_for')} {compact(flow.wait.get('details') or {})}"
+        )
+    if flow.error:
+        error = click.style(str(flow.error.get("error")), fg="red")
+        lines.append(f"  error       {error} {compact(flow.error.get('details') or {})}")
+    if flow.result is not None:
+        lines.append(f"  result      {compact(flow.result, 100)}")
+    lines.append(f"  state       {compact(flow.state, 100)}")
+    return lines
+
+
+def _gate(step: StepState) -> Cell:
+    if not step.gate_status:
+        return "-"
+    by = f" by {step.gate_by}" if step.gate_by else ""
+    return Styled(f"{step.gate_status}{by}", fg=colour_of(step.gate_status))
+
+
+def _outcome(step: StepState) -> str:
+    if step.status == "completed":
+        return compact(step.result or {}, 50)
+    text = step.error or step.reason or ""
+    return cut(text, 60) if text else "-"
+
+
+def _tail_line(event: RecordedEvent) -> str:
+    where = f"{event.flow_id}@{event.revision}"
+    kind = click.style(event.type.ljust(18), fg=colour_of(event.type))
+    moment = f"{when(event.recorded_at)[:10]} {clock(event.recorded_at)}"
+    return f"#{event.position:<7} {moment}  {where:<24} {kind} {actor_of(event):<18} {summarize(event, 80)}"

@@ -1,0 +1,315 @@
+"""How the command line prints: colour, tables, one-line event summaries, times, progress bars, JSON.
+
+Colour is on when the output is a terminal and ``NO_COLOR`` is not set
+(https://no-color.org); click strips the styles otherwise. Progress bars go
+to stderr, and only when it is a terminal, so pipes and logs stay clean.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import click
+import orjson
+
+from .errors import InvalidInput
+from .events import RecordedEvent
+from .integrity import format_time
+
+STATUS_COLOURS = {
+    "finished": "green",
+    "completed": "green",
+    "approved": "green",
+    "running": "cyan",
+    "scheduled": "blue",
+    "waiting": "yellow",
+    "open": "yellow",
+    "opened": "yellow",
+    "failed": "red",
+    "rejected": "red",
+    "timed_out": "red",
+    "cancelled": "bright_black",
+    "skipped": "bright_black",
+    "closed": "bright_black",
+}
+
+
+_TYPE_STATUS = {
+    "FlowFinished": "finished",
+    "StepCompleted": "completed",
+    "GateApproved": "approved",
+    "FlowFailed": "failed",
+    "StepFailed": "failed",
+    "GateRejected": "rejected",
+    "StepTimedOut": "timed_out",
+    "GateOpened": "open",
+    "FlowWaiting": "waiting",
+    "FlowCancelled": "cancelled",
+}
+
+
+def colour_of(word: str) -> str | None:
+    """The colour of a status word, or of an event type that sets one (``StepFailed``: red)."""
+    return STATUS_COLOURS.get(_TYPE_STATUS.get(word, word))
+
+
+def _colour() -> bool | None:
+    """False when NO_COLOR is set; otherwise let click decide (colour only on a terminal)."""
+    return False if os.environ.get("NO_COLOR") else None
+
+
+def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
+    click.echo(text, err=err, nl=nl, color=_colour())
+
+
+def echo_json(value: Any) -> None:
+    """One JSON document on one line (times, UUIDs and dataclasses as orjson writes them)."""
+    click.echo(orjson.dumps(value, default=str).decode())
+
+
+def status(text: str | None) -> str:
+    """A status word in its colour."""
+    if text is None:
+        return "-"
+    return click.style(text, fg=colour_of(text))
+
+
+@dataclass(frozen=True, slots=True)
+class Styled:
+    """A table cell with a style: the table pads the plain text, then styles it."""
+
+    text: str
+    fg: str | None = None
+    bold: bool = False
+    dim: bool = False
+
+    def render(self, width: int) -> str:
+        return click.style(self.text.ljust(width), fg=self.fg, bold=self.bold, dim=self.dim)
+
+
+Cell = str | Styled
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]], *, max_width: int = 60) -> Iterator[str]:
+    """Lines of a table: a bold header, columns as wide as their widest cell (up to ``max_width``).
+
+    The last column is neither padded nor cut.
+    """
+    body = [
+        [_cut(cell, max_width) if i < len(headers) - 1 else cell for i, cell in enumerate(row)]
+        for row in rows
+    ]
+    widths = [len(name) for name in headers]
+    for row in body:
+        for i, cell in enumerate(row[:-1]):
+            widths[i] = max(widths[i], len(_text(cell)))
+    yield "  ".join(click.style(name.ljust(widths[i]), bold=True) for i, name in enumerate(headers)).rstrip()
+    for row in body:
+        cells = [_render(cell, widths[i]) for i, cell in enumerate(row[:-1])]
+        yield "  ".join([*cells, _render(row[-1], 0)]).rstrip()
+
+
+def _text(cell: Cell) -> str:
+    return cell.text if isinstance(cell, Styled) else cell
+
+
+def _render(cell: Cell, width: int) -> str:
+    return cell.render(width) if isinstance(cell, Styled) else cell.ljust(width)
+
+
+def _cut(cell: Cell, width: int) -> Cell:
+    if isinstance(cell, Styled):
+        return Styled(cut(cell.text, width), cell.fg, cell.bold, cell.dim)
+    return cut(cell, width)
+
+
+_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` on one line, shortened to ``width`` characters with an ellipsis."""
+    text = text.translate(_ONE_LINE)
+    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+
+
+def compact(value: Any, width: int = 60) -> str:
+    """A JSON value on one short line."""
+    return cut(orjson.dumps(value, default=str).decode(), width)
+
+
+# -- times -------------------------------------------------------------------------
+
+_RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_time(text: str, *, now: datetime | None = None) -> datetime:
+    """An ISO 8601 time with a zone, a date (midnight UTC), or an age such as ``15m``, ``2h``, ``7d``."""
+    match = _RELATIVE.match(text.strip())
+    if match:
+        amount, unit = match.groups()
+        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+    try:
+        if len(text) == 10:
+            return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidInput(
+            f"{text!r} is not a time: use ISO 8601 (2030-01-01T09:00Z), a date, or 15m/2h/7d"
+        ) from exc
+    if moment.tzinfo is None:
+        raise InvalidInput(f"{text!r} has no time zone; add Z or +00:00")
+    return moment
+
+
+def when(moment: datetime | None) -> str:
+    """A time as people read it in a table, in UTC, to the second."""
+    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def clock(moment: datetime) -> str:
+    """The time of day, in UTC, to the millisecond."""
+    return moment.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def took(seconds: float) -> str:
+    """A duration, short: ``0.25s``, ``42s``, ``3m05s``, ``2h03m``, ``4d02h``."""
+    if seconds < 10:
+        return f"{seconds:.2f}s"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def size(count: int) -> str:
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- events --------------------------------------------------------------------------
+
+
+def actor_of(event: RecordedEvent) -> str:
+    actor = event.metadata.get("actor")
+    return "-" if actor is None else str(actor)
+
+
+def event_dict(event: RecordedEvent) -> dict[str, Any]:
+    """An event as JSON for scripts: everything the log holds, hashes as hex."""
+    return {
+        "position": event.position,
+        "flow_id": event.flow_id,
+        "revision": event.revision,
+        "event_id": str(event.event_id),
+        "type": event.type,
+        "schema_version": event.schema_version,
+        "recorded_at": format_time(event.recorded_at),
+        "actor": event.metadata.get("actor"),
+        "data": event.data,
+        "metadata": event.metadata,
+        "hash": event.hash,
+    }
+
+
+def summarize(event: RecordedEvent, width: int = 90) -> str:
+    """What an event says, in one line of at most ``width`` characters."""
+    data = event.data
+    describe = _SUMMARIES.get(event.type)
+    try:
+        text = describe(data) if describe is not None else compact(data, width)
+    except (KeyError, TypeError, ValueError, AttributeError):
+        text = compact(data, width)  # a hand-written event that lacks a field: show it raw
+    return cut(text, width)
+
+
+def _quote(value: Any) -> str:
+    return f'"{value}"' if value else ""
+
+
+def _join(*parts: str) -> str:
+    return " · ".join(part for part in parts if part)
+
+
+def _options(data: dict[str, Any]) -> str:
+    values = [str(option.get("value")) for option in data.get("options") or [] if isinstance(option, dict)]
+    return f"[{'|'.join(values)}]" if values else ""
+
+
+_SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "FlowStarted": lambda d: _join(f'goal "{d["goal"]}"', f"session {d['owner_session_key']}"),
+    "FlowForked": lambda d: f"fork of {d['origin_flow_id']}@{d['origin_revision']}",
+    "FlowAdvanced": lambda d: _join(
+        f"-> {d['current_step']}" if d.get("current_step") else "",
+        f"state {compact(d['state_patch'], 50)}" if d.get("state_patch") else "",
+    ),
+    "FlowWaiting": lambda d: f"waiting for {d['waiting_for']}",
+    "FlowResumed": lambda d: _join(
+        f"resumed by {d['by']}" if d.get("by") else "resumed", compact(d.get("input"))
+    ),
+    "FlowCancelRequested": lambda d: _join(f"cancel requested by {d['by']}", _quote(d.get("reason"))),
+    "FlowCancelled": lambda d: _join("cancelled", _quote(d.get("reason"))),
+    "FlowFinished": lambda d: f"result {compact(d.get('result'))}",
+    "FlowFailed": lambda d: f"failed: {d['error']}",
+    "StepScheduled": lambda d: f"step {d['step_id']} ({d['name']}) scheduled",
+    "StepStarted": lambda d: f"step {d['step_id']} started",
+    "StepCompleted": lambda d: f"step {d['step_id']} completed: {compact(d.get('result'))}",
+    "StepFailed": lambda d: f"step {d['step_id']} failed: {d['error']}",
+    "StepSkipped": lambda d: _join(f"step {d['step_id']} skipped", _quote(d.get("reason"))),
+    "StepTimedOut": lambda d: _join(f"step {d['step_id']} timed out", _quote(d.get("reason"))),
+    "StepRetried": lambda d: _join(f"step {d['step_id']} retry #{d['retry_count']}", _quote(d.get("error"))),
+    "GateOpened": lambda d: _join(f'gate on {d["step_id"]}: "{d["prompt"]}"', _options(d)),
+    "GateApproved": lambda d: _join(
+        f"gate on {d['step_id']} approved by {d['by']}",
+        f"chose {', '.join(d['selections'])}" if d.get("selections") else "",
+        _quote(d.get("feedback")),
+    ),
+    "GateRejected": lambda d: _join(
+        f"gate on {d['step_id']} rejected by {d['by']}", _quote(d.get("feedback"))
+    ),
+    "LeaseAcquired": lambda d: f"lease to {d['owner_token']} (generation {d['generation']})",
+    "LeaseReleased": lambda d: f"lease released by {d['owner_token']}",
+    "DecisionRecorded": lambda d: _join(
+        f'"{d["decision"]}"',
+        f"confidence {d['confidence']:.2f}" if isinstance(d.get("confidence"), int | float) else "",
+        d.get("rationale") or "",
+    ),
+}
+
+
+# -- progress -----------------------------------------------------------------------
+
+
+@contextmanager
+def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr while the block runs; call the function with how many are done.
+
+    Shown only when stderr is a terminal: nothing is printed into a pipe or a log.
+    """
+    stream = sys.stderr
+    if total <= 0 or not stream.isatty():
+        yield lambda done: None
+        return
+    with click.progressbar(
+        length=total, label=label, file=stream, show_pos=True, show_eta=True, color=_colour()
+    ) as bar:
+
+        def update(done: int) -> None:
+            bar.update(min(done, total) - bar.pos)
+
+        yield update

@@ -1,0 +1,54 @@
+"""A field inside a JSON column, as text, in the same SQL on both backends' indexes and queries.
+
+``JsonText(flow_events.c.metadata, "causation_id")`` compiles to
+``json_extract(metadata, '$.causation_id')`` on SQLite and to
+``(metadata ->> 'causation_id')`` on PostgreSQL. An expression index is only
+used by a query that spells the same expression, so the schema's indexes and
+the queries that rely on them both build it here. The path is rendered as a
+literal (a bound parameter would not match the index), so its keys are
+restricted to plain identifiers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal, _TraverseInternalsType
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class JsonText(ColumnElement[str]):
+    """The text at ``path`` inside the JSON column ``column`` (NULL if absent)."""
+
+    __visit_name__ = "json_text"
+    inherit_cache = True
+    type = sa.Text()
+    _traverse_internals: _TraverseInternalsType = [  # noqa: RUF012  # SQLAlchemy's own declaration
+        ("column", InternalTraversal.dp_clauseelement),
+        ("path", InternalTraversal.dp_string_list),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], *path: str) -> None:
+        if not path or not all(_KEY.match(key) for key in path):
+            raise ValueError(f"a JSON path of plain keys, not {path!r}")
+        self.column = column
+        self.path = path
+
+
+@compiles(JsonText, "sqlite")
+def _sqlite(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_extract({compiler.process(element.column, **kw)}, '$.{'.'.join(element.path)}')"
+
+
+@compiles(JsonText, "postgresql")
+def _postgresql(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    if len(element.path) == 1:
+        return f"({column} ->> '{element.path[0]}')"
+    return f"({column} #>> '{{{','.join(element.path)}}}')"
