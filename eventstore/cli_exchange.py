@@ -1,0 +1,144 @@
+"""Command-line commands for moving history between stores: export, import, verify-export.
+
+Each is one library call (``eventstore.exchange``, ``eventstore.exportfile``)
+plus formatting; progress goes to standard error, ``--json`` gives the
+result as one JSON document on standard output.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .cli_output import echo, echo_json, parse_time
+from .exchange import export_events, import_events
+from .exportfile import Progress, verify_export
+
+
+@contextmanager
+def phase_progress(quiet: bool) -> Iterator[Callable[[Progress], None]]:
+    """Report ``Progress`` on stderr: a line per phase, updated in place on a terminal."""
+    stream = sys.stderr
+    live = stream.isatty()
+    current: list[Progress] = []
+
+    def line(item: Progress) -> str:
+        total = f"/{item.total:,}" if item.total is not None else ""
+        return f"{item.phase}: {item.done:,}{total}"
+
+    def end() -> None:
+        if current:
+            click.echo(("\r" if live else "") + line(current[0]), err=True)
+            current.clear()
+
+    def update(item: Progress) -> None:
+        if quiet:
+            return
+        if current and current[0].phase != item.phase:
+            end()
+        current[:] = [item]
+        if live:
+            click.echo("\r" + line(item), err=True, nl=False)
+
+    try:
+        yield update
+    finally:
+        end()
+
+
+def register(main: click.Group, open_store: Any, errors: Any) -> None:
+    """Add the commands to the ``eventstore`` group."""
+
+    @main.command("export")
+    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--flow", "flow_id", default=None, help="Export this flow.")
+    @click.option("--session", default=None, help="Export the flows this session owns.")
+    @click.option("--since", default=None, help="Events recorded at or after this time (ISO 8601, date, 7d).")
+    @click.option("--until", default=None, help="Events recorded before this time.")
+    @click.option("--json", "as_json", is_flag=True, help="The manifest as JSON.")
+    @click.pass_context
+    def export(
+        ctx: click.Context,
+        path: Path,
+        flow_id: str | None,
+        session: str | None,
+        since: str | None,
+        until: str | None,
+        as_json: bool,
+    ) -> None:
+        """Write events to PATH as JSON Lines (gzip if PATH ends in .gz), and PATH.manifest.json.
+
+        Without a selection, the whole log. docs/exchange.md describes the format.
+        """
+        with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
+            now = store.clock()
+            manifest = export_events(
+                store,
+                path,
+                flow=flow_id,
+                session=session,
+                since=None if since is None else parse_time(since, now=now),
+                until=None if until is None else parse_time(until, now=now),
+                progress=progress,
+            )
+        if as_json:
+            echo_json({"path": str(path), "manifest": str(manifest.path), **manifest.to_dict()})
+            return
+        echo(
+            f"exported {manifest.event_count:,} events of {len(manifest.flows):,} flows to {path}\n"
+            f"manifest {manifest.path} (sha256 {manifest.sha256[:16]}…)"
+        )
+
+    @main.command("import")
+    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+    @click.pass_context
+    def import_(ctx: click.Context, path: Path, as_json: bool) -> None:
+        """Import an export into this store after verifying every chain (nothing is written otherwise).
+
+        Events keep their ids, revisions, times and hashes and take new
+        positions. Flows this store already has must be continued exactly.
+        The flow read models are updated as the events go in.
+        """
+        with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
+            report = import_events(store, path, progress=progress)
+        if as_json:
+            echo_json(report)
+            return
+        where = (
+            f" (positions {report.first_position}-{report.last_position})" if report.events_imported else ""
+        )
+        echo(f"imported {report.events_imported:,} events of {len(report.flows_imported):,} flows{where}")
+        if report.events_skipped:
+            echo(f"{report.events_skipped:,} events were here already")
+
+    @main.command("verify-export")
+    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
+    def verify_export_command(path: Path, as_json: bool) -> None:
+        """Check an export from its two files alone (exit status 2 if it does not verify)."""
+        with errors(), phase_progress(as_json) as progress:
+            report = verify_export(path, progress=progress)
+        if as_json:
+            echo_json(
+                {
+                    "ok": report.ok,
+                    "events_checked": report.events_checked,
+                    "flows_checked": report.flows_checked,
+                    "checkpoint_checked": report.checkpoint_checked,
+                    "problems": [str(problem) for problem in report.problems],
+                }
+            )
+        else:
+            for problem in report.problems:
+                echo(f"BROKEN {problem}")
+            verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+            checkpoint = ", checkpoint root matches" if report.checkpoint_checked else ""
+            echo(f"{verdict}: {report.events_checked:,} events in {report.flows_checked:,} flows{checkpoint}")
+        if not report.ok:
+            sys.exit(2)

@@ -1,0 +1,494 @@
+"""Export a flow, a session, a time range or the whole log from a store; import an export into one.
+
+The file format, and its check from the files alone, are in ``exportfile.py``
+(docs/exchange.md describes both). An import re-verifies every chain and the
+manifest before it writes anything, keeps event ids, revisions, times and
+hashes, and gives the events new positions at the end of the log (a chain
+hash does not cover the position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from .audit import session_flows
+from .backends.base import VERIFY_COLUMNS
+from .errors import EventStoreError, ExportInvalid, FlowNotFound, ImportConflict, InvalidInput
+from .events import RecordedEvent, uuid_from_bytes
+from .exportfile import (
+    PROGRESS_EVERY,
+    FlowSegment,
+    Manifest,
+    Progress,
+    ProgressCallback,
+    scan_export,
+    write_export,
+)
+from .integrity import StoredRow, format_time
+from .privileged import CHUNK, chunks, insert_stored, lock_appends
+from .schema import flow_events, flow_tombstones
+from .serialization import canonical
+from .store import EventStore, Transaction
+
+# -- exporting ----------------------------------------------------------------------
+
+
+def export_events(
+    store: EventStore,
+    path: str | os.PathLike[str],
+    *,
+    flow: str | None = None,
+    flows: Iterable[str] | None = None,
+    session: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    progress: ProgressCallback | None = None,
+) -> Manifest:
+    """Write the chosen events to ``path`` (gzip if it ends in ``.gz``) and the manifest beside it.
+
+    Choose at most one of: ``flow``; ``flows`` (a list of flow ids); ``session``
+    (the flows whose first event names it as ``owner_session_key``); a time
+    range ``since <= recorded_at < until`` (either bound may be left out);
+    nothing, for the whole log (``FlowNotFound`` if ``flow`` has no events).
+    Every chain is checked on the way out: a broken one raises
+    ``IntegrityViolation`` and leaves no files behind.
+    Returns the manifest, also written to ``<path>.manifest.json``.
+    """
+    chosen = [
+        name for name, value in (("flow", flow), ("flows", flows), ("session", session)) if value is not None
+    ]
+    if since is not None or until is not None:
+        chosen.append("since/until")
+    if len(chosen) > 1:
+        raise InvalidInput(f"choose one selection, not {' and '.join(chosen)}")
+    if flow is not None:
+        if store.revision(flow) == 0:
+            raise FlowNotFound(flow)
+        selection: dict[str, Any] = {"kind": "flow", "flow_id": flow}
+        rows = _flow_rows(store, [flow])
+    elif flows is not None:
+        wanted = sorted(set(flows))
+        selection, rows = {"kind": "flows"}, _flow_rows(store, wanted)
+    elif session is not None:
+        selection, rows = (
+            {"kind": "session", "session": session},
+            _flow_rows(store, sorted(session_flows(store, session))),
+        )
+    elif since is not None or until is not None:
+        selection = {
+            "kind": "range",
+            "since": None if since is None else format_time(since),
+            "until": None if until is None else format_time(until),
+        }
+        rows = _range_rows(store, since, until)
+    else:
+        selection, rows = {"kind": "all"}, _all_rows(store)
+    source = {"dialect": store.dialect, "last_position": store.last_position()}
+    return write_export(
+        Path(path), rows, selection, source, _latest_checkpoint(store), store.clock(), progress
+    )
+
+
+def _stored(store: EventStore, row: Sequence[Any]) -> StoredRow:
+    """A row as read from the database, with its payloads as canonical text."""
+    stored = store._backend.stored_row(row)  # the backend knows its column types
+    data, metadata = _text(stored.data), _text(stored.metadata)
+    if data is stored.data and metadata is stored.metadata:
+        return stored
+    return dataclasses.replace(stored, data=data, metadata=metadata)
+
+
+def _text(value: Any) -> Any:
+    """A payload as the canonical text that was hashed (PostgreSQL gives it back parsed)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):  # SQLite keeps the canonical bytes as they were hashed
+        return value.decode(errors="replace")
+    try:
+        return canonical(value).decode()
+    except EventStoreError:
+        return ""  # cannot be what was stored: the digest check reports the edit
+
+
+def _paged(
+    store: EventStore, query: Callable[[Any], sa.Select[Any]], key: Callable[[Any], Any], start: Any
+) -> Iterator[Sequence[Any]]:
+    cursor = start
+    while True:
+        rows = store._fetch(query(cursor).limit(store.page_size))  # keyset pages, errors translated
+        if rows:
+            yield rows
+        if len(rows) < store.page_size:
+            return
+        cursor = key(rows[-1])
+
+
+def _flow_rows(store: EventStore, flow_ids: Iterable[str]) -> Iterator[StoredRow]:
+    c = flow_events.c
+    for flow_id in flow_ids:
+        base = sa.select(*VERIFY_COLUMNS).where(c.flow_id == flow_id).order_by(c.revision)
+
+        def after(revision: int, base: sa.Select[Any] = base) -> sa.Select[Any]:
+            return base.where(c.revision > revision)
+
+        for rows in _paged(store, after, lambda r: r[2], 0):
+            for row in rows:
+                yield _stored(store, row)
+
+
+def _all_rows(store: EventStore) -> Iterator[StoredRow]:
+    c = flow_events.c
+    base = sa.select(*VERIFY_COLUMNS).order_by(c.position)
+    for rows in _paged(store, lambda cur: base.where(c.position > cur), lambda r: r[0], 0):
+        for row in rows:
+            yield _stored(store, row)
+
+
+def _range_rows(store: EventStore, since: datetime | None, until: datetime | None) -> Iterator[StoredRow]:
+    """Per flow, the events from its first to its last one recorded in the range.
+
+    Every event between two in the range is included even if a skewed clock
+    stamped it outside, so each flow's part is one unbroken piece of its chain.
+    """
+    c = flow_events.c
+    bound: Callable[[datetime], Any] = format_time if store.dialect == "sqlite" else _checked_time
+    where = []
+    if since is not None:
+        where.append(c.recorded_at >= bound(since))
+    if until is not None:
+        where.append(c.recorded_at < bound(until))
+    spans = {
+        flow_id: (low, high)
+        for flow_id, low, high in store._fetch(
+            sa.select(c.flow_id, sa.func.min(c.revision), sa.func.max(c.revision))
+            .where(*where)
+            .group_by(c.flow_id)
+        )
+    }
+    if not spans:
+        return
+    first, last = store._fetch(sa.select(sa.func.min(c.position), sa.func.max(c.position)).where(*where))[0]
+    base = sa.select(*VERIFY_COLUMNS).where(c.position <= last).order_by(c.position)
+    for rows in _paged(store, lambda cur: base.where(c.position > cur), lambda r: r[0], first - 1):
+        for row in rows:
+            span = spans.get(row[1])
+            if span is not None and span[0] <= row[2] <= span[1]:
+                yield _stored(store, row)
+
+
+def _checked_time(moment: datetime) -> datetime:
+    format_time(moment)  # refuses a naive time with the store's message
+    return moment
+
+
+def _latest_checkpoint(store: EventStore) -> dict[str, Any] | None:
+    from .checkpoints import get_checkpoint  # loads cryptography: only exports and their checks need it
+
+    try:
+        return get_checkpoint(store).to_dict()
+    except InvalidInput:
+        return None  # no checkpoint taken yet
+
+
+# -- importing ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImportReport:
+    """What an import wrote, and what it found already there."""
+
+    events_imported: int
+    events_skipped: int
+    """Events the store already held (an exact prefix of the export's flow)."""
+    flows_imported: tuple[str, ...]
+    flows_present: tuple[str, ...]
+    """Flows the store already held in full: nothing to write."""
+    first_position: int | None
+    last_position: int | None
+
+
+Completion = Callable[[sa.Connection, list[str]], None]
+"""Called inside an import's transaction with the flows whose last event it just wrote."""
+
+Head = tuple[int, bytes | None]
+
+
+def import_events(
+    store: EventStore,
+    path: str | os.PathLike[str],
+    *,
+    batch_size: int = 1000,
+    progress: ProgressCallback | None = None,
+) -> ImportReport:
+    """Import an export (named by its events file or its manifest) into ``store``.
+
+    First the whole file is verified (manifest, SHA-256, every chain) and
+    checked against the store: a flow the store does not have must start at
+    revision 1; a flow it has must be continued exactly, the export's events
+    up to the store's revision being the store's own (they are skipped);
+    anything else, a pruned flow, or an event id stored already, is an
+    ``ImportConflict``. A broken file raises ``ExportInvalid``. Either way
+    nothing is written.
+
+    Then the events are inserted in file order, ``batch_size`` per
+    transaction, keeping their ids, revisions, times and hashes, at new
+    positions. The store's inline projections are applied in each of those
+    transactions; catch-up projections see the events as new. Importing the
+    same file twice writes nothing the second time.
+    """
+    return run_import(store, path, batch_size=batch_size, progress=progress)
+
+
+def run_import(
+    store: EventStore,
+    path: str | os.PathLike[str],
+    *,
+    only: Collection[str] | None = None,
+    pruned: Collection[str] = (),
+    on_complete: Completion | None = None,
+    batch_size: int = 1000,
+    progress: ProgressCallback | None = None,
+) -> ImportReport:
+    """``import_events`` for the flows in ``only`` (default all), allowing the ``pruned`` ones back."""
+    if type(batch_size) is not int or batch_size < 1:
+        raise InvalidInput(f"batch_size must be an int >= 1, not {batch_size!r}")
+    manifest = Manifest.read(path)
+    segments = {s.flow_id: s for s in manifest.flows if only is None or s.flow_id in only}
+    missing = sorted(set(only or ()) - set(segments))
+    if missing:
+        raise InvalidInput(f"the export holds no events of {', '.join(map(repr, missing))}")
+    with store._guard(), store.engine.connect() as conn:  # the store's translation of driver errors
+        heads = flow_heads(conn, list(segments))
+        tombstones = _tombstones(conn, list(segments))
+    plan = _Plan(store, segments, heads)
+    report = scan_export(path, on_row=plan.collect, progress=progress, phase="verifying")
+    if not report.ok:
+        raise ExportInvalid(str(manifest.events_file), report.problems)
+    plan.check_ids()
+    plan.decide(tombstones, set(pruned))
+    writer = _Writer(store, plan, batch_size, on_complete, progress, manifest.event_count)
+    scan_export(path, on_row=writer.add, strict=True)
+    writer.flush(final=True)
+    return writer.report()
+
+
+def flow_heads(conn: sa.Connection, flow_ids: Sequence[str]) -> dict[str, Head]:
+    """The (revision, hash) of each flow's last event; flows without events are left out."""
+    c, m = flow_events.c, flow_events.alias("m").c
+    last = sa.select(sa.func.max(m.revision)).where(m.flow_id == c.flow_id).scalar_subquery()
+    heads: dict[str, Head] = {}
+    for chunk in chunks(flow_ids):
+        query = sa.select(c.flow_id, c.revision, c.hash).where(c.flow_id.in_(chunk), c.revision == last)
+        heads.update(
+            (flow_id, (revision, bytes(digest))) for flow_id, revision, digest in conn.execute(query)
+        )
+    return heads
+
+
+def _tombstones(conn: sa.Connection, flow_ids: Sequence[str]) -> dict[str, str]:
+    t = flow_tombstones.c
+    found: dict[str, str] = {}
+    for chunk in chunks(flow_ids):
+        rows = conn.execute(sa.select(t.flow_id, t.archive_id).where(t.flow_id.in_(chunk)))
+        found.update((flow_id, archive_id) for flow_id, archive_id in rows)
+    return found
+
+
+class _Plan:
+    """What the store has of each flow, what the export adds, and whether the two fit."""
+
+    def __init__(self, store: EventStore, segments: dict[str, FlowSegment], heads: dict[str, Head]) -> None:
+        self.store = store
+        self.segments = segments
+        self.have = {flow_id: heads.get(flow_id, (0, None)) for flow_id in segments}
+        self.file_hash_at_have: dict[str, bytes] = {}
+        self._ids: list[tuple[str, str]] = []
+        self.conflicts: list[ImportConflict] = []
+
+    def collect(self, row: StoredRow) -> None:
+        """Pass one: note the export's hash at the store's revision, and the ids to be written."""
+        have = self.have.get(row.flow_id)
+        if have is None:
+            return
+        if row.revision == have[0]:
+            self.file_hash_at_have[row.flow_id] = row.hash
+        elif row.revision > have[0]:
+            self._ids.append((row.flow_id, row.event_id))
+            if len(self._ids) >= CHUNK:
+                self.check_ids()
+
+    def check_ids(self) -> None:
+        ids, self._ids = self._ids, []
+        if not ids or self.conflicts:
+            return
+        c = flow_events.c
+        sqlite = self.store.dialect == "sqlite"
+        params = [uuid.UUID(event_id).bytes if sqlite else uuid.UUID(event_id) for _, event_id in ids]
+        found = self.store._fetch(sa.select(c.event_id, c.flow_id).where(c.event_id.in_(params)).limit(1))
+        if found:
+            stored, owner = found[0]
+            event_id = uuid_from_bytes(stored) if sqlite else stored
+            reason = f"its event {event_id} is already stored (in flow {owner!r})"
+            flow_id = next(flow for flow, e in ids if e == str(event_id))
+            self.conflicts.append(ImportConflict(flow_id, reason))
+
+    def decide(self, tombstones: dict[str, str], pruned: set[str]) -> None:
+        """Raise the first conflict between the export and the store, if there is one."""
+        for flow_id, segment in self.segments.items():
+            reason = self._reason(segment, tombstones.get(flow_id), flow_id in pruned)
+            if reason is not None:
+                self.conflicts.append(ImportConflict(flow_id, reason))
+        if self.conflicts:
+            first = self.conflicts[0]
+            if len(self.conflicts) > 1:
+                raise ImportConflict(
+                    first.flow_id, f"{first.reason} (and {len(self.conflicts) - 1} more flows)"
+                )
+            raise first
+
+    def _reason(self, segment: FlowSegment, archive: str | None, may_be_pruned: bool) -> str | None:
+        have, have_hash = self.have[segment.flow_id]
+        first, last = segment.first_revision, segment.last_revision
+        if archive is not None and not may_be_pruned:
+            return f"it was pruned from this store into archive {archive!r}: restore it from there"
+        if have == 0:
+            if first == 1:
+                return None
+            return (
+                f"the export starts at revision {first}, and this store has none of the revisions before it"
+            )
+        if have < first - 1:
+            return f"the export starts at revision {first}, and this store stops at revision {have}"
+        if have == first - 1:
+            ok = have_hash is not None and segment.first_prev_hash == have_hash.hex()
+        elif have <= last:
+            ok = self.file_hash_at_have.get(segment.flow_id) == have_hash
+        else:
+            ok = self._stored_hash(segment.flow_id, last) == bytes.fromhex(segment.last_hash)
+        return (
+            None
+            if ok
+            else f"this store's revision {min(have, last)} is not the export's: the histories differ"
+        )
+
+    def _stored_hash(self, flow_id: str, revision: int) -> bytes | None:
+        c = flow_events.c
+        found = self.store._fetch(sa.select(c.hash).where(c.flow_id == flow_id, c.revision == revision))
+        return bytes(found[0][0]) if found else None
+
+
+class _Writer:
+    """Pass two: inserts the events the store lacks, a batch per transaction."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        plan: _Plan,
+        batch_size: int,
+        on_complete: Completion | None,
+        progress: ProgressCallback | None,
+        total: int,
+    ) -> None:
+        self.store, self.plan, self.batch_size = store, plan, batch_size
+        self.on_complete, self.progress, self.total = on_complete, progress, total
+        self.expected: dict[str, Head] = dict(plan.have)
+        self.pending: list[StoredRow] = []
+        self.present = [
+            flow_id
+            for flow_id, (have, _) in plan.have.items()
+            if have >= plan.segments[flow_id].last_revision
+        ]
+        self.unfinished_present = list(self.present)  # handed to on_complete with the first batch
+        self.imported: dict[str, None] = {}
+        self.written = self.skipped = self.seen = 0
+        self.positions: list[int] = []
+
+    def add(self, row: StoredRow) -> None:
+        self.seen += 1
+        have = self.plan.have.get(row.flow_id)
+        if have is not None:
+            if row.revision <= have[0]:
+                self.skipped += 1
+            else:
+                self.pending.append(row)
+                if len(self.pending) >= self.batch_size:
+                    self.flush()
+        if self.progress is not None and self.seen % PROGRESS_EVERY == 0:
+            self.progress(Progress("importing", self.seen, self.total))
+
+    def flush(self, *, final: bool = False) -> None:
+        rows, self.pending = self.pending, []
+        if rows or (final and self.unfinished_present and self.on_complete is not None):
+            self._write(rows)
+        if final and self.progress is not None:
+            self.progress(Progress("importing", self.seen, self.total))
+
+    def _write(self, rows: list[StoredRow]) -> None:
+        flows = list(dict.fromkeys(row.flow_id for row in rows))
+        with self.store.transaction() as tx:
+            conn = tx.connection
+            lock_appends(conn)
+            current = flow_heads(conn, flows)
+            for flow_id in flows:
+                if current.get(flow_id, (0, None)) != self.expected[flow_id]:
+                    reason = "another writer appended to it during the import; this batch was not written"
+                    raise ImportConflict(flow_id, reason)
+            positions = insert_stored(conn, rows)
+            tails = {row.flow_id: row for row in rows}
+            done = [f for f, row in tails.items() if row.revision == self.plan.segments[f].last_revision]
+            done += self.unfinished_present
+            if self.on_complete is not None and done:
+                self.on_complete(conn, done)
+            _apply_projections(tx, rows, positions)
+        self.unfinished_present = []
+        for flow_id, row in tails.items():
+            self.expected[flow_id] = (row.revision, row.hash)
+            self.imported[flow_id] = None
+        self.written += len(rows)
+        self.positions.extend(positions[:1] + positions[-1:])
+
+    def report(self) -> ImportReport:
+        return ImportReport(
+            events_imported=self.written,
+            events_skipped=self.skipped,
+            flows_imported=tuple(self.imported),
+            flows_present=tuple(self.present),
+            first_position=min(self.positions, default=None),
+            last_position=max(self.positions, default=None),
+        )
+
+
+def _apply_projections(tx: Transaction, rows: list[StoredRow], positions: list[int]) -> None:
+    """Fold the imported events into the store's inline projections, one flow at a time."""
+    if not tx.store.projections:
+        return
+    by_flow: dict[str, list[RecordedEvent]] = {}
+    for row, position in zip(rows, positions, strict=True):
+        by_flow.setdefault(row.flow_id, []).append(
+            RecordedEvent(
+                position,
+                row.flow_id,
+                row.revision,
+                uuid.UUID(row.event_id),
+                row.type,
+                row.schema_version,
+                orjson.loads(row.data),
+                orjson.loads(row.metadata),
+                datetime.fromisoformat(row.recorded_at),
+                row.prev_hash.hex(),
+                row.hash.hex(),
+            )
+        )
+    for projection in tx.store.projections:
+        for events in by_flow.values():
+            projection.apply(tx, events)

@@ -1,0 +1,675 @@
+"""The export file format: JSON Lines of stored events, a manifest beside them, and their check.
+
+An export is two files. The events file holds one JSON object per line with
+every stored field: payloads as the exact canonical JSON text that was hashed,
+hashes as lowercase hex, so each hash re-checks offline. It is gzip-compressed
+when its name ends in ``.gz``. Beside it, ``<events file>.manifest.json``
+holds the counts, each flow's first and last revision and hash, the first and
+last position, the SHA-256 of the events file and the source's latest signed
+checkpoint. docs/exchange.md is the normative description.
+
+This module needs no database: ``verify_export`` checks an export from its
+two files alone. ``exchange.py`` writes exports from a store and imports them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import uuid
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from .errors import EventStoreError, ExportInvalid, IntegrityViolation, InvalidInput, StorageError
+from .integrity import GENESIS, Problem, StoredRow, chain_hash, digest, format_time
+from .merkle import RootBuilder
+from .preparation import check_flow_id, check_type_name
+from .serialization import canonical
+
+FORMAT = "agent-eventstore/export"
+FORMAT_VERSION = 1
+MANIFEST_SUFFIX = ".manifest.json"
+PROGRESS_EVERY = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a long export, import, verification or retention run has got."""
+
+    phase: str
+    done: int
+    total: int | None = None
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+# -- the format ------------------------------------------------------------------
+
+
+def encode_line(row: StoredRow) -> bytes:
+    """One line of the events file (``data`` and ``metadata`` already canonical text)."""
+    return (
+        orjson.dumps(
+            {
+                "position": row.position,
+                "flow_id": row.flow_id,
+                "revision": row.revision,
+                "event_id": row.event_id,
+                "type": row.type,
+                "schema_version": row.schema_version,
+                "recorded_at": row.recorded_at,
+                "data": row.data,
+                "metadata": row.metadata,
+                "data_hash": row.data_hash.hex(),
+                "metadata_hash": row.metadata_hash.hex(),
+                "prev_hash": row.prev_hash.hex(),
+                "hash": row.hash.hex(),
+            }
+        )
+        + b"\n"
+    )
+
+
+_INTS = ("position", "revision", "schema_version")
+_TEXTS = ("flow_id", "event_id", "type", "recorded_at", "data", "metadata")
+_HASHES = ("data_hash", "metadata_hash", "prev_hash", "hash")
+_HEX = frozenset("0123456789abcdef")
+
+
+def decode_line(line: bytes) -> StoredRow:
+    """Parse one line of an events file; ``ValueError`` says what is wrong with it."""
+    try:
+        item = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from exc
+    if not isinstance(item, dict) or set(item) != {*_INTS, *_TEXTS, *_HASHES}:
+        raise ValueError("not an object with exactly the fields of an event")
+    for name in _INTS:
+        if type(item[name]) is not int:
+            raise ValueError(f"{name} is not an integer")
+    for name in _TEXTS:
+        if not isinstance(item[name], str):
+            raise ValueError(f"{name} is not a string")
+    for name in _HASHES:
+        value = item[name]
+        if not isinstance(value, str) or len(value) != 64 or not _HEX.issuperset(value):
+            raise ValueError(f"{name} is not 64 lowercase hex digits")
+    if str(_uuid(item["event_id"])) != item["event_id"]:
+        raise ValueError("event_id is not a lowercase hyphenated UUID")
+    _check_storable(item)
+    return StoredRow(
+        item["position"],
+        item["flow_id"],
+        item["revision"],
+        item["event_id"],
+        item["type"],
+        item["schema_version"],
+        item["data"],
+        item["metadata"],
+        item["recorded_at"],
+        bytes.fromhex(item["data_hash"]),
+        bytes.fromhex(item["metadata_hash"]),
+        bytes.fromhex(item["prev_hash"]),
+        bytes.fromhex(item["hash"]),
+    )
+
+
+def _check_storable(item: dict[str, Any]) -> None:
+    """What a store could have written: so an import gives back rows that read and verify as these."""
+    for name in _INTS:
+        if item[name] < 1:
+            raise ValueError(f"{name} is below 1")
+    try:
+        check_flow_id(item["flow_id"])
+        check_type_name(item["type"])
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from exc
+    try:
+        moment = datetime.fromisoformat(item["recorded_at"])
+        canonical_time = format_time(moment) == item["recorded_at"]
+    except (ValueError, InvalidInput):
+        canonical_time = False
+    if not canonical_time:
+        raise ValueError("recorded_at is not a time in the canonical form YYYY-MM-DDTHH:MM:SS.ffffffZ")
+    for name in ("data", "metadata"):
+        try:
+            value = orjson.loads(item[name])
+            stored = isinstance(value, dict) and canonical(value, what=name) == item[name].encode()
+        except (orjson.JSONDecodeError, EventStoreError):
+            stored = False
+        if not stored:
+            raise ValueError(f"{name} is not a JSON object in the canonical encoding")
+
+
+def _uuid(text: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSegment:
+    """One flow's events in an export: revisions ``first_revision .. last_revision``.
+
+    ``first_prev_hash`` is what the first event chains from: 64 zeros when the
+    segment starts at revision 1, else the hash of the event before it, which
+    the importing store must already hold.
+    """
+
+    flow_id: str
+    first_revision: int
+    first_prev_hash: str
+    last_revision: int
+    last_hash: str
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What an export holds, written beside its events file."""
+
+    events_file: Path
+    sha256: str
+    event_count: int
+    flows: tuple[FlowSegment, ...]
+    first_position: int | None
+    last_position: int | None
+    created_at: str
+    selection: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        return manifest_path(self.events_file)
+
+    @property
+    def compression(self) -> str | None:
+        return "gzip" if self.events_file.name.endswith(".gz") else None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest document, as written to its file."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created_at": self.created_at,
+            "events_file": self.events_file.name,
+            "compression": self.compression,
+            "sha256": self.sha256,
+            "event_count": self.event_count,
+            "flow_count": len(self.flows),
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+            "selection": self.selection,
+            "source": self.source,
+            "checkpoint": self.checkpoint,
+            "flows": [
+                {
+                    "flow_id": s.flow_id,
+                    "first_revision": s.first_revision,
+                    "first_prev_hash": s.first_prev_hash,
+                    "last_revision": s.last_revision,
+                    "last_hash": s.last_hash,
+                    "events": s.events,
+                }
+                for s in self.flows
+            ],
+        }
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Manifest:
+        """The manifest of an export (its own path or its events file's); ``ExportInvalid`` if unusable."""
+        events_path, document_path = export_paths(path)
+        try:
+            document = orjson.loads(document_path.read_bytes())
+        except FileNotFoundError as exc:
+            raise InvalidInput(f"no export manifest at {document_path}") from exc
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ExportInvalid(str(document_path), [f"the manifest cannot be read: {exc}"]) from exc
+        try:
+            return cls._parse(events_path, document)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExportInvalid(str(document_path), [f"the manifest is malformed: {exc!r}"]) from exc
+
+    @classmethod
+    def _parse(cls, events_path: Path, document: Any) -> Manifest:
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise ValueError(f"not an {FORMAT} manifest")
+        if document["format_version"] != FORMAT_VERSION:
+            raise ValueError(f"format version {document['format_version']!r}; this library reads 1")
+        if document["events_file"] != events_path.name:
+            raise ValueError(f"it describes {document['events_file']!r}, not {events_path.name!r}")
+        flows = tuple(
+            FlowSegment(
+                str(s["flow_id"]),
+                _count(s["first_revision"]),
+                str(s["first_prev_hash"]),
+                _count(s["last_revision"]),
+                str(s["last_hash"]),
+                _count(s["events"]),
+            )
+            for s in document["flows"]
+        )
+        if len(flows) != document["flow_count"]:
+            raise ValueError("flow_count does not match the flows listed")
+        positions = (document["first_position"], document["last_position"])
+        return cls(
+            events_file=events_path,
+            sha256=str(document["sha256"]),
+            event_count=_count(document["event_count"]),
+            flows=flows,
+            first_position=None if positions[0] is None else _count(positions[0]),
+            last_position=None if positions[1] is None else _count(positions[1]),
+            created_at=str(document["created_at"]),
+            selection=dict(document["selection"]),
+            source=dict(document["source"]),
+            checkpoint=None if document["checkpoint"] is None else dict(document["checkpoint"]),
+        )
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
+def manifest_path(events_path: Path) -> Path:
+    return events_path.with_name(events_path.name + MANIFEST_SUFFIX)
+
+
+def export_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(events file, manifest) of an export named by either of its two files."""
+    given = Path(path)
+    if given.name.endswith(MANIFEST_SUFFIX):
+        return given.with_name(given.name[: -len(MANIFEST_SUFFIX)]), given
+    return given, manifest_path(given)
+
+
+# -- checking rows -----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Head:
+    first_revision: int
+    first_prev_hash: bytes
+    revision: int
+    hash: bytes
+    position: int
+    events: int
+
+
+class ChainChecker:
+    """Checks an export's rows as they come, keeping one small record per flow.
+
+    Each flow's rows must follow each other in revision order with rising
+    positions; a flow may start at any revision (a time-range export), and
+    then chains from the hash its first row names.
+    """
+
+    def __init__(self) -> None:
+        self.heads: dict[str, _Head] = {}
+        self.events = 0
+        self.first_position: int | None = None
+        self.last_position: int | None = None
+
+    def check(self, row: StoredRow) -> list[Problem]:
+        problems = []
+
+        def problem(kind: str, detail: str) -> None:
+            problems.append(Problem(row.flow_id, row.position, row.revision, kind, detail))
+
+        if digest(row.data.encode()) != row.data_hash:
+            problem("data-edited", "data does not match its data_hash")
+        if digest(row.metadata.encode()) != row.metadata_hash:
+            problem("metadata-edited", "metadata does not match its metadata_hash")
+        expected = chain_hash(
+            row.prev_hash,
+            row.flow_id,
+            row.revision,
+            row.event_id,
+            row.type,
+            row.schema_version,
+            row.recorded_at,
+            row.data_hash,
+            row.metadata_hash,
+        )
+        if expected != row.hash:
+            problem("hash-mismatch", "the envelope (type, revision, time, ids or hashes) was altered")
+        head = self.heads.get(row.flow_id)
+        if head is None:
+            if row.revision < 1:
+                problem("revision-gap", f"revision {row.revision} is below 1")
+            elif row.revision == 1 and row.prev_hash != GENESIS:
+                problem("broken-link", "revision 1 does not chain from GENESIS")
+            self.heads[row.flow_id] = _Head(
+                row.revision, row.prev_hash, row.revision, row.hash, row.position, 1
+            )
+        else:
+            if row.revision != head.revision + 1:
+                problem("revision-gap", f"expected revision {head.revision + 1}, found {row.revision}")
+            if row.prev_hash != head.hash:
+                problem("broken-link", "prev_hash does not match the previous event's hash")
+            if row.position <= head.position:
+                problem("position-order", f"position {row.position} is not after {head.position}")
+            head.revision, head.hash, head.position = row.revision, row.hash, row.position
+            head.events += 1
+        self.events += 1
+        if self.first_position is None or row.position < self.first_position:
+            self.first_position = row.position
+        if self.last_position is None or row.position > self.last_position:
+            self.last_position = row.position
+        return problems
+
+    def segments(self) -> tuple[FlowSegment, ...]:
+        return tuple(
+            FlowSegment(
+                flow_id, h.first_revision, h.first_prev_hash.hex(), h.revision, h.hash.hex(), h.events
+            )
+            for flow_id, h in sorted(self.heads.items())
+        )
+
+
+# -- writing ------------------------------------------------------------------------
+
+
+def write_export(
+    path: Path,
+    rows: Iterable[StoredRow],
+    selection: dict[str, Any],
+    source: dict[str, Any],
+    checkpoint: dict[str, Any] | None,
+    now: datetime,
+    progress: ProgressCallback | None = None,
+) -> Manifest:
+    """Write rows (payloads as canonical text) and their manifest; both appear only when complete."""
+    partial = path.with_name(path.name + ".partial")
+    checker = ChainChecker()
+    problems: list[Problem] = []
+    try:
+        with open(partial, "wb") as raw:
+            sink = _HashingWriter(raw)
+            buffered = io.BufferedWriter(sink, 1 << 20)
+            out: gzip.GzipFile | io.BufferedWriter[_HashingWriter] = (
+                gzip.GzipFile(filename="", mode="wb", fileobj=buffered, compresslevel=6, mtime=0)
+                if path.name.endswith(".gz")
+                else buffered
+            )
+            for row in rows:
+                problems.extend(checker.check(row))
+                out.write(encode_line(row))
+                if progress is not None and checker.events % PROGRESS_EVERY == 0:
+                    progress(Progress("exporting", checker.events))
+            if out is not buffered:
+                out.close()
+            buffered.flush()
+            raw.flush()
+            os.fsync(raw.fileno())
+        if problems:
+            shown = "; ".join(str(p) for p in problems[:3])
+            raise IntegrityViolation(f"the store's hash chains are broken ({shown}): nothing was exported")
+        os.replace(partial, path)
+        manifest = Manifest(
+            events_file=path,
+            sha256=sink.sha256.hexdigest(),
+            event_count=checker.events,
+            flows=checker.segments(),
+            first_position=checker.first_position,
+            last_position=checker.last_position,
+            created_at=format_time(now),
+            selection=selection,
+            source=source,
+            checkpoint=checkpoint,
+        )
+        write_durably(manifest.path, manifest.to_json())
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        raise StorageError(f"cannot write the export {path}: {exc}") from exc
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    if progress is not None:
+        progress(Progress("exporting", checker.events, checker.events))
+    return manifest
+
+
+def write_durably(path: Path, content: bytes) -> None:
+    """Write a file through a temporary name, synced, so it is whole or absent."""
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as out:
+        out.write(content)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(partial, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class _HashingWriter(io.RawIOBase):
+    """Writes through to a file, hashing the bytes as they land on disk."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.sha256.update(data)
+        return self._raw.write(data)
+
+
+# -- verifying a file ----------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ExportReport:
+    """What ``verify_export`` checked and every problem it found."""
+
+    manifest: Manifest | None = None
+    events_checked: int = 0
+    flows_checked: int = 0
+    checkpoint_checked: bool = False
+    """True if the file holds every event up to the manifest's checkpoint, and its Merkle root matched."""
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_export(path: str | os.PathLike[str], *, progress: ProgressCallback | None = None) -> ExportReport:
+    """Check an export using nothing but its two files.
+
+    The manifest must be readable; the events file must have the manifest's
+    SHA-256, and each line must parse, match its digests and hash and chain
+    onto the line before it in its flow; counts, positions and each flow's
+    first and last revision and hash must be those the manifest lists. If the
+    manifest carries a checkpoint, its signature is checked against its own
+    key, and when the file holds every event up to its tree size, the Merkle
+    root is recomputed from the file and compared.
+    """
+    return scan_export(path, progress=progress)
+
+
+def scan_export(
+    path: str | os.PathLike[str],
+    *,
+    on_row: Callable[[StoredRow], None] | None = None,
+    strict: bool = False,
+    progress: ProgressCallback | None = None,
+    phase: str = "verifying",
+) -> ExportReport:
+    """``verify_export``, also handing each sound row to ``on_row``.
+
+    With ``strict`` the first problem raises ``ExportInvalid`` at once (an
+    importer's second pass: the file changed since it was verified).
+    """
+    report = ExportReport()
+    try:
+        manifest = report.manifest = Manifest.read(path)
+    except ExportInvalid as exc:
+        report.problems.extend(Problem("", 0, 0, "manifest", str(p)) for p in exc.problems)
+        return report
+    checker = ChainChecker()
+    checkpoint = _Checkpoint(manifest.checkpoint, report)
+    try:
+        with open(manifest.events_file, "rb") as raw:
+            hashing = _HashingReader(raw)
+            lines: gzip.GzipFile | io.BufferedReader = (
+                gzip.GzipFile(fileobj=io.BufferedReader(hashing, 1 << 20), mode="rb")
+                if manifest.compression
+                else io.BufferedReader(hashing, 1 << 20)
+            )
+            for number, line in enumerate(lines, 1):
+                problems = _check_line(number, line, checker, checkpoint, on_row)
+                if problems and strict:
+                    raise ExportInvalid(str(manifest.events_file), problems)
+                report.problems.extend(problems)
+                if progress is not None and number % PROGRESS_EVERY == 0:
+                    progress(Progress(phase, number, manifest.event_count))
+            hashing.drain()
+    except FileNotFoundError:
+        report.problems.append(Problem("", 0, 0, "missing-file", f"{manifest.events_file} does not exist"))
+        return report
+    except (OSError, EOFError, zlib.error) as exc:
+        report.problems.append(Problem("", 0, 0, "unreadable", f"{manifest.events_file}: {exc}"))
+        return report
+    report.events_checked, report.flows_checked = checker.events, len(checker.heads)
+    report.problems.extend(_compare(manifest, checker, hashing.sha256.hexdigest()))
+    checkpoint.finish()
+    if strict and report.problems:
+        raise ExportInvalid(str(manifest.events_file), report.problems)
+    if progress is not None:
+        progress(Progress(phase, checker.events, manifest.event_count))
+    return report
+
+
+def _check_line(
+    number: int,
+    line: bytes,
+    checker: ChainChecker,
+    checkpoint: _Checkpoint,
+    on_row: Callable[[StoredRow], None] | None,
+) -> list[Problem]:
+    try:
+        row = decode_line(line)
+    except ValueError as exc:
+        return [Problem("", 0, 0, "malformed-line", f"line {number}: {exc}")]
+    problems = checker.check(row)
+    checkpoint.add(row)
+    if not problems and on_row is not None:
+        on_row(row)
+    return problems
+
+
+def _compare(manifest: Manifest, checker: ChainChecker, sha256: str) -> list[Problem]:
+    problems = []
+
+    def mismatch(kind: str, detail: str, flow_id: str = "") -> None:
+        problems.append(Problem(flow_id, 0, 0, kind, detail))
+
+    if sha256 != manifest.sha256:
+        mismatch(
+            "sha256-mismatch", f"the events file's SHA-256 is {sha256}, the manifest says {manifest.sha256}"
+        )
+    if checker.events != manifest.event_count:
+        mismatch(
+            "count-mismatch", f"{checker.events} events in the file, {manifest.event_count} in the manifest"
+        )
+    found = (checker.first_position, checker.last_position)
+    if found != (manifest.first_position, manifest.last_position):
+        listed = (manifest.first_position, manifest.last_position)
+        mismatch("count-mismatch", f"positions {found} in the file, {listed} in the manifest")
+    listed_flows = {s.flow_id: s for s in manifest.flows}
+    for segment in checker.segments():
+        expected = listed_flows.pop(segment.flow_id, None)
+        if expected != segment:
+            mismatch(
+                "head-mismatch", f"the file holds {segment}, the manifest lists {expected}", segment.flow_id
+            )
+    for flow_id in listed_flows:
+        mismatch("head-mismatch", "listed in the manifest, but not in the file", flow_id)
+    return problems
+
+
+class _Checkpoint:
+    """Recomputes the Merkle root of the manifest's checkpoint while the lines go by, if it can.
+
+    It can when the lines start at position 1 and go on without a gap, in
+    order, at least to the checkpoint's tree size: a whole-log export of a
+    store that has pruned nothing before that size.
+    """
+
+    def __init__(self, document: dict[str, Any] | None, report: ExportReport) -> None:
+        self._report = report
+        self._builder: RootBuilder | None = None
+        self._size = 0
+        self._root = b""
+        self._matched: bool | None = None
+        if document is None:
+            return
+        from .checkpoints import Checkpoint, verify_checkpoint_signature
+
+        try:
+            checkpoint = Checkpoint.from_dict(document)
+            verify_checkpoint_signature(checkpoint)
+        except EventStoreError as exc:
+            report.problems.append(Problem("", 0, 0, "checkpoint", str(exc)))
+            return
+        self._builder, self._size, self._root = RootBuilder(), checkpoint.tree_size, checkpoint.root_hash
+
+    def add(self, row: StoredRow) -> None:
+        builder = self._builder
+        if builder is None or self._matched is not None:
+            return
+        if row.position != builder.size + 1:
+            self._builder = None  # a gap or another order: this file cannot show the root
+            return
+        builder.append(row.hash)
+        if builder.size == self._size:
+            self._matched = builder.root() == self._root
+
+    def finish(self) -> None:
+        if self._matched is False:
+            detail = f"the Merkle root of the first {self._size} events is not the checkpoint's"
+            self._report.problems.append(Problem("", self._size, 0, "checkpoint-mismatch", detail))
+        self._report.checkpoint_checked = self._matched is True
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads a file, hashing every byte read from it."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.sha256 = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._raw.readinto(buffer)  # type: ignore[attr-defined]  # a file opened "rb"
+        if count:
+            self.sha256.update(memoryview(buffer)[:count])
+        return int(count or 0)
+
+    def drain(self) -> None:
+        """Hash whatever the reader above did not need (trailing bytes)."""
+        while chunk := self._raw.read(1 << 20):
+            self.sha256.update(chunk)

@@ -1,0 +1,163 @@
+"""The two writes to the log besides ``append``: re-inserting stored events, and the prune.
+
+* ``insert_stored`` puts events that already carry their hashes (from an
+  export or an archive) into ``flow_events``. They take new positions from the
+  position counter, exactly as an append does, so positions stay gapless and
+  in commit order; their hashes are kept, since a chain hash does not cover
+  the position (docs/integrity.md). The caller has verified the chains.
+* ``delete_flows`` deletes whole flows for the retention prune: the one
+  DELETE the append-only triggers let through, because it names the flows in
+  ``prune_authorisations`` inside its own transaction and empties that table
+  again before the transaction ends.
+
+Both run on a connection inside ``store.transaction()``. ``pruned_problems``
+is what ``EventStore.verify`` adds to account for pruned flows.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from .integrity import Problem, StoredRow
+from .schema import flow_events, flow_tombstones, prune_authorisations, pruned_events
+
+CHUNK = 500
+"""Flow ids per ``IN (...)`` list: well under every backend's parameter limit."""
+
+_TAKE = "UPDATE event_positions SET last_position = last_position + {} WHERE id = 1 RETURNING last_position"
+_TAKE_POSITIONS = {"sqlite": _TAKE.format("?"), "postgresql": _TAKE.format("%(count)s")}
+_COLUMNS = (
+    "position, flow_id, revision, event_id, type, schema_version, data, metadata, "
+    "recorded_at, data_hash, metadata_hash, prev_hash, hash"
+)
+_INSERT = {
+    "sqlite": f"INSERT INTO flow_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    "postgresql": (
+        f"INSERT INTO flow_events ({_COLUMNS}) VALUES (%(position)s, %(flow_id)s, %(revision)s, "
+        "%(event_id)s, %(type)s, %(schema_version)s, %(data)s::jsonb, %(metadata)s::jsonb, "
+        "%(recorded_at)s, %(data_hash)s, %(metadata_hash)s, %(prev_hash)s, %(hash)s)"
+    ),
+}
+
+
+def chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), CHUNK):
+        yield items[start : start + CHUNK]
+
+
+def lock_appends(conn: sa.Connection) -> None:
+    """Make appends wait until this transaction ends (SQLite's write lock already does)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE")
+
+
+def insert_stored(conn: sa.Connection, rows: Sequence[StoredRow]) -> list[int]:
+    """Insert verified rows (payloads as canonical text) at new positions; return the positions.
+
+    ``rows`` must be in the order the positions are to follow (each flow's in
+    revision order). Their own ``position`` is ignored.
+    """
+    if not rows:
+        return []
+    dialect = conn.dialect.name
+    count = len(rows)
+    take: Any = (count,) if dialect == "sqlite" else {"count": count}
+    last = int(conn.exec_driver_sql(_TAKE_POSITIONS[dialect], take).scalar_one())
+    first = last - count + 1
+    params: list[Any]
+    if dialect == "sqlite":  # payloads as the canonical bytes, exactly as an append stores them
+        params = [
+            (first + i, r.flow_id, r.revision, uuid.UUID(r.event_id).bytes, r.type, r.schema_version,
+             r.data.encode(), r.metadata.encode(), r.recorded_at, r.data_hash, r.metadata_hash, r.prev_hash,
+             r.hash)
+            for i, r in enumerate(rows)
+        ]  # fmt: skip
+    else:
+        params = [
+            {
+                "position": first + i,
+                "flow_id": r.flow_id,
+                "revision": r.revision,
+                "event_id": uuid.UUID(r.event_id),
+                "type": r.type,
+                "schema_version": r.schema_version,
+                "data": r.data,
+                "metadata": r.metadata,
+                "recorded_at": datetime.fromisoformat(r.recorded_at),
+                "data_hash": r.data_hash,
+                "metadata_hash": r.metadata_hash,
+                "prev_hash": r.prev_hash,
+                "hash": r.hash,
+            }
+            for i, r in enumerate(rows)
+        ]
+    conn.exec_driver_sql(_INSERT[dialect], params)
+    return list(range(first, last + 1))
+
+
+def delete_flows(conn: sa.Connection, flow_ids: Sequence[str]) -> int:
+    """Delete every event of these flows (the prune); return how many were deleted.
+
+    Records each event's (position, flow, revision, hash) in ``pruned_events``
+    first, so the global Merkle tree keeps its leaves. Tombstones are the
+    caller's to write, in the same transaction.
+    """
+    c = flow_events.c
+    deleted = 0
+    conn.execute(prune_authorisations.delete())  # never more than this prune's flows
+    for chunk in chunks(flow_ids):
+        conn.execute(
+            pruned_events.insert().from_select(
+                ["position", "flow_id", "revision", "hash"],
+                sa.select(c.position, c.flow_id, c.revision, c.hash).where(c.flow_id.in_(chunk)),
+            )
+        )
+        conn.execute(prune_authorisations.insert(), [{"flow_id": flow_id} for flow_id in chunk])
+        deleted += conn.execute(flow_events.delete().where(c.flow_id.in_(chunk))).rowcount
+        conn.execute(prune_authorisations.delete())
+    return deleted
+
+
+def pruned_count(conn: sa.Connection) -> tuple[int, int]:
+    """How many events were pruned, and the highest position among them (0 if none)."""
+    count, highest = conn.execute(
+        sa.select(sa.func.count(), sa.func.max(pruned_events.c.position)).select_from(pruned_events)
+    ).one()
+    return int(count), int(highest or 0)
+
+
+def pruned_problems(conn: sa.Connection) -> list[Problem]:
+    """What ``verify`` finds wrong with the record of pruned flows.
+
+    A tombstone must match the pruned leaf of its flow's last event; a flow
+    with pruned leaves must have a tombstone, or events again (restored);
+    and no delete authorisation may outlive its prune's transaction.
+    """
+    t, p, e = flow_tombstones.c, pruned_events.c, flow_events.c
+    problems = []
+    unmatched = conn.execute(
+        sa.select(t.flow_id, t.last_revision).where(
+            ~sa.exists().where(p.flow_id == t.flow_id, p.revision == t.last_revision, p.hash == t.last_hash)
+        )
+    )
+    for flow_id, revision in unmatched:
+        detail = "no pruned event matches the tombstone's last revision and hash"
+        problems.append(Problem(flow_id, 0, revision, "tombstone-mismatch", detail))
+    orphans = conn.execute(
+        sa.select(p.flow_id, sa.func.max(p.revision))
+        .where(~sa.exists().where(t.flow_id == p.flow_id), ~sa.exists().where(e.flow_id == p.flow_id))
+        .group_by(p.flow_id)
+    )
+    for flow_id, revision in orphans:
+        detail = "events were pruned, but the flow has neither a tombstone nor events"
+        problems.append(Problem(flow_id, 0, revision, "pruned-without-tombstone", detail))
+    left = conn.execute(sa.select(sa.func.count()).select_from(prune_authorisations)).scalar_one()
+    if left:
+        detail = f"{left} delete authorisation(s) were committed: the append-only guard is open for them"
+        problems.append(Problem("", 0, 0, "prune-authorisation-left", detail))
+    return problems

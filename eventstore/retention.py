@@ -1,0 +1,601 @@
+"""Retention: archive flows that ended long ago, verify the archive, then prune them.
+
+``run_retention`` selects the flows a ``RetentionPolicy`` lets go (terminal,
+last event older than the status's maximum age, no legal hold, not pruned
+yet), writes them to one gzip-compressed export per run in the archive
+directory, reads that file back and verifies it, and only then, in one
+transaction, records the leaves of their events in ``pruned_events``, writes a
+tombstone per flow, deletes the events (the one delete the append-only guard
+allows, see ``privileged.py``) and the read-model rows, and marks the archive
+pruned. An ``archives`` row moves ``written`` → ``verified`` → ``pruned``; a
+run cut short anywhere is finished by the next one, and an archive whose file
+no longer verifies is marked ``failed`` without anything being deleted.
+
+Legal holds (``hold``/``release``) keep a flow from ever being pruned;
+``restore`` puts a pruned flow back from its archive. docs/operations.md
+describes the whole cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from .errors import (
+    ArchiveNotFound,
+    ExportInvalid,
+    FlowNotFound,
+    IntegrityViolation,
+    InvalidInput,
+    StorageError,
+)
+from .exchange import export_events, flow_heads, run_import
+from .exportfile import Manifest, Progress, ProgressCallback, verify_export
+from .flows import FLOW_TERMINAL, FlowView
+from .integrity import format_time
+from .preparation import check_flow_id
+from .privileged import chunks, delete_flows, lock_appends
+from .schema import archives, flow_events, flow_snapshots, flow_tombstones, legal_holds, snapshot_parts
+from .store import EventStore, Transaction
+
+Pruner = Callable[[Transaction, Sequence[str]], None]
+"""Drops a read model's rows for flows being pruned, inside the prune's transaction."""
+
+ENDING_EVENTS = {"finished": "FlowFinished", "failed": "FlowFailed", "cancelled": "FlowCancelled"}
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """How long flows are kept after they end, per terminal status; ``None`` keeps them (the default).
+
+    A flow's age is measured from its last event's ``recorded_at`` to the
+    store's clock; it may be pruned once the age exceeds its status's maximum.
+    """
+
+    finished: timedelta | None = None
+    failed: timedelta | None = None
+    cancelled: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        for status in ENDING_EVENTS:
+            age = getattr(self, status)
+            if age is not None and (not isinstance(age, timedelta) or age < timedelta(0)):
+                raise InvalidInput(f"the maximum age of {status} flows must be a timedelta >= 0, not {age!r}")
+
+    @classmethod
+    def from_days(cls, days: Mapping[str, float]) -> RetentionPolicy:
+        """From days per status: ``{"finished": 30, "failed": 90}``."""
+        ages: dict[str, timedelta] = {}
+        for status, count in days.items():
+            if status not in ENDING_EVENTS:
+                raise InvalidInput(f"{status!r} is not a terminal status; one of {', '.join(ENDING_EVENTS)}")
+            if isinstance(count, bool) or not isinstance(count, int | float):
+                raise InvalidInput(f"the days to keep {status} flows must be a number, not {count!r}")
+            try:
+                ages[status] = timedelta(days=count)
+            except OverflowError as exc:
+                raise InvalidInput(f"{count!r} days is too long") from exc
+        return cls(**ages)
+
+    @classmethod
+    def parse(cls, specs: Iterable[str]) -> RetentionPolicy:
+        """From ``status=days`` texts, as the command line takes them: ``["finished=30", "failed=90"]``."""
+        days: dict[str, float] = {}
+        for spec in specs:
+            status, _, count = spec.partition("=")
+            try:
+                days[status.strip()] = float(count)
+            except ValueError as exc:
+                raise InvalidInput(f"{spec!r}: expected STATUS=DAYS, such as finished=30") from exc
+        return cls.from_days(days)
+
+    def max_age(self, status: str) -> timedelta | None:
+        age: timedelta | None = getattr(self, status) if status in ENDING_EVENTS else None
+        return age
+
+    @property
+    def keeps_everything(self) -> bool:
+        return all(self.max_age(status) is None for status in ENDING_EVENTS)
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionReport:
+    """What a retention run did (or, with ``dry_run``, would do)."""
+
+    dry_run: bool
+    eligible: tuple[str, ...] = ()
+    """The flows this run selected (at most ``max_flows``)."""
+    held: tuple[str, ...] = ()
+    """Flows old enough to go, kept by a legal hold."""
+    archive_id: str | None = None
+    archive_path: str | None = None
+    pruned: tuple[str, ...] = ()
+    """Flows pruned by this run, including those of earlier archives it finished."""
+    events_pruned: int = 0
+    skipped: tuple[str, ...] = ()
+    """Archived flows not pruned: they changed, were held or were pruned since they were archived."""
+    repaired: tuple[str, ...] = ()
+    """Archives of earlier runs that this run finished."""
+    failed: tuple[str, ...] = ()
+    """Archives of earlier runs whose files no longer verify: marked failed, nothing of them pruned."""
+
+
+@dataclass(frozen=True, slots=True)
+class LegalHold:
+    flow_id: str
+    reason: str
+    held_by: str
+    held_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Archive:
+    """One retention run's archive, as recorded in the store."""
+
+    archive_id: str
+    path: str
+    sha256: str | None
+    status: str
+    flows: int
+    events: int
+    created_at: datetime
+    finished_at: datetime | None
+    flows_pruned: int
+    """How many of its flows are pruned now (restored ones no longer count)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreReport:
+    archive_id: str
+    flows: tuple[str, ...]
+    events: int
+
+
+@dataclass(slots=True)
+class _Outcome:
+    pruned: list[str] = field(default_factory=list)
+    events: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+# -- the run ----------------------------------------------------------------------
+
+
+def run_retention(
+    store: EventStore,
+    policy: RetentionPolicy | Mapping[str, float],
+    archive_dir: str | os.PathLike[str],
+    *,
+    pruners: Sequence[Pruner] = (),
+    max_flows: int = 10_000,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+) -> RetentionReport:
+    """Archive, verify and prune the flows ``policy`` lets go; finish earlier runs first.
+
+    ``policy`` is a ``RetentionPolicy`` or days per status (``{"finished": 30}``).
+
+    ``pruners`` drop read-model rows of the pruned flows in the prune's
+    transaction (``projections.pruning.prune_flow_read_models`` for the flow
+    read models), in addition to the ``prune_flows`` method of any inline
+    projection the store was opened with. At most ``max_flows`` flows are
+    pruned per run, the oldest first. With ``dry_run`` nothing is written.
+    """
+    if type(max_flows) is not int or max_flows < 1:
+        raise InvalidInput(f"max_flows must be an int >= 1, not {max_flows!r}")
+    if not isinstance(policy, RetentionPolicy):
+        policy = RetentionPolicy.from_days(policy)
+    if dry_run:
+        eligible, held = _select(store, policy, max_flows)
+        return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
+    total = _Outcome()
+    repaired, failed = [], []
+    for archive in list_archives(store):
+        if archive.status in ("written", "verified"):
+            outcome = _finish(store, archive, pruners, progress)
+            if outcome is None:
+                failed.append(archive.archive_id)
+            else:
+                repaired.append(archive.archive_id)
+                _add(total, outcome)
+    eligible, held = _select(store, policy, max_flows)
+    if not eligible:
+        return _report(total, repaired, failed, held=held)
+    archive = _write_archive(store, Path(archive_dir), eligible, progress)
+    outcome = _finish(store, archive, pruners, progress)
+    if outcome is None:
+        raise StorageError(
+            f"the archive {archive.path} did not verify after it was written; nothing was pruned"
+        )
+    _add(total, outcome)
+    return _report(total, repaired, failed, held=held, eligible=eligible, archive=archive)
+
+
+def _add(total: _Outcome, outcome: _Outcome) -> None:
+    total.pruned += outcome.pruned
+    total.events += outcome.events
+    total.skipped += outcome.skipped
+
+
+def _report(
+    total: _Outcome,
+    repaired: list[str],
+    failed: list[str],
+    *,
+    held: list[str],
+    eligible: Sequence[str] = (),
+    archive: Archive | None = None,
+) -> RetentionReport:
+    return RetentionReport(
+        dry_run=False,
+        eligible=tuple(eligible),
+        held=tuple(held),
+        archive_id=None if archive is None else archive.archive_id,
+        archive_path=None if archive is None else archive.path,
+        pruned=tuple(total.pruned),
+        events_pruned=total.events,
+        skipped=tuple(total.skipped),
+        repaired=tuple(repaired),
+        failed=tuple(failed),
+    )
+
+
+def _select(store: EventStore, policy: RetentionPolicy, limit: int) -> tuple[list[str], list[str]]:
+    """The flows to prune now, oldest first, and those old enough but under a legal hold."""
+    if policy.keeps_everything:
+        return [], []
+    now = store.clock()
+    chosen: list[tuple[Any, str]] = []
+    held: list[str] = []
+    for status, event_type in ENDING_EVENTS.items():
+        age = policy.max_age(status)
+        if age is None:
+            continue
+        cutoff = now - age
+        for flow_id, revision, last_at, is_held in _candidates(store, event_type, cutoff, limit):
+            if _status(store, flow_id, revision) != status:
+                continue  # ended otherwise, or changed since: not this status's to prune
+            if is_held:
+                held.append(flow_id)
+            else:
+                chosen.append((last_at, flow_id))
+    chosen.sort()
+    return [flow_id for _, flow_id in chosen[:limit]], sorted(held)
+
+
+def _candidates(
+    store: EventStore, event_type: str, cutoff: datetime, limit: int
+) -> list[tuple[str, int, Any, bool]]:
+    """Flows with an ``event_type`` event whose last event is older than ``cutoff``, not pruned yet."""
+    c, m, e = flow_events.c, flow_events.alias("m").c, flow_events.alias("e").c
+    t, h = flow_tombstones.c, legal_holds.c
+    ending = sa.select(e.flow_id).where(e.type == event_type)
+    last_revision = sa.select(sa.func.max(m.revision)).where(m.flow_id == c.flow_id).scalar_subquery()
+    bound: Any = format_time(cutoff) if store.dialect == "sqlite" else cutoff
+    is_held = sa.exists().where(h.flow_id == c.flow_id)
+    query = (
+        sa.select(c.flow_id, c.revision, c.recorded_at, is_held)
+        .where(
+            c.flow_id.in_(ending),
+            c.revision == last_revision,
+            c.recorded_at < bound,
+            ~sa.exists().where(t.flow_id == c.flow_id),
+        )
+        .order_by(is_held, c.recorded_at, c.flow_id)
+        .limit(limit)
+    )
+    return [(row[0], row[1], row[2], bool(row[3])) for row in store._fetch(query)]
+
+
+def _status(store: EventStore, flow_id: str, revision: int) -> str | None:
+    """The flow's status by the one fold, if it is still at ``revision``."""
+    view = FlowView()
+    last = 0
+    for event in store.read_flow(flow_id):
+        view.apply(event)
+        last = event.revision
+    if last != revision or view.flow is None or view.flow.status not in FLOW_TERMINAL:
+        return None
+    return view.flow.status
+
+
+def _write_archive(
+    store: EventStore, directory: Path, flow_ids: list[str], progress: ProgressCallback | None
+) -> Archive:
+    """Export the flows to a new archive file, synced to disk, and record it as ``written``."""
+    now = store.clock()
+    archive_id = f"{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StorageError(f"cannot create the archive directory {directory}: {exc}") from exc
+    path = (directory / f"{archive_id}.jsonl.gz").resolve()
+    manifest = export_events(store, path, flows=flow_ids, progress=progress)
+    values = {
+        "archive_id": archive_id,
+        "path": str(path),
+        "sha256": manifest.sha256,
+        "status": "written",
+        "flows": len(manifest.flows),
+        "events": manifest.event_count,
+        "created_at": format_time(now),
+        "finished_at": None,
+    }
+    with store.transaction() as tx:
+        tx.connection.execute(archives.insert().values(**values))
+    if progress is not None:
+        progress(Progress("written", len(manifest.flows), len(manifest.flows)))
+    return _archive_of(values, 0)
+
+
+def _finish(
+    store: EventStore, archive: Archive, pruners: Sequence[Pruner], progress: ProgressCallback | None
+) -> _Outcome | None:
+    """Verify a written archive, then prune its flows; None if the file does not verify."""
+    path = Path(archive.path)
+    try:
+        report = verify_export(path, progress=progress)
+    except (InvalidInput, ExportInvalid):
+        report = None  # the manifest is gone or unreadable
+    manifest = None if report is None else report.manifest
+    if report is None or not report.ok or manifest is None or manifest.sha256 != archive.sha256:
+        _set_status(store, archive.archive_id, "failed", finished=True)
+        return None
+    if archive.status == "written":
+        _set_status(store, archive.archive_id, "verified")
+    if progress is not None:
+        progress(Progress("verified", len(manifest.flows), len(manifest.flows)))
+    outcome = _prune(store, archive.archive_id, manifest, pruners)
+    if progress is not None:
+        progress(Progress("pruned", len(outcome.pruned), len(manifest.flows)))
+    return outcome
+
+
+def _set_status(store: EventStore, archive_id: str, status: str, *, finished: bool = False) -> None:
+    values: dict[str, Any] = {"status": status}
+    if finished:
+        values["finished_at"] = format_time(store.clock())
+    with store.transaction() as tx:
+        tx.connection.execute(archives.update().where(archives.c.archive_id == archive_id).values(**values))
+
+
+def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequence[Pruner]) -> _Outcome:
+    """In one transaction: leaves, tombstones, the events and read-model rows go; the archive is pruned."""
+    outcome = _Outcome()
+    with store.transaction() as tx:
+        conn = tx.connection
+        lock_appends(conn)  # no append, hold or other prune can interleave
+        query = sa.select(archives.c.status).where(archives.c.archive_id == archive_id)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        if conn.execute(query).scalar_one_or_none() != "verified":
+            return outcome  # another process finished it meanwhile
+        flow_ids = [segment.flow_id for segment in manifest.flows]
+        heads = flow_heads(conn, flow_ids)
+        kept = _held(conn, flow_ids) | set(_tombstoned(conn, flow_ids))
+        segments = []
+        for segment in manifest.flows:
+            whole = heads.get(segment.flow_id) == (segment.last_revision, bytes.fromhex(segment.last_hash))
+            if whole and segment.first_revision == 1 and segment.flow_id not in kept:
+                segments.append(segment)
+            else:
+                outcome.skipped.append(segment.flow_id)
+        outcome.pruned = [segment.flow_id for segment in segments]
+        outcome.events = delete_flows(conn, outcome.pruned)
+        expected = sum(segment.events for segment in segments)
+        if outcome.events != expected:
+            raise IntegrityViolation(
+                f"archive {archive_id}: the store held {outcome.events} events of its flows, the archive "
+                f"{expected}; nothing was pruned (run `eventstore verify`)"
+            )
+        now = format_time(store.clock())
+        if segments:
+            conn.execute(
+                flow_tombstones.insert(),
+                [
+                    {
+                        "flow_id": segment.flow_id,
+                        "last_revision": segment.last_revision,
+                        "last_hash": bytes.fromhex(segment.last_hash),
+                        "archive_id": archive_id,
+                        "archive_sha256": manifest.sha256,
+                        "pruned_at": now,
+                    }
+                    for segment in segments
+                ],
+            )
+        for chunk in chunks(outcome.pruned):  # time-travel caches of the pruned flows go too
+            conn.execute(flow_snapshots.delete().where(flow_snapshots.c.flow_id.in_(chunk)))
+            conn.execute(snapshot_parts.delete().where(snapshot_parts.c.flow_id.in_(chunk)))
+        if outcome.pruned:
+            for pruner in _pruners(store, pruners):
+                pruner(tx, outcome.pruned)
+        conn.execute(
+            archives.update()
+            .where(archives.c.archive_id == archive_id)
+            .values(status="pruned", finished_at=now)
+        )
+    return outcome
+
+
+def _pruners(store: EventStore, extra: Sequence[Pruner]) -> list[Pruner]:
+    """The given pruners, after the ``prune_flows`` method of each inline projection that has one."""
+    own = [getattr(p, "prune_flows", None) for p in store.projections]
+    return [*(pruner for pruner in own if callable(pruner)), *extra]
+
+
+def _held(conn: sa.Connection, flow_ids: Sequence[str]) -> set[str]:
+    held: set[str] = set()
+    for chunk in chunks(flow_ids):
+        held.update(
+            conn.execute(sa.select(legal_holds.c.flow_id).where(legal_holds.c.flow_id.in_(chunk))).scalars()
+        )
+    return held
+
+
+def _tombstoned(conn: sa.Connection, flow_ids: Sequence[str]) -> dict[str, tuple[int, bytes, str, str]]:
+    t = flow_tombstones.c
+    found: dict[str, tuple[int, bytes, str, str]] = {}
+    for chunk in chunks(flow_ids):
+        query = sa.select(t.flow_id, t.last_revision, t.last_hash, t.archive_id, t.archive_sha256)
+        for flow_id, revision, last_hash, archive_id, sha256 in conn.execute(
+            query.where(t.flow_id.in_(chunk))
+        ):
+            found[flow_id] = (revision, bytes(last_hash), archive_id, sha256)
+    return found
+
+
+# -- archives and restore ----------------------------------------------------------
+
+
+def list_archives(store: EventStore, *, archive_id: str | None = None) -> list[Archive]:
+    """Every archive recorded in the store, oldest first (or the one with ``archive_id``)."""
+    a, t = archives.c, flow_tombstones.c
+    pruned = sa.select(sa.func.count()).where(t.archive_id == a.archive_id).scalar_subquery()
+    query = sa.select(archives, pruned).order_by(a.created_at, a.archive_id)
+    if archive_id is not None:
+        query = query.where(a.archive_id == archive_id)
+    with store._guard(), store.engine.connect() as conn:  # the store's translation of driver errors
+        rows = conn.execute(query).all()
+    return [_archive_of(row._mapping, row[-1]) for row in rows]
+
+
+def _archive_of(values: Any, flows_pruned: int) -> Archive:
+    finished = values["finished_at"]
+    return Archive(
+        archive_id=values["archive_id"],
+        path=values["path"],
+        sha256=values["sha256"],
+        status=values["status"],
+        flows=values["flows"],
+        events=values["events"],
+        created_at=datetime.fromisoformat(values["created_at"]),
+        finished_at=None if finished is None else datetime.fromisoformat(finished),
+        flows_pruned=flows_pruned,
+    )
+
+
+def restore(
+    store: EventStore,
+    archive_id: str,
+    flow_ids: Collection[str] | None = None,
+    *,
+    archive_dir: str | os.PathLike[str] | None = None,
+    progress: ProgressCallback | None = None,
+) -> RestoreReport:
+    """Put pruned flows back from their archive: all of its flows still pruned, or ``flow_ids``.
+
+    The archive (found where it was written, or by name in ``archive_dir``)
+    is verified, and must be the file the tombstones name. The events go back
+    with their ids, revisions, times and hashes, at new positions at the end
+    of the log, and each flow's tombstone is dropped in the transaction that
+    writes its last event. The store's inline projections are applied;
+    catch-up projections pick the events up as new. ``pruned_events`` keeps
+    the leaves of the old positions: the Merkle tree never shrinks.
+    """
+    found = list_archives(store, archive_id=archive_id)
+    if not found:
+        raise ArchiveNotFound(archive_id)
+    path = Path(found[0].path) if archive_dir is None else Path(archive_dir) / Path(found[0].path).name
+    with store._guard(), store.engine.connect() as conn:  # the store's translation of driver errors
+        t = flow_tombstones.c
+        pruned = list(conn.execute(sa.select(t.flow_id).where(t.archive_id == archive_id)).scalars())
+        tombstones = _tombstoned(conn, pruned)
+    if flow_ids is not None:
+        for flow_id in flow_ids:
+            check_flow_id(flow_id)
+        wrong = sorted(set(flow_ids) - set(tombstones))
+        if wrong:
+            raise InvalidInput(f"not pruned into archive {archive_id!r}: {', '.join(map(repr, wrong))}")
+        tombstones = {flow_id: tombstones[flow_id] for flow_id in flow_ids}
+    if not tombstones:
+        raise InvalidInput(f"no flow of archive {archive_id!r} is pruned: nothing to restore")
+    manifest = Manifest.read(path)
+    _check_archive(path, manifest, tombstones)
+
+    def drop_tombstones(conn: sa.Connection, done: list[str]) -> None:
+        for chunk in chunks(done):
+            conn.execute(flow_tombstones.delete().where(t.flow_id.in_(chunk), t.archive_id == archive_id))
+
+    imported = run_import(
+        store,
+        path,
+        only=set(tombstones),
+        pruned=set(tombstones),
+        on_complete=drop_tombstones,
+        progress=progress,
+    )
+    return RestoreReport(archive_id, tuple(sorted(tombstones)), imported.events_imported)
+
+
+def _check_archive(
+    path: Path, manifest: Manifest, tombstones: dict[str, tuple[int, bytes, str, str]]
+) -> None:
+    segments = {segment.flow_id: segment for segment in manifest.flows}
+    problems = []
+    for flow_id, (revision, last_hash, _archive, sha256) in sorted(tombstones.items()):
+        segment = segments.get(flow_id)
+        if manifest.sha256 != sha256:
+            problems.append(
+                f"{flow_id}: the tombstone names archive SHA-256 {sha256}, the file's is {manifest.sha256}"
+            )
+        elif segment is None or (segment.last_revision, segment.last_hash) != (revision, last_hash.hex()):
+            problems.append(f"{flow_id}: the archive does not end where the tombstone says it was pruned")
+    if problems:
+        raise ExportInvalid(str(path), problems)
+
+
+# -- legal holds --------------------------------------------------------------------
+
+
+def hold(store: EventStore, flow_id: str, *, reason: str, by: str) -> LegalHold:
+    """Put a flow under legal hold: retention never prunes it until ``release``.
+
+    The flow must exist. A flow already held keeps its first hold, which is returned.
+    """
+    check_flow_id(flow_id)
+    for name, value in (("reason", reason), ("by", by)):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"a legal hold needs a non-empty {name}")
+    h = legal_holds.c
+    with store.transaction() as tx:
+        conn = tx.connection
+        lock_appends(conn)  # orders holds and prunes: a prune never misses a committed hold
+        existing = conn.execute(sa.select(legal_holds).where(h.flow_id == flow_id)).first()
+        if existing is not None:
+            return _hold_of(existing._mapping)
+        if not conn.execute(
+            sa.select(flow_events.c.position).where(flow_events.c.flow_id == flow_id).limit(1)
+        ).first():
+            raise FlowNotFound(flow_id)
+        values = {"flow_id": flow_id, "reason": reason, "held_by": by, "held_at": format_time(store.clock())}
+        conn.execute(legal_holds.insert().values(**values))
+    return _hold_of(values)
+
+
+def release(store: EventStore, flow_id: str) -> bool:
+    """Lift a flow's legal hold; False if it had none."""
+    check_flow_id(flow_id)
+    with store.transaction() as tx:
+        deleted = tx.connection.execute(legal_holds.delete().where(legal_holds.c.flow_id == flow_id))
+    return bool(deleted.rowcount)
+
+
+def list_holds(store: EventStore) -> list[LegalHold]:
+    """Every legal hold, by flow id."""
+    with store._guard(), store.engine.connect() as conn:  # the store's translation of driver errors
+        rows = conn.execute(sa.select(legal_holds).order_by(legal_holds.c.flow_id)).all()
+    return [_hold_of(row._mapping) for row in rows]
+
+
+def _hold_of(values: Any) -> LegalHold:
+    return LegalHold(
+        values["flow_id"], values["reason"], values["held_by"], datetime.fromisoformat(values["held_at"])
+    )
