@@ -1,0 +1,158 @@
+"""Command-line commands for running the store for months: ``maintain`` and ``backup``.
+
+``maintain`` runs the maintenance jobs on their schedules until SIGINT or
+SIGTERM (or one job with ``--once``); ``backup`` copies a SQLite store with
+SQLite's online backup API. Each is a library call plus formatting.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import click
+import orjson
+
+if TYPE_CHECKING:
+    from .maintenance import Maintenance
+
+
+def register(main: click.Group, open_store: Any, errors: Any) -> None:
+    """Add the commands to the ``eventstore`` group."""
+
+    @main.command()
+    @click.option("--once", "job", metavar="JOB", default=None, help="Run this one job now, then exit.")
+    @click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="A TOML file of schedules and policies (docs/operations.md).",
+    )
+    @click.option(
+        "--catch-up",
+        "catch_up",
+        multiple=True,
+        metavar="MODULE:CLASS",
+        help="A catch-up projection to keep current (repeatable).",
+    )
+    @click.option("--status", is_flag=True, help="Show each job's schedule and last run, then exit.")
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (--once, --status).")
+    @click.option("--log-level", default="INFO", show_default=True, help="Logging level on standard error.")
+    @click.pass_context
+    def maintain(
+        ctx: click.Context,
+        job: str | None,
+        config_path: Path | None,
+        catch_up: tuple[str, ...],
+        status: bool,
+        as_json: bool,
+        log_level: str,
+    ) -> None:
+        """Run the maintenance jobs on their schedules until SIGINT or SIGTERM.
+
+        With --once JOB, run that job now and exit (status 1 if it failed).
+        Several `maintain` processes may share a database: each job runs once
+        per period among them.
+        """
+        from .cli import _import_projection
+        from .maintenance import Maintenance
+        from .maintenance_config import MaintenanceConfig
+
+        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        with errors():
+            config = MaintenanceConfig.load(config_path) if config_path else MaintenanceConfig()
+        projections = [_import_projection(path) for path in catch_up]
+        with open_store(ctx) as store, errors():
+            service = Maintenance(store, config, catch_up=projections)
+            if status:
+                _show_status(service, as_json)
+            elif job is not None:
+                result = service.run_once(job)
+                line = {"job": result.name, "status": result.status, **result.details}
+                if result.error:
+                    line["error"] = result.error
+                if as_json:
+                    click.echo(orjson.dumps(line, default=str).decode())
+                else:
+                    said = result.error or orjson.dumps(result.details, default=str).decode()
+                    click.echo(f"{result.name}: {result.status} {said}")
+                if result.status == "failed":
+                    sys.exit(1)
+            else:
+                _serve(service)
+
+    @main.command()
+    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+    @click.pass_context
+    def backup(ctx: click.Context, path: Path, as_json: bool) -> None:
+        """Copy a SQLite store to PATH with SQLite's online backup API; writers carry on.
+
+        PATH must not exist. On PostgreSQL, use pg_dump (docs/operations.md).
+        """
+        from .housekeeping import backup as backup_store
+
+        with open_store(ctx) as store, errors():
+            done = backup_store(store, path)
+        if as_json:
+            click.echo(
+                orjson.dumps({"path": str(done.path), "bytes": done.bytes, "seconds": done.seconds}).decode()
+            )
+        else:
+            click.echo(f"backed up to {done.path} ({done.bytes:,} bytes in {done.seconds:.2f}s)")
+
+
+def _serve(service: Maintenance) -> None:
+    """Run the scheduler until SIGINT or SIGTERM, then let running jobs finish and exit."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        service.start()
+        click.echo(f"maintenance started as {service.owner}: {', '.join(service.enabled())}", err=True)
+        while not stop.wait(timeout=1.0):
+            pass  # the jobs run on the scheduler's threads
+        click.echo("stopping: waiting for running jobs to finish", err=True)
+    finally:
+        service.shutdown(wait=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    click.echo("maintenance stopped", err=True)
+
+
+def _show_status(service: Maintenance, as_json: bool) -> None:
+    rows = {row.name: row for row in service.status()}
+    for name in service.jobs:
+        settings = service.settings(name)
+        schedule = f"every {settings.every:g}s" if settings.every is not None else f"cron {settings.cron}"
+        row = rows.get(name)
+        line: dict[str, Any] = {
+            "job": name,
+            "enabled": settings.enabled,
+            "schedule": schedule,
+            "next_run": service.next_run_time(name),
+            "last_status": row.last_status if row else None,
+            "last_started": row.last_started if row else None,
+            "last_finished": row.last_finished if row else None,
+            "held_by": row.owner if row else None,
+            "last_error": row.last_error if row else None,
+            "last_position": row.last_position if row else 0,
+        }
+        if as_json:
+            click.echo(orjson.dumps(line, default=str).decode())
+            continue
+        state = line["last_status"] or "never run"
+        when = line["last_finished"] or line["last_started"] or ""
+        next_run = "disabled" if not settings.enabled else f"next {line['next_run']:%Y-%m-%d %H:%M:%S}"
+        click.echo(f"{name:<16} {schedule:<22} {next_run:<25} {state:<8} {when}")
+        if line["last_error"]:
+            click.echo(f"{'':<16} error: {line['last_error']}")

@@ -1,0 +1,289 @@
+"""``Maintenance``: the store's scheduled jobs on an APScheduler ``BackgroundScheduler``.
+
+Each job runs on its schedule (interval or cron, ``MaintenanceConfig``) and
+can be run once by name (``run_once``, ``eventstore maintain --once JOB``).
+Several maintenance processes may run against one database: a run first
+claims its job's row in ``maintenance_jobs`` for the period it belongs to
+(``eventstore.job_leases``), so each job runs once per period, not once per
+process, and never twice at once.
+
+Layering: ``eventstore`` never imports ``projections`` at module level. The
+jobs that need read models (catch-up, the lease sweeper) import it inside the
+job, as the CLI does; everything else here is the store's own.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import socket
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+from apscheduler.schedulers.background import (  # type: ignore[import-untyped]  # APScheduler 3 has no hints
+    BackgroundScheduler,
+)
+
+from . import job_leases
+from .errors import EventStoreError, InvalidInput, JobLeaseLost
+from .integrity import format_time
+from .job_leases import Claim, JobStatus
+from .maintenance_config import DEFAULT_JOBS, JobConfig, MaintenanceConfig
+from .store import Clock, EventStore
+
+log = logging.getLogger("eventstore.maintenance")
+
+JobFunction = Callable[["JobContext"], Mapping[str, Any] | None]
+"""A job: does its work through the context, returns a JSON-able summary (or None)."""
+
+
+class JobSkipped(Exception):  # control flow, not an error: the run had nothing to do
+    """Raised by a job that does not apply here (say, SQLite housekeeping on PostgreSQL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job the service runs: its name, what it does, and its default schedule."""
+
+    name: str
+    run: JobFunction
+    default: JobConfig
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """How one ``run_once`` went: ``ok``, ``failed``, ``skipped`` (not claimed, nothing to do) or ``lost``."""
+
+    name: str
+    status: str
+    details: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+class JobContext:
+    """What a running job gets: the store, its settings, the clock, and its lease."""
+
+    def __init__(self, service: Maintenance, held: Claim, settings: JobConfig) -> None:
+        self.service = service
+        self.store = service.store
+        self.config = service.config
+        self.name = held.name
+        self.period = held.period
+        """The scheduled time this run is for, as canonical UTC text."""
+        self.position = held.position
+        """Where the last run of this job left off (``maintenance_jobs.last_position``)."""
+        self._held = held
+        self._settings = settings
+
+    def now(self) -> datetime:
+        return self.service.clock()
+
+    @property
+    def stopping(self) -> bool:
+        """True once the service is shutting down: a long job should return at its next batch."""
+        return self.service._stopping.is_set()
+
+    def renew(self, *, position: int | None = None) -> None:
+        """Extend the job's lease, recording ``position`` as progress; ``JobLeaseLost`` if taken over.
+
+        Long jobs call this between batches, so the lease never runs out while they work.
+        """
+        job_leases.renew(
+            self.store,
+            self._held,
+            now=self.now(),
+            lease_seconds=self._settings.lease_seconds,
+            position=position,
+        )
+        if position is not None:
+            self.position = position
+
+
+class Maintenance:
+    """The maintenance jobs of one store, on a schedule or one at a time.
+
+    ``catch_up`` are the catch-up projections to keep current; ``jobs`` adds
+    jobs of your own (or replaces a built-in one of the same name);
+    ``signing_key`` (for signed checkpoints) and ``retention_policy`` (for
+    ``eventstore.retention``) override what the config names. The clock
+    defaults to the store's, which ``FlowService`` also uses to judge leases.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        config: MaintenanceConfig | None = None,
+        *,
+        catch_up: Sequence[Any] = (),
+        jobs: Sequence[Job] = (),
+        clock: Clock | None = None,
+        owner: str | None = None,
+        signing_key: Any = None,
+        retention_policy: Any = None,
+    ) -> None:
+        from .maintenance_jobs import builtin_jobs
+
+        self.store = store
+        self.config = config if config is not None else MaintenanceConfig()
+        self.clock: Clock = clock if clock is not None else store.clock
+        self.owner = owner or f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.catch_up = list(catch_up)
+        self.signing_key = signing_key
+        self.retention_policy = retention_policy
+        self.jobs: dict[str, Job] = {job.name: job for job in (*builtin_jobs(), *jobs)}
+        unknown = sorted(set(self.config.jobs) - set(self.jobs))
+        if unknown:
+            raise InvalidInput(
+                f"unknown maintenance job(s) {', '.join(unknown)}; known: {', '.join(self.jobs)}"
+            )
+        self.state: dict[str, Any] = {}
+        """Scratch space that jobs keep between runs in this process (say, catch-up runners)."""
+        self._stopping = threading.Event()
+        self._scheduler: BackgroundScheduler | None = None
+
+    # -- settings and schedules ------------------------------------------------
+    def settings(self, name: str) -> JobConfig:
+        """The effective schedule and lease of a job."""
+        job = self._job(name)
+        return self.config.job(name, job.default)
+
+    def enabled(self) -> list[str]:
+        return [name for name in self.jobs if self.settings(name).enabled]
+
+    def next_run_time(self, name: str, after: datetime | None = None) -> datetime | None:
+        """When the job would next run after ``after`` (default: now), or None if disabled."""
+        settings = self.settings(name)
+        if not settings.enabled:
+            return None
+        moment = after if after is not None else self.clock()
+        found: datetime | None = settings.trigger(self.config.zone).get_next_fire_time(None, moment)
+        return found
+
+    def period_of(self, name: str, moment: datetime | None = None) -> datetime:
+        """The period a run of ``name`` at ``moment`` belongs to (its latest scheduled time)."""
+        return self.settings(name).period_of(moment or self.clock(), self.config.zone)
+
+    def status(self) -> list[JobStatus]:
+        """The ``maintenance_jobs`` rows: who holds each job and how its last run went."""
+        return job_leases.job_status(self.store)
+
+    # -- running -------------------------------------------------------------------
+    def run_once(self, name: str, *, period: datetime | None = None) -> JobResult:
+        """Run a job now, if no other process is running it; return how it went.
+
+        ``period`` is the scheduled time the run is for (the scheduler passes
+        it); a run for a period that already ran is skipped. Without it, the
+        run counts for the moment it starts: it runs unless the job is held.
+        """
+        job = self._job(name)
+        settings = self.settings(name)
+        now = self.clock()
+        held = job_leases.claim(
+            self.store,
+            name,
+            self.owner,
+            now=now,
+            lease_seconds=settings.lease_seconds,
+            period=period if period is not None else now,
+        )
+        if held is None:
+            return JobResult(name, "skipped", {"reason": self._why_not(name)})
+        log.info("maintenance: %s started (period %s)", name, held.period)
+        try:
+            details = dict(job.run(JobContext(self, held, settings)) or {})
+        except JobSkipped as skipped:
+            return self._finish(held, JobResult(name, "skipped", {"reason": str(skipped)}))
+        except JobLeaseLost as lost:
+            log.warning("maintenance: %s stopped: %s", name, lost)
+            return JobResult(name, "lost", error=str(lost))
+        except Exception as exc:  # a job's failure is recorded and logged, never kills the scheduler
+            log.exception("maintenance: %s failed", name)
+            return self._finish(held, JobResult(name, "failed", error=f"{type(exc).__name__}: {exc}"))
+        except BaseException:
+            job_leases.finish(self.store, held, now=self.clock(), status="interrupted")
+            raise
+        return self._finish(held, JobResult(name, "ok", details))
+
+    def _finish(self, held: Claim, result: JobResult) -> JobResult:
+        if result.status != "failed":  # a failure was logged with its traceback already
+            log.info("maintenance: %s %s %s", result.name, result.status, result.details)
+        kept = job_leases.finish(
+            self.store,
+            held,
+            now=self.clock(),
+            status=result.status,
+            error=result.error,
+            result=result.details,
+        )
+        if not kept:
+            log.warning(
+                "maintenance: %s ran past its lease; another process may have run it too", result.name
+            )
+        return result
+
+    def _why_not(self, name: str) -> str:
+        row = next((s for s in self.status() if s.name == name), None)
+        now = format_time(self.clock())
+        if row is not None and row.owner is not None and (row.lease_until or "") > now:
+            return f"running in {row.owner} until {row.lease_until}"
+        return f"already ran for this period ({row.period if row else '?'})"
+
+    def _job(self, name: str) -> Job:
+        job = self.jobs.get(name)
+        if job is None:
+            raise InvalidInput(f"unknown maintenance job {name!r}; known: {', '.join(self.jobs)}")
+        return job
+
+    # -- the scheduler ---------------------------------------------------------------
+    @property
+    def scheduler(self) -> BackgroundScheduler:
+        """The APScheduler scheduler (created by ``start``), for inspection."""
+        if self._scheduler is None:
+            raise InvalidInput("the maintenance scheduler is not started")
+        return self._scheduler
+
+    def start(self) -> None:
+        """Schedule every enabled job on a background scheduler and start it."""
+        if self._scheduler is not None:
+            raise InvalidInput("the maintenance scheduler is already started")
+        self._stopping.clear()
+        scheduler = BackgroundScheduler(
+            timezone=self.config.zone,
+            job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
+        )
+        for name in self.enabled():
+            trigger = self.settings(name).trigger(self.config.zone)
+            scheduler.add_job(self._fire, trigger=trigger, args=[name], id=name, name=name)
+        scheduler.start()
+        self._scheduler = scheduler
+        log.info("maintenance: started %s as %s", ", ".join(self.enabled()) or "no jobs", self.owner)
+
+    def _fire(self, name: str) -> None:
+        try:
+            self.run_once(name, period=self.period_of(name))
+        except EventStoreError:  # the database refused the claim or the record: try next period
+            log.exception("maintenance: %s could not run", name)
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Stop scheduling; with ``wait``, let running jobs finish (they stop at their next batch)."""
+        self._stopping.set()
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=wait)
+            self._scheduler = None
+            log.info("maintenance: stopped")
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.shutdown()
+
+
+__all__ = ["DEFAULT_JOBS", "Job", "JobContext", "JobResult", "JobSkipped", "Maintenance", "MaintenanceConfig"]

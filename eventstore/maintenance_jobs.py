@@ -1,0 +1,305 @@
+"""The built-in maintenance jobs: each a function of a ``JobContext`` (docs/operations.md has what each does).
+
+The jobs that need read models import ``projections`` inside the job (the
+package never imports it at module level); retention and signed checkpoints
+are imported inside their jobs too, and a job whose module is not there is
+skipped, not failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+import pydantic
+import sqlalchemy as sa
+
+from .errors import FlowNotFound, IntegrityViolation, InvalidInput, NotSupported
+from .flows import FOLD_VERSION
+from .housekeeping import backup, check_database, wal_checkpoint
+from .incremental_verify import SYSTEM_INTEGRITY_FLOW, record_problems, verify_since
+from .integrity import Problem
+from .maintenance_config import DEFAULT_JOBS
+from .schema import flow_events, flow_snapshots, snapshot_parts
+from .store import EventStore
+from .timetravel import state_at
+
+if TYPE_CHECKING:
+    from .maintenance import Job, JobContext
+
+log = logging.getLogger("eventstore.maintenance")
+
+
+def builtin_jobs() -> list[Job]:
+    from .maintenance import Job
+
+    functions = {
+        "catch-up": catch_up,
+        "sweep-leases": sweep_leases,
+        "snapshots": snapshots,
+        "integrity": integrity,
+        "wal-checkpoint": checkpoint_wal,
+        "quick-check": quick_check,
+        "integrity-check": full_integrity_check,
+        "backup": scheduled_backup,
+        "retention": retention,
+    }
+    return [Job(name, functions[name], DEFAULT_JOBS[name]) for name in DEFAULT_JOBS]
+
+
+def _skip(reason: str) -> Exception:
+    from .maintenance import JobSkipped
+
+    return JobSkipped(reason)
+
+
+# -- read models -----------------------------------------------------------------------
+def catch_up(ctx: JobContext) -> dict[str, Any]:
+    """Apply the log to each registered catch-up projection until it is current."""
+    if not ctx.service.catch_up:
+        raise _skip("no catch-up projections registered")
+    from projections import CatchUpRunner
+
+    runners: dict[str, Any] = ctx.service.state.setdefault("catch-up", {})
+    applied = {}
+    for projection in ctx.service.catch_up:
+        runner = runners.get(projection.name)
+        if runner is None:
+            runner = runners[projection.name] = CatchUpRunner(ctx.store, projection)
+        total = 0
+        while not ctx.stopping and (count := runner.run_once()):
+            total += count
+            ctx.renew()
+        applied[projection.name] = total
+    return {"applied": applied}
+
+
+def sweep_leases(ctx: JobContext) -> dict[str, Any]:
+    """End the steps left running under expired leases (``projections.recovery``)."""
+    from projections import FlowProjection, FlowService
+    from projections.recovery import sweep_expired_leases
+
+    if not any(isinstance(p, FlowProjection) for p in ctx.store.projections):
+        raise _skip("the store was opened without FlowProjection")
+    policy = ctx.config.sweeper
+    report = sweep_expired_leases(
+        FlowService(ctx.store),
+        now=ctx.now(),
+        on_expired=policy.on_expired,
+        reason=policy.reason,
+        batch_size=policy.batch_size,
+        between_batches=ctx.renew,
+        should_stop=lambda: ctx.stopping,
+    )
+    return {
+        "swept": len(report.swept),
+        "skipped": len(report.skipped),
+        "steps": [f"{flow}/{step}" for flow, step in report.swept[:50]],
+    }
+
+
+# -- snapshots -------------------------------------------------------------------------
+def snapshots(ctx: JobContext) -> dict[str, Any]:
+    """Snapshot the flows that grew past a multiple of ``every`` since the last run; drop obsolete ones."""
+    every = ctx.config.snapshots.every
+    head = ctx.store.last_position()
+    made = 0
+    for flow_id, target in _unsnapshotted(ctx.store, ctx.position, head, every):
+        if ctx.stopping:
+            return {"snapshotted": made, "stopped": True}  # the position stays: the next run redoes it
+        try:
+            state_at(ctx.store, flow_id, revision=target, snapshot_every=every)
+        except (FlowNotFound, InvalidInput):
+            continue  # pruned meanwhile
+        made += 1
+        if made % 100 == 0:
+            ctx.renew()
+    removed = remove_obsolete_snapshots(ctx.store)
+    ctx.renew(position=head)
+    return {"snapshotted": made, "removed": removed, "position": head}
+
+
+def _unsnapshotted(store: EventStore, after: int, head: int, every: int) -> Iterator[tuple[str, int]]:
+    """Flows written to in ``(after, head]`` whose last multiple of ``every`` has no current snapshot."""
+    e, s = flow_events.c, flow_snapshots.c
+    grown = (
+        sa.select(e.flow_id, sa.func.max(e.revision))
+        .where(e.position > after, e.position <= head)
+        .group_by(e.flow_id)
+        .having(sa.func.max(e.revision) >= every)
+    )
+    with store.engine.connect() as conn:
+        candidates = {row[0]: (row[1] // every) * every for row in conn.execute(grown)}
+    ids = sorted(candidates)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        newest = (
+            sa.select(s.flow_id, sa.func.max(s.revision))
+            .where(s.flow_id.in_(chunk), s.fold_version == FOLD_VERSION)
+            .group_by(s.flow_id)
+        )
+        with store.engine.connect() as conn:
+            have = {row[0]: row[1] for row in conn.execute(newest)}
+        for flow_id in chunk:
+            if have.get(flow_id, 0) < candidates[flow_id]:
+                yield flow_id, candidates[flow_id]
+
+
+def remove_obsolete_snapshots(store: EventStore) -> int:
+    """Delete snapshots (and their parts) made by an older fold than ``FOLD_VERSION``; how many snapshots.
+
+    Snapshots of a newer fold are kept: a newer version of the library,
+    running beside this one during an upgrade, still uses them.
+    """
+    with store.transaction() as tx:
+        done = tx.connection.execute(
+            flow_snapshots.delete().where(flow_snapshots.c.fold_version < FOLD_VERSION)
+        )
+        tx.connection.execute(snapshot_parts.delete().where(snapshot_parts.c.fold_version < FOLD_VERSION))
+    return int(done.rowcount)
+
+
+# -- integrity ---------------------------------------------------------------------------
+def integrity(ctx: JobContext) -> dict[str, Any]:
+    """Verify the chains of the events written since the last run; then sign a checkpoint if keyed."""
+    start = ctx.position
+    found: list[Problem] = []
+
+    def batch_done(position: int, problems: list[Problem]) -> None:
+        if problems:  # on record before the position moves past them
+            record_problems(ctx.store, ctx.position, position, problems)
+            found.extend(problems)
+        ctx.renew(position=position)
+
+    report = verify_since(ctx.store, start, batch_size=ctx.config.integrity.batch_size, on_batch=batch_done)
+    if found:
+        raise IntegrityViolation(
+            f"{len(found)} integrity problem(s) among positions {start + 1} to {report.to_position}, "
+            f"first: {found[0]}; recorded in flow {SYSTEM_INTEGRITY_FLOW!r}"
+        )
+    details: dict[str, Any] = {
+        "from_position": start + 1,
+        "to_position": report.to_position,
+        "events_checked": report.events_checked,
+    }
+    checkpoint = _sign_checkpoint(ctx)
+    if checkpoint is not None:
+        details["checkpoint"] = checkpoint
+    return details
+
+
+def _sign_checkpoint(ctx: JobContext) -> dict[str, Any] | None:
+    """Sign a checkpoint over the verified log with the configured key (``eventstore.checkpoints``)."""
+    key = ctx.service.signing_key or ctx.config.integrity.signing_key_file
+    if key is None or ctx.store.last_position() == 0:
+        return None
+    from .checkpoints import take_checkpoint
+
+    signed = take_checkpoint(ctx.store, key)
+    return {"tree_size": signed.tree_size, "root_hash": signed.root_hash.hex(), "key_id": signed.key_id}
+
+
+# -- SQLite housekeeping ---------------------------------------------------------------
+def checkpoint_wal(ctx: JobContext) -> dict[str, Any]:
+    """``PRAGMA wal_checkpoint(TRUNCATE)``: fold the WAL into the database file and empty it."""
+    try:
+        done = wal_checkpoint(ctx.store)
+    except NotSupported as exc:
+        raise _skip(str(exc)) from exc
+    return dataclasses.asdict(done)
+
+
+def quick_check(ctx: JobContext) -> dict[str, Any]:
+    """``PRAGMA quick_check``: SQLite's fast check of the database file."""
+    return _check(ctx, quick=True)
+
+
+def full_integrity_check(ctx: JobContext) -> dict[str, Any]:
+    """``PRAGMA integrity_check``: SQLite's full check, indexes included (slow on big files)."""
+    return _check(ctx, quick=False)
+
+
+def _check(ctx: JobContext, *, quick: bool) -> dict[str, Any]:
+    try:
+        found = check_database(ctx.store, quick=quick)
+    except NotSupported as exc:
+        raise _skip(str(exc)) from exc
+    if found != ["ok"]:
+        pragma = "quick_check" if quick else "integrity_check"
+        for line in found[:100]:
+            log.error("sqlite %s: %s", pragma, line)
+        raise IntegrityViolation(f"PRAGMA {pragma} found {len(found)} problem(s), first: {found[0]}")
+    return {"result": "ok"}
+
+
+def scheduled_backup(ctx: JobContext) -> dict[str, Any]:
+    """Back the SQLite database up into ``[backup] directory``, keeping the newest ``keep`` copies."""
+    policy = ctx.config.backup
+    if policy.directory is None:
+        raise _skip("no backup directory configured")
+    if ctx.store.dialect != "sqlite":
+        raise _skip("online backup is for SQLite; back PostgreSQL up with pg_dump")
+    policy.directory.mkdir(parents=True, exist_ok=True)
+    name = f"eventstore-{ctx.now():%Y%m%dT%H%M%S%fZ}.db"
+    made = backup(ctx.store, policy.directory / name)
+    copies = sorted(policy.directory.glob("eventstore-*.db"))
+    removed = copies[: max(0, len(copies) - policy.keep)]
+    for old in removed:
+        old.unlink()
+    return {"path": str(made.path), "bytes": made.bytes, "removed": [p.name for p in removed]}
+
+
+# -- retention -------------------------------------------------------------------------
+def retention(ctx: JobContext) -> dict[str, Any]:
+    """Archive, verify and prune terminal flows past their retention (``eventstore.retention``)."""
+    module = _optional("eventstore.retention")
+    if module is None:
+        raise _skip("eventstore.retention is not available in this version")
+    from projections.pruning import prune_flow_read_models  # the flow read models go with their events
+
+    config = ctx.config.retention
+    policy = ctx.service.retention_policy
+    if policy is None:
+        policy = dict(config.keep_days)
+    report = module.run_retention(
+        ctx.store, policy, config.archive_dir, pruners=[prune_flow_read_models], max_flows=config.max_flows
+    )
+    return summary(report)
+
+
+# -- helpers -----------------------------------------------------------------------------
+def _optional(name: str) -> ModuleType | None:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            return None
+        raise
+
+
+def summary(report: Any) -> dict[str, Any]:
+    """A JSON-able summary of whatever a job's library call returned."""
+    if isinstance(report, pydantic.BaseModel):
+        return report.model_dump(mode="json")
+    if dataclasses.is_dataclass(report) and not isinstance(report, type):
+        return _plain(dataclasses.asdict(report))  # type: ignore[no-any-return]  # a dict in, a dict out
+    if isinstance(report, dict):
+        return _plain(report)  # type: ignore[no-any-return]  # a dict in, a dict out
+    return {"result": None if report is None else str(report)}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value

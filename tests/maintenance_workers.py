@@ -1,0 +1,66 @@
+"""A maintenance job that records its runs, and a child process that runs it for many periods.
+
+The job appends ``RunStarted``, works a little, then appends ``RunEnded`` to
+the flow ``runs``: two runs at once would show as two starts in a row, and a
+period run twice as two starts for one period.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from eventstore import EventStore, NewEvent
+from eventstore.maintenance import Job, JobContext, Maintenance
+from eventstore.maintenance_config import JobConfig
+
+from .workers import BARRIER_TIMEOUT
+
+START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def periods(count: int) -> list[datetime]:
+    return [START + timedelta(minutes=n) for n in range(count)]
+
+
+def record(ctx: JobContext) -> dict[str, Any]:
+    period = ctx.period
+    ctx.store.append("runs", [NewEvent("RunStarted", {"period": period, "by": ctx.service.owner})])
+    time.sleep(0.01)  # work: any run overlapping this one would start in this window
+    ctx.store.append("runs", [NewEvent("RunEnded", {"period": period})])
+    return {"period": period}
+
+
+RECORDER = Job("record", record, JobConfig(every=60))
+
+
+def runs(store: EventStore) -> list[tuple[str, str]]:
+    """(type, period) of every recorded event, in order."""
+    return [(e.type, e.data["period"]) for e in store.read_flow("runs")]
+
+
+def assert_once_each_never_overlapping(store: EventStore, count: int) -> None:
+    recorded = runs(store)
+    assert [kind for kind, _ in recorded] == ["RunStarted", "RunEnded"] * count
+    started = [period for kind, period in recorded if kind == "RunStarted"]
+    assert sorted(started) == sorted(set(started)) and len(started) == count
+
+
+def run_in_lockstep(service: Maintenance, count: int, sync: Any) -> list[str]:
+    """Run the recorder for each period, all services at once (the barrier), as schedulers would fire it.
+
+    A period's runs start only when the last period's run is over, so each
+    period must run exactly once, however the claims race.
+    """
+    statuses = []
+    for period in periods(count):
+        sync.wait(BARRIER_TIMEOUT)
+        statuses.append(service.run_once("record", period=period).status)
+    return statuses
+
+
+def run_periods(url: str, options: dict[str, Any], count: int, sync: Any) -> list[str]:
+    """Child process: run the recorder for each period in lockstep with the other processes."""
+    with EventStore.open(url, **options) as store:
+        return run_in_lockstep(Maintenance(store, jobs=[RECORDER]), count, sync)

@@ -1,0 +1,153 @@
+"""Maintenance: schedules, job leases shared through the database, run-once, the scheduler's lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from eventstore import EventStore, InvalidInput, JobLeaseLost
+from eventstore.job_leases import claim, renew
+from eventstore.maintenance import Job, JobContext, Maintenance
+from eventstore.maintenance_config import JobConfig, MaintenanceConfig
+
+from . import maintenance_workers
+from .conftest import Target
+from .maintenance_workers import RECORDER, assert_once_each_never_overlapping, run_in_lockstep
+from .workers import BARRIER_TIMEOUT, SPAWN, Children
+
+NOON = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def config(**jobs: JobConfig) -> MaintenanceConfig:
+    return MaintenanceConfig(jobs={name.replace("_", "-"): job for name, job in jobs.items()})
+
+
+class TestSchedules:
+    def test_intervals_count_from_a_fixed_epoch(self, store: EventStore) -> None:
+        service = Maintenance(store)
+        with freeze_time(NOON + timedelta(seconds=10)):
+            assert service.next_run_time("sweep-leases") == NOON + timedelta(seconds=30)
+        with freeze_time(NOON + timedelta(seconds=40)):
+            assert service.period_of("sweep-leases") == NOON + timedelta(seconds=30)
+
+    def test_cron_runs_in_the_configured_zone(self, store: EventStore) -> None:
+        paris = MaintenanceConfig(timezone="Europe/Paris", jobs={"quick-check": JobConfig(cron="15 4 * * *")})
+        service = Maintenance(store, paris)
+        assert service.next_run_time("quick-check", after=NOON) == datetime(2030, 1, 2, 3, 15, tzinfo=UTC)
+        assert service.period_of("quick-check", NOON) == datetime(2030, 1, 1, 3, 15, tzinfo=UTC)
+
+    def test_an_override_keeps_what_it_does_not_set(self, store: EventStore) -> None:
+        service = Maintenance(store, config(integrity=JobConfig(lease_seconds=5)))
+        assert (service.settings("integrity").every, service.settings("integrity").lease_seconds) == (3600, 5)
+        service = Maintenance(store, config(integrity=JobConfig(cron="0 3 * * *")))
+        assert (service.settings("integrity").every, service.settings("integrity").cron) == (
+            None,
+            "0 3 * * *",
+        )
+
+    def test_a_disabled_job_has_no_next_run(self, store: EventStore) -> None:
+        service = Maintenance(store, config(snapshots=JobConfig(enabled=False)))
+        assert service.next_run_time("snapshots") is None
+        assert "snapshots" not in service.enabled() and "integrity-check" not in service.enabled()
+
+    def test_unknown_jobs_and_bad_settings_are_refused(self, store: EventStore, tmp_path: Path) -> None:
+        with pytest.raises(InvalidInput, match="unknown maintenance job"):
+            Maintenance(store, config(sweep_lease=JobConfig(every=5)))
+        with pytest.raises(InvalidInput, match="unknown maintenance job 'nope'"):
+            Maintenance(store).run_once("nope")
+        bad = tmp_path / "m.toml"
+        bad.write_text('[jobs.integrity]\nevery = 5\ncron = "* * * * *"\n')
+        with pytest.raises(InvalidInput, match="not both"):
+            MaintenanceConfig.load(bad)
+        with pytest.raises(InvalidInput, match="needs \\[backup\\] directory"):
+            MaintenanceConfig.parse({"jobs": {"backup": {"enabled": True}}})
+
+
+class TestJobLeases:
+    def test_each_period_runs_once_across_services(self, target: Target) -> None:
+        with target.open() as first, target.open() as second:
+            a, b = Maintenance(first, jobs=[RECORDER]), Maintenance(second, jobs=[RECORDER])
+            assert a.run_once("record", period=NOON).status == "ok"
+            assert b.run_once("record", period=NOON).status == "skipped"
+            assert b.run_once("record", period=NOON + timedelta(minutes=1)).status == "ok"
+            assert a.run_once("record", period=NOON).status == "skipped"
+
+    def test_a_dead_runs_lease_blocks_until_it_expires(self, store: EventStore) -> None:
+        service = Maintenance(store, jobs=[RECORDER])
+        with freeze_time(NOON) as clock:
+            assert claim(store, "record", "dead", now=NOON, lease_seconds=600, period=NOON) is not None
+            clock.move_to(NOON + timedelta(minutes=9, seconds=59))
+            skipped = service.run_once("record")
+            assert skipped.status == "skipped" and "running in dead" in skipped.details["reason"]
+            clock.move_to(NOON + timedelta(minutes=10))
+            assert service.run_once("record").status == "ok"
+
+    def test_renewing_a_lease_taken_over_is_lease_lost(self, store: EventStore) -> None:
+        held = claim(store, "record", "slow", now=NOON, lease_seconds=60, period=NOON)
+        later = NOON + timedelta(minutes=2)
+        assert held is not None and claim(store, "record", "new", now=later, lease_seconds=60, period=later)
+        with pytest.raises(JobLeaseLost, match="now held by 'new'") as lost:
+            renew(store, held, now=later, lease_seconds=60)
+        assert (lost.value.job, lost.value.owner) == ("record", "slow")
+
+    def test_the_job_row_records_each_run(self, store: EventStore, caplog: pytest.LogCaptureFixture) -> None:
+        def boom(ctx: JobContext) -> None:
+            raise RuntimeError("boom")
+
+        service = Maintenance(store, jobs=[RECORDER, Job("boom", boom, JobConfig(every=60))])
+        service.run_once("record", period=NOON)
+        with caplog.at_level(logging.ERROR, logger="eventstore.maintenance"):
+            assert service.run_once("boom").error == "RuntimeError: boom"
+        assert "boom failed" in caplog.text
+        rows = {row.name: row for row in service.status()}
+        assert (rows["record"].last_status, rows["record"].owner) == ("ok", None)
+        assert rows["record"].last_result == {"period": "2030-01-01T12:00:00.000000Z"}
+        assert (rows["boom"].last_status, rows["boom"].last_error) == ("failed", "RuntimeError: boom")
+
+
+class TestConcurrentServices:
+    def test_threads_on_two_stores_run_each_period_once(self, target: Target) -> None:
+        with target.open() as first, target.open() as second:
+            services = [Maintenance(s, jobs=[RECORDER]) for s in (first, second, first, second)]
+            sync = threading.Barrier(len(services))
+            with ThreadPoolExecutor(len(services)) as pool:
+                results = pool.map(lambda service: run_in_lockstep(service, 6, sync), services)
+                statuses = [s for result in results for s in result]
+            assert statuses.count("ok") == 6
+            assert_once_each_never_overlapping(first, 6)
+
+    def test_processes_run_each_period_once(self, target: Target) -> None:
+        with target.open() as store, Children() as children:
+            sync = SPAWN.Barrier(2)
+            for _ in range(2):
+                children.start(maintenance_workers.run_periods, target.url, target.options, 8, sync)
+            statuses = [s for result in children.results() for s in result]
+            assert statuses.count("ok") == 8
+            assert_once_each_never_overlapping(store, 8)
+
+
+class TestScheduler:
+    def test_start_schedules_the_enabled_jobs(self, store: EventStore) -> None:
+        with Maintenance(store, config(backup=JobConfig(enabled=False))) as service:
+            service.start()
+            assert {job.id for job in service.scheduler.get_jobs()} == set(service.enabled())
+            with pytest.raises(InvalidInput, match="already started"):
+                service.start()
+        with pytest.raises(InvalidInput, match="not started"):
+            service.scheduler  # noqa: B018  # the property raises after shutdown
+
+    def test_a_job_fired_by_the_scheduler_runs_and_is_recorded(self, store: EventStore) -> None:
+        ran = threading.Event()
+        probe = Job("probe", lambda ctx: ran.set(), JobConfig(every=3600))
+        with Maintenance(store, jobs=[probe]) as service:
+            service.start()
+            service.scheduler.modify_job("probe", next_run_time=datetime.now(UTC))
+            assert ran.wait(BARRIER_TIMEOUT)
+        (row,) = [row for row in service.status() if row.name == "probe"]
+        assert row.last_status == "ok" and row.period is not None and row.period.endswith(":00:00.000000Z")

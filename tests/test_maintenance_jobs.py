@@ -1,0 +1,187 @@
+"""The integrity, snapshot and retention jobs."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from freezegun import freeze_time
+
+from eventstore import EventStore, NewEvent
+from eventstore.checkpoints import generate_key
+from eventstore.flows import FOLD_VERSION
+from eventstore.incremental_verify import SYSTEM_INTEGRITY_FLOW
+from eventstore.maintenance import Maintenance
+from eventstore.maintenance_config import MaintenanceConfig
+from eventstore.schema import flow_snapshots, pruned_events
+from projections import FlowQueries, FlowService
+
+from .readmodels import assert_matches_rebuild
+
+
+def append(store: EventStore, flow_id: str, count: int) -> None:
+    store.append(flow_id, [NewEvent("Noted", {"n": n}) for n in range(count)])
+
+
+def tamper(store: EventStore, sql: str) -> None:
+    """Edit the log behind the library's back, as someone with database access could."""
+    with store.engine.connect() as conn:
+        if store.dialect == "postgresql":
+            conn.exec_driver_sql("ALTER TABLE flow_events DISABLE TRIGGER USER")
+        else:
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS flow_events_no_update")
+            conn.exec_driver_sql("DROP TRIGGER IF EXISTS flow_events_no_delete")
+        conn.exec_driver_sql(sql)
+        conn.commit()
+
+
+def position_of(service: Maintenance, job: str) -> int:
+    (row,) = [row for row in service.status() if row.name == job]
+    return row.last_position
+
+
+class TestIntegrityJob:
+    def test_each_run_verifies_what_was_written_since_the_last(self, store: EventStore) -> None:
+        service = Maintenance(store)
+        append(store, "f", 3)
+        append(store, "g", 2)
+        first = service.run_once("integrity").details
+        append(store, "f", 2)
+        second = service.run_once("integrity").details
+        assert (first["from_position"], first["to_position"], first["events_checked"]) == (1, 5, 5)
+        assert (second["from_position"], second["to_position"], second["events_checked"]) == (6, 7, 2)
+        assert position_of(service, "integrity") == 7
+
+    def test_a_tampered_event_fails_loudly_and_is_recorded(
+        self, store: EventStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        service = Maintenance(store)
+        append(store, "f", 2)
+        service.run_once("integrity")
+        append(store, "f", 2)
+        tamper(store, "UPDATE flow_events SET type = 'Forged' WHERE position = 4")
+        with caplog.at_level(logging.ERROR):
+            result = service.run_once("integrity")
+        assert result.status == "failed" and "f@4 (position 4): hash-mismatch" in (result.error or "")
+        assert "1 problem(s) among positions 3 to 4" in caplog.text
+        (recorded,) = store.read_flow(SYSTEM_INTEGRITY_FLOW)
+        assert recorded.type == "IntegrityProblemsFound" and recorded.data["problem_count"] == 1
+        assert recorded.data["problems"][0]["kind"] == "hash-mismatch"
+        assert position_of(service, "integrity") == 4
+        assert service.run_once("integrity").details["events_checked"] == 1  # the record itself
+
+    def test_a_deleted_event_is_found(self, store: EventStore) -> None:
+        service = Maintenance(store)
+        append(store, "f", 2)
+        service.run_once("integrity")
+        append(store, "f", 2)
+        tamper(store, "DELETE FROM flow_events WHERE position = 3")
+        result = service.run_once("integrity")
+        (recorded,) = store.read_flow(SYSTEM_INTEGRITY_FLOW)
+        kinds = {p["kind"] for p in recorded.data["problems"]}
+        assert result.status == "failed" and {"missing-events", "broken-link", "revision-gap"} <= kinds
+
+    def test_positions_pruned_by_retention_are_accounted_for(self, store: EventStore) -> None:
+        append(store, "f", 1)
+        append(store, "gone", 2)
+        append(store, "f", 1)
+        pruned = [(e.position, e.flow_id, e.revision, bytes.fromhex(e.hash)) for e in store.read_flow("gone")]
+        tamper(store, "DELETE FROM flow_events WHERE flow_id = 'gone'")
+        with store.engine.begin() as conn:
+            conn.execute(
+                pruned_events.insert(),
+                [{"position": p, "flow_id": f, "revision": r, "hash": h} for p, f, r, h in pruned],
+            )
+        assert Maintenance(store).run_once("integrity").details["events_checked"] == 2
+
+    def test_a_checkpoint_is_signed_after_a_clean_run(self, store: EventStore) -> None:
+        append(store, "f", 3)
+        details = Maintenance(store, signing_key=generate_key()).run_once("integrity").details
+        assert details["checkpoint"]["tree_size"] == 3 and len(details["checkpoint"]["root_hash"]) == 64
+
+
+class TestSnapshotJob:
+    def test_long_flows_are_snapshotted_and_obsolete_snapshots_removed(self, flow_store: EventStore) -> None:
+        service = FlowService(flow_store)
+        service.start_flow("long", controller_id="c", goal="g", owner_session_key="s")
+        for n in range(11):
+            service.advance("long", state_patch={"n": n})
+        service.start_flow("short", controller_id="c", goal="g", owner_session_key="s")
+        maintenance = Maintenance(flow_store, MaintenanceConfig.parse({"snapshots": {"every": 5}}))
+        assert maintenance.run_once("snapshots").details == {"snapshotted": 1, "removed": 0, "position": 13}
+        with flow_store.engine.begin() as conn:
+            assert conn.execute(sa.select(flow_snapshots.c.flow_id, flow_snapshots.c.revision)).all() == [
+                ("long", 5),
+                ("long", 10),
+            ]
+            old = {"flow_id": "short", "revision": 1, "event_hash": b"x" * 32, "state": "{}"}
+            conn.execute(
+                flow_snapshots.insert().values(
+                    **old, fold_version=FOLD_VERSION - 1, state_hash=b"y" * 32, created_at="2030"
+                )
+            )
+        assert maintenance.run_once("snapshots").details == {"snapshotted": 0, "removed": 1, "position": 13}
+
+
+@dataclass(frozen=True)
+class RetentionReport:
+    pruned: list[str]
+    archive: Path
+
+
+class TestRetentionJob:
+    def test_it_calls_retention_with_the_configured_policy(
+        self, store: EventStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        calls: list[tuple[Any, ...]] = []
+
+        def run_retention(*args: Any, **options: Any) -> RetentionReport:
+            calls.append((*args, options["max_flows"]))
+            return RetentionReport(["f"], tmp_path / "a.jsonl.gz")
+
+        monkeypatch.setitem(
+            sys.modules, "eventstore.retention", types.SimpleNamespace(run_retention=run_retention)
+        )
+        config = MaintenanceConfig.parse(
+            {"retention": {"keep_days": {"finished": 30}, "archive_dir": str(tmp_path)}}
+        )
+        result = Maintenance(store, config).run_once("retention")
+        assert calls == [(store, {"finished": 30}, tmp_path, 10_000)]
+        assert result.details == {"pruned": ["f"], "archive": str(tmp_path / "a.jsonl.gz")}
+
+    def test_old_flows_are_archived_and_pruned_with_their_read_models(
+        self, flow_store: EventStore, tmp_path: Path
+    ) -> None:
+        service = FlowService(flow_store)
+        with freeze_time("2030-01-01"):
+            for flow_id in ("old", "open"):
+                service.start_flow(flow_id, controller_id="c", goal="g", owner_session_key="s")
+            service.finish("old", result={})
+        config = MaintenanceConfig.parse(
+            {"retention": {"keep_days": {"finished": 30}, "archive_dir": str(tmp_path)}}
+        )
+        with freeze_time("2030-03-01"):
+            result = Maintenance(flow_store, config).run_once("retention")
+        assert (result.status, result.details["pruned"], result.details["events_pruned"]) == (
+            "ok",
+            ["old"],
+            2,
+        )
+        assert [flow.flow_id for flow in FlowQueries(flow_store).flows().items] == ["open"]
+        assert_matches_rebuild(flow_store)
+
+    def test_without_the_retention_module_it_is_skipped(
+        self, store: EventStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(sys.modules, "eventstore.retention", None)
+        result = Maintenance(store).run_once("retention")
+        assert (result.status, result.details["reason"]) == (
+            "skipped",
+            "eventstore.retention is not available in this version",
+        )
