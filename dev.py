@@ -5,6 +5,7 @@ python3 dev.py demo          # record an agent flow on SQLite, read it back, ver
 python3 dev.py test          # the whole suite, SQLite and PostgreSQL (EVENTSTORE_SOAK=1: soak too)
 python3 dev.py bench         # the core benchmarks (see docs/benchmarks.md)
 python3 dev.py bench-flows   # the flow command and rebuild benchmarks
+python3 dev.py bench-langgraph  # EventStoreSaver against LangGraph's SQLite and PostgreSQL savers
 """
 
 from __future__ import annotations
@@ -19,7 +20,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = Path(os.environ.get("EVENTSTORE_VENV", ROOT / ".venv"))
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
-EXTRAS = {"demo": "", "test": "[dev]", "bench": "[dev,bench]", "bench-flows": "[dev,bench]"}
+EXTRAS = {
+    "demo": "",
+    "test": "[dev]",
+    "bench": "[dev,bench]",
+    "bench-flows": "[dev,bench]",
+    "bench-langgraph": "[dev,bench]",
+}
+SCRIPTS = {"bench": "run.py", "bench-flows": "flows.py", "bench-langgraph": "langgraph.py"}
 
 
 def ensure_venv(extras: str) -> None:
@@ -51,8 +59,7 @@ def main(argv: list[str]) -> int:
         soak = [] if os.environ.get("EVENTSTORE_SOAK") == "1" else ["-m", "not slow"]
         command = [str(BIN / "python"), "-m", "pytest", "-n", workers, "--dist", "loadgroup", *soak, *rest]
     else:
-        script = "run.py" if job == "bench" else "flows.py"
-        command = [str(BIN / "python"), str(ROOT / "benchmarks" / script), *rest]
+        command = [str(BIN / "python"), str(ROOT / "benchmarks" / SCRIPTS[job]), *rest]
     return subprocess.run(command, cwd=ROOT).returncode
 
 

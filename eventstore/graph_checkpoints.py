@@ -1,0 +1,88 @@
+"""How LangGraph checkpoints are written to the log: event types, flow ids, blob encoding.
+
+The LangGraph saver (``eventstore.integrations.langgraph``) appends these
+events; the read model (``projections.langgraph``) folds them. Nothing here
+imports LangGraph, so the read model, its rebuilds and the CLI work without
+the ``langgraph`` extra.
+
+One flow per thread and checkpoint namespace (``flow_id_for``). Its events:
+
+* ``CheckpointSaved``: a checkpoint without its channel values, its metadata,
+  its parent, and the blobs of the channels that got a new version (values
+  of unchanged channels are not written again);
+* ``WritesSaved``, ``InterruptRecorded``, ``ResumeRecorded``: a task's pending
+  writes (the last two when they include ``__interrupt__`` or ``__resume__``);
+* ``ThreadCopied``: the namespace was copied from another thread;
+* ``CheckpointsDeleted``, ``ThreadDeleted``: checkpoints left the
+  checkpointer's view (the events before them stay in the log).
+
+Blobs are LangGraph's serialised values, ``(type, bytes)``, stored as the
+type and the bytes in base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from typing import Any
+
+from .schema import MAX_FLOW_ID_LENGTH
+
+CHECKPOINT_SAVED = "CheckpointSaved"
+WRITES_SAVED = "WritesSaved"
+INTERRUPT_RECORDED = "InterruptRecorded"
+RESUME_RECORDED = "ResumeRecorded"
+THREAD_COPIED = "ThreadCopied"
+CHECKPOINTS_DELETED = "CheckpointsDeleted"
+THREAD_DELETED = "ThreadDeleted"
+
+WRITE_EVENTS = frozenset({WRITES_SAVED, INTERRUPT_RECORDED, RESUME_RECORDED})
+GRAPH_EVENTS = frozenset(
+    {CHECKPOINT_SAVED, THREAD_COPIED, CHECKPOINTS_DELETED, THREAD_DELETED} | WRITE_EVENTS
+)
+
+INTERRUPT = "__interrupt__"
+RESUME = "__resume__"
+EMPTY = "empty"
+"""The blob type of a channel that has a version but no value."""
+
+FLOW_PREFIX = "langgraph/"
+_HASHED_PREFIX = "langgraph#"
+
+
+def _escape(text: str) -> str:
+    return text.replace("%", "%25").replace("/", "%2F")
+
+
+def flow_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
+    """The flow that holds one namespace of a LangGraph thread.
+
+    ``langgraph/<thread_id>`` for the root graph and
+    ``langgraph/<thread_id>/<checkpoint_ns>`` for a subgraph's namespace, with
+    ``%`` and ``/`` in either written as ``%25`` and ``%2F`` so that no two
+    pairs share a flow. When that is longer than a flow id may be (200
+    characters) or holds a NUL, it is ``langgraph#`` and the SHA-256 of
+    ``thread_id``, a NUL and ``checkpoint_ns``.
+    """
+    readable = FLOW_PREFIX + _escape(thread_id) + (f"/{_escape(checkpoint_ns)}" if checkpoint_ns else "")
+    if len(readable) <= MAX_FLOW_ID_LENGTH and "\x00" not in readable:
+        return readable
+    digest = hashlib.sha256(f"{thread_id}\x00{checkpoint_ns}".encode("utf-8", "surrogatepass"))
+    return _HASHED_PREFIX + digest.hexdigest()
+
+
+def writes_event_type(channels: list[str]) -> str:
+    """The event type of a task's writes: resumes and interrupts are named in the log."""
+    if RESUME in channels:
+        return RESUME_RECORDED
+    if INTERRUPT in channels:
+        return INTERRUPT_RECORDED
+    return WRITES_SAVED
+
+
+def encode_blob(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
+
+
+def decode_blob(text: Any) -> bytes | None:
+    return None if text is None else base64.b64decode(text)

@@ -1,0 +1,701 @@
+"""``EventStoreSaver``: a LangGraph checkpointer whose history is the event log.
+
+    from eventstore.integrations.langgraph import EventStoreSaver
+
+    with EventStoreSaver.from_url("sqlite:///checkpoints.db") as saver:
+        graph = builder.compile(checkpointer=saver)
+
+Every ``put`` appends a ``CheckpointSaved`` event and every ``put_writes`` a
+``WritesSaved`` (``InterruptRecorded``, ``ResumeRecorded``) event to the
+thread's flow (``eventstore.graph_checkpoints.flow_id_for``), hash-chained,
+with the actor and time. The inline read model ``projections.langgraph``
+answers ``get_tuple`` and ``list`` without replaying anything. Channel values
+are stored once per ``(channel, version)``: an event carries only the values
+that changed.
+
+Deleting (``delete_thread``, ``delete_for_runs``, ``prune``) removes
+checkpoints from the saver's view and appends an event that says who deleted
+what; the events before it stay in the log, which is append-only.
+
+The async methods run the sync ones in a worker thread (``asyncio.to_thread``),
+as LangGraph's own ``AsyncSqliteSaver`` runs SQLite in aiosqlite's thread;
+they never block the event loop. docs/langgraph.md has the details.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import random
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, cast
+
+import sqlalchemy as sa
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_serializable_checkpoint_metadata,
+    writes_sort_key,
+)
+from langgraph.checkpoint.serde.base import SerializerProtocol
+
+from ..errors import ConcurrencyError, ConnectionLost, InvalidInput, ProjectionError, RevisionMismatch
+from ..events import NewEvent, new_event_id
+from ..graph_checkpoints import (
+    CHECKPOINT_SAVED,
+    CHECKPOINTS_DELETED,
+    EMPTY,
+    INTERRUPT,
+    RESUME,
+    THREAD_COPIED,
+    THREAD_DELETED,
+    encode_blob,
+    flow_id_for,
+    writes_event_type,
+)
+from ..store import EventStore, Transaction
+
+if TYPE_CHECKING:
+    from projections.flows import Page
+    from projections.langgraph import LangGraphProjection
+    from projections.langgraph_queries import CheckpointRow, LangGraphQueries, ThreadInfo
+
+__all__ = ["DEFAULT_ACTOR", "EventStoreSaver", "flow_id_for"]
+
+DEFAULT_ACTOR = "langgraph"
+DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
+PRUNE_STRATEGIES = ("keep_latest", "delete")
+_JSON_KEYS = frozenset({"v", "id", "ts", "channel_versions", "versions_seen", "updated_channels"})
+_PAGE = 100
+_RETRIES = 20
+_IDS_PER_EVENT = 1000
+
+
+class EventStoreSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer on an ``EventStore`` (SQLite or PostgreSQL), sync and async.
+
+    ``store`` must have been opened with ``projections=[LangGraphProjection()]``
+    (``from_url`` does that). ``actor`` is who the events name when a call's
+    config does not: ``config["configurable"]["actor"]``, else
+    ``config["metadata"]["actor"]``, else this.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        serde: SerializerProtocol | None = None,
+    ) -> None:
+        super().__init__(serde=serde)
+        from projections.langgraph import LangGraphProjection
+        from projections.langgraph_queries import LangGraphQueries
+
+        if not any(isinstance(p, LangGraphProjection) for p in store.projections):
+            raise ProjectionError(
+                "the store must be opened with projections=[LangGraphProjection()] "
+                "(from projections.langgraph), or use EventStoreSaver.from_url"
+            )
+        if not isinstance(actor, str) or not actor:
+            raise InvalidInput("actor must be a non-empty string")
+        self.store = store
+        self.actor = actor
+        self._queries: LangGraphQueries = LangGraphQueries()
+        self._owns_store = False
+        self._flow_locks = [threading.Lock() for _ in range(64)]
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        actor: str = DEFAULT_ACTOR,
+        serde: SerializerProtocol | None = None,
+        create: bool = True,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        projections: Sequence[LangGraphProjection] = (),
+        **options: Any,
+    ) -> EventStoreSaver:
+        """Open a store by URL with the LangGraph read model; closing the saver closes it.
+
+        ``create`` creates or upgrades the schema (on PostgreSQL too, unlike
+        ``EventStore.open``). ``max_payload_bytes`` bounds one event: the
+        values that changed in one step. Other ``options`` go to
+        ``EventStore.open`` (``schema``, ``pool_size``, ``synchronous``...).
+        """
+        from projections.langgraph import LangGraphProjection
+
+        store = EventStore.open(
+            url,
+            create=create,
+            max_payload_bytes=max_payload_bytes,
+            projections=[*projections, LangGraphProjection()],
+            **options,
+        )
+        try:
+            saver = cls(store, actor=actor, serde=serde)
+        except BaseException:
+            store.close()
+            raise
+        saver._owns_store = True
+        return saver
+
+    def setup(self) -> None:
+        """Create or upgrade the schema (what ``PostgresSaver.setup`` does; ``from_url`` already did)."""
+        self.store.upgrade()
+
+    def close(self) -> None:
+        """Close the store if this saver opened it (``from_url``)."""
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await asyncio.to_thread(self.close)
+
+    # -- reading ---------------------------------------------------------------
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names, or its namespace's latest when it names none."""
+        thread_id, checkpoint_ns = _thread(config)
+        with self._reading() as conn:
+            row = self._queries.checkpoint(conn, thread_id, checkpoint_ns, get_checkpoint_id(config))
+        return None if row is None else self._tuple(row)
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first: of a thread (and namespace, if the config has one), or all.
+
+        ``filter`` keeps those whose metadata has these exact values; ``before``
+        those with a smaller checkpoint id. Read in pages of 100.
+        """
+        for page in self._pages(config, filter, before, limit):
+            yield from page
+
+    def _pages(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> Iterator[builtins.list[CheckpointTuple]]:
+        conf = (config or {}).get("configurable") or {}
+        thread_id = None if conf.get("thread_id") is None else str(conf["thread_id"])
+        checkpoint_ns = conf.get("checkpoint_ns") if thread_id is not None else None
+        checkpoint_id = get_checkpoint_id(config) if config else None
+        before_id = get_checkpoint_id(before) if before else None
+        remaining = limit
+        cursor: tuple[str, str, str] | None = None
+        while remaining is None or remaining > 0:
+            size = _PAGE if remaining is None or filter else min(_PAGE, remaining)
+            with self._reading() as conn:
+                rows = self._queries.checkpoints(
+                    conn,
+                    thread_id=thread_id,
+                    checkpoint_ns=checkpoint_ns,
+                    checkpoint_id=checkpoint_id,
+                    before=before_id,
+                    metadata=filter,
+                    after=cursor,
+                    limit=size,
+                )
+                if rows:
+                    last = rows[-1]
+                    cursor = (last.checkpoint_id, last.checkpoint_ns, last.thread_id)
+                kept = [r for r in rows if _matches(r.metadata, filter)] if filter else rows
+                if remaining is not None:
+                    kept = kept[:remaining]
+                kept = self._queries.load(conn, kept)
+            page = [self._tuple(row) for row in kept]
+            if page:
+                yield page
+                if remaining is not None:
+                    remaining -= len(page)
+            if len(rows) < size:
+                return
+
+    def _tuple(self, row: CheckpointRow) -> CheckpointTuple:
+        """A loaded row as LangGraph's checkpoint tuple: values and writes decoded by the serde."""
+        loads = self.serde.loads_typed
+        blobs = row.blobs or {}
+        values = {}
+        for channel, version in (row.checkpoint.get("channel_versions") or {}).items():
+            stored = blobs.get((str(channel), str(version)))
+            if stored is not None and stored[0] != EMPTY and stored[1] is not None:
+                values[channel] = loads((stored[0], stored[1]))
+        checkpoint: dict[str, Any] = dict(row.checkpoint)
+        if row.extra is not None:
+            checkpoint.update(loads(row.extra))
+        checkpoint["channel_values"] = values
+        pending = sorted(row.writes or [], key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+        parent = row.parent_checkpoint_id
+        return CheckpointTuple(
+            config=_config(row.thread_id, row.checkpoint_ns, row.checkpoint_id),
+            checkpoint=cast(Checkpoint, checkpoint),
+            metadata=cast(CheckpointMetadata, row.metadata),
+            parent_config=_config(row.thread_id, row.checkpoint_ns, parent) if parent else None,
+            pending_writes=[
+                (w.task_id, w.channel, None if w.blob is None else loads((w.type, w.blob))) for w in pending
+            ],
+        )
+
+    # -- writing ---------------------------------------------------------------
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Append a ``CheckpointSaved`` event with the values of the channels in ``new_versions``."""
+        thread_id, checkpoint_ns = _thread(config)
+        parent = get_checkpoint_id(config)
+        values = checkpoint["channel_values"]
+        blobs = []
+        for channel, version in new_versions.items():
+            kind, blob = self.serde.dumps_typed(values[channel]) if channel in values else (EMPTY, None)
+            blobs.append((channel, str(version), kind, blob))
+        structure, extra = self._split(checkpoint)
+        data: dict[str, Any] = {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint["id"],
+            "parent_checkpoint_id": parent,
+            "checkpoint": structure,
+            "metadata": get_serializable_checkpoint_metadata(config, metadata),
+        }
+        if extra is not None:
+            data["extra"] = {"type": extra[0], "data": encode_blob(extra[1])}
+        # A (channel, version) keeps the first value saved for it (the fold inserts, never replaces):
+        # LangGraph gives every new value a new version, so only a caller reusing one would notice.
+        data["blobs"] = [
+            {"channel": channel, "version": version, "type": kind, "data": encode_blob(blob)}
+            for channel, version, kind, blob in blobs
+        ]
+        event = NewEvent(CHECKPOINT_SAVED, data)  # one event id for every attempt: a retry is idempotent
+        meta = self._event_metadata(config, data["metadata"])
+        flow_id = flow_id_for(thread_id, checkpoint_ns)
+        self._write(lambda tx: tx.append(flow_id, [event], metadata=meta), flow_id=flow_id)
+        return _config(thread_id, checkpoint_ns, checkpoint["id"])
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Append a task's writes, unless every one is stored already (LangGraph's rules).
+
+        A regular write whose ``(task_id, idx)`` is stored is ignored; a write
+        to a special channel (``__error__``, ``__interrupt__``, ``__resume__``,
+        ``__scheduled__``) replaces the stored one.
+        """
+        thread_id, checkpoint_ns = _thread(config)
+        checkpoint_id = get_checkpoint_id(config)
+        if checkpoint_id is None:
+            raise InvalidInput("put_writes needs config['configurable']['checkpoint_id']")
+        offered: dict[int, tuple[str, str, bytes]] = {}
+        readable: dict[int, Any] = {}
+        for position, (channel, value) in enumerate(writes):
+            idx = WRITES_IDX_MAP.get(channel, position)
+            kind, blob = self.serde.dumps_typed(value)
+            offered[idx] = (channel, kind, blob)  # a special channel twice: the last one wins
+            readable.pop(idx, None)
+            if channel in (INTERRUPT, RESUME) and (shown := _readable(value)) is not None:
+                readable[idx] = shown
+        event_id = new_event_id()
+        meta = self._event_metadata(config, None)
+        flow_id = flow_id_for(thread_id, checkpoint_ns)
+
+        def append(tx: Transaction) -> None:
+            stored = self._queries.task_writes(
+                tx.connection, thread_id, checkpoint_ns, checkpoint_id, task_id
+            )
+            fresh = [
+                {"idx": idx, "channel": channel, "type": kind, "data": encode_blob(blob)}
+                | ({"value": readable[idx]} if idx in readable else {})
+                for idx, (channel, kind, blob) in offered.items()
+                if (idx not in stored if idx >= 0 else stored.get(idx) != (channel, kind, blob))
+            ]
+            if not fresh:
+                return
+            data = {
+                "thread_id": thread_id,
+                "checkpoint_ns": checkpoint_ns,
+                "checkpoint_id": checkpoint_id,
+                "task_id": task_id,
+                "task_path": task_path,
+                "writes": fresh,
+            }
+            channels = [str(w["channel"]) for w in fresh]
+            event = NewEvent(writes_event_type(channels), data, event_id=event_id)
+            tx.append(flow_id, [event], metadata=meta)
+
+        self._write(append, flow_id=flow_id)
+
+    # -- deleting, copying, pruning ----------------------------------------------
+    def delete_thread(self, thread_id: str, *, actor: str | None = None) -> None:
+        """Remove a thread (all its namespaces) from the saver's view: a ``ThreadDeleted`` event each."""
+        self._delete_threads([str(thread_id)], reason="delete_thread", actor=actor)
+
+    def _delete_threads(self, thread_ids: Sequence[str], *, reason: str, actor: str | None) -> None:
+        meta = {"actor": actor or self.actor}
+
+        def append(tx: Transaction) -> None:
+            for thread_id in thread_ids:
+                for ns, flow_id, checkpoints, writes in self._queries.live_namespaces(
+                    tx.connection, thread_id
+                ):
+                    data = {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "reason": reason,
+                        "checkpoints": checkpoints,
+                        "writes": writes,
+                    }
+                    tx.append(flow_id, [NewEvent(THREAD_DELETED, data)], metadata=meta)
+
+        self._write(append, lock=True)
+
+    def delete_for_runs(self, run_ids: Sequence[str], *, actor: str | None = None) -> None:
+        """Remove the checkpoints these runs saved (``metadata["run_id"]``), and their writes."""
+        if isinstance(run_ids, str):
+            raise InvalidInput("run_ids must be a list of run ids, not one string")
+        wanted = [str(run_id) for run_id in run_ids]
+        if not wanted:
+            return
+        meta = {"actor": actor or self.actor}
+
+        def append(tx: Transaction) -> None:
+            found: dict[tuple[str, str], builtins.list[tuple[str, str]]] = {}
+            for thread_id, ns, checkpoint_id, run_id in self._queries.run_checkpoints(tx.connection, wanted):
+                found.setdefault((thread_id, ns), []).append((checkpoint_id, run_id))
+            for (thread_id, ns), items in found.items():
+                for start in range(0, len(items), _IDS_PER_EVENT):
+                    part = items[start : start + _IDS_PER_EVENT]
+                    data = {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "reason": "delete_for_runs",
+                        "run_ids": sorted({run_id for _, run_id in part}),
+                        "checkpoint_ids": [checkpoint_id for checkpoint_id, _ in part],
+                    }
+                    event = NewEvent(CHECKPOINTS_DELETED, data)
+                    tx.append(flow_id_for(thread_id, ns), [event], metadata=meta)
+
+        self._write(append, lock=True)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str, *, actor: str | None = None) -> None:
+        """Copy every checkpoint, value and write of a thread to a new thread id.
+
+        The target's flows start with a ``ThreadCopied`` event naming the
+        source flow's revision and hash at the time of the copy.
+        """
+        source, target = str(source_thread_id), str(target_thread_id)
+        if source == target:
+            raise InvalidInput("copy_thread needs two different thread ids")
+        meta = {"actor": actor or self.actor}
+
+        def append(tx: Transaction) -> None:
+            if self._queries.live_namespaces(tx.connection, target):
+                raise InvalidInput(f"thread {target!r} already has checkpoints; copy to a new thread id")
+            for ns, flow_id, checkpoints, writes in self._queries.live_namespaces(tx.connection, source):
+                head = next(iter(self.store.read_flow(flow_id, backwards=True, limit=1)), None)
+                data = {
+                    "thread_id": target,
+                    "checkpoint_ns": ns,
+                    "source_thread_id": source,
+                    "source_flow_id": flow_id,
+                    "source_revision": head.revision if head else 0,
+                    "source_hash": head.hash if head else None,
+                    "checkpoints": checkpoints,
+                    "writes": writes,
+                }
+                tx.append(flow_id_for(target, ns), [NewEvent(THREAD_COPIED, data)], metadata=meta)
+
+        self._write(append, lock=True)
+
+    def prune(
+        self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", actor: str | None = None
+    ) -> None:
+        """``"keep_latest"``: keep each namespace's latest checkpoint; ``"delete"``: remove the threads.
+
+        Each thread is pruned in its own transaction. ``keep_latest`` deletes
+        the checkpoints older than the latest (and their writes), so a run
+        saving meanwhile loses nothing; it refuses threads that use a
+        LangGraph ``DeltaChannel``, whose values need older checkpoints.
+        """
+        if isinstance(thread_ids, str):
+            raise InvalidInput("thread_ids must be a list of thread ids, not one string")
+        if strategy not in PRUNE_STRATEGIES:
+            raise InvalidInput(f"unknown prune strategy {strategy!r}; one of {', '.join(PRUNE_STRATEGIES)}")
+        wanted = [str(thread_id) for thread_id in thread_ids]
+        if not wanted:
+            return
+        if strategy == "delete":
+            self._delete_threads(wanted, reason="prune", actor=actor)
+            return
+        with self._reading() as conn:
+            self._refuse_delta_threads(conn, wanted)
+        meta = {"actor": actor or self.actor}
+        for thread_id in wanted:
+
+            def append(tx: Transaction, thread_id: str = thread_id) -> None:
+                self._refuse_delta_threads(tx.connection, [thread_id])
+                for ns, latest, count in self._queries.latest(tx.connection, thread_id):
+                    if count < 2:
+                        continue
+                    data = {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "reason": "prune",
+                        "strategy": "keep_latest",
+                        "before": latest,
+                        "checkpoints": count - 1,
+                    }
+                    tx.append(
+                        flow_id_for(thread_id, ns), [NewEvent(CHECKPOINTS_DELETED, data)], metadata=meta
+                    )
+
+            self._write(append, lock=True)
+
+    def _refuse_delta_threads(self, conn: sa.Connection, thread_ids: Sequence[str]) -> None:
+        if delta := self._queries.delta_threads(conn, thread_ids):
+            raise InvalidInput(
+                f"keep_latest cannot prune threads that use a DeltaChannel: {', '.join(delta)}"
+            )
+
+    # -- threads -------------------------------------------------------------------
+    def threads(self, *, offset: int = 0, limit: int = 50, include_deleted: bool = False) -> Page[ThreadInfo]:
+        """The store's LangGraph threads, most recently active first (LangGraph has no API for this)."""
+        with self._reading() as conn:
+            return self._queries.threads(conn, offset=offset, limit=limit, include_deleted=include_deleted)
+
+    # -- async: the sync methods in a worker thread ----------------------------------
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await asyncio.to_thread(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        pages = self._pages(config, filter, before, limit)
+        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            for item in page:
+                yield item
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str, *, actor: str | None = None) -> None:
+        await asyncio.to_thread(self.delete_thread, thread_id, actor=actor)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str], *, actor: str | None = None) -> None:
+        await asyncio.to_thread(self.delete_for_runs, run_ids, actor=actor)
+
+    async def acopy_thread(
+        self, source_thread_id: str, target_thread_id: str, *, actor: str | None = None
+    ) -> None:
+        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id, actor=actor)
+
+    async def aprune(
+        self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", actor: str | None = None
+    ) -> None:
+        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy, actor=actor)
+
+    async def athreads(
+        self, *, offset: int = 0, limit: int = 50, include_deleted: bool = False
+    ) -> Page[ThreadInfo]:
+        return await asyncio.to_thread(
+            self.threads, offset=offset, limit=limit, include_deleted=include_deleted
+        )
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """``<counter>.<random>``: a 16-digit counter, so versions sort as text, and 8 random hex digits.
+
+        The random part keeps two forks of one checkpoint from giving different
+        values the same version, as in LangGraph's PostgreSQL saver (whose
+        versions are twice as long: they are repeated in every checkpoint).
+        """
+        if current is None:
+            number = 0
+        elif isinstance(current, int):
+            number = current
+        else:
+            number = int(str(current).split(".")[0])
+        return f"{number + 1:016}.{random.getrandbits(32):08x}"
+
+    # -- plumbing --------------------------------------------------------------------
+    def _event_metadata(self, config: RunnableConfig, metadata: Any) -> dict[str, Any]:
+        """The event's metadata: who (the first ``actor`` of the config, its metadata, the checkpoint's)."""
+        actor = self.actor
+        for source in (config.get("configurable"), config.get("metadata"), metadata):
+            value = source.get("actor") if isinstance(source, dict) else None
+            if isinstance(value, str) and value:
+                actor = value
+                break
+        meta: dict[str, Any] = {"actor": actor}
+        run_id = metadata.get("run_id") if isinstance(metadata, dict) else None
+        if isinstance(run_id, str):
+            meta["run_id"] = run_id
+        return meta
+
+    def _split(self, checkpoint: Checkpoint) -> tuple[dict[str, Any], tuple[str, bytes] | None]:
+        """The checkpoint without its values: JSON where it is plain JSON, the rest through the serde."""
+        plain: dict[str, Any] = {}
+        other: dict[str, Any] = {}
+        for key, value in checkpoint.items():
+            if key == "channel_values":
+                continue
+            if key in _JSON_KEYS or _plain_json(value):
+                plain[key] = value
+            else:
+                other[key] = value
+        return plain, (self.serde.dumps_typed(other) if other else None)
+
+    def _write(
+        self, append: Callable[[Transaction], object], *, lock: bool = False, flow_id: str | None = None
+    ) -> None:
+        """Run ``append`` in a transaction; again if it lost a race to the flow, or its connection died.
+
+        Appends to one flow (``flow_id``) from this process take turns on a
+        lock first: LangGraph saves a step's writes and its next checkpoint at
+        the same time, and on PostgreSQL they would otherwise race for the
+        flow's next revision and retry.
+        """
+        if flow_id is not None:
+            with self._flow_locks[hash(flow_id) % len(self._flow_locks)]:
+                self._write(append, lock=lock)
+            return
+        reconnected = False
+        for _attempt in range(_RETRIES):
+            try:
+                with self.store.transaction() as tx:
+                    if lock:
+                        from projections.base import lock_appends
+
+                        lock_appends(tx.connection)
+                    append(tx)
+                return
+            except RevisionMismatch:
+                continue  # another writer appended to the flow first (PostgreSQL): read again
+            except ConnectionLost:
+                if reconnected:
+                    raise
+                reconnected = True
+        raise ConcurrencyError(f"a LangGraph write kept losing races after {_RETRIES} attempts")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sa.Connection]:
+        """A connection for a few reads; on SQLite one snapshot for all of them."""
+        from projections.langgraph import execute
+
+        store = self.store
+        with store._guard(), store.engine.connect() as conn:
+            if store.dialect != "sqlite":  # each read is one statement: no transaction to end
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+                return
+            execute(conn, "BEGIN")
+            try:
+                yield conn
+            finally:
+                execute(conn, "ROLLBACK")
+
+
+def _thread(config: RunnableConfig) -> tuple[str, str]:
+    conf = config.get("configurable") or {}
+    if conf.get("thread_id") is None:
+        raise InvalidInput("the config needs config['configurable']['thread_id']")
+    return str(conf["thread_id"]), str(conf.get("checkpoint_ns") or "")
+
+
+def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {
+        "configurable": {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+        }
+    }
+
+
+def _matches(metadata: dict[str, Any], filter: dict[str, Any] | None) -> bool:
+    return not filter or all(metadata.get(key) == value for key, value in filter.items())
+
+
+def _plain_json(value: Any) -> bool:
+    """JSON that reads back as the same Python value (no tuples, dates or models)."""
+    if value is None or isinstance(value, str | bool | int):
+        return True
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if isinstance(value, builtins.list):
+        return all(_plain_json(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_json(v) for k, v in value.items())
+    return False
+
+
+def _readable(value: Any) -> Any:
+    """An interrupt's question or a resume's answer as plain JSON, for people reading the log; else None.
+
+    Interrupts are LangGraph ``Interrupt`` objects: their ``id`` and ``value``
+    are shown. Values that are not plain JSON, or over 4 KB, are left to the
+    serialised blob.
+    """
+    many = isinstance(value, builtins.list | tuple)
+    items = builtins.list(value) if many else [value]
+    shown = [
+        {"id": str(item.id), "value": item.value} if hasattr(item, "id") and hasattr(item, "value") else item
+        for item in items
+    ]
+    if not _plain_json(shown):
+        return None
+    result = shown if many else shown[0]
+    return result if len(repr(result)) <= 4096 else None

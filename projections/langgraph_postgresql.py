@@ -1,0 +1,82 @@
+"""PostgreSQL: the LangGraph read model's hot statements, one round trip each.
+
+On SQLite a statement runs in-process in microseconds; on PostgreSQL each
+one is a round trip to the server. So here folding a checkpoint (its row, its
+new values, its thread's row) is one statement, and so is folding a task's
+writes, and a read returns each checkpoint with its values and pending
+writes, as LangGraph's own PostgreSQL saver does. Placeholders as in
+``projections.langgraph._SQL``.
+"""
+
+from __future__ import annotations
+
+_THREAD_UPSERT = """
+    INSERT INTO {th} (thread_id, checkpoint_ns, flow_id, checkpoints, latest_checkpoint_id,
+        created_at, updated_at, last_actor)
+    SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:flow_id AS TEXT), {added},
+        CAST(:latest AS TEXT), CAST(:at AS TEXT), CAST(:at AS TEXT), CAST(:actor AS TEXT)
+    ON CONFLICT (thread_id, checkpoint_ns) DO UPDATE SET
+        checkpoints = {th}.checkpoints + excluded.checkpoints,
+        latest_checkpoint_id = CASE
+            WHEN {th}.latest_checkpoint_id IS NULL
+                OR excluded.latest_checkpoint_id > {th}.latest_checkpoint_id
+            THEN coalesce(excluded.latest_checkpoint_id, {th}.latest_checkpoint_id)
+            ELSE {th}.latest_checkpoint_id END,
+        flow_id = excluded.flow_id, updated_at = excluded.updated_at, last_actor = excluded.last_actor,
+        deleted_at = NULL, deleted_by = NULL"""
+
+SQL = {
+    # xmax is 0 in the row an INSERT made, not in one an ON CONFLICT UPDATE made.
+    "save_checkpoint": """
+        WITH saved AS (
+            INSERT INTO {cp} ({cols}) VALUES ({values})
+            ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET
+                checkpoint = excluded.checkpoint, extra_type = excluded.extra_type, extra = excluded.extra,
+                metadata = excluded.metadata, run_id = excluded.run_id, actor = excluded.actor,
+                saved_at = excluded.saved_at, position = excluded.position
+            RETURNING (xmax = 0) AS inserted
+        ), blobs AS (
+            INSERT INTO {bl} (thread_id, checkpoint_ns, channel, version, type, blob)
+            SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), b.channel, b.version, b.type,
+                b.blob
+            FROM unnest(CAST(:channels AS text[]), CAST(:versions AS text[]), CAST(:types AS text[]),
+                        CAST(:blobs AS bytea[])) AS b(channel, version, type, blob)
+            ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+        )"""
+    + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM saved WHERE inserted)"),
+    "save_writes": """
+        WITH regular AS (
+            INSERT INTO {wr} ({wcols})
+            SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:checkpoint_id AS TEXT),
+                CAST(:task_id AS TEXT), w.idx, CAST(:task_path AS TEXT), w.channel, w.type, w.blob
+            FROM unnest(CAST(:r_idx AS int[]), CAST(:r_channel AS text[]), CAST(:r_type AS text[]),
+                        CAST(:r_blob AS bytea[])) AS w(idx, channel, type, blob)
+            ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
+        ), special AS (
+            INSERT INTO {wr} ({wcols})
+            SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:checkpoint_id AS TEXT),
+                CAST(:task_id AS TEXT), w.idx, CAST(:task_path AS TEXT), w.channel, w.type, w.blob
+            FROM unnest(CAST(:s_idx AS int[]), CAST(:s_channel AS text[]), CAST(:s_type AS text[]),
+                        CAST(:s_blob AS bytea[])) AS w(idx, channel, type, blob)
+            ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
+                task_path = excluded.task_path, channel = excluded.channel, type = excluded.type,
+                blob = excluded.blob
+        )"""
+    + _THREAD_UPSERT.replace("{added}", "0"),
+}
+
+READ_COLUMNS = """
+    c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint, c.extra_type,
+    c.extra, c.metadata,
+    (SELECT array_agg(ARRAY[convert_to(b.channel, 'UTF8'), convert_to(b.version, 'UTF8'),
+                            convert_to(b.type, 'UTF8'), b.blob])
+     FROM jsonb_each_text(CAST(c.checkpoint AS jsonb) -> 'channel_versions') AS v
+     JOIN {blobs} b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+         AND b.channel = v.key COLLATE "C" AND b.version = v.value COLLATE "C") AS blobs,
+    (SELECT array_agg(ARRAY[convert_to(w.task_id, 'UTF8'), convert_to(w.channel, 'UTF8'),
+                            convert_to(w.type, 'UTF8'), w.blob, convert_to(w.task_path, 'UTF8'),
+                            convert_to(CAST(w.idx AS TEXT), 'UTF8')])
+     FROM {writes} w WHERE w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns
+         AND w.checkpoint_id = c.checkpoint_id) AS writes"""
+"""A checkpoint row with its stored values (``channel, version, type, blob``) and its pending
+writes (``task_id, channel, type, blob, task_path, idx``), as arrays of bytes."""

@@ -1,0 +1,395 @@
+"""Questions over the LangGraph read model: checkpoints, blobs and writes for the saver, threads for people.
+
+Every method takes the SQLAlchemy connection to ask on, so the saver can ask
+several questions on one snapshot, or inside the write transaction it is
+about to append in. Rows come back as stored: blobs are LangGraph's
+serialised bytes, which the saver decodes with its serde.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+
+from eventstore import InvalidInput
+from eventstore.graph_checkpoints import flow_id_for
+
+from .flows import Page
+from .langgraph import LangGraphProjection, Statements, blob_bytes, chunks, execute, json_value
+from .langgraph_postgresql import READ_COLUMNS
+
+_PAIRS_PER_QUERY = 200
+_DELTA_KEY = "counters_since_delta_snapshot"
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRow:
+    task_id: str
+    channel: str
+    type: str
+    blob: bytes | None
+    task_path: str
+    idx: int
+
+
+Blobs = dict[tuple[str, str], tuple[str, bytes | None]]
+"""Stored values by ``(channel, version)``: ``(type, bytes)``, as LangGraph's serde made them."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRow:
+    """A stored checkpoint, and once loaded, its stored values and pending writes."""
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_checkpoint_id: str | None
+    checkpoint: dict[str, Any]
+    extra: tuple[str, bytes] | None
+    metadata: dict[str, Any]
+    blobs: Blobs | None = None
+    writes: list[WriteRow] | None = None
+
+    def versions(self) -> list[tuple[str, str]]:
+        """The ``(channel, version)`` of each channel, as the values are stored."""
+        versions = self.checkpoint.get("channel_versions") or {}
+        return [(str(channel), str(version)) for channel, version in versions.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadInfo:
+    """A LangGraph thread as the read model knows it (all its namespaces together)."""
+
+    thread_id: str
+    flow_id: str
+    namespaces: int
+    checkpoints: int
+    latest_checkpoint_id: str | None
+    created_at: str
+    updated_at: str
+    last_actor: str | None
+    deleted_at: str | None
+    deleted_by: str | None
+
+
+_ROW_COLUMNS = (
+    "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, extra_type, extra, metadata"
+)
+
+
+class LangGraphQueries:
+    """Reads of the LangGraph tables, as driver SQL on a connection the caller holds."""
+
+    def __init__(self, projection: LangGraphProjection | None = None) -> None:
+        self.projection = projection if projection is not None else LangGraphProjection()
+
+    def _sql(self, conn: sa.Connection) -> Statements:
+        return self.projection.statements(conn.dialect.name)
+
+    # -- checkpoints ------------------------------------------------------------
+    def checkpoint(
+        self, conn: sa.Connection, thread_id: str, checkpoint_ns: str, checkpoint_id: str | None
+    ) -> CheckpointRow | None:
+        """One checkpoint, or the namespace's latest (greatest id) when ``checkpoint_id`` is None."""
+        where = "thread_id = :thread_id AND checkpoint_ns = :checkpoint_ns"
+        params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
+        if checkpoint_id is None:
+            text = f"{_select(conn)} WHERE {where} ORDER BY checkpoint_id DESC LIMIT 1"
+        else:
+            text = f"{_select(conn)} WHERE {where} AND checkpoint_id = :checkpoint_id"
+            params["checkpoint_id"] = checkpoint_id
+        rows = execute(conn, self._sql(conn).query(text), params)[0]
+        return self.load(conn, [_row(rows[0])])[0] if rows else None
+
+    def checkpoints(
+        self,
+        conn: sa.Connection,
+        *,
+        thread_id: str | None,
+        checkpoint_ns: str | None,
+        checkpoint_id: str | None,
+        before: str | None,
+        metadata: Mapping[str, Any] | None,
+        after: tuple[str, str, str] | None,
+        limit: int,
+    ) -> list[CheckpointRow]:
+        """A page of checkpoints, newest id first, after the keyset cursor ``after``.
+
+        ``metadata`` narrows the rows in SQL (containment on PostgreSQL,
+        scalar equality on SQLite); the caller still checks each row exactly,
+        then ``load``s the ones it keeps (PostgreSQL has loaded them already).
+        """
+        sql = self._sql(conn)
+        where: list[str] = []
+        params: dict[str, Any] = {"limit": limit}
+        for column, value in (
+            ("thread_id", thread_id),
+            ("checkpoint_ns", checkpoint_ns),
+            ("checkpoint_id", checkpoint_id),
+        ):
+            if value is not None:
+                where.append(f"{column} = :{column}")
+                params[column] = value
+        if before is not None:
+            where.append("checkpoint_id < :before")
+            params["before"] = before
+        if after is not None and thread_id is not None and checkpoint_ns is not None:
+            where.append("checkpoint_id < :a_id")  # one namespace: the id alone orders it
+            params["a_id"] = after[0]
+        elif after is not None:
+            where.append("(checkpoint_id, checkpoint_ns, thread_id) < (:a_id, :a_ns, :a_thread)")
+            params.update(a_id=after[0], a_ns=after[1], a_thread=after[2])
+        if metadata:
+            where.extend(_metadata_filter(conn.dialect.name, metadata, params))
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        order = "ORDER BY checkpoint_id DESC, checkpoint_ns DESC, thread_id DESC"
+        text = f"{_select(conn)}{clause} {order} LIMIT :limit"
+        return [_row(row) for row in execute(conn, sql.query(text), params)[0]]
+
+    def load(self, conn: sa.Connection, rows: Sequence[CheckpointRow]) -> list[CheckpointRow]:
+        """The rows with their stored values and pending writes: two queries per namespace."""
+        groups: dict[tuple[str, str], list[CheckpointRow]] = {}
+        for row in rows:
+            if row.blobs is None or row.writes is None:
+                groups.setdefault((row.thread_id, row.checkpoint_ns), []).append(row)
+        loaded: dict[tuple[str, str, str], CheckpointRow] = {}
+        for (thread_id, checkpoint_ns), members in groups.items():
+            keys = [key for row in members for key in row.versions()]
+            blobs = self.blobs(conn, thread_id, checkpoint_ns, keys) if keys else {}
+            writes = self.writes(conn, thread_id, checkpoint_ns, [row.checkpoint_id for row in members])
+            for row in members:
+                mine = {key: blobs[key] for key in row.versions() if key in blobs}
+                loaded[row.thread_id, row.checkpoint_ns, row.checkpoint_id] = replace(
+                    row, blobs=mine, writes=writes.get(row.checkpoint_id, [])
+                )
+        return [loaded.get((row.thread_id, row.checkpoint_ns, row.checkpoint_id), row) for row in rows]
+
+    def blobs(
+        self, conn: sa.Connection, thread_id: str, checkpoint_ns: str, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], tuple[str, bytes | None]]:
+        """Stored values by ``(channel, version)``; keys without a stored value are left out."""
+        found: dict[tuple[str, str], tuple[str, bytes | None]] = {}
+        for part in chunks(list(dict.fromkeys(keys)), _PAIRS_PER_QUERY):
+            text, params = self._pairs_query(
+                conn, "channel, version, type, blob", thread_id, checkpoint_ns, part
+            )
+            for channel, version, kind, blob in execute(conn, text, params)[0]:
+                found[channel, version] = (kind, blob_bytes(blob))
+        return found
+
+    def _pairs_query(
+        self,
+        conn: sa.Connection,
+        columns: str,
+        thread_id: str,
+        checkpoint_ns: str,
+        keys: Sequence[tuple[str, str]],
+    ) -> tuple[str, dict[str, Any]]:
+        params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
+        pairs = []
+        for i, (channel, version) in enumerate(keys):
+            params[f"c{i}"], params[f"v{i}"] = channel, version
+            pairs.append(f"(channel = :c{i} AND version = :v{i})")
+        text = (
+            f"SELECT {columns} FROM {{blobs}} "
+            f"WHERE thread_id = :thread_id AND checkpoint_ns = :checkpoint_ns AND ({' OR '.join(pairs)})"
+        )
+        return self._sql(conn).query(text), params
+
+    def writes(
+        self, conn: sa.Connection, thread_id: str, checkpoint_ns: str, checkpoint_ids: Sequence[str]
+    ) -> dict[str, list[WriteRow]]:
+        """The pending writes of these checkpoints, unordered."""
+        found: dict[str, list[WriteRow]] = {}
+        for part in chunks(list(dict.fromkeys(checkpoint_ids)), _PAIRS_PER_QUERY):
+            params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
+            params.update({f"i{i}": checkpoint_id for i, checkpoint_id in enumerate(part)})
+            marks = ", ".join(f":i{i}" for i in range(len(part)))
+            text = (
+                "SELECT checkpoint_id, task_id, channel, type, blob, task_path, idx FROM {writes} "
+                "WHERE thread_id = :thread_id AND checkpoint_ns = :checkpoint_ns "
+                f"AND checkpoint_id IN ({marks})"
+            )
+            for checkpoint_id, *rest in execute(conn, self._sql(conn).query(text), params)[0]:
+                task_id, channel, kind, blob, task_path, idx = rest
+                found.setdefault(checkpoint_id, []).append(
+                    WriteRow(task_id, channel, kind, blob_bytes(blob), task_path, idx)
+                )
+        return found
+
+    def task_writes(
+        self, conn: sa.Connection, thread_id: str, checkpoint_ns: str, checkpoint_id: str, task_id: str
+    ) -> dict[int, tuple[str, str, bytes | None]]:
+        """A task's stored writes on a checkpoint by ``idx``: ``(channel, type, blob)``."""
+        text = (
+            "SELECT idx, channel, type, blob FROM {writes} WHERE thread_id = :thread_id "
+            "AND checkpoint_ns = :checkpoint_ns AND checkpoint_id = :checkpoint_id AND task_id = :task_id"
+        )
+        params = {
+            "thread_id": thread_id,
+            "checkpoint_ns": checkpoint_ns,
+            "checkpoint_id": checkpoint_id,
+            "task_id": task_id,
+        }
+        rows = execute(conn, self._sql(conn).query(text), params)[0]
+        return {idx: (channel, kind, blob_bytes(blob)) for idx, channel, kind, blob in rows}
+
+    # -- for deleting, copying and pruning -------------------------------------
+    def live_namespaces(self, conn: sa.Connection, thread_id: str) -> list[tuple[str, str, int, int]]:
+        """``(namespace, flow_id, checkpoints, writes)`` of a thread's namespaces not deleted."""
+        text = (
+            "SELECT t.checkpoint_ns, t.flow_id, t.checkpoints, (SELECT count(*) FROM {writes} w "
+            "WHERE w.thread_id = t.thread_id AND w.checkpoint_ns = t.checkpoint_ns) FROM {threads} t "
+            "WHERE t.thread_id = :thread_id AND t.deleted_at IS NULL ORDER BY t.checkpoint_ns"
+        )
+        rows = execute(conn, self._sql(conn).query(text), {"thread_id": thread_id})[0]
+        return [(ns, flow_id, int(count), int(writes)) for ns, flow_id, count, writes in rows]
+
+    def latest(self, conn: sa.Connection, thread_id: str) -> list[tuple[str, str, int]]:
+        """``(namespace, latest checkpoint id, checkpoints)`` for each namespace with checkpoints."""
+        text = (
+            "SELECT checkpoint_ns, max(checkpoint_id), count(*) FROM {checkpoints} "
+            "WHERE thread_id = :thread_id GROUP BY checkpoint_ns ORDER BY checkpoint_ns"
+        )
+        rows = execute(conn, self._sql(conn).query(text), {"thread_id": thread_id})[0]
+        return [(ns, latest, int(count)) for ns, latest, count in rows]
+
+    def run_checkpoints(self, conn: sa.Connection, run_ids: Sequence[str]) -> list[tuple[str, str, str, str]]:
+        """``(thread, namespace, checkpoint id, run id)`` of the checkpoints the runs saved."""
+        found: list[tuple[str, str, str, str]] = []
+        for part in chunks(list(dict.fromkeys(run_ids)), _PAIRS_PER_QUERY):
+            params = {f"r{i}": run_id for i, run_id in enumerate(part)}
+            marks = ", ".join(f":r{i}" for i in range(len(part)))
+            text = (
+                "SELECT thread_id, checkpoint_ns, checkpoint_id, run_id FROM {checkpoints} "
+                f"WHERE run_id IN ({marks}) ORDER BY thread_id, checkpoint_ns, checkpoint_id"
+            )
+            found.extend(tuple(row) for row in execute(conn, self._sql(conn).query(text), params)[0])
+        return found
+
+    def delta_threads(self, conn: sa.Connection, thread_ids: Sequence[str]) -> list[str]:
+        """Which of these threads use a LangGraph ``DeltaChannel`` (keep_latest cannot prune them)."""
+        if conn.dialect.name == "postgresql":
+            test = f"metadata ? '{_DELTA_KEY}'"
+        else:
+            test = f"json_type(metadata, '$.{_DELTA_KEY}') IS NOT NULL"
+        found: list[str] = []
+        for part in chunks(list(dict.fromkeys(thread_ids)), _PAIRS_PER_QUERY):
+            params = {f"t{i}": thread_id for i, thread_id in enumerate(part)}
+            marks = ", ".join(f":t{i}" for i in range(len(part)))
+            text = f"SELECT DISTINCT thread_id FROM {{checkpoints}} WHERE thread_id IN ({marks}) AND {test}"
+            found.extend(row[0] for row in execute(conn, self._sql(conn).query(text), params)[0])
+        return sorted(found)
+
+    # -- threads ----------------------------------------------------------------
+    def threads(
+        self, conn: sa.Connection, *, offset: int = 0, limit: int = 50, include_deleted: bool = False
+    ) -> Page[ThreadInfo]:
+        """Threads, most recently active first; deleted ones only with ``include_deleted``."""
+        if type(offset) is not int or offset < 0 or type(limit) is not int or not 1 <= limit <= 1000:
+            raise InvalidInput("offset must be an int >= 0 and limit an int from 1 to 1000")
+        t = self.projection.table("langgraph_threads")
+        inner = sa.alias(t, "latest")
+        last_actor = (
+            sa.select(inner.c.last_actor)
+            .where(inner.c.thread_id == t.c.thread_id)
+            .order_by(inner.c.updated_at.desc(), inner.c.checkpoint_ns)
+            .limit(1)
+            .scalar_subquery()
+        )
+        deleted = sa.func.count(t.c.deleted_at) == sa.func.count()
+        query = sa.select(
+            t.c.thread_id,
+            sa.func.count().label("namespaces"),
+            sa.func.sum(t.c.checkpoints).label("checkpoints"),
+            sa.func.max(sa.case((t.c.checkpoint_ns == "", t.c.latest_checkpoint_id))).label("latest"),
+            sa.func.min(t.c.created_at).label("created_at"),
+            sa.func.max(t.c.updated_at).label("updated_at"),
+            last_actor.label("last_actor"),
+            sa.case((deleted, sa.func.max(t.c.deleted_at))).label("deleted_at"),
+            sa.case((deleted, sa.func.max(t.c.deleted_by))).label("deleted_by"),
+        ).group_by(t.c.thread_id)
+        if not include_deleted:
+            query = query.having(sa.not_(deleted))
+        total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
+        rows = conn.execute(
+            query.order_by(sa.func.max(t.c.updated_at).desc(), t.c.thread_id).offset(offset).limit(limit)
+        ).all()
+        items = [
+            ThreadInfo(
+                thread_id=row.thread_id,
+                flow_id=flow_id_for(row.thread_id),
+                namespaces=int(row.namespaces),
+                checkpoints=int(row.checkpoints or 0),
+                latest_checkpoint_id=row.latest,
+                created_at=row.created_at,
+                updated_at=row.updated_at,
+                last_actor=row.last_actor,
+                deleted_at=row.deleted_at,
+                deleted_by=row.deleted_by,
+            )
+            for row in rows
+        ]
+        return Page(items, total, offset, limit)
+
+    def flows(self, conn: sa.Connection, thread_id: str) -> dict[str, str]:
+        """The flow of each namespace of a thread, by namespace."""
+        t = self.projection.table("langgraph_threads")
+        query = sa.select(t.c.checkpoint_ns, t.c.flow_id).where(t.c.thread_id == thread_id)
+        return {ns: flow_id for ns, flow_id in conn.execute(query.order_by(t.c.checkpoint_ns))}
+
+
+def _select(conn: sa.Connection) -> str:
+    if conn.dialect.name == "postgresql":
+        return f"SELECT {READ_COLUMNS} FROM {{checkpoints}} c"
+    return f"SELECT {_ROW_COLUMNS} FROM {{checkpoints}} c"
+
+
+def _row(row: Sequence[Any]) -> CheckpointRow:
+    """A stored row; with the arrays of PostgreSQL's one-statement read, loaded too."""
+    thread_id, ns, checkpoint_id, parent, checkpoint, extra_type, extra, metadata, *more = row
+    blobs: Blobs | None = None
+    writes: list[WriteRow] | None = None
+    if more:
+        blobs = {
+            (channel.decode(), version.decode()): (kind.decode(), blob_bytes(blob))
+            for channel, version, kind, blob in more[0] or []
+        }
+        writes = [
+            WriteRow(
+                task.decode(), channel.decode(), kind.decode(), blob_bytes(blob), path.decode(), int(idx)
+            )
+            for task, channel, kind, blob, path, idx in more[1] or []
+        ]
+    return CheckpointRow(
+        thread_id,
+        ns,
+        checkpoint_id,
+        parent,
+        orjson.loads(checkpoint),
+        None if extra_type is None or extra is None else (extra_type, bytes(extra)),
+        json_value(metadata),
+        blobs,
+        writes,
+    )
+
+
+def _metadata_filter(dialect: str, metadata: Mapping[str, Any], params: dict[str, Any]) -> list[str]:
+    """SQL that keeps every row whose metadata could equal the filter (never fewer)."""
+    if dialect == "postgresql":
+        try:
+            params["metadata_filter"] = orjson.dumps(dict(metadata)).decode()
+        except TypeError:
+            return []
+        return ["metadata @> CAST(:metadata_filter AS jsonb)"]
+    out = []
+    for i, (key, value) in enumerate(metadata.items()):
+        plain_key = isinstance(key, str) and key.isidentifier()
+        if plain_key and isinstance(value, str | int | float) and not isinstance(value, bool):
+            params[f"m{i}"] = value
+            out.append(f"json_extract(metadata, '$.{key}') = :m{i}")
+    return out

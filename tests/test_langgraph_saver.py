@@ -1,0 +1,256 @@
+"""EventStoreSaver beyond the conformance suite: what the log holds, deletion, copies, the read model."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+from langgraph.checkpoint.serde.types import INTERRUPT
+
+from eventstore import EventStore, InvalidInput, NewEvent, ProjectionError, RecordedEvent
+from eventstore.cli import main
+from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
+from projections import rebuild
+from projections.langgraph import LangGraphProjection
+from tests.conftest import Target
+
+
+@pytest.fixture
+def saver(target: Target) -> Iterator[EventStoreSaver]:
+    with EventStoreSaver.from_url(target.url, **target.options) as made:
+        yield made
+
+
+def put(
+    saver: EventStoreSaver,
+    thread: str,
+    values: dict[str, Any],
+    versions: dict[str, Any],
+    *,
+    new: list[str] | None = None,
+    parent: dict[str, Any] | None = None,
+    configurable: dict[str, Any] | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> Any:
+    checkpoint = generate_checkpoint(channel_values=values, channel_versions=versions)
+    conf = {"thread_id": thread, "checkpoint_ns": "", **(configurable or {})}
+    if parent is not None:
+        conf["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
+    new_versions = {c: versions[c] for c in (versions if new is None else new)}
+    return saver.put({"configurable": conf}, checkpoint, {"source": "loop", **(metadata or {})}, new_versions)
+
+
+def events(saver: EventStoreSaver, thread: str) -> list[RecordedEvent]:
+    return list(saver.store.read_flow(flow_id_for(thread)))
+
+
+def tables(store: EventStore) -> dict[str, list[tuple[Any, ...]]]:
+    with store.engine.connect() as conn:
+        return {
+            name: sorted(tuple(row) for row in conn.execute(sa.select(table)))
+            for name, table in LangGraphProjection().tables.items()
+        }
+
+
+def test_unchanged_channels_are_not_written_again(saver: EventStoreSaver) -> None:
+    document = {"pages": ["lorem ipsum " * 50] * 20}
+    first = put(saver, "t", {"doc": document, "n": 1}, {"doc": 1, "n": 1})
+    second = put(saver, "t", {"doc": document, "n": 2}, {"doc": 1, "n": 2}, new=["n"], parent=first)
+    saved = [e for e in events(saver, "t") if e.type == "CheckpointSaved"]
+    assert [[b["channel"] for b in e.data["blobs"]] for e in saved] == [["doc", "n"], ["n"]]
+    assert len(tables(saver.store)["langgraph_blobs"]) == 3
+    latest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+    assert latest is not None and latest.config == second
+    assert latest.checkpoint["channel_values"] == {"doc": document, "n": 2}
+
+
+def test_pending_writes_follow_langgraph_rules(saver: EventStoreSaver) -> None:
+    config = put(saver, "t", {}, {})
+    saver.put_writes(config, [("a", 1), ("b", 2)], "task-2", "path/2")
+    saver.put_writes(config, [("a", 1), ("b", 2)], "task-2", "path/2")  # stored already: ignored
+    saver.put_writes(config, [("c", 3)], "task-1", "path/1")
+    saver.put_writes(config, [(INTERRUPT, "first")], "task-1", "path/1")
+    saver.put_writes(config, [(INTERRUPT, "second")], "task-1", "path/1")  # special: replaces
+    saver.put_writes(config, [(INTERRUPT, "second")], "task-1", "path/1")  # same value: nothing to do
+    types = [e.type for e in events(saver, "t")]
+    assert types == [
+        "CheckpointSaved",
+        "WritesSaved",
+        "WritesSaved",
+        "InterruptRecorded",
+        "InterruptRecorded",
+    ]
+    stored = saver.get_tuple(config)
+    assert stored is not None
+    assert stored.pending_writes == [  # in LangGraph's order: task path, task id, idx (specials < 0)
+        ("task-1", INTERRUPT, "second"),
+        ("task-1", "c", 3),
+        ("task-2", "a", 1),
+        ("task-2", "b", 2),
+    ]
+
+
+def test_the_actor_comes_from_the_config(saver: EventStoreSaver) -> None:
+    put(saver, "t", {}, {}, configurable={"actor": "human:ann"})
+    put(saver, "t", {}, {}, metadata={"actor": "human:bob"})
+    saver.put(
+        {"configurable": {"thread_id": "t"}, "metadata": {"actor": "agent:x"}}, generate_checkpoint(), {}, {}
+    )
+    put(saver, "t", {}, {})
+    actors = [e.metadata["actor"] for e in events(saver, "t")]
+    assert actors == ["human:ann", "human:bob", "agent:x", "langgraph"]
+
+
+def test_deleting_a_thread_is_recorded_and_the_log_stays(saver: EventStoreSaver) -> None:
+    first = put(saver, "t", {"x": 1}, {"x": 1})
+    saver.put_writes(put(saver, "t", {"x": 2}, {"x": 2}, parent=first), [("x", 3)], "task")
+    put(saver, "other", {}, {})
+    saver.delete_thread("t", actor="ops:eve")
+    assert saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}) is None
+    *kept, deleted = events(saver, "t")
+    assert [e.type for e in kept] == ["CheckpointSaved", "CheckpointSaved", "WritesSaved"]
+    assert (deleted.type, deleted.metadata["actor"]) == ("ThreadDeleted", "ops:eve")
+    assert (deleted.data["checkpoints"], deleted.data["writes"], deleted.data["reason"]) == (
+        2,
+        1,
+        "delete_thread",
+    )
+    assert {name: len(rows) for name, rows in tables(saver.store).items() if name != "langgraph_threads"} == {
+        "langgraph_checkpoints": 1,
+        "langgraph_blobs": 0,
+        "langgraph_writes": 0,
+    }
+    assert [t.thread_id for t in saver.threads().items] == ["other"]
+    gone = [t for t in saver.threads(include_deleted=True).items if t.thread_id == "t"]
+    assert gone[0].deleted_by == "ops:eve" and gone[0].checkpoints == 0
+    saver.delete_thread("t")  # nothing left to delete: nothing recorded
+    assert len(events(saver, "t")) == 4
+    assert saver.store.verify().ok
+
+
+def test_prune_keeps_the_latest_and_its_values(saver: EventStoreSaver) -> None:
+    config = None
+    for n in range(1, 4):
+        config = put(
+            saver, "t", {"x": n, "same": "s"}, {"x": n, "same": 1}, new=["x", "same"][: 2 if n == 1 else 1]
+        )
+    saver.prune(["t"], strategy="keep_latest", actor="ops:eve")
+    assert [t.config for t in saver.list({"configurable": {"thread_id": "t"}})] == [config]
+    blobs = tables(saver.store)["langgraph_blobs"]
+    assert sorted((row[2], row[3]) for row in blobs) == [("same", "1"), ("x", "3")]
+    pruned = events(saver, "t")[-1]
+    assert (pruned.type, pruned.data["before"], pruned.data["checkpoints"]) == (
+        "CheckpointsDeleted",
+        config["configurable"]["checkpoint_id"],
+        2,
+    )
+
+
+def test_copy_names_the_source_revision_and_hash(saver: EventStoreSaver) -> None:
+    put(saver, "src", {"x": 1}, {"x": 1})
+    saver.copy_thread("src", "dst", actor="ops:eve")
+    (copied,) = events(saver, "dst")
+    head = events(saver, "src")[-1]
+    assert copied.type == "ThreadCopied"
+    assert (copied.data["source_revision"], copied.data["source_hash"]) == (head.revision, head.hash)
+    with pytest.raises(InvalidInput, match="already has checkpoints"):
+        saver.copy_thread("src", "dst")
+
+
+def test_the_read_model_equals_a_rebuild(saver: EventStoreSaver) -> None:
+    a1 = put(saver, "a", {"x": 1, "y": "big"}, {"x": 1, "y": 1}, metadata={"run_id": "r1"})
+    a2 = put(
+        saver, "a", {"x": 2, "y": "big"}, {"x": 2, "y": 1}, new=["x"], parent=a1, metadata={"run_id": "r2"}
+    )
+    saver.put_writes(a2, [("x", 5), (INTERRUPT, "ask")], "task")
+    saver.copy_thread("a", "b")
+    put(saver, "a", {"x": 3, "y": "big"}, {"x": 3, "y": 1}, new=["x"], parent=a2, metadata={"run_id": "r3"})
+    saver.delete_for_runs(["r1"])
+    saver.prune(["b"])
+    put(saver, "c", {}, {})
+    saver.delete_thread("c")
+    inline = tables(saver.store)
+    rebuild(saver.store, LangGraphProjection())
+    assert tables(saver.store) == inline
+
+
+def test_listing_pages_filters_and_limits(saver: EventStoreSaver) -> None:
+    for n in range(230):
+        put(saver, "t", {}, {}, metadata={"step": n, "kind": "even" if n % 2 == 0 else "odd"})
+    config = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+    assert len(list(saver.list(config))) == 230
+    odd = list(saver.list(config, filter={"kind": "odd"}, limit=110))
+    assert [t.metadata["step"] for t in odd] == list(range(229, 9, -2))
+
+
+def test_keep_latest_refuses_delta_channel_threads(saver: EventStoreSaver) -> None:
+    put(saver, "t", {}, {}, metadata={"counters_since_delta_snapshot": {"messages": [1, 1]}})
+    put(saver, "t", {}, {})
+    with pytest.raises(InvalidInput, match="DeltaChannel: t"):
+        saver.prune(["t"])
+    with pytest.raises(InvalidInput, match="unknown prune strategy"):
+        saver.prune(["t"], strategy="everything")
+
+
+def test_a_store_without_the_read_model_is_refused(target: Target) -> None:
+    with target.open() as store, pytest.raises(ProjectionError, match="LangGraphProjection"):
+        EventStoreSaver(store)
+
+
+def test_threads_command_lists_threads(saver: EventStoreSaver, target: Target) -> None:
+    put(saver, "refund-1042", {}, {}, configurable={"actor": "human:ann"})
+    schema = ["--schema", target.options["schema"]] if "schema" in target.options else []
+    result = CliRunner().invoke(main, ["--url", target.url, *schema, "threads"])
+    assert result.exit_code == 0, result.output
+    assert "refund-1042" in result.output and "human:ann" in result.output
+    assert "langgraph/refund-1042" in result.output
+    as_json = CliRunner().invoke(main, ["--url", target.url, *schema, "threads", "--json"])
+    assert '"thread_id":"refund-1042"' in as_json.output and '"checkpoints":1' in as_json.output
+
+
+def test_flow_ids_are_readable_and_unambiguous() -> None:
+    assert flow_id_for("refund-1042") == "langgraph/refund-1042"
+    assert flow_id_for("a/b", "sub:1") == "langgraph/a%2Fb/sub:1"
+    assert flow_id_for("a", "b/sub:1") == "langgraph/a/b%2Fsub:1"
+    assert flow_id_for("x" * 300).startswith("langgraph#") and len(flow_id_for("x" * 300)) == 74
+
+
+def test_adding_the_saver_to_a_store_with_history_folds_only_graph_events(target: Target) -> None:
+    with target.open() as store:
+        store.append("flow-1", [NewEvent("FlowStarted", {"goal": "g"})])
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        put(saver, "t", {"x": 1}, {"x": 1})
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:  # reopened: nothing rebuilt
+        assert [t.thread_id for t in saver.threads().items] == ["t"]
+        inline = tables(saver.store)
+        rebuild(saver.store, LangGraphProjection())
+        assert tables(saver.store) == inline
+
+
+def test_concurrent_saves_to_one_thread_all_land(target: Target) -> None:
+    """Parallel tasks' writes, from two savers (two processes' worth), each retried or queued, none lost."""
+    with (
+        EventStoreSaver.from_url(target.url, **target.options) as one,
+        EventStoreSaver.from_url(target.url, **target.options) as two,
+    ):
+        config = put(one, "t", {}, {})
+
+        async def save_all() -> None:
+            await asyncio.gather(
+                *(
+                    saver.aput_writes(config, [("result", n)], f"task-{n:02}")
+                    for n in range(20)
+                    for saver in [(one, two)[n % 2]]
+                )
+            )
+
+        asyncio.run(save_all())
+        stored = one.get_tuple(config)
+        assert stored is not None and stored.pending_writes is not None
+        assert sorted(w[2] for w in stored.pending_writes) == list(range(20))
+        assert len(events(one, "t")) == 21 and one.store.verify().ok
