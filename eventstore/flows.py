@@ -9,15 +9,19 @@ cannot drift apart.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pydantic
 
 from .events import Event, EventRegistry, FoldInput, RecordedEvent
 from .integrity import format_time
+
+if TYPE_CHECKING:
+    from .snapshots import Steps
 
 # -- flow ------------------------------------------------------------------
 
@@ -293,12 +297,23 @@ class FlowState:
         return self.status in FLOW_TERMINAL
 
 
+def _steps(states: Iterable[StepState] = ()) -> Steps:
+    from .snapshots import Steps  # it builds on this module's states
+
+    return Steps(states)
+
+
 @dataclass(slots=True)
 class FlowView:
-    """A flow and all its steps: what replay and time travel fold into."""
+    """A flow and all its steps: what replay and time travel fold into.
+
+    ``steps`` maps step ids to states in scheduling order; read from a
+    snapshot, it loads a part of them only when one is asked for
+    (``eventstore.snapshots.Steps``).
+    """
 
     flow: FlowState | None = None
-    steps: dict[str, StepState] = field(default_factory=dict)
+    steps: Steps = field(default_factory=_steps)
 
     def apply(self, event: RecordedEvent) -> None:
         step_id = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
@@ -307,7 +322,7 @@ class FlowView:
         if step is not None:
             self.steps[step.step_id] = step
         if event.type == "FlowForked" and self.flow is not None:
-            self.steps = {s.step_id: s for s in forked_steps(event)}
+            self.steps = _steps(forked_steps(event))
 
     def copy(self) -> FlowView:
         return copy.deepcopy(self)
@@ -608,6 +623,7 @@ def _times(fields: dict[str, Any]) -> dict[str, Any]:
 
 def view_to_dict(view: FlowView) -> dict[str, Any]:
     """A flow and its steps as plain JSON (times as canonical UTC text)."""
+    view.steps.load_all()
     return {
         "flow": None if view.flow is None else _state_to_dict(view.flow),
         "steps": {step_id: _state_to_dict(step) for step_id, step in sorted(view.steps.items())},
@@ -618,9 +634,29 @@ def view_from_dict(data: dict[str, Any]) -> FlowView:
     """The inverse of ``view_to_dict``."""
     flow = data.get("flow")
     return FlowView(
-        flow=None if flow is None else FlowState(**_times(flow)),
-        steps={step_id: StepState(**_times(step)) for step_id, step in data.get("steps", {}).items()},
+        flow=None if flow is None else flow_from_dict(flow),
+        steps=_steps(step_from_dict(step) for step in data.get("steps", {}).values()),
     )
+
+
+def flow_from_dict(data: dict[str, Any]) -> FlowState:
+    """A flow state from its plain JSON form (``view_to_dict``'s)."""
+    return FlowState(**_times(data))
+
+
+def step_from_dict(data: dict[str, Any]) -> StepState:
+    """A step state from its plain JSON form (``view_to_dict``'s)."""
+    return StepState(**_times(data))
+
+
+def step_to_dict(step: StepState) -> dict[str, Any]:
+    """A step state as plain JSON (times as canonical UTC text)."""
+    return _state_to_dict(step)
+
+
+def flow_to_dict(flow: FlowState) -> dict[str, Any]:
+    """A flow state as plain JSON (times as canonical UTC text)."""
+    return _state_to_dict(flow)
 
 
 def _forked_flow(event: RecordedEvent | FoldInput) -> FlowState | None:

@@ -17,17 +17,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .errors import FlowNotFound, InvalidInput
 from .events import AppendResult, RecordedEvent
-from .flows import FOLD_VERSION, FlowForked, FlowView, view_from_dict, view_to_dict
+from .flows import (
+    FOLD_VERSION,
+    FlowForked,
+    FlowView,
+    StepState,
+    flow_from_dict,
+    flow_to_dict,
+    step_to_dict,
+    view_from_dict,
+    view_to_dict,
+)
 from .integrity import digest, format_time
-from .schema import flow_events, flow_snapshots
+from .schema import flow_events, flow_snapshots, snapshot_parts
 from .serialization import canonical
+from .snapshots import PartLoader, Steps, decode_part
 from .store import EventStore
 
 DEFAULT_SNAPSHOT_EVERY = 1000
@@ -86,11 +98,11 @@ def state_at(
     if target == 0:
         return FlowView()
     view, done = _nearest_snapshot(store, flow_id, target)
-    pending: list[tuple[int, str, dict[str, Any]]] = []
+    pending: list[_Snapshot] = []
     for event in store.read_flow(flow_id, from_revision=done + 1, to_revision=target):
         view.apply(event)
         if snapshot_every > 0 and event.revision % snapshot_every == 0:
-            pending.append((event.revision, event.hash, view_to_dict(view)))
+            pending.append(_encode(view, event))
     if pending:
         _save_snapshots(store, flow_id, pending)
     return view
@@ -109,8 +121,21 @@ def diff(store: EventStore, flow_id: str, a: int | datetime, b: int | datetime) 
     second = _point(store, flow_id, b)
     low, high = sorted((first, second))
     events = list(store.read_flow(flow_id, from_revision=low + 1, to_revision=high)) if high > low else []
-    changes = diff_states(state_at(store, flow_id, revision=first), state_at(store, flow_id, revision=second))
+    before = state_at(store, flow_id, revision=first)
+    after = state_at(store, flow_id, revision=second)
+    if any(event.type == "FlowForked" for event in events):
+        return Diff(diff_states(before, after), events)
+    # Only the steps these events touched can differ: the rest were folded alike.
+    touched = sorted({e.data["step_id"] for e in events if isinstance(e.data.get("step_id"), str)})
+    changes: list[Change] = []
+    _diff(_partial(before, touched), _partial(after, touched), "", changes)
     return Diff(changes, events)
+
+
+def _partial(view: FlowView, step_ids: list[str]) -> dict[str, Any]:
+    """``view_to_dict`` of the flow and only the given steps."""
+    steps = {sid: step_to_dict(view.steps[sid]) for sid in step_ids if sid in view.steps}
+    return {"flow": None if view.flow is None else flow_to_dict(view.flow), "steps": steps}
 
 
 def diff_flows(store: EventStore, flow_a: str, flow_b: str) -> list[Change]:
@@ -204,49 +229,117 @@ def _target_revision(
 
 def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[FlowView, int]:
     """The latest trustworthy snapshot at or before ``target``, or an empty view at 0."""
-    s = flow_snapshots.c
-    query = (
-        sa.select(s.revision, s.event_hash, s.state, s.state_hash)
+    s, e = flow_snapshots.c, flow_events.c
+    candidates = (
+        sa.select(s.revision, s.event_hash, s.state_hash, e.hash)
+        .select_from(
+            flow_snapshots.outerjoin(flow_events, sa.and_(e.flow_id == s.flow_id, e.revision == s.revision))
+        )
         .where(s.flow_id == flow_id, s.fold_version == FOLD_VERSION, s.revision <= target)
         .order_by(s.revision.desc())
         .limit(3)
     )
     with store.engine.connect() as conn:
-        candidates = conn.execute(query).all()
-        for revision, event_hash, state, state_hash in candidates:
+        for revision, event_hash, state_hash, logged in conn.execute(candidates).all():
+            if logged is None or bytes(logged) != bytes(event_hash):
+                continue  # the history it was taken from is not the history now
+            state = conn.execute(
+                sa.select(s.state).where(
+                    s.flow_id == flow_id, s.fold_version == FOLD_VERSION, s.revision == revision
+                )
+            ).scalar_one()
             if digest(state.encode()) != bytes(state_hash):
                 continue  # the snapshot was edited
-            stored = conn.execute(
-                sa.select(flow_events.c.hash).where(
-                    flow_events.c.flow_id == flow_id, flow_events.c.revision == revision
-                )
-            ).scalar()
-            if stored is None or bytes(stored) != bytes(event_hash):
-                continue  # the history it was taken from is not the history now
-            return view_from_dict(orjson.loads(state)), revision
+            return _decode(store, flow_id, revision, orjson.loads(state)), revision
     return FlowView(), 0
 
 
-def _save_snapshots(store: EventStore, flow_id: str, pending: list[tuple[int, str, dict[str, Any]]]) -> None:
+class _Snapshot(NamedTuple):
+    revision: int
+    event_hash: str
+    head: bytes  # canonical JSON: the flow and the list of its step parts
+    parts: dict[bytes, str]  # the parts not stored since they last changed
+
+
+def _encode(view: FlowView, event: RecordedEvent) -> _Snapshot:
+    parts, bodies = view.steps.encode_parts()
+    flow = None if view.flow is None else flow_to_dict(view.flow)
+    head = canonical({"flow": flow, "parts": parts}, what="snapshot")
+    return _Snapshot(event.revision, event.hash, head, bodies)
+
+
+def _decode(store: EventStore, flow_id: str, revision: int, head: dict[str, Any]) -> FlowView:
+    flow = None if head["flow"] is None else flow_from_dict(head["flow"])
+    if "parts" not in head:  # written before steps were kept in parts
+        return FlowView(flow, view_from_dict(head).steps)
+    listed = [(bytes.fromhex(part_hash), ids) for part_hash, ids in head["parts"]]
+    return FlowView(flow, Steps.stored(listed, _part_loader(store, flow_id, revision)))
+
+
+def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
+    """Reads a snapshot's parts when their steps are first used; the log answers for a bad one."""
+    p = snapshot_parts.c
+
+    def load(wanted: list[tuple[bytes, list[str]]]) -> dict[str, StepState]:
+        bodies: dict[bytes, str] = {}
+        with store.engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                hashes = [part_hash for part_hash, _ in wanted[start : start + 500]]
+                query = sa.select(p.hash, p.body).where(
+                    p.flow_id == flow_id, p.fold_version == FOLD_VERSION, p.hash.in_(hashes)
+                )
+                bodies.update((bytes(h), body) for h, body in conn.execute(query))
+        steps: dict[str, StepState] = {}
+        damaged: list[str] = []
+        for part_hash, ids in wanted:
+            body = bodies.get(part_hash)
+            if body is not None and digest(body.encode()) == part_hash:
+                steps.update(decode_part(body, ids))
+            else:
+                damaged += ids
+        if damaged:  # missing or edited: fold the flow up to the snapshot instead
+            folded = FlowView()
+            for event in store.read_flow(flow_id, to_revision=revision):
+                folded.apply(event)
+            steps.update((step_id, folded.steps[step_id]) for step_id in damaged)
+        return steps
+
+    return load
+
+
+def _save_snapshots(store: EventStore, flow_id: str, pending: list[_Snapshot]) -> None:
     now = format_time(store.clock())
-    rows = []
-    for revision, event_hash, state in pending:
-        encoded = canonical(state, what="snapshot")
-        rows.append(
-            {
-                "flow_id": flow_id,
-                "revision": revision,
-                "fold_version": FOLD_VERSION,
-                "event_hash": bytes.fromhex(event_hash),
-                "state": encoded.decode(),
-                "state_hash": digest(encoded),
-                "created_at": now,
-            }
-        )
+    rows = [
+        {
+            "flow_id": flow_id,
+            "revision": snapshot.revision,
+            "fold_version": FOLD_VERSION,
+            "event_hash": bytes.fromhex(snapshot.event_hash),
+            "state": snapshot.head.decode(),
+            "state_hash": digest(snapshot.head),
+            "created_at": now,
+        }
+        for snapshot in pending
+    ]
+    parts = {part_hash: body for snapshot in pending for part_hash, body in snapshot.parts.items()}
     with store.transaction() as tx:
+        conn = tx.connection
+        if parts:
+            dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+            insert = dialect_insert(snapshot_parts)
+            conn.execute(
+                # A part already stored under its hash is rewritten: that repairs one edited since.
+                insert.on_conflict_do_update(
+                    index_elements=["flow_id", "fold_version", "hash"], set_={"body": insert.excluded.body}
+                ),
+                [
+                    {"flow_id": flow_id, "fold_version": FOLD_VERSION, "hash": part_hash, "body": body}
+                    for part_hash, body in parts.items()
+                ],
+            )
         existing = {
             row[0]
-            for row in tx.connection.execute(
+            for row in conn.execute(
                 sa.select(flow_snapshots.c.revision).where(
                     flow_snapshots.c.flow_id == flow_id,
                     flow_snapshots.c.fold_version == FOLD_VERSION,
@@ -256,14 +349,14 @@ def _save_snapshots(store: EventStore, flow_id: str, pending: list[tuple[int, st
         }
         stale = [r["revision"] for r in rows if r["revision"] in existing]
         if stale:  # an untrustworthy snapshot is replaced by the one just folded
-            tx.connection.execute(
+            conn.execute(
                 flow_snapshots.delete().where(
                     flow_snapshots.c.flow_id == flow_id,
                     flow_snapshots.c.fold_version == FOLD_VERSION,
                     flow_snapshots.c.revision.in_(stale),
                 )
             )
-        tx.connection.execute(flow_snapshots.insert(), rows)
+        conn.execute(flow_snapshots.insert(), rows)
 
 
 def _diff(before: Any, after: Any, path: str, out: list[Change]) -> None:

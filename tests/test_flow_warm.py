@@ -70,7 +70,9 @@ def test_a_repeated_ending_reports_the_logs_revision(two: tuple[FlowService, Flo
     assert repeat.revision == 5 and repeat.positions == ()
 
 
-def test_steps_changed_elsewhere_are_folded_once(two: tuple[FlowService, FlowService], target: Target) -> None:
+def test_steps_changed_elsewhere_are_folded_once(
+    two: tuple[FlowService, FlowService], target: Target
+) -> None:
     mine, theirs = two
     started(mine, theirs)
     theirs.start_step("f", "s1")
