@@ -14,8 +14,20 @@ from typing import Any
 
 import click
 import orjson
+import sqlalchemy as sa
 
-from . import cli_timetravel, migrate
+from . import (
+    cli_audit,
+    cli_browse,
+    cli_exchange,
+    cli_integrity,
+    cli_langgraph,
+    cli_maintenance,
+    cli_retention,
+    cli_timetravel,
+    migrate,
+)
+from .cli_output import progress
 from .errors import EventStoreError
 from .store import DEFAULT_URL, EventStore
 
@@ -27,6 +39,9 @@ def _errors() -> Iterator[None]:
         yield
     except EventStoreError as exc:
         click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except sa.exc.SQLAlchemyError as exc:  # a read-model query (FlowQueries runs its own SQL)
+        click.echo(f"error: the database failed: {str(exc).splitlines()[0]}", err=True)
         sys.exit(1)
 
 
@@ -102,7 +117,9 @@ def _bare(ctx: click.Context) -> Iterator[EventStore]:
 def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
     """Re-compute the hash chains (of one flow, or all) and report broken links."""
     with _open(ctx) as store, _errors():
-        report = store.verify(flow_id)
+        total = store.revision(flow_id) if flow_id else store.last_position()
+        with progress(0 if as_json else total, "verifying") as update:
+            report = store.verify(flow_id, progress=update)
     if as_json:
         click.echo(
             orjson.dumps(
@@ -202,6 +219,13 @@ def demo(ctx: click.Context, flow_id: str | None) -> None:
 
 
 cli_timetravel.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+cli_audit.register(main, _open, _errors)
+cli_browse.register(main, _open, _errors)
+cli_integrity.register(main, _open, _errors)
+cli_langgraph.register(main, _open, _errors)
+cli_maintenance.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+cli_exchange.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+cli_retention.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
 
 
 def _flow_projections() -> list[Any]:

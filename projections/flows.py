@@ -232,6 +232,15 @@ class FlowProjection(Projection):
                 if len(self._warm) > WARM_FLOWS:
                     self._warm.popitem(last=False)
 
+    def prune_flows(self, tx: Transaction, flow_ids: Sequence[str]) -> None:
+        """Retention pruned these flows: drop their rows and recount their sessions, in ``tx``."""
+        from .pruning import prune_flow_read_models  # it builds on this module
+
+        prune_flow_read_models(tx, flow_ids)
+        with self._warm_lock:
+            for flow_id in flow_ids:
+                self._warm.pop(flow_id, None)
+
     def warm_flows(self) -> list[str]:
         """The flows whose state is remembered, least recently used first."""
         with self._warm_lock:
@@ -633,3 +642,44 @@ class FlowQueries:
         if not rows:
             raise SessionNotFound(session_key)
         return Session(**rows[0]._mapping)
+
+    def interrupted(
+        self, *, now: datetime | None = None, offset: int = 0, limit: int = 50
+    ) -> Page[FlowState]:
+        """Open flows (running or waiting) whose worker's lease expired unreleased: nobody works on them.
+
+        Oldest expiry first. ``now`` defaults to the store's clock. Resume one by
+        acquiring its lease (the new generation fences the old worker off) and
+        carrying on from its steps (docs/operations.md).
+        """
+        flows = _live()["flows"]
+        query = sa.select(flows).where(*_expired_lease(flows, now if now is not None else self.store.clock()))
+        rows, total = self._page(query, [flows.c.lease_expires_at, flows.c.flow_id], offset, limit)
+        return Page([FlowState(**r._mapping) for r in rows], total, offset, limit)
+
+    def expired_steps(
+        self, *, now: datetime | None = None, after: tuple[str, str] | None = None, limit: int = 500
+    ) -> list[StepState]:
+        """Steps still running in open flows whose lease expired, in (flow, step) order after ``after``."""
+        if type(limit) is not int or not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be an int from 1 to 1000")
+        flows, steps = _live()["flows"], _live()["flow_steps"]
+        moment = now if now is not None else self.store.clock()
+        query = (
+            sa.select(steps)
+            .join(flows, flows.c.flow_id == steps.c.flow_id)
+            .where(steps.c.status == "running", *_expired_lease(flows, moment))
+        )
+        if after is not None:
+            query = query.where(sa.tuple_(steps.c.flow_id, steps.c.step_id) > sa.tuple_(*after))
+        query = query.order_by(steps.c.flow_id, steps.c.step_id).limit(limit)
+        return [StepState(**r._mapping) for r in self._rows(query)]
+
+
+def _expired_lease(flows: sa.Table, now: datetime) -> list[sa.ColumnElement[bool]]:
+    """An open flow whose lease expired (at ``expires_at <= now``, as ``FlowService`` judges it)."""
+    return [
+        flows.c.status.in_(("running", "waiting")),
+        flows.c.lease_owner.is_not(None),
+        flows.c.lease_expires_at <= now,
+    ]

@@ -1,0 +1,103 @@
+"""Write docs/cli.md, the command-line reference, from the ``--help`` of every command.
+
+    python -m eventstore.cli_docs            # rewrite docs/cli.md
+    python -m eventstore.cli_docs --check    # exit 1 if docs/cli.md is out of date
+
+Every registered command is included, so a new command only needs this run
+again; tests/test_cli_docs.py fails while the file is stale.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+WIDTH = 88
+DEFAULT_PATH = Path("docs") / "cli.md"
+
+INTRO = """\
+# Command-line reference
+
+`eventstore` (also `python -m eventstore`) is a thin layer over the library:
+each command is one library call plus formatting. This page is generated from
+the commands' `--help` by `python -m eventstore.cli_docs`; a test fails when
+it is out of date, so rerun that after changing or adding a command.
+
+Conventions shared by every command:
+
+* **Store**: `--url` (or `EVENTSTORE_URL`) names the store, by default the
+  SQLite file `eventstore.db` in the current directory; `--schema` (or
+  `EVENTSTORE_SCHEMA`) picks a PostgreSQL schema. Both go before the
+  command: `eventstore --url postgresql://... flows`.
+* **Output**: people get tables, timelines and colour; `--json` gives the
+  same answer for scripts, as one JSON object, or one per line for commands
+  that stream (`history`, `audit`, `tail`). Colour is used only on a
+  terminal, and never when `NO_COLOR` is set. Progress bars (`verify`) go to
+  stderr, and only when it is a terminal.
+* **Times** (`--since`, `--until`, `--at`): ISO 8601 with a zone
+  (`2030-01-01T09:00Z`); `--since` and `--until` also take a date
+  (`2030-01-01`, midnight UTC) or an age (`15m`, `2h`, `7d`).
+* **Exit status**: 0 on success; 1 with one line `error: ...` on stderr when
+  the library refuses (unknown flow, bad time, bad URL, unreachable
+  database), never a traceback; 2 for a usage error, and from `verify` when
+  it finds a broken chain.
+"""
+
+
+def _commands(
+    command: click.Command, ctx: click.Context
+) -> Iterator[tuple[str, click.Command, click.Context]]:
+    """Every command under ``command``, depth first, in name order, with its context."""
+    yield ctx.command_path, command, ctx
+    if isinstance(command, click.Group):
+        for name in command.list_commands(ctx):
+            sub = command.get_command(ctx, name)
+            if sub is not None and not sub.hidden:
+                child = click.Context(
+                    sub, info_name=name, parent=ctx, terminal_width=WIDTH, max_content_width=WIDTH
+                )
+                yield from _commands(sub, child)
+
+
+def reference(group: click.Group | None = None) -> str:
+    """The Markdown of the reference for ``group`` (default: the ``eventstore`` command)."""
+    if group is None:
+        from .cli import main
+
+        group = main
+    root = click.Context(group, info_name="eventstore", terminal_width=WIDTH, max_content_width=WIDTH)
+    entries = list(_commands(group, root))
+    out = [INTRO, "## Commands", ""]
+    for path, command, _ctx in entries[1:]:
+        out.append(f"- [`{path}`](#{_anchor(path)}): {command.get_short_help_str(limit=WIDTH)}")
+    for path, command, ctx in entries:
+        out += ["", f"## `{path}`", "", "```text", command.get_help(ctx).rstrip(), "```"]
+    return "\n".join(out) + "\n"
+
+
+def _anchor(path: str) -> str:
+    return path.replace(" ", "-").lower()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    check = "--check" in args
+    paths = [arg for arg in args if arg != "--check"]
+    path = Path(paths[0]) if paths else DEFAULT_PATH
+    text = reference()
+    if check:
+        current = path.read_text(encoding="utf-8") if path.exists() else ""
+        if current != text:
+            print(f"{path} is out of date: run python -m eventstore.cli_docs", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(text, encoding="utf-8")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
