@@ -356,6 +356,10 @@ def _rebuild(
         for name, fresh in target.tables.items():
             conn.exec_driver_sql(f'ALTER TABLE "{fresh.name}" RENAME TO "{name}"')
         write_checkpoint(store, conn, projection, position=head, build=tag)
+    for live in (projection, *store.projections):
+        forget = getattr(live, "forget_remembered", None)
+        if forget is not None:
+            forget()  # states remembered from the old tables are not trusted past a rebuild
     result = Progress(done, max(total, done), time.perf_counter() - started)
     if progress is not None:
         progress(result)

@@ -241,6 +241,11 @@ class FlowProjection(Projection):
             for flow_id in flow_ids:
                 self._warm.pop(flow_id, None)
 
+    def forget_remembered(self) -> None:
+        """Drop every remembered state (after a rebuild: the next commands read the new rows)."""
+        with self._warm_lock:
+            self._warm.clear()
+
     def warm_flows(self) -> list[str]:
         """The flows whose state is remembered, least recently used first."""
         with self._warm_lock:
@@ -310,11 +315,14 @@ class FlowProjection(Projection):
         steps: dict[str, StepState] = {}
         flow_id = None
         done = flushed = 0
+        counted, first, last = 0, _NEVER, _NEVER  # the current flow's events, for its session
 
         def finish_flow() -> None:
-            if flow is not None:
-                flow_rows.append((flow_io.encode(flow_values(flow)), None))
-                step_rows.extend((step_io.encode(step_values(step)), None) for step in steps.values())
+            if flow is None:
+                return
+            flow_rows.append((flow_io.encode(flow_values(flow)), None))
+            step_rows.extend((step_io.encode(step_values(step)), None) for step in steps.values())
+            _count_flow(sessions, flow, counted, first, last)
 
         def flush() -> None:
             nonlocal flushed
@@ -335,8 +343,8 @@ class FlowProjection(Projection):
                 if done - flushed >= batch_size:
                     flush()
                 flow, steps, flow_id = None, {}, event.flow_id
+                counted, first, last = 0, _NEVER, _NEVER
             done += 1
-            before = flow.status if flow is not None else None
             step_id = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
             step = steps.get(step_id) if isinstance(step_id, str) else None
             flow, step = fold(flow, step, event)
@@ -346,7 +354,15 @@ class FlowProjection(Projection):
                 steps[step.step_id] = step
             if event.type == "FlowForked":
                 steps.update((copied.step_id, copied) for copied in forked_steps(event))
-            _count(sessions, flow, before, event.recorded_at)
+            # Sessions count a flow whole: its events, its activity span, its final status.
+            counted += 1
+            at = event.recorded_at
+            if counted == 1:
+                first = last = at
+            elif at > last:
+                last = at
+            elif at < first:
+                first = at
         finish_flow()
         flush()
         return done
@@ -470,6 +486,24 @@ def _count(sessions: dict[str, dict[str, Any]], flow: FlowState, before: str | N
         if before is not None:
             delta[before] -= 1
         delta[flow.status] += 1
+
+
+_NEVER = datetime.min
+
+
+def _count_flow(
+    sessions: dict[str, dict[str, Any]], flow: FlowState, events: int, first: datetime, last: datetime
+) -> None:
+    """What a whole flow adds to its session: as ``_count`` for each of its events would."""
+    delta = sessions.get(flow.owner_session_key)
+    if delta is None:
+        delta = dict.fromkeys(FLOW_STATUSES, 0)
+        delta.update(event_count=0, first_activity_at=first, last_activity_at=last)
+        sessions[flow.owner_session_key] = delta
+    delta["event_count"] += events
+    delta["last_activity_at"] = max(delta["last_activity_at"], last)
+    delta["first_activity_at"] = min(delta["first_activity_at"], first)
+    delta[flow.status] += 1
 
 
 def _session_upsert(insert: Any, sessions: sa.Table) -> Any:

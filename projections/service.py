@@ -105,6 +105,8 @@ class FlowService:
             raise ProjectionError(
                 "FlowService needs the flow read models: open the store with projections=[FlowProjection()]"
             )
+        if type(retries) is not int or retries < 1:
+            raise InvalidInput(f"retries must be an int >= 1, not {retries!r}")
         self.store = store
         self.projection = found[0]
         self.retries = retries
@@ -123,7 +125,8 @@ class FlowService:
         meta = dict(metadata or {})
         if actor is not None:
             meta.setdefault("actor", actor)
-        for attempt in range(self.retries):
+        attempt, use_warm = 0, True
+        while True:
             try:
                 with self.store.transaction() as tx:
                     # The append lock first, as every append and rebuild takes it (on
@@ -133,10 +136,11 @@ class FlowService:
                     hold_appends(tx.connection)
                     if attempt:
                         self._catch_up(tx, flow_id)
-                    # The first attempt may start from the state this process last
-                    # committed; the append's revision check proves it current. Anything
-                    # else (a refusal, a no-op, a conflict) is decided again from the rows.
-                    warm = not attempt and self.projection.warm(tx, flow_id)
+                    # The first try may start from the state this process last committed;
+                    # the append's revision check proves it current. Anything else (a
+                    # refusal, a no-op, a conflict) is decided again from the rows, and
+                    # that second look is not one of the caller's retries.
+                    warm = use_warm and not attempt and self.projection.warm(tx, flow_id)
                     try:
                         result = self._attempt(tx, flow_id, decide, expected_revision, meta, must_exist, warm)
                     except EventStoreError as exc:
@@ -146,11 +150,11 @@ class FlowService:
                 self.projection.keep_warm(tx, flow_id)
                 return result
             except _Stale:
-                continue
+                use_warm = False
             except RevisionMismatch:
-                if expected_revision is not None or attempt == self.retries - 1:
+                attempt += 1
+                if expected_revision is not None or attempt >= self.retries:
                     raise
-        raise AssertionError("unreachable: the last attempt re-raises")
 
     def _attempt(
         self,

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from eventstore import EventStore, FlowClosed, RevisionMismatch
+from eventstore import EventStore, FlowClosed, InvalidInput, RevisionMismatch
 from eventstore.flows import FlowFinished
-from projections import FlowProjection, FlowQueries, FlowService
+from projections import FlowProjection, FlowQueries, FlowService, rebuild
 from tests.conftest import Target
 from tests.readmodels import assert_matches_rebuild
 
@@ -90,3 +90,22 @@ def test_plain_appends_to_the_flow_are_seen(two: tuple[FlowService, FlowService]
     store.append("f", [FlowFinished(result={})])
     with pytest.raises(FlowClosed):
         mine.start_step("f", "s1")
+
+
+def test_a_single_try_still_decides_a_refusal_from_the_rows(target: Target) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        once = FlowService(store, retries=1)
+        once.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        once.finish("f")
+        assert once.finish("f").revision == 2  # the identical repeat is a no-op, not an error
+        with pytest.raises(FlowClosed):
+            once.advance("f", current_step="x")
+        with pytest.raises(InvalidInput, match="retries"):
+            FlowService(store, retries=0)
+
+
+def test_a_rebuild_forgets_remembered_states(two: tuple[FlowService, FlowService]) -> None:
+    mine, theirs = two
+    started(mine, theirs)
+    rebuild(mine.store, mine.projection)
+    assert mine.projection.warm_flows() == []
