@@ -6,6 +6,8 @@ python3 dev.py test          # the whole suite, SQLite and PostgreSQL (EVENTSTOR
 python3 dev.py bench         # the core benchmarks (see docs/benchmarks.md)
 python3 dev.py bench-flows   # the flow command and rebuild benchmarks
 python3 dev.py bench-langgraph  # EventStoreSaver against LangGraph's SQLite and PostgreSQL savers
+python3 dev.py bench-timetravel # state at a revision of a 100k-event flow, diffs, verify
+python3 dev.py bench-merkle     # signed checkpoints and proofs over 1M events
 """
 
 from __future__ import annotations
@@ -26,8 +28,16 @@ EXTRAS = {
     "bench": "[dev,bench]",
     "bench-flows": "[dev,bench]",
     "bench-langgraph": "[dev,bench]",
+    "bench-timetravel": "[dev,bench]",
+    "bench-merkle": "[dev,bench]",
 }
-SCRIPTS = {"bench": "run.py", "bench-flows": "flows.py", "bench-langgraph": "langgraph.py"}
+SCRIPTS = {
+    "bench": "run.py",
+    "bench-flows": "flows.py",
+    "bench-langgraph": "langgraph.py",
+    "bench-timetravel": "timetravel.py",
+    "bench-merkle": "merkle.py",
+}
 
 
 def ensure_venv(extras: str) -> None:

@@ -32,6 +32,9 @@ class TestCommands:
         assert "StepRetried" in out and "DecisionRecorded" in out
         assert "step refund: completed after 1 attempt(s), gate approved by human:ann" in out
         assert "verify: OK (16 events" in out
+        assert "agent:refund-bot decided 'refund in full' (confidence 0.92)" in out
+        assert "human:ann approved approve after seeing" in out
+        assert "checkpoint: 16 events" in out and "the approval is proven in it" in out
 
     def test_verify_reports_and_exits_2_when_broken(self, target: Target) -> None:
         with target.open() as store:
