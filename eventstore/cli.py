@@ -9,7 +9,6 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -19,6 +18,7 @@ import sqlalchemy as sa
 from . import (
     cli_audit,
     cli_browse,
+    cli_demo,
     cli_exchange,
     cli_integrity,
     cli_langgraph,
@@ -187,66 +187,7 @@ def _import_projection(path: str) -> Any:
         raise click.BadParameter(f"cannot load {path}: {exc}", param_hint="PROJECTION") from exc
 
 
-@main.command()
-@click.option("--flow", "flow_id", default=None, help="Flow id to record (default: a new one).")
-@click.pass_context
-def demo(ctx: click.Context, flow_id: str | None) -> None:
-    """Record an agent flow (retry, decision, human approval), read it back, verify it."""
-    from projections import FlowProjection, FlowQueries
-    from projections.demo import record_refund_flow
-
-    from .audit import DecisionEntry, GateEntry, audit_trail
-    from .checkpoints import generate_key, inclusion_proof, take_checkpoint, verify_checkpoint_signature
-
-    flow_id = flow_id or f"refund-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
-    with _open(ctx, projections=[FlowProjection()]) as store, _errors():
-        record_refund_flow(store, flow_id)
-        click.echo(f"recorded flow {flow_id} in {ctx.obj['url']}\n")
-        for event in store.read_flow(flow_id):
-            actor = event.metadata.get("actor", "-")
-            summary = orjson.dumps(event.data).decode()
-            click.echo(
-                f"  r{event.revision:<3} {event.recorded_at:%H:%M:%S.%f}  {event.type:<17} "
-                f"{actor:<17} {summary[:58]:<58}  {event.hash[:12]}"
-            )
-        queries = FlowQueries(store)
-        flow = queries.flow(flow_id)
-        click.echo(f"\nread model: {flow.status}, revision {flow.revision}, state {flow.state}")
-        for step in queries.steps(flow_id):
-            gate = f", gate {step.gate_status} by {step.gate_by}" if step.gate_status else ""
-            click.echo(f"  step {step.step_id}: {step.status} after {step.attempts} attempt(s){gate}")
-        click.echo("\naudit: why the agent did it, and who approved it")
-        approval = None
-        for entry in audit_trail(store, flow_id=flow_id):
-            if isinstance(entry, DecisionEntry):
-                click.echo(
-                    f"  r{entry.revision:<3} {entry.actor} decided {entry.decision!r} "
-                    f"(confidence {entry.confidence}): {entry.rationale}"
-                )
-            elif isinstance(entry, GateEntry) and entry.action != "opened":
-                approval = entry
-                click.echo(
-                    f"  r{entry.revision:<3} {entry.actor} {entry.action} {', '.join(entry.selections)} "
-                    f"after seeing {entry.prompt!r}"
-                )
-        report = store.verify(flow_id)
-        verdict = "OK" if report.ok else "BROKEN"
-        click.echo(f"\nverify: {verdict} ({report.events_checked} events, hash chain intact)")
-        checkpoint = take_checkpoint(store, generate_key())  # a throwaway key, for the demo only
-        if approval is not None:
-            proof = inclusion_proof(store, approval.event_id, checkpoint)
-            proof.verify(checkpoint)
-            verify_checkpoint_signature(checkpoint)
-            click.echo(
-                f"checkpoint: {checkpoint.tree_size} events, Merkle root {checkpoint.root_hash.hex()[:16]}, "
-                f"Ed25519-signed; the approval is proven in it ({len(proof.path)} hashes)"
-            )
-        click.echo(
-            "next: `eventstore history`, `audit`, `verify` and `prove` on this store; "
-            "docs/cli.md lists every command."
-        )
-
-
+cli_demo.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
 cli_timetravel.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
 cli_audit.register(main, _open, _errors)
 cli_browse.register(main, _open, _errors)

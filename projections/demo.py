@@ -11,14 +11,14 @@ from eventstore import EventStore
 from .service import FlowService
 
 
-def record_refund_flow(store: EventStore, flow_id: str) -> None:
+def record_refund_flow(store: EventStore, flow_id: str, *, session: str = "sess-7") -> None:
     """A refund agent: a lookup that needs a retry, a decision, a human approval, a finish."""
     flows = FlowService(store)
     flows.start_flow(
         flow_id,
         controller_id="refund-bot",
         goal="refund order #1042",
-        owner_session_key="sess-7",
+        owner_session_key=session,
         requester_origin="support-chat",
         state={"order": 1042},
         actor="agent:refund-bot",
@@ -70,3 +70,45 @@ def record_refund_flow(store: EventStore, flow_id: str) -> None:
     flows.advance(flow_id, current_step="refund", state_patch={"refunded": 129.0}, actor="agent:refund-bot")
     flows.finish(flow_id, result={"refunded": 129.0}, actor="agent:refund-bot")
     flows.release_lease(flow_id, lease)
+
+
+def record_rejected_flow(store: EventStore, flow_id: str, *, session: str = "sess-7") -> None:
+    """A second refund in the same session: the agent proposes, a person rejects, the flow fails."""
+    flows = FlowService(store)
+    flows.start_flow(
+        flow_id,
+        controller_id="refund-bot",
+        goal="refund order #2077",
+        owner_session_key=session,
+        state={"order": 2077},
+        actor="agent:refund-bot",
+    )
+    flows.schedule_step(
+        flow_id,
+        step_id="refund",
+        name="issue_refund",
+        run_id=f"{flow_id}/refund",
+        task={"tool": "payments.refund", "amount": 840.0},
+        position=1,
+        actor="agent:refund-bot",
+    )
+    flows.record_decision(
+        flow_id,
+        actor="agent:refund-bot",
+        decision="refund in full",
+        rationale="customer reports the parcel never arrived",
+        inputs={"order": 2077, "tracking": "delivered"},
+        alternatives=["open a carrier claim"],
+        model="claude-sonnet",
+        confidence=0.55,
+        step_id="refund",
+    )
+    flows.open_gate(
+        flow_id,
+        "refund",
+        prompt="Refund $840.00? Tracking says delivered.",
+        options=[{"value": "approve", "label": "Approve"}, {"value": "deny", "label": "Deny"}],
+    )
+    flows.reject_gate(flow_id, "refund", by="human:bob", feedback="tracking shows delivery; open a claim")
+    flows.fail_step(flow_id, "refund", error="refund rejected by reviewer", actor="agent:refund-bot")
+    flows.fail(flow_id, error="needs a carrier claim, not a refund", actor="agent:refund-bot")

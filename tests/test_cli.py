@@ -31,10 +31,14 @@ class TestCommands:
         assert "GateApproved" in out and "human:ann" in out
         assert "StepRetried" in out and "DecisionRecorded" in out
         assert "step refund: completed after 1 attempt(s), gate approved by human:ann" in out
-        assert "verify: OK (16 events" in out
-        assert "agent:refund-bot decided 'refund in full' (confidence 0.92)" in out
-        assert "human:ann approved approve after seeing" in out
-        assert "checkpoint: 16 events" in out and "the approval is proven in it" in out
+        assert "verify: OK (24 events in 3 flows" in out
+        assert "state at revision 6: step lookup running, attempt 2" in out
+        assert "diff 6 -> 12: 6 step changes" in out and "fork: refund-1-retry starts from revision 8" in out
+        assert "flow 1 r8   agent:refund-bot decided 'refund in full' (confidence 0.92)" in out
+        assert "flow 1 r11  human:ann approved approve after seeing" in out
+        assert "flow 2 r5   human:bob rejected after seeing" in out
+        assert "flow 2 r7   FlowFailed: needs a carrier claim" in out
+        assert "checkpoint: 24 events" in out and "the approval is proven in it" in out
 
     def test_verify_reports_and_exits_2_when_broken(self, target: Target) -> None:
         with target.open() as store:
@@ -116,8 +120,8 @@ class TestTimeTravelCommands:
         changes = orjson.loads(run(target, "diff", "d1", "7", "11", "--json"))
         assert [e["revision"] for e in changes["events"]] == [8, 9, 10, 11]
         assert any(c["op"] == "add" and c["path"] == "/steps/refund" for c in changes["changes"])
-        assert "forked d1@7 as d1-retry" in run(target, "fork", "d1", "--at", "7", "--new", "d1-retry")
-        assert "d1-retry at revision 1: running" in run(target, "state", "d1-retry")
+        assert "forked d1@7 as d1-branch" in run(target, "fork", "d1", "--at", "7", "--new", "d1-branch")
+        assert "d1-branch at revision 1: running" in run(target, "state", "d1-branch")
 
     def test_bad_points_are_one_line_errors(self, target: Target) -> None:
         self.recorded(target)

@@ -1,0 +1,103 @@
+"""``eventstore demo``: the README's first command, a tour of what the store answers.
+
+It records two agent flows through the public API and then asks the
+questions users bring: the timeline, the read models, the state at an
+earlier revision, a diff, a fork, the audit trail, ``verify`` and a signed
+checkpoint proving the approval is in the log.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+import orjson
+
+from .audit import DecisionEntry, FailureEntry, GateEntry, audit_trail
+from .checkpoints import generate_key, inclusion_proof, take_checkpoint, verify_checkpoint_signature
+from .timetravel import diff, fork, state_at
+
+
+def register(main: click.Group, open_store: Any, errors: Any) -> None:
+    """Add ``demo`` to the ``eventstore`` group; ``open_store`` opens a store with the flow read models."""
+
+    @main.command()
+    @click.option("--flow", "flow_id", default=None, help="Flow id to record (default: a new one).")
+    @click.pass_context
+    def demo(ctx: click.Context, flow_id: str | None) -> None:
+        """Record two agent flows (a retry, decisions, an approval, a rejection, a failure), then
+        show their timeline, read models, a past state, a diff, a fork, the audit trail, verify
+        and a signed checkpoint."""
+        from projections import FlowQueries
+        from projections.demo import record_refund_flow, record_rejected_flow
+
+        flow_id = flow_id or f"refund-{datetime.now(UTC):%Y%m%d-%H%M%S-%f}"
+        with open_store(ctx) as store, errors():
+            session = f"session-{flow_id}"
+            record_refund_flow(store, flow_id, session=session)
+            click.echo(f"recorded flow {flow_id} in {ctx.obj['url']}\n")
+            for event in store.read_flow(flow_id):
+                actor = event.metadata.get("actor", "-")
+                summary = orjson.dumps(event.data).decode()
+                click.echo(
+                    f"  r{event.revision:<3} {event.recorded_at:%H:%M:%S.%f}  {event.type:<17} "
+                    f"{actor:<17} {summary[:58]:<58}  {event.hash[:12]}"
+                )
+            queries = FlowQueries(store)
+            flow = queries.flow(flow_id)
+            click.echo(f"\nread model: {flow.status}, revision {flow.revision}, state {flow.state}")
+            for step in queries.steps(flow_id):
+                gate = f", gate {step.gate_status} by {step.gate_by}" if step.gate_status else ""
+                click.echo(f"  step {step.step_id}: {step.status} after {step.attempts} attempt(s){gate}")
+            second = f"{flow_id}-b"
+            record_rejected_flow(store, second, session=session)
+            click.echo(f"\nrecorded flow {second} in the same session: a reviewer rejects, the flow fails")
+
+            before = state_at(store, flow_id, revision=6)
+            lookup = before.steps["lookup"]
+            click.echo(f"\nstate at revision 6: step lookup {lookup.status}, attempt {lookup.attempts}")
+            changes = [c for c in diff(store, flow_id, 6, 12).changes if c.path.startswith("/steps/")]
+            click.echo(
+                f"diff 6 -> 12: {len(changes)} step changes, e.g. " + ", ".join(c.path for c in changes[:3])
+            )
+            forked = f"{flow_id}-retry"
+            fork(store, flow_id, at_revision=8, new_flow_id=forked, metadata={"actor": "human:ann"})
+            click.echo(f"fork: {forked} starts from revision 8 (after the decision, before the approval)")
+
+            click.echo(f"\naudit of {session}: what the agent decided and why, who approved or rejected it")
+            approval = None
+            labels = {flow_id: "flow 1", second: "flow 2"}
+            for entry in audit_trail(store, session=session):
+                where = f"  {labels.get(entry.flow_id, entry.flow_id)} r{entry.revision:<3}"
+                if isinstance(entry, DecisionEntry):
+                    click.echo(
+                        f"{where} {entry.actor} decided {entry.decision!r} "
+                        f"(confidence {entry.confidence}): {entry.rationale}"
+                    )
+                elif isinstance(entry, GateEntry) and entry.action != "opened":
+                    approval = approval or entry
+                    chosen = f" {', '.join(entry.selections)}" if entry.selections else ""
+                    click.echo(f"{where} {entry.actor} {entry.action}{chosen} after seeing {entry.prompt!r}")
+                elif isinstance(entry, FailureEntry):
+                    click.echo(f"{where} {entry.type}: {entry.error}")
+            report = store.verify()
+            verdict = "OK" if report.ok else "BROKEN"
+            click.echo(
+                f"\nverify: {verdict} ({report.events_checked} events in {report.flows_checked} flows, "
+                "hash chains intact)"
+            )
+            checkpoint = take_checkpoint(store, generate_key())  # a throwaway key, for the demo only
+            if approval is not None:
+                proof = inclusion_proof(store, approval.event_id, checkpoint)
+                proof.verify(checkpoint)
+                verify_checkpoint_signature(checkpoint)
+                click.echo(
+                    f"checkpoint: {checkpoint.tree_size} events, "
+                    f"Merkle root {checkpoint.root_hash.hex()[:16]}, "
+                    f"Ed25519-signed; the approval is proven in it ({len(proof.path)} hashes)"
+                )
+            click.echo(
+                f"\nnext: eventstore history {flow_id}\n      eventstore audit --session {session}\n"
+                f"      eventstore diff {flow_id} 6 12\n      docs/cli.md lists every command."
+            )
