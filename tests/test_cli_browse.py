@@ -18,6 +18,7 @@ from click.testing import CliRunner, Result
 from eventstore.audit import caused_by, find_event
 from eventstore.cli import main
 from projections import FlowProjection, FlowService
+from projections.demo import record_refund_flow
 
 from .conftest import Target
 
@@ -40,10 +41,10 @@ def lines(result: Result) -> list[dict]:  # type: ignore[type-arg]
 
 @pytest.fixture
 def recorded(target: Target) -> Target:
-    """The demo flow d1 (finished), and f2 of session s2: a decision that causes a failing step."""
+    """The demo's refund flow as d1 (finished), and f2 of session s2: a decision causing a failing step."""
     cli(target, "db", "upgrade")
-    cli(target, "demo", "--flow", "d1")
     with target.open(projections=[FlowProjection()]) as store:
+        record_refund_flow(store, "d1")
         flows = FlowService(store)
         flows.start_flow("f2", controller_id="bot", goal="pay", owner_session_key="s2")
         decided = flows.record_decision(
@@ -273,5 +274,5 @@ class TestPresentation:
         os.close(follower)
         drawn = os.read(leader, 65536).decode()
         os.close(leader)
-        assert done.returncode == 0 and b"OK: 16 events" in done.stdout
-        assert "verifying" in drawn and "16/16" in drawn
+        assert done.returncode == 0 and b"OK: 24 events" in done.stdout
+        assert "verifying" in drawn and "24/24" in drawn
