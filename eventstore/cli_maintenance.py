@@ -11,6 +11,8 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +22,11 @@ import orjson
 
 if TYPE_CHECKING:
     from .maintenance import Maintenance
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+EXIT_STATUS = {"failed": 1, "lost": 3}
+"""``maintain --once``: the exit status of a run that did not go through (0 for ``ok`` and ``skipped``)."""
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
@@ -43,7 +50,14 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     )
     @click.option("--status", is_flag=True, help="Show each job's schedule and last run, then exit.")
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (--once, --status).")
-    @click.option("--log-level", default="INFO", show_default=True, help="Logging level on standard error.")
+    @click.option(
+        "--log-level",
+        type=click.Choice(LOG_LEVELS, case_sensitive=False),
+        metavar="LEVEL",
+        default="INFO",
+        show_default=True,
+        help="What to log on standard error: DEBUG (with tracebacks), INFO, WARNING, ERROR or CRITICAL.",
+    )
     @click.pass_context
     def maintain(
         ctx: click.Context,
@@ -56,15 +70,16 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     ) -> None:
         """Run the maintenance jobs on their schedules until SIGINT or SIGTERM.
 
-        With --once JOB, run that job now and exit (status 1 if it failed).
-        Several `maintain` processes may share a database: each job runs once
-        per period among them.
+        With --once JOB, run that job now and exit: status 1 if it failed, 3 if
+        it lost its lease to another process mid-run. Several `maintain`
+        processes may share a database: each job runs once per period among
+        them.
         """
         from .cli import _import_projection
         from .maintenance import Maintenance
         from .maintenance_config import MaintenanceConfig
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        ctx.with_resource(_logging_to_stderr(log_level.upper()))
         with errors():
             config = MaintenanceConfig.load(config_path) if config_path else MaintenanceConfig()
         projections = [_import_projection(path) for path in catch_up]
@@ -80,10 +95,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 if as_json:
                     click.echo(orjson.dumps(line, default=str).decode())
                 else:
-                    said = result.error or orjson.dumps(result.details, default=str).decode()
+                    said = _first_line(result.error) or orjson.dumps(result.details, default=str).decode()
                     click.echo(f"{result.name}: {result.status} {said}")
-                if result.status == "failed":
-                    sys.exit(1)
+                if result.status in EXIT_STATUS:
+                    sys.exit(EXIT_STATUS[result.status])
             else:
                 _serve(service)
 
@@ -106,6 +121,41 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             )
         else:
             click.echo(f"backed up to {done.path} ({done.bytes:,} bytes in {done.seconds:.2f}s)")
+
+
+class _OneLineFormatter(logging.Formatter):
+    """Log lines without tracebacks: an exception shows as ``Type: message`` on the line it explains."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.exc_info or record.exc_text or record.stack_info:
+            exc = record.exc_info[1] if record.exc_info else None
+            record = logging.makeLogRecord(
+                {**record.__dict__, "exc_info": None, "exc_text": None, "stack_info": None}
+            )
+            if exc is not None:
+                record.msg, record.args = f"{record.getMessage()} ({type(exc).__name__}: {exc})", None
+        return _first_line(super().format(record))
+
+
+@contextmanager
+def _logging_to_stderr(level: str) -> Iterator[None]:
+    """Log at ``level`` to standard error for the command's lifetime; tracebacks only at DEBUG."""
+    handler = logging.StreamHandler(sys.stderr)
+    formatter = logging.Formatter if level == "DEBUG" else _OneLineFormatter
+    handler.setFormatter(formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+
+
+def _first_line(text: str | None) -> str:
+    return next(iter((text or "").splitlines()), "")
 
 
 def _serve(service: Maintenance) -> None:

@@ -18,6 +18,9 @@ from pathlib import Path
 from .errors import InvalidInput, NotSupported, StorageError
 from .store import EventStore
 
+PAGES_PER_STEP = 4096
+"""How many pages ``backup`` copies between calls of its progress hook (16 MiB at 4 KiB pages)."""
+
 PG_DUMP_ADVICE = (
     "use pg_dump (for example `pg_dump --format=custom --file=audit.dump DBNAME`), "
     "see docs/operations.md#backup-and-restore"
@@ -60,7 +63,8 @@ def wal_checkpoint(store: EventStore) -> WalCheckpoint:
     WAL frames makes it report ``busy`` and leave the WAL for the next time.
     """
     sqlite_file(store, "wal checkpoint")
-    with store.engine.connect() as conn:
+    store._check_open()
+    with store._guard(), store.engine.connect() as conn:
         row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
     return WalCheckpoint(bool(row[0]), int(row[1]), int(row[2]))
 
@@ -73,7 +77,8 @@ def check_database(store: EventStore, *, quick: bool = True) -> list[str]:
     """
     sqlite_file(store, "integrity_check")
     pragma = "quick_check" if quick else "integrity_check"
-    with store.engine.connect() as conn:
+    store._check_open()
+    with store._guard(), store.engine.connect() as conn:
         return [str(row[0]) for row in conn.exec_driver_sql(f"PRAGMA {pragma}")]
 
 
@@ -83,10 +88,12 @@ def backup(
     """Copy the live database to ``path`` with SQLite's online backup API.
 
     Writers carry on meanwhile: the copy is one consistent snapshot (one read
-    transaction on the WAL). It is written beside ``path`` and renamed into
-    place once SQLite's ``quick_check`` passes on it, so ``path`` never holds a
+    transaction on the WAL, held across the copy's steps, so their writes
+    never restart it). It is written beside ``path`` and renamed into place
+    once SQLite's ``quick_check`` passes on it, so ``path`` never holds a
     partial copy. An existing ``path`` is refused. ``progress(remaining,
-    total)`` is called with page counts.
+    total)`` is called with page counts after each step of
+    ``PAGES_PER_STEP`` pages.
     """
     source = sqlite_file(store, "backup")
     target = Path(path)
@@ -99,9 +106,14 @@ def backup(
     started = time.perf_counter()
     try:
         with closing(sqlite3.connect(source, timeout=30.0)) as src, closing(sqlite3.connect(partial)) as dst:
+            src.execute("BEGIN")
+            src.execute("SELECT count(*) FROM sqlite_master")  # the snapshot every step copies from
             src.backup(
-                dst, pages=-1, progress=(lambda _s, left, total: progress(left, total)) if progress else None
+                dst,
+                pages=PAGES_PER_STEP,
+                progress=(lambda _s, left, total: progress(left, total)) if progress else None,
             )
+            src.rollback()
             dst.execute("PRAGMA journal_mode = DELETE")  # one self-contained file, no -wal beside it
             pages = int(dst.execute("PRAGMA page_count").fetchone()[0])
             found = [str(row[0]) for row in dst.execute("PRAGMA quick_check")]

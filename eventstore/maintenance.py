@@ -30,7 +30,7 @@ from apscheduler.schedulers.background import (  # type: ignore[import-untyped] 
 )
 
 from . import job_leases
-from .errors import EventStoreError, InvalidInput, JobLeaseLost
+from .errors import InvalidInput, JobLeaseLost
 from .integrity import format_time
 from .job_leases import Claim, JobStatus
 from .maintenance_config import DEFAULT_JOBS, JobConfig, MaintenanceConfig
@@ -79,6 +79,7 @@ class JobContext:
         """Where the last run of this job left off (``maintenance_jobs.last_position``)."""
         self._held = held
         self._settings = settings
+        self._renewed = self.now()
 
     def now(self) -> datetime:
         return self.service.clock()
@@ -100,8 +101,18 @@ class JobContext:
             lease_seconds=self._settings.lease_seconds,
             position=position,
         )
+        self._renewed = self.now()
         if position is not None:
             self.position = position
+
+    def renew_if_due(self) -> None:
+        """Renew the lease if a tenth of it has passed since it was last renewed (``JobLeaseLost`` too).
+
+        For progress hooks, which may be called far more often than the lease
+        needs renewing: most calls only read the clock.
+        """
+        if (self.now() - self._renewed).total_seconds() >= self._settings.lease_seconds / 10:
+            self.renew()
 
 
 class Maintenance:
@@ -201,8 +212,8 @@ class Maintenance:
         except JobLeaseLost as lost:
             log.warning("maintenance: %s stopped: %s", name, lost)
             return JobResult(name, "lost", error=str(lost))
-        except Exception as exc:  # a job's failure is recorded and logged, never kills the scheduler
-            log.exception("maintenance: %s failed", name)
+        except Exception as exc:  # a job's failure, a bug included, is recorded and logged; it never escapes
+            _log_error(f"maintenance: {name} failed", exc)
             return self._finish(held, JobResult(name, "failed", error=f"{type(exc).__name__}: {exc}"))
         except BaseException:
             job_leases.finish(self.store, held, now=self.clock(), status="interrupted")
@@ -210,7 +221,7 @@ class Maintenance:
         return self._finish(held, JobResult(name, "ok", details))
 
     def _finish(self, held: Claim, result: JobResult) -> JobResult:
-        if result.status != "failed":  # a failure was logged with its traceback already
+        if result.status != "failed":  # a failure was logged already
             log.info("maintenance: %s %s %s", result.name, result.status, result.details)
         kept = job_leases.finish(
             self.store,
@@ -264,10 +275,11 @@ class Maintenance:
         log.info("maintenance: started %s as %s", ", ".join(self.enabled()) or "no jobs", self.owner)
 
     def _fire(self, name: str) -> None:
+        """Run a job for its period on a scheduler thread; what goes wrong is logged, never raised."""
         try:
             self.run_once(name, period=self.period_of(name))
-        except EventStoreError:  # the database refused the claim or the record: try next period
-            log.exception("maintenance: %s could not run", name)
+        except Exception as exc:  # say, the database refused the claim or the record: try next period
+            _log_error(f"maintenance: {name} could not run", exc)
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop scheduling; with ``wait``, let running jobs finish (they stop at their next batch)."""
@@ -284,6 +296,12 @@ class Maintenance:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.shutdown()
+
+
+def _log_error(what: str, exc: Exception) -> None:
+    """One line at ERROR: ``what: Type: message``; the traceback too only when DEBUG is enabled."""
+    first = next(iter(str(exc).splitlines()), "")
+    log.error("%s: %s: %s", what, type(exc).__name__, first, exc_info=log.isEnabledFor(logging.DEBUG))
 
 
 __all__ = ["DEFAULT_JOBS", "Job", "JobContext", "JobResult", "JobSkipped", "Maintenance", "MaintenanceConfig"]

@@ -133,7 +133,8 @@ def _unsnapshotted(store: EventStore, after: int, head: int, every: int) -> Iter
         .group_by(e.flow_id)
         .having(sa.func.max(e.revision) >= every)
     )
-    with store.engine.connect() as conn:
+    store._check_open()
+    with store._guard(), store.engine.connect() as conn:
         candidates = {row[0]: (row[1] // every) * every for row in conn.execute(grown)}
     ids = sorted(candidates)
     for start in range(0, len(ids), 500):
@@ -143,7 +144,8 @@ def _unsnapshotted(store: EventStore, after: int, head: int, every: int) -> Iter
             .where(s.flow_id.in_(chunk), s.fold_version == FOLD_VERSION)
             .group_by(s.flow_id)
         )
-        with store.engine.connect() as conn:
+        store._check_open()
+        with store._guard(), store.engine.connect() as conn:
             have = {row[0]: row[1] for row in conn.execute(newest)}
         for flow_id in chunk:
             if have.get(flow_id, 0) < candidates[flow_id]:
@@ -246,7 +248,7 @@ def scheduled_backup(ctx: JobContext) -> dict[str, Any]:
         raise _skip("online backup is for SQLite; back PostgreSQL up with pg_dump")
     policy.directory.mkdir(parents=True, exist_ok=True)
     name = f"eventstore-{ctx.now():%Y%m%dT%H%M%S%fZ}.db"
-    made = backup(ctx.store, policy.directory / name)
+    made = backup(ctx.store, policy.directory / name, progress=lambda _left, _total: ctx.renew_if_due())
     copies = sorted(policy.directory.glob("eventstore-*.db"))
     removed = copies[: max(0, len(copies) - policy.keep)]
     for old in removed:
@@ -267,7 +269,12 @@ def retention(ctx: JobContext) -> dict[str, Any]:
     if policy is None:
         policy = dict(config.keep_days)
     report = module.run_retention(
-        ctx.store, policy, config.archive_dir, pruners=[prune_flow_read_models], max_flows=config.max_flows
+        ctx.store,
+        policy,
+        config.archive_dir,
+        pruners=[prune_flow_read_models],
+        max_flows=config.max_flows,
+        progress=lambda _progress: ctx.renew_if_due(),  # a long run keeps its lease
     )
     return summary(report)
 

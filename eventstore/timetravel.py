@@ -239,7 +239,8 @@ def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[Flo
         .order_by(s.revision.desc())
         .limit(3)
     )
-    with store.engine.connect() as conn:
+    store._check_open()
+    with store._guard(), store.engine.connect() as conn:
         for revision, event_hash, state_hash, logged in conn.execute(candidates).all():
             if logged is None or bytes(logged) != bytes(event_hash):
                 continue  # the history it was taken from is not the history now
@@ -277,12 +278,16 @@ def _decode(store: EventStore, flow_id: str, revision: int, head: dict[str, Any]
 
 
 def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
-    """Reads a snapshot's parts when their steps are first used; the log answers for a bad one."""
+    """Reads a snapshot's parts when their steps are first used; the log answers for a bad one.
+
+    That may be long after ``state_at`` returned: once the store is closed, ``StoreClosed``.
+    """
     p = snapshot_parts.c
 
     def load(wanted: list[tuple[bytes, list[str]]]) -> dict[str, StepState]:
         bodies: dict[bytes, str] = {}
-        with store.engine.connect() as conn:
+        store._check_open()
+        with store._guard(), store.engine.connect() as conn:
             for start in range(0, len(wanted), 500):
                 hashes = [part_hash for part_hash, _ in wanted[start : start + 500]]
                 query = sa.select(p.hash, p.body).where(

@@ -5,12 +5,23 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
 
-from eventstore import EventStore, InvalidInput, NewEvent, NotSupported
-from eventstore.housekeeping import backup
+from eventstore import (
+    EventStore,
+    InvalidInput,
+    NewEvent,
+    NotSupported,
+    StorageError,
+    StoreClosed,
+    housekeeping,
+    maintenance_jobs,
+)
+from eventstore.housekeeping import backup, check_database, wal_checkpoint
+from eventstore.integrity import format_time
 from eventstore.maintenance import Maintenance
 from eventstore.maintenance_config import MaintenanceConfig
 from projections import FlowProjection, FlowService
@@ -52,6 +63,22 @@ class TestBackup:
             backup(sqlite_store, tmp_path / "taken.db")
         assert (tmp_path / "taken.db").read_text() == "precious"
 
+    def test_writers_carry_on_between_its_steps_and_are_not_in_the_copy(
+        self, sqlite_store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        record_some(sqlite_store)
+        monkeypatch.setattr(housekeeping, "PAGES_PER_STEP", 5)
+        remaining: list[int] = []
+
+        def write_meanwhile(left: int, total: int) -> None:
+            remaining.append(left)
+            sqlite_store.append("meanwhile", [NewEvent("Noted", {})])
+
+        done = backup(sqlite_store, tmp_path / "copy.db", progress=write_meanwhile)
+        assert len(remaining) > 3 and remaining == sorted(remaining, reverse=True)  # never restarted
+        with EventStore.open(f"sqlite:///{done.path}", create=False) as copy:
+            assert copy.last_position() == 26 and copy.verify().ok
+
     def test_postgresql_is_pointed_to_pg_dump(self, pg_target: Target, tmp_path: Path) -> None:
         with pg_target.open() as store:
             with pytest.raises(NotSupported, match="backup is not supported on postgresql: use pg_dump"):
@@ -75,6 +102,29 @@ class TestBackup:
             "eventstore-20300103T010002000000Z.db",
         ]
 
+    def test_a_long_backup_job_renews_its_lease(
+        self, sqlite_store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        record_some(sqlite_store)
+        monkeypatch.setattr(housekeeping, "PAGES_PER_STEP", 5)
+        held: list[bool] = []
+
+        def slow_backup(store: EventStore, path: Path, progress: Any = None) -> Any:
+            def step_done(left: int, total: int) -> None:  # ten minutes a step: past the hour's lease
+                clock.tick(timedelta(minutes=10))
+                if progress is not None:
+                    progress(left, total)
+                (row,) = [row for row in Maintenance(store).status() if row.name == "backup"]
+                held.append((row.lease_until or "") > format_time(store.clock()))
+
+            return backup(store, path, progress=step_done)
+
+        monkeypatch.setattr(maintenance_jobs, "backup", slow_backup)
+        config = MaintenanceConfig.parse({"backup": {"directory": str(tmp_path / "b")}})
+        with freeze_time("2030-01-01") as clock:
+            assert Maintenance(sqlite_store, config).run_once("backup").status == "ok"
+        assert len(held) > 6 and all(held)
+
 
 class TestSqliteChecks:
     def test_a_wal_checkpoint_truncates_the_wal(self, sqlite_store: EventStore, tmp_path: Path) -> None:
@@ -90,3 +140,14 @@ class TestSqliteChecks:
         service = Maintenance(sqlite_store)
         assert service.run_once("quick-check").details == {"result": "ok"}
         assert service.run_once("integrity-check").details == {"result": "ok"}  # disabled, but runs on demand
+
+    def test_they_go_through_the_store(self, sqlite_store: EventStore, tmp_path: Path) -> None:
+        sqlite_store.engine.dispose()  # the next check opens the file afresh
+        for name in ("live.db-wal", "live.db-shm"):
+            (tmp_path / name).unlink(missing_ok=True)
+        (tmp_path / "live.db").write_bytes(b"not a database" * 1000)
+        with pytest.raises(StorageError, match="not a database"):
+            check_database(sqlite_store)
+        sqlite_store.close()
+        with pytest.raises(StoreClosed):
+            wal_checkpoint(sqlite_store)

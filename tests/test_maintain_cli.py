@@ -8,14 +8,17 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 from click.testing import CliRunner
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, NewEvent, maintenance_jobs
 from eventstore.cli import main
-from eventstore.job_leases import job_status
+from eventstore.job_leases import claim, job_status
+from eventstore.maintenance import JobContext
 
 from .conftest import Target
 from .workers import BARRIER_TIMEOUT
@@ -29,9 +32,10 @@ def prefix(target: Target) -> list[str]:
 
 
 def run(target: Target, *args: str, code: int = 0) -> str:
+    """Standard output (the logs go to standard error); all of the output if it is to fail."""
     result = CliRunner().invoke(main, [*prefix(target), *args])
     assert result.exit_code == code, result.output
-    return result.output
+    return result.stdout if code == 0 else result.output
 
 
 def read_until(process: subprocess.Popen[bytes], text: bytes) -> bytes:
@@ -47,6 +51,54 @@ def read_until(process: subprocess.Popen[bytes], text: bytes) -> bytes:
             assert chunk, f"exited early: {seen.decode()}"
             seen += chunk
     return seen
+
+
+def child(*args: str) -> subprocess.CompletedProcess[str]:
+    """``eventstore ARGS`` in a process of its own, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "eventstore", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=BARRIER_TIMEOUT,
+    )
+
+
+def failing_backup(tmp_path: Path) -> list[str]:
+    """``--url`` and ``--config`` for a store whose backup job fails: its directory is a file."""
+    (tmp_path / "taken").write_text("not a directory")
+    (tmp_path / "m.toml").write_text(f"[backup]\ndirectory = '{tmp_path / 'taken'}'\n")
+    EventStore.open(f"sqlite:///{tmp_path / 'live.db'}").close()
+    return ["--url", f"sqlite:///{tmp_path / 'live.db'}", "maintain", "--config", str(tmp_path / "m.toml")]
+
+
+class TestMaintainErrors:
+    def test_a_failing_job_is_one_line_and_status_1_never_a_traceback(self, tmp_path: Path) -> None:
+        done = child(*failing_backup(tmp_path), "--once", "backup")
+        assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
+        (logged,) = [line for line in done.stderr.splitlines() if " ERROR " in line]
+        assert "eventstore.maintenance: maintenance: backup failed: FileExistsError: " in logged
+        assert done.stdout.startswith("backup: failed FileExistsError: ")
+
+    def test_the_traceback_is_there_at_debug(self, tmp_path: Path) -> None:
+        done = child(*failing_backup(tmp_path), "--once", "backup", "--log-level", "debug")
+        assert done.returncode == 1 and "Traceback (most recent call last)" in done.stderr
+
+    def test_an_unknown_log_level_is_a_usage_error(self, target: Target) -> None:
+        assert "Invalid value for '--log-level'" in run(target, "maintain", "--log-level", "LOUD", code=2)
+
+    def test_a_run_that_lost_its_lease_exits_3(self, target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
+        def taken_over(ctx: JobContext) -> None:  # another process claims the job once the lease is over
+            later = ctx.now() + timedelta(hours=2)
+            claim(ctx.store, ctx.name, "other", now=later, lease_seconds=60, period=later)
+            ctx.renew()
+
+        target.open().close()
+        monkeypatch.setattr(maintenance_jobs, "integrity", taken_over)
+        assert "integrity: lost maintenance job 'integrity'" in run(
+            target, "maintain", "--once", "integrity", code=3
+        )
 
 
 class TestMaintain:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from eventstore import EventStore, InvalidInput, JobLeaseLost
+from eventstore import EventStore, InvalidInput, JobLeaseLost, StorageError, StoreClosed, job_leases
 from eventstore.job_leases import claim, renew
 from eventstore.maintenance import Job, JobContext, Maintenance
 from eventstore.maintenance_config import JobConfig, MaintenanceConfig
@@ -110,6 +110,32 @@ class TestJobLeases:
         assert rows["record"].last_result == {"period": "2030-01-01T12:00:00.000000Z"}
         assert (rows["boom"].last_status, rows["boom"].last_error) == ("failed", "RuntimeError: boom")
 
+    def test_a_failure_is_one_log_line_with_its_traceback_only_at_debug(
+        self, store: EventStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def broken(ctx: JobContext) -> None:
+            raise KeyError("a bug")
+
+        service = Maintenance(store, jobs=[Job("broken", broken, JobConfig(every=60))])
+        with caplog.at_level(logging.INFO, logger="eventstore.maintenance"):
+            assert service.run_once("broken", period=NOON).error == "KeyError: 'a bug'"
+        (failure,) = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert (
+            failure.getMessage() == "maintenance: broken failed: KeyError: 'a bug'" and not failure.exc_info
+        )
+        with caplog.at_level(logging.DEBUG, logger="eventstore.maintenance"):
+            service.run_once("broken", period=NOON + timedelta(minutes=1))
+        assert caplog.records[-1].exc_info is not None
+
+    def test_the_job_table_reads_through_the_store(self, target: Target) -> None:
+        with target.open() as store:
+            with store.engine.begin() as conn:
+                conn.exec_driver_sql("DROP TABLE maintenance_jobs")
+            with pytest.raises(StorageError, match="maintenance_jobs"):
+                Maintenance(store).status()
+        with pytest.raises(StoreClosed):
+            Maintenance(store).status()
+
 
 class TestConcurrentServices:
     def test_threads_on_two_stores_run_each_period_once(self, target: Target) -> None:
@@ -151,3 +177,15 @@ class TestScheduler:
             assert ran.wait(BARRIER_TIMEOUT)
         (row,) = [row for row in service.status() if row.name == "probe"]
         assert row.last_status == "ok" and row.period is not None and row.period.endswith(":00:00.000000Z")
+
+    def test_a_run_that_cannot_start_is_logged_not_raised_on_the_scheduler_thread(
+        self, store: EventStore, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def claim_with_a_bug(*args: object, **kwargs: object) -> None:
+            raise TypeError("a bug in the claim")
+
+        monkeypatch.setattr(job_leases, "claim", claim_with_a_bug)
+        with caplog.at_level(logging.ERROR, logger="eventstore.maintenance"):
+            Maintenance(store, jobs=[RECORDER])._fire("record")  # what the scheduler calls
+        (logged,) = caplog.records
+        assert logged.getMessage() == "maintenance: record could not run: TypeError: a bug in the claim"

@@ -6,6 +6,7 @@ import logging
 import sys
 import types
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +16,10 @@ from freezegun import freeze_time
 
 from eventstore import EventStore, NewEvent
 from eventstore.checkpoints import generate_key
+from eventstore.exportfile import Progress
 from eventstore.flows import FOLD_VERSION
 from eventstore.incremental_verify import SYSTEM_INTEGRITY_FLOW
+from eventstore.integrity import format_time
 from eventstore.maintenance import Maintenance
 from eventstore.maintenance_config import MaintenanceConfig
 from eventstore.schema import flow_snapshots, pruned_events
@@ -128,6 +131,15 @@ class TestSnapshotJob:
             )
         assert maintenance.run_once("snapshots").details == {"snapshotted": 0, "removed": 1, "position": 13}
 
+    def test_a_database_error_is_the_stores_error(self, store: EventStore) -> None:
+        append(store, "f", 3)
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE flow_snapshots")
+        result = Maintenance(store, MaintenanceConfig.parse({"snapshots": {"every": 2}})).run_once(
+            "snapshots"
+        )
+        assert result.status == "failed" and (result.error or "").startswith("StorageError: ")
+
 
 @dataclass(frozen=True)
 class RetentionReport:
@@ -154,6 +166,27 @@ class TestRetentionJob:
         result = Maintenance(store, config).run_once("retention")
         assert calls == [(store, {"finished": 30}, tmp_path, 10_000)]
         assert result.details == {"pruned": ["f"], "archive": str(tmp_path / "a.jsonl.gz")}
+
+    def test_a_long_run_renews_its_lease_from_the_progress_hook(
+        self, store: EventStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        held: list[bool] = []
+
+        def run_retention(*args: Any, progress: Any = None, **options: Any) -> RetentionReport:
+            for stage in ("exporting", "verifying", "pruning"):  # 40 minutes each, on an hour's lease
+                clock.tick(timedelta(minutes=40))
+                if progress is not None:
+                    progress(Progress(stage, 1))
+                (row,) = [row for row in Maintenance(store).status() if row.name == "retention"]
+                held.append((row.lease_until or "") > format_time(store.clock()))
+            return RetentionReport([], tmp_path)
+
+        monkeypatch.setitem(
+            sys.modules, "eventstore.retention", types.SimpleNamespace(run_retention=run_retention)
+        )
+        with freeze_time("2030-01-01") as clock:
+            assert Maintenance(store).run_once("retention").status == "ok"
+        assert held == [True, True, True]
 
     def test_old_flows_are_archived_and_pruned_with_their_read_models(
         self, flow_store: EventStore, tmp_path: Path

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, NewEvent, StorageError, StoreClosed
 from eventstore.flows import FlowView, StepState
 from eventstore.snapshots import PART_SIZE, Steps
 from eventstore.timetravel import diff, diff_states, state_at
@@ -72,6 +72,26 @@ def test_a_damaged_or_missing_part_is_folded_from_the_log(long_flow: EventStore,
         conn.exec_driver_sql(damage)
         conn.commit()
     assert state_at(long_flow, "f", revision=1250, snapshot_every=0) == folded(long_flow, 1250)
+
+
+def test_parts_loaded_after_the_store_closed_are_store_closed(long_flow: EventStore) -> None:
+    state_at(long_flow, "f", snapshot_every=EVERY)
+    view = state_at(long_flow, "f", revision=1201, snapshot_every=0)
+    long_flow.close()
+    with pytest.raises(StoreClosed):
+        view.steps["s0000"]
+
+
+def test_database_errors_in_snapshot_reads_are_storage_errors(long_flow: EventStore) -> None:
+    state_at(long_flow, "f", snapshot_every=EVERY)
+    view = state_at(long_flow, "f", revision=1201, snapshot_every=0)
+    with long_flow.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE snapshot_parts")
+        conn.exec_driver_sql("DROP TABLE flow_snapshots")
+    with pytest.raises(StorageError, match="snapshot_parts"):
+        view.steps["s0000"]  # parts load when a step is first used
+    with pytest.raises(StorageError, match="flow_snapshots"):
+        state_at(long_flow, "f", revision=1201)
 
 
 def test_a_copy_is_independent(long_flow: EventStore) -> None:
