@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 
 class EventStoreError(Exception):
@@ -122,6 +123,25 @@ class FlowExists(InvalidTransition):
     """A flow with this id was already started."""
 
 
+class FlowPruned(FlowExists):
+    """The flow was pruned by retention: restore it from its archive, or use another flow id.
+
+    Its id stays taken: an append that would start the flow again is refused,
+    so the archive can always be restored.
+    """
+
+    def __init__(self, flow_id: str, archive_id: str | None) -> None:
+        self.archive_id = archive_id
+        archive = "its archive" if archive_id is None else f"archive {archive_id!r}"
+        command = f"eventstore archive restore {archive_id or 'ARCHIVE_ID'} {flow_id}"
+        super().__init__(
+            flow_id,
+            f"was pruned by retention into {archive}: restore it (`{command}` or "
+            "eventstore.retention.restore) or use another flow id",
+            status="pruned",
+        )
+
+
 class StepClosed(InvalidTransition):
     """The step is terminal (completed, failed, skipped, timed out); it never changes again."""
 
@@ -195,6 +215,19 @@ class ProjectionError(EventStoreError):
 
 class InvalidProof(IntegrityViolation):
     """A Merkle proof or checkpoint signature does not verify, or is malformed."""
+
+
+class RebuildInProgress(ConcurrencyError):
+    """A projection rebuild holds its claim, so a retention prune or restore must wait; run it again later."""
+
+    def __init__(self, action: str, projections: Sequence[str], until: datetime) -> None:
+        self.projections = list(projections)
+        self.until = until
+        names = ", ".join(map(repr, self.projections))
+        super().__init__(
+            f"{action} refused: a rebuild of {names} holds its claim until {until.isoformat()} "
+            "(it renews while it runs); run it again when the rebuild has finished"
+        )
 
 
 class JobLeaseLost(ConcurrencyError):

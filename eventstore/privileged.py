@@ -6,9 +6,10 @@
   in commit order; their hashes are kept, since a chain hash does not cover
   the position (docs/integrity.md). The caller has verified the chains.
 * ``delete_flows`` deletes whole flows for the retention prune: the one
-  DELETE the append-only triggers let through, because it names the flows in
-  ``prune_authorisations`` inside its own transaction and empties that table
-  again before the transaction ends.
+  DELETE the append-only triggers let through (never of a flow under legal
+  hold), because it names the flows in ``prune_authorisations`` inside its
+  own transaction and empties that table again before the transaction ends.
+  It refuses to run while the table holds rows committed by anyone else.
 
 Both run on a connection inside ``store.transaction()``. ``pruned_problems``
 is what ``EventStore.verify`` adds to account for pruned flows.
@@ -23,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .errors import IntegrityViolation
 from .integrity import Problem, StoredRow
 from .schema import flow_events, flow_tombstones, prune_authorisations, pruned_events
 
@@ -105,11 +107,22 @@ def delete_flows(conn: sa.Connection, flow_ids: Sequence[str]) -> int:
 
     Records each event's (position, flow, revision, hash) in ``pruned_events``
     first, so the global Merkle tree keeps its leaves. Tombstones are the
-    caller's to write, in the same transaction.
+    caller's to write, in the same transaction. The caller holds the append
+    lock (``lock_appends``).
+
+    Authorisations committed by someone else are evidence, not litter: they
+    are left for ``verify`` to report (``prune-authorisation-left``) and the
+    prune refuses with ``IntegrityViolation`` until someone has looked.
     """
-    c = flow_events.c
+    left = conn.execute(sa.select(sa.func.count()).select_from(prune_authorisations)).scalar_one()
+    if left:
+        raise IntegrityViolation(
+            f"prune_authorisations holds {left} row(s) that no running prune wrote: they let anyone delete "
+            "those flows' events. Nothing was pruned; `eventstore verify` reports them "
+            "(prune-authorisation-left). Find out who wrote them, then delete them by hand"
+        )
+    c, a = flow_events.c, prune_authorisations.c
     deleted = 0
-    conn.execute(prune_authorisations.delete())  # never more than this prune's flows
     for chunk in chunks(flow_ids):
         conn.execute(
             pruned_events.insert().from_select(
@@ -119,7 +132,7 @@ def delete_flows(conn: sa.Connection, flow_ids: Sequence[str]) -> int:
         )
         conn.execute(prune_authorisations.insert(), [{"flow_id": flow_id} for flow_id in chunk])
         deleted += conn.execute(flow_events.delete().where(c.flow_id.in_(chunk))).rowcount
-        conn.execute(prune_authorisations.delete())
+        conn.execute(prune_authorisations.delete().where(a.flow_id.in_(chunk)))  # empty again
     return deleted
 
 

@@ -12,8 +12,10 @@ run cut short anywhere is finished by the next one, and an archive whose file
 no longer verifies is marked ``failed`` without anything being deleted.
 
 Legal holds (``hold``/``release``) keep a flow from ever being pruned;
-``restore`` puts a pruned flow back from its archive. docs/operations.md
-describes the whole cycle.
+``restore`` puts a pruned flow back from its archive. A pruned flow's id
+stays taken (appending to it raises ``FlowPruned``), and no prune or restore
+runs while a projection rebuild holds its claim (``RebuildInProgress``).
+docs/operations.md describes the whole cycle.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .errors import (
     FlowNotFound,
     IntegrityViolation,
     InvalidInput,
+    RebuildInProgress,
     StorageError,
 )
 from .exchange import export_events, flow_heads, run_import
@@ -42,7 +45,15 @@ from .flows import FLOW_TERMINAL, FlowView
 from .integrity import format_time
 from .preparation import check_flow_id
 from .privileged import chunks, delete_flows, lock_appends
-from .schema import archives, flow_events, flow_snapshots, flow_tombstones, legal_holds, snapshot_parts
+from .schema import (
+    archives,
+    flow_events,
+    flow_snapshots,
+    flow_tombstones,
+    legal_holds,
+    projection_checkpoints,
+    snapshot_parts,
+)
 from .store import EventStore, Transaction
 
 Pruner = Callable[[Transaction, Sequence[str]], None]
@@ -187,6 +198,10 @@ def run_retention(
     read models), in addition to the ``prune_flows`` method of any inline
     projection the store was opened with. At most ``max_flows`` flows are
     pruned per run, the oldest first. With ``dry_run`` nothing is written.
+
+    While a projection rebuild holds its claim, the run raises
+    ``RebuildInProgress`` before it prunes anything; an archive already
+    verified stays so, and the next run prunes it.
     """
     if type(max_flows) is not int or max_flows < 1:
         raise InvalidInput(f"max_flows must be an int >= 1, not {max_flows!r}")
@@ -195,6 +210,8 @@ def run_retention(
     if dry_run:
         eligible, held = _select(store, policy, max_flows)
         return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
+    with store._guard(), store.engine.connect() as conn:  # before writing an archive it could not prune
+        _refuse_during_rebuild(store, conn, "retention")
     total = _Outcome()
     repaired, failed = [], []
     for archive in list_archives(store):
@@ -377,6 +394,7 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
             query = query.with_for_update()
         if conn.execute(query).scalar_one_or_none() != "verified":
             return outcome  # another process finished it meanwhile
+        _refuse_during_rebuild(store, conn, f"pruning archive {archive_id} (it stays verified)")
         flow_ids = [segment.flow_id for segment in manifest.flows]
         heads = flow_heads(conn, flow_ids)
         kept = _held(conn, flow_ids) | set(_tombstoned(conn, flow_ids))
@@ -423,6 +441,32 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
             .values(status="pruned", finished_at=now)
         )
     return outcome
+
+
+_REBUILD_CLAIM = "#rebuild"
+"""The suffix of a rebuild's claim in ``projection_checkpoints`` (kind ``lock``; ``updated_at``
+is when its lease expires), as ``projections.base`` writes it."""
+
+
+def _refuse_during_rebuild(store: EventStore, conn: sa.Connection, action: str) -> None:
+    """Raise ``RebuildInProgress`` if a projection rebuild holds an unexpired claim.
+
+    A rebuild folds the log into fresh tables that pruners never see, then
+    swaps them in: pruning meanwhile would bring the pruned flows back into
+    the read model. Checked under the append lock, which a rebuild also
+    takes to claim and to swap, so a rebuild claimed after this check reads
+    the log without the pruned flows.
+    """
+    c = projection_checkpoints.c
+    claims = conn.execute(
+        sa.select(c.name, c.updated_at)
+        .where(c.kind == "lock", c.name.endswith(_REBUILD_CLAIM), c.updated_at > format_time(store.clock()))
+        .order_by(c.name)
+    ).all()
+    if claims:
+        names = [name.removesuffix(_REBUILD_CLAIM) for name, _ in claims]
+        until = max(datetime.fromisoformat(expiry) for _, expiry in claims)
+        raise RebuildInProgress(action, names, until)
 
 
 def _pruners(store: EventStore, extra: Sequence[Pruner]) -> list[Pruner]:
@@ -496,9 +540,14 @@ def restore(
     is verified, and must be the file the tombstones name. The events go back
     with their ids, revisions, times and hashes, at new positions at the end
     of the log, and each flow's tombstone is dropped in the transaction that
-    writes its last event. The store's inline projections are applied;
-    catch-up projections pick the events up as new. ``pruned_events`` keeps
-    the leaves of the old positions: the Merkle tree never shrinks.
+    writes its last event: until then an append cannot start the flow anew,
+    while the guard lets exactly the pruned events back in (their revision 1
+    matches the pruned leaf's hash). The store's inline projections are
+    applied; catch-up projections pick the events up as new. ``pruned_events``
+    keeps the leaves of the old positions: the Merkle tree never shrinks.
+    Refused with ``RebuildInProgress`` while a projection rebuild holds its
+    claim; a refusal part way through a long flow leaves its tombstone in
+    place, and running ``restore`` again finishes it.
     """
     found = list_archives(store, archive_id=archive_id)
     if not found:
@@ -519,8 +568,12 @@ def restore(
         raise InvalidInput(f"no flow of archive {archive_id!r} is pruned: nothing to restore")
     manifest = Manifest.read(path)
     _check_archive(path, manifest, tombstones)
+    action = f"restoring from archive {archive_id}"
+    with store._guard(), store.engine.connect() as conn:  # fail early; the writes check again
+        _refuse_during_rebuild(store, conn, action)
 
     def drop_tombstones(conn: sa.Connection, done: list[str]) -> None:
+        _refuse_during_rebuild(store, conn, action)  # under the import's append lock
         for chunk in chunks(done):
             conn.execute(flow_tombstones.delete().where(t.flow_id.in_(chunk), t.archive_id == archive_id))
 

@@ -204,7 +204,9 @@ flow_tombstones = sa.Table(
     sa.Column("pruned_at", sa.String(27), nullable=False),
 )
 """What is left of a pruned flow: enough for ``verify`` to account for it and
-for its archive to be found and checked."""
+for its archive to be found and checked. While it stands, a trigger (migration
+0005) refuses revision 1 of the flow unless it is the pruned event itself (a
+restore): the id stays taken."""
 
 pruned_events = sa.Table(
     "pruned_events",
@@ -224,8 +226,9 @@ prune_authorisations = sa.Table(
     sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
 )
 """The flows the running prune may delete from ``flow_events``: the append-only
-triggers let a DELETE through only for a flow named here. Rows live only
-inside the prune's transaction, which empties the table before it commits."""
+triggers let a DELETE through only for a flow named here and not held. Rows
+live only inside the prune's transaction, which removes them before it
+commits, and refuses to start while rows someone else committed are here."""
 
 legal_holds = sa.Table(
     "legal_holds",
@@ -235,7 +238,7 @@ legal_holds = sa.Table(
     sa.Column("held_by", sa.String(200), nullable=False),
     sa.Column("held_at", sa.String(27), nullable=False),
 )
-"""Flows that retention must never prune, until released."""
+"""Flows that retention must never prune, until released; the delete guard refuses their events."""
 
 maintenance_jobs = sa.Table(
     "maintenance_jobs",

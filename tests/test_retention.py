@@ -20,13 +20,16 @@ from eventstore import (
     ArchiveNotFound,
     EventStore,
     FlowNotFound,
+    FlowPruned,
+    IntegrityViolation,
     InvalidInput,
     NewEvent,
+    RebuildInProgress,
     migrate,
 )
 from eventstore.checkpoints import generate_key, take_checkpoint, verify_checkpoints
 from eventstore.cli import main
-from eventstore.exportfile import verify_export
+from eventstore.exportfile import Progress, verify_export
 from eventstore.retention import (
     RetentionPolicy,
     RetentionReport,
@@ -38,6 +41,7 @@ from eventstore.retention import (
     run_retention,
 )
 from projections import FlowProjection, FlowQueries, FlowService
+from projections.base import REBUILD_LEASE, _claim
 from projections.pruning import prune_flow_read_models
 
 from . import retention_workers
@@ -172,22 +176,30 @@ class TestAppendOnlyGuard:
         assert flows.revision("f1") == 3 and flows.verify().ok
 
     def test_an_authorisation_lets_only_its_flows_be_deleted(self, flows: EventStore) -> None:
-        def attempt(statement: str) -> int:
-            with flows.transaction() as tx:
-                tx.connection.exec_driver_sql("INSERT INTO prune_authorisations (flow_id) VALUES ('f1')")
-                deleted = tx.connection.exec_driver_sql(statement).rowcount
-                raise Rollback(deleted)
-
         with pytest.raises(Rollback) as allowed:
-            attempt("DELETE FROM flow_events WHERE flow_id = 'f1'")
+            authorised(flows, "DELETE FROM flow_events WHERE flow_id = 'f1'")
         assert allowed.value.args == (3,)
         for statement in (
             "DELETE FROM flow_events WHERE flow_id IN ('f1', 'f2')",
             "UPDATE flow_events SET type = 'X' WHERE flow_id = 'f1'",
         ):
             with pytest.raises(AppendOnlyViolation, match="append-only"):
-                attempt(statement)
+                authorised(flows, statement)
         assert flows.revision("f1") == 3 and flows.verify().ok
+
+    def test_an_authorisation_does_not_open_a_held_flow(self, flows: EventStore) -> None:
+        hold(flows, "f1", reason="litigation", by="legal")
+        with pytest.raises(AppendOnlyViolation, match="legal hold"):
+            authorised(flows, "DELETE FROM flow_events WHERE flow_id = 'f1'")
+        assert flows.revision("f1") == 3 and flows.verify().ok
+
+    def test_a_committed_authorisation_stops_the_prune(self, flows: EventStore, tmp_path: Path) -> None:
+        sql(flows, "INSERT INTO prune_authorisations (flow_id) VALUES ('plain')")
+        with pytest.raises(IntegrityViolation, match="prune-authorisation-left"):
+            retain(flows, tmp_path, T0 + 40 * DAY)
+        assert flows.revision("f1") == 3 and table_count(flows, "prune_authorisations") == 1
+        assert [p.kind for p in flows.verify().problems] == ["prune-authorisation-left"]
+        assert [a.status for a in list_archives(flows)] == ["verified"]
 
     def test_the_downgrade_restores_the_unconditional_guard(self, store: EventStore) -> None:
         def guard(conn: sa.Connection) -> str:
@@ -197,20 +209,89 @@ class TestAppendOnlyGuard:
                 query = "SELECT sql FROM sqlite_master WHERE name = 'flow_events_no_delete'"
             return str(conn.exec_driver_sql(query).scalar_one())
 
+        def reuse_guarded(conn: sa.Connection) -> bool:
+            if conn.dialect.name == "postgresql":
+                query = "SELECT count(*) FROM pg_trigger WHERE tgname = 'flow_events_no_pruned_reuse'"
+            else:
+                query = "SELECT count(*) FROM sqlite_master WHERE name = 'flow_events_no_pruned_reuse'"
+            return conn.exec_driver_sql(query).scalar_one() == 1
+
         config = Config()
         config.set_main_option("script_location", str(migrate.script_location()))
         with store.engine.connect() as conn:
             config.attributes["connection"] = conn
-            assert "prune_authorisations" in guard(conn)
+            assert "prune_authorisations" in guard(conn) and reuse_guarded(conn)
             command.downgrade(config, "0004")
             conn.commit()
             assert "prune_authorisations" not in guard(conn) and "append-only" in guard(conn)
+            assert not reuse_guarded(conn)
             migrate.upgrade(conn)
-            assert "prune_authorisations" in guard(conn)
+            assert "prune_authorisations" in guard(conn) and reuse_guarded(conn)
 
 
 class Rollback(Exception):
     """Ends a test's transaction without committing it."""
+
+
+def authorised(store: EventStore, statement: str) -> int:
+    """Run ``statement`` with f1 authorised for deletion; roll back, raising ``Rollback(rowcount)``."""
+    with store.transaction() as tx:
+        tx.connection.exec_driver_sql("INSERT INTO prune_authorisations (flow_id) VALUES ('f1')")
+        raise Rollback(tx.connection.exec_driver_sql(statement).rowcount)
+
+
+class TestPrunedFlowIds:
+    def test_a_pruned_flow_cannot_be_started_again(
+        self, flows: EventStore, target: Target, tmp_path: Path
+    ) -> None:
+        archive_id = retain(flows, tmp_path, T0 + 40 * DAY).archive_id
+        last = flows.last_position()
+        with pytest.raises(FlowPruned, match=f"archive '{archive_id}'.*restore {archive_id} f1") as error:
+            flows.append("f1", [NewEvent("T", {})])
+        assert (error.value.flow_id, error.value.archive_id) == ("f1", archive_id)
+        with pytest.raises(FlowPruned, match="'f2': was pruned"), flows.transaction() as tx:
+            tx.append("f2", [NewEvent("T", {})], expected_revision=0)
+        with pytest.raises(FlowPruned, match="'f1': was pruned"):
+            FlowService(flows).start_flow("f1", controller_id="c", goal="g", owner_session_key="s")
+        with target.open() as plain, pytest.raises(FlowPruned, match="'f2': was pruned"):
+            plain.append("f2", [NewEvent("T", {})])
+        assert flows.last_position() == last and flows.revision("f1") == 0 and flows.verify().ok
+        assert [f.flow_id for f in FlowQueries(flows).flows().items] == ["f3", "f4"]
+
+    def test_a_restored_flow_carries_on(self, flows: EventStore, tmp_path: Path) -> None:
+        restore(flows, retain(flows, tmp_path, T0 + 40 * DAY).archive_id, ["f1"])
+        assert flows.append("f1", [NewEvent("T", {})]).revision == 4 and flows.verify().ok
+
+
+def claim_rebuild(store: EventStore) -> None:
+    """Claim a rebuild of the flow read models, as ``projections.base.rebuild`` does first."""
+    assert _claim(store, FlowProjection(), "test")
+
+
+class TestRebuildClaims:
+    def test_no_prune_while_a_rebuild_holds_its_claim(self, flows: EventStore, tmp_path: Path) -> None:
+        def claim_once_verified(item: Progress) -> None:
+            if item.phase == "verified":
+                claim_rebuild(flows)
+
+        with freeze_time(T0 + 40 * DAY), pytest.raises(RebuildInProgress, match=r"stays verified.*'flows'"):
+            run_retention(flows, FINISHED_30, tmp_path / "archives", progress=claim_once_verified)
+        assert flows.revision("f1") == 3 and [a.status for a in list_archives(flows)] == ["verified"]
+        with pytest.raises(RebuildInProgress, match="retention refused"):
+            retain(flows, tmp_path, T0 + 40 * DAY)
+        later = retain(flows, tmp_path, T0 + 40 * DAY + REBUILD_LEASE + timedelta(seconds=1))
+        assert later.pruned == ("f1", "f2") and len(later.repaired) == 1
+        assert [f.flow_id for f in FlowQueries(flows).flows().items] == ["f3", "f4"]
+
+    def test_no_restore_while_a_rebuild_holds_its_claim(self, flows: EventStore, tmp_path: Path) -> None:
+        archive_id = retain(flows, tmp_path, T0 + 40 * DAY).archive_id
+        with freeze_time(T0 + 41 * DAY):
+            claim_rebuild(flows)
+            with pytest.raises(RebuildInProgress, match="restoring from archive"):
+                restore(flows, archive_id)
+        assert flows.revision("f1") == 0 and table_count(flows, "flow_tombstones") == 2
+        with freeze_time(T0 + 41 * DAY + REBUILD_LEASE + timedelta(seconds=1)):
+            assert restore(flows, archive_id).flows == ("f1", "f2")
 
 
 class TestVerifyAccounting:

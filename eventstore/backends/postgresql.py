@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..errors import AppendOnlyViolation, ConcurrencyError, StorageError, StoreBusy
+from ..errors import AppendOnlyViolation, ConcurrencyError, FlowPruned, StorageError, StoreBusy
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent
 from ..integrity import GENESIS, StoredRow, format_time
 from .base import Backend, Batch, Clock, Raced, Written, chain_rows
@@ -218,6 +218,10 @@ class PostgresBackend(Backend):
             return lost
         if sqlstate == "EA001":
             return AppendOnlyViolation(message)
+        if sqlstate == "EA002":  # migration 0005's reuse guard: the flow as DETAIL, its archive as HINT
+            diag = getattr(orig, "diag", None)
+            flow_id = getattr(diag, "message_detail", None) or "?"
+            return FlowPruned(flow_id, getattr(diag, "message_hint", None))
         if sqlstate == "23505":
             return StorageError(f"a unique constraint was violated: {message}")
         if sqlstate in ("55P03", "57014"):

@@ -20,9 +20,10 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..errors import AppendOnlyViolation, InvalidInput, StorageError, StoreBusy
+from ..errors import AppendOnlyViolation, FlowPruned, InvalidInput, StorageError, StoreBusy
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent, uuid_from_bytes
 from ..integrity import GENESIS, StoredRow, format_time
+from ..schema import flow_tombstones
 from .base import INSERT_COLUMNS, Backend, Batch, Clock, PreparedEvent, Written, chain_rows
 
 _HEAD = (
@@ -185,9 +186,30 @@ class SQLiteBackend(Backend):
             return lost
         if "append-only" in message:
             return AppendOnlyViolation(message)
+        if "was pruned by retention" in message:
+            return self._pruned(exc)
         if "database is locked" in message or "database is busy" in message:
             return StoreBusy(f"SQLite stayed locked past the busy timeout: {message}")
         return StorageError(f"SQLite error: {message}")
+
+    def _pruned(self, exc: sa.exc.SQLAlchemyError) -> FlowPruned:
+        """The reuse guard's refusal: its message is a constant, so the flow is found in the rows.
+
+        Every insert into ``flow_events`` (an append, an import or restore)
+        passes rows in column order: ``(position, flow_id, revision, ...)``.
+        """
+        params = getattr(exc, "params", None)
+        rows = params if isinstance(params, list) else [params]
+        flow_id = next((row[1] for row in rows if isinstance(row, tuple) and row[2:3] == (1,)), None)
+        if flow_id is None:
+            return FlowPruned("?", None)
+        t = flow_tombstones.c
+        try:
+            with self.engine.connect() as conn:
+                archive = conn.execute(sa.select(t.archive_id).where(t.flow_id == flow_id)).scalar()
+        except sa.exc.SQLAlchemyError:
+            archive = None  # the refusal is what matters; the archive is only a hint
+        return FlowPruned(flow_id, archive)
 
     def unique_violation(self, exc: sa.exc.IntegrityError) -> str | None:
         message = str(exc.orig)
