@@ -246,10 +246,16 @@ def _claim(store: EventStore, projection: Projection, tag: str) -> bool:
 
 def _renew(store: EventStore, conn: sa.Connection, projection: Projection, tag: str) -> None:
     table = checkpoints
+    now = store.clock()
     renewed = conn.execute(
         table.update()
-        .where(table.c.name == _rebuild_lock(projection), table.c.build == tag)
-        .values(updated_at=format_time(store.clock() + REBUILD_LEASE))
+        .where(
+            table.c.name == _rebuild_lock(projection),
+            table.c.build == tag,
+            # An expired claim is lost even if nobody took it: a prune may have run meanwhile.
+            table.c.updated_at > format_time(now),
+        )
+        .values(updated_at=format_time(now + REBUILD_LEASE))
     )
     if renewed.rowcount != 1:
         raise ProjectionError(f"the rebuild of {projection.name!r} lost its claim (its lease expired)")

@@ -222,6 +222,21 @@ class TestOneRebuildAtATime:
                 rebuild(store, flow_projection(store), batch_size=2, progress=stall)
             assert FlowQueries(store).sessions().items[0].running == 4
 
+    def test_a_stalled_rebuild_loses_its_expired_claim_even_if_nobody_took_it(self, target: Target) -> None:
+        from datetime import UTC, datetime, timedelta
+
+        now = [datetime(2030, 1, 1, tzinfo=UTC)]
+        with target.open(projections=[FlowProjection()], clock=lambda: now[0]) as store:
+            for i in range(4):
+                FlowService(store).start_flow(f"f{i}", controller_id="c", goal="g", owner_session_key="s")
+
+            def stall(progress: Progress) -> None:
+                if progress.done == 2:
+                    now[0] += timedelta(minutes=3)  # past its lease: a prune may have run meanwhile
+
+            with pytest.raises(ProjectionError, match="lost its claim"):
+                rebuild(store, flow_projection(store), batch_size=2, progress=stall)
+
 
 def test_the_fold_survives_wrongly_typed_fields(target: Target) -> None:
     with target.open() as store:
