@@ -29,7 +29,7 @@ from typing import IO, Any
 import orjson
 
 from .errors import EventStoreError, ExportInvalid, IntegrityViolation, InvalidInput, StorageError
-from .integrity import GENESIS, Problem, StoredRow, chain_hash, digest, format_time
+from .integrity import GENESIS, Problem, StoredRow, check_envelope, format_time
 from .merkle import RootBuilder
 from .preparation import check_flow_id, check_type_name
 from .serialization import canonical
@@ -331,23 +331,7 @@ class ChainChecker:
         def problem(kind: str, detail: str) -> None:
             problems.append(Problem(row.flow_id, row.position, row.revision, kind, detail))
 
-        if digest(row.data.encode()) != row.data_hash:
-            problem("data-edited", "data does not match its data_hash")
-        if digest(row.metadata.encode()) != row.metadata_hash:
-            problem("metadata-edited", "metadata does not match its metadata_hash")
-        expected = chain_hash(
-            row.prev_hash,
-            row.flow_id,
-            row.revision,
-            row.event_id,
-            row.type,
-            row.schema_version,
-            row.recorded_at,
-            row.data_hash,
-            row.metadata_hash,
-        )
-        if expected != row.hash:
-            problem("hash-mismatch", "the envelope (type, revision, time, ids or hashes) was altered")
+        problems.extend(check_envelope(row))
         head = self.heads.get(row.flow_id)
         if head is None:
             if row.revision < 1:

@@ -149,7 +149,9 @@ def check_chains(rows: Iterable[StoredRow]) -> Iterator[Problem | str]:
         yield prev.flow_id
 
 
-def _check_row(row: StoredRow, prev: StoredRow | None) -> Iterator[Problem]:
+def check_envelope(row: StoredRow) -> Iterator[Problem]:
+    """The row's own hashes: its payloads against their digests, its envelope against its hash."""
+
     def problem(kind: str, detail: str) -> Problem:
         return Problem(row.flow_id, row.position, row.revision, kind, detail)
 
@@ -170,6 +172,13 @@ def _check_row(row: StoredRow, prev: StoredRow | None) -> Iterator[Problem]:
     )
     if expected != row.hash:
         yield problem("hash-mismatch", "the envelope (type, revision, time, ids or hashes) was altered")
+
+
+def _check_row(row: StoredRow, prev: StoredRow | None) -> Iterator[Problem]:
+    def problem(kind: str, detail: str) -> Problem:
+        return Problem(row.flow_id, row.position, row.revision, kind, detail)
+
+    yield from check_envelope(row)
     expected_revision = 1 if prev is None else prev.revision + 1
     expected_prev = GENESIS if prev is None else prev.hash
     if row.revision != expected_revision:
