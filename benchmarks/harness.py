@@ -168,3 +168,31 @@ def _writer(
         raise
     finally:
         subject.close()
+
+
+def on_both_backends(
+    name: str, measure: Callable[[Any, str], dict[str, float]], pg_url: str | None
+) -> dict[str, dict[str, float]]:
+    """``measure(store, label)`` on a scratch SQLite file, then (unless ``pg_url`` is None) PostgreSQL."""
+    from eventstore import EventStore
+
+    from .scratch import Scratch
+
+    results: dict[str, dict[str, float]] = {}
+    with Scratch(pg_url, None) as scratch:
+        with EventStore.open(f"sqlite:///{scratch.sqlite_path(name)}") as store:
+            results["SQLite"] = measure(store, "sqlite")
+        if pg_url is not None:
+            with EventStore.open(scratch.pg_database(name), create=True) as store:
+                results["PostgreSQL"] = measure(store, "postgresql")
+    return results
+
+
+def print_table(
+    results: dict[str, dict[str, float]], rows: list[tuple[str, str, str]], *, label: int, column: int
+) -> None:
+    """One line per (title, key, format) row, one column per backend."""
+    names = list(results)
+    print(f"{'':{label}}" + "".join(f"{n:>{column}}" for n in names))
+    for title, key, fmt in rows:
+        print(f"{title:{label}}" + "".join(f"{fmt.format(results[n][key]):>{column}}" for n in names))

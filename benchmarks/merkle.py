@@ -30,7 +30,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.scratch import Scratch
+from benchmarks.harness import on_both_backends, print_table
 from eventstore import EventStore, NewEvent
 from eventstore import checkpoints as cp
 
@@ -91,16 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)
     pg_url = None if args.no_postgres else args.pg_url
-    results: dict[str, dict[str, float]] = {}
-    with Scratch(pg_url, None) as scratch:
-        with EventStore.open(f"sqlite:///{scratch.sqlite_path('merkle')}") as store:
-            results["SQLite"] = measure(store, "sqlite", args.events, args.samples)
-        if pg_url is not None:
-            with EventStore.open(scratch.pg_database("merkle"), create=True) as store:
-                results["PostgreSQL"] = measure(store, "postgresql", args.events, args.samples)
+    results = on_both_backends(
+        "merkle", lambda store, label: measure(store, label, args.events, args.samples), pg_url
+    )
     print(f"\n{args.events:,} events, then 1,000 more; {args.samples} random inclusion proofs\n")
-    names = list(results)
-    print(f"{'':48}" + "".join(f"{n:>14}" for n in names))
     rows = [
         ("first take_checkpoint (hashes every leaf), s", "first", "{:,.1f}"),
         ("take_checkpoint after 1,000 more events, ms", "second", "{:,.0f}"),
@@ -110,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         ("consistency proof + verify, ms", "consistency", "{:,.2f}"),
         ("verify_checkpoints, events/s", "check", "{:,.0f}"),
     ]
-    for title, key, fmt in rows:
-        print(f"{title:48}" + "".join(f"{fmt.format(results[n][key]):>14}" for n in names))
+    print_table(results, rows, label=48, column=14)
     return 0
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.scratch import Scratch
+from benchmarks.harness import on_both_backends, print_table
 from eventstore import EventStore, NewEvent
 from eventstore.timetravel import diff, state_at
 
@@ -120,16 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true")
     args = parser.parse_args(argv)
     pg_url = None if args.no_postgres else args.pg_url
-    results: dict[str, dict[str, float]] = {}
-    with Scratch(pg_url, None) as scratch:
-        with EventStore.open(f"sqlite:///{scratch.sqlite_path('timetravel')}") as store:
-            results["SQLite"] = measure(store, "sqlite", args.events, args.samples)
-        if pg_url is not None:
-            with EventStore.open(scratch.pg_database("timetravel"), create=True) as store:
-                results["PostgreSQL"] = measure(store, "postgresql", args.events, args.samples)
+    results = on_both_backends(
+        "timetravel", lambda store, label: measure(store, label, args.events, args.samples), pg_url
+    )
     print(f"\none flow of {args.events:,} events; {args.samples} random revisions\n")
-    names = list(results)
-    print(f"{'':44}" + "".join(f"{n:>16}" for n in names))
     rows = [
         ("first state_at (folds all, writes snapshots) ms", "cold", "{:,.0f}"),
         ("state_at random revision, median ms", "median", "{:,.1f}"),
@@ -138,8 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         ("diff of 500 revisions, median ms", "diff", "{:,.1f}"),
         ("verify, events/s", "verify", "{:,.0f}"),
     ]
-    for title, key, fmt in rows:
-        print(f"{title:44}" + "".join(f"{fmt.format(results[n][key]):>16}" for n in names))
+    print_table(results, rows, label=44, column=16)
     if "SQLite" in results:
         p95 = results["SQLite"]["p95"]
         verdict = "met" if p95 < TARGET_MS else "MISSED"
