@@ -315,7 +315,7 @@ class FlowView:
     flow: FlowState | None = None
     steps: Steps = field(default_factory=_steps)
 
-    def apply(self, event: RecordedEvent) -> None:
+    def apply(self, event: RecordedEvent | FoldInput) -> None:
         step_id = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
         step = self.steps.get(step_id) if isinstance(step_id, str) else None
         self.flow, step = fold(self.flow, step, event)

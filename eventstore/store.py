@@ -415,28 +415,45 @@ class EventStore:
             self._pages(lambda cur: base.where(col > cur), lambda r: r[0], after_position, limit)
         )
 
-    def read_for_fold(self, *, up_to_position: int | None = None) -> Iterator[FoldInput]:
+    def read_for_fold(
+        self,
+        *,
+        up_to_position: int | None = None,
+        flow_id: str | None = None,
+        from_revision: int = 1,
+        to_revision: int | None = None,
+    ) -> Iterator[FoldInput]:
         """Every flow's events, flow by flow in revision order: only what a fold reads.
 
         For bulk folds such as projection rebuilds: each flow's events arrive
         together, so a fold can finish a flow and write it once, and rows
         carry neither ids, metadata nor hashes. ``up_to_position`` leaves out
-        events appended after that position.
+        events appended after that position. With ``flow_id``, only that
+        flow's events from ``from_revision`` to ``to_revision``.
         """
         self._check_open()
         c = flow_events.c
-        base = sa.select(*FOLD_COLUMNS).order_by(c.flow_id, c.revision)
+        base = sa.select(*FOLD_COLUMNS)
         if up_to_position is not None:
             _check_count("up_to_position", up_to_position, minimum=0)
             base = base.where(c.position <= up_to_position)
-        after = sa.tuple_(c.flow_id, c.revision)
+        if flow_id is not None:
+            check_flow_id(flow_id)
+            _check_count("from_revision", from_revision, minimum=1)
+            base = base.where(c.flow_id == flow_id).order_by(c.revision)
+            if to_revision is not None:
+                _check_count("to_revision", to_revision, minimum=0)
+                base = base.where(c.revision <= to_revision)
+            pages = self._pages(
+                lambda cur: base.where(c.revision > cur), lambda r: r[1], from_revision - 1, None
+            )
+        else:
+            after = sa.tuple_(c.flow_id, c.revision)
+            base = base.order_by(c.flow_id, c.revision)
+            pages = self._pages(
+                lambda cur: base.where(after > sa.tuple_(*cur)), lambda r: (r[0], r[1]), ("", 0), None
+            )
         decode = self._backend.decode_for_fold
-        pages = self._pages(
-            lambda cur: base.where(after > sa.tuple_(*cur)),
-            lambda r: (r[0], r[1]),
-            ("", 0),
-            None,
-        )
         for rows in pages:
             for row in rows:
                 yield decode(row)
