@@ -126,3 +126,9 @@ class TestReadForFold:
             ("b", 1),
             ("b", 2),
         ]
+
+    def test_one_flows_range(self, store: EventStore) -> None:
+        fill(store, "a", 5)
+        fill(store, "b", 2)
+        rows = list(store.read_for_fold(flow_id="a", from_revision=2, to_revision=4))
+        assert [(r.flow_id, r.revision, r.data["i"]) for r in rows] == [("a", 2, 1), ("a", 3, 2), ("a", 4, 3)]
