@@ -3,12 +3,18 @@
 An inline projection is applied inside every append transaction, with the
 events just written, so its read models change together with the log or not
 at all.
+
+On PostgreSQL an inline projection may also offer ``fuse``: the same writes
+as SQL that runs inside the append statement itself, so an append outside a
+unit of work is one statement in autocommit mode, one round trip, instead of
+a transaction of several (``FusedWrite``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar, Protocol
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from .events import RecordedEvent
 
@@ -24,3 +30,33 @@ class InlineProjection(Protocol):
 
     def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
         """Fold ``events`` (just appended to one flow) into the read model, within ``tx``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FusedWrite:
+    """Read-model writes that run inside the append statement itself (PostgreSQL).
+
+    ``ctes`` are ``name AS (...)`` clauses added to the append's ``WITH``
+    list. They may read ``appended(position, revision)``, the rows the append
+    inserted, and must write nothing when it is empty: the append's guard
+    found the flow's head moved, and the store then takes the ordinary path.
+    Their CTE and parameter names start with the ``prefix`` given to
+    ``fuse``; ``params`` holds the parameters (psycopg's ``%(name)s``).
+    """
+
+    ctes: tuple[str, ...] = ()
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+NOTHING = FusedWrite()
+"""What ``fuse`` returns for events the projection does not fold."""
+
+
+class FusingProjection(InlineProjection, Protocol):
+    def fuse(self, dialect: str, events: Sequence[RecordedEvent], prefix: str) -> FusedWrite | None:
+        """The writes ``apply`` would make for ``events``, as SQL for the append statement; or None.
+
+        ``events`` are as ``apply`` would get them except ``position``, which
+        is 0: the database hands positions out, so the SQL takes them from
+        ``appended``. None: this append must take the ordinary path.
+        """

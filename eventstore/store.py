@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -47,7 +48,7 @@ from .events import (
 from .integrity import Problem, VerificationReport, check_chains
 from .preparation import Preparer, check_flow_id
 from .privileged import pruned_count, pruned_problems
-from .projection import InlineProjection
+from .projection import FusedWrite, InlineProjection
 from .schema import flow_events
 
 DEFAULT_URL = "sqlite:///eventstore.db"
@@ -283,11 +284,14 @@ class EventStore:
         reconnected = False
         for _attempt in range(_ANY_RETRIES):
             try:
-                if not self.projections:
-                    with self._guard():
+                with self._guard():
+                    if not self.projections:
                         written = self._backend.append_alone(batch, self.clock)
-                    if written is not None:
-                        return written.result
+                    else:
+                        fuse = functools.partial(self._fuse, batch)
+                        written = self._backend.append_fused(batch, self.clock, fuse)
+                if written is not None:
+                    return written.result
                 with self.transaction() as tx:
                     return tx._append(batch)
             except Raced:
@@ -303,6 +307,18 @@ class EventStore:
                     raise
                 reconnected = True
         raise ConcurrencyError(f"flow {flow_id!r} kept changing under {_ANY_RETRIES} append attempts")
+
+    def _fuse(self, batch: Batch, rows: list[tuple[Any, ...]]) -> list[FusedWrite] | None:
+        """Every inline projection's writes for ``rows`` as SQL for the append; None if one cannot."""
+        recorded = _recorded_rows(rows, batch)
+        fused = []
+        for number, projection in enumerate(self.projections):
+            fuse = getattr(projection, "fuse", None)
+            write = None if fuse is None else fuse(self.dialect, recorded, f"p{number}_")
+            if write is None:
+                return None
+            fused.append(write)
+        return fused
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -630,8 +646,12 @@ def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
 
 def _recorded(written: Written, batch: Batch) -> list[RecordedEvent]:
     """The events an append just wrote, as a reader will see them."""
+    return _recorded_rows(written.rows, batch)
+
+
+def _recorded_rows(rows: list[tuple[Any, ...]], batch: Batch) -> list[RecordedEvent]:
     loads = orjson.loads
-    recorded_at = datetime.fromisoformat(written.rows[0][8])
+    recorded_at = datetime.fromisoformat(rows[0][8])
     return [
         RecordedEvent(
             row[0],
@@ -646,7 +666,7 @@ def _recorded(written: Written, batch: Batch) -> list[RecordedEvent]:
             row[11].hex(),
             row[12].hex(),
         )
-        for row, event in zip(written.rows, batch.events, strict=True)
+        for row, event in zip(rows, batch.events, strict=True)
     ]
 
 

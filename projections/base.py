@@ -27,6 +27,7 @@ from sqlalchemy.sql.elements import quoted_name
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.errors import ProjectionError
 from eventstore.integrity import format_time
+from eventstore.projection import NOTHING, FusedWrite
 from eventstore.schema import projection_checkpoints as checkpoints
 
 from .rowio import run
@@ -124,6 +125,19 @@ class Projection:
             handler = getattr(self, f"on_{event.type}", None)
             if handler is not None:
                 handler(tx, event)
+
+    def fuse(self, dialect: str, events: Sequence[RecordedEvent], prefix: str) -> FusedWrite | None:
+        """The fold of ``events`` as SQL in the append statement (``eventstore.projection.FusedWrite``).
+
+        Here: nothing to write when no ``on_<type>`` handler takes these events,
+        else None (the ordinary path). A projection that can write its fold as
+        SQL overrides this.
+        """
+        if type(self).apply is not Projection.apply:
+            return None
+        if any(getattr(self, f"on_{event.type}", None) is not None for event in events):
+            return None
+        return NOTHING
 
     def prepare(self, store: EventStore) -> None:
         """Create the tables on first use; rebuild them if the version changed."""

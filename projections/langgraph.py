@@ -29,8 +29,9 @@ from sqlalchemy.dialects import postgresql
 
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.backends.base import driver_error
-from eventstore.graph_checkpoints import GRAPH_EVENTS, WRITE_EVENTS, decode_blob
+from eventstore.graph_checkpoints import CHECKPOINT_SAVED, GRAPH_EVENTS, WRITE_EVENTS, decode_blob
 from eventstore.integrity import format_time
+from eventstore.projection import NOTHING, FusedWrite
 from eventstore.schema import flow_events
 
 from . import langgraph_postgresql as postgresql_sql
@@ -43,6 +44,7 @@ TIME = sa.String(32)
 """Canonical UTC text (``eventstore.integrity.format_time``), which sorts as time does."""
 
 _NAMED = re.compile(r"(?<!:):([A-Za-z_]\w*)")
+_PARAM = re.compile(r"%\((\w+)\)([sb])")
 
 
 def driver_sql(sql: str, dialect: str) -> str:
@@ -191,6 +193,7 @@ class Statements:
     def __init__(self, tables: Tables, dialect: str) -> None:
         self.dialect = dialect
         self._queries: dict[str, str] = {}
+        self._fused: dict[str, str] = {}
         self.names = {
             "checkpoints": f'"{tables.checkpoints}"',
             "blobs": f'"{tables.blobs}"',
@@ -209,13 +212,25 @@ class Statements:
             "values": values,
             "wvalues": ", ".join(f":{name.strip()}" for name in _WRITE_COLUMNS.split(",")),
         }
-        templates = {**_SQL, **(postgresql_sql.SQL if dialect == "postgresql" else {})}
+        fill["p"] = "{p}"  # the fused statements' prefix, filled in by ``fused``
+        templates = {**_SQL}
+        if dialect == "postgresql":
+            templates.update({**postgresql_sql.SQL, **postgresql_sql.FUSED})
         self.sql = {
             name: driver_sql(" ".join(t.format(**fill).split()), dialect) for name, t in templates.items()
         }
 
     def __getitem__(self, name: str) -> str:
         return self.sql[name]
+
+    def fused(self, name: str, prefix: str) -> str:
+        """A CTE of ``postgresql_sql.FUSED`` with its CTE and parameter names prefixed."""
+        key = f"{prefix}{name}"
+        found = self._fused.get(key)
+        if found is None:
+            text = self.sql[name].replace("{p}", prefix)
+            found = self._fused[key] = _PARAM.sub(lambda m: f"%({prefix}{m[1]}){m[2]}", text)
+        return found
 
     def query(self, text: str) -> str:
         """Ad-hoc SQL over these tables (``{checkpoints}``, ``{blobs}``, ``{writes}``, ``{threads}``)."""
@@ -349,52 +364,48 @@ class LangGraphProjection(Projection):
     apply_many = apply
 
     def on_CheckpointSaved(self, tx: Transaction, event: RecordedEvent) -> None:
-        data, conn = event.data, tx.connection
+        conn = tx.connection
         sql = self.statements(conn.dialect.name)
-        if not isinstance(data.get("checkpoint_id"), str):
+        saved = _checkpoint_params(event)
+        if saved is None:
             return
-        metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-        extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
-        run_id = metadata.get("run_id")
-        row = {
-            **_key(data),
-            "checkpoint_id": data["checkpoint_id"],
-            "parent_checkpoint_id": _opt_str(data.get("parent_checkpoint_id")),
-            "checkpoint": _json_text(data.get("checkpoint") or {}),
-            "extra_type": _opt_str(extra.get("type")),
-            "extra": decode_blob(extra.get("data")),
-            "metadata": _json_text(metadata),
-            "run_id": None if run_id is None else str(run_id),
-            "actor": _actor(event),
-            "saved_at": format_time(event.recorded_at),
-            "position": event.position,
-        }
-        blobs: dict[tuple[str, str], tuple[str, bytes | None]] = {}
-        for blob in data.get("blobs") or []:
-            if isinstance(blob, dict) and "channel" in blob and "version" in blob:
-                key = (str(blob["channel"]), str(blob["version"]))
-                blobs.setdefault(key, (str(blob.get("type") or "empty"), decode_blob(blob.get("data"))))
-        thread = self._thread_params(event, latest=data["checkpoint_id"])
+        row, blobs, thread = saved
         if conn.dialect.name == "postgresql":
-            keys, values = list(blobs), list(blobs.values())
-            arrays = {
-                "channels": [k[0] for k in keys],
-                "versions": [k[1] for k in keys],
-                "types": [v[0] for v in values],
-                "blobs": [v[1] for v in values],
-            }
-            execute(conn, sql["save_checkpoint"], {**row, **arrays, **thread})
+            execute(conn, sql["save_checkpoint"], {**row, **_blob_arrays(blobs), **thread})
             return
         added = execute(conn, sql["insert_checkpoint"], row)[1]
         if added == 0:
             execute(conn, sql["update_checkpoint"], row)
         if blobs:
+            key = _key(event.data)
             rows = [
-                {**_key(data), "channel": c, "version": v, "type": kind, "blob": blob}
+                {**key, "channel": c, "version": v, "type": kind, "blob": blob}
                 for (c, v), (kind, blob) in blobs.items()
             ]
             execute(conn, sql["insert_blob"], rows, many=True)
         execute(conn, sql["upsert_thread"], {**thread, "added": max(added, 0)})
+
+    def fuse(self, dialect: str, events: Sequence[RecordedEvent], prefix: str) -> FusedWrite | None:
+        """A lone ``CheckpointSaved`` (a ``put``) as SQL in the append statement, on PostgreSQL.
+
+        Events this projection does not fold need nothing; any other graph event
+        takes the ordinary path.
+        """
+        if all(e.type not in GRAPH_EVENTS or not _keyed(e.data) for e in events):
+            return NOTHING
+        if dialect != "postgresql" or len(events) != 1 or events[0].type != CHECKPOINT_SAVED:
+            return None
+        event = events[0]
+        saved = _checkpoint_params(event)
+        if saved is None:
+            return NOTHING
+        row, blobs, thread = saved
+        params = {**row, **_blob_arrays(blobs), **thread, "revision": event.revision}
+        del params["position"]
+        return FusedWrite(
+            (self.statements(dialect).fused("fused_checkpoint", prefix),),
+            {prefix + name: value for name, value in params.items()},
+        )
 
     def on_writes(self, tx: Transaction, event: RecordedEvent) -> None:
         """``WritesSaved``, ``InterruptRecorded``, ``ResumeRecorded``: LangGraph's pending-write rules.
@@ -522,6 +533,47 @@ def _has_graph_events(conn: sa.Connection) -> bool:
     """Whether the log holds any event this projection folds (a lookup in the type index)."""
     query = sa.select(flow_events.c.position).where(flow_events.c.type.in_(sorted(GRAPH_EVENTS))).limit(1)
     return conn.execute(query).first() is not None
+
+
+def _checkpoint_params(
+    event: RecordedEvent,
+) -> tuple[dict[str, Any], dict[tuple[str, str], tuple[str, bytes | None]], dict[str, Any]] | None:
+    """A ``CheckpointSaved``'s checkpoint row, its new values by (channel, version), its thread's row."""
+    data = event.data
+    if not isinstance(data.get("checkpoint_id"), str):
+        return None
+    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
+    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
+    run_id = metadata.get("run_id")
+    row = {
+        **_key(data),
+        "checkpoint_id": data["checkpoint_id"],
+        "parent_checkpoint_id": _opt_str(data.get("parent_checkpoint_id")),
+        "checkpoint": _json_text(data.get("checkpoint") or {}),
+        "extra_type": _opt_str(extra.get("type")),
+        "extra": decode_blob(extra.get("data")),
+        "metadata": _json_text(metadata),
+        "run_id": None if run_id is None else str(run_id),
+        "actor": _actor(event),
+        "saved_at": format_time(event.recorded_at),
+        "position": event.position,
+    }
+    blobs: dict[tuple[str, str], tuple[str, bytes | None]] = {}
+    for blob in data.get("blobs") or []:
+        if isinstance(blob, dict) and "channel" in blob and "version" in blob:
+            key = (str(blob["channel"]), str(blob["version"]))
+            blobs.setdefault(key, (str(blob.get("type") or "empty"), decode_blob(blob.get("data"))))
+    return row, blobs, LangGraphProjection._thread_params(event, latest=data["checkpoint_id"])
+
+
+def _blob_arrays(blobs: dict[tuple[str, str], tuple[str, bytes | None]]) -> dict[str, list[Any]]:
+    keys, values = list(blobs), list(blobs.values())
+    return {
+        "channels": [k[0] for k in keys],
+        "versions": [k[1] for k in keys],
+        "types": [v[0] for v in values],
+        "blobs": [v[1] for v in values],
+    }
 
 
 def _keyed(data: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ _THREAD_UPSERT = """
     INSERT INTO {th} (thread_id, checkpoint_ns, flow_id, checkpoints, latest_checkpoint_id,
         created_at, updated_at, last_actor)
     SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:flow_id AS TEXT), {added},
-        CAST(:latest AS TEXT), CAST(:at AS TEXT), CAST(:at AS TEXT), CAST(:actor AS TEXT)
+        CAST(:latest AS TEXT), CAST(:at AS TEXT), CAST(:at AS TEXT), CAST(:actor AS TEXT){where}
     ON CONFLICT (thread_id, checkpoint_ns) DO UPDATE SET
         checkpoints = {th}.checkpoints + excluded.checkpoints,
         latest_checkpoint_id = CASE
@@ -39,30 +39,68 @@ SQL = {
             INSERT INTO {bl} (thread_id, checkpoint_ns, channel, version, type, blob)
             SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), b.channel, b.version, b.type,
                 b.blob
-            FROM unnest(CAST(:channels AS text[]), CAST(:versions AS text[]), CAST(:types AS text[]),
-                        CAST(:blobs AS bytea[])) AS b(channel, version, type, blob)
+            FROM unnest(CAST(%(channels)b AS text[]), CAST(%(versions)b AS text[]), CAST(%(types)b AS text[]),
+                        CAST(%(blobs)b AS bytea[])) AS b(channel, version, type, blob)
             ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
         )"""
-    + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM saved WHERE inserted)"),
+    + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM saved WHERE inserted)").replace("{where}", ""),
     "save_writes": """
         WITH regular AS (
             INSERT INTO {wr} ({wcols})
             SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:checkpoint_id AS TEXT),
                 CAST(:task_id AS TEXT), w.idx, CAST(:task_path AS TEXT), w.channel, w.type, w.blob
-            FROM unnest(CAST(:r_idx AS int[]), CAST(:r_channel AS text[]), CAST(:r_type AS text[]),
-                        CAST(:r_blob AS bytea[])) AS w(idx, channel, type, blob)
+            FROM unnest(CAST(%(r_idx)b AS int[]), CAST(%(r_channel)b AS text[]), CAST(%(r_type)b AS text[]),
+                        CAST(%(r_blob)b AS bytea[])) AS w(idx, channel, type, blob)
             ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
         ), special AS (
             INSERT INTO {wr} ({wcols})
             SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:checkpoint_id AS TEXT),
                 CAST(:task_id AS TEXT), w.idx, CAST(:task_path AS TEXT), w.channel, w.type, w.blob
-            FROM unnest(CAST(:s_idx AS int[]), CAST(:s_channel AS text[]), CAST(:s_type AS text[]),
-                        CAST(:s_blob AS bytea[])) AS w(idx, channel, type, blob)
+            FROM unnest(CAST(%(s_idx)b AS int[]), CAST(%(s_channel)b AS text[]), CAST(%(s_type)b AS text[]),
+                        CAST(%(s_blob)b AS bytea[])) AS w(idx, channel, type, blob)
             ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
                 task_path = excluded.task_path, channel = excluded.channel, type = excluded.type,
                 blob = excluded.blob
         )"""
-    + _THREAD_UPSERT.replace("{added}", "0"),
+    + _THREAD_UPSERT.replace("{added}", "0").replace("{where}", ""),
+}
+
+_SAVED_AGAIN = """
+    checkpoint = excluded.checkpoint, extra_type = excluded.extra_type, extra = excluded.extra,
+    metadata = excluded.metadata, run_id = excluded.run_id, actor = excluded.actor,
+    saved_at = excluded.saved_at, position = excluded.position"""
+_APPENDED = " FROM appended AS a WHERE a.revision = CAST(:revision AS INTEGER)"
+
+FUSED = {
+    # save_checkpoint as CTEs of the append statement (eventstore.projection.FusedWrite): the event's
+    # position comes from the append's ``appended`` rows, and nothing is written if it inserted none.
+    "fused_checkpoint": """
+        {p}saved AS (
+            INSERT INTO {cp} ({cols})
+            SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:checkpoint_id AS TEXT),
+                CAST(:parent_checkpoint_id AS TEXT), CAST(:checkpoint AS TEXT), CAST(:extra_type AS TEXT),
+                CAST(:extra AS BYTEA), CAST(:metadata AS JSONB), CAST(:run_id AS TEXT),
+                CAST(:actor AS TEXT), CAST(:saved_at AS TEXT), a.position"""
+    + _APPENDED
+    + """
+            ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id) DO UPDATE SET"""
+    + _SAVED_AGAIN
+    + """
+            RETURNING (xmax = 0) AS inserted
+        ), {p}blobs AS (
+            INSERT INTO {bl} (thread_id, checkpoint_ns, channel, version, type, blob)
+            SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), b.channel, b.version, b.type,
+                b.blob
+            FROM unnest(CAST(%(channels)b AS text[]), CAST(%(versions)b AS text[]),
+                        CAST(%(types)b AS text[]), CAST(%(blobs)b AS bytea[]))
+                AS b(channel, version, type, blob)
+            WHERE EXISTS (SELECT 1 FROM appended)
+            ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+        ), {p}thread AS ("""
+    + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM {p}saved WHERE inserted)").replace(
+        "{where}", _APPENDED
+    )
+    + ")",
 }
 
 READ_COLUMNS = """

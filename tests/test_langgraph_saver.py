@@ -15,7 +15,7 @@ from langgraph.checkpoint.serde.types import INTERRUPT
 from eventstore import EventStore, InvalidInput, NewEvent, ProjectionError, RecordedEvent
 from eventstore.cli import main
 from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
-from projections import rebuild
+from projections import Projection, rebuild
 from projections.langgraph import LangGraphProjection
 from tests.conftest import Target
 
@@ -254,3 +254,72 @@ def test_concurrent_saves_to_one_thread_all_land(target: Target) -> None:
         assert stored is not None and stored.pending_writes is not None
         assert sorted(w[2] for w in stored.pending_writes) == list(range(20))
         assert len(events(one, "t")) == 21 and one.store.verify().ok
+
+
+def statements_during(store: EventStore, action: Any) -> list[str]:
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(statement)
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        action()
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_put_is_one_statement_on_postgresql(saver: EventStoreSaver, target: Target) -> None:
+    """With the thread's head cached, the event and its read-model rows go in one autocommit statement."""
+    first = put(saver, "t", {"doc": "d", "n": 1}, {"doc": 1, "n": 1})
+    sent = statements_during(saver.store, lambda: put(saver, "t", {"n": 2}, {"n": 2}, parent=first))
+    if target.dialect == "postgresql":
+        assert len(sent) == 1 and "langgraph_checkpoints" in sent[0] and "flow_events" in sent[0]
+    latest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+    assert latest is not None and latest.checkpoint["channel_values"] == {"n": 2}
+    assert [e.position for e in events(saver, "t")] == [1, 2]
+
+
+def test_a_stale_head_falls_back_and_loses_nothing(target: Target) -> None:
+    """Two savers (two processes' head caches) taking turns on one thread: each fused guard that
+    finds the head moved writes nothing, and the put is made again the ordinary way."""
+    with (
+        EventStoreSaver.from_url(target.url, **target.options) as one,
+        EventStoreSaver.from_url(target.url, **target.options) as two,
+    ):
+        config = put(one, "t", {"n": 0}, {"n": 0})
+        for n in range(1, 9):
+            config = put((one, two)[n % 2], "t", {"n": n}, {"n": n}, parent=config)
+        saved = [e for e in events(one, "t") if e.type == "CheckpointSaved"]
+        assert [e.revision for e in saved] == list(range(1, 10))
+        listed = list(one.list({"configurable": {"thread_id": "t"}}))
+        assert [t.checkpoint["channel_values"]["n"] for t in listed] == list(range(8, -1, -1))
+        inline = tables(one.store)
+        rebuild(one.store, LangGraphProjection())
+        assert tables(one.store) == inline
+        assert one.store.verify().ok
+
+
+class Saves(Projection):
+    """A user's inline projection with a handler for checkpoints: it cannot fuse."""
+
+    name = "test_saves"
+    kind = "inline"
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table("test_saves", metadata, sa.Column("position", sa.BigInteger, primary_key=True))
+
+    def on_CheckpointSaved(self, tx: Any, event: RecordedEvent) -> None:
+        tx.connection.execute(self.table("test_saves").insert().values(position=event.position))
+
+
+def test_a_projection_that_cannot_fuse_still_sees_every_put(target: Target) -> None:
+    store = target.open(create=True, projections=[LangGraphProjection(), Saves()])
+    with EventStoreSaver(store) as saver:
+        config = put(saver, "t", {"n": 0}, {"n": 0})
+        put(saver, "t", {"n": 1}, {"n": 1}, parent=config)
+        with store.engine.connect() as conn:
+            kept = conn.execute(sa.select(Saves().table("test_saves").c.position)).scalars().all()
+        assert sorted(kept) == [e.position for e in events(saver, "t")]
+    store.close()

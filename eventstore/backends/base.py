@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from ..errors import ConnectionLost, DuplicateEventId, RevisionMismatch, StorageError
 from ..events import ANY, AppendResult, ExpectedRevision, FoldInput, RecordedEvent
 from ..integrity import StoredRow, chain_hash
+from ..projection import FusedWrite
 from ..schema import flow_events
 
 Clock = Callable[[], datetime]
@@ -183,6 +184,12 @@ class Backend:
 
     def append_alone(self, batch: Batch, clock: Clock) -> Written | None:
         """Append outside any unit of work, if this backend has a faster way; else None."""
+        return None
+
+    def append_fused(
+        self, batch: Batch, clock: Clock, fuse: Callable[[list[tuple[Any, ...]]], Sequence[FusedWrite] | None]
+    ) -> Written | None:
+        """Append with inline projections' writes in one statement, if this backend can; else None."""
         return None
 
     def remember(self, written: Sequence[Written]) -> None:

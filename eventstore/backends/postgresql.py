@@ -18,8 +18,9 @@ the guard is re-checked by the database.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from threading import Lock
 from typing import Any
 
@@ -29,6 +30,7 @@ import sqlalchemy as sa
 from ..errors import AppendOnlyViolation, ConcurrencyError, FlowPruned, StorageError, StoreBusy
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent
 from ..integrity import GENESIS, StoredRow, format_time
+from ..projection import FusedWrite
 from .base import Backend, Batch, Clock, Raced, Written, chain_rows
 
 _HEAD = (
@@ -37,7 +39,7 @@ _HEAD = (
     "WHERE flow_id = %(flow_id)s ORDER BY revision DESC LIMIT 1) AS h ON true"
 )
 
-_APPEND = """
+_GUARDED = """
 WITH guard AS (
     SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM flow_events WHERE event_id = %(first_id)s)
       AND NOT EXISTS (SELECT 1 FROM flow_events WHERE flow_id = %(flow_id)s AND revision = %(revision)s + 1)
@@ -48,19 +50,40 @@ WITH guard AS (
     UPDATE event_positions SET last_position = last_position + %(count)s
     WHERE id = 1 AND EXISTS (SELECT 1 FROM guard)
     RETURNING last_position
-)
+)"""
+# Arrays go in binary (%b): the text format escapes every quote of every JSON document, slowly.
+_INSERT_ROWS = """
 INSERT INTO flow_events (position, flow_id, revision, event_id, type, schema_version, data, metadata,
                          recorded_at, data_hash, metadata_hash, prev_hash, hash)
 SELECT counter.last_position - %(count)s + e.ord, %(flow_id)s, %(revision)s + e.ord, e.event_id,
        e.type, e.schema_version, e.data, e.metadata, %(recorded_at)s, e.data_hash, e.metadata_hash,
        e.prev_hash, e.hash
-FROM counter, unnest(%(event_ids)s::uuid[], %(types)s::text[], %(versions)s::int[],
-                     %(data)s::jsonb[], %(metadata)s::jsonb[], %(data_hashes)s::bytea[],
-                     %(metadata_hashes)s::bytea[], %(prev_hashes)s::bytea[], %(hashes)s::bytea[])
+FROM counter, unnest(%(event_ids)b::uuid[], %(types)b::text[], %(versions)b::int[],
+                     %(data)b::text[]::jsonb[], %(metadata)b::text[]::jsonb[], %(data_hashes)b::bytea[],
+                     %(metadata_hashes)b::bytea[], %(prev_hashes)b::bytea[], %(hashes)b::bytea[])
      WITH ORDINALITY AS e(event_id, type, schema_version, data, metadata, data_hash, metadata_hash,
-                          prev_hash, hash, ord)
-RETURNING position
-"""
+                          prev_hash, hash, ord)"""
+# One event (the usual append): scalar parameters, which psycopg dumps several times faster than arrays.
+_INSERT_ONE = """
+INSERT INTO flow_events (position, flow_id, revision, event_id, type, schema_version, data, metadata,
+                         recorded_at, data_hash, metadata_hash, prev_hash, hash)
+SELECT counter.last_position, %(flow_id)s, %(revision)s + 1, %(event_id)s, %(type)s, %(version)s,
+       %(data1)s::jsonb, %(metadata1)s::jsonb, %(recorded_at)s, %(data_hash)s, %(metadata_hash)s,
+       %(prev_hash1)s, %(hash)s
+FROM counter"""
+_APPEND = f"{_GUARDED}{_INSERT_ROWS}\nRETURNING position"
+_APPEND_ONE = f"{_GUARDED}{_INSERT_ONE}\nRETURNING position"
+
+
+def _fused_append(ctes: Sequence[str], *, one: bool) -> str:
+    """The append with inline projections' writes (``FusedWrite.ctes``) in the same statement."""
+    insert = _INSERT_ONE if one else _INSERT_ROWS
+    return (
+        f"{_GUARDED}, appended AS ({insert}\n    RETURNING position, revision\n), "
+        + ", ".join(ctes)
+        + "\nSELECT position FROM appended"
+    )
+
 
 _HEAD_CACHE_SIZE = 10_000
 
@@ -153,30 +176,102 @@ class PostgresBackend(Backend):
         ).one()
         return revision or 0, bytes(prev_hash) if prev_hash is not None else GENESIS, first_exists
 
+    def append_fused(
+        self, batch: Batch, clock: Clock, fuse: Callable[[list[tuple[Any, ...]]], Sequence[FusedWrite] | None]
+    ) -> Written | None:
+        """``append_alone`` with the inline projections' writes in the same statement.
+
+        ``fuse`` gets the rows about to be inserted (positions not yet known)
+        and returns the projections' ``FusedWrite``s, or None when one of them
+        cannot fuse: then, as on a stale head, the caller takes the full path.
+        """
+        cached = self._cached_head(batch.flow_id)
+        if cached is None or (batch.expected is not ANY and cached[0] != batch.expected):
+            return None
+        revision, prev_hash = cached
+        now = clock()
+        rows, last_hash = chain_rows(batch, revision, prev_hash, 0, format_time(now))
+        fused = fuse(rows)
+        if fused is None:
+            return None
+        params: dict[str, Any] = {}
+        for write in fused:
+            params.update(write.params)
+        ctes = [cte for write in fused for cte in write.ctes]
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                written = self._run(conn, batch, revision, prev_hash, rows, last_hash, now, ctes, params)
+            except sa.exc.IntegrityError as exc:
+                self.forget([batch.flow_id])
+                exc.eventstore_batch = batch  # type: ignore[attr-defined]  # read by the store's guard
+                raise
+        if written is None:
+            self.forget([batch.flow_id])
+            return None
+        self.remember([written])
+        return written
+
     def _insert(
         self, conn: sa.Connection, batch: Batch, revision: int, prev_hash: bytes, clock: Clock
     ) -> Written | None:
         now = clock()
         rows, last_hash = chain_rows(batch, revision, prev_hash, 0, format_time(now))
+        return self._run(conn, batch, revision, prev_hash, rows, last_hash, now)
+
+    def _run(
+        self,
+        conn: sa.Connection,
+        batch: Batch,
+        revision: int,
+        prev_hash: bytes,
+        rows: list[tuple[Any, ...]],
+        last_hash: bytes,
+        now: datetime,
+        ctes: Sequence[str] = (),
+        fused_params: Mapping[str, Any] | None = None,
+    ) -> Written | None:
+        """Run the append (with ``ctes`` fused in, if any); None if its guard found the head moved."""
         events = batch.events
-        params = {
+        one = len(events) == 1
+        params: dict[str, Any] = {
             "first_id": events[0].event_id,
             "flow_id": batch.flow_id,
             "revision": revision,
             "prev_hash": prev_hash,
             "count": len(events),
             "recorded_at": now,
-            "event_ids": [event.event_id for event in events],
-            "types": [event.type for event in events],
-            "versions": [event.schema_version for event in events],
-            "data": [event.data.decode() for event in events],
-            "metadata": [event.metadata.decode() for event in events],
-            "data_hashes": [event.data_hash for event in events],
-            "metadata_hashes": [event.metadata_hash for event in events],
-            "prev_hashes": [row[11] for row in rows],
-            "hashes": [row[12] for row in rows],
         }
-        positions = sorted(row[0] for row in conn.exec_driver_sql(_APPEND, params))
+        if one:
+            event, row = events[0], rows[0]
+            params.update(
+                event_id=event.event_id,
+                type=event.type,
+                version=event.schema_version,
+                data1=event.data.decode(),
+                metadata1=event.metadata.decode(),
+                data_hash=event.data_hash,
+                metadata_hash=event.metadata_hash,
+                prev_hash1=row[11],
+                hash=row[12],
+            )
+        else:
+            params.update(
+                event_ids=[event.event_id for event in events],
+                types=[event.type for event in events],
+                versions=[event.schema_version for event in events],
+                data=[event.data.decode() for event in events],
+                metadata=[event.metadata.decode() for event in events],
+                data_hashes=[event.data_hash for event in events],
+                metadata_hashes=[event.metadata_hash for event in events],
+                prev_hashes=[row[11] for row in rows],
+                hashes=[row[12] for row in rows],
+            )
+        statement = _APPEND_ONE if one else _APPEND
+        if ctes:
+            statement = _fused_append(ctes, one=one)
+            params.update(fused_params or {})
+        positions = sorted(row[0] for row in conn.exec_driver_sql(statement, params))
         if not positions:
             return None
         rows = [(position, *row[1:]) for position, row in zip(positions, rows, strict=True)]
