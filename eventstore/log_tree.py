@@ -49,7 +49,7 @@ def _fetch(conn: sa.Connection, statement: str, params: tuple[Any, ...]) -> list
     """
     if conn.dialect.paramstyle != "qmark":
         statement = statement.replace("?", "%s")
-    raw: Any = conn.connection.driver_connection
+    raw: Any = conn.connection.dbapi_connection
     cursor = raw.cursor()
     try:
         cursor.execute(statement, params)

@@ -150,6 +150,7 @@ class EventStore:
         self._preparer = Preparer(self.registry, max_payload_bytes)
         self.page_size = page_size
         self._closed = False
+        self._opened_with: dict[str, Any] | None = None
 
     # -- opening and closing ---------------------------------------------
     @classmethod
@@ -169,6 +170,7 @@ class EventStore:
         pool_size: int = 5,
         check_schema: bool = True,
         projections: Sequence[InlineProjection] = (),
+        asynchronous: bool = False,
     ) -> EventStore:
         """Open a store by URL: ``sqlite:///path.db`` or ``postgresql://...``.
 
@@ -176,7 +178,8 @@ class EventStore:
         SQLite and False for PostgreSQL, where ``eventstore db upgrade`` is
         the usual way. ``schema`` (PostgreSQL) sets the search path.
         ``projections`` are inline projections, applied in every append
-        transaction.
+        transaction. ``asynchronous`` opens it on the async driver, for
+        ``eventstore.aio`` (use ``AsyncEventStore.open``).
         """
         backend = _backend_for(
             url,
@@ -186,6 +189,7 @@ class EventStore:
             idle_in_transaction_timeout=idle_in_transaction_timeout,
             schema=schema,
             pool_size=pool_size,
+            asynchronous=asynchronous,
         )
         if create is None:
             create = backend.name == "sqlite"
@@ -196,6 +200,19 @@ class EventStore:
             max_payload_bytes=max_payload_bytes,
             projections=projections,
         )
+        store._opened_with = {
+            "url": url,
+            "clock": clock,
+            "registry": store.registry,
+            "max_payload_bytes": max_payload_bytes,
+            "synchronous": synchronous,
+            "busy_timeout": busy_timeout,
+            "lock_timeout": lock_timeout,
+            "idle_in_transaction_timeout": idle_in_transaction_timeout,
+            "schema": schema,
+            "pool_size": pool_size,
+            "projections": store.projections,
+        }
         try:
             if create:
                 store.upgrade()
@@ -207,6 +224,12 @@ class EventStore:
             backend.close()
             raise
         return store
+
+    def opened_with(self) -> dict[str, Any]:
+        """The URL and options ``open`` was given (with the store's registry and projections)."""
+        if self._opened_with is None:
+            raise InvalidInput("this store was not made by EventStore.open")
+        return dict(self._opened_with)
 
     def upgrade(self) -> None:
         """Create the schema, or bring it up to this library's version."""
@@ -471,8 +494,7 @@ class EventStore:
             )
         decode = self._backend.decode_for_fold
         for rows in pages:
-            for row in rows:
-                yield decode(row)
+            yield from map(decode, rows)
 
     def _pages(
         self,
@@ -631,7 +653,7 @@ def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
         if compiled.positional
         else compiled.params
     )
-    raw: Any = conn.connection.driver_connection
+    raw: Any = conn.connection.dbapi_connection
     cursor = None
     try:
         cursor = raw.cursor()
@@ -687,6 +709,7 @@ def _backend_for(
     idle_in_transaction_timeout: float,
     schema: str | None,
     pool_size: int,
+    asynchronous: bool = False,
 ) -> Backend:
     try:
         parsed = sa.make_url(url)
@@ -699,9 +722,13 @@ def _backend_for(
         if parsed.database in (None, "", ":memory:"):
             raise InvalidInput("use a SQLite file: an in-memory database is not shared between connections")
         engine = sqlite.create_engine(
-            parsed, busy_timeout=busy_timeout, synchronous=synchronous.upper(), pool_size=pool_size
+            parsed,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous.upper(),
+            pool_size=pool_size,
+            asynchronous=asynchronous,
         )
-        return sqlite.SQLiteBackend(engine)
+        return sqlite.SQLiteBackend(engine, asynchronous=asynchronous)
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "postgresql", ""):
             raise InvalidInput("PostgreSQL is used through psycopg 3: postgresql+psycopg://...")
@@ -714,6 +741,7 @@ def _backend_for(
                 idle_in_transaction_timeout=idle_in_transaction_timeout,
                 schema=schema,
                 pool_size=pool_size,
+                asynchronous=asynchronous,
             )
         except ImportError as exc:
             raise StorageError(

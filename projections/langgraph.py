@@ -61,7 +61,7 @@ def execute(
     driver errors are wrapped as SQLAlchemy would wrap them, for the store to
     translate.
     """
-    raw: Any = conn.connection.driver_connection
+    raw: Any = conn.connection.dbapi_connection
     cursor = None
     try:
         cursor = raw.cursor()

@@ -11,6 +11,7 @@ import asyncio
 import itertools
 from collections.abc import AsyncIterator
 
+import pytest
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.capabilities import ALL_CAPABILITIES
 
@@ -18,22 +19,29 @@ from eventstore.integrations.langgraph import EventStoreSaver
 from tests.conftest import Target, _pg_schema
 
 
-def test_conformance_passes_every_capability(target: Target) -> None:
+@pytest.mark.parametrize("other_driver", [False, True], ids=["default-async", "other-async"])
+def test_conformance_passes_every_capability(target: Target, other_driver: bool) -> None:
+    """Async methods on the default path for the backend (PostgreSQL: psycopg async; SQLite: a worker
+    thread per call) and on the other one (aiosqlite; a worker thread)."""
     fresh = itertools.count()
+    async_driver = (target.dialect == "postgresql") != other_driver
     verified: list[bool] = []
 
     def finish(made: EventStoreSaver) -> None:
         verified.append(made.store.verify().ok)  # what the suite wrote is a sound log
+        assert made.async_driver is async_driver
         made.close()
 
     async def saver() -> AsyncIterator[EventStoreSaver]:
         if target.dialect == "sqlite":
-            made = EventStoreSaver.from_url(target.url.replace(".db", f"-{next(fresh)}.db"))
+            made = EventStoreSaver.from_url(
+                target.url.replace(".db", f"-{next(fresh)}.db"), async_driver=async_driver
+            )
             yield made
             finish(made)
             return
         with _pg_schema(target.url) as place:
-            made = EventStoreSaver.from_url(place.url, **place.options)
+            made = EventStoreSaver.from_url(place.url, async_driver=async_driver, **place.options)
             yield made
             finish(made)
 

@@ -95,7 +95,9 @@ def create_engine(
     idle_in_transaction_timeout: float,
     schema: str | None,
     pool_size: int,
+    asynchronous: bool = False,
 ) -> sa.Engine:
+    """The store's engine; with ``asynchronous``, the sync face of a psycopg async ``AsyncEngine``."""
     options = [
         f"-c lock_timeout={int(lock_timeout * 1000)}",
         f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout * 1000)}",
@@ -104,7 +106,12 @@ def create_engine(
     ]
     if schema is not None:
         options.append(f"-c search_path={schema}")
-    return sa.create_engine(
+    make: Any = sa.create_engine
+    if asynchronous:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        make = create_async_engine
+    engine = make(
         url,
         connect_args={"options": " ".join(options)},
         isolation_level="READ COMMITTED",  # the append and head cache assume it, whatever the server default
@@ -114,6 +121,8 @@ def create_engine(
         max_overflow=pool_size * 4,
         pool_recycle=3600,
     )
+    result: sa.Engine = engine.sync_engine if asynchronous else engine
+    return result
 
 
 class PostgresBackend(Backend):

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from ..aio import LoopLock, current_task
 from ..errors import AppendOnlyViolation, FlowPruned, InvalidInput, StorageError, StoreBusy
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent, uuid_from_bytes
 from ..integrity import GENESIS, StoredRow, format_time
@@ -40,19 +41,30 @@ _loads = orjson.loads
 _from_iso = datetime.fromisoformat
 
 
-def create_engine(url: sa.URL, *, busy_timeout: float, synchronous: str, pool_size: int) -> sa.Engine:
-    engine = sa.create_engine(
-        url,
-        connect_args={"timeout": busy_timeout, "check_same_thread": False},
-        poolclass=sa.QueuePool,
-        pool_size=pool_size,
-        max_overflow=pool_size * 4,
-        json_serializer=lambda value: orjson.dumps(value).decode(),
-        json_deserializer=orjson.loads,
-    )
+def create_engine(
+    url: sa.URL, *, busy_timeout: float, synchronous: str, pool_size: int, asynchronous: bool = False
+) -> sa.Engine:
+    """The store's engine; with ``asynchronous``, the sync face of an aiosqlite ``AsyncEngine``.
+
+    Code on the async face's connections must run under ``eventstore.aio``
+    (in SQLAlchemy's greenlet), where each driver call awaits on the loop.
+    """
+    options: dict[str, Any] = {
+        "connect_args": {"timeout": busy_timeout, "check_same_thread": False},
+        "pool_size": pool_size,
+        "max_overflow": pool_size * 4,
+        "json_serializer": lambda value: orjson.dumps(value).decode(),
+        "json_deserializer": orjson.loads,
+    }
+    if asynchronous:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(url.set(drivername="sqlite+aiosqlite"), **options).sync_engine
+    else:
+        engine = sa.create_engine(url, poolclass=sa.QueuePool, **options)
 
     @sa.event.listens_for(engine, "connect")
-    def _configure(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # autocommit reads; writes say BEGIN IMMEDIATE
         dbapi_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         if url.database not in (None, "", ":memory:"):
@@ -71,11 +83,12 @@ def _driver_error(exc: sqlite3.Error, statement: str, params: Any) -> sa.exc.Sta
 class SQLiteBackend(Backend):
     name = "sqlite"
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, asynchronous: bool = False) -> None:
         super().__init__(engine)
         self._writer: sa.Connection | None = None
-        self._writer_lock = threading.Lock()
-        self._writer_thread: int | None = None
+        self._writer_lock: threading.Lock | LoopLock = LoopLock() if asynchronous else threading.Lock()
+        self._writer_owner: object = None
+        self._owner = current_task if asynchronous else threading.get_ident
 
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:
@@ -90,24 +103,23 @@ class SQLiteBackend(Backend):
         machinery cost more than they did. Work done through the yielded
         SQLAlchemy connection joins the same transaction.
         """
-        me = threading.get_ident()
-        if self._writer_thread == me:
+        me = self._owner()
+        if self._writer_owner == me:
             raise InvalidInput(
                 "this thread is already inside a write transaction of this store; use its Transaction"
             )
         with self._writer_lock:
-            self._writer_thread = me
+            self._writer_owner = me
             try:
                 yield from self._transaction()
             finally:
-                self._writer_thread = None
+                self._writer_owner = None
 
     def _transaction(self) -> Iterator[sa.Connection]:
         conn = self._writer
         if conn is None or conn.closed or conn.invalidated:
             conn = self._writer = self.engine.connect()
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, sqlite3.Connection)  # our engine only makes these
+        raw: Any = conn.connection.dbapi_connection  # sqlite3's, or SQLAlchemy's adapted aiosqlite
         try:
             raw.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -119,11 +131,11 @@ class SQLiteBackend(Backend):
             raise
         self._end(conn, raw, commit=True)
 
-    def _end(self, conn: sa.Connection, raw: sqlite3.Connection, *, commit: bool) -> None:
+    def _end(self, conn: sa.Connection, raw: Any, *, commit: bool) -> None:
         try:
             if conn.in_transaction():  # SQLAlchemy work joined: end it there, which ends ours
                 conn.commit() if commit else conn.rollback()
-            elif raw.in_transaction:
+            elif getattr(raw, "in_transaction", True):  # (the aiosqlite adapter cannot tell: ending is safe)
                 raw.commit() if commit else raw.rollback()
         except sqlite3.Error as exc:
             self._discard()
@@ -145,8 +157,7 @@ class SQLiteBackend(Backend):
         super().close()
 
     def write(self, conn: sa.Connection, batch: Batch, clock: Clock) -> Written:
-        raw = conn.connection.driver_connection
-        assert isinstance(raw, sqlite3.Connection)  # our engine only makes these
+        raw: Any = conn.connection.dbapi_connection
         statement: str = _HEAD
         params: Any = (batch.events[0].event_id.bytes, batch.flow_id)
         try:
@@ -162,7 +173,7 @@ class SQLiteBackend(Backend):
                 batch, revision, prev_hash or GENESIS, last_position - count + 1, format_time(now), _id_bytes
             )
             statement, params = _INSERT, rows
-            raw.executemany(statement, rows)
+            raw.cursor().executemany(statement, rows)
         except sqlite3.Error as exc:
             raise _driver_error(exc, statement, params) from exc
         result = AppendResult(

@@ -17,21 +17,24 @@ Deleting (``delete_thread``, ``delete_for_runs``, ``prune``) removes
 checkpoints from the saver's view and appends an event that says who deleted
 what; the events before it stay in the log, which is append-only.
 
-The async methods run the sync ones in a worker thread (``asyncio.to_thread``),
-as LangGraph's own ``AsyncSqliteSaver`` runs SQLite in aiosqlite's thread;
-they never block the event loop. docs/langgraph.md has the details.
+The async methods are native: the same code runs on SQLAlchemy's async
+engine (aiosqlite, psycopg's async connections) through ``eventstore.aio``,
+so they never block the event loop and use no worker thread of their own.
+docs/langgraph.md has the details.
 """
 
 from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import copy
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
 
 import sqlalchemy as sa
 from langchain_core.runnables import RunnableConfig
@@ -48,6 +51,8 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
+from ..aio import AsyncEventStore, LoopLock
+from ..aio import run as aio_run
 from ..errors import ConcurrencyError, ConnectionLost, InvalidInput, ProjectionError, RevisionMismatch
 from ..events import NewEvent, new_event_id
 from ..graph_checkpoints import (
@@ -78,6 +83,7 @@ _JSON_KEYS = frozenset({"v", "id", "ts", "channel_versions", "versions_seen", "u
 _PAGE = 100
 _RETRIES = 20
 _IDS_PER_EVENT = 1000
+T = TypeVar("T")
 
 
 class EventStoreSaver(BaseCheckpointSaver[str]):
@@ -95,6 +101,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         *,
         actor: str = DEFAULT_ACTOR,
         serde: SerializerProtocol | None = None,
+        async_driver: bool | None = None,
     ) -> None:
         super().__init__(serde=serde)
         from projections.langgraph import LangGraphProjection
@@ -111,7 +118,12 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         self.actor = actor
         self._queries: LangGraphQueries = LangGraphQueries()
         self._owns_store = False
-        self._flow_locks = [threading.Lock() for _ in range(64)]
+        self._flow_locks: builtins.list[threading.Lock | LoopLock] = [threading.Lock() for _ in range(64)]
+        self._aio: tuple[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]] | None = None
+        if async_driver not in (None, True, False):
+            raise InvalidInput("async_driver must be True, False or None")
+        self.async_driver = store.dialect == "postgresql" if async_driver is None else async_driver
+        """The async methods run on the async driver (``eventstore.aio``), or else in a worker thread."""
 
     @classmethod
     def from_url(
@@ -120,6 +132,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         *,
         actor: str = DEFAULT_ACTOR,
         serde: SerializerProtocol | None = None,
+        async_driver: bool | None = None,
         create: bool = True,
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         projections: Sequence[LangGraphProjection] = (),
@@ -142,7 +155,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
             **options,
         )
         try:
-            saver = cls(store, actor=actor, serde=serde)
+            saver = cls(store, actor=actor, serde=serde, async_driver=async_driver)
         except BaseException:
             store.close()
             raise
@@ -154,7 +167,17 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         self.store.upgrade()
 
     def close(self) -> None:
-        """Close the store if this saver opened it (``from_url``)."""
+        """Close the store if this saver opened it (``from_url``), and any async connections.
+
+        Async connections are closed on an event loop of their own (in a
+        short-lived thread if a loop runs in this one); from async code,
+        ``await aclose()`` (or ``async with``) closes them on its loop.
+        """
+        current, self._aio = self._aio, None
+        if current is not None:
+            closing = threading.Thread(target=asyncio.run, args=(self._close_on_loop(current),))
+            closing.start()
+            closing.join()
         if self._owns_store:
             self.store.close()
 
@@ -172,7 +195,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await asyncio.to_thread(self.close)
+        await self.aclose()
 
     # -- reading ---------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -501,9 +524,61 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         with self._reading() as conn:
             return self._queries.threads(conn, offset=offset, limit=limit, include_deleted=include_deleted)
 
-    # -- async: the sync methods in a worker thread ----------------------------------
+    # -- async: the same methods, natively on the event loop -----------------------------
+    async def _on_loop(self) -> EventStoreSaver:
+        """This saver on the async driver, for the running loop (``eventstore.aio``).
+
+        Opened on first use in a loop: its connections belong to that loop. A
+        saver used from a new loop closes the old loop's connections and opens
+        new ones. Appends to one flow take turns on a ``LoopLock``.
+        """
+        loop = asyncio.get_running_loop()
+        current = self._aio
+        if current is None or current[0] is not loop:
+            current = self._aio = (loop, loop.create_task(self._open_on_loop(current)))
+        return await current[1]
+
+    async def _open_on_loop(
+        self, previous: tuple[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]] | None
+    ) -> EventStoreSaver:
+        try:
+            if previous is not None:
+                await self._close_on_loop(previous)
+            opened = await AsyncEventStore.like(self.store)
+        except BaseException:
+            self._aio = None
+            raise
+        view = copy.copy(self)
+        view.store = opened.store
+        view._flow_locks = [LoopLock() for _ in range(len(self._flow_locks))]
+        view._owns_store = False
+        view._aio = None
+        return view
+
+    @staticmethod
+    async def _close_on_loop(opened: tuple[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]]) -> None:
+        task = opened[1]
+        if not task.done() or task.cancelled() or task.exception() is not None:
+            return
+        with contextlib.suppress(Exception):  # a connection of a closed loop may fail to say goodbye
+            await aio_run(task.result().store.close)
+
+    async def _run(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """A sync method of this class, natively on the loop's async driver or in a worker thread."""
+        if not self.async_driver:
+            return await asyncio.to_thread(method, self, *args, **kwargs)
+        view = await self._on_loop()
+        return await aio_run(method, view, *args, **kwargs)
+
+    async def aclose(self) -> None:
+        """Close the async connections, and the store if this saver opened it (``from_url``)."""
+        current, self._aio = self._aio, None
+        if current is not None:
+            await self._close_on_loop(current)
+        self.close()
+
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
-        return await asyncio.to_thread(self.get_tuple, config)
+        return await self._run(EventStoreSaver.get_tuple, config)
 
     async def alist(
         self,
@@ -513,8 +588,13 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        pages = self._pages(config, filter, before, limit)
-        while (page := await asyncio.to_thread(next, pages, None)) is not None:
+        if self.async_driver:
+            view = await self._on_loop()
+            pages = view._pages(config, filter, before, limit)
+            step: Callable[..., Any] = aio_run
+        else:
+            pages, step = self._pages(config, filter, before, limit), asyncio.to_thread
+        while (page := await step(next, pages, None)) is not None:
             for item in page:
                 yield item
 
@@ -525,7 +605,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         metadata: CheckpointMetadata,
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
-        return await asyncio.to_thread(self.put, config, checkpoint, metadata, new_versions)
+        return await self._run(EventStoreSaver.put, config, checkpoint, metadata, new_versions)
 
     async def aput_writes(
         self,
@@ -534,29 +614,29 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        await asyncio.to_thread(self.put_writes, config, writes, task_id, task_path)
+        await self._run(EventStoreSaver.put_writes, config, writes, task_id, task_path)
 
     async def adelete_thread(self, thread_id: str, *, actor: str | None = None) -> None:
-        await asyncio.to_thread(self.delete_thread, thread_id, actor=actor)
+        await self._run(EventStoreSaver.delete_thread, thread_id, actor=actor)
 
     async def adelete_for_runs(self, run_ids: Sequence[str], *, actor: str | None = None) -> None:
-        await asyncio.to_thread(self.delete_for_runs, run_ids, actor=actor)
+        await self._run(EventStoreSaver.delete_for_runs, run_ids, actor=actor)
 
     async def acopy_thread(
         self, source_thread_id: str, target_thread_id: str, *, actor: str | None = None
     ) -> None:
-        await asyncio.to_thread(self.copy_thread, source_thread_id, target_thread_id, actor=actor)
+        await self._run(EventStoreSaver.copy_thread, source_thread_id, target_thread_id, actor=actor)
 
     async def aprune(
         self, thread_ids: Sequence[str], *, strategy: str = "keep_latest", actor: str | None = None
     ) -> None:
-        await asyncio.to_thread(self.prune, thread_ids, strategy=strategy, actor=actor)
+        await self._run(EventStoreSaver.prune, thread_ids, strategy=strategy, actor=actor)
 
     async def athreads(
         self, *, offset: int = 0, limit: int = 50, include_deleted: bool = False
     ) -> Page[ThreadInfo]:
-        return await asyncio.to_thread(
-            self.threads, offset=offset, limit=limit, include_deleted=include_deleted
+        return await self._run(
+            EventStoreSaver.threads, offset=offset, limit=limit, include_deleted=include_deleted
         )
 
     def get_next_version(self, current: str | None, channel: None) -> str:

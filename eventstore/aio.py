@@ -1,0 +1,118 @@
+"""The store on asyncio: the same code, run natively over aiosqlite or psycopg's async connections.
+
+    from eventstore.aio import AsyncEventStore
+
+    async with await AsyncEventStore.open("postgresql+psycopg://...") as store:
+        await store.append("flow-1", [NewEvent("FlowStarted", {...})])
+        events = await store.read_flow("flow-1")
+
+The store's code is written once, synchronously, on SQLAlchemy. An
+``AsyncEventStore`` opens it on the sync face of an ``AsyncEngine``
+(``create_async_engine(...).sync_engine``) and runs each call in
+SQLAlchemy's greenlet bridge (what ``AsyncConnection.run_sync`` does): every
+driver call inside awaits on the event loop, so a call never blocks the loop
+and no worker thread is involved. Where the synchronous store takes a thread
+lock across I/O (SQLite's one writer), the async one takes a ``LoopLock``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from sqlalchemy.util import await_only, greenlet_spawn
+
+from .events import ANY, AppendResult, Event, ExpectedRevision, NewEvent, RecordedEvent
+
+T = TypeVar("T")
+
+__all__ = ["AsyncEventStore", "LoopLock", "current_task", "run"]
+
+
+async def run(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """Run synchronous store code whose engine is an async engine's sync face, on this loop."""
+    result: T = await greenlet_spawn(call, *args, **kwargs)
+    return result
+
+
+def current_task() -> object:
+    """Who holds a ``LoopLock``: the asyncio task (inside ``run``, the task that awaits it)."""
+    return asyncio.current_task()
+
+
+class LoopLock:
+    """A lock for synchronous code under ``run``: waiting for it awaits, so the loop runs on.
+
+    A ``threading.Lock`` held across I/O there would stall the whole loop
+    when a second task asked for it; this one queues the task instead.
+    """
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+
+    def __enter__(self) -> Self:
+        await_only(self._lock.acquire())
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._lock.release()
+
+
+class AsyncEventStore:
+    """An ``EventStore`` for asyncio code (``store`` is the synchronous object, on the async driver).
+
+    ``run(store.method, ...)`` runs any of its methods natively; ``append``,
+    ``read_flow`` and ``close`` are here for convenience. Open one per event
+    loop: its connections belong to the loop that made them.
+    """
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    @classmethod
+    async def open(cls, url: str, **options: Any) -> AsyncEventStore:
+        """``EventStore.open`` on the async driver (aiosqlite for SQLite, psycopg's async for PostgreSQL)."""
+        from .store import EventStore
+
+        return cls(await run(EventStore.open, url, asynchronous=True, **options))
+
+    @classmethod
+    async def like(cls, store: Any) -> AsyncEventStore:
+        """The database ``store`` (an ``EventStore.open``-ed one) is on, with its options and projections."""
+        return cls(await run(type(store).open, **store.opened_with(), create=False, asynchronous=True))
+
+    async def run(self, call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """``call(*args, **kwargs)``, a method of ``store`` or code using it, on this loop."""
+        return await run(call, *args, **kwargs)
+
+    async def append(
+        self,
+        flow_id: str,
+        events: Sequence[Event | NewEvent],
+        *,
+        expected_revision: ExpectedRevision = ANY,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AppendResult:
+        """``EventStore.append``."""
+        return await run(
+            self.store.append, flow_id, events, expected_revision=expected_revision, metadata=metadata
+        )
+
+    async def read_flow(self, flow_id: str, **options: Any) -> list[RecordedEvent]:
+        """``EventStore.read_flow``, all of it."""
+        return await run(lambda: list(self.store.read_flow(flow_id, **options)))
+
+    async def close(self) -> None:
+        await run(self.store.close)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

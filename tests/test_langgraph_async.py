@@ -1,0 +1,137 @@
+"""EventStoreSaver's async methods: on the async driver they run on the event loop itself."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+
+from eventstore import RecordedEvent
+from eventstore.aio import AsyncEventStore
+from eventstore.events import NewEvent
+from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
+from projections import Projection
+from projections.langgraph import LangGraphProjection
+from tests.conftest import Target
+
+
+class Threads(Projection):
+    """Records which thread folded each checkpoint."""
+
+    name = "test_fold_threads"
+    kind = "inline"
+    seen: list[int]
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table("test_fold_threads", metadata, sa.Column("position", sa.BigInteger, primary_key=True))
+
+    def on_CheckpointSaved(self, tx: Any, event: RecordedEvent) -> None:
+        self.seen.append(threading.get_ident())
+
+
+def config(thread: str, parent: Any = None) -> Any:
+    conf = {"thread_id": thread, "checkpoint_ns": ""}
+    if parent is not None:
+        conf["checkpoint_id"] = parent["configurable"]["checkpoint_id"]
+    return {"configurable": conf}
+
+
+async def save(saver: EventStoreSaver, thread: str, count: int) -> Any:
+    parent = None
+    for n in range(count):
+        checkpoint = generate_checkpoint(channel_values={"n": n}, channel_versions={"n": n + 1})
+        parent = await saver.aput(config(thread, parent), checkpoint, {"step": n}, {"n": n + 1})
+    return parent
+
+
+@pytest.mark.parametrize("async_driver", [True, False], ids=["async-driver", "worker-thread"])
+def test_folds_run_on_the_loop_thread_only_on_the_async_driver(target: Target, async_driver: bool) -> None:
+    recorder = Threads()
+    recorder.seen = []
+    store = target.open(create=True, projections=[LangGraphProjection(), recorder])
+    saver = EventStoreSaver(store, async_driver=async_driver)
+
+    async def main() -> int:
+        await save(saver, "t", 3)
+        await saver.aclose()
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(main())
+    assert len(recorder.seen) == 3
+    assert (set(recorder.seen) == {loop_thread}) is async_driver
+    store.close()
+
+
+@pytest.mark.parametrize("async_driver", [True, False], ids=["async-driver", "worker-thread"])
+def test_the_loop_keeps_running_while_puts_wait(target: Target, async_driver: bool) -> None:
+    """Other tasks run between a put's statements: nothing blocks the loop."""
+    with EventStoreSaver.from_url(target.url, async_driver=async_driver, **target.options) as saver:
+
+        async def main() -> tuple[int, int]:
+            done = asyncio.Event()
+            ticks = 0
+
+            async def ticker() -> None:
+                nonlocal ticks
+                while not done.is_set():
+                    ticks += 1
+                    await asyncio.sleep(0)
+
+            ticking = asyncio.create_task(ticker())
+            latest = await asyncio.gather(*(save(saver, f"t{n}", 5) for n in range(4)))
+            done.set()
+            await ticking
+            stored = [await saver.aget_tuple(c) for c in latest]
+            return ticks, sum(1 for s in stored if s is not None)
+
+        ticks, found = asyncio.run(main())
+        assert found == 4
+        assert ticks > 20  # 20 puts, each awaiting at least once
+
+
+def test_a_saver_moves_to_a_new_loop(target: Target) -> None:
+    """Each asyncio.run has its own loop: the saver reopens its async connections in the new one."""
+    with EventStoreSaver.from_url(target.url, async_driver=True, **target.options) as saver:
+        first = asyncio.run(save(saver, "t", 2))
+        second = asyncio.run(save(saver, "u", 2))
+        assert asyncio.run(saver.aget_tuple(first)) is not None
+        latest = saver.get_tuple(second)
+        assert latest is not None and latest.checkpoint["channel_values"] == {"n": 1}
+    assert saver._aio is None
+
+
+def test_async_store_appends_and_reads_on_both_drivers(target: Target) -> None:
+    async def main() -> tuple[list[int], bool]:
+        async with await AsyncEventStore.open(target.url, **{"create": True, **target.options}) as store:
+            await asyncio.gather(
+                *(
+                    store.append(f"f{n}", [NewEvent("Noted", {"n": n}), NewEvent("Noted", {})])
+                    for n in range(6)
+                )
+            )
+            read = await store.read_flow("f3")
+            report = await store.run(store.store.verify)
+            return [e.revision for e in read], report.ok
+
+    revisions, ok = asyncio.run(main())
+    assert revisions == [1, 2] and ok
+
+
+def test_async_writes_to_one_thread_take_turns(target: Target) -> None:
+    """Twenty concurrent aput_writes on one thread's flow, on the async driver: none lost."""
+    with EventStoreSaver.from_url(target.url, async_driver=True, **target.options) as saver:
+
+        async def main() -> Any:
+            parent = await save(saver, "t", 1)
+            await asyncio.gather(
+                *(saver.aput_writes(parent, [("result", n)], f"task-{n:02}") for n in range(20))
+            )
+            return await saver.aget_tuple(parent)
+
+        stored = asyncio.run(main())
+        assert sorted(w[2] for w in stored.pending_writes) == list(range(20))
+        assert len(list(saver.store.read_flow(flow_id_for("t")))) == 21
