@@ -18,21 +18,26 @@ lock across I/O (SQLite's one writer), the async one takes a ``LoopLock``.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from sqlalchemy.util import await_only, greenlet_spawn
 
+from .errors import StorageError
 from .events import ANY, AppendResult, Event, ExpectedRevision, NewEvent, RecordedEvent
 
 T = TypeVar("T")
+_GREENLET = importlib.util.find_spec("greenlet") is not None
 
 __all__ = ["AsyncEventStore", "LoopLock", "current_task", "run"]
 
 
 async def run(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """Run synchronous store code whose engine is an async engine's sync face, on this loop."""
+    if not _GREENLET:
+        raise StorageError("eventstore.aio needs greenlet: pip install 'agent-eventstore[asyncio]'")
     result: T = await greenlet_spawn(call, *args, **kwargs)
     return result
 

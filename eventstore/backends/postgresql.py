@@ -31,7 +31,7 @@ from ..errors import AppendOnlyViolation, ConcurrencyError, FlowPruned, StorageE
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent
 from ..integrity import GENESIS, StoredRow, format_time
 from ..projection import FusedWrite
-from .base import Backend, Batch, Clock, Raced, Written, chain_rows
+from .base import Backend, Batch, Clock, Raced, Written, chain_rows, driver_error
 
 _HEAD = (
     "SELECT h.revision, h.hash, EXISTS (SELECT 1 FROM flow_events WHERE event_id = %(event_id)s) "
@@ -280,7 +280,15 @@ class PostgresBackend(Backend):
         if ctes:
             statement = _fused_append(ctes, one=one)
             params.update(fused_params or {})
-        positions = sorted(row[0] for row in conn.exec_driver_sql(statement, params))
+        raw: Any = conn.connection.dbapi_connection  # SQLAlchemy's statement machinery costs ~0.1 ms here
+        cursor = raw.cursor()
+        try:
+            cursor.execute(statement, params)
+            positions = sorted(row[0] for row in cursor.fetchall())
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise driver_error(conn, exc, statement, params, cursor) from exc
+        finally:
+            cursor.close()
         if not positions:
             return None
         rows = [(position, *row[1:]) for position, row in zip(positions, rows, strict=True)]
