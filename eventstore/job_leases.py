@@ -107,7 +107,11 @@ def finish(
     result: dict[str, Any] | None = None,
 ) -> bool:
     """Record how the run went and free the job; False if the lease had been lost meanwhile."""
-    encoded = None if result is None else orjson.dumps(result, default=str).decode()
+    # A job's summary is for people to read: keys that are not strings (a count per status code)
+    # become strings, values JSON cannot hold become their str().
+    encoded = (
+        None if result is None else orjson.dumps(result, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    )
     with store.transaction() as tx:
         done = tx.connection.execute(
             _mine(held).values(

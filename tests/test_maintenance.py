@@ -96,6 +96,15 @@ class TestJobLeases:
             renew(store, held, now=later, lease_seconds=60)
         assert (lost.value.job, lost.value.owner) == ("record", "slow")
 
+    def test_a_summary_with_non_string_keys_is_recorded(self, store: EventStore) -> None:
+        def tally(ctx: JobContext) -> dict[object, object]:
+            return {200: 3, 404: 1, "when": NOON}
+
+        service = Maintenance(store, jobs=[Job("tally", tally, JobConfig(every=60))])
+        assert service.run_once("tally", period=NOON).status == "ok"
+        rows = {row.name: row for row in service.status()}
+        assert rows["tally"].last_result == {"200": 3, "404": 1, "when": "2030-01-01T12:00:00+00:00"}
+
     def test_the_job_row_records_each_run(self, store: EventStore, caplog: pytest.LogCaptureFixture) -> None:
         def boom(ctx: JobContext) -> None:
             raise RuntimeError("boom")
