@@ -98,7 +98,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option("--json", "as_json", is_flag=True, help="The hold as JSON.")
     @click.pass_context
     def hold(ctx: click.Context, flow_id: str, reason: str, by: str, as_json: bool) -> None:
-        """Put FLOW_ID under legal hold: retention never prunes it until `release`."""
+        """Put FLOW_ID under legal hold: retention never prunes it until `release`.
+
+        The hold is recorded in the flow $system-retention.
+        """
         with open_store(ctx) as store, errors():
             placed = hold_flow(store, flow_id, reason=reason, by=by)
         if as_json:
@@ -108,12 +111,14 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
     @main.command()
     @click.argument("flow_id")
+    @click.option("--by", "by", required=True, help="Who lifts the hold.")
+    @click.option("--reason", default=None, help="Why the hold is lifted.")
     @click.option("--json", "as_json", is_flag=True, help="The result as JSON.")
     @click.pass_context
-    def release(ctx: click.Context, flow_id: str, as_json: bool) -> None:
-        """Lift the legal hold on FLOW_ID."""
+    def release(ctx: click.Context, flow_id: str, by: str, reason: str | None, as_json: bool) -> None:
+        """Lift the legal hold on FLOW_ID (recorded in the flow $system-retention)."""
         with open_store(ctx) as store, errors():
-            released = release_flow(store, flow_id)
+            released = release_flow(store, flow_id, by=by, reason=reason)
         if as_json:
             echo_json({"flow_id": flow_id, "released": released})
         else:

@@ -39,6 +39,7 @@ from .errors import (
     RebuildInProgress,
     StorageError,
 )
+from .events import Event
 from .exchange import export_events, flow_heads, run_import
 from .exportfile import Manifest, Progress, ProgressCallback, verify_export
 from .flows import FLOW_TERMINAL, FlowView
@@ -608,15 +609,41 @@ def _check_archive(
 # -- legal holds --------------------------------------------------------------------
 
 
+SYSTEM_RETENTION_FLOW = "$system-retention"
+"""The flow that records every legal hold placed or released, in the same transaction."""
+
+
+class LegalHoldPlaced(Event):
+    """``held_flow_id`` was put under legal hold: retention keeps it until released."""
+
+    held_flow_id: str
+    reason: str
+    by: str
+
+
+class LegalHoldReleased(Event):
+    """The legal hold on ``held_flow_id`` was lifted."""
+
+    held_flow_id: str
+    by: str
+    reason: str | None = None
+
+
+def _check_text(what: str, **values: object) -> None:
+    for name, value in values.items():
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"{what} needs a non-empty {name}")
+
+
 def hold(store: EventStore, flow_id: str, *, reason: str, by: str) -> LegalHold:
     """Put a flow under legal hold: retention never prunes it until ``release``.
 
-    The flow must exist. A flow already held keeps its first hold, which is returned.
+    The flow must exist. A flow already held keeps its first hold, which is
+    returned. A new hold is recorded as a ``LegalHoldPlaced`` event in
+    ``$system-retention``, in the same transaction.
     """
     check_flow_id(flow_id)
-    for name, value in (("reason", reason), ("by", by)):
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidInput(f"a legal hold needs a non-empty {name}")
+    _check_text("a legal hold", reason=reason, by=by)
     h = legal_holds.c
     with store.transaction() as tx:
         conn = tx.connection
@@ -630,14 +657,26 @@ def hold(store: EventStore, flow_id: str, *, reason: str, by: str) -> LegalHold:
             raise FlowNotFound(flow_id)
         values = {"flow_id": flow_id, "reason": reason, "held_by": by, "held_at": format_time(store.clock())}
         conn.execute(legal_holds.insert().values(**values))
+        placed = LegalHoldPlaced(held_flow_id=flow_id, reason=reason, by=by)
+        tx.append(SYSTEM_RETENTION_FLOW, [placed], metadata={"actor": by})
     return _hold_of(values)
 
 
-def release(store: EventStore, flow_id: str) -> bool:
-    """Lift a flow's legal hold; False if it had none."""
+def release(store: EventStore, flow_id: str, *, by: str, reason: str | None = None) -> bool:
+    """Lift a flow's legal hold; False if it had none.
+
+    A lifted hold is recorded as a ``LegalHoldReleased`` event (who, and why
+    if given) in ``$system-retention``, in the same transaction.
+    """
     check_flow_id(flow_id)
+    _check_text("releasing a legal hold", by=by)
+    if reason is not None:
+        _check_text("releasing a legal hold", reason=reason)
     with store.transaction() as tx:
         deleted = tx.connection.execute(legal_holds.delete().where(legal_holds.c.flow_id == flow_id))
+        if deleted.rowcount:
+            released = LegalHoldReleased(held_flow_id=flow_id, by=by, reason=reason)
+            tx.append(SYSTEM_RETENTION_FLOW, [released], metadata={"actor": by})
     return bool(deleted.rowcount)
 
 

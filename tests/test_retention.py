@@ -31,6 +31,7 @@ from eventstore.checkpoints import generate_key, take_checkpoint, verify_checkpo
 from eventstore.cli import main
 from eventstore.exportfile import Progress, verify_export
 from eventstore.retention import (
+    SYSTEM_RETENTION_FLOW,
     RetentionPolicy,
     RetentionReport,
     hold,
@@ -138,10 +139,26 @@ class TestRun:
         report = retain(flows, tmp_path, T0 + 40 * DAY)
         assert (report.pruned, report.held) == (("f2",), ("f1",))
         assert [h.flow_id for h in list_holds(flows)] == ["f1"]
-        assert release(flows, "f1") and not release(flows, "f1")
+        assert release(flows, "f1", by="legal@example.com", reason="settled")
+        assert not release(flows, "f1", by="legal@example.com")
         assert retain(flows, tmp_path, T0 + 40 * DAY).pruned == ("f1",)
         with pytest.raises(FlowNotFound):
             hold(flows, "f1", reason="too late", by="legal")
+        recorded = list(flows.read_flow(SYSTEM_RETENTION_FLOW))
+        assert [(e.type, e.data["held_flow_id"], e.data["by"], e.metadata["actor"]) for e in recorded] == [
+            ("LegalHoldPlaced", "f1", "legal@example.com", "legal@example.com"),
+            ("LegalHoldReleased", "f1", "legal@example.com", "legal@example.com"),
+        ]
+        assert (recorded[0].data["reason"], recorded[1].data["reason"]) == ("litigation", "settled")
+
+    def test_a_hold_or_release_without_who_is_refused_and_writes_nothing(self, flows: EventStore) -> None:
+        with pytest.raises(InvalidInput, match="non-empty by"):
+            hold(flows, "f1", reason="litigation", by=" ")
+        hold(flows, "f1", reason="litigation", by="legal")
+        with pytest.raises(InvalidInput, match="non-empty by"):
+            release(flows, "f1", by="")
+        assert [h.flow_id for h in list_holds(flows)] == ["f1"]
+        assert flows.revision(SYSTEM_RETENTION_FLOW) == 1
 
     def test_dry_run_and_keep_everything_write_nothing(self, flows: EventStore, tmp_path: Path) -> None:
         dry = retain(flows, tmp_path, T0 + 40 * DAY, dry_run=True)
@@ -374,7 +391,7 @@ class TestCommands:
             assert "would prune 1 flows: f2" in run(target, "prune", "--policy", "finished=30", "--dry-run")
             out = run(target, "prune", "--policy", "finished=30", "--archive-dir", archives)
         assert "pruned 1 flows (3 events)" in out and "kept under legal hold: f1" in out
-        assert "released the hold on f1" in run(target, "release", "f1")
+        assert "released the hold on f1" in run(target, "release", "f1", "--by", "ann", "--reason", "done")
         (listed,) = orjson.loads(run(target, "archive", "list", "--json"))
         assert listed["status"] == "pruned" and listed["flows_pruned"] == 1
         assert listed["archive_id"] in run(target, "archive", "list")
