@@ -30,13 +30,13 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from .backends.base import READ_COLUMNS
 from .errors import EventNotFound, FlowNotFound, InvalidInput, SessionNotFound
 from .events import AppendResult, RecordedEvent
 from .flows import GateOption
 from .integrity import format_time
 from .schema import (
     AUDIT_EVENT_TYPES,
+    READ_COLUMNS,
     audit_actor,
     audited,
     causation,
@@ -208,7 +208,7 @@ def session_flows(store: EventStore, session: str) -> list[str]:
         .where(flow_beginning, owner_session == _text("session", session))
         .order_by(_c.position)
     )
-    return [row[0] for row in store._fetch(query)]
+    return [row[0] for row in store.query(query)]
 
 
 def entry_from_event(event: RecordedEvent, opening: RecordedEvent | None = None) -> AuditEntry:
@@ -332,7 +332,7 @@ def effects(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) 
                 .where(causation.isnot(None), causation.in_(chunk))
                 .order_by(_c.position)
             )
-            for event in _decode(store, store._fetch(query)):
+            for event in iter(store.query_events(query)):
                 if event.event_id not in seen:
                     seen.add(event.event_id)
                     cause = _parse_id(event.metadata.get(CAUSATION_KEY))
@@ -359,13 +359,8 @@ def correlated(
 
 
 def _read(store: EventStore, base: sa.Select[Any], after: int, limit: int | None) -> Iterator[RecordedEvent]:
-    """Keyset pages of ``base`` by position, through the store (errors translated, retried once)."""
-    pages = store._pages(lambda cursor: base.where(_c.position > cursor), lambda row: row[0], after, limit)
-    return store._events(pages)
-
-
-def _decode(store: EventStore, rows: Iterable[Any]) -> Iterator[RecordedEvent]:
-    return store._events(iter([list(rows)]))
+    """The events ``base`` selects, in keyset pages by position (errors translated, retried once)."""
+    return store.read_where(base.whereclause, after_position=after, limit=limit)
 
 
 def _entries(store: EventStore, events: Iterator[RecordedEvent]) -> Iterator[AuditEntry]:
@@ -393,7 +388,7 @@ def _opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | None
         .order_by(_c.position.desc())
         .limit(1)
     )
-    return next(_decode(store, store._fetch(query)), None)
+    return next(iter(store.query_events(query)), None)
 
 
 def _gate_entry(event: RecordedEvent, common: dict[str, Any], opening: RecordedEvent | None) -> GateEntry:
@@ -463,7 +458,7 @@ def _time_range(store: EventStore, since: datetime | None, until: datetime | Non
 def _by_id(store: EventStore, event_id: uuid.UUID) -> RecordedEvent | None:
     value: Any = event_id.bytes if store.dialect == "sqlite" else event_id
     query = sa.select(*READ_COLUMNS).where(_c.event_id == value)
-    return next(_decode(store, store._fetch(query)), None)
+    return next(iter(store.query_events(query)), None)
 
 
 def _event_id(value: uuid.UUID | str) -> uuid.UUID:

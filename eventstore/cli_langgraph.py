@@ -34,7 +34,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         from projections.langgraph_queries import LangGraphQueries
 
         queries = LangGraphQueries()
-        with open_store(ctx) as store, errors(), store._guard(), store.engine.connect() as conn:
+        with open_store(ctx) as store, errors(), store.reading() as conn:
             if not sa.inspect(conn).has_table(queries.projection.table("langgraph_threads").name):
                 page = None
             else:

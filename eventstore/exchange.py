@@ -125,7 +125,7 @@ def _paged(
 ) -> Iterator[Sequence[Any]]:
     cursor = start
     while True:
-        rows = store._fetch(query(cursor).limit(store.page_size))  # keyset pages, errors translated
+        rows = store.query(query(cursor).limit(store.page_size))  # keyset pages, errors translated
         if rows:
             yield rows
         if len(rows) < store.page_size:
@@ -169,7 +169,7 @@ def _range_rows(store: EventStore, since: datetime | None, until: datetime | Non
         where.append(c.recorded_at < bound(until))
     spans = {
         flow_id: (low, high)
-        for flow_id, low, high in store._fetch(
+        for flow_id, low, high in store.query(
             sa.select(c.flow_id, sa.func.min(c.revision), sa.func.max(c.revision))
             .where(*where)
             .group_by(c.flow_id)
@@ -177,7 +177,7 @@ def _range_rows(store: EventStore, since: datetime | None, until: datetime | Non
     }
     if not spans:
         return
-    first, last = store._fetch(sa.select(sa.func.min(c.position), sa.func.max(c.position)).where(*where))[0]
+    first, last = store.query(sa.select(sa.func.min(c.position), sa.func.max(c.position)).where(*where))[0]
     base = sa.select(*VERIFY_COLUMNS).where(c.position <= last).order_by(c.position)
     for rows in _paged(store, lambda cur: base.where(c.position > cur), lambda r: r[0], first - 1):
         for row in rows:
@@ -267,7 +267,7 @@ def run_import(
     missing = sorted(set(only or ()) - set(segments))
     if missing:
         raise InvalidInput(f"the export holds no events of {', '.join(map(repr, missing))}")
-    with store._guard(), store.engine.connect() as conn:  # the store's translation of driver errors
+    with store.reading() as conn:  # the store's translation of driver errors
         heads = flow_heads(conn, list(segments))
         tombstones = _tombstones(conn, list(segments))
     plan = _Plan(store, segments, heads)
@@ -334,7 +334,7 @@ class _Plan:
         c = flow_events.c
         sqlite = self.store.dialect == "sqlite"
         params = [uuid.UUID(event_id).bytes if sqlite else uuid.UUID(event_id) for _, event_id in ids]
-        found = self.store._fetch(sa.select(c.event_id, c.flow_id).where(c.event_id.in_(params)).limit(1))
+        found = self.store.query(sa.select(c.event_id, c.flow_id).where(c.event_id.in_(params)).limit(1))
         if found:
             stored, owner = found[0]
             event_id = uuid_from_bytes(stored) if sqlite else stored
@@ -383,7 +383,7 @@ class _Plan:
 
     def _stored_hash(self, flow_id: str, revision: int) -> bytes | None:
         c = flow_events.c
-        found = self.store._fetch(sa.select(c.hash).where(c.flow_id == flow_id, c.revision == revision))
+        found = self.store.query(sa.select(c.hash).where(c.flow_id == flow_id, c.revision == revision))
         return bytes(found[0][0]) if found else None
 
 

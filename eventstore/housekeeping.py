@@ -63,8 +63,7 @@ def wal_checkpoint(store: EventStore) -> WalCheckpoint:
     WAL frames makes it report ``busy`` and leave the WAL for the next time.
     """
     sqlite_file(store, "wal checkpoint")
-    store._check_open()
-    with store._guard(), store.engine.connect() as conn:
+    with store.reading() as conn:
         row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
     return WalCheckpoint(bool(row[0]), int(row[1]), int(row[2]))
 
@@ -77,8 +76,7 @@ def check_database(store: EventStore, *, quick: bool = True) -> list[str]:
     """
     sqlite_file(store, "integrity_check")
     pragma = "quick_check" if quick else "integrity_check"
-    store._check_open()
-    with store._guard(), store.engine.connect() as conn:
+    with store.reading() as conn:
         return [str(row[0]) for row in conn.exec_driver_sql(f"PRAGMA {pragma}")]
 
 

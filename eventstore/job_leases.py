@@ -134,8 +134,7 @@ def _mine(held: Claim) -> sa.Update:
 
 def job_status(store: EventStore) -> list[JobStatus]:
     """Every job's row, by name: what to watch (``eventstore maintain --status``)."""
-    store._check_open()
-    with store._guard(), store.engine.connect() as conn:
+    with store.reading() as conn:
         rows = conn.execute(sa.select(jobs).order_by(jobs.c.name)).all()
     return [
         JobStatus(

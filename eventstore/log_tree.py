@@ -251,7 +251,7 @@ def _fill_height(store: EventStore, height: int, target: int) -> None:
 @contextmanager
 def reading(store: EventStore) -> Iterator[sa.Connection]:
     """A read connection whose database errors become the store's errors."""
-    with store._guard(), store.engine.connect() as conn:  # the store's one translation of driver errors
+    with store.reading() as conn:  # the store's one translation of driver errors
         yield conn
 
 

@@ -133,8 +133,7 @@ def _unsnapshotted(store: EventStore, after: int, head: int, every: int) -> Iter
         .group_by(e.flow_id)
         .having(sa.func.max(e.revision) >= every)
     )
-    store._check_open()
-    with store._guard(), store.engine.connect() as conn:
+    with store.reading() as conn:
         candidates = {row[0]: (row[1] // every) * every for row in conn.execute(grown)}
     ids = sorted(candidates)
     for start in range(0, len(ids), 500):
@@ -144,8 +143,7 @@ def _unsnapshotted(store: EventStore, after: int, head: int, every: int) -> Iter
             .where(s.flow_id.in_(chunk), s.fold_version == FOLD_VERSION)
             .group_by(s.flow_id)
         )
-        store._check_open()
-        with store._guard(), store.engine.connect() as conn:
+        with store.reading() as conn:
             have = {row[0]: row[1] for row in conn.execute(newest)}
         for flow_id in chunk:
             if have.get(flow_id, 0) < candidates[flow_id]:

@@ -211,7 +211,7 @@ def run_retention(
     if dry_run:
         eligible, held = _select(store, policy, max_flows)
         return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
-    with store._guard(), store.engine.connect() as conn:  # before writing an archive it could not prune
+    with store.reading() as conn:  # before writing an archive it could not prune
         _refuse_during_rebuild(store, conn, "retention")
     total = _Outcome()
     repaired, failed = [], []
@@ -309,7 +309,7 @@ def _candidates(
         .order_by(is_held, c.recorded_at, c.flow_id)
         .limit(limit)
     )
-    return [(row[0], row[1], row[2], bool(row[3])) for row in store._fetch(query)]
+    return [(row[0], row[1], row[2], bool(row[3])) for row in store.query(query)]
 
 
 def _status(store: EventStore, flow_id: str, revision: int) -> str | None:
@@ -507,7 +507,7 @@ def list_archives(store: EventStore, *, archive_id: str | None = None) -> list[A
     query = sa.select(archives, pruned).order_by(a.created_at, a.archive_id)
     if archive_id is not None:
         query = query.where(a.archive_id == archive_id)
-    with store._guard(), store.engine.connect() as conn:  # the store's translation of driver errors
+    with store.reading() as conn:  # the store's translation of driver errors
         rows = conn.execute(query).all()
     return [_archive_of(row._mapping, row[-1]) for row in rows]
 
@@ -554,7 +554,7 @@ def restore(
     if not found:
         raise ArchiveNotFound(archive_id)
     path = Path(found[0].path) if archive_dir is None else Path(archive_dir) / Path(found[0].path).name
-    with store._guard(), store.engine.connect() as conn:  # the store's translation of driver errors
+    with store.reading() as conn:  # the store's translation of driver errors
         t = flow_tombstones.c
         pruned = list(conn.execute(sa.select(t.flow_id).where(t.archive_id == archive_id)).scalars())
         tombstones = _tombstoned(conn, pruned)
@@ -570,7 +570,7 @@ def restore(
     manifest = Manifest.read(path)
     _check_archive(path, manifest, tombstones)
     action = f"restoring from archive {archive_id}"
-    with store._guard(), store.engine.connect() as conn:  # fail early; the writes check again
+    with store.reading() as conn:  # fail early; the writes check again
         _refuse_during_rebuild(store, conn, action)
 
     def drop_tombstones(conn: sa.Connection, done: list[str]) -> None:
@@ -682,7 +682,7 @@ def release(store: EventStore, flow_id: str, *, by: str, reason: str | None = No
 
 def list_holds(store: EventStore) -> list[LegalHold]:
     """Every legal hold, by flow id."""
-    with store._guard(), store.engine.connect() as conn:  # the store's translation of driver errors
+    with store.reading() as conn:  # the store's translation of driver errors
         rows = conn.execute(sa.select(legal_holds).order_by(legal_holds.c.flow_id)).all()
     return [_hold_of(row._mapping) for row in rows]
 

@@ -47,6 +47,22 @@ flow_events = sa.Table(
     sa.Index("ix_flow_events_type_position", "type", "position"),
 )
 
+READ_COLUMNS = [
+    flow_events.c.position,
+    flow_events.c.flow_id,
+    flow_events.c.revision,
+    flow_events.c.event_id,
+    flow_events.c.type,
+    flow_events.c.schema_version,
+    flow_events.c.data,
+    flow_events.c.metadata,
+    flow_events.c.recorded_at,
+    flow_events.c.prev_hash,
+    flow_events.c.hash,
+]
+"""The columns of ``flow_events`` an event is read back from, in ``RecordedEvent`` order
+(``EventStore.query_events``)."""
+
 # -- audit indexes (migration 0007) --------------------------------------------
 # Partial indexes, so appends of other events pay next to nothing for them.
 

@@ -42,7 +42,7 @@ def log_stats(store: EventStore, *, days: int = 7, now: datetime | None = None) 
         raise InvalidInput(f"days must be an int from 0 to 366, not {days!r}")
     today = (now or store.clock()).astimezone(UTC).date()
     last_position = store.last_position()
-    with store._guard(), store.engine.connect() as conn:
+    with store.reading() as conn:
         events = int(conn.execute(sa.select(sa.func.count()).select_from(flow_events)).scalar_one())
         first = _event_time(store, conn, "first")
         last = _event_time(store, conn, "last")

@@ -17,7 +17,6 @@ from . import migrate
 from .backends import postgresql, sqlite
 from .backends.base import (
     FOLD_COLUMNS,
-    READ_COLUMNS,
     VERIFY_COLUMNS,
     Backend,
     Batch,
@@ -49,7 +48,7 @@ from .integrity import Problem, VerificationReport, check_chains
 from .preparation import Preparer, check_flow_id
 from .privileged import pruned_count, pruned_problems
 from .projection import FusedWrite, InlineProjection
-from .schema import flow_events
+from .schema import READ_COLUMNS, flow_events
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -443,16 +442,13 @@ class EventStore:
         _check_count("after_position", after_position, minimum=0)
         if limit is not None:
             _check_count("limit", limit, minimum=0)
-        col = flow_events.c.position
-        base = sa.select(*READ_COLUMNS).order_by(col)
+        conditions = []
         if types is not None:
             wanted = [types] if isinstance(types, str) else list(types)
             if not all(isinstance(t, str) for t in wanted):
                 raise InvalidInput("types must be event type names")
-            base = base.where(flow_events.c.type.in_(wanted))
-        return self._events(
-            self._pages(lambda cur: base.where(col > cur), lambda r: r[0], after_position, limit)
-        )
+            conditions.append(flow_events.c.type.in_(wanted))
+        return self.read_where(*conditions, after_position=after_position, limit=limit)
 
     def read_for_fold(
         self,
@@ -522,6 +518,44 @@ class EventStore:
         for rows in pages:
             for row in rows:
                 yield decode(row)
+
+    # -- queries of your own ---------------------------------------------
+    def query(self, query: sa.Select[Any]) -> Sequence[Any]:
+        """The rows of a SQLAlchemy Core ``select`` over the store's tables (or read models).
+
+        Driver errors become the store's errors; a pooled connection found
+        dead is replaced and the query run once more.
+        """
+        return self._fetch(query)
+
+    def query_events(self, query: sa.Select[Any]) -> list[RecordedEvent]:
+        """The events of a ``select(*READ_COLUMNS)`` of ``flow_events`` (``eventstore.schema``), decoded."""
+        return list(self._events(iter([self._fetch(query)])))
+
+    def read_where(
+        self, *conditions: Any, after_position: int = 0, limit: int | None = None
+    ) -> Iterator[RecordedEvent]:
+        """Events after ``after_position`` matching SQLAlchemy ``conditions`` on ``flow_events``, in order.
+
+        Read in keyset pages of ``page_size``, as ``read_all`` is; an index on
+        the conditions' columns keeps each page short.
+        """
+        self._check_open()
+        _check_count("after_position", after_position, minimum=0)
+        if limit is not None:
+            _check_count("limit", limit, minimum=0)
+        col = flow_events.c.position
+        base = sa.select(*READ_COLUMNS).where(*conditions).order_by(col)
+        return self._events(
+            self._pages(lambda cur: base.where(col > cur), lambda r: r[0], after_position, limit)
+        )
+
+    @contextmanager
+    def reading(self) -> Iterator[sa.Connection]:
+        """A connection for reads of your own; driver errors become the store's errors."""
+        self._check_open()
+        with self._guard(), self._backend.read_connection() as conn:
+            yield conn
 
     def _fetch(self, query: sa.Select[Any]) -> Sequence[Any]:
         """One page of a read, retried once on a fresh connection if the pooled one was dead."""

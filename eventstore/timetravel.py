@@ -244,8 +244,7 @@ def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[Flo
         .order_by(s.revision.desc())
         .limit(3)
     )
-    store._check_open()
-    with store._guard(), store.engine.connect() as conn:
+    with store.reading() as conn:
         for revision, event_hash, state_hash, logged in conn.execute(candidates).all():
             if logged is None or bytes(logged) != bytes(event_hash):
                 continue  # the history it was taken from is not the history now
@@ -291,8 +290,7 @@ def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
 
     def load(wanted: list[tuple[bytes, list[str]]]) -> dict[str, StepState]:
         bodies: dict[bytes, str] = {}
-        store._check_open()
-        with store._guard(), store.engine.connect() as conn:
+        with store.reading() as conn:
             for start in range(0, len(wanted), 500):
                 hashes = [part_hash for part_hash, _ in wanted[start : start + 500]]
                 query = sa.select(p.hash, p.body).where(

@@ -5,8 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+import sqlalchemy as sa
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, NewEvent, StorageError, StoreClosed
+from eventstore.schema import READ_COLUMNS, flow_events
 
 
 def fill(store: EventStore, flow_id: str, count: int) -> None:
@@ -79,6 +81,33 @@ class TestReadAll:
         assert next(iterator).position == 1
         store.append("g", [NewEvent("Late", {})])
         assert [e.position for e in iterator][-1] == 6
+
+
+class TestQueriesOfYourOwn:
+    def test_read_where_pages_by_position(self, store: EventStore) -> None:
+        for n in range(5):
+            store.append(f"f{n}", [NewEvent("T", {"n": n}), NewEvent("U", {"n": n})])
+        store.page_size = 2  # several keyset pages
+        c = flow_events.c
+        found = store.read_where(c.type == "U", c.flow_id != "f2", after_position=2, limit=3)
+        assert [(e.flow_id, e.type) for e in found] == [("f1", "U"), ("f3", "U"), ("f4", "U")]
+
+    def test_query_and_query_events(self, store: EventStore) -> None:
+        fill(store, "f", 3)
+        c = flow_events.c
+        (count,) = store.query(sa.select(sa.func.count()).where(c.flow_id == "f"))
+        assert tuple(count) == (3,)
+        (event,) = store.query_events(sa.select(*READ_COLUMNS).where(c.revision == 2))
+        assert (event.flow_id, event.revision, event.data) == ("f", 2, {"i": 1})
+
+    def test_errors_are_the_stores(self, store: EventStore) -> None:
+        with pytest.raises(StorageError), store.reading() as conn:
+            conn.exec_driver_sql("SELECT no_such_column FROM flow_events")
+        with pytest.raises(StorageError):
+            store.query(sa.select(sa.text("no_such_column")).select_from(flow_events))
+        store.close()
+        with pytest.raises(StoreClosed), store.reading():
+            pass
 
 
 class TestFlows:

@@ -121,19 +121,6 @@ INSERT_COLUMNS = (
     "recorded_at, data_hash, metadata_hash, prev_hash, hash"
 )
 
-READ_COLUMNS = [
-    flow_events.c.position,
-    flow_events.c.flow_id,
-    flow_events.c.revision,
-    flow_events.c.event_id,
-    flow_events.c.type,
-    flow_events.c.schema_version,
-    flow_events.c.data,
-    flow_events.c.metadata,
-    flow_events.c.recorded_at,
-    flow_events.c.prev_hash,
-    flow_events.c.hash,
-]
 
 FOLD_COLUMNS = [
     flow_events.c.flow_id,

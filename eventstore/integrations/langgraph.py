@@ -720,7 +720,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         from projections.langgraph import execute
 
         store = self.store
-        with store._guard(), store.engine.connect() as conn:
+        with store.reading() as conn:
             if store.dialect != "sqlite":  # each read is one statement: no transaction to end
                 yield conn.execution_options(isolation_level="AUTOCOMMIT")
                 return
