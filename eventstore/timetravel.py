@@ -227,8 +227,7 @@ def _target_revision(
     query = sa.select(sa.func.max(flow_events.c.revision)).where(
         flow_events.c.flow_id == flow_id, flow_events.c.recorded_at <= moment
     )
-    with store.engine.connect() as conn:
-        found = conn.execute(query).scalar()
+    (found,) = store.query(query)[0]
     return int(found or 0)
 
 

@@ -298,7 +298,7 @@ def rebuild(
         time.sleep(0.25)  # another process is rebuilding; its lease renews every batch
     try:
         if only_if_outdated:
-            with store.engine.connect() as conn:
+            with store.reading() as conn:
                 current = read_checkpoint(conn, projection.name)
             if current is not None and current.version == projection.version:
                 return Progress(0, 0, 0.0)
@@ -445,6 +445,6 @@ class CatchUpRunner:
         return total
 
     def position(self) -> int:
-        with self.store.engine.connect() as conn:
+        with self.store.reading() as conn:
             checkpoint = read_checkpoint(conn, self.projection.name)
         return 0 if checkpoint is None else checkpoint.position
