@@ -87,6 +87,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             ("archived but not pruned (changed or held since)", report.skipped),
             ("finished earlier archives", report.repaired),
             ("archives that no longer verify (marked failed, nothing pruned)", report.failed),
+            ("removed half-written archives of runs that died", report.removed_partials),
         ):
             if items:
                 echo(f"{label}: {', '.join(items)}")

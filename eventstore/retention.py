@@ -137,6 +137,8 @@ class RetentionReport:
     """Archives of earlier runs that this run finished."""
     failed: tuple[str, ...] = ()
     """Archives of earlier runs whose files no longer verify: marked failed, nothing of them pruned."""
+    removed_partials: tuple[str, ...] = ()
+    """Half-written archive files (``*.partial``) of runs that died, removed from the archive directory."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +177,7 @@ class _Outcome:
     pruned: list[str] = field(default_factory=list)
     events: int = 0
     skipped: list[str] = field(default_factory=list)
+    partials: list[str] = field(default_factory=list)
 
 
 # -- the run ----------------------------------------------------------------------
@@ -214,6 +217,7 @@ def run_retention(
     with store.reading() as conn:  # before writing an archive it could not prune
         _refuse_during_rebuild(store, conn, "retention")
     total = _Outcome()
+    total.partials = _remove_partials(Path(archive_dir), store.clock())
     repaired, failed = [], []
     for archive in list_archives(store):
         if archive.status in ("written", "verified"):
@@ -262,7 +266,33 @@ def _report(
         skipped=tuple(total.skipped),
         repaired=tuple(repaired),
         failed=tuple(failed),
+        removed_partials=tuple(total.partials),
     )
+
+
+PARTIAL_AGE = timedelta(hours=1)
+"""A ``.partial`` archive file untouched this long belongs to a run that died: one being
+written is appended to (and its modification time moved) every few thousand events."""
+
+
+def _remove_partials(directory: Path, now: datetime) -> list[str]:
+    """Delete the half-written archives (``<id>.jsonl.gz.partial``) runs left when they died."""
+    removed: list[str] = []
+    try:
+        candidates = sorted(directory.glob("*.jsonl.gz.partial"))
+    except OSError:
+        return removed  # no directory yet: nothing was ever written there
+    for path in candidates:
+        try:
+            touched = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            if now - touched >= PARTIAL_AGE:
+                path.unlink()
+                removed.append(str(path))
+        except FileNotFoundError:
+            continue  # its run finished (renamed it) or another run removed it meanwhile
+        except OSError as exc:
+            raise StorageError(f"cannot remove the half-written archive {path}: {exc}") from exc
+    return removed
 
 
 def _select(store: EventStore, policy: RetentionPolicy, limit: int) -> tuple[list[str], list[str]]:

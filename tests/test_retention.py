@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -159,6 +160,21 @@ class TestRun:
             release(flows, "f1", by="")
         assert [h.flow_id for h in list_holds(flows)] == ["f1"]
         assert flows.revision(SYSTEM_RETENTION_FLOW) == 1
+
+    def test_half_written_archives_of_dead_runs_are_removed(self, flows: EventStore, tmp_path: Path) -> None:
+        """A run killed while exporting leaves ``<id>.jsonl.gz.partial``; the next run removes it,
+        unless it was touched within the hour (another run may be writing it)."""
+        directory = tmp_path / "archives"
+        directory.mkdir()
+        dead, busy = directory / "dead.jsonl.gz.partial", directory / "busy.jsonl.gz.partial"
+        for path in (dead, busy):
+            path.write_bytes(b"\x1f\x8b half")
+        now = T0 + 40 * DAY
+        os.utime(dead, (now.timestamp() - 3601,) * 2)
+        os.utime(busy, (now.timestamp() - 60,) * 2)
+        report = retain(flows, tmp_path, now)
+        assert report.removed_partials == (str(dead),)
+        assert not dead.exists() and busy.exists() and report.pruned == ("f1", "f2")
 
     def test_dry_run_and_keep_everything_write_nothing(self, flows: EventStore, tmp_path: Path) -> None:
         dry = retain(flows, tmp_path, T0 + 40 * DAY, dry_run=True)
