@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
 from eventstore import EventStore, RecordedEvent, Transaction
-from eventstore.errors import ProjectionError
+from eventstore.errors import ConcurrencyError, ProjectionError
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite
 from eventstore.schema import projection_checkpoints as checkpoints
@@ -361,6 +361,39 @@ def _rebuild(
         _renew(store, tx.connection, projection, tag)
         for index in late_indexes:
             index.create(tx.connection)
+    for attempt in range(_SWAP_ATTEMPTS):
+        try:
+            done += _swap(store, projection, target, tag, position, memo)
+            break
+        except ConcurrencyError:
+            # PostgreSQL chose the swap as a deadlock's victim (it takes the positions row, then
+            # the live tables; an append holding a table lock may wait for that row). Nothing
+            # of it stayed: fold the tail again from the tables as they are.
+            memo.clear()
+            if attempt == _SWAP_ATTEMPTS - 1:
+                raise
+    for live in (projection, *store.projections):
+        forget = getattr(live, "forget_remembered", None)
+        if forget is not None:
+            forget()  # states remembered from the old tables are not trusted past a rebuild
+    result = Progress(done, max(total, done), time.perf_counter() - started)
+    if progress is not None:
+        progress(result)
+    return result
+
+
+_SWAP_ATTEMPTS = 5
+
+
+def _swap(
+    store: EventStore,
+    projection: Projection,
+    target: Projection,
+    tag: str,
+    position: int,
+    memo: dict[Any, Any],
+) -> int:
+    """Fold the events after ``position`` into the fresh tables and swap them in, appends held."""
     with store.transaction() as tx:
         conn = tx.connection
         head = lock_appends(conn)
@@ -370,20 +403,12 @@ def _rebuild(
         tail = list(store.read_all(after_position=position))
         if tail:
             _apply_grouped(target, tx, tail)
-            done += len(tail)
         for live in reversed(list(projection.tables.values())):
             conn.execute(sa.schema.DropTable(live, if_exists=True))
         for name, fresh in target.tables.items():
             conn.exec_driver_sql(f'ALTER TABLE "{fresh.name}" RENAME TO "{name}"')
         write_checkpoint(store, conn, projection, position=head, build=tag)
-    for live in (projection, *store.projections):
-        forget = getattr(live, "forget_remembered", None)
-        if forget is not None:
-            forget()  # states remembered from the old tables are not trusted past a rebuild
-    result = Progress(done, max(total, done), time.perf_counter() - started)
-    if progress is not None:
-        progress(result)
-    return result
+    return len(tail)
 
 
 @contextmanager

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from typing import Any
 
@@ -135,3 +136,43 @@ def test_async_writes_to_one_thread_take_turns(target: Target) -> None:
         stored = asyncio.run(main())
         assert sorted(w[2] for w in stored.pending_writes) == list(range(20))
         assert len(list(saver.store.read_flow(flow_id_for("t")))) == 21
+
+
+def test_a_write_cancelled_while_waiting_for_sqlites_lock_leaves_the_writer_usable(tmp_path: Any) -> None:
+    """Another process holds the write lock; a caller's timeout cancels the append waiting for it.
+    Once the lock is free, the store writes again, and so can other processes."""
+    path = tmp_path / "cancel.db"
+
+    async def main() -> list[int]:
+        async with await AsyncEventStore.open(f"sqlite:///{path}") as store:
+            await store.append("f", [NewEvent("Noted", {})])
+            holder = sqlite3.connect(path, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(store.append("f", [NewEvent("Noted", {})]), 0.2)
+            holder.execute("ROLLBACK")
+            holder.close()
+            await store.append("f", [NewEvent("Noted", {})])
+            other = sqlite3.connect(path, isolation_level=None, timeout=5)
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            other.close()
+            return [e.revision for e in await store.read_flow("f")]
+
+    assert asyncio.run(main()) == [1, 2]
+
+
+def test_cancelling_one_caller_while_the_connections_open_spares_the_others(target: Target) -> None:
+    with EventStoreSaver.from_url(target.url, async_driver=True, **target.options) as saver:
+
+        async def main() -> Any:
+            first = asyncio.create_task(save(saver, "a", 1))
+            second = asyncio.create_task(save(saver, "b", 1))
+            await asyncio.sleep(0)  # both are waiting for the loop's connections to open
+            first.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            return await second
+
+        latest = asyncio.run(main())
+        assert saver.get_tuple(latest) is not None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -338,3 +339,75 @@ def test_a_projection_that_cannot_fuse_still_sees_every_put(target: Target) -> N
             kept = conn.execute(sa.select(Saves().table("test_saves").c.position)).scalars().all()
         assert sorted(kept) == [e.position for e in events(saver, "t")]
     store.close()
+
+
+PUTS = 40
+
+
+def test_rebuilds_while_threads_put_lose_nothing(target: Target) -> None:
+    """A rebuild's swap takes the positions row, then the live tables; a fused put takes them the
+    other way. A deadlock between them costs a retry (the put falls back, the swap folds its tail
+    again), never an error for either, and the read model still equals the log."""
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        failures: list[Exception] = []
+
+        def writer(number: int) -> None:
+            parent = None
+            try:
+                for n in range(PUTS):
+                    parent = put(saver, f"r{number}", {"n": n}, {"n": n + 1}, parent=parent)
+            except Exception as exc:
+                failures.append(exc)
+
+        threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        rebuilds = 0
+        while rebuilds == 0 or any(thread.is_alive() for thread in threads):
+            rebuild(saver.store, LangGraphProjection())
+            rebuilds += 1
+        for thread in threads:
+            thread.join()
+        assert failures == []
+        inline = tables(saver.store)
+        assert len(inline["langgraph_checkpoints"]) == 3 * PUTS
+        rebuild(saver.store, LangGraphProjection())
+        assert tables(saver.store) == inline
+
+
+def test_a_fused_put_that_deadlocks_with_a_swap_falls_back(pg_target: Target) -> None:
+    """The order a rebuild's swap takes locks in (the positions row, then the live tables for
+    DROP), against a fused put that has locked the tables and waits for the row: PostgreSQL
+    aborts the put, which then takes the ordinary path once the swap is done, and loses nothing."""
+    import psycopg
+
+    schema = pg_target.options["schema"]
+    with EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver:
+        first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
+        swap = psycopg.connect(pg_target.url.replace("+psycopg", ""), options=f"-c search_path={schema}")
+        swap.execute("SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE")
+        done: list[Any] = []
+        putting = threading.Thread(
+            target=lambda: done.append(put(saver, "t", {"n": 1}, {"n": 1}, parent=first))
+        )
+        putting.start()
+        with psycopg.connect(pg_target.url.replace("+psycopg", "")) as watch:
+            for _ in range(500):  # until the put waits for the row (it has locked the tables)
+                (waiting,) = watch.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database() AND query LIKE '%%appended AS%%'"
+                ).fetchone()
+                if waiting:
+                    break
+                threading.Event().wait(0.01)
+            assert waiting == 1
+        swap.execute("LOCK TABLE langgraph_checkpoints IN ACCESS EXCLUSIVE MODE")  # the deadlock
+        swap.commit()
+        putting.join()
+        swap.close()
+        assert len(done) == 1
+        latest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+        assert latest is not None and latest.checkpoint["channel_values"] == {"n": 1}
+        inline = tables(saver.store)
+        rebuild(saver.store, LangGraphProjection())
+        assert tables(saver.store) == inline

@@ -86,6 +86,7 @@ def _fused_append(ctes: Sequence[str], *, one: bool) -> str:
 
 
 _HEAD_CACHE_SIZE = 10_000
+_LOCK_ORDER_STATES = ("40P01", "55P03")  # deadlock detected, lock not available (lock_timeout)
 
 
 def create_engine(
@@ -215,6 +216,13 @@ class PostgresBackend(Backend):
                 self.forget([batch.flow_id])
                 exc.eventstore_batch = batch  # type: ignore[attr-defined]  # read by the store's guard
                 raise
+            except sa.exc.DBAPIError as exc:
+                if getattr(exc.orig, "sqlstate", None) not in _LOCK_ORDER_STATES:
+                    raise
+                # The statement locks the read models' tables when it is parsed, before the
+                # positions row: a rebuild's swap takes them the other way round. Nothing was
+                # written; the ordinary transaction takes the locks in the swap's order.
+                written = None
         if written is None:
             self.forget([batch.flow_id])
             return None
@@ -347,7 +355,11 @@ class PostgresBackend(Backend):
         if getattr(orig, "sqlstate", None) != "23505":
             return None
         constraint = getattr(getattr(orig, "diag", None), "constraint_name", "") or ""
-        return "event_id" if constraint == "uq_flow_events_event_id" else "revision"
+        if constraint == "uq_flow_events_event_id":
+            return "event_id"
+        if constraint == "uq_flow_events_flow_revision":
+            return "revision"
+        return None  # a read model's key (a projection's own bug): reported, never retried as a race
 
     def decode(self, row: Sequence[Any]) -> RecordedEvent:
         return RecordedEvent(

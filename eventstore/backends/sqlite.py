@@ -124,6 +124,11 @@ class SQLiteBackend(Backend):
             raw.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             raise _driver_error(exc, "BEGIN IMMEDIATE", ()) from exc
+        except BaseException:
+            # Cancelled while waiting for the lock (asyncio): aiosqlite's thread may still take it.
+            # Dropping the connection queues its close behind the BEGIN, which lets the lock go.
+            self._discard()
+            raise
         try:
             yield conn
         except BaseException:
@@ -140,7 +145,7 @@ class SQLiteBackend(Backend):
         except sqlite3.Error as exc:
             self._discard()
             raise _driver_error(exc, "COMMIT" if commit else "ROLLBACK", ()) from exc
-        except sa.exc.SQLAlchemyError:
+        except BaseException:  # SQLAlchemy's errors, or a cancellation (asyncio) mid-commit
             self._discard()
             raise
 
@@ -226,7 +231,11 @@ class SQLiteBackend(Backend):
         message = str(exc.orig)
         if "UNIQUE constraint failed" not in message:
             return None
-        return "event_id" if "flow_events.event_id" in message else "revision"
+        if "flow_events.event_id" in message:
+            return "event_id"
+        if "flow_events.flow_id, flow_events.revision" in message:
+            return "revision"
+        return None  # a read model's key (a projection's own bug): reported, never retried as a race
 
     def decode(self, row: Sequence[Any]) -> RecordedEvent:
         return RecordedEvent(

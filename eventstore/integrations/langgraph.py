@@ -536,7 +536,8 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         current = self._aio
         if current is None or current[0] is not loop:
             current = self._aio = (loop, loop.create_task(self._open_on_loop(current)))
-        return await current[1]
+        # Shielded: a caller cancelled while the connections open must not cancel the others' wait.
+        return await asyncio.shield(current[1])
 
     async def _open_on_loop(
         self, previous: tuple[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]] | None
@@ -546,7 +547,8 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
                 await self._close_on_loop(previous)
             opened = await AsyncEventStore.like(self.store)
         except BaseException:
-            self._aio = None
+            if self._aio is not None and self._aio[1] is asyncio.current_task():
+                self._aio = None  # the next call tries again
             raise
         view = copy.copy(self)
         view.store = opened.store
