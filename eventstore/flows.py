@@ -346,6 +346,10 @@ STEP_EVENT_TYPES = frozenset(
 
 def _int(value: Any, default: int) -> int:
     """An int from event data, or ``default``: the fold must never fail on what the log holds."""
+    if type(value) is int:
+        return value
+    if value is None:  # an absent field: no exception to raise and catch
+        return default
     if isinstance(value, bool):
         return default
     if isinstance(value, int):
@@ -365,7 +369,7 @@ def _list(value: Any) -> list[Any]:
 
 
 def _opt_str(value: Any) -> str | None:
-    return None if value is None else str(value)
+    return value if value is None or type(value) is str else str(value)
 
 
 def _float(value: Any) -> float | None:

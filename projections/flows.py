@@ -11,10 +11,11 @@ import dataclasses
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
+from itertools import groupby
 from operator import attrgetter
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -307,63 +308,60 @@ class FlowProjection(Projection):
         Rows are written a transaction per ``batch_size`` events or so (whole flows).
         """
         flow_io, step_io = self._io(store.engine.dialect)
-        flow_values, step_values = attrgetter(*flow_io.columns), attrgetter(*step_io.columns)
-        flow_rows: list[tuple[Any, None]] = []
-        step_rows: list[tuple[Any, None]] = []
+        flow_values, step_values = flow_io.values, step_io.values
+        encode_flow, encode_step = flow_io.encode, step_io.encode
+        flow_rows: list[tuple[Any, ...]] = []
+        step_rows: list[tuple[Any, ...]] = []
         sessions: dict[str, dict[str, Any]] = {}
-        flow: FlowState | None = None
-        steps: dict[str, StepState] = {}
-        flow_id = None
         done = flushed = 0
-        counted, first, last = 0, _NEVER, _NEVER  # the current flow's events, for its session
-
-        def finish_flow() -> None:
-            if flow is None:
-                return
-            flow_rows.append((flow_io.encode(flow_values(flow)), None))
-            step_rows.extend((step_io.encode(step_values(step)), None) for step in steps.values())
-            _count_flow(sessions, flow, counted, first, last)
 
         def flush() -> None:
             nonlocal flushed
             flushed = done
             with batch() as tx:
                 conn = tx.connection
-                flow_io.write(conn, flow_rows)
-                step_io.write(conn, step_rows)
+                flow_io.insert(conn, flow_rows)
+                step_io.insert(conn, step_rows)
                 self._write_sessions(conn, sessions)
             flow_rows.clear()
             step_rows.clear()
             sessions.clear()
             report(done)
 
-        for event in store.read_for_fold(up_to_position=up_to):
-            if event.flow_id != flow_id:
-                finish_flow()
-                if done - flushed >= batch_size:
-                    flush()
-                flow, steps, flow_id = None, {}, event.flow_id
-                counted, first, last = 0, _NEVER, _NEVER
-            done += 1
-            step_id = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
-            step = steps.get(step_id) if isinstance(step_id, str) else None
-            flow, step = fold(flow, step, event)
-            if flow is None:
-                continue
-            if step is not None:
-                steps[step.step_id] = step
-            if event.type == "FlowForked":
-                steps.update((copied.step_id, copied) for copied in forked_steps(event))
-            # Sessions count a flow whole: its events, its activity span, its final status.
-            counted += 1
-            at = event.recorded_at
-            if counted == 1:
-                first = last = at
-            elif at > last:
-                last = at
-            elif at < first:
-                first = at
-        finish_flow()
+        step_types = STEP_EVENT_TYPES
+        for _flow_id, events in groupby(store.read_for_fold(up_to_position=up_to), _flow_of):
+            if done - flushed >= batch_size:
+                flush()
+            flow: FlowState | None = None
+            steps: dict[str, StepState] = {}
+            counted, first, last = 0, _NEVER, _NEVER  # the flow's events, for its session
+            for event in events:
+                done += 1
+                step = None
+                if event.type in step_types:
+                    step_id = event.data.get("step_id")
+                    if isinstance(step_id, str):
+                        step = steps.get(step_id)
+                flow, step = fold(flow, step, event)
+                if flow is None:
+                    continue
+                if step is not None:
+                    steps[step.step_id] = step
+                if event.type == "FlowForked":
+                    steps.update((copied.step_id, copied) for copied in forked_steps(event))
+                # Sessions count a flow whole: its events, its activity span, its final status.
+                counted += 1
+                at = event.recorded_at
+                if counted == 1:
+                    first = last = at
+                elif at > last:
+                    last = at
+                elif at < first:
+                    first = at
+            if flow is not None:
+                flow_rows.append(encode_flow(flow_values(flow)))
+                step_rows.extend([encode_step(step_values(step)) for step in steps.values()])
+                _count_flow(sessions, flow, counted, first, last)
         flush()
         return done
 
@@ -396,7 +394,7 @@ class FlowProjection(Projection):
     ) -> None:
         conn, memo = tx.connection, tx.memo
         flow_io, step_io = self._io(conn.dialect)
-        with pipelined(conn):
+        with pipelined(conn) if flow_io.pipelines else _NO_PIPELINE:
             _write_rows(conn, memo, flow_io, [(("flow", f.flow_id), f) for f in flows])
             _write_rows(conn, memo, step_io, [(("step", s.flow_id, s.step_id), s) for s in steps])
             self._write_sessions(conn, sessions)
@@ -489,6 +487,8 @@ def _count(sessions: dict[str, dict[str, Any]], flow: FlowState, before: str | N
 
 
 _NEVER = datetime.min
+_flow_of = attrgetter("flow_id")
+_NO_PIPELINE = nullcontext()
 
 
 def _count_flow(
@@ -531,7 +531,7 @@ def _write_rows(
     """Write changed states, remembering each row as stored for the next diff."""
     rows = []
     for key, state in states:
-        new = io.encode(tuple(getattr(state, name) for name in io.columns))
+        new = io.encode(io.values(state))
         rows.append((new, memo.get(("row", *key))))
         memo["row", *key] = new
     if rows:

@@ -14,6 +14,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from itertools import compress
+from operator import attrgetter, ne
 from typing import Any
 
 import orjson
@@ -60,15 +62,14 @@ def run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> li
     raw: Any = conn.connection.driver_connection
     cursor = None
     try:
-        cursor = raw.cursor()
-        if many:
-            if len(params) == 1:
-                cursor.execute(sql, params[0])  # no batch set-up for the usual single row
-            else:
-                cursor.executemany(sql, params)
+        if many and len(params) != 1:
+            cursor = raw.cursor()
+            cursor.executemany(sql, params)
             return []
-        cursor.execute(sql, params)
-        return list(cursor.fetchall())
+        # Both drivers' connections execute one statement on a cursor of their own
+        # (no batch set-up for the usual single row).
+        cursor = raw.execute(sql, params[0] if many else params)
+        return [] if many else list(cursor.fetchall())
     except conn.dialect.loaded_dbapi.Error as exc:
         raise driver_error(conn, exc, sql, params, cursor) from exc
     finally:
@@ -107,7 +108,12 @@ class TableIO:
         self.key = list(key)
         self.positional = dialect.paramstyle == "qmark"
         self.key_index = [self.columns.index(name) for name in key]
+        self.values = attrgetter(*self.columns)
+        """An object's values in column order (a state with an attribute per column)."""
         sqlite = dialect.name == "sqlite"
+        self.pipelines = dialect.name == "postgresql"
+        """Whether ``pipelined`` sends this dialect's writes together."""
+        self._positions = range(len(self.columns))
         self.encoders: list[tuple[int, Any]] = []
         self.decoders: list[tuple[int, Any]] = []
         for index, name in enumerate(self.columns):
@@ -150,19 +156,24 @@ class TableIO:
     def encode(self, values: Sequence[Any]) -> Values:
         out = list(values)
         for index, convert in self.encoders:
-            out[index] = convert(out[index])
+            value = out[index]
+            if value is not None:  # every encoder keeps None
+                out[index] = convert(value)
         return tuple(out)
+
+    def insert(self, conn: sa.Connection, rows: Sequence[Values]) -> None:
+        """Insert encoded rows."""
+        if rows:
+            run(conn, self.insert_sql, [self._params(self.columns, row) for row in rows], many=True)
 
     def write(self, conn: sa.Connection, rows: Sequence[tuple[Values, Values | None]]) -> None:
         """Write ``(new, stored)`` encoded rows: insert the new, update what changed in the rest."""
-        inserts = [new for new, stored in rows if stored is None]
-        if inserts:
-            run(conn, self.insert_sql, [self._params(self.columns, row) for row in inserts], many=True)
+        self.insert(conn, [new for new, stored in rows if stored is None])
         updates: dict[tuple[int, ...], list[Any]] = {}
         for new, stored in rows:
             if stored is None:
                 continue
-            changed = tuple(i for i, (a, b) in enumerate(zip(new, stored, strict=True)) if a != b)
+            changed = tuple(compress(self._positions, map(ne, new, stored)))
             if changed:
                 names = [self.columns[i] for i in changed] + [f"key_{k}" for k in self.key]
                 values = [new[i] for i in changed] + [new[i] for i in self.key_index]

@@ -258,3 +258,24 @@ def test_the_fold_survives_wrongly_typed_fields(target: Target) -> None:
         step = FlowQueries(store).step("f", "s1")
         assert (flow.revision, flow.lease_generation, flow.lease_expires_at) == (6, 0, None)
         assert (step.position, step.retry_count, step.gate_prompt, step.gate_options) == (0, 1, "5", [])
+
+
+def test_cleared_read_model_fields_are_stored_as_null(target: Target) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        flows = FlowService(store)
+        flows.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        flows.schedule_step("f", step_id="s1", name="n", run_id="r")
+        flows.wait("f", waiting_for="human")
+        flows.resume("f")  # wait goes from an object back to None: an update to NULL
+        rebuild(store, FlowProjection())  # every None of both rows inserted at once
+        flows.wait("f", waiting_for="human")
+        flows.resume("f")
+        with store.engine.connect() as conn:
+            nulls = conn.execute(
+                sa.text(
+                    "SELECT (SELECT count(*) FROM flows WHERE wait IS NULL AND result IS NULL),"
+                    " (SELECT count(*) FROM flow_steps WHERE result IS NULL AND gate_status IS NULL)"
+                )
+            ).one()
+        assert tuple(nulls) == (1, 1)
+        assert FlowQueries(store).flow("f").wait is None
