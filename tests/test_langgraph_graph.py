@@ -142,7 +142,9 @@ def test_the_log_verifies_and_shows_who_approved(target: Target) -> None:
     assert history.exit_code == 0, history.output
     lines = [line for line in history.output.splitlines() if line.startswith("{")]
     approval = [line for line in lines if '"type":"ResumeRecorded"' in line and '"actor":"human:ann"' in line]
-    assert approval and '"value":"yes"' in approval[0]  # who approved, and what they answered
+    # Who approved, and what they answered. LangGraph saves the resume command's write and the
+    # resumed task's (its resume values, a list) from parallel threads: either may come first.
+    assert any('"value":"yes"' in line for line in approval)
     assert any('"type":"ResumeRecorded"' in line and '"actor":"human:bob"' in line for line in lines)
     assert any('"type":"InterruptRecorded"' in line and '"actor":"langgraph"' in line for line in lines)
     verify = _cli(target, "verify")

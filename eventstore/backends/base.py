@@ -130,21 +130,7 @@ FOLD_COLUMNS = [
     flow_events.c.recorded_at,
 ]
 
-VERIFY_COLUMNS = [
-    flow_events.c.position,
-    flow_events.c.flow_id,
-    flow_events.c.revision,
-    flow_events.c.event_id,
-    flow_events.c.type,
-    flow_events.c.schema_version,
-    flow_events.c.data,
-    flow_events.c.metadata,
-    flow_events.c.recorded_at,
-    flow_events.c.data_hash,
-    flow_events.c.metadata_hash,
-    flow_events.c.prev_hash,
-    flow_events.c.hash,
-]
+VERIFY_COLUMNS = list(flow_events.columns)  # every column, in table order: what the chain covers
 
 
 class Backend:
