@@ -582,7 +582,7 @@ class FlowQueries:
         self.store = store
 
     def _rows(self, query: sa.Select[Any]) -> list[Any]:
-        with self.store.engine.connect() as conn:
+        with self.store.reading() as conn:  # the store translates driver errors
             return list(conn.execute(query))
 
     def _page(
@@ -590,7 +590,7 @@ class FlowQueries:
     ) -> tuple[list[Any], int]:
         if type(offset) is not int or offset < 0 or type(limit) is not int or not 1 <= limit <= 1000:
             raise InvalidInput("offset must be an int >= 0 and limit an int from 1 to 1000")
-        with self.store.engine.connect() as conn:
+        with self.store.reading() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
             rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit)))
         return rows, total
