@@ -53,6 +53,9 @@ NOTHING = FusedWrite()
 
 
 class FusingProjection(InlineProjection, Protocol):
+    fuses: bool
+    """False when ``fuse`` would return None whatever the events: the store skips the attempt."""
+
     def fuse(self, dialect: str, events: Sequence[RecordedEvent], prefix: str) -> FusedWrite | None:
         """The writes ``apply`` would make for ``events``, as SQL for the append statement; or None.
 

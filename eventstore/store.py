@@ -150,6 +150,11 @@ class EventStore:
         self.page_size = page_size
         self._closed = False
         self._opened_with: dict[str, Any] | None = None
+        # Fused appends (PostgreSQL) only when every inline projection can fuse: otherwise the
+        # attempt would chain and decode the events only to fall back to the transaction.
+        self._fusing = backend.name == "postgresql" and all(
+            callable(getattr(p, "fuse", None)) and getattr(p, "fuses", True) for p in self.projections
+        )
 
     # -- opening and closing ---------------------------------------------
     @classmethod
@@ -306,10 +311,11 @@ class EventStore:
         reconnected = False
         for _attempt in range(_ANY_RETRIES):
             try:
+                written = None
                 with self._guard():
                     if not self.projections:
                         written = self._backend.append_alone(batch, self.clock)
-                    else:
+                    elif self._fusing:
                         fuse = functools.partial(self._fuse, batch)
                         written = self._backend.append_fused(batch, self.clock, fuse)
                 if written is not None:
@@ -335,8 +341,7 @@ class EventStore:
         recorded = _recorded_rows(rows, batch)
         fused = []
         for number, projection in enumerate(self.projections):
-            fuse = getattr(projection, "fuse", None)
-            write = None if fuse is None else fuse(self.dialect, recorded, f"p{number}_")
+            write = projection.fuse(self.dialect, recorded, f"p{number}_")  # type: ignore[attr-defined]  # _fusing checked it has one
             if write is None:
                 return None
             fused.append(write)

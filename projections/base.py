@@ -126,6 +126,11 @@ class Projection:
             if handler is not None:
                 handler(tx, event)
 
+    @property
+    def fuses(self) -> bool:
+        """Whether ``fuse`` can ever fold: overridden, or the handlers of the default ``apply``."""
+        return type(self).fuse is not Projection.fuse or type(self).apply is Projection.apply
+
     def fuse(self, dialect: str, events: Sequence[RecordedEvent], prefix: str) -> FusedWrite | None:
         """The fold of ``events`` as SQL in the append statement (``eventstore.projection.FusedWrite``).
 
@@ -133,7 +138,7 @@ class Projection:
         else None (the ordinary path). A projection that can write its fold as
         SQL overrides this.
         """
-        if type(self).apply is not Projection.apply:
+        if not self.fuses:
             return None
         if any(getattr(self, f"on_{event.type}", None) is not None for event in events):
             return None
