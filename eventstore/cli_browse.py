@@ -26,6 +26,7 @@ from .cli_output import (
     echo,
     echo_json,
     event_dict,
+    signal_setter,
     size,
     status,
     summarize,
@@ -163,7 +164,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         """
         count, position = 0, after
         stop = threading.Event()  # Ctrl-C or SIGTERM: finish the current poll, then stop
-        handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+        handlers = {sig: signal.signal(sig, signal_setter(stop)) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with open_store(ctx) as store, errors():
                 events = follow(

@@ -14,11 +14,12 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import click
 import orjson
+
+from .cli_output import signal_setter
 
 if TYPE_CHECKING:
     from .maintenance import Maintenance
@@ -161,11 +162,7 @@ def _first_line(text: str | None) -> str:
 def _serve(service: Maintenance) -> None:
     """Run the scheduler until SIGINT or SIGTERM, then let running jobs finish and exit."""
     stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, signal_setter(stop)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         service.start()
         click.echo(f"maintenance started as {service.owner}: {', '.join(service.enabled())}", err=True)

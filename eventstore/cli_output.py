@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from types import FrameType
 from typing import Any
 
 import click
@@ -313,3 +315,17 @@ def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
             bar.update(min(done, total) - bar.pos)
 
         yield update
+
+
+def signal_setter(event: threading.Event) -> Callable[[int, FrameType | None], None]:
+    """A signal handler that sets ``event``, from a short-lived thread.
+
+    A handler runs in the main thread between two bytecodes, possibly while
+    that thread is inside ``event.wait()`` holding the event's own lock;
+    setting it there would wait for that lock for ever.
+    """
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        threading.Thread(target=event.set, daemon=True).start()
+
+    return handler
