@@ -13,8 +13,10 @@ every backend, PostgreSQL's ``jsonb`` included:
 * ``-0.0`` is stored as ``0.0`` and an integral float of 1e16 or more as an
   integer, which is how ``jsonb`` would give them back anyway.
 
-The checks cost one scan of the encoded bytes; only the rare payload that
-contains ``null``, ``e+``, ``-0.0`` or an escaped NUL is walked in Python.
+The checks cost one scan of the encoded bytes. A payload that contains
+``null`` (which is also how orjson spells NaN), ``e+``, ``-0.0`` or an
+escaped NUL is then checked for floats by a quick walk, and only one that
+holds a float to normalise or refuse is rebuilt, path by path, in Python.
 """
 
 from __future__ import annotations
@@ -40,11 +42,29 @@ def canonical(value: Any, *, what: str = "data") -> bytes:
         encoded = orjson.dumps(value, option=_OPTS)
     except TypeError as exc:
         raise InvalidEvent(f"{what} is not JSON-serialisable: {exc}") from exc
-    if _SUSPECT.search(encoded) is not None:
+    if _SUSPECT.search(encoded) is not None and (b"\\u0000" in encoded or not _stable(value)):
         normal = _normalise(value, what, "$")
         if normal is not value:
             encoded = orjson.dumps(normal, option=_OPTS)
     return encoded
+
+
+def _stable(value: Any) -> bool:
+    """True if ``value`` holds no float to normalise or refuse (most payloads with a ``null``).
+
+    Strings and keys need no look: a NUL in one is escaped in the encoding,
+    and ``canonical`` then takes the full walk whatever this says.
+    """
+    kind = type(value)
+    if kind is str or kind is int or kind is bool or value is None:
+        return True
+    if kind is float:
+        return value != 0.0 and not (value.is_integer() and abs(value) >= 1e16) and math.isfinite(value)
+    if kind is dict:
+        return all(_stable(item) for item in value.values())
+    if kind is list or kind is tuple:
+        return all(_stable(item) for item in value)
+    return False  # anything else (a subclass, a dataclass) takes the full walk
 
 
 def _normalise(value: Any, what: str, path: str) -> Any:
