@@ -11,11 +11,11 @@ from pathlib import Path
 import click
 
 from eventstore.cli import main
-from eventstore.cli_docs import reference
+from eventstore.cli.docs import reference
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
-FIX = "run `python -m eventstore.cli_docs` and commit docs/cli.md"
+FIX = "run `python -m eventstore.cli.docs` and commit docs/cli.md"
 
 
 def command_paths(group: click.Group, prefix: str = "eventstore") -> list[str]:
@@ -44,7 +44,7 @@ def test_the_reference_is_current() -> None:
 
 def test_the_generator_ignores_the_terminal(tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "eventstore.cli_docs", "--check", str(DOC)],
+        [sys.executable, "-m", "eventstore.cli.docs", "--check", str(DOC)],
         env={**os.environ, "COLUMNS": "40", "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
@@ -55,7 +55,7 @@ def test_the_generator_ignores_the_terminal(tmp_path: Path) -> None:
     stale.write_text("# old\n", encoding="utf-8")
     assert (
         subprocess.run(
-            [sys.executable, "-m", "eventstore.cli_docs", "--check", str(stale)],
+            [sys.executable, "-m", "eventstore.cli.docs", "--check", str(stale)],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             capture_output=True,
             check=False,

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from .cli_output import signal_setter
+from .output import signal_setter
 
 if TYPE_CHECKING:
-    from .maintenance import Maintenance
+    from ..maintenance import Maintenance
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -76,9 +76,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         processes may share a database: each job runs once per period among
         them.
         """
-        from .cli import _import_projection
-        from .maintenance import Maintenance
-        from .maintenance_config import MaintenanceConfig
+        from ..maintenance import Maintenance
+        from ..maintenance_config import MaintenanceConfig
+        from . import _import_projection
 
         ctx.with_resource(_logging_to_stderr(log_level.upper()))
         with errors():
@@ -112,7 +112,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
         PATH must not exist. On PostgreSQL, use pg_dump (docs/operations.md).
         """
-        from .housekeeping import backup as backup_store
+        from ..housekeeping import backup as backup_store
 
         with open_store(ctx) as store, errors():
             done = backup_store(store, path)

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from .cli_output import echo, echo_json, parse_time
-from .exchange import export_events, import_events
-from .exportfile import Progress, verify_export
+from ..exchange import export_events, import_events
+from ..exportfile import Progress, verify_export
+from .output import echo, echo_json, parse_time
 
 
 @contextmanager

@@ -15,21 +15,11 @@ import click
 import orjson
 import sqlalchemy as sa
 
-from . import (
-    cli_audit,
-    cli_browse,
-    cli_demo,
-    cli_exchange,
-    cli_integrity,
-    cli_langgraph,
-    cli_maintenance,
-    cli_retention,
-    cli_timetravel,
-    migrate,
-)
-from .cli_output import progress
-from .errors import EventStoreError
-from .store import DEFAULT_URL, EventStore
+from .. import migrate
+from ..errors import EventStoreError
+from ..store import DEFAULT_URL, EventStore
+from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
+from .output import progress
 
 
 @contextmanager
@@ -187,15 +177,15 @@ def _import_projection(path: str) -> Any:
         raise click.BadParameter(f"cannot load {path}: {exc}", param_hint="PROJECTION") from exc
 
 
-cli_demo.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
-cli_timetravel.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
-cli_audit.register(main, _open, _errors)
-cli_browse.register(main, _open, _errors)
-cli_integrity.register(main, _open, _errors)
-cli_langgraph.register(main, _open, _errors)
-cli_maintenance.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
-cli_exchange.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
-cli_retention.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+demo.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+timetravel.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+audit.register(main, _open, _errors)
+browse.register(main, _open, _errors)
+integrity.register(main, _open, _errors)
+threads.register(main, _open, _errors)
+maintenance.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+exchange.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+retention.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
 
 
 def _flow_projections() -> list[Any]:

@@ -21,9 +21,9 @@ from typing import Any
 import click
 import orjson
 
-from .errors import InvalidInput
-from .events import RecordedEvent
-from .integrity import format_time
+from ..errors import InvalidInput
+from ..events import RecordedEvent
+from ..integrity import format_time
 
 STATUS_COLOURS = {
     "finished": "green",

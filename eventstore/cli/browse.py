@@ -15,7 +15,11 @@ from typing import Any
 
 import click
 
-from .cli_output import (
+from ..events import RecordedEvent
+from ..flows import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
+from ..follow import follow
+from ..stats import log_stats
+from .output import (
     Cell,
     Styled,
     actor_of,
@@ -34,10 +38,6 @@ from .cli_output import (
     took,
     when,
 )
-from .events import RecordedEvent
-from .flows import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
-from .follow import follow
-from .stats import log_stats
 
 
 def _flow_projections() -> list[Any]:

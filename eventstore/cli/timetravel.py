@@ -13,7 +13,14 @@ from typing import Any
 import click
 import orjson
 
-from .cli_output import (
+from ..errors import FlowNotFound, InvalidInput
+from ..events import RecordedEvent
+from ..flows import STEP_EVENT_TYPES, view_to_dict
+from ..timeline import StepSpan, Timeline, TimelineItem, timeline
+from ..timetravel import diff as diff_revisions
+from ..timetravel import fork as fork_flow
+from ..timetravel import state_at
+from .output import (
     Cell,
     Styled,
     actor_of,
@@ -29,13 +36,6 @@ from .cli_output import (
     took,
     when,
 )
-from .errors import FlowNotFound, InvalidInput
-from .events import RecordedEvent
-from .flows import STEP_EVENT_TYPES, view_to_dict
-from .timeline import StepSpan, Timeline, TimelineItem, timeline
-from .timetravel import diff as diff_revisions
-from .timetravel import fork as fork_flow
-from .timetravel import state_at
 
 
 def _point(text: str) -> int | datetime:

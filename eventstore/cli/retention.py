@@ -12,11 +12,11 @@ from typing import Any
 
 import click
 
-from .cli_exchange import phase_progress
-from .cli_output import Styled, colour_of, echo, echo_json, table, when
-from .retention import RetentionPolicy, list_archives, list_holds, restore, run_retention
-from .retention import hold as hold_flow
-from .retention import release as release_flow
+from ..retention import RetentionPolicy, list_archives, list_holds, restore, run_retention
+from ..retention import hold as hold_flow
+from ..retention import release as release_flow
+from .exchange import phase_progress
+from .output import Styled, colour_of, echo, echo_json, table, when
 
 DEFAULT_ARCHIVE_DIR = "archives"
 

@@ -1,7 +1,7 @@
 """Write docs/cli.md, the command-line reference, from the ``--help`` of every command.
 
-    python -m eventstore.cli_docs            # rewrite docs/cli.md
-    python -m eventstore.cli_docs --check    # exit 1 if docs/cli.md is out of date
+    python -m eventstore.cli.docs            # rewrite docs/cli.md
+    python -m eventstore.cli.docs --check    # exit 1 if docs/cli.md is out of date
 
 Every registered command is included, so a new command only needs this run
 again; tests/test_cli_docs.py fails while the file is stale.
@@ -23,7 +23,7 @@ INTRO = """\
 
 `eventstore` (also `python -m eventstore`) is a thin layer over the library:
 each command is one library call plus formatting. This page is generated from
-the commands' `--help` by `python -m eventstore.cli_docs`; a test fails when
+the commands' `--help` by `python -m eventstore.cli.docs`; a test fails when
 it is out of date, so rerun that after changing or adding a command.
 
 Conventions shared by every command:
@@ -65,7 +65,7 @@ def _commands(
 def reference(group: click.Group | None = None) -> str:
     """The Markdown of the reference for ``group`` (default: the ``eventstore`` command)."""
     if group is None:
-        from .cli import main
+        from . import main
 
         group = main
     root = click.Context(group, info_name="eventstore", terminal_width=WIDTH, max_content_width=WIDTH)
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     if check:
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current != text:
-            print(f"{path} is out of date: run python -m eventstore.cli_docs", file=sys.stderr)
+            print(f"{path} is out of date: run python -m eventstore.cli.docs", file=sys.stderr)
             return 1
         return 0
     path.write_text(text, encoding="utf-8")

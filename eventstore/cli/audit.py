@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .audit import (
+from ..audit import (
     KINDS,
     AuditEntry,
     DecisionEntry,
@@ -23,7 +23,11 @@ from .audit import (
     effects,
     find_event,
 )
-from .cli_output import (
+from ..errors import EventNotFound, InvalidInput
+from ..events import RecordedEvent
+from ..schema import AUDIT_EVENT_TYPES
+from ..store import EventStore
+from .output import (
     actor_of,
     colour_of,
     compact,
@@ -35,10 +39,6 @@ from .cli_output import (
     summarize,
     when,
 )
-from .errors import EventNotFound, InvalidInput
-from .events import RecordedEvent
-from .schema import AUDIT_EVENT_TYPES
-from .store import EventStore
 
 _LABELS = {
     "DecisionRecorded": "DECISION",

@@ -14,9 +14,9 @@ from typing import Any
 import click
 import orjson
 
-from .audit import DecisionEntry, FailureEntry, GateEntry, audit_trail
-from .checkpoints import generate_key, inclusion_proof, take_checkpoint, verify_checkpoint_signature
-from .timetravel import diff, fork, state_at
+from ..audit import DecisionEntry, FailureEntry, GateEntry, audit_trail
+from ..checkpoints import generate_key, inclusion_proof, take_checkpoint, verify_checkpoint_signature
+from ..timetravel import diff, fork, state_at
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:

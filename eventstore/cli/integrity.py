@@ -16,8 +16,8 @@ from typing import Any
 import click
 import orjson
 
-from . import checkpoints as cp
-from .errors import IntegrityViolation, InvalidInput
+from .. import checkpoints as cp
+from ..errors import IntegrityViolation, InvalidInput
 
 _KEY_HELP = "Ed25519 private key file (PEM), as `eventstore keygen` writes it; also EVENTSTORE_SIGNING_KEY."
 _TRUST_HELP = "A trusted public key file (.pub): signatures must be by this key."
