@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from sqlalchemy.util import await_only, greenlet_spawn
+from sqlalchemy.util.concurrency import in_greenlet
 
 from .errors import StorageError
 from .events import ANY, AppendResult, Event, ExpectedRevision, NewEvent, RecordedEvent
@@ -31,7 +33,7 @@ from .events import ANY, AppendResult, Event, ExpectedRevision, NewEvent, Record
 T = TypeVar("T")
 _GREENLET = importlib.util.find_spec("greenlet") is not None
 
-__all__ = ["AsyncEventStore", "LoopLock", "current_task", "run"]
+__all__ = ["AsyncEventStore", "LoopLock", "current_task", "pause", "run"]
 
 
 async def run(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -40,6 +42,18 @@ async def run(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         raise StorageError("eventstore.aio needs greenlet: pip install 'agent-eventstore[asyncio]'")
     result: T = await greenlet_spawn(call, *args, **kwargs)
     return result
+
+
+def pause(seconds: float) -> None:
+    """Wait ``seconds`` in synchronous store code: under ``run`` the loop runs on meanwhile.
+
+    A ``time.sleep`` there would stall every task on the loop (say, while a
+    store opening on it waits for another process's rebuild).
+    """
+    if _GREENLET and in_greenlet():
+        await_only(asyncio.sleep(seconds))
+    else:
+        time.sleep(seconds)
 
 
 def current_task() -> object:

@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
 from eventstore import EventStore, RecordedEvent, Transaction
+from eventstore.aio import pause
 from eventstore.errors import ConcurrencyError, ProjectionError
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite
@@ -300,7 +301,7 @@ def rebuild(
     while not _claim(store, projection, tag):
         if not wait:
             raise ProjectionError(f"a rebuild of {projection.name!r} is already running")
-        time.sleep(0.25)  # another process is rebuilding; its lease renews every batch
+        pause(0.25)  # another process is rebuilding; its lease renews every batch
     try:
         if only_if_outdated:
             with store.reading() as conn:
