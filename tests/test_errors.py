@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from eventstore import (
     Event,
@@ -14,6 +15,7 @@ from eventstore import (
     InvalidInput,
     NewEvent,
     PayloadTooLarge,
+    StorageError,
     StoreClosed,
 )
 
@@ -159,6 +161,13 @@ class TestOpen:
     def test_unreachable_postgres_is_a_clean_error(self) -> None:
         with pytest.raises(EventStoreError, match="PostgreSQL error"):
             EventStore.open("postgresql://root@127.0.0.1:1/none", create=True)
+
+    def test_a_database_error_is_one_line_naming_the_problem(self, store: EventStore) -> None:
+        with pytest.raises(StorageError) as raised:
+            store.query(sa.select(sa.column("x")).select_from(sa.table("no_such_table")))
+        message = str(raised.value)
+        assert "no_such_table" in message and "\n" not in message
+        assert "LINE 1" not in message  # psycopg's caret under the SQL is for a terminal, not a user
 
     def test_every_error_is_an_event_store_error(self) -> None:
         assert issubclass(InvalidEvent, EventStoreError) and issubclass(StoreClosed, EventStoreError)

@@ -85,6 +85,25 @@ def _fused_append(ctes: Sequence[str], *, one: bool) -> str:
     )
 
 
+def _one_line(error: BaseException) -> str:
+    """The server's message on one line: its primary text, then its detail and hint.
+
+    psycopg's own text adds lines (``LINE 1: ...`` with a caret under the
+    statement, ``DETAIL:``) meant for a terminal showing the SQL, not for
+    an error a user reads.
+    """
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    if not primary:
+        return " ".join(str(error).split())
+    parts = [primary]
+    for label in ("detail", "hint"):
+        text = getattr(diag, f"message_{label}", None)
+        if text:
+            parts.append(f"{label}: {' '.join(text.split())}")
+    return "; ".join(parts)
+
+
 _HEAD_CACHE_SIZE = 10_000
 _LOCK_ORDER_STATES = ("40P01", "55P03")  # deadlock detected, lock not available (lock_timeout)
 
@@ -332,7 +351,7 @@ class PostgresBackend(Backend):
     def translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
         orig = getattr(exc, "orig", None)
         sqlstate = getattr(orig, "sqlstate", None)
-        message = str(orig if orig is not None else exc).strip()
+        message = _one_line(orig if orig is not None else exc)
         lost = self.lost(exc, message)
         if lost is not None:
             return lost
