@@ -23,12 +23,13 @@ class Scratch:
     def sqlite_path(self, name: str) -> str:
         return str(self.directory / f"{name}.db")
 
-    def pg_database(self, name: str) -> str:
-        """A new empty database; its URL (postgresql+psycopg://...)."""
+    def pg_database(self, name: str, *, template: str | None = None) -> str:
+        """A new database, empty or a copy of ``template`` (a URL from here); its URL (postgresql+psycopg://...)."""
         assert self.pg_admin is not None, "no PostgreSQL URL was given"
         database = f"bench_es_{self.run_id}_{name}"
+        copy = "" if template is None else f' TEMPLATE "{sa.make_url(template).database}"'
         with self._admin() as admin:
-            admin.execute(f'CREATE DATABASE "{database}"')
+            admin.execute(f'CREATE DATABASE "{database}"{copy}')
         self._databases.append(database)
         return self.pg_admin.set(drivername="postgresql+psycopg", database=database).render_as_string(
             hide_password=False
