@@ -7,7 +7,10 @@
    statement the writer connection runs is recorded with its parameters.
 2. The recorded statements (BEGIN IMMEDIATE and the commits included) are
    replayed in order, each prepared once, on a plain ``sqlite3`` connection
-   to a copy of the file as it was before those flows.
+   to a copy of the file as it was before those flows: as recorded, and
+   without one feature a command pays for at a time (the log's type index,
+   the gapless position counter, the sessions read model), then without
+   all three.
 3. The baseline of ``benchmarks/flows.py`` (row updates with a revision
    check and an audit row, hand-written on ``sqlite3``) drives the same
    flows on a file of its own.
@@ -78,13 +81,33 @@ def recording(store: Any, calls: list[Call]) -> Iterator[None]:
         fairy.dbapi_connection = record.dbapi_connection = raw
 
 
-def replay(path: str, calls: list[Call]) -> float:
+Variant = tuple[tuple[str, ...], tuple[str, ...]]  # DDL run on the copy first, statements left out
+VARIANTS: dict[str, Variant] = {
+    "replayed statements": ((), ()),
+    "  without the type index": (("DROP INDEX ix_flow_events_type_position",), ()),
+    "  without the position counter": ((), ("UPDATE event_positions",)),
+    "  without the sessions row": ((), ("INSERT INTO sessions",)),
+    "  without all three": (
+        ("DROP INDEX ix_flow_events_type_position",),
+        ("UPDATE event_positions", "INSERT INTO sessions"),
+    ),
+}
+"""What each replay changes: the features a command pays for, one at a time."""
+
+
+def replay(path: str, calls: list[Call], variant: Variant = ((), ())) -> float:
     """Seconds to run ``calls`` in order on a plain connection to ``path``, statements prepared once."""
+    ddl, skipped = variant
     conn = sqlite3.connect(path, isolation_level=None, cached_statements=512)
     try:
         conn.execute("PRAGMA synchronous = NORMAL")
+        for statement in ddl:
+            conn.execute(statement)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         started = time.perf_counter()
         for method, sql, parameters in calls:
+            if skipped and sql.startswith(skipped):
+                continue
             if method == "execute":
                 conn.execute(sql, parameters).fetchall()
             elif method == "executemany":
@@ -104,9 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args(argv)
     commands = args.flows * COMMANDS_PER_FLOW
-    figures: dict[str, list[float]] = {"FlowService": [], "replayed statements": [], "baseline": []}
+    figures: dict[str, list[float]] = {"FlowService": [], **{name: [] for name in VARIANTS}, "baseline": []}
     with Scratch(None, None) as scratch:
-        ours_path, copy_path = scratch.sqlite_path("ours"), scratch.sqlite_path("replay")
+        ours_path = scratch.sqlite_path("ours")
+        copies = {name: scratch.sqlite_path(f"replay-{n}") for n, name in enumerate(VARIANTS)}
         ours, baseline = Ours(ours_path), Baseline(scratch.sqlite_path("baseline"))
         numbers = iter(range(10**6))
         for subject, prefix in ((ours, "warm"), (baseline, "warm")):
@@ -119,9 +143,10 @@ def main(argv: list[str] | None = None) -> None:
                 ours.store._backend._writer.connection.dbapi_connection.execute(
                     "PRAGMA wal_checkpoint(TRUNCATE)"
                 )
-                for suffix in ("", "-wal", "-shm"):  # the file as it is before this round's flows
-                    if Path(ours_path + suffix).exists():
-                        shutil.copyfile(ours_path + suffix, copy_path + suffix)
+                for copy in copies.values():  # the file as it is before this round's flows
+                    for suffix in ("", "-wal", "-shm"):
+                        if Path(ours_path + suffix).exists():
+                            shutil.copyfile(ours_path + suffix, copy + suffix)
                 calls: list[Call] = []
                 ops = ours.prepare(flows)
                 with recording(ours.store, calls):
@@ -129,7 +154,8 @@ def main(argv: list[str] | None = None) -> None:
                     for op in ops:
                         ours.apply(op)
                     figures["FlowService"].append(time.perf_counter() - started)
-                figures["replayed statements"].append(replay(copy_path, calls))
+                for name, variant in VARIANTS.items():
+                    figures[name].append(replay(copies[name], calls, variant))
                 base_ops = baseline.prepare(flows)
                 started = time.perf_counter()
                 for op in base_ops:
@@ -140,11 +166,11 @@ def main(argv: list[str] | None = None) -> None:
             baseline.close()
     base = min(figures["baseline"])
     print(f"\nSQLite {sqlite3.sqlite_version}, {args.flows} flows x {COMMANDS_PER_FLOW} commands per round")
-    print(f"  {'':<22} {'us/command':>10} {'baseline/this':>14}   rounds")
+    print(f"  {'':<34} {'us/command':>10} {'baseline/this':>14}   rounds")
     for name, seconds in figures.items():
         best = min(seconds)
         rounds = " / ".join(f"{s / commands * 1e6:.0f}" for s in seconds)
-        print(f"  {name:<22} {best / commands * 1e6:>10.0f} {base / best:>13.2f}x   ({rounds})")
+        print(f"  {name:<34} {best / commands * 1e6:>10.0f} {base / best:>13.2f}x   ({rounds})")
 
 
 if __name__ == "__main__":
