@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -494,8 +495,7 @@ class EventStore:
                 lambda cur: base.where(after > sa.tuple_(*cur)), lambda r: (r[0], r[1]), ("", 0), None
             )
         decode = self._backend.decode_for_fold
-        for rows in pages:
-            yield from map(decode, rows)
+        return itertools.chain.from_iterable(map(decode, rows) for rows in pages)
 
     def _pages(
         self,

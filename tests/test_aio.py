@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import sys
+from pathlib import Path
 from typing import ClassVar
 
+import pytest
+
 from eventstore.aio import AsyncEventStore, pause, run
+from eventstore.errors import StorageError
 from eventstore.schema import projection_checkpoints as checkpoints
 from projections import FlowProjection, FlowService
 from projections.base import _claim, _rebuild_lock, read_checkpoint
@@ -68,3 +73,15 @@ def test_an_async_open_waiting_for_another_rebuild_keeps_the_loop_running(target
     finally:
         asyncio.run(opened.close())
         store.close()
+
+
+def test_an_async_sqlite_store_without_aiosqlite_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "aiosqlite", None)  # import fails, as without the asyncio extra
+
+    async def main() -> None:
+        await AsyncEventStore.open(f"sqlite:///{tmp_path / 'audit.db'}", create=True)
+
+    with pytest.raises(StorageError, match=r"needs aiosqlite: pip install 'agent-eventstore\[asyncio\]'"):
+        asyncio.run(main())

@@ -132,6 +132,10 @@ class TestBadArguments:
             store.read_all(after_position="0")  # type: ignore[arg-type]
         with pytest.raises(InvalidInput, match="types"):
             store.read_all(types=[1])  # type: ignore[list-item]
+        with pytest.raises(InvalidInput, match="up_to_position"):
+            store.read_for_fold(up_to_position=-1)  # when called, not at the first event
+        with pytest.raises(InvalidInput, match="from_revision"):
+            store.read_for_fold(flow_id="f", from_revision=0)
 
     def test_closed_store(self, target) -> None:  # type: ignore[no-untyped-def]
         store = target.open()

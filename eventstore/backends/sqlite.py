@@ -59,7 +59,12 @@ def create_engine(
     if asynchronous:
         from sqlalchemy.ext.asyncio import create_async_engine
 
-        engine = create_async_engine(url.set(drivername="sqlite+aiosqlite"), **options).sync_engine
+        try:
+            engine = create_async_engine(url.set(drivername="sqlite+aiosqlite"), **options).sync_engine
+        except ImportError as exc:
+            raise StorageError(
+                "an async SQLite store needs aiosqlite: pip install 'agent-eventstore[asyncio]'"
+            ) from exc
     else:
         engine = sa.create_engine(url, poolclass=sa.QueuePool, **options)
 

@@ -170,7 +170,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @archive.command("restore")
     @click.argument("archive_id")
     @click.argument("flow_ids", nargs=-1)
-    @archive_dir_option
+    @click.option(
+        "--archive-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Look for the archive file here, by name (default: the path recorded when it was written).",
+    )
     @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
     @click.pass_context
     def archive_restore(
