@@ -138,6 +138,14 @@ class TestMaintain:
             and by_job["sweep-leases"]["schedule"] == "every 30s"
         )
 
+    def test_status_shows_who_holds_a_running_job(self, target: Target) -> None:
+        with target.open() as store:
+            now = store.clock()
+            assert claim(store, "snapshots", "host-b:4242:x", now=now, lease_seconds=600, period=now)
+        text = run(target, "maintain", "--status")
+        assert "running, held by host-b:4242:x until " in text
+        assert text.count("held by") == 1
+
     def test_a_bad_config_file_is_a_clean_error(self, target: Target, tmp_path: Path) -> None:
         config = tmp_path / "m.toml"
         config.write_text("[sweeper]\non_expired = 'explode'\n")

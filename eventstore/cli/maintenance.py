@@ -201,5 +201,7 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
         when = line["last_finished"] or line["last_started"] or ""
         next_run = "disabled" if not settings.enabled else f"next {line['next_run']:%Y-%m-%d %H:%M:%S}"
         click.echo(f"{name:<16} {schedule:<22} {next_run:<25} {state:<8} {when}")
+        if row is not None and row.owner:
+            click.echo(f"{'':<16} running, held by {row.owner} until {row.lease_until}")
         if line["last_error"]:
             click.echo(f"{'':<16} error: {line['last_error']}")

@@ -17,9 +17,10 @@ Deleting (``delete_thread``, ``delete_for_runs``, ``prune``) removes
 checkpoints from the saver's view and appends an event that says who deleted
 what; the events before it stay in the log, which is append-only.
 
-The async methods are native: the same code runs on SQLAlchemy's async
-engine (aiosqlite, psycopg's async connections) through ``eventstore.aio``,
-so they never block the event loop and use no worker thread of their own.
+The async methods never block the event loop. On PostgreSQL they are native
+by default: the same code runs on SQLAlchemy's async engine (psycopg's async
+connections) through ``eventstore.aio``; on SQLite each call runs in a worker
+thread, or natively on aiosqlite with ``async_driver=True``.
 docs/langgraph.md has the details.
 """
 
