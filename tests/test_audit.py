@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -272,12 +273,17 @@ class TestIndexes:
     def test_queries_use_the_index(self, story: Story, index: str, monkeypatch: pytest.MonkeyPatch) -> None:
         plans = explain(story.store, monkeypatch)
         list(INDEXED_QUERIES[index](story.store))
-        assert any(index in plan for plan in plans), plans
+        assert any(index in indexes_used(plan) for plan in plans), plans
 
     def test_effects_use_the_causation_index(self, story: Story, monkeypatch: pytest.MonkeyPatch) -> None:
         plans = explain(story.store, monkeypatch)
         effects(story.store, story.ids["decided"].event_ids[0])
-        assert any("ix_flow_events_causation" in plan for plan in plans), plans
+        assert any("ix_flow_events_causation" in indexes_used(plan) for plan in plans), plans
+
+
+def indexes_used(plan: str) -> set[str]:
+    """The whole index names a plan mentions: ``ix_a`` is not found in ``ix_a_b``."""
+    return set(re.findall(r"\bix_\w+", plan))
 
 
 def explain(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -70,26 +70,37 @@ class TestConcurrentWriters:
             assert store.verify().ok
 
     def test_read_then_append_with_expected_revision_loses_no_update(self, target: Target) -> None:
-        self._race(target, processes=3, rounds=40, lockstep=False)
+        outcomes = self._race(target, processes=3, rounds=40, lockstep=False)
+        won = [(read, got) for read, got in outcomes if got is not None]
+        assert [(read, got) for read, got in won if got != read + 1] == [], "wins over unread revisions"
+        assert sorted(got for _, got in won) == list(range(1, len(won) + 1))
+        taken = {got for _, got in won}
+        assert [read for read, got in outcomes if got is None and read + 1 not in taken] == [], (
+            "each loss lost to a win of the revision it wanted"
+        )
 
     def test_in_lockstep_exactly_one_process_wins_each_round(self, target: Target) -> None:
-        successes, mismatches = self._race(target, processes=3, rounds=20, lockstep=True)
-        assert (successes, mismatches) == (20, 40)
+        outcomes = self._race(target, processes=3, rounds=20, lockstep=True)
+        assert sorted(outcomes, key=lambda o: (o[0], o[1] is None)) == [
+            outcome for read in range(20) for outcome in [(read, read + 1), (read, None), (read, None)]
+        ]
 
     @staticmethod
-    def _race(target: Target, *, processes: int, rounds: int, lockstep: bool) -> tuple[int, int]:
+    def _race(target: Target, *, processes: int, rounds: int, lockstep: bool) -> list[tuple[int, int | None]]:
+        """Every process's ``read_then_append`` outcomes, after checking the flow they left."""
         sync = SPAWN.Barrier(processes)
         with target.open() as store, Children() as children:
             for _ in range(processes):
                 children.start(
-                    workers.race_one_flow, target.url, target.options, "hot", sync, rounds, lockstep
+                    workers.read_then_append, target.url, target.options, "hot", sync, rounds, lockstep
                 )
-            counts = children.results()
-            successes = sum(s for s, _ in counts)
+            outcomes = [outcome for results in children.results() for outcome in results]
+            successes = sum(got is not None for _, got in outcomes)
+            assert len(outcomes) == processes * rounds
             assert store.revision("hot") == successes
             assert [e.revision for e in store.read_flow("hot")] == list(range(1, successes + 1))
             assert store.verify().ok
-        return successes, sum(m for _, m in counts)
+        return outcomes
 
 
 class TestSQLiteWriters:

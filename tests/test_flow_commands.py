@@ -249,11 +249,22 @@ class TestLeases:
             assert log_size(service) == before
             service.start_step("f", "s1", lease=new)
 
-    def test_expired_lease_lets_others_act(self, service: FlowService) -> None:
+    def test_expired_lease_lets_others_act(self, service: FlowService, queries: FlowQueries) -> None:
         with freeze_time("2030-01-01 12:00:00"):
-            service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
+            old = service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
         with freeze_time("2030-01-01 12:01:00.000001"):
-            service.time_out_step("f", "s1", reason="worker died")
+            service.time_out_step("f", "s1", reason="worker died")  # no lease needed once it expired
+            new = service.acquire_lease("f", owner_token="w2", ttl_seconds=60)
+            assert (new.owner_token, new.generation) == ("w2", 2)
+            flow = queries.flow("f")
+            assert (flow.lease_owner, flow.lease_generation) == ("w2", 2)
+            service.schedule_step("f", step_id="s2", name="retry", run_id="run-2", position=2, lease=new)
+            before = log_size(service)
+            with pytest.raises(LeaseLost, match="caller has 'w1' generation 1, the lease is held by 'w2'"):
+                service.start_step("f", "s2", lease=old)
+            assert log_size(service) == before
+            service.start_step("f", "s2", lease=new)
+        assert (queries.step("f", "s1").status, queries.step("f", "s2").status) == ("timed_out", "running")
 
     def test_release(self, service: FlowService, queries: FlowQueries) -> None:
         lease = service.acquire_lease("f", owner_token="w1", ttl_seconds=60)

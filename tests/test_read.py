@@ -6,9 +6,12 @@ from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
+from freezegun import freeze_time
 
 from eventstore import EventStore, NewEvent, StorageError, StoreClosed
 from eventstore.schema import READ_COLUMNS, flow_events
+
+from .conftest import Target
 
 
 def fill(store: EventStore, flow_id: str, count: int) -> None:
@@ -120,7 +123,7 @@ class TestFlows:
 
 
 class TestClock:
-    def test_recorded_at_comes_from_the_injected_clock(self, target) -> None:  # type: ignore[no-untyped-def]
+    def test_recorded_at_comes_from_the_injected_clock(self, target: Target) -> None:
         moment = datetime(2030, 1, 2, 3, 4, 5, 678901, tzinfo=UTC)
         with target.open(clock=lambda: moment) as store:
             store.append("f", [NewEvent("A", {})])
@@ -128,8 +131,7 @@ class TestClock:
             assert store.verify().ok
 
     def test_freezegun_controls_the_default_clock(self, store: EventStore) -> None:
-        freezegun = pytest.importorskip("freezegun")
-        with freezegun.freeze_time("2031-05-06 07:08:09.123456"):
+        with freeze_time("2031-05-06 07:08:09.123456"):
             store.append("f", [NewEvent("A", {})])
         assert next(store.read_flow("f")).recorded_at == datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, NewEvent
-from eventstore.flows import FOLD_VERSION, FlowView, view_to_dict
+from eventstore.flows import FOLD_VERSION, FlowView, step_to_dict, view_to_dict
 from eventstore.integrity import digest
 from eventstore.schema import flow_snapshots
 from eventstore.serialization import canonical
@@ -93,14 +93,24 @@ class TestSnapshots:
         assert self.snapshot_rows(service.store) == [4, 8, 12]
         assert state_at(service.store, "f", revision=13, snapshot_every=4) == folded(service.store, "f", 13)
 
+    def snapshot_at_12(self, store: EventStore) -> tuple[str, bytes]:
+        with store.engine.connect() as conn:
+            (row,) = conn.exec_driver_sql("SELECT state, state_hash FROM flow_snapshots WHERE revision = 12")
+        return row[0], bytes(row[1])
+
     def test_a_tampered_snapshot_is_ignored_and_replaced(self, service: FlowService) -> None:
         store = service.store
         state_at(store, "f", snapshot_every=4)
+        true_state, true_hash = self.snapshot_at_12(store)
+        assert digest(true_state.encode()) == true_hash
         forged = '{"flow": null, "steps": {}}'
         with store.engine.connect() as conn:
             conn.exec_driver_sql(f"UPDATE flow_snapshots SET state = '{forged}' WHERE revision = 12")
             conn.commit()
+        assert self.snapshot_at_12(store) == (forged, true_hash)
         assert state_at(store, "f", revision=13, snapshot_every=4) == folded(store, "f", 13)
+        assert self.snapshot_at_12(store) == (true_state, true_hash), "the fold's snapshot replaced it"
+        assert self.snapshot_rows(store) == [4, 8, 12]
         assert state_at(store, "f", revision=12, snapshot_every=4) == folded(store, "f", 12)
 
     def forge(self, store: EventStore, *, event_hash: bytes, fold_version: int) -> None:
@@ -153,9 +163,27 @@ class TestDiffForkWhatIf:
         assert Change("replace", "/flow/state/n", old=1, new=2) in result.changes
         assert any(c.op == "add" and c.path == "/steps/s1" for c in result.changes)
 
-    def test_diff_states_is_json_patch_like(self) -> None:
-        before, after = FlowView(), FlowView()
-        assert diff_states(before, after) == []
+    def test_diff_states_is_json_patch_like(self, service: FlowService) -> None:
+        before = folded(service.store, "f", 13)
+        after = before.copy()
+        assert after.flow is not None and after.flow.state == {"n": 3}
+        after.flow.state = {"a/b~": "added", "n": 4}
+        after.steps["s1"].status = "failed"
+        del after.steps["s0"]
+        removed = step_to_dict(before.steps["s0"])
+        assert diff_states(before, after) == [
+            Change("add", "/flow/state/a~1b~0", new="added"),
+            Change("replace", "/flow/state/n", old=3, new=4),
+            Change("remove", "/steps/s0", old=removed),
+            Change("replace", "/steps/s1/status", old="completed", new="failed"),
+        ]
+        assert diff_states(after, before) == [
+            Change("remove", "/flow/state/a~1b~0", old="added"),
+            Change("replace", "/flow/state/n", old=4, new=3),
+            Change("add", "/steps/s0", new=removed),
+            Change("replace", "/steps/s1/status", old="failed", new="completed"),
+        ]
+        assert diff_states(before, before.copy()) == [] and diff_states(FlowView(), FlowView()) == []
 
     def test_fork_starts_from_the_origin_state_and_leaves_it_untouched(self, service: FlowService) -> None:
         store = service.store

@@ -135,30 +135,32 @@ def append_after_reading(store: EventStore, flow: str, events: list[NewEvent]) -
     raise AssertionError(f"{MISMATCH_RETRIES} RevisionMismatches in a row on {flow!r}")
 
 
-def race_one_flow(
+def read_then_append(
     url: str, options: dict[str, Any], flow: str, sync: Any, rounds: int, lockstep: bool
-) -> tuple[int, int]:
-    """Read revision, then append expecting it, ``rounds`` times; return (successes, mismatches).
+) -> list[tuple[int, int | None]]:
+    """Read the revision, then append expecting it, ``rounds`` times (a child process's entry point).
 
-    In ``lockstep`` every process reads the same revision in each round (the
-    barrier is passed by all of them between the read and the append).
+    Returns ``(revision read, first revision appended)`` per round, or
+    ``(revision read, None)`` for a RevisionMismatch that found a later head.
+    In ``lockstep`` every process reads the same revision in each round.
     """
-    successes = mismatches = 0
+    outcomes: list[tuple[int, int | None]] = []
     with EventStore.open(url, **options) as store:
         sync.wait(BARRIER_TIMEOUT)
         for round_ in range(rounds):
             if lockstep:
                 sync.wait(BARRIER_TIMEOUT)
-            revision = store.revision(flow)
+            read = store.revision(flow)
             if lockstep:
                 sync.wait(BARRIER_TIMEOUT)
             try:
-                store.append(flow, [NewEvent("Won", {"round": round_})], expected_revision=revision)
-            except RevisionMismatch:
-                mismatches += 1
+                result = store.append(flow, [NewEvent("Won", {"round": round_})], expected_revision=read)
+            except RevisionMismatch as exc:
+                assert exc.expected == read < exc.actual, exc
+                outcomes.append((read, None))
             else:
-                successes += 1
-    return successes, mismatches
+                outcomes.append((read, result.first_revision))
+    return outcomes
 
 
 def race_same_batch(stores: list[EventStore], flow: str, batch: list[NewEvent]) -> list[Any]:
