@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import orjson
+import pytest
 from click.testing import CliRunner
 
 from eventstore import NewEvent
@@ -123,12 +124,22 @@ class TestTimeTravelCommands:
         assert "forked d1@7 as d1-branch" in run(target, "fork", "d1", "--at", "7", "--new", "d1-branch")
         assert "d1-branch at revision 1: running" in run(target, "state", "d1-branch")
 
-    def test_bad_points_are_one_line_errors(self, target: Target) -> None:
+    @pytest.mark.parametrize(
+        ("point", "message"),
+        [
+            ("2030", "error: flow 'd1' has revisions 0 to 16, not 2030"),
+            ("2030-01-01T00:00", "error: '2030-01-01T00:00' has no time zone; add Z or +00:00"),
+            ("soon", "error: 'soon' is neither a revision number nor an ISO 8601 time"),
+        ],
+        ids=["past-the-end", "no-zone", "not-a-point"],
+    )
+    def test_bad_points_are_one_line_errors(self, target: Target, point: str, message: str) -> None:
         self.recorded(target)
         result = CliRunner().invoke(
-            main, ["--url", target.url, *self.schema(target), "state", "d1", "--at", "2030"]
+            main, ["--url", target.url, *self.schema(target), "state", "d1", "--at", point]
         )
-        assert result.exit_code == 1 and result.output.startswith("error: ")
+        assert result.exc_info is not None and result.exc_info[0] is SystemExit  # nothing escaped
+        assert (result.exit_code, result.output.splitlines()) == (1, [message])
 
     def schema(self, target: Target) -> list[str]:
         schema = target.options.get("schema")

@@ -148,24 +148,31 @@ class RetentionReport:
 
 
 class TestRetentionJob:
-    def test_it_calls_retention_with_the_configured_policy(
-        self, store: EventStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    def test_it_keeps_the_configured_days_dir_and_flows_per_run(
+        self, flow_store: EventStore, tmp_path: Path
     ) -> None:
-        calls: list[tuple[Any, ...]] = []
-
-        def run_retention(*args: Any, **options: Any) -> RetentionReport:
-            calls.append((*args, options["max_flows"]))
-            return RetentionReport(["f"], tmp_path / "a.jsonl.gz")
-
-        monkeypatch.setitem(
-            sys.modules, "eventstore.retention", types.SimpleNamespace(run_retention=run_retention)
-        )
-        config = MaintenanceConfig.parse(
-            {"retention": {"keep_days": {"finished": 30}, "archive_dir": str(tmp_path)}}
-        )
-        result = Maintenance(store, config).run_once("retention")
-        assert calls == [(store, {"finished": 30}, tmp_path, 10_000)]
-        assert result.details == {"pruned": ["f"], "archive": str(tmp_path / "a.jsonl.gz")}
+        service = FlowService(flow_store)
+        with freeze_time("2030-01-01") as clock:
+            for flow_id in ("first", "second", "failed", "young"):
+                service.start_flow(flow_id, controller_id="c", goal="g", owner_session_key="s")
+            service.finish("first", result={})
+            clock.tick(timedelta(days=1))
+            service.finish("second", result={})
+            service.fail("failed", error="no policy for failed flows: kept")
+            clock.move_to("2030-02-15")
+            service.finish("young", result={})  # 30 days have not passed by March
+        archives = tmp_path / "archives"
+        retention = {"keep_days": {"finished": 30}, "archive_dir": str(archives), "max_flows": 1}
+        maintenance = Maintenance(flow_store, MaintenanceConfig.parse({"retention": retention}))
+        runs = []
+        with freeze_time("2030-03-01") as clock:
+            for _ in range(3):
+                runs.append(maintenance.run_once("retention").details)
+                clock.tick(timedelta(hours=1))
+        assert [run["pruned"] for run in runs] == [["first"], ["second"], []]
+        written = [Path(run["archive_path"]) for run in runs[:2]]
+        assert [(path.parent, path.is_file()) for path in written] == [(archives, True)] * 2
+        assert [flow.flow_id for flow in FlowQueries(flow_store).flows().items] == ["failed", "young"]
 
     def test_a_long_run_renews_its_lease_from_the_progress_hook(
         self, store: EventStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
