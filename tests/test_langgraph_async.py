@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -67,31 +68,51 @@ def test_folds_run_on_the_loop_thread_only_on_the_async_driver(target: Target, a
     store.close()
 
 
+def hold_appends(target: Target) -> Callable[[], None]:
+    """Another connection takes what every put waits for: SQLite's write lock, or PostgreSQL's
+    positions row. The call returned lets it go."""
+    if target.dialect == "sqlite":
+        holder: Any = sqlite3.connect(target.url.removeprefix("sqlite:///"), isolation_level=None)
+        holder.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        holder = psycopg.connect(
+            target.url.replace("+psycopg", ""), options=f"-c search_path={target.options['schema']}"
+        )
+        holder.execute("SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE")
+
+    def release() -> None:
+        holder.rollback()
+        holder.close()
+
+    return release
+
+
 @pytest.mark.parametrize("async_driver", [True, False], ids=["async-driver", "worker-thread"])
-def test_the_loop_keeps_running_while_puts_wait(target: Target, async_driver: bool) -> None:
-    """Other tasks run between a put's statements: nothing blocks the loop."""
+def test_the_loop_keeps_running_while_a_put_waits_for_a_lock(target: Target, async_driver: bool) -> None:
+    """A put waiting for another connection's lock waits off the loop: other tasks run meanwhile."""
     with EventStoreSaver.from_url(target.url, async_driver=async_driver, **target.options) as saver:
 
-        async def main() -> tuple[int, int]:
-            done = asyncio.Event()
-            ticks = 0
+        async def main() -> Any:
+            parent = await save(saver, "t", 1)  # the loop's connections are open, the head cached
+            release = hold_appends(target)
+            try:
+                checkpoint = generate_checkpoint(channel_values={"n": 1}, channel_versions={"n": 2})
+                putting = asyncio.ensure_future(saver.aput(config("t", parent), checkpoint, {}, {"n": 2}))
 
-            async def ticker() -> None:
-                nonlocal ticks
-                while not done.is_set():
-                    ticks += 1
-                    await asyncio.sleep(0)
+                async def tick() -> None:
+                    for _ in range(2_000):  # a put blocking the loop would let these run only once it failed
+                        await asyncio.sleep(0)
+                        assert not putting.done(), putting.exception() if putting.done() else None
 
-            ticking = asyncio.create_task(ticker())
-            latest = await asyncio.gather(*(save(saver, f"t{n}", 5) for n in range(4)))
-            done.set()
-            await ticking
-            stored = [await saver.aget_tuple(c) for c in latest]
-            return ticks, sum(1 for s in stored if s is not None)
+                await asyncio.wait_for(tick(), timeout=30)
+            finally:
+                release()
+            return await saver.aget_tuple(await asyncio.wait_for(putting, timeout=60))
 
-        ticks, found = asyncio.run(main())
-        assert found == 4
-        assert ticks > 20  # 20 puts, each awaiting at least once
+        stored = asyncio.run(main())
+        assert stored is not None and stored.checkpoint["channel_values"] == {"n": 1}
 
 
 def test_a_saver_moves_to_a_new_loop(target: Target) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ from langgraph.checkpoint.serde.types import INTERRUPT
 from eventstore import EventStore, InvalidInput, NewEvent, ProjectionError, RecordedEvent
 from eventstore.cli import main
 from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
-from projections import Projection, rebuild
+from projections import Progress, Projection, rebuild
 from projections.langgraph import LangGraphProjection
 from tests.conftest import Target
 
@@ -257,15 +259,15 @@ def test_concurrent_saves_to_one_thread_all_land(target: Target) -> None:
         assert len(events(one, "t")) == 21 and one.store.verify().ok
 
 
-def statements_during(store: EventStore, action: Any) -> list[str]:
-    """What the driver's cursors executed during ``action`` (psycopg only: SQLite has no round trips)."""
+@contextmanager
+def sending(store: EventStore, seen: Callable[[int, str], None]) -> Iterator[None]:
+    """Meanwhile ``seen(backend_pid, statement)`` is called as the driver's cursors send each statement
+    (psycopg only: SQLite has no round trips)."""
     import psycopg
-
-    seen: list[str] = []
 
     class Recording(psycopg.Cursor[Any]):
         def execute(self, query: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.append(str(query))
+            seen(self.connection.info.backend_pid, str(query))
             return super().execute(query, *args, **kwargs)
 
     def record(dbapi_connection: Any, *args: Any) -> None:
@@ -277,24 +279,29 @@ def statements_during(store: EventStore, action: Any) -> list[str]:
     sa.event.listen(store.engine, "checkout", record)
     sa.event.listen(store.engine, "checkin", restore)
     try:
-        action()
+        yield
     finally:
         sa.event.remove(store.engine, "checkout", record)
         sa.event.remove(store.engine, "checkin", restore)
+
+
+def statements_during(store: EventStore, action: Any) -> list[str]:
+    """What the driver's cursors executed during ``action``."""
+    seen: list[str] = []
+    with sending(store, lambda pid, statement: seen.append(statement)):
+        action()
     return seen
 
 
-def test_a_put_is_one_statement_on_postgresql(saver: EventStoreSaver, target: Target) -> None:
+def test_a_put_is_one_statement_on_postgresql(pg_target: Target) -> None:
     """With the thread's head cached, the event and its read-model rows go in one autocommit statement."""
-    first = put(saver, "t", {"doc": "d", "n": 1}, {"doc": 1, "n": 1})
-    if target.dialect == "postgresql":
+    with EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver:
+        first = put(saver, "t", {"doc": "d", "n": 1}, {"doc": 1, "n": 1})
         sent = statements_during(saver.store, lambda: put(saver, "t", {"n": 2}, {"n": 2}, parent=first))
         assert len(sent) == 1 and "langgraph_checkpoints" in sent[0] and "flow_events" in sent[0]
-    else:
-        put(saver, "t", {"n": 2}, {"n": 2}, parent=first)
-    latest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
-    assert latest is not None and latest.checkpoint["channel_values"] == {"n": 2}
-    assert [e.position for e in events(saver, "t")] == [1, 2]
+        latest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+        assert latest is not None and latest.checkpoint["channel_values"] == {"n": 2}
+        assert [e.position for e in events(saver, "t")] == [1, 2]
 
 
 def test_a_stale_head_falls_back_and_loses_nothing(target: Target) -> None:
@@ -341,38 +348,89 @@ def test_a_projection_that_cannot_fuse_still_sees_every_put(target: Target) -> N
     store.close()
 
 
-PUTS = 40
+REBUILDS, PUTS = 4, 10
 
 
 def test_rebuilds_while_threads_put_lose_nothing(target: Target) -> None:
-    """A rebuild's swap takes the positions row, then the live tables; a fused put takes them the
-    other way. A deadlock between them costs a retry (the put falls back, the swap folds its tail
-    again), never an error for either, and the read model still equals the log."""
+    """Each rebuild, mid-way, lets three threads put a round of checkpoints: they land before, and
+    race, its swap. The swap takes the positions row, then the live tables; a fused put takes them
+    the other way. A deadlock between them costs a retry (the put falls back, the swap folds its
+    tail again), never an error for either, and the read model still equals the log."""
     with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        parents = [put(saver, f"r{n}", {"n": 0}, {"n": 1}) for n in range(3)]  # the log has events
+        made = [1, 1, 1]  # the puts each thread has made
+        landed = threading.Condition()
+        rounds = [threading.Semaphore(0) for _ in parents]
         failures: list[Exception] = []
 
         def writer(number: int) -> None:
-            parent = None
             try:
-                for n in range(PUTS):
-                    parent = put(saver, f"r{number}", {"n": n}, {"n": n + 1}, parent=parent)
-            except Exception as exc:
-                failures.append(exc)
+                for _ in range(REBUILDS):
+                    assert rounds[number].acquire(timeout=60)
+                    for _ in range(PUTS):
+                        n = made[number]
+                        parents[number] = put(
+                            saver, f"r{number}", {"n": n}, {"n": n + 1}, parent=parents[number]
+                        )
+                        with landed:
+                            made[number] += 1
+                            landed.notify_all()
+            except BaseException as exc:
+                with landed:
+                    failures.append(exc)
+                    landed.notify_all()
 
         threads = [threading.Thread(target=writer, args=(n,)) for n in range(3)]
         for thread in threads:
             thread.start()
-        rebuilds = 0
-        while rebuilds == 0 or any(thread.is_alive() for thread in threads):
-            rebuild(saver.store, LangGraphProjection())
-            rebuilds += 1
-        for thread in threads:
-            thread.join()
+        overlaps: list[tuple[int, int]] = []
+        try:
+            for _ in range(REBUILDS):
+                reports: list[int] = []
+
+                def midway(progress: Progress, reports: list[int] = reports) -> None:
+                    if reports:
+                        return  # the first report only: the last one comes after the swap
+                    with landed:
+                        reports.append(sum(made))
+                        for gate in rounds:
+                            gate.release()
+                        landed.wait_for(lambda: sum(made) > reports[0] or bool(failures), timeout=30)
+                        reports.append(sum(made))
+
+                rebuild(saver.store, LangGraphProjection(), progress=midway)
+                overlaps.append((reports[0], reports[1]))
+        finally:
+            for gate in rounds:
+                gate.release(REBUILDS)  # if a rebuild failed, the writers still end
+            for thread in threads:
+                thread.join()
         assert failures == []
+        assert len(overlaps) == REBUILDS and all(after > before for before, after in overlaps)
         inline = tables(saver.store)
-        assert len(inline["langgraph_checkpoints"]) == 3 * PUTS
+        assert len(inline["langgraph_checkpoints"]) == sum(made) == 3 * (1 + REBUILDS * PUTS)
+        for number in range(3):
+            latest = saver.get_tuple({"configurable": {"thread_id": f"r{number}", "checkpoint_ns": ""}})
+            assert latest is not None and latest.checkpoint["channel_values"] == {"n": REBUILDS * PUTS}
         rebuild(saver.store, LangGraphProjection())
         assert tables(saver.store) == inline
+
+
+def deadlocks(watch: Any) -> int:
+    """How many deadlocks PostgreSQL has reported in this database."""
+    query = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    return int(watch.execute(query).fetchone()[0])
+
+
+def wait_until_blocked(watch: Any, pid: int, by: int) -> None:
+    """Until backend ``pid`` waits for a lock that backend ``by`` holds. PostgreSQL has no event
+    to wait on for that: ask it, for at most 10 seconds (the statement is already sent)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        (blockers,) = watch.execute("SELECT pg_blocking_pids(%s)", [pid]).fetchone()
+        if by in blockers:
+            return
+    pytest.fail(f"backend {pid} never waited for a lock of backend {by}")
 
 
 def test_a_fused_put_that_deadlocks_with_a_swap_falls_back(pg_target: Target) -> None:
@@ -381,31 +439,40 @@ def test_a_fused_put_that_deadlocks_with_a_swap_falls_back(pg_target: Target) ->
     aborts the put, which then takes the ordinary path once the swap is done, and loses nothing."""
     import psycopg
 
-    schema = pg_target.options["schema"]
-    with EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver:
+    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
+    with (
+        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver,
+        psycopg.connect(url, autocommit=True) as watch,
+        psycopg.connect(url, options=f"-c search_path={schema}") as swap,
+    ):
         first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
-        swap = psycopg.connect(pg_target.url.replace("+psycopg", ""), options=f"-c search_path={schema}")
+        before = deadlocks(watch)
         swap.execute("SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE")
+        sent: list[str] = []
+        fused: list[int] = []  # the backend that runs the fused statement
+        fusing = threading.Event()
+
+        def seen(pid: int, statement: str) -> None:
+            sent.append(statement)
+            if "appended AS" in statement:
+                fused.append(pid)
+                fusing.set()
+
         done: list[Any] = []
         putting = threading.Thread(
             target=lambda: done.append(put(saver, "t", {"n": 1}, {"n": 1}, parent=first))
         )
-        putting.start()
-        with psycopg.connect(pg_target.url.replace("+psycopg", "")) as watch:
-            for _ in range(500):  # until the put waits for the row (it has locked the tables)
-                (waiting,) = watch.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-                    "AND datname = current_database() AND query LIKE '%%appended AS%%'"
-                ).fetchone()
-                if waiting:
-                    break
-                threading.Event().wait(0.01)
-            assert waiting == 1
-        swap.execute("LOCK TABLE langgraph_checkpoints IN ACCESS EXCLUSIVE MODE")  # the deadlock
-        swap.commit()
-        putting.join()
-        swap.close()
+        with sending(saver.store, seen):
+            putting.start()
+            assert fusing.wait(timeout=10)
+            wait_until_blocked(watch, fused[0], swap.info.backend_pid)  # it holds the tables' locks
+            swap.execute("LOCK TABLE langgraph_checkpoints IN ACCESS EXCLUSIVE MODE")  # the deadlock
+            swap.commit()
+            putting.join()
         assert len(done) == 1
+        appends = [statement for statement in sent if "INSERT INTO flow_events" in statement]
+        assert ["appended AS" in statement for statement in appends] == [True, False]  # then the fallback
+        assert deadlocks(watch) > before  # the put was the deadlock's victim
         latest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
         assert latest is not None and latest.checkpoint["channel_values"] == {"n": 1}
         inline = tables(saver.store)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import ClassVar
 
 import pytest
@@ -84,17 +85,33 @@ class TestCatchUp:
         assert runner.run_until_caught_up() == 5
         assert counts(store, runner.projection) == {"a": 5}
 
-    def test_two_runners_apply_each_event_once(self, target: Target) -> None:
+    def test_two_runners_racing_apply_each_event_once(self, target: Target) -> None:
+        """Two runners (two processes' worth: a store each) catch up at once, in two threads."""
         with target.open() as first, target.open() as second:
             decide(first, "a", 50)
-            one, two = (
-                CatchUpRunner(first, DecisionsByActor(), batch_size=7),
-                CatchUpRunner(second, DecisionsByActor(), batch_size=7),
-            )
+            runners = [
+                CatchUpRunner(store, DecisionsByActor(), batch_size=7) for store in (first, second)
+            ]  # each caught up with the first 50
             decide(first, "a", 50)
-            while one.run_once() + two.run_once():
-                pass
-            assert counts(first, one.projection) == {"a": 100}
+            start = threading.Barrier(2)
+            applied: list[int] = []
+            failures: list[Exception] = []
+
+            def catch_up(runner: CatchUpRunner) -> None:
+                try:
+                    start.wait(timeout=10)
+                    applied.append(runner.run_until_caught_up())
+                except Exception as exc:
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=catch_up, args=(runner,)) for runner in runners]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert failures == []
+            assert sum(applied) == 50
+            assert counts(first, DecisionsByActor()) == {"a": 100}
 
     def test_a_projection_needs_a_name(self) -> None:
         class Nameless(DecisionsByActor):
