@@ -347,22 +347,21 @@ def _rebuild(
     fill = getattr(target, "fill", None)
     if fill is not None:
         # The projection folds the log flow by flow and writes each row once;
-        # the tail below then looks rows up as an inline append would.
+        # what follows then looks rows up as an inline append would.
         done = fill(store, total, lambda: _renewed(store, projection, tag), report, batch_size=batch_size)
         memo, position = {}, total
-    while fill is None:
-        batch = list(store.read_all(after_position=position, limit=batch_size))
-        if not batch:
+    else:
+        position, done = _fold(
+            store, projection, target, tag, memo, position, total, batch_size, done, report
+        )
+    # Writers carried on meanwhile: fold what they appended, up to the head as it is now, a few
+    # times at most. Each pass is shorter than the one before while the fold outruns the writers,
+    # and whatever is left is folded by the swap, which holds appends.
+    for _ in range(_CATCH_UP_PASSES):
+        head = store.last_position()
+        if head - position <= batch_size:
             break
-        with store.transaction() as tx:
-            _renew(store, tx.connection, projection, tag)
-            tx.memo = memo
-            _apply_grouped(target, tx, batch)
-        position = batch[-1].position
-        done += len(batch)
-        report(done)
-        if len(memo) > 200_000:
-            memo.clear()  # bounded memory; also drops SOLE_WRITER, so lookups resume
+        position, done = _fold(store, projection, target, tag, memo, position, head, batch_size, done, report)
     with store.transaction() as tx:
         _renew(store, tx.connection, projection, tag)
         for index in late_indexes:
@@ -389,6 +388,41 @@ def _rebuild(
 
 
 _SWAP_ATTEMPTS = 5
+_CATCH_UP_PASSES = 3
+
+
+def _fold(
+    store: EventStore,
+    projection: Projection,
+    target: Projection,
+    tag: str,
+    memo: dict[Any, Any],
+    position: int,
+    up_to: int,
+    batch_size: int,
+    done: int,
+    report: Callable[[int], None],
+) -> tuple[int, int]:
+    """Apply the events after ``position`` up to ``up_to`` to the fresh tables, a batch per transaction.
+
+    Stops at ``up_to`` even while writers go on appending: a rebuild must
+    not chase the log. Returns the last position applied and the count done.
+    """
+    while position < up_to:
+        batch = list(store.read_all(after_position=position, limit=min(batch_size, up_to - position)))
+        batch = [event for event in batch if event.position <= up_to]
+        if not batch:
+            break
+        with store.transaction() as tx:
+            _renew(store, tx.connection, projection, tag)
+            tx.memo = memo
+            _apply_grouped(target, tx, batch)
+        position = batch[-1].position
+        done += len(batch)
+        report(done)
+        if len(memo) > 200_000:
+            memo.clear()  # bounded memory; also drops SOLE_WRITER, so lookups resume
+    return position, done
 
 
 def _swap(
@@ -409,12 +443,54 @@ def _swap(
         tail = list(store.read_all(after_position=position))
         if tail:
             _apply_grouped(target, tx, tail)
+        if conn.dialect.name == "postgresql":
+            _lock_live_tables(conn, projection)
         for live in reversed(list(projection.tables.values())):
             conn.execute(sa.schema.DropTable(live, if_exists=True))
         for name, fresh in target.tables.items():
             conn.exec_driver_sql(f'ALTER TABLE "{fresh.name}" RENAME TO "{name}"')
         write_checkpoint(store, conn, projection, position=head, build=tag)
     return len(tail)
+
+
+_TABLE_LOCK_WAIT_MS = 100
+_TABLE_LOCK_TRIES = 600  # a minute of tries, each waiting at most _TABLE_LOCK_WAIT_MS
+
+
+def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:
+    """Lock the live tables for the swap (PostgreSQL) without ever being a deadlock's victim.
+
+    This transaction holds the positions row, so appends wait. A fused append
+    (one statement with the read-model writes in it) locks the tables it
+    writes when it is planned, then waits for that row: it and the swap wait
+    on each other. PostgreSQL breaks such a cycle when a wait has lasted
+    ``deadlock_timeout`` (a second), by aborting the one that waited that
+    long; an aborted fused append falls back to an ordinary transaction. So
+    the swap never waits that long: it asks for the locks in a savepoint with
+    a short ``lock_timeout``, again and again, while the appends caught in the
+    cycle give way and new ones queue behind its request.
+    """
+    existing = conn.exec_driver_sql(
+        "SELECT n FROM unnest(%(names)s::text[]) AS n WHERE to_regclass(quote_ident(n)) IS NOT NULL",
+        {"names": [table.name for table in projection.tables.values()]},
+    ).scalars()
+    names = ", ".join(f'"{name}"' for name in existing)
+    if not names:
+        return  # a first build: no live tables yet
+    previous = conn.exec_driver_sql("SELECT current_setting('lock_timeout')").scalar_one()
+    for attempt in range(_TABLE_LOCK_TRIES):
+        savepoint = conn.begin_nested()
+        try:
+            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_TABLE_LOCK_WAIT_MS}")
+            conn.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
+        except sa.exc.OperationalError as exc:
+            savepoint.rollback()
+            if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == _TABLE_LOCK_TRIES - 1:
+                raise
+            continue
+        savepoint.commit()  # the locks stay, until the swap's transaction ends
+        conn.exec_driver_sql("SELECT set_config('lock_timeout', %(value)s, true)", {"value": previous})
+        return
 
 
 @contextmanager

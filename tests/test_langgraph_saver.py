@@ -478,3 +478,73 @@ def test_a_fused_put_that_deadlocks_with_a_swap_falls_back(pg_target: Target) ->
         inline = tables(saver.store)
         rebuild(saver.store, LangGraphProjection())
         assert tables(saver.store) == inline
+
+
+def test_the_swap_outlasts_fused_puts_queued_on_the_positions_row(pg_target: Target) -> None:
+    """Two fused puts have locked the read model's tables and wait for the positions row, which
+    the swap holds; the swap then locks those tables for its DROP. PostgreSQL breaks such a cycle
+    by aborting the waiter whose wait reached deadlock_timeout first: the swap must never be it
+    (it once was, whenever two puts were queued), while each put falls back and lands after."""
+    import psycopg
+
+    from projections import base
+
+    url = pg_target.url.replace("+psycopg", "")
+    with (
+        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as one,
+        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as two,
+        psycopg.connect(url, autocommit=True) as watch,
+    ):
+        savers = {"a": one, "b": two}
+        heads = {thread: put(saver, thread, {"n": 0}, {"n": 0}) for thread, saver in savers.items()}
+        before = deadlocks(watch)
+        fused: list[int] = []  # the backends running the fused statements
+        appends: list[bool] = []  # each append sent: fused or not
+        done: list[Any] = []
+
+        def seen(pid: int, statement: str) -> None:
+            if "appended AS" in statement:
+                fused.append(pid)
+            if "INSERT INTO flow_events" in statement:
+                appends.append("appended AS" in statement)
+
+        with one.store.transaction() as tx, sending(one.store, seen), sending(two.store, seen):
+            conn = tx.connection
+            base.lock_appends(conn)  # what the swap holds first
+            me = conn.connection.dbapi_connection.info.backend_pid
+            putting = [
+                threading.Thread(
+                    target=lambda t=thread, s=saver: done.append(
+                        put(s, t, {"n": 1}, {"n": 1}, parent=heads[t])
+                    )
+                )
+                for thread, saver in savers.items()
+            ]
+            for thread in putting:
+                thread.start()
+            queued = _until(lambda: fused if len(fused) == 2 else None)
+
+            def waiting(pid: int) -> bool:  # for the swap's row, or behind the other put for it
+                (blockers,) = watch.execute("SELECT pg_blocking_pids(%s)", [pid]).fetchone()
+                return bool(set(blockers) & {me, *queued})
+
+            _until(lambda: all(waiting(pid) for pid in queued))  # both hold the tables' locks by now
+            projection = next(p for p in one.store.projections if isinstance(p, LangGraphProjection))
+            base._lock_live_tables(conn, projection)  # what the swap does next, before its DROP
+        for thread in putting:
+            thread.join()
+        assert len(done) == 2  # both puts landed
+        assert sorted(appends) == [False, False, True, True]  # each fused, then again the ordinary way
+        assert deadlocks(watch) > before  # the cycle was real (the count may lag behind the second)
+        for thread in savers:
+            latest = one.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
+            assert latest is not None and latest.checkpoint["channel_values"] == {"n": 1}
+
+
+def _until(found: Callable[[], Any]) -> Any:
+    """``found()`` once it is truthy; it is checked for at most 10 seconds (nothing to wait on)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if value := found():
+            return value
+    pytest.fail("the condition never held")

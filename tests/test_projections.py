@@ -13,7 +13,7 @@ from eventstore.errors import ProjectionError
 from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, Progress, Projection, rebuild
 
 from .conftest import Target
-from .readmodels import flow_projection
+from .readmodels import assert_matches_rebuild, flow_projection, snapshot
 
 
 class DecisionsByActor(Projection):
@@ -172,6 +172,64 @@ class TestRebuild:
             )
         with target.open(projections=[FlowProjection()]) as store:
             assert FlowQueries(store).flow("f").goal == "g"
+
+    @pytest.mark.parametrize("kind", ["fold", "fill"], ids=["event-by-event", "flow-by-flow"])
+    def test_a_rebuild_finishes_while_a_writer_stays_ahead_of_it(self, target: Target, kind: str) -> None:
+        """The writer appends without a pause, and the rebuild lets it get ahead after every batch
+        it folds: a rebuild that read until it found nothing new would never end. It folds up to
+        the head it found at the start, catches up a few times, and its swap folds the rest."""
+        projection: Projection = DecisionsByActor() if kind == "fold" else FlowProjection()
+        with target.open(projections=[FlowProjection()] if kind == "fill" else []) as store:
+            decide(store, "a", 200)
+            ahead = threading.Condition()
+            appended = [0]
+            stop = threading.Event()
+            failures: list[BaseException] = []
+
+            def write() -> None:
+                try:
+                    with target.open(projections=store.projections) as writer:
+                        service = FlowService(writer) if kind == "fill" else None
+                        while not stop.is_set():
+                            if service is None:
+                                decide(writer, "w")
+                            else:
+                                service.start_flow(
+                                    f"w-{appended[0]}", controller_id="c", goal="g", owner_session_key="s"
+                                )
+                            with ahead:
+                                appended[0] += 1
+                                ahead.notify_all()
+                except BaseException as exc:
+                    failures.append(exc)
+                    with ahead:
+                        ahead.notify_all()
+
+            def stay_behind(progress: Progress) -> None:  # after every batch, the writer gains one
+                with ahead:
+                    goal = appended[0] + 60
+                    assert ahead.wait_for(lambda: appended[0] >= goal or bool(failures), timeout=60)
+
+            results: list[Progress] = []
+            writing = threading.Thread(target=write)
+            rebuilding = threading.Thread(
+                target=lambda: results.append(rebuild(store, projection, batch_size=50, progress=stay_behind))
+            )
+            writing.start()
+            rebuilding.start()
+            rebuilding.join(timeout=60)
+            finished = not rebuilding.is_alive()
+            stop.set()
+            writing.join()
+            rebuilding.join()
+            assert failures == [] and finished, "the rebuild chased the writer"
+            assert results and results[0].done >= 200
+            if kind == "fold":
+                CatchUpRunner(store, projection).run_until_caught_up()  # what the swap left behind
+                assert counts(store, projection) == {"a": 200, "w": appended[0]}
+            else:
+                assert len(snapshot(store)["flows"]) == appended[0]
+                assert_matches_rebuild(store)
 
 
 def test_progress_reports_rate() -> None:
