@@ -453,8 +453,7 @@ def _swap(
     return len(tail)
 
 
-_TABLE_LOCK_WAIT_MS = 100
-_TABLE_LOCK_TRIES = 600  # a minute of tries, each waiting at most _TABLE_LOCK_WAIT_MS
+_TABLE_LOCK_WAIT_MS = 100  # well under deadlock_timeout (1 s by default)
 
 
 def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:
@@ -478,14 +477,21 @@ def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:
     if not names:
         return  # a first build: no live tables yet
     previous = conn.exec_driver_sql("SELECT current_setting('lock_timeout')").scalar_one()
-    for attempt in range(_TABLE_LOCK_TRIES):
+    limit_ms = int(
+        conn.exec_driver_sql("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'").scalar_one()
+    )
+    # As long in all as the store's lock_timeout would have let one wait last (0: no limit).
+    tries = -(-limit_ms // _TABLE_LOCK_WAIT_MS) if limit_ms else None
+    attempt = 0
+    while True:
+        attempt += 1
         savepoint = conn.begin_nested()
         try:
             conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_TABLE_LOCK_WAIT_MS}")
             conn.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
         except sa.exc.OperationalError as exc:
             savepoint.rollback()
-            if getattr(exc.orig, "sqlstate", None) != "55P03" or attempt == _TABLE_LOCK_TRIES - 1:
+            if getattr(exc.orig, "sqlstate", None) != "55P03" or (tries is not None and attempt >= tries):
                 raise
             continue
         savepoint.commit()  # the locks stay, until the swap's transaction ends
