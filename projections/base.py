@@ -443,60 +443,12 @@ def _swap(
         tail = list(store.read_all(after_position=position))
         if tail:
             _apply_grouped(target, tx, tail)
-        if conn.dialect.name == "postgresql":
-            _lock_live_tables(conn, projection)
         for live in reversed(list(projection.tables.values())):
             conn.execute(sa.schema.DropTable(live, if_exists=True))
         for name, fresh in target.tables.items():
             conn.exec_driver_sql(f'ALTER TABLE "{fresh.name}" RENAME TO "{name}"')
         write_checkpoint(store, conn, projection, position=head, build=tag)
     return len(tail)
-
-
-_TABLE_LOCK_WAIT_MS = 100  # well under deadlock_timeout (1 s by default)
-
-
-def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:
-    """Lock the live tables for the swap (PostgreSQL) without ever being a deadlock's victim.
-
-    This transaction holds the positions row, so appends wait. A fused append
-    (one statement with the read-model writes in it) locks the tables it
-    writes when it is planned, then waits for that row: it and the swap wait
-    on each other. PostgreSQL breaks such a cycle when a wait has lasted
-    ``deadlock_timeout`` (a second), by aborting the one that waited that
-    long; an aborted fused append falls back to an ordinary transaction. So
-    the swap never waits that long: it asks for the locks in a savepoint with
-    a short ``lock_timeout``, again and again, while the appends caught in the
-    cycle give way and new ones queue behind its request.
-    """
-    existing = conn.exec_driver_sql(
-        "SELECT n FROM unnest(%(names)s::text[]) AS n WHERE to_regclass(quote_ident(n)) IS NOT NULL",
-        {"names": [table.name for table in projection.tables.values()]},
-    ).scalars()
-    names = ", ".join(f'"{name}"' for name in existing)
-    if not names:
-        return  # a first build: no live tables yet
-    previous = conn.exec_driver_sql("SELECT current_setting('lock_timeout')").scalar_one()
-    limit_ms = int(
-        conn.exec_driver_sql("SELECT setting FROM pg_settings WHERE name = 'lock_timeout'").scalar_one()
-    )
-    # As long in all as the store's lock_timeout would have let one wait last (0: no limit).
-    tries = -(-limit_ms // _TABLE_LOCK_WAIT_MS) if limit_ms else None
-    attempt = 0
-    while True:
-        attempt += 1
-        savepoint = conn.begin_nested()
-        try:
-            conn.exec_driver_sql(f"SET LOCAL lock_timeout = {_TABLE_LOCK_WAIT_MS}")
-            conn.exec_driver_sql(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE")
-        except sa.exc.OperationalError as exc:
-            savepoint.rollback()
-            if getattr(exc.orig, "sqlstate", None) != "55P03" or (tries is not None and attempt >= tries):
-                raise
-            continue
-        savepoint.commit()  # the locks stay, until the swap's transaction ends
-        conn.exec_driver_sql("SELECT set_config('lock_timeout', %(value)s, true)", {"value": previous})
-        return
 
 
 @contextmanager

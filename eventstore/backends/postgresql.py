@@ -75,11 +75,31 @@ _APPEND = f"{_GUARDED}{_INSERT_ROWS}\nRETURNING position"
 _APPEND_ONE = f"{_GUARDED}{_INSERT_ONE}\nRETURNING position"
 
 
+FUSED_LOCK_WAIT_MS = 200
+"""How long a fused append waits for the positions row before it gives way (it then retries as an
+ordinary transaction): well under ``deadlock_timeout`` (1 s by default), see ``_fused_append``."""
+_GUARD_START = "SELECT 1 WHERE NOT EXISTS"
+_FUSED_GUARD_START = (
+    f"SELECT 1 WHERE set_config('lock_timeout', '{FUSED_LOCK_WAIT_MS}', true) IS NOT NULL AND NOT EXISTS"
+)
+
+
 def _fused_append(ctes: Sequence[str], *, one: bool) -> str:
-    """The append with inline projections' writes (``FusedWrite.ctes``) in the same statement."""
+    """The append with inline projections' writes (``FusedWrite.ctes``) in the same statement.
+
+    PostgreSQL locks every table a statement names when it plans it, so a
+    fused append holds the read model's tables while it waits for the
+    positions row, the order opposite to a rebuild's swap (the row, then the
+    tables). So its guard first sets ``lock_timeout`` for the statement's own
+    transaction: the wait for the row that follows gives up after
+    ``FUSED_LOCK_WAIT_MS``, long before any deadlock check (which would
+    abort whoever's wait reached a second first, the swap included), and the
+    append is retried as an ordinary transaction, which takes the row first.
+    """
     insert = _INSERT_ONE if one else _INSERT_ROWS
+    guarded = _GUARDED.replace(_GUARD_START, _FUSED_GUARD_START, 1)
     return (
-        f"{_GUARDED}, appended AS ({insert}\n    RETURNING position, revision\n), "
+        f"{guarded}, appended AS ({insert}\n    RETURNING position, revision\n), "
         + ", ".join(ctes)
         + "\nSELECT position FROM appended"
     )
