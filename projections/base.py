@@ -354,13 +354,15 @@ def _rebuild(
         position, done = _fold(
             store, projection, target, tag, memo, position, total, batch_size, done, report
         )
-    # Writers carried on meanwhile: fold what they appended, up to the head as it is now, a few
-    # times at most. Each pass is shorter than the one before while the fold outruns the writers,
-    # and whatever is left is folded by the swap, which holds appends.
+    # Writers carried on meanwhile: fold what they appended, up to the head as it is now, pass
+    # after pass while what is left shrinks (the fold outruns the writers). Whatever is left is
+    # folded by the swap, which holds appends: it grows only if the writers outrun the fold.
+    left: int | None = None
     for _ in range(_CATCH_UP_PASSES):
-        head = store.last_position()
-        if head - position <= batch_size:
+        remaining = store.last_position() - position
+        if remaining <= batch_size or (left is not None and remaining >= left):
             break
+        left, head = remaining, position + remaining
         position, done = _fold(store, projection, target, tag, memo, position, head, batch_size, done, report)
     with store.transaction() as tx:
         _renew(store, tx.connection, projection, tag)
@@ -388,7 +390,7 @@ def _rebuild(
 
 
 _SWAP_ATTEMPTS = 5
-_CATCH_UP_PASSES = 3
+_CATCH_UP_PASSES = 10
 
 
 def _fold(
