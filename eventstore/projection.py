@@ -42,6 +42,11 @@ class FusedWrite:
     found the flow's head moved, and the store then takes the ordinary path.
     Their CTE and parameter names start with the ``prefix`` given to
     ``fuse``; ``params`` holds the parameters (psycopg's ``%(name)s``).
+
+    PostgreSQL locks the tables a statement names as it reads it, so the
+    CTEs must name the projection's tables in ``Projection.tables`` order:
+    a rebuild's swap locks them in that order, and an append that took them
+    in another could deadlock with it.
     """
 
     ctes: tuple[str, ...] = ()

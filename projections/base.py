@@ -445,12 +445,39 @@ def _swap(
         tail = list(store.read_all(after_position=position))
         if tail:
             _apply_grouped(target, tx, tail)
+        _lock_live_tables(conn, projection)
         for live in reversed(list(projection.tables.values())):
             conn.execute(sa.schema.DropTable(live, if_exists=True))
         for name, fresh in target.tables.items():
             conn.exec_driver_sql(f'ALTER TABLE "{fresh.name}" RENAME TO "{name}"')
         write_checkpoint(store, conn, projection, position=head, build=tag)
     return len(tail)
+
+
+def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:
+    """On PostgreSQL, lock the live tables that exist for the swap's DROPs, all at once, in order.
+
+    A fused append (``eventstore.projection.FusedWrite``) locks the tables it
+    names when its statement is planned, in ``projection.tables`` order.
+    DROPs one by one would let an append planned between two of them hold
+    one table and wait for another the swap already holds: a deadlock. One
+    ``LOCK TABLE`` in the same order leaves such an append nothing to hold.
+    """
+    if conn.dialect.name != "postgresql":
+        return  # SQLite: the swap already holds the database's only write lock
+    names = [table.name for table in projection.tables.values()]
+    found = set(
+        conn.execute(
+            sa.text(
+                "SELECT name FROM unnest(CAST(:names AS text[])) AS n(name)"
+                " WHERE to_regclass(quote_ident(name)) IS NOT NULL"
+            ),
+            {"names": names},
+        ).scalars()
+    )
+    existing = [conn.dialect.identifier_preparer.quote(name) for name in names if name in found]
+    if existing:
+        conn.exec_driver_sql(f"LOCK TABLE {', '.join(existing)} IN ACCESS EXCLUSIVE MODE")
 
 
 @contextmanager

@@ -74,8 +74,19 @@ _APPENDED = " FROM appended AS a WHERE a.revision = CAST(:revision AS INTEGER)"
 FUSED = {
     # save_checkpoint as CTEs of the append statement (eventstore.projection.FusedWrite): the event's
     # position comes from the append's ``appended`` rows, and nothing is written if it inserted none.
+    # The tables in ``LangGraphProjection.tables`` order (blobs, checkpoints, threads): the order a
+    # rebuild's swap locks them in.
     "fused_checkpoint": """
-        {p}saved AS (
+        {p}blobs AS (
+            INSERT INTO {bl} (thread_id, checkpoint_ns, channel, version, type, blob)
+            SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), b.channel, b.version, b.type,
+                b.blob
+            FROM unnest(CAST(%(channels)b AS text[]), CAST(%(versions)b AS text[]),
+                        CAST(%(types)b AS text[]), CAST(%(blobs)b AS bytea[]))
+                AS b(channel, version, type, blob)
+            WHERE EXISTS (SELECT 1 FROM appended)
+            ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
+        ), {p}saved AS (
             INSERT INTO {cp} ({cols})
             SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:checkpoint_id AS TEXT),
                 CAST(:parent_checkpoint_id AS TEXT), CAST(:checkpoint AS TEXT), CAST(:extra_type AS TEXT),
@@ -87,15 +98,6 @@ FUSED = {
     + _SAVED_AGAIN
     + """
             RETURNING (xmax = 0) AS inserted
-        ), {p}blobs AS (
-            INSERT INTO {bl} (thread_id, checkpoint_ns, channel, version, type, blob)
-            SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), b.channel, b.version, b.type,
-                b.blob
-            FROM unnest(CAST(%(channels)b AS text[]), CAST(%(versions)b AS text[]),
-                        CAST(%(types)b AS text[]), CAST(%(blobs)b AS bytea[]))
-                AS b(channel, version, type, blob)
-            WHERE EXISTS (SELECT 1 FROM appended)
-            ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
         ), {p}thread AS ("""
     + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM {p}saved WHERE inserted)").replace(
         "{where}", _APPENDED

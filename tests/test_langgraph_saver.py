@@ -481,6 +481,20 @@ def test_a_fused_put_that_meets_a_swap_gives_way_and_falls_back(pg_target: Targe
         assert tables(saver.store) == inline
 
 
+@pytest.mark.parametrize(("store", "fused"), [("10s", "200"), ("50ms", "50"), ("0", "200"), ("1.5ms", "2")])
+def test_a_fused_put_waits_for_the_positions_row_no_longer_than_the_store_would(
+    pg_target: Target, store: str, fused: str
+) -> None:
+    """The fused statement's own lock_timeout (what its guard sets) is 200 ms, or the store's
+    lock_timeout where that is shorter; 0 is PostgreSQL's "no limit", never a shorter one."""
+    import psycopg
+
+    from eventstore.backends.postgresql import _FUSED_LOCK_WAIT
+
+    with psycopg.connect(pg_target.url.replace("+psycopg", ""), options=f"-c lock_timeout={store}") as conn:
+        assert conn.execute(f"SELECT {_FUSED_LOCK_WAIT}").fetchone() == (fused,)
+
+
 def test_the_swap_outlasts_fused_puts_queued_on_the_positions_row(pg_target: Target) -> None:
     """Two fused puts have locked the read model's tables and wait for the positions row, which
     the swap holds; the swap then locks those tables for its DROP. PostgreSQL would break the
@@ -541,6 +555,70 @@ def test_the_swap_outlasts_fused_puts_queued_on_the_positions_row(pg_target: Tar
         for thread in savers:
             latest = one.get_tuple({"configurable": {"thread_id": thread, "checkpoint_ns": ""}})
             assert latest is not None and latest.checkpoint["channel_values"] == {"n": 1}
+
+
+@pytest.mark.parametrize("held", sorted(LangGraphProjection().tables))
+def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
+    pg_target: Target, held: str
+) -> None:
+    """The real swap, held up at one live table by a reader of it, while a fused put is planned:
+    had the swap dropped the tables one by one, or the put named them in another order, the put
+    could hold a table the swap had yet to take and wait for one it held, a deadlock PostgreSQL
+    breaks after a second by aborting one of them. The swap locks them all first, in the order a
+    fused statement names them, so the put just waits, then lands fused in the new tables."""
+    import psycopg
+
+    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
+    with (
+        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver,
+        psycopg.connect(url, autocommit=True) as watch,
+        psycopg.connect(url, options=f"-c search_path={schema}") as reader,
+    ):
+        first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
+        put(saver, "u", {"n": 0}, {"n": 0})
+        before = deadlocks(watch)
+        reader.execute(f"SELECT 1 FROM {held} LIMIT 0")  # holds it (ACCESS SHARE) until commit
+        sent: list[str] = []
+        fused: list[int] = []  # the backend that runs the fused statement
+
+        def seen(pid: int, statement: str) -> None:
+            sent.append(statement)
+            if "appended AS" in statement:
+                fused.append(pid)
+
+        done: list[Any] = []
+        rebuilt: list[Progress] = []
+        rebuilding = threading.Thread(
+            target=lambda: rebuilt.append(rebuild(saver.store, LangGraphProjection()))
+        )
+        putting = threading.Thread(
+            target=lambda: done.append(put(saver, "t", {"n": 1}, {"n": 1}, parent=first))
+        )
+        waiting_swap = (
+            "SELECT pid FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock'"
+            " AND relation = to_regclass(%s)"
+        )
+        with sending(saver.store, seen):
+            rebuilding.start()
+            swap = _until(lambda: watch.execute(waiting_swap, [f"{schema}.{held}"]).fetchone())[0]
+            putting.start()
+            _until(lambda: fused)
+            wait_until_blocked(watch, fused[0], swap)  # planned while the swap is between its tables
+            reader.commit()
+            rebuilding.join()
+            putting.join()
+        assert len(done) == 1 and len(rebuilt) == 1  # both came through
+        appends = [statement for statement in sent if "INSERT INTO flow_events" in statement]
+        assert ["appended AS" in statement for statement in appends] == [True]  # no fallback
+        live = {f"DROP TABLE IF EXISTS {name}" for name in LangGraphProjection().tables}
+        drops = [statement for statement in sent if statement.strip() in live]
+        assert len(drops) == len(live)  # the swap ran once: no retry
+        assert deadlocks(watch) == before
+        latest = saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+        assert latest is not None and latest.checkpoint["channel_values"] == {"n": 1}
+        inline = tables(saver.store)
+        rebuild(saver.store, LangGraphProjection())
+        assert tables(saver.store) == inline
 
 
 def _until(found: Callable[[], Any]) -> Any:
