@@ -441,7 +441,7 @@ class LangGraphProjection(Projection):
         }
         thread = self._thread_params(event, latest=None)
         if conn.dialect.name == "postgresql":
-            arrays = {}
+            arrays: dict[str, list[Any]] = {}
             for prefix, group in (("r", regular), ("s", special)):
                 arrays[f"{prefix}_idx"] = list(group)
                 arrays[f"{prefix}_channel"] = [v[0] for v in group.values()]
@@ -542,8 +542,8 @@ def _checkpoint_params(
     data = event.data
     if not isinstance(data.get("checkpoint_id"), str):
         return None
-    metadata = data.get("metadata") if isinstance(data.get("metadata"), dict) else {}
-    extra = data.get("extra") if isinstance(data.get("extra"), dict) else {}
+    metadata = data["metadata"] if isinstance(data.get("metadata"), dict) else {}
+    extra = data["extra"] if isinstance(data.get("extra"), dict) else {}
     run_id = metadata.get("run_id")
     row = {
         **_key(data),
