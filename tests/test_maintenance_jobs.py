@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import types
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -16,13 +14,12 @@ from freezegun import freeze_time
 
 from eventstore import EventStore, NewEvent
 from eventstore.checkpoints import generate_key
-from eventstore.exportfile import Progress
 from eventstore.flows import FOLD_VERSION
 from eventstore.incremental_verify import SYSTEM_INTEGRITY_FLOW
 from eventstore.integrity import format_time
 from eventstore.maintenance import Maintenance
 from eventstore.maintenance_config import MaintenanceConfig
-from eventstore.schema import flow_snapshots, pruned_events
+from eventstore.schema import archives, flow_snapshots, pruned_events
 from projections import FlowQueries, FlowService
 
 from .readmodels import assert_matches_rebuild
@@ -141,12 +138,6 @@ class TestSnapshotJob:
         assert result.status == "failed" and (result.error or "").startswith("StorageError: ")
 
 
-@dataclass(frozen=True)
-class RetentionReport:
-    pruned: list[str]
-    archive: Path
-
-
 class TestRetentionJob:
     def test_it_keeps_the_configured_days_dir_and_flows_per_run(
         self, flow_store: EventStore, tmp_path: Path
@@ -175,25 +166,45 @@ class TestRetentionJob:
         assert [flow.flow_id for flow in FlowQueries(flow_store).flows().items] == ["failed", "young"]
 
     def test_a_long_run_renews_its_lease_from_the_progress_hook(
-        self, store: EventStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+        self, flow_store: EventStore, tmp_path: Path
     ) -> None:
+        """A real retention run that outlasts its lease keeps the job throughout, renewing from progress.
+
+        The run reports progress five times (exporting, written, verifying,
+        verified, pruned). Each time it writes its archive's row (written,
+        verified, pruned) the frozen clock moves on half an hour, so the run
+        lasts an hour and a half on a one-hour lease. At each of those moments
+        the job's row must still be leased past it: without the renewal the
+        lease runs out at the second.
+        """
+        service = FlowService(flow_store)
+        with freeze_time("2030-01-01"):
+            for flow_id in ("a", "b", "c", "open"):
+                service.start_flow(flow_id, controller_id="c", goal="g", owner_session_key="s")
+            for flow_id in ("a", "b", "c"):
+                service.finish(flow_id, result={})
+        config = MaintenanceConfig.parse(
+            {
+                "jobs": {"retention": {"lease_seconds": 3600}},
+                "retention": {"keep_days": {"finished": 30}, "archive_dir": str(tmp_path)},
+            }
+        )
+        maintenance = Maintenance(flow_store, config)
         held: list[bool] = []
 
-        def run_retention(*args: Any, progress: Any = None, **options: Any) -> RetentionReport:
-            for stage in ("exporting", "verifying", "pruning"):  # 40 minutes each, on an hour's lease
-                clock.tick(timedelta(minutes=40))
-                if progress is not None:
-                    progress(Progress(stage, 1))
-                (row,) = [row for row in Maintenance(store).status() if row.name == "retention"]
-                held.append((row.lease_until or "") > format_time(store.clock()))
-            return RetentionReport([], tmp_path)
+        def half_an_hour_per_archive_step(_conn: Any, statement: Any, *_: Any) -> None:
+            if isinstance(statement, sa.Insert | sa.Update) and statement.table is archives:
+                clock.tick(timedelta(minutes=30))
+                (row,) = [row for row in maintenance.status() if row.name == "retention"]
+                held.append((row.lease_until or "") > format_time(flow_store.clock()))
 
-        monkeypatch.setitem(
-            sys.modules, "eventstore.retention", types.SimpleNamespace(run_retention=run_retention)
-        )
-        with freeze_time("2030-01-01") as clock:
-            assert Maintenance(store).run_once("retention").status == "ok"
+        sa.event.listen(flow_store.engine, "after_execute", half_an_hour_per_archive_step)
+        with freeze_time("2030-03-01") as clock:
+            result = maintenance.run_once("retention")
         assert held == [True, True, True]
+        assert (result.status, result.details["pruned"]) == ("ok", ["a", "b", "c"])
+        assert Path(result.details["archive_path"]).is_file()
+        assert [flow.flow_id for flow in FlowQueries(flow_store).flows().items] == ["open"]
 
     def test_old_flows_are_archived_and_pruned_with_their_read_models(
         self, flow_store: EventStore, tmp_path: Path
