@@ -123,7 +123,45 @@ def test_a_saver_moves_to_a_new_loop(target: Target) -> None:
         assert asyncio.run(saver.aget_tuple(first)) is not None
         latest = saver.get_tuple(second)
         assert latest is not None and latest.checkpoint["channel_values"] == {"n": 1}
-    assert saver._aio is None
+    assert saver._views == {}
+
+
+def test_two_loops_in_two_threads_share_a_saver(target: Target) -> None:
+    """Two threads, each with its own running loop, put and read through one saver at once: each
+    loop gets connections of its own, and neither closes the other's under it."""
+    both = threading.Barrier(2)
+
+    async def work(saver: EventStoreSaver, thread: str) -> list[Any]:
+        await save(saver, thread, 1)
+        await asyncio.to_thread(both.wait, 10)  # both loops hold connections now
+        found = []
+        for _ in range(3):
+            latest = await save(saver, thread, 5)
+            await asyncio.to_thread(both.wait, 10)  # and take turns with the other loop's calls
+            found.append(await saver.aget_tuple(latest))
+        return found
+
+    with EventStoreSaver.from_url(target.url, async_driver=True, **target.options) as saver:
+        results: dict[str, Any] = {}
+
+        def run(thread: str) -> None:
+            try:
+                results[thread] = asyncio.run(work(saver, thread))
+            except BaseException as exc:  # reported below, with the other thread's outcome
+                results[thread] = exc
+                both.abort()
+
+        threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name in ("a", "b"):
+            found = results[name]
+            assert isinstance(found, list), found
+            assert [t.checkpoint["channel_values"] for t in found] == [{"n": 4}] * 3
+            assert len(list(saver.store.read_flow(flow_id_for(name)))) == 16
+    assert saver._views == {}
 
 
 def test_async_store_appends_and_reads_on_both_drivers(target: Target) -> None:

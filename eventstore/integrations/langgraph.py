@@ -120,7 +120,9 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         self._queries: LangGraphQueries = LangGraphQueries()
         self._owns_store = False
         self._flow_locks: builtins.list[threading.Lock | LoopLock] = [threading.Lock() for _ in range(64)]
-        self._aio: tuple[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]] | None = None
+        self._views: dict[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]] = {}
+        """This saver on each loop that has used it (``_on_loop``)."""
+        self._views_lock = threading.Lock()
         if async_driver not in (None, True, False):
             raise InvalidInput("async_driver must be True, False or None")
         self.async_driver = store.dialect == "postgresql" if async_driver is None else async_driver
@@ -173,10 +175,12 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         Async connections are closed on an event loop of their own (in a
         short-lived thread if a loop runs in this one); from async code,
         ``await aclose()`` (or ``async with``) closes them on its loop.
+        Close a saver once no loop uses it any more.
         """
-        current, self._aio = self._aio, None
-        if current is not None:
-            closing = threading.Thread(target=asyncio.run, args=(self._close_on_loop(current),))
+        with self._views_lock:
+            views, self._views = list(self._views.values()), {}
+        if views:
+            closing = threading.Thread(target=asyncio.run, args=(self._close_views(views),))
             closing.start()
             closing.join()
         if self._owns_store:
@@ -529,42 +533,44 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
     async def _on_loop(self) -> EventStoreSaver:
         """This saver on the async driver, for the running loop (``eventstore.aio``).
 
-        Opened on first use in a loop: its connections belong to that loop. A
-        saver used from a new loop closes the old loop's connections and opens
-        new ones. Appends to one flow take turns on a ``LoopLock``.
+        Opened on first use in a loop: its connections belong to that loop,
+        and each running loop has its own. The views of loops closed since are
+        closed when a new loop opens one. Appends to one flow take turns on a
+        ``LoopLock``.
         """
         loop = asyncio.get_running_loop()
-        current = self._aio
-        if current is None or current[0] is not loop:
-            current = self._aio = (loop, loop.create_task(self._open_on_loop(current)))
+        with self._views_lock:
+            task = self._views.get(loop)
+            if task is None:
+                ended = [self._views.pop(old) for old in list(self._views) if old.is_closed()]
+                task = self._views[loop] = loop.create_task(self._open_on_loop(ended))
         # Shielded: a caller cancelled while the connections open must not cancel the others' wait.
-        return await asyncio.shield(current[1])
+        return await asyncio.shield(task)
 
-    async def _open_on_loop(
-        self, previous: tuple[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]] | None
-    ) -> EventStoreSaver:
+    async def _open_on_loop(self, ended: Sequence[asyncio.Task[EventStoreSaver]]) -> EventStoreSaver:
         try:
-            if previous is not None:
-                await self._close_on_loop(previous)
+            await self._close_views(ended)
             opened = await AsyncEventStore.like(self.store)
         except BaseException:
-            if self._aio is not None and self._aio[1] is asyncio.current_task():
-                self._aio = None  # the next call tries again
+            with self._views_lock:
+                loop = asyncio.get_running_loop()
+                if self._views.get(loop) is asyncio.current_task():
+                    del self._views[loop]  # the next call tries again
             raise
         view = copy.copy(self)
         view.store = opened.store
         view._flow_locks = [LoopLock() for _ in range(len(self._flow_locks))]
         view._owns_store = False
-        view._aio = None
+        view._views = {}
         return view
 
     @staticmethod
-    async def _close_on_loop(opened: tuple[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]]) -> None:
-        task = opened[1]
-        if not task.done() or task.cancelled() or task.exception() is not None:
-            return
-        with contextlib.suppress(Exception):  # a connection of a closed loop may fail to say goodbye
-            await aio_run(task.result().store.close)
+    async def _close_views(views: Sequence[asyncio.Task[EventStoreSaver]]) -> None:
+        for task in views:
+            if not task.done() or task.cancelled() or task.exception() is not None:
+                continue
+            with contextlib.suppress(Exception):  # a connection of a closed loop may fail to say goodbye
+                await aio_run(task.result().store.close)
 
     async def _run(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """A sync method of this class, natively on the loop's async driver or in a worker thread."""
@@ -575,9 +581,10 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
 
     async def aclose(self) -> None:
         """Close the async connections, and the store if this saver opened it (``from_url``)."""
-        current, self._aio = self._aio, None
-        if current is not None:
-            await self._close_on_loop(current)
+        with self._views_lock:
+            mine = self._views.pop(asyncio.get_running_loop(), None)
+        if mine is not None:
+            await self._close_views([mine])
         self.close()
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
