@@ -59,7 +59,7 @@ def run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> li
     SQLAlchemy's result set-up for a 28-column row cost more than the query;
     driver errors are wrapped as SQLAlchemy would, for the store to translate.
     """
-    raw: Any = conn.connection.driver_connection
+    raw: Any = conn.connection.dbapi_connection  # on the async drivers, SQLAlchemy's sync-faced adapter
     cursor = None
     try:
         if many and len(params) != 1:
@@ -84,9 +84,11 @@ def pipelined(conn: sa.Connection) -> Iterator[None]:
     psycopg's pipeline mode queues statements and waits for all their results
     at the end of the block, where an error of any of them is raised. Writes
     only: a read in the block would wait for its result anyway. SQLite runs
-    in-process, so there the block changes nothing.
+    in-process, so there the block changes nothing; so it does on the async
+    driver (``eventstore.aio``), whose pipeline SQLAlchemy's adapter does not
+    offer.
     """
-    if conn.dialect.name != "postgresql":
+    if conn.dialect.name != "postgresql" or conn.dialect.is_async:
         yield
         return
     raw: Any = conn.connection.driver_connection

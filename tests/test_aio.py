@@ -3,24 +3,128 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import sys
+import threading
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.util import await_only
 
+from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
 from eventstore.aio import AsyncEventStore, pause, run
 from eventstore.errors import StorageError
 from eventstore.schema import projection_checkpoints as checkpoints
-from projections import FlowProjection, FlowService
+from projections import FlowProjection, FlowQueries, FlowService, Projection
 from projections.base import _claim, _rebuild_lock, read_checkpoint
 from tests.conftest import Target
+from tests.readmodels import assert_matches_rebuild
+
+T = TypeVar("T")
 
 
 class FlowProjectionV2(FlowProjection):
     """The flow read models after a change to their fold: the version says they need a rebuild."""
 
     version: ClassVar[int] = FlowProjection.version + 1
+
+
+class Revisions(Projection):
+    """Each flow's revision, an inline read model written through SQLAlchemy (not the driver)."""
+
+    name = "test_flow_revisions"
+    kind = "inline"
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "test_flow_revisions",
+            metadata,
+            sa.Column("flow_id", sa.String, primary_key=True),
+            sa.Column("revision", sa.Integer, nullable=False),
+        )
+
+    def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        table = self.table("test_flow_revisions")
+        for event in events:
+            tx.connection.execute(table.delete().where(table.c.flow_id == event.flow_id))
+            tx.connection.execute(table.insert().values(flow_id=event.flow_id, revision=event.revision))
+
+    def read(self, store: EventStore) -> dict[str, int]:
+        table = self.table("test_flow_revisions")
+        with store.engine.connect() as conn:
+            return dict(conn.execute(sa.select(table.c.flow_id, table.c.revision)).all())
+
+
+class Dangling(Projection):
+    """A read model whose row for a ``Dangling`` event breaks a deferred foreign key: the COMMIT fails.
+
+    It writes on the driver connection, as the flow read models do, so the
+    store commits there (not through SQLAlchemy, which would drop the
+    connection itself on a cancellation).
+    """
+
+    name = "test_dangling"
+    kind = "inline"
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table("test_dangling_parents", metadata, sa.Column("id", sa.Integer, primary_key=True))
+        sa.Table(
+            "test_dangling",
+            metadata,
+            sa.Column("position", sa.Integer, primary_key=True),
+            sa.Column(
+                "parent",
+                sa.Integer,
+                sa.ForeignKey("test_dangling_parents.id", deferrable=True, initially="DEFERRED"),
+            ),
+        )
+
+    def on_Dangling(self, tx: Transaction, event: RecordedEvent) -> None:
+        insert = f"INSERT INTO {self.table('test_dangling').name} VALUES (?, ?)"
+        tx.connection.connection.dbapi_connection.execute(insert, (event.position, -1))
+
+
+class CommitHold:
+    """Holds the next COMMIT on a store's writer inside SQLite, on aiosqlite's thread, until released.
+
+    SQLite calls a connection's trace callback on the thread running the
+    statement, as it starts: the COMMIT is then in flight, and the task that
+    issued it is awaiting its result, so it can be cancelled right there.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.committing = asyncio.Event()
+        self.release = threading.Event()
+        self.armed = False
+
+    def install(self, store: EventStore) -> None:
+        """Under ``run``: trace the store's writer connection, which stays open between appends."""
+        with store.transaction() as tx:
+            await_only(tx.connection.connection.driver_connection.set_trace_callback(self._trace))
+
+    def _trace(self, statement: str) -> None:
+        if self.armed and statement == "COMMIT":
+            self.armed = False
+            self.loop.call_soon_threadsafe(self.committing.set)
+            self.release.wait(timeout=60)  # a failsafe, should the test fail before releasing it
+
+
+async def cancel_mid_commit(store: AsyncEventStore, write: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """Run ``write`` (one write transaction) and cancel it while SQLite runs its COMMIT."""
+    hold = CommitHold()
+    await store.run(hold.install, store.store)
+    hold.armed = True
+    writing = asyncio.ensure_future(write)
+    try:
+        await asyncio.wait_for(hold.committing.wait(), timeout=30)
+        writing.cancel()
+    finally:
+        hold.release.set()  # the COMMIT goes on in SQLite; the task no longer waits for it
+    return writing
 
 
 def test_pause_inside_run_lets_other_tasks_run() -> None:
@@ -85,3 +189,104 @@ def test_an_async_sqlite_store_without_aiosqlite_says_what_to_install(
 
     with pytest.raises(StorageError, match=r"needs aiosqlite: pip install 'agent-eventstore\[asyncio\]'"):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize("projections", [[], [Revisions()]], ids=["log-only", "read-model-via-sqlalchemy"])
+def test_an_append_cancelled_mid_commit_lands_whole_or_not_at_all_and_the_store_writes_on(
+    tmp_path: Path, projections: list[Projection]
+) -> None:
+    steps = [NewEvent("Noted", {"n": n}) for n in range(3)]
+
+    async def main() -> None:
+        url = f"sqlite:///{tmp_path / 'audit.db'}"
+        async with await AsyncEventStore.open(url, projections=projections) as store:
+            await store.append("flow-1", [NewEvent("Started", {})])
+            with pytest.raises(asyncio.CancelledError):
+                await (await cancel_mid_commit(store, store.append("flow-1", steps)))
+            revisions = [e.revision for e in await store.read_flow("flow-1")]
+            assert revisions in ([1], [1, 2, 3, 4])  # all of the cancelled append, or none of it
+            for projection in projections:
+                assert await store.run(projection.read, store.store) == {"flow-1": len(revisions)}
+            assert (await store.append("flow-1", steps)).revision == 4  # a retry: written, or found
+            await store.append("flow-1", [NewEvent("Noted", {})], expected_revision=4)
+            assert [e.position for e in await store.read_flow("flow-1")] == [1, 2, 3, 4, 5]
+            report = await store.run(store.store.verify)
+            assert (report.ok, report.events_checked) == (True, 5), report.problems
+            for projection in projections:
+                assert await store.run(projection.read, store.store) == {"flow-1": 5}
+
+    asyncio.run(main())
+
+
+def test_flow_read_models_agree_with_the_log_after_a_command_cancelled_mid_commit(tmp_path: Path) -> None:
+    async def main() -> None:
+        url = f"sqlite:///{tmp_path / 'audit.db'}"
+        async with await AsyncEventStore.open(url, projections=[FlowProjection()]) as store:
+            service = FlowService(store.store)
+            await store.run(service.start_flow, "flow-1", controller_id="c", goal="g", owner_session_key="s")
+            advancing = store.run(service.advance, "flow-1", current_step="one")
+            with pytest.raises(asyncio.CancelledError):
+                await (await cancel_mid_commit(store, advancing))
+            revision = len(await store.read_flow("flow-1"))
+            assert revision in (1, 2)
+            await store.run(assert_matches_rebuild, store.store)
+            advancing = store.run(service.advance, "flow-1", current_step="two", expected_revision=revision)
+            assert (await advancing).revision == revision + 1
+            assert (await store.run(store.store.verify)).ok
+            await store.run(assert_matches_rebuild, store.store)
+
+    asyncio.run(main())
+
+
+def test_an_append_cancelled_mid_commit_that_then_fails_leaves_nothing_and_frees_the_write_lock(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "audit.db"
+
+    async def main() -> None:
+        async with await AsyncEventStore.open(f"sqlite:///{path}", projections=[Dangling()]) as store:
+            await store.append("flow-1", [NewEvent("Started", {})])
+            failing = store.append("flow-1", [NewEvent("Noted", {}), NewEvent("Dangling", {})])
+            with pytest.raises(asyncio.CancelledError):
+                await (await cancel_mid_commit(store, failing))
+            assert [e.revision for e in await store.read_flow("flow-1")] == [1]  # rolled back
+            other = sqlite3.connect(path, isolation_level=None, timeout=0)  # another process
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("ROLLBACK")
+            other.close()
+            await store.append("flow-1", [NewEvent("Noted", {})], expected_revision=1)
+            assert [e.position for e in await store.read_flow("flow-1")] == [1, 2]
+            report = await store.run(store.store.verify)
+            assert (report.ok, report.events_checked) == (True, 2), report.problems
+
+    asyncio.run(main())
+
+
+def test_flow_commands_and_queries_run_on_the_async_driver(target: Target) -> None:
+    """FlowService and FlowQueries on an ``AsyncEventStore``: the read models' own SQL runs on the
+    async drivers (aiosqlite, psycopg async) too, and agrees with a rebuild."""
+
+    def drive(store: EventStore) -> tuple[str, list[str]]:
+        service = FlowService(store)
+        service.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        for n in range(3):
+            service.schedule_step("f", step_id=f"s{n}", name="work", run_id=f"run-{n}")
+            service.start_step("f", f"s{n}")
+        service.open_gate("f", "s0", prompt="go?", options=[{"value": "yes", "label": "Yes"}])
+        service.approve_gate("f", "s0", by="human:ann", selections=["yes"])
+        for n in range(3):
+            service.complete_step("f", f"s{n}", result={"n": n})
+        service.finish("f", result={"ok": True})
+        queries = FlowQueries(store)
+        flow = queries.flow("f")
+        return flow.status, [step.status for step in queries.steps("f")]
+
+    async def main() -> tuple[str, list[str]]:
+        async with await AsyncEventStore.open(
+            target.url, **{"create": True, **target.options}, projections=[FlowProjection()]
+        ) as store:
+            found = await store.run(drive, store.store)
+            await store.run(assert_matches_rebuild, store.store)
+            return found
+
+    assert asyncio.run(main()) == ("finished", ["completed"] * 3)
