@@ -163,10 +163,16 @@ def test_an_async_open_waiting_for_another_rebuild_keeps_the_loop_running(target
                 assert not opening.done(), opening.exception() if opening.done() else None
 
         await asyncio.wait_for(tick(), timeout=30)
-        with store.transaction() as tx:  # the other process's rebuild ends
-            tx.connection.execute(
-                checkpoints.delete().where(checkpoints.c.name == _rebuild_lock(FlowProjectionV2()))
-            )
+
+        def release() -> None:  # the other process's rebuild ends
+            with store.transaction() as tx:
+                tx.connection.execute(
+                    checkpoints.delete().where(checkpoints.c.name == _rebuild_lock(FlowProjectionV2()))
+                )
+
+        # On a thread of its own: the opening store may hold SQLite's write lock just now (trying
+        # the claim), and it can only let go if the loop runs.
+        await asyncio.to_thread(release)
         return await asyncio.wait_for(opening, timeout=60)
 
     opened = asyncio.run(main())
