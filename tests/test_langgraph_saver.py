@@ -481,17 +481,27 @@ def test_a_fused_put_that_meets_a_swap_gives_way_and_falls_back(pg_target: Targe
         assert tables(saver.store) == inline
 
 
-@pytest.mark.parametrize(("store", "fused"), [("10s", "200"), ("50ms", "50"), ("0", "200"), ("1.5ms", "2")])
+@pytest.mark.parametrize(
+    ("settings", "fused"),
+    [
+        ("-c lock_timeout=10s", "200"),
+        ("-c lock_timeout=50ms", "50"),
+        ("-c lock_timeout=0", "200"),
+        ("-c lock_timeout=1.5ms", "2"),
+        ("-c lock_timeout=10s -c deadlock_timeout=300ms", "150"),
+    ],
+)
 def test_a_fused_put_waits_for_the_positions_row_no_longer_than_the_store_would(
-    pg_target: Target, store: str, fused: str
+    pg_target: Target, settings: str, fused: str
 ) -> None:
     """The fused statement's own lock_timeout (what its guard sets) is 200 ms, or the store's
-    lock_timeout where that is shorter; 0 is PostgreSQL's "no limit", never a shorter one."""
+    lock_timeout where that is shorter (0 is PostgreSQL's "no limit", never a shorter one), and
+    under half the server's deadlock_timeout: it must give way before any deadlock check."""
     import psycopg
 
     from eventstore.backends.postgresql import _FUSED_LOCK_WAIT
 
-    with psycopg.connect(pg_target.url.replace("+psycopg", ""), options=f"-c lock_timeout={store}") as conn:
+    with psycopg.connect(pg_target.url.replace("+psycopg", ""), options=settings) as conn:
         assert conn.execute(f"SELECT {_FUSED_LOCK_WAIT}").fetchone() == (fused,)
 
 

@@ -78,14 +78,19 @@ _APPEND_ONE = f"{_GUARDED}{_INSERT_ONE}\nRETURNING position"
 FUSED_LOCK_WAIT_MS = 200
 """How long a fused append waits for the positions row before it gives way (it then retries as an
 ordinary transaction): well under ``deadlock_timeout`` (1 s by default), see ``_fused_append``.
-A store whose own ``lock_timeout`` is shorter keeps its own."""
+A store whose own ``lock_timeout`` is shorter keeps its own; a server whose ``deadlock_timeout``
+is under twice this gets half of it."""
 _GUARD_START = "SELECT 1 WHERE NOT EXISTS"
-_SESSION_LOCK_WAIT_MS = (
-    "ceil(EXTRACT(EPOCH FROM CAST(current_setting('lock_timeout') AS interval)) * 1000)"  # 0: no limit
-)
-_FUSED_LOCK_WAIT = (
-    f"CAST(CAST(least(coalesce(nullif({_SESSION_LOCK_WAIT_MS}, 0), {FUSED_LOCK_WAIT_MS}),"
-    f" {FUSED_LOCK_WAIT_MS}) AS integer) AS text)"
+
+
+def _setting_ms(name: str) -> str:
+    """A time setting of the session in milliseconds, as SQL."""
+    return f"ceil(EXTRACT(EPOCH FROM CAST(current_setting('{name}') AS interval)) * 1000)"
+
+
+_FUSED_LOCK_WAIT = (  # a lock_timeout of 0 is "no limit", never a shorter one
+    f"CAST(CAST(least(coalesce(nullif({_setting_ms('lock_timeout')}, 0), {FUSED_LOCK_WAIT_MS}),"
+    f" {FUSED_LOCK_WAIT_MS}, ceil({_setting_ms('deadlock_timeout')} / 2)) AS integer) AS text)"
 )
 _FUSED_GUARD_START = (
     f"SELECT 1 WHERE set_config('lock_timeout', {_FUSED_LOCK_WAIT}, true) IS NOT NULL AND NOT EXISTS"
@@ -100,7 +105,7 @@ def _fused_append(ctes: Sequence[str], *, one: bool) -> str:
     positions row, the order opposite to a rebuild's swap (the row, then the
     tables). So its guard first sets ``lock_timeout`` for the statement's own
     transaction: the wait for the row that follows gives up after
-    ``FUSED_LOCK_WAIT_MS`` (or the store's own, if shorter), long before any deadlock check (which would
+    ``FUSED_LOCK_WAIT_MS`` (or less, see there), long before any deadlock check (which would
     abort whoever's wait reached a second first, the swap included), and the
     append is retried as an ordinary transaction, which takes the row first.
     """
