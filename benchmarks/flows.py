@@ -209,6 +209,8 @@ class Baseline:
             json, time_type, serial = "JSONB", "TIMESTAMPTZ", "BIGSERIAL"
         else:
             self.conn = sqlite3.connect(target, isolation_level=None)
+            if SQLITE_PAGE_SIZE is not None:
+                self.conn.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
             self.conn.execute("PRAGMA journal_mode = WAL")
             self.conn.execute("PRAGMA synchronous = NORMAL")
             self.label = "raw sqlite3"
@@ -375,9 +377,18 @@ def _dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+SQLITE_PAGE_SIZE: int | None = None
+"""``--sqlite-page-size``: the page size of every SQLite file made here, ours and the baseline's."""
+
+
 def _open(target: str, **options: Any) -> EventStore:
     if target.startswith("postgresql"):
         return EventStore.open(target, create=True, **options)
+    if SQLITE_PAGE_SIZE is not None and not Path(target).exists():
+        made = sqlite3.connect(target)  # the size holds once the file has its first page
+        made.execute(f"PRAGMA page_size = {SQLITE_PAGE_SIZE}")
+        made.execute("PRAGMA journal_mode = WAL")
+        made.close()
     return EventStore.open(f"sqlite:///{target}", synchronous="NORMAL", **options)
 
 
@@ -543,12 +554,15 @@ def _met(ok: bool) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SQLITE_PAGE_SIZE
     args = _parser().parse_args(argv)
+    SQLITE_PAGE_SIZE = args.sqlite_page_size
     events = 50_000 if args.quick else args.events
     flows = args.flows if args.flows is not None else (15 if args.quick else 150)
     pg_url = None if args.no_postgres else args.pg_url
     results: dict[str, dict[str, Figure]] = {}
-    headings = {"sqlite": f"SQLite {sqlite3.sqlite_version}"}
+    size = "" if SQLITE_PAGE_SIZE is None else f", page_size {SQLITE_PAGE_SIZE}"
+    headings = {"sqlite": f"SQLite {sqlite3.sqlite_version}{size}"}
     with Scratch(pg_url, args.dir) as scratch:
         results["sqlite"] = run_backend(
             "sqlite", scratch.sqlite_path, flows=flows, rounds=args.rounds, events=events
@@ -582,6 +596,12 @@ def _parser() -> argparse.ArgumentParser:
         help="an existing database to connect to; scratch databases are created beside it",
     )
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument(
+        "--sqlite-page-size",
+        type=int,
+        default=None,
+        help="page size of the scratch SQLite files, ours and the baseline's (default: SQLite's, 4096)",
+    )
     parser.add_argument(
         "--dir", default=None, help="where to put the scratch SQLite files (default: a temp dir)"
     )
