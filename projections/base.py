@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import quoted_name
 
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.aio import pause
-from eventstore.errors import ConcurrencyError, ProjectionError
+from eventstore.errors import ConcurrencyError, ProjectionError, StoreBusy
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite
 from eventstore.schema import projection_checkpoints as checkpoints
@@ -372,10 +372,10 @@ def _rebuild(
         try:
             done += _swap(store, projection, target, tag, position, memo)
             break
-        except ConcurrencyError:
-            # PostgreSQL chose the swap as a deadlock's victim (it takes the positions row, then
-            # the live tables; an append holding a table lock may wait for that row). Nothing
-            # of it stayed: fold the tail again from the tables as they are.
+        except (ConcurrencyError, StoreBusy):
+            # PostgreSQL chose the swap as a deadlock's victim, or its wait for the positions row
+            # or the live tables outlasted the store's lock_timeout (a long read transaction on
+            # one of them). Nothing of it stayed: fold the tail again from the tables as they are.
             memo.clear()
             if attempt == _SWAP_ATTEMPTS - 1:
                 raise

@@ -631,6 +631,80 @@ def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
         assert tables(saver.store) == inline
 
 
+def test_put_writes_waits_for_the_positions_row_holding_no_table(pg_target: Target) -> None:
+    """put_writes reads the stored writes before it appends. Were the read done before its wait
+    for the positions row, it would hold the writes table while a swap (the row, then the tables)
+    waits for it: a deadlock, whose victim is a failed put_writes or a stalled swap. It takes the
+    row first, like every write that reads the read model."""
+    import psycopg
+
+    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
+    with (
+        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver,
+        psycopg.connect(url, autocommit=True) as watch,
+        psycopg.connect(url, options=f"-c search_path={schema} -c lock_timeout=5s") as swap,
+    ):
+        first = put(saver, "t", {"n": 0}, {"n": 0})
+        before = deadlocks(watch)
+        swap.execute("SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE")
+        sent: list[int] = []  # the backend put_writes runs on
+        done: list[Any] = []
+        writing = threading.Thread(target=lambda: done.append(saver.put_writes(first, [("a", 1)], "task-1")))
+        with sending(saver.store, lambda pid, statement: sent.append(pid)):
+            writing.start()
+            _until(lambda: sent)
+            wait_until_blocked(watch, sent[-1], swap.info.backend_pid)
+            live = ", ".join(f'"{table.name}"' for table in LangGraphProjection().tables.values())
+            swap.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")  # the swap's next step
+            swap.commit()
+            writing.join(timeout=30)
+        assert done == [None] and deadlocks(watch) == before
+        stored = saver.get_tuple(first)
+        assert stored is not None and stored.pending_writes == [("task-1", "a", 1)]
+
+
+def test_a_swap_whose_lock_wait_runs_out_is_tried_again(pg_target: Target) -> None:
+    """A read transaction holds a live table past the store's lock_timeout: the swap's wait for
+    it runs out (StoreBusy), and the rebuild tries the swap again rather than fail after all its
+    work; once the reader is done, the swap goes through."""
+    import psycopg
+
+    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
+    options = {**pg_target.options, "lock_timeout": 0.3}
+    with (
+        EventStoreSaver.from_url(pg_target.url, **options) as saver,
+        psycopg.connect(url, autocommit=True) as watch,
+        psycopg.connect(url, options=f"-c search_path={schema}") as reader,
+    ):
+        put(saver, "t", {"n": 0}, {"n": 0})
+        inline = tables(saver.store)
+        reader.execute("SELECT 1 FROM langgraph_threads LIMIT 0")  # holds it until commit
+        waiting = (
+            "SELECT count(*) FROM pg_locks WHERE NOT granted AND mode = 'AccessExclusiveLock'"
+            " AND relation = to_regclass(%s)"
+        )
+        outcome: list[Any] = []
+
+        def rebuilding() -> None:
+            try:
+                outcome.append(rebuild(saver.store, LangGraphProjection()))
+            except Exception as exc:  # reported below
+                outcome.append(exc)
+
+        def swap_waits() -> bool:
+            return bool(watch.execute(waiting, [f"{schema}.langgraph_threads"]).fetchone()[0])
+
+        swapping = threading.Thread(target=rebuilding)
+        swapping.start()
+        _until(swap_waits)  # the first try waits for the reader
+        _until(lambda: outcome or not swap_waits())  # and gives up
+        _until(lambda: outcome or swap_waits())  # a second try
+        reader.commit()
+        swapping.join(timeout=30)
+        assert len(outcome) == 1 and isinstance(outcome[0], Progress), outcome
+        assert tables(saver.store) == inline
+
+
 def _until(found: Callable[[], Any]) -> Any:
     """``found()`` once it is truthy; it is checked for at most 10 seconds (nothing to wait on)."""
     deadline = time.monotonic() + 10

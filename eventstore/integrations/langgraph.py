@@ -54,7 +54,14 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from ..aio import AsyncEventStore, LoopLock
 from ..aio import run as aio_run
-from ..errors import ConcurrencyError, ConnectionLost, InvalidInput, ProjectionError, RevisionMismatch
+from ..errors import (
+    ConcurrencyError,
+    ConnectionLost,
+    InvalidInput,
+    ProjectionError,
+    RevisionMismatch,
+    StoreClosed,
+)
 from ..events import NewEvent, new_event_id
 from ..graph_checkpoints import (
     CHECKPOINT_SAVED,
@@ -123,6 +130,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         self._views: dict[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]] = {}
         """This saver on each loop that has used it (``_on_loop``)."""
         self._views_lock = threading.Lock()
+        self._closed = False
         if async_driver not in (None, True, False):
             raise InvalidInput("async_driver must be True, False or None")
         self.async_driver = store.dialect == "postgresql" if async_driver is None else async_driver
@@ -175,9 +183,11 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         Async connections are closed on an event loop of their own (in a
         short-lived thread if a loop runs in this one); from async code,
         ``await aclose()`` (or ``async with``) closes them on its loop.
-        Close a saver once no loop uses it any more.
+        Close a saver once no loop uses it any more: its async methods then
+        raise ``StoreClosed``.
         """
         with self._views_lock:
+            self._closed = True
             views, self._views = list(self._views.values()), {}
         if views:
             closing = threading.Thread(target=asyncio.run, args=(self._close_views(views),))
@@ -389,7 +399,10 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
             event = NewEvent(writes_event_type(channels), data, event_id=event_id)
             tx.append(flow_id, [event], metadata=meta)
 
-        self._write(append, flow_id=flow_id)
+        # lock: appends held before the read of the stored writes, as every write that reads the
+        # read model does; else a rebuild's swap (the positions row, then the tables) and this
+        # transaction (a table, then the row) could deadlock on PostgreSQL.
+        self._write(append, lock=True, flow_id=flow_id)
 
     # -- deleting, copying, pruning ----------------------------------------------
     def delete_thread(self, thread_id: str, *, actor: str | None = None) -> None:
@@ -540,6 +553,8 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         """
         loop = asyncio.get_running_loop()
         with self._views_lock:
+            if self._closed:
+                raise StoreClosed("this saver is closed; open a new one")
             task = self._views.get(loop)
             if task is None:
                 ended = [self._views.pop(old) for old in list(self._views) if old.is_closed()]
@@ -582,6 +597,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
     async def aclose(self) -> None:
         """Close the async connections, and the store if this saver opened it (``from_url``)."""
         with self._views_lock:
+            self._closed = True
             mine = self._views.pop(asyncio.get_running_loop(), None)
         if mine is not None:
             await self._close_views([mine])
