@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 
-from eventstore import RecordedEvent
+from eventstore import RecordedEvent, StoreClosed
 from eventstore.aio import AsyncEventStore
 from eventstore.events import NewEvent
 from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
@@ -155,12 +155,23 @@ def test_two_loops_in_two_threads_share_a_saver(target: Target) -> None:
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(timeout=60)  # a hang is a failure too
         for name in ("a", "b"):
             found = results[name]
             assert isinstance(found, list), found
             assert [t.checkpoint["channel_values"] for t in found] == [{"n": 4}] * 3
             assert len(list(saver.store.read_flow(flow_id_for(name)))) == 16
+    assert saver._views == {}
+
+
+def test_a_closed_saver_refuses_async_calls(target: Target) -> None:
+    """After close, an async call says the saver is closed, rather than open connections no one
+    will close."""
+    saver = EventStoreSaver.from_url(target.url, async_driver=True, **target.options)
+    stored = asyncio.run(save(saver, "t", 1))
+    saver.close()
+    with pytest.raises(StoreClosed, match="this saver is closed"):
+        asyncio.run(saver.aget_tuple(stored))
     assert saver._views == {}
 
 
