@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -755,8 +756,17 @@ def _backend_for(
     except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
         raise InvalidInput(f"not a database URL: {url!r}") from exc
     backend = parsed.get_backend_name()
+    for name, seconds in (
+        ("busy_timeout", busy_timeout),
+        ("lock_timeout", lock_timeout),
+        ("idle_in_transaction_timeout", idle_in_transaction_timeout),
+    ):
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
+            raise InvalidInput(f"{name} must be a number of seconds, 0 or more, got {seconds!r}")
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise InvalidInput(f"pool_size must be a whole number, 1 or more, got {pool_size!r}")
     if backend == "sqlite":
-        if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+        if not isinstance(synchronous, str) or synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise InvalidInput("synchronous must be NORMAL, FULL or EXTRA")
         if parsed.database in (None, "", ":memory:"):
             raise InvalidInput("use a SQLite file: an in-memory database is not shared between connections")
@@ -771,7 +781,7 @@ def _backend_for(
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "postgresql", ""):
             raise InvalidInput("PostgreSQL is used through psycopg 3: postgresql+psycopg://...")
-        if schema is not None and not schema.replace("_", "").isalnum():
+        if schema is not None and (not isinstance(schema, str) or not schema.replace("_", "").isalnum()):
             raise InvalidInput(f"not a plain schema name: {schema!r}")
         try:
             engine = postgresql.create_engine(

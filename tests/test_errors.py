@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from eventstore import (
     StorageError,
     StoreClosed,
 )
+from tests.conftest import Target
 
 
 class Approval(Event):
@@ -161,6 +164,31 @@ class TestOpen:
     def test_bad_urls(self, url: str, message: str) -> None:
         with pytest.raises(InvalidInput, match=message):
             EventStore.open(url)
+
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"lock_timeout": "x"}, "lock_timeout must be a number of seconds, 0 or more, got 'x'"),
+            ({"lock_timeout": -1}, "lock_timeout must be a number of seconds"),
+            ({"busy_timeout": float("nan")}, "busy_timeout must be a number of seconds"),
+            ({"idle_in_transaction_timeout": True}, "idle_in_transaction_timeout must be a number"),
+            ({"pool_size": 0}, "pool_size must be a whole number, 1 or more, got 0"),
+            ({"pool_size": "5"}, "pool_size must be a whole number"),
+        ],
+    )
+    def test_bad_options_are_refused_before_anything_is_written(
+        self, target: Target, options: dict[str, Any], message: str
+    ) -> None:
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            EventStore.open(target.url, **{**target.options, "create": True, **options})
+        with target.open(**{"create": True, **target.options}) as store:
+            assert store.last_position() == 0  # nothing was written
+
+    def test_bad_backend_options_are_refused(self, tmp_path: Path, pg_target: Target) -> None:
+        with pytest.raises(InvalidInput, match="synchronous must be NORMAL, FULL or EXTRA"):
+            EventStore.open(f"sqlite:///{tmp_path / 'audit.db'}", synchronous=1)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="not a plain schema name: 3"):
+            EventStore.open(pg_target.url, schema=3)  # type: ignore[arg-type]
 
     def test_unreachable_postgres_is_a_clean_error(self) -> None:
         with pytest.raises(EventStoreError, match="PostgreSQL error"):

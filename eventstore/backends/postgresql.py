@@ -17,6 +17,7 @@ the guard is re-checked by the database.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -152,8 +153,8 @@ def create_engine(
 ) -> sa.Engine:
     """The store's engine; with ``asynchronous``, the sync face of a psycopg async ``AsyncEngine``."""
     options = [
-        f"-c lock_timeout={int(lock_timeout * 1000)}",
-        f"-c idle_in_transaction_session_timeout={int(idle_in_transaction_timeout * 1000)}",
+        f"-c lock_timeout={math.ceil(lock_timeout * 1000)}",  # ceil: under a millisecond is not 0, "forever"
+        f"-c idle_in_transaction_session_timeout={math.ceil(idle_in_transaction_timeout * 1000)}",
         # a client killed mid-statement should not keep the positions lock until the statement ends
         "-c client_connection_check_interval=1000",
     ]

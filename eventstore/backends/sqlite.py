@@ -10,6 +10,7 @@ Event ids are stored as their 16 bytes.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -71,7 +72,7 @@ def create_engine(
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # autocommit reads; writes say BEGIN IMMEDIATE
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {math.ceil(busy_timeout * 1000)}")
         if url.database not in (None, "", ":memory:"):
             dbapi_connection.execute("PRAGMA journal_mode = WAL")
         dbapi_connection.execute(f"PRAGMA synchronous = {synchronous}")
