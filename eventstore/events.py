@@ -45,7 +45,11 @@ class Event(pydantic.BaseModel):
     idempotent retries, and may be set by the caller.
     """
 
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+    # ser_json_inf_nan: a NaN or infinity inside a dict or Any field reaches the canonical check
+    # (which refuses it) as itself, not as pydantic's silent JSON null.
+    model_config = pydantic.ConfigDict(
+        frozen=True, extra="forbid", allow_inf_nan=False, ser_json_inf_nan="constants"
+    )
 
     event_type: ClassVar[str] = ""
     schema_version: ClassVar[int] = 1

@@ -73,7 +73,7 @@ class Preparer:
             self.registry.register(cls)
         try:
             data = event.model_dump(mode="json")
-        except PydanticSerializationError as exc:
+        except (PydanticSerializationError, UnicodeDecodeError) as exc:  # bytes that are not UTF-8
             raise InvalidEvent(f"{cls.event_type} cannot be serialised: {exc}") from exc
         encoded = self._encode(data, "data")
         event_id = event.event_id

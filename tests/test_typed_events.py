@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any, ClassVar
 
@@ -39,6 +40,23 @@ def to_v3(data: dict[str, Any]) -> dict[str, Any]:
 
 
 class TestTypedEvents:
+    @pytest.mark.parametrize(
+        ("result", "message"),
+        [
+            ({"x": float("nan")}, "data at $.result.x is nan"),
+            ({"x": float("-inf")}, "data at $.result.x is -inf"),
+            ({"b": b"\xff"}, "cannot be serialised"),
+        ],
+    )
+    def test_a_value_json_cannot_hold_is_refused_not_stored_as_null(
+        self, store: EventStore, result: dict[str, Any], message: str
+    ) -> None:
+        """A dict or Any field takes NaN, infinity and bytes; pydantic's JSON dump would have made
+        NaN a null and failed on bytes that are not UTF-8. Refused, and nothing is written."""
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            store.append("f", [StepCompleted(step_id="s", result=result)])
+        assert store.last_position() == 0
+
     def test_type_name_defaults_to_the_class_name(self, store: EventStore) -> None:
         store.append("f", [StepCompleted(step_id="s1", result={"n": 5}), Renamed(step_id="s1")])
         first, second = store.read_flow("f")
