@@ -8,6 +8,7 @@ models in the same transaction. A refused command writes nothing.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -74,6 +75,28 @@ def _make(event_class: type[EventT], /, **fields: Any) -> EventT:
         raise InvalidInput(f"invalid {event_class.event_type}: {exc}") from exc
 
 
+def _mapping(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """An optional mapping argument as a dict; anything else is the caller's ``InvalidInput``."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{name} must be a mapping (a JSON object), not {type(value).__name__}")
+    return dict(value)
+
+
+def _listed(name: str, value: Sequence[Any]) -> list[Any]:
+    """A list argument; a string is refused rather than taken for its letters."""
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence | set | frozenset):
+        raise InvalidInput(f"{name} must be a list, not {type(value).__name__}")
+    return list(value)
+
+
+def _lease(lease: Lease | None) -> Lease | None:
+    if lease is not None and not isinstance(lease, Lease):
+        raise InvalidInput(f"lease must be the Lease that acquire_lease returned, not {type(lease).__name__}")
+    return lease
+
+
 class _Stale(Exception):  # a signal between two methods, never raised to a caller
     """Internal: a command decided on a remembered state must be decided again from the rows."""
 
@@ -122,7 +145,9 @@ class FlowService:
         metadata: Mapping[str, Any] | None,
         must_exist: bool = True,
     ) -> AppendResult:
-        meta = dict(metadata or {})
+        if expected_revision is not None and (type(expected_revision) is not int or expected_revision < 0):
+            raise InvalidInput(f"expected_revision must be None or an int >= 0, not {expected_revision!r}")
+        meta = _mapping("metadata", metadata)
         if actor is not None:
             meta.setdefault("actor", actor)
         attempt, use_warm = 0, True
@@ -219,7 +244,7 @@ class FlowService:
             goal=goal,
             owner_session_key=owner_session_key,
             requester_origin=requester_origin,
-            state=dict(state or {}),
+            state=_mapping("state", state),
             parent_flow_id=parent_flow_id,
         )
 
@@ -242,7 +267,9 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        event = _make(FlowAdvanced, current_step=current_step, state_patch=dict(state_patch or {}))
+        event = _make(
+            FlowAdvanced, current_step=current_step, state_patch=_mapping("state_patch", state_patch)
+        )
         return self._flow_command(
             flow_id, lambda flow: [event], "advance", expected_revision, actor, metadata
         )
@@ -260,7 +287,7 @@ class FlowService:
         def decide(flow: FlowState) -> list[Event]:
             if flow.status == "waiting":
                 raise InvalidTransition(flow_id, "is already waiting", status=flow.status)
-            return [_make(FlowWaiting, waiting_for=waiting_for, details=dict(details or {}))]
+            return [_make(FlowWaiting, waiting_for=waiting_for, details=_mapping("details", details))]
 
         return self._flow_command(flow_id, decide, "wait", expected_revision, actor, metadata)
 
@@ -278,7 +305,7 @@ class FlowService:
                 raise InvalidTransition(
                     flow_id, f"cannot resume: it is {flow.status}, not waiting", status=flow.status
                 )
-            return [_make(FlowResumed, by=by, input=dict(input or {}))]
+            return [_make(FlowResumed, by=by, input=_mapping("input", input))]
 
         return self._flow_command(flow_id, decide, "resume", expected_revision, by, metadata)
 
@@ -308,7 +335,9 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        return self._end(flow_id, "finished", _make(FlowFinished, result=dict(result or {})), actor, metadata)
+        return self._end(
+            flow_id, "finished", _make(FlowFinished, result=_mapping("result", result)), actor, metadata
+        )
 
     def fail(
         self,
@@ -320,7 +349,11 @@ class FlowService:
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         return self._end(
-            flow_id, "failed", _make(FlowFailed, error=error, details=dict(details or {})), actor, metadata
+            flow_id,
+            "failed",
+            _make(FlowFailed, error=error, details=_mapping("details", details)),
+            actor,
+            metadata,
         )
 
     def _end(
@@ -382,7 +415,7 @@ class FlowService:
             step_id=step_id,
             name=name,
             run_id=run_id,
-            task=dict(task or {}),
+            task=_mapping("task", task),
             runtime=runtime,
             position=position,
             iteration=iteration,
@@ -400,7 +433,8 @@ class FlowService:
                 raise InvalidTransition(flow_id, "step id is already used by another run", step_id=step_id)
             return [event]
 
-        if actor is None and lease is not None:
+        lease = _lease(lease)
+        if lease is not None and actor is None:
             actor = lease.owner_token
         return self._run(flow_id, decide, expected_revision=None, actor=actor, metadata=metadata)
 
@@ -422,7 +456,8 @@ class FlowService:
                 self._check_lease(flow, lease)
             return decide(flow, step)
 
-        if actor is None and lease is not None:
+        lease = _lease(lease)
+        if lease is not None and actor is None:
             actor = lease.owner_token
         return self._run(flow_id, checked, expected_revision=None, actor=actor, metadata=metadata)
 
@@ -456,8 +491,8 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        result_dict = dict(result or {})
-        output_dict = dict(output) if output is not None else None
+        result_dict = _mapping("result", result)
+        output_dict = _mapping("output", output) if output is not None else None
 
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             if step.status == "completed" and (step.result, step.output) == (result_dict, output_dict):
@@ -482,7 +517,7 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        event = _make(StepFailed, step_id=step_id, error=error, details=dict(details or {}))
+        event = _make(StepFailed, step_id=step_id, error=error, details=_mapping("details", details))
         ending = _Ending("failed", lambda step: step.error == error, "fail")
         return self._end_step(flow_id, step_id, event, ending, lease, actor, metadata)
 
@@ -571,8 +606,16 @@ class FlowService:
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
+        if timeout_seconds is not None and (
+            isinstance(timeout_seconds, bool)
+            or not isinstance(timeout_seconds, int | float)
+            or not 0 < timeout_seconds < math.inf
+        ):
+            raise InvalidInput(
+                f"timeout_seconds must be None or a number of seconds > 0, not {timeout_seconds!r}"
+            )
         try:
-            parsed = [GateOption.model_validate(option) for option in options]
+            parsed = [GateOption.model_validate(option) for option in _listed("options", options)]
         except pydantic.ValidationError as exc:
             raise InvalidInput(f"gate options must be {{value, label}} objects: {exc}") from exc
 
@@ -602,7 +645,7 @@ class FlowService:
         selections: Sequence[str] = (),
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        chosen = list(selections)
+        chosen = _listed("selections", selections)
 
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             _gate_is_open(flow, step)
@@ -661,6 +704,9 @@ class FlowService:
     def release_lease(
         self, flow_id: str, lease: Lease, *, metadata: Mapping[str, Any] | None = None
     ) -> AppendResult:
+        if _lease(lease) is None:
+            raise InvalidInput("release_lease needs the Lease that acquire_lease returned")
+
         def decide(tx: Transaction, flow: FlowState | None) -> list[Event]:
             assert flow is not None  # _run checks existence
             self._check_lease(flow, lease)
@@ -711,8 +757,8 @@ class FlowService:
             actor=actor,
             decision=decision,
             rationale=rationale,
-            inputs=dict(inputs or {}),
-            alternatives=list(alternatives),
+            inputs=_mapping("inputs", inputs),
+            alternatives=_listed("alternatives", alternatives),
             model=model,
             tool=tool,
             confidence=confidence,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from freezegun import freeze_time
 
-from eventstore import EventStore, FlowNotFound, RevisionMismatch
+from eventstore import EventStore, FlowNotFound, InvalidInput, RevisionMismatch
 from eventstore.errors import (
     FlowClosed,
     FlowExists,
@@ -368,3 +370,50 @@ class TestBadCommandInput:
         for ttl in (1e300, float("nan"), 0, -1):
             with pytest.raises(InvalidInput, match="ttl_seconds"):
                 service.acquire_lease("f", owner_token="w", ttl_seconds=ttl)
+
+
+class TestBadArguments:
+    """Arguments of the wrong shape are the caller's InvalidInput, and nothing is written."""
+
+    @pytest.mark.parametrize(
+        ("command", "message"),
+        [
+            (lambda s: s.advance("f", state_patch="x"), "state_patch must be a mapping"),
+            (lambda s: s.advance("f", metadata=[1]), "metadata must be a mapping"),
+            (lambda s: s.advance("f", expected_revision="2"), "expected_revision must be None or an int"),
+            (lambda s: s.advance("f", expected_revision=True), "expected_revision must be None or an int"),
+            (lambda s: s.advance("f", expected_revision=-1), "expected_revision must be None or an int"),
+            (lambda s: s.advance("f", state_patch={"x": float("nan")}), "JSON has no NaN"),
+            (lambda s: s.wait("f", waiting_for="human", details=[1]), "details must be a mapping"),
+            (lambda s: s.finish("f", result="done"), "result must be a mapping"),
+            (lambda s: s.complete_step("f", "s1", output=b"x"), "output must be a mapping"),
+            (
+                lambda s: s.schedule_step("f", step_id="s2", name="n", run_id="r2", task=[1]),
+                "task must be a mapping",
+            ),
+            (
+                lambda s: s.schedule_step("f", step_id="s2", name="n", run_id="r2", lease="x"),
+                "lease must be the Lease that acquire_lease returned",
+            ),
+            (lambda s: s.release_lease("f", None), "release_lease needs the Lease"),
+            (lambda s: s.open_gate("f", "s1", prompt="ok?", timeout_seconds=-5), "timeout_seconds must be"),
+            (lambda s: s.open_gate("f", "s1", prompt="ok?", timeout_seconds=True), "timeout_seconds must be"),
+            (lambda s: s.open_gate("f", "s1", prompt="ok?", options=None), "options must be a list"),
+            (
+                lambda s: s.record_decision("f", actor="agent", decision="d", rationale="r", inputs=[1]),
+                "inputs must be a mapping",
+            ),
+        ],
+    )
+    def test_the_wrong_shape_is_refused(self, service: FlowService, command: Any, message: str) -> None:
+        before = log_size(service)
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            command(service)
+        assert log_size(service) == before
+
+    def test_selections_given_as_a_string_are_not_taken_for_its_letters(self, service: FlowService) -> None:
+        service.open_gate("f", "s1", prompt="which?", options=[{"value": "a", "label": "A"}])
+        before = log_size(service)
+        with pytest.raises(InvalidInput, match="selections must be a list, not str"):
+            service.approve_gate("f", "s1", by="human:ann", selections="a")
+        assert log_size(service) == before
