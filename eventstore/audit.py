@@ -30,6 +30,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
+from .checks import check_count
 from .errors import EventNotFound, FlowNotFound, InvalidInput, SessionNotFound
 from .events import AppendResult, RecordedEvent
 from .flows import GateOption
@@ -486,8 +487,7 @@ def _text(name: str, value: Any) -> str:
 
 
 def _check_count(name: str, value: Any) -> None:
-    if type(value) is not int or value < 0:
-        raise InvalidInput(f"{name} must be an int >= 0, not {value!r}")
+    check_count(name, value)
 
 
 def _plain(value: Any) -> Any:

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .checks import check_count
 from .errors import IntegrityViolation, InvalidInput, InvalidProof
 from .log_tree import CACHE_HEIGHT, PAGE, cached_subtrees, fill_cache, loaded_tree, read_leaves, reading
 from .merkle import (
@@ -278,8 +279,8 @@ def list_checkpoints(store: EventStore) -> list[Checkpoint]:
 
 def get_checkpoint(store: EventStore, tree_size: int | None = None) -> Checkpoint:
     """The checkpoint of this tree size, or the latest; ``InvalidInput`` if there is none."""
-    if tree_size is not None and (type(tree_size) is not int or tree_size < 1):
-        raise InvalidInput(f"tree_size must be an int >= 1, not {tree_size!r}")
+    if tree_size is not None:
+        check_count("tree_size", tree_size, minimum=1)
     with reading(store) as conn:
         if tree_size is None:
             found = _latest(conn)

@@ -12,7 +12,7 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 import pydantic
@@ -86,14 +86,18 @@ class FlowFailed(Event):
 # -- steps -----------------------------------------------------------------
 
 
+Int32 = Annotated[int, pydantic.Field(ge=-(2**31), le=2**31 - 1)]
+"""A number the read models keep in a 32-bit column: the same range on SQLite and PostgreSQL."""
+
+
 class StepScheduled(Event):
     step_id: str
     name: str
     run_id: str
     task: dict[str, Any] = pydantic.Field(default_factory=dict)
     runtime: str | None = None
-    position: int = 0
-    iteration: int = 0
+    position: Int32 = 0
+    iteration: Int32 = 0
     child_session_key: str | None = None
 
 
@@ -125,7 +129,7 @@ class StepTimedOut(Event):
 
 class StepRetried(Event):
     step_id: str
-    retry_count: int
+    retry_count: Int32
     error: str = ""
 
 
@@ -164,12 +168,12 @@ class GateRejected(Event):
 class LeaseAcquired(Event):
     owner_token: str
     expires_at: datetime
-    generation: int
+    generation: Int32
 
 
 class LeaseReleased(Event):
     owner_token: str
-    generation: int
+    generation: Int32
 
 
 class DecisionRecorded(Event):

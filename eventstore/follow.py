@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 
+from .checks import check_count
 from .errors import InvalidInput
 from .events import RecordedEvent
 from .store import EventStore
@@ -34,8 +35,8 @@ def follow(
     """
     if not isinstance(poll_interval, int | float) or not 0 < poll_interval <= 3600:
         raise InvalidInput(f"poll_interval must be a number of seconds in (0, 3600], not {poll_interval!r}")
-    if after_position is not None and (type(after_position) is not int or after_position < 0):
-        raise InvalidInput(f"after_position must be an int >= 0, not {after_position!r}")
+    if after_position is not None:
+        check_count("after_position", after_position)
     wanted = None if types is None else frozenset([types] if isinstance(types, str) else types)
     return _follow(
         store, after_position, flow_id, wanted, poll_interval, stop_when_idle, stop or threading.Event()

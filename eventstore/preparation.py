@@ -92,13 +92,13 @@ class Preparer:
         self, event: NewEvent, base_meta: dict[str, Any], meta: bytes, meta_hash: bytes
     ) -> PreparedEvent:
         event_type = event.type
-        if event_type not in self._valid_types:
+        if type(event_type) is not str or event_type not in self._valid_types:
             check_type_name(event_type)
             if len(self._valid_types) < 10_000:
                 self._valid_types.add(event_type)
         version = event.schema_version
-        if type(version) is not int or version < 1:
-            raise InvalidEvent(f"schema_version must be an int >= 1, not {version!r}")
+        if type(version) is not int or not 1 <= version < 2**31:  # a 32-bit column on either backend
+            raise InvalidEvent(f"schema_version must be an int from 1 to 2**31 - 1, not {version!r}")
         event_id = event.event_id
         if not isinstance(event_id, uuid.UUID):
             raise InvalidEvent(f"event_id must be a UUID, not {event_id!r}")

@@ -26,6 +26,7 @@ from .backends.base import (
     Written,
     driver_error,
 )
+from .checks import check_count as _check_count
 from .errors import (
     ConcurrencyError,
     ConnectionLost,
@@ -144,8 +145,8 @@ class EventStore:
         page_size: int = 1000,
         projections: Sequence[InlineProjection] = (),
     ) -> None:
+        self.projections = _check_store_options(clock, registry, max_payload_bytes, projections)
         self._backend = backend
-        self.projections: tuple[InlineProjection, ...] = tuple(projections)
         self.clock = clock
         self.registry = registry if registry is not None else EventRegistry()
         self._preparer = Preparer(self.registry, max_payload_bytes)
@@ -199,13 +200,17 @@ class EventStore:
         )
         if create is None:
             create = backend.name == "sqlite"
-        store = cls(
-            backend,
-            clock=clock,
-            registry=registry,
-            max_payload_bytes=max_payload_bytes,
-            projections=projections,
-        )
+        try:
+            store = cls(
+                backend,
+                clock=clock,
+                registry=registry,
+                max_payload_bytes=max_payload_bytes,
+                projections=projections,
+            )
+        except BaseException:
+            backend.close()
+            raise
         store._opened_with = {
             "url": url,
             "clock": clock,
@@ -267,6 +272,15 @@ class EventStore:
                 f"the database schema is at {current or 'nothing'}, this library needs "
                 f"{migrate.head_revision()}: run `eventstore db upgrade` or open with create=True"
             )
+
+    @property
+    def page_size(self) -> int:
+        """How many events a read fetches per round trip (an int >= 1)."""
+        return self._page_size
+
+    @page_size.setter
+    def page_size(self, value: int) -> None:
+        self._page_size = _check_count("page_size", value, minimum=1)
 
     def close(self) -> None:
         if not self._closed:
@@ -735,9 +749,22 @@ def _recorded_rows(rows: list[tuple[Any, ...]], batch: Batch) -> list[RecordedEv
 _BIG = 2**31 - 1  # above any revision (an INTEGER column)
 
 
-def _check_count(name: str, value: int, *, minimum: int) -> None:
-    if type(value) is not int or value < minimum:
-        raise InvalidInput(f"{name} must be an int >= {minimum}, not {value!r}")
+def _check_store_options(
+    clock: object, registry: object, max_payload_bytes: object, projections: object
+) -> tuple[InlineProjection, ...]:
+    """The store's options checked; its projections as a tuple."""
+    if not callable(clock):
+        raise InvalidInput(f"clock must be a function returning the current time, not {clock!r}")
+    if registry is not None and not isinstance(registry, EventRegistry):
+        raise InvalidInput(f"registry must be an EventRegistry, not {registry!r}")
+    _check_count("max_payload_bytes", max_payload_bytes, minimum=1)
+    if isinstance(projections, str | bytes) or not isinstance(projections, Iterable):
+        raise InvalidInput(f"projections must be a list of projections, not {projections!r}")
+    listed = tuple(projections)
+    for projection in listed:
+        if not all(callable(getattr(projection, method, None)) for method in ("prepare", "apply")):
+            raise InvalidInput(f"not a projection (it needs prepare and apply): {projection!r}")
+    return listed
 
 
 def _backend_for(
@@ -756,6 +783,8 @@ def _backend_for(
     except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
         raise InvalidInput(f"not a database URL: {url!r}") from exc
     backend = parsed.get_backend_name()
+    if type(asynchronous) is not bool:
+        raise InvalidInput(f"asynchronous must be True or False, not {asynchronous!r}")
     for name, seconds in (
         ("busy_timeout", busy_timeout),
         ("lock_timeout", lock_timeout),

@@ -23,6 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .checks import check_count
 from .errors import FlowNotFound, InvalidInput
 from .events import AppendResult, RecordedEvent
 from .flows import (
@@ -70,8 +71,7 @@ def replay(
 
     Each state is a copy the caller may keep.
     """
-    if type(from_revision) is not int or from_revision < 1:
-        raise InvalidInput(f"from_revision must be an int >= 1, not {from_revision!r}")
+    check_count("from_revision", from_revision, minimum=1)
     view = state_at(store, flow_id, revision=from_revision - 1) if from_revision > 1 else FlowView()
     for event in store.read_flow(flow_id, from_revision=from_revision):
         view.apply(event)

@@ -24,6 +24,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
+from eventstore.checks import check_count
 from eventstore.errors import SessionNotFound, StepNotFound
 from eventstore.flows import (
     FLOW_EVENTS,
@@ -588,8 +589,9 @@ class FlowQueries:
     def _page(
         self, query: sa.Select[Any], order: Sequence[Any], offset: int, limit: int
     ) -> tuple[list[Any], int]:
-        if type(offset) is not int or offset < 0 or type(limit) is not int or not 1 <= limit <= 1000:
-            raise InvalidInput("offset must be an int >= 0 and limit an int from 1 to 1000")
+        check_count("offset", offset)
+        if type(limit) is not int or not 1 <= limit <= 1000:
+            raise InvalidInput(f"limit must be an int from 1 to 1000, not {limit!r}")
         with self.store.reading() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
             rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit)))
@@ -649,6 +651,9 @@ class FlowQueries:
         limit: int = 50,
     ) -> Page[StepState]:
         """The flow's steps filtered by position range, status and name, a page at a time."""
+        for what, bound in (("from_position", from_position), ("to_position", to_position)):
+            if bound is not None and (type(bound) is not int or not -(2**31) <= bound < 2**31):
+                raise InvalidInput(f"{what} must be None or an int from -2**31 to 2**31 - 1, not {bound!r}")
         steps = _live()["flow_steps"]
         query = sa.select(steps).where(steps.c.flow_id == flow_id)
         if from_position is not None:

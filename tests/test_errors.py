@@ -20,6 +20,7 @@ from eventstore import (
     StorageError,
     StoreClosed,
 )
+from projections import FlowQueries, FlowService
 from tests.conftest import Target
 
 
@@ -126,6 +127,40 @@ class TestBadArguments:
             store.append("f", [NewEvent("A", {})], expected_revision=expected)
         assert_nothing_written(store)
 
+    def test_counts_beyond_64_bits_are_refused_not_overflowed(self, flow_store: EventStore) -> None:
+        """A count the database cannot hold is the caller's InvalidInput on both backends (on
+        SQLite it was an OverflowError, on PostgreSQL a StorageError)."""
+        FlowService(flow_store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        queries, huge = FlowQueries(flow_store), 2**70
+        for read in (
+            lambda: list(flow_store.read_flow("f", from_revision=huge)),
+            lambda: list(flow_store.read_all(after_position=huge)),
+            lambda: queries.flows(offset=huge),
+        ):
+            with pytest.raises(InvalidInput, match=r"must be at most 2\*\*63 - 1"):
+                read()
+        with pytest.raises(InvalidInput, match=r"from_position must be None or an int"):
+            queries.step_history("f", from_position=huge)
+
+    def test_numbers_the_read_models_cannot_hold_are_refused_on_both_backends(
+        self, flow_store: EventStore
+    ) -> None:
+        service = FlowService(flow_store)
+        service.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        before = flow_store.last_position()
+        with pytest.raises(InvalidInput, match="less than or equal to 2147483647"):
+            service.schedule_step("f", step_id="s", name="n", run_id="r", position=2**40)
+        with pytest.raises(InvalidEvent, match="schema_version must be an int from 1 to 2\\*\\*31 - 1"):
+            flow_store.append("g", [NewEvent("A", {}, schema_version=2**31)])
+        with pytest.raises(InvalidEvent, match="event type must be a string"):
+            flow_store.append("g", [NewEvent(["A"], {})])  # type: ignore[arg-type]
+        assert flow_store.last_position() == before
+
+    def test_page_size_must_be_a_positive_int(self, store: EventStore) -> None:
+        with pytest.raises(InvalidInput, match="page_size must be an int >= 1, not 0"):
+            store.page_size = 0
+        assert store.page_size == 1000
+
     def test_bad_read_arguments(self, store: EventStore) -> None:
         with pytest.raises(InvalidInput, match="from_revision"):
             store.read_flow("f", from_revision=0)
@@ -174,6 +209,13 @@ class TestOpen:
             ({"idle_in_transaction_timeout": True}, "idle_in_transaction_timeout must be a number"),
             ({"pool_size": 0}, "pool_size must be a whole number, 1 or more, got 0"),
             ({"pool_size": "5"}, "pool_size must be a whole number"),
+            ({"max_payload_bytes": "1"}, "max_payload_bytes must be an int >= 1, not '1'"),
+            ({"max_payload_bytes": 0}, "max_payload_bytes must be an int >= 1, not 0"),
+            ({"clock": "now"}, "clock must be a function returning the current time"),
+            ({"registry": 5}, "registry must be an EventRegistry, not 5"),
+            ({"projections": 5}, "projections must be a list of projections, not 5"),
+            ({"projections": [5]}, "not a projection (it needs prepare and apply): 5"),
+            ({"asynchronous": "x"}, "asynchronous must be True or False"),
         ],
     )
     def test_bad_options_are_refused_before_anything_is_written(
