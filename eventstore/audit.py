@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from .checks import check_count
+from .checks import check_count, check_names
 from .errors import EventNotFound, FlowNotFound, InvalidInput, SessionNotFound
 from .events import AppendResult, RecordedEvent
 from .flows import GateOption
@@ -431,7 +431,7 @@ def _session_subquery(session: str) -> Any:
 def _audit_types(types: Iterable[str] | None) -> list[str]:
     if types is None:
         return list(AUDIT_EVENT_TYPES)
-    wanted = [types] if isinstance(types, str) else list(types)
+    wanted = check_names("types", types)
     unknown = [name for name in wanted if name not in AUDIT_EVENT_TYPES]
     if unknown or not wanted:
         raise InvalidInput(f"audited types are {', '.join(AUDIT_EVENT_TYPES)}; not {unknown or 'none'}")

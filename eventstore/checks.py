@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .errors import InvalidInput
 
 MAX_COUNT = 2**63 - 1
 """The largest position, revision, offset or size a backend stores (a signed 64-bit integer)."""
+
+
+def check_names(name: str, value: Any) -> list[str]:
+    """One name or an iterable of names (strings), as a list."""
+    if isinstance(value, str):
+        return [value]
+    if not isinstance(value, Iterable) or isinstance(value, bytes | Mapping):
+        raise InvalidInput(f"{name} must be a name or a list of names, not {value!r}")
+    names = list(value)
+    if not all(isinstance(item, str) for item in names):
+        raise InvalidInput(f"{name} must be names (strings), not {names!r}")
+    return names
 
 
 def check_count(name: str, value: Any, *, minimum: int = 0) -> int:

@@ -27,6 +27,7 @@ from .backends.base import (
     driver_error,
 )
 from .checks import check_count as _check_count
+from .checks import check_names
 from .errors import (
     ConcurrencyError,
     ConnectionLost,
@@ -465,9 +466,7 @@ class EventStore:
             _check_count("limit", limit, minimum=0)
         conditions = []
         if types is not None:
-            wanted = [types] if isinstance(types, str) else list(types)
-            if not all(isinstance(t, str) for t in wanted):
-                raise InvalidInput("types must be event type names")
+            wanted = check_names("types", types)
             conditions.append(flow_events.c.type.in_(wanted))
         return self.read_where(*conditions, after_position=after_position, limit=limit)
 

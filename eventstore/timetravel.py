@@ -23,7 +23,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .checks import check_count
+from .checks import check_count, check_names
 from .errors import FlowNotFound, InvalidInput
 from .events import AppendResult, RecordedEvent
 from .flows import (
@@ -91,6 +91,8 @@ def state_at(
     With neither, the latest state. Revision 0 (or a time before the flow
     began) is the empty view. A revision past the flow's end is an error.
     """
+    if type(snapshot_every) is not int:
+        raise InvalidInput(f"snapshot_every must be an int (0 or less: no snapshots), not {snapshot_every!r}")
     head = store.revision(flow_id)
     if head == 0:
         raise FlowNotFound(flow_id)
@@ -187,8 +189,10 @@ def what_if(
     until: int | None = None,
 ) -> FlowView:
     """The state the flow would be in without some of its events. The log is not touched."""
-    skip_revisions = set(without_revisions)
-    skip_types = set(without_types)
+    if isinstance(without_revisions, int) or not isinstance(without_revisions, Iterable):
+        raise InvalidInput(f"without_revisions must be a list of revisions, not {without_revisions!r}")
+    skip_revisions = {check_count("without_revisions", revision, minimum=1) for revision in without_revisions}
+    skip_types = set(check_names("without_types", without_types))
     view = FlowView()
     for event in store.read_flow(flow_id, to_revision=until):
         if event.revision not in skip_revisions and event.type not in skip_types:
@@ -207,6 +211,8 @@ def _point(store: EventStore, flow_id: str, point: int | datetime) -> int:
         raise FlowNotFound(flow_id)
     if isinstance(point, datetime):
         return _target_revision(store, flow_id, head, None, point)
+    if point is None:
+        raise InvalidInput("give a revision or a time to compare, not None")
     return _target_revision(store, flow_id, head, point, None)
 
 

@@ -682,6 +682,14 @@ class FlowQueries:
             raise SessionNotFound(session_key)
         return Session(**rows[0]._mapping)
 
+    def _now(self, now: datetime | None) -> datetime:
+        """``now``, a timezone-aware time, or the store's clock."""
+        if now is None:
+            return self.store.clock()
+        if not isinstance(now, datetime) or now.tzinfo is None:
+            raise InvalidInput(f"now must be a timezone-aware datetime, not {now!r}")
+        return now
+
     def interrupted(
         self, *, now: datetime | None = None, offset: int = 0, limit: int = 50
     ) -> Page[FlowState]:
@@ -692,7 +700,7 @@ class FlowQueries:
         carrying on from its steps (docs/operations.md).
         """
         flows = _live()["flows"]
-        query = sa.select(flows).where(*_expired_lease(flows, now if now is not None else self.store.clock()))
+        query = sa.select(flows).where(*_expired_lease(flows, self._now(now)))
         rows, total = self._page(query, [flows.c.lease_expires_at, flows.c.flow_id], offset, limit)
         return Page([FlowState(**r._mapping) for r in rows], total, offset, limit)
 
@@ -703,7 +711,11 @@ class FlowQueries:
         if type(limit) is not int or not 1 <= limit <= 1000:
             raise InvalidInput("limit must be an int from 1 to 1000")
         flows, steps = _live()["flows"], _live()["flow_steps"]
-        moment = now if now is not None else self.store.clock()
+        moment = self._now(now)
+        if after is not None and (
+            not isinstance(after, tuple) or len(after) != 2 or not all(isinstance(k, str) for k in after)
+        ):
+            raise InvalidInput(f"after must be a (flow_id, step_id) pair, not {after!r}")
         query = (
             sa.select(steps)
             .join(flows, flows.c.flow_id == steps.c.flow_id)

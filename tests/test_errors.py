@@ -20,6 +20,8 @@ from eventstore import (
     StorageError,
     StoreClosed,
 )
+from eventstore.audit import audit_trail
+from eventstore.timetravel import diff, state_at, what_if
 from projections import FlowQueries, FlowService
 from tests.conftest import Target
 
@@ -155,6 +157,30 @@ class TestBadArguments:
         with pytest.raises(InvalidEvent, match="event type must be a string"):
             flow_store.append("g", [NewEvent(["A"], {})])  # type: ignore[arg-type]
         assert flow_store.last_position() == before
+
+    def test_names_revisions_and_times_of_the_wrong_shape_are_refused(self, flow_store: EventStore) -> None:
+        service, queries = FlowService(flow_store), FlowQueries(flow_store)
+        service.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        service.advance("f", state_patch={"n": 1})
+        for call, message in [
+            (lambda: list(flow_store.read_all(types=1)), "types must be a name or a list of names, not 1"),
+            (lambda: audit_trail(flow_store, flow_id="f", types=5), "types must be a name or a list"),
+            (lambda: what_if(flow_store, "f", without_revisions=5), "without_revisions must be a list"),
+            (lambda: what_if(flow_store, "f", without_revisions=[[1]]), "without_revisions must be an int"),
+            (lambda: state_at(flow_store, "f", snapshot_every="5"), "snapshot_every must be an int"),
+            (lambda: diff(flow_store, "f", None, 2), "give a revision or a time to compare, not None"),
+            (lambda: queries.interrupted(now="x"), "now must be a timezone-aware datetime"),
+            (lambda: queries.expired_steps(after="x"), "after must be a (flow_id, step_id) pair"),
+        ]:
+            with pytest.raises(InvalidInput, match=re.escape(message)):
+                call()
+
+    def test_one_type_name_is_one_name_not_its_letters(self, flow_store: EventStore) -> None:
+        service = FlowService(flow_store)
+        service.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        service.advance("f", state_patch={"n": 1})
+        assert what_if(flow_store, "f", without_types="FlowAdvanced").flow.state == {}
+        assert what_if(flow_store, "f", without_types=["FlowAdvanced"]).flow.state == {}
 
     def test_page_size_must_be_a_positive_int(self, store: EventStore) -> None:
         with pytest.raises(InvalidInput, match="page_size must be an int >= 1, not 0"):
