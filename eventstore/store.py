@@ -545,10 +545,14 @@ class EventStore:
         Driver errors become the store's errors; a pooled connection found
         dead is replaced and the query run once more.
         """
-        return self._fetch(query)
+        return self._fetch(_select("query", query))
 
     def query_events(self, query: sa.Select[Any]) -> list[RecordedEvent]:
         """The events of a ``select(*READ_COLUMNS)`` of ``flow_events`` (``eventstore.schema``), decoded."""
+        if [column.name for column in _select("query_events", query).selected_columns] != [
+            column.name for column in READ_COLUMNS
+        ]:
+            raise InvalidInput("query_events needs select(*READ_COLUMNS) of flow_events (eventstore.schema)")
         return list(self._events(iter([self._fetch(query)])))
 
     def read_where(
@@ -563,6 +567,8 @@ class EventStore:
         _check_count("after_position", after_position, minimum=0)
         if limit is not None:
             _check_count("limit", limit, minimum=0)
+        if not all(isinstance(condition, sa.ColumnElement) for condition in conditions):
+            raise InvalidInput("read_where takes SQLAlchemy conditions on flow_events, such as c.type == 'A'")
         col = flow_events.c.position
         base = sa.select(*READ_COLUMNS).where(*conditions).order_by(col)
         return self._events(
@@ -625,6 +631,8 @@ class EventStore:
         ``progress`` is called with the number of events checked after each page.
         """
         self._check_open()
+        if progress is not None and not callable(progress):
+            raise InvalidInput(f"progress must be a function of the events checked, not {progress!r}")
         report = VerificationReport()
         for item in check_chains(self._verify_rows(flow_id, report, progress)):
             if isinstance(item, str):
@@ -746,6 +754,12 @@ def _recorded_rows(rows: list[tuple[Any, ...]], batch: Batch) -> list[RecordedEv
 
 
 _BIG = 2**31 - 1  # above any revision (an INTEGER column)
+
+
+def _select(name: str, query: object) -> sa.Select[Any]:
+    if not isinstance(query, sa.Select):
+        raise InvalidInput(f"{name} takes a SQLAlchemy Core select(...), not {query!r}")
+    return query
 
 
 def _check_store_options(

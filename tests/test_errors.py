@@ -21,6 +21,7 @@ from eventstore import (
     StoreClosed,
 )
 from eventstore.audit import audit_trail
+from eventstore.schema import flow_events
 from eventstore.timetravel import diff, state_at, what_if
 from projections import FlowQueries, FlowService
 from tests.conftest import Target
@@ -171,6 +172,16 @@ class TestBadArguments:
             (lambda: diff(flow_store, "f", None, 2), "give a revision or a time to compare, not None"),
             (lambda: queries.interrupted(now="x"), "now must be a timezone-aware datetime"),
             (lambda: queries.expired_steps(after="x"), "after must be a (flow_id, step_id) pair"),
+        ]:
+            with pytest.raises(InvalidInput, match=re.escape(message)):
+                call()
+
+    def test_query_helpers_take_sqlalchemy_selects_and_conditions(self, store: EventStore) -> None:
+        for call, message in [
+            (lambda: store.query("select 1"), "query takes a SQLAlchemy Core select(...)"),
+            (lambda: store.query_events(sa.select(flow_events.c.type)), "query_events needs select("),
+            (lambda: list(store.read_where("type = 'A'")), "read_where takes SQLAlchemy conditions"),
+            (lambda: store.verify(progress=1), "progress must be a function"),
         ]:
             with pytest.raises(InvalidInput, match=re.escape(message)):
                 call()
