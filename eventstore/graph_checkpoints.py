@@ -26,6 +26,7 @@ import base64
 import hashlib
 from typing import Any
 
+from .errors import InvalidInput
 from .schema import MAX_FLOW_ID_LENGTH
 
 CHECKPOINT_SAVED = "CheckpointSaved"
@@ -64,6 +65,10 @@ def flow_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
     characters) or holds a NUL, it is ``langgraph#`` and the SHA-256 of
     ``thread_id``, a NUL and ``checkpoint_ns``.
     """
+    if not isinstance(thread_id, str) or not isinstance(checkpoint_ns, str):
+        raise InvalidInput(
+            f"thread_id and checkpoint_ns must be strings, not {thread_id!r:.60}, {checkpoint_ns!r:.60}"
+        )
     readable = FLOW_PREFIX + _escape(thread_id) + (f"/{_escape(checkpoint_ns)}" if checkpoint_ns else "")
     if len(readable) <= MAX_FLOW_ID_LENGTH and "\x00" not in readable:
         return readable

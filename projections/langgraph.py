@@ -27,7 +27,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from eventstore import EventStore, RecordedEvent, Transaction
+from eventstore import EventStore, InvalidInput, RecordedEvent, Transaction
 from eventstore.backends.base import driver_error
 from eventstore.graph_checkpoints import CHECKPOINT_SAVED, GRAPH_EVENTS, WRITE_EVENTS, decode_blob
 from eventstore.integrity import format_time
@@ -73,6 +73,10 @@ def execute(
         return rows, cursor.rowcount
     except conn.dialect.loaded_dbapi.Error as exc:
         raise driver_error(conn, exc, sql, params, cursor) from exc
+    except UnicodeEncodeError as exc:  # a parameter the driver cannot send: a lone surrogate
+        raise InvalidInput(
+            f"a value is not valid Unicode text (a lone surrogate): {exc.object!r:.60}"
+        ) from exc
     finally:
         if cursor is not None:
             cursor.close()

@@ -200,6 +200,88 @@ def test_keep_latest_refuses_delta_channel_threads(saver: EventStoreSaver) -> No
         saver.prune(["t"], strategy="everything")
 
 
+Call = Callable[[EventStoreSaver, Any], Any]
+T1 = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
+
+BAD_CALLS: list[tuple[str, Call, str]] = [
+    ("copy-to-none", lambda s, c: s.copy_thread("t1", None), "target_thread_id must be a non-empty string"),
+    ("copy-to-empty", lambda s, c: s.copy_thread("t1", ""), "target_thread_id must be a non-empty string"),
+    ("prune-none-id", lambda s, c: s.prune([None]), "each of thread_ids must be a non-empty string"),
+    ("prune-none", lambda s, c: s.prune(None), "thread_ids must be a list of ids"),
+    ("prune-int", lambda s, c: s.prune(5), "thread_ids must be a list of ids"),
+    ("delete-none", lambda s, c: s.delete_thread(None), "thread_id must be a non-empty string"),
+    ("delete-bad-actor", lambda s, c: s.delete_thread("t1", actor=5), "actor must be a non-empty string"),
+    ("runs-int", lambda s, c: s.delete_for_runs(5), "run_ids must be a list of ids"),
+    ("runs-none", lambda s, c: s.delete_for_runs(None), "run_ids must be a list of ids"),
+    ("get-none", lambda s, c: s.get_tuple(None), "config must be a dict"),
+    ("get-str", lambda s, c: s.get_tuple("t1"), "config must be a dict"),
+    ("get-conf-list", lambda s, c: s.get_tuple({"configurable": [1]}), r"config\['configurable'\] must be"),
+    ("get-surrogate", lambda s, c: s.get_tuple({"configurable": {"thread_id": "\ud800"}}), "lone surrogate"),
+    ("list-str", lambda s, c: list(s.list("t1")), "config must be a dict"),
+    ("list-limit-str", lambda s, c: list(s.list(T1, limit="2")), "limit must be None or an int >= 0"),
+    ("list-limit-float", lambda s, c: list(s.list(T1, limit=1.5)), "limit must be None or an int >= 0"),
+    ("list-limit-negative", lambda s, c: list(s.list(T1, limit=-1)), "limit must be None or an int >= 0"),
+    ("list-filter-list", lambda s, c: list(s.list(T1, filter=[1])), "filter must be a dict"),
+    ("list-filter-str", lambda s, c: list(s.list(T1, filter="source")), "filter must be a dict"),
+    ("list-before-str", lambda s, c: list(s.list(T1, before="x")), "before must be a dict"),
+    ("put-none", lambda s, c: s.put(T1, None, {}, {}), "checkpoint must be a LangGraph checkpoint"),
+    ("put-empty", lambda s, c: s.put(T1, {}, {}, {}), "checkpoint must be a LangGraph checkpoint"),
+    ("put-metadata-none", lambda s, c: s.put(T1, generate_checkpoint(), None, {}), "metadata must be a dict"),
+    ("put-versions-none", lambda s, c: s.put(T1, generate_checkpoint(), {}, None), "new_versions must be"),
+    ("put-versions-list", lambda s, c: s.put(T1, generate_checkpoint(), {}, [1]), "new_versions must be"),
+    (
+        "writes-task-surrogate",
+        lambda s, c: s.put_writes(c, [("c", 1)], "\ud800"),
+        "task_id is not valid Unicode",
+    ),
+    ("writes-none", lambda s, c: s.put_writes(c, None, "t"), "writes must be a list of"),
+    ("writes-int", lambda s, c: s.put_writes(c, [1], "t"), r"writes must be \(channel, value\) pairs"),
+    ("writes-short", lambda s, c: s.put_writes(c, [("c",)], "t"), r"writes must be \(channel, value\) pairs"),
+    ("next-version", lambda s, c: s.get_next_version("abc", None), "a channel version must be"),
+    ("flow-id-none", lambda s, c: flow_id_for(None), "thread_id and checkpoint_ns must be strings"),
+]
+
+
+@pytest.mark.parametrize(("call", "message"), [pytest.param(f, m, id=name) for name, f, m in BAD_CALLS])
+def test_bad_input_is_refused_and_writes_nothing(saver: EventStoreSaver, call: Call, message: str) -> None:
+    config = put(saver, "t1", {"a": 1}, {"a": 1})
+    before = saver.store.last_position()
+    with pytest.raises(InvalidInput, match=message):
+        call(saver, config)
+    assert saver.store.last_position() == before
+    assert [t.thread_id for t in saver.threads(include_deleted=True).items] == ["t1"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [({"bogus": 1}, "unknown option 'bogus'"), ({"projections": 5}, "projections must be a list")],
+)
+def test_from_url_refuses_bad_options(
+    saver: EventStoreSaver, target: Target, options: dict[str, Any], message: str
+) -> None:
+    before = saver.store.last_position()
+    with pytest.raises(InvalidInput, match=message):
+        EventStoreSaver.from_url(target.url, **target.options, **options)
+    assert saver.store.last_position() == before
+
+
+def test_async_calls_refuse_bad_input_too(saver: EventStoreSaver) -> None:
+    async def calls() -> None:
+        with pytest.raises(InvalidInput, match="thread_id must be a non-empty string"):
+            await saver.adelete_thread(None)
+        with pytest.raises(InvalidInput, match="limit must be None or an int >= 0"):
+            [t async for t in saver.alist(T1, limit=-1)]
+
+    asyncio.run(calls())
+
+
+def test_int_thread_ids_in_a_config_are_read_as_text(saver: EventStoreSaver) -> None:
+    """As LangGraph's own savers do: graphs often carry ``thread_id=7``."""
+    put(saver, "7", {"a": 1}, {"a": 1})
+    found = saver.get_tuple({"configurable": {"thread_id": 7}})
+    assert found is not None and found.checkpoint["channel_values"] == {"a": 1}
+
+
 def test_a_store_without_the_read_model_is_refused(target: Target) -> None:
     with target.open() as store, pytest.raises(ProjectionError, match="LangGraphProjection"):
         EventStoreSaver(store)

@@ -30,12 +30,14 @@ import asyncio
 import builtins
 import contextlib
 import copy
+import inspect
 import random
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, cast
+from uuid import UUID
 
 import sqlalchemy as sa
 from langchain_core.runnables import RunnableConfig
@@ -46,7 +48,6 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    get_checkpoint_id,
     get_serializable_checkpoint_metadata,
     writes_sort_key,
 )
@@ -158,6 +159,14 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         """
         from projections.langgraph import LangGraphProjection
 
+        if isinstance(projections, str) or not isinstance(projections, Sequence):
+            raise InvalidInput(f"projections must be a list of projections, not {projections!r:.60}")
+        known = [name for name in inspect.signature(EventStore.open).parameters if name != "url"]
+        if unknown := sorted(set(options) - set(known)):
+            raise InvalidInput(
+                f"unknown option {', '.join(map(repr, unknown))} for EventStoreSaver.from_url; "
+                f"besides its own, it takes EventStore.open's: {', '.join(known)}"
+            )
         store = EventStore.open(
             url,
             create=create,
@@ -215,9 +224,9 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
     # -- reading ---------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or its namespace's latest when it names none."""
-        thread_id, checkpoint_ns = _thread(config)
+        thread_id, checkpoint_ns, checkpoint_id = _thread(config)
         with self._reading() as conn:
-            row = self._queries.checkpoint(conn, thread_id, checkpoint_ns, get_checkpoint_id(config))
+            row = self._queries.checkpoint(conn, thread_id, checkpoint_ns, checkpoint_id)
         return None if row is None else self._tuple(row)
 
     def list(
@@ -243,11 +252,19 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         before: RunnableConfig | None,
         limit: int | None,
     ) -> Iterator[builtins.list[CheckpointTuple]]:
-        conf = (config or {}).get("configurable") or {}
-        thread_id = None if conf.get("thread_id") is None else str(conf["thread_id"])
-        checkpoint_ns = conf.get("checkpoint_ns") if thread_id is not None else None
-        checkpoint_id = get_checkpoint_id(config) if config else None
-        before_id = get_checkpoint_id(before) if before else None
+        conf = {} if config is None else _configurable(config, "config")
+        thread_id = _config_thread_id(conf)
+        checkpoint_ns = _maybe_text(conf.get("checkpoint_ns"), _CONF_NS) if thread_id is not None else None
+        checkpoint_id = _maybe_text(conf.get("checkpoint_id"), _CONF_ID)
+        before_id = None
+        if before is not None:
+            before_id = _maybe_text(
+                _configurable(before, "before").get("checkpoint_id"), "before's checkpoint_id"
+            )
+        if filter is not None:
+            _dict(filter, "filter")
+        if limit is not None and (type(limit) is not int or limit < 0):
+            raise InvalidInput(f"limit must be None or an int >= 0, not {limit!r:.60}")
         remaining = limit
         cursor: tuple[str, str, str] | None = None
         while remaining is None or remaining > 0:
@@ -312,18 +329,28 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Append a ``CheckpointSaved`` event with the values of the channels in ``new_versions``."""
-        thread_id, checkpoint_ns = _thread(config)
-        parent = get_checkpoint_id(config)
-        values = checkpoint["channel_values"]
+        thread_id, checkpoint_ns, parent = _thread(config)
+        if not isinstance(checkpoint, dict) or not isinstance(
+            values := checkpoint.get("channel_values"), dict
+        ):
+            raise InvalidInput(
+                "checkpoint must be a LangGraph checkpoint: a dict with 'id' and 'channel_values'"
+            )
+        checkpoint_id = _text(checkpoint.get("id"), "checkpoint['id']")
+        _dict(metadata, "metadata")
         blobs = []
-        for channel, version in new_versions.items():
+        for channel, version in _dict(new_versions, "new_versions").items():
+            if not isinstance(channel, str):
+                raise InvalidInput(
+                    f"new_versions must map channel names (strings) to versions, not {channel!r:.60}"
+                )
             kind, blob = self.serde.dumps_typed(values[channel]) if channel in values else (EMPTY, None)
             blobs.append((channel, str(version), kind, blob))
         structure, extra = self._split(checkpoint)
         data: dict[str, Any] = {
             "thread_id": thread_id,
             "checkpoint_ns": checkpoint_ns,
-            "checkpoint_id": checkpoint["id"],
+            "checkpoint_id": checkpoint_id,
             "parent_checkpoint_id": parent,
             "checkpoint": structure,
             "metadata": get_serializable_checkpoint_metadata(config, metadata),
@@ -343,7 +370,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         # read model's rows are one statement (eventstore.projection.FusedWrite), one round trip.
         with self._flow_locks[hash(flow_id) % len(self._flow_locks)]:
             self.store.append(flow_id, [event], metadata=meta)
-        return _config(thread_id, checkpoint_ns, checkpoint["id"])
+        return _config(thread_id, checkpoint_ns, checkpoint_id)
 
     def put_writes(
         self,
@@ -358,13 +385,25 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         to a special channel (``__error__``, ``__interrupt__``, ``__resume__``,
         ``__scheduled__``) replaces the stored one.
         """
-        thread_id, checkpoint_ns = _thread(config)
-        checkpoint_id = get_checkpoint_id(config)
-        if checkpoint_id is None:
+        thread_id, checkpoint_ns, checkpoint_id = _thread(config)
+        if not checkpoint_id:
             raise InvalidInput("put_writes needs config['configurable']['checkpoint_id']")
+        _text(task_id, "task_id")
+        _text(task_path, "task_path", empty=True)
+        if isinstance(writes, str | bytes) or not isinstance(writes, Sequence):
+            raise InvalidInput(f"writes must be a list of (channel, value) pairs, not {writes!r:.60}")
         offered: dict[int, tuple[str, str, bytes]] = {}
         readable: dict[int, Any] = {}
-        for position, (channel, value) in enumerate(writes):
+        for position, write in enumerate(writes):
+            if (
+                not isinstance(write, tuple | builtins.list)
+                or len(write) != 2
+                or not isinstance(write[0], str)
+            ):
+                raise InvalidInput(
+                    f"writes must be (channel, value) pairs with a string channel, not {write!r:.60}"
+                )
+            channel, value = write
             idx = WRITES_IDX_MAP.get(channel, position)
             kind, blob = self.serde.dumps_typed(value)
             offered[idx] = (channel, kind, blob)  # a special channel twice: the last one wins
@@ -407,10 +446,10 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
     # -- deleting, copying, pruning ----------------------------------------------
     def delete_thread(self, thread_id: str, *, actor: str | None = None) -> None:
         """Remove a thread (all its namespaces) from the saver's view: a ``ThreadDeleted`` event each."""
-        self._delete_threads([str(thread_id)], reason="delete_thread", actor=actor)
+        self._delete_threads([_text(thread_id, "thread_id")], reason="delete_thread", actor=actor)
 
     def _delete_threads(self, thread_ids: Sequence[str], *, reason: str, actor: str | None) -> None:
-        meta = {"actor": actor or self.actor}
+        meta = self._actor(actor)
 
         def append(tx: Transaction) -> None:
             for thread_id in thread_ids:
@@ -430,12 +469,10 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
 
     def delete_for_runs(self, run_ids: Sequence[str], *, actor: str | None = None) -> None:
         """Remove the checkpoints these runs saved (``metadata["run_id"]``), and their writes."""
-        if isinstance(run_ids, str):
-            raise InvalidInput("run_ids must be a list of run ids, not one string")
-        wanted = [str(run_id) for run_id in run_ids]
+        wanted = _ids(run_ids, "run_ids")
+        meta = self._actor(actor)
         if not wanted:
             return
-        meta = {"actor": actor or self.actor}
 
         def append(tx: Transaction) -> None:
             found: dict[tuple[str, str], builtins.list[tuple[str, str]]] = {}
@@ -462,10 +499,11 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         The target's flows start with a ``ThreadCopied`` event naming the
         source flow's revision and hash at the time of the copy.
         """
-        source, target = str(source_thread_id), str(target_thread_id)
+        source = _text(source_thread_id, "source_thread_id")
+        target = _text(target_thread_id, "target_thread_id")
         if source == target:
             raise InvalidInput("copy_thread needs two different thread ids")
-        meta = {"actor": actor or self.actor}
+        meta = self._actor(actor)
 
         def append(tx: Transaction) -> None:
             if self._queries.live_namespaces(tx.connection, target):
@@ -496,11 +534,10 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         saving meanwhile loses nothing; it refuses threads that use a
         LangGraph ``DeltaChannel``, whose values need older checkpoints.
         """
-        if isinstance(thread_ids, str):
-            raise InvalidInput("thread_ids must be a list of thread ids, not one string")
+        wanted = _ids(thread_ids, "thread_ids")
         if strategy not in PRUNE_STRATEGIES:
             raise InvalidInput(f"unknown prune strategy {strategy!r}; one of {', '.join(PRUNE_STRATEGIES)}")
-        wanted = [str(thread_id) for thread_id in thread_ids]
+        meta = self._actor(actor)
         if not wanted:
             return
         if strategy == "delete":
@@ -508,7 +545,6 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
             return
         with self._reading() as conn:
             self._refuse_delta_threads(conn, wanted)
-        meta = {"actor": actor or self.actor}
         for thread_id in wanted:
 
             def append(tx: Transaction, thread_id: str = thread_id) -> None:
@@ -677,10 +713,19 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         elif isinstance(current, int):
             number = current
         else:
-            number = int(str(current).split(".")[0])
+            try:
+                number = int(str(current).split(".")[0])
+            except ValueError:
+                raise InvalidInput(
+                    f"a channel version must be an int or a '<counter>.<random>' string, not {current!r:.60}"
+                ) from None
         return f"{number + 1:016}.{random.getrandbits(32):08x}"
 
     # -- plumbing --------------------------------------------------------------------
+    def _actor(self, actor: object) -> dict[str, Any]:
+        """The metadata of an event a call appends: its ``actor``, else the saver's."""
+        return {"actor": self.actor if actor is None else _text(actor, "actor")}
+
     def _event_metadata(self, config: RunnableConfig, metadata: Any) -> dict[str, Any]:
         """The event's metadata: who (the first ``actor`` of the config, its metadata, the checkpoint's)."""
         actor = self.actor
@@ -757,11 +802,68 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
                 execute(conn, "ROLLBACK")
 
 
-def _thread(config: RunnableConfig) -> tuple[str, str]:
-    conf = config.get("configurable") or {}
-    if conf.get("thread_id") is None:
+_CONF_NS = "config['configurable']['checkpoint_ns']"
+_CONF_ID = "config['configurable']['checkpoint_id']"
+
+
+def _text(value: object, what: str, *, empty: bool = False) -> str:
+    """``value`` if it is a string the database can store (not empty, unless ``empty``); else InvalidInput."""
+    if not isinstance(value, str) or not (value or empty):
+        raise InvalidInput(f"{what} must be a {'' if empty else 'non-empty '}string, not {value!r:.60}")
+    if not value.isascii():  # a flag in CPython: free for the usual ids
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput(
+                f"{what} is not valid Unicode text (a lone surrogate): {value!r:.60}"
+            ) from None
+    return value
+
+
+def _maybe_text(value: object, what: str) -> str | None:
+    return None if value is None else _text(value, what, empty=True)
+
+
+def _dict(value: object, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{what} must be a dict, not {value!r:.60}")
+    return value
+
+
+def _configurable(config: object, what: str) -> dict[str, Any]:
+    """``config["configurable"]`` of a LangGraph config, or ``{}``."""
+    conf = _dict(config, what).get("configurable")
+    return {} if conf is None else _dict(conf, f"{what}['configurable']")
+
+
+def _config_thread_id(conf: dict[str, Any]) -> str | None:
+    """The config's thread id; an int or UUID as its text, as LangGraph's own savers take them."""
+    thread_id = conf.get("thread_id")
+    if thread_id is None:
+        return None
+    if isinstance(thread_id, int | UUID) and not isinstance(thread_id, bool):
+        thread_id = str(thread_id)
+    return _text(thread_id, "config['configurable']['thread_id']")
+
+
+def _thread(config: RunnableConfig) -> tuple[str, str, str | None]:
+    """The thread id, checkpoint namespace and checkpoint id (if any) that a config names."""
+    conf = _configurable(config, "config")
+    thread_id = _config_thread_id(conf)
+    if thread_id is None:
         raise InvalidInput("the config needs config['configurable']['thread_id']")
-    return str(conf["thread_id"]), str(conf.get("checkpoint_ns") or "")
+    return (
+        thread_id,
+        _maybe_text(conf.get("checkpoint_ns"), _CONF_NS) or "",
+        _maybe_text(conf.get("checkpoint_id"), _CONF_ID),
+    )
+
+
+def _ids(values: object, what: str) -> builtins.list[str]:
+    """Thread or run ids given as a list: each a non-empty string."""
+    if isinstance(values, str | bytes | Mapping) or not isinstance(values, Iterable):
+        raise InvalidInput(f"{what} must be a list of ids (strings), not {values!r:.60}")
+    return [_text(value, f"each of {what}") for value in values]
 
 
 def _config(thread_id: str, checkpoint_ns: str, checkpoint_id: str) -> RunnableConfig:
