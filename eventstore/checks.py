@@ -11,6 +11,17 @@ MAX_COUNT = 2**63 - 1
 """The largest position, revision, offset or size a backend stores (a signed 64-bit integer)."""
 
 
+MAX_PAGE = 1000
+"""The most rows one page of a paginated query returns."""
+
+
+def check_page(offset: Any, limit: Any) -> None:
+    """A page's ``offset`` (an int >= 0) and ``limit`` (an int from 1 to ``MAX_PAGE``)."""
+    check_count("offset", offset)
+    if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}, not {limit!r}")
+
+
 def check_names(name: str, value: Any) -> list[str]:
     """One name or an iterable of names (strings), as a list."""
     if isinstance(value, str):

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
-from eventstore.checks import check_count
+from eventstore.checks import check_page
 from eventstore.errors import SessionNotFound, StepNotFound
 from eventstore.flows import (
     FLOW_EVENTS,
@@ -589,9 +589,7 @@ class FlowQueries:
     def _page(
         self, query: sa.Select[Any], order: Sequence[Any], offset: int, limit: int
     ) -> tuple[list[Any], int]:
-        check_count("offset", offset)
-        if type(limit) is not int or not 1 <= limit <= 1000:
-            raise InvalidInput(f"limit must be an int from 1 to 1000, not {limit!r}")
+        check_page(offset, limit)
         with self.store.reading() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
             rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit)))

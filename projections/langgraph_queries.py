@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from eventstore import InvalidInput
+from eventstore.checks import check_page
 from eventstore.graph_checkpoints import flow_id_for
 
 from .flows import Page
@@ -290,8 +290,7 @@ class LangGraphQueries:
         self, conn: sa.Connection, *, offset: int = 0, limit: int = 50, include_deleted: bool = False
     ) -> Page[ThreadInfo]:
         """Threads, most recently active first; deleted ones only with ``include_deleted``."""
-        if type(offset) is not int or offset < 0 or type(limit) is not int or not 1 <= limit <= 1000:
-            raise InvalidInput("offset must be an int >= 0 and limit an int from 1 to 1000")
+        check_page(offset, limit)
         t = self.projection.table("langgraph_threads")
         inner = sa.alias(t, "latest")
         last_actor = (

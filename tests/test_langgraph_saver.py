@@ -794,3 +794,10 @@ def _until(found: Callable[[], Any]) -> Any:
         if value := found():
             return value
     pytest.fail("the condition never held")
+
+
+def test_thread_pages_refuse_an_offset_the_database_cannot_hold(saver: EventStoreSaver) -> None:
+    with pytest.raises(InvalidInput, match=r"offset must be at most 2\*\*63 - 1"):
+        saver.threads(offset=2**70)
+    with pytest.raises(InvalidInput, match="limit must be an int from 1 to 1000, not 0"):
+        saver.threads(limit=0)
