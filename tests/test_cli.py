@@ -7,6 +7,7 @@ import sys
 
 import orjson
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
 from eventstore import NewEvent
@@ -22,6 +23,55 @@ def run(target: Target, *args: str, code: int = 0) -> str:
     result = CliRunner().invoke(main, [*prefix, *args])
     assert result.exit_code == code, result.output
     return result.output
+
+
+HUGE = str(2**80)
+TOO_LARGE = f"{HUGE} is too large: at most 2**63 - 1"
+BAD_INPUT: list[tuple[list[str], int, str]] = [
+    (
+        ["rebuild", "os:path"],
+        2,
+        "cannot load os:path: path is a module, not a projections.Projection subclass",
+    ),
+    (["rebuild", "json:JSONDecoder"], 2, "JSONDecoder is a class, not a projections.Projection subclass"),
+    (["rebuild", "eventstore:EventStore"], 2, "EventStore is a class, not a projections.Projection subclass"),
+    (
+        ["rebuild", "projections:Projection"],
+        2,
+        "Projection() failed: ProjectionError: Projection must set a name",
+    ),
+    (
+        ["maintain", "--catch-up", "os:path", "--status"],
+        2,
+        "Invalid value for --catch-up: cannot load os:path",
+    ),
+    (["tail", "--from", HUGE, "--until-idle"], 2, f"Invalid value for '--from': {TOO_LARGE}"),
+    (["prove", "--checkpoint", HUGE, "1"], 2, f"Invalid value for '--checkpoint': {TOO_LARGE}"),
+    (["prove", "--consistency", HUGE, "1"], 2, f"Invalid value for '--consistency': {TOO_LARGE}"),
+    (["checkpoint", "--export", "-", "--size", HUGE], 2, f"Invalid value for '--size': {TOO_LARGE}"),
+    (["flows", "--offset", HUGE], 2, f"Invalid value for '--offset': {TOO_LARGE}"),
+    (["audit", "--after", HUGE], 2, f"Invalid value for '--after': {TOO_LARGE}"),
+    (["fork", "f", "--at", HUGE, "--new", "g"], 2, f"Invalid value for '--at': {TOO_LARGE}"),
+    (["state", "f", "--at", HUGE], 1, f"error: revision {TOO_LARGE}"),
+    (["audit", "--why", f"f@{HUGE}"], 1, f"error: revision {TOO_LARGE}"),
+    (["prove", HUGE], 1, f"error: position {TOO_LARGE}"),
+    (["verify", "nope"], 1, "error: flow 'nope' does not exist"),
+]
+
+
+def prefix(target: Target) -> list[str]:
+    schema = target.options.get("schema")
+    return ["--url", target.url, *(["--schema", schema] if schema else [])]
+
+
+def row_counts(target: Target) -> dict[str, int]:
+    """Every table of the store and how many rows it holds."""
+    with target.open() as store, store.engine.connect() as conn:
+        names = sa.inspect(conn).get_table_names()
+        return {
+            name: conn.execute(sa.select(sa.func.count()).select_from(sa.table(name))).scalar_one()
+            for name in names
+        }
 
 
 class TestCommands:
@@ -74,6 +124,21 @@ class TestErrors:
     def test_unknown_projection(self, target: Target) -> None:
         out = run(target, "rebuild", "no.such.module:Thing", code=2)
         assert "cannot load no.such.module:Thing" in out
+
+    @pytest.mark.parametrize(
+        ("args", "code", "message"), BAD_INPUT, ids=[" ".join(a[:2]) for a, _, _ in BAD_INPUT]
+    )
+    def test_bad_input_is_one_clear_line_and_writes_nothing(
+        self, target: Target, args: list[str], code: int, message: str
+    ) -> None:
+        with target.open(projections=[FlowProjection()]) as store:
+            FlowService(store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        before = row_counts(target)
+        result = CliRunner().invoke(main, [*prefix(target), *args])
+        assert result.exc_info is not None and result.exc_info[0] is SystemExit  # nothing escaped
+        assert result.exit_code == code and "Traceback" not in result.output, result.output
+        assert message in result.output.splitlines()[-1]
+        assert row_counts(target) == before
 
     def test_python_dash_m_works(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
         done = subprocess.run(

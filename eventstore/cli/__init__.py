@@ -16,10 +16,11 @@ import orjson
 import sqlalchemy as sa
 
 from .. import migrate
-from ..errors import EventStoreError
+from ..errors import EventStoreError, FlowNotFound
 from ..store import DEFAULT_URL, EventStore
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
 from .output import progress
+from .params import load_projection
 
 
 @contextmanager
@@ -107,7 +108,9 @@ def _bare(ctx: click.Context) -> Iterator[EventStore]:
 def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
     """Re-compute the hash chains (of one flow, or all) and report broken links."""
     with _open(ctx) as store, _errors():
-        total = store.revision(flow_id) if flow_id else store.last_position()
+        total = store.revision(flow_id) if flow_id is not None else store.last_position()
+        if flow_id is not None and total == 0:
+            raise FlowNotFound(flow_id)
         with progress(0 if as_json else total, "verifying") as update:
             report = store.verify(flow_id, progress=update)
     if as_json:
@@ -147,7 +150,10 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
     from projections import FlowProjection, Progress
     from projections import rebuild as rebuild_projection
 
-    target = FlowProjection() if projection == "flows" else _import_projection(projection)
+    if projection == "flows":
+        target = FlowProjection()
+    else:
+        target = load_projection(projection, "PROJECTION", usage="`flows` or `package.module:ClassName`")
 
     def show(progress: Progress) -> None:
         if not as_json:
@@ -162,19 +168,6 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
         )
     else:
         click.echo(f"\nrebuilt {target.name} from {done.done:,} events in {done.seconds:.2f}s", err=True)
-
-
-def _import_projection(path: str) -> Any:
-    """Import ``package.module:ClassName`` and instantiate it."""
-    import importlib
-
-    module_name, _, class_name = path.partition(":")
-    if not class_name:
-        raise click.BadParameter("use `flows` or `package.module:ClassName`", param_hint="PROJECTION")
-    try:
-        return getattr(importlib.import_module(module_name), class_name)()
-    except (ImportError, AttributeError) as exc:
-        raise click.BadParameter(f"cannot load {path}: {exc}", param_hint="PROJECTION") from exc
 
 
 demo.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)

@@ -39,6 +39,7 @@ from .output import (
     summarize,
     when,
 )
+from .params import COUNT, POSITION, number_in
 
 _LABELS = {
     "DecisionRecorded": "DECISION",
@@ -67,8 +68,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     )
     @click.option("--since", help="From this time: ISO 8601 with a zone, a date, or an age (15m, 2h, 7d).")
     @click.option("--until", help="Up to this time (same forms as --since).")
-    @click.option("--after", type=click.IntRange(min=0), default=0, help="Only after this log position.")
-    @click.option("--limit", type=click.IntRange(min=1), help="At most this many entries.")
+    @click.option("--after", type=POSITION, default=0, help="Only after this log position.")
+    @click.option("--limit", type=COUNT, help="At most this many entries.")
     @click.option("--why", "event_ref", metavar="EVENT", help="Explain one event (id or FLOW@REV) instead.")
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per entry.")
     @click.pass_context
@@ -192,9 +193,10 @@ def _label_colour(entry: AuditEntry) -> str | None:
 
 def _resolve(store: EventStore, ref: str) -> RecordedEvent:
     """An event by id, or by ``FLOW@REVISION``."""
-    flow_id, at, revision = ref.rpartition("@")
-    if at and revision.isdigit() and flow_id:
-        found = list(store.read_flow(flow_id, from_revision=int(revision), to_revision=int(revision)))
+    flow_id, at, text = ref.rpartition("@")
+    revision = number_in(text, "revision") if at and flow_id else None
+    if revision is not None:
+        found = list(store.read_flow(flow_id, from_revision=revision, to_revision=revision))
         if not found:
             raise EventNotFound(ref)
         return found[0]

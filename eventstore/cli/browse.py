@@ -38,6 +38,7 @@ from .output import (
     took,
     when,
 )
+from .params import COUNT, POSITION
 
 
 def _flow_projections() -> list[Any]:
@@ -60,9 +61,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @main.command("flows")
     @click.option("--status", type=click.Choice(FLOW_STATUSES), help="Only flows in this status.")
     @click.option("--session", "--owner", "session", help="Only flows of this owner session.")
-    @click.option(
-        "--offset", type=click.IntRange(min=0), default=0, show_default=True, help="Skip this many."
-    )
+    @click.option("--offset", type=POSITION, default=0, show_default=True, help="Skip this many.")
     @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Page size.")
     @click.option("--json", "as_json", is_flag=True, help="The page as one JSON object.")
     @click.pass_context
@@ -139,11 +138,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo(line)
 
     @main.command()
-    @click.option("--from", "after", type=click.IntRange(min=0), help="Start after this position (0: all).")
+    @click.option("--from", "after", type=POSITION, help="Start after this position (0: all).")
     @click.option("--flow", "flow_id", help="Only this flow's events.")
     @click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
     @click.option("--interval", type=click.FloatRange(0.01, 3600), default=0.5, show_default=True)
-    @click.option("--limit", type=click.IntRange(min=1), help="Stop after this many events.")
+    @click.option("--limit", type=COUNT, help="Stop after this many events.")
     @click.option("--until-idle", is_flag=True, help="Stop once no new event is waiting.")
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")
     @click.pass_context

@@ -18,6 +18,7 @@ import orjson
 
 from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
+from .params import POSITION, number_in
 
 _KEY_HELP = "Ed25519 private key file (PEM), as `eventstore keygen` writes it; also EVENTSTORE_SIGNING_KEY."
 _TRUST_HELP = "A trusted public key file (.pub): signatures must be by this key."
@@ -75,7 +76,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
         help="Write a stored checkpoint (the latest, or --size) as self-contained JSON to this file.",
     )
-    @click.option("--size", type=int, default=None, help="With --export: the checkpoint of this tree size.")
+    @click.option(
+        "--size", type=POSITION, default=None, help="With --export: the checkpoint of this tree size."
+    )
     @click.option(
         "--verify", "verifying", is_flag=True, help="Recompute every checkpoint from the log and check it."
     )
@@ -124,11 +127,15 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @main.command()
     @click.argument("event", required=False)
     @click.option(
-        "--checkpoint", "size", type=int, default=None, help="Tree size of the checkpoint (default: latest)."
+        "--checkpoint",
+        "size",
+        type=POSITION,
+        default=None,
+        help="Tree size of the checkpoint (default: latest).",
     )
     @click.option(
         "--consistency",
-        type=(int, int),
+        type=(POSITION, POSITION),
         default=None,
         metavar="OLD NEW",
         help="Prove the checkpoint of size NEW extends the one of size OLD instead.",
@@ -171,9 +178,10 @@ _Proved = tuple[dict[str, Any], list[str], tuple[bytes, ...], str]
 
 
 def _prove_inclusion(store: Any, event: str, size: int | None, public_key: Any) -> _Proved:
+    position = number_in(event, "position")
     signed = cp.get_checkpoint(store, size)
     cp.verify_checkpoint_signature(signed, public_key)
-    proof = cp.inclusion_proof(store, int(event) if event.isdigit() else event, signed)
+    proof = cp.inclusion_proof(store, event if position is None else position, signed)
     proof.verify(signed)
     lines = [
         f"event {proof.flow_id}@{proof.revision} at position {proof.position}",

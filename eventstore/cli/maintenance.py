@@ -78,12 +78,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         """
         from ..maintenance import Maintenance
         from ..maintenance_config import MaintenanceConfig
-        from . import _import_projection
+        from .params import load_projection
 
         ctx.with_resource(_logging_to_stderr(log_level.upper()))
         with errors():
             config = MaintenanceConfig.load(config_path) if config_path else MaintenanceConfig()
-        projections = [_import_projection(path) for path in catch_up]
+        projections = [load_projection(spec, "--catch-up") for spec in catch_up]
         with open_store(ctx) as store, errors():
             service = Maintenance(store, config, catch_up=projections)
             if status:

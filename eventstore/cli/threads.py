@@ -13,6 +13,8 @@ import click
 import orjson
 import sqlalchemy as sa
 
+from .params import POSITION
+
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
     """Add the commands to the ``eventstore`` group."""
@@ -21,7 +23,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option(
         "--limit", default=50, show_default=True, type=click.IntRange(1, 1000), help="Threads per page."
     )
-    @click.option("--offset", default=0, type=click.IntRange(0), help="Threads to skip.")
+    @click.option("--offset", default=0, type=POSITION, help="Threads to skip.")
     @click.option("--deleted", "include_deleted", is_flag=True, help="Also list deleted threads.")
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per thread.")
     @click.pass_context

@@ -36,12 +36,14 @@ from .output import (
     took,
     when,
 )
+from .params import POSITION, number_in
 
 
 def _point(text: str) -> int | datetime:
     """A revision number, or an ISO 8601 time with a zone."""
-    if text.isdigit():
-        return int(text)
+    revision = number_in(text, "revision")
+    if revision is not None:
+        return revision
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as exc:
@@ -192,7 +194,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
     @main.command()
     @click.argument("flow_id")
-    @click.option("--at", "revision", type=int, required=True, help="The revision to branch from.")
+    @click.option("--at", "revision", type=POSITION, required=True, help="The revision to branch from.")
     @click.option("--new", "new_flow_id", required=True, help="The id of the new flow.")
     @click.option("--actor", default=None, help="Who forks (stored as the event's actor).")
     @click.option("--json", "as_json", is_flag=True)

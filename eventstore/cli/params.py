@@ -1,0 +1,86 @@
+"""How the command line reads numbers and projections from its arguments.
+
+Positions, revisions, checkpoint sizes and counts are stored as 64-bit
+integers (SQLite ``INTEGER``, PostgreSQL ``BIGINT``), so a larger one is bad
+input, reported before anything is opened. ``MODULE:CLASS`` names a
+``projections.Projection`` subclass that can be created without arguments
+(docs/projections.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+from ..checks import MAX_COUNT as LARGEST
+from ..errors import InvalidInput
+
+
+class StoredInt(click.IntRange):
+    """An integer option of at least ``min`` that the database can hold (at most ``LARGEST``).
+
+    The help shows only the lower bound; a number above ``LARGEST`` is a usage error.
+    """
+
+    name = "integer"
+
+    def __init__(self, min: int = 0) -> None:
+        super().__init__(min=min)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if number > LARGEST:
+            self.fail(f"{number} is too large: at most 2**63 - 1", param, ctx)
+        return number
+
+
+POSITION = StoredInt(0)
+"""A log position, a revision or a tree size (0 and up)."""
+
+COUNT = StoredInt(1)
+"""How many (1 and up)."""
+
+
+def number_in(text: str, what: str) -> int | None:
+    """``text`` as a whole number when it is written in digits (``None`` otherwise).
+
+    Raises ``InvalidInput`` for a number above ``LARGEST``: no stored ``what`` has it.
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    if len(text.lstrip("0")) > len(str(LARGEST)) or int(text) > LARGEST:
+        raise InvalidInput(f"{what} {text} is too large: at most 2**63 - 1")
+    return int(text)
+
+
+def load_projection(spec: str, param_hint: str, *, usage: str = "`package.module:ClassName`") -> Any:
+    """Import ``package.module:ClassName`` and create the ``Projection`` subclass it names.
+
+    Anything else (no such module or name, not a ``Projection`` subclass, a
+    class that cannot be created without arguments) is a ``click.BadParameter``
+    naming ``spec`` and what is wrong with it: exit status 2, no traceback.
+    """
+    from projections import Projection
+
+    def bad(problem: str) -> click.BadParameter:
+        return click.BadParameter(f"cannot load {spec}: {problem}", param_hint=param_hint)
+
+    module_name, _, class_name = spec.partition(":")
+    if not module_name or not class_name:
+        raise click.BadParameter(f"{spec!r}: use {usage}", param_hint=param_hint)
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # importing runs the user's module: any error it raises is bad input
+        raise bad(f"{type(exc).__name__}: {exc}") from exc
+    found = getattr(module, class_name, None)
+    if found is None:
+        raise bad(f"module {module_name!r} has no attribute {class_name!r}")
+    if not (isinstance(found, type) and issubclass(found, Projection)):
+        kind = "class" if isinstance(found, type) else type(found).__name__
+        raise bad(f"{class_name} is a {kind}, not a projections.Projection subclass")
+    try:
+        return found()
+    except Exception as exc:  # the user's constructor: any error it raises is bad input
+        raise bad(f"{class_name}() failed: {type(exc).__name__}: {exc}") from exc
