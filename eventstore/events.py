@@ -171,6 +171,8 @@ class EventRegistry:
     def __init__(self, models: Iterable[type[Event]] = ()) -> None:
         self._models: dict[str, type[Event]] = {}
         self._upcasters: dict[tuple[str, int], tuple[int, Upcaster]] = {}
+        if isinstance(models, type) or not isinstance(models, Iterable):
+            raise InvalidInput(f"models must be a list of Event subclasses, not {models!r}")
         for model in models:
             self.register(model)
 
@@ -190,6 +192,13 @@ class EventRegistry:
         self, event_type: str, from_version: int, upcaster: Upcaster, *, to_version: int | None = None
     ) -> None:
         """Register ``upcaster`` to turn ``event_type`` data of ``from_version`` into the next version."""
+        if not isinstance(event_type, str) or not event_type:
+            raise InvalidInput(f"event_type must be a type name, not {event_type!r}")
+        if not callable(upcaster):
+            raise InvalidInput(f"upcaster must be a function of the old data, not {upcaster!r}")
+        for name, version in (("from_version", from_version), ("to_version", to_version)):
+            if version is not None and (type(version) is not int or version < 1):
+                raise InvalidInput(f"{name} must be an int >= 1, not {version!r}")
         target = from_version + 1 if to_version is None else to_version
         if target <= from_version:
             raise InvalidInput("an upcaster must move to a later version")

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from eventstore import (
     Event,
+    EventRegistry,
     EventStore,
     EventStoreError,
     InvalidEvent,
@@ -182,6 +183,17 @@ class TestBadArguments:
             (lambda: store.query_events(sa.select(flow_events.c.type)), "query_events needs select("),
             (lambda: list(store.read_where("type = 'A'")), "read_where takes SQLAlchemy conditions"),
             (lambda: store.verify(progress=1), "progress must be a function"),
+        ]:
+            with pytest.raises(InvalidInput, match=re.escape(message)):
+                call()
+
+    def test_registry_arguments_are_checked(self) -> None:
+        registry = EventRegistry()
+        for call, message in [
+            (lambda: EventRegistry(5), "models must be a list of Event subclasses, not 5"),
+            (lambda: registry.add_upcaster("T", "1", dict), "from_version must be an int >= 1, not '1'"),
+            (lambda: registry.add_upcaster("T", 1, None), "upcaster must be a function of the old data"),
+            (lambda: registry.add_upcaster("", 1, dict), "event_type must be a type name"),
         ]:
             with pytest.raises(InvalidInput, match=re.escape(message)):
                 call()
