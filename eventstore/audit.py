@@ -191,9 +191,9 @@ def audit_trail(
     if correlation_id is not None:
         conditions.append(correlation == _text("correlation_id", correlation_id))
     conditions.extend(_time_range(store, since, until))
-    _check_count("after_position", after_position)
+    check_count("after_position", after_position)
     if limit is not None:
-        _check_count("limit", limit)
+        check_count("limit", limit)
     base = sa.select(*READ_COLUMNS).where(*conditions).order_by(_c.position)
     if flows is None:
         return _entries(store, _read(store, base, after_position, limit))
@@ -294,7 +294,7 @@ def causes(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -
     causation id is not an event in this log (say, a request id from
     outside): that id is still in the last event's metadata.
     """
-    _check_count("limit", limit)
+    check_count("limit", limit)
     event = find_event(store, event_id)
     chain: list[RecordedEvent] = []
     seen = {event.event_id}
@@ -317,7 +317,7 @@ def effects(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) 
     Walks the causation links forward, breadth first, one indexed query per
     level (and per 500 causes); stops after ``limit`` events.
     """
-    _check_count("limit", limit)
+    check_count("limit", limit)
     root = find_event(store, event_id)
     found: list[Effect] = []
     seen = {root.event_id}
@@ -348,9 +348,9 @@ def correlated(
     store: EventStore, correlation_id: str, *, after_position: int = 0, limit: int | None = None
 ) -> Iterator[RecordedEvent]:
     """Every event with this ``correlation_id``, in log order, streamed in pages."""
-    _check_count("after_position", after_position)
+    check_count("after_position", after_position)
     if limit is not None:
-        _check_count("limit", limit)
+        check_count("limit", limit)
     value = _text("correlation_id", correlation_id)
     base = sa.select(*READ_COLUMNS).where(correlation.isnot(None), correlation == value).order_by(_c.position)
     return _read(store, base, after_position, limit)
@@ -484,10 +484,6 @@ def _text(name: str, value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise InvalidInput(f"{name} must be a non-empty string, not {value!r}")
     return value
-
-
-def _check_count(name: str, value: Any) -> None:
-    check_count(name, value)
 
 
 def _plain(value: Any) -> Any:

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 
 from .audit import session_flows
 from .backends.base import VERIFY_COLUMNS
+from .checks import check_count
 from .errors import EventStoreError, ExportInvalid, FlowNotFound, ImportConflict, InvalidInput
 from .events import RecordedEvent, uuid_from_bytes
 from .exportfile import (
@@ -260,8 +261,7 @@ def run_import(
     progress: ProgressCallback | None = None,
 ) -> ImportReport:
     """``import_events`` for the flows in ``only`` (default all), allowing the ``pruned`` ones back."""
-    if type(batch_size) is not int or batch_size < 1:
-        raise InvalidInput(f"batch_size must be an int >= 1, not {batch_size!r}")
+    check_count("batch_size", batch_size, minimum=1)
     manifest = Manifest.read(path)
     segments = {s.flow_id: s for s in manifest.flows if only is None or s.flow_id in only}
     missing = sorted(set(only or ()) - set(segments))

@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .checks import check_count
 from .errors import (
     ArchiveNotFound,
     ExportInvalid,
@@ -207,8 +208,7 @@ def run_retention(
     ``RebuildInProgress`` before it prunes anything; an archive already
     verified stays so, and the next run prunes it.
     """
-    if type(max_flows) is not int or max_flows < 1:
-        raise InvalidInput(f"max_flows must be an int >= 1, not {max_flows!r}")
+    check_count("max_flows", max_flows, minimum=1)
     if not isinstance(policy, RetentionPolicy):
         policy = RetentionPolicy.from_days(policy)
     if dry_run:
