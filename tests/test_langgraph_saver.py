@@ -498,6 +498,24 @@ def test_rebuilds_while_threads_put_lose_nothing(target: Target) -> None:
         assert tables(saver.store) == inline
 
 
+@contextmanager
+def pg_scene(
+    pg_target: Target, *, settings: str = "", **options: Any
+) -> Iterator[tuple[EventStoreSaver, Any, Any]]:
+    """A saver; an autocommit connection that watches the server (locks, deadlocks); and a session
+    of the test's own on the saver's schema, standing in for a swap or a reader (``settings``:
+    more ``-c name=value``)."""
+    import psycopg
+
+    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
+    with (
+        EventStoreSaver.from_url(pg_target.url, **{**pg_target.options, **options}) as saver,
+        psycopg.connect(url, autocommit=True) as watch,
+        psycopg.connect(url, options=f"-c search_path={schema} {settings}".strip()) as session,
+    ):
+        yield saver, watch, session
+
+
 def deadlocks(watch: Any) -> int:
     """How many deadlocks PostgreSQL has reported in this database."""
     query = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
@@ -520,14 +538,7 @@ def test_a_fused_put_that_meets_a_swap_gives_way_and_falls_back(pg_target: Targe
     DROP), against a fused put that has locked the tables and waits for the row: the put gives
     up its wait (its statement's short lock_timeout) before any deadlock check, then takes the
     ordinary path once the swap is done, and loses nothing."""
-    import psycopg
-
-    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
-    with (
-        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver,
-        psycopg.connect(url, autocommit=True) as watch,
-        psycopg.connect(url, options=f"-c search_path={schema}") as swap,
-    ):
+    with pg_scene(pg_target) as (saver, watch, swap):
         first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
         before = deadlocks(watch)
         swap.execute("SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE")
@@ -658,14 +669,7 @@ def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
     could hold a table the swap had yet to take and wait for one it held, a deadlock PostgreSQL
     breaks after a second by aborting one of them. The swap locks them all first, in the order a
     fused statement names them, so the put just waits, then lands fused in the new tables."""
-    import psycopg
-
-    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
-    with (
-        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver,
-        psycopg.connect(url, autocommit=True) as watch,
-        psycopg.connect(url, options=f"-c search_path={schema}") as reader,
-    ):
+    with pg_scene(pg_target) as (saver, watch, reader):
         first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
         put(saver, "u", {"n": 0}, {"n": 0})
         before = deadlocks(watch)
@@ -692,7 +696,9 @@ def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
         )
         with sending(saver.store, seen):
             rebuilding.start()
-            swap = _until(lambda: watch.execute(waiting_swap, [f"{schema}.{held}"]).fetchone())[0]
+            swap = _until(
+                lambda: watch.execute(waiting_swap, [f"{pg_target.options['schema']}.{held}"]).fetchone()
+            )[0]
             putting.start()
             _until(lambda: fused)
             wait_until_blocked(watch, fused[0], swap)  # planned while the swap is between its tables
@@ -718,14 +724,7 @@ def test_put_writes_waits_for_the_positions_row_holding_no_table(pg_target: Targ
     for the positions row, it would hold the writes table while a swap (the row, then the tables)
     waits for it: a deadlock, whose victim is a failed put_writes or a stalled swap. It takes the
     row first, like every write that reads the read model."""
-    import psycopg
-
-    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
-    with (
-        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as saver,
-        psycopg.connect(url, autocommit=True) as watch,
-        psycopg.connect(url, options=f"-c search_path={schema} -c lock_timeout=5s") as swap,
-    ):
+    with pg_scene(pg_target, settings="-c lock_timeout=5s") as (saver, watch, swap):
         first = put(saver, "t", {"n": 0}, {"n": 0})
         before = deadlocks(watch)
         swap.execute("SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE")
@@ -749,15 +748,7 @@ def test_a_swap_whose_lock_wait_runs_out_is_tried_again(pg_target: Target) -> No
     """A read transaction holds a live table past the store's lock_timeout: the swap's wait for
     it runs out (StoreBusy), and the rebuild tries the swap again rather than fail after all its
     work; once the reader is done, the swap goes through."""
-    import psycopg
-
-    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
-    options = {**pg_target.options, "lock_timeout": 0.3}
-    with (
-        EventStoreSaver.from_url(pg_target.url, **options) as saver,
-        psycopg.connect(url, autocommit=True) as watch,
-        psycopg.connect(url, options=f"-c search_path={schema}") as reader,
-    ):
+    with pg_scene(pg_target, lock_timeout=0.3) as (saver, watch, reader):
         put(saver, "t", {"n": 0}, {"n": 0})
         inline = tables(saver.store)
         reader.execute("SELECT 1 FROM langgraph_threads LIMIT 0")  # holds it until commit
@@ -774,7 +765,9 @@ def test_a_swap_whose_lock_wait_runs_out_is_tried_again(pg_target: Target) -> No
                 outcome.append(exc)
 
         def swap_waits() -> bool:
-            return bool(watch.execute(waiting, [f"{schema}.langgraph_threads"]).fetchone()[0])
+            return bool(
+                watch.execute(waiting, [f"{pg_target.options['schema']}.langgraph_threads"]).fetchone()[0]
+            )
 
         swapping = threading.Thread(target=rebuilding)
         swapping.start()
