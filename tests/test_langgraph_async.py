@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -173,6 +174,43 @@ def test_a_closed_saver_refuses_async_calls(target: Target) -> None:
     with pytest.raises(StoreClosed, match="this saver is closed"):
         asyncio.run(saver.aget_tuple(stored))
     assert saver._views == {}
+
+
+def test_close_while_a_loop_opens_its_connections_leaks_none(pg_target: Target) -> None:
+    """A loop still opening its connections when the saver is closed closes them itself, and its
+    call says the saver is closed: nothing is left connected."""
+    import psycopg
+
+    url, schema = pg_target.url.replace("+psycopg", ""), pg_target.options["schema"]
+    saver = EventStoreSaver.from_url(pg_target.url, async_driver=True, **pg_target.options)
+    stored = asyncio.run(save(saver, "t", 1))
+    asyncio.run(saver.aclose())  # the next loop opens afresh
+    saver = EventStoreSaver.from_url(pg_target.url, async_driver=True, **pg_target.options)
+    outcome: list[BaseException | None] = []
+
+    def call() -> None:
+        try:
+            asyncio.run(saver.aget_tuple(stored))
+            outcome.append(None)
+        except BaseException as exc:  # reported below
+            outcome.append(exc)
+
+    others = "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> ALL(%s)"
+    with psycopg.connect(url, autocommit=True) as watch, psycopg.connect(url) as holder:
+        holder.execute(f"LOCK TABLE {schema}.alembic_version IN ACCESS EXCLUSIVE MODE")
+        caller = threading.Thread(target=call)
+        caller.start()
+        deadline = time.monotonic() + 10
+        while not watch.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone():
+            assert time.monotonic() < deadline, "the loop never started opening"
+        saver.close()
+        holder.rollback()  # the opening goes on, after the close
+        caller.join(timeout=30)
+        assert isinstance(outcome[0], StoreClosed), outcome
+        mine = [watch.info.backend_pid, holder.info.backend_pid]
+        assert watch.execute(others, [mine]).fetchone() == (0,)
 
 
 def test_async_store_appends_and_reads_on_both_drivers(target: Target) -> None:

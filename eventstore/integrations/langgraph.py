@@ -129,7 +129,9 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         self._owns_store = False
         self._flow_locks: builtins.list[threading.Lock | LoopLock] = [threading.Lock() for _ in range(64)]
         self._views: dict[asyncio.AbstractEventLoop, asyncio.Task[EventStoreSaver]] = {}
-        """This saver on each loop that has used it (``_on_loop``)."""
+        """This saver on each loop that has used it, opened or still opening (``_on_loop``)."""
+        self._opened: dict[asyncio.AbstractEventLoop, EventStoreSaver] = {}
+        """The views whose connections are open: the ones ``close`` must close."""
         self._views_lock = threading.Lock()
         self._closed = False
         if async_driver not in (None, True, False):
@@ -197,7 +199,7 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         """
         with self._views_lock:
             self._closed = True
-            views, self._views = list(self._views.values()), {}
+            views, self._opened, self._views = list(self._opened.values()), {}, {}
         if views:
             closing = threading.Thread(target=asyncio.run, args=(self._close_views(views),))
             closing.start()
@@ -593,18 +595,20 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
                 raise StoreClosed("this saver is closed; open a new one")
             task = self._views.get(loop)
             if task is None:
-                ended = [self._views.pop(old) for old in list(self._views) if old.is_closed()]
+                ended = [self._opened.pop(old) for old in list(self._opened) if old.is_closed()]
+                for old in [old for old in self._views if old.is_closed()]:
+                    del self._views[old]
                 task = self._views[loop] = loop.create_task(self._open_on_loop(ended))
         # Shielded: a caller cancelled while the connections open must not cancel the others' wait.
         return await asyncio.shield(task)
 
-    async def _open_on_loop(self, ended: Sequence[asyncio.Task[EventStoreSaver]]) -> EventStoreSaver:
+    async def _open_on_loop(self, ended: Sequence[EventStoreSaver]) -> EventStoreSaver:
+        loop = asyncio.get_running_loop()
         try:
             await self._close_views(ended)
             opened = await AsyncEventStore.like(self.store)
         except BaseException:
             with self._views_lock:
-                loop = asyncio.get_running_loop()
                 if self._views.get(loop) is asyncio.current_task():
                     del self._views[loop]  # the next call tries again
             raise
@@ -612,16 +616,21 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
         view.store = opened.store
         view._flow_locks = [LoopLock() for _ in range(len(self._flow_locks))]
         view._owns_store = False
-        view._views = {}
+        view._views, view._opened = {}, {}
+        with self._views_lock:
+            orphan = self._closed  # closed while these connections opened: no one else will close them
+            if not orphan:
+                self._opened[loop] = view
+        if orphan:
+            await self._close_views([view])
+            raise StoreClosed("this saver is closed; open a new one")
         return view
 
     @staticmethod
-    async def _close_views(views: Sequence[asyncio.Task[EventStoreSaver]]) -> None:
-        for task in views:
-            if not task.done() or task.cancelled() or task.exception() is not None:
-                continue
+    async def _close_views(views: Sequence[EventStoreSaver]) -> None:
+        for view in views:
             with contextlib.suppress(Exception):  # a connection of a closed loop may fail to say goodbye
-                await aio_run(task.result().store.close)
+                await aio_run(view.store.close)
 
     async def _run(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """A sync method of this class, natively on the loop's async driver or in a worker thread."""
@@ -632,9 +641,11 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
 
     async def aclose(self) -> None:
         """Close the async connections, and the store if this saver opened it (``from_url``)."""
+        loop = asyncio.get_running_loop()
         with self._views_lock:
             self._closed = True
-            mine = self._views.pop(asyncio.get_running_loop(), None)
+            self._views.pop(loop, None)
+            mine = self._opened.pop(loop, None)
         if mine is not None:
             await self._close_views([mine])
         self.close()
