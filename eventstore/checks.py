@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import pydantic
+
 from .errors import InvalidInput
 
 MAX_COUNT = 2**63 - 1
@@ -41,3 +43,18 @@ def check_count(name: str, value: Any, *, minimum: int = 0) -> int:
     if value > MAX_COUNT:
         raise InvalidInput(f"{name} must be at most 2**63 - 1, not {value!r}")
     return value
+
+
+def validation_message(exc: pydantic.ValidationError) -> str:
+    """pydantic's errors on one line: ``field: what is wrong (got value)``, joined by ``; ``.
+
+    pydantic's own text runs over several lines, with a documentation URL
+    under each error; an error message a user reads is one line.
+    """
+    parts = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "value"
+        got = repr(error.get("input"))
+        got = got if len(got) <= 60 else f"{got[:57]}..."
+        parts.append(f"{where}: {error['msg']} (got {got})")
+    return "; ".join(parts)

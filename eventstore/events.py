@@ -20,6 +20,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import pydantic
 
+from .checks import validation_message
 from .errors import InvalidEvent, InvalidInput, UpcastError
 
 
@@ -240,7 +241,8 @@ class EventRegistry:
             return model.model_validate({**data, "event_id": recorded.event_id})
         except pydantic.ValidationError as exc:
             raise UpcastError(
-                f"stored {recorded.type} at position {recorded.position} does not fit its model: {exc}"
+                f"stored {recorded.type} at position {recorded.position} does not fit its model: "
+                + validation_message(exc)
             ) from exc
 
     def validate(self, event_type: str, schema_version: int, data: Mapping[str, Any]) -> None:
@@ -251,4 +253,4 @@ class EventRegistry:
         try:
             model.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise InvalidEvent(f"{event_type} data fails validation: {exc}") from exc
+            raise InvalidEvent(f"{event_type} data fails validation: {validation_message(exc)}") from exc

@@ -21,6 +21,7 @@ from apscheduler.triggers.interval import (  # type: ignore[import-untyped]  # A
     IntervalTrigger,
 )
 
+from .checks import validation_message
 from .errors import InvalidInput
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -202,4 +203,4 @@ class MaintenanceConfig(_Model):
         try:
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise InvalidInput(f"{source}: {exc}") from exc
+            raise InvalidInput(f"{source}: {validation_message(exc)}") from exc

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import pydantic
 
 from eventstore import AppendResult, Event, EventStore, FlowNotFound, RevisionMismatch, Transaction
+from eventstore.checks import validation_message
 from eventstore.errors import (
     EventStoreError,
     FlowClosed,
@@ -72,7 +73,7 @@ def _make(event_class: type[EventT], /, **fields: Any) -> EventT:
     try:
         return event_class(**fields)
     except pydantic.ValidationError as exc:
-        raise InvalidInput(f"invalid {event_class.event_type}: {exc}") from exc
+        raise InvalidInput(f"invalid {event_class.event_type}: {validation_message(exc)}") from exc
 
 
 def _mapping(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -617,7 +618,9 @@ class FlowService:
         try:
             parsed = [GateOption.model_validate(option) for option in _listed("options", options)]
         except pydantic.ValidationError as exc:
-            raise InvalidInput(f"gate options must be {{value, label}} objects: {exc}") from exc
+            raise InvalidInput(
+                f"gate options must be {{value, label}} objects: {validation_message(exc)}"
+            ) from exc
 
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             _open_step(flow, step, "open a gate on")

@@ -363,8 +363,9 @@ class TestBadCommandInput:
     def test_invalid_field_values_are_invalid_input(self, service: FlowService) -> None:
         from eventstore import InvalidInput
 
-        with pytest.raises(InvalidInput, match="invalid FlowStarted"):
+        with pytest.raises(InvalidInput) as raised:
             service.start_flow("g", controller_id="c", goal=None, owner_session_key="s")  # type: ignore[arg-type]
+        assert str(raised.value) == "invalid FlowStarted: goal: Input should be a valid string (got None)"
         with pytest.raises(InvalidInput, match="invalid DecisionRecorded"):
             service.record_decision("f", actor="a", decision="d", confidence=float("nan"))
         for ttl in (1e300, float("nan"), 0, -1):
