@@ -26,8 +26,10 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .backends.base import VERIFY_COLUMNS
 from .checks import check_count
 from .errors import IntegrityViolation, InvalidInput, InvalidProof
+from .integrity import check_envelope
 from .log_tree import CACHE_HEIGHT, PAGE, cached_subtrees, fill_cache, loaded_tree, read_leaves, reading
 from .merkle import (
     RootBuilder,
@@ -316,6 +318,7 @@ def inclusion_proof(
                 "take a newer checkpoint first"
             )
         flow_id, revision = _where(conn, position)
+        _check_content(store, conn, position)
         index, size = position - 1, checkpoint.tree_size
 
         def path_of(subtree: Subtree) -> list[bytes]:
@@ -341,6 +344,23 @@ def _position_of(conn: sa.Connection, event: uuid.UUID | str | int) -> int:
     if found is None:
         raise InvalidInput(f"no stored event has id {event_id} (a pruned event is proved by its position)")
     return int(found)
+
+
+def _check_content(store: EventStore, conn: sa.Connection, position: int) -> None:
+    """A stored event's data, metadata and envelope still hash to the leaf a proof is about.
+
+    A proof is of the leaf, the event's stored ``hash``; an event whose
+    content was edited with its hash left alone would otherwise be "proven".
+    """
+    row = conn.execute(sa.select(*VERIFY_COLUMNS).where(flow_events.c.position == position)).first()
+    if row is None:
+        return  # pruned: only its hash is kept, and the proof is of that
+    problems = list(check_envelope(store._backend.stored_row(row)))
+    if problems:
+        raise IntegrityViolation(
+            f"the event at position {position} does not match its own hash ({problems[0].detail}): "
+            "it was changed after it was written; run `eventstore verify`"
+        )
 
 
 def _where(conn: sa.Connection, position: int) -> tuple[str, int]:

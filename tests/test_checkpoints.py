@@ -175,6 +175,21 @@ class TestProofs:
             "checkpoint 5: the log's root is not the signed root (an event it covers was changed)",
         ]
 
+    def test_an_event_edited_under_its_hash_is_not_proven(self, target: Target) -> None:
+        """The leaf is the stored hash; the event's content must still hash to it, or nothing is proven."""
+        with target.open() as store:
+            fill(store, "a", 3)
+            taken = cp.take_checkpoint(store, KEY)
+            drop_guards(store)
+            cast = "CAST(:data AS jsonb)" if store.dialect == "postgresql" else ":data"
+            with store.engine.begin() as conn:
+                edit = f"UPDATE flow_events SET data = {cast} WHERE position = 2"
+                conn.execute(sa.text(edit), {"data": '{"n": "forged"}'})
+            with pytest.raises(IntegrityViolation, match="position 2 does not match its own hash .data does"):
+                cp.inclusion_proof(store, 2, taken)
+            cp.inclusion_proof(store, 3, taken).verify(taken)  # the others still prove
+        assert "FAILED: the event at position 2 does not match" in run(target, "prove", "2", code=2)
+
     def test_pruned_events_stay_provable_and_deleted_ones_do_not(self, store: EventStore) -> None:
         fill(store, "a", 3)
         fill(store, "b", 2)

@@ -241,6 +241,7 @@ def _verify(ctx: click.Context, open_store: Any, errors: Any, trusted: Path | No
         verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
         click.echo(
             f"{verdict}: {report.checkpoints_checked} checkpoints over {report.events_checked} events checked"
+            " (their hashes; `eventstore verify` checks each event's content against its hash)"
         )
     if not report.ok:
         sys.exit(2)
