@@ -62,7 +62,10 @@ class CheckpointRow:
 
 @dataclass(frozen=True, slots=True)
 class ThreadInfo:
-    """A LangGraph thread as the read model knows it (all its namespaces together)."""
+    """A LangGraph thread as the read model knows it (all its namespaces together).
+
+    ``namespaces`` counts those not deleted, or, for a deleted thread, those it had.
+    """
 
     thread_id: str
     flow_id: str
@@ -249,14 +252,39 @@ class LangGraphQueries:
         rows = execute(conn, self._sql(conn).query(text), {"thread_id": thread_id})[0]
         return [(ns, flow_id, int(count), int(writes)) for ns, flow_id, count, writes in rows]
 
-    def latest(self, conn: sa.Connection, thread_id: str) -> list[tuple[str, str, int]]:
-        """``(namespace, latest checkpoint id, checkpoints)`` for each namespace with checkpoints."""
+    def heads(self, conn: sa.Connection, thread_id: str) -> list[tuple[str, str, int, str | None]]:
+        """``(namespace, latest checkpoint id, checkpoints, root)`` for each namespace with checkpoints.
+
+        ``root`` is the root graph's checkpoint that the latest one's subgraph
+        call started from (its metadata's ``parents[""]``) when that one is
+        saved, else None.
+        """
         text = (
-            "SELECT checkpoint_ns, max(checkpoint_id), count(*) FROM {checkpoints} "
-            "WHERE thread_id = :thread_id GROUP BY checkpoint_ns ORDER BY checkpoint_ns"
+            "SELECT h.checkpoint_ns, h.latest, h.n, c.metadata FROM (SELECT checkpoint_ns, "
+            "max(checkpoint_id) AS latest, count(*) AS n FROM {checkpoints} WHERE thread_id = :thread_id "
+            "GROUP BY checkpoint_ns) h JOIN {checkpoints} c ON c.thread_id = :thread_id "
+            "AND c.checkpoint_ns = h.checkpoint_ns AND c.checkpoint_id = h.latest ORDER BY h.checkpoint_ns"
         )
         rows = execute(conn, self._sql(conn).query(text), {"thread_id": thread_id})[0]
-        return [(ns, latest, int(count)) for ns, latest, count in rows]
+        roots = {ns: _root(json_value(metadata)) for ns, _, _, metadata in rows}
+        saved = self._saved_roots(conn, thread_id, sorted({r for r in roots.values() if r is not None}))
+        return [
+            (ns, latest, int(count), roots[ns] if roots[ns] in saved else None)
+            for ns, latest, count, _ in rows
+        ]
+
+    def _saved_roots(self, conn: sa.Connection, thread_id: str, checkpoint_ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        for part in chunks(checkpoint_ids, _PAIRS_PER_QUERY):
+            params: dict[str, Any] = {"thread_id": thread_id}
+            params.update({f"i{i}": checkpoint_id for i, checkpoint_id in enumerate(part)})
+            marks = ", ".join(f":i{i}" for i in range(len(part)))
+            text = (
+                "SELECT checkpoint_id FROM {checkpoints} WHERE thread_id = :thread_id "
+                f"AND checkpoint_ns = '' AND checkpoint_id IN ({marks})"
+            )
+            found.update(row[0] for row in execute(conn, self._sql(conn).query(text), params)[0])
+        return found
 
     def run_checkpoints(self, conn: sa.Connection, run_ids: Sequence[str]) -> list[tuple[str, str, str, str]]:
         """``(thread, namespace, checkpoint id, run id)`` of the checkpoints the runs saved."""
@@ -301,9 +329,10 @@ class LangGraphQueries:
             .scalar_subquery()
         )
         deleted = sa.func.count(t.c.deleted_at) == sa.func.count()
+        live = sa.func.count() - sa.func.count(t.c.deleted_at)  # prune deletes subgraph calls' namespaces
         query = sa.select(
             t.c.thread_id,
-            sa.func.count().label("namespaces"),
+            sa.case((deleted, sa.func.count()), else_=live).label("namespaces"),
             sa.func.sum(t.c.checkpoints).label("checkpoints"),
             sa.func.max(sa.case((t.c.checkpoint_ns == "", t.c.latest_checkpoint_id))).label("latest"),
             sa.func.min(t.c.created_at).label("created_at"),
@@ -377,18 +406,87 @@ def _row(row: Sequence[Any]) -> CheckpointRow:
     )
 
 
+def _root(metadata: Any) -> str | None:
+    """The root graph's checkpoint a subgraph's checkpoint names as its parent (``parents[""]``)."""
+    parents = metadata.get("parents") if isinstance(metadata, dict) else None
+    root = parents.get("") if isinstance(parents, dict) else None
+    return root if isinstance(root, str) else None
+
+
 def _metadata_filter(dialect: str, metadata: Mapping[str, Any], params: dict[str, Any]) -> list[str]:
-    """SQL that keeps every row whose metadata could equal the filter (never fewer)."""
+    """SQL that keeps every row whose metadata could equal the filter (never fewer).
+
+    The saver then checks each row with Python's ``==``, as LangGraph's
+    ``InMemorySaver`` does: ``None`` matches a missing key too, and ``1``,
+    ``1.0`` and ``True`` are equal. Values SQL could not compare that way
+    are left to that check alone.
+    """
     if dialect == "postgresql":
-        try:
-            params["metadata_filter"] = orjson.dumps(dict(metadata)).decode()
-        except TypeError:
-            return []
-        return ["metadata @> CAST(:metadata_filter AS jsonb)"]
+        return _contains(metadata, params)
     out = []
     for i, (key, value) in enumerate(metadata.items()):
-        plain_key = isinstance(key, str) and key.isidentifier()
-        if plain_key and isinstance(value, str | int | float) and not isinstance(value, bool):
-            params[f"m{i}"] = value
+        if not isinstance(key, str) or not key.isidentifier():
+            continue
+        # json_extract gives JSON's true as 1: equal to 1 and 1.0 in SQL as True is in Python
+        if _exact_number(value) or (isinstance(value, str) and _plain_text(value)):
+            params[f"m{i}"] = int(value) if isinstance(value, bool) else value
             out.append(f"json_extract(metadata, '$.{key}') = :m{i}")
     return out
+
+
+def _contains(metadata: Mapping[str, Any], params: dict[str, Any]) -> list[str]:
+    """``jsonb`` containment for the filter's keys whose equality containment implies.
+
+    Containment tells ``true`` from ``1``, which Python's ``==`` does not: a
+    0, 1 or bool is looked for as either. ``None`` (a missing key matches too)
+    is left out.
+    """
+    contained: dict[str, Any] = {}
+    either: list[str] = []
+    for i, (key, value) in enumerate(metadata.items()):
+        if not isinstance(key, str) or not _plain_text(key) or value is None:
+            continue
+        if _exact_number(value) and value in (0, 1):
+            names = [f"mf{i}", f"mf{i}b"]
+            params[names[0]] = orjson.dumps({key: int(value)}).decode()
+            params[names[1]] = orjson.dumps({key: bool(value)}).decode()
+            either.append("(" + " OR ".join(f"metadata @> CAST(:{n} AS jsonb)" for n in names) + ")")
+        elif _containable(value):
+            contained[key] = value
+    if contained:
+        params["metadata_filter"] = orjson.dumps(contained).decode()
+        either.insert(0, "metadata @> CAST(:metadata_filter AS jsonb)")
+    return either
+
+
+def _containable(value: Any) -> bool:
+    """A value that, if the row's value equals it, ``jsonb`` containment finds (no 0, 1 or bool in it)."""
+    if value is None:
+        return True
+    if isinstance(value, str):
+        return _plain_text(value)
+    if _exact_number(value):
+        return value not in (0, 1)
+    if isinstance(value, list | tuple):
+        return all(_containable(item) for item in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _plain_text(k) and _containable(v) for k, v in value.items())
+    return False
+
+
+def _exact_number(value: Any) -> bool:
+    """A bool, or a number SQL compares as Python does: within 2**53, a float's exact ints (no NaN)."""
+    if isinstance(value, bool):
+        return True
+    return isinstance(value, int | float) and abs(value) <= 2**53
+
+
+def _plain_text(text: str) -> bool:
+    """Text the database can compare: no NUL (``jsonb`` refuses it), no lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -149,3 +149,72 @@ def test_the_log_verifies_and_shows_who_approved(target: Target) -> None:
     assert any('"type":"InterruptRecorded"' in line and '"actor":"langgraph"' in line for line in lines)
     verify = _cli(target, "verify")
     assert verify.exit_code == 0, verify.output
+
+
+def ask(state: State) -> State:
+    return {"items": [interrupt(state["items"][-1])]}
+
+
+def asking(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
+    graph = StateGraph(State)
+    graph.add_node("ask", ask)
+    graph.add_edge(START, "ask")
+    graph.add_edge("ask", END)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def test_a_nul_in_a_question_or_answer_is_kept_in_the_blob_only(target: Target) -> None:
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        graph = asking(saver)
+        asked = graph.invoke({"items": ["q \x00"]}, _config("nul"))
+        answered = graph.invoke(Command(resume="a \x00"), _config("nul"))
+        writes = [w for e in saver.store.read_flow(flow_id_for("nul")) for w in e.data.get("writes", [])]
+    assert [i.value for i in asked["__interrupt__"]] == ["q \x00"]
+    assert answered == {"items": ["q \x00", "a \x00"]}
+    assert not any("value" in w for w in writes)
+
+
+def subgraphs(checkpointer: BaseCheckpointSaver[Any]) -> CompiledStateGraph[Any]:
+    """``plan``, then ``sub`` (a subgraph called afresh each run, asking a person), then ``kept``
+    (a ``checkpointer=True`` subgraph, whose state outlives each call)."""
+    sub = StateGraph(State)
+    sub.add_node("ask", ask)
+    sub.add_edge(START, "ask")
+    sub.add_edge("ask", END)
+    kept = StateGraph(State)
+    kept.add_node("finish", finish)
+    kept.add_edge(START, "finish")
+    kept.add_edge("finish", END)
+    graph = StateGraph(State)
+    graph.add_node("plan", plan)
+    graph.add_node("sub", sub.compile())
+    graph.add_node("kept", kept.compile(checkpointer=True))
+    for a, b in [(START, "plan"), ("plan", "sub"), ("sub", "kept"), ("kept", END)]:
+        graph.add_edge(a, b)
+    return graph.compile(checkpointer=checkpointer)
+
+
+def test_prune_deletes_subgraph_calls_with_their_root_checkpoint(target: Target) -> None:
+    """As LangGraph's PostgresSaver: a call goes unless it started from the root's kept checkpoint."""
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        graph, thread = subgraphs(saver), _config("calls")
+        for answer in ("a", "b"):
+            graph.invoke({"items": ["q"], "total": 0}, thread)
+            graph.invoke(Command(resume=answer), thread)
+        graph.invoke({"items": ["q"], "total": 0}, thread)  # waits in the third call
+        namespaces = [t.config["configurable"]["checkpoint_ns"] for t in saver.list(thread)]  # newest first
+        calls = {ns for ns in namespaces if ns.startswith("sub:")}
+        waiting = next(ns for ns in namespaces if ns in calls)
+        saver.prune(["calls"], actor="ops:eve")
+        left = [t.config["configurable"]["checkpoint_ns"] for t in saver.list(thread)]
+        assert sorted(left) == ["", "kept", waiting] and len(calls) == 3
+        assert saver.threads().items[0].namespaces == 3
+        for ns in calls - {waiting}:
+            deleted = list(saver.store.read_flow(flow_id_for("calls", ns)))[-1]
+            assert (deleted.type, deleted.data["reason"], deleted.metadata["actor"]) == (
+                "ThreadDeleted",
+                "prune",
+                "ops:eve",
+            )
+        assert graph.invoke(Command(resume="c"), thread)["items"][-4:] == ["q", "plan", "c", "done"]
+        assert saver.store.verify().ok

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.types import INTERRUPT
 
 from eventstore import EventStore, InvalidInput, NewEvent, ProjectionError, RecordedEvent
@@ -30,7 +32,7 @@ def saver(target: Target) -> Iterator[EventStoreSaver]:
 
 
 def put(
-    saver: EventStoreSaver,
+    saver: BaseCheckpointSaver[Any],
     thread: str,
     values: dict[str, Any],
     versions: dict[str, Any],
@@ -189,6 +191,49 @@ def test_listing_pages_filters_and_limits(saver: EventStoreSaver) -> None:
     assert len(list(saver.list(config))) == 230
     odd = list(saver.list(config, filter={"kind": "odd"}, limit=110))
     assert [t.metadata["step"] for t in odd] == list(range(229, 9, -2))
+
+
+def test_values_json_cannot_hold_are_kept_only_serialised(saver: EventStoreSaver) -> None:
+    config = put(saver, "t", {}, {})
+    odd = ["nul \x00", {"key \x00": 1}, "lone \ud800"]
+    for n, value in enumerate(odd):
+        saver.put_writes(config, [(INTERRUPT, value)], f"task-{n}")
+    assert [w.get("value") for e in events(saver, "t")[1:] for w in e.data["writes"]] == [None] * 3
+    stored = saver.get_tuple(config)  # LangGraph's serde itself cannot keep a lone surrogate
+    assert stored is not None and [w[2] for w in stored.pending_writes][:2] == odd[:2]
+    checkpoint = {**generate_checkpoint(), "note": "nul \x00"}  # a key outside LangGraph's own
+    extra = saver.put({"configurable": {"thread_id": "u"}}, checkpoint, {}, {})
+    found = saver.get_tuple(extra)
+    assert found is not None and found.checkpoint["note"] == "nul \x00"
+
+
+FILTERS: list[dict[str, Any]] = [
+    {"absent": None},
+    {"source": "loop", "absent": None},
+    {"user": None},
+    {"flag": 1},
+    {"flag": 1.0},
+    {"off": 0},
+    {"one": True},
+    {"nested": {"on": 1}},
+    {"big": 2**63},
+    {"user": "ann \ud800"},
+    {"user": "ann \x00"},
+    {"user": "ann", "flag": True},
+]
+
+
+def test_filters_give_in_memory_savers_answers(saver: EventStoreSaver) -> None:
+    """Python equality, as LangGraph's InMemorySaver and SqliteSaver: None matches a missing key, 1 True."""
+    reference = InMemorySaver()
+    metadata = {"user": "ann", "flag": True, "off": False, "one": 1, "nested": {"on": True}, "big": 2**63}
+    for each in (saver, reference):
+        put(each, "t", {}, {}, metadata=metadata)
+        put(each, "t", {}, {}, metadata={"user": "bob"})
+    config = {"configurable": {"thread_id": "t"}}
+    counts = [len(list(saver.list(config, filter=f))) for f in FILTERS]
+    assert counts == [len(list(reference.list(config, filter=f))) for f in FILTERS]
+    assert counts == [2, 2, 0, 1, 1, 1, 1, 1, 1, 0, 0, 1]
 
 
 def test_keep_latest_refuses_delta_channel_threads(saver: EventStoreSaver) -> None:

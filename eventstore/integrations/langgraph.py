@@ -31,6 +31,7 @@ import builtins
 import contextlib
 import copy
 import inspect
+import math
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
@@ -92,6 +93,8 @@ _JSON_KEYS = frozenset({"v", "id", "ts", "channel_versions", "versions_seen", "u
 _PAGE = 100
 _RETRIES = 20
 _IDS_PER_EVENT = 1000
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
 T = TypeVar("T")
 
 
@@ -533,8 +536,11 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
 
         Each thread is pruned in its own transaction. ``keep_latest`` deletes
         the checkpoints older than the latest (and their writes), so a run
-        saving meanwhile loses nothing; it refuses threads that use a
-        LangGraph ``DeltaChannel``, whose values need older checkpoints.
+        saving meanwhile loses nothing; and, as LangGraph's PostgreSQL saver,
+        the namespace of a subgraph call (its task id after a ``:``) whose
+        root checkpoint goes, unlike a ``checkpointer=True`` subgraph's, whose
+        state outlives each call. It refuses threads that use a LangGraph
+        ``DeltaChannel``, whose values need older checkpoints.
         """
         wanted = _ids(thread_ids, "thread_ids")
         if strategy not in PRUNE_STRATEGIES:
@@ -551,22 +557,41 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
 
             def append(tx: Transaction, thread_id: str = thread_id) -> None:
                 self._refuse_delta_threads(tx.connection, [thread_id])
-                for ns, latest, count in self._queries.latest(tx.connection, thread_id):
-                    if count < 2:
-                        continue
-                    data = {
-                        "thread_id": thread_id,
-                        "checkpoint_ns": ns,
-                        "reason": "prune",
-                        "strategy": "keep_latest",
-                        "before": latest,
-                        "checkpoints": count - 1,
-                    }
-                    tx.append(
-                        flow_id_for(thread_id, ns), [NewEvent(CHECKPOINTS_DELETED, data)], metadata=meta
-                    )
+                for ns, event in self._keep_latest(tx.connection, thread_id):
+                    tx.append(flow_id_for(thread_id, ns), [event], metadata=meta)
 
             self._write(append, lock=True)
+
+    def _keep_latest(self, conn: sa.Connection, thread_id: str) -> builtins.list[tuple[str, NewEvent]]:
+        """The events that prune a thread to its latest checkpoints, by namespace.
+
+        A subgraph call goes whole with the root checkpoint it started from,
+        once that one is saved (a run can save the call's checkpoints first)
+        and is not the root's latest: the call of a run waiting or running in
+        it stays.
+        """
+        heads = self._queries.heads(conn, thread_id)
+        kept_root = next((latest for ns, latest, _, _ in heads if ns == ""), None)
+        # LangGraph ends a call's namespace part with ":<task id>"; a checkpointer=True subgraph's has none
+        calls = {ns: root for ns, _, _, root in heads if ":" in ns and root is not None and root != kept_root}
+        writes: dict[str, int] = {}
+        if calls:
+            writes = {ns: count for ns, _, _, count in self._queries.live_namespaces(conn, thread_id)}
+        events = []
+        for ns, latest, count, _ in heads:
+            data: dict[str, Any] = {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "reason": "prune",
+                "strategy": "keep_latest",
+            }
+            if ns in calls:
+                data |= {"root_checkpoint_id": calls[ns], "checkpoints": count, "writes": writes.get(ns, 0)}
+                events.append((ns, NewEvent(THREAD_DELETED, data)))
+            elif count > 1:
+                data |= {"before": latest, "checkpoints": count - 1}
+                events.append((ns, NewEvent(CHECKPOINTS_DELETED, data)))
+        return events
 
     def _refuse_delta_threads(self, conn: sa.Connection, thread_ids: Sequence[str]) -> None:
         if delta := self._queries.delta_threads(conn, thread_ids):
@@ -892,16 +917,36 @@ def _matches(metadata: dict[str, Any], filter: dict[str, Any] | None) -> bool:
 
 
 def _plain_json(value: Any) -> bool:
-    """JSON that reads back as the same Python value (no tuples, dates or models)."""
-    if value is None or isinstance(value, str | bool | int):
+    """JSON that reads back as the same Python value (no tuples, dates or models), and that the store
+    takes: no NUL or lone surrogate in a string or key, no NaN, infinity or integer beyond 64 bits,
+    and no integral float of 1e16 or more, which it stores as an int (``eventstore.serialization``).
+    """
+    if value is None or isinstance(value, bool):
         return True
+    if isinstance(value, str):
+        return _plain_text(value)
+    if isinstance(value, int):
+        return _INT64_MIN <= value <= _UINT64_MAX
     if isinstance(value, float):
-        return value == value and value not in (float("inf"), float("-inf"))
+        return math.isfinite(value) and not (value.is_integer() and abs(value) >= 1e16)
     if isinstance(value, builtins.list):
         return all(_plain_json(item) for item in value)
     if isinstance(value, dict):
-        return all(isinstance(k, str) and _plain_json(v) for k, v in value.items())
+        return all(isinstance(k, str) and _plain_text(k) and _plain_json(v) for k, v in value.items())
     return False
+
+
+def _plain_text(text: str) -> bool:
+    """Text JSON in the store can hold: no NUL (``jsonb`` refuses it), no lone surrogate (not UTF-8)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _readable(value: Any) -> Any:
