@@ -5,7 +5,7 @@
 (``StepFailed``, ``StepTimedOut``, ``FlowFailed``) of a flow, a session, an
 actor or a correlation group, in log order, as frozen entries. A gate
 decision carries what the person saw: the prompt and options of the gate's
-``GateOpened``.
+``GateOpened`` (for a gate opened before its flow was forked, the origin's).
 
 Events link to each other through their metadata: ``causation_id`` is the
 event id of the event that caused this one, ``correlation_id`` groups every
@@ -121,6 +121,7 @@ class GateEntry(AuditEntry):
     timeout_seconds: float | None
     selections: tuple[str, ...]
     feedback: str
+    opened_flow_id: str | None  # the GateOpened's flow: a fork's origin, if opened before the fork
     opened_revision: int | None
     opened_at: datetime | None
     opened_by: str | None
@@ -373,23 +374,55 @@ def _entries(store: EventStore, events: Iterator[RecordedEvent]) -> Iterator[Aud
 
 
 def _opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | None:
-    """The last ``GateOpened`` of the decision's step before it: what the approver saw."""
+    """The last ``GateOpened`` of the decision's step before it: what the approver saw.
+
+    A fork carries its origin's open gates in its ``FlowForked`` copy, so when
+    the decision's flow has no opening of the step, it is looked for in the
+    origin up to the event the fork was taken at (and so on, for a fork of a
+    fork).
+    """
     step_id = decision.data.get("step_id")
     if not isinstance(step_id, str):
         return None
-    query = (
-        sa.select(*READ_COLUMNS)
-        .where(
-            audited,
-            _c.flow_id == decision.flow_id,
-            _c.type == "GateOpened",
-            _c.position < decision.position,
-            JsonText(_c.data, "step_id") == step_id,
+    flow_id, before = decision.flow_id, decision.position
+    seen = {flow_id}
+    while True:
+        query = (
+            sa.select(*READ_COLUMNS)
+            .where(
+                audited,
+                _c.flow_id == flow_id,
+                _c.type == "GateOpened",
+                _c.position < before,
+                JsonText(_c.data, "step_id") == step_id,
+            )
+            .order_by(_c.position.desc())
+            .limit(1)
         )
-        .order_by(_c.position.desc())
-        .limit(1)
-    )
-    return next(iter(store.query_events(query)), None)
+        found = next(iter(store.query_events(query)), None)
+        branch_point = _fork_point(store, flow_id) if found is None else None
+        if branch_point is None or branch_point.flow_id in seen:
+            return found
+        flow_id, before = branch_point.flow_id, branch_point.position + 1
+        seen.add(flow_id)
+
+
+def _fork_point(store: EventStore, flow_id: str) -> RecordedEvent | None:
+    """The origin's event a fork was taken at (as its ``FlowForked`` names it); None if not a fork.
+
+    None too when that event is gone (the origin was pruned) or is not the
+    one forked from (its hash differs).
+    """
+    first = next(iter(store.read_flow(flow_id, to_revision=1)), None)
+    if first is None or first.type != "FlowForked":
+        return None
+    origin, revision = first.data.get("origin_flow_id"), first.data.get("origin_revision")
+    if not isinstance(origin, str) or not origin or type(revision) is not int or revision < 1:
+        return None
+    point = next(iter(store.read_flow(origin, from_revision=revision, to_revision=revision)), None)
+    if point is None or point.hash != first.data.get("origin_hash"):
+        return None
+    return point
 
 
 def _gate_entry(event: RecordedEvent, common: dict[str, Any], opening: RecordedEvent | None) -> GateEntry:
@@ -404,6 +437,7 @@ def _gate_entry(event: RecordedEvent, common: dict[str, Any], opening: RecordedE
         timeout_seconds=_float(timeout),
         selections=tuple(str(value) for value in _list(data.get("selections"))),
         feedback=str(data.get("feedback", "")),
+        opened_flow_id=opening.flow_id if opening is not None else None,
         opened_revision=opening.revision if opening is not None else None,
         opened_at=opening.recorded_at if opening is not None else None,
         opened_by=_actor(opening) if opening is not None else None,

@@ -56,6 +56,7 @@ from .schema import (
     projection_checkpoints,
     snapshot_parts,
 )
+from .sqljson import JsonText
 from .store import EventStore, Transaction
 
 Pruner = Callable[[Transaction, Sequence[str]], None]
@@ -302,12 +303,12 @@ def _select(store: EventStore, policy: RetentionPolicy, limit: int) -> tuple[lis
     now = store.clock()
     chosen: list[tuple[Any, str]] = []
     held: list[str] = []
-    for status, event_type in ENDING_EVENTS.items():
+    for status in ENDING_EVENTS:
         age = policy.max_age(status)
         if age is None:
             continue
         cutoff = now - age
-        for flow_id, revision, last_at, is_held in _candidates(store, event_type, cutoff, limit):
+        for flow_id, revision, last_at, is_held in _candidates(store, status, cutoff, limit):
             if _status(store, flow_id, revision) != status:
                 continue  # ended otherwise, or changed since: not this status's to prune
             if is_held:
@@ -319,19 +320,28 @@ def _select(store: EventStore, policy: RetentionPolicy, limit: int) -> tuple[lis
 
 
 def _candidates(
-    store: EventStore, event_type: str, cutoff: datetime, limit: int
+    store: EventStore, status: str, cutoff: datetime, limit: int
 ) -> list[tuple[str, int, Any, bool]]:
-    """Flows with an ``event_type`` event whose last event is older than ``cutoff``, not pruned yet."""
+    """Flows that may have ``status``, whose last event is older than ``cutoff``, not pruned yet.
+
+    A flow gets a terminal status from its ending event (``FlowFinished``, ...),
+    or, a fork taken of a flow that had ended, from the state its
+    ``FlowForked`` event copies. Both are found through the index on the
+    event type (forks are few); ``_status`` then folds each candidate.
+    """
     c, m, e = flow_events.c, flow_events.alias("m").c, flow_events.alias("e").c
     t, h = flow_tombstones.c, legal_holds.c
-    ending = sa.select(e.flow_id).where(e.type == event_type)
+    ending = sa.select(e.flow_id).where(e.type == ENDING_EVENTS[status])
+    forked = sa.select(e.flow_id).where(
+        e.type == "FlowForked", JsonText(e.data, "snapshot", "flow", "status") == status
+    )
     last_revision = sa.select(sa.func.max(m.revision)).where(m.flow_id == c.flow_id).scalar_subquery()
     bound: Any = format_time(cutoff) if store.dialect == "sqlite" else cutoff
     is_held = sa.exists().where(h.flow_id == c.flow_id)
     query = (
         sa.select(c.flow_id, c.revision, c.recorded_at, is_held)
         .where(
-            c.flow_id.in_(ending),
+            c.flow_id.in_(ending.union_all(forked)),
             c.revision == last_revision,
             c.recorded_at < bound,
             ~sa.exists().where(t.flow_id == c.flow_id),

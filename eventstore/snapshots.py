@@ -117,9 +117,15 @@ class Steps(MutableMapping[str, StepState]):
     __hash__ = None  # type: ignore[assignment]  # mutable, like dict
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Steps:
-        """A copy that shares the unloaded parts (they are immutable) and copies the rest."""
-        clone = Steps(loader=self._loader)
-        clone._parts = [_Part(list(p.ids), p.hash, p.loaded) for p in self._parts]
+        """A self-contained copy: every part is read first, so the copy never needs the store.
+
+        A copy is what callers keep (``replay`` hands out copies), possibly
+        after the store is closed. Reading the parts needs it open, so copy
+        while it is; the parts read stay loaded here too.
+        """
+        self.load_all()
+        clone = Steps()
+        clone._parts = [_Part(list(p.ids), p.hash, loaded=True) for p in self._parts]
         clone._where = dict(self._where)
         clone._states = copy.deepcopy(self._states, memo)
         return clone

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .checks import check_count, check_names
-from .errors import FlowNotFound, InvalidInput
+from .errors import FlowNotFound, InvalidInput, StoreClosed
 from .events import AppendResult, RecordedEvent
 from .flows import (
     FOLD_VERSION,
@@ -69,7 +69,8 @@ def replay(
 ) -> Iterator[tuple[RecordedEvent, FlowView]]:
     """``(event, state after it)`` for each event of the flow from ``from_revision`` on.
 
-    Each state is a copy the caller may keep.
+    Each state is a self-contained copy the caller may keep, also after the
+    store is closed. Iterating reads from the store, so it must be open.
     """
     check_count("from_revision", from_revision, minimum=1)
     view = state_at(store, flow_id, revision=from_revision - 1) if from_revision > 1 else FlowView()
@@ -90,6 +91,11 @@ def state_at(
 
     With neither, the latest state. Revision 0 (or a time before the flow
     began) is the empty view. A revision past the flow's end is an error.
+
+    A state read from a snapshot reads its steps' parts from the store when
+    they are first used: use it while the store is open (a part read after
+    it closed raises ``StoreClosed``), or keep ``view.copy()`` or call
+    ``view.steps.load_all()`` first, which leave it self-contained.
     """
     if type(snapshot_every) is not int:
         raise InvalidInput(f"snapshot_every must be an int (0 or less: no snapshots), not {snapshot_every!r}")
@@ -289,19 +295,26 @@ def _decode(store: EventStore, flow_id: str, revision: int, head: dict[str, Any]
 def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
     """Reads a snapshot's parts when their steps are first used; the log answers for a bad one.
 
-    That may be long after ``state_at`` returned: once the store is closed, ``StoreClosed``.
+    That may be long after ``state_at`` returned: once the store is closed, ``StoreClosed``
+    saying so.
     """
     p = snapshot_parts.c
 
     def load(wanted: list[tuple[bytes, list[str]]]) -> dict[str, StepState]:
         bodies: dict[bytes, str] = {}
-        with store.reading() as conn:
-            for start in range(0, len(wanted), 500):
-                hashes = [part_hash for part_hash, _ in wanted[start : start + 500]]
-                query = sa.select(p.hash, p.body).where(
-                    p.flow_id == flow_id, p.fold_version == FOLD_VERSION, p.hash.in_(hashes)
-                )
-                bodies.update((bytes(h), body) for h, body in conn.execute(query))
+        try:
+            with store.reading() as conn:
+                for start in range(0, len(wanted), 500):
+                    hashes = [part_hash for part_hash, _ in wanted[start : start + 500]]
+                    query = sa.select(p.hash, p.body).where(
+                        p.flow_id == flow_id, p.fold_version == FOLD_VERSION, p.hash.in_(hashes)
+                    )
+                    bodies.update((bytes(h), body) for h, body in conn.execute(query))
+        except StoreClosed as exc:
+            raise StoreClosed(
+                f"the store is closed: this state of flow {flow_id!r} was read from a snapshot and reads "
+                "its steps when first used; keep view.copy() or call view.steps.load_all() before closing"
+            ) from exc
         steps: dict[str, StepState] = {}
         damaged: list[str] = []
         for part_hash, ids in wanted:
@@ -321,6 +334,16 @@ def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
 
 
 def _save_snapshots(store: EventStore, flow_id: str, pending: list[_Snapshot]) -> None:
+    """Store the snapshots folded on the way, and their new parts; a cache, so saving is idempotent.
+
+    Another caller folding the same flow may save the same snapshots at the
+    same moment (concurrent ``state_at`` calls, the maintenance ``snapshots``
+    job), so every row is an upsert: one already there is either that
+    caller's (the same fold of the same events: rewriting it changes
+    nothing) or untrustworthy, since ``_nearest_snapshot`` passed it over
+    (replaced by the one just folded). Rows go in key order, so two savers
+    lock them in the same order and cannot deadlock.
+    """
     now = format_time(store.clock())
     rows = [
         {
@@ -332,44 +355,39 @@ def _save_snapshots(store: EventStore, flow_id: str, pending: list[_Snapshot]) -
             "state_hash": digest(snapshot.head),
             "created_at": now,
         }
-        for snapshot in pending
+        for snapshot in sorted(pending, key=lambda snapshot: snapshot.revision)
     ]
     parts = {part_hash: body for snapshot in pending for part_hash, body in snapshot.parts.items()}
     with store.transaction() as tx:
         conn = tx.connection
+        dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         if parts:
-            dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-            insert = dialect_insert(snapshot_parts)
+            insert_parts = dialect_insert(snapshot_parts)
             conn.execute(
                 # A part already stored under its hash is rewritten: that repairs one edited since.
-                insert.on_conflict_do_update(
-                    index_elements=["flow_id", "fold_version", "hash"], set_={"body": insert.excluded.body}
+                insert_parts.on_conflict_do_update(
+                    index_elements=["flow_id", "fold_version", "hash"],
+                    set_={"body": insert_parts.excluded.body},
                 ),
                 [
-                    {"flow_id": flow_id, "fold_version": FOLD_VERSION, "hash": part_hash, "body": body}
-                    for part_hash, body in parts.items()
+                    {
+                        "flow_id": flow_id,
+                        "fold_version": FOLD_VERSION,
+                        "hash": part_hash,
+                        "body": parts[part_hash],
+                    }
+                    for part_hash in sorted(parts)
                 ],
             )
-        existing = {
-            row[0]
-            for row in conn.execute(
-                sa.select(flow_snapshots.c.revision).where(
-                    flow_snapshots.c.flow_id == flow_id,
-                    flow_snapshots.c.fold_version == FOLD_VERSION,
-                    flow_snapshots.c.revision.in_([r["revision"] for r in rows]),
-                )
-            )
-        }
-        stale = [r["revision"] for r in rows if r["revision"] in existing]
-        if stale:  # an untrustworthy snapshot is replaced by the one just folded
-            conn.execute(
-                flow_snapshots.delete().where(
-                    flow_snapshots.c.flow_id == flow_id,
-                    flow_snapshots.c.fold_version == FOLD_VERSION,
-                    flow_snapshots.c.revision.in_(stale),
-                )
-            )
-        conn.execute(flow_snapshots.insert(), rows)
+        insert = dialect_insert(flow_snapshots)
+        replaced = ("event_hash", "state", "state_hash", "created_at")
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["flow_id", "revision", "fold_version"],
+                set_={column: insert.excluded[column] for column in replaced},
+            ),
+            rows,
+        )
 
 
 def _diff(before: Any, after: Any, path: str, out: list[Change]) -> None:

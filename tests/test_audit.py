@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+from click.testing import CliRunner
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.schema import CreateIndex
 
@@ -27,6 +28,7 @@ from eventstore.audit import (
     find_event,
     session_flows,
 )
+from eventstore.cli import main
 from eventstore.flows import GateOption
 from eventstore.schema import flow_events
 from eventstore.timetravel import fork
@@ -177,6 +179,42 @@ class TestAuditTrail:
         plain = orjson.loads(orjson.dumps(entry.as_dict()))
         assert plain["kind"] == "gate" and plain["options"] == [{"value": "yes", "label": "Yes"}]
         assert plain["recorded_at"] == "2030-01-01T09:02:00.000000Z"
+
+
+def approved_in_forks(store: EventStore) -> None:
+    """Gate opened on o@3; o2 forks o there, o3 forks o2; o reopens it later; o2 and o3 approve."""
+    start = NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": "s"})
+    store.append("o", [start, NewEvent("StepScheduled", {"step_id": "pay", "name": "pay", "run_id": "o/1"})])
+    options = [{"value": "yes", "label": "Yes"}]
+    opened = NewEvent("GateOpened", {"step_id": "pay", "prompt": "Pay $9?", "options": options})
+    store.append("o", [opened], metadata={"actor": "agent:bot"})
+    fork(store, "o", at_revision=3, new_flow_id="o2")
+    fork(store, "o2", at_revision=1, new_flow_id="o3")
+    store.append("o", [NewEvent("GateOpened", {"step_id": "pay", "prompt": "after the fork"})])
+    for flow_id in ("o2", "o3"):
+        store.append(
+            flow_id, [NewEvent("GateApproved", {"step_id": "pay", "by": "ann", "selections": ["yes"]})]
+        )
+
+
+class TestForks:
+    def test_an_approval_in_a_fork_shows_what_was_seen_before_the_fork(self, store: EventStore) -> None:
+        approved_in_forks(store)
+        for flow_id in ("o2", "o3"):  # a fork, and a fork of a fork
+            (approval,) = audit_trail(store, flow_id=flow_id)
+            assert isinstance(approval, GateEntry) and approval.action == "approved"
+            assert (approval.prompt, approval.options) == ("Pay $9?", (GateOption(value="yes", label="Yes"),))
+            opened = (approval.opened_flow_id, approval.opened_revision, approval.opened_by)
+            assert opened == ("o", 3, "agent:bot")
+
+    def test_the_audit_command_shows_what_was_seen_in_the_origin(self, target: Target) -> None:
+        with target.open() as store:
+            approved_in_forks(store)
+        schema = target.options.get("schema")
+        prefix = ["--url", target.url, *(["--schema", schema] if schema else [])]
+        result = CliRunner().invoke(main, [*prefix, "audit", "--flow", "o3"], color=False)
+        assert result.exit_code == 0, result.output
+        assert 'saw "Pay $9?" [yes], opened at o@3 by agent:bot' in result.output
 
 
 class TestCausation:

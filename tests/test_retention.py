@@ -42,6 +42,7 @@ from eventstore.retention import (
     restore,
     run_retention,
 )
+from eventstore.timetravel import fork
 from projections import FlowProjection, FlowQueries, FlowService
 from projections.base import REBUILD_LEASE, _claim
 from projections.pruning import prune_flow_read_models
@@ -125,6 +126,15 @@ class TestRun:
         assert_matches_rebuild(flows)
         take_checkpoint(flows, key)
         assert verify_checkpoints(flows, key.public_key()).ok
+
+    def test_a_fork_of_a_finished_flow_is_pruned_as_finished(self, flows: EventStore, tmp_path: Path) -> None:
+        fork(flows, "f1", at_revision=3, new_flow_id="f1-copy")  # finished: its FlowForked copy says so
+        fork(flows, "f4", at_revision=2, new_flow_id="f4-copy")  # running
+        assert retain(flows, tmp_path, T0 + 31 * DAY, dry_run=True).eligible == ("f1", "f1-copy", "f2")
+        report = retain(flows, tmp_path, T0 + 31 * DAY)
+        assert report.pruned == ("f1", "f1-copy", "f2") and flows.revision("f4-copy") == 1
+        assert flows.verify().ok
+        assert_matches_rebuild(flows)
 
     def test_a_store_with_the_flow_projection_prunes_its_read_models_itself(
         self, flows: EventStore, tmp_path: Path

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
+from click.testing import CliRunner
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, NewEvent
+from eventstore.cli import main
 from eventstore.flows import FOLD_VERSION, FlowView, step_to_dict, view_to_dict
 from eventstore.integrity import digest
 from eventstore.schema import flow_snapshots
@@ -221,3 +226,72 @@ class TestDiffForkWhatIf:
             what_if(flow_store, "nope")
         flow_store.append("raw", [NewEvent("Note", {})])
         assert what_if(flow_store, "raw") == FlowView()
+
+
+def wide_flow(store: EventStore) -> int:
+    """A flow of 1021 revisions and 340 steps (two snapshot parts), snapshotted at revision 1000."""
+    events = [NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": "s"})]
+    for n in range(340):
+        sid = f"s{n:04d}"
+        events += [
+            NewEvent("StepScheduled", {"step_id": sid, "name": "tool", "run_id": f"r{n}", "position": n}),
+            NewEvent("StepStarted", {"step_id": sid}),
+            NewEvent("StepCompleted", {"step_id": sid, "result": {"n": n}}),
+        ]
+    store.append("f", events)
+    state_at(store, "f")  # leaves the snapshot at 1000 (snapshot_every=1000)
+    return store.revision("f")
+
+
+class TestStatesOutliveTheStore:
+    def test_replayed_states_from_a_snapshot_are_usable_after_the_store_closes(
+        self, store: EventStore
+    ) -> None:
+        head = wide_flow(store)
+        kept = [view for _, view in replay(store, "f", from_revision=1001)]
+        expected = [folded(store, "f", revision) for revision in (1001, head)]
+        store.close()
+        assert kept[-1].steps["s0000"].status == "completed"
+        assert [kept[0], kept[-1]] == expected
+
+    def test_a_copy_of_a_state_read_from_a_snapshot_is_usable_after_the_store_closes(
+        self, store: EventStore
+    ) -> None:
+        wide_flow(store)
+        kept = state_at(store, "f", revision=1001).copy()
+        expected = folded(store, "f", 1001)
+        store.close()
+        assert kept == expected
+
+    def test_state_json_on_the_command_line_reads_from_a_snapshot(self, target: Target) -> None:
+        with target.open() as store:
+            wide_flow(store)
+            expected = view_to_dict(folded(store, "f", 1001))
+        schema = target.options.get("schema")
+        prefix = ["--url", target.url, *(["--schema", schema] if schema else [])]
+        result = CliRunner().invoke(main, [*prefix, "state", "f", "--at", "1001", "--json"])
+        assert result.exit_code == 0, result.output
+        assert orjson.loads(result.output) == expected
+
+
+class TestConcurrentSnapshots:
+    def test_concurrent_state_at_calls_saving_the_same_snapshot_all_succeed(self, target: Target) -> None:
+        with target.open() as store:
+            start = NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": "s"})
+            store.append("f", [start, *(NewEvent("Noted", {"n": n}) for n in range(1100))])
+            expected = folded(store, "f", 1100)
+
+        def read(barrier: threading.Barrier) -> FlowView:
+            with target.open() as mine:
+                barrier.wait()  # all four fold, then save the snapshot at 1000, at once
+                view = state_at(mine, "f", revision=1100)
+                view.steps.load_all()
+                return view
+
+        for _ in range(5):
+            with target.open() as store, store.transaction() as tx:
+                tx.connection.execute(flow_snapshots.delete())  # a cache: each round starts without it
+            barrier = threading.Barrier(4)
+            with ThreadPoolExecutor(4) as pool:
+                results = [pool.submit(read, barrier) for _ in range(4)]
+                assert [future.result() for future in results] == [expected] * 4

@@ -169,7 +169,7 @@ def _entry_lines(entry: AuditEntry) -> list[str]:
         lines = [head + f"on {entry.step_id}" + _paren([chose, feedback])]
         if entry.opened_revision is not None:
             saw = f'saw "{cut(entry.prompt or "", 60)}"' + (f" [{options}]" if options else "")
-            opened = f"{entry.flow_id}@{entry.opened_revision}"
+            opened = f"{entry.opened_flow_id or entry.flow_id}@{entry.opened_revision}"
             lines.append(f"{indent}{saw}, opened at {opened} by {entry.opened_by or '-'}")
         return lines
     assert isinstance(entry, FailureEntry)  # the three kinds are exhaustive

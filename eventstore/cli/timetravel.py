@@ -156,7 +156,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 revision=where if isinstance(where, int) else None,
                 at=where if isinstance(where, datetime) else None,
             )
-        data = view_to_dict(view)
+            data = view_to_dict(view)  # while the store is open: it reads the snapshot's parts
         if as_json:
             click.echo(orjson.dumps(data).decode())
             return
