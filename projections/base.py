@@ -29,6 +29,7 @@ from eventstore.aio import pause
 from eventstore.errors import ConcurrencyError, ProjectionError, StoreBusy
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite
+from eventstore.schema import metadata as store_metadata
 from eventstore.schema import projection_checkpoints as checkpoints
 
 from .rowio import run
@@ -89,6 +90,13 @@ class Projection:
         if not self.name:
             raise ProjectionError(f"{type(self).__name__} must set a name")
         self._tables = self.build_tables("", "")
+        for table in self._tables:
+            base = table.removesuffix(REBUILD_SUFFIX)
+            if base in store_metadata.tables or base == "alembic_version":
+                raise ProjectionError(
+                    f"projection {self.name!r} names the table {table!r}, one of the event store's own; "
+                    "give its tables names of their own"
+                )
 
     def define_tables(self, metadata: sa.MetaData) -> None:
         """Declare this projection's tables on ``metadata``."""
@@ -213,6 +221,8 @@ def ensure(store: EventStore, projection: Projection) -> None:
         current = read_checkpoint(conn, projection.name, lock=True)
         if current is not None and current.version == projection.version:
             return
+        if current is None:
+            _refuse_taken_tables(conn, projection)
         if current is None and not store_has_events(conn):
             tag = secrets.token_hex(4)
             for table in projection.build_tables("", tag).values():
@@ -220,6 +230,20 @@ def ensure(store: EventStore, projection: Projection) -> None:
             write_checkpoint(store, conn, projection, position=0, build=tag)
             return
     rebuild(store, projection, wait=True, only_if_outdated=True)
+
+
+def _refuse_taken_tables(conn: sa.Connection, projection: Projection) -> None:
+    """A projection never built must not find its tables there: they belong to someone else,
+    and a rebuild's swap would drop them."""
+    names = list(projection.tables)
+    inspector = sa.inspect(conn)
+    taken = [name for name in names if inspector.has_table(name)]
+    if taken:
+        raise ProjectionError(
+            f"projection {projection.name!r} has never been built here, but its table(s) "
+            f"{', '.join(map(repr, taken))} exist: they belong to another projection or to the "
+            "application; give its tables names of their own"
+        )
 
 
 def store_has_events(conn: sa.Connection) -> bool:
@@ -303,11 +327,12 @@ def rebuild(
             raise ProjectionError(f"a rebuild of {projection.name!r} is already running")
         pause(0.25)  # another process is rebuilding; its lease renews every batch
     try:
-        if only_if_outdated:
-            with store.reading() as conn:
-                current = read_checkpoint(conn, projection.name)
-            if current is not None and current.version == projection.version:
-                return Progress(0, 0, 0.0)
+        with store.reading() as conn:
+            current = read_checkpoint(conn, projection.name)
+            if current is None:
+                _refuse_taken_tables(conn, projection)
+        if only_if_outdated and current is not None and current.version == projection.version:
+            return Progress(0, 0, 0.0)
         return _rebuild(store, projection, tag, batch_size, progress)
     finally:
         with store.transaction() as tx:

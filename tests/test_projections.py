@@ -354,3 +354,35 @@ def test_cleared_read_model_fields_are_stored_as_null(target: Target) -> None:
             ).one()
         assert tuple(nulls) == (1, 1)
         assert FlowQueries(store).flow("f").wait is None
+
+
+class TestTablesOfTheirOwn:
+    """A projection's rebuild drops and replaces its tables: they must be its own."""
+
+    @staticmethod
+    def naming(table: str) -> type[Projection]:
+        class Clashing(DecisionsByActor):
+            name: ClassVar[str] = "clashing"
+
+            def define_tables(self, metadata: sa.MetaData) -> None:
+                sa.Table(table, metadata, sa.Column("actor", sa.String(200), primary_key=True))
+
+        return Clashing
+
+    @pytest.mark.parametrize("table", ["flow_events", "event_positions", "alembic_version"])
+    def test_the_stores_own_tables_are_refused(self, table: str) -> None:
+        with pytest.raises(ProjectionError, match=f"names the table '{table}', one of the event store's own"):
+            self.naming(table)()
+
+    @pytest.mark.parametrize("events", [0, 2], ids=["empty log", "log with events"])
+    def test_another_projections_table_is_refused_and_kept(self, target: Target, events: int) -> None:
+        with target.open(projections=[FlowProjection()]) as store:
+            for n in range(events):
+                FlowService(store).start_flow(f"f{n}", controller_id="c", goal="g", owner_session_key="s")
+            before = snapshot(store)
+            with pytest.raises(ProjectionError, match=r"its table\(s\) 'sessions' exist"):
+                CatchUpRunner(store, self.naming("sessions")())
+            with pytest.raises(ProjectionError, match="has never been built here"):
+                rebuild(store, self.naming("sessions")())
+            assert snapshot(store) == before
+            assert store.verify().ok and store.last_position() == events
