@@ -223,7 +223,7 @@ def flow_registry() -> EventRegistry:
 
 # -- state -----------------------------------------------------------------
 
-FOLD_VERSION = 1
+FOLD_VERSION = 2  # 2: a flow starts once; a later FlowStarted or FlowForked in its stream restarts nothing
 """Bumped whenever ``fold`` changes what it produces: snapshots made by another
 version are ignored, and the flow projection's version follows it."""
 
@@ -322,10 +322,11 @@ class FlowView:
     def apply(self, event: RecordedEvent | FoldInput) -> None:
         step_id = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
         step = self.steps.get(step_id) if isinstance(step_id, str) else None
+        started = self.flow is None
         self.flow, step = fold(self.flow, step, event)
         if step is not None:
             self.steps[step.step_id] = step
-        if event.type == "FlowForked" and self.flow is not None:
+        if event.type == "FlowForked" and started and self.flow is not None:
             self.steps = _steps(forked_steps(event))
 
     def copy(self) -> FlowView:
@@ -424,7 +425,10 @@ def fold(
     """Apply one event to a flow and (for step events) its step, in place.
 
     Events of types outside the vocabulary still count: they advance the
-    flow's revision and event count. Events before ``FlowStarted`` are ignored.
+    flow's revision and event count. Events before ``FlowStarted`` are ignored;
+    a second ``FlowStarted`` (or ``FlowForked``) in a started flow's stream,
+    which only a writer bypassing ``FlowService`` can append, counts like
+    any other event and changes nothing else.
     The fold never fails on what the log holds: a field missing from an old or
     hand-written event falls back to an empty value (stores with the flow
     projection validate vocabulary events when they are appended).
@@ -432,7 +436,9 @@ def fold(
     data = event.data
     at = event.recorded_at
     kind = event.type
-    if kind == "FlowForked":
+    if flow is not None:
+        pass  # a flow starts once: a later start in its stream only counts, as any other event
+    elif kind == "FlowForked":
         flow = _forked_flow(event)
     elif kind == "FlowStarted":
         flow = FlowState(

@@ -26,6 +26,7 @@ from sqlalchemy.sql.elements import quoted_name
 
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.aio import pause
+from eventstore.checks import check_count
 from eventstore.errors import ConcurrencyError, ProjectionError, StoreBusy
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite
@@ -321,6 +322,7 @@ def rebuild(
     One rebuild of a projection runs at a time: another one raises
     ``ProjectionError``, or with ``wait=True`` waits for it.
     """
+    check_count("batch_size", batch_size, minimum=1)
     tag = secrets.token_hex(4)
     while not _claim(store, projection, tag):
         if not wait:
@@ -530,6 +532,7 @@ class CatchUpRunner:
     """
 
     def __init__(self, store: EventStore, projection: Projection, *, batch_size: int = 500) -> None:
+        check_count("batch_size", batch_size, minimum=1)
         self.store = store
         self.projection = projection
         self.batch_size = batch_size

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -42,6 +42,10 @@ from .rowio import TableIO, _sqlite_time, pipelined, run
 from .types import JSON, UTCDateTime
 
 ID = sa.String(MAX_FLOW_ID_LENGTH)
+NAME = sa.Text
+"""Names and keys the events carry (sessions, steps, runs, owners): as long as the log holds them."""
+_CONTINUING = frozenset(model.event_type for model in FLOW_EVENTS) - {"FlowStarted", "FlowForked"}
+"""The vocabulary's events that only a started flow has."""
 WARM_FLOWS = 4096
 """How many flows' states a FlowProjection remembers for the next command (least recent go)."""
 WARM_STEPS = 1000
@@ -55,7 +59,7 @@ class FlowProjection(Projection):
     """Inline projection of flows, their steps, and the sessions that own them."""
 
     name: ClassVar[str] = "flows"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2  # 2: names as text; a run id may repeat in the log; the fold's version 2
     kind: ClassVar[str] = "inline"
 
     def define_tables(self, metadata: sa.MetaData) -> None:
@@ -63,21 +67,21 @@ class FlowProjection(Projection):
             "flows",
             metadata,
             sa.Column("flow_id", ID, primary_key=True),
-            sa.Column("controller_id", ID, nullable=False),
+            sa.Column("controller_id", NAME, nullable=False),
             sa.Column("goal", sa.Text, nullable=False),
-            sa.Column("owner_session_key", ID, nullable=False),
-            sa.Column("requester_origin", ID),
-            sa.Column("parent_flow_id", ID),
+            sa.Column("owner_session_key", NAME, nullable=False),
+            sa.Column("requester_origin", NAME),
+            sa.Column("parent_flow_id", NAME),
             sa.Column("state", JSON, nullable=False),
             sa.Column("status", sa.String(16), nullable=False),
-            sa.Column("current_step", ID),
+            sa.Column("current_step", NAME),
             sa.Column("wait", JSON),
             sa.Column("cancel_requested", sa.Boolean, nullable=False),
             sa.Column("result", JSON),
             sa.Column("error", JSON),
             sa.Column("revision", sa.Integer, nullable=False),
             sa.Column("event_count", sa.Integer, nullable=False),
-            sa.Column("lease_owner", ID),
+            sa.Column("lease_owner", NAME),
             sa.Column("lease_generation", sa.Integer, nullable=False),
             sa.Column("lease_expires_at", UTCDateTime),
             sa.Column("created_at", UTCDateTime),
@@ -91,14 +95,14 @@ class FlowProjection(Projection):
             "flow_steps",
             metadata,
             sa.Column("flow_id", ID, primary_key=True),
-            sa.Column("step_id", ID, primary_key=True),
-            sa.Column("name", ID, nullable=False),
-            sa.Column("run_id", ID, nullable=False),
+            sa.Column("step_id", NAME, primary_key=True),
+            sa.Column("name", NAME, nullable=False),
+            sa.Column("run_id", NAME, nullable=False),
             sa.Column("task", JSON, nullable=False),
-            sa.Column("runtime", ID),
+            sa.Column("runtime", NAME),
             sa.Column("position", sa.Integer, nullable=False),
             sa.Column("iteration", sa.Integer, nullable=False),
-            sa.Column("child_session_key", ID),
+            sa.Column("child_session_key", NAME),
             sa.Column("status", sa.String(16), nullable=False),
             sa.Column("attempts", sa.Integer, nullable=False),
             sa.Column("retry_count", sa.Integer, nullable=False),
@@ -110,7 +114,7 @@ class FlowProjection(Projection):
             sa.Column("gate_prompt", sa.Text),
             sa.Column("gate_options", JSON),
             sa.Column("gate_timeout_seconds", sa.Float),
-            sa.Column("gate_by", ID),
+            sa.Column("gate_by", NAME),
             sa.Column("gate_feedback", sa.Text),
             sa.Column("gate_selections", JSON),
             sa.Column("scheduled_at", UTCDateTime),
@@ -118,7 +122,7 @@ class FlowProjection(Projection):
             sa.Column("finished_at", UTCDateTime),
             sa.Column("updated_at", UTCDateTime),
             sa.Column("revision", sa.Integer, nullable=False),
-            sa.Index("uq_flow_steps_run", "flow_id", "run_id", unique=True),
+            sa.Index("ix_flow_steps_run", "flow_id", "run_id"),
             sa.Index("ix_flow_steps_position", "flow_id", "position", "step_id"),
             sa.Index("ix_flow_steps_status", "flow_id", "status"),
             sa.Index("ix_flow_steps_name", "flow_id", "name"),
@@ -126,7 +130,7 @@ class FlowProjection(Projection):
         sa.Table(
             "sessions",
             metadata,
-            sa.Column("session_key", ID, primary_key=True),
+            sa.Column("session_key", NAME, primary_key=True),
             *(sa.Column(status, sa.Integer, nullable=False) for status in FLOW_STATUSES),
             sa.Column("event_count", sa.Integer, nullable=False),
             sa.Column("first_activity_at", UTCDateTime, nullable=False),
@@ -162,11 +166,12 @@ class FlowProjection(Projection):
         found = steps.select(tx.connection, {"flow_id": flow_id, "run_id": run_id})
         if not found:
             return None
-        step = StepState(*found[0])
+        row = min(found, key=lambda values: _first_scheduled(StepState(*values)))
+        step = StepState(*row)
         key = ("step", flow_id, step.step_id)
         if key not in tx.memo:
             tx.memo[key] = step
-            tx.memo["row", *key] = steps.encode(found[0])
+            tx.memo["row", *key] = steps.encode(row)
         return tx.memo[key]  # type: ignore[no-any-return]  # memo values are states
 
     def _load(self, tx: Transaction, flow_ids: Iterable[str], step_keys: Iterable[tuple[str, str]]) -> None:
@@ -285,7 +290,7 @@ class FlowProjection(Projection):
             memo[flow_key] = flows[event.flow_id] = flow
             if step is not None:
                 memo["step", event.flow_id, step.step_id] = steps[event.flow_id, step.step_id] = step
-            if event.type == "FlowForked":
+            if event.type == "FlowForked" and before is None:
                 for copied in forked_steps(event):
                     memo["step", event.flow_id, copied.step_id] = steps[event.flow_id, copied.step_id] = (
                         copied
@@ -343,12 +348,13 @@ class FlowProjection(Projection):
                     step_id = event.data.get("step_id")
                     if isinstance(step_id, str):
                         step = steps.get(step_id)
+                started = flow is None
                 flow, step = fold(flow, step, event)
                 if flow is None:
                     continue
                 if step is not None:
                     steps[step.step_id] = step
-                if event.type == "FlowForked":
+                if event.type == "FlowForked" and started:
                     steps.update((copied.step_id, copied) for copied in forked_steps(event))
                 # Sessions count a flow whole: its events, its activity span, its final status.
                 counted += 1
@@ -367,13 +373,25 @@ class FlowProjection(Projection):
         return done
 
     def _fill_gaps(self, tx: Transaction, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
-        """Events preceded by any the read model missed (appended without this projection)."""
+        """Events preceded by any the read model missed (appended without this projection).
+
+        A flow with no row either is not a flow (a stream of other events,
+        left alone) or was started by a writer without this projection: a
+        vocabulary event that is not a start says which, and the log is then
+        read from its beginning.
+        """
         memo = tx.memo
         out: list[RecordedEvent] = []
         seen: dict[str, int] = {}
         for event in events:
             flow = memo.get(("flow", event.flow_id))
-            folded = seen.get(event.flow_id, flow.revision if flow is not None else event.revision - 1)
+            if flow is not None:
+                known = flow.revision
+            elif event.type in _CONTINUING:
+                known = 0  # a flow's event, and the read model has no flow: its start was missed
+            else:
+                known = event.revision - 1
+            folded = seen.get(event.flow_id, known)
             if event.revision > folded + 1:
                 missing = list(
                     tx.store.read_flow(
@@ -488,6 +506,40 @@ def _count(sessions: dict[str, dict[str, Any]], flow: FlowState, before: str | N
 
 
 _NEVER = datetime.min
+
+
+@contextmanager
+def _snapshot(conn: sa.Connection) -> Iterator[None]:
+    """The reads inside see one snapshot of the tables (a page and its total agree)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
+        return
+    conn.exec_driver_sql("BEGIN")  # reads are autocommit on SQLite: one transaction holds the snapshot
+    try:
+        yield
+    finally:
+        conn.exec_driver_sql("ROLLBACK")
+
+
+@contextmanager
+def _text_checked() -> Iterator[None]:
+    """Text the drivers cannot encode (a lone surrogate) is the caller's ``InvalidInput``."""
+    try:
+        yield
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(
+            f"text must be valid UTF-8 (it holds {exc.object[exc.start : exc.end]!r})"
+        ) from exc
+
+
+def _first_scheduled(step: StepState) -> tuple[datetime, str]:
+    """The order steps of one run are found in: the first scheduled (``FlowService`` schedules one
+    step a run; a log written otherwise may hold more)."""
+    at = step.scheduled_at
+    return (at.replace(tzinfo=None) if at is not None else _NEVER, step.step_id)
+
+
 _flow_of = attrgetter("flow_id")
 _NO_PIPELINE = nullcontext()
 
@@ -583,14 +635,15 @@ class FlowQueries:
         self.store = store
 
     def _rows(self, query: sa.Select[Any]) -> list[Any]:
-        with self.store.reading() as conn:  # the store translates driver errors
+        with _text_checked(), self.store.reading() as conn:  # the store translates driver errors
             return list(conn.execute(query))
 
     def _page(
         self, query: sa.Select[Any], order: Sequence[Any], offset: int, limit: int
     ) -> tuple[list[Any], int]:
+        """A page of rows and the total, both from one snapshot of the tables."""
         check_page(offset, limit)
-        with self.store.reading() as conn:
+        with _text_checked(), self.store.reading() as conn, _snapshot(conn):
             total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
             rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit)))
         return rows, total
@@ -632,7 +685,13 @@ class FlowQueries:
 
     def step_by_run(self, flow_id: str, run_id: str) -> StepState:
         steps = _live()["flow_steps"]
-        rows = self._rows(sa.select(steps).where(steps.c.flow_id == flow_id, steps.c.run_id == run_id))
+        query = (
+            sa.select(steps)
+            .where(steps.c.flow_id == flow_id, steps.c.run_id == run_id)
+            .order_by(steps.c.scheduled_at, steps.c.step_id)
+            .limit(1)
+        )
+        rows = self._rows(query)
         if not rows:
             raise StepNotFound(flow_id, f"run {run_id}")
         return StepState(**rows[0]._mapping)

@@ -22,6 +22,7 @@ import orjson
 import sqlalchemy as sa
 
 from eventstore.backends.base import driver_error
+from eventstore.errors import InvalidInput
 
 from .types import UTCDateTime
 
@@ -72,6 +73,10 @@ def run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> li
         return [] if many else list(cursor.fetchall())
     except conn.dialect.loaded_dbapi.Error as exc:
         raise driver_error(conn, exc, sql, params, cursor) from exc
+    except UnicodeEncodeError as exc:  # a lone surrogate: the drivers raise it as is
+        raise InvalidInput(
+            f"text must be valid UTF-8 (it holds {exc.object[exc.start : exc.end]!r})"
+        ) from exc
     finally:
         if cursor is not None:
             cursor.close()

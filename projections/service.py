@@ -58,6 +58,7 @@ from eventstore.flows import (
     StepState,
     StepTimedOut,
 )
+from eventstore.preparation import check_flow_id
 
 from .base import hold_appends
 from .flows import FlowProjection
@@ -68,8 +69,34 @@ _MAX_TTL = 366 * 24 * 3600  # a lease of more than a year is a bug, not a lease
 EventT = TypeVar("EventT", bound=Event)
 
 
+MAX_NAME_LENGTH = 500
+"""The longest name or key (step, run, session, owner, ...) a command takes, in characters: the read
+models index them, and PostgreSQL's index entries hold about 2.7 kB."""
+_NAMES = frozenset(
+    {
+        "controller_id",
+        "owner_session_key",
+        "requester_origin",
+        "parent_flow_id",
+        "current_step",
+        "step_id",
+        "name",
+        "run_id",
+        "runtime",
+        "child_session_key",
+        "by",
+        "owner_token",
+    }
+)
+
+
 def _make(event_class: type[EventT], /, **fields: Any) -> EventT:
     """Build a vocabulary event; bad field values are the caller's ``InvalidInput``."""
+    for field, value in fields.items():
+        if field in _NAMES and isinstance(value, str) and len(value) > MAX_NAME_LENGTH:
+            raise InvalidInput(
+                f"{field} is {len(value)} characters long; names and keys take at most {MAX_NAME_LENGTH}"
+            )
     try:
         return event_class(**fields)
     except pydantic.ValidationError as exc:
@@ -148,6 +175,7 @@ class FlowService:
     ) -> AppendResult:
         if expected_revision is not None and (type(expected_revision) is not int or expected_revision < 0):
             raise InvalidInput(f"expected_revision must be None or an int >= 0, not {expected_revision!r}")
+        check_flow_id(flow_id)  # before any read: a lone surrogate is no driver's to encode
         meta = _mapping("metadata", metadata)
         if actor is not None:
             meta.setdefault("actor", actor)
@@ -193,9 +221,14 @@ class FlowService:
         warm: bool,
     ) -> AppendResult:
         flow = self.projection.load_flow(tx, flow_id)
+        current = flow.revision if flow is not None else 0
+        if flow is None and (current := tx.revision(flow_id)):
+            # The log has events the read model has no flow for: a start by a writer without
+            # the projection (fold it now), or events before any start.
+            self._catch_up(tx, flow_id)
+            flow = self.projection.load_flow(tx, flow_id)
         if flow is None and must_exist:
             raise FlowNotFound(flow_id)
-        current = flow.revision if flow is not None else 0
         if expected_revision is not None and expected_revision != current:
             raise RevisionMismatch(flow_id, expected_revision, current)
         events = decide(tx, flow)
@@ -496,14 +529,17 @@ class FlowService:
         output_dict = _mapping("output", output) if output is not None else None
 
         def decide(flow: FlowState, step: StepState) -> list[Event]:
-            if step.status == "completed" and (step.result, step.output) == (result_dict, output_dict):
-                return []
+            event = _make(StepCompleted, step_id=step_id, result=result_dict, output=output_dict)
+            if step.status == "completed":
+                stored = _as_stored(event)
+                if (step.result, step.output) == (stored["result"], stored["output"]):
+                    return []
             _open_step(flow, step, "complete")
             if step.gate_status == "open":
                 raise GateNotOpen(
                     flow.flow_id, "its approval gate is still waiting for a decision", step_id=step_id
                 )
-            return [_make(StepCompleted, step_id=step_id, result=result_dict, output=output_dict)]
+            return [event]
 
         return self._step_command(flow_id, step_id, decide, lease, actor, metadata)
 
@@ -793,12 +829,20 @@ def _gate_is_open(flow: FlowState, step: StepState) -> None:
         raise GateNotOpen(flow.flow_id, f"has no open gate (gate is {state})", step_id=step.step_id)
 
 
+def _as_stored(event: Event) -> dict[str, Any]:
+    """The event's data as the log keeps it (tuples as lists, times as text, ...): what a read
+    model holds, so what a repeat is compared with."""
+    data: dict[str, Any] = event.model_dump(mode="json")
+    return data
+
+
 def _same_ending(flow: FlowState, event: Event) -> bool:
     """Is ``event`` the same ending the flow already has (a harmless repeat)?"""
+    data = _as_stored(event)
     if isinstance(event, FlowFinished):
-        return flow.result == event.result
+        return bool(flow.result == data["result"])
     if isinstance(event, FlowFailed):
-        return flow.error == {"error": event.error, "details": event.details}
+        return flow.error == {"error": data["error"], "details": data["details"]}
     if isinstance(event, FlowCancelled):
-        return flow.error == {"error": "cancelled", "details": {"reason": event.reason}}
+        return flow.error == {"error": "cancelled", "details": {"reason": data["reason"]}}
     return False

@@ -1,0 +1,155 @@
+"""Flow read models over logs FlowService would not have written: they still agree with a rebuild."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from eventstore import FlowExists, InvalidInput, NewEvent
+from eventstore.flows import FlowAdvanced, FlowStarted, StepScheduled
+from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, rebuild
+
+from .conftest import Target
+from .readmodels import assert_matches_rebuild
+from .test_projections import DecisionsByActor
+
+START = {"controller_id": "c", "goal": "g", "owner_session_key": "s"}
+
+
+def test_a_flow_started_by_a_writer_without_the_projection_is_folded_on_its_next_event(
+    target: Target,
+) -> None:
+    with target.open(projections=[FlowProjection()]):
+        pass  # the read models exist
+    with target.open() as bare:
+        bare.append("x", [FlowStarted(**START)])
+    with target.open(projections=[FlowProjection()]) as store:
+        store.append("x", [FlowAdvanced(state_patch={"n": 1})])
+        assert FlowQueries(store).flow("x").state == {"n": 1}
+        assert FlowService(store).advance("x", state_patch={"m": 2}).revision == 3
+        with pytest.raises(FlowExists):
+            FlowService(store).start_flow("x", **START)
+        assert_matches_rebuild(store)
+
+
+def test_a_flow_starts_after_events_of_the_application(target: Target) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        store.append("f", [NewEvent("RequestReceived", {"text": "refund please"})])
+        assert FlowService(store).start_flow("f", **START).revision == 2
+        assert FlowQueries(store).flow("f").revision == 2
+        assert_matches_rebuild(store)
+
+
+def test_a_second_start_with_another_owner_changes_nothing_but_the_count(target: Target) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        FlowService(store).start_flow("f", **{**START, "owner_session_key": "alice"})
+        FlowService(store).fail("f", error="boom")
+        store.append("f", [FlowStarted(**{**START, "owner_session_key": "bob", "goal": "again"})])
+        flow = FlowQueries(store).flow("f")
+        assert (flow.owner_session_key, flow.status, flow.goal, flow.event_count) == (
+            "alice",
+            "failed",
+            "g",
+            3,
+        )
+        sessions = [(s.session_key, s.failed, s.event_count) for s in FlowQueries(store).sessions().items]
+        assert sessions == [("alice", 1, 3)]
+        assert_matches_rebuild(store)
+
+
+def test_a_run_id_scheduled_twice_in_the_log_still_rebuilds(target: Target) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        flows = FlowService(store)
+        flows.start_flow("f", **START)
+        flows.schedule_step("f", step_id="s1", name="n", run_id="r")
+        store.append("f", [StepScheduled(step_id="s2", name="n", run_id="r")])
+        assert FlowQueries(store).step_by_run("f", "r").step_id == "s1"
+        assert flows.schedule_step("f", step_id="s3", name="n", run_id="r").positions == ()
+        flows.advance("f", state_patch={"ok": True})
+        assert_matches_rebuild(store)
+
+
+def test_long_names_fit_on_both_backends_and_too_long_ones_are_refused(target: Target) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        flows = FlowService(store)
+        flows.start_flow("f", **{**START, "owner_session_key": "s" * 500})
+        flows.schedule_step("f", step_id="x" * 500, name="n" * 500, run_id="r" * 500)
+        with pytest.raises(
+            InvalidInput, match="step_id is 501 characters long; names and keys take at most 500"
+        ):
+            flows.schedule_step("f", step_id="x" * 501, name="n", run_id="r2")
+        store.append("g", [FlowStarted(**{**START, "owner_session_key": "k" * 900})])  # a writer of its own
+        assert_matches_rebuild(store)
+
+
+@pytest.mark.parametrize(
+    "repeat",
+    [
+        lambda flows: flows.complete_step(
+            "f", "s1", result={"items": (1, 2), "at": datetime(2026, 1, 1, tzinfo=UTC)}
+        ),
+        lambda flows: flows.finish("f", result={"items": (1, 2)}),
+    ],
+    ids=["complete_step", "finish"],
+)
+def test_an_identical_ending_with_a_tuple_or_a_time_is_a_no_op(target: Target, repeat: Any) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        flows = FlowService(store)
+        flows.start_flow("f", **START)
+        flows.schedule_step("f", step_id="s1", name="n", run_id="r")
+        flows.start_step("f", "s1")
+        repeat(flows)
+        before = store.last_position()
+        assert repeat(flows).positions == ()
+        assert store.last_position() == before
+
+
+def test_ids_no_driver_can_encode_are_invalid_input(target: Target) -> None:
+    bad = "flow-\ud800"
+    with target.open(projections=[FlowProjection()]) as store:
+        flows, queries = FlowService(store), FlowQueries(store)
+        for call in (
+            lambda: flows.start_flow(bad, **START),
+            lambda: flows.advance(bad),
+            lambda: queries.flow(bad),
+            lambda: queries.steps(bad),
+            lambda: queries.flows(owner=bad),
+        ):
+            with pytest.raises(InvalidInput):
+                call()
+        assert store.last_position() == 0
+
+
+@pytest.mark.parametrize("size", [0, -1, 1.5, True])
+def test_a_batch_size_below_one_is_refused(target: Target, size: Any) -> None:
+    with target.open() as store:
+        with pytest.raises(InvalidInput, match="batch_size must be an int >= 1"):
+            CatchUpRunner(store, DecisionsByActor(), batch_size=size)
+        with pytest.raises(InvalidInput, match="batch_size must be an int >= 1"):
+            rebuild(store, DecisionsByActor(), batch_size=size)
+
+
+def test_a_page_and_its_total_come_from_one_snapshot(target: Target) -> None:
+    """A flow started between the count and the rows it counts is in neither."""
+    with target.open(projections=[FlowProjection()]) as store:
+        flows = FlowService(store)
+        for n in range(3):
+            flows.start_flow(f"f{n}", **START)
+
+        def start_another(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+            if "count(" in statement.lower() and not started:
+                started.append(True)
+                writer = threading.Thread(target=flows.start_flow, args=("late",), kwargs=START)
+                writer.start()
+                writer.join()
+
+        started: list[bool] = []
+        sa.event.listen(store.engine, "after_cursor_execute", start_another)
+        page = FlowQueries(store).flows(limit=10)
+        sa.event.remove(store.engine, "after_cursor_execute", start_another)
+        assert started and (len(page.items), page.total) == (3, 3)
+        assert FlowQueries(store).flows(limit=10).total == 4
