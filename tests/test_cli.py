@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -11,7 +12,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from eventstore import NewEvent
+from eventstore.checkpoints import generate_key, take_checkpoint
 from eventstore.cli import main
+from eventstore.cli.output import cut, printable
+from eventstore.retention import hold
 from projections import FlowProjection, FlowService
 
 from .conftest import Target
@@ -209,3 +213,110 @@ class TestTimeTravelCommands:
     def schema(self, target: Target) -> list[str]:
         schema = target.options.get("schema")
         return ["--schema", schema] if schema else []
+
+
+BAD = "\x1b]0;pwned\x07\x1b[1A\x1b[2K\r\b\t\x7f\x85\x9b\u202e\u2067"  # title, cursor, erase, C1, bidi
+SHOWN = r"\x1b]0;pwned\x07\x1b[1A\x1b[2K\r\x08\t\x7f\x85\x9b\u202e\u2067"
+ODD = "a\nb"  # a flow id with a newline in it
+OUR_STYLES = re.compile(r"\x1b\[[0-9;]*m")  # what click.style writes; nothing else may reach a terminal
+UNSAFE = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
+def on_terminal(target: Target, *args: str) -> str:
+    """What a command writes to a terminal (colour on), with its own styles taken out."""
+    result = CliRunner().invoke(main, [*prefix(target), *args], color=True)
+    assert result.exit_code == 0, result.output
+    return OUR_STYLES.sub("", result.output)
+
+
+@pytest.fixture
+def hostile(target: Target) -> Target:
+    """Flow f, where an agent's rationale tries to erase a rejection; flow ODD, agent text everywhere."""
+    run(target, "db", "upgrade")
+    with target.open(projections=[FlowProjection()]) as store:
+        flows = FlowService(store)
+        flows.start_flow("f", controller_id="bot", goal="g", owner_session_key="s")
+        flows.schedule_step("f", step_id="pay", name="pay", run_id="r")
+        flows.open_gate("f", "pay", prompt="Pay $10,000?", actor="bot")
+        flows.reject_gate("f", "pay", by="human:ann", feedback="NO - suspicious")
+        erase = "\x1b[1A\x1b[2K" * 4  # cursor up, erase the line: four times
+        flows.record_decision("f", actor="agent:bot", decision="pay anyway", rationale="ok" + erase)
+        flows.start_flow(ODD, controller_id=BAD, goal=BAD, owner_session_key=BAD, actor=BAD)
+        flows.advance(ODD, current_step=BAD, state_patch={BAD: BAD}, actor=BAD)
+        flows.schedule_step(ODD, step_id=BAD, name=BAD, run_id="r", actor=BAD)
+        flows.open_gate(ODD, BAD, prompt=BAD, options=[{"value": BAD, "label": BAD}], actor=BAD)
+        flows.approve_gate(ODD, BAD, by=BAD, feedback=BAD, selections=[BAD])
+        said = {"decision": BAD, "rationale": BAD, "inputs": {BAD: BAD}, "alternatives": [BAD]}
+        flows.record_decision(ODD, actor=BAD, model=BAD, tool=BAD, **said)
+        flows.start_step(ODD, BAD, actor=BAD)
+        flows.fail_step(ODD, BAD, error=BAD, actor=BAD)
+        flows.fail(ODD, error=BAD, details={BAD: BAD}, actor=BAD)
+        hold(store, ODD, reason=BAD, by=BAD)
+        take_checkpoint(store, generate_key())
+    return target
+
+
+class TestStoredTextIsShownNotObeyed:
+    """What agents wrote reaches a terminal on one line, its control and bidi characters escaped."""
+
+    def test_a_rationale_cannot_erase_the_rejection_above_it(self, hostile: Target) -> None:
+        out = on_terminal(hostile, "audit", "--flow", "f")
+        assert "\x1b" not in out and "REJECTED" in out and "NO - suspicious" in out
+        assert "why: ok" + r"\x1b[1A\x1b[2K" * 4 in out
+
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["flows"],
+            ["show", ODD],
+            ["history", ODD, "--events"],
+            ["audit"],
+            ["audit", "--why", f"{ODD}@5"],
+            ["tail", "--from", "0", "--until-idle"],
+            ["state", ODD],
+            ["diff", ODD, "1", "9"],
+            ["holds"],
+            ["release", ODD, "--by", BAD],
+            ["fork", ODD, "--at", "2", "--new", BAD],
+            ["prune", "--policy", "failed=0", "--dry-run"],
+            ["prove", "7"],
+        ],
+        ids=lambda args: " ".join(args[:2]).replace(ODD, "ODD"),
+    )
+    def test_every_command_escapes_it(self, hostile: Target, args: list[str]) -> None:
+        out = on_terminal(hostile, *args)
+        assert not UNSAFE.search(out), repr(out)
+        assert "a\\nb" in out or SHOWN in out  # there, and visible
+
+    def test_an_id_with_a_newline_stays_on_its_row(self, hostile: Target) -> None:
+        rows = on_terminal(hostile, "flows").splitlines()
+        assert len(rows) == 4 and rows[2].startswith("a\\nb ") and rows[2].endswith(SHOWN)
+        assert on_terminal(hostile, "show", ODD).startswith(f"a\\nb  {SHOWN}\n")
+
+    def test_thread_ids_are_escaped(self, target: Target) -> None:
+        from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
+
+        from eventstore.integrations.langgraph import EventStoreSaver
+
+        with EventStoreSaver.from_url(target.url, **target.options) as saver:
+            for thread in (ODD, "x\u202ey"):
+                config = {"configurable": {"thread_id": thread, "checkpoint_ns": "", "actor": BAD}}
+                saver.put(config, generate_checkpoint(), {"source": "loop"}, {})
+        out = on_terminal(target, "threads")
+        assert not UNSAFE.search(out) and len(out.splitlines()) == 3
+        assert "a\\nb " in out and "x\\u202ey " in out and r"\x1b]0;pwned" in out
+
+    def test_json_stays_exact_and_inert(self, hostile: Target) -> None:
+        history = on_terminal(hostile, "history", ODD, "--json")
+        decision = on_terminal(hostile, "audit", "--flow", ODD, "--type", "decision", "--json")
+        state = on_terminal(hostile, "state", ODD, "--json")
+        assert not UNSAFE.search(history + decision + state)  # DEL, C1 and bidi as \u escapes too
+        first = orjson.loads(history.splitlines()[0])
+        assert (first["flow_id"], first["data"]["goal"]) == (ODD, BAD)
+        assert orjson.loads(decision)["rationale"] == BAD and orjson.loads(state)["flow"]["goal"] == BAD
+
+    def test_ordinary_text_is_left_alone(self) -> None:
+        text = "café ☕ 😀 👨‍👩‍👧 naïve Ωmega 日本 \\n"
+        assert printable(text) == text
+        assert printable(BAD) == SHOWN and printable(ODD) == "a\\nb"
+        assert cut("ab\x1bcd", 6) == "ab…"  # an escape is shown whole or not at all

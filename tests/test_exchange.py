@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 import pytest
@@ -30,6 +30,7 @@ from projections import FlowProjection, FlowQueries, FlowService
 
 from .conftest import Target
 from .readmodels import assert_matches_rebuild
+from .test_projections import DecisionsByActor
 from .test_tamper import drop_guards, sql
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -261,3 +262,32 @@ class TestCommands:
         Path(path).write_bytes(b"garbage")
         assert not orjson.loads(run(target, "verify-export", path, "--json", code=2))["ok"]
         assert "error: " in run(other, "import", path, code=1)
+
+
+class InlineDecisions(DecisionsByActor):
+    name: ClassVar[str] = "inline_decisions"
+    kind: ClassVar[str] = "inline"
+
+
+def test_an_imported_langgraph_thread_reaches_the_savers_read_model(target: Target, tmp_path: Path) -> None:
+    """`eventstore import` folds into every built-in read model the store has, LangGraph's too; a
+    projection of the application's it cannot load is named as not updated."""
+    from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
+
+    from .test_langgraph_saver import put
+
+    there = Target(f"sqlite:///{tmp_path / 'there.db'}")
+    with EventStoreSaver.from_url(there.url) as saver:
+        stored = put(saver, "t", {"n": 42}, {"n": 1})
+    path = str(tmp_path / "t.jsonl")
+    run(there, "export", "--flow", flow_id_for("t"), path)
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        put(saver, "other", {"n": 1}, {"n": 1})  # the saver's read model exists here
+        with target.open(projections=[InlineDecisions()]):
+            pass
+        out = run(target, "import", path)
+        assert "imported 1 events of 1 flows" in out
+        assert "note: projection 'inline_decisions' was not updated" in out
+        found = saver.get_tuple(stored)
+        assert found is not None and found.checkpoint["channel_values"] == {"n": 42}
+        assert "t" in run(target, "threads")

@@ -17,9 +17,10 @@ import sqlalchemy as sa
 
 from .. import migrate
 from ..errors import EventStoreError, FlowNotFound
+from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
-from .output import progress
+from .output import echo_json, printable, progress
 from .params import load_projection
 
 
@@ -29,10 +30,10 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except EventStoreError as exc:
-        click.echo(f"error: {exc}", err=True)
+        click.echo(f"error: {printable(exc)}", err=True)
         sys.exit(1)
     except sa.exc.SQLAlchemyError as exc:  # a read-model query (FlowQueries runs its own SQL)
-        click.echo(f"error: the database failed: {str(exc).splitlines()[0]}", err=True)
+        click.echo(f"error: the database failed: {printable(str(exc).splitlines()[0])}", err=True)
         sys.exit(1)
 
 
@@ -114,19 +115,17 @@ def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
         with progress(0 if as_json else total, "verifying") as update:
             report = store.verify(flow_id, progress=update)
     if as_json:
-        click.echo(
-            orjson.dumps(
-                {
-                    "ok": report.ok,
-                    "events_checked": report.events_checked,
-                    "flows_checked": report.flows_checked,
-                    "problems": [vars_of(p) for p in report.problems],
-                }
-            ).decode()
+        echo_json(
+            {
+                "ok": report.ok,
+                "events_checked": report.events_checked,
+                "flows_checked": report.flows_checked,
+                "problems": [vars_of(p) for p in report.problems],
+            }
         )
     else:
         for problem in report.problems:
-            click.echo(f"BROKEN {problem}")
+            click.echo(f"BROKEN {printable(problem)}")
         verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
         click.echo(f"{verdict}: {report.events_checked} events in {report.flows_checked} flows checked")
     if not report.ok:
@@ -170,22 +169,26 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
         click.echo(f"\nrebuilt {target.name} from {done.done:,} events in {done.seconds:.2f}s", err=True)
 
 
-demo.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
-timetravel.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+demo.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
+timetravel.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
 audit.register(main, _open, _errors)
 browse.register(main, _open, _errors)
 integrity.register(main, _open, _errors)
 threads.register(main, _open, _errors)
-maintenance.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
-exchange.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
-retention.register(main, lambda ctx: _open(ctx, projections=_flow_projections()), _errors)
+maintenance.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
+exchange.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
+retention.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
 
 
-def _flow_projections() -> list[Any]:
-    """The flow read models, so a fork made from the command line shows up in them."""
+def _read_models(ctx: click.Context) -> list[Any]:
+    """The built-in read models, so what a command writes (a fork, an import, a prune) reaches them:
+    the flow models always, LangGraph's once a saver has made them in this store."""
     from projections import FlowProjection
+    from projections.langgraph import LangGraphProjection
 
-    return [FlowProjection()]
+    with _open(ctx) as bare, _errors(), bare.reading() as conn:
+        built = set(conn.execute(sa.select(projection_checkpoints.c.name)).scalars())
+    return [FlowProjection(), *([LangGraphProjection()] if LangGraphProjection.name in built else [])]
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from .output import (
     echo_json,
     event_dict,
     parse_time,
+    printable,
     summarize,
     when,
 )
@@ -139,13 +140,15 @@ def _types(given: tuple[str, ...]) -> list[str] | None:
 
 
 def _entry_lines(entry: AuditEntry) -> list[str]:
-    label = click.style(_LABELS.get(entry.type, entry.type).ljust(11), fg=_label_colour(entry), bold=True)
-    where = f"{entry.flow_id}@{entry.revision}"
-    head = f"{when(entry.recorded_at)}  {where:<20} {label} {entry.actor or '-':<18} "
+    label = _LABELS.get(entry.type, printable(entry.type))
+    label = click.style(label.ljust(11), fg=_label_colour(entry), bold=True)
+    where = f"{printable(entry.flow_id)}@{entry.revision}"
+    head = f"{when(entry.recorded_at)}  {where:<20} {label} {printable(entry.actor or '-'):<18} "
     indent = " " * len(click.unstyle(head))
     if isinstance(entry, DecisionEntry):
         facts = [f"confidence {entry.confidence:.2f}" if entry.confidence is not None else ""]
-        facts += [f"model {entry.model}" if entry.model else "", f"tool {entry.tool}" if entry.tool else ""]
+        facts += [f"model {printable(entry.model)}" if entry.model else ""]
+        facts += [f"tool {printable(entry.tool)}" if entry.tool else ""]
         lines = [head + f'"{cut(entry.decision, 60)}"' + _paren(facts)]
         if entry.rationale:
             lines.append(f"{indent}why: {cut(entry.rationale, 90)}")
@@ -157,23 +160,23 @@ def _entry_lines(entry: AuditEntry) -> list[str]:
             )
         return lines
     if isinstance(entry, GateEntry):
-        options = "|".join(option.value for option in entry.options)
+        options = "|".join(printable(option.value) for option in entry.options)
         if entry.action == "opened":
             return [
                 head
-                + f'on {entry.step_id}: "{cut(entry.prompt or "", 60)}"'
+                + f'on {printable(entry.step_id)}: "{cut(entry.prompt or "", 60)}"'
                 + (f" [{options}]" if options else "")
             ]
-        chose = f"chose {', '.join(entry.selections)}" if entry.selections else ""
+        chose = f"chose {printable(', '.join(entry.selections))}" if entry.selections else ""
         feedback = f'"{cut(entry.feedback, 50)}"' if entry.feedback else ""
-        lines = [head + f"on {entry.step_id}" + _paren([chose, feedback])]
+        lines = [head + f"on {printable(entry.step_id)}" + _paren([chose, feedback])]
         if entry.opened_revision is not None:
             saw = f'saw "{cut(entry.prompt or "", 60)}"' + (f" [{options}]" if options else "")
-            opened = f"{entry.opened_flow_id or entry.flow_id}@{entry.opened_revision}"
-            lines.append(f"{indent}{saw}, opened at {opened} by {entry.opened_by or '-'}")
+            opened = f"{printable(entry.opened_flow_id or entry.flow_id)}@{entry.opened_revision}"
+            lines.append(f"{indent}{saw}, opened at {opened} by {printable(entry.opened_by or '-')}")
         return lines
     assert isinstance(entry, FailureEntry)  # the three kinds are exhaustive
-    where_failed = f"step {entry.step_id}: " if entry.step_id else ""
+    where_failed = f"step {printable(entry.step_id)}: " if entry.step_id else ""
     return [head + where_failed + cut(entry.error or "(no error text)", 80)]
 
 
@@ -217,27 +220,27 @@ def _explain(store: EventStore, ref: str, as_json: bool) -> None:
         )
         return
     echo(
-        click.style(f"{event.flow_id}@{event.revision} {event.type}", bold=True)
+        click.style(f"{printable(event.flow_id)}@{event.revision} {printable(event.type)}", bold=True)
         + f" by {actor_of(event)} at {when(event.recorded_at)}"
     )
     echo(f"  {summarize(event, 100)}")
     correlation = event.metadata.get("correlation_id")
     if correlation is not None:
-        echo(f"  correlation {correlation}")
+        echo(f"  correlation {printable(correlation)}")
     echo("what led to it, nearest first:" if chain else "what led to it: nothing recorded (no causation_id)")
     for cause in chain:
         echo(_event_line(cause, 1))
     origin = (chain[-1] if chain else event).metadata.get("causation_id")
     if origin is not None:  # the walk stopped at a cause it could not find
-        echo(f"  ... {origin}, which is not an event in this log")
+        echo(f"  ... {printable(origin)}, which is not an event in this log")
     echo("what it caused:" if caused else "what it caused: nothing recorded")
     for effect in _tree(event, caused):
         echo(_event_line(effect.event, effect.depth))
 
 
 def _event_line(event: RecordedEvent, depth: int) -> str:
-    where = f"{event.flow_id}@{event.revision}"
-    kind = click.style(event.type, fg=colour_of(event.type))
+    where = f"{printable(event.flow_id)}@{event.revision}"
+    kind = click.style(printable(event.type), fg=colour_of(event.type))
     return f"{'  ' * depth}{where}  {kind}  {actor_of(event)}  {summarize(event, 80)}"
 
 

@@ -30,6 +30,7 @@ from .output import (
     echo,
     echo_json,
     event_dict,
+    printable,
     signal_setter,
     size,
     status,
@@ -85,7 +86,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 str(flow.revision),
                 flow.owner_session_key,
                 when(flow.updated_at),
-                flow.goal,
+                printable(flow.goal),
             ]
             for flow in page.items
         ]
@@ -249,26 +250,26 @@ def _summary(flow: FlowState) -> list[str]:
         else ""
     )
     lines = [
-        click.style(flow.flow_id, bold=True) + f"  {flow.goal}",
+        click.style(printable(flow.flow_id), bold=True) + f"  {printable(flow.goal)}",
         f"  status      {status(flow.status)} at revision {flow.revision} ({flow.event_count} events)"
         + (", cancel requested" if flow.cancel_requested else ""),
-        f"  controller  {flow.controller_id}   session {flow.owner_session_key}"
-        + (f"   origin {flow.requester_origin}" if flow.requester_origin else "")
-        + (f"   parent {flow.parent_flow_id}" if flow.parent_flow_id else ""),
+        f"  controller  {printable(flow.controller_id)}   session {printable(flow.owner_session_key)}"
+        + (f"   origin {printable(flow.requester_origin)}" if flow.requester_origin else "")
+        + (f"   parent {printable(flow.parent_flow_id)}" if flow.parent_flow_id else ""),
         f"  started     {when(flow.created_at)}   updated {when(flow.updated_at)}"
         + (f"   ended {when(flow.finished_at)} (took {lasted})" if flow.finished_at else ""),
     ]
     if flow.current_step:
-        lines.append(f"  step        {flow.current_step}")
+        lines.append(f"  step        {printable(flow.current_step)}")
     if flow.lease_owner:
         until = when(flow.lease_expires_at)
-        lines.append(f"  lease       {flow.lease_owner} (generation {flow.lease_generation}) until {until}")
+        owner = printable(flow.lease_owner)
+        lines.append(f"  lease       {owner} (generation {flow.lease_generation}) until {until}")
     if flow.wait:
-        lines.append(
-            f"  waiting for {flow.wait.get('waiting_for')} {compact(flow.wait.get('details') or {})}"
-        )
+        waiting_for = printable(flow.wait.get("waiting_for"))
+        lines.append(f"  waiting for {waiting_for} {compact(flow.wait.get('details') or {})}")
     if flow.error:
-        error = click.style(str(flow.error.get("error")), fg="red")
+        error = click.style(printable(flow.error.get("error")), fg="red")
         lines.append(f"  error       {error} {compact(flow.error.get('details') or {})}")
     if flow.result is not None:
         lines.append(f"  result      {compact(flow.result, 100)}")
@@ -291,7 +292,7 @@ def _outcome(step: StepState) -> str:
 
 
 def _tail_line(event: RecordedEvent) -> str:
-    where = f"{event.flow_id}@{event.revision}"
-    kind = click.style(event.type.ljust(18), fg=colour_of(event.type))
+    where = f"{printable(event.flow_id)}@{event.revision}"
+    kind = click.style(printable(event.type).ljust(18), fg=colour_of(event.type))
     moment = f"{when(event.recorded_at)[:10]} {clock(event.recorded_at)}"
     return f"#{event.position:<7} {moment}  {where:<24} {kind} {actor_of(event):<18} {summarize(event, 80)}"

@@ -7,6 +7,7 @@ result as one JSON document on standard output.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from ..exchange import export_events, import_events
 from ..exportfile import Progress, verify_export
-from .output import echo, echo_json, parse_time
+from ..schema import projection_checkpoints
+from .output import echo, echo_json, parse_time, printable
 
 
 @contextmanager
@@ -49,6 +52,14 @@ def phase_progress(quiet: bool) -> Iterator[Callable[[Progress], None]]:
         yield update
     finally:
         end()
+
+
+def _not_folded(store: Any) -> list[str]:
+    """The inline projections of this store the command line does not know, so did not update."""
+    c = projection_checkpoints.c
+    with store.reading() as conn:
+        inline = conn.execute(sa.select(c.name).where(c.kind == "inline").order_by(c.name)).scalars()
+        return [name for name in inline if name not in {p.name for p in store.projections}]
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
@@ -107,8 +118,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         """
         with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
             report = import_events(store, path, progress=progress)
+            behind = _not_folded(store) if report.events_imported else []
         if as_json:
-            echo_json(report)
+            echo_json({**dataclasses.asdict(report), "projections_not_updated": behind})
             return
         where = (
             f" (positions {report.first_position}-{report.last_position})" if report.events_imported else ""
@@ -116,6 +128,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         echo(f"imported {report.events_imported:,} events of {len(report.flows_imported):,} flows{where}")
         if report.events_skipped:
             echo(f"{report.events_skipped:,} events were here already")
+        for name in behind:
+            echo(f"note: projection {name!r} was not updated: rebuild it (`eventstore rebuild`)", err=True)
 
     @main.command("verify-export")
     @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
@@ -136,7 +150,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             )
         else:
             for problem in report.problems:
-                echo(f"BROKEN {problem}")
+                echo(f"BROKEN {printable(problem)}")
             verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
             checkpoint = ", checkpoint root matches" if report.checkpoint_checked else ""
             echo(f"{verdict}: {report.events_checked:,} events in {report.flows_checked:,} flows{checkpoint}")

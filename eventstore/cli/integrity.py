@@ -18,6 +18,7 @@ import orjson
 
 from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
+from .output import echo, echo_json, printable
 from .params import POSITION, number_in
 
 _KEY_HELP = "Ed25519 private key file (PEM), as `eventstore keygen` writes it; also EVENTSTORE_SIGNING_KEY."
@@ -30,19 +31,15 @@ def _integrity() -> Iterator[None]:
     try:
         yield
     except IntegrityViolation as exc:
-        click.echo(f"FAILED: {exc}", err=True)
+        echo(f"FAILED: {printable(exc)}", err=True)
         sys.exit(2)
-
-
-def _echo_json(value: Any) -> None:
-    click.echo(orjson.dumps(value).decode())
 
 
 def _describe(checkpoint: cp.Checkpoint) -> str:
     when = checkpoint.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return (
         f"size {checkpoint.tree_size:>10}  root {checkpoint.root_hash.hex()}  {when}  "
-        f"key {checkpoint.key_id[:16]}"
+        f"key {printable(checkpoint.key_id[:16])}"
     )
 
 
@@ -63,9 +60,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             private, public = cp.save_key_pair(key, path)
         identity = cp.key_id(key.public_key())
         if as_json:
-            _echo_json({"private_key": str(private), "public_key": str(public), "key_id": identity})
+            echo_json({"private_key": str(private), "public_key": str(public), "key_id": identity})
         else:
-            click.echo(f"wrote {private} (keep it secret) and {public}\nkey id {identity}")
+            echo(f"wrote {printable(private)} (keep it secret) and {printable(public)}\nkey id {identity}")
 
     @main.command()
     @click.option("--key", "key_path", envvar="EVENTSTORE_SIGNING_KEY", type=Path, help=_KEY_HELP)
@@ -105,11 +102,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             with open_store(ctx) as store, errors():
                 found = cp.list_checkpoints(store)
             if as_json:
-                _echo_json([c.to_dict() for c in found])
+                echo_json([c.to_dict() for c in found])
             elif not found:
-                click.echo("no checkpoints yet: take one with `eventstore checkpoint --key PATH`")
+                echo("no checkpoints yet: take one with `eventstore checkpoint --key PATH`")
             for c in [] if as_json else found:
-                click.echo(_describe(c))
+                echo(_describe(c))
         elif export_path is not None:
             _export(ctx, open_store, errors, export_path, size, as_json)
         elif verifying:
@@ -120,9 +117,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     raise InvalidInput("taking a checkpoint needs --key PATH or EVENTSTORE_SIGNING_KEY=PATH")
                 taken = cp.take_checkpoint(store, cp.load_signing_key(key_path))
             if as_json:
-                _echo_json(taken.to_dict())
+                echo_json(taken.to_dict())
             else:
-                click.echo(f"checkpoint {_describe(taken)}")
+                echo(f"checkpoint {_describe(taken)}")
 
     @main.command()
     @click.argument("event", required=False)
@@ -164,14 +161,14 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             elif event is not None:
                 document, lines, path, verdict = _prove_inclusion(store, event, size, public_key)
         if as_json:
-            _echo_json({"verified": True, **document})
+            echo_json({"verified": True, **document})
             return
         for line in lines:
-            click.echo(line)
-        click.echo(f"path ({len(path)} node{'' if len(path) == 1 else 's'}):")
+            echo(line)
+        echo(f"path ({len(path)} node{'' if len(path) == 1 else 's'}):")
         for node in path:
-            click.echo(f"  {node.hex()}")
-        click.echo(verdict)
+            echo(f"  {node.hex()}")
+        echo(verdict)
 
 
 _Proved = tuple[dict[str, Any], list[str], tuple[bytes, ...], str]
@@ -184,7 +181,7 @@ def _prove_inclusion(store: Any, event: str, size: int | None, public_key: Any) 
     proof = cp.inclusion_proof(store, event if position is None else position, signed)
     proof.verify(signed)
     lines = [
-        f"event {proof.flow_id}@{proof.revision} at position {proof.position}",
+        f"event {printable(proof.flow_id)}@{proof.revision} at position {proof.position}",
         f"leaf  {proof.leaf.hex()}",
         f"checkpoint {_describe(signed)}",
     ]
@@ -218,16 +215,16 @@ def _export(
         except OSError as exc:
             raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from exc
     if as_json:
-        _echo_json({"exported": str(path), "tree_size": found.tree_size})
+        echo_json({"exported": str(path), "tree_size": found.tree_size})
     else:
-        click.echo(f"exported checkpoint of size {found.tree_size} to {path}")
+        echo(f"exported checkpoint of size {found.tree_size} to {printable(path)}")
 
 
 def _verify(ctx: click.Context, open_store: Any, errors: Any, trusted: Path | None, as_json: bool) -> None:
     with open_store(ctx) as store, errors():
         report = cp.verify_checkpoints(store, _trusted(trusted))
     if as_json:
-        _echo_json(
+        echo_json(
             {
                 "ok": report.ok,
                 "checkpoints_checked": report.checkpoints_checked,
@@ -237,9 +234,9 @@ def _verify(ctx: click.Context, open_store: Any, errors: Any, trusted: Path | No
         )
     else:
         for problem in report.problems:
-            click.echo(f"BROKEN {problem}")
+            echo(f"BROKEN {printable(problem)}")
         verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-        click.echo(
+        echo(
             f"{verdict}: {report.checkpoints_checked} checkpoints over {report.events_checked} events checked"
             " (their hashes; `eventstore verify` checks each event's content against its hash)"
         )

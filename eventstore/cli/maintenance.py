@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import click
 import orjson
 
-from .output import signal_setter
+from .output import echo, echo_json, printable, signal_setter
 
 if TYPE_CHECKING:
     from ..maintenance import Maintenance
@@ -94,10 +94,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 if result.error:
                     line["error"] = result.error
                 if as_json:
-                    click.echo(orjson.dumps(line, default=str).decode())
+                    echo_json(line)
                 else:
                     said = _first_line(result.error) or orjson.dumps(result.details, default=str).decode()
-                    click.echo(f"{result.name}: {result.status} {said}")
+                    echo(printable(f"{result.name}: {result.status} {said}"))
                 if result.status in EXIT_STATUS:
                     sys.exit(EXIT_STATUS[result.status])
             else:
@@ -117,11 +117,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         with open_store(ctx) as store, errors():
             done = backup_store(store, path)
         if as_json:
-            click.echo(
-                orjson.dumps({"path": str(done.path), "bytes": done.bytes, "seconds": done.seconds}).decode()
-            )
+            echo_json({"path": str(done.path), "bytes": done.bytes, "seconds": done.seconds})
         else:
-            click.echo(f"backed up to {done.path} ({done.bytes:,} bytes in {done.seconds:.2f}s)")
+            echo(f"backed up to {printable(done.path)} ({done.bytes:,} bytes in {done.seconds:.2f}s)")
 
 
 class _OneLineFormatter(logging.Formatter):
@@ -135,7 +133,7 @@ class _OneLineFormatter(logging.Formatter):
             )
             if exc is not None:
                 record.msg, record.args = f"{record.getMessage()} ({type(exc).__name__}: {exc})", None
-        return _first_line(super().format(record))
+        return printable(_first_line(super().format(record)))
 
 
 @contextmanager
@@ -165,15 +163,15 @@ def _serve(service: Maintenance) -> None:
     previous = {sig: signal.signal(sig, signal_setter(stop)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         service.start()
-        click.echo(f"maintenance started as {service.owner}: {', '.join(service.enabled())}", err=True)
+        echo(printable(f"maintenance started as {service.owner}: {', '.join(service.enabled())}"), err=True)
         while not stop.wait(timeout=1.0):
             pass  # the jobs run on the scheduler's threads
-        click.echo("stopping: waiting for running jobs to finish", err=True)
+        echo("stopping: waiting for running jobs to finish", err=True)
     finally:
         service.shutdown(wait=True)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    click.echo("maintenance stopped", err=True)
+    echo("maintenance stopped", err=True)
 
 
 def _show_status(service: Maintenance, as_json: bool) -> None:
@@ -195,13 +193,13 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
             "last_position": row.last_position if row else 0,
         }
         if as_json:
-            click.echo(orjson.dumps(line, default=str).decode())
+            echo_json(line)
             continue
         state = line["last_status"] or "never run"
         when = line["last_finished"] or line["last_started"] or ""
         next_run = "disabled" if not settings.enabled else f"next {line['next_run']:%Y-%m-%d %H:%M:%S}"
-        click.echo(f"{name:<16} {schedule:<22} {next_run:<25} {state:<8} {when}")
+        echo(printable(f"{name:<16} {schedule:<22} {next_run:<25} {state:<8} {when}"))
         if row is not None and row.owner:
-            click.echo(f"{'':<16} running, held by {row.owner} until {row.lease_until}")
+            echo(f"{'':<16} running, held by {printable(row.owner)} until {row.lease_until}")
         if line["last_error"]:
-            click.echo(f"{'':<16} error: {line['last_error']}")
+            echo(f"{'':<16} error: {printable(line['last_error'])}")

@@ -3,6 +3,15 @@
 Colour is on when the output is a terminal and ``NO_COLOR`` is not set
 (https://no-color.org); click strips the styles otherwise. Progress bars go
 to stderr, and only when it is a terminal, so pipes and logs stay clean.
+
+Everything a store holds was written by someone else, often an agent: ids,
+actors, goals, rationales, errors. Text output shows it through
+``printable`` (or ``cut``, ``compact``, ``summarize``, which use it), so it
+reads on one line and never drives the terminal: control characters (an
+escape sequence could erase the lines above it) and bidirectional overrides
+(which reorder what the operator reads) are written as escapes such as
+``\\x1b`` and ``\\u202e``. JSON output escapes the same characters, so it
+stays the same JSON value.
 """
 
 from __future__ import annotations
@@ -11,10 +20,12 @@ import os
 import re
 import sys
 import threading
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from types import FrameType
 from typing import Any
 
@@ -72,15 +83,62 @@ def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
 
 
 def echo_json(value: Any) -> None:
-    """One JSON document on one line (times, UUIDs and dataclasses as orjson writes them)."""
-    click.echo(orjson.dumps(value, default=str).decode())
+    """One JSON document on one line (times, UUIDs and dataclasses as orjson writes them).
+
+    orjson escapes C0 controls; DEL, C1 controls and bidi marks it writes as
+    they are, so they are escaped here too (``\\u202e``): the same JSON value.
+    """
+    document = orjson.dumps(value, default=str).decode()
+    if not document.isprintable():
+        document = "".join(_json_escape(char) if _shown(char) != char else char for char in document)
+    click.echo(document)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000  # outside the BMP: a UTF-16 surrogate pair, as JSON spells it
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+
+
+# -- stored text -------------------------------------------------------------------
+
+_KEPT = frozenset("\u200c\u200d")
+"""Zero-width (non-)joiners: format characters, but part of emoji sequences and of words in many scripts."""
+
+
+@lru_cache(maxsize=4096)
+def _shown(char: str) -> str:
+    """How one character is shown: as it is, or escaped as Python writes it (``\\x1b``, ``\\u202e``).
+
+    Escaped: controls (C0 with newline and tab, DEL, C1), format characters
+    (bidi embeddings, overrides, isolates and marks, zero-width spaces; not
+    the joiners, nor the tags of flag emoji), line and paragraph separators,
+    and lone surrogates.
+    """
+    category = unicodedata.category(char)
+    if category in ("Cc", "Zl", "Zp", "Cs") or (
+        category == "Cf" and char not in _KEPT and not "\U000e0020" <= char <= "\U000e007f"
+    ):
+        return repr(char)[1:-1]
+    return char
+
+
+def printable(text: object) -> str:
+    """Stored text to show on a terminal: on one line, its control and bidi characters escaped.
+
+    Ordinary text, accents and emoji included, is returned as it is.
+    """
+    text = text if isinstance(text, str) else str(text)
+    return text if text.isprintable() else "".join(_shown(char) for char in text)
 
 
 def status(text: str | None) -> str:
     """A status word in its colour."""
     if text is None:
         return "-"
-    return click.style(text, fg=colour_of(text))
+    return click.style(printable(text), fg=colour_of(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +151,7 @@ class Styled:
     dim: bool = False
 
     def render(self, width: int) -> str:
-        return click.style(self.text.ljust(width), fg=self.fg, bold=self.bold, dim=self.dim)
+        return click.style(printable(self.text).ljust(width), fg=self.fg, bold=self.bold, dim=self.dim)
 
 
 Cell = str | Styled
@@ -102,7 +160,10 @@ Cell = str | Styled
 def table(headers: Sequence[str], rows: Iterable[Sequence[Cell]], *, max_width: int = 60) -> Iterator[str]:
     """Lines of a table: a bold header, columns as wide as their widest cell (up to ``max_width``).
 
-    The last column is neither padded nor cut.
+    Every column but the last is cut, so shown through ``printable``, and so
+    is a ``Styled`` cell anywhere. The last column is neither padded nor cut,
+    and a ``str`` there is printed as given, since it may carry styles: build
+    it from ``printable``, ``cut``, ``compact`` or ``status`` pieces.
     """
     body = [
         [_cut(cell, max_width) if i < len(headers) - 1 else cell for i, cell in enumerate(row)]
@@ -132,13 +193,19 @@ def _cut(cell: Cell, width: int) -> Cell:
     return cut(cell, width)
 
 
-_ONE_LINE = str.maketrans({"\n": " ", "\r": " ", "\t": " "})
-
-
 def cut(text: str, width: int) -> str:
-    """``text`` on one line, shortened to ``width`` characters with an ellipsis."""
-    text = text.translate(_ONE_LINE)
-    return text if len(text) <= width else text[: max(width - 1, 0)] + "…"
+    """``printable(text)``, shortened to ``width`` characters with an ellipsis (never inside an escape)."""
+    shown = printable(text)
+    if len(shown) <= width:
+        return shown
+    pieces, used = [], 0
+    for char in text:
+        piece = _shown(char)
+        if used + len(piece) > width - 1:
+            break
+        pieces.append(piece)
+        used += len(piece)
+    return "".join(pieces) + "…"
 
 
 def compact(value: Any, width: int = 60) -> str:
@@ -208,8 +275,9 @@ def size(count: int) -> str:
 
 
 def actor_of(event: RecordedEvent) -> str:
+    """Who recorded the event, to show (``printable``), or ``-``."""
     actor = event.metadata.get("actor")
-    return "-" if actor is None else str(actor)
+    return "-" if actor is None else printable(actor)
 
 
 def event_dict(event: RecordedEvent) -> dict[str, Any]:

@@ -7,6 +7,7 @@ gives the result as one JSON document.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from ..retention import RetentionPolicy, list_archives, list_holds, restore, run
 from ..retention import hold as hold_flow
 from ..retention import release as release_flow
 from .exchange import phase_progress
-from .output import Styled, colour_of, echo, echo_json, table, when
+from .output import Styled, colour_of, echo, echo_json, printable, table, when
 
 DEFAULT_ARCHIVE_DIR = "archives"
 
@@ -77,11 +78,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo_json(report)
             return
         if dry_run:
-            echo(f"would prune {len(report.eligible)} flows: {', '.join(report.eligible) or '-'}")
+            echo(f"would prune {len(report.eligible)} flows: {_listed(report.eligible)}")
         else:
             echo(f"pruned {len(report.pruned)} flows ({report.events_pruned:,} events)")
             if report.archive_path:
-                echo(f"archive {report.archive_id}: {report.archive_path}")
+                echo(f"archive {printable(report.archive_id)}: {printable(report.archive_path)}")
         for label, items in (
             ("kept under legal hold", report.held),
             ("archived but not pruned (changed or held since)", report.skipped),
@@ -90,7 +91,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             ("removed half-written archives of runs that died", report.removed_partials),
         ):
             if items:
-                echo(f"{label}: {', '.join(items)}")
+                echo(f"{label}: {_listed(items)}")
 
     @main.command()
     @click.argument("flow_id")
@@ -108,7 +109,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         if as_json:
             echo_json(placed)
         else:
-            echo(f"{flow_id} is held since {when(placed.held_at)} by {placed.held_by}: {placed.reason}")
+            held = f"since {when(placed.held_at)} by {printable(placed.held_by)}: {printable(placed.reason)}"
+            echo(f"{printable(flow_id)} is held {held}")
 
     @main.command()
     @click.argument("flow_id")
@@ -123,7 +125,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         if as_json:
             echo_json({"flow_id": flow_id, "released": released})
         else:
-            echo(f"released the hold on {flow_id}" if released else f"{flow_id} was not held")
+            shown = printable(flow_id)
+            echo(f"released the hold on {shown}" if released else f"{shown} was not held")
 
     @main.command()
     @click.option("--json", "as_json", is_flag=True, help="The holds as JSON.")
@@ -135,7 +138,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         if as_json:
             echo_json(found)
             return
-        rows = [(h.flow_id, when(h.held_at), h.held_by, h.reason) for h in found]
+        rows = [(h.flow_id, when(h.held_at), h.held_by, printable(h.reason)) for h in found]
         for line in table(["FLOW", "HELD AT", "BY", "REASON"], rows):
             echo(line)
 
@@ -160,7 +163,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 f"{a.flows_pruned}/{a.flows}",
                 f"{a.events:,}",
                 when(a.created_at),
-                a.path,
+                printable(a.path),
             )
             for a in found
         ]
@@ -194,7 +197,14 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         if as_json:
             echo_json(report)
         else:
-            echo(f"restored {len(report.flows)} flows ({report.events:,} events) from {archive_id}")
+            echo(
+                f"restored {len(report.flows)} flows ({report.events:,} events) from {printable(archive_id)}"
+            )
+
+
+def _listed(items: Sequence[object]) -> str:
+    """Flow ids, archive ids or paths, comma-separated (``-`` for none)."""
+    return ", ".join(printable(item) for item in items) or "-"
 
 
 def _flow_pruners() -> list[Any]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import orjson
 import sqlalchemy as sa
 
+from .output import echo, echo_json, printable
 from .params import POSITION
 
 
@@ -43,19 +43,20 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 page = queries.threads(conn, offset=offset, limit=limit, include_deleted=include_deleted)
         if page is None or not page.items:
             if not as_json:
-                click.echo("no LangGraph threads in this store")
+                echo("no LangGraph threads in this store")
             return
         if as_json:
             for item in page.items:
-                click.echo(orjson.dumps({name: getattr(item, name) for name in item.__slots__}).decode())
+                echo_json({name: getattr(item, name) for name in item.__slots__})
             return
-        click.echo(f"{'THREAD':<28} {'CHECKPOINTS':>11} {'NS':>3}  {'UPDATED':<27} {'LAST ACTOR':<16} FLOW")
+        echo(f"{'THREAD':<28} {'CHECKPOINTS':>11} {'NS':>3}  {'UPDATED':<27} {'LAST ACTOR':<16} FLOW")
         for item in page.items:
-            thread = item.thread_id if len(item.thread_id) <= 28 else item.thread_id[:25] + "..."
-            state = f" (deleted by {item.deleted_by})" if item.deleted_at else ""
-            click.echo(
-                f"{thread:<28} {item.checkpoints:>11} {item.namespaces:>3}  {item.updated_at:<27} "
-                f"{item.last_actor or '-':<16} {item.flow_id}{state}"
+            thread = printable(item.thread_id)
+            thread = thread if len(thread) <= 28 else thread[:25] + "..."
+            state = f" (deleted by {printable(item.deleted_by)})" if item.deleted_at else ""
+            echo(
+                f"{thread:<28} {item.checkpoints:>11} {item.namespaces:>3}  {printable(item.updated_at):<27} "
+                f"{printable(item.last_actor or '-'):<16} {printable(item.flow_id)}{state}"
             )
         if page.has_next:
-            click.echo(f"{len(page.items)} of {page.total} threads; next page: --offset {offset + limit}")
+            echo(f"{len(page.items)} of {page.total} threads; next page: --offset {offset + limit}")

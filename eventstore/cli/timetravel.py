@@ -30,6 +30,7 @@ from .output import (
     echo,
     echo_json,
     event_dict,
+    printable,
     status,
     summarize,
     table,
@@ -62,8 +63,8 @@ def _history_lines(history: Timeline, expand: bool) -> Iterator[str]:
     if flow is not None:
         days = f"{when(first)[:10]} UTC" if one_day else f"{when(first)} to {when(last)} UTC"
         yield (
-            click.style(flow.flow_id, bold=True)
-            + f"  {flow.goal}  {status(flow.status)}, revision {flow.revision}, {days}"
+            click.style(printable(flow.flow_id), bold=True)
+            + f"  {printable(flow.goal)}  {status(flow.status)}, revision {flow.revision}, {days}"
         )
     rows: list[list[Cell]] = []
     for item in history.items:
@@ -104,7 +105,8 @@ def _span(span: StepSpan) -> str:
     if span.error:
         parts.append(f'"{cut(span.error, 40)}"')
     if span.gate_status:
-        parts.append(f"gate {status(span.gate_status)}" + (f" by {span.gate_by}" if span.gate_by else ""))
+        by = f" by {printable(span.gate_by)}" if span.gate_by else ""
+        parts.append(f"gate {status(span.gate_status)}{by}")
     parts.append(took(span.seconds))
     return " · ".join(parts)
 
@@ -158,16 +160,21 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             )
             data = view_to_dict(view)  # while the store is open: it reads the snapshot's parts
         if as_json:
-            click.echo(orjson.dumps(data).decode())
+            echo_json(data)
             return
         flow = data["flow"]
+        shown = printable(flow_id)
         if flow is None:
-            click.echo(f"{flow_id}: no state yet at {point}")
+            echo(f"{shown}: no state yet at {printable(point)}")
             return
-        click.echo(f"{flow_id} at revision {flow['revision']}: {flow['status']}, step {flow['current_step']}")
-        click.echo(f"  state: {orjson.dumps(flow['state']).decode()}")
+        current = printable(flow["current_step"])
+        echo(f"{shown} at revision {flow['revision']}: {printable(flow['status'])}, step {current}")
+        echo(f"  state: {printable(orjson.dumps(flow['state']).decode())}")
         for step in data["steps"].values():
-            click.echo(f"  step {step['step_id']}: {step['status']} ({step['attempts']} attempt(s))")
+            echo(
+                f"  step {printable(step['step_id'])}: {printable(step['status'])} "
+                f"({step['attempts']} attempt(s))"
+            )
 
     @main.command()
     @click.argument("flow_id")
@@ -182,15 +189,15 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         if as_json:
             changes = [{"op": c.op, "path": c.path, "old": c.old, "new": c.new} for c in result.changes]
             events = [{"revision": e.revision, "type": e.type} for e in result.events]
-            click.echo(orjson.dumps({"changes": changes, "events": events}).decode())
+            echo_json({"changes": changes, "events": events})
             return
         for event in result.events:
-            click.echo(f"  r{event.revision} {event.type}")
+            echo(f"  r{event.revision} {printable(event.type)}")
         for change in result.changes:
             sign = {"add": "+", "remove": "-", "replace": "~"}[change.op]
             old = "" if change.op == "add" else f"{_summary({'v': change.old})[5:-1]} -> "
             new = "" if change.op == "remove" else _summary({"v": change.new})[5:-1]
-            click.echo(f"{sign} {change.path}: {old}{new}")
+            echo(printable(f"{sign} {change.path}: {old}{new}"))
 
     @main.command()
     @click.argument("flow_id")
@@ -207,8 +214,6 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         with open_store(ctx) as store, errors():
             fork_flow(store, flow_id, at_revision=revision, new_flow_id=new_flow_id, metadata=metadata)
         if as_json:
-            click.echo(
-                orjson.dumps({"flow_id": new_flow_id, "origin": flow_id, "revision": revision}).decode()
-            )
+            echo_json({"flow_id": new_flow_id, "origin": flow_id, "revision": revision})
         else:
-            click.echo(f"forked {flow_id}@{revision} as {new_flow_id}")
+            echo(f"forked {printable(flow_id)}@{revision} as {printable(new_flow_id)}")
