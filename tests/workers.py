@@ -135,6 +135,15 @@ def append_after_reading(store: EventStore, flow: str, events: list[NewEvent]) -
     raise AssertionError(f"{MISMATCH_RETRIES} RevisionMismatches in a row on {flow!r}")
 
 
+def append_any(
+    url: str, options: dict[str, Any], name: str, flow: str, start: Any, appends: int
+) -> list[AppendResult]:
+    """Append ``appends`` one-event batches to ``flow`` with ``ANY``, at once with the siblings."""
+    with EventStore.open(url, **options) as store:
+        start.wait(BARRIER_TIMEOUT)
+        return [store.append(flow, [NewEvent("Wrote", {"by": name, "seq": seq})]) for seq in range(appends)]
+
+
 def read_then_append(
     url: str, options: dict[str, Any], flow: str, sync: Any, rounds: int, lockstep: bool
 ) -> list[tuple[int, int | None]]:
