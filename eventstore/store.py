@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-import random
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -17,7 +16,6 @@ import sqlalchemy as sa
 from alembic.util.exc import CommandError as AlembicError
 
 from . import migrate
-from .aio import pause
 from .backends import postgresql, sqlite
 from .backends.base import (
     FOLD_COLUMNS,
@@ -54,13 +52,11 @@ from .integrity import Problem, VerificationReport, check_chains
 from .preparation import Preparer, check_flow_id
 from .privileged import pruned_count, pruned_problems
 from .projection import FusedWrite, InlineProjection
+from .retry import RACE_BUDGET, Backoff
 from .schema import READ_COLUMNS, flow_events
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
-RACE_BUDGET = 10.0
-"""Seconds an append goes on retrying lost races (``ANY`` under contention) before ``ConcurrencyError``."""
-_FIRST_WAIT, _LONGEST_WAIT = 0.002, 0.05  # the back-off's bounds, seconds: see _Backoff
 
 Clock = Callable[[], datetime]
 
@@ -328,11 +324,11 @@ class EventStore:
         not exist yet) or ``ANY``. Appending events whose ids an earlier
         append already wrote returns that append's result and writes nothing.
         An append that loses a race to another writer tries again after a
-        short random wait, for up to ``RACE_BUDGET`` seconds (``_Backoff``).
+        short random wait, for up to ``RACE_BUDGET`` seconds (``eventstore.retry``).
         """
         batch = self._prepare(flow_id, events, expected_revision, metadata)
         reconnected = False
-        backoff = _Backoff(self.clock)
+        backoff = Backoff(self.clock)
         while True:
             try:
                 written = None
@@ -710,42 +706,6 @@ class EventStore:
             raise self._explain_conflict(exc, batch) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise self._backend.translate(exc) from exc
-
-
-class _Backoff:
-    """The waits of an append between lost races: jittered, exponential, capped, within a budget.
-
-    Each wait is drawn uniformly below a cap that starts at ``_FIRST_WAIT``
-    and doubles up to ``_LONGEST_WAIT``, so writers that collided once spread
-    out instead of colliding again in step ("full jitter"), and one that keeps
-    losing is never parked for long while newcomers write. ``wait`` says no
-    once ``RACE_BUDGET`` seconds have passed since the first lost race, by
-    the store's clock or, should that clock stand still (a frozen one), by
-    the waits themselves. The module-level ``random`` is reseeded in a
-    forked child, so forked writers do not draw the same waits.
-    """
-
-    def __init__(self, clock: Clock) -> None:
-        self._clock = clock
-        self._started: datetime | None = None  # the clock is only read once a race is lost
-        self._waited = 0.0
-        self._cap = _FIRST_WAIT
-        self.attempts = 1
-
-    def wait(self) -> bool:
-        """Wait before the next attempt and return True; False once the budget is spent."""
-        now = self._clock()
-        if self._started is None:
-            self._started = now
-        spent = max((now - self._started).total_seconds(), self._waited)
-        if spent >= RACE_BUDGET:
-            return False
-        seconds = random.uniform(0.0, min(self._cap, RACE_BUDGET - spent))
-        self._cap = min(2 * self._cap, _LONGEST_WAIT)
-        pause(seconds)  # under eventstore.aio, the event loop runs on meanwhile
-        self._waited += seconds
-        self.attempts += 1
-        return True
 
 
 def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:

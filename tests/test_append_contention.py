@@ -14,8 +14,7 @@ from typing import Any
 
 import pytest
 
-from eventstore import ConcurrencyError, EventStore, NewEvent, RevisionMismatch
-from eventstore import store as store_module
+from eventstore import ConcurrencyError, EventStore, NewEvent, RevisionMismatch, retry
 from eventstore.backends.base import Raced
 
 from . import workers
@@ -47,7 +46,7 @@ class TestLostRaces:
     @pytest.fixture
     def waits(self, monkeypatch: pytest.MonkeyPatch) -> list[float]:
         recorded: list[float] = []
-        monkeypatch.setattr(store_module, "pause", recorded.append)
+        monkeypatch.setattr(retry, "pause", recorded.append)
         return recorded
 
     @staticmethod
@@ -71,8 +70,8 @@ class TestLostRaces:
         self.lose(store, monkeypatch, races=30)
         assert store.append("f", [NewEvent("A", {})]).revision == 1
         assert len(waits) == 30
-        assert waits[0] <= store_module._FIRST_WAIT
-        assert all(0 <= wait <= store_module._LONGEST_WAIT for wait in waits)
+        assert waits[0] <= retry.FIRST_WAIT
+        assert all(0 <= wait <= retry.LONGEST_WAIT for wait in waits)
         assert len(set(waits)) == len(waits), "the waits are drawn at random"
 
     @pytest.mark.parametrize("clock", ["ticking", "frozen"])
@@ -84,7 +83,7 @@ class TestLostRaces:
             with pytest.raises(ConcurrencyError, match=r"'f' kept changing: \d+ append attempts") as caught:
                 store.append("f", [NewEvent("A", {})])
         assert isinstance(caught.value.__cause__, RevisionMismatch)
-        budget = store_module.RACE_BUDGET
+        budget = retry.RACE_BUDGET
         if clock == "ticking":  # the budget is kept on the store's clock ...
             assert 0 < len(waits) <= budget and sum(waits) < budget
         else:  # ... or, should that stand still, on the waits themselves

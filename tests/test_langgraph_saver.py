@@ -22,7 +22,9 @@ from eventstore.cli import main
 from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
 from projections import Progress, Projection, rebuild
 from projections.langgraph import LangGraphProjection
+from tests import workers
 from tests.conftest import Target
+from tests.workers import SPAWN, Children
 
 
 @pytest.fixture
@@ -384,6 +386,30 @@ def test_concurrent_saves_to_one_thread_all_land(target: Target) -> None:
         assert stored is not None and stored.pending_writes is not None
         assert sorted(w[2] for w in stored.pending_writes) == list(range(20))
         assert len(events(one, "t")) == 21 and one.store.verify().ok
+
+
+def test_processes_saving_writes_to_one_checkpoint_all_land(target: Target) -> None:
+    """Savers in several processes race for the thread's next revision; each lost race waits and retries."""
+    processes, writes = 8, 15
+    start = SPAWN.Barrier(processes)
+    with EventStoreSaver.from_url(target.url, **target.options) as saver, Children() as children:
+        config = put(saver, "t", {}, {})
+        for p in range(processes):
+            children.start(
+                workers.put_writes_to_one_checkpoint,
+                target.url,
+                target.options,
+                f"p{p}",
+                config,
+                start,
+                writes,
+            )
+        assert children.results() == [writes] * processes
+        stored = saver.get_tuple(config)
+        assert stored is not None and stored.pending_writes is not None
+        expected = {f"p{p}-{n}" for p in range(processes) for n in range(writes)}
+        assert sorted(w[2] for w in stored.pending_writes) == sorted(expected)
+        assert len(events(saver, "t")) == 1 + processes * writes and saver.store.verify().ok
 
 
 @contextmanager

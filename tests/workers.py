@@ -215,3 +215,16 @@ def append_big(
                 for flow, events in batches.items():
                     tx.append(flow, events, expected_revision=0)
     signal.send("done")
+
+
+def put_writes_to_one_checkpoint(
+    url: str, options: dict[str, Any], name: str, config: dict[str, Any], start: Any, writes: int
+) -> int:
+    """Save ``writes`` tasks' writes to the checkpoint ``config`` from a saver of this process's own."""
+    from eventstore.integrations.langgraph import EventStoreSaver
+
+    with EventStoreSaver.from_url(url, **options) as saver:
+        start.wait(BARRIER_TIMEOUT)
+        for n in range(writes):
+            saver.put_writes(config, [("result", f"{name}-{n}")], f"{name}-task-{n}")
+    return writes

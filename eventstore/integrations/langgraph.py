@@ -77,6 +77,7 @@ from ..graph_checkpoints import (
     flow_id_for,
     writes_event_type,
 )
+from ..retry import RACE_BUDGET, Backoff
 from ..store import EventStore, Transaction
 
 if TYPE_CHECKING:
@@ -91,7 +92,6 @@ DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 PRUNE_STRATEGIES = ("keep_latest", "delete")
 _JSON_KEYS = frozenset({"v", "id", "ts", "channel_versions", "versions_seen", "updated_channels"})
 _PAGE = 100
-_RETRIES = 20
 _IDS_PER_EVENT = 1000
 _INT64_MIN = -(2**63)
 _UINT64_MAX = 2**64 - 1
@@ -804,7 +804,8 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
                 self._write(append, lock=lock)
             return
         reconnected = False
-        for _attempt in range(_RETRIES):
+        backoff = Backoff(self.store.clock)
+        while True:
             try:
                 with self.store.transaction() as tx:
                     if lock:
@@ -813,13 +814,17 @@ class EventStoreSaver(BaseCheckpointSaver[str]):
                         lock_appends(tx.connection)
                     append(tx)
                 return
-            except RevisionMismatch:
-                continue  # another writer appended to the flow first (PostgreSQL): read again
+            except RevisionMismatch as raced:
+                # Another writer appended to the flow first (PostgreSQL): wait a little, read again.
+                if not backoff.wait():
+                    raise ConcurrencyError(
+                        f"a LangGraph write kept losing races: "
+                        f"{backoff.attempts} attempts in {RACE_BUDGET:g} s"
+                    ) from raced
             except ConnectionLost:
                 if reconnected:
                     raise
                 reconnected = True
-        raise ConcurrencyError(f"a LangGraph write kept losing races after {_RETRIES} attempts")
 
     @contextmanager
     def _reading(self) -> Iterator[sa.Connection]:
