@@ -1,29 +1,29 @@
-"""``EventStore``: append to flows, read them back, verify their chains."""
+"""``EventStore``: append to flows, read them back, verify their chains.
+
+``Transaction`` (re-exported here) is in ``eventstore.transaction``; the checks of the
+store's options and the backend for a URL are in ``eventstore.opening``.
+"""
 
 from __future__ import annotations
 
 import functools
 import itertools
-import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
 import sqlalchemy as sa
 from alembic.util.exc import CommandError as AlembicError
 
 from . import migrate
-from .backends import postgresql, sqlite
 from .backends.base import (
     FOLD_COLUMNS,
     VERIFY_COLUMNS,
     Backend,
     Batch,
     Raced,
-    Written,
     driver_error,
 )
 from .checks import check_count as _check_count
@@ -34,7 +34,6 @@ from .errors import (
     EventStoreError,
     InvalidInput,
     SchemaError,
-    StorageError,
     StoreClosed,
     TransactionAborted,
 )
@@ -49,11 +48,14 @@ from .events import (
     RecordedEvent,
 )
 from .integrity import Problem, VerificationReport, check_chains
+from .opening import _backend_for, _check_store_options
 from .preparation import Preparer, check_flow_id
 from .privileged import pruned_count, pruned_problems
 from .projection import FusedWrite, InlineProjection
 from .retry import RACE_BUDGET, Backoff
 from .schema import READ_COLUMNS, flow_events
+from .transaction import Transaction as Transaction
+from .transaction import _recorded_rows
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -63,74 +65,6 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class Transaction:
-    """A unit of work: appends to several flows that commit together or not at all."""
-
-    def __init__(self, store: EventStore, connection: sa.Connection) -> None:
-        self._store = store
-        self.connection = connection
-        self.written: list[Written] = []
-        self.memo: dict[Any, Any] = {}
-        """Scratch space for inline projections and services, discarded with the transaction."""
-        self._failed: BaseException | None = None
-        self._ended = False
-
-    @property
-    def store(self) -> EventStore:
-        return self._store
-
-    def append(
-        self,
-        flow_id: str,
-        events: Sequence[Event | NewEvent],
-        *,
-        expected_revision: ExpectedRevision = ANY,
-        metadata: Mapping[str, Any] | None = None,
-    ) -> AppendResult:
-        """Append within this transaction; see ``EventStore.append``."""
-        return self._append(self._store._prepare(flow_id, events, expected_revision, metadata))
-
-    def _append(self, batch: Batch) -> AppendResult:
-        self._check_usable()
-        try:
-            return self._write(batch)
-        except BaseException as exc:
-            # Part of the append may have been written (SQLite) or the whole
-            # transaction aborted (PostgreSQL): it can no longer commit.
-            self._failed = exc
-            raise
-
-    def _write(self, batch: Batch) -> AppendResult:
-        flow_id = batch.flow_id
-        if any(w.result.flow_id == flow_id for w in self.written):
-            # The PostgreSQL head cache only learns of our own appends at commit.
-            self._store._backend.forget([flow_id])
-        try:
-            written = self._store._backend.write(self.connection, batch, self._store.clock)
-        except sa.exc.IntegrityError as exc:
-            # The same public error on both backends, raised here rather than at
-            # the end of the block (PostgreSQL has aborted the transaction anyway).
-            raise self._store._explain_conflict(exc, batch) from exc
-        self.written.append(written)
-        if written.rows and self._store.projections:
-            recorded = _recorded(written, batch)
-            for projection in self._store.projections:
-                projection.apply(self, recorded)
-        return written.result
-
-    def _check_usable(self) -> None:
-        self._store._check_open()
-        if self._ended:
-            raise InvalidInput("this transaction has ended; open a new one with store.transaction()")
-        if self._failed is not None:
-            raise TransactionAborted("an earlier append in this transaction failed; it will be rolled back")
-
-    def revision(self, flow_id: str) -> int:
-        """The flow's revision as this transaction sees it."""
-        self._check_usable()
-        return self._store._backend.head(self.connection, check_flow_id(flow_id))[0]
 
 
 class EventStore:
@@ -734,32 +668,6 @@ def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
             cursor.close()
 
 
-def _recorded(written: Written, batch: Batch) -> list[RecordedEvent]:
-    """The events an append just wrote, as a reader will see them."""
-    return _recorded_rows(written.rows, batch)
-
-
-def _recorded_rows(rows: list[tuple[Any, ...]], batch: Batch) -> list[RecordedEvent]:
-    loads = orjson.loads
-    recorded_at = datetime.fromisoformat(rows[0][8])
-    return [
-        RecordedEvent(
-            row[0],
-            row[1],
-            row[2],
-            event.event_id,
-            row[4],
-            row[5],
-            loads(row[6]),
-            loads(row[7]),
-            recorded_at,
-            row[11].hex(),
-            row[12].hex(),
-        )
-        for row, event in zip(rows, batch.events, strict=True)
-    ]
-
-
 _BIG = 2**31 - 1  # above any revision (an INTEGER column)
 
 
@@ -767,83 +675,3 @@ def _select(name: str, query: object) -> sa.Select[Any]:
     if not isinstance(query, sa.Select):
         raise InvalidInput(f"{name} takes a SQLAlchemy Core select(...), not {query!r}")
     return query
-
-
-def _check_store_options(
-    clock: object, registry: object, max_payload_bytes: object, projections: object
-) -> tuple[InlineProjection, ...]:
-    """The store's options checked; its projections as a tuple."""
-    if not callable(clock):
-        raise InvalidInput(f"clock must be a function returning the current time, not {clock!r}")
-    if registry is not None and not isinstance(registry, EventRegistry):
-        raise InvalidInput(f"registry must be an EventRegistry, not {registry!r}")
-    _check_count("max_payload_bytes", max_payload_bytes, minimum=1)
-    if isinstance(projections, str | bytes) or not isinstance(projections, Iterable):
-        raise InvalidInput(f"projections must be a list of projections, not {projections!r}")
-    listed = tuple(projections)
-    for projection in listed:
-        if not all(callable(getattr(projection, method, None)) for method in ("prepare", "apply")):
-            raise InvalidInput(f"not a projection (it needs prepare and apply): {projection!r}")
-    return listed
-
-
-def _backend_for(
-    url: str | sa.URL,
-    *,
-    synchronous: str,
-    busy_timeout: float,
-    lock_timeout: float,
-    idle_in_transaction_timeout: float,
-    schema: str | None,
-    pool_size: int,
-    asynchronous: bool = False,
-) -> Backend:
-    try:
-        parsed = sa.make_url(url)
-    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
-        raise InvalidInput(f"not a database URL: {url!r}") from exc
-    backend = parsed.get_backend_name()
-    if type(asynchronous) is not bool:
-        raise InvalidInput(f"asynchronous must be True or False, not {asynchronous!r}")
-    for name, seconds in (
-        ("busy_timeout", busy_timeout),
-        ("lock_timeout", lock_timeout),
-        ("idle_in_transaction_timeout", idle_in_transaction_timeout),
-    ):
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
-            raise InvalidInput(f"{name} must be a number of seconds, 0 or more, got {seconds!r}")
-    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-        raise InvalidInput(f"pool_size must be a whole number, 1 or more, got {pool_size!r}")
-    if backend == "sqlite":
-        if not isinstance(synchronous, str) or synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
-            raise InvalidInput("synchronous must be NORMAL, FULL or EXTRA")
-        if parsed.database in (None, "", ":memory:"):
-            raise InvalidInput("use a SQLite file: an in-memory database is not shared between connections")
-        engine = sqlite.create_engine(
-            parsed,
-            busy_timeout=busy_timeout,
-            synchronous=synchronous.upper(),
-            pool_size=pool_size,
-            asynchronous=asynchronous,
-        )
-        return sqlite.SQLiteBackend(engine, asynchronous=asynchronous)
-    if backend == "postgresql":
-        if parsed.get_driver_name() not in ("psycopg", "postgresql", ""):
-            raise InvalidInput("PostgreSQL is used through psycopg 3: postgresql+psycopg://...")
-        if schema is not None and (not isinstance(schema, str) or not schema.replace("_", "").isalnum()):
-            raise InvalidInput(f"not a plain schema name: {schema!r}")
-        try:
-            engine = postgresql.create_engine(
-                parsed.set(drivername="postgresql+psycopg"),
-                lock_timeout=lock_timeout,
-                idle_in_transaction_timeout=idle_in_transaction_timeout,
-                schema=schema,
-                pool_size=pool_size,
-                asynchronous=asynchronous,
-            )
-        except ImportError as exc:
-            raise StorageError(
-                "PostgreSQL needs psycopg 3: pip install 'agent-eventstore[postgresql]'"
-            ) from exc
-        return postgresql.PostgresBackend(engine)
-    raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")

@@ -1,0 +1,95 @@
+"""Checking the options ``EventStore`` takes, and the backend ``EventStore.open`` makes for a URL."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import sqlalchemy as sa
+
+from .backends import postgresql, sqlite
+from .backends.base import Backend
+from .checks import check_count as _check_count
+from .errors import InvalidInput, StorageError
+from .events import EventRegistry
+from .projection import InlineProjection
+
+
+def _check_store_options(
+    clock: object, registry: object, max_payload_bytes: object, projections: object
+) -> tuple[InlineProjection, ...]:
+    """The store's options checked; its projections as a tuple."""
+    if not callable(clock):
+        raise InvalidInput(f"clock must be a function returning the current time, not {clock!r}")
+    if registry is not None and not isinstance(registry, EventRegistry):
+        raise InvalidInput(f"registry must be an EventRegistry, not {registry!r}")
+    _check_count("max_payload_bytes", max_payload_bytes, minimum=1)
+    if isinstance(projections, str | bytes) or not isinstance(projections, Iterable):
+        raise InvalidInput(f"projections must be a list of projections, not {projections!r}")
+    listed = tuple(projections)
+    for projection in listed:
+        if not all(callable(getattr(projection, method, None)) for method in ("prepare", "apply")):
+            raise InvalidInput(f"not a projection (it needs prepare and apply): {projection!r}")
+    return listed
+
+
+def _backend_for(
+    url: str | sa.URL,
+    *,
+    synchronous: str,
+    busy_timeout: float,
+    lock_timeout: float,
+    idle_in_transaction_timeout: float,
+    schema: str | None,
+    pool_size: int,
+    asynchronous: bool = False,
+) -> Backend:
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"not a database URL: {url!r}") from exc
+    backend = parsed.get_backend_name()
+    if type(asynchronous) is not bool:
+        raise InvalidInput(f"asynchronous must be True or False, not {asynchronous!r}")
+    for name, seconds in (
+        ("busy_timeout", busy_timeout),
+        ("lock_timeout", lock_timeout),
+        ("idle_in_transaction_timeout", idle_in_transaction_timeout),
+    ):
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
+            raise InvalidInput(f"{name} must be a number of seconds, 0 or more, got {seconds!r}")
+    if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+        raise InvalidInput(f"pool_size must be a whole number, 1 or more, got {pool_size!r}")
+    if backend == "sqlite":
+        if not isinstance(synchronous, str) or synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+            raise InvalidInput("synchronous must be NORMAL, FULL or EXTRA")
+        if parsed.database in (None, "", ":memory:"):
+            raise InvalidInput("use a SQLite file: an in-memory database is not shared between connections")
+        engine = sqlite.create_engine(
+            parsed,
+            busy_timeout=busy_timeout,
+            synchronous=synchronous.upper(),
+            pool_size=pool_size,
+            asynchronous=asynchronous,
+        )
+        return sqlite.SQLiteBackend(engine, asynchronous=asynchronous)
+    if backend == "postgresql":
+        if parsed.get_driver_name() not in ("psycopg", "postgresql", ""):
+            raise InvalidInput("PostgreSQL is used through psycopg 3: postgresql+psycopg://...")
+        if schema is not None and (not isinstance(schema, str) or not schema.replace("_", "").isalnum()):
+            raise InvalidInput(f"not a plain schema name: {schema!r}")
+        try:
+            engine = postgresql.create_engine(
+                parsed.set(drivername="postgresql+psycopg"),
+                lock_timeout=lock_timeout,
+                idle_in_transaction_timeout=idle_in_transaction_timeout,
+                schema=schema,
+                pool_size=pool_size,
+                asynchronous=asynchronous,
+            )
+        except ImportError as exc:
+            raise StorageError(
+                "PostgreSQL needs psycopg 3: pip install 'agent-eventstore[postgresql]'"
+            ) from exc
+        return postgresql.PostgresBackend(engine)
+    raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
