@@ -204,13 +204,28 @@ def audit_trail(
 
 
 def session_flows(store: EventStore, session: str) -> list[str]:
-    """The flows a session owns (``owner_session_key`` of their first event), oldest first."""
-    query = (
-        sa.select(_c.flow_id)
-        .where(flow_beginning, owner_session == _text("session", session))
-        .order_by(_c.position)
-    )
+    """The flows a session owns, each once, oldest first.
+
+    A flow is owned by the ``owner_session_key`` of its first ``FlowStarted``
+    or ``FlowForked``, as the flows read model has it; a later start in the
+    same flow (only a writer bypassing ``FlowService`` appends one) names no owner.
+    """
+    query = sa.select(_c.flow_id).where(_first_start_of(_text("session", session))).order_by(_c.position)
     return [row[0] for row in store.query(query)]
+
+
+def _first_start_of(session: str) -> Any:
+    """Rows that are their flow's first start, naming ``session`` as its owner."""
+    earlier = flow_events.alias("earlier").c
+    return sa.and_(
+        flow_beginning,
+        owner_session == session,
+        ~sa.exists().where(
+            earlier.flow_id == _c.flow_id,
+            earlier.revision < _c.revision,
+            earlier.type.in_(("FlowStarted", "FlowForked")),
+        ),
+    )
 
 
 def entry_from_event(event: RecordedEvent, opening: RecordedEvent | None = None) -> AuditEntry:
@@ -459,7 +474,7 @@ def _actor(event: RecordedEvent) -> str | None:
 
 
 def _session_subquery(session: str) -> Any:
-    return sa.select(_c.flow_id).where(flow_beginning, owner_session == session).scalar_subquery()
+    return sa.select(_c.flow_id).where(_first_start_of(session)).correlate(None).scalar_subquery()
 
 
 def _audit_types(types: Iterable[str] | None) -> list[str]:

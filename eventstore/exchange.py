@@ -24,7 +24,15 @@ import sqlalchemy as sa
 from .audit import session_flows
 from .backends.base import VERIFY_COLUMNS
 from .checks import check_count
-from .errors import EventStoreError, ExportInvalid, FlowNotFound, ImportConflict, InvalidInput
+from .errors import (
+    EventStoreError,
+    ExportInvalid,
+    FlowNotFound,
+    ImportConflict,
+    IntegrityViolation,
+    InvalidInput,
+    StorageError,
+)
 from .events import RecordedEvent, uuid_from_bytes
 from .exportfile import (
     PROGRESS_EVERY,
@@ -156,35 +164,55 @@ def _all_rows(store: EventStore) -> Iterator[StoredRow]:
 
 
 def _range_rows(store: EventStore, since: datetime | None, until: datetime | None) -> Iterator[StoredRow]:
-    """Per flow, the events from its first to its last one recorded in the range.
+    """The events from the first position recorded at or after ``since`` to the last one before ``until``.
 
-    Every event between two in the range is included even if a skewed clock
-    stamped it outside, so each flow's part is one unbroken piece of its chain.
+    A range is a stretch of the log: every event recorded in it is included,
+    and so is any event between two of them that a skewed clock stamped
+    outside it. Cut by position, ranges that meet at a time cover the log
+    without a gap: the first position at or after a time is at most one past
+    the last position before it (they overlap when the clock stepped back,
+    and an import skips the events it already holds), so each range imported
+    in turn continues the last. Each flow's part is one unbroken piece of its
+    chain; one that starts past revision 1 is checked to chain onto the
+    store's own event before it.
     """
     c = flow_events.c
     bound: Callable[[datetime], Any] = format_time if store.dialect == "sqlite" else _checked_time
-    where = []
+    low, high = 1, store.last_position()
     if since is not None:
-        where.append(c.recorded_at >= bound(since))
+        found = store.query(sa.select(sa.func.min(c.position)).where(c.recorded_at >= bound(since)))[0][0]
+        low = high + 1 if found is None else found
     if until is not None:
-        where.append(c.recorded_at < bound(until))
-    spans = {
-        flow_id: (low, high)
-        for flow_id, low, high in store.query(
-            sa.select(c.flow_id, sa.func.min(c.revision), sa.func.max(c.revision))
-            .where(*where)
-            .group_by(c.flow_id)
-        )
-    }
-    if not spans:
+        found = store.query(sa.select(sa.func.max(c.position)).where(c.recorded_at < bound(until)))[0][0]
+        high = 0 if found is None else found
+    if low > high:
         return
-    first, last = store.query(sa.select(sa.func.min(c.position), sa.func.max(c.position)).where(*where))[0]
-    base = sa.select(*VERIFY_COLUMNS).where(c.position <= last).order_by(c.position)
-    for rows in _paged(store, lambda cur: base.where(c.position > cur), lambda r: r[0], first - 1):
+    firsts: dict[str, StoredRow] = {}
+    base = sa.select(*VERIFY_COLUMNS).where(c.position <= high).order_by(c.position)
+    for rows in _paged(store, lambda cur: base.where(c.position > cur), lambda r: r[0], low - 1):
         for row in rows:
-            span = spans.get(row[1])
-            if span is not None and span[0] <= row[2] <= span[1]:
-                yield _stored(store, row)
+            stored = _stored(store, row)
+            firsts.setdefault(stored.flow_id, stored)
+            yield stored
+    _check_predecessors(store, [row for row in firsts.values() if row.revision > 1])
+
+
+def _check_predecessors(store: EventStore, firsts: list[StoredRow]) -> None:
+    """Each flow a range starts past revision 1 chains onto the store's own event before it."""
+    c = flow_events.c
+    key = sa.tuple_(c.flow_id, c.revision)
+    for start in range(0, len(firsts), CHUNK):
+        wanted = firsts[start : start + CHUNK]
+        query = sa.select(c.flow_id, c.hash).where(key.in_([(r.flow_id, r.revision - 1) for r in wanted]))
+        stored = {flow_id: bytes(digest) for flow_id, digest in store.query(query)}
+        for row in wanted:
+            before = stored.get(row.flow_id)
+            if before != row.prev_hash:
+                what = "is missing" if before is None else "is not the event it chains from"
+                raise IntegrityViolation(
+                    f"the store's hash chains are broken ({row.flow_id}@{row.revision - 1} {what}): "
+                    "nothing was exported"
+                )
 
 
 def _checked_time(moment: datetime) -> datetime:
@@ -277,8 +305,11 @@ def run_import(
     plan.check_ids()
     plan.decide(tombstones, set(pruned))
     writer = _Writer(store, plan, batch_size, on_complete, progress, manifest.event_count)
-    scan_export(path, on_row=writer.add, strict=True)
-    writer.flush(final=True)
+    try:
+        scan_export(path, on_row=writer.add, strict=True)
+        writer.flush(final=True)
+    except StorageError as exc:  # the database failed part way: say what is in, and how to finish
+        raise type(exc)(f"{exc}; {writer.stopped()}") from exc
     return writer.report()
 
 
@@ -331,16 +362,10 @@ class _Plan:
         ids, self._ids = self._ids, []
         if not ids or self.conflicts:
             return
-        c = flow_events.c
-        sqlite = self.store.dialect == "sqlite"
-        params = [uuid.UUID(event_id).bytes if sqlite else uuid.UUID(event_id) for _, event_id in ids]
-        found = self.store.query(sa.select(c.event_id, c.flow_id).where(c.event_id.in_(params)).limit(1))
-        if found:
-            stored, owner = found[0]
-            event_id = uuid_from_bytes(stored) if sqlite else stored
-            reason = f"its event {event_id} is already stored (in flow {owner!r})"
-            flow_id = next(flow for flow, e in ids if e == str(event_id))
-            self.conflicts.append(ImportConflict(flow_id, reason))
+        found = _stored_id(self.store, ids)
+        if found is not None:
+            flow_id, detail = found
+            self.conflicts.append(ImportConflict(flow_id, detail))
 
     def decide(self, tombstones: dict[str, str], pruned: set[str]) -> None:
         """Raise the first conflict between the export and the store, if there is one."""
@@ -385,6 +410,30 @@ class _Plan:
         c = flow_events.c
         found = self.store.query(sa.select(c.hash).where(c.flow_id == flow_id, c.revision == revision))
         return bytes(found[0][0]) if found else None
+
+
+def _stored_id(store: EventStore, ids: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """The first of these (flow, event id) pairs whose id the store holds: its flow, and what is stored."""
+    c = flow_events.c
+    sqlite = store.dialect == "sqlite"
+    for start in range(0, len(ids), CHUNK):
+        chunk = ids[start : start + CHUNK]
+        params = [uuid.UUID(event_id).bytes if sqlite else uuid.UUID(event_id) for _, event_id in chunk]
+        found = store.query(sa.select(c.event_id, c.flow_id).where(c.event_id.in_(params)).limit(1))
+        if found:
+            stored, owner = found[0]
+            event_id = str(uuid_from_bytes(stored) if sqlite else stored)
+            flow_id = next(flow for flow, e in chunk if e == event_id)
+            return flow_id, f"its event {event_id} is already stored (in flow {owner!r})"
+    return None
+
+
+class _Refused(Exception):
+    """A batch's insert broke a unique key; carried out of the transaction to be explained."""
+
+    def __init__(self, cause: sa.exc.IntegrityError) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class _Writer:
@@ -435,15 +484,27 @@ class _Writer:
 
     def _write(self, rows: list[StoredRow]) -> None:
         flows = list(dict.fromkeys(row.flow_id for row in rows))
+        refused: sa.exc.IntegrityError | None = None
+        try:
+            self._insert(rows, flows)
+        except _Refused as exc:
+            refused = exc.cause
+        if refused is not None:
+            raise self._taken(rows) from refused
+
+    def _insert(self, rows: list[StoredRow], flows: list[str]) -> None:
         with self.store.transaction() as tx:
             conn = tx.connection
             lock_appends(conn)
             current = flow_heads(conn, flows)
             for flow_id in flows:
                 if current.get(flow_id, (0, None)) != self.expected[flow_id]:
-                    reason = "another writer appended to it during the import; this batch was not written"
+                    reason = f"another writer appended to it during the import; {self.stopped()}"
                     raise ImportConflict(flow_id, reason)
-            positions = insert_stored(conn, rows)
+            try:
+                positions = insert_stored(conn, rows)
+            except sa.exc.IntegrityError as exc:
+                raise _Refused(exc) from exc  # explained once the transaction has rolled back
             tails = {row.flow_id: row for row in rows}
             done = [f for f, row in tails.items() if row.revision == self.plan.segments[f].last_revision]
             done += self.unfinished_present
@@ -456,6 +517,23 @@ class _Writer:
             self.imported[flow_id] = None
         self.written += len(rows)
         self.positions.extend(positions[:1] + positions[-1:])
+
+    def _taken(self, rows: list[StoredRow]) -> ImportConflict:
+        """A batch refused by a unique key: another writer stored one of its event ids meanwhile."""
+        found = _stored_id(self.store, [(row.flow_id, row.event_id) for row in rows])
+        flow_id, detail = found if found is not None else (rows[0].flow_id, "an event id is stored twice")
+        return ImportConflict(
+            flow_id, f"{detail}: another writer stored it during the import; {self.stopped()}"
+        )
+
+    def stopped(self) -> str:
+        """Where an import that failed part way stopped."""
+        if not self.written:
+            return "nothing was imported"
+        return (
+            f"the import stopped after {self.written} events (positions {min(self.positions)} to "
+            f"{max(self.positions)}); importing the file again writes the rest"
+        )
 
     def report(self) -> ImportReport:
         return ImportReport(

@@ -123,11 +123,19 @@ def decode_line(line: bytes) -> StoredRow:
     )
 
 
+_LIMITS = {"position": (2**63 - 1, "2**63 - 1"), "revision": (2**31 - 1, "2**31 - 1")}
+_LIMITS["schema_version"] = _LIMITS["revision"]
+"""The largest value each integer column holds on both backends (revision and schema_version are INTEGER)."""
+
+
 def _check_storable(item: dict[str, Any]) -> None:
     """What a store could have written: so an import gives back rows that read and verify as these."""
     for name in _INTS:
         if item[name] < 1:
             raise ValueError(f"{name} is below 1")
+        highest, spelled = _LIMITS[name]
+        if item[name] > highest:
+            raise ValueError(f"{name} is above {spelled}, more than a store holds")
     try:
         check_flow_id(item["flow_id"])
         check_type_name(item["type"])
@@ -136,7 +144,7 @@ def _check_storable(item: dict[str, Any]) -> None:
     try:
         moment = datetime.fromisoformat(item["recorded_at"])
         canonical_time = format_time(moment) == item["recorded_at"]
-    except (ValueError, InvalidInput):
+    except (ValueError, OverflowError, InvalidInput):  # OverflowError: out of range once in UTC
         canonical_time = False
     if not canonical_time:
         raise ValueError("recorded_at is not a time in the canonical form YYYY-MM-DDTHH:MM:SS.ffffffZ")
@@ -148,6 +156,11 @@ def _check_storable(item: dict[str, Any]) -> None:
             stored = False
         if not stored:
             raise ValueError(f"{name} is not a JSON object in the canonical encoding")
+
+
+def _uuid_number(text: str) -> int | None:
+    found = _uuid(text)
+    return None if found is None else found.int
 
 
 def _uuid(text: str) -> uuid.UUID | None:
@@ -311,16 +324,30 @@ class _Head:
     events: int
 
 
+def holds_whole_flows(selection: dict[str, Any]) -> bool:
+    """Whether an export of this selection holds each of its flows from revision 1.
+
+    Every selection but a time range does; a range starts each flow at its
+    first event in the range, and the manifest names the hash it chains from.
+    """
+    return selection.get("kind") != "range"
+
+
 class ChainChecker:
-    """Checks an export's rows as they come, keeping one small record per flow.
+    """Checks an export's rows as they come, keeping one small record per flow (and each event id).
 
     Each flow's rows must follow each other in revision order with rising
-    positions; a flow may start at any revision (a time-range export), and
+    positions, and with ``unique_ids`` no event id may appear twice. With
+    ``whole_flows`` each flow must start at revision 1 (from GENESIS);
+    otherwise (a time-range export) a flow may start at any revision, and
     then chains from the hash its first row names.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, whole_flows: bool, unique_ids: bool = True) -> None:
+        self.whole_flows = whole_flows
         self.heads: dict[str, _Head] = {}
+        self._ids: set[int] | None = set() if unique_ids else None
+        """Every event id so far, as its number (about 80 bytes an event): no id may come twice."""
         self.events = 0
         self.first_position: int | None = None
         self.last_position: int | None = None
@@ -332,10 +359,19 @@ class ChainChecker:
             problems.append(Problem(row.flow_id, row.position, row.revision, kind, detail))
 
         problems.extend(check_envelope(row))
+        ids = self._ids
+        number = None if ids is None else _uuid_number(row.event_id)
+        if ids is not None and number is not None:
+            if number in ids:
+                problem("duplicate-event-id", f"event id {row.event_id} is also on an earlier line")
+            ids.add(number)
         head = self.heads.get(row.flow_id)
         if head is None:
             if row.revision < 1:
                 problem("revision-gap", f"revision {row.revision} is below 1")
+            elif row.revision > 1 and self.whole_flows:
+                missing = f"revisions 1 to {row.revision - 1}" if row.revision > 2 else "revision 1"
+                problem("revision-gap", f"the flow starts at revision {row.revision}: {missing} missing")
             elif row.revision == 1 and row.prev_hash != GENESIS:
                 problem("broken-link", "revision 1 does not chain from GENESIS")
             self.heads[row.flow_id] = _Head(
@@ -380,7 +416,8 @@ def write_export(
 ) -> Manifest:
     """Write rows (payloads as canonical text) and their manifest; both appear only when complete."""
     partial = path.with_name(path.name + ".partial")
-    checker = ChainChecker()
+    # The store's unique index keeps its event ids apart: no need to hold them all in memory.
+    checker = ChainChecker(whole_flows=holds_whole_flows(selection), unique_ids=False)
     problems: list[Problem] = []
     try:
         with open(partial, "wb") as raw:
@@ -483,8 +520,10 @@ def verify_export(path: str | os.PathLike[str], *, progress: ProgressCallback | 
 
     The manifest must be readable; the events file must have the manifest's
     SHA-256, and each line must parse, match its digests and hash and chain
-    onto the line before it in its flow; counts, positions and each flow's
-    first and last revision and hash must be those the manifest lists. If the
+    onto the line before it in its flow, with no event id twice and, unless
+    the export is a time range, each flow from revision 1; counts, positions
+    and each flow's first and last revision and hash must be those the
+    manifest lists. If the
     manifest carries a checkpoint, its signature is checked against its own
     key, and when the file holds every event up to its tree size, the Merkle
     root is recomputed from the file and compared.
@@ -511,7 +550,7 @@ def scan_export(
     except ExportInvalid as exc:
         report.problems.extend(Problem("", 0, 0, "manifest", str(p)) for p in exc.problems)
         return report
-    checker = ChainChecker()
+    checker = ChainChecker(whole_flows=holds_whole_flows(manifest.selection))
     checkpoint = _Checkpoint(manifest.checkpoint, report)
     try:
         with open(manifest.events_file, "rb") as raw:

@@ -43,7 +43,10 @@ def format_time(moment: datetime) -> str:
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidInput(f"timestamps must be timezone-aware, not {moment!r} (check the store's clock)")
     if moment.utcoffset():
-        moment = moment.astimezone(UTC)
+        try:
+            moment = moment.astimezone(UTC)
+        except OverflowError as exc:
+            raise InvalidInput(f"{moment.isoformat()} is outside the years 1 to 9999 in UTC") from exc
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
@@ -91,6 +94,9 @@ class StoredRow:
     metadata_hash: bytes
     prev_hash: bytes
     hash: bytes
+    defects: tuple[str, ...] = ()
+    """What in the stored row no store could have written (a hash that is not 32 bytes, an id
+    or time that cannot be read); the field then holds a stand-in that matches nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +161,9 @@ def check_envelope(row: StoredRow) -> Iterator[Problem]:
     def problem(kind: str, detail: str) -> Problem:
         return Problem(row.flow_id, row.position, row.revision, kind, detail)
 
+    if row.defects:
+        yield problem("malformed-row", "; ".join(row.defects))
+        return  # its hashes cannot be recomputed from what is there
     if _payload_digest(row.data) != row.data_hash:
         yield problem("data-edited", "data does not match its data_hash")
     if _payload_digest(row.metadata) != row.metadata_hash:

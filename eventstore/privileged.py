@@ -147,10 +147,49 @@ def pruned_count(conn: sa.Connection) -> tuple[int, int]:
 def pruned_problems(conn: sa.Connection) -> list[Problem]:
     """What ``verify`` finds wrong with the record of pruned flows.
 
-    A tombstone must match the pruned leaf of its flow's last event; a flow
-    with pruned leaves must have a tombstone, or events again (restored);
-    and no delete authorisation may outlive its prune's transaction.
+    A prune deletes whole flows, and a restore puts a flow back whole, from
+    revision 1, before it drops the tombstone. So:
+
+    * a tombstone must match the pruned leaf of its flow's last revision, and
+      its flow must have pruned leaves for every revision up to that one;
+    * an event stored while its flow's tombstone stands (a restore under
+      way) must be the pruned event at its revision (same hash);
+    * a pruned leaf of a flow without a tombstone must be stored again, the
+      same event at the same revision (a finished restore): a leaf with no
+      such event is an event deleted outside a prune;
+    * no delete authorisation may outlive its prune's transaction.
     """
+    problems = _tombstone_problems(conn)
+    t, p, e = flow_tombstones.c, pruned_events.c, flow_events.c
+    untraced = conn.execute(
+        sa.select(p.flow_id, p.revision, p.position, sa.exists().where(e.flow_id == p.flow_id))
+        .where(
+            ~sa.exists().where(t.flow_id == p.flow_id),
+            ~sa.exists().where(e.flow_id == p.flow_id, e.revision == p.revision, e.hash == p.hash),
+        )
+        .order_by(p.position)
+    )
+    emptied: dict[str, int] = {}
+    for flow_id, revision, position, has_events in untraced:
+        if not has_events:
+            emptied[flow_id] = max(emptied.get(flow_id, 0), revision)
+            continue
+        detail = (
+            f"the event at position {position} was deleted: it is recorded as pruned, but its flow "
+            "has no tombstone and still has events, and none of them is this one"
+        )
+        problems.append(Problem(flow_id, position, revision, "pruned-without-tombstone", detail))
+    for flow_id, revision in sorted(emptied.items()):
+        detail = "events were pruned, but the flow has neither a tombstone nor events"
+        problems.append(Problem(flow_id, 0, revision, "pruned-without-tombstone", detail))
+    left = conn.execute(sa.select(sa.func.count()).select_from(prune_authorisations)).scalar_one()
+    if left:
+        detail = f"{left} delete authorisation(s) were committed: the append-only guard is open for them"
+        problems.append(Problem("", 0, 0, "prune-authorisation-left", detail))
+    return problems
+
+
+def _tombstone_problems(conn: sa.Connection) -> list[Problem]:
     t, p, e = flow_tombstones.c, pruned_events.c, flow_events.c
     problems = []
     unmatched = conn.execute(
@@ -161,16 +200,27 @@ def pruned_problems(conn: sa.Connection) -> list[Problem]:
     for flow_id, revision in unmatched:
         detail = "no pruned event matches the tombstone's last revision and hash"
         problems.append(Problem(flow_id, 0, revision, "tombstone-mismatch", detail))
-    orphans = conn.execute(
-        sa.select(p.flow_id, sa.func.max(p.revision))
-        .where(~sa.exists().where(t.flow_id == p.flow_id), ~sa.exists().where(e.flow_id == p.flow_id))
-        .group_by(p.flow_id)
+    covered = (
+        sa.select(sa.func.count(sa.distinct(p.revision)))
+        .where(p.flow_id == t.flow_id, p.revision <= t.last_revision)
+        .scalar_subquery()
     )
-    for flow_id, revision in orphans:
-        detail = "events were pruned, but the flow has neither a tombstone nor events"
-        problems.append(Problem(flow_id, 0, revision, "pruned-without-tombstone", detail))
-    left = conn.execute(sa.select(sa.func.count()).select_from(prune_authorisations)).scalar_one()
-    if left:
-        detail = f"{left} delete authorisation(s) were committed: the append-only guard is open for them"
-        problems.append(Problem("", 0, 0, "prune-authorisation-left", detail))
+    partial = conn.execute(sa.select(t.flow_id, t.last_revision, covered).where(covered != t.last_revision))
+    for flow_id, revision, count in partial:
+        detail = (
+            f"the tombstone says revisions 1 to {revision} were pruned, but only {count} of them are "
+            "recorded as pruned: a prune takes whole flows"
+        )
+        problems.append(Problem(flow_id, 0, revision, "tombstone-mismatch", detail))
+    strangers = conn.execute(
+        sa.select(e.flow_id, e.revision, e.position)
+        .where(
+            sa.exists().where(t.flow_id == e.flow_id),
+            ~sa.exists().where(p.flow_id == e.flow_id, p.revision == e.revision, p.hash == e.hash),
+        )
+        .order_by(e.position)
+    )
+    for flow_id, revision, position in strangers:
+        detail = "the flow is pruned (it has a tombstone), but this event is not one of its pruned events"
+        problems.append(Problem(flow_id, position, revision, "tombstone-mismatch", detail))
     return problems

@@ -342,7 +342,7 @@ class TestVerifyAccounting:
         retain(flows, tmp_path, T0 + 40 * DAY)
         assert flows.verify().ok
         sql(flows, "DELETE FROM pruned_events WHERE flow_id = 'f1' AND revision = 1")
-        assert [p.kind for p in flows.verify().problems] == ["missing-events"]
+        assert [p.kind for p in flows.verify().problems] == ["tombstone-mismatch", "missing-events"]
 
     def test_a_missing_event_without_tombstone_is_still_reported(
         self, flows: EventStore, tmp_path: Path

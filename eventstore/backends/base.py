@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -10,6 +11,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
 
 from ..errors import ConnectionLost, DuplicateEventId, RevisionMismatch, StorageError
 from ..events import ANY, AppendResult, ExpectedRevision, FoldInput, RecordedEvent
@@ -130,7 +132,115 @@ FOLD_COLUMNS = [
     flow_events.c.recorded_at,
 ]
 
-VERIFY_COLUMNS = list(flow_events.columns)  # every column, in table order: what the chain covers
+
+class canonical_time(sa.sql.functions.FunctionElement[str]):
+    """A stored ``recorded_at`` as its canonical text; NULL for a time no store could have written.
+
+    SQLite keeps the text itself. PostgreSQL spells it in SQL, so a row edited
+    to ``'infinity'`` or a year past 9999 reads as NULL, a problem on that row,
+    instead of failing the driver's conversion and with it the whole page.
+    """
+
+    type = sa.String()
+    name = "canonical_time"
+    inherit_cache = True
+
+
+@compiles(canonical_time)
+def _time_as_stored(element: canonical_time, compiler: Any, **kw: Any) -> str:
+    return str(compiler.process(element.clauses, **kw))
+
+
+@compiles(canonical_time, "postgresql")
+def _time_in_sql(element: canonical_time, compiler: Any, **kw: Any) -> str:
+    column = compiler.process(element.clauses, **kw)
+    return (
+        f"CASE WHEN {column} >= '0001-01-01 00:00:00+00' AND {column} < '10000-01-01 00:00:00+00' "
+        f"THEN to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') END"
+    )
+
+
+VERIFY_COLUMNS: list[Any] = [
+    canonical_time(column) if column.name == "recorded_at" else column for column in flow_events.columns
+]
+"""Every column, in table order (what the chain covers), the time as its canonical text."""
+
+
+def checked_row(
+    row: Sequence[Any], event_id: Callable[[Any], str | None], recorded_at: Callable[[Any], str | None]
+) -> StoredRow:
+    """A row of ``VERIFY_COLUMNS`` that failed a backend's quick type check, with what is wrong in it.
+
+    An edit can leave any value in any column (SQLite keeps whatever type it
+    is given): each field no store could have written becomes a defect, and
+    a stand-in, so verification names the row instead of failing on it.
+    ``event_id`` and ``recorded_at`` give the canonical text of the stored
+    value, or None if it has none.
+    """
+    defects: list[str] = []
+
+    def text(name: str, value: Any) -> str:
+        if isinstance(value, str):
+            return value
+        defects.append(f"{name} is {_kind(value)}, not text")
+        return str(value)
+
+    def integer(name: str, value: Any) -> int:
+        if type(value) is int:
+            return value
+        defects.append(f"{name} is {_kind(value)}, not an integer")
+        return 0
+
+    def digest(name: str, value: Any) -> bytes:
+        if isinstance(value, bytes | bytearray | memoryview):
+            found = bytes(value)
+            if len(found) == 32:
+                return found
+        defects.append(f"{name} is {_kind(value)}, not 32 bytes")
+        return b""
+
+    def decoded(name: str, value: Any, decode: Callable[[Any], str | None], want: str, missing: str) -> str:
+        try:
+            found = decode(value)
+        except (TypeError, ValueError, OverflowError):
+            found = None
+        if found is None:
+            defects.append(f"{name} is {_kind(value)}, not {want}" if value is not None else missing)
+            return ""
+        return found
+
+    position = row[0] if type(row[0]) is int else 0
+    stored = StoredRow(
+        position,
+        text("flow_id", row[1]),
+        integer("revision", row[2]),
+        decoded("event_id", row[3], event_id, "a UUID", "event_id is NULL"),
+        text("type", row[4]),
+        integer("schema_version", row[5]),
+        row[6],
+        row[7],
+        decoded(
+            "recorded_at",
+            row[8],
+            recorded_at,
+            "a time a store writes",
+            "recorded_at is not a time a store writes (infinite, or outside the years 1 to 9999)",
+        ),
+        digest("data_hash", row[9]),
+        digest("metadata_hash", row[10]),
+        digest("prev_hash", row[11]),
+        digest("hash", row[12]),
+    )
+    return dataclasses.replace(stored, defects=tuple(defects)) if defects else stored
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"{len(value)} bytes"
+    if value is None:
+        return "NULL"
+    shown = repr(value)
+    return f"{type(value).__name__} {shown[:40]}{'...' if len(shown) > 40 else ''}"
 
 
 class Backend:

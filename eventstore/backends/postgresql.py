@@ -32,7 +32,7 @@ from ..errors import AppendOnlyViolation, ConcurrencyError, FlowPruned, StorageE
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent
 from ..integrity import GENESIS, StoredRow, format_time
 from ..projection import FusedWrite
-from .base import Backend, Batch, Clock, Raced, Written, chain_rows, driver_error
+from .base import Backend, Batch, Clock, Raced, Written, chain_rows, checked_row, driver_error
 
 _HEAD = (
     "SELECT h.revision, h.hash, EXISTS (SELECT 1 FROM flow_events WHERE event_id = %(event_id)s) "
@@ -433,18 +433,17 @@ class PostgresBackend(Backend):
         return FoldInput(row[0], row[1], row[2], row[3], row[4])
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:
-        return StoredRow(
-            row[0],
-            row[1],
-            row[2],
-            str(row[3]),
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            format_time(row[8]),
-            bytes(row[9]),
-            bytes(row[10]),
-            bytes(row[11]),
-            bytes(row[12]),
-        )
+        recorded_at = row[8]  # canonical text, or NULL for a time no store writes (VERIFY_COLUMNS)
+        hashes = bytes(row[9]), bytes(row[10]), bytes(row[11]), bytes(row[12])
+        if (
+            recorded_at is not None
+            and len(hashes[0]) == len(hashes[1]) == len(hashes[2]) == len(hashes[3]) == 32
+        ):
+            return StoredRow(
+                row[0], row[1], row[2], str(row[3]), row[4], row[5], row[6], row[7], recorded_at, *hashes
+            )
+        return checked_row(row, str, _time_text)  # an edit left a value no store writes
+
+
+def _time_text(value: Any) -> str | None:
+    return value if type(value) is str else None

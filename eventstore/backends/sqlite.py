@@ -22,11 +22,18 @@ import orjson
 import sqlalchemy as sa
 
 from ..aio import LoopLock, current_task
-from ..errors import AppendOnlyViolation, FlowPruned, InvalidInput, StorageError, StoreBusy
+from ..errors import (
+    AppendOnlyViolation,
+    FlowPruned,
+    IntegrityViolation,
+    InvalidInput,
+    StorageError,
+    StoreBusy,
+)
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent, uuid_from_bytes
 from ..integrity import GENESIS, StoredRow, format_time
 from ..schema import flow_tombstones
-from .base import INSERT_COLUMNS, Backend, Batch, Clock, PreparedEvent, Written, chain_rows
+from .base import INSERT_COLUMNS, Backend, Batch, Clock, PreparedEvent, Written, chain_rows, checked_row
 
 _HEAD = (
     "SELECT h.revision, h.hash, EXISTS (SELECT 1 FROM flow_events WHERE event_id = ?) "
@@ -244,25 +251,65 @@ class SQLiteBackend(Backend):
         return None  # a read model's key (a projection's own bug): reported, never retried as a race
 
     def decode(self, row: Sequence[Any]) -> RecordedEvent:
-        return RecordedEvent(
-            row[0],
-            row[1],
-            row[2],
-            uuid_from_bytes(row[3]),
-            row[4],
-            row[5],
-            _loads(row[6]),
-            _loads(row[7]),
-            _from_iso(row[8]),
-            row[9].hex(),
-            row[10].hex(),
-        )
+        try:
+            return RecordedEvent(
+                row[0],
+                row[1],
+                row[2],
+                uuid_from_bytes(row[3]),
+                row[4],
+                row[5],
+                _loads(row[6]),
+                _loads(row[7]),
+                _from_iso(row[8]),
+                row[9].hex(),
+                row[10].hex(),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:  # SQLite keeps whatever an edit wrote
+            raise _unreadable(row, exc) from exc
 
     def decode_for_fold(self, row: Sequence[Any]) -> FoldInput:
-        return FoldInput(row[0], row[1], row[2], _loads(row[3]), _from_iso(row[4]))
+        try:
+            return FoldInput(row[0], row[1], row[2], _loads(row[3]), _from_iso(row[4]))
+        except (TypeError, ValueError) as exc:
+            raise _unreadable(row, exc, position=False) from exc
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:
-        return StoredRow(row[0], row[1], row[2], str(uuid_from_bytes(row[3])), *row[4:])
+        position, flow_id, revision, event_id, kind, version, data, metadata, at, h1, h2, h3, h4 = row
+        if (  # what every append writes; anything else was left by an edit (SQLite keeps any type)
+            type(event_id) is bytes
+            and type(h1) is bytes
+            and type(h2) is bytes
+            and type(h3) is bytes
+            and type(h4) is bytes
+            and len(event_id) + 16 == len(h1) == len(h2) == len(h3) == len(h4) == 32
+            and type(at) is str
+            and type(flow_id) is str
+            and type(kind) is str
+            and type(revision) is int
+            and type(version) is int
+        ):
+            event_text = str(uuid_from_bytes(event_id))
+            return StoredRow(
+                position, flow_id, revision, event_text, kind, version, data, metadata, at, h1, h2, h3, h4
+            )
+        return checked_row(row, _id_text, _time_text)
+
+
+def _unreadable(row: Sequence[Any], exc: Exception, *, position: bool = True) -> IntegrityViolation:
+    where = f"at position {row[0]}" if position else f"{row[0]}@{row[1]}"
+    return IntegrityViolation(
+        f"the event {where} cannot be read ({type(exc).__name__}: {exc}): it was changed after it was "
+        "written; `eventstore verify` names every such row"
+    )
+
+
+def _id_text(value: Any) -> str | None:
+    return str(uuid_from_bytes(value)) if type(value) is bytes and len(value) == 16 else None
+
+
+def _time_text(value: Any) -> str | None:
+    return value if type(value) is str else None
 
 
 def _id_bytes(event: PreparedEvent) -> bytes:

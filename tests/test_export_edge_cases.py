@@ -1,0 +1,246 @@
+"""Exports that must not verify, and exports that must import: the edges of docs/exchange.md."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from click.testing import CliRunner
+
+from eventstore import EventStore, ExportInvalid, ImportConflict, IntegrityViolation, NewEvent
+from eventstore.audit import session_flows
+from eventstore.cli import main
+from eventstore.exchange import export_events, import_events
+from eventstore.exportfile import FlowSegment, Manifest, verify_export
+from eventstore.integrity import chain_hash
+from projections import FlowProjection, FlowQueries
+
+from .conftest import Target
+from .test_exchange import lines, other  # noqa: F401  # `other`: a fixture, the other backend
+from .test_tamper import drop_guards, sql
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def craft(path: Path, rows: list[dict[str, Any]], selection: dict[str, Any]) -> None:
+    """An export of these lines with a manifest that matches them, as a forger would write it."""
+    data = b"".join(orjson.dumps(row) + b"\n" for row in rows)
+    path.write_bytes(data)
+    flows: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        flows.setdefault(row["flow_id"], []).append(row)
+    positions = [row["position"] for row in rows]
+    manifest = Manifest(
+        path,
+        hashlib.sha256(data).hexdigest(),
+        len(rows),
+        tuple(
+            FlowSegment(
+                flow_id, f[0]["revision"], f[0]["prev_hash"], f[-1]["revision"], f[-1]["hash"], len(f)
+            )
+            for flow_id, f in sorted(flows.items())
+        ),
+        min(positions),
+        max(positions),
+        "2030-01-01T00:00:00.000000Z",
+        selection,
+        {"dialect": "sqlite", "last_position": max(positions)},
+    )
+    manifest.path.write_bytes(manifest.to_json())
+
+
+def rehash(row: dict[str, Any]) -> None:
+    """Give an edited line the hash its envelope has now."""
+    row["hash"] = chain_hash(
+        bytes.fromhex(row["prev_hash"]),
+        row["flow_id"],
+        row["revision"],
+        row["event_id"],
+        row["type"],
+        row["schema_version"],
+        row["recorded_at"],
+        bytes.fromhex(row["data_hash"]),
+        bytes.fromhex(row["metadata_hash"]),
+    ).hex()
+
+
+def cli(*args: str, code: int) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.output
+
+
+class TestWholeFlows:
+    def test_a_flow_that_lost_its_first_event_is_not_exported(
+        self, store: EventStore, tmp_path: Path
+    ) -> None:
+        store.append("f1", [NewEvent("T", {"i": i}) for i in range(4)])
+        store.append("f2", [NewEvent("T", {"i": i}) for i in range(3)])
+        drop_guards(store)
+        sql(store, "DELETE FROM flow_events WHERE flow_id = 'f1' AND revision = 1")
+        (tmp_path / "out").mkdir()
+        for selection in ({}, {"flow": "f1"}, {"flows": ["f1", "f2"]}):
+            with pytest.raises(IntegrityViolation, match=r"f1@2.*revision 1 missing"):
+                export_events(store, tmp_path / "out" / "x.jsonl", **selection)
+        assert list((tmp_path / "out").iterdir()) == []
+
+    def test_verify_export_requires_whole_flows_except_in_a_range(
+        self, store: EventStore, tmp_path: Path
+    ) -> None:
+        store.append("f1", [NewEvent("T", {"i": i}) for i in range(4)])
+        export_events(store, tmp_path / "f1.jsonl", flow="f1")
+        late = lines(tmp_path / "f1.jsonl")[1:]
+        craft(tmp_path / "late.jsonl", late, {"kind": "flow", "flow_id": "f1"})
+        (problem,) = verify_export(tmp_path / "late.jsonl").problems
+        assert (problem.kind, problem.revision) == ("revision-gap", 2)
+        assert "revision 1 missing" in cli("verify-export", str(tmp_path / "late.jsonl"), code=2)
+        craft(tmp_path / "range.jsonl", late, {"kind": "range", "since": None, "until": None})
+        assert verify_export(tmp_path / "range.jsonl").ok
+
+
+def test_a_session_export_takes_each_flow_by_its_first_start(target: Target, tmp_path: Path) -> None:
+    def started(session: str) -> NewEvent:
+        return NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": session})
+
+    with target.open(projections=[FlowProjection()]) as store:
+        store.append("f1", [started("chat-42"), started("chat-42")])
+        store.append("f2", [started("chat-1"), started("chat-42")])
+        assert session_flows(store, "chat-42") == ["f1"]
+        assert [f.flow_id for f in FlowQueries(store).flows(owner="chat-42").items] == ["f1"]
+        manifest = export_events(store, tmp_path / "s.jsonl", session="chat-42")
+        assert [(s.flow_id, s.events) for s in manifest.flows] == [("f1", 2)]
+        assert verify_export(tmp_path / "s.jsonl").ok
+
+
+class TestEventIds:
+    @pytest.fixture
+    def doubled(self, tmp_path: Path) -> Path:
+        """Flow a with 1,200 events and flow b with one, whose event id is a@1200's."""
+        with EventStore.open(f"sqlite:///{tmp_path / 'source.db'}") as source:
+            source.append("a", [NewEvent("T", {"i": i}) for i in range(1200)])
+            source.append("b", [NewEvent("T", {})])
+            export_events(source, tmp_path / "all.jsonl")
+        rows = lines(tmp_path / "all.jsonl")
+        rows[-1]["event_id"] = rows[-2]["event_id"]
+        rehash(rows[-1])
+        craft(tmp_path / "doubled.jsonl", rows, {"kind": "all"})
+        return tmp_path / "doubled.jsonl"
+
+    def test_an_id_used_twice_does_not_verify(self, doubled: Path) -> None:
+        (problem,) = verify_export(doubled).problems
+        assert (problem.kind, problem.flow_id, problem.revision) == ("duplicate-event-id", "b", 1)
+        assert "duplicate-event-id" in cli("verify-export", str(doubled), code=2)
+
+    def test_an_id_used_twice_imports_nothing(self, doubled: Path, other: Target) -> None:  # noqa: F811
+        with other.open(create=True) as dest:
+            with pytest.raises(ExportInvalid, match="duplicate-event-id"):
+                import_events(dest, doubled)
+            assert dest.last_position() == 0
+
+    def test_an_id_stored_by_another_writer_mid_import_is_a_conflict(
+        self, store: EventStore, tmp_path: Path
+    ) -> None:
+        with EventStore.open(f"sqlite:///{tmp_path / 'source.db'}") as source:
+            source.append("a", [NewEvent("T", {"i": i}) for i in range(1500)])
+            export_events(source, tmp_path / "a.jsonl")
+            taken = list(source.read_flow("a"))[-1].event_id
+
+        def intrude(progress: Any) -> None:
+            if progress.phase == "importing" and progress.done == 1000:
+                store.append("intruder", [NewEvent("T", {}, event_id=taken)])
+
+        with pytest.raises(ImportConflict, match=f"{taken} is already stored.*stopped after 1000 events"):
+            import_events(store, tmp_path / "a.jsonl", progress=intrude)
+        assert store.revision("a") == 1000
+        store.append("elsewhere", [NewEvent("T", {})])  # the store is usable, and consistent
+        assert store.verify().ok
+
+
+class TestLimits:
+    @pytest.fixture
+    def exported(self, store: EventStore, tmp_path: Path) -> list[dict[str, Any]]:
+        store.append("a", [NewEvent("T", {"i": 1})])
+        export_events(store, tmp_path / "a.jsonl")
+        return lines(tmp_path / "a.jsonl")
+
+    @pytest.mark.parametrize(
+        ("field", "value", "reason"),
+        [
+            ("recorded_at", "0001-01-01T00:30:00.000000+01:00", "recorded_at is not a time"),
+            ("schema_version", 2**31, "schema_version is above 2**31 - 1"),
+            ("revision", 2**31, "revision is above 2**31 - 1"),
+            ("position", 2**63, "position is above 2**63 - 1"),
+        ],
+    )
+    def test_a_value_no_store_holds_is_a_malformed_line(
+        self,
+        exported: list[dict[str, Any]],
+        store: EventStore,
+        tmp_path: Path,
+        field: str,
+        value: Any,
+        reason: str,
+    ) -> None:
+        (row,) = exported
+        row[field] = value
+        rehash(row)
+        path = tmp_path / "odd.jsonl"
+        path.write_bytes(orjson.dumps(row) + b"\n")
+        Path(f"{path}.manifest.json").write_bytes(Path(f"{tmp_path / 'a.jsonl'}.manifest.json").read_bytes())
+        document = orjson.loads(Path(f"{path}.manifest.json").read_bytes())
+        document["events_file"] = path.name
+        Path(f"{path}.manifest.json").write_bytes(orjson.dumps(document))
+        problems = verify_export(path).problems
+        assert problems[0].kind == "malformed-line" and reason in problems[0].detail
+        assert reason in cli("verify-export", str(path), code=2)
+        with pytest.raises(ExportInvalid, match="malformed-line"):
+            import_events(store, path)
+
+
+class SteppedClock:
+    """01:00, then 00:30 (the clock stepped back), then 03:00 and on."""
+
+    def __init__(self) -> None:
+        self.minutes = [60, 30, 180]
+
+    def __call__(self) -> datetime:
+        minutes = self.minutes.pop(0) if self.minutes else 200
+        return T0 + timedelta(minutes=minutes)
+
+
+def test_back_to_back_ranges_import_in_order_when_the_clock_stepped_back(
+    target: Target,
+    other: Target,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    cut = T0 + timedelta(minutes=45)
+    with target.open(clock=SteppedClock()) as source:
+        for i in range(3):
+            source.append("a", [NewEvent("T", {"i": i})])
+        first = export_events(source, tmp_path / "1.jsonl", until=cut)
+        second = export_events(source, tmp_path / "2.jsonl", since=cut)
+        everything = [tuple(e)[1:] for e in source.read_all()]
+    assert (first.first_position, first.last_position) == (1, 2)  # a@1 stamped 01:00, before a@2
+    assert (second.first_position, second.last_position) == (1, 3)  # a@1 is recorded after the cut
+    with other.open(create=True) as dest:
+        assert import_events(dest, tmp_path / "1.jsonl").events_imported == 2
+        report = import_events(dest, tmp_path / "2.jsonl")
+        assert (report.events_imported, report.events_skipped) == (1, 2)
+        assert [tuple(e)[1:] for e in dest.read_all()] == everything
+        assert dest.verify().ok
+
+
+def test_a_range_export_checks_the_event_it_chains_from(target: Target, tmp_path: Path) -> None:
+    with target.open(clock=SteppedClock()) as store:
+        for i in range(3):
+            store.append("a", [NewEvent("T", {"i": i})])
+        drop_guards(store)
+        sql(store, "DELETE FROM flow_events WHERE revision = 2")
+        with pytest.raises(IntegrityViolation, match="a@2 is missing"):
+            export_events(store, tmp_path / "r.jsonl", since=T0 + timedelta(minutes=100))
+        assert not (tmp_path / "r.jsonl").exists()
