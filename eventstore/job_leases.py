@@ -7,6 +7,10 @@ then re-checks the condition against the winner's row, so it fails; on SQLite
 writers are serialised anyway. So however many processes fire a job for the
 same period, one runs it. A run that dies leaves its lease to expire
 (``lease_seconds``), after which the next period's run may claim the job.
+
+A row claimed by a process whose clock is ahead (its ``last_started`` is
+more than ``CLOCK_AHEAD`` later than the claimer's now) does not hold up the
+other processes until their clocks get there: its period is disregarded.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ from .errors import JobLeaseLost
 from .integrity import format_time
 from .schema import maintenance_jobs as jobs
 from .store import EventStore
+
+CLOCK_AHEAD = timedelta(minutes=1)
+"""How much later than this process's clock a claim's start may be before it counts as a clock ahead."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,32 +57,55 @@ class Claim:
     owner: str
     period: str
     position: int
+    started: str
+    """When the claim was made (``last_started``): two claims of one owner and period differ by it."""
 
 
 def claim(
-    store: EventStore, name: str, owner: str, *, now: datetime, lease_seconds: float, period: datetime
+    store: EventStore,
+    name: str,
+    owner: str,
+    *,
+    now: datetime,
+    lease_seconds: float,
+    period: datetime,
+    manual: bool = False,
 ) -> Claim | None:
-    """Take the job for ``period`` if it is free and that period has not run; None otherwise."""
+    """Take the job for ``period`` if it is free and that period has not run; None otherwise.
+
+    A ``manual`` run (``run_once`` by hand) needs only the job to be free. It
+    counts for ``period`` (the scheduled period it falls in) unless the row
+    has a later one already: it never moves the row's period backwards, but
+    for a period claimed by a clock ahead, which no claim heeds.
+    """
     stamp, until, slot = (
         format_time(now),
         format_time(now + timedelta(seconds=lease_seconds)),
         format_time(period),
     )
+    newer = sa.or_(
+        jobs.c.period.is_(None),
+        jobs.c.period < slot,
+        jobs.c.last_started > format_time(now + CLOCK_AHEAD),  # claimed by a clock ahead: disregarded
+    )
+    conditions = [jobs.c.name == name, sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until <= stamp)]
     with store.transaction() as tx:
         conn = tx.connection
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert
         conn.execute(insert(jobs).values(name=name, last_position=0).on_conflict_do_nothing())
         taken = conn.execute(
             jobs.update()
-            .where(
-                jobs.c.name == name,
-                sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until <= stamp),
-                sa.or_(jobs.c.period.is_(None), jobs.c.period < slot),
+            .where(*conditions, *([] if manual else [newer]))
+            .values(
+                owner=owner,
+                lease_until=until,
+                period=sa.case((newer, slot), else_=jobs.c.period) if manual else slot,
+                last_started=stamp,
+                last_status="running",
             )
-            .values(owner=owner, lease_until=until, period=slot, last_started=stamp, last_status="running")
-            .returning(jobs.c.last_position)
+            .returning(jobs.c.last_position, jobs.c.period)
         ).first()
-    return None if taken is None else Claim(name, owner, slot, int(taken[0]))
+    return None if taken is None else Claim(name, owner, str(taken[1]), int(taken[0]), stamp)
 
 
 def renew(
@@ -128,7 +158,10 @@ def finish(
 
 def _mine(held: Claim) -> sa.Update:
     return jobs.update().where(
-        jobs.c.name == held.name, jobs.c.owner == held.owner, jobs.c.period == held.period
+        jobs.c.name == held.name,
+        jobs.c.owner == held.owner,
+        jobs.c.period == held.period,
+        jobs.c.last_started == held.started,
     )
 
 

@@ -189,18 +189,23 @@ class Maintenance:
 
         ``period`` is the scheduled time the run is for (the scheduler passes
         it); a run for a period that already ran is skipped. Without it, the
-        run counts for the moment it starts: it runs unless the job is held.
+        run is by hand: it runs unless the job is held right now, and counts
+        for the scheduled period it falls in, so it never holds up the next one.
         """
         job = self._job(name)
         settings = self.settings(name)
         now = self.clock()
+        manual = period is None
+        if period is None:
+            period = settings.period_of(now, self.config.zone) if settings.scheduled else now
         held = job_leases.claim(
             self.store,
             name,
             self.owner,
             now=now,
             lease_seconds=settings.lease_seconds,
-            period=period if period is not None else now,
+            period=period,
+            manual=manual,
         )
         if held is None:
             return JobResult(name, "skipped", {"reason": self._why_not(name)})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tomllib
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pydantic
@@ -30,9 +30,117 @@ process computes the same run times and can agree on which period a run belongs 
 
 FLOW_ENDINGS = ("finished", "failed", "cancelled")
 
+MIN_EVERY = 1.0
+"""The shortest interval schedule, in seconds."""
+MAX_EVERY = 366 * 86400.0
+"""The longest interval schedule (a leap year), in seconds; use a cron for anything rarer."""
+MIN_LEASE = 1.0
+MAX_LEASE = 7 * 86400.0
+"""The longest lease, in seconds: a run that holds its job a week without renewing it is dead."""
+CRON_HORIZON = timedelta(days=5 * 365 + 1)
+"""A cron schedule must run within five years (from 2000-01-01), so ``0 0 30 2 *`` is refused."""
+MAX_KEEP_DAYS = 36525.0
+"""The longest retention, in days (a century); leave a status out of ``keep_days`` to keep it for ever."""
+
 
 class _Model(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+
+_SECOND = timedelta(seconds=1)
+_LOOKBACK = timedelta(days=3653)
+"""How far back ``ZonedCron.last_run`` looks: ten years, more than any accepted cron leaves between runs."""
+_AROUND = timedelta(days=2)
+"""More than any change of a zone's offset (Samoa skipped a whole day in 2011)."""
+
+
+class ZonedCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no hints
+    """A crontab schedule read on the wall clock of ``zone``: each matching wall time runs once.
+
+    APScheduler 3's ``CronTrigger`` in a zone with daylight saving time can
+    give the same run time again and again in the hour repeated in autumn
+    (its scheduler then never moves on). Here the fields are matched against
+    wall-clock time by a ``CronTrigger`` in UTC, which has no such hour, and
+    each matching wall time is mapped to one instant:
+
+    * a wall time that happens twice (autumn) runs at its first occurrence;
+    * a wall time that never happens (the hour skipped in spring) runs at the
+      change itself, the first instant after the gap.
+
+    That mapping never goes backwards in time, so the runs strictly increase,
+    and both the next run after a moment and the last run at or before it are
+    found by bisection over wall time: a few dozen lookups, never a walk.
+    """
+
+    def __init__(self, expression: str, zone: tzinfo) -> None:
+        self.expression = expression
+        self.zone = zone
+        self._walls = CronTrigger.from_crontab(expression, timezone=UTC)
+
+    def __str__(self) -> str:
+        return f"cron[{self.expression}, {self.zone}]"
+
+    def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
+        """APScheduler's question: the first run after ``previous_fire_time``, else at or after ``now``."""
+        start = (
+            now if previous_fire_time is None else min(now, previous_fire_time + timedelta(microseconds=1))
+        )
+        return self.next_run(start)  # in UTC: times of the repeated hour compare unequal across zones
+
+    def next_run(self, moment: datetime) -> datetime | None:
+        """The first run at or after ``moment`` (UTC), or None if there is none."""
+
+        def reached(wall: datetime) -> bool:
+            found = self._run_from(wall)
+            return found is None or found >= moment
+
+        low, high = self._wall(moment) - _AROUND, self._wall(moment) + _AROUND
+        if not reached(low):  # then the first wall time to reach it is between the two
+            while high - low > _SECOND:
+                middle = low + (high - low) / 2
+                low, high = (low, middle) if reached(middle) else (middle, high)
+            low = high
+        return self._run_from(low)
+
+    def last_run(self, moment: datetime) -> datetime | None:
+        """The latest run at or before ``moment`` (UTC), or None if there was none in ten years."""
+
+        def within(wall: datetime) -> bool:
+            found = self._run_from(wall)
+            return found is not None and found <= moment
+
+        low, high = self._wall(moment) - _LOOKBACK, self._wall(moment) + _AROUND
+        if not within(low):
+            return None
+        while high - low > _SECOND:
+            middle = low + (high - low) / 2
+            low, high = (middle, high) if within(middle) else (low, middle)
+        return self._run_from(low)
+
+    def _wall(self, moment: datetime) -> datetime:
+        return moment.astimezone(self.zone).replace(tzinfo=None)
+
+    def _run_from(self, wall: datetime) -> datetime | None:
+        """The instant of the first matching wall time at or after ``wall`` (naive, in the zone)."""
+        found = self._walls.get_next_fire_time(None, wall.replace(tzinfo=UTC))
+        return None if found is None else self._instant(found.replace(tzinfo=None))
+
+    def _instant(self, wall: datetime) -> datetime:
+        """When ``wall`` happens in the zone: its first occurrence, or the change that skipped it."""
+        instant: datetime = wall.replace(tzinfo=self.zone).astimezone(UTC)  # fold 0: the first occurrence
+        if self._wall(instant) == wall:
+            return instant
+        # Skipped: ``instant`` (read with the offset before the change) is after the change, and the
+        # same wall time read with the offset after it is before; the change is the first second between.
+        before = wall.replace(tzinfo=self.zone, fold=1).astimezone(UTC)
+        offset = before.astimezone(self.zone).utcoffset()
+        while instant - before > _SECOND:
+            middle = before + _SECOND * ((instant - before) // _SECOND // 2)
+            if middle.astimezone(self.zone).utcoffset() == offset:
+                before = middle
+            else:
+                instant = middle
+        return instant
 
 
 class JobConfig(_Model):
@@ -42,10 +150,10 @@ class JobConfig(_Model):
     its lease before another process may take the job over.
     """
 
-    every: float | None = pydantic.Field(default=None, gt=0)
+    every: float | None = pydantic.Field(default=None, ge=MIN_EVERY, le=MAX_EVERY, allow_inf_nan=False)
     cron: str | None = None
     enabled: bool = True
-    lease_seconds: float = pydantic.Field(default=600.0, gt=0)
+    lease_seconds: float = pydantic.Field(default=600.0, ge=MIN_LEASE, le=MAX_LEASE, allow_inf_nan=False)
 
     @pydantic.model_validator(mode="after")
     def _one_schedule(self) -> JobConfig:
@@ -53,9 +161,11 @@ class JobConfig(_Model):
             raise ValueError("give `every` or `cron`, not both")
         if self.cron is not None:
             try:
-                CronTrigger.from_crontab(self.cron, timezone=UTC)
+                first = CronTrigger.from_crontab(self.cron, timezone=UTC).get_next_fire_time(None, EPOCH)
             except ValueError as exc:
                 raise ValueError(f"not a crontab expression: {self.cron!r} ({exc})") from exc
+            if first is None or first > EPOCH + CRON_HORIZON:
+                raise ValueError(f"cron {self.cron!r} never runs (not once in five years)")
         return self
 
     def over(self, default: JobConfig) -> JobConfig:
@@ -66,9 +176,13 @@ class JobConfig(_Model):
             given.setdefault("cron", None)
         return default.model_copy(update=given)
 
+    @property
+    def scheduled(self) -> bool:
+        return self.every is not None or self.cron is not None
+
     def trigger(self, zone: tzinfo) -> BaseTrigger:
         if self.cron is not None:
-            return CronTrigger.from_crontab(self.cron, timezone=zone)
+            return ZonedCron(self.cron, zone)
         if self.every is None:
             raise InvalidInput("a job needs a schedule: `every` (seconds) or `cron`")
         return IntervalTrigger(seconds=self.every, start_date=EPOCH, timezone=UTC)
@@ -82,20 +196,10 @@ class JobConfig(_Model):
         if self.every is not None:
             step = timedelta(seconds=self.every)
             return EPOCH + step * ((moment - EPOCH) // step)
-        trigger = self.trigger(zone)
-        lookback = timedelta(minutes=1)
-        while True:  # the latest run time at or before ``moment``: look back twice as far each time
-            found = trigger.get_next_fire_time(None, moment - lookback)
-            if found is not None and found <= moment:
-                break
-            if lookback > timedelta(days=800):
-                return moment  # a schedule with no run in two years: this moment is its own period
-            lookback *= 2
-        while True:
-            later = trigger.get_next_fire_time(found, found + timedelta(microseconds=1))
-            if later is None or later > moment:
-                return found.astimezone(UTC)  # type: ignore[no-any-return]  # APScheduler returns datetimes
-            found = later
+        if self.cron is None:
+            raise InvalidInput("a job needs a schedule: `every` (seconds) or `cron`")
+        found = ZonedCron(self.cron, zone).last_run(moment)
+        return moment if found is None else found  # no run in ten years: this moment is its own period
 
 
 DEFAULT_JOBS: dict[str, JobConfig] = {
@@ -134,13 +238,32 @@ class IntegrityPolicy(_Model):
     """An Ed25519 private key (PEM, unencrypted) for ``eventstore.checkpoints``."""
 
 
+KeepDays = Annotated[float, pydantic.Field(ge=0, le=MAX_KEEP_DAYS, allow_inf_nan=False, strict=True)]
+
+
 class RetentionConfig(_Model):
     """Days to keep terminal flows after their last event, per status; unlisted statuses are kept."""
 
-    keep_days: dict[Literal["finished", "failed", "cancelled"], float] = pydantic.Field(default_factory=dict)
+    keep_days: dict[Literal["finished", "failed", "cancelled"], KeepDays] = pydantic.Field(
+        default_factory=dict
+    )
     archive_dir: Path = Path("archives")
     max_flows: int = pydantic.Field(default=10_000, ge=1)
     """Flows pruned at most per run, the oldest first."""
+
+    @pydantic.field_validator("keep_days")
+    @classmethod
+    def _a_retention_policy(cls, value: dict[str, float]) -> dict[str, float]:
+        """What the retention job will pass to ``RetentionPolicy.from_days``: its rules too, now."""
+        try:
+            from .retention import RetentionPolicy
+        except ModuleNotFoundError:  # a version without retention: the job is skipped anyway
+            return value
+        try:
+            RetentionPolicy.from_days(value)
+        except InvalidInput as exc:
+            raise ValueError(str(exc)) from exc
+        return value
 
 
 class BackupPolicy(_Model):

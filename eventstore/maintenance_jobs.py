@@ -11,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -21,7 +23,7 @@ import sqlalchemy as sa
 
 from .errors import FlowNotFound, IntegrityViolation, InvalidInput, NotSupported
 from .flows import FOLD_VERSION
-from .housekeeping import backup, check_database, wal_checkpoint
+from .housekeeping import backup, check_database, sqlite_file, wal_checkpoint
 from .incremental_verify import SYSTEM_INTEGRITY_FLOW, record_problems, verify_since
 from .integrity import Problem
 from .maintenance_config import DEFAULT_JOBS
@@ -245,13 +247,32 @@ def scheduled_backup(ctx: JobContext) -> dict[str, Any]:
     if ctx.store.dialect != "sqlite":
         raise _skip("online backup is for SQLite; back PostgreSQL up with pg_dump")
     policy.directory.mkdir(parents=True, exist_ok=True)
-    name = f"eventstore-{ctx.now():%Y%m%dT%H%M%S%fZ}.db"
+    name = f"eventstore-{ctx.now().astimezone(UTC):{BACKUP_TIME}}Z.db"
     made = backup(ctx.store, policy.directory / name, progress=lambda _left, _total: ctx.renew_if_due())
-    copies = sorted(policy.directory.glob("eventstore-*.db"))
-    removed = copies[: max(0, len(copies) - policy.keep)]
+    copies = sorted(_backups_in(policy.directory, live=sqlite_file(ctx.store, "backup")))
+    removed = [path for _taken, path in copies[: max(0, len(copies) - policy.keep)]]
     for old in removed:
         old.unlink()
     return {"path": str(made.path), "bytes": made.bytes, "removed": [p.name for p in removed]}
+
+
+BACKUP_TIME = "%Y%m%dT%H%M%S%f"
+_BACKUP_NAME = re.compile(r"eventstore-(\d{8}T\d{12})Z\.db")
+
+
+def _backups_in(directory: Path, *, live: Path) -> Iterator[tuple[datetime, Path]]:
+    """The copies the backup job made in ``directory``, with their UTC times: only files named as it
+    names them, and never the live database, whatever its name (a link to it included)."""
+    live = live.resolve()
+    for path in directory.iterdir():
+        found = _BACKUP_NAME.fullmatch(path.name)
+        if found is None or not path.is_file() or path.resolve() == live:
+            continue
+        try:
+            taken = datetime.strptime(found[1], BACKUP_TIME).replace(tzinfo=UTC)
+        except ValueError:  # looks like ours but is no time (month 13): not ours
+            continue
+        yield taken, path
 
 
 # -- retention -------------------------------------------------------------------------

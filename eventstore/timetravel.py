@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
@@ -208,6 +208,16 @@ def what_if(
     return view
 
 
+def in_utc(at: datetime) -> datetime:
+    """A point in time as UTC; ``InvalidInput`` if it has no zone or is outside the years 1 to 9999 in UTC."""
+    if not isinstance(at, datetime) or at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidInput("`at` must be a timezone-aware datetime")
+    try:
+        return at.astimezone(UTC)
+    except OverflowError as exc:  # 0001-01-01T00:00+14:00 is in year 0 in UTC
+        raise InvalidInput(f"{at.isoformat()} is out of range: outside the years 1 to 9999 in UTC") from exc
+
+
 # -- internals -----------------------------------------------------------------
 
 
@@ -233,8 +243,7 @@ def _target_revision(
         return revision
     if at is None:
         return head
-    if not isinstance(at, datetime) or at.tzinfo is None:
-        raise InvalidInput("`at` must be a timezone-aware datetime")
+    at = in_utc(at)
     moment: Any = format_time(at) if store.dialect == "sqlite" else at
     query = sa.select(sa.func.max(flow_events.c.revision)).where(
         flow_events.c.flow_id == flow_id, flow_events.c.recorded_at <= moment

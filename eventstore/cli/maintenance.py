@@ -13,6 +13,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,7 +176,11 @@ def _serve(service: Maintenance) -> None:
 
 
 def _show_status(service: Maintenance, as_json: bool) -> None:
+    from ..integrity import format_time
+    from ..job_leases import CLOCK_AHEAD
+
     rows = {row.name: row for row in service.status()}
+    ahead = format_time(service.clock() + CLOCK_AHEAD)
     for name in service.jobs:
         settings = service.settings(name)
         schedule = f"every {settings.every:g}s" if settings.every is not None else f"cron {settings.cron}"
@@ -191,15 +196,27 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
             "held_by": row.owner if row else None,
             "last_error": row.last_error if row else None,
             "last_position": row.last_position if row else 0,
+            "period": row.period if row else None,
+            "clock_ahead": bool(row and row.last_started and row.last_started > ahead),
         }
         if as_json:
             echo_json(line)
             continue
         state = line["last_status"] or "never run"
         when = line["last_finished"] or line["last_started"] or ""
-        next_run = "disabled" if not settings.enabled else f"next {line['next_run']:%Y-%m-%d %H:%M:%S}"
+        if not settings.enabled:
+            next_run = "disabled"
+        elif line["next_run"] is None:
+            next_run = "never"
+        else:
+            next_run = f"next {line['next_run'].astimezone(UTC):%Y-%m-%d %H:%M:%S}"
         echo(printable(f"{name:<16} {schedule:<22} {next_run:<25} {state:<8} {when}"))
         if row is not None and row.owner:
             echo(f"{'':<16} running, held by {printable(row.owner)} until {row.lease_until}")
+        if row is not None and line["clock_ahead"]:
+            echo(
+                f"{'':<16} clock ahead? last started {row.last_started}, later than this host's clock "
+                "(a period claimed by a clock ahead holds up no one)"
+            )
         if line["last_error"]:
             echo(f"{'':<16} error: {printable(line['last_error'])}")

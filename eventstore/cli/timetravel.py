@@ -19,7 +19,7 @@ from ..flows import STEP_EVENT_TYPES, view_to_dict
 from ..timeline import StepSpan, Timeline, TimelineItem, timeline
 from ..timetravel import diff as diff_revisions
 from ..timetravel import fork as fork_flow
-from ..timetravel import state_at
+from ..timetravel import in_utc, state_at
 from .output import (
     Cell,
     Styled,
@@ -51,7 +51,7 @@ def _point(text: str) -> int | datetime:
         raise InvalidInput(f"{text!r} is neither a revision number nor an ISO 8601 time") from exc
     if moment.tzinfo is None:
         raise InvalidInput(f"{text!r} has no time zone; add Z or +00:00")
-    return moment
+    return in_utc(moment)
 
 
 def _history_lines(history: Timeline, expand: bool) -> Iterator[str]:
