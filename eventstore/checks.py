@@ -8,6 +8,7 @@ from typing import Any
 import pydantic
 
 from .errors import InvalidInput
+from .schema import MAX_TYPE_LENGTH
 
 MAX_COUNT = 2**63 - 1
 """The largest position, revision, offset or size a backend stores (a signed 64-bit integer)."""
@@ -34,6 +35,26 @@ def check_names(name: str, value: Any) -> list[str]:
     if not all(isinstance(item, str) for item in names):
         raise InvalidInput(f"{name} must be names (strings), not {names!r}")
     return names
+
+
+def check_type_names(name: str, value: Any) -> list[str]:
+    """A filter of event types: names an event type could have, so every backend reads them alike."""
+    names = check_names(name, value)
+    for item in names:
+        if not 1 <= len(item) <= MAX_TYPE_LENGTH or "\x00" in item or _unencodable(item):
+            raise InvalidInput(
+                f"{name} must hold event type names (1 to {MAX_TYPE_LENGTH} characters of UTF-8 text "
+                f"without NUL), not {item!r}"
+            )
+    return names
+
+
+def _unencodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def check_count(name: str, value: Any, *, minimum: int = 0) -> int:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator
 
-from .checks import check_count
+from .checks import check_count, check_type_names
 from .errors import InvalidInput
 from .events import RecordedEvent
+from .preparation import check_flow_id
 from .store import EventStore
 
 
@@ -27,7 +28,9 @@ def follow(
 ) -> Iterator[RecordedEvent]:
     """Events after ``after_position`` (default: the end of the log now), then each new one as it commits.
 
-    ``flow_id`` follows one flow, ``types`` some event types. Between polls
+    "Now" is when ``follow`` is called, not when the iterator is first
+    read: an event committed in between is yielded. ``flow_id`` follows one
+    flow (by default from its revision at the call), ``types`` some event types. Between polls
     that find nothing it waits ``poll_interval`` seconds; with
     ``stop_when_idle`` it returns at the first such poll instead. Setting
     ``stop`` (from another thread, or a signal handler) ends it at the next
@@ -37,24 +40,32 @@ def follow(
         raise InvalidInput(f"poll_interval must be a number of seconds in (0, 3600], not {poll_interval!r}")
     if after_position is not None:
         check_count("after_position", after_position)
-    wanted = None if types is None else frozenset([types] if isinstance(types, str) else types)
+    if flow_id is not None:
+        check_flow_id(flow_id)
+    wanted = None if types is None else frozenset(check_type_names("types", types))
+    # Where to start is read now, not at the first next(): "the end of the log now" means now.
+    if after_position is not None:
+        position, revision = after_position, 0
+    elif flow_id is None:
+        position, revision = store.last_position(), 0
+    else:  # one read: a flow's revision alone says where it ends (a position read apart could race it)
+        position, revision = 0, store.revision(flow_id)
     return _follow(
-        store, after_position, flow_id, wanted, poll_interval, stop_when_idle, stop or threading.Event()
+        store, position, revision, flow_id, wanted, poll_interval, stop_when_idle, stop or threading.Event()
     )
 
 
 def _follow(
     store: EventStore,
-    after: int | None,
+    position: int,
+    revision: int,
     flow_id: str | None,
     wanted: frozenset[str] | None,
     interval: float,
     stop_when_idle: bool,
     stop: threading.Event,
 ) -> Iterator[RecordedEvent]:
-    position = store.last_position() if after is None else after
     # One flow is read by revision (its own index); a revision's position only grows with it.
-    revision = store.revision(flow_id) if flow_id is not None and after is None else 0
     while not stop.is_set():
         found = False
         if flow_id is None:

@@ -27,6 +27,7 @@ class Preparer:
         self.registry = registry
         self.max_payload_bytes = max_payload_bytes
         self._valid_types: set[str] = set()  # type names already checked, so batches skip it
+        self._valid_classes: set[tuple[type[Event], str, int]] = set()  # typed classes already checked
 
     def batch(
         self,
@@ -69,6 +70,12 @@ class Preparer:
 
     def _typed(self, event: Event, meta: bytes, meta_hash: bytes) -> PreparedEvent:
         cls = type(event)
+        key = (cls, cls.event_type, cls.schema_version)
+        if type(key[1]) is not str or type(key[2]) is not int or key not in self._valid_classes:
+            check_type_name(key[1])
+            check_schema_version(key[2])
+            if len(self._valid_classes) < 10_000:
+                self._valid_classes.add(key)
         if cls.event_type not in self.registry:
             self.registry.register(cls)
         try:
@@ -97,8 +104,8 @@ class Preparer:
             if len(self._valid_types) < 10_000:
                 self._valid_types.add(event_type)
         version = event.schema_version
-        if type(version) is not int or not 1 <= version < 2**31:  # a 32-bit column on either backend
-            raise InvalidEvent(f"schema_version must be an int from 1 to 2**31 - 1, not {version!r}")
+        if type(version) is not int or not 1 <= version < 2**31:
+            check_schema_version(version)
         event_id = event.event_id
         if not isinstance(event_id, uuid.UUID):
             raise InvalidEvent(f"event_id must be a UUID, not {event_id!r}")
@@ -110,9 +117,9 @@ class Preparer:
         if event_type in self.registry:
             self.registry.validate(event_type, version, data)
         encoded = self._encode(data, "data")
-        if event.metadata:
+        if event.metadata is not None:
             if not isinstance(event.metadata, Mapping):
-                raise InvalidEvent("event metadata must be a mapping")
+                raise InvalidEvent(f"event metadata must be a mapping or None, not {event.metadata!r}")
             meta = self._encode({**base_meta, **event.metadata}, "metadata")
             meta_hash = digest(meta)
         return PreparedEvent(
@@ -141,6 +148,11 @@ def check_type_name(event_type: object) -> None:
         raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
     if "\x00" in event_type or not encodable(event_type):
         raise InvalidEvent(f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}")
+
+
+def check_schema_version(version: object) -> None:
+    if type(version) is not int or not 1 <= version < 2**31:  # a 32-bit column on either backend
+        raise InvalidEvent(f"schema_version must be an int from 1 to 2**31 - 1, not {version!r}")
 
 
 def encodable(text: str) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import sqlalchemy as sa
 from alembic.util.exc import CommandError as AlembicError
@@ -27,7 +27,7 @@ from .backends.base import (
     driver_error,
 )
 from .checks import check_count as _check_count
-from .checks import check_names
+from .checks import check_type_names
 from .errors import (
     ConcurrencyError,
     ConnectionLost,
@@ -380,6 +380,10 @@ class EventStore:
             _check_count("to_revision", to_revision, minimum=0)
         if limit is not None:
             _check_count("limit", limit, minimum=0)
+        if from_revision > _BIG:  # past any revision the column holds: nothing, on every backend
+            return iter(())
+        if to_revision is not None:
+            to_revision = min(to_revision, _BIG)
         col = flow_events.c.revision
         base = sa.select(*READ_COLUMNS).where(flow_events.c.flow_id == flow_id)
         if backwards:
@@ -407,7 +411,7 @@ class EventStore:
             _check_count("limit", limit, minimum=0)
         conditions = []
         if types is not None:
-            wanted = check_names("types", types)
+            wanted = check_type_names("types", types)
             conditions.append(flow_events.c.type.in_(wanted))
         return self.read_where(*conditions, after_position=after_position, limit=limit)
 
@@ -436,10 +440,11 @@ class EventStore:
         if flow_id is not None:
             check_flow_id(flow_id)
             _check_count("from_revision", from_revision, minimum=1)
+            from_revision = min(from_revision, _BIG + 1)  # compared as revision > from_revision - 1
             base = base.where(c.flow_id == flow_id).order_by(c.revision)
             if to_revision is not None:
                 _check_count("to_revision", to_revision, minimum=0)
-                base = base.where(c.revision <= to_revision)
+                base = base.where(c.revision <= min(to_revision, _BIG))
             pages = self._pages(
                 lambda cur: base.where(c.revision > cur), lambda r: r[1], from_revision - 1, None
             )
@@ -525,26 +530,29 @@ class EventStore:
 
     def _fetch(self, query: sa.Select[Any]) -> Sequence[Any]:
         """One page of a read, retried once on a fresh connection if the pooled one was dead."""
+        return self._read(lambda conn: _fetch_raw(conn, query))
+
+    def _read(self, work: Callable[[sa.Connection], _T]) -> _T:
+        """``work`` on a read connection, retried once on a fresh one if the pooled one was dead."""
         self._check_open()
         try:
             with self._guard(), self._backend.read_connection() as conn:
-                return _fetch_raw(conn, query)
+                return work(conn)
         except ConnectionLost:
             with self._guard(), self._backend.read_connection() as conn:
-                return _fetch_raw(conn, query)
+                return work(conn)
 
     def revision(self, flow_id: str) -> int:
         """The flow's current revision; 0 if it does not exist."""
         self._check_open()
         check_flow_id(flow_id)
-        with self._guard(), self._backend.read_connection() as conn:
-            return self._backend.head(conn, flow_id)[0]
+        return self._read(lambda conn: self._backend.head(conn, flow_id)[0])
 
     def last_position(self) -> int:
         """The position of the newest committed event (0 for an empty store)."""
-        self._check_open()
-        with self._guard(), self._backend.read_connection() as conn:
-            return int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one())
+        return self._read(
+            lambda conn: int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one())
+        )
 
     def flows(self, *, after: str | None = None, limit: int | None = None) -> Iterator[str]:
         """Flow ids in sorted order, after ``after``; streamed in pages."""
@@ -669,6 +677,7 @@ def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
 
 
 _BIG = 2**31 - 1  # above any revision (an INTEGER column)
+_T = TypeVar("_T")
 
 
 def _select(name: str, query: object) -> sa.Select[Any]:
