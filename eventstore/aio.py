@@ -33,7 +33,7 @@ from .events import ANY, AppendResult, Event, ExpectedRevision, NewEvent, Record
 T = TypeVar("T")
 _GREENLET = importlib.util.find_spec("greenlet") is not None
 
-__all__ = ["AsyncEventStore", "LoopLock", "current_task", "pause", "run"]
+__all__ = ["AsyncEventStore", "LoopLock", "current_task", "pause", "run", "shielded"]
 
 
 async def run(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -54,6 +54,27 @@ def pause(seconds: float) -> None:
         await_only(asyncio.sleep(seconds))
     else:
         time.sleep(seconds)
+
+
+def shielded(call: Callable[[], T]) -> T:
+    """``call()`` run to its end even if the task is cancelled meanwhile (under ``run``; else just called).
+
+    For the clean-up after an interruption, such as rolling back and closing a
+    connection a cancellation cut into: a second cancellation must not leave
+    that half done. Under ``run`` the call runs as a task of its own, which
+    this one waits for, whatever it is told; the caller then raises the
+    interruption it is cleaning up after, so no cancellation is lost.
+    """
+    if not (_GREENLET and in_greenlet()):
+        return call()
+    task = asyncio.ensure_future(greenlet_spawn(call))
+    while not task.done():
+        try:
+            await_only(asyncio.wait([task]))
+        except asyncio.CancelledError:
+            continue  # cancelled again: the clean-up still finishes first
+    result: T = task.result()
+    return result
 
 
 def current_task() -> object:

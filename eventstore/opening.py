@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import sqlalchemy as sa
 
 from .backends import postgresql, sqlite
-from .backends.base import Backend
+from .backends.base import Backend, milliseconds
 from .checks import check_count as _check_count
 from .errors import InvalidInput, StorageError
 from .events import EventRegistry
@@ -55,9 +54,8 @@ def _backend_for(
         ("busy_timeout", busy_timeout),
         ("lock_timeout", lock_timeout),
         ("idle_in_transaction_timeout", idle_in_transaction_timeout),
-    ):
-        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
-            raise InvalidInput(f"{name} must be a number of seconds, 0 or more, got {seconds!r}")
+    ):  # every one, used by this backend or not: one call serves both
+        milliseconds(name, seconds)
     if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
         raise InvalidInput(f"pool_size must be a whole number, 1 or more, got {pool_size!r}")
     if backend == "sqlite":

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import uuid
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
@@ -13,13 +15,60 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
-from ..errors import ConnectionLost, DuplicateEventId, RevisionMismatch, StorageError
+from ..aio import shielded
+from ..errors import ConnectionLost, DuplicateEventId, InvalidInput, RevisionMismatch, StorageError
 from ..events import ANY, AppendResult, ExpectedRevision, FoldInput, RecordedEvent
 from ..integrity import StoredRow, chain_hash
 from ..projection import FusedWrite
 from ..schema import flow_events
 
 Clock = Callable[[], datetime]
+
+MAX_TIMEOUT_MS = 2**31 - 1
+"""The longest timeout SQLite's ``busy_timeout`` and PostgreSQL's lock and idle timeouts take (a C int of
+milliseconds): SQLite turns a longer one into no wait at all, PostgreSQL refuses the connection."""
+
+
+def milliseconds(name: str, seconds: object) -> int:
+    """The timeout option ``name`` in whole milliseconds, rounded up (a fraction of one is 1, not "no limit").
+
+    ``InvalidInput``, naming the option and the range, for anything but a
+    number of seconds from 0 to ``MAX_TIMEOUT_MS / 1000``.
+    """
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not 0 <= seconds < math.inf:
+        raise InvalidInput(f"{name} must be a number of seconds, 0 or more, got {seconds!r}")
+    if seconds > MAX_TIMEOUT_MS / 1000 or math.ceil(seconds * 1000) > MAX_TIMEOUT_MS:
+        raise InvalidInput(
+            f"{name} must be at most {MAX_TIMEOUT_MS / 1000} seconds (2**31-1 ms, the database's limit), "
+            f"got {seconds!r}"
+        )
+    return math.ceil(seconds * 1000)
+
+
+def abandon(conn: sa.Connection) -> None:
+    """Roll back and drop a connection an interruption (a cancelled task, Ctrl-C) cut into.
+
+    The interruption may have come anywhere, say between a statement and the
+    fetch of its rows (the driver runs on whether or not the task still
+    awaits it), so the connection is never used again: the rollback ends the
+    transaction and lets its locks go, then the connection is closed and
+    leaves the pool. Both run to the end even if the task is cancelled once
+    more (``eventstore.aio.shielded``); a failed rollback (psycopg closes a
+    connection whose cancellation was itself interrupted) is no error here:
+    the caller raises the interruption.
+    """
+
+    def end() -> None:
+        try:
+            with contextlib.suppress(Exception):
+                if conn.in_transaction():
+                    conn.rollback()
+                else:  # SQLite's writer drives its transaction on the driver connection
+                    conn.connection.dbapi_connection.rollback()  # type: ignore[union-attr]  # checked out: it has one
+        finally:
+            conn.invalidate()
+
+    shielded(end)
 
 
 class PreparedEvent(NamedTuple):

@@ -17,7 +17,7 @@ the guard is re-checked by the database.
 
 from __future__ import annotations
 
-import math
+import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -28,11 +28,29 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..errors import AppendOnlyViolation, ConcurrencyError, FlowPruned, StorageError, StoreBusy
+from ..errors import (
+    AppendOnlyViolation,
+    ConcurrencyError,
+    FlowPruned,
+    InvalidInput,
+    StorageError,
+    StoreBusy,
+)
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent
 from ..integrity import GENESIS, StoredRow, format_time
 from ..projection import FusedWrite
-from .base import Backend, Batch, Clock, Raced, Written, chain_rows, checked_row, driver_error
+from .base import (
+    Backend,
+    Batch,
+    Clock,
+    Raced,
+    Written,
+    abandon,
+    chain_rows,
+    checked_row,
+    driver_error,
+    milliseconds,
+)
 
 _HEAD = (
     "SELECT h.revision, h.hash, EXISTS (SELECT 1 FROM flow_events WHERE event_id = %(event_id)s) "
@@ -151,15 +169,22 @@ def create_engine(
     pool_size: int,
     asynchronous: bool = False,
 ) -> sa.Engine:
-    """The store's engine; with ``asynchronous``, the sync face of a psycopg async ``AsyncEngine``."""
+    """The store's engine; with ``asynchronous``, the sync face of a psycopg async ``AsyncEngine``.
+
+    ``InvalidInput`` for a timeout past PostgreSQL's limit (2**31-1 ms) or a
+    schema name it could not hold; a schema that does not exist is
+    ``InvalidInput`` at the first connection (``_check_schema``).
+    """
     options = [
-        f"-c lock_timeout={math.ceil(lock_timeout * 1000)}",  # ceil: under a millisecond is not 0, "forever"
-        f"-c idle_in_transaction_session_timeout={math.ceil(idle_in_transaction_timeout * 1000)}",
+        # in ms, rounded up: under a millisecond is not 0, "forever"
+        f"-c lock_timeout={milliseconds('lock_timeout', lock_timeout)}",
+        "-c idle_in_transaction_session_timeout="
+        f"{milliseconds('idle_in_transaction_timeout', idle_in_transaction_timeout)}",
         # a client killed mid-statement should not keep the positions lock until the statement ends
         "-c client_connection_check_interval=1000",
     ]
     if schema is not None:
-        options.append(f"-c search_path={schema}")
+        options.append(f"-c search_path={_search_path(schema)}")
     make: Any = sa.create_engine
     if asynchronous:
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -176,7 +201,48 @@ def create_engine(
         pool_recycle=3600,
     )
     result: sa.Engine = engine.sync_engine if asynchronous else engine
+    if schema is not None:
+        sa.event.listen(result, "connect", functools.partial(_check_schema, schema))
     return result
+
+
+_MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently cuts a longer name short, to another schema's
+
+
+def _search_path(schema: str) -> str:
+    """``schema`` as the one entry of a ``search_path``, for libpq's ``options``.
+
+    Quoted as an identifier, so its case is kept ("Audit" is not "audit"), and
+    with libpq's escapes (a backslash before a space or backslash).
+    """
+    if not isinstance(schema, str) or not schema or "\x00" in schema:
+        raise InvalidInput(f"schema must be the name of a PostgreSQL schema, not {schema!r}")
+    if len(schema.encode()) > _MAX_NAME_BYTES:
+        raise InvalidInput(f"schema names are at most {_MAX_NAME_BYTES} bytes in PostgreSQL: {schema!r}")
+    quoted = '"' + schema.replace('"', '""') + '"'
+    return "".join("\\" + char if char.isspace() or char == "\\" else char for char in quoted)
+
+
+def _check_schema(schema: str, dbapi_connection: Any, _record: Any) -> None:
+    """On each new connection: ``InvalidInput`` if the schema it is set to does not exist.
+
+    Without it every statement would fail (or, creating the tables, say "no
+    schema has been selected to create in") with the driver's error.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = %s)", (schema,))
+        (exists,) = cursor.fetchone()
+    finally:
+        cursor.close()
+    dbapi_connection.rollback()  # idle again, as the pool hands connections out
+    if not exists:
+        dbapi_connection.close()
+        quoted = schema.replace('"', '""')
+        raise InvalidInput(
+            f'schema "{quoted}" does not exist in this PostgreSQL database: create it '
+            f'(CREATE SCHEMA "{quoted}") or fix the schema option (names are case-sensitive)'
+        )
 
 
 class PostgresBackend(Backend):
@@ -189,8 +255,38 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:
-        with self.engine.begin() as conn:
-            yield conn
+        """A transaction, committed when the block ends, rolled back if it raises.
+
+        An interruption (a cancelled task, Ctrl-C) drops the connection
+        (``base.abandon``) and is raised as it is: never as the error of a
+        rollback on a connection psycopg closed (a second cancellation cuts
+        its cancelling of the query short), which an append would take for a
+        lost connection and retry, in a task told to stop.
+        """
+        with self.engine.connect() as conn:
+            conn.begin()
+            try:
+                yield conn
+            except Exception:
+                conn.rollback()
+                raise
+            except BaseException:
+                abandon(conn)
+                raise
+            conn.commit()
+
+    @contextmanager
+    def _autocommit(self) -> Iterator[sa.Connection]:
+        """A connection for one statement in autocommit mode, dropped if an interruption cuts into it."""
+        with self.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            try:
+                yield conn
+            except Exception:
+                raise
+            except BaseException:
+                abandon(conn)
+                raise
 
     def write(self, conn: sa.Connection, batch: Batch, clock: Clock) -> Written:
         flow_id = batch.flow_id
@@ -219,8 +315,7 @@ class PostgresBackend(Backend):
         cached = self._cached_head(batch.flow_id)
         if cached is None or (batch.expected is not ANY and cached[0] != batch.expected):
             return None
-        with self.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self._autocommit() as conn:
             try:
                 written = self._insert(conn, batch, cached[0], cached[1], clock)
             except sa.exc.IntegrityError as exc:
@@ -261,8 +356,7 @@ class PostgresBackend(Backend):
         for write in fused:
             params.update(write.params)
         ctes = [cte for write in fused for cte in write.ctes]
-        with self.engine.connect() as conn:
-            conn.execution_options(isolation_level="AUTOCOMMIT")
+        with self._autocommit() as conn:
             try:
                 written = self._run(conn, batch, revision, prev_hash, rows, last_hash, now, ctes, params)
             except sa.exc.IntegrityError as exc:

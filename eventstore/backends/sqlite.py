@@ -10,7 +10,6 @@ Event ids are stored as their 16 bytes.
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
@@ -33,7 +32,18 @@ from ..errors import (
 from ..events import ANY, AppendResult, FoldInput, RecordedEvent, uuid_from_bytes
 from ..integrity import GENESIS, StoredRow, format_time
 from ..schema import flow_tombstones
-from .base import INSERT_COLUMNS, Backend, Batch, Clock, PreparedEvent, Written, chain_rows, checked_row
+from .base import (
+    INSERT_COLUMNS,
+    Backend,
+    Batch,
+    Clock,
+    PreparedEvent,
+    Written,
+    abandon,
+    chain_rows,
+    checked_row,
+    milliseconds,
+)
 
 _HEAD = (
     "SELECT h.revision, h.hash, EXISTS (SELECT 1 FROM flow_events WHERE event_id = ?) "
@@ -56,7 +66,10 @@ def create_engine(
 
     Code on the async face's connections must run under ``eventstore.aio``
     (in SQLAlchemy's greenlet), where each driver call awaits on the loop.
+    A ``busy_timeout`` past SQLite's limit (2**31-1 ms, which SQLite would
+    turn into no wait at all) is ``InvalidInput``.
     """
+    busy_ms = milliseconds("busy_timeout", busy_timeout)
     options: dict[str, Any] = {
         "connect_args": {"timeout": busy_timeout, "check_same_thread": False},
         "pool_size": pool_size,
@@ -79,7 +92,7 @@ def create_engine(
     @sa.event.listens_for(engine, "connect")
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # autocommit reads; writes say BEGIN IMMEDIATE
-        dbapi_connection.execute(f"PRAGMA busy_timeout = {math.ceil(busy_timeout * 1000)}")
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
         if url.database not in (None, "", ":memory:"):
             dbapi_connection.execute("PRAGMA journal_mode = WAL")
         dbapi_connection.execute(f"PRAGMA synchronous = {synchronous}")
@@ -139,15 +152,27 @@ class SQLiteBackend(Backend):
             raise _driver_error(exc, "BEGIN IMMEDIATE", ()) from exc
         except BaseException:
             # Cancelled while waiting for the lock (asyncio): aiosqlite's thread may still take it.
-            # Dropping the connection queues its close behind the BEGIN, which lets the lock go.
-            self._discard()
+            # The rollback queues behind the BEGIN, which lets the lock go.
+            self._abandon(conn)
             raise
         try:
             yield conn
-        except BaseException:
+        except Exception:
             self._end(conn, raw, commit=False)
             raise
+        except BaseException:
+            self._abandon(conn)
+            raise
         self._end(conn, raw, commit=True)
+
+    def _abandon(self, conn: sa.Connection) -> None:
+        """Drop the writer an interruption cut into (``base.abandon``), never to use it again.
+
+        A statement it left in progress would make every later COMMIT on it
+        fail ("SQL statements in progress").
+        """
+        self._writer = None
+        abandon(conn)
 
     def _end(self, conn: sa.Connection, raw: Any, *, commit: bool) -> None:
         try:
@@ -158,8 +183,11 @@ class SQLiteBackend(Backend):
         except sqlite3.Error as exc:
             self._discard()
             raise _driver_error(exc, "COMMIT" if commit else "ROLLBACK", ()) from exc
-        except BaseException:  # SQLAlchemy's errors, or a cancellation (asyncio) mid-commit
+        except Exception:  # SQLAlchemy's errors
             self._discard()
+            raise
+        except BaseException:  # a cancellation (asyncio) mid-commit: the COMMIT runs on, or failed
+            self._abandon(conn)
             raise
 
     def _discard(self) -> None:
