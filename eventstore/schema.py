@@ -137,6 +137,15 @@ projection_checkpoints = sa.Table(
 """Per projection: the version its tables were built by, the last position it
 has applied (catch-up projections), and the tag its indexes carry."""
 
+projection_tables = sa.Table(
+    "projection_tables",
+    metadata,
+    sa.Column("table_name", sa.String(63), primary_key=True),
+    sa.Column("projection", sa.String(100), nullable=False),
+)
+"""Per read-model table (live, or the fresh ``<table>__rebuild`` of a rebuild under
+way): the projection that owns it. A build or rebuild refuses any other's."""
+
 flow_snapshots = sa.Table(
     "flow_snapshots",
     metadata,

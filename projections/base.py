@@ -30,12 +30,12 @@ from eventstore.checks import check_count
 from eventstore.errors import ConcurrencyError, ProjectionError, StoreBusy
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite
-from eventstore.schema import metadata as store_metadata
 from eventstore.schema import projection_checkpoints as checkpoints
 
+from .definitions import REBUILD_CLAIM, REBUILD_SUFFIX, check_definition, check_returned
+from .ownership import release_fresh_tables, take_tables
 from .rowio import run
 
-REBUILD_SUFFIX = "__rebuild"
 SOLE_WRITER = ("eventstore", "sole-writer")
 """Set in a transaction's memo by a rebuild: every row of the target tables
 was written through this memo, so a key missing from it is missing from the
@@ -88,16 +88,8 @@ class Projection:
     kind: ClassVar[str] = "catchup"
 
     def __init__(self) -> None:
-        if not self.name:
-            raise ProjectionError(f"{type(self).__name__} must set a name")
+        check_definition(self)
         self._tables = self.build_tables("", "")
-        for table in self._tables:
-            base = table.removesuffix(REBUILD_SUFFIX)
-            if base in store_metadata.tables or base == "alembic_version":
-                raise ProjectionError(
-                    f"projection {self.name!r} names the table {table!r}, one of the event store's own; "
-                    "give its tables names of their own"
-                )
 
     def define_tables(self, metadata: sa.MetaData) -> None:
         """Declare this projection's tables on ``metadata``."""
@@ -134,7 +126,7 @@ class Projection:
         for event in events:
             handler = getattr(self, f"on_{event.type}", None)
             if handler is not None:
-                handler(tx, event)
+                check_returned(self, f"on_{event.type}", handler(tx, event))
 
     @property
     def fuses(self) -> bool:
@@ -220,10 +212,9 @@ def ensure(store: EventStore, projection: Projection) -> None:
         conn = tx.connection
         lock_appends(conn)
         current = read_checkpoint(conn, projection.name, lock=True)
+        take_tables(conn, projection, current, fresh=False)
         if current is not None and current.version == projection.version:
             return
-        if current is None:
-            _refuse_taken_tables(conn, projection)
         if current is None and not store_has_events(conn):
             tag = secrets.token_hex(4)
             for table in projection.build_tables("", tag).values():
@@ -231,20 +222,6 @@ def ensure(store: EventStore, projection: Projection) -> None:
             write_checkpoint(store, conn, projection, position=0, build=tag)
             return
     rebuild(store, projection, wait=True, only_if_outdated=True)
-
-
-def _refuse_taken_tables(conn: sa.Connection, projection: Projection) -> None:
-    """A projection never built must not find its tables there: they belong to someone else,
-    and a rebuild's swap would drop them."""
-    names = list(projection.tables)
-    inspector = sa.inspect(conn)
-    taken = [name for name in names if inspector.has_table(name)]
-    if taken:
-        raise ProjectionError(
-            f"projection {projection.name!r} has never been built here, but its table(s) "
-            f"{', '.join(map(repr, taken))} exist: they belong to another projection or to the "
-            "application; give its tables names of their own"
-        )
 
 
 def store_has_events(conn: sa.Connection) -> bool:
@@ -256,7 +233,7 @@ REBUILD_LEASE = timedelta(minutes=2)
 
 
 def _rebuild_lock(projection: Projection) -> str:
-    return f"{projection.name}#rebuild"
+    return projection.name + REBUILD_CLAIM
 
 
 def _claim(store: EventStore, projection: Projection, tag: str) -> bool:
@@ -331,8 +308,6 @@ def rebuild(
     try:
         with store.reading() as conn:
             current = read_checkpoint(conn, projection.name)
-            if current is None:
-                _refuse_taken_tables(conn, projection)
         if only_if_outdated and current is not None and current.version == projection.version:
             return Progress(0, 0, 0.0)
         return _rebuild(store, projection, tag, batch_size, progress)
@@ -356,6 +331,7 @@ def _rebuild(
     started = time.perf_counter()
     late_indexes: list[sa.Index] = []
     with store.transaction() as tx:
+        take_tables(tx.connection, projection, read_checkpoint(tx.connection, projection.name), fresh=True)
         for table in reversed(list(target.tables.values())):
             tx.connection.execute(sa.schema.DropTable(table, if_exists=True))
         for table in target.tables.values():
@@ -477,6 +453,7 @@ def _swap(
             conn.execute(sa.schema.DropTable(live, if_exists=True))
         for name, fresh in target.tables.items():
             conn.exec_driver_sql(f'ALTER TABLE "{fresh.name}" RENAME TO "{name}"')
+        release_fresh_tables(conn, projection)
         write_checkpoint(store, conn, projection, position=head, build=tag)
     return len(tail)
 
@@ -516,11 +493,9 @@ def _renewed(store: EventStore, projection: Projection, tag: str) -> Iterator[Tr
 
 
 def _apply_grouped(projection: Projection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
-    apply_many = getattr(projection, "apply_many", None)
-    if apply_many is not None:
-        apply_many(tx, events)
-    else:
-        projection.apply(tx, events)
+    name = "apply_many" if getattr(projection, "apply_many", None) is not None else "apply"
+    fold: Callable[[Transaction, Sequence[RecordedEvent]], object] = getattr(projection, name)
+    check_returned(projection, name, fold(tx, events))
 
 
 class CatchUpRunner:

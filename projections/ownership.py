@@ -1,0 +1,98 @@
+"""Which projection owns each read-model table (``projection_tables``).
+
+A build creates a projection's tables and a rebuild drops and replaces them,
+so before either the machinery takes the names it will touch: a name another
+projection owns, or a table that exists and nobody recorded, is refused with
+``ProjectionError`` before anything is written.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from eventstore.errors import ProjectionError
+from eventstore.schema import projection_tables as owned
+
+from .definitions import REBUILD_SUFFIX
+
+if TYPE_CHECKING:
+    from .base import Checkpoint, Projection
+
+
+def take_tables(
+    conn: sa.Connection, projection: Projection, current: Checkpoint | None, *, fresh: bool
+) -> None:
+    """Record ``projection`` as the owner of its live tables (and with ``fresh``, a rebuild's).
+
+    A projection built before ownership was recorded (a checkpoint, no rows
+    here) adopts the tables it names that exist and that its build made: all
+    of them if its version is unchanged, else those carrying its build tag.
+    """
+    if conn.dialect.name == "postgresql":
+        # One taker at a time (SQLite's write transactions already exclude each other);
+        # plain reads of the table go on.
+        conn.exec_driver_sql("LOCK TABLE projection_tables IN EXCLUSIVE MODE")
+    live = [table.name for table in projection.tables.values()]
+    names = live + ([name + REBUILD_SUFFIX for name in live] if fresh else [])
+    query = sa.select(owned.c.table_name, owned.c.projection).where(owned.c.table_name.in_(names))
+    owners = {row.table_name: row.projection for row in conn.execute(query)}
+    inspector = sa.inspect(conn)
+    taken: dict[str, str] = {}
+    claimed: list[str] = []
+    for name in names:
+        owner = owners.get(name)
+        if owner == projection.name:
+            continue
+        if owner is not None:
+            taken[name] = f"{name!r} belongs to projection {owner!r}"
+        elif not inspector.has_table(name) or (
+            name in live and _built_before_ownership(conn, inspector, projection, current, name)
+        ):
+            claimed.append(name)
+        else:
+            taken[name] = f"{name!r} exists and is not its own"
+    if taken:
+        listed = ", ".join(map(repr, taken))
+        where = (
+            f"has never been built here, but its table(s) {listed} exist"
+            if current is None
+            else f"may not build the table(s) {listed}"
+        )
+        raise ProjectionError(
+            f"projection {projection.name!r} {where}: {'; '.join(taken.values())}; "
+            "give its tables names of their own"
+        )
+    if claimed:
+        conn.execute(
+            owned.insert(), [{"table_name": name, "projection": projection.name} for name in claimed]
+        )
+
+
+def release_fresh_tables(conn: sa.Connection, projection: Projection) -> None:
+    """The swap renamed the fresh tables to the live names: those names are free again."""
+    fresh = [table.name + REBUILD_SUFFIX for table in projection.tables.values()]
+    conn.execute(owned.delete().where(owned.c.projection == projection.name, owned.c.table_name.in_(fresh)))
+
+
+def _built_before_ownership(
+    conn: sa.Connection,
+    inspector: sa.Inspector,
+    projection: Projection,
+    current: Checkpoint | None,
+    name: str,
+) -> bool:
+    if current is None:
+        return False
+    if conn.execute(
+        sa.select(owned.c.table_name).where(owned.c.projection == projection.name).limit(1)
+    ).first():
+        return False  # ownership is recorded for this projection, and this table is not in it
+    if current.version == projection.version:
+        return True
+    suffix = f"_{current.build}"
+    named = [inspector.get_pk_constraint(name).get("name")]
+    named += [index["name"] for index in inspector.get_indexes(name)]
+    named += [unique["name"] for unique in inspector.get_unique_constraints(name)]
+    return any(isinstance(n, str) and n.endswith(suffix) for n in named)

@@ -1,0 +1,181 @@
+"""Projection definitions the machinery refuses: tables not its own, names too long, bad handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
+from eventstore.errors import ProjectionError
+from projections import CatchUpRunner, Projection, rebuild
+
+from .conftest import Target
+
+
+def projection(name: str, *tables: str, version: int = 1, **attrs: Any) -> Projection:
+    """A projection that inserts each E event's position into each of ``tables``."""
+
+    def define_tables(self: Projection, metadata: sa.MetaData) -> None:
+        for table in tables:
+            sa.Table(table, metadata, sa.Column("k", sa.BigInteger, primary_key=True))
+
+    def on_E(self: Projection, tx: Transaction, event: RecordedEvent) -> None:
+        for table in tables:
+            tx.connection.execute(self.table(table).insert().values(k=event.position))
+
+    body = {"name": name, "version": version, "define_tables": define_tables, "on_E": on_E, **attrs}
+    return type(f"P_{len(tables)}", (Projection,), body)()
+
+
+def append(store: EventStore, count: int) -> None:
+    store.append("f", [NewEvent("E", {}) for _ in range(count)])
+
+
+def rows(store: EventStore, table: str) -> int:
+    with store.engine.connect() as conn:
+        return int(conn.exec_driver_sql(f'SELECT count(*) FROM "{table}"').scalar_one())
+
+
+def version_of(store: EventStore, name: str) -> int | None:
+    with store.engine.connect() as conn:
+        query = sa.text("SELECT version FROM projection_checkpoints WHERE name = :n")
+        return conn.execute(query, {"n": name}).scalar()
+
+
+class TestTablesOfItsOwn:
+    def test_a_new_version_may_not_take_another_projections_table(self, store: EventStore) -> None:
+        append(store, 3)
+        CatchUpRunner(store, projection("a", "a_counts"))
+        b = CatchUpRunner(store, projection("b", "b_report"))
+        with pytest.raises(ProjectionError, match="'b_report' belongs to projection 'b'"):
+            CatchUpRunner(store, projection("a", "a_counts", "b_report", version=2))
+        assert (rows(store, "b_report"), version_of(store, "a")) == (3, 1)
+        append(store, 1)
+        assert b.run_until_caught_up() == 1 and rows(store, "b_report") == 4
+
+    def test_a_new_version_may_not_take_an_application_table(self, store: EventStore) -> None:
+        append(store, 2)
+        CatchUpRunner(store, projection("a", "a_counts"))
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE app_data (k INTEGER)")
+            conn.exec_driver_sql("INSERT INTO app_data VALUES (7)")
+        with pytest.raises(ProjectionError, match="'app_data' exists and is not its own"):
+            rebuild(store, projection("a", "a_counts", "app_data", version=2))
+        assert (rows(store, "app_data"), version_of(store, "a")) == (1, 1)
+
+    def test_a_rebuild_keeps_a_table_named_like_its_fresh_table(self, store: EventStore) -> None:
+        append(store, 2)
+        CatchUpRunner(store, projection("a", "a_counts"))
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE a_counts__rebuild (note TEXT)")
+            conn.exec_driver_sql("INSERT INTO a_counts__rebuild VALUES ('mine')")
+        with pytest.raises(ProjectionError, match="'a_counts__rebuild' exists and is not its own"):
+            rebuild(store, projection("a", "a_counts"))
+        assert (rows(store, "a_counts__rebuild"), rows(store, "a_counts")) == (1, 2)
+
+    def test_an_interrupted_rebuilds_tables_are_replaced(self, store: EventStore) -> None:
+        append(store, 3)
+        CatchUpRunner(store, projection("a", "a_counts"))
+
+        def interrupt(progress: object) -> None:
+            raise KeyboardInterrupt
+
+        with pytest.raises(KeyboardInterrupt):
+            rebuild(store, projection("a", "a_counts"), batch_size=1, progress=interrupt)
+        assert rebuild(store, projection("a", "a_counts")).done == 3
+        assert not sa.inspect(store.engine).has_table("a_counts__rebuild")
+
+    def test_tables_built_before_ownership_was_recorded_are_adopted(self, store: EventStore) -> None:
+        append(store, 2)
+        CatchUpRunner(store, projection("a", "a_counts"))
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("DELETE FROM projection_tables")  # as a database from before 0009
+        assert rebuild(store, projection("a", "a_counts", version=2)).done == 2
+        with pytest.raises(ProjectionError, match="'a_counts' belongs to projection 'a'"):
+            CatchUpRunner(store, projection("b", "a_counts"))
+
+    def test_a_table_name_ending_in_the_rebuild_suffix_is_refused(self) -> None:
+        with pytest.raises(ProjectionError, match="ends in '__rebuild'"):
+            projection("b", "a_counts__rebuild")
+
+
+class TestPostgreSQLNameLimit:
+    @pytest.mark.parametrize(
+        ("table", "index"),
+        [("t" * 63, None), ("t" * 52, None), ("t" * 40, "ix_" + "i" * 52)],
+        ids=["fresh table name", "primary key name", "index name"],
+    )
+    def test_names_too_long_for_postgresql_are_refused(self, table: str, index: str | None) -> None:
+        def define_tables(self: Projection, metadata: sa.MetaData) -> None:
+            t = sa.Table(table, metadata, sa.Column("k", sa.BigInteger, primary_key=index is None))
+            if index:
+                sa.Index(index, t.c.k)
+
+        with pytest.raises(ProjectionError, match="longer than PostgreSQL's 63 bytes"):
+            type("Long", (Projection,), {"name": "long", "define_tables": define_tables})()
+
+    def test_the_longest_names_build_and_rebuild(self, store: EventStore) -> None:
+        append(store, 2)
+        longest = projection("n" * 92, "t" * 51, version=2**31 - 1)
+        runner = CatchUpRunner(store, longest)
+        append(store, 1)
+        assert runner.run_until_caught_up() == 1
+        assert rebuild(store, longest).done == 3 and rows(store, "t" * 51) == 3
+
+
+class TestNameVersionKind:
+    @pytest.mark.parametrize("name", ["n" * 93, 5, "a#b", "a\x00b"], ids=["93 chars", "int", "#", "NUL"])
+    def test_a_bad_name_is_refused(self, name: Any) -> None:
+        with pytest.raises(ProjectionError, match="name"):
+            projection(name, "t")
+
+    @pytest.mark.parametrize("version", [True, "2", 1.5, 2**31, -1])
+    def test_a_bad_version_is_refused(self, version: Any) -> None:
+        with pytest.raises(ProjectionError, match="version"):
+            projection("p", "t", version=version)
+
+    @pytest.mark.parametrize("kind", ["Inline", "", 3])
+    def test_a_bad_kind_is_refused(self, kind: Any) -> None:
+        with pytest.raises(ProjectionError, match="kind"):
+            projection("p", "t", kind=kind)
+
+
+async def async_handler(self: Projection, tx: Transaction, event: RecordedEvent) -> None:
+    pass
+
+
+def generator_apply(self: Projection, tx: Transaction, events: list[RecordedEvent]) -> Iterator[None]:
+    yield None
+
+
+class TestHandlers:
+    @pytest.mark.parametrize(
+        "attrs",
+        [{"on_E": async_handler}, {"apply": generator_apply}, {"apply_many": generator_apply}],
+        ids=["async handler", "generator apply", "generator apply_many"],
+    )
+    def test_async_and_generator_folds_are_refused(self, attrs: dict[str, Any]) -> None:
+        with pytest.raises(ProjectionError, match="must be a plain function"):
+            projection("p", "t", **attrs)
+
+    def test_a_handler_returning_a_value_fails_the_batch(self, store: EventStore) -> None:
+        def on_E(self: Projection, tx: Transaction, event: RecordedEvent) -> object:
+            return async_handler(self, tx, event)
+
+        runner = CatchUpRunner(store, projection("p", "t", on_E=on_E))
+        append(store, 2)
+        with pytest.raises(ProjectionError, match="returned a coroutine"):
+            runner.run_once()
+        assert runner.position() == 0
+
+    def test_an_inline_handler_returning_a_value_fails_the_append(self, target: Target) -> None:
+        def on_E(self: Projection, tx: Transaction, event: RecordedEvent) -> object:
+            return tx.connection.execute(self.table("t").insert().values(k=event.position))
+
+        with target.open(projections=[projection("p", "t", on_E=on_E, kind="inline")]) as store:
+            with pytest.raises(ProjectionError, match="returned a CursorResult"):
+                append(store, 1)
+            assert (store.last_position(), rows(store, "t")) == (0, 0)
