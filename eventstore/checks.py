@@ -49,6 +49,15 @@ def check_type_names(name: str, value: Any) -> list[str]:
     return names
 
 
+def check_text(name: str, value: Any) -> str:
+    """``value``, a str every backend stores and compares alike: valid UTF-8 without NUL."""
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string, not {value!r}")
+    if "\x00" in value or _unencodable(value):
+        raise InvalidInput(f"{name} must be valid UTF-8 text without NUL characters, not {value!r}")
+    return value
+
+
 def _unencodable(text: str) -> bool:
     try:
         text.encode()

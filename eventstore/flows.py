@@ -12,11 +12,12 @@ import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import orjson
 import pydantic
 
+from .checks import validation_message
 from .events import Event, EventRegistry, FoldInput, RecordedEvent
 from .integrity import format_time
 
@@ -76,6 +77,16 @@ class FlowForked(Event):
     origin_revision: int
     origin_hash: str
     snapshot: dict[str, Any]
+
+    @pydantic.field_validator("snapshot")
+    @classmethod
+    def _a_view(cls, snapshot: dict[str, Any]) -> dict[str, Any]:
+        """The snapshot is a flow view as ``view_to_dict`` writes it; kept as given."""
+        try:
+            _ForkSnapshot.model_validate(snapshot)
+        except pydantic.ValidationError as exc:
+            raise ValueError(f"not a flow view ({validation_message(exc)})") from None
+        return snapshot
 
 
 class FlowFailed(Event):
@@ -223,13 +234,16 @@ def flow_registry() -> EventRegistry:
 
 # -- state -----------------------------------------------------------------
 
-FOLD_VERSION = 2  # 2: a flow starts once; a later FlowStarted or FlowForked in its stream restarts nothing
+FOLD_VERSION = 3  # 3: steps keep the revision they were scheduled at; FlowForked folds whatever it holds
+# 2: a flow starts once; a later FlowStarted or FlowForked in its stream restarts nothing
 """Bumped whenever ``fold`` changes what it produces: snapshots made by another
 version are ignored, and the flow projection's version follows it."""
 
 FLOW_TERMINAL = frozenset({"finished", "failed", "cancelled"})
 FLOW_STATUSES = ("running", "waiting", "finished", "failed", "cancelled")
+STEP_STATUSES = ("scheduled", "running", "completed", "failed", "skipped", "timed_out")
 STEP_TERMINAL = frozenset({"completed", "failed", "skipped", "timed_out"})
+GATE_STATUSES = ("open", "approved", "rejected", "closed")
 
 
 @dataclass(slots=True)
@@ -264,6 +278,8 @@ class StepState:
     finished_at: datetime | None = None
     updated_at: datetime | None = None
     revision: int = 0
+    scheduled_revision: int = 0
+    """The flow revision of its ``StepScheduled``: which of two steps scheduled at once came first."""
 
     @property
     def terminal(self) -> bool:
@@ -365,6 +381,12 @@ def _int(value: Any, default: int) -> int:
         return default
 
 
+def _int32(value: Any) -> int:
+    """An int a 32-bit column holds, from event data, or 0: SQLite and PostgreSQL then store it alike."""
+    number = _int(value, 0)
+    return number if -(2**31) <= number < 2**31 else 0
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
@@ -375,6 +397,10 @@ def _list(value: Any) -> list[Any]:
 
 def _opt_str(value: Any) -> str | None:
     return value if value is None or type(value) is str else str(value)
+
+
+def _str(value: Any) -> str:
+    return "" if value is None else value if type(value) is str else str(value)
 
 
 def _float(value: Any) -> float | None:
@@ -471,10 +497,11 @@ def fold(
             run_id=str(data.get("run_id", "")),
             task=_json_copy(_dict(data.get("task"))),
             runtime=_opt_str(data.get("runtime")),
-            position=_int(data.get("position"), 0),
-            iteration=_int(data.get("iteration"), 0),
+            position=_int32(data.get("position")),
+            iteration=_int32(data.get("iteration")),
             child_session_key=_opt_str(data.get("child_session_key")),
             scheduled_at=at,
+            scheduled_revision=event.revision,
         )
     if step is None:
         return flow, None
@@ -520,8 +547,8 @@ def _ended(status: str) -> Any:
 
 
 def _lease_acquired(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
-    flow.lease_owner = data.get("owner_token")
-    flow.lease_generation = _int(data.get("generation"), 0)
+    flow.lease_owner = _opt_str(data.get("owner_token"))
+    flow.lease_generation = _int32(data.get("generation"))
     expires = data.get("expires_at")
     flow.lease_expires_at = _time(expires)
 
@@ -576,7 +603,7 @@ def _step_ended(status: str) -> Any:
 
 def _step_retried(step: StepState, data: dict[str, Any], at: datetime) -> None:
     step.status = "scheduled"
-    step.retry_count = _int(data.get("retry_count"), step.retry_count + 1)
+    step.retry_count = _int32(_int(data.get("retry_count"), step.retry_count + 1))
     step.error = _opt_str(data.get("error") or None)
 
 
@@ -674,32 +701,151 @@ def flow_to_dict(flow: FlowState) -> dict[str, Any]:
 
 
 def _forked_flow(event: RecordedEvent | FoldInput) -> FlowState | None:
-    origin = (event.data.get("snapshot") or {}).get("flow")
+    """The flow a ``FlowForked`` starts: its snapshot's flow, whatever it holds, as a fold can store it."""
+    origin = _dict(event.data.get("snapshot")).get("flow")
     if not isinstance(origin, dict):
         return None
-    fields = _times(_json_copy(origin))
-    fields.update(
+    status = origin.get("status")
+    return FlowState(
         flow_id=event.flow_id,
-        parent_flow_id=event.data.get("origin_flow_id"),
-        revision=0,
-        event_count=0,
-        lease_owner=None,
-        lease_generation=0,
-        lease_expires_at=None,
+        controller_id=_str(origin.get("controller_id")),
+        goal=_str(origin.get("goal")),
+        owner_session_key=_str(origin.get("owner_session_key")),
+        requester_origin=_opt_str(origin.get("requester_origin")),
+        parent_flow_id=_opt_str(event.data.get("origin_flow_id")),
+        state=_json_copy(_dict(origin.get("state"))),
+        status=status if status in FLOW_STATUSES else "running",
+        current_step=_opt_str(origin.get("current_step")),
+        wait=_json_copy(origin.get("wait")),
+        cancel_requested=origin.get("cancel_requested") is True,
+        result=_json_copy(origin.get("result")),
+        error=_json_copy(origin.get("error")),
         created_at=event.recorded_at,
+        finished_at=_time(origin.get("finished_at")),
     )
-    return FlowState(**{name: fields[name] for name in FlowState.__dataclass_fields__ if name in fields})
 
 
 def forked_steps(event: RecordedEvent | FoldInput) -> list[StepState]:
-    """The steps a ``FlowForked`` event copies from its origin, as steps of the fork."""
-    steps = (event.data.get("snapshot") or {}).get("steps") or {}
+    """The steps a ``FlowForked`` event copies from its origin, as steps of the fork.
+
+    Like ``_forked_flow``, it takes what the snapshot holds: a missing or
+    malformed field becomes what a fresh step would have.
+    """
     out = []
-    for step in steps.values():
-        if isinstance(step, dict):
-            fields = _times(_json_copy(step))
-            fields.update(flow_id=event.flow_id, revision=event.revision)
-            out.append(
-                StepState(**{name: fields[name] for name in StepState.__dataclass_fields__ if name in fields})
+    for key, step in _dict(_dict(event.data.get("snapshot")).get("steps")).items():
+        if not isinstance(step, dict):
+            continue
+        step_id, status, gate = step.get("step_id"), step.get("status"), step.get("gate_status")
+        options, selections = step.get("gate_options"), step.get("gate_selections")
+        if options is not None:
+            options = [dict(o) for o in _list(options) if isinstance(o, dict)]
+        out.append(
+            StepState(
+                flow_id=event.flow_id,
+                step_id=step_id if isinstance(step_id, str) else key,
+                name=_str(step.get("name")),
+                run_id=_str(step.get("run_id")),
+                task=_json_copy(_dict(step.get("task"))),
+                runtime=_opt_str(step.get("runtime")),
+                position=_int32(step.get("position")),
+                iteration=_int32(step.get("iteration")),
+                child_session_key=_opt_str(step.get("child_session_key")),
+                status=status if status in STEP_STATUSES else "scheduled",
+                attempts=_int32(step.get("attempts")),
+                retry_count=_int32(step.get("retry_count")),
+                result=_json_copy(step.get("result")),
+                output=_json_copy(step.get("output")),
+                error=_opt_str(step.get("error")),
+                reason=_opt_str(step.get("reason")),
+                gate_status=gate if gate in GATE_STATUSES else None,
+                gate_prompt=_opt_str(step.get("gate_prompt")),
+                gate_options=options,
+                gate_timeout_seconds=_float(step.get("gate_timeout_seconds")),
+                gate_by=_opt_str(step.get("gate_by")),
+                gate_feedback=_opt_str(step.get("gate_feedback")),
+                gate_selections=None if selections is None else [str(v) for v in _list(selections)],
+                scheduled_at=_time(step.get("scheduled_at")),
+                started_at=_time(step.get("started_at")),
+                finished_at=_time(step.get("finished_at")),
+                updated_at=_time(step.get("updated_at")),
+                revision=event.revision,
+                scheduled_revision=_int32(step.get("scheduled_revision")),
             )
+        )
     return out
+
+
+# -- the shape of a fork's snapshot, checked when a FlowForked is appended ------------------
+
+
+def _aware(value: str) -> str:
+    if _time(value) is None:
+        raise ValueError("not an ISO 8601 time with a timezone")
+    return value
+
+
+_Time = Annotated[str, pydantic.AfterValidator(_aware)]
+
+
+class _SnapshotFlow(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    flow_id: str
+    controller_id: str
+    goal: str
+    owner_session_key: str
+    requester_origin: str | None = None
+    parent_flow_id: str | None = None
+    state: dict[str, Any]
+    status: Literal["running", "waiting", "finished", "failed", "cancelled"] = "running"
+    current_step: str | None = None
+    wait: dict[str, Any] | None = None
+    cancel_requested: bool = False
+    result: Any = None
+    error: dict[str, Any] | None = None
+    revision: int = 0
+    event_count: int = 0
+    lease_owner: Any = None  # the fork starts without a lease: the origin's is not copied
+    lease_generation: Any = 0
+    lease_expires_at: Any = None
+    created_at: _Time | None = None
+    updated_at: _Time | None = None
+    finished_at: _Time | None = None
+
+
+class _SnapshotStep(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    flow_id: str | None = None
+    step_id: str
+    name: str
+    run_id: str
+    task: dict[str, Any] = pydantic.Field(default_factory=dict)
+    runtime: str | None = None
+    position: Int32 = 0
+    iteration: Int32 = 0
+    child_session_key: str | None = None
+    status: Literal["scheduled", "running", "completed", "failed", "skipped", "timed_out"] = "scheduled"
+    attempts: Int32 = 0
+    retry_count: Int32 = 0
+    result: Any = None
+    output: Any = None
+    error: str | None = None
+    reason: str | None = None
+    gate_status: Literal["open", "approved", "rejected", "closed"] | None = None
+    gate_prompt: str | None = None
+    gate_options: list[dict[str, Any]] | None = None
+    gate_timeout_seconds: float | None = None
+    gate_by: str | None = None
+    gate_feedback: str | None = None
+    gate_selections: list[str] | None = None
+    scheduled_at: _Time | None = None
+    started_at: _Time | None = None
+    finished_at: _Time | None = None
+    updated_at: _Time | None = None
+    revision: int = 0
+    scheduled_revision: Int32 = 0
+
+
+class _ForkSnapshot(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", strict=True)
+    flow: _SnapshotFlow
+    steps: dict[str, _SnapshotStep] = pydantic.Field(default_factory=dict)

@@ -24,17 +24,19 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
-from eventstore.checks import check_page
+from eventstore.checks import check_page, check_text
 from eventstore.errors import SessionNotFound, StepNotFound
 from eventstore.flows import (
     FLOW_EVENTS,
     FLOW_STATUSES,
     STEP_EVENT_TYPES,
+    STEP_STATUSES,
     FlowState,
     StepState,
     fold,
     forked_steps,
 )
+from eventstore.preparation import check_flow_id
 from eventstore.schema import MAX_FLOW_ID_LENGTH
 
 from .base import SOLE_WRITER, Projection
@@ -59,7 +61,8 @@ class FlowProjection(Projection):
     """Inline projection of flows, their steps, and the sessions that own them."""
 
     name: ClassVar[str] = "flows"
-    version: ClassVar[int] = 2  # 2: names as text; a run id may repeat in the log; the fold's version 2
+    version: ClassVar[int] = 3  # 3: flow_steps.scheduled_revision; the fold's version 3
+    # 2: names as text; a run id may repeat in the log; the fold's version 2
     kind: ClassVar[str] = "inline"
 
     def define_tables(self, metadata: sa.MetaData) -> None:
@@ -122,6 +125,7 @@ class FlowProjection(Projection):
             sa.Column("finished_at", UTCDateTime),
             sa.Column("updated_at", UTCDateTime),
             sa.Column("revision", sa.Integer, nullable=False),
+            sa.Column("scheduled_revision", sa.Integer, nullable=False),
             sa.Index("ix_flow_steps_run", "flow_id", "run_id"),
             sa.Index("ix_flow_steps_position", "flow_id", "position", "step_id"),
             sa.Index("ix_flow_steps_status", "flow_id", "status"),
@@ -509,10 +513,21 @@ _NEVER = datetime.min
 
 
 @contextmanager
-def _snapshot(conn: sa.Connection) -> Iterator[None]:
-    """The reads inside see one snapshot of the tables (a page and its total agree)."""
+def _snapshot(conn: sa.Connection, tables: Iterable[sa.FromClause]) -> Iterator[None]:
+    """The reads inside see one snapshot of ``tables`` (a page and its total agree).
+
+    On PostgreSQL the tables are locked (ACCESS SHARE) before the snapshot is
+    taken: a rebuild's swap that holds them (ACCESS EXCLUSIVE) is then waited
+    for before the snapshot, and the reads see the new tables as it committed
+    them. Taken after, the snapshot would predate the swap and miss what it
+    folded into the renamed tables. They are locked in ``Projection.tables``
+    order, the swap's, so a reader and a swap never wait for each other.
+    """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        read = set(tables)
+        names = [conn.dialect.identifier_preparer.quote(t.name) for t in _live().values() if t in read]
+        conn.exec_driver_sql(f"LOCK TABLE {', '.join(names)} IN ACCESS SHARE MODE")  # takes no snapshot
         yield
         return
     conn.exec_driver_sql("BEGIN")  # reads are autocommit on SQLite: one transaction holds the snapshot
@@ -533,11 +548,11 @@ def _text_checked() -> Iterator[None]:
         ) from exc
 
 
-def _first_scheduled(step: StepState) -> tuple[datetime, str]:
+def _first_scheduled(step: StepState) -> tuple[datetime, int, str]:
     """The order steps of one run are found in: the first scheduled (``FlowService`` schedules one
-    step a run; a log written otherwise may hold more)."""
+    step a run; a log written otherwise may hold more). ``step_by_run`` orders its SQL alike."""
     at = step.scheduled_at
-    return (at.replace(tzinfo=None) if at is not None else _NEVER, step.step_id)
+    return (at.replace(tzinfo=None) if at is not None else _NEVER, step.scheduled_revision, step.step_id)
 
 
 _flow_of = attrgetter("flow_id")
@@ -643,12 +658,13 @@ class FlowQueries:
     ) -> tuple[list[Any], int]:
         """A page of rows and the total, both from one snapshot of the tables."""
         check_page(offset, limit)
-        with _text_checked(), self.store.reading() as conn, _snapshot(conn):
+        with _text_checked(), self.store.reading() as conn, _snapshot(conn, query.get_final_froms()):
             total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
             rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit)))
         return rows, total
 
     def flow(self, flow_id: str) -> FlowState:
+        check_flow_id(flow_id)
         flows = _live()["flows"]
         rows = self._rows(sa.select(flows).where(flows.c.flow_id == flow_id))
         if not rows:
@@ -662,7 +678,7 @@ class FlowQueries:
         flows = _live()["flows"]
         query = sa.select(flows)
         if owner is not None:
-            query = query.where(flows.c.owner_session_key == owner)
+            query = query.where(flows.c.owner_session_key == check_text("owner", owner))
         if status is not None:
             if status not in FLOW_STATUSES:
                 raise InvalidInput(f"unknown flow status {status!r}; one of {', '.join(FLOW_STATUSES)}")
@@ -673,10 +689,13 @@ class FlowQueries:
     def steps(self, flow_id: str) -> list[StepState]:
         """The flow's steps in order (position, then step id)."""
         steps = _live()["flow_steps"]
-        query = sa.select(steps).where(steps.c.flow_id == flow_id).order_by(steps.c.position, steps.c.step_id)
+        query = sa.select(steps).where(steps.c.flow_id == check_flow_id(flow_id))
+        query = query.order_by(steps.c.position, steps.c.step_id)
         return [StepState(**r._mapping) for r in self._rows(query)]
 
     def step(self, flow_id: str, step_id: str) -> StepState:
+        check_flow_id(flow_id)
+        check_text("step_id", step_id)
         steps = _live()["flow_steps"]
         rows = self._rows(sa.select(steps).where(steps.c.flow_id == flow_id, steps.c.step_id == step_id))
         if not rows:
@@ -684,11 +703,13 @@ class FlowQueries:
         return StepState(**rows[0]._mapping)
 
     def step_by_run(self, flow_id: str, run_id: str) -> StepState:
+        check_flow_id(flow_id)
+        check_text("run_id", run_id)
         steps = _live()["flow_steps"]
         query = (
             sa.select(steps)
             .where(steps.c.flow_id == flow_id, steps.c.run_id == run_id)
-            .order_by(steps.c.scheduled_at, steps.c.step_id)
+            .order_by(steps.c.scheduled_at.asc().nulls_first(), steps.c.scheduled_revision, steps.c.step_id)
             .limit(1)
         )
         rows = self._rows(query)
@@ -708,6 +729,11 @@ class FlowQueries:
         limit: int = 50,
     ) -> Page[StepState]:
         """The flow's steps filtered by position range, status and name, a page at a time."""
+        check_flow_id(flow_id)
+        if status is not None and status not in STEP_STATUSES:
+            raise InvalidInput(f"unknown step status {status!r}; one of {', '.join(STEP_STATUSES)}")
+        if name is not None:
+            check_text("name", name)
         for what, bound in (("from_position", from_position), ("to_position", to_position)):
             if bound is not None and (type(bound) is not int or not -(2**31) <= bound < 2**31):
                 raise InvalidInput(f"{what} must be None or an int from -2**31 to 2**31 - 1, not {bound!r}")
@@ -733,6 +759,7 @@ class FlowQueries:
         return Page([Session(**r._mapping) for r in rows], total, offset, limit)
 
     def session(self, session_key: str) -> Session:
+        check_text("session_key", session_key)
         sessions = _live()["sessions"]
         rows = self._rows(sa.select(sessions).where(sessions.c.session_key == session_key))
         if not rows:
@@ -773,6 +800,9 @@ class FlowQueries:
             not isinstance(after, tuple) or len(after) != 2 or not all(isinstance(k, str) for k in after)
         ):
             raise InvalidInput(f"after must be a (flow_id, step_id) pair, not {after!r}")
+        if after is not None:
+            check_text("after's flow id", after[0])
+            check_text("after's step id", after[1])
         query = (
             sa.select(steps)
             .join(flows, flows.c.flow_id == steps.c.flow_id)

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 
-from eventstore import FlowExists, InvalidInput, NewEvent
-from eventstore.flows import FlowAdvanced, FlowStarted, StepScheduled
+from eventstore import FlowExists, InvalidEvent, InvalidInput, NewEvent
+from eventstore.cli import main
+from eventstore.flows import FLOW_STATUSES, FlowAdvanced, FlowStarted, FlowView, StepScheduled
 from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, rebuild
 
 from .conftest import Target
@@ -18,6 +20,22 @@ from .readmodels import assert_matches_rebuild
 from .test_projections import DecisionsByActor
 
 START = {"controller_id": "c", "goal": "g", "owner_session_key": "s"}
+FORK = {"origin_flow_id": "o", "origin_revision": 1, "origin_hash": "00"}
+ORIGIN = {**START, "flow_id": "o", "requester_origin": None, "state": {}, "status": "running"}
+STEP = {"step_id": "s1", "name": "n", "run_id": "r", "task": {}, "status": "scheduled", "position": 0}
+MALFORMED_FORKS = {
+    "fields missing": {"flow": {"goal": "g"}},
+    "unknown status, time not a time": {"flow": {**ORIGIN, "status": "bogus", "finished_at": "garbage"}},
+    "step fields missing": {"flow": ORIGIN, "steps": {"s1": {"step_id": "s1"}}},
+    "step position not a number": {"flow": ORIGIN, "steps": {"s1": {**STEP, "position": "x"}}},
+    "step position beyond 32 bits": {"flow": ORIGIN, "steps": {"s1": {**STEP, "position": 2**40}}},
+    "step status and times odd": {
+        "flow": ORIGIN,
+        "steps": {"s1": {**STEP, "status": "bogus", "gate_status": "maybe", "scheduled_at": 5}},
+    },
+    "steps not a mapping": {"flow": ORIGIN, "steps": ["s1"]},
+    "names not text": {"flow": {**ORIGIN, "controller_id": 5, "owner_session_key": None}},
+}
 
 
 def test_a_flow_started_by_a_writer_without_the_projection_is_folded_on_its_next_event(
@@ -153,3 +171,37 @@ def test_a_page_and_its_total_come_from_one_snapshot(target: Target) -> None:
         sa.event.remove(store.engine, "after_cursor_execute", start_another)
         assert started and (len(page.items), page.total) == (3, 3)
         assert FlowQueries(store).flows(limit=10).total == 4
+
+
+@pytest.mark.parametrize("snapshot", MALFORMED_FORKS.values(), ids=MALFORMED_FORKS.keys())
+def test_a_malformed_fork_from_a_writer_without_the_projection_still_folds(
+    target: Target, snapshot: Any
+) -> None:
+    with target.open() as bare:
+        bare.append("g", [NewEvent("FlowForked", {**FORK, "snapshot": snapshot})])
+    with target.open(projections=[FlowProjection()]) as store:  # builds the read models from the log
+        flow = FlowQueries(store).flow("g")
+        assert flow.status in FLOW_STATUSES and flow.revision == 1
+        view = FlowView()
+        for event in store.read_flow("g"):
+            view.apply(event)
+        assert view.flow == flow
+        assert sorted(view.steps.items()) == [(s.step_id, s) for s in FlowQueries(store).steps("g")]
+        FlowService(store).schedule_step("g", step_id="s2", name="n", run_id="r2")
+        assert_matches_rebuild(store)
+
+
+@pytest.mark.parametrize("snapshot", [*MALFORMED_FORKS.values(), [1]], ids=[*MALFORMED_FORKS, "a list"])
+def test_a_malformed_fork_appended_through_the_vocabulary_is_refused(target: Target, snapshot: Any) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        with pytest.raises(InvalidEvent, match="FlowForked data fails validation"):
+            store.append("g", [NewEvent("FlowForked", {**FORK, "snapshot": snapshot})])
+        assert store.last_position() == 0
+
+
+def test_the_cli_rebuilds_a_log_holding_a_malformed_fork(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with Target(url).open() as bare:
+        bare.append("g", [NewEvent("FlowForked", {**FORK, "snapshot": MALFORMED_FORKS["fields missing"]})])
+    result = CliRunner().invoke(main, ["--url", url, "rebuild", "--json"])
+    assert (result.exit_code, result.exception) == (0, None)
