@@ -45,6 +45,7 @@ from .exportfile import (
 )
 from .integrity import StoredRow, format_time
 from .privileged import CHUNK, chunks, insert_stored, lock_appends
+from .projection import apply_inline
 from .schema import flow_events, flow_tombstones
 from .serialization import canonical
 from .store import EventStore, Transaction
@@ -569,4 +570,4 @@ def _apply_projections(tx: Transaction, rows: list[StoredRow], positions: list[i
         )
     for projection in tx.store.projections:
         for events in by_flow.values():
-            projection.apply(tx, events)
+            apply_inline(projection, tx, events)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
+from .errors import ProjectionError
 from .events import RecordedEvent
 
 if TYPE_CHECKING:
@@ -30,6 +31,20 @@ class InlineProjection(Protocol):
 
     def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
         """Fold ``events`` (just appended to one flow) into the read model, within ``tx``."""
+
+
+def apply_inline(projection: InlineProjection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+    """``projection.apply`` within ``tx``; an ``apply`` that returns something (a coroutine) wrote nothing."""
+    apply: Any = projection.apply  # typed to return None: this is the check that it did
+    returned = apply(tx, events)
+    if returned is not None:
+        close = getattr(returned, "close", None)  # a coroutine or generator never to be run
+        if callable(close):
+            close()
+        raise ProjectionError(
+            f"apply of projection {projection.name!r} returned a {type(returned).__name__}, not None; "
+            "nothing of this append was written"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from .backends.base import Batch, Written
 from .errors import InvalidInput, TransactionAborted
 from .events import ANY, AppendResult, Event, ExpectedRevision, NewEvent, RecordedEvent
 from .preparation import check_flow_id
+from .projection import apply_inline
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -70,7 +71,7 @@ class Transaction:
         if written.rows and self._store.projections:
             recorded = _recorded(written, batch)
             for projection in self._store.projections:
-                projection.apply(self, recorded)
+                apply_inline(projection, self, recorded)
         return written.result
 
     def _check_usable(self) -> None:

@@ -171,6 +171,15 @@ class TestHandlers:
             runner.run_once()
         assert runner.position() == 0
 
+    def test_an_inline_apply_returning_a_value_fails_the_append(self, target: Target) -> None:
+        def apply(self: Projection, tx: Transaction, events: list[RecordedEvent]) -> object:
+            return [tx.connection.execute(self.table("t").insert().values(k=e.position)) for e in events]
+
+        with target.open(projections=[projection("p", "t", apply=apply, kind="inline")]) as store:
+            with pytest.raises(ProjectionError, match="returned a list"):
+                append(store, 1)
+            assert (store.last_position(), rows(store, "t")) == (0, 0)
+
     def test_an_inline_handler_returning_a_value_fails_the_append(self, target: Target) -> None:
         def on_E(self: Projection, tx: Transaction, event: RecordedEvent) -> object:
             return tx.connection.execute(self.table("t").insert().values(k=event.position))
