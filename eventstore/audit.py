@@ -495,7 +495,8 @@ def _time_range(store: EventStore, since: datetime | None, until: datetime | Non
         raise InvalidInput(f"`since` ({since.isoformat()}) is after `until` ({until.isoformat()})")
 
     def stored(moment: datetime) -> Any:
-        return format_time(moment) if store.dialect == "sqlite" else moment
+        text = format_time(moment)  # InvalidInput, on every backend, outside the years 1 to 9999 in UTC
+        return text if store.dialect == "sqlite" else moment
 
     out = []
     if since is not None:

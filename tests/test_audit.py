@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,20 @@ class TestErrors:
             audit_trail(story.store, since=datetime(2030, 1, 1))  # naive
         with pytest.raises(InvalidInput, match="is after"):
             audit_trail(story.store, since=T0 + timedelta(days=1), until=T0)
+
+    def test_times_outside_the_years_1_to_9999_are_refused_on_every_backend(self, story: Story) -> None:
+        plus_14, minus_5 = timezone(timedelta(hours=14)), timezone(timedelta(hours=-5))
+        with pytest.raises(InvalidInput, match="outside the years 1 to 9999"):
+            audit_trail(story.store, until=datetime(1, 1, 1, tzinfo=plus_14))
+        with pytest.raises(InvalidInput, match="outside the years 1 to 9999"):
+            audit_trail(story.store, since=datetime(9999, 12, 31, 23, tzinfo=minus_5))
+
+    def test_an_age_further_back_than_the_year_1_is_a_clear_error(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'audit.db'}"
+        result = CliRunner().invoke(main, ["--url", url, "audit", "--since", "9999999d"])
+        assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.output
+        assert "further back than the year 1" in result.output
+        assert "Traceback" not in result.output
 
 
 INDEXED_QUERIES: dict[str, Any] = {

@@ -224,7 +224,10 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
     match = _RELATIVE.match(text.strip())
     if match:
         amount, unit = match.groups()
-        return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{_UNITS[unit]: int(amount)})
+        except OverflowError as exc:
+            raise InvalidInput(f"{text!r} is further back than the year 1") from exc
     try:
         if len(text) == 10:
             return datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
