@@ -169,6 +169,23 @@ def test_copy_names_the_source_revision_and_hash(saver: EventStoreSaver) -> None
         saver.copy_thread("src", "dst")
 
 
+def test_copy_to_a_thread_with_only_pending_writes_says_so(saver: EventStoreSaver) -> None:
+    put(saver, "src", {"x": 1}, {"x": 1})
+    writes_only = {"configurable": {"thread_id": "dst", "checkpoint_ns": "", "checkpoint_id": "05"}}
+    saver.put_writes(writes_only, [("x", 2)], task_id="t1")
+    with pytest.raises(InvalidInput, match="already has checkpoints or pending writes"):
+        saver.copy_thread("src", "dst")
+
+
+@pytest.mark.parametrize("version", [1e16, -1e17, float("inf"), float("nan")])
+def test_a_float_version_the_log_cannot_keep_as_written_is_refused(
+    saver: EventStoreSaver, version: float
+) -> None:
+    with pytest.raises(InvalidInput, match="version must be a finite float below 1e16"):
+        put(saver, "t", {"a": "v"}, {"a": version})
+    assert saver.get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}}) is None
+
+
 def test_the_read_model_equals_a_rebuild(saver: EventStoreSaver) -> None:
     a1 = put(saver, "a", {"x": 1, "y": "big"}, {"x": 1, "y": 1}, metadata={"run_id": "r1"})
     a2 = put(

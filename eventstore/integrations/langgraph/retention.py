@@ -90,7 +90,9 @@ class RetentionSaver(SyncSaver):
 
         def append(tx: Transaction) -> None:
             if self._queries.live_namespaces(tx.connection, target):
-                raise InvalidInput(f"thread {target!r} already has checkpoints; copy to a new thread id")
+                raise InvalidInput(
+                    f"thread {target!r} already has checkpoints or pending writes; copy to a new thread id"
+                )
             for ns, flow_id, checkpoints, writes in self._queries.live_namespaces(tx.connection, source):
                 head = next(iter(self.store.read_flow(flow_id, backwards=True, limit=1)), None)
                 data = {

@@ -9,6 +9,7 @@ async code too.
 from __future__ import annotations
 
 import builtins
+import math
 import random
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -197,6 +198,9 @@ class SyncSaver(BaseCheckpointSaver[str]):
                 raise InvalidInput(
                     f"new_versions must map channel names (strings) to versions, not {channel!r:.60}"
                 )
+            if isinstance(version, float) and (not math.isfinite(version) or abs(version) >= 1e16):
+                # the log stores a whole float this large as an int, whose text differs from str(version)
+                raise InvalidInput(f"channel {channel!r:.60}'s version must be a finite float below 1e16")
             kind, blob = self.serde.dumps_typed(values[channel]) if channel in values else (EMPTY, None)
             blobs.append((channel, str(version), kind, blob))
         structure, extra = self._split(checkpoint)
