@@ -41,7 +41,7 @@ def check_type_names(name: str, value: Any) -> list[str]:
     """A filter of event types: names an event type could have, so every backend reads them alike."""
     names = check_names(name, value)
     for item in names:
-        if not 1 <= len(item) <= MAX_TYPE_LENGTH or "\x00" in item or _unencodable(item):
+        if not 1 <= len(item) <= MAX_TYPE_LENGTH or "\x00" in item or not encodable(item):
             raise InvalidInput(
                 f"{name} must hold event type names (1 to {MAX_TYPE_LENGTH} characters of UTF-8 text "
                 f"without NUL), not {item!r}"
@@ -53,17 +53,18 @@ def check_text(name: str, value: Any) -> str:
     """``value``, a str every backend stores and compares alike: valid UTF-8 without NUL."""
     if not isinstance(value, str):
         raise InvalidInput(f"{name} must be a string, not {value!r}")
-    if "\x00" in value or _unencodable(value):
+    if "\x00" in value or not encodable(value):
         raise InvalidInput(f"{name} must be valid UTF-8 text without NUL characters, not {value!r}")
     return value
 
 
-def _unencodable(text: str) -> bool:
+def encodable(text: str) -> bool:
+    """Whether ``text`` is valid UTF-8 (a lone surrogate is not)."""
     try:
         text.encode()
     except UnicodeEncodeError:
-        return True
-    return False
+        return False
+    return True
 
 
 def check_count(name: str, value: Any, *, minimum: int = 0) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic_core import PydanticSerializationError
 
 from .backends.base import Batch, PreparedEvent
+from .checks import encodable
 from .errors import InvalidEvent, InvalidInput, PayloadTooLarge
 from .events import ANY, Event, EventRegistry, ExpectedRevision, NewEvent, uuid_str
 from .integrity import digest
@@ -153,11 +154,3 @@ def check_type_name(event_type: object) -> None:
 def check_schema_version(version: object) -> None:
     if type(version) is not int or not 1 <= version < 2**31:  # a 32-bit column on either backend
         raise InvalidEvent(f"schema_version must be an int from 1 to 2**31 - 1, not {version!r}")
-
-
-def encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
