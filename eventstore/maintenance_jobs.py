@@ -22,7 +22,7 @@ import pydantic
 import sqlalchemy as sa
 
 from .errors import FlowNotFound, IntegrityViolation, InvalidInput, NotSupported
-from .flows import FOLD_VERSION
+from .flow_fold import FOLD_VERSION
 from .housekeeping import backup, check_database, sqlite_file, wal_checkpoint
 from .incremental_verify import SYSTEM_INTEGRITY_FLOW, record_problems, verify_since
 from .integrity import Problem

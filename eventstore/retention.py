@@ -43,7 +43,7 @@ from .errors import (
 from .events import Event
 from .exchange import export_events, flow_heads, run_import
 from .exportfile import Manifest, Progress, ProgressCallback, verify_export
-from .flows import FLOW_TERMINAL, FlowView
+from .flow_fold import FLOW_TERMINAL, FlowView
 from .integrity import format_time
 from .preparation import check_flow_id
 from .privileged import chunks, delete_flows, lock_appends

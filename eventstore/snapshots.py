@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from .flows import StepState, step_from_dict, step_to_dict
+from .flow_fold import StepState, step_from_dict, step_to_dict
 from .integrity import digest
 from .serialization import canonical
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .events import RecordedEvent
-from .flows import STEP_EVENT_TYPES, FlowState, FlowView
+from .flow_fold import STEP_EVENT_TYPES, FlowState, FlowView
 
 
 @dataclass(frozen=True, slots=True)

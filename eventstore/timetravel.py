@@ -1,6 +1,6 @@
 """Time travel over a flow's history: replay, state at a point, diffs, forks, what-ifs.
 
-Everything here folds with ``eventstore.flows.fold``, the fold the flow read
+Everything here folds with ``eventstore.flow_fold.fold``, the fold the flow read
 models use, so a replayed state and the read model cannot disagree.
 
 Long flows are not folded from revision 1 each time: ``state_at`` keeps a
@@ -26,9 +26,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from .checks import check_count, check_names
 from .errors import FlowNotFound, InvalidInput, StoreClosed
 from .events import AppendResult, RecordedEvent
-from .flows import (
+from .flow_fold import (
     FOLD_VERSION,
-    FlowForked,
     FlowView,
     StepState,
     flow_from_dict,
@@ -37,6 +36,7 @@ from .flows import (
     view_from_dict,
     view_to_dict,
 )
+from .flows import FlowForked
 from .integrity import digest, format_time
 from .schema import flow_events, flow_snapshots, snapshot_parts
 from .serialization import canonical

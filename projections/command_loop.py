@@ -15,7 +15,7 @@ from typing import Any
 
 from eventstore import AppendResult, Event, EventStore, FlowNotFound, RevisionMismatch, Transaction
 from eventstore.errors import EventStoreError, InvalidInput, LeaseLost, ProjectionError, StepNotFound
-from eventstore.flows import FlowState, StepState
+from eventstore.flow_fold import FlowState, StepState
 from eventstore.preparation import check_flow_id
 
 from .base import hold_appends

@@ -1,6 +1,6 @@
 """The flow, step and session read models: an inline projection and its queries.
 
-``FlowProjection`` folds flow events (with ``eventstore.flows.fold``) into
+``FlowProjection`` folds flow events (with ``eventstore.flow_fold.fold``) into
 ``flows``, ``flow_steps`` and ``sessions`` inside the append transaction.
 ``FlowQueries`` answers the questions an agent runtime and its operators ask.
 """
@@ -26,8 +26,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
 from eventstore.checks import check_page, check_text
 from eventstore.errors import SessionNotFound, StepNotFound
-from eventstore.flows import (
-    FLOW_EVENTS,
+from eventstore.flow_fold import (
     FLOW_STATUSES,
     STEP_EVENT_TYPES,
     STEP_STATUSES,
@@ -36,6 +35,7 @@ from eventstore.flows import (
     fold,
     forked_steps,
 )
+from eventstore.flows import FLOW_EVENTS
 from eventstore.preparation import check_flow_id
 from eventstore.schema import MAX_FLOW_ID_LENGTH
 

@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from eventstore import Transaction
-from eventstore.flows import FLOW_STATUSES
+from eventstore.flow_fold import FLOW_STATUSES
 from eventstore.privileged import chunks
 
 from .flows import FlowProjection

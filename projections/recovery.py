@@ -28,7 +28,7 @@ from typing import Literal
 
 from eventstore import AppendResult, FlowNotFound, RevisionMismatch
 from eventstore.errors import FlowClosed, InvalidTransition, LeaseLost, StepClosed, StepNotFound
-from eventstore.flows import StepState
+from eventstore.flow_fold import StepState
 
 from .flows import FlowQueries
 from .service import FlowService

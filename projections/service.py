@@ -18,6 +18,7 @@ from typing import Any
 
 from eventstore import AppendResult, Event, Transaction
 from eventstore.errors import FlowClosed, FlowExists, InvalidInput, InvalidTransition, LeaseHeld
+from eventstore.flow_fold import FlowState
 from eventstore.flows import (
     DecisionRecorded,
     FlowAdvanced,
@@ -27,7 +28,6 @@ from eventstore.flows import (
     FlowFinished,
     FlowResumed,
     FlowStarted,
-    FlowState,
     FlowWaiting,
     LeaseAcquired,
     LeaseReleased,

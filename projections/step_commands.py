@@ -11,8 +11,8 @@ import pydantic
 from eventstore import AppendResult, Event, Transaction
 from eventstore.checks import validation_message
 from eventstore.errors import FlowClosed, GateNotOpen, InvalidInput, InvalidTransition, SelectionNotAllowed
+from eventstore.flow_fold import FlowState, StepState
 from eventstore.flows import (
-    FlowState,
     GateApproved,
     GateOpened,
     GateOption,
@@ -23,7 +23,6 @@ from eventstore.flows import (
     StepScheduled,
     StepSkipped,
     StepStarted,
-    StepState,
     StepTimedOut,
 )
 

@@ -17,7 +17,8 @@ import pydantic
 from eventstore import Event
 from eventstore.checks import validation_message
 from eventstore.errors import FlowClosed, GateNotOpen, InvalidInput, StepClosed
-from eventstore.flows import FlowCancelled, FlowFailed, FlowFinished, FlowState, StepState
+from eventstore.flow_fold import FlowState, StepState
+from eventstore.flows import FlowCancelled, FlowFailed, FlowFinished
 
 EventT = TypeVar("EventT", bound=Event)
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from eventstore import FlowExists, InvalidEvent, InvalidInput, NewEvent
 from eventstore.cli import main
-from eventstore.flows import FLOW_STATUSES, FlowAdvanced, FlowStarted, FlowView, StepScheduled
+from eventstore.flow_fold import FLOW_STATUSES, FlowView
+from eventstore.flows import FlowAdvanced, FlowStarted, StepScheduled
 from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, rebuild
 
 from .conftest import Target

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import EventStore, EventStoreError, NewEvent
-from eventstore.flows import FlowView
+from eventstore.flow_fold import FlowView
 from projections import FlowQueries, FlowService
 
 from .readmodels import assert_matches_rebuild, snapshot

@@ -14,7 +14,7 @@ from freezegun import freeze_time
 
 from eventstore import EventStore, NewEvent
 from eventstore.checkpoints import generate_key
-from eventstore.flows import FOLD_VERSION
+from eventstore.flow_fold import FOLD_VERSION
 from eventstore.incremental_verify import SYSTEM_INTEGRITY_FLOW
 from eventstore.integrity import format_time
 from eventstore.maintenance import Maintenance

@@ -7,7 +7,7 @@ import copy
 import pytest
 
 from eventstore import EventStore, NewEvent, StorageError, StoreClosed
-from eventstore.flows import FlowView, StepState
+from eventstore.flow_fold import FlowView, StepState
 from eventstore.snapshots import PART_SIZE, Steps
 from eventstore.timetravel import diff, diff_states, state_at
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from eventstore import EventStore, FlowNotFound, InvalidInput, NewEvent
 from eventstore.cli import main
-from eventstore.flows import FOLD_VERSION, FlowView, step_to_dict, view_to_dict
+from eventstore.flow_fold import FOLD_VERSION, FlowView, step_to_dict, view_to_dict
 from eventstore.integrity import digest
 from eventstore.schema import flow_snapshots
 from eventstore.serialization import canonical

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ..events import RecordedEvent
-from ..flows import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
+from ..flow_fold import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
 from ..follow import follow
 from ..stats import log_stats
 from .output import (

@@ -15,7 +15,7 @@ import orjson
 
 from ..errors import FlowNotFound, InvalidInput
 from ..events import RecordedEvent
-from ..flows import STEP_EVENT_TYPES, view_to_dict
+from ..flow_fold import STEP_EVENT_TYPES, view_to_dict
 from ..timeline import StepSpan, Timeline, TimelineItem, timeline
 from ..timetravel import diff as diff_revisions
 from ..timetravel import fork as fork_flow
