@@ -193,6 +193,18 @@ class TestTimeTravelCommands:
         assert "forked d1@7 as d1-branch" in run(target, "fork", "d1", "--at", "7", "--new", "d1-branch")
         assert "d1-branch at revision 1: running" in run(target, "state", "d1-branch")
 
+    def test_diff_cuts_long_values_to_70_characters(self, target: Target) -> None:
+        self.recorded(target)
+        added = [
+            line for line in run(target, "diff", "d1", "7", "11").splitlines() if "/steps/refund:" in line
+        ]
+        value = added[0].split("/steps/refund: ", 1)[1]
+        assert (
+            len(value) == 70
+            and value.startswith('{"flow_id":"d1","step_id":"refund"')
+            and value.endswith("...")
+        )
+
     @pytest.mark.parametrize(
         ("point", "message"),
         [

@@ -111,8 +111,9 @@ def _span(span: StepSpan) -> str:
     return " · ".join(parts)
 
 
-def _summary(data: dict[str, Any]) -> str:
-    text = orjson.dumps(data).decode()
+def _summary(value: Any) -> str:
+    """``value`` as compact JSON, cut to 70 characters (the last three ``...``)."""
+    text = orjson.dumps(value).decode()
     return text if len(text) <= 70 else text[:67] + "..."
 
 
@@ -195,8 +196,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo(f"  r{event.revision} {printable(event.type)}")
         for change in result.changes:
             sign = {"add": "+", "remove": "-", "replace": "~"}[change.op]
-            old = "" if change.op == "add" else f"{_summary({'v': change.old})[5:-1]} -> "
-            new = "" if change.op == "remove" else _summary({"v": change.new})[5:-1]
+            old = "" if change.op == "add" else f"{_summary(change.old)} -> "
+            new = "" if change.op == "remove" else _summary(change.new)
             echo(printable(f"{sign} {change.path}: {old}{new}"))
 
     @main.command()
