@@ -72,7 +72,10 @@ class TestOddValues:
             assert "not a time a store writes" in problem.detail
             with pytest.raises(IntegrityViolation, match=r"f1@2 .*malformed-row"):
                 export_events(store, tmp_path / "x.jsonl")
+            with pytest.raises(IntegrityViolation, match=r"cannot be read .*`eventstore verify` names it"):
+                list(store.read_flow("f1"))
         assert "BROKEN f1@2 (position 2): malformed-row" in run(pg_target, "verify", code=2)
+        assert "cannot be read" in run(pg_target, "history", "f1", code=1)
 
 
 class TestForgedPrune:

@@ -18,6 +18,7 @@ the guard is re-checked by the database.
 from __future__ import annotations
 
 import functools
+import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ from ..errors import (
     AppendOnlyViolation,
     ConcurrencyError,
     FlowPruned,
+    IntegrityViolation,
     InvalidInput,
     StorageError,
     StoreBusy,
@@ -483,6 +485,12 @@ class PostgresBackend(Backend):
         lost = self.lost(exc, message)
         if lost is not None:
             return lost
+        if sqlstate is None and _unreadable_value(orig):
+            # psycopg could not load a value the server sent: only a row edited by hand holds one
+            return IntegrityViolation(
+                f"a stored value cannot be read ({message}); the log holds a row no store writes: "
+                "`eventstore verify` names it"
+            )
         if sqlstate == "EA001":
             return AppendOnlyViolation(message)
         if sqlstate == "EA002":  # migration 0005's reuse guard: the flow as DETAIL, its archive as HINT
@@ -541,3 +549,15 @@ class PostgresBackend(Backend):
 
 def _time_text(value: Any) -> str | None:
     return value if type(value) is str else None
+
+
+_UNLOADABLE = re.compile(r"too (large|small) \((after|before) year|can't parse|not supported by Python")
+"""What psycopg says when a value it fetched has no Python form (its loaders; a parameter it
+could not send, e.g. a NUL in text, says something else)."""
+
+
+def _unreadable_value(orig: object) -> bool:
+    """psycopg's error for a value it could not convert to Python, e.g. a time of ``'infinity'``."""
+    import psycopg
+
+    return isinstance(orig, psycopg.DataError) and bool(_UNLOADABLE.search(str(orig)))
