@@ -443,7 +443,8 @@ def _swap(
         conn = tx.connection
         head = lock_appends(conn)
         _renew(store, conn, projection, tag)
-        read_checkpoint(conn, projection.name, lock=True)
+        if read_checkpoint(conn, projection.name, lock=True) is None:
+            _refuse_foreign_live_tables(conn, projection)
         tx.memo = memo
         tail = list(store.read_all(after_position=position))
         if tail:
@@ -456,6 +457,18 @@ def _swap(
         release_fresh_tables(conn, projection)
         write_checkpoint(store, conn, projection, position=head, build=tag)
     return len(tail)
+
+
+def _refuse_foreign_live_tables(conn: sa.Connection, projection: Projection) -> None:
+    """A first build found its live names free (``take_tables``): a table there now is someone else's."""
+    inspector = sa.inspect(conn)
+    found = [table.name for table in projection.tables.values() if inspector.has_table(table.name)]
+    if found:
+        listed = ", ".join(map(repr, found))
+        raise ProjectionError(
+            f"table(s) {listed} appeared while projection {projection.name!r} was first built; "
+            "they are not its own and were left as they are: rename them, then rebuild"
+        )
 
 
 def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:

@@ -8,6 +8,7 @@ projection owns, or a table that exists and nobody recorded, is refused with
 
 from __future__ import annotations
 
+import string
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -16,6 +17,8 @@ from eventstore.errors import ProjectionError
 from eventstore.schema import projection_tables as owned
 
 from .definitions import REBUILD_SUFFIX
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 
 if TYPE_CHECKING:
     from .base import Checkpoint, Projection
@@ -36,13 +39,19 @@ def take_tables(
         conn.exec_driver_sql("LOCK TABLE projection_tables IN EXCLUSIVE MODE")
     live = [table.name for table in projection.tables.values()]
     names = live + ([name + REBUILD_SUFFIX for name in live] if fresh else [])
-    query = sa.select(owned.c.table_name, owned.c.projection).where(owned.c.table_name.in_(names))
-    owners = {row.table_name: row.projection for row in conn.execute(query)}
+    folds = conn.dialect.name == "sqlite"  # SQLite compares table names without ASCII case
+
+    def key(name: str) -> str:
+        return name.translate(_ASCII_LOWER) if folds else name
+
+    stored = sa.func.lower(owned.c.table_name) if folds else owned.c.table_name
+    query = sa.select(stored.label("key"), owned.c.projection).where(stored.in_([key(n) for n in names]))
+    owners = {row.key: row.projection for row in conn.execute(query)}
     inspector = sa.inspect(conn)
     taken: dict[str, str] = {}
     claimed: list[str] = []
     for name in names:
-        owner = owners.get(name)
+        owner = owners.get(key(name))
         if owner == projection.name:
             continue
         if owner is not None:

@@ -97,6 +97,39 @@ class TestTablesOfItsOwn:
         with pytest.raises(ProjectionError, match="'a_counts' belongs to projection 'a'"):
             CatchUpRunner(store, projection("b", "a_counts"))
 
+    def test_a_first_build_keeps_a_table_created_under_its_name_meanwhile(self, store: EventStore) -> None:
+        append(store, 3)
+
+        def create_app_table(progress: object) -> None:
+            with store.engine.begin() as conn:
+                if not sa.inspect(conn).has_table("a_counts"):
+                    conn.exec_driver_sql("CREATE TABLE a_counts (note TEXT)")
+                    conn.exec_driver_sql("INSERT INTO a_counts VALUES ('mine')")
+
+        with pytest.raises(ProjectionError, match="'a_counts' appeared while projection 'a' was first built"):
+            rebuild(store, projection("a", "a_counts"), batch_size=1, progress=create_app_table)
+        assert (rows(store, "a_counts"), version_of(store, "a")) == (1, None)
+
+    def test_names_differing_only_in_case_are_one_table_to_sqlite(self, store: EventStore) -> None:
+        append(store, 2)
+        taken: list[str] = []
+
+        def take_during_first_build(progress: object) -> None:
+            if taken:
+                return
+            try:
+                CatchUpRunner(store, projection("b", "counts"))
+                taken.append("b built 'counts'")
+            except ProjectionError as exc:
+                taken.append(str(exc))
+
+        rebuild(store, projection("a", "Counts"), batch_size=1, progress=take_during_first_build)
+        if store.dialect == "sqlite":
+            assert "'counts' belongs to projection 'a'" in taken[0]
+        else:  # quoted names: two tables to PostgreSQL
+            assert taken == ["b built 'counts'"] and rows(store, "counts") == 2
+        assert rows(store, "Counts") == 2
+
     def test_a_table_name_ending_in_the_rebuild_suffix_is_refused(self) -> None:
         with pytest.raises(ProjectionError, match="ends in '__rebuild'"):
             projection("b", "a_counts__rebuild")
