@@ -164,12 +164,13 @@ def audit_trail(
 ) -> Iterator[AuditEntry]:
     """Decisions, gates and failures in log order, streamed in pages.
 
-    Scope it to a flow, a session (the flows it owns), an actor (a decision's
-    actor, a gate decision's ``by``, else the event's metadata actor) or a
-    correlation group; the scopes combine. ``types`` keeps some audited
-    event types; ``since`` and ``until`` (timezone-aware) bound the time the
-    events were recorded. An unknown flow raises ``FlowNotFound``, a session
-    with no flows ``SessionNotFound``. Checked at the call, before iterating.
+    Scope it to a flow, a session (the flows it owns), an actor (the first of
+    a decision's ``actor``, a gate decision's ``by`` and the event's metadata
+    ``actor`` that is a string) or a correlation group; the scopes combine.
+    ``types`` keeps some audited event types; ``since`` and ``until``
+    (timezone-aware) bound the time the events were recorded. An unknown
+    flow raises ``FlowNotFound``, a session with no flows ``SessionNotFound``.
+    Checked at the call, before iterating.
     """
     wanted = _audit_types(types)
     conditions: list[Any] = [audited]
@@ -466,10 +467,14 @@ def _options(value: Any) -> Iterator[GateOption]:
 
 
 def _actor(event: RecordedEvent) -> str | None:
-    """The same rule as the actor index: data ``actor``, else data ``by``, else metadata ``actor``."""
+    """The same rule as the actor index: the first actor field that is a string.
+
+    The fields are data ``actor``, data ``by`` and metadata ``actor``; a
+    number, boolean, list or object in one is no actor, and skipped.
+    """
     for value in (event.data.get("actor"), event.data.get("by"), event.metadata.get("actor")):
-        if value is not None:
-            return str(value)
+        if isinstance(value, str):
+            return value
     return None
 
 

@@ -20,6 +20,9 @@ from .integrity import digest
 from .schema import MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH
 from .serialization import canonical
 
+STRING_METADATA = ("actor", "causation_id", "correlation_id")
+"""Metadata keys the audit reads (who, and what caused what): a string or None when present."""
+
 
 class Preparer:
     """Validates and encodes appends for one store (its registry, its payload limit)."""
@@ -49,6 +52,7 @@ class Preparer:
             if not isinstance(metadata, Mapping):
                 raise InvalidInput("metadata must be a mapping")
             base_meta = dict(metadata)
+            check_metadata(base_meta)
         base_encoded = self._encode(base_meta, "metadata")
         base_hash = digest(base_encoded)
         prepared = []
@@ -121,6 +125,7 @@ class Preparer:
         if event.metadata is not None:
             if not isinstance(event.metadata, Mapping):
                 raise InvalidEvent(f"event metadata must be a mapping or None, not {event.metadata!r}")
+            check_metadata(event.metadata)
             meta = self._encode({**base_meta, **event.metadata}, "metadata")
             meta_hash = digest(meta)
         return PreparedEvent(
@@ -142,6 +147,14 @@ def check_flow_id(flow_id: str) -> str:
     if "\x00" in flow_id or not encodable(flow_id):
         raise InvalidInput(f"a flow id must be valid UTF-8 text without NUL characters, not {flow_id!r}")
     return flow_id
+
+
+def check_metadata(metadata: Mapping[str, Any]) -> None:
+    """Refuse a reserved key (``STRING_METADATA``) whose value is not a string: the audit would miss it."""
+    for key in STRING_METADATA:
+        value = metadata.get(key)
+        if value is not None and not isinstance(value, str):
+            raise InvalidEvent(f"metadata {key!r} must be a string, not {value!r:.60}")
 
 
 def check_type_name(event_type: object) -> None:

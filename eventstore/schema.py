@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
-from .sqljson import JsonText
+from .sqljson import JsonString, JsonText
 
 metadata = sa.MetaData()
 
@@ -63,7 +63,7 @@ READ_COLUMNS = [
 """The columns of ``flow_events`` an event is read back from, in ``RecordedEvent`` order
 (``EventStore.query_events``)."""
 
-# -- audit indexes (migration 0007) --------------------------------------------
+# -- audit indexes (migrations 0007 and 0010) ----------------------------------
 # Partial indexes, so appends of other events pay next to nothing for them.
 
 AUDIT_EVENT_TYPES = (
@@ -92,9 +92,10 @@ def _one_of(*names: str) -> sa.ColumnElement[bool]:
 audited = _one_of(*AUDIT_EVENT_TYPES)
 """The audit indexes' predicate: a query must repeat it to use them."""
 audit_actor = sa.func.coalesce(
-    JsonText(_e.data, "actor"), JsonText(_e.data, "by"), JsonText(_e.metadata, "actor")
+    JsonString(_e.data, "actor"), JsonString(_e.data, "by"), JsonString(_e.metadata, "actor")
 )
-"""Who an audited event is by: a decision's actor, a gate decision's ``by``, else the metadata actor."""
+"""Who an audited event is by: the first of data ``actor`` (a decision's), data ``by`` (a gate
+decision's) and metadata ``actor`` that is a JSON string (migration 0010; ``audit._actor`` in Python)."""
 causation = JsonText(_e.metadata, "causation_id")
 correlation = JsonText(_e.metadata, "correlation_id")
 owner_session = sa.func.coalesce(

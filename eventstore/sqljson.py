@@ -2,11 +2,16 @@
 
 ``JsonText(flow_events.c.metadata, "causation_id")`` compiles to
 ``json_extract(metadata, '$.causation_id')`` on SQLite and to
-``(metadata ->> 'causation_id')`` on PostgreSQL. An expression index is only
-used by a query that spells the same expression, so the schema's indexes and
-the queries that rely on them both build it here. The path is rendered as a
-literal (a bound parameter would not match the index), so its keys are
-restricted to plain identifiers.
+``(metadata ->> 'causation_id')`` on PostgreSQL. The two disagree on a value
+that is not a JSON string (SQLite gives a number as a number and a boolean as
+1 or 0, PostgreSQL gives the text ``5`` or ``true``), so where the backends
+and Python must agree, ``JsonString`` takes the field only when it is a JSON
+string, and NULL otherwise.
+
+An expression index is only used by a query that spells the same expression,
+so the schema's indexes and the queries that rely on them both build it here.
+The path is rendered as a literal (a bound parameter would not match the
+index), so its keys are restricted to plain identifiers.
 """
 
 from __future__ import annotations
@@ -52,3 +57,28 @@ def _postgresql(element: JsonText, compiler: SQLCompiler, **kw: Any) -> str:
     if len(element.path) == 1:
         return f"({column} ->> '{element.path[0]}')"
     return f"({column} #>> '{{{','.join(element.path)}}}')"
+
+
+class JsonString(JsonText):
+    """The string at ``path`` inside the JSON column ``column``: NULL if absent or not a JSON string."""
+
+    __visit_name__ = "json_string"
+    inherit_cache = True
+
+
+@compiles(JsonString, "sqlite")
+def _sqlite_string(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    path = f"'$.{'.'.join(element.path)}'"
+    return f"CASE WHEN json_type({column}, {path}) = 'text' THEN json_extract({column}, {path}) END"
+
+
+@compiles(JsonString, "postgresql")
+def _postgresql_string(element: JsonString, compiler: SQLCompiler, **kw: Any) -> str:
+    column = compiler.process(element.column, **kw)
+    if len(element.path) == 1:
+        value, text = f"{column} -> '{element.path[0]}'", f"{column} ->> '{element.path[0]}'"
+    else:
+        path = f"'{{{','.join(element.path)}}}'"
+        value, text = f"{column} #> {path}", f"{column} #>> {path}"
+    return f"(CASE WHEN jsonb_typeof({value}) = 'string' THEN ({text}) END)"
