@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..aio import LoopLock, current_task
+from ..aio import LoopLock, current_task, shielded
 from ..errors import (
     AppendOnlyViolation,
     FlowPruned,
@@ -98,6 +98,16 @@ def create_engine(
         dbapi_connection.execute(f"PRAGMA synchronous = {synchronous}")
         dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
+    @sa.event.listens_for(engine, "handle_error")
+    def _close_interrupted(context: sa.engine.ExceptionContext) -> None:
+        # An interruption (a cancelled task) makes SQLAlchemy drop the connection, but not close the
+        # cursor first: a SELECT the driver had started stays open on it, and the closed connection
+        # lingers, holding its read lock, for as long as the traceback keeps the cursor alive.
+        # (``context.cursor`` is never set in SQLAlchemy 2.1: the execution context has it.)
+        cursor = getattr(context.execution_context, "cursor", None)
+        if cursor is not None and not isinstance(context.original_exception, Exception):
+            shielded(cursor.close)
+
     return engine
 
 
@@ -140,6 +150,25 @@ class SQLiteBackend(Backend):
                 yield from self._transaction()
             finally:
                 self._writer_owner = None
+
+    @contextmanager
+    def read_connection(self) -> Iterator[sa.Connection]:
+        """A pooled connection for reads; one an interruption (a cancelled task) cut into is dropped.
+
+        The interruption may leave a SELECT the driver started open on it (its
+        cursor kept alive by the traceback): back in the pool, the connection
+        would serve that old snapshot to the next reader and hold the WAL from
+        being checkpointed. So it is rolled back and closed (``base.abandon``).
+        """
+        with self.engine.connect() as conn:
+            try:
+                yield conn
+            except (Exception, GeneratorExit):
+                raise
+            except BaseException:
+                if not conn.invalidated:  # SQLAlchemy drops one whose statement was interrupted itself
+                    abandon(conn)
+                raise
 
     def _transaction(self) -> Iterator[sa.Connection]:
         conn = self._writer

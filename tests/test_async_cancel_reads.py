@@ -1,0 +1,91 @@
+"""Cancelled async reads on SQLite: no open SELECT outlives them, in the pool or holding the WAL."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.util import await_only
+
+from eventstore import EventStore, NewEvent
+from eventstore.aio import AsyncEventStore
+
+
+async def cancel_read_at(
+    store: AsyncEventStore, statement: str, read: Callable[[EventStore], Any], *, times: int
+) -> BaseException:
+    """Run ``read`` and cancel it ``times`` while SQLite runs its ``statement``; return what it raised.
+
+    Every read connection checked out is traced: SQLite calls the callback on
+    aiosqlite's thread as the statement starts, so the read is awaiting it.
+    The statement runs on once released, its rows never fetched.
+    """
+    loop = asyncio.get_running_loop()
+    reached, release, armed = asyncio.Event(), threading.Event(), [True]
+
+    def trace(sql: str) -> None:
+        if armed[0] and sql.startswith(statement):
+            armed[0] = False
+            loop.call_soon_threadsafe(reached.set)
+            release.wait(timeout=30)  # a failsafe, should the test fail before releasing it
+
+    def traced(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        await_only(dbapi_connection.driver_connection.set_trace_callback(trace))
+
+    await store.run(store.store.engine.pool.dispose)  # the read gets a connection of its own
+    sa.event.listen(store.store.engine, "checkout", traced)
+    task = asyncio.ensure_future(store.run(read, store.store))
+    try:
+        await asyncio.wait_for(reached.wait(), timeout=30)
+        for _ in range(times):
+            task.cancel()  # again while the first cancellation is being cleaned up
+            await asyncio.sleep(0)
+    finally:
+        release.set()
+        sa.event.remove(store.store.engine, "checkout", traced)
+    with pytest.raises(asyncio.CancelledError) as raised:
+        await task
+    return raised.value  # kept, as a caller's log may: its traceback holds the driver's cursor
+
+
+def newest_by_hand(store: EventStore) -> int:
+    """A read of one's own on the driver connection (``EventStore.reading``)."""
+    with store.reading() as conn:
+        raw: Any = conn.connection.dbapi_connection
+        return int(raw.execute("SELECT max(position) FROM flow_events").fetchall()[0][0])
+
+
+READS = {
+    "revision": ("SELECT flow_events.revision", lambda store: store.revision("flow-1")),
+    "read-by-hand": ("SELECT max(position)", newest_by_hand),
+}
+
+
+@pytest.mark.parametrize("times", [1, 2], ids=["cancelled-once", "cancelled-twice"])
+@pytest.mark.parametrize("read", list(READS))
+def test_a_cancelled_read_leaves_no_snapshot_for_the_next_reader(
+    tmp_path: Path, read: str, times: int
+) -> None:
+    path = tmp_path / "audit.db"
+
+    async def main() -> None:
+        async with await AsyncEventStore.open(f"sqlite:///{path}") as store:
+            await store.append("flow-1", [NewEvent("Started", {})])
+            kept = await cancel_read_at(store, *READS[read], times=times)
+            with EventStore.open(f"sqlite:///{path}") as other:  # another process writes on
+                other.append("flow-1", [NewEvent("Noted", {})])
+            assert await store.run(newest_by_hand, store.store) == 2
+            assert [e.revision for e in await store.read_flow("flow-1")] == [1, 2]
+            if read == "revision":  # SQLAlchemy's statement: its cursor is closed, the WAL is free
+                checkpointer = sqlite3.connect(path, isolation_level=None, timeout=0)
+                assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+                checkpointer.close()
+            del kept
+
+    asyncio.run(main())
