@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from .checks import check_count, check_names
-from .errors import EventNotFound, FlowNotFound, InvalidInput, SessionNotFound
+from .errors import EventNotFound, InvalidInput, SessionNotFound
 from .events import AppendResult, RecordedEvent
 from .flows import GateOption
 from .integrity import format_time
@@ -48,6 +48,7 @@ from .schema import (
 )
 from .sqljson import JsonText
 from .store import EventStore
+from .tombstones import flow_not_found
 
 CAUSATION_KEY = "causation_id"
 CORRELATION_KEY = "correlation_id"
@@ -178,7 +179,7 @@ def audit_trail(
         conditions.append(_c.type.in_(wanted))
     if flow_id is not None:
         if store.revision(flow_id) == 0:
-            raise FlowNotFound(flow_id)
+            raise flow_not_found(store, flow_id)
         conditions.append(_c.flow_id == flow_id)
     flows = None
     if session is not None:

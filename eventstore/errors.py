@@ -70,6 +70,28 @@ class FlowNotFound(EventStoreError, LookupError):
         super().__init__(f"flow {flow_id!r} does not exist")
 
 
+class FlowArchived(FlowNotFound):
+    """The flow's events were pruned by retention into an archive: restore it to read its history.
+
+    A ``FlowNotFound`` to code that only asks whether the flow can be read;
+    ``.archive_id`` names the archive to restore it from. Reads raise this;
+    an append that would start the flow again raises ``FlowPruned`` (the id
+    stays taken).
+    """
+
+    def __init__(self, flow_id: str, archive_id: str, *, last_revision: int) -> None:
+        self.flow_id = flow_id
+        self.archive_id = archive_id
+        self.last_revision = last_revision
+        command = f"eventstore archive restore {archive_id} {flow_id}"
+        # Not FlowNotFound's message: the flow is known, only its events are elsewhere.
+        EventStoreError.__init__(
+            self,
+            f"flow {flow_id!r} (revisions 1 to {last_revision}) was pruned by retention into archive "
+            f"{archive_id!r}: restore it (`{command}` or eventstore.retention.restore) to read it",
+        )
+
+
 class UpcastError(EventStoreError):
     """A stored event could not be brought up to its current model."""
 

@@ -27,7 +27,6 @@ from .checks import check_count
 from .errors import (
     EventStoreError,
     ExportInvalid,
-    FlowNotFound,
     ImportConflict,
     IntegrityViolation,
     InvalidInput,
@@ -49,6 +48,7 @@ from .projection import apply_inline
 from .schema import flow_events, flow_tombstones
 from .serialization import canonical
 from .store import EventStore, Transaction
+from .tombstones import flow_not_found
 
 # -- exporting ----------------------------------------------------------------------
 
@@ -83,7 +83,7 @@ def export_events(
         raise InvalidInput(f"choose one selection, not {' and '.join(chosen)}")
     if flow is not None:
         if store.revision(flow) == 0:
-            raise FlowNotFound(flow)
+            raise flow_not_found(store, flow)
         selection: dict[str, Any] = {"kind": "flow", "flow_id": flow}
         rows = _flow_rows(store, [flow])
     elif flows is not None:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .checks import check_count, check_names
-from .errors import FlowNotFound, InvalidInput, StoreClosed
+from .errors import IntegrityViolation, InvalidInput, StoreClosed
 from .events import AppendResult, RecordedEvent
 from .flow_fold import (
     FOLD_VERSION,
@@ -42,6 +42,7 @@ from .schema import flow_events, flow_snapshots, snapshot_parts
 from .serialization import canonical
 from .snapshots import PartLoader, Steps, decode_part
 from .store import EventStore
+from .tombstones import flow_not_found
 
 DEFAULT_SNAPSHOT_EVERY = 1000
 
@@ -69,10 +70,27 @@ def replay(
 ) -> Iterator[tuple[RecordedEvent, FlowView]]:
     """``(event, state after it)`` for each event of the flow from ``from_revision`` on.
 
+    Checked when called, before the first event: an unknown flow is
+    ``FlowNotFound`` (``FlowArchived`` if retention pruned it), and
+    ``from_revision`` may be at most one past the flow's head (which yields
+    nothing: there is nothing after the last event yet).
+
     Each state is a self-contained copy the caller may keep, also after the
     store is closed. Iterating reads from the store, so it must be open.
     """
     check_count("from_revision", from_revision, minimum=1)
+    head = store.revision(flow_id)
+    if head == 0:
+        raise flow_not_found(store, flow_id)
+    if from_revision > head + 1:
+        raise InvalidInput(
+            f"from_revision {from_revision} is past the end of flow {flow_id!r}: "
+            f"it has revisions 1 to {head}, so from_revision can be 1 to {head + 1}"
+        )
+    return _replay(store, flow_id, from_revision)
+
+
+def _replay(store: EventStore, flow_id: str, from_revision: int) -> Iterator[tuple[RecordedEvent, FlowView]]:
     view = state_at(store, flow_id, revision=from_revision - 1) if from_revision > 1 else FlowView()
     for event in store.read_flow(flow_id, from_revision=from_revision):
         view.apply(event)
@@ -101,7 +119,7 @@ def state_at(
         raise InvalidInput(f"snapshot_every must be an int (0 or less: no snapshots), not {snapshot_every!r}")
     head = store.revision(flow_id)
     if head == 0:
-        raise FlowNotFound(flow_id)
+        raise flow_not_found(store, flow_id)
     target = _target_revision(store, flow_id, head, revision, at)
     if target == 0:
         return FlowView()
@@ -204,7 +222,7 @@ def what_if(
         if event.revision not in skip_revisions and event.type not in skip_types:
             view.apply(event)
     if view.flow is None and store.revision(flow_id) == 0:
-        raise FlowNotFound(flow_id)
+        raise flow_not_found(store, flow_id)
     return view
 
 
@@ -224,7 +242,7 @@ def in_utc(at: datetime) -> datetime:
 def _point(store: EventStore, flow_id: str, point: int | datetime) -> int:
     head = store.revision(flow_id)
     if head == 0:
-        raise FlowNotFound(flow_id)
+        raise flow_not_found(store, flow_id)
     if isinstance(point, datetime):
         return _target_revision(store, flow_id, head, None, point)
     if point is None:
@@ -305,7 +323,7 @@ def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
     """Reads a snapshot's parts when their steps are first used; the log answers for a bad one.
 
     That may be long after ``state_at`` returned: once the store is closed, ``StoreClosed``
-    saying so.
+    saying so; once retention pruned the flow (its parts and events with it), ``FlowArchived``.
     """
     p = snapshot_parts.c
 
@@ -333,13 +351,32 @@ def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
             else:
                 damaged += ids
         if damaged:  # missing or edited: fold the flow up to the snapshot instead
-            folded = FlowView()
-            for event in store.read_flow(flow_id, to_revision=revision):
-                folded.apply(event)
-            steps.update((step_id, folded.steps[step_id]) for step_id in damaged)
+            steps.update(_refold(store, flow_id, revision, damaged))
         return steps
 
     return load
+
+
+def _refold(store: EventStore, flow_id: str, revision: int, step_ids: list[str]) -> dict[str, StepState]:
+    """The steps ``step_ids`` as of ``revision``, folded from the log, for parts found missing or edited."""
+    folded = FlowView()
+    last = 0
+    for event in store.read_flow(flow_id, to_revision=revision):
+        folded.apply(event)
+        last = event.revision
+    if last < revision:  # the events went after the state was read: retention pruned the flow
+        error = flow_not_found(store, flow_id)
+        error.add_note(
+            f"this state of flow {flow_id!r} was read from its snapshot at revision {revision}, whose "
+            "steps load when first used; load them (view.steps.load_all()) before a prune to keep them"
+        )
+        raise error
+    lost = [step_id for step_id in step_ids if step_id not in folded.steps]
+    if lost:  # the snapshot was checked against this log's hash at ``revision``: the log was altered
+        raise IntegrityViolation(
+            f"flow {flow_id!r} up to revision {revision} has no step {lost[0]!r}, which its snapshot lists"
+        )
+    return {step_id: folded.steps[step_id] for step_id in step_ids}
 
 
 def _save_snapshots(store: EventStore, flow_id: str, pending: list[_Snapshot]) -> None:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from eventstore import EventStore, FlowNotFound, InvalidInput, NewEvent
+from eventstore import EventStore, FlowNotFound, IntegrityViolation, InvalidInput, NewEvent
 from eventstore.cli import main
 from eventstore.flow_fold import FOLD_VERSION, FlowView, step_to_dict, view_to_dict
 from eventstore.integrity import digest
@@ -21,6 +21,7 @@ from projections import FlowProjection, FlowQueries, FlowService
 
 from .conftest import Target
 from .readmodels import assert_matches_rebuild
+from .test_tamper import drop_guards, sql
 
 
 def drive(service: FlowService, flow_id: str = "f", steps: int = 3) -> None:
@@ -59,6 +60,14 @@ class TestReplayAndStateAt:
         tail = list(replay(service.store, "f", from_revision=10))
         assert [e.revision for e, _ in tail] == [10, 11, 12, 13]
         assert tail[-1][1] == folded(service.store, "f", 13)
+
+    def test_replay_checks_the_flow_and_from_revision_when_called(self, service: FlowService) -> None:
+        assert list(replay(service.store, "f", from_revision=14)) == []  # just past the head: nothing yet
+        with pytest.raises(InvalidInput, match=r"from_revision 15 is past the end of flow 'f'.* 1 to 14"):
+            replay(service.store, "f", from_revision=15)
+        for from_revision in (1, 2):
+            with pytest.raises(FlowNotFound, match="'nope' does not exist"):
+                replay(service.store, "nope", from_revision=from_revision)
 
     def test_state_at_every_revision_equals_folding_from_the_start(self, service: FlowService) -> None:
         for revision in range(0, 14):
@@ -159,6 +168,17 @@ class TestSnapshots:
             store, event_hash=event_hash, fold_version=0 if mismatch == "fold_version" else FOLD_VERSION
         )
         assert state_at(store, "f", revision=13, snapshot_every=0) == folded(store, "f", 13)
+
+    def test_a_step_its_snapshot_lists_but_the_log_lost_is_an_integrity_violation(
+        self, service: FlowService
+    ) -> None:
+        state_at(service.store, "f", snapshot_every=4)
+        view = state_at(service.store, "f", revision=8)  # from the snapshot at 8: s0 and s1 not loaded
+        drop_guards(service.store)
+        sql(service.store, "DELETE FROM snapshot_parts")
+        sql(service.store, "DELETE FROM flow_events WHERE flow_id = 'f' AND revision = 6")  # s1 scheduled
+        with pytest.raises(IntegrityViolation, match="'f' up to revision 8 has no step 's1'"):
+            view.steps.load_all()
 
 
 class TestDiffForkWhatIf:

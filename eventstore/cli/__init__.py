@@ -16,9 +16,10 @@ import orjson
 import sqlalchemy as sa
 
 from .. import migrate
-from ..errors import EventStoreError, FlowNotFound
+from ..errors import EventStoreError
 from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
+from ..tombstones import flow_not_found
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
 from .output import echo_json, printable, progress
 from .params import load_projection
@@ -111,7 +112,7 @@ def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
     with _open(ctx) as store, _errors():
         total = store.revision(flow_id) if flow_id is not None else store.last_position()
         if flow_id is not None and total == 0:
-            raise FlowNotFound(flow_id)
+            raise flow_not_found(store, flow_id)
         with progress(0 if as_json else total, "verifying") as update:
             report = store.verify(flow_id, progress=update)
     if as_json:

@@ -13,13 +13,14 @@ from typing import Any
 import click
 import orjson
 
-from ..errors import FlowNotFound, InvalidInput
+from ..errors import InvalidInput
 from ..events import RecordedEvent
 from ..flow_fold import STEP_EVENT_TYPES, view_to_dict
 from ..timeline import StepSpan, Timeline, TimelineItem, timeline
 from ..timetravel import diff as diff_revisions
 from ..timetravel import fork as fork_flow
 from ..timetravel import in_utc, state_at
+from ..tombstones import flow_not_found
 from .output import (
     Cell,
     Styled,
@@ -135,7 +136,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         with open_store(ctx) as store, errors():
             events = list(store.read_flow(flow_id))
             if not events:
-                raise FlowNotFound(flow_id)
+                raise flow_not_found(store, flow_id)
         if as_json:
             for event in events:
                 step = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
