@@ -70,7 +70,7 @@ def _backend_for(
             pool_size=pool_size,
             asynchronous=asynchronous,
         )
-        return sqlite.SQLiteBackend(engine, asynchronous=asynchronous)
+        return sqlite.SQLiteBackend(engine, asynchronous=asynchronous, busy_timeout=busy_timeout)
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "postgresql", ""):
             raise InvalidInput("PostgreSQL is used through psycopg 3: postgresql+psycopg://...")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -20,7 +21,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from ..aio import LoopLock, current_task, shielded
+from ..aio import LoopLock, current_task, pause, shielded
 from ..errors import (
     AppendOnlyViolation,
     FlowPruned,
@@ -119,8 +120,10 @@ def _driver_error(exc: sqlite3.Error, statement: str, params: Any) -> sa.exc.Sta
 class SQLiteBackend(Backend):
     name = "sqlite"
 
-    def __init__(self, engine: sa.Engine, *, asynchronous: bool = False) -> None:
+    def __init__(self, engine: sa.Engine, *, asynchronous: bool = False, busy_timeout: float = 30.0) -> None:
         super().__init__(engine)
+        self._asynchronous = asynchronous
+        self._busy_timeout = busy_timeout
         self._writer: sa.Connection | None = None
         self._writer_lock: threading.Lock | LoopLock = LoopLock() if asynchronous else threading.Lock()
         self._writer_owner: object = None
@@ -174,9 +177,11 @@ class SQLiteBackend(Backend):
         conn = self._writer
         if conn is None or conn.closed or conn.invalidated:
             conn = self._writer = self.engine.connect()
+            if self._asynchronous:  # the wait for the lock is ours (_begin): a cancellation can end it
+                conn.connection.dbapi_connection.execute("PRAGMA busy_timeout = 0")  # type: ignore[union-attr]
         raw: Any = conn.connection.dbapi_connection  # sqlite3's, or SQLAlchemy's adapted aiosqlite
         try:
-            raw.execute("BEGIN IMMEDIATE")
+            self._begin(raw)
         except sqlite3.Error as exc:
             raise _driver_error(exc, "BEGIN IMMEDIATE", ()) from exc
         except BaseException:
@@ -193,6 +198,34 @@ class SQLiteBackend(Backend):
             self._abandon(conn)
             raise
         self._end(conn, raw, commit=True)
+
+    def _begin(self, raw: Any) -> None:
+        """``BEGIN IMMEDIATE``; on the async driver, waiting for the lock here rather than in SQLite.
+
+        SQLite's own wait (``busy_timeout``) sleeps in aiosqlite's thread,
+        where no cancellation reaches it: a cancelled append would wait on for
+        up to ``busy_timeout``. The async writer has no SQLite wait; it tries
+        again after a pause on the loop (1 ms, doubling to 50 ms, as SQLite's
+        own back-off does), until ``busy_timeout`` has passed, so a
+        cancellation ends the wait at once. Another process's commit may
+        take the lock between two tries: as with SQLite's wait, there is no
+        queue.
+        """
+        if not self._asynchronous:
+            raw.execute("BEGIN IMMEDIATE")
+            return
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                raw.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                left = deadline - time.monotonic()
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or left <= 0:
+                    raise
+            pause(min(delay, left))
+            delay = min(delay * 2, 0.05)
 
     def _abandon(self, conn: sa.Connection) -> None:
         """Drop the writer an interruption cut into (``base.abandon``), never to use it again.
