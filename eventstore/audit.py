@@ -1,9 +1,11 @@
 """Audit trails: what the agents decided, who approved what, what failed, and why.
 
 ``audit_trail`` lists the decisions (``DecisionRecorded``), approval gates
-(``GateOpened``, ``GateApproved``, ``GateRejected``) and failures
-(``StepFailed``, ``StepTimedOut``, ``FlowFailed``) of a flow, a session, an
-actor or a correlation group, in log order, as frozen entries. A gate
+(``GateOpened``, ``GateApproved``, ``GateRejected``), failures
+(``StepFailed``, ``StepTimedOut``, ``FlowFailed``, a LangGraph task's
+``TaskFailed``) and a LangGraph thread's interrupts (``InterruptRecorded``,
+``ResumeRecorded``: who answered what) of a flow, a session, an actor or a
+correlation group, in log order, as frozen entries. A gate
 decision carries what the person saw: the prompt and options of the gate's
 ``GateOpened`` (for a gate opened before its flow was forked, the origin's).
 
@@ -56,7 +58,8 @@ CORRELATION_KEY = "correlation_id"
 KINDS: dict[str, tuple[str, ...]] = {
     "decision": ("DecisionRecorded",),
     "gate": ("GateOpened", "GateApproved", "GateRejected"),
-    "failure": ("StepFailed", "StepTimedOut", "FlowFailed"),
+    "failure": ("StepFailed", "StepTimedOut", "FlowFailed", "TaskFailed"),
+    "interrupt": ("InterruptRecorded", "ResumeRecorded"),
 }
 """The audited event types, by kind of entry."""
 
@@ -129,8 +132,27 @@ class GateEntry(AuditEntry):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InterruptEntry(AuditEntry):
+    """A LangGraph thread's human in the loop: the graph asked (``interrupt()``), or someone answered.
+
+    ``actor`` of an answer is who resumed it (the saver's resume metadata,
+    docs/langgraph.md); ``values`` are the questions or answers as the log
+    shows them (JSON), empty where only the serialised blob holds them.
+    """
+
+    kind: ClassVar[str] = "interrupt"
+
+    action: str  # "asked" (InterruptRecorded) or "answered" (ResumeRecorded)
+    thread_id: str | None
+    checkpoint_ns: str | None
+    checkpoint_id: str | None
+    task_id: str | None
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FailureEntry(AuditEntry):
-    """A step that failed or timed out, or a flow that failed."""
+    """A step that failed or timed out, a flow that failed, or a LangGraph task that raised."""
 
     kind: ClassVar[str] = "failure"
 
@@ -262,6 +284,26 @@ def entry_from_event(event: RecordedEvent, opening: RecordedEvent | None = None)
         )
     if event.type in KINDS["gate"]:
         return _gate_entry(event, common, event if event.type == "GateOpened" else opening)
+    if event.type in KINDS["interrupt"]:
+        channel = "__resume__" if event.type == "ResumeRecorded" else "__interrupt__"
+        return InterruptEntry(
+            **common,
+            action="answered" if event.type == "ResumeRecorded" else "asked",
+            thread_id=_opt_str(data.get("thread_id")),
+            checkpoint_ns=_opt_str(data.get("checkpoint_ns")),
+            checkpoint_id=_opt_str(data.get("checkpoint_id")),
+            task_id=_opt_str(data.get("task_id")),
+            values=tuple(_written(data, channel)),
+        )
+    if event.type == "TaskFailed":
+        shown = [str(value) for value in _written(data, "__error__")]
+        task = _opt_str(data.get("task_id"))
+        details = {
+            "thread_id": data.get("thread_id"),
+            "checkpoint_id": data.get("checkpoint_id"),
+            "task_id": task,
+        }
+        return FailureEntry(**common, error="; ".join(shown) or f"task {task} raised", details=details)
     if event.type in KINDS["failure"]:
         error = data.get("reason") if event.type == "StepTimedOut" else data.get("error")
         return FailureEntry(**common, error=str(error or ""), details=_dict(data.get("details")))
@@ -459,6 +501,13 @@ def _gate_entry(event: RecordedEvent, common: dict[str, Any], opening: RecordedE
         opened_at=opening.recorded_at if opening is not None else None,
         opened_by=_actor(opening) if opening is not None else None,
     )
+
+
+def _written(data: Mapping[str, Any], channel: str) -> Iterator[Any]:
+    """The readable values (``value``) of a LangGraph task's writes to ``channel``."""
+    for write in _list(data.get("writes")):
+        if isinstance(write, dict) and write.get("channel") == channel and "value" in write:
+            yield write["value"]
 
 
 def _options(value: Any) -> Iterator[GateOption]:

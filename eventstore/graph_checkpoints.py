@@ -10,8 +10,9 @@ One flow per thread and checkpoint namespace (``flow_id_for``). Its events:
 * ``CheckpointSaved``: a checkpoint without its channel values, its metadata,
   its parent, and the blobs of the channels that got a new version (values
   of unchanged channels are not written again);
-* ``WritesSaved``, ``InterruptRecorded``, ``ResumeRecorded``: a task's pending
-  writes (the last two when they include ``__interrupt__`` or ``__resume__``);
+* ``WritesSaved``, ``InterruptRecorded``, ``ResumeRecorded``, ``TaskFailed``:
+  a task's pending writes (the last three when they include ``__interrupt__``,
+  ``__resume__`` or ``__error__``);
 * ``ThreadCopied``: the namespace was copied from another thread;
 * ``CheckpointsDeleted``, ``ThreadDeleted``: checkpoints left the
   checkpointer's view (the events before them stay in the log).
@@ -33,17 +34,19 @@ CHECKPOINT_SAVED = "CheckpointSaved"
 WRITES_SAVED = "WritesSaved"
 INTERRUPT_RECORDED = "InterruptRecorded"
 RESUME_RECORDED = "ResumeRecorded"
+TASK_FAILED = "TaskFailed"
 THREAD_COPIED = "ThreadCopied"
 CHECKPOINTS_DELETED = "CheckpointsDeleted"
 THREAD_DELETED = "ThreadDeleted"
 
-WRITE_EVENTS = frozenset({WRITES_SAVED, INTERRUPT_RECORDED, RESUME_RECORDED})
+WRITE_EVENTS = frozenset({WRITES_SAVED, INTERRUPT_RECORDED, RESUME_RECORDED, TASK_FAILED})
 GRAPH_EVENTS = frozenset(
     {CHECKPOINT_SAVED, THREAD_COPIED, CHECKPOINTS_DELETED, THREAD_DELETED} | WRITE_EVENTS
 )
 
 INTERRUPT = "__interrupt__"
 RESUME = "__resume__"
+ERROR = "__error__"
 EMPTY = "empty"
 """The blob type of a channel that has a version but no value."""
 
@@ -77,11 +80,13 @@ def flow_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
 
 
 def writes_event_type(channels: list[str]) -> str:
-    """The event type of a task's writes: resumes and interrupts are named in the log."""
+    """The event type of a task's writes: resumes, interrupts and failures are named in the log."""
     if RESUME in channels:
         return RESUME_RECORDED
     if INTERRUPT in channels:
         return INTERRUPT_RECORDED
+    if ERROR in channels:
+        return TASK_FAILED
     return WRITES_SAVED
 
 

@@ -63,7 +63,7 @@ READ_COLUMNS = [
 """The columns of ``flow_events`` an event is read back from, in ``RecordedEvent`` order
 (``EventStore.query_events``)."""
 
-# -- audit indexes (migrations 0007 and 0010) ----------------------------------
+# -- audit indexes (migrations 0007, 0010 and 0011) ----------------------------
 # Partial indexes, so appends of other events pay next to nothing for them.
 
 AUDIT_EVENT_TYPES = (
@@ -74,8 +74,12 @@ AUDIT_EVENT_TYPES = (
     "StepFailed",
     "StepTimedOut",
     "FlowFailed",
+    "InterruptRecorded",
+    "ResumeRecorded",
+    "TaskFailed",
 )
-"""The event types an audit trail reports (``eventstore.audit``); the audit indexes hold only these."""
+"""The event types an audit trail reports (``eventstore.audit``); the audit indexes hold only these.
+The last three are a LangGraph thread's (``eventstore.graph_checkpoints``; migration 0011)."""
 
 _e = flow_events.c
 

@@ -1,4 +1,4 @@
-"""The ``audit`` command: decisions, approvals and failures, and why an event happened.
+"""The ``audit`` command: decisions, approvals, interrupts and failures, and why an event happened.
 
 One call to ``eventstore.audit`` plus formatting; ``--json`` gives the same
 answer for scripts (one JSON object per entry, or one object for ``--why``).
@@ -18,6 +18,7 @@ from ..audit import (
     Effect,
     FailureEntry,
     GateEntry,
+    InterruptEntry,
     audit_trail,
     causes,
     effects,
@@ -50,6 +51,9 @@ _LABELS = {
     "StepFailed": "FAILED",
     "StepTimedOut": "TIMED OUT",
     "FlowFailed": "FLOW FAILED",
+    "TaskFailed": "TASK FAILED",
+    "InterruptRecorded": "ASKED",
+    "ResumeRecorded": "ANSWERED",
 }
 
 
@@ -59,13 +63,13 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @main.command()
     @click.option("--flow", "flow_id", help="Only this flow.")
     @click.option("--session", help="Only the flows this owner session started.")
-    @click.option("--actor", help="Only what this actor decided, approved, rejected or failed.")
+    @click.option("--actor", help="Only what this actor decided, approved, rejected, answered or failed.")
     @click.option("--correlation", "correlation_id", help="Only events with this correlation id.")
     @click.option(
         "--type",
         "types",
         multiple=True,
-        help="decision, gate, failure, or an event type such as GateApproved (repeatable).",
+        help="decision, gate, interrupt, failure, or an event type such as GateApproved (repeatable).",
     )
     @click.option("--since", help="From this time: ISO 8601 with a zone, a date, or an age (15m, 2h, 7d).")
     @click.option("--until", help="Up to this time (same forms as --since).")
@@ -88,7 +92,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         event_ref: str | None,
         as_json: bool,
     ) -> None:
-        """Who decided what, who approved or rejected it, what failed: in log order.
+        """Who decided, approved, rejected or answered what, and what failed: in log order.
 
         Scope it with --flow, --session, --actor or --correlation (they
         combine); with none, the whole store. --why EVENT shows what led to
@@ -175,9 +179,28 @@ def _entry_lines(entry: AuditEntry) -> list[str]:
             opened = f"{printable(entry.opened_flow_id or entry.flow_id)}@{entry.opened_revision}"
             lines.append(f"{indent}{saw}, opened at {opened} by {printable(entry.opened_by or '-')}")
         return lines
-    assert isinstance(entry, FailureEntry)  # the three kinds are exhaustive
+    if isinstance(entry, InterruptEntry):
+        shown = ", ".join(printable(compact(value, 60)) for value in _questions(entry.values))
+        shown = shown or "(a value only LangGraph reads)"
+        return [head + f"task {printable(cut(entry.task_id or '-', 20))}: {shown}"]
+    assert isinstance(entry, FailureEntry)  # the four kinds are exhaustive
     where_failed = f"step {printable(entry.step_id)}: " if entry.step_id else ""
     return [head + where_failed + cut(entry.error or "(no error text)", 80)]
+
+
+def _questions(values: tuple[Any, ...]) -> list[Any]:
+    """An interrupt's ``[{"id": ..., "value": ...}]`` as its values; anything else as it is."""
+    out: list[Any] = []
+    for value in values:
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(i, dict) and set(i) == {"id", "value"} for i in value)
+        ):
+            out.extend(item["value"] for item in value)
+        else:
+            out.append(value)
+    return out
 
 
 def _paren(parts: list[str]) -> str:

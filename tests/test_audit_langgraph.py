@@ -1,0 +1,70 @@
+"""A LangGraph thread in the audit trail: who was asked what, who answered, which task failed."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+from click.testing import CliRunner
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, interrupt
+
+from eventstore.audit import FailureEntry, InterruptEntry, audit_trail
+from eventstore.cli import main
+from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
+
+from .conftest import Target
+
+
+class State(TypedDict):
+    amount: int
+
+
+def ask(state: State) -> State:
+    answer = interrupt({"question": "refund?", "amount": state["amount"]})
+    return {"amount": state["amount"] if answer == "yes" else 0}
+
+
+def pay(state: State) -> State:
+    raise RuntimeError("refund API down")
+
+
+def run_refund(saver: EventStoreSaver) -> None:
+    graph = StateGraph(State)
+    graph.add_node("ask", ask)
+    graph.add_node("pay", pay)
+    graph.add_edge(START, "ask")
+    graph.add_edge("ask", "pay")
+    graph.add_edge("pay", END)
+    app = graph.compile(checkpointer=saver)
+    app.invoke({"amount": 40}, {"configurable": {"thread_id": "refund-7"}})
+    try:
+        app.invoke(Command(resume="yes"), {"configurable": {"thread_id": "refund-7", "actor": "human:ann"}})
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("pay should have raised")
+
+
+def cli(target: Target, *args: str) -> Any:
+    schema = ["--schema", target.options["schema"]] if "schema" in target.options else []
+    return CliRunner().invoke(main, ["--url", target.url, *schema, *args])
+
+
+def test_the_audit_shows_who_answered_an_interrupt_and_which_task_failed(target: Target) -> None:
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        run_refund(saver)
+        entries = list(audit_trail(saver.store, flow_id=flow_id_for("refund-7")))
+        answers = list(audit_trail(saver.store, actor="human:ann", types=["ResumeRecorded"]))
+    asked = [e for e in entries if isinstance(e, InterruptEntry) and e.action == "asked"]
+    assert [(e.actor, e.thread_id) for e in asked] == [("langgraph", "refund-7")]
+    assert asked[0].values[0][0]["value"] == {"question": "refund?", "amount": 40}
+    assert answers and all(e.action == "answered" and e.actor == "human:ann" for e in answers)
+    assert "yes" in [answers[0].values[0], *answers[0].values[0]]
+    (failed,) = [e for e in entries if isinstance(e, FailureEntry)]
+    assert failed.type == "TaskFailed" and failed.details["thread_id"] == "refund-7"
+    shown = cli(target, "audit", "--actor", "human:ann", "--type", "interrupt")
+    assert shown.exit_code == 0, shown.output
+    assert "ANSWERED" in shown.output and '"yes"' in shown.output
+    asked_line = cli(target, "audit", "--type", "interrupt", "--flow", flow_id_for("refund-7"))
+    assert "ASKED" in asked_line.output and '{"amount":40' in asked_line.output
+    assert "TASK FAILED" in cli(target, "audit", "--type", "failure").output
