@@ -453,7 +453,8 @@ def _swap(
         for live in reversed(list(projection.tables.values())):
             conn.execute(sa.schema.DropTable(live, if_exists=True))
         for name, fresh in target.tables.items():
-            conn.exec_driver_sql(f'ALTER TABLE "{fresh.name}" RENAME TO "{name}"')
+            quote = conn.dialect.identifier_preparer.quote_identifier
+            conn.exec_driver_sql(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(name)}")
         release_fresh_tables(conn, projection)
         write_checkpoint(store, conn, projection, position=head, build=tag)
     return len(tail)

@@ -10,6 +10,7 @@ value ``check_returned`` then checks at every call.
 from __future__ import annotations
 
 import inspect
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from eventstore.errors import ProjectionError
@@ -73,6 +74,22 @@ def _check_tables(projection: Projection) -> None:
                 f"projection {name!r} names the table {base!r}, which ends in {REBUILD_SUFFIX!r}: "
                 "that suffix names a rebuild's fresh tables; give it another name"
             )
+        if fresh.schema is not None:
+            raise ProjectionError(
+                f"projection {name!r}: its table {base!r} names the schema {fresh.schema!r}; a projection's "
+                "tables live beside the store's (open the store with schema= to place them all)"
+            )
+        if fresh.foreign_keys:
+            raise ProjectionError(
+                f"projection {name!r}: its table {base!r} has a foreign key; a rebuild builds fresh tables "
+                "under other names and swaps them in, which a foreign key between them would not follow"
+            )
+        for identifier in [base, *(column.name for column in fresh.columns)]:
+            if '"' in identifier or any(unicodedata.category(c) == "Cc" for c in identifier):
+                raise ProjectionError(
+                    f"projection {name!r} names {identifier!r}: a table or column name may not hold "
+                    "a double quote or a control character"
+                )
         constraints = [
             c for c in fresh.constraints if c is not fresh.primary_key or fresh.primary_key.columns
         ]
@@ -104,6 +121,10 @@ def _check_folds(cls: type[Projection]) -> None:
         fold = getattr(cls, attr, None)
         if fold is None:
             continue
+        if not callable(fold):
+            raise ProjectionError(
+                f"{cls.__name__}.{attr} must be a function (a handler), not a {type(fold).__name__}"
+            )
         if (
             inspect.iscoroutinefunction(fold)
             or inspect.isasyncgenfunction(fold)

@@ -176,6 +176,48 @@ class TestNameVersionKind:
             projection("p", "t", kind=kind)
 
 
+class TestTableDefinitions:
+    @pytest.mark.parametrize(
+        "table",
+        ['x" RENAME TO y;DROP TABLE flow_events CASCADE;--', "a\nb", "tab\x1b[2J"],
+        ids=["quote", "newline", "escape"],
+    )
+    def test_a_name_sql_or_a_terminal_would_misread_is_refused(self, store: EventStore, table: str) -> None:
+        append(store, 2)
+        with pytest.raises(ProjectionError, match="may not hold a double quote or a control character"):
+            CatchUpRunner(store, projection("p", table))
+        assert sa.inspect(store.engine).has_table("flow_events") and len(list(store.read_flow("f"))) == 2
+
+    def test_an_odd_but_harmless_name_rebuilds(self, store: EventStore) -> None:
+        append(store, 2)
+        CatchUpRunner(store, projection("p", "l'été des tâches"))
+        assert rebuild(store, projection("p", "l'été des tâches", version=2)).done == 2
+        assert rows(store, "l'été des tâches") == 2
+
+    def test_a_foreign_key_between_its_tables_is_refused(self) -> None:
+        def define_tables(self: Projection, metadata: sa.MetaData) -> None:
+            sa.Table("fk_parent", metadata, sa.Column("id", sa.Integer, primary_key=True))
+            sa.Table("fk_child", metadata, sa.Column("parent", sa.ForeignKey("fk_parent.id")))
+
+        cls = type(
+            "FK", (Projection,), {"name": "fk", "define_tables": define_tables, "on_E": lambda *a: None}
+        )
+        with pytest.raises(ProjectionError, match="'fk_child' has a foreign key"):
+            cls()
+
+    def test_a_table_in_another_schema_is_refused(self) -> None:
+        def define_tables(self: Projection, metadata: sa.MetaData) -> None:
+            sa.Table("elsewhere", metadata, sa.Column("id", sa.Integer, primary_key=True), schema="rm")
+
+        cls = type("S", (Projection,), {"name": "s", "define_tables": define_tables, "on_E": lambda *a: None})
+        with pytest.raises(ProjectionError, match="names the schema 'rm'"):
+            cls()
+
+    def test_a_handler_that_is_not_a_function_is_refused(self) -> None:
+        with pytest.raises(ProjectionError, match="on_F must be a function"):
+            projection("p", "t", on_F="nope")
+
+
 async def async_handler(self: Projection, tx: Transaction, event: RecordedEvent) -> None:
     pass
 
