@@ -33,7 +33,7 @@ from eventstore.projection import NOTHING, FusedWrite
 from eventstore.schema import projection_checkpoints as checkpoints
 
 from .definitions import REBUILD_CLAIM, REBUILD_SUFFIX, check_definition, check_returned
-from .ownership import release_fresh_tables, take_tables
+from .ownership import drop_dropped_tables, release_fresh_tables, take_tables
 from .rowio import run
 
 SOLE_WRITER = ("eventstore", "sole-writer")
@@ -456,6 +456,7 @@ def _swap(
             quote = conn.dialect.identifier_preparer.quote_identifier
             conn.exec_driver_sql(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(name)}")
         release_fresh_tables(conn, projection)
+        drop_dropped_tables(conn, projection)
         write_checkpoint(store, conn, projection, position=head, build=tag)
     return len(tail)
 

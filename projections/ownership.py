@@ -85,6 +85,27 @@ def release_fresh_tables(conn: sa.Connection, projection: Projection) -> None:
     conn.execute(owned.delete().where(owned.c.projection == projection.name, owned.c.table_name.in_(fresh)))
 
 
+def drop_dropped_tables(conn: sa.Connection, projection: Projection) -> list[str]:
+    """Drop the tables ``projection`` owns that its definition no longer names (an older version's).
+
+    Called by the swap, in its transaction: the rebuilt version replaces the
+    old one whole, so a table only the old one had goes too, and its name is
+    free again.
+    """
+    named = {table.name for table in projection.tables.values()}
+    named |= {name + REBUILD_SUFFIX for name in named}
+    query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
+    stale = [name for name in conn.execute(query).scalars() if name not in named]
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    for name in stale:
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
+    if stale:
+        conn.execute(
+            owned.delete().where(owned.c.projection == projection.name, owned.c.table_name.in_(stale))
+        )
+    return stale
+
+
 def _built_before_ownership(
     conn: sa.Connection,
     inspector: sa.Inspector,

@@ -130,6 +130,14 @@ class TestTablesOfItsOwn:
             assert taken == ["b built 'counts'"] and rows(store, "counts") == 2
         assert rows(store, "Counts") == 2
 
+    def test_a_table_a_new_version_no_longer_names_is_dropped_and_freed(self, store: EventStore) -> None:
+        append(store, 2)
+        CatchUpRunner(store, projection("stats", "stats_main", "stats_extra"))
+        assert rebuild(store, projection("stats", "stats_main", version=2)).done == 2
+        assert not sa.inspect(store.engine).has_table("stats_extra") and rows(store, "stats_main") == 2
+        assert CatchUpRunner(store, projection("other", "stats_extra")).run_until_caught_up() == 0
+        assert rows(store, "stats_extra") == 2
+
     def test_a_table_name_ending_in_the_rebuild_suffix_is_refused(self) -> None:
         with pytest.raises(ProjectionError, match="ends in '__rebuild'"):
             projection("b", "a_counts__rebuild")
