@@ -97,6 +97,19 @@ _CHECKPOINT_COLUMNS = (
 )
 _WRITE_COLUMNS = "thread_id, checkpoint_ns, checkpoint_id, task_id, idx, task_path, channel, type, blob"
 
+_UPSERT_THREAD = """
+    INSERT INTO {th} (thread_id, checkpoint_ns, flow_id, checkpoints, latest_checkpoint_id,
+        created_at, updated_at, last_actor)
+    VALUES (:thread_id, :checkpoint_ns, :flow_id, :added, :latest, :at, :at, :actor)
+    ON CONFLICT (thread_id, checkpoint_ns) DO UPDATE SET
+        checkpoints = {th}.checkpoints + excluded.checkpoints,
+        latest_checkpoint_id = CASE
+            WHEN {th}.latest_checkpoint_id IS NULL
+                OR excluded.latest_checkpoint_id > {th}.latest_checkpoint_id
+            THEN coalesce(excluded.latest_checkpoint_id, {th}.latest_checkpoint_id)
+            ELSE {th}.latest_checkpoint_id END,
+        flow_id = excluded.flow_id, updated_at = excluded.updated_at, last_actor = excluded.last_actor"""
+
 # The fold's SQL, with {cp}, {bl}, {wr}, {th} for the four tables, {ns} for "this thread's namespace",
 # {cols}/{wcols} for the checkpoint and write columns. Parameters are written :name.
 _SQL = {
@@ -113,19 +126,10 @@ _SQL = {
         INSERT INTO {bl} (thread_id, checkpoint_ns, channel, version, type, blob)
         VALUES (:thread_id, :checkpoint_ns, :channel, :version, :type, :blob)
         ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING""",
-    "upsert_thread": """
-        INSERT INTO {th} (thread_id, checkpoint_ns, flow_id, checkpoints, latest_checkpoint_id,
-            created_at, updated_at, last_actor)
-        VALUES (:thread_id, :checkpoint_ns, :flow_id, :added, :latest, :at, :at, :actor)
-        ON CONFLICT (thread_id, checkpoint_ns) DO UPDATE SET
-            checkpoints = {th}.checkpoints + excluded.checkpoints,
-            latest_checkpoint_id = CASE
-                WHEN {th}.latest_checkpoint_id IS NULL
-                    OR excluded.latest_checkpoint_id > {th}.latest_checkpoint_id
-                THEN coalesce(excluded.latest_checkpoint_id, {th}.latest_checkpoint_id)
-                ELSE {th}.latest_checkpoint_id END,
-            flow_id = excluded.flow_id, updated_at = excluded.updated_at, last_actor = excluded.last_actor,
-            deleted_at = NULL, deleted_by = NULL""",
+    # A checkpoint, or a copy, brings a deleted namespace back: it is live again.
+    "upsert_thread": _UPSERT_THREAD + ", deleted_at = NULL, deleted_by = NULL",
+    # A write (a task of a run still going) leaves a deleted namespace's row as its deletion left it.
+    "upsert_thread_written": _UPSERT_THREAD + " WHERE {th}.deleted_at IS NULL",
     "insert_write": """
         INSERT INTO {wr} ({wcols})
         VALUES ({wvalues})
@@ -460,7 +464,7 @@ class LangGraphProjection(Projection):
             ]
             if rows:
                 execute(conn, sql[name], rows, many=True)
-        execute(conn, sql["upsert_thread"], {**thread, "added": 0})
+        execute(conn, sql["upsert_thread_written"], {**thread, "added": 0})
 
     def on_ThreadCopied(self, tx: Transaction, event: RecordedEvent) -> None:
         """Copy every row of the source namespace: the fold sees exactly the events before this one."""

@@ -22,8 +22,11 @@ _THREAD_UPSERT = """
                 OR excluded.latest_checkpoint_id > {th}.latest_checkpoint_id
             THEN coalesce(excluded.latest_checkpoint_id, {th}.latest_checkpoint_id)
             ELSE {th}.latest_checkpoint_id END,
-        flow_id = excluded.flow_id, updated_at = excluded.updated_at, last_actor = excluded.last_actor,
-        deleted_at = NULL, deleted_by = NULL"""
+        flow_id = excluded.flow_id, updated_at = excluded.updated_at, last_actor = excluded.last_actor"""
+_REVIVED = ", deleted_at = NULL, deleted_by = NULL"
+"""A checkpoint brings a deleted namespace back: it is live again."""
+_STILL_LIVE = " WHERE {th}.deleted_at IS NULL"
+"""A write (a task of a run still going) leaves a deleted namespace's row as its deletion left it."""
 
 SQL = {
     # xmax is 0 in the row an INSERT made, not in one an ON CONFLICT UPDATE made.
@@ -43,7 +46,8 @@ SQL = {
                         CAST(%(blobs)b AS bytea[])) AS b(channel, version, type, blob)
             ON CONFLICT (thread_id, checkpoint_ns, channel, version) DO NOTHING
         )"""
-    + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM saved WHERE inserted)").replace("{where}", ""),
+    + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM saved WHERE inserted)").replace("{where}", "")
+    + _REVIVED,
     "save_writes": """
         WITH regular AS (
             INSERT INTO {wr} ({wcols})
@@ -62,7 +66,8 @@ SQL = {
                 task_path = excluded.task_path, channel = excluded.channel, type = excluded.type,
                 blob = excluded.blob
         )"""
-    + _THREAD_UPSERT.replace("{added}", "0").replace("{where}", ""),
+    + _THREAD_UPSERT.replace("{added}", "0").replace("{where}", "")
+    + _STILL_LIVE,
 }
 
 _SAVED_AGAIN = """
@@ -102,6 +107,7 @@ FUSED = {
     + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM {p}saved WHERE inserted)").replace(
         "{where}", _APPENDED
     )
+    + _REVIVED
     + ")",
 }
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -284,3 +286,31 @@ def test_cancelling_one_caller_while_the_connections_open_spares_the_others(targ
 
         latest = asyncio.run(main())
         assert saver.get_tuple(latest) is not None
+
+
+def test_aclose_waits_for_the_loops_calls_under_way_and_leaks_no_connection(target: Target) -> None:
+    """Readers on the loop are mid-call when it closes the saver: their calls end first, on their
+    connections, which are closed rather than left to the garbage collector (a ResourceWarning)."""
+    saver = EventStoreSaver.from_url(target.url, async_driver=True, **target.options)
+
+    async def main() -> list[BaseException]:
+        stored = await save(saver, "t", 1)
+
+        async def reader() -> BaseException:
+            try:
+                while True:
+                    await saver.aget_tuple(stored)
+            except Exception as exc:  # the outcome under test
+                return exc
+
+        readers = [asyncio.create_task(reader()) for _ in range(3)]
+        await asyncio.sleep(0)  # each reader is now in a call, waiting on its connection
+        await saver.aclose()
+        return await asyncio.gather(*readers)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        ended = asyncio.run(main())
+        gc.collect()
+    assert all(isinstance(exc, StoreClosed) for exc in ended), ended
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []

@@ -16,7 +16,7 @@ from ...errors import InvalidInput
 from ...events import NewEvent
 from ...graph_checkpoints import CHECKPOINTS_DELETED, THREAD_COPIED, THREAD_DELETED, flow_id_for
 from ...store import Transaction
-from .config import _ids, _text
+from .config import _ids, _never_stored, _text
 from .sync import SyncSaver
 
 PRUNE_STRATEGIES = ("keep_latest", "delete")
@@ -29,10 +29,13 @@ class RetentionSaver(SyncSaver):
     # -- deleting, copying, pruning ----------------------------------------------
     def delete_thread(self, thread_id: str, *, actor: str | None = None) -> None:
         """Remove a thread (all its namespaces) from the saver's view: a ``ThreadDeleted`` event each."""
-        self._delete_threads([_text(thread_id, "thread_id")], reason="delete_thread", actor=actor)
+        wanted = _text(thread_id, "thread_id", lookup=True)
+        self._delete_threads([] if _never_stored(wanted) else [wanted], reason="delete_thread", actor=actor)
 
     def _delete_threads(self, thread_ids: Sequence[str], *, reason: str, actor: str | None) -> None:
         meta = self._actor(actor)
+        if not thread_ids:
+            return
 
         def append(tx: Transaction) -> None:
             for thread_id in thread_ids:
@@ -82,7 +85,7 @@ class RetentionSaver(SyncSaver):
         The target's flows start with a ``ThreadCopied`` event naming the
         source flow's revision and hash at the time of the copy.
         """
-        source = _text(source_thread_id, "source_thread_id")
+        source = _text(source_thread_id, "source_thread_id", lookup=True)
         target = _text(target_thread_id, "target_thread_id")
         if source == target:
             raise InvalidInput("copy_thread needs two different thread ids")
@@ -93,7 +96,8 @@ class RetentionSaver(SyncSaver):
                 raise InvalidInput(
                     f"thread {target!r} already has checkpoints or pending writes; copy to a new thread id"
                 )
-            for ns, flow_id, checkpoints, writes in self._queries.live_namespaces(tx.connection, source):
+            found = [] if _never_stored(source) else self._queries.live_namespaces(tx.connection, source)
+            for ns, flow_id, checkpoints, writes in found:
                 head = next(iter(self.store.read_flow(flow_id, backwards=True, limit=1)), None)
                 data = {
                     "thread_id": target,

@@ -13,7 +13,7 @@ import contextlib
 import copy
 import inspect
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -76,6 +76,10 @@ class EventStoreSaver(RetentionSaver):
         """The views whose connections are open: the ones ``close`` must close."""
         self._views_lock = threading.Lock()
         self._closed = False
+        self._calls = 0
+        """A view's calls under way on its loop (``_calling``): ``aclose`` waits for them."""
+        self._idle = asyncio.Event()
+        self._idle.set()
         if async_driver not in (None, True, False):
             raise InvalidInput("async_driver must be True, False or None")
         self.async_driver = store.dialect == "postgresql" if async_driver is None else async_driver
@@ -202,6 +206,8 @@ class EventStoreSaver(RetentionSaver):
         view._flow_locks = [LoopLock() for _ in range(len(self._flow_locks))]
         view._owns_store = False
         view._views, view._opened = {}, {}
+        view._calls, view._idle = 0, asyncio.Event()
+        view._idle.set()
         with self._views_lock:
             orphan = self._closed  # closed while these connections opened: no one else will close them
             if not orphan:
@@ -222,17 +228,39 @@ class EventStoreSaver(RetentionSaver):
         if not self.async_driver:
             return await asyncio.to_thread(method, self, *args, **kwargs)
         view = await self._on_loop()
-        return await aio_run(method, view, *args, **kwargs)
+        with self._calling(view):
+            return await aio_run(method, view, *args, **kwargs)
+
+    @contextlib.contextmanager
+    def _calling(self, view: EventStoreSaver) -> Iterator[None]:
+        """Count a call on ``view`` while it runs, so that ``aclose`` closes its store only after it."""
+        if self._closed:  # closed while the call waited for its view: its connections may be closing
+            raise StoreClosed("this saver is closed; open a new one")
+        view._calls += 1
+        view._idle.clear()
+        try:
+            yield
+        finally:
+            view._calls -= 1
+            if not view._calls:
+                view._idle.set()
 
     async def aclose(self) -> None:
-        """Close the async connections, and the store if this saver opened it (``from_url``)."""
+        """Close the async connections, and the store if this saver opened it (``from_url``).
+
+        The loop's calls under way end first (later ones raise ``StoreClosed``):
+        a connection one of them holds is closed, not left to the garbage collector.
+        """
         loop = asyncio.get_running_loop()
         with self._views_lock:
             self._closed = True
             self._views.pop(loop, None)
             mine = self._opened.pop(loop, None)
         if mine is not None:
-            await self._close_views([mine])
+            try:
+                await mine._idle.wait()
+            finally:  # even if cancelled meanwhile: no one else would close them
+                await self._close_views([mine])
         self.close()
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
@@ -246,13 +274,19 @@ class EventStoreSaver(RetentionSaver):
         before: RunnableConfig | None = None,
         limit: int | None = None,
     ) -> AsyncIterator[CheckpointTuple]:
-        if self.async_driver:
-            view = await self._on_loop()
-            pages = view._pages(config, filter, before, limit)
-            step: Callable[..., Any] = aio_run
-        else:
-            pages, step = self._pages(config, filter, before, limit), asyncio.to_thread
-        while (page := await step(next, pages, None)) is not None:
+        if not self.async_driver:
+            pages = self._pages(config, filter, before, limit)
+            while (page := await asyncio.to_thread(next, pages, None)) is not None:
+                for item in page:
+                    yield item
+            return
+        view = await self._on_loop()
+        pages = view._pages(config, filter, before, limit)
+        while True:
+            with self._calling(view):  # a page at a time: no connection is held between them
+                page = await aio_run(next, pages, None)
+            if page is None:
+                return
             for item in page:
                 yield item
 

@@ -52,6 +52,7 @@ from .config import (
     _dict,
     _matches,
     _maybe_text,
+    _never_stored,
     _text,
     _thread,
 )
@@ -78,7 +79,9 @@ class SyncSaver(BaseCheckpointSaver[str]):
     # -- reading ---------------------------------------------------------------
     def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """The checkpoint ``config`` names, or its namespace's latest when it names none."""
-        thread_id, checkpoint_ns, checkpoint_id = _thread(config)
+        thread_id, checkpoint_ns, checkpoint_id = _thread(config, lookup=True)
+        if _never_stored(thread_id, checkpoint_ns, checkpoint_id):
+            return None
         with self._reading() as conn:
             row = self._queries.checkpoint(conn, thread_id, checkpoint_ns, checkpoint_id)
         return None if row is None else self._tuple(row)
@@ -107,18 +110,25 @@ class SyncSaver(BaseCheckpointSaver[str]):
         limit: int | None,
     ) -> Iterator[builtins.list[CheckpointTuple]]:
         conf = {} if config is None else _configurable(config, "config")
-        thread_id = _config_thread_id(conf)
-        checkpoint_ns = _maybe_text(conf.get("checkpoint_ns"), _CONF_NS) if thread_id is not None else None
-        checkpoint_id = _maybe_text(conf.get("checkpoint_id"), _CONF_ID)
+        thread_id = _config_thread_id(conf, lookup=True)
+        checkpoint_ns = None
+        if thread_id is not None:
+            checkpoint_ns = _maybe_text(conf.get("checkpoint_ns"), _CONF_NS, lookup=True)
+        checkpoint_id = _maybe_text(conf.get("checkpoint_id"), _CONF_ID, lookup=True)
         before_id = None
         if before is not None:
             before_id = _maybe_text(
-                _configurable(before, "before").get("checkpoint_id"), "before's checkpoint_id"
+                _configurable(before, "before").get("checkpoint_id"), "before's checkpoint_id", lookup=True
             )
+            if before_id is not None and _never_stored(before_id):
+                # No stored id holds a NUL, so the ids below "p\x00..." are those up to "p": below "p\x01".
+                before_id = before_id.split("\x00", 1)[0] + "\x01"
         if filter is not None:
             _dict(filter, "filter")
         if limit is not None and (type(limit) is not int or limit < 0):
             raise InvalidInput(f"limit must be None or an int >= 0, not {limit!r:.60}")
+        if _never_stored(thread_id, checkpoint_ns, checkpoint_id):
+            return
         remaining = limit
         cursor: tuple[str, str, str] | None = None
         while remaining is None or remaining > 0:

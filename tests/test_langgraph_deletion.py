@@ -1,0 +1,57 @@
+"""A deleted thread stays deleted, and says who deleted it, until a checkpoint or a copy brings it back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from eventstore.integrations.langgraph import EventStoreSaver
+from projections import rebuild
+from projections.langgraph import LangGraphProjection
+from tests.conftest import Target
+from tests.test_langgraph_saver import put, tables
+
+LATEST: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+
+
+@pytest.fixture
+def saver(target: Target) -> Iterator[EventStoreSaver]:
+    with EventStoreSaver.from_url(target.url, **target.options) as made:
+        yield made
+
+
+def assert_the_read_model_equals_a_rebuild(saver: EventStoreSaver) -> None:
+    inline = tables(saver.store)
+    rebuild(saver.store, LangGraphProjection())
+    assert tables(saver.store) == inline
+
+
+def test_a_write_after_the_deletion_leaves_the_thread_deleted(saver: EventStoreSaver) -> None:
+    """A task of a run still going (durability='async') saves its writes after delete_thread."""
+    config = put(saver, "t", {"x": 1}, {"x": 1})
+    saver.delete_thread("t", actor="ops:eve")
+    (deleted,) = saver.threads(include_deleted=True).items
+    saver.put_writes(config, [("x", 2)], "late-task")
+    assert saver.threads().items == []
+    assert saver.threads(include_deleted=True).items == [deleted]
+    assert (deleted.deleted_by, deleted.checkpoints) == ("ops:eve", 0)
+    assert saver.get_tuple(LATEST) is None
+    assert_the_read_model_equals_a_rebuild(saver)
+
+
+def test_a_checkpoint_or_a_copy_brings_a_deleted_thread_back(saver: EventStoreSaver) -> None:
+    config = put(saver, "t", {"x": 1}, {"x": 1})
+    put(saver, "src", {"y": 1}, {"y": 1})
+    for bring_back in (
+        lambda: put(saver, "t", {"x": 2}, {"x": 2}),
+        lambda: saver.copy_thread("src", "t"),
+    ):
+        saver.delete_thread("t", actor="ops:eve")
+        saver.put_writes(config, [("x", 3)], "late-task")
+        bring_back()
+        (live,) = [t for t in saver.threads().items if t.thread_id == "t"]
+        assert (live.checkpoints, live.deleted_at, live.deleted_by) == (1, None, None)
+    assert saver.get_tuple(LATEST) is not None
+    assert_the_read_model_equals_a_rebuild(saver)
