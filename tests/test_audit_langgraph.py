@@ -61,10 +61,12 @@ def test_the_audit_shows_who_answered_an_interrupt_and_which_task_failed(target:
     assert answers and all(e.action == "answered" and e.actor == "human:ann" for e in answers)
     assert "yes" in [answers[0].values[0], *answers[0].values[0]]
     (failed,) = [e for e in entries if isinstance(e, FailureEntry)]
-    assert failed.type == "TaskFailed" and failed.details["thread_id"] == "refund-7"
+    assert (failed.type, failed.error) == ("TaskFailed", "RuntimeError: refund API down")
+    assert failed.details["thread_id"] == "refund-7"
     shown = cli(target, "audit", "--actor", "human:ann", "--type", "interrupt")
     assert shown.exit_code == 0, shown.output
     assert "ANSWERED" in shown.output and '"yes"' in shown.output
     asked_line = cli(target, "audit", "--type", "interrupt", "--flow", flow_id_for("refund-7"))
     assert "ASKED" in asked_line.output and '{"amount":40' in asked_line.output
-    assert "TASK FAILED" in cli(target, "audit", "--type", "failure").output
+    assert "TASK FAILED" in (failures := cli(target, "audit", "--type", "failure").output)
+    assert "RuntimeError: refund API down" in failures

@@ -35,6 +35,7 @@ from ...events import NewEvent, new_event_id
 from ...graph_checkpoints import (
     CHECKPOINT_SAVED,
     EMPTY,
+    ERROR,
     INTERRUPT,
     RESUME,
     encode_blob,
@@ -277,6 +278,8 @@ class SyncSaver(BaseCheckpointSaver[str]):
             readable.pop(idx, None)
             if channel in (INTERRUPT, RESUME) and (shown := _readable(value)) is not None:
                 readable[idx] = shown
+            elif channel == ERROR:  # what the audit shows of a task that raised (TaskFailed)
+                readable[idx] = _error_text(value)
         event_id = new_event_id()
         meta = self._event_metadata(config, None)
         flow_id = flow_id_for(thread_id, checkpoint_ns)
@@ -420,3 +423,10 @@ class SyncSaver(BaseCheckpointSaver[str]):
                 yield conn
             finally:
                 execute(conn, "ROLLBACK")
+
+
+def _error_text(error: object) -> str:
+    """A task's error as text for the log: its type and message, cut to 1,000 characters."""
+    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else repr(error)
+    text = text.encode("utf-8", "replace").decode().replace("\x00", "\\x00")
+    return text if len(text) <= 1000 else text[:997] + "..."
