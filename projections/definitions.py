@@ -79,15 +79,10 @@ def _check_tables(projection: Projection) -> None:
                 f"projection {name!r}: its table {base!r} names the schema {fresh.schema!r}; a projection's "
                 "tables live beside the store's (open the store with schema= to place them all)"
             )
-        if fresh.foreign_keys:
-            raise ProjectionError(
-                f"projection {name!r}: its table {base!r} has a foreign key; a rebuild builds fresh tables "
-                "under other names and swaps them in, which a foreign key between them would not follow"
-            )
-        for identifier in [base, *(column.name for column in fresh.columns)]:
-            if '"' in identifier or any(unicodedata.category(c) == "Cc" for c in identifier):
+        for named in [base, *(str(column.name) for column in fresh.columns)]:
+            if '"' in named or any(unicodedata.category(c) == "Cc" for c in named):
                 raise ProjectionError(
-                    f"projection {name!r} names {identifier!r}: a table or column name may not hold "
+                    f"projection {name!r} names {named!r}: a table or column name may not hold "
                     "a double quote or a control character"
                 )
         constraints = [

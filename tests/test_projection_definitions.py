@@ -202,17 +202,6 @@ class TestTableDefinitions:
         assert rebuild(store, projection("p", "l'été des tâches", version=2)).done == 2
         assert rows(store, "l'été des tâches") == 2
 
-    def test_a_foreign_key_between_its_tables_is_refused(self) -> None:
-        def define_tables(self: Projection, metadata: sa.MetaData) -> None:
-            sa.Table("fk_parent", metadata, sa.Column("id", sa.Integer, primary_key=True))
-            sa.Table("fk_child", metadata, sa.Column("parent", sa.ForeignKey("fk_parent.id")))
-
-        cls = type(
-            "FK", (Projection,), {"name": "fk", "define_tables": define_tables, "on_E": lambda *a: None}
-        )
-        with pytest.raises(ProjectionError, match="'fk_child' has a foreign key"):
-            cls()
-
     def test_a_table_in_another_schema_is_refused(self) -> None:
         def define_tables(self: Projection, metadata: sa.MetaData) -> None:
             sa.Table("elsewhere", metadata, sa.Column("id", sa.Integer, primary_key=True), schema="rm")
