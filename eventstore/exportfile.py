@@ -14,6 +14,7 @@ two files alone. ``exchange.py`` writes exports from a store and imports them.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -456,14 +457,21 @@ def write_export(
         )
         write_durably(manifest.path, manifest.to_json())
     except OSError as exc:
-        partial.unlink(missing_ok=True)
+        _remove(partial)
         raise StorageError(f"cannot write the export {path}: {exc}") from exc
     except BaseException:
-        partial.unlink(missing_ok=True)
+        _remove(partial)
         raise
     if progress is not None:
         progress(Progress("exporting", checker.events, checker.events))
     return manifest
+
+
+def _remove(partial: Path) -> None:
+    """Remove a half-written file if it can be: on a read-only disk that fails too, and must not
+    hide the error that brought us here."""
+    with contextlib.suppress(OSError):
+        partial.unlink(missing_ok=True)
 
 
 def write_durably(path: Path, content: bytes) -> None:

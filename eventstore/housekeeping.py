@@ -11,7 +11,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import closing
+from contextlib import closing, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,7 +100,8 @@ def backup(
     if target.resolve() == source.resolve():
         raise InvalidInput("a backup cannot overwrite the database it copies")
     partial = target.with_name(target.name + ".partial")
-    partial.unlink(missing_ok=True)
+    with suppress(OSError):  # a read-only disk: connecting below fails and says so
+        partial.unlink(missing_ok=True)
     started = time.perf_counter()
     try:
         with closing(sqlite3.connect(source, timeout=30.0)) as src, closing(sqlite3.connect(partial)) as dst:
@@ -120,8 +121,9 @@ def backup(
         with open(partial, "rb") as written:
             os.fsync(written.fileno())
         os.replace(partial, target)
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"backup to {target} failed: {exc}") from exc
     finally:
-        partial.unlink(missing_ok=True)
+        with suppress(OSError):  # cleaning up must not hide why the backup failed
+            partial.unlink(missing_ok=True)
     return Backup(target, pages, target.stat().st_size, time.perf_counter() - started)

@@ -34,7 +34,6 @@ from .checks import check_count
 from .errors import (
     ArchiveNotFound,
     ExportInvalid,
-    FlowNotFound,
     IntegrityViolation,
     InvalidInput,
     RebuildInProgress,
@@ -58,6 +57,7 @@ from .schema import (
 )
 from .sqljson import JsonText
 from .store import EventStore, Transaction
+from .tombstones import flow_not_found
 
 Pruner = Callable[[Transaction, Sequence[str]], None]
 """Drops a read model's rows for flows being pruned, inside the prune's transaction."""
@@ -678,7 +678,8 @@ def _check_text(what: str, **values: object) -> None:
 def hold(store: EventStore, flow_id: str, *, reason: str, by: str) -> LegalHold:
     """Put a flow under legal hold: retention never prunes it until ``release``.
 
-    The flow must exist. A flow already held keeps its first hold, which is
+    The flow must exist (``FlowNotFound``; ``FlowArchived`` if retention
+    pruned it). A flow already held keeps its first hold, which is
     returned. A new hold is recorded as a ``LegalHoldPlaced`` event in
     ``$system-retention``, in the same transaction.
     """
@@ -691,19 +692,24 @@ def hold(store: EventStore, flow_id: str, *, reason: str, by: str) -> LegalHold:
         existing = conn.execute(sa.select(legal_holds).where(h.flow_id == flow_id)).first()
         if existing is not None:
             return _hold_of(existing._mapping)
-        if not conn.execute(
-            sa.select(flow_events.c.position).where(flow_events.c.flow_id == flow_id).limit(1)
-        ).first():
-            raise FlowNotFound(flow_id)
-        values = {"flow_id": flow_id, "reason": reason, "held_by": by, "held_at": format_time(store.clock())}
-        conn.execute(legal_holds.insert().values(**values))
-        placed = LegalHoldPlaced(held_flow_id=flow_id, reason=reason, by=by)
-        tx.append(SYSTEM_RETENTION_FLOW, [placed], metadata={"actor": by})
+        found = _has_events(conn, flow_id)
+        if found:
+            values = {
+                "flow_id": flow_id,
+                "reason": reason,
+                "held_by": by,
+                "held_at": format_time(store.clock()),
+            }
+            conn.execute(legal_holds.insert().values(**values))
+            placed = LegalHoldPlaced(held_flow_id=flow_id, reason=reason, by=by)
+            tx.append(SYSTEM_RETENTION_FLOW, [placed], metadata={"actor": by})
+    if not found:
+        raise flow_not_found(store, flow_id)  # asked outside the transaction: pruned, or unknown
     return _hold_of(values)
 
 
 def release(store: EventStore, flow_id: str, *, by: str, reason: str | None = None) -> bool:
-    """Lift a flow's legal hold; False if it had none.
+    """Lift a flow's legal hold; False if it had none (``FlowNotFound`` if the flow has no events).
 
     A lifted hold is recorded as a ``LegalHoldReleased`` event (who, and why
     if given) in ``$system-retention``, in the same transaction.
@@ -717,7 +723,16 @@ def release(store: EventStore, flow_id: str, *, by: str, reason: str | None = No
         if deleted.rowcount:
             released = LegalHoldReleased(held_flow_id=flow_id, by=by, reason=reason)
             tx.append(SYSTEM_RETENTION_FLOW, [released], metadata={"actor": by})
-    return bool(deleted.rowcount)
+            return True
+        found = _has_events(tx.connection, flow_id)
+    if not found:
+        raise flow_not_found(store, flow_id)
+    return False
+
+
+def _has_events(conn: sa.Connection, flow_id: str) -> bool:
+    query = sa.select(flow_events.c.position).where(flow_events.c.flow_id == flow_id).limit(1)
+    return conn.execute(query).first() is not None
 
 
 def list_holds(store: EventStore) -> list[LegalHold]:

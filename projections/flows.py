@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from eventstore import EventStore, FlowNotFound, InvalidInput, RecordedEvent, Transaction
+from eventstore import EventStore, InvalidInput, RecordedEvent, Transaction
 from eventstore.checks import check_page, check_text
 from eventstore.errors import SessionNotFound, StepNotFound
 from eventstore.flow_fold import (
@@ -38,6 +38,7 @@ from eventstore.flow_fold import (
 from eventstore.flows import FLOW_EVENTS
 from eventstore.preparation import check_flow_id
 from eventstore.schema import MAX_FLOW_ID_LENGTH
+from eventstore.tombstones import flow_not_found
 
 from .base import SOLE_WRITER, Projection
 from .rowio import TableIO, _sqlite_time, pipelined, run
@@ -668,7 +669,7 @@ class FlowQueries:
         flows = _live()["flows"]
         rows = self._rows(sa.select(flows).where(flows.c.flow_id == flow_id))
         if not rows:
-            raise FlowNotFound(flow_id)
+            raise flow_not_found(self.store, flow_id)  # pruned by retention: says from which archive
         return FlowState(**rows[0]._mapping)
 
     def flows(

@@ -295,6 +295,7 @@ class TestErrors:
 
     def test_an_age_further_back_than_the_year_1_is_a_clear_error(self, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 'audit.db'}"
+        EventStore.open(url).close()
         result = CliRunner().invoke(main, ["--url", url, "audit", "--since", "9999999d"])
         assert result.exit_code != 0 and isinstance(result.exception, SystemExit), result.output
         assert "further back than the year 1" in result.output

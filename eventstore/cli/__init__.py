@@ -6,9 +6,11 @@ imports ``projections`` (lazily, inside the commands that need read models).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -16,7 +18,7 @@ import orjson
 import sqlalchemy as sa
 
 from .. import migrate
-from ..errors import EventStoreError
+from ..errors import EventStoreError, InvalidInput
 from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
 from ..tombstones import flow_not_found
@@ -38,13 +40,51 @@ def _errors() -> Iterator[None]:
         sys.exit(1)
 
 
-def _open(ctx: click.Context, **kwargs: object) -> EventStore:
+def _open(ctx: click.Context, *, may_create: bool = False, **kwargs: object) -> EventStore:
+    """Open the store; a SQLite file that does not exist is created only when ``may_create``."""
     url = ctx.obj["url"]
     with _errors():
+        if not may_create:
+            _require_sqlite_file(url)
         return EventStore.open(url, **{**ctx.obj["options"], **kwargs})
 
 
-@click.group()
+def _require_sqlite_file(url: str) -> None:
+    """Refuse a SQLite URL whose file does not exist: SQLite would create it, empty (a typo's store).
+
+    Only the commands that make a store (`db upgrade`, `demo`, `import`) may create one.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return  # EventStore.open says what is wrong with it
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or "uri" in parsed.query:
+        return
+    if not Path(database).exists():
+        raise InvalidInput(f"no store at {database}: check --url, or create one with `eventstore db upgrade`")
+
+
+INTERRUPTED = 130
+"""The exit status after Ctrl-C (128 + SIGINT, as shells report it)."""
+
+
+class _Main(click.Group):
+    """The ``eventstore`` group: every command ends the same way on a closed pipe or Ctrl-C."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError:  # `eventstore history f | head`: the reader has what it wanted
+            # Python flushes stdout again at exit: into /dev/null, so it does not fail a second time.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("interrupted", err=True)
+            sys.exit(INTERRUPTED)
+
+
+@click.group(cls=_Main)
 @click.option(
     "--url",
     envvar="EVENTSTORE_URL",
@@ -73,7 +113,7 @@ def db() -> None:
 @click.pass_context
 def db_upgrade(ctx: click.Context) -> None:
     """Create the schema or upgrade it to this version."""
-    with _open(ctx, create=True) as store, _errors():
+    with _open(ctx, may_create=True, create=True) as store, _errors():
         click.echo(f"schema at {store.schema_revision()}")
 
 
@@ -88,14 +128,28 @@ def db_current(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps({"current": current, "head": head}).decode())
     else:
-        state = "up to date" if current == head else "needs `eventstore db upgrade`"
+        if current == head:
+            state = "up to date"
+        elif current is None or _known_revision(current):
+            state = "needs `eventstore db upgrade`"
+        else:
+            state = "the database is newer than this library: upgrade agent-eventstore"
         click.echo(f"database: {current or '(empty)'}  library: {head}  ({state})")
+
+
+def _known_revision(revision: str) -> bool:
+    """Whether ``revision`` is one of this library's migrations (else a newer library wrote it)."""
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(migrate.script_location()))
+    return any(script.revision == revision for script in scripts.walk_revisions())
 
 
 @contextmanager
 def _bare(ctx: click.Context) -> Iterator[EventStore]:
     """A store opened without checking the schema (for inspecting it)."""
     with _errors():
+        _require_sqlite_file(ctx.obj["url"])
         store = EventStore.open(ctx.obj["url"], **ctx.obj["options"], create=False, check_schema=False)
     try:
         yield store
@@ -155,8 +209,10 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
     else:
         target = load_projection(projection, "PROJECTION", usage="`flows` or `package.module:ClassName`")
 
+    live = not as_json and sys.stderr.isatty()  # progress only on a terminal: pipes and logs stay clean
+
     def show(progress: Progress) -> None:
-        if not as_json:
+        if live:
             done = f"{progress.done:,}/{progress.total:,} events"
             click.echo(f"\r{target.name}: {done}, {progress.rate:,.0f} events/s", nl=False, err=True)
 
@@ -167,27 +223,33 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
             orjson.dumps({"projection": target.name, "events": done.done, "seconds": done.seconds}).decode()
         )
     else:
-        click.echo(f"\nrebuilt {target.name} from {done.done:,} events in {done.seconds:.2f}s", err=True)
+        if live:
+            click.echo(err=True)  # end the progress line
+        click.echo(f"rebuilt {target.name} from {done.done:,} events in {done.seconds:.2f}s", err=True)
 
 
-demo.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
-timetravel.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
+def _open_with_read_models(ctx: click.Context, *, may_create: bool = False) -> EventStore:
+    return _open(ctx, may_create=may_create, projections=_read_models(ctx, may_create=may_create))
+
+
+demo.register(main, lambda ctx: _open_with_read_models(ctx, may_create=True), _errors)
+timetravel.register(main, _open_with_read_models, _errors)
 audit.register(main, _open, _errors)
 browse.register(main, _open, _errors)
 integrity.register(main, _open, _errors)
 threads.register(main, _open, _errors)
-maintenance.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
-exchange.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
-retention.register(main, lambda ctx: _open(ctx, projections=_read_models(ctx)), _errors)
+maintenance.register(main, _open_with_read_models, _errors)
+exchange.register(main, _open_with_read_models, _errors)  # `import` opens it with may_create=True
+retention.register(main, _open_with_read_models, _errors)
 
 
-def _read_models(ctx: click.Context) -> list[Any]:
+def _read_models(ctx: click.Context, *, may_create: bool = False) -> list[Any]:
     """The built-in read models, so what a command writes (a fork, an import, a prune) reaches them:
     the flow models always, LangGraph's once a saver has made them in this store."""
     from projections import FlowProjection
     from projections.langgraph import LangGraphProjection
 
-    with _open(ctx) as bare, _errors(), bare.reading() as conn:
+    with _open(ctx, may_create=may_create) as bare, _errors(), bare.reading() as conn:
         built = set(conn.execute(sa.select(projection_checkpoints.c.name)).scalars())
     return [FlowProjection(), *([LangGraphProjection()] if LangGraphProjection.name in built else [])]
 

@@ -9,6 +9,7 @@ again; tests/test_cli_docs.py fails while the file is stale.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,19 +32,24 @@ Conventions shared by every command:
 * **Store**: `--url` (or `EVENTSTORE_URL`) names the store, by default the
   SQLite file `eventstore.db` in the current directory; `--schema` (or
   `EVENTSTORE_SCHEMA`) picks a PostgreSQL schema. Both go before the
-  command: `eventstore --url postgresql://... flows`.
+  command: `eventstore --url postgresql://... flows`. Only `db upgrade`,
+  `demo` and `import` create a SQLite file that is not there; every other
+  command refuses it (`error: no store at ...`), so a mistyped path is never
+  taken for an empty store.
 * **Output**: people get tables, timelines and colour; `--json` gives the
   same answer for scripts, as one JSON object, or one per line for commands
   that stream (`history`, `audit`, `tail`). Colour is used only on a
-  terminal, and never when `NO_COLOR` is set. Progress bars (`verify`) go to
-  stderr, and only when it is a terminal.
+  terminal, and never when `NO_COLOR` is set. Progress bars (`verify`,
+  `rebuild`) go to stderr, and only when it is a terminal.
 * **Times** (`--since`, `--until`, `--at`): ISO 8601 with a zone
   (`2030-01-01T09:00Z`); `--since` and `--until` also take a date
   (`2030-01-01`, midnight UTC) or an age (`15m`, `2h`, `7d`).
 * **Exit status**: 0 on success; 1 with one line `error: ...` on stderr when
   the library refuses (unknown flow, bad time, bad URL, unreachable
   database), never a traceback; 2 for a usage error, and from `verify` when
-  it finds a broken chain.
+  it finds a broken chain; 130 after Ctrl-C, with one line `interrupted` on
+  stderr. Output cut short by its reader (`eventstore history FLOW | head`)
+  is not an error: exit status 0, nothing on stderr.
 """
 
 
@@ -83,12 +89,22 @@ def _anchor(path: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
-    check = "--check" in args
-    paths = [arg for arg in args if arg != "--check"]
-    path = Path(paths[0]) if paths else DEFAULT_PATH
+    parser = argparse.ArgumentParser(
+        prog="python -m eventstore.cli.docs",
+        description="Write the command-line reference, generated from the --help of every command.",
+    )
+    parser.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        default=DEFAULT_PATH,
+        help=f"where to write it (default: {DEFAULT_PATH})",
+    )
+    parser.add_argument("--check", action="store_true", help="write nothing: exit 1 if PATH is out of date")
+    args = parser.parse_args(argv)
+    path: Path = args.path
     text = reference()
-    if check:
+    if args.check:
         current = path.read_text(encoding="utf-8") if path.exists() else ""
         if current != text:
             print(f"{path} is out of date: run python -m eventstore.cli.docs", file=sys.stderr)

@@ -116,7 +116,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         positions. Flows this store already has must be continued exactly.
         The flow read models are updated as the events go in.
         """
-        with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
+        with open_store(ctx, may_create=True) as store, errors(), phase_progress(as_json) as progress:
             report = import_events(store, path, progress=progress)
             behind = _not_folded(store) if report.events_imported else []
         if as_json:

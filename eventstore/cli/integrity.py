@@ -43,6 +43,14 @@ def _describe(checkpoint: cp.Checkpoint) -> str:
     )
 
 
+def _latest_size(store: Any) -> int:
+    """The tree size of the latest checkpoint (0: none yet)."""
+    try:
+        return cp.get_checkpoint(store).tree_size
+    except InvalidInput:  # no checkpoint has been taken yet
+        return 0
+
+
 def _trusted(path: Path | None) -> Any:
     return None if path is None else cp.load_public_key(path)
 
@@ -115,11 +123,19 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             with open_store(ctx) as store, errors(), _integrity():
                 if key_path is None:
                     raise InvalidInput("taking a checkpoint needs --key PATH or EVENTSTORE_SIGNING_KEY=PATH")
-                taken = cp.take_checkpoint(store, cp.load_signing_key(key_path))
+                key = cp.load_signing_key(key_path)
+                before = _latest_size(store)
+                taken = cp.take_checkpoint(store, key)
+            new = taken.tree_size != before  # else the log has not grown: the latest one came back
             if as_json:
-                echo_json(taken.to_dict())
-            else:
+                echo_json({**taken.to_dict(), "new": new})
+            elif new:
                 echo(f"checkpoint {_describe(taken)}")
+            else:
+                echo(
+                    f"the log has not grown since checkpoint {taken.tree_size} "
+                    f"(signed by key {printable(taken.key_id[:16])}): nothing new signed"
+                )
 
     @main.command()
     @click.argument("event", required=False)

@@ -139,19 +139,25 @@ class _OneLineFormatter(logging.Formatter):
 
 @contextmanager
 def _logging_to_stderr(level: str) -> Iterator[None]:
-    """Log at ``level`` to standard error for the command's lifetime; tracebacks only at DEBUG."""
+    """Log at ``level`` to standard error for the command's lifetime; tracebacks only at DEBUG.
+
+    Alembic's chatter (``Context impl SQLiteImpl.`` each time a store opens) only at DEBUG.
+    """
     handler = logging.StreamHandler(sys.stderr)
     formatter = logging.Formatter if level == "DEBUG" else _OneLineFormatter
     handler.setFormatter(formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    previous = root.level
+    root, alembic = logging.getLogger(), logging.getLogger("alembic")
+    previous, previous_alembic = root.level, alembic.level
     root.addHandler(handler)
     root.setLevel(level)
+    if level != "DEBUG":
+        alembic.setLevel(logging.WARNING)
     try:
         yield
     finally:
         root.removeHandler(handler)
         root.setLevel(previous)
+        alembic.setLevel(previous_alembic)
 
 
 def _first_line(text: str | None) -> str:

@@ -18,6 +18,7 @@ from ..retention import hold as hold_flow
 from ..retention import release as release_flow
 from .exchange import phase_progress
 from .output import Styled, colour_of, echo, echo_json, printable, table, when
+from .params import COUNT
 
 DEFAULT_ARCHIVE_DIR = "archives"
 
@@ -47,7 +48,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     )
     @archive_dir_option
     @click.option(
-        "--max-flows", default=10_000, show_default=True, help="Flows to prune at most in this run."
+        "--max-flows",
+        type=COUNT,
+        default=10_000,
+        show_default=True,
+        help="Flows to prune at most in this run.",
     )
     @click.option("--dry-run", is_flag=True, help="Only list the flows that would be pruned.")
     @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from .output import echo, echo_json, printable
+from .output import cut, echo, echo_json, printable
 from .params import POSITION
 
 
@@ -41,22 +41,26 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 page = None
             else:
                 page = queries.threads(conn, offset=offset, limit=limit, include_deleted=include_deleted)
-        if page is None or not page.items:
-            if not as_json:
-                echo("no LangGraph threads in this store")
-            return
-        if as_json:
-            for item in page.items:
+        items, total = (page.items, page.total) if page is not None else ([], 0)
+        if not total:
+            note = "no LangGraph threads in this store"
+        elif not items:
+            note = f"no threads at --offset {offset}: {total} in all"
+        elif page is not None and page.has_next:
+            note = f"{len(items)} of {total} threads; next page: --offset {offset + limit}"
+        else:
+            note = ""
+        if as_json:  # one object per thread on stdout (none: no lines); the note, for people, on stderr
+            for item in items:
                 echo_json({name: getattr(item, name) for name in item.__slots__})
-            return
-        echo(f"{'THREAD':<28} {'CHECKPOINTS':>11} {'NS':>3}  {'UPDATED':<27} {'LAST ACTOR':<16} FLOW")
-        for item in page.items:
-            thread = printable(item.thread_id)
-            thread = thread if len(thread) <= 28 else thread[:25] + "..."
-            state = f" (deleted by {printable(item.deleted_by)})" if item.deleted_at else ""
-            echo(
-                f"{thread:<28} {item.checkpoints:>11} {item.namespaces:>3}  {printable(item.updated_at):<27} "
-                f"{printable(item.last_actor or '-'):<16} {printable(item.flow_id)}{state}"
-            )
-        if page.has_next:
-            echo(f"{len(page.items)} of {page.total} threads; next page: --offset {offset + limit}")
+        elif items:
+            echo(f"{'THREAD':<28} {'CHECKPOINTS':>11} {'NS':>3}  {'UPDATED':<27} {'LAST ACTOR':<16} FLOW")
+            for item in items:
+                state = f" (deleted by {printable(item.deleted_by)})" if item.deleted_at else ""
+                echo(
+                    f"{cut(item.thread_id, 28):<28} {item.checkpoints:>11} {item.namespaces:>3}  "
+                    f"{printable(item.updated_at):<27} "
+                    f"{printable(item.last_actor or '-'):<16} {printable(item.flow_id)}{state}"
+                )
+        if note:
+            echo(note, err=as_json)

@@ -1,0 +1,127 @@
+"""How commands end: a failed write, a missing store, a closed pipe, Ctrl-C: one line, the right status."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eventstore import EventStore, NewEvent
+from eventstore.cli import main
+from eventstore.cli.docs import main as docs_main
+from projections import FlowProjection, FlowService
+
+from .conftest import Target
+
+
+def invoke(target: Target, *args: str) -> tuple[int, str]:
+    schema = target.options.get("schema")
+    prefix = ["--url", target.url, *(["--schema", schema] if schema else [])]
+    result = CliRunner().invoke(main, [*prefix, *args], env={"EVENTSTORE_ARCHIVE_DIR": None})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.output
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Target:
+    """A SQLite store holding a finished flow f."""
+    target = Target(f"sqlite:///{tmp_path / 'events.db'}")
+    with target.open(projections=[FlowProjection()]) as store:
+        FlowService(store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        FlowService(store).finish("f")
+    return target
+
+
+class TestFailedWrites:
+    """Cleaning up a half-written file fails too (a read-only disk): the first error is reported."""
+
+    @pytest.mark.parametrize("command", ["export", "backup"])
+    def test_an_unwritable_path_is_one_line(self, sqlite_store: Target, tmp_path: Path, command: str) -> None:
+        blocker = tmp_path / "a-file"
+        blocker.write_text("")  # its "children" can be neither created nor unlinked: ENOTDIR
+        code, out = invoke(sqlite_store, command, str(blocker / "out"))
+        assert code == 1 and out.startswith("error: ") and len(out.splitlines()) == 1
+
+    def test_prune_on_a_read_only_disk(
+        self, sqlite_store: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def read_only(*_args: object, **_kwargs: object) -> None:
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+        monkeypatch.setattr("eventstore.exportfile.os.fsync", read_only)
+        monkeypatch.setattr(Path, "unlink", read_only)
+        archives = str(tmp_path / "archives")
+        code, out = invoke(sqlite_store, "prune", "--policy", "finished=0", "--archive-dir", archives)
+        assert code == 1 and out.startswith("error: ") and "Read-only file system" in out
+
+
+class TestMissingStore:
+    @pytest.mark.parametrize(
+        "args",
+        [
+            ["verify"],
+            ["db", "current"],
+            ["flows"],
+            ["history", "f"],
+            ["backup", "b.db"],
+            ["maintain", "--status"],
+        ],
+    )
+    def test_a_mistyped_path_is_refused_and_not_created(self, tmp_path: Path, args: list[str]) -> None:
+        typo = tmp_path / "typo.db"
+        code, out = invoke(Target(f"sqlite:///{typo}"), *args)
+        assert (code, out) == (
+            1,
+            f"error: no store at {typo}: check --url, or create one with `eventstore db upgrade`\n",
+        )
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("args", [["db", "upgrade"], ["demo", "--flow", "d"]])
+    def test_the_commands_that_make_a_store_create_it(self, tmp_path: Path, args: list[str]) -> None:
+        code, out = invoke(Target(f"sqlite:///{tmp_path / 'new.db'}"), *args)
+        assert code == 0, out
+        assert (tmp_path / "new.db").exists()
+
+
+class TestEndings:
+    def test_a_reader_that_stops_early_is_not_an_error(self, sqlite_store: Target) -> None:
+        with EventStore.open(sqlite_store.url) as store:
+            store.append("big", [NewEvent("Noted", {"text": "x" * 500}) for _ in range(1000)])
+        command = [sys.executable, "-m", "eventstore", "--url", sqlite_store.url, "history", "big", "--json"]
+        with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as reader:
+            assert reader.stdout is not None and reader.stderr is not None
+            reader.stdout.readline()  # `| head -1`
+            reader.stdout.close()
+            assert reader.wait(timeout=60) == 0
+            assert reader.stderr.read() == b""
+
+    def test_ctrl_c_exits_130_with_one_line(
+        self, sqlite_store: Target, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def interrupted(*_args: object, **_kwargs: object) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(EventStore, "verify", interrupted)
+        assert invoke(sqlite_store, "verify") == (130, "interrupted\n")
+
+    def test_rebuild_progress_goes_to_a_terminal(self, sqlite_store: Target) -> None:
+        primary, secondary = pty.openpty()
+        command = [sys.executable, "-m", "eventstore", "--url", sqlite_store.url, "rebuild"]
+        with os.fdopen(primary, "rb") as terminal:
+            done = subprocess.run(command, stdout=subprocess.PIPE, stderr=secondary, check=False)
+            os.close(secondary)
+            assert done.returncode == 0
+            shown = terminal.read1(65536)
+        assert b"\rflows: 2/2 events" in shown and b"rebuilt flows from 2 events" in shown
+
+    def test_the_docs_generator_has_a_help(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.chdir(tmp_path)
+        with pytest.raises(SystemExit) as exited:
+            docs_main(["--help"])
+        assert exited.value.code == 0 and list(tmp_path.iterdir()) == []
