@@ -7,9 +7,7 @@ imported inside the commands: the CLI is the composition root.
 
 from __future__ import annotations
 
-import os
 import signal
-import sys
 import threading
 from typing import Any
 
@@ -184,10 +182,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                         echo(_tail_line(event))
                     if stop.is_set() or (limit is not None and count >= limit):
                         break
-        except BrokenPipeError:  # `eventstore tail | head`: the reader has gone; exit quietly
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            return
-        finally:
+        finally:  # a closed pipe (`eventstore tail | head`) ends quietly in the group (cli._Main)
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)
         if stop.is_set():
