@@ -103,16 +103,27 @@ class Projection:
         return dict(self._tables)
 
     def build_tables(self, suffix: str, tag: str) -> dict[str, sa.Table]:
-        """This projection's tables named ``<name><suffix>``, constraints tagged with ``tag``."""
+        """This projection's tables named ``<name><suffix>``, constraints tagged with ``tag``.
+
+        A foreign key to another of these tables points at its ``<name><suffix>``
+        too, so a rebuild's fresh tables refer to each other, never to the live ones.
+        """
         source = sa.MetaData()
         self.define_tables(source)
         target = sa.MetaData()
         built: dict[str, sa.Table] = {}
+        inner: list[sa.ForeignKeyConstraint] = []
         for base in source.sorted_tables:
-            table = base.to_metadata(target, name=base.name + suffix)
-            if tag:
-                _tag_names(table, base.name, tag)
-            built[base.name] = table
+            keys = [key for key in base.foreign_key_constraints if _refers_within(key, source)]
+            for key in keys:
+                base.constraints.discard(key)  # copied below, pointing at the copies (source is ours)
+            inner.extend(keys)
+            built[base.name] = base.to_metadata(target, name=base.name + suffix)
+        for key in inner:
+            built[key.table.name].append_constraint(_key_between(key, built))
+        if tag:
+            for name, table in built.items():
+                _tag_names(table, name, tag)
         return built
 
     def targeting(self, suffix: str, tag: str) -> Self:
@@ -149,6 +160,33 @@ class Projection:
     def prepare(self, store: EventStore) -> None:
         """Create the tables on first use; rebuild them if the version changed."""
         ensure(store, self)
+
+
+def _refers_within(key: sa.ForeignKeyConstraint, metadata: sa.MetaData) -> bool:
+    """Whether ``key`` points at a table of ``metadata``: one of the same projection's."""
+    try:
+        referred = key.referred_table
+    except sa.exc.NoReferenceError:
+        return False  # a table the projection does not define: the key names it as written
+    return metadata.tables.get(referred.key) is referred
+
+
+def _key_between(key: sa.ForeignKeyConstraint, built: dict[str, sa.Table]) -> sa.ForeignKeyConstraint:
+    """``key``, with all its options, from and to the built copies of its tables."""
+    return sa.ForeignKeyConstraint(
+        [element.parent.key for element in key.elements],
+        [built[element.column.table.name].c[element.column.key] for element in key.elements],
+        name=key.name,
+        onupdate=key.onupdate,
+        ondelete=key.ondelete,
+        deferrable=key.deferrable,
+        initially=key.initially,
+        use_alter=key.use_alter,
+        match=key.match,
+        comment=key.comment,
+        info=dict(key.info),
+        **key.dialect_kwargs,
+    )
 
 
 def _tag_names(table: sa.Table, base: str, tag: str) -> None:
@@ -450,13 +488,13 @@ def _swap(
         if tail:
             _apply_grouped(target, tx, tail)
         _lock_live_tables(conn, projection)
+        drop_dropped_tables(conn, projection)  # first: one may refer to a live table dropped next
         for live in reversed(list(projection.tables.values())):
             conn.execute(sa.schema.DropTable(live, if_exists=True))
         for name, fresh in target.tables.items():
             quote = conn.dialect.identifier_preparer.quote_identifier
             conn.exec_driver_sql(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(name)}")
         release_fresh_tables(conn, projection)
-        drop_dropped_tables(conn, projection)
         write_checkpoint(store, conn, projection, position=head, build=tag)
     return len(tail)
 

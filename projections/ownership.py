@@ -97,13 +97,27 @@ def drop_dropped_tables(conn: sa.Connection, projection: Projection) -> list[str
     query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
     stale = [name for name in conn.execute(query).scalars() if name not in named]
     quote = conn.dialect.identifier_preparer.quote_identifier
-    for name in stale:
+    for name in _referrers_first(conn, stale):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
     if stale:
         conn.execute(
             owned.delete().where(owned.c.projection == projection.name, owned.c.table_name.in_(stale))
         )
     return stale
+
+
+def _referrers_first(conn: sa.Connection, names: list[str]) -> list[str]:
+    """The tables of ``names`` that exist, each before those its foreign keys point at.
+
+    PostgreSQL refuses to drop a table another one's key points at, and
+    SQLite checks that key as if the table's rows were deleted.
+    """
+    if not names:
+        return []
+    inspector = sa.inspect(conn)
+    metadata = sa.MetaData()
+    tables = [sa.Table(name, metadata, autoload_with=conn) for name in names if inspector.has_table(name)]
+    return [table.name for table in reversed(metadata.sorted_tables) if table in tables]
 
 
 def _built_before_ownership(
