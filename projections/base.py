@@ -27,7 +27,7 @@ from sqlalchemy.sql.elements import quoted_name
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.aio import pause
 from eventstore.checks import check_count
-from eventstore.errors import ConcurrencyError, ProjectionError, StoreBusy
+from eventstore.errors import ConcurrencyError, InvalidInput, ProjectionError, StoreBusy
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite
 from eventstore.schema import projection_checkpoints as checkpoints
@@ -397,7 +397,7 @@ def _rebuild(
         )
     # Writers carried on meanwhile: fold what they appended, up to the head as it is now, pass
     # after pass while what is left shrinks (the fold outruns the writers). Whatever is left is
-    # folded by the swap, which holds appends: it grows only if the writers outrun the fold.
+    # folded by the swap, which holds appends: a while at a time, if the writers outran the fold.
     left: int | None = None
     for _ in range(_CATCH_UP_PASSES):
         remaining = store.last_position() - position
@@ -409,17 +409,31 @@ def _rebuild(
         _renew(store, tx.connection, projection, tag)
         for index in late_indexes:
             index.create(tx.connection)
-    for attempt in range(_SWAP_ATTEMPTS):
+    failures = 0
+    hold, was_behind = _HOLD, None
+    while True:
         try:
-            done += _swap(store, projection, target, tag, position, memo)
-            break
+            position, folded, swapped = _swap(
+                store, projection, target, tag, position, memo, batch_size, hold
+            )
         except (ConcurrencyError, StoreBusy):
             # PostgreSQL chose the swap as a deadlock's victim, or its wait for the positions row
             # or the live tables outlasted the store's lock_timeout (a long read transaction on
             # one of them). Nothing of it stayed: fold the tail again from the tables as they are.
             memo.clear()
-            if attempt == _SWAP_ATTEMPTS - 1:
+            failures += 1
+            if failures == _SWAP_ATTEMPTS:
                 raise
+            continue
+        done += folded
+        if swapped:
+            break
+        report(done)
+        behind = store.last_position() - position
+        if was_behind is not None and behind >= was_behind:
+            hold = min(hold * 2, _longest_hold(store))  # the writers outran a hold: hold them longer
+        was_behind = behind
+        _give_appends_a_turn(store)
     for live in (projection, *store.projections):
         forget = getattr(live, "forget_remembered", None)
         if forget is not None:
@@ -432,6 +446,14 @@ def _rebuild(
 
 _SWAP_ATTEMPTS = 5
 _CATCH_UP_PASSES = 10
+_HOLD = 0.2
+"""How long the swap keeps appends waiting at a time, in seconds, at first: the hold doubles
+while writers outrun it, up to half their own wait for the lock (``_longest_hold``)."""
+_NO_LIMIT = 10.0
+"""The hold's cap is half of this when appends wait for the lock without a limit."""
+_TURN = 0.1
+"""The pause between two holds in which appends waiting for SQLite's write lock get it: they
+poll it every 100 ms once they have waited a while (SQLite's busy handler)."""
 
 
 def _fold(
@@ -468,6 +490,52 @@ def _fold(
     return position, done
 
 
+def _fold_a_while(
+    store: EventStore, target: Projection, tx: Transaction, position: int, up_to: int, limit: int, hold: float
+) -> tuple[int, int]:
+    """Apply up to ``limit`` events after ``position`` (none past ``up_to``) in ``tx``, for ``hold`` s or so.
+
+    Events go in chunks sized so that one takes what is left of ``hold``, as
+    far as the chunks so far tell. Returns the last position applied and the count.
+    """
+    started = time.perf_counter()
+    folded, chunk = 0, min(limit, 16)
+    while position < up_to and folded < limit:
+        events = list(store.read_all(after_position=position, limit=min(chunk, limit - folded)))
+        events = [event for event in events if event.position <= up_to]
+        if not events:
+            break
+        began = time.perf_counter()
+        _apply_grouped(target, tx, events)
+        position = events[-1].position
+        folded += len(events)
+        now = time.perf_counter()
+        if now - started >= hold:
+            break
+        each = (now - began) / len(events)
+        left = hold - (now - started)
+        chunk = limit if left >= limit * each else max(1, int(left / each))
+    return position, folded
+
+
+def _longest_hold(store: EventStore) -> float:
+    """Half of how long this store's appends wait for the lock (its ``busy_timeout`` on SQLite,
+    ``lock_timeout`` on PostgreSQL), taken as every writer's: a hold that long fails none of them."""
+    try:
+        options = store.opened_with()
+    except InvalidInput:
+        return _HOLD  # a store put together by hand: its writers' patience is unknown
+    patience = float(options["busy_timeout" if store.engine.dialect.name == "sqlite" else "lock_timeout"])
+    return max(_HOLD, (patience or _NO_LIMIT) / 2)
+
+
+def _give_appends_a_turn(store: EventStore) -> None:
+    """Let the appends a rebuild held back in: on SQLite they poll for the lock (``_TURN``);
+    PostgreSQL queues them, and grants them the lock before the rebuild's next request."""
+    if store.engine.dialect.name == "sqlite":
+        pause(_TURN)
+
+
 def _swap(
     store: EventStore,
     projection: Projection,
@@ -475,8 +543,16 @@ def _swap(
     tag: str,
     position: int,
     memo: dict[Any, Any],
-) -> int:
-    """Fold the events after ``position`` into the fresh tables and swap them in, appends held."""
+    batch_size: int,
+    hold: float,
+) -> tuple[int, int, bool]:
+    """Fold the events after ``position`` into the fresh tables and swap them in, appends held.
+
+    Appends wait for about ``hold`` seconds at most: a tail the fold cannot
+    finish by then is folded in part, and committed without the swap.
+    Returns the last position folded, the count, and whether the tables
+    were swapped.
+    """
     with store.transaction() as tx:
         conn = tx.connection
         head = lock_appends(conn)
@@ -484,9 +560,16 @@ def _swap(
         if read_checkpoint(conn, projection.name, lock=True) is None:
             _refuse_foreign_live_tables(conn, projection)
         tx.memo = memo
-        tail = list(store.read_all(after_position=position))
-        if tail:
-            _apply_grouped(target, tx, tail)
+        started = time.perf_counter()
+        folded = 0
+        while position < head:
+            if folded and time.perf_counter() - started >= hold:
+                return position, folded, False
+            left = hold - (time.perf_counter() - started)
+            position, more = _fold_a_while(store, target, tx, position, head, batch_size, left)
+            if not more:
+                break  # the rest of the tail was pruned
+            folded += more
         _lock_live_tables(conn, projection)
         drop_dropped_tables(conn, projection)  # first: one may refer to a live table dropped next
         for live in reversed(list(projection.tables.values())):
@@ -496,7 +579,7 @@ def _swap(
             conn.exec_driver_sql(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(name)}")
         release_fresh_tables(conn, projection)
         write_checkpoint(store, conn, projection, position=head, build=tag)
-    return len(tail)
+    return position, folded, True
 
 
 def _refuse_foreign_live_tables(conn: sa.Connection, projection: Projection) -> None:

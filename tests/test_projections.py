@@ -232,6 +232,49 @@ class TestRebuild:
                 assert_matches_rebuild(store)
 
 
+class SlowDecisionsByActor(DecisionsByActor):
+    """Folds an event in a few milliseconds of the server's time: slower than a writer appends."""
+
+    def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+        tx.connection.exec_driver_sql("SELECT count(*) FROM generate_series(1, 20000)")
+        super().on_DecisionRecorded(tx, event)
+
+
+def test_a_swap_behind_fast_writers_holds_them_a_while_at_a_time(pg_target: Target) -> None:
+    """Writers outrun the fold, so the swap starts far behind the head. Folding that whole tail
+    with appends held outlasted their lock_timeout (StoreBusy); the swap now holds them for a
+    fraction of a second at a time, committing what it folded, until it catches up."""
+    with pg_target.open(lock_timeout=2.0) as store:
+        decide(store, "a", 400)
+        stop = threading.Event()
+        appended = [0, 0]
+        failures: list[BaseException] = []
+
+        def write(writer_number: int) -> None:
+            try:
+                with pg_target.open(lock_timeout=2.0) as writer:
+                    while not stop.is_set():
+                        event = NewEvent("DecisionRecorded", {"actor": f"w{writer_number}", "decision": "go"})
+                        writer.append(f"w{writer_number}", [event])
+                        appended[writer_number] += 1
+            except BaseException as exc:
+                failures.append(exc)
+
+        writers = [threading.Thread(target=write, args=(number,)) for number in range(2)]
+        for thread in writers:
+            thread.start()
+        try:
+            projection = SlowDecisionsByActor()
+            rebuild(store, projection, batch_size=100)
+        finally:
+            stop.set()
+            for thread in writers:
+                thread.join()
+        assert failures == []
+        CatchUpRunner(store, projection).run_until_caught_up()
+        assert counts(store, projection) == {"a": 400, "w0": appended[0], "w1": appended[1]}
+
+
 def test_progress_reports_rate() -> None:
     progress = Progress(done=500, total=1000, seconds=0.5)
     assert progress.rate == 1000.0
