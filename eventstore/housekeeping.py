@@ -1,8 +1,9 @@
 """SQLite housekeeping: WAL checkpoints, the database's own integrity checks, online backups.
 
 These concern the database file, not the log's hash chains (``verify``).
-PostgreSQL does its own housekeeping (autovacuum, checkpoints); its backups are
-``pg_dump``'s job, so ``backup`` on PostgreSQL raises ``NotSupported``.
+On PostgreSQL each raises ``NotSupported`` naming what to use instead: its
+checkpointer folds the WAL itself, its file checks are data checksums and
+``pg_amcheck``, and its backups are ``pg_dump``'s job.
 """
 
 from __future__ import annotations
@@ -26,6 +27,13 @@ PG_DUMP_ADVICE = (
     "see docs/operations.md#backup-and-restore"
 )
 
+PG_CHECK_ADVICE = (
+    "check PostgreSQL's tables and indexes with `pg_amcheck DBNAME`; with data checksums on, "
+    "PostgreSQL also reports a damaged page as it reads it (see docs/operations.md#the-jobs)"
+)
+
+PG_CHECKPOINT_ADVICE = "PostgreSQL's checkpointer does this itself"
+
 
 @dataclass(frozen=True, slots=True)
 class WalCheckpoint:
@@ -46,11 +54,10 @@ class Backup:
     seconds: float
 
 
-def sqlite_file(store: EventStore, operation: str) -> Path:
-    """The store's database file; ``NotSupported`` on PostgreSQL."""
+def sqlite_file(store: EventStore, operation: str, *, instead: str) -> Path:
+    """The store's database file; on PostgreSQL, ``NotSupported`` saying what to do ``instead``."""
     if store.dialect != "sqlite":
-        advice = PG_DUMP_ADVICE if operation == "backup" else "PostgreSQL does this itself (autovacuum)"
-        raise NotSupported(operation, store.dialect, advice)
+        raise NotSupported(operation, store.dialect, instead)
     database = store.engine.url.database
     assert database  # EventStore.open refuses SQLite URLs without a file
     return Path(database)
@@ -62,7 +69,7 @@ def wal_checkpoint(store: EventStore) -> WalCheckpoint:
     Waits (``busy_timeout``) for the current writer; a reader still using old
     WAL frames makes it report ``busy`` and leave the WAL for the next time.
     """
-    sqlite_file(store, "wal checkpoint")
+    sqlite_file(store, "wal checkpoint", instead=PG_CHECKPOINT_ADVICE)
     with store.reading() as conn:
         row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
     return WalCheckpoint(bool(row[0]), int(row[1]), int(row[2]))
@@ -74,8 +81,8 @@ def check_database(store: EventStore, *, quick: bool = True) -> list[str]:
     ``quick=True`` runs ``PRAGMA quick_check`` (no index cross-checks: fast
     enough for a schedule); ``quick=False`` runs ``PRAGMA integrity_check``.
     """
-    sqlite_file(store, "integrity_check")
     pragma = "quick_check" if quick else "integrity_check"
+    sqlite_file(store, f"PRAGMA {pragma}", instead=PG_CHECK_ADVICE)
     with store.reading() as conn:
         return [str(row[0]) for row in conn.exec_driver_sql(f"PRAGMA {pragma}")]
 
@@ -93,7 +100,7 @@ def backup(
     total)`` is called with page counts after each step of
     ``PAGES_PER_STEP`` pages.
     """
-    source = sqlite_file(store, "backup")
+    source = sqlite_file(store, "backup", instead=PG_DUMP_ADVICE)
     target = Path(path)
     if target.exists():
         raise InvalidInput(f"{target} exists; back up to a new file")

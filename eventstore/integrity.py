@@ -110,7 +110,17 @@ class Problem:
     detail: str
 
     def __str__(self) -> str:
-        return f"{self.flow_id}@{self.revision} (position {self.position}): {self.kind}: {self.detail}"
+        """``flow@revision (position n): kind: detail``, leaving out what it is not about.
+
+        A problem with a flow or position of ``""`` or ``0`` is about a whole
+        flow, a range of positions, or an export's files, not one event.
+        """
+        where = []
+        if self.flow_id:
+            where.append(f"{self.flow_id}@{self.revision}" if self.revision else self.flow_id)
+        if self.position:
+            where.append(f"(position {self.position})")
+        return ": ".join([" ".join(where), self.kind, self.detail] if where else [self.kind, self.detail])
 
 
 @dataclass(slots=True)

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from .errors import FlowNotFound, IntegrityViolation, InvalidInput, NotSupported
 from .flow_fold import FOLD_VERSION
-from .housekeeping import backup, check_database, sqlite_file, wal_checkpoint
+from .housekeeping import PG_DUMP_ADVICE, backup, check_database, sqlite_file, wal_checkpoint
 from .incremental_verify import SYSTEM_INTEGRITY_FLOW, record_problems, verify_since
 from .integrity import Problem
 from .maintenance_config import DEFAULT_JOBS
@@ -249,7 +249,9 @@ def scheduled_backup(ctx: JobContext) -> dict[str, Any]:
     policy.directory.mkdir(parents=True, exist_ok=True)
     name = f"eventstore-{ctx.now().astimezone(UTC):{BACKUP_TIME}}Z.db"
     made = backup(ctx.store, policy.directory / name, progress=lambda _left, _total: ctx.renew_if_due())
-    copies = sorted(_backups_in(policy.directory, live=sqlite_file(ctx.store, "backup")))
+    copies = sorted(
+        _backups_in(policy.directory, live=sqlite_file(ctx.store, "backup", instead=PG_DUMP_ADVICE))
+    )
     removed = [path for _taken, path in copies[: max(0, len(copies) - policy.keep)]]
     for old in removed:
         old.unlink()

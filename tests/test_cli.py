@@ -5,13 +5,16 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import orjson
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from freezegun import freeze_time
 
-from eventstore import NewEvent
+from eventstore import EventStore, NewEvent
 from eventstore.checkpoints import generate_key, take_checkpoint
 from eventstore.cli import main
 from eventstore.cli.output import cut, printable
@@ -111,6 +114,22 @@ class TestCommands:
         out = run(target, "verify", code=2)
         assert "BROKEN f@1 (position 1): hash-mismatch" in out
 
+    def test_verify_export_reports_problems_as_verify_does(self, target: Target, tmp_path: Path) -> None:
+        with target.open() as store:
+            store.append("f", [NewEvent("A", {"x": 1})])
+        path = tmp_path / "f.jsonl"
+        run(target, "export", str(path))
+        path.write_text(path.read_text().replace('"type":"A"', '"type":"B"'))  # the file's SHA-256 too
+        problems = orjson.loads(run(target, "verify-export", str(path), "--json", code=2))["problems"]
+        assert [{**problem, "detail": "..."} for problem in problems] == [
+            {"flow_id": "f", "position": 1, "revision": 1, "kind": "hash-mismatch", "detail": "..."},
+            {"flow_id": "", "position": 0, "revision": 0, "kind": "sha256-mismatch", "detail": "..."},
+        ]  # the objects `verify --json` writes
+        out = run(target, "verify-export", str(path), code=2)
+        broken = [line for line in out.splitlines() if line.startswith("BROKEN")]
+        assert broken[0].startswith("BROKEN f@1 (position 1): hash-mismatch: the envelope ")
+        assert broken[1].startswith("BROKEN sha256-mismatch: the events file's SHA-256 is ")
+
     def test_rebuild_reports_without_progress_into_a_pipe(self, target: Target) -> None:
         with target.open(projections=[FlowProjection()]) as store:
             FlowService(store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
@@ -121,6 +140,20 @@ class TestCommands:
 
 
 class TestErrors:
+    @pytest.mark.parametrize("args", [["flows"], ["db", "current"], ["db", "upgrade"], ["verify"]])
+    def test_schema_with_a_sqlite_url_is_a_usage_error(self, tmp_path: Path, args: list[str]) -> None:
+        url = f"sqlite:///{tmp_path / 'events.db'}"
+        with EventStore.open(url) as store:
+            store.append("f", [NewEvent("A", {})])
+        for given in (["--schema", "audit"], []):
+            env = {} if given else {"EVENTSTORE_SCHEMA": "audit"}
+            result = CliRunner().invoke(main, ["--url", url, *given, *args], env=env)
+            assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+            assert result.output.splitlines()[-1] == (
+                f"Error: --schema 'audit' (or EVENTSTORE_SCHEMA) is for PostgreSQL, and {url} is a "
+                "SQLite store, which has no schemas: drop it, or give a postgresql:// --url"
+            )
+
     def test_library_errors_are_one_line_without_traceback(self) -> None:
         result = CliRunner().invoke(main, ["--url", "mysql://nowhere/x", "verify"])
         assert result.exit_code == 1
@@ -228,6 +261,25 @@ class TestTimeTravelCommands:
     def schema(self, target: Target) -> list[str]:
         schema = target.options.get("schema")
         return ["--schema", schema] if schema else []
+
+
+class TestJsonTimes:
+    """Every time in JSON output is spelt as the store and export files spell it: UTC, microseconds, Z."""
+
+    def test_holds_and_archives(self, target: Target, tmp_path: Path) -> None:
+        at = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+        with freeze_time(at) as clock:
+            with target.open(projections=[FlowProjection()]) as store:
+                for flow_id in ("kept", "gone"):
+                    FlowService(store).start_flow(flow_id, controller_id="c", goal="g", owner_session_key="s")
+                    FlowService(store).finish(flow_id)
+            placed = orjson.loads(run(target, "hold", "kept", "--reason", "r", "--by", "ann", "--json"))
+            (listed,) = orjson.loads(run(target, "holds", "--json"))
+            clock.tick(timedelta(days=2))
+            run(target, "prune", "--policy", "finished=1", "--archive-dir", str(tmp_path / "a"))
+            (archive,) = orjson.loads(run(target, "archive", "list", "--json"))
+        assert placed["held_at"] == listed["held_at"] == "2030-01-01T09:00:00.000000Z"
+        assert archive["created_at"] == archive["finished_at"] == "2030-01-03T09:00:00.000000Z"
 
 
 BAD = "\x1b]0;pwned\x07\x1b[1A\x1b[2K\r\b\t\x7f\x85\x9b\u202e\u2067"  # title, cursor, erase, C1, bidi

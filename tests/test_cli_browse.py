@@ -270,6 +270,14 @@ class TestStats:
             {"day": "2030-01-02", "events": 6},
         ]
 
+    def test_json_times_are_spelt_as_the_events_are(self, recorded: Target) -> None:
+        with freeze_time(NOW):
+            figures = orjson.loads(cli(recorded, "stats", "--json").stdout)
+        first = lines(cli(recorded, "history", "d1", "--json"))[0]["recorded_at"]
+        last = lines(cli(recorded, "history", "f2", "--json"))[-1]["recorded_at"]
+        assert (figures["first_event_at"], figures["last_event_at"]) == (first, last)
+        assert (first, last) == ("2030-01-01T23:00:00.000000Z", "2030-01-02T00:30:00.000000Z")
+
 
 class TestPresentation:
     def test_colour_only_when_wanted(self, recorded: Target) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from click.testing import CliRunner
+from freezegun import freeze_time
 
 from eventstore import EventStore, NewEvent, maintenance_jobs
 from eventstore.cli import main
@@ -137,6 +138,25 @@ class TestMaintain:
             by_job["integrity-check"]["enabled"] is False
             and by_job["sweep-leases"]["schedule"] == "every 30s"
         )
+
+    def test_status_json_times_are_utc_with_z(self, target: Target, tmp_path: Path) -> None:
+        target.open().close()
+        config = tmp_path / "m.toml"
+        config.write_text('timezone = "Europe/Paris"\n')
+        with freeze_time("2030-01-01T00:00:00Z"):
+            lines = run(target, "maintain", "--config", str(config), "--status", "--json").splitlines()
+        by_job = {line["job"]: line for line in map(orjson.loads, lines)}
+        assert by_job["quick-check"]["next_run"] == "2030-01-01T03:15:00.000000Z"  # 04:15 in Paris
+
+    def test_quick_check_on_postgresql_says_it_checked_nothing(self, pg_target: Target) -> None:
+        pg_target.open().close()
+        for job, pragma in (("quick-check", "quick_check"), ("integrity-check", "integrity_check")):
+            report = orjson.loads(run(pg_target, "maintain", "--once", job, "--json"))
+            assert report["status"] == "skipped" and "autovacuum" not in report["reason"]
+            assert report["reason"].startswith(f"PRAGMA {pragma} is not supported on postgresql: ")
+            assert "pg_amcheck" in report["reason"]  # what checks PostgreSQL's tables and indexes
+        wal = orjson.loads(run(pg_target, "maintain", "--once", "wal-checkpoint", "--json"))
+        assert wal["reason"].endswith("PostgreSQL's checkpointer does this itself")
 
     def test_status_shows_who_holds_a_running_job(self, target: Target) -> None:
         with target.open() as store:

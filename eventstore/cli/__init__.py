@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 import sqlalchemy as sa
 
 from .. import migrate
@@ -23,7 +22,7 @@ from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
 from ..tombstones import flow_not_found
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
-from .output import echo_json, printable, progress
+from .output import echo_json, printable, problem_dict, progress
 from .params import load_projection
 
 
@@ -43,10 +42,36 @@ def _errors() -> Iterator[None]:
 def _open(ctx: click.Context, *, may_create: bool = False, **kwargs: object) -> EventStore:
     """Open the store; a SQLite file that does not exist is created only when ``may_create``."""
     url = ctx.obj["url"]
+    options = _store_options(ctx)
     with _errors():
         if not may_create:
             _require_sqlite_file(url)
-        return EventStore.open(url, **{**ctx.obj["options"], **kwargs})
+        return EventStore.open(url, **{**options, **kwargs})
+
+
+def _store_options(ctx: click.Context) -> dict[str, Any]:
+    """The group's options for ``EventStore.open``: ``--schema`` with a SQLite URL is a usage error.
+
+    SQLite has no schemas, so the option would be ignored: a store other than
+    the one meant (an ``EVENTSTORE_SCHEMA`` left set, a URL that fell back to
+    the default) must not be used as if it were.
+    """
+    options: dict[str, Any] = ctx.obj["options"]
+    if "schema" in options and _backend_of(ctx.obj["url"]) == "sqlite":
+        raise click.UsageError(
+            f"--schema {options['schema']!r} (or EVENTSTORE_SCHEMA) is for PostgreSQL, and {ctx.obj['url']} "
+            "is a SQLite store, which has no schemas: drop it, or give a postgresql:// --url",
+            ctx.find_root(),
+        )
+    return options
+
+
+def _backend_of(url: str) -> str | None:
+    """``sqlite`` or ``postgresql`` (or another name); None for what is not a URL (``open`` says why)."""
+    try:
+        return sa.make_url(url).get_backend_name()
+    except (sa.exc.ArgumentError, ValueError):
+        return None
 
 
 def _require_sqlite_file(url: str) -> None:
@@ -126,7 +151,7 @@ def db_current(ctx: click.Context, as_json: bool) -> None:
         current = store.schema_revision()
     head = migrate.head_revision()
     if as_json:
-        click.echo(orjson.dumps({"current": current, "head": head}).decode())
+        echo_json({"current": current, "head": head})
     else:
         if current == head:
             state = "up to date"
@@ -148,9 +173,10 @@ def _known_revision(revision: str) -> bool:
 @contextmanager
 def _bare(ctx: click.Context) -> Iterator[EventStore]:
     """A store opened without checking the schema (for inspecting it)."""
+    options = _store_options(ctx)
     with _errors():
         _require_sqlite_file(ctx.obj["url"])
-        store = EventStore.open(ctx.obj["url"], **ctx.obj["options"], create=False, check_schema=False)
+        store = EventStore.open(ctx.obj["url"], **options, create=False, check_schema=False)
     try:
         yield store
     finally:
@@ -175,7 +201,7 @@ def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
                 "ok": report.ok,
                 "events_checked": report.events_checked,
                 "flows_checked": report.flows_checked,
-                "problems": [vars_of(p) for p in report.problems],
+                "problems": [problem_dict(p) for p in report.problems],
             }
         )
     else:
@@ -185,10 +211,6 @@ def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
         click.echo(f"{verdict}: {report.events_checked} events in {report.flows_checked} flows checked")
     if not report.ok:
         sys.exit(2)
-
-
-def vars_of(problem: object) -> dict[str, object]:
-    return {name: getattr(problem, name) for name in problem.__slots__}  # type: ignore[attr-defined]  # slotted dataclasses
 
 
 @main.command()
@@ -219,9 +241,7 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
     with _open(ctx) as store, _errors():
         done = rebuild_projection(store, target, progress=show)
     if as_json:
-        click.echo(
-            orjson.dumps({"projection": target.name, "events": done.done, "seconds": done.seconds}).decode()
-        )
+        echo_json({"projection": target.name, "events": done.done, "seconds": done.seconds})
     else:
         if live:
             click.echo(err=True)  # end the progress line

@@ -31,16 +31,21 @@ Conventions shared by every command:
 
 * **Store**: `--url` (or `EVENTSTORE_URL`) names the store, by default the
   SQLite file `eventstore.db` in the current directory; `--schema` (or
-  `EVENTSTORE_SCHEMA`) picks a PostgreSQL schema. Both go before the
+  `EVENTSTORE_SCHEMA`) picks a PostgreSQL schema, and with a SQLite URL is
+  a usage error (SQLite has no schemas). Both go before the
   command: `eventstore --url postgresql://... flows`. Only `db upgrade`,
   `demo` and `import` create a SQLite file that is not there; every other
   command refuses it (`error: no store at ...`), so a mistyped path is never
   taken for an empty store.
 * **Output**: people get tables, timelines and colour; `--json` gives the
   same answer for scripts, as one JSON object, or one per line for commands
-  that stream (`history`, `audit`, `tail`). Colour is used only on a
-  terminal, and never when `NO_COLOR` is set. Progress bars (`verify`,
-  `rebuild`) go to stderr, and only when it is a terminal.
+  that stream (`history`, `audit`, `tail`). Times in JSON are UTC to the
+  microsecond with a `Z`, `2030-01-01T09:00:00.000000Z`, as the store and
+  export files write them; problems found by `verify` and `verify-export`
+  are objects (`flow_id`, `position`, `revision`, `kind`, `detail`).
+  Colour is used only on a terminal, and never when `NO_COLOR` is set.
+  Progress bars (`verify`, `rebuild`) go to stderr, and only when it is a
+  terminal.
 * **Times** (`--since`, `--until`, `--at`): ISO 8601 with a zone
   (`2030-01-01T09:00Z`); `--since` and `--until` also take a date
   (`2030-01-01`, midnight UTC) or an age (`15m`, `2h`, `7d`).

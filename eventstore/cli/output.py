@@ -16,6 +16,7 @@ stays the same JSON value.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import sys
@@ -24,7 +25,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from functools import lru_cache
 from types import FrameType
 from typing import Any
@@ -34,7 +35,7 @@ import orjson
 
 from ..errors import InvalidInput
 from ..events import RecordedEvent
-from ..integrity import format_time
+from ..integrity import Problem, format_time
 
 STATUS_COLOURS = {
     "finished": "green",
@@ -83,15 +84,37 @@ def echo(text: str = "", *, err: bool = False, nl: bool = True) -> None:
 
 
 def echo_json(value: Any) -> None:
-    """One JSON document on one line (times, UUIDs and dataclasses as orjson writes them).
+    """One JSON document on one line (dataclasses as objects, times as ``json_value`` spells them).
 
     orjson escapes C0 controls; DEL, C1 controls and bidi marks it writes as
     they are, so they are escaped here too (``\\u202e``): the same JSON value.
     """
-    document = orjson.dumps(value, default=str).decode()
+    document = orjson.dumps(value, default=json_value, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
     if not document.isprintable():
         document = "".join(_json_escape(char) if _shown(char) != char else char for char in document)
     click.echo(document)
+
+
+def json_value(value: Any) -> Any:
+    """What JSON output writes for a value orjson leaves to it.
+
+    A time is written as the store writes it, and as export files and the
+    events' ``recorded_at`` spell it (``format_time``): UTC, to the
+    microsecond, with ``Z`` (``2030-01-01T09:00:00.000000Z``). A date (or a
+    time without a zone, which no store returns) is ISO 8601; anything else
+    (a UUID, a path) is its text.
+    """
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        return format_time(value)
+    if isinstance(value, date | time):
+        return value.isoformat()
+    return str(value)
+
+
+def problem_dict(problem: Problem) -> dict[str, Any]:
+    """A problem ``verify`` or ``verify-export`` found: ``flow_id``, ``position``, ``revision``, ``kind``,
+    ``detail`` (``""`` and ``0`` where it is not about one flow or one event)."""
+    return dataclasses.asdict(problem)
 
 
 def _json_escape(char: str) -> str:
