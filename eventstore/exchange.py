@@ -39,10 +39,11 @@ from .exportfile import (
     Manifest,
     Progress,
     ProgressCallback,
+    manifest_path,
     scan_export,
     write_export,
 )
-from .integrity import StoredRow, format_time
+from .integrity import GENESIS, Problem, StoredRow, format_time
 from .privileged import CHUNK, chunks, insert_stored, lock_appends
 from .projection import apply_inline
 from .schema import flow_events, flow_tombstones
@@ -62,6 +63,7 @@ def export_events(
     session: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    overwrite: bool = False,
     progress: ProgressCallback | None = None,
 ) -> Manifest:
     """Write the chosen events to ``path`` (gzip if it ends in ``.gz``) and the manifest beside it.
@@ -69,9 +71,13 @@ def export_events(
     Choose at most one of: ``flow``; ``flows`` (a list of flow ids); ``session``
     (the flows whose first event names it as ``owner_session_key``); a time
     range ``since <= recorded_at < until`` (either bound may be left out);
-    nothing, for the whole log (``FlowNotFound`` if ``flow`` has no events).
+    nothing, for the whole log. ``FlowNotFound`` if ``flow``, or a flow
+    listed in ``flows``, has no events.
     Every chain is checked on the way out: a broken one raises
     ``IntegrityViolation`` and leaves no files behind.
+    An existing file at ``path`` or ``<path>.manifest.json`` is refused
+    (``InvalidInput``) unless ``overwrite``; the store's own database files
+    always are.
     Returns the manifest, also written to ``<path>.manifest.json``.
     """
     chosen = [
@@ -81,6 +87,10 @@ def export_events(
         chosen.append("since/until")
     if len(chosen) > 1:
         raise InvalidInput(f"choose one selection, not {' and '.join(chosen)}")
+    if isinstance(flows, str):
+        raise InvalidInput(f"flows is a list of flow ids, not the string {flows!r}: for one flow, use flow=")
+    target = Path(path)
+    _refuse_own_files(store, target)
     if flow is not None:
         if store.revision(flow) == 0:
             raise flow_not_found(store, flow)
@@ -88,6 +98,7 @@ def export_events(
         rows = _flow_rows(store, [flow])
     elif flows is not None:
         wanted = sorted(set(flows))
+        _require_events(store, wanted)
         selection, rows = {"kind": "flows"}, _flow_rows(store, wanted)
     elif session is not None:
         selection, rows = (
@@ -103,10 +114,89 @@ def export_events(
         rows = _range_rows(store, since, until)
     else:
         selection, rows = {"kind": "all"}, _all_rows(store)
+    return _write(store, target, selection, rows, overwrite=overwrite, progress=progress)
+
+
+def export_flows(
+    store: EventStore, path: Path, flow_ids: Sequence[str], *, progress: ProgressCallback | None = None
+) -> Manifest:
+    """Retention's archive: ``export_events(flows=flow_ids)``, leaving out a flow another run pruned
+    since they were chosen (that run archived it; this one's prune skips it)."""
+    _refuse_own_files(store, path)
+    rows = _flow_rows(store, sorted(set(flow_ids)))
+    return _write(store, path, {"kind": "flows"}, rows, overwrite=False, progress=progress)
+
+
+def _write(
+    store: EventStore,
+    path: Path,
+    selection: dict[str, Any],
+    rows: Iterable[StoredRow],
+    *,
+    overwrite: bool,
+    progress: ProgressCallback | None,
+) -> Manifest:
     source = {"dialect": store.dialect, "last_position": store.last_position()}
-    return write_export(
-        Path(path), rows, selection, source, _latest_checkpoint(store), store.clock(), progress
-    )
+    checkpoint, now = _latest_checkpoint(store), store.clock()
+    return write_export(path, rows, selection, source, checkpoint, now, progress, overwrite=overwrite)
+
+
+def _require_events(store: EventStore, flow_ids: list[str]) -> None:
+    """``FlowNotFound`` (``FlowArchived`` if pruned) for the first of these flows without events,
+    naming the others without events too."""
+    c = flow_events.c
+    found: set[str] = set()
+    for chunk in chunks(flow_ids):
+        found.update(
+            row[0] for row in store.query(sa.select(c.flow_id).where(c.flow_id.in_(chunk)).distinct())
+        )
+    missing = [flow_id for flow_id in flow_ids if flow_id not in found]
+    if not missing:
+        return
+    error = flow_not_found(store, missing[0])
+    if len(missing) > 1:  # name the others too, so one attempt finds them all
+        others = ", ".join(map(repr, missing[1:4])) + (
+            f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        )
+        error.args = (f"{error} (also without events: {others})",)
+    raise error
+
+
+def _refuse_own_files(store: EventStore, path: Path) -> None:
+    """``InvalidInput`` if the export or its manifest would be written over the store's SQLite files.
+
+    The database and its ``-wal``, ``-shm`` and ``-journal`` files, by resolved
+    path (symbolic links followed) or as the same file (a hard link).
+    """
+    if store.dialect != "sqlite":
+        return
+    with store.reading() as conn:
+        rows = conn.exec_driver_sql("PRAGMA database_list").all()
+    database = next((str(file) for _, name, file in rows if name == "main"), "")
+    if not database:
+        return  # in memory
+    own = [Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
+    manifest = manifest_path(path)
+    for target in (path, manifest, *(p.with_name(p.name + ".partial") for p in (path, manifest))):
+        for file in own:
+            if _resolved(target) == _resolved(file) or _same_file(target, file):
+                raise InvalidInput(
+                    f"cannot export to {path}: it would overwrite {file}, a file of this store's database"
+                )
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symbolic link loop: compare the path as given
+        return path.absolute()
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False  # either does not exist
 
 
 def _stored(store: EventStore, row: Sequence[Any]) -> StoredRow:
@@ -300,17 +390,20 @@ def run_import(
         heads = flow_heads(conn, list(segments))
         tombstones = _tombstones(conn, list(segments))
     plan = _Plan(store, segments, heads)
-    report = scan_export(path, on_row=plan.collect, progress=progress, phase="verifying")
+    report = scan_export(path, on_row=plan.collect, expected=manifest, progress=progress, phase="verifying")
     if not report.ok:
         raise ExportInvalid(str(manifest.events_file), report.problems)
     plan.check_ids()
     plan.decide(tombstones, set(pruned))
-    writer = _Writer(store, plan, batch_size, on_complete, progress, manifest.event_count)
+    writer = _Writer(store, plan, manifest, batch_size, on_complete, progress)
     try:
-        scan_export(path, on_row=writer.add, strict=True)
+        scan_export(path, on_row=writer.add, strict=True, expected=manifest)
         writer.flush(final=True)
     except StorageError as exc:  # the database failed part way: say what is in, and how to finish
         raise type(exc)(f"{exc}; {writer.stopped()}") from exc
+    except ExportInvalid as exc:  # the file changed since pass one: what went in chains on, but say so
+        exc.args = (f"{exc}; the export changed after it was verified, so {writer.stopped()}",)
+        raise
     return writer.report()
 
 
@@ -444,14 +537,17 @@ class _Writer:
         self,
         store: EventStore,
         plan: _Plan,
+        manifest: Manifest,
         batch_size: int,
         on_complete: Completion | None,
         progress: ProgressCallback | None,
-        total: int,
     ) -> None:
         self.store, self.plan, self.batch_size = store, plan, batch_size
-        self.on_complete, self.progress, self.total = on_complete, progress, total
+        self.path, self.total = manifest.events_file, manifest.event_count
+        self.on_complete, self.progress = on_complete, progress
         self.expected: dict[str, Head] = dict(plan.have)
+        self.queued: dict[str, Head] = dict(plan.have)
+        """Each flow's last event stored or waiting in ``pending``: the next row must chain onto it."""
         self.pending: list[StoredRow] = []
         self.present = [
             flow_id
@@ -467,14 +563,28 @@ class _Writer:
         self.seen += 1
         have = self.plan.have.get(row.flow_id)
         if have is not None:
-            if row.revision <= have[0]:
+            if row.revision < have[0]:
+                self.skipped += 1
+            elif row.revision == have[0]:
+                self._check(row, row.hash == have[1], f"its hash is not this store's revision {have[0]}")
                 self.skipped += 1
             else:
+                revision, digest = self.queued[row.flow_id]
+                follows = row.revision == revision + 1 and row.prev_hash == (digest or GENESIS)
+                self._check(row, follows, f"it does not chain onto revision {revision} here")
+                self.queued[row.flow_id] = (row.revision, row.hash)
                 self.pending.append(row)
                 if len(self.pending) >= self.batch_size:
                     self.flush()
         if self.progress is not None and self.seen % PROGRESS_EVERY == 0:
             self.progress(Progress("importing", self.seen, self.total))
+
+    def _check(self, row: StoredRow, ok: bool, detail: str) -> None:
+        """Pass one checked the file against the store: pass two's rows must still fit (a guard
+        against a file changed in between), or nothing more is written."""
+        if not ok:
+            problem = Problem(row.flow_id, row.position, row.revision, "broken-link", detail)
+            raise ExportInvalid(str(self.path), [problem])
 
     def flush(self, *, final: bool = False) -> None:
         rows, self.pending = self.pending, []

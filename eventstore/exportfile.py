@@ -18,6 +18,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import json
 import os
 import uuid
 import zlib
@@ -107,7 +108,7 @@ def decode_line(line: bytes) -> StoredRow:
     if str(_uuid(item["event_id"])) != item["event_id"]:
         raise ValueError("event_id is not a lowercase hyphenated UUID")
     _check_storable(item)
-    return StoredRow(
+    row = StoredRow(
         item["position"],
         item["flow_id"],
         item["revision"],
@@ -121,6 +122,31 @@ def decode_line(line: bytes) -> StoredRow:
         bytes.fromhex(item["metadata_hash"]),
         bytes.fromhex(item["prev_hash"]),
         bytes.fromhex(item["hash"]),
+    )
+    spelled = encode_line(row)
+    if spelled != line:
+        raise ValueError(_misspelling(line, spelled))
+    return row
+
+
+def _misspelling(line: bytes, spelled: bytes) -> str:
+    """Why a line of sound values is not ``spelled``, the one spelling of them the format allows."""
+    order = list(orjson.loads(spelled))
+    if not line.endswith(b"\n"):
+        return "the line does not end in \\n"
+    if line.endswith(b"\r\n"):
+        return "the line ends in \\r\\n, not \\n"
+    try:
+        names = [name for name, _ in json.loads(line, object_pairs_hook=lambda pairs: pairs)]
+    except ValueError:  # a line orjson reads and the standard library does not: just say it differs
+        names = order
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        return f"member {repeated[0]!r} appears more than once"
+    if names != order:
+        return "the members are not in the format's order"
+    return (
+        "not in the format's compact encoding (whitespace, or characters escaped that it writes as they are)"
     )
 
 
@@ -279,6 +305,11 @@ class Manifest:
         )
         if len(flows) != document["flow_count"]:
             raise ValueError("flow_count does not match the flows listed")
+        listed: set[str] = set()
+        for segment in flows:
+            if segment.flow_id in listed:
+                raise ValueError(f"it lists flow {segment.flow_id!r} more than once")
+            listed.add(segment.flow_id)
         positions = (document["first_position"], document["last_position"])
         return cls(
             events_file=events_path,
@@ -414,8 +445,16 @@ def write_export(
     checkpoint: dict[str, Any] | None,
     now: datetime,
     progress: ProgressCallback | None = None,
+    *,
+    overwrite: bool = False,
 ) -> Manifest:
-    """Write rows (payloads as canonical text) and their manifest; both appear only when complete."""
+    """Write rows (payloads as canonical text) and their manifest; both appear only when complete.
+
+    Either file existing already is ``InvalidInput`` unless ``overwrite``
+    (checked before the rows are read, and again before the files are put in
+    place).
+    """
+    _refuse_existing(path, overwrite=overwrite)
     partial = path.with_name(path.name + ".partial")
     # The store's unique index keeps its event ids apart: no need to hold them all in memory.
     checker = ChainChecker(whole_flows=holds_whole_flows(selection), unique_ids=False)
@@ -442,6 +481,7 @@ def write_export(
         if problems:
             shown = "; ".join(str(p) for p in problems[:3])
             raise IntegrityViolation(f"the store's hash chains are broken ({shown}): nothing was exported")
+        _refuse_existing(path, overwrite=overwrite)
         os.replace(partial, path)
         manifest = Manifest(
             events_file=path,
@@ -465,6 +505,18 @@ def write_export(
     if progress is not None:
         progress(Progress("exporting", checker.events, checker.events))
     return manifest
+
+
+def _refuse_existing(path: Path, *, overwrite: bool) -> None:
+    """``InvalidInput`` if the export's events file or manifest exists and may not be replaced."""
+    if overwrite:
+        return
+    for target in (path, manifest_path(path)):
+        if target.exists():
+            raise InvalidInput(
+                f"{target} exists already: export to a new file, or replace it "
+                "(overwrite=True; `eventstore export --force`)"
+            )
 
 
 def _remove(partial: Path) -> None:
@@ -544,20 +596,26 @@ def scan_export(
     *,
     on_row: Callable[[StoredRow], None] | None = None,
     strict: bool = False,
+    expected: Manifest | None = None,
     progress: ProgressCallback | None = None,
     phase: str = "verifying",
 ) -> ExportReport:
     """``verify_export``, also handing each sound row to ``on_row``.
 
     With ``strict`` the first problem raises ``ExportInvalid`` at once (an
-    importer's second pass: the file changed since it was verified).
+    importer's second pass: the file changed since it was verified). With
+    ``expected``, a manifest other than that one is a problem before any line
+    is read.
     """
     report = ExportReport()
     try:
         manifest = report.manifest = Manifest.read(path)
     except ExportInvalid as exc:
-        report.problems.extend(Problem("", 0, 0, "manifest", str(p)) for p in exc.problems)
-        return report
+        problems = [Problem("", 0, 0, "manifest", str(p)) for p in exc.problems]
+        return _reported(report, problems, exc.path, strict)
+    if expected is not None and manifest != expected:
+        detail = "the manifest differs from the one read before"
+        return _reported(report, [Problem("", 0, 0, "manifest", detail)], str(manifest.path), strict)
     checker = ChainChecker(whole_flows=holds_whole_flows(manifest.selection))
     checkpoint = _Checkpoint(manifest.checkpoint, report)
     try:
@@ -577,11 +635,11 @@ def scan_export(
                     progress(Progress(phase, number, manifest.event_count))
             hashing.drain()
     except FileNotFoundError:
-        report.problems.append(Problem("", 0, 0, "missing-file", f"{manifest.events_file} does not exist"))
-        return report
+        problem = Problem("", 0, 0, "missing-file", f"{manifest.events_file} does not exist")
+        return _reported(report, [problem], str(manifest.events_file), strict)
     except (OSError, EOFError, zlib.error) as exc:
-        report.problems.append(Problem("", 0, 0, "unreadable", f"{manifest.events_file}: {exc}"))
-        return report
+        problem = Problem("", 0, 0, "unreadable", f"{manifest.events_file}: {exc}")
+        return _reported(report, [problem], str(manifest.events_file), strict)
     report.events_checked, report.flows_checked = checker.events, len(checker.heads)
     report.problems.extend(_compare(manifest, checker, hashing.sha256.hexdigest()))
     checkpoint.finish()
@@ -589,6 +647,14 @@ def scan_export(
         raise ExportInvalid(str(manifest.events_file), report.problems)
     if progress is not None:
         progress(Progress(phase, checker.events, manifest.event_count))
+    return report
+
+
+def _reported(report: ExportReport, problems: list[Problem], path: str, strict: bool) -> ExportReport:
+    """The report of a scan that cannot go on; with ``strict``, ``ExportInvalid`` instead."""
+    report.problems.extend(problems)
+    if strict:
+        raise ExportInvalid(path, report.problems)
     return report
 
 

@@ -40,7 +40,7 @@ from .errors import (
     StorageError,
 )
 from .events import Event
-from .exchange import export_events, flow_heads, run_import
+from .exchange import export_flows, flow_heads, run_import
 from .exportfile import Manifest, Progress, ProgressCallback, verify_export
 from .flow_fold import FLOW_TERMINAL, FlowView
 from .integrity import format_time
@@ -375,7 +375,7 @@ def _write_archive(
     except OSError as exc:
         raise StorageError(f"cannot create the archive directory {directory}: {exc}") from exc
     path = (directory / f"{archive_id}.jsonl.gz").resolve()
-    manifest = export_events(store, path, flows=flow_ids, progress=progress)
+    manifest = export_flows(store, path, flow_ids, progress=progress)
     values = {
         "archive_id": archive_id,
         "path": str(path),

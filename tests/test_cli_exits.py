@@ -61,6 +61,26 @@ class TestFailedWrites:
         assert code == 1 and out.startswith("error: ") and "Read-only file system" in out
 
 
+class TestExportTarget:
+    def test_never_the_store_and_another_file_only_with_force(
+        self, sqlite_store: Target, tmp_path: Path
+    ) -> None:
+        database = tmp_path / "events.db"
+        for args in (["export", str(database)], ["export", "--force", f"{database}-wal"]):
+            code, out = invoke(sqlite_store, *args)
+            assert (
+                code == 1
+                and out.startswith(f"error: cannot export to {database}")
+                and "store's database" in out
+            )
+        assert invoke(sqlite_store, "verify")[0] == 0
+        path = str(tmp_path / "f.jsonl")
+        assert invoke(sqlite_store, "export", path)[0] == 0
+        code, out = invoke(sqlite_store, "export", path)
+        assert code == 1 and out.startswith(f"error: {path} exists already")
+        assert invoke(sqlite_store, "export", "--force", path)[0] == 0
+
+
 class TestMissingStore:
     @pytest.mark.parametrize(
         "args",
@@ -81,6 +101,22 @@ class TestMissingStore:
             f"error: no store at {typo}: check --url, or create one with `eventstore db upgrade`\n",
         )
         assert list(tmp_path.iterdir()) == []
+
+    def test_an_import_makes_a_store_only_from_a_file_that_verifies(
+        self, sqlite_store: Target, tmp_path: Path
+    ) -> None:
+        new = Target(f"sqlite:///{tmp_path / 'new.db'}")
+        code, out = invoke(new, "import", str(tmp_path / "missing.jsonl"))
+        assert code == 1 and out.startswith("error: no export manifest at ")
+        export = tmp_path / "f.jsonl"
+        assert invoke(sqlite_store, "export", str(export))[0] == 0
+        sound = export.read_bytes()
+        export.write_bytes(sound.replace(b'"revision":1', b'"revision":2'))
+        code, out = invoke(new, "import", str(export))
+        assert code == 1 and "error: " in out and "does not verify" in out
+        assert not (tmp_path / "new.db").exists()
+        export.write_bytes(sound)
+        assert invoke(new, "import", str(export))[0] == 0 and (tmp_path / "new.db").exists()
 
     @pytest.mark.parametrize("args", [["db", "upgrade"], ["demo", "--flow", "d"]])
     def test_the_commands_that_make_a_store_create_it(self, tmp_path: Path, args: list[str]) -> None:

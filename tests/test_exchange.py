@@ -113,6 +113,42 @@ class TestExport:
         with pytest.raises(FlowNotFound):
             export_events(source, tmp_path / "x.jsonl", flow="nobody")
 
+    def test_flows_is_a_list_of_flows_that_have_events(self, source: EventStore, tmp_path: Path) -> None:
+        with pytest.raises(InvalidInput, match="not the string 'plain': for one flow, use flow="):
+            export_events(source, tmp_path / "x.jsonl", flows="plain")
+        with pytest.raises(FlowNotFound, match=r"^flow 'yy' does not exist \(also without events: 'zz'\)$"):
+            export_events(source, tmp_path / "x.jsonl", flows=["zz", "plain", "yy"])
+        assert not (tmp_path / "x.jsonl").exists()
+
+    def test_an_existing_file_is_replaced_only_when_asked(self, source: EventStore, tmp_path: Path) -> None:
+        path = tmp_path / "a.jsonl"
+        first = export_events(source, path, flow="a")
+        with pytest.raises(InvalidInput, match=r"a\.jsonl exists already.*overwrite=True"):
+            export_events(source, path, flow="b")
+        assert Manifest.read(path) == first and verify_export(path).ok
+        path.unlink()
+        with pytest.raises(InvalidInput, match=r"a\.jsonl\.manifest\.json exists already"):
+            export_events(source, path, flow="b")
+        assert not path.exists()
+        assert [s.flow_id for s in export_events(source, path, flow="b", overwrite=True).flows] == ["b"]
+
+    def test_never_onto_the_stores_own_database(self, tmp_path: Path) -> None:
+        with EventStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:
+            store.append("f", [NewEvent("T", {})])
+            (tmp_path / "link.db").symlink_to(tmp_path / "audit.db")
+            (tmp_path / "hard.db").hardlink_to(tmp_path / "audit.db")
+            for name in (
+                "audit.db",
+                "audit.db-wal",
+                "audit.db-shm",
+                "audit.db-journal",
+                "link.db",
+                "hard.db",
+            ):
+                with pytest.raises(InvalidInput, match=r"audit\.db.*, a file of this store's database"):
+                    export_events(store, tmp_path / name, overwrite=True)
+            assert store.verify().ok and store.last_position() == 1
+
     def test_a_broken_store_exports_nothing(self, source: EventStore, tmp_path: Path) -> None:
         drop_guards(source)
         sql(source, "UPDATE flow_events SET type = 'X' WHERE flow_id = 'plain' AND revision = 2")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -15,12 +17,12 @@ from eventstore import EventStore, ExportInvalid, ImportConflict, IntegrityViola
 from eventstore.audit import session_flows
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
-from eventstore.exportfile import FlowSegment, Manifest, verify_export
+from eventstore.exportfile import FlowSegment, Manifest, Progress, verify_export
 from eventstore.integrity import chain_hash
 from projections import FlowProjection, FlowQueries
 
 from .conftest import Target
-from .test_exchange import lines, other  # noqa: F401  # `other`: a fixture, the other backend
+from .test_exchange import Clock, lines, other  # noqa: F401  # `other`: a fixture, the other backend
 from .test_tamper import drop_guards, sql
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -244,3 +246,108 @@ def test_a_range_export_checks_the_event_it_chains_from(target: Target, tmp_path
         with pytest.raises(IntegrityViolation, match="a@2 is missing"):
             export_events(store, tmp_path / "r.jsonl", since=T0 + timedelta(minutes=100))
         assert not (tmp_path / "r.jsonl").exists()
+
+
+def forge(path: Path, data: bytes, like: Path) -> None:
+    """These bytes as an events file, under a copy of ``like``'s manifest that matches them."""
+    path.write_bytes(data)
+    document = orjson.loads(Path(f"{like}.manifest.json").read_bytes())
+    document.update(events_file=path.name, sha256=hashlib.sha256(data).hexdigest())
+    Path(f"{path}.manifest.json").write_bytes(orjson.dumps(document))
+
+
+class TestOneSpelling:
+    """A line's values decide its bytes, and a manifest lists each flow once: no other spelling verifies."""
+
+    @pytest.fixture
+    def exported(self, tmp_path: Path) -> Path:
+        with EventStore.open(f"sqlite:///{tmp_path / 'source.db'}") as source:
+            source.append("a", [NewEvent("T", {"i": 1})])
+            export_events(source, tmp_path / "a.jsonl")
+        return tmp_path / "a.jsonl"
+
+    @pytest.mark.parametrize(
+        ("edit", "reason"),
+        [
+            (
+                lambda line: line.replace(b'"data":', b'"data":"{\\"i\\":9}","data":'),
+                "'data' appears more than once",
+            ),
+            (lambda line: line[:-1] + b"\r\n", r"the line ends in \r\n, not \n"),
+            (lambda line: line[:-1], r"the line does not end in \n"),
+            (lambda line: b" " + line, "not in the format's compact encoding"),
+            (
+                lambda line: orjson.dumps(dict(reversed(orjson.loads(line).items()))) + b"\n",
+                "members are not in",
+            ),
+        ],
+    )
+    def test_another_spelling_of_a_sound_line_is_malformed(
+        self, exported: Path, edit: Callable[[bytes], bytes], reason: str
+    ) -> None:
+        forged = exported.with_name("forged.jsonl")
+        forge(forged, edit(exported.read_bytes()), like=exported)
+        problem = verify_export(forged).problems[0]
+        assert problem.kind == "malformed-line" and reason in problem.detail
+
+    def test_a_manifest_that_lists_a_flow_twice(self, exported: Path) -> None:
+        manifest = Path(f"{exported}.manifest.json")
+        document = orjson.loads(manifest.read_bytes())
+        document.update(flows=document["flows"] * 2, flow_count=2)
+        manifest.write_bytes(orjson.dumps(document))
+        (problem,) = verify_export(exported).problems
+        assert problem.kind == "manifest" and "it lists flow 'a' more than once" in problem.detail
+
+
+class TestAFileChangedDuringAnImport:
+    """Replaced between the import's check and its write, a file writes nothing that does not chain on."""
+
+    @pytest.fixture
+    def exports(self, tmp_path: Path) -> Path:
+        """Flow f in stores a and b, four events each, all different: a-first.jsonl holds a's first two;
+        a.jsonl and b.jsonl all four; a-late.jsonl and b-late.jsonl the last two (time ranges)."""
+        for name in ("a", "b"):
+            with EventStore.open(f"sqlite:///{tmp_path / name}.db", clock=Clock()) as source:
+                source.append("f", [NewEvent("T", {"in": name, "n": n}) for n in range(2)])
+                if name == "a":
+                    export_events(source, tmp_path / "a-first.jsonl")
+                source.append("f", [NewEvent("T", {"in": name, "n": n}) for n in range(2, 4)])
+                export_events(source, tmp_path / f"{name}.jsonl")
+                (third,) = source.read_flow("f", from_revision=3, to_revision=3)
+                export_events(source, tmp_path / f"{name}-late.jsonl", since=third.recorded_at)
+        return tmp_path
+
+    @pytest.mark.parametrize(
+        ("imported", "replacement", "with_manifest", "reason"),
+        [
+            ("a", "b", True, "manifest differs from the one read before"),
+            ("a", "b", False, "f@2 .* its hash is not this store's revision 2"),
+            ("a-late", "b-late", False, "f@3 .* it does not chain onto revision 2 here"),
+        ],
+    )
+    def test_nothing_is_written(
+        self,
+        exports: Path,
+        store: EventStore,
+        imported: str,
+        replacement: str,
+        with_manifest: bool,
+        reason: str,
+    ) -> None:
+        import_events(store, exports / "a-first.jsonl")
+        path = exports / f"{imported}.jsonl"
+
+        def replace(progress: Progress) -> None:
+            if progress.phase == "verifying" and progress.done == progress.total:  # pass one is done
+                other = exports / f"{replacement}.jsonl"
+                if with_manifest:
+                    forge(path, other.read_bytes(), like=other)
+                else:
+                    path.write_bytes(other.read_bytes())
+
+        with pytest.raises(ExportInvalid) as caught:
+            import_events(store, path, batch_size=1, progress=replace)
+        assert store.revision("f") == 2 and store.verify().ok
+        assert re.search(
+            f"{reason}.*changed after it was verified, so nothing was imported", str(caught.value)
+        )

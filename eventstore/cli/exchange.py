@@ -17,10 +17,11 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
+from ..errors import ExportInvalid
 from ..exchange import export_events, import_events
 from ..exportfile import Progress, verify_export
 from ..schema import projection_checkpoints
-from .output import echo, echo_json, parse_time, printable
+from .output import echo, echo_json, parse_time, printable, problem_dict
 
 
 @contextmanager
@@ -62,6 +63,18 @@ def _not_folded(store: Any) -> list[str]:
         return [name for name in inline if name not in {p.name for p in store.projections}]
 
 
+def _makes_a_store(url: str) -> bool:
+    """Whether opening ``url`` creates a SQLite file (which a failed import would leave behind, empty)."""
+    try:
+        parsed = sa.make_url(url)
+    except (sa.exc.ArgumentError, ValueError):
+        return False  # opening it says what is wrong
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or "uri" in parsed.query:
+        return False
+    return not Path(database).exists()
+
+
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
     """Add the commands to the ``eventstore`` group."""
 
@@ -71,6 +84,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option("--session", default=None, help="Export the flows this session owns.")
     @click.option("--since", default=None, help="Events recorded at or after this time (ISO 8601, date, 7d).")
     @click.option("--until", default=None, help="Events recorded before this time.")
+    @click.option("--force", is_flag=True, help="Replace PATH and its manifest if they exist.")
     @click.option("--json", "as_json", is_flag=True, help="The manifest as JSON.")
     @click.pass_context
     def export(
@@ -80,11 +94,13 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         session: str | None,
         since: str | None,
         until: str | None,
+        force: bool,
         as_json: bool,
     ) -> None:
         """Write events to PATH as JSON Lines (gzip if PATH ends in .gz), and PATH.manifest.json.
 
         Without a selection, the whole log. docs/exchange.md describes the format.
+        An existing PATH is refused without --force; the store's own database always is.
         """
         with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
             now = store.clock()
@@ -95,6 +111,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 session=session,
                 since=None if since is None else parse_time(since, now=now),
                 until=None if until is None else parse_time(until, now=now),
+                overwrite=force,
                 progress=progress,
             )
         if as_json:
@@ -116,6 +133,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         positions. Flows this store already has must be continued exactly.
         The flow read models are updated as the events go in.
         """
+        if _makes_a_store(ctx.obj["url"]):  # only for a file that verifies
+            with errors(), phase_progress(as_json) as progress:
+                verified = verify_export(path, progress=progress)
+                if not verified.ok:
+                    raise ExportInvalid(str(path), verified.problems)
         with open_store(ctx, may_create=True) as store, errors(), phase_progress(as_json) as progress:
             report = import_events(store, path, progress=progress)
             behind = _not_folded(store) if report.events_imported else []
@@ -145,7 +167,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     "events_checked": report.events_checked,
                     "flows_checked": report.flows_checked,
                     "checkpoint_checked": report.checkpoint_checked,
-                    "problems": [str(problem) for problem in report.problems],
+                    "problems": [problem_dict(problem) for problem in report.problems],
                 }
             )
         else:
