@@ -250,6 +250,8 @@ def ensure(store: EventStore, projection: Projection) -> None:
         conn = tx.connection
         lock_appends(conn)
         current = read_checkpoint(conn, projection.name, lock=True)
+        if current is not None and current.version > projection.version:
+            raise _newer_version(projection, current)
         take_tables(conn, projection, current, fresh=False)
         if current is not None and current.version == projection.version:
             return
@@ -260,6 +262,16 @@ def ensure(store: EventStore, projection: Projection) -> None:
             write_checkpoint(store, conn, projection, position=0, build=tag)
             return
     rebuild(store, projection, wait=True, only_if_outdated=True)
+
+
+def _newer_version(projection: Projection, current: Checkpoint) -> ProjectionError:
+    """Code older than the read model's tables (a rolling deploy's old process, a rollback) must not
+    rebuild them back on its own: the newer code would rebuild them again at its next open."""
+    return ProjectionError(
+        f"projection {projection.name!r} in this store was built by version {current.version}, newer than "
+        f"this code's {projection.version}: run the newer code, or, to go back on purpose, rebuild it "
+        f"with this code (`eventstore rebuild`, or projections.rebuild)"
+    )
 
 
 def store_has_events(conn: sa.Connection) -> bool:
@@ -346,7 +358,9 @@ def rebuild(
     try:
         with store.reading() as conn:
             current = read_checkpoint(conn, projection.name)
-        if only_if_outdated and current is not None and current.version == projection.version:
+        if only_if_outdated and current is not None and current.version >= projection.version:
+            if current.version > projection.version:  # newer code rebuilt it while this one waited
+                raise _newer_version(projection, current)
             return Progress(0, 0, 0.0)
         return _rebuild(store, projection, tag, batch_size, progress)
     finally:

@@ -138,6 +138,31 @@ class TestRebuild:
             assert counts(store, runner.projection) == {"a": 6}
             assert runner.position() == 3
 
+    def test_older_code_refuses_a_read_model_a_newer_version_built(self, target: Target) -> None:
+        """A rolling deploy's old process (or a rollback) opening the store must not rebuild the
+        read model back to its version on its own: the new processes would rebuild it again."""
+
+        class Newer(DecisionsByActor):
+            version: ClassVar[int] = 2
+
+        class NewerFlows(FlowProjection):
+            version: ClassVar[int] = FlowProjection.version + 1
+
+        with target.open() as store:
+            decide(store, "a", 3)
+            CatchUpRunner(store, Newer())
+            with pytest.raises(ProjectionError, match="built by version 2, newer than this code's 1"):
+                CatchUpRunner(store, DecisionsByActor())
+            assert CatchUpRunner(store, Newer()).position() == 3  # still version 2's, untouched
+            rebuild(store, DecisionsByActor())  # going back is an explicit rebuild
+            assert CatchUpRunner(store, DecisionsByActor()).run_once() == 0
+        with target.open(projections=[NewerFlows()]) as store:
+            FlowService(store).start_flow("f1", controller_id="c", goal="g", owner_session_key="s")
+        with pytest.raises(ProjectionError, match="newer than this code's"):
+            target.open(projections=[FlowProjection()])
+        with target.open(projections=[NewerFlows()]) as store:
+            assert FlowQueries(store).flow("f1").goal == "g"
+
     def test_readers_see_the_old_tables_until_the_swap(self, flow_store: EventStore) -> None:
         service = FlowService(flow_store)
         for i in range(30):
