@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 # -- state -----------------------------------------------------------------
 
-FOLD_VERSION = 3  # 3: steps keep the revision they were scheduled at; FlowForked folds whatever it holds
+FOLD_VERSION = 4  # 4: a time outside EARLIEST_TIME..LATEST_TIME is no time (not one every zone can show)
+# 3: steps keep the revision they were scheduled at; FlowForked folds whatever it holds
 # 2: a flow starts once; a later FlowStarted or FlowForked in its stream restarts nothing
 """Bumped whenever ``fold`` changes what it produces: snapshots made by another
 version are ignored, and the flow projection's version follows it."""
@@ -199,17 +200,35 @@ def _float(value: Any) -> float | None:
     return float(value)
 
 
+EARLIEST_TIME = datetime(1, 1, 2, tzinfo=UTC)
+LATEST_TIME = datetime(9999, 12, 31, tzinfo=UTC)
+"""The times event data may carry lie from ``EARLIEST_TIME`` up to (not including) ``LATEST_TIME``.
+
+A day inside the years 1 to 9999 at either end, so that the time is a
+``datetime`` in every time zone: in UTC, as the read models store it, and in
+whatever time zone a PostgreSQL session reads it back in.
+"""
+
+
 def aware_time(value: Any) -> datetime | None:
-    """An aware datetime from event data, or None."""
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str):
+    """An aware datetime from event data (ISO 8601 text with a UTC offset) in the times' range, or None.
+
+    The vocabulary accepts the times this reads, and only those; anything
+    else the log holds (written by a store without the flow projection) is
+    not a time to the fold.
+    """
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return None
+    elif isinstance(value, datetime):
+        moment = value
+    else:
         return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
+    if moment.utcoffset() is None or not EARLIEST_TIME <= moment < LATEST_TIME:
         return None
-    return moment if moment.tzinfo is not None else None
+    return moment
 
 
 def _json_copy(value: Any) -> Any:

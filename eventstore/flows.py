@@ -14,7 +14,7 @@ import pydantic
 
 from .checks import validation_message
 from .events import Event, EventRegistry
-from .flow_fold import aware_time
+from .flow_fold import EARLIEST_TIME, LATEST_TIME, aware_time
 
 # -- flow ------------------------------------------------------------------
 
@@ -168,9 +168,24 @@ class GateRejected(Event):
 # -- leases and decisions ------------------------------------------------------
 
 
+def _fold_time(value: Any) -> datetime:
+    """A time as the fold reads it (``aware_time``): what it would not read is refused, not dropped."""
+    moment = aware_time(value)
+    if moment is None:
+        raise ValueError(
+            f"not an ISO 8601 time with a timezone, from {EARLIEST_TIME.date()} "
+            f"to before {LATEST_TIME.date()} in UTC"
+        )
+    return moment
+
+
+AwareTime = Annotated[datetime, pydantic.BeforeValidator(_fold_time)]
+"""A time the read models keep on both backends: aware, within ``EARLIEST_TIME`` .. ``LATEST_TIME``."""
+
+
 class LeaseAcquired(Event):
     owner_token: str
-    expires_at: datetime
+    expires_at: AwareTime
     generation: Int32
 
 
@@ -228,8 +243,7 @@ def flow_registry() -> EventRegistry:
 
 
 def _aware(value: str) -> str:
-    if aware_time(value) is None:
-        raise ValueError("not an ISO 8601 time with a timezone")
+    _fold_time(value)
     return value
 
 

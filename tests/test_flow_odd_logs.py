@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
+import pydantic
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
 from eventstore import FlowExists, InvalidEvent, InvalidInput, NewEvent
 from eventstore.cli import main
+from eventstore.exchange import export_events, import_events
 from eventstore.flow_fold import FLOW_STATUSES, FlowView
-from eventstore.flows import FlowAdvanced, FlowStarted, StepScheduled
+from eventstore.flows import FlowAdvanced, FlowStarted, LeaseAcquired, StepScheduled
 from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, rebuild
 
 from .conftest import Target
@@ -36,7 +39,22 @@ MALFORMED_FORKS = {
     },
     "steps not a mapping": {"flow": ORIGIN, "steps": ["s1"]},
     "names not text": {"flow": {**ORIGIN, "controller_id": 5, "owner_session_key": None}},
+    "times past year 1 or 9999 in UTC": {
+        "flow": {**ORIGIN, "finished_at": "0001-01-01T00:00:00+14:00"},
+        "steps": {"s1": {**STEP, "started_at": "9999-12-31T23:00:00-05:00"}},
+    },
 }
+BAD_TIMES = {  # what the vocabulary refuses, and the fold reads as no time
+    "before year 1 in UTC": "0001-01-01T00:00:00+14:00",
+    "after year 9999 in UTC": "9999-12-31T23:00:00-05:00",
+    "not a time in every zone": "0001-01-01T12:00:00+00:00",
+    "without a timezone": "2030-01-01T12:00:00",
+    "a number": 1893456000,
+}
+
+
+def lease(expires_at: Any) -> NewEvent:
+    return NewEvent("LeaseAcquired", {"owner_token": "w", "generation": 1, "expires_at": expires_at})
 
 
 def test_a_flow_started_by_a_writer_without_the_projection_is_folded_on_its_next_event(
@@ -206,3 +224,37 @@ def test_the_cli_rebuilds_a_log_holding_a_malformed_fork(tmp_path: Any) -> None:
         bare.append("g", [NewEvent("FlowForked", {**FORK, "snapshot": MALFORMED_FORKS["fields missing"]})])
     result = CliRunner().invoke(main, ["--url", url, "rebuild", "--json"])
     assert (result.exit_code, result.exception) == (0, None)
+
+
+@pytest.mark.parametrize("expires_at", BAD_TIMES.values(), ids=BAD_TIMES.keys())
+def test_a_lease_time_the_read_models_cannot_keep_is_refused(target: Target, expires_at: Any) -> None:
+    with target.open(projections=[FlowProjection()]) as store:
+        with pytest.raises(
+            InvalidEvent, match="LeaseAcquired data fails validation: expires_at: Value error, not an ISO"
+        ):
+            store.append("f", [NewEvent("FlowStarted", START), lease(expires_at)])
+        assert store.last_position() == 0
+
+
+def test_a_typed_lease_takes_the_same_times() -> None:
+    year_1_in_kiribati = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14)))
+    with pytest.raises(pydantic.ValidationError, match="from 0001-01-02 to before 9999-12-31 in UTC"):
+        LeaseAcquired(owner_token="w", generation=1, expires_at=year_1_in_kiribati)
+    moment = datetime(9999, 12, 30, 23, tzinfo=UTC)
+    assert LeaseAcquired(owner_token="w", generation=1, expires_at=moment).expires_at == moment
+
+
+@pytest.mark.parametrize("expires_at", BAD_TIMES.values(), ids=BAD_TIMES.keys())
+def test_a_lease_time_in_the_log_that_no_read_model_keeps_is_no_time(
+    target: Target, tmp_path: Path, expires_at: Any
+) -> None:
+    with Target(f"sqlite:///{tmp_path / 'bare.db'}").open() as bare:  # validates nothing
+        bare.append("f", [NewEvent("FlowStarted", START), lease(expires_at)])
+        bare.append("g", [NewEvent("FlowStarted", START)])
+        export_events(bare, tmp_path / "log.jsonl")
+    with target.open(projections=[FlowProjection()]) as store:
+        assert import_events(store, tmp_path / "log.jsonl", batch_size=1).events_imported == 3
+        flow = FlowQueries(store).flow("f")
+        assert (flow.lease_owner, flow.lease_generation, flow.lease_expires_at) == ("w", 1, None)
+        FlowService(store).advance("f", state_patch={"n": 1})
+        assert_matches_rebuild(store)
