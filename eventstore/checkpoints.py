@@ -307,18 +307,19 @@ def inclusion_proof(
     """The audit path of an event (its id, or its position) in a checkpoint's tree (default: the latest).
 
     The proof is built from the log as it is now; ``proof.verify(checkpoint)``
-    is what shows the event is the one the checkpoint signed.
+    is what shows the event is the one the checkpoint signed. An event
+    restored from a retention archive is a leaf at its new position and at
+    the one it was pruned from: by its id, it is proved at the new one if the
+    checkpoint covers it, else at the old one.
     """
     checkpoint = checkpoint if checkpoint is not None else get_checkpoint(store)
     with reading(store) as conn:
-        position = _position_of(conn, event)
-        if position > checkpoint.tree_size:
-            raise InvalidInput(
-                f"the event at position {position} is after checkpoint {checkpoint.tree_size}; "
-                "take a newer checkpoint first"
-            )
+        stored = _position_of(conn, event)
+        position = stored
+        if stored > checkpoint.tree_size:
+            position = _earlier_position(conn, event, stored, checkpoint.tree_size)
         flow_id, revision = _where(conn, position)
-        _check_content(store, conn, position)
+        _check_content(store, conn, stored)
         index, size = position - 1, checkpoint.tree_size
 
         def path_of(subtree: Subtree) -> list[bytes]:
@@ -344,6 +345,46 @@ def _position_of(conn: sa.Connection, event: uuid.UUID | str | int) -> int:
     if found is None:
         raise InvalidInput(f"no stored event has id {event_id} (a pruned event is proved by its position)")
     return int(found)
+
+
+def _earlier_position(
+    conn: sa.Connection, event: uuid.UUID | str | int, position: int, tree_size: int
+) -> int:
+    """Where an event stored after ``tree_size`` was before a prune and restore, if the tree covers that.
+
+    Asked by its id, the event is proved there; asked by its position, the
+    caller is told which position to ask for.
+    """
+    earlier = _pruned_position(conn, position, tree_size)
+    if earlier is not None and not isinstance(event, int):
+        return earlier
+    hint = (
+        "take a newer checkpoint first"
+        if earlier is None
+        else f"it was restored from position {earlier}, which the checkpoint covers: prove position "
+        f"{earlier} (or the event by its id)"
+    )
+    raise InvalidInput(f"the event at position {position} is after checkpoint {tree_size}; {hint}")
+
+
+def _pruned_position(conn: sa.Connection, position: int, tree_size: int) -> int | None:
+    """The first position up to ``tree_size`` at which the stored event at ``position`` was pruned, if any.
+
+    A restore appends a pruned flow's events again, at new positions; the
+    leaves of their old ones stay in ``pruned_events`` with the same hash.
+    """
+    pruned = pruned_events.c
+    same_event = sa.and_(
+        pruned.flow_id == flow_events.c.flow_id,
+        pruned.revision == flow_events.c.revision,
+        pruned.hash == flow_events.c.hash,
+    )
+    found = conn.execute(
+        sa.select(sa.func.min(pruned.position))
+        .select_from(flow_events.join(pruned_events, same_event))
+        .where(flow_events.c.position == position, pruned.position <= tree_size)
+    ).scalar()
+    return None if found is None else int(found)
 
 
 def _check_content(store: EventStore, conn: sa.Connection, position: int) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ from eventstore import checkpoints as cp
 from eventstore.cli import main
 from eventstore.integrity import chain_hash, format_time
 from eventstore.merkle import root_hash
+from eventstore.retention import restore, run_retention
 from eventstore.serialization import canonical
 
 from .conftest import Target
@@ -25,6 +26,7 @@ from .test_docs import ROOT, extract_blocks
 from .test_tamper import drop_guards, sql
 
 KEY = cp.generate_key()
+START = {"controller_id": "c", "goal": "g", "owner_session_key": "s"}
 
 
 def fill(store: EventStore, flow: str, count: int) -> None:
@@ -155,6 +157,28 @@ class TestProofs:
             cp.inclusion_proof(store, 1, large).verify(small)
         with pytest.raises(InvalidInput, match="after checkpoint 3"):
             cp.inclusion_proof(store, 5, small)
+
+    def test_a_restored_event_is_proved_where_an_older_checkpoint_has_it(
+        self, target: Target, tmp_path: Path
+    ) -> None:
+        now = datetime(2030, 1, 1, tzinfo=UTC)
+        with target.open(clock=lambda: now) as store:
+            store.append("f", [NewEvent("FlowStarted", START), NewEvent("FlowFinished", {})])
+            fill(store, "g", 1)
+            before = cp.take_checkpoint(store, KEY)
+            now += timedelta(days=40)
+            restore(store, run_retention(store, {"finished": 30}, tmp_path).archive_id)
+            first = next(iter(store.read_flow("f")))
+            assert first.position == 4  # appended again; its leaf at position 1 stays
+            proof = cp.inclusion_proof(store, first.event_id, before)
+            assert (proof.leaf_index, proof.leaf.hex(), proof.revision) == (0, first.hash, 1)
+            proof.verify(before)
+            with pytest.raises(InvalidInput, match="after checkpoint 3; it was restored from position 1"):
+                cp.inclusion_proof(store, 4, before)
+            after = cp.take_checkpoint(store, KEY)
+            proof = cp.inclusion_proof(store, first.event_id, after)
+            assert proof.leaf_index == 3
+            proof.verify(after)
 
     def test_a_rewritten_event_fails_its_proofs_and_is_not_signed_over(self, store: EventStore) -> None:
         fill(store, "a", 3)
