@@ -535,8 +535,16 @@ def _snapshot(conn: sa.Connection, tables: Iterable[sa.FromClause]) -> Iterator[
     conn.exec_driver_sql("BEGIN")  # reads are autocommit on SQLite: one transaction holds the snapshot
     try:
         yield
-    finally:
-        conn.exec_driver_sql("ROLLBACK")
+    except Exception:
+        if not conn.invalidated:  # a lost connection is dropped: a ROLLBACK would fail and hide why
+            conn.exec_driver_sql("ROLLBACK")
+        raise
+    except BaseException:
+        # An interruption (a cancelled task) is raised as it is: the read connection rolls back and
+        # drops the connection it cut into (``base.abandon``). A ROLLBACK here would fail on one
+        # SQLAlchemy invalidated, and its error would take the interruption's place.
+        raise
+    conn.exec_driver_sql("ROLLBACK")
 
 
 @contextmanager

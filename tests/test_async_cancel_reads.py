@@ -15,6 +15,7 @@ from sqlalchemy.util import await_only
 
 from eventstore import EventStore, NewEvent
 from eventstore.aio import AsyncEventStore
+from projections import FlowProjection, FlowQueries, FlowService
 
 
 async def cancel_read_at(
@@ -87,5 +88,43 @@ def test_a_cancelled_read_leaves_no_snapshot_for_the_next_reader(
                 assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
                 checkpointer.close()
             del kept
+
+    asyncio.run(main())
+
+
+PAGES: dict[str, Callable[[FlowQueries], Any]] = {
+    "flows": lambda queries: queries.flows(owner="s-1", limit=1),
+    "step_history": lambda queries: queries.step_history("flow-1", limit=1),
+    "sessions": lambda queries: queries.sessions(limit=1),
+    "interrupted": lambda queries: queries.interrupted(limit=1),
+}
+
+
+@pytest.mark.parametrize(
+    ("statement", "times"),
+    [("SELECT count", 1), ("SELECT count", 2), ("ROLLBACK", 1)],
+    ids=["in-the-total", "in-the-total-twice", "in-the-rollback"],
+)
+@pytest.mark.parametrize("page", list(PAGES))
+def test_a_cancelled_page_query_ends_cancelled_and_the_next_one_reads_afresh(
+    tmp_path: Path, page: str, statement: str, times: int
+) -> None:
+    path = tmp_path / "flows.db"
+
+    def start(store: EventStore, flow_id: str) -> None:
+        FlowService(store).start_flow(flow_id, controller_id="c", goal="g", owner_session_key="s-1")
+
+    async def main() -> None:
+        url = f"sqlite:///{path}"
+        async with await AsyncEventStore.open(url, projections=[FlowProjection()], create=True) as store:
+            await store.run(start, store.store, "flow-1")
+            read = PAGES[page]
+            await cancel_read_at(store, statement, lambda s: read(FlowQueries(s)), times=times)
+            with EventStore.open(url, projections=[FlowProjection()]) as other:  # another process
+                start(other, "flow-2")
+            checkpointer = sqlite3.connect(path, isolation_level=None, timeout=0)
+            assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+            checkpointer.close()
+            assert (await store.run(FlowQueries(store.store).flows, owner="s-1")).total == 2
 
     asyncio.run(main())
