@@ -20,14 +20,14 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
 from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
-from .errors import StorageError
+from .errors import InvalidInput, StorageError
 from .events import ANY, AppendResult, Event, ExpectedRevision, NewEvent, RecordedEvent
 
 T = TypeVar("T")
@@ -37,10 +37,31 @@ __all__ = ["AsyncEventStore", "LoopLock", "current_task", "pause", "run", "shiel
 
 
 async def run(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-    """Run synchronous store code whose engine is an async engine's sync face, on this loop."""
+    """Run synchronous store code whose engine is an async engine's sync face, on this loop.
+
+    A call that returns an iterator (``read_all``, ``audit_trail``, ...) is
+    refused (``InvalidInput``): it would read the database as it is iterated,
+    after ``run`` returned, where no database call can await. Consume it
+    inside instead: ``run(lambda: list(store.read_all()))``.
+    """
     if not _GREENLET:
         raise StorageError("eventstore.aio needs greenlet: pip install 'agent-eventstore[asyncio]'")
-    result: T = await greenlet_spawn(call, *args, **kwargs)
+    result: T = await greenlet_spawn(_not_lazy, call, *args, **kwargs)
+    return result
+
+
+def _not_lazy(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    """``call(*args, **kwargs)``, unless it returns an iterator: that is closed unread, and refused."""
+    result = call(*args, **kwargs)
+    if isinstance(result, Iterator):
+        close = getattr(result, "close", None)
+        if callable(close):  # a started generator's clean-up (say, of its connection) can await here
+            close()
+        name = getattr(call, "__qualname__", type(call).__name__)
+        raise InvalidInput(
+            f"{name} returned an iterator, which would read the database outside run (it reads as it is "
+            "iterated): consume it inside, as in run(lambda: list(store.read_all()))"
+        )
     return result
 
 
@@ -126,7 +147,11 @@ class AsyncEventStore:
         return cls(await run(type(store).open, **store.opened_with(), create=False, asynchronous=True))
 
     async def run(self, call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """``call(*args, **kwargs)``, a method of ``store`` or code using it, on this loop."""
+        """``call(*args, **kwargs)``, a method of ``store`` or code using it, on this loop.
+
+        An iterator it returns is refused (``InvalidInput``, see ``run``):
+        ``run(lambda: list(store.read_all()))`` reads it all on the loop.
+        """
         return await run(call, *args, **kwargs)
 
     async def append(

@@ -6,15 +6,16 @@ import asyncio
 import sqlite3
 import sys
 import threading
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.util import await_only
+from sqlalchemy.util.concurrency import in_greenlet
 
-from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
+from eventstore import EventStore, InvalidInput, NewEvent, RecordedEvent, Transaction
 from eventstore.aio import AsyncEventStore, pause, run
 from eventstore.errors import StorageError
 from eventstore.schema import projection_checkpoints as checkpoints
@@ -296,3 +297,31 @@ def test_flow_commands_and_queries_run_on_the_async_driver(target: Target) -> No
             return found
 
     assert asyncio.run(main()) == ("finished", ["completed"] * 3)
+
+
+def test_run_refuses_an_iterator_that_would_read_after_it_returned(target: Target) -> None:
+    cleaned_up_inside_run: list[bool] = []
+
+    def positions(store: EventStore) -> Iterator[int]:
+        try:
+            with store.reading() as conn:
+                yield from conn.exec_driver_sql("SELECT position FROM flow_events").scalars()
+        finally:
+            cleaned_up_inside_run.append(in_greenlet())
+
+    def started(store: EventStore) -> Iterator[int]:
+        rows = positions(store)
+        next(rows)  # it holds a connection now: closed unread, inside run, it lets it go
+        return rows
+
+    async def main() -> None:
+        async with await AsyncEventStore.open(target.url, **{"create": True, **target.options}) as store:
+            await store.append("flow-1", [NewEvent("A", {}), NewEvent("B", {})])
+            held = store.store.engine.pool.checkedout()  # (SQLite's writer stays checked out)
+            for call in (store.store.read_all, lambda: started(store.store)):
+                with pytest.raises(InvalidInput, match=r"returned an iterator.*consume it inside, as in run"):
+                    await store.run(call)
+            assert store.store.engine.pool.checkedout() == held and cleaned_up_inside_run == [True]
+            assert [e.revision for e in await store.run(lambda: list(store.store.read_all()))] == [1, 2]
+
+    asyncio.run(main())
