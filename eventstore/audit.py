@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from .checks import check_count, check_names
+from .checks import check_count, check_names, check_text
 from .errors import EventNotFound, InvalidInput, SessionNotFound
 from .events import AppendResult, RecordedEvent
 from .flows import GateOption
@@ -347,19 +347,35 @@ def find_event(store: EventStore, event_id: uuid.UUID | str) -> RecordedEvent:
     return found
 
 
+def cause_id(event: RecordedEvent) -> uuid.UUID | None:
+    """The event id ``event``'s ``causation_id`` links it to; None if it has none.
+
+    A link is an event id spelled as ``str(uuid)`` spells it (lowercase, with
+    hyphens), as ``caused_by`` writes it. Another spelling of a UUID (upper
+    case, braces, ``urn:uuid:``, no hyphens) is kept in the metadata as it was
+    given, but links nothing: ``effects`` finds links by the stored text (in
+    an index), so ``causes`` follows only what ``effects`` finds.
+    """
+    value = event.metadata.get(CAUSATION_KEY)
+    parsed = _parse_id(value)
+    return parsed if parsed is not None and str(parsed) == value else None
+
+
 def causes(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[RecordedEvent, ...]:
     """What led to an event: its cause, its cause's cause, ... nearest first.
 
-    The chain ends at an event without a ``causation_id``, or whose
-    causation id is not an event in this log (say, a request id from
-    outside): that id is still in the last event's metadata.
+    The chain ends at an event without a link (``cause_id``: no
+    ``causation_id``, or not an event id, say a request id from outside, or
+    one in another spelling), at one whose cause is not an event in this log,
+    at one whose cause is already in the chain (a cycle), or after ``limit``
+    causes. The causation id it ended at is still in the last event's metadata.
     """
     check_count("limit", limit)
     event = find_event(store, event_id)
     chain: list[RecordedEvent] = []
     seen = {event.event_id}
     while len(chain) < limit:
-        parent_id = _parse_id(event.metadata.get(CAUSATION_KEY))
+        parent_id = cause_id(event)
         if parent_id is None or parent_id in seen:
             break
         parent = _by_id(store, parent_id)
@@ -374,8 +390,8 @@ def causes(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -
 def effects(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[Effect, ...]:
     """What an event caused: every event whose causation leads back to it, in log order.
 
-    Walks the causation links forward, breadth first, one indexed query per
-    level (and per 500 causes); stops after ``limit`` events.
+    Walks the causation links (``cause_id``) forward, breadth first, one
+    indexed query per level (and per 500 causes); stops after ``limit`` events.
     """
     check_count("limit", limit)
     root = find_event(store, event_id)
@@ -396,8 +412,7 @@ def effects(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) 
             for event in iter(store.query_events(query)):
                 if event.event_id not in seen:
                     seen.add(event.event_id)
-                    cause = _parse_id(event.metadata.get(CAUSATION_KEY))
-                    children.append(Effect(event, depth, cause or root.event_id))
+                    children.append(Effect(event, depth, cause_id(event) or root.event_id))
         children.sort(key=lambda effect: effect.event.position)
         found.extend(children[: limit - len(found)])
         frontier = [effect.event.event_id for effect in children]
@@ -586,9 +601,10 @@ def _parse_id(value: Any) -> uuid.UUID | None:
 
 
 def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(f"{name} must be a non-empty string, not {value!r}")
-    return value
+    """A non-empty ``check_text``: text both backends compare alike, else ``InvalidInput``."""
+    if isinstance(value, str) and not value:
+        raise InvalidInput(f"{name} must be a non-empty string, not ''")
+    return check_text(name, value)
 
 
 def _plain(value: Any) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,6 +22,7 @@ from eventstore.audit import (
     FailureEntry,
     GateEntry,
     audit_trail,
+    cause_id,
     caused_by,
     causes,
     correlated,
@@ -266,6 +268,20 @@ class TestCausation:
             "correlation_id": str(event.event_id),
         }
 
+    def test_a_causation_id_links_in_the_canonical_spelling_only_both_ways(self, store: EventStore) -> None:
+        root = uuid.uuid4()
+        spellings = [str(root), str(root).upper(), f"{{{root}}}", f"urn:uuid:{root}", root.hex]
+        store.append("f", [NewEvent("Root", {}, event_id=root)])
+        store.append("f", [NewEvent("Child", {"as": s}, metadata={"causation_id": s}) for s in spellings])
+        (linked,) = effects(store, root)
+        assert linked.event.data == {"as": str(root)} and linked.cause == root
+        children = list(store.read_flow("f", from_revision=2))
+        chains = [[e.event_id for e in causes(store, child.event_id)] for child in children]
+        assert chains == [[root], [], [], [], []]
+        assert [cause_id(child) for child in children] == [root, None, None, None, None]
+        assert children[1].metadata == {"causation_id": str(root).upper()}  # kept as it was given
+        assert caused_by(str(root).upper()) == {"causation_id": str(root)}  # writes the spelling that links
+
 
 class TestErrors:
     def test_unknown_flow_session_and_event(self, story: Story) -> None:
@@ -285,6 +301,23 @@ class TestErrors:
             audit_trail(story.store, since=datetime(2030, 1, 1))  # naive
         with pytest.raises(InvalidInput, match="is after"):
             audit_trail(story.store, since=T0 + timedelta(days=1), until=T0)
+
+    @pytest.mark.parametrize("text", ["a\ud800", "a\x00b"], ids=["lone-surrogate", "nul"])
+    def test_text_a_backend_cannot_compare_is_invalid_input_on_every_backend(
+        self, story: Story, text: str
+    ) -> None:
+        calls = {
+            "actor": lambda: audit_trail(story.store, actor=text),
+            "session": lambda: audit_trail(story.store, session=text),
+            "correlation_id": lambda: audit_trail(story.store, correlation_id=text),
+        }
+        for name, call in calls.items():
+            with pytest.raises(InvalidInput, match=f"^{name} must be valid UTF-8 text without NUL"):
+                call()
+        with pytest.raises(InvalidInput, match=r"^session must be valid UTF-8"):
+            session_flows(story.store, text)
+        with pytest.raises(InvalidInput, match=r"^correlation_id must be valid UTF-8"):
+            correlated(story.store, text)
 
     def test_times_outside_the_years_1_to_9999_are_refused_on_every_backend(self, story: Story) -> None:
         plus_14, minus_5 = timezone(timedelta(hours=14)), timezone(timedelta(hours=-5))

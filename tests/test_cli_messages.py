@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
+from eventstore import NewEvent
 from eventstore.checkpoints import generate_key, save_key_pair
 from eventstore.cli import main
 from projections import FlowProjection, FlowService
@@ -104,3 +106,39 @@ class TestCheckpointNotGrown:
         assert out.startswith("the log has not grown since checkpoint 2 (signed by key ")
         assert out.endswith("): nothing new signed\n")
         assert orjson.loads(run(finished, "checkpoint", "--key", str(second), "--json"))["new"] is False
+
+
+@pytest.mark.parametrize("option", ["--actor", "--session", "--correlation"])
+def test_audit_text_no_backend_can_compare_is_a_clean_error(finished: Target, option: str) -> None:
+    out = run(finished, "audit", option, "\udcff", code=1)  # what $'\xff' in a UTF-8 shell becomes
+    assert out.startswith("error: ") and "must be valid UTF-8 text" in out and "Traceback" not in out
+
+
+def _why_cases(ids: list[uuid.UUID]) -> dict[str, tuple[list[str | None], str]]:
+    """Causation ids of events w@1, w@2, w@3 (ids[0..2]), and what --why w@3 says it stopped at."""
+    a, b, c = (str(i) for i in ids)
+    return {
+        "a-cycle": ([None, c, b], f"  ... {c}, which is w@3 again: a cycle"),
+        "itself": ([None, None, c], f"  ... {c}, which is w@3 again: a cycle"),
+        "the-limit": ([None, a, b], f"  ... {a}, not followed: --why follows 1 causes at most"),
+        "an-unknown-id": ([None, None, str(uuid.UUID(int=7))], f"  ... {uuid.UUID(int=7)}, which is not"),
+        "another-spelling": ([None, None, b.upper()], f"  ... {b.upper()}, not followed: a causation id"),
+        "not-an-id": ([None, None, "message-7"], "  ... message-7, which is not an event id"),
+    }
+
+
+@pytest.mark.parametrize("case", list(_why_cases([uuid.uuid4()] * 3)))
+def test_why_says_where_the_walk_back_stopped_and_why(
+    target: Target, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = [uuid.uuid4() for _ in range(3)]
+    causations, said = _why_cases(ids)[case]
+    with target.open() as store:
+        for event_id, causation in zip(ids, causations, strict=True):
+            metadata = {} if causation is None else {"causation_id": causation}
+            store.append("w", [NewEvent("Decided", {}, event_id=event_id)], metadata=metadata)
+    if case == "the-limit":
+        monkeypatch.setattr("eventstore.cli.audit._CAUSES", 1)  # the most causes --why follows, made small
+    lines = run(target, "audit", "--why", "w@3").splitlines()
+    assert lines[2] == "what led to it, nearest first:"
+    assert any(line.startswith(said) for line in lines), lines

@@ -6,6 +6,7 @@ answer for scripts (one JSON object per entry, or one object for ``--why``).
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..audit import (
     GateEntry,
     InterruptEntry,
     audit_trail,
+    cause_id,
     causes,
     effects,
     find_event,
@@ -55,6 +57,7 @@ _LABELS = {
     "InterruptRecorded": "ASKED",
     "ResumeRecorded": "ANSWERED",
 }
+_CAUSES = 1000  # the most causes --why follows back
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
@@ -231,7 +234,7 @@ def _resolve(store: EventStore, ref: str) -> RecordedEvent:
 
 def _explain(store: EventStore, ref: str, as_json: bool) -> None:
     event = _resolve(store, ref)
-    chain = causes(store, event.event_id)
+    chain = causes(store, event.event_id, limit=_CAUSES)
     caused = effects(store, event.event_id)
     if as_json:
         echo_json(
@@ -250,15 +253,48 @@ def _explain(store: EventStore, ref: str, as_json: bool) -> None:
     correlation = event.metadata.get("correlation_id")
     if correlation is not None:
         echo(f"  correlation {printable(correlation)}")
-    echo("what led to it, nearest first:" if chain else "what led to it: nothing recorded (no causation_id)")
+    ended = _chain_end(store, event, chain)
+    if chain or ended is not None:
+        echo("what led to it, nearest first:")
+    else:
+        echo("what led to it: nothing recorded (no causation_id)")
     for cause in chain:
         echo(_event_line(cause, 1))
-    origin = (chain[-1] if chain else event).metadata.get("causation_id")
-    if origin is not None:  # the walk stopped at a cause it could not find
-        echo(f"  ... {printable(origin)}, which is not an event in this log")
+    if ended is not None:
+        echo(f"  ... {ended}")
     echo("what it caused:" if caused else "what it caused: nothing recorded")
     for effect in _tree(event, caused):
         echo(_event_line(effect.event, effect.depth))
+
+
+def _chain_end(store: EventStore, event: RecordedEvent, chain: tuple[RecordedEvent, ...]) -> str | None:
+    """Why the walk back stopped at the last event's causation id (None if it has none)."""
+    last = chain[-1] if chain else event
+    origin = last.metadata.get("causation_id")
+    if origin is None:
+        return None
+    shown = printable(origin)
+    parent = cause_id(last)
+    if parent is None:
+        if isinstance(origin, str) and _spells_uuid(origin):
+            return f"{shown}, not followed: a causation id links as str(uuid) spells it (lowercase, hyphens)"
+        return f"{shown}, which is not an event id"
+    again = next((seen for seen in (event, *chain) if seen.event_id == parent), None)
+    if again is not None:
+        return f"{shown}, which is {printable(again.flow_id)}@{again.revision} again: a cycle"
+    try:
+        find_event(store, parent)
+    except EventNotFound:
+        return f"{shown}, which is not an event in this log"
+    return f"{shown}, not followed: --why follows {_CAUSES} causes at most"  # the walk's only other end
+
+
+def _spells_uuid(text: str) -> bool:
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _event_line(event: RecordedEvent, depth: int) -> str:
