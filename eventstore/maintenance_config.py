@@ -8,6 +8,7 @@ schedule. ``docs/operations.md`` lists the jobs and their defaults.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
@@ -23,6 +24,7 @@ from apscheduler.triggers.interval import (  # type: ignore[import-untyped]  # A
 
 from .checks import validation_message
 from .errors import InvalidInput
+from .signing import load_signing_key
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 """Interval schedules count from here, not from when a process started, so every
@@ -54,13 +56,77 @@ _AROUND = timedelta(days=2)
 """More than any change of a zone's offset (Samoa skipped a whole day in 2011)."""
 
 
+_CRONTAB_WEEKDAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+"""Crontab's day-of-week numbers: 0 (and 7) is Sunday. APScheduler 3 counts from Monday: it is given names."""
+_WEEKDAY_TERM = re.compile(r"(?:\*|(?P<first>\w+)(?:-(?P<last>\w+))?)(?:/(?P<step>\d+))?", re.ASCII)
+
+
+def crontab_triggers(expression: str) -> tuple[CronTrigger, ...]:
+    """APScheduler ``CronTrigger``s (in UTC) that together match what crontab matches; a run is the earliest.
+
+    ``CronTrigger.from_crontab`` in APScheduler 3 is not crontab: it reads a
+    day-of-week number from Monday (0 = Monday, 7 refused), and it requires
+    both the day of month and the day of week to match. Crontab counts from
+    Sunday (0 and 7), and when both day fields are restricted (neither starts
+    with ``*``) a day matching either runs: that is two triggers here.
+    """
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"Wrong number of fields; got {len(fields)}, expected 5")
+    minute, hour, day, month, weekday = fields
+    weekdays = _crontab_weekdays(weekday)
+
+    def trigger(day: str, day_of_week: str) -> CronTrigger:
+        return CronTrigger(
+            minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone=UTC
+        )
+
+    if day.startswith("*") or weekday.startswith("*"):
+        return (trigger(day, weekdays),)
+    return (trigger(day, "*"), trigger("*", weekdays))
+
+
+def _crontab_weekdays(field: str) -> str:
+    """Crontab's day-of-week field (numbers, names, ranges, steps, lists) as APScheduler weekday names."""
+    days: set[int] = set()
+    for term in field.lower().split(","):
+        match = _WEEKDAY_TERM.fullmatch(term)
+        if match is None:
+            raise ValueError(f"day of week {term!r}: give 0-7 (0 and 7 are Sunday) or sun-sat")
+        first, last, step = match["first"], match["last"], int(match["step"] or 1)
+        low = 0 if first is None else _crontab_weekday(first)
+        # `*` and `N/step` run to the week's end, 7; so does a range ending on Sunday (`fri-sun`)
+        to_the_end = first is None or (last is None and match["step"]) or last == "sun"
+        high = 7 if to_the_end else _crontab_weekday(last or first)
+        if low > high or step < 1:
+            raise ValueError(f"day of week {term!r}: not a range of days")
+        days.update(number % 7 for number in range(low, high + 1, step))
+    if len(days) == len(_CRONTAB_WEEKDAYS):
+        return "*"
+    return ",".join(_CRONTAB_WEEKDAYS[number] for number in sorted(days))
+
+
+def _crontab_weekday(token: str) -> int:
+    if token.isdigit() and int(token) <= 7:
+        return int(token)
+    if token in _CRONTAB_WEEKDAYS:
+        return _CRONTAB_WEEKDAYS.index(token)
+    raise ValueError(f"day of week {token!r}: give 0-7 (0 and 7 are Sunday) or sun-sat")
+
+
+def _first_run(triggers: tuple[CronTrigger, ...], start: datetime) -> datetime | None:
+    """The earliest time at or after ``start`` that any of ``triggers`` matches."""
+    found = [run for trigger in triggers if (run := trigger.get_next_fire_time(None, start)) is not None]
+    return min(found, default=None)
+
+
 class ZonedCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no hints
     """A crontab schedule read on the wall clock of ``zone``: each matching wall time runs once.
 
     APScheduler 3's ``CronTrigger`` in a zone with daylight saving time can
     give the same run time again and again in the hour repeated in autumn
     (its scheduler then never moves on). Here the fields are matched against
-    wall-clock time by a ``CronTrigger`` in UTC, which has no such hour, and
+    wall-clock time by ``crontab_triggers`` in UTC, which has no such hour, and
     each matching wall time is mapped to one instant:
 
     * a wall time that happens twice (autumn) runs at its first occurrence;
@@ -75,16 +141,19 @@ class ZonedCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no hint
     def __init__(self, expression: str, zone: tzinfo) -> None:
         self.expression = expression
         self.zone = zone
-        self._walls = CronTrigger.from_crontab(expression, timezone=UTC)
+        self._walls = crontab_triggers(expression)
 
     def __str__(self) -> str:
         return f"cron[{self.expression}, {self.zone}]"
 
     def get_next_fire_time(self, previous_fire_time: datetime | None, now: datetime) -> datetime | None:
-        """APScheduler's question: the first run after ``previous_fire_time``, else at or after ``now``."""
-        start = (
-            now if previous_fire_time is None else min(now, previous_fire_time + timedelta(microseconds=1))
-        )
+        """APScheduler's question: the first run after ``previous_fire_time``, else at or after ``now``.
+
+        Strictly after: APScheduler's scheduler asks again with the time it was
+        given until the answer is later than ``now``, so giving back
+        ``previous_fire_time`` when ``now`` equals it would never end.
+        """
+        start = now if previous_fire_time is None else previous_fire_time + timedelta(microseconds=1)
         return self.next_run(start)  # in UTC: times of the repeated hour compare unequal across zones
 
     def next_run(self, moment: datetime) -> datetime | None:
@@ -122,7 +191,7 @@ class ZonedCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no hint
 
     def _run_from(self, wall: datetime) -> datetime | None:
         """The instant of the first matching wall time at or after ``wall`` (naive, in the zone)."""
-        found = self._walls.get_next_fire_time(None, wall.replace(tzinfo=UTC))
+        found = _first_run(self._walls, wall.replace(tzinfo=UTC))
         return None if found is None else self._instant(found.replace(tzinfo=None))
 
     def _instant(self, wall: datetime) -> datetime:
@@ -150,10 +219,14 @@ class JobConfig(_Model):
     its lease before another process may take the job over.
     """
 
-    every: float | None = pydantic.Field(default=None, ge=MIN_EVERY, le=MAX_EVERY, allow_inf_nan=False)
+    every: float | None = pydantic.Field(
+        default=None, ge=MIN_EVERY, le=MAX_EVERY, allow_inf_nan=False, strict=True
+    )
     cron: str | None = None
-    enabled: bool = True
-    lease_seconds: float = pydantic.Field(default=600.0, ge=MIN_LEASE, le=MAX_LEASE, allow_inf_nan=False)
+    enabled: bool = pydantic.Field(default=True, strict=True)
+    lease_seconds: float = pydantic.Field(
+        default=600.0, ge=MIN_LEASE, le=MAX_LEASE, allow_inf_nan=False, strict=True
+    )
 
     @pydantic.model_validator(mode="after")
     def _one_schedule(self) -> JobConfig:
@@ -161,7 +234,7 @@ class JobConfig(_Model):
             raise ValueError("give `every` or `cron`, not both")
         if self.cron is not None:
             try:
-                first = CronTrigger.from_crontab(self.cron, timezone=UTC).get_next_fire_time(None, EPOCH)
+                first = _first_run(crontab_triggers(self.cron), EPOCH)
             except ValueError as exc:
                 raise ValueError(f"not a crontab expression: {self.cron!r} ({exc})") from exc
             if first is None or first > EPOCH + CRON_HORIZON:
@@ -221,21 +294,32 @@ class SweeperPolicy(_Model):
 
     on_expired: Literal["time_out", "fail", "retry"] = "time_out"
     reason: str = "lease expired: the worker stopped renewing it"
-    batch_size: int = pydantic.Field(default=500, ge=1, le=1000)
+    batch_size: int = pydantic.Field(default=500, ge=1, le=1000, strict=True)
 
 
 class SnapshotPolicy(_Model):
     """Snapshot flows every ``every`` revisions (as ``eventstore.timetravel.state_at`` does)."""
 
-    every: int = pydantic.Field(default=1000, ge=1)
+    every: int = pydantic.Field(default=1000, ge=1, strict=True)
 
 
 class IntegrityPolicy(_Model):
     """Incremental chain verification; a signed checkpoint after it when a key is configured."""
 
-    batch_size: int = pydantic.Field(default=2000, ge=1)
+    batch_size: int = pydantic.Field(default=2000, ge=1, strict=True)
     signing_key_file: Path | None = None
     """An Ed25519 private key (PEM, unencrypted) for ``eventstore.checkpoints``."""
+
+    @pydantic.field_validator("signing_key_file")
+    @classmethod
+    def _a_signing_key(cls, value: Path | None) -> Path | None:
+        """Read the key now, so a missing or unusable file is refused at load, not at every run."""
+        if value is not None:
+            try:
+                load_signing_key(value)
+            except InvalidInput as exc:
+                raise ValueError(str(exc)) from exc
+        return value
 
 
 KeepDays = Annotated[float, pydantic.Field(ge=0, le=MAX_KEEP_DAYS, allow_inf_nan=False, strict=True)]
@@ -248,7 +332,7 @@ class RetentionConfig(_Model):
         default_factory=dict
     )
     archive_dir: Path = Path("archives")
-    max_flows: int = pydantic.Field(default=10_000, ge=1)
+    max_flows: int = pydantic.Field(default=10_000, ge=1, strict=True)
     """Flows pruned at most per run, the oldest first."""
 
     @pydantic.field_validator("keep_days")
@@ -270,7 +354,7 @@ class BackupPolicy(_Model):
     """Where the ``backup`` job writes SQLite backups, and how many it keeps."""
 
     directory: Path | None = None
-    keep: int = pydantic.Field(default=7, ge=1)
+    keep: int = pydantic.Field(default=7, ge=1, strict=True)
 
 
 class MaintenanceConfig(_Model):
@@ -289,7 +373,7 @@ class MaintenanceConfig(_Model):
     def _known_zone(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # OSError: "America" is a directory
             raise ValueError(f"unknown time zone {value!r}") from exc
         return value
 
