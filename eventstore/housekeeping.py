@@ -9,6 +9,7 @@ checkpointer folds the WAL itself, its file checks are data checksums and
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 import time
 from collections.abc import Callable
@@ -94,7 +95,8 @@ def backup(
 
     Writers carry on meanwhile: the copy is one consistent snapshot (one read
     transaction on the WAL, held across the copy's steps, so their writes
-    never restart it). It is written beside ``path`` and renamed into place
+    never restart it). It is written beside ``path`` (as ``path.<random>.partial``,
+    so no existing file is touched) and renamed into place
     once SQLite's ``quick_check`` passes on it, so ``path`` never holds a
     partial copy. An existing ``path`` is refused. ``progress(remaining,
     total)`` is called with page counts after each step of
@@ -106,9 +108,7 @@ def backup(
         raise InvalidInput(f"{target} exists; back up to a new file")
     if target.resolve() == source.resolve():
         raise InvalidInput("a backup cannot overwrite the database it copies")
-    partial = target.with_name(target.name + ".partial")
-    with suppress(OSError):  # a read-only disk: connecting below fails and says so
-        partial.unlink(missing_ok=True)
+    partial = _unused_name(target)
     started = time.perf_counter()
     try:
         with closing(sqlite3.connect(source, timeout=30.0)) as src, closing(sqlite3.connect(partial)) as dst:
@@ -134,3 +134,11 @@ def backup(
         with suppress(OSError):  # cleaning up must not hide why the backup failed
             partial.unlink(missing_ok=True)
     return Backup(target, pages, target.stat().st_size, time.perf_counter() - started)
+
+
+def _unused_name(target: Path) -> Path:
+    """Where to write the copy: ``PATH.<random>.partial``, never a file that is there (someone's own)."""
+    while True:
+        partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")
+        if not partial.exists():
+            return partial

@@ -62,18 +62,24 @@ def verify_since(
     *,
     batch_size: int = 2000,
     on_batch: Callable[[int, list[Problem]], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> IncrementalReport:
     """Check the events at positions after ``after_position``, up to the current last position.
 
     ``on_batch(position, problems)`` is called after each batch, with the
     position checked up to and that batch's problems, before the next is read:
-    record the problems there before remembering the position.
+    record the problems there before remembering the position. When
+    ``should_stop()`` turns true it stops before the next batch; the report's
+    ``to_position`` is then the position checked up to.
     """
     head = store.last_position()
     report = IncrementalReport(after_position, head)
     carry: dict[str, StoredRow] = {}  # the last row seen per flow in this run
     cursor = after_position
     while cursor < head:
+        if should_stop is not None and should_stop():
+            report.to_position = cursor
+            break
         page = (
             sa.select(*VERIFY_COLUMNS)
             .where(flow_events.c.position > cursor, flow_events.c.position <= head)

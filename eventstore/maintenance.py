@@ -30,6 +30,7 @@ from apscheduler.schedulers.background import (  # type: ignore[import-untyped] 
 )
 
 from . import job_leases
+from .checks import check_text
 from .errors import InvalidInput, JobLeaseLost
 from .integrity import format_time
 from .job_leases import Claim, JobStatus
@@ -53,6 +54,9 @@ class Job:
     name: str
     run: JobFunction
     default: JobConfig
+
+    def __post_init__(self) -> None:
+        check_label("a maintenance job's name", self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +146,11 @@ class Maintenance:
         self.store = store
         self.config = config if config is not None else MaintenanceConfig()
         self.clock: Clock = clock if clock is not None else store.clock
-        self.owner = owner or f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.owner = (
+            check_label("owner", owner)
+            if owner is not None
+            else f"{socket.gethostname()[:60]}:{os.getpid()}:{secrets.token_hex(4)}"
+        )
         self.catch_up = list(catch_up)
         self.signing_key = signing_key
         self.retention_policy = retention_policy
@@ -236,17 +244,24 @@ class Maintenance:
             error=result.error,
             result=result.details,
         )
-        if not kept:
-            log.warning(
-                "maintenance: %s ran past its lease; another process may have run it too", result.name
-            )
-        return result
+        if kept:
+            return result
+        log.warning("maintenance: %s ran past its lease; another process may have run it too", result.name)
+        lost = f"maintenance job {result.name!r}: the lease of {held.owner!r} expired before the run ended"
+        if result.error is not None:
+            lost += f"; the run {result.status}: {result.error}"
+        return JobResult(result.name, "lost", result.details, error=lost)
 
     def _why_not(self, name: str) -> str:
         row = next((s for s in self.status() if s.name == name), None)
         now = format_time(self.clock())
-        if row is not None and row.owner is not None and (row.lease_until or "") > now:
-            return f"running in {row.owner} until {row.lease_until}"
+        if row is not None and row.owner is not None:
+            if (row.lease_until or "") > now:
+                return f"running in {row.owner} until {row.lease_until}"
+            return (
+                f"the run for this period ({row.period}) in {row.owner} stopped without finishing "
+                f"(its lease expired at {row.lease_until}); the next period runs it"
+            )
         return f"already ran for this period ({row.period if row else '?'})"
 
     def _job(self, name: str) -> Job:
@@ -301,6 +316,17 @@ class Maintenance:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.shutdown()
+
+
+MAX_LABEL_LENGTH = 100
+"""The longest job name or owner: ``maintenance_jobs.name`` and ``owner`` are ``VARCHAR(100)``."""
+
+
+def check_label(what: str, value: object) -> str:
+    """A job name or owner every backend stores alike: 1 to 100 characters of UTF-8 text without NUL."""
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_LABEL_LENGTH:
+        raise InvalidInput(f"{what} must be 1 to {MAX_LABEL_LENGTH} characters, not {value!r}")
+    return check_text(what, value)
 
 
 def _log_error(what: str, exc: Exception) -> None:

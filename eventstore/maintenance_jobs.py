@@ -54,6 +54,17 @@ def builtin_jobs() -> list[Job]:
     return [Job(name, functions[name], DEFAULT_JOBS[name]) for name in DEFAULT_JOBS]
 
 
+class _Stopped(Exception):  # control flow: the service is shutting down
+    """Raised from a progress hook to end a job early (``_renew_or_stop``)."""
+
+
+def _renew_or_stop(ctx: JobContext) -> None:
+    """A progress hook's turn: stop the job if the service is shutting down, else keep its lease."""
+    if ctx.stopping:
+        raise _Stopped
+    ctx.renew_if_due()
+
+
 def _skip(reason: str) -> Exception:
     from .maintenance import JobSkipped
 
@@ -178,7 +189,13 @@ def integrity(ctx: JobContext) -> dict[str, Any]:
             found.extend(problems)
         ctx.renew(position=position)
 
-    report = verify_since(ctx.store, start, batch_size=ctx.config.integrity.batch_size, on_batch=batch_done)
+    report = verify_since(
+        ctx.store,
+        start,
+        batch_size=ctx.config.integrity.batch_size,
+        on_batch=batch_done,
+        should_stop=lambda: ctx.stopping,
+    )
     if found:
         raise IntegrityViolation(
             f"{len(found)} integrity problem(s) among positions {start + 1} to {report.to_position}, "
@@ -189,6 +206,8 @@ def integrity(ctx: JobContext) -> dict[str, Any]:
         "to_position": report.to_position,
         "events_checked": report.events_checked,
     }
+    if ctx.stopping:  # shutting down: no checkpoint
+        return {**details, "stopped": True}  # the next run goes on from the position reached
     checkpoint = _sign_checkpoint(ctx)
     if checkpoint is not None:
         details["checkpoint"] = checkpoint
@@ -248,11 +267,18 @@ def scheduled_backup(ctx: JobContext) -> dict[str, Any]:
         raise _skip("online backup is for SQLite; back PostgreSQL up with pg_dump")
     policy.directory.mkdir(parents=True, exist_ok=True)
     name = f"eventstore-{ctx.now().astimezone(UTC):{BACKUP_TIME}}Z.db"
-    made = backup(ctx.store, policy.directory / name, progress=lambda _left, _total: ctx.renew_if_due())
-    copies = sorted(
-        _backups_in(policy.directory, live=sqlite_file(ctx.store, "backup", instead=PG_DUMP_ADVICE))
+    try:
+        made = backup(ctx.store, policy.directory / name, progress=lambda _left, _total: _renew_or_stop(ctx))
+    except _Stopped:
+        return {"path": None, "stopped": True}  # the half-made copy is deleted; the next period backs up
+    live = sqlite_file(ctx.store, "backup", instead=PG_DUMP_ADVICE)
+    # The copy just made counts as the newest, whatever the stamps of the others (a clock ahead).
+    older = sorted(
+        (taken, path)
+        for taken, path in _backups_in(policy.directory, live=live)
+        if path.name != made.path.name
     )
-    removed = [path for _taken, path in copies[: max(0, len(copies) - policy.keep)]]
+    removed = [path for _taken, path in older[: max(0, len(older) + 1 - policy.keep)]]
     for old in removed:
         old.unlink()
     return {"path": str(made.path), "bytes": made.bytes, "removed": [p.name for p in removed]}
@@ -289,14 +315,17 @@ def retention(ctx: JobContext) -> dict[str, Any]:
     policy = ctx.service.retention_policy
     if policy is None:
         policy = dict(config.keep_days)
-    report = module.run_retention(
-        ctx.store,
-        policy,
-        config.archive_dir,
-        pruners=[prune_flow_read_models],
-        max_flows=config.max_flows,
-        progress=lambda _progress: ctx.renew_if_due(),  # a long run keeps its lease
-    )
+    try:
+        report = module.run_retention(
+            ctx.store,
+            policy,
+            config.archive_dir,
+            pruners=[prune_flow_read_models],
+            max_flows=config.max_flows,
+            progress=lambda _progress: _renew_or_stop(ctx),  # a long run keeps its lease
+        )
+    except _Stopped:  # an archive written or verified is finished by the next run, as after a crash
+        return {"stopped": True}
     return summary(report)
 
 

@@ -51,7 +51,7 @@ class TestBackup:
         record_some(sqlite_store)
         done = backup(sqlite_store, tmp_path / "copy.db")
         assert done.path == tmp_path / "copy.db" and done.bytes > 100_000
-        assert not (tmp_path / "copy.db.partial").exists()
+        assert not list(tmp_path.glob("*.partial"))
         with EventStore.open(f"sqlite:///{done.path}", create=False) as copy:
             assert list(copy.read_all()) == list(sqlite_store.read_all())
             report = copy.verify()
@@ -62,6 +62,14 @@ class TestBackup:
         with pytest.raises(InvalidInput, match="exists; back up to a new file"):
             backup(sqlite_store, tmp_path / "taken.db")
         assert (tmp_path / "taken.db").read_text() == "precious"
+
+    def test_a_file_named_like_its_partial_copy_is_left_alone(
+        self, sqlite_store: EventStore, tmp_path: Path
+    ) -> None:
+        (tmp_path / "copy.db.partial").write_text("my notes, not a backup")
+        backup(sqlite_store, tmp_path / "copy.db")
+        assert (tmp_path / "copy.db.partial").read_text() == "my notes, not a backup"
+        assert sorted(p.name for p in tmp_path.glob("copy.db*")) == ["copy.db", "copy.db.partial"]
 
     def test_writers_carry_on_between_its_steps_and_are_not_in_the_copy(
         self, sqlite_store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

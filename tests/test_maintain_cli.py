@@ -166,6 +166,26 @@ class TestMaintain:
         assert "running, held by host-b:4242:x until " in text
         assert text.count("held by") == 1
 
+    def test_status_does_not_call_a_holder_whose_lease_expired_running(self, target: Target) -> None:
+        with freeze_time("2030-01-01 12:00") as clock:
+            with target.open() as store:
+                now = store.clock()
+                assert claim(store, "snapshots", "host-b:4242:x", now=now, lease_seconds=600, period=now)
+            clock.tick(timedelta(minutes=10))
+            text = run(target, "maintain", "--status")
+            (line,) = [
+                orjson.loads(o)
+                for o in run(target, "maintain", "--status", "--json").splitlines()
+                if '"snapshots"' in o
+            ]
+        assert "held by" not in text and "running" not in text
+        assert "lease expired at 2030-01-01T12:10:00.000000Z: host-b:4242:x stopped without finishing" in text
+        assert (line["last_status"], line["held_by"], line["expired_holder"]) == (
+            "expired",
+            None,
+            "host-b:4242:x",
+        )
+
     def test_a_bad_config_file_is_a_clean_error(self, target: Target, tmp_path: Path) -> None:
         config = tmp_path / "m.toml"
         config.write_text("[sweeper]\non_expired = 'explode'\n")

@@ -68,6 +68,17 @@ class TestSchedules:
         with pytest.raises(InvalidInput, match="needs \\[backup\\] directory"):
             MaintenanceConfig.parse({"jobs": {"backup": {"enabled": True}}})
 
+    @pytest.mark.parametrize("owner", ["o" * 101, "a\x00b", ""])
+    def test_an_owner_no_backend_stores_alike_is_refused(self, store: EventStore, owner: str) -> None:
+        with pytest.raises(InvalidInput, match="owner must be"):
+            Maintenance(store, owner=owner)
+        assert Maintenance(store, owner="o" * 100).run_once("integrity").status == "ok"
+
+    @pytest.mark.parametrize("name", ["j" * 101, "a\x00b", ""])
+    def test_a_job_name_no_backend_stores_alike_is_refused(self, name: str) -> None:
+        with pytest.raises(InvalidInput, match="a maintenance job's name must be"):
+            Job(name, lambda ctx: None, JobConfig(every=60))
+
 
 class TestJobLeases:
     def test_each_period_runs_once_across_services(self, target: Target) -> None:
@@ -88,6 +99,15 @@ class TestJobLeases:
             clock.move_to(NOON + timedelta(minutes=10))
             assert service.run_once("record").status == "ok"
 
+    def test_a_period_whose_run_died_is_not_said_to_have_run(self, store: EventStore) -> None:
+        service = Maintenance(store, jobs=[RECORDER], clock=lambda: NOON + timedelta(minutes=10))
+        assert claim(store, "record", "dead", now=NOON, lease_seconds=600, period=NOON) is not None
+        skipped = service.run_once("record", period=NOON)
+        assert skipped.status == "skipped" and "already ran" not in skipped.details["reason"]
+        assert skipped.details["reason"].startswith(
+            "the run for this period (2030-01-01T12:00:00.000000Z) in dead"
+        )
+
     def test_renewing_a_lease_taken_over_is_lease_lost(self, store: EventStore) -> None:
         held = claim(store, "record", "slow", now=NOON, lease_seconds=60, period=NOON)
         later = NOON + timedelta(minutes=2)
@@ -95,6 +115,23 @@ class TestJobLeases:
         with pytest.raises(JobLeaseLost, match="now held by 'new'") as lost:
             renew(store, held, now=later, lease_seconds=60)
         assert (lost.value.job, lost.value.owner) == ("record", "slow")
+
+    def test_a_run_taken_over_without_renewing_is_lost(self, target: Target) -> None:
+        now = [NOON]
+        with target.open(clock=lambda: now[0]) as first, target.open(clock=lambda: now[0]) as second:
+            other = Maintenance(second, jobs=[Job("slow", lambda ctx: {"by": "B"}, JobConfig(every=3600))])
+
+            def outlive_the_lease(ctx: JobContext) -> dict[str, str]:
+                now[0] += timedelta(seconds=120)
+                assert other.run_once("slow").status == "ok"  # B takes the expired lease over
+                return {"by": "A"}
+
+            slow = Job("slow", outlive_the_lease, JobConfig(every=3600, lease_seconds=60))
+            result = Maintenance(first, jobs=[slow], owner="A").run_once("slow")
+            assert (result.status, result.details) == ("lost", {"by": "A"})
+            assert "the lease of 'A' expired before the run ended" in (result.error or "")
+            (row,) = [row for row in other.status() if row.name == "slow"]
+            assert row.last_result == {"by": "B"}
 
     def test_a_summary_with_non_string_keys_is_recorded(self, store: EventStore) -> None:
         def tally(ctx: JobContext) -> dict[object, object]:

@@ -223,3 +223,16 @@ class TestBackupJob:
         assert kept.name == "eventstore-20261101T061500000000Z.db"
         with EventStore.open(f"sqlite:///{kept}", create=False) as copy:
             assert copy.last_position() == 2
+
+    def test_the_copy_just_made_is_kept_beside_one_stamped_by_a_clock_ahead(self, tmp_path: Path) -> None:
+        now = [utc("2030-01-02T00:00")]  # a run on a clock a day ahead
+        with EventStore.open(f"sqlite:///{tmp_path / 'live.db'}", clock=lambda: now[0]) as store:
+            service = Maintenance(store, backup_config(tmp_path / "b", keep=1))
+            store.append("f", [NewEvent("Noted", {})])
+            assert service.run_once("backup").status == "ok"
+            now[0] = utc("2030-01-01T01:00")  # the clock put right: tonight's backup
+            store.append("f", [NewEvent("Noted", {})])
+            result = service.run_once("backup")
+        assert result.details["removed"] == ["eventstore-20300102T000000000000Z.db"]
+        (kept,) = (tmp_path / "b").iterdir()
+        assert str(kept) == result.details["path"]

@@ -186,20 +186,24 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
     from ..job_leases import CLOCK_AHEAD
 
     rows = {row.name: row for row in service.status()}
+    now = format_time(service.clock())
     ahead = format_time(service.clock() + CLOCK_AHEAD)
     for name in service.jobs:
         settings = service.settings(name)
         schedule = f"every {settings.every:g}s" if settings.every is not None else f"cron {settings.cron}"
         row = rows.get(name)
+        # A holder whose lease ran out is not running it: it died (or hangs) and the job is free.
+        expired = row is not None and row.owner is not None and (row.lease_until or "") <= now
         line: dict[str, Any] = {
             "job": name,
             "enabled": settings.enabled,
             "schedule": schedule,
             "next_run": service.next_run_time(name),
-            "last_status": row.last_status if row else None,
+            "last_status": "expired" if expired else (row.last_status if row else None),
             "last_started": row.last_started if row else None,
             "last_finished": row.last_finished if row else None,
-            "held_by": row.owner if row else None,
+            "held_by": row.owner if row and not expired else None,
+            "expired_holder": row.owner if row and expired else None,
             "last_error": row.last_error if row else None,
             "last_position": row.last_position if row else 0,
             "period": row.period if row else None,
@@ -217,8 +221,13 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
         else:
             next_run = f"next {line['next_run'].astimezone(UTC):%Y-%m-%d %H:%M:%S}"
         echo(printable(f"{name:<16} {schedule:<22} {next_run:<25} {state:<8} {when}"))
-        if row is not None and row.owner:
-            echo(f"{'':<16} running, held by {printable(row.owner)} until {row.lease_until}")
+        if row is not None and line["held_by"]:
+            echo(f"{'':<16} running, held by {printable(row.owner or '')} until {row.lease_until}")
+        elif row is not None and expired:
+            echo(
+                f"{'':<16} lease expired at {row.lease_until}: {printable(row.owner or '')} "
+                "stopped without finishing; the next run takes the job over"
+            )
         if row is not None and line["clock_ahead"]:
             echo(
                 f"{'':<16} clock ahead? last started {row.last_started}, later than this host's clock "
