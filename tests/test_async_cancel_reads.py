@@ -5,23 +5,32 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 from sqlalchemy.util import await_only
 
 from eventstore import EventStore, NewEvent
 from eventstore.aio import AsyncEventStore
+from eventstore.integrations.langgraph import EventStoreSaver
 from projections import FlowProjection, FlowQueries, FlowService
 
 
 async def cancel_read_at(
     store: AsyncEventStore, statement: str, read: Callable[[EventStore], Any], *, times: int
 ) -> BaseException:
-    """Run ``read`` and cancel it ``times`` while SQLite runs its ``statement``; return what it raised.
+    """Run ``read`` and cancel it ``times`` while SQLite runs its ``statement``; return what it raised."""
+    return await cancel_at(store, statement, lambda: store.run(read, store.store), times=times)
+
+
+async def cancel_at(
+    store: AsyncEventStore, statement: str, start: Callable[[], Awaitable[Any]], *, times: int
+) -> BaseException:
+    """Await ``start()`` and cancel it ``times`` while SQLite runs ``statement`` on ``store``'s engine.
 
     Every read connection checked out is traced: SQLite calls the callback on
     aiosqlite's thread as the statement starts, so the read is awaiting it.
@@ -41,7 +50,7 @@ async def cancel_read_at(
 
     await store.run(store.store.engine.pool.dispose)  # the read gets a connection of its own
     sa.event.listen(store.store.engine, "checkout", traced)
-    task = asyncio.ensure_future(store.run(read, store.store))
+    task = asyncio.ensure_future(start())
     try:
         await asyncio.wait_for(reached.wait(), timeout=30)
         for _ in range(times):
@@ -126,5 +135,44 @@ def test_a_cancelled_page_query_ends_cancelled_and_the_next_one_reads_afresh(
             assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
             checkpointer.close()
             assert (await store.run(FlowQueries(store.store).flows, owner="s-1")).total == 2
+
+    asyncio.run(main())
+
+
+SAVER_READS: dict[str, Callable[[EventStoreSaver, Any], Awaitable[Any]]] = {
+    "aget_tuple": lambda saver, config: saver.aget_tuple(config),
+    "alist": lambda saver, config: anext(saver.alist(config)),
+}
+
+
+@pytest.mark.parametrize(
+    ("statement", "times"),
+    [("SELECT thread_id", 1), ("SELECT thread_id", 2), ("ROLLBACK", 1)],
+    ids=["in-the-select", "in-the-select-twice", "in-the-rollback"],
+)
+@pytest.mark.parametrize("read", list(SAVER_READS))
+def test_a_cancelled_checkpoint_read_ends_cancelled_and_the_next_one_reads_afresh(
+    tmp_path: Path, read: str, statement: str, times: int
+) -> None:
+    """The saver reads on the driver cursor: a cancel leaves its connection valid, and read_connection
+    drops it (with or without the snapshot's own ROLLBACK: this holds on both)."""
+    url = f"sqlite:///{tmp_path / 'graph.db'}"
+    thread: Any = {"configurable": {"thread_id": "t", "checkpoint_ns": ""}}
+
+    def checkpoint(n: int) -> Any:
+        return generate_checkpoint(channel_values={"n": n}, channel_versions={"n": n})
+
+    async def main() -> None:
+        async with EventStoreSaver.from_url(url, async_driver=True) as saver:
+            stored = await saver.aput(thread, checkpoint(1), {}, {"n": 1})
+            loop_store = AsyncEventStore(saver._opened[asyncio.get_running_loop()].store)  # on aiosqlite
+            await cancel_at(loop_store, statement, lambda: SAVER_READS[read](saver, stored), times=times)
+            with EventStoreSaver.from_url(url) as other:  # another process
+                newest = other.put(thread, checkpoint(2), {}, {"n": 2})
+            checkpointer = sqlite3.connect(tmp_path / "graph.db", isolation_level=None, timeout=0)
+            assert checkpointer.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] == 0
+            checkpointer.close()
+            latest = await saver.aget_tuple(thread)
+            assert latest is not None and latest.config == newest
 
     asyncio.run(main())

@@ -15,12 +15,13 @@ import pytest
 import sqlalchemy as sa
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 
-from eventstore import RecordedEvent, StoreClosed
+from eventstore import ConnectionLost, RecordedEvent, StoreClosed
 from eventstore.aio import AsyncEventStore
 from eventstore.events import NewEvent
 from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
 from projections import Projection
 from projections.langgraph import LangGraphProjection
+from projections.langgraph_queries import LangGraphQueries
 from tests.conftest import Target
 
 
@@ -314,3 +315,29 @@ def test_aclose_waits_for_the_loops_calls_under_way_and_leaks_no_connection(targ
         gc.collect()
     assert all(isinstance(exc, StoreClosed) for exc in ended), ended
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+@pytest.mark.parametrize("async_driver", [True, False], ids=["async-driver", "worker-thread"])
+def test_a_read_whose_sqlite_connection_died_reports_it_lost_and_the_next_read_works(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, async_driver: bool
+) -> None:
+    """Not a "cannot rollback" StorageError from a ROLLBACK on a connection made afresh behind its back."""
+    read_checkpoint = LangGraphQueries.checkpoint
+
+    def on_a_dead_connection(queries: LangGraphQueries, conn: sa.Connection, *args: Any) -> Any:
+        raw: Any = conn.connection.dbapi_connection
+        raw.close()
+        return read_checkpoint(queries, conn, *args)
+
+    url = f"sqlite:///{tmp_path / 'dead.db'}"
+
+    async def main() -> None:
+        async with EventStoreSaver.from_url(url, async_driver=async_driver) as saver:
+            stored = await save(saver, "t", 1)
+            with monkeypatch.context() as patched:
+                patched.setattr(LangGraphQueries, "checkpoint", on_a_dead_connection)
+                with pytest.raises(ConnectionLost, match="connection was lost"):
+                    await saver.aget_tuple(stored)
+            assert await saver.aget_tuple(stored) is not None
+
+    asyncio.run(main())

@@ -421,8 +421,15 @@ class SyncSaver(BaseCheckpointSaver[str]):
             execute(conn, "BEGIN")
             try:
                 yield conn
-            finally:
-                execute(conn, "ROLLBACK")
+            except Exception:
+                if not conn.invalidated:  # a lost connection is dropped: a ROLLBACK would reconnect and fail
+                    execute(conn, "ROLLBACK")
+                raise
+            except BaseException:
+                # An interruption (a cancelled task) is raised as it is: the read connection rolls back and
+                # drops the connection it cut into (``base.abandon``), as ``projections.flows._snapshot``.
+                raise
+            execute(conn, "ROLLBACK")
 
 
 def _error_text(error: object) -> str:
