@@ -63,7 +63,7 @@ READ_COLUMNS = [
 """The columns of ``flow_events`` an event is read back from, in ``RecordedEvent`` order
 (``EventStore.query_events``)."""
 
-# -- audit indexes (migrations 0007, 0010 and 0011) ----------------------------
+# -- audit indexes (migrations 0007, 0010, 0011 and 0012) ----------------------
 # Partial indexes, so appends of other events pay next to nothing for them.
 
 AUDIT_EVENT_TYPES = (
@@ -103,9 +103,10 @@ decision's) and metadata ``actor`` that is a JSON string (migration 0010; ``audi
 causation = JsonText(_e.metadata, "causation_id")
 correlation = JsonText(_e.metadata, "correlation_id")
 owner_session = sa.func.coalesce(
-    JsonText(_e.data, "owner_session_key"), JsonText(_e.data, "snapshot", "flow", "owner_session_key")
+    JsonString(_e.data, "owner_session_key"), JsonString(_e.data, "snapshot", "flow", "owner_session_key")
 )
-"""The owner session of a flow, on its first event (``FlowStarted``, or a ``FlowForked`` copy)."""
+"""The owner session of a flow, on its first event (``FlowStarted``, or a ``FlowForked`` copy), when
+it is a JSON string: a key of another JSON type names no session, on both backends (migration 0012)."""
 flow_beginning = _one_of("FlowStarted", "FlowForked")
 
 

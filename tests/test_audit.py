@@ -199,6 +199,21 @@ def approved_in_forks(store: EventStore) -> None:
         )
 
 
+def test_a_session_key_that_is_not_a_string_names_no_session_on_every_backend(target: Target) -> None:
+    """Only a writer bypassing FlowService logs one; SQLite and PostgreSQL read it the same way."""
+    with target.open() as store:
+        for flow_id, key in (("n", 5), ("b", True), ("l", ["s"]), ("s", "5")):
+            start = {"controller_id": "c", "goal": "g", "owner_session_key": key}
+            store.append(flow_id, [NewEvent("FlowStarted", start)])
+            store.append(flow_id, [NewEvent("FlowFailed", {"error": "x"})])
+        fork(store, "n", at_revision=1, new_flow_id="n2")  # its snapshot holds the fold's text: "5"
+        assert session_flows(store, "5") == ["s", "n2"]
+        assert [entry.flow_id for entry in audit_trail(store, session="5")] == ["s"]
+        for text in ("true", "True", "1", '["s"]'):
+            with pytest.raises(SessionNotFound):
+                audit_trail(store, session=text)
+
+
 class TestForks:
     def test_an_approval_in_a_fork_shows_what_was_seen_before_the_fork(self, store: EventStore) -> None:
         approved_in_forks(store)
