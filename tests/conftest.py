@@ -81,6 +81,25 @@ def _pg_schema(url: str) -> Iterator[Target]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+@pytest.fixture
+def pg_alone_target(pg_database: str) -> Iterator[Target]:
+    """A PostgreSQL database of its own, for a test that reads database-wide statistics.
+
+    A backend reports its counters (``pg_stat_database.deadlocks``...) when
+    it goes idle, seconds later, so an earlier test's deadlock could land in
+    the middle of the next test's count in a shared database.
+    """
+    name = f"es_alone_{uuid.uuid4().hex[:12]}"
+    with _admin_connect(PG_ADMIN_URL) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        with _pg_schema(f"{pg_database.rsplit('/', 1)[0]}/{name}") as pg:
+            yield pg
+    finally:
+        with _admin_connect(PG_ADMIN_URL) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @pytest.fixture(params=BACKENDS)
 def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Target]:
     """A fresh, empty place for a store: a SQLite file, or a PostgreSQL schema."""

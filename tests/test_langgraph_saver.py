@@ -621,12 +621,12 @@ def wait_until_blocked(watch: Any, pid: int, by: int) -> None:
     pytest.fail(f"backend {pid} never waited for a lock of backend {by}")
 
 
-def test_a_fused_put_that_meets_a_swap_gives_way_and_falls_back(pg_target: Target) -> None:
+def test_a_fused_put_that_meets_a_swap_gives_way_and_falls_back(pg_alone_target: Target) -> None:
     """The order a rebuild's swap takes locks in (the positions row, then the live tables for
     DROP), against a fused put that has locked the tables and waits for the row: the put gives
     up its wait (its statement's short lock_timeout) before any deadlock check, then takes the
     ordinary path once the swap is done, and loses nothing."""
-    with pg_scene(pg_target) as (saver, watch, swap):
+    with pg_scene(pg_alone_target) as (saver, watch, swap):
         first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
         before = deadlocks(watch)
         swap.execute("SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE")
@@ -686,7 +686,7 @@ def test_a_fused_put_waits_for_the_positions_row_no_longer_than_the_store_would(
         assert conn.execute(f"SELECT {_FUSED_LOCK_WAIT}").fetchone() == (fused,)
 
 
-def test_the_swap_outlasts_fused_puts_queued_on_the_positions_row(pg_target: Target) -> None:
+def test_the_swap_outlasts_fused_puts_queued_on_the_positions_row(pg_alone_target: Target) -> None:
     """Two fused puts have locked the read model's tables and wait for the positions row, which
     the swap holds; the swap then locks those tables for its DROP. PostgreSQL would break the
     cycle by aborting whoever's wait reached deadlock_timeout first, and with two puts queued that
@@ -696,10 +696,10 @@ def test_the_swap_outlasts_fused_puts_queued_on_the_positions_row(pg_target: Tar
 
     from projections import base
 
-    url = pg_target.url.replace("+psycopg", "")
+    url = pg_alone_target.url.replace("+psycopg", "")
     with (
-        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as one,
-        EventStoreSaver.from_url(pg_target.url, **pg_target.options) as two,
+        EventStoreSaver.from_url(pg_alone_target.url, **pg_alone_target.options) as one,
+        EventStoreSaver.from_url(pg_alone_target.url, **pg_alone_target.options) as two,
         psycopg.connect(url, autocommit=True) as watch,
     ):
         savers = {"a": one, "b": two}
@@ -750,14 +750,14 @@ def test_the_swap_outlasts_fused_puts_queued_on_the_positions_row(pg_target: Tar
 
 @pytest.mark.parametrize("held", sorted(LangGraphProjection().tables))
 def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
-    pg_target: Target, held: str
+    pg_alone_target: Target, held: str
 ) -> None:
     """The real swap, held up at one live table by a reader of it, while a fused put is planned:
     had the swap dropped the tables one by one, or the put named them in another order, the put
     could hold a table the swap had yet to take and wait for one it held, a deadlock PostgreSQL
     breaks after a second by aborting one of them. The swap locks them all first, in the order a
     fused statement names them, so the put just waits, then lands fused in the new tables."""
-    with pg_scene(pg_target) as (saver, watch, reader):
+    with pg_scene(pg_alone_target) as (saver, watch, reader):
         first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
         put(saver, "u", {"n": 0}, {"n": 0})
         before = deadlocks(watch)
@@ -785,7 +785,9 @@ def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
         with sending(saver.store, seen):
             rebuilding.start()
             swap = _until(
-                lambda: watch.execute(waiting_swap, [f"{pg_target.options['schema']}.{held}"]).fetchone()
+                lambda: watch.execute(
+                    waiting_swap, [f"{pg_alone_target.options['schema']}.{held}"]
+                ).fetchone()
             )[0]
             putting.start()
             _until(lambda: fused)
