@@ -621,6 +621,8 @@ class _Writer:
             done += self.unfinished_present
             if self.on_complete is not None and done:
                 self.on_complete(conn, done)
+            if tx.store.projections:
+                tx.fence()
             _apply_projections(tx, rows, positions)
         self.unfinished_present = []
         for flow_id, row in tails.items():

@@ -32,6 +32,10 @@ class InlineProjection(Protocol):
     def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
         """Fold ``events`` (just appended to one flow) into the read model, within ``tx``."""
 
+    # Optional: ``check_current(tx)``, called before a fold after another process swapped a read
+    # model (``EventStore.fence``), raises ``ProjectionError`` if the tables are no longer the ones
+    # ``apply`` writes for (``projections.Projection`` compares versions).
+
 
 def apply_inline(projection: InlineProjection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
     """``projection.apply`` within ``tx``; an ``apply`` that returns something (a coroutine) wrote nothing."""

@@ -125,10 +125,13 @@ event_positions = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("last_position", sa.BigInteger, nullable=False),
+    sa.Column("generation", sa.BigInteger, nullable=False, server_default="0"),
     sa.CheckConstraint("id = 1", name="ck_event_positions_single_row"),
 )
 """One row holding the last position handed out: bumped inside every append
-transaction, so positions are gapless and in commit order (docs/design.md)."""
+transaction, so positions are gapless and in commit order (docs/design.md). Its
+``generation`` counts the swaps of read models (migration 0013): an append reads it
+back to learn whether its inline projections must be checked again."""
 
 projection_checkpoints = sa.Table(
     "projection_checkpoints",

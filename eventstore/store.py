@@ -93,6 +93,9 @@ class EventStore:
         self._fusing = backend.name == "postgresql" and all(
             callable(getattr(p, "fuse", None)) and getattr(p, "fuses", True) for p in self.projections
         )
+        self._generation: int | None = None
+        """The read models' generation (``event_positions.generation``) the inline projections were
+        last found current at; None until the first append checks them (``fence``)."""
 
     # -- opening and closing ---------------------------------------------
     @classmethod
@@ -269,9 +272,9 @@ class EventStore:
                 with self._guard():
                     if not self.projections:
                         written = self._backend.append_alone(batch, self.clock)
-                    elif self._fusing:
+                    elif self._fusing and self._generation is not None:
                         fuse = functools.partial(self._fuse, batch)
-                        written = self._backend.append_fused(batch, self.clock, fuse)
+                        written = self._backend.append_fused(batch, self.clock, fuse, self._generation)
                 if written is not None:
                     return written.result
                 with self.transaction() as tx:
@@ -293,6 +296,25 @@ class EventStore:
                 if reconnected:
                     raise
                 reconnected = True
+
+    def fence(self, tx: Transaction, generation: int) -> None:
+        """Before inline projections fold in ``tx``: check them again if a read model was swapped.
+
+        ``generation`` is ``event_positions.generation`` as ``tx`` read it while
+        holding the row (the append's bump), so no swap can land before ``tx``
+        ends. Every swap of a read model's tables bumps it (``projections.rebuild``);
+        a projection that can tell whether the tables are still its own
+        (``check_current``) raises ``ProjectionError`` if they are not, as in a
+        process opened before a newer version's rebuild: it must not fold with
+        its older handlers.
+        """
+        if generation == self._generation:
+            return
+        for projection in self.projections:
+            check = getattr(projection, "check_current", None)
+            if check is not None:
+                check(tx)
+        self._generation = generation
 
     def _fuse(self, batch: Batch, rows: list[tuple[Any, ...]]) -> list[FusedWrite] | None:
         """Every inline projection's writes for ``rows`` as SQL for the append; None if one cannot."""

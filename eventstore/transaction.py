@@ -69,6 +69,8 @@ class Transaction:
             raise self._store._explain_conflict(exc, batch) from exc
         self.written.append(written)
         if written.rows and self._store.projections:
+            if written.generation is not None:
+                self._store.fence(self, written.generation)
             recorded = _recorded(written, batch)
             for projection in self._store.projections:
                 apply_inline(projection, self, recorded)
@@ -80,6 +82,12 @@ class Transaction:
             raise InvalidInput("this transaction has ended; open a new one with store.transaction()")
         if self._failed is not None:
             raise TransactionAborted("an earlier append in this transaction failed; it will be rolled back")
+
+    def fence(self) -> None:
+        """Before folding events this transaction wrote without an append (an import): hold
+        appends, and check the inline projections as an append would (``EventStore.fence``)."""
+        self._check_usable()
+        self._store.fence(self, self._store._backend.hold_generation(self.connection))
 
     def revision(self, flow_id: str) -> int:
         """The flow's revision as this transaction sees it."""

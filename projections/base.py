@@ -161,6 +161,30 @@ class Projection:
         """Create the tables on first use; rebuild them if the version changed."""
         ensure(store, self)
 
+    def check_current(self, tx: Transaction) -> None:
+        """``ProjectionError`` unless the live tables are this version's: called within an append
+        that holds appends, after a read model was swapped (``EventStore.fence``).
+
+        A process opened before a newer version's rebuild would otherwise fold its
+        appends into the new tables with its older handlers.
+        """
+        current = read_checkpoint(tx.connection, self.name)
+        if current is None:
+            raise ProjectionError(
+                f"projection {self.name!r} has no read model in this store any more; nothing was "
+                "written: open the store again to build it"
+            )
+        if current.version > self.version:
+            raise ProjectionError(
+                f"projection {self.name!r} was rebuilt by version {current.version} while this process "
+                f"folds version {self.version}; nothing was written: restart it with the newer code"
+            )
+        if current.version < self.version:
+            raise ProjectionError(
+                f"projection {self.name!r} was rebuilt by version {current.version} while this process "
+                f"folds version {self.version}; nothing was written: open the store again to rebuild it"
+            )
+
 
 def _refers_within(key: sa.ForeignKeyConstraint, metadata: sa.MetaData) -> bool:
     """Whether ``key`` points at a table of ``metadata``: one of the same projection's."""
@@ -593,6 +617,8 @@ def _swap(
             conn.exec_driver_sql(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(name)}")
         release_fresh_tables(conn, projection)
         write_checkpoint(store, conn, projection, position=head, build=tag)
+        # every store checks its inline projections again at its next append (EventStore.fence)
+        conn.exec_driver_sql("UPDATE event_positions SET generation = generation + 1 WHERE id = 1")
     return position, folded, True
 
 

@@ -474,6 +474,31 @@ def test_a_put_is_one_statement_on_postgresql(pg_target: Target) -> None:
         assert [e.position for e in events(saver, "t")] == [1, 2]
 
 
+def test_a_fused_put_after_a_newer_versions_swap_writes_nothing(pg_target: Target) -> None:
+    """The fused statement only writes at the read models' generation its store last checked: after
+    a newer version's swap it writes nothing, and the ordinary path refuses the older fold."""
+
+    class Newer(LangGraphProjection):
+        version = LangGraphProjection.version + 1
+
+    with EventStoreSaver.from_url(pg_target.url, **pg_target.options) as old:
+        first = put(old, "t", {"n": 1}, {"n": 1})
+        second = put(old, "t", {"n": 2}, {"n": 2}, parent=first)
+        with EventStore.open(pg_target.url, projections=[Newer()], **pg_target.options):
+            pass  # rebuilds and swaps the tables in
+        sent: list[str] = []
+        with (
+            sending(old.store, lambda _pid, statement: sent.append(statement)),
+            pytest.raises(ProjectionError, match="rebuilt by version 2 while this process folds version 1"),
+        ):
+            put(old, "t", {"n": 3}, {"n": 3}, parent=second)
+        assert any("appended AS" in statement for statement in sent)  # tried fused first
+        assert [e.revision for e in events(old, "t")] == [1, 2]
+    with EventStore.open(pg_target.url, projections=[Newer()], **pg_target.options) as store:
+        latest = EventStoreSaver(store).get_tuple({"configurable": {"thread_id": "t", "checkpoint_ns": ""}})
+        assert latest is not None and latest.checkpoint["channel_values"] == {"n": 2}
+
+
 def test_a_stale_head_falls_back_and_loses_nothing(target: Target) -> None:
     """Two savers (two processes' head caches) taking turns on one thread: each fused guard that
     finds the head moved writes nothing, and the put is made again the ordinary way."""
@@ -756,7 +781,9 @@ def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
     had the swap dropped the tables one by one, or the put named them in another order, the put
     could hold a table the swap had yet to take and wait for one it held, a deadlock PostgreSQL
     breaks after a second by aborting one of them. The swap locks them all first, in the order a
-    fused statement names them, so the put just waits, then lands fused in the new tables."""
+    fused statement names them, so the put just waits. The swap changed the read models'
+    generation meanwhile, so the fused statement then writes nothing and the put lands the
+    ordinary way, in the new tables."""
     with pg_scene(pg_alone_target) as (saver, watch, reader):
         first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
         put(saver, "u", {"n": 0}, {"n": 0})
@@ -797,7 +824,7 @@ def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
             putting.join()
         assert len(done) == 1 and len(rebuilt) == 1  # both came through
         appends = [statement for statement in sent if "INSERT INTO flow_events" in statement]
-        assert ["appended AS" in statement for statement in appends] == [True]  # no fallback
+        assert ["appended AS" in statement for statement in appends] == [True, False]  # fenced
         live = {f"DROP TABLE IF EXISTS {name}" for name in LangGraphProjection().tables}
         drops = [statement for statement in sent if statement.strip() in live]
         assert len(drops) == len(live)  # the swap ran once: no retry

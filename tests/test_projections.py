@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -10,10 +11,13 @@ import sqlalchemy as sa
 
 from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
 from eventstore.errors import ProjectionError
+from eventstore.exchange import export_events, import_events
 from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, Progress, Projection, rebuild
 
 from .conftest import Target
 from .readmodels import assert_matches_rebuild, flow_projection, snapshot
+from .version_workers import Tally, TallyV2, count, count_until_refused, totals
+from .workers import BARRIER_TIMEOUT, SPAWN, Children
 
 
 class DecisionsByActor(Projection):
@@ -162,6 +166,71 @@ class TestRebuild:
             target.open(projections=[FlowProjection()])
         with target.open(projections=[NewerFlows()]) as store:
             assert FlowQueries(store).flow("f1").goal == "g"
+
+    def test_a_process_opened_before_a_newer_versions_swap_stops_folding(self, target: Target) -> None:
+        """An old process of a rolling deploy is refused at its next append after the new version's
+        swap, and writes nothing: before, it folded into the new tables with its old handlers."""
+        with target.open(projections=[Tally()]) as old:
+            count(old, "a")
+            with target.open(projections=[TallyV2()]) as new:  # rebuilds and swaps
+                assert totals(new) == {"a": 10}
+                with pytest.raises(
+                    ProjectionError, match="rebuilt by version 2 while this process folds version 1"
+                ):
+                    count(old, "a")
+                with pytest.raises(ProjectionError, match="restart it with the newer code"):
+                    count(old, "b")
+                assert (old.revision("a"), old.revision("b")) == (1, 0)
+                count(new, "a")
+                assert totals(new) == {"a": 20}
+
+    def test_a_rebuild_of_the_same_version_lets_open_processes_fold_on(self, target: Target) -> None:
+        with target.open(projections=[Tally()]) as first, target.open(projections=[Tally()]) as second:
+            count(first, "a")
+            rebuild(second, Tally())
+            count(first, "a")
+            count(second, "a")
+            assert totals(first) == {"a": 3}
+
+    def test_code_newer_than_a_rebuild_that_went_back_stops_folding(self, target: Target) -> None:
+        with target.open(projections=[TallyV2()]) as new:
+            count(new, "a")
+            with target.open() as plain:
+                rebuild(plain, Tally())  # going back on purpose
+            with pytest.raises(ProjectionError, match="open the store again to rebuild it"):
+                count(new, "a")
+        with target.open(projections=[TallyV2()]) as reopened:
+            count(reopened, "a")
+            assert totals(reopened) == {"a": 20}
+
+    def test_an_import_is_fenced_as_an_append_is(self, target: Target, tmp_path: Path) -> None:
+        with EventStore.open(f"sqlite:///{tmp_path / 'source.db'}") as source:
+            count(source, "x")
+            export_events(source, tmp_path / "x.jsonl")
+        with target.open(projections=[Tally()]) as old:
+            count(old, "a")
+            with target.open(projections=[TallyV2()]):
+                pass
+            with pytest.raises(ProjectionError, match="rebuilt by version 2"):
+                import_events(old, tmp_path / "x.jsonl")
+            assert old.revision("x") == 0
+
+    def test_an_older_process_writing_through_the_swap_never_folds_into_the_new_tables(
+        self, target: Target
+    ) -> None:
+        """A child process folds version 1 in a loop while this one opens version 2: every event
+        in the new tables is folded the new way, and the child is refused, not lost."""
+        counting = SPAWN.Event()
+        with Children() as children:
+            with target.open(projections=[Tally()]) as store:
+                count(store, "seed")
+            children.start(count_until_refused, target.url, target.options, "a", counting)
+            assert counting.wait(BARRIER_TIMEOUT)
+            with target.open(projections=[TallyV2()]) as new:
+                ((accepted, refusal),) = children.results()
+                assert "rebuilt by version 2" in refusal
+                assert new.revision("a") == accepted
+                assert totals(new) == {"seed": 10, "a": 10 * accepted}
 
     def test_readers_see_the_old_tables_until_the_swap(self, flow_store: EventStore) -> None:
         service = FlowService(flow_store)

@@ -99,6 +99,8 @@ class Written:
     rows: list[tuple[Any, ...]]
     last_hash: bytes
     recorded_at: datetime
+    generation: int | None = None
+    """``event_positions.generation`` as the append's bump of the row saw it (None: not read)."""
 
 
 def driver_error(
@@ -319,10 +321,22 @@ class Backend:
         return None
 
     def append_fused(
-        self, batch: Batch, clock: Clock, fuse: Callable[[list[tuple[Any, ...]]], Sequence[FusedWrite] | None]
+        self,
+        batch: Batch,
+        clock: Clock,
+        fuse: Callable[[list[tuple[Any, ...]]], Sequence[FusedWrite] | None],
+        generation: int,
     ) -> Written | None:
-        """Append with inline projections' writes in one statement, if this backend can; else None."""
+        """Append with inline projections' writes in one statement, if this backend can and the
+        read models are still at ``generation``; else None."""
         return None
+
+    def hold_generation(self, conn: sa.Connection) -> int:
+        """The read models' generation, with appends (and so swaps) held until ``conn``'s transaction ends."""
+        query = "SELECT generation FROM event_positions WHERE id = 1"
+        if self.name == "postgresql":
+            query += " FOR UPDATE"  # SQLite: the write transaction already holds the lock
+        return int(conn.exec_driver_sql(query).scalar_one())
 
     def remember(self, written: Sequence[Written]) -> None:
         """Called after a commit; a backend may cache flow heads."""

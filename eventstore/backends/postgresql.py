@@ -70,7 +70,7 @@ WITH guard AS (
 ), counter AS (
     UPDATE event_positions SET last_position = last_position + %(count)s
     WHERE id = 1 AND EXISTS (SELECT 1 FROM guard)
-    RETURNING last_position
+    RETURNING last_position, generation
 )"""
 # Arrays go in binary (%b): the text format escapes every quote of every JSON document, slowly.
 _INSERT_ROWS = """
@@ -92,8 +92,9 @@ SELECT counter.last_position, %(flow_id)s, %(revision)s + 1, %(event_id)s, %(typ
        %(data1)s::jsonb, %(metadata1)s::jsonb, %(recorded_at)s, %(data_hash)s, %(metadata_hash)s,
        %(prev_hash1)s, %(hash)s
 FROM counter"""
-_APPEND = f"{_GUARDED}{_INSERT_ROWS}\nRETURNING position"
-_APPEND_ONE = f"{_GUARDED}{_INSERT_ONE}\nRETURNING position"
+# The read models' generation comes back with the positions (``Written.generation``).
+_APPEND = f"{_GUARDED}{_INSERT_ROWS}\nRETURNING position, (SELECT generation FROM counter)"
+_APPEND_ONE = f"{_GUARDED}{_INSERT_ONE}\nRETURNING position, (SELECT generation FROM counter)"
 
 
 FUSED_LOCK_WAIT_MS = 200
@@ -102,6 +103,8 @@ ordinary transaction): well under ``deadlock_timeout`` (1 s by default), see ``_
 A store whose own ``lock_timeout`` is shorter keeps its own; a server whose ``deadlock_timeout``
 is under twice this gets half of it."""
 _GUARD_START = "SELECT 1 WHERE NOT EXISTS"
+_COUNTER_WHERE = "WHERE id = 1 AND EXISTS (SELECT 1 FROM guard)"
+_FUSED_COUNTER_WHERE = "WHERE id = 1 AND generation = %(generation)s AND EXISTS (SELECT 1 FROM guard)"
 
 
 def _setting_ms(name: str) -> str:
@@ -129,9 +132,16 @@ def _fused_append(ctes: Sequence[str], *, one: bool) -> str:
     ``FUSED_LOCK_WAIT_MS`` (or less, see there), long before any deadlock check (which would
     abort whoever's wait reached a second first, the swap included), and the
     append is retried as an ordinary transaction, which takes the row first.
+
+    The projections' writes are only right for the read models' generation
+    the store last checked them against, so the counter also requires it
+    (re-checked on the row as it is after any wait): after a swap the
+    statement writes nothing, and the ordinary transaction checks them again.
     """
     insert = _INSERT_ONE if one else _INSERT_ROWS
-    guarded = _GUARDED.replace(_GUARD_START, _FUSED_GUARD_START, 1)
+    guarded = _GUARDED.replace(_GUARD_START, _FUSED_GUARD_START, 1).replace(
+        _COUNTER_WHERE, _FUSED_COUNTER_WHERE, 1
+    )
     return (
         f"{guarded}, appended AS ({insert}\n    RETURNING position, revision\n), "
         + ", ".join(ctes)
@@ -337,13 +347,18 @@ class PostgresBackend(Backend):
         return revision or 0, bytes(prev_hash) if prev_hash is not None else GENESIS, first_exists
 
     def append_fused(
-        self, batch: Batch, clock: Clock, fuse: Callable[[list[tuple[Any, ...]]], Sequence[FusedWrite] | None]
+        self,
+        batch: Batch,
+        clock: Clock,
+        fuse: Callable[[list[tuple[Any, ...]]], Sequence[FusedWrite] | None],
+        generation: int,
     ) -> Written | None:
         """``append_alone`` with the inline projections' writes in the same statement.
 
         ``fuse`` gets the rows about to be inserted (positions not yet known)
         and returns the projections' ``FusedWrite``s, or None when one of them
-        cannot fuse: then, as on a stale head, the caller takes the full path.
+        cannot fuse: then, as on a stale head, or when the read models'
+        generation is no longer ``generation``, the caller takes the full path.
         """
         cached = self._cached_head(batch.flow_id)
         if cached is None or (batch.expected is not ANY and cached[0] != batch.expected):
@@ -354,7 +369,7 @@ class PostgresBackend(Backend):
         fused = fuse(rows)
         if fused is None:
             return None
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = {"generation": generation}
         for write in fused:
             params.update(write.params)
         ctes = [cte for write in fused for cte in write.ctes]
@@ -441,13 +456,16 @@ class PostgresBackend(Backend):
         cursor = raw.cursor()
         try:
             cursor.execute(statement, params)
-            positions = sorted(row[0] for row in cursor.fetchall())
+            returned = cursor.fetchall()
         except conn.dialect.loaded_dbapi.Error as exc:
             raise driver_error(conn, exc, statement, params, cursor) from exc
         finally:
             cursor.close()
-        if not positions:
+        if not returned:
             return None
+        positions = sorted(row[0] for row in returned)
+        # a fused statement only wrote at the generation it was given
+        generation = params["generation"] if ctes else returned[0][1]
         rows = [(position, *row[1:]) for position, row in zip(positions, rows, strict=True)]
         result = AppendResult(
             flow_id=batch.flow_id,
@@ -455,7 +473,7 @@ class PostgresBackend(Backend):
             positions=tuple(positions),
             event_ids=tuple(event.event_id for event in events),
         )
-        return Written(result, rows, last_hash, now)
+        return Written(result, rows, last_hash, now, generation)
 
     # -- the head cache ------------------------------------------------
     def _cached_head(self, flow_id: str) -> tuple[int, bytes] | None:

@@ -52,7 +52,8 @@ _HEAD = (
     "WHERE flow_id = ? ORDER BY revision DESC LIMIT 1) AS h"
 )
 _TAKE_POSITIONS = (
-    "UPDATE event_positions SET last_position = last_position + ? WHERE id = 1 RETURNING last_position"
+    "UPDATE event_positions SET last_position = last_position + ? WHERE id = 1 "
+    "RETURNING last_position, generation"
 )
 _INSERT = f"INSERT INTO flow_events ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -275,7 +276,7 @@ class SQLiteBackend(Backend):
                 return _replayed(self.earlier_append(conn, batch, revision))
             count = len(batch.events)
             statement, params = _TAKE_POSITIONS, (count,)
-            last_position = raw.execute(statement, params).fetchone()[0]
+            last_position, generation = raw.execute(statement, params).fetchone()
             now = clock()
             rows, last_hash = chain_rows(
                 batch, revision, prev_hash or GENESIS, last_position - count + 1, format_time(now), _id_bytes
@@ -290,7 +291,7 @@ class SQLiteBackend(Backend):
             positions=tuple(range(last_position - count + 1, last_position + 1)),
             event_ids=tuple(event.event_id for event in batch.events),
         )
-        return Written(result, rows, last_hash, now)
+        return Written(result, rows, last_hash, now, generation)
 
     def id_param(self, event: PreparedEvent) -> Any:
         return event.event_id.bytes
