@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from .backends.base import VERIFY_COLUMNS
 from .checks import check_count
 from .errors import IntegrityViolation, InvalidInput, InvalidProof
-from .integrity import check_envelope
+from .integrity import Problem, check_envelope
 from .log_tree import CACHE_HEIGHT, PAGE, cached_subtrees, fill_cache, loaded_tree, read_leaves, reading
 from .merkle import (
     RootBuilder,
@@ -433,11 +433,18 @@ def consistency_proof(store: EventStore, old: Checkpoint, new: Checkpoint) -> Co
 
 @dataclass(slots=True)
 class CheckpointReport:
-    """What ``verify_checkpoints`` checked and what it found wrong."""
+    """What ``verify_checkpoints`` checked and what it found wrong.
+
+    Each problem is a ``Problem``, as ``verify`` and ``verify_export`` report
+    them: ``bad-signature`` and ``checkpoint-mismatch`` carry the checkpoint's
+    tree size as ``position`` (the last position it covers); ``cache-mismatch``
+    and ``unreadable-log`` are about a range of positions (``position`` 0).
+    ``detail`` reads on its own (``checkpoint 3: ...``).
+    """
 
     checkpoints_checked: int = 0
     events_checked: int = 0
-    problems: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -461,7 +468,7 @@ def verify_checkpoints(
         try:
             verify_checkpoint_signature(checkpoint, public_key)
         except InvalidProof as exc:
-            report.problems.append(str(exc))
+            report.problems.append(Problem("", checkpoint.tree_size, 0, "bad-signature", str(exc)))
     if not checkpoints:
         return report
     wanted = {checkpoint.tree_size: checkpoint for checkpoint in checkpoints}
@@ -477,14 +484,14 @@ def verify_checkpoints(
             for height, first, digest in closed:
                 if cached.get((height, first), digest) != digest:
                     last = first + (1 << height) - 1
-                    report.problems.append(
-                        f"the cached subtree of leaves {first}..{last} does not match the log"
-                    )
+                    detail = f"the cached subtree of leaves {first}..{last} does not match the log"
+                    report.problems.append(Problem("", 0, 0, "cache-mismatch", detail))
             report.events_checked = builder.size
             if progress is not None:
                 progress(builder.size)
     except IntegrityViolation as exc:
-        report.problems.append(f"{exc}; checkpoints over {builder.size} events cannot be checked")
+        detail = f"{exc}; checkpoints over {builder.size} events cannot be checked"
+        report.problems.append(Problem("", 0, 0, "unreadable-log", detail))
     return report
 
 
@@ -526,7 +533,8 @@ def _check_root(builder: RootBuilder, wanted: dict[int, Checkpoint], report: Che
         return
     report.checkpoints_checked += 1
     if builder.root() != checkpoint.root_hash:
-        report.problems.append(
+        detail = (
             f"checkpoint {checkpoint.tree_size}: the log's root is not the signed root "
             "(an event it covers was changed)"
         )
+        report.problems.append(Problem("", checkpoint.tree_size, 0, "checkpoint-mismatch", detail))

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from eventstore import EventStore, IntegrityViolation, InvalidInput, InvalidProof, NewEvent
 from eventstore import checkpoints as cp
 from eventstore.cli import main
-from eventstore.integrity import chain_hash, format_time
+from eventstore.integrity import Problem, chain_hash, format_time
 from eventstore.merkle import root_hash
 from eventstore.retention import restore, run_retention
 from eventstore.serialization import canonical
@@ -124,6 +124,13 @@ class TestSignatures:
         with pytest.raises(InvalidProof, match="key_id is not the hash of its public key"):
             cp.verify_checkpoint_signature(forged)
 
+    def test_verify_checkpoints_names_a_checkpoint_by_another_key(self, store: EventStore) -> None:
+        fill(store, "a", 2)
+        cp.take_checkpoint(store, KEY)
+        (problem,) = cp.verify_checkpoints(store, cp.generate_key().public_key()).problems
+        assert (problem.kind, problem.position) == ("bad-signature", 2)
+        assert problem.detail.startswith("checkpoint 2 is signed by key ")
+
     def test_exports_round_trip_and_refuse_malformed_documents(self, store: EventStore) -> None:
         fill(store, "a", 4)
         taken = cp.take_checkpoint(store, KEY)
@@ -194,10 +201,11 @@ class TestProofs:
         with pytest.raises(IntegrityViolation, match="the log no longer extends checkpoint 5"):
             cp.take_checkpoint(store, KEY)
         problems = cp.verify_checkpoints(store).problems
-        assert problems == [
-            "checkpoint 3: the log's root is not the signed root (an event it covers was changed)",
-            "checkpoint 5: the log's root is not the signed root (an event it covers was changed)",
-        ]
+        assert [(p.kind, p.position) for p in problems] == [("checkpoint-mismatch", n) for n in (3, 5)]
+        assert str(problems[0]) == (
+            "(position 3): checkpoint-mismatch: "
+            "checkpoint 3: the log's root is not the signed root (an event it covers was changed)"
+        )
 
     def test_an_event_edited_under_its_hash_is_not_proven(self, target: Target) -> None:
         """The leaf is the stored hash; the event's content must still hash to it, or nothing is proven."""
@@ -229,16 +237,17 @@ class TestProofs:
         sql(store, "DELETE FROM flow_events WHERE position = 4")
         with pytest.raises(IntegrityViolation, match="position 4 is missing from the log"):
             cp.inclusion_proof(store, 5, taken)
-        assert "position 4 is missing" in cp.verify_checkpoints(store).problems[0]
+        (problem,) = cp.verify_checkpoints(store).problems
+        assert (problem.kind, problem.position) == ("unreadable-log", 0)
+        assert "position 4 is missing" in problem.detail
 
     def test_a_tampered_cache_is_reported_and_a_missing_one_is_rebuilt(self, store: EventStore) -> None:
         fill(store, "a", 600)
         taken = cp.take_checkpoint(store, KEY)
         with store.engine.begin() as conn:
             conn.execute(sa.text("UPDATE merkle_subtrees SET hash = :h WHERE start = 256"), {"h": bytes(32)})
-        assert cp.verify_checkpoints(store).problems == [
-            "the cached subtree of leaves 256..511 does not match the log"
-        ]
+        detail = "the cached subtree of leaves 256..511 does not match the log"
+        assert cp.verify_checkpoints(store).problems == [Problem("", 0, 0, "cache-mismatch", detail)]
         with pytest.raises(InvalidProof):
             cp.inclusion_proof(store, 1, taken).verify(taken)
         sql(store, "DELETE FROM merkle_subtrees")
@@ -322,3 +331,21 @@ def test_cli_round_trip(target: Target, tmp_path: Path) -> None:
         rewrite_tail(store, "a")
     assert "FAILED: leaf 2 is not in the tree" in run(target, "prove", "3", code=2)
     assert "BROKEN checkpoint 3" in run(target, "checkpoint", "--verify", code=2)
+
+
+def test_checkpoint_verify_json_prints_problem_objects_as_verify_does(target: Target) -> None:
+    with target.open() as store:
+        fill(store, "a", 3)
+        cp.take_checkpoint(store, KEY)
+        rewrite_tail(store, "a")
+    found = orjson.loads(run(target, "checkpoint", "--verify", "--json", code=2))
+    assert (found["ok"], found["checkpoints_checked"], found["events_checked"]) == (False, 1, 3)
+    assert found["problems"] == [
+        {
+            "flow_id": "",
+            "position": 3,
+            "revision": 0,
+            "kind": "checkpoint-mismatch",
+            "detail": "checkpoint 3: the log's root is not the signed root (an event it covers was changed)",
+        }
+    ]

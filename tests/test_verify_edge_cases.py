@@ -130,7 +130,7 @@ def test_take_checkpoint_reads_no_cached_block_again_and_verify_checkpoints_does
     assert store.verify().ok
     take_checkpoint(store, key)  # signed over the block as cached
     problems = verify_checkpoints(store).problems
-    assert [p.split(":")[0] for p in problems] == [
+    assert [p.detail.split(":")[0] for p in problems] == [
         "checkpoint 300",
         "checkpoint 301",
         "the cached subtree of leaves 0..255 does not match the log",

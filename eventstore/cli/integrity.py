@@ -18,7 +18,7 @@ import orjson
 
 from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
-from .output import echo, echo_json, printable
+from .output import echo, echo_json, printable, problem_dict
 from .params import POSITION, number_in
 
 _KEY_HELP = "Ed25519 private key file (PEM), as `eventstore keygen` writes it; also EVENTSTORE_SIGNING_KEY."
@@ -245,12 +245,12 @@ def _verify(ctx: click.Context, open_store: Any, errors: Any, trusted: Path | No
                 "ok": report.ok,
                 "checkpoints_checked": report.checkpoints_checked,
                 "events_checked": report.events_checked,
-                "problems": report.problems,
+                "problems": [problem_dict(problem) for problem in report.problems],
             }
         )
     else:
         for problem in report.problems:
-            echo(f"BROKEN {printable(problem)}")
+            echo(f"BROKEN {printable(problem.detail)}")  # each detail names its checkpoint or leaves
         verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
         echo(
             f"{verdict}: {report.checkpoints_checked} checkpoints over {report.events_checked} events checked"

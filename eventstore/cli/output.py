@@ -112,8 +112,8 @@ def json_value(value: Any) -> Any:
 
 
 def problem_dict(problem: Problem) -> dict[str, Any]:
-    """A problem ``verify`` or ``verify-export`` found: ``flow_id``, ``position``, ``revision``, ``kind``,
-    ``detail`` (``""`` and ``0`` where it is not about one flow or one event)."""
+    """A problem ``verify``, ``verify-export`` or ``checkpoint --verify`` found: ``flow_id``, ``position``,
+    ``revision``, ``kind``, ``detail`` (``""`` and ``0`` where it is not about one flow or one event)."""
     return dataclasses.asdict(problem)
 
 
