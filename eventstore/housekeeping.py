@@ -8,12 +8,14 @@ checkpointer folds the WAL itself, its file checks are data checksums and
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
-from contextlib import closing, suppress
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +55,8 @@ class Backup:
     pages: int
     bytes: int
     seconds: float
+    removed_partials: tuple[Path, ...] = ()
+    """Half-written copies to the same path that backups which died had left, removed first."""
 
 
 def sqlite_file(store: EventStore, operation: str, *, instead: str) -> Path:
@@ -100,7 +104,9 @@ def backup(
     once SQLite's ``quick_check`` passes on it, so ``path`` never holds a
     partial copy. An existing ``path`` is refused. ``progress(remaining,
     total)`` is called with page counts after each step of
-    ``PAGES_PER_STEP`` pages.
+    ``PAGES_PER_STEP`` pages. The ``path.<random>.partial`` files of earlier
+    backups to ``path`` that died (killed, or the machine went down) are
+    removed first; those of backups still running are left alone.
     """
     source = sqlite_file(store, "backup", instead=PG_DUMP_ADVICE)
     target = Path(path)
@@ -108,8 +114,15 @@ def backup(
         raise InvalidInput(f"{target} exists; back up to a new file")
     if target.resolve() == source.resolve():
         raise InvalidInput("a backup cannot overwrite the database it copies")
-    partial = _unused_name(target)
+    removed = remove_stale_partials(target.parent, lambda name: name == target.name)
     started = time.perf_counter()
+    with _claimed_partial(target) as partial:
+        pages = _copy(source, target, partial, progress)
+    return Backup(target, pages, target.stat().st_size, time.perf_counter() - started, tuple(removed))
+
+
+def _copy(source: Path, target: Path, partial: Path, progress: Callable[[int, int], None] | None) -> int:
+    """Copy ``source`` into ``partial``, check it and rename it to ``target``; the number of pages."""
     try:
         with closing(sqlite3.connect(source, timeout=30.0)) as src, closing(sqlite3.connect(partial)) as dst:
             src.execute("BEGIN")
@@ -133,12 +146,106 @@ def backup(
     finally:
         with suppress(OSError):  # cleaning up must not hide why the backup failed
             partial.unlink(missing_ok=True)
-    return Backup(target, pages, target.stat().st_size, time.perf_counter() - started)
+    return pages
 
 
-def _unused_name(target: Path) -> Path:
-    """Where to write the copy: ``PATH.<random>.partial``, never a file that is there (someone's own)."""
+# -- half-written copies -----------------------------------------------------------
+#
+# A backup writes ``PATH.<8 hex>.partial`` and renames it to PATH at the end; a
+# backup that is killed leaves it behind. Which of those files are stale cannot be
+# told from their age (a copy may wait on a busy database, or take hours) nor from
+# a process id in the name (ids are reused, and another host may share the
+# directory). So a running backup holds an exclusive ``flock`` on its own partial
+# file from the moment it creates it until it is renamed or removed, and the
+# kernel drops that lock when the process dies, however it dies. A later backup
+# removes a partial only while it holds that lock itself, taken without waiting:
+# one it cannot lock belongs to a live backup, which goes on undisturbed.
+#
+# The lock is on a file descriptor of its own, separate from SQLite's: SQLite
+# locks with ``fcntl`` byte ranges, which ``flock`` does not touch on Linux. A
+# backup creates its file (``O_EXCL``) before it can lock it; a cleaner that locks
+# and removes it in that moment leaves the new backup holding a lock on a file no
+# longer at that name, so after locking, the backup checks the name is still its
+# file, and starts again with another name if not. (``flock`` over NFS is
+# emulated with ``fcntl`` locks and holds across hosts only where the server
+# supports them.)
+
+_PARTIAL = re.compile(r"(?P<name>.+)\.[0-9a-f]{8}\.partial")
+_SQLITE_SIDE_FILES = ("-journal", "-wal", "-shm")
+"""What SQLite may have left beside a copy it was writing when it died."""
+
+
+@contextmanager
+def _claimed_partial(target: Path) -> Iterator[Path]:
+    """A new ``target.<random>.partial`` name, created and locked by this backup while the block runs."""
     while True:
         partial = target.with_name(f"{target.name}.{secrets.token_hex(4)}.partial")
-        if not partial.exists():
-            return partial
+        try:
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            continue  # someone's own file, or another backup's: never touched
+        except OSError as exc:
+            raise StorageError(f"backup to {target} failed: {exc}") from exc
+        try:
+            if _locked(fd) and _same_file(fd, partial):
+                break
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)  # a cleaner removed it before it was locked: another name
+    try:
+        yield partial
+    finally:
+        os.close(fd)  # the lock goes with it, after the file was renamed or removed
+
+
+def remove_stale_partials(directory: Path, names: Callable[[str], bool]) -> list[Path]:
+    """Remove the ``NAME.<random>.partial`` files in ``directory``, for the NAMEs ``names`` accepts,
+    that no running backup holds; the paths removed."""
+    removed: list[Path] = []
+    try:
+        candidates = sorted(directory.iterdir())
+    except FileNotFoundError:
+        return removed
+    except OSError as exc:
+        raise StorageError(f"cannot list {directory} for half-written backups: {exc}") from exc
+    for path in candidates:
+        found = _PARTIAL.fullmatch(path.name)
+        if found is None or not names(found["name"]):
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW)
+        except (FileNotFoundError, IsADirectoryError):
+            continue  # renamed or removed meanwhile, or not a file a backup writes
+        except OSError as exc:
+            raise StorageError(f"cannot open the half-written backup {path}: {exc}") from exc
+        try:
+            if _locked(fd) and _same_file(fd, path):
+                for suffix in _SQLITE_SIDE_FILES:  # first, so none is left without its database
+                    path.with_name(path.name + suffix).unlink(missing_ok=True)
+                path.unlink()
+                removed.append(path)
+        except OSError as exc:
+            raise StorageError(f"cannot remove the half-written backup {path}: {exc}") from exc
+        finally:
+            os.close(fd)  # a backup that created this name meanwhile sees the file gone, and moves on
+    return removed
+
+
+def _locked(fd: int) -> bool:
+    """Whether this descriptor now holds the file's exclusive lock (False: a live backup holds it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = path.stat()
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)

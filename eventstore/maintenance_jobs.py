@@ -23,7 +23,14 @@ import sqlalchemy as sa
 
 from .errors import FlowNotFound, IntegrityViolation, InvalidInput, NotSupported
 from .flow_fold import FOLD_VERSION
-from .housekeeping import PG_DUMP_ADVICE, backup, check_database, sqlite_file, wal_checkpoint
+from .housekeeping import (
+    PG_DUMP_ADVICE,
+    backup,
+    check_database,
+    remove_stale_partials,
+    sqlite_file,
+    wal_checkpoint,
+)
 from .incremental_verify import SYSTEM_INTEGRITY_FLOW, record_problems, verify_since
 from .integrity import Problem
 from .maintenance_config import DEFAULT_JOBS
@@ -266,6 +273,9 @@ def scheduled_backup(ctx: JobContext) -> dict[str, Any]:
     if ctx.store.dialect != "sqlite":
         raise _skip("online backup is for SQLite; back PostgreSQL up with pg_dump")
     policy.directory.mkdir(parents=True, exist_ok=True)
+    # Each run names its copy anew, so the partial file of a run that died is removed here, not by
+    # ``backup`` (which removes those of its own path); one a live run holds is left alone.
+    stale = remove_stale_partials(policy.directory, lambda name: _BACKUP_NAME.fullmatch(name) is not None)
     name = f"eventstore-{ctx.now().astimezone(UTC):{BACKUP_TIME}}Z.db"
     try:
         made = backup(ctx.store, policy.directory / name, progress=lambda _left, _total: _renew_or_stop(ctx))
@@ -281,7 +291,12 @@ def scheduled_backup(ctx: JobContext) -> dict[str, Any]:
     removed = [path for _taken, path in older[: max(0, len(older) + 1 - policy.keep)]]
     for old in removed:
         old.unlink()
-    return {"path": str(made.path), "bytes": made.bytes, "removed": [p.name for p in removed]}
+    return {
+        "path": str(made.path),
+        "bytes": made.bytes,
+        "removed": [p.name for p in removed],
+        "removed_partials": [p.name for p in stale],
+    }
 
 
 BACKUP_TIME = "%Y%m%dT%H%M%S%f"
