@@ -311,6 +311,7 @@ class Manifest:
                 raise ValueError(f"it lists flow {segment.flow_id!r} more than once")
             listed.add(segment.flow_id)
         positions = (document["first_position"], document["last_position"])
+        checkpoint = document["checkpoint"]
         return cls(
             events_file=events_path,
             sha256=str(document["sha256"]),
@@ -319,9 +320,9 @@ class Manifest:
             first_position=None if positions[0] is None else _count(positions[0]),
             last_position=None if positions[1] is None else _count(positions[1]),
             created_at=str(document["created_at"]),
-            selection=dict(document["selection"]),
-            source=dict(document["source"]),
-            checkpoint=None if document["checkpoint"] is None else dict(document["checkpoint"]),
+            selection=_object(document["selection"], "selection"),
+            source=_object(document["source"], "source"),
+            checkpoint=None if checkpoint is None else _object(checkpoint, "checkpoint"),
         )
 
 
@@ -329,6 +330,13 @@ def _count(value: Any) -> int:
     if type(value) is not int or value < 0:
         raise ValueError(f"{value!r} is not a count")
     return value
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    """A member that must be a JSON object: a list of pairs (which ``dict()`` would take) is refused."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is {type(value).__name__} {value!r}, not a JSON object")
+    return dict(value)
 
 
 def manifest_path(events_path: Path) -> Path:

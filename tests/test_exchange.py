@@ -190,6 +190,23 @@ class TestVerifyExport:
         manifest.write_bytes(orjson.dumps(document))
         assert self.kinds(exported) == {"head-mismatch"}
 
+    @pytest.mark.parametrize(
+        ("member", "value"),
+        [("selection", [["kind", "flow"], ["flow_id", "a"]]), ("source", [["dialect", "sqlite"]])],
+    )
+    def test_a_member_that_is_a_list_of_pairs_not_an_object(
+        self, exported: Path, store: EventStore, member: str, value: Any
+    ) -> None:
+        manifest = exported.with_name(exported.name + ".manifest.json")
+        document = orjson.loads(manifest.read_bytes())
+        document[member] = value
+        manifest.write_bytes(orjson.dumps(document))
+        with pytest.raises(ExportInvalid, match=f"{member} is list .* not a JSON object"):
+            Manifest.read(exported)
+        assert self.kinds(exported) == {"manifest"}
+        with pytest.raises(ExportInvalid, match=f"{member} is list"):
+            import_events(store, exported)
+
     def test_a_missing_events_file(self, exported: Path) -> None:
         exported.unlink()
         assert self.kinds(exported) == {"missing-file"}
