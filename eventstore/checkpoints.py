@@ -208,7 +208,9 @@ def take_checkpoint(store: EventStore, signing_key: Ed25519PrivateKey | str | os
     """Sign the Merkle root over every event up to the last position, store it and return it.
 
     The time is the store's clock. If the log has not grown since the latest
-    checkpoint, that checkpoint is returned and nothing is written. The new
+    checkpoint, that checkpoint is returned and nothing is written; the
+    returned checkpoint's ``new`` says which, decided in the transaction that
+    wrote it (of several takers racing, exactly one sees ``new``). The new
     root is first checked to extend the latest checkpoint (a consistency
     proof); if it does not, events it covered were changed, and
     ``IntegrityViolation`` is raised instead of signing.
@@ -242,6 +244,7 @@ def take_checkpoint(store: EventStore, signing_key: Ed25519PrivateKey | str | os
             key_id(public),
             public,
             key.sign(checkpoint_message(size, root, timestamp_ms)),
+            new=True,
         )
         conn.execute(
             log_checkpoints.insert().values(

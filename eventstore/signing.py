@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,8 @@ class Checkpoint:
     key_id: str
     public_key: bytes
     signature: bytes
+    new: bool = field(default=False, compare=False)
+    """True only on what ``take_checkpoint`` returns when that call stored it (not part of the record)."""
 
     @property
     def timestamp(self) -> datetime:

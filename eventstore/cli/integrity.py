@@ -43,14 +43,6 @@ def _describe(checkpoint: cp.Checkpoint) -> str:
     )
 
 
-def _latest_size(store: Any) -> int:
-    """The tree size of the latest checkpoint (0: none yet)."""
-    try:
-        return cp.get_checkpoint(store).tree_size
-    except InvalidInput:  # no checkpoint has been taken yet
-        return 0
-
-
 def _trusted(path: Path | None) -> Any:
     return None if path is None else cp.load_public_key(path)
 
@@ -124,12 +116,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 if key_path is None:
                     raise InvalidInput("taking a checkpoint needs --key PATH or EVENTSTORE_SIGNING_KEY=PATH")
                 key = cp.load_signing_key(key_path)
-                before = _latest_size(store)
                 taken = cp.take_checkpoint(store, key)
-            new = taken.tree_size != before  # else the log has not grown: the latest one came back
             if as_json:
-                echo_json({**taken.to_dict(), "new": new})
-            elif new:
+                echo_json({**taken.to_dict(), "new": taken.new})
+            elif taken.new:
                 echo(f"checkpoint {_describe(taken)}")
             else:
                 echo(
