@@ -163,7 +163,14 @@ def _require_events(store: EventStore, flow_ids: list[str]) -> None:
 
 
 def _refuse_own_files(store: EventStore, path: Path) -> None:
-    """``InvalidInput`` if the export or its manifest would be written over the store's SQLite files.
+    """``InvalidInput`` if the export or its manifest would be written over the store's SQLite files."""
+    manifest = manifest_path(path)
+    refuse_own_files(store, path, (manifest, *(p.with_name(p.name + ".partial") for p in (path, manifest))))
+
+
+def refuse_own_files(store: EventStore, path: Path, others: Iterable[Path] = ()) -> None:
+    """``InvalidInput`` if writing ``path`` (or ``others``, written with it) would overwrite the store's
+    SQLite files.
 
     The database and its ``-wal``, ``-shm`` and ``-journal`` files, by resolved
     path (symbolic links followed) or as the same file (a hard link).
@@ -176,8 +183,7 @@ def _refuse_own_files(store: EventStore, path: Path) -> None:
     if not database:
         return  # in memory
     own = [Path(database + suffix) for suffix in ("", "-wal", "-shm", "-journal")]
-    manifest = manifest_path(path)
-    for target in (path, manifest, *(p.with_name(p.name + ".partial") for p in (path, manifest))):
+    for target in (path, *others):
         for file in own:
             if _resolved(target) == _resolved(file) or _same_file(target, file):
                 raise InvalidInput(

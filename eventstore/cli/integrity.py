@@ -7,7 +7,10 @@ verify prints ``FAILED: ...`` and exits with status 2, like ``verify``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +21,7 @@ import orjson
 
 from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
+from ..exchange import refuse_own_files
 from .output import echo, echo_json, printable, problem_dict
 from .params import POSITION, number_in
 
@@ -76,6 +80,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option(
         "--size", type=POSITION, default=None, help="With --export: the checkpoint of this tree size."
     )
+    @click.option("--force", is_flag=True, help="With --export: replace FILE if it exists.")
     @click.option(
         "--verify", "verifying", is_flag=True, help="Recompute every checkpoint from the log and check it."
     )
@@ -88,6 +93,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         listing: bool,
         export_path: Path | None,
         size: int | None,
+        force: bool,
         verifying: bool,
         trusted: Path | None,
         as_json: bool,
@@ -108,7 +114,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             for c in [] if as_json else found:
                 echo(_describe(c))
         elif export_path is not None:
-            _export(ctx, open_store, errors, export_path, size, as_json)
+            _export(ctx, open_store, errors, export_path, size, force=force, as_json=as_json)
         elif verifying:
             _verify(ctx, open_store, errors, trusted, as_json)
         else:
@@ -207,23 +213,58 @@ def _prove_consistency(store: Any, sizes: tuple[int, int], public_key: Any) -> _
 
 
 def _export(
-    ctx: click.Context, open_store: Any, errors: Any, path: Path, size: int | None, as_json: bool
+    ctx: click.Context,
+    open_store: Any,
+    errors: Any,
+    path: Path,
+    size: int | None,
+    *,
+    force: bool,
+    as_json: bool,
 ) -> None:
+    to_stdout = str(path) == "-"
     with open_store(ctx) as store, errors():
         found = cp.get_checkpoint(store, size)
+        if not to_stdout:
+            refuse_own_files(store, path)
     text = orjson.dumps(found.to_dict(), option=orjson.OPT_INDENT_2).decode() + "\n"
-    if str(path) == "-":
+    if to_stdout:
         click.echo(text, nl=False)
         return
     with errors():
-        try:
-            path.write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from exc
+        _write_new(path, text.encode(), overwrite=force)
     if as_json:
         echo_json({"exported": str(path), "tree_size": found.tree_size})
     else:
         echo(f"exported checkpoint of size {found.tree_size} to {printable(path)}")
+
+
+def _write_new(path: Path, content: bytes, *, overwrite: bool) -> None:
+    """Write a file whole or not at all: a synced temporary file in the same directory, then linked
+    into place (which fails if ``path`` exists), or renamed over it if ``overwrite``."""
+    if not overwrite and os.path.lexists(path):
+        raise InvalidInput(f"{path} exists already: export to a new file, or replace it (--force)")
+    try:
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(content)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        if overwrite:
+            os.replace(temporary, path)
+        else:
+            os.link(temporary, path)
+    except FileExistsError as exc:
+        raise InvalidInput(f"{path} exists already: export to a new file, or replace it (--force)") from exc
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {path}: {exc.strerror or exc}") from exc
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
 
 
 def _verify(ctx: click.Context, open_store: Any, errors: Any, trusted: Path | None, as_json: bool) -> None:

@@ -1,0 +1,53 @@
+"""The files the checkpoint commands write: exports and key pairs are never written over anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from eventstore import checkpoints as cp
+
+from .conftest import Target
+from .test_checkpoints import KEY, fill, run
+
+
+@pytest.fixture
+def signed(tmp_path: Path) -> Target:
+    """A SQLite store holding one checkpoint (the store's own files are SQLite's)."""
+    target = Target(f"sqlite:///{tmp_path / 'events.db'}")
+    with target.open() as store:
+        fill(store, "a", 3)
+        cp.take_checkpoint(store, KEY)
+    return target
+
+
+class TestExport:
+    def test_an_existing_file_is_refused_and_kept(self, signed: Target, tmp_path: Path) -> None:
+        private, _ = cp.save_key_pair(cp.generate_key(), tmp_path / "k.pem")
+        before = private.read_bytes()
+        out = run(signed, "checkpoint", "--export", str(private), code=1)
+        assert out == f"error: {private} exists already: export to a new file, or replace it (--force)\n"
+        assert private.read_bytes() == before
+
+    @pytest.mark.parametrize("suffix", ["", "-wal", "-shm"])
+    def test_the_stores_own_files_are_refused_even_with_force(self, signed: Target, suffix: str) -> None:
+        database = Path(signed.url.removeprefix("sqlite:///") + suffix)
+        link = database.with_name("link.json")
+        link.symlink_to(database)
+        for path in (database, link):
+            out = run(signed, "checkpoint", "--export", str(path), "--force", code=1)
+            assert f"it would overwrite {database}, a file of this store's database" in out
+        with signed.open() as store:
+            assert store.verify().ok and len(cp.list_checkpoints(store)) == 1
+
+    def test_force_replaces_a_file_whole_and_leaves_no_temporary_file(
+        self, signed: Target, tmp_path: Path
+    ) -> None:
+        exported = tmp_path / "out" / "cp.json"
+        exported.parent.mkdir()
+        exported.write_text("old")
+        run(signed, "checkpoint", "--export", str(exported), "--force")
+        assert orjson.loads(exported.read_bytes())["tree_size"] == 3
+        assert [p.name for p in exported.parent.iterdir()] == ["cp.json"]
