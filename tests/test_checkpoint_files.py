@@ -51,3 +51,14 @@ class TestExport:
         run(signed, "checkpoint", "--export", str(exported), "--force")
         assert orjson.loads(exported.read_bytes())["tree_size"] == 3
         assert [p.name for p in exported.parent.iterdir()] == ["cp.json"]
+
+    def test_size_and_force_without_export_are_usage_errors(self, signed: Target, tmp_path: Path) -> None:
+        key = tmp_path / "k.pem"
+        cp.save_key_pair(KEY, key)
+        with signed.open() as store:
+            fill(store, "b", 2)
+            assert "--size goes with --export FILE" in run(
+                signed, "checkpoint", "--size", "3", "--key", str(key), code=2
+            )
+            assert "--force goes with --export FILE" in run(signed, "checkpoint", "--force", "--list", code=2)
+            assert [c.tree_size for c in cp.list_checkpoints(store)] == [3]

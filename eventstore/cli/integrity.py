@@ -104,6 +104,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         """
         if listing + (export_path is not None) + verifying > 1:
             raise click.UsageError("use one of --list, --export and --verify")
+        for given, option in ((size is not None, "--size"), (force, "--force")):
+            if given and export_path is None:
+                raise click.UsageError(f"{option} goes with --export FILE")
         if listing:
             with open_store(ctx) as store, errors():
                 found = cp.list_checkpoints(store)
