@@ -9,6 +9,7 @@ normative description; ``checkpoints.py`` takes, stores and proves them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -131,9 +132,12 @@ def generate_key() -> Ed25519PrivateKey:
 def save_key_pair(signing_key: Ed25519PrivateKey, path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """Write the private key to ``path`` (PEM, PKCS #8, mode 0600) and the public key to ``path.pub``.
 
-    Refuses to overwrite either file. Returns both paths.
+    Refuses to overwrite either file: both are created (exclusively) before
+    either is written, so a refusal leaves nothing behind. Returns both paths.
     """
     private = Path(path)
+    if not private.name or private.name in (".", ".."):
+        raise InvalidInput(f"a key file needs a file name, not {os.fspath(path)!r}")
     public = private.with_name(private.name + ".pub")
     private_pem = signing_key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -141,16 +145,35 @@ def save_key_pair(signing_key: Ed25519PrivateKey, path: str | os.PathLike[str]) 
     public_pem = signing_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
-    for target, content, mode in ((private, private_pem, 0o600), (public, public_pem, 0o644)):
-        try:
-            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        except FileExistsError as exc:
-            raise InvalidInput(f"{target} exists already; not overwriting a key") from exc
-        except OSError as exc:
-            raise InvalidInput(f"cannot write {target}: {exc.strerror}") from exc
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(content)
+    descriptors: list[tuple[Path, int]] = []
+    try:
+        for target, mode in ((private, 0o600), (public, 0o644)):
+            descriptors.append((target, _create(target, mode)))
+        for (target, descriptor), content in zip(descriptors, (private_pem, public_pem), strict=True):
+            try:
+                with os.fdopen(descriptor, "wb", closefd=False) as file:
+                    file.write(content)
+            except OSError as exc:
+                raise InvalidInput(f"cannot write {target}: {exc.strerror or exc}") from exc
+    except BaseException:
+        for target, _ in descriptors:  # only files this call created, so nothing of anyone else's
+            with contextlib.suppress(OSError):
+                target.unlink()
+        raise
+    finally:
+        for _, descriptor in descriptors:
+            os.close(descriptor)
     return private, public
+
+
+def _create(target: Path, mode: int) -> int:
+    """A new, empty file, opened for writing; ``InvalidInput`` if it exists or cannot be made."""
+    try:
+        return os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError as exc:
+        raise InvalidInput(f"{target} exists already; not overwriting a key") from exc
+    except OSError as exc:
+        raise InvalidInput(f"cannot write {target}: {exc.strerror}") from exc
 
 
 def load_signing_key(path: str | os.PathLike[str]) -> Ed25519PrivateKey:

@@ -7,6 +7,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from eventstore import InvalidInput
 from eventstore import checkpoints as cp
 
 from .conftest import Target
@@ -62,3 +63,23 @@ class TestExport:
             )
             assert "--force goes with --export FILE" in run(signed, "checkpoint", "--force", "--list", code=2)
             assert [c.tree_size for c in cp.list_checkpoints(store)] == [3]
+
+
+class TestKeygen:
+    def test_an_existing_public_key_leaves_no_private_key_behind(self, tmp_path: Path) -> None:
+        key = tmp_path / "k.pem"
+        Path(f"{key}.pub").write_text("another key's")
+        with pytest.raises(InvalidInput, match=r"k.pem.pub exists already; not overwriting a key"):
+            cp.save_key_pair(KEY, key)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["k.pem.pub"]
+        Path(f"{key}.pub").unlink()
+        private, public = cp.save_key_pair(KEY, key)  # the retry is not refused
+        assert cp.key_id(cp.load_signing_key(private).public_key()) == cp.key_id(cp.load_public_key(public))
+
+    @pytest.mark.parametrize("path", ["", ".", "..", "/"])
+    def test_a_path_without_a_file_name_is_refused(self, path: str) -> None:
+        with pytest.raises(InvalidInput, match="a key file needs a file name"):
+            cp.save_key_pair(KEY, path)
+
+    def test_keygen_of_an_empty_path_is_one_clean_line(self, signed: Target) -> None:
+        assert run(signed, "keygen", "", code=1) == "error: a key file needs a file name, not '.'\n"
