@@ -225,8 +225,10 @@ def take_checkpoint(store: EventStore, signing_key: Ed25519PrivateKey | str | os
         if size == 0:
             raise InvalidInput("the log is empty: there is nothing to checkpoint")
         latest = _latest(conn)
-        if latest is not None and latest.tree_size == size:
-            return latest
+        if latest is not None:
+            _check_signed(latest)  # never extend, or hand back, a record changed since it was signed
+            if latest.tree_size == size:
+                return latest
         old = 0 if latest is None else latest.tree_size
 
         def root_and_extension(subtree: Subtree) -> list[bytes]:
@@ -259,9 +261,18 @@ def take_checkpoint(store: EventStore, signing_key: Ed25519PrivateKey | str | os
     return checkpoint
 
 
-def _check_extends(latest: Checkpoint, size: int, root: bytes, path: list[bytes]) -> None:
+def _check_signed(latest: Checkpoint) -> None:
     try:
         verify_checkpoint_signature(latest)
+    except InvalidProof as exc:
+        raise IntegrityViolation(
+            f"the latest checkpoint does not verify ({exc}): it was changed after it was signed; "
+            "not signing. Run `eventstore checkpoint --verify`."
+        ) from exc
+
+
+def _check_extends(latest: Checkpoint, size: int, root: bytes, path: list[bytes]) -> None:
+    try:
         verify_consistency(latest.tree_size, size, latest.root_hash, root, path)
     except InvalidProof as exc:
         raise IntegrityViolation(

@@ -28,6 +28,8 @@ SIGNING_CONTEXT = b"agent-eventstore checkpoint v1\n"
 """The first bytes of every signed message: they tie a signature to this use."""
 CHECKPOINT_FORMAT = "agent-eventstore/checkpoint/v1"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+U64_MAX = 2**64 - 1
+"""The largest tree size or timestamp: the signed bytes hold each in 8 bytes."""
 
 
 # -- the signed bytes and the records -----------------------------------------
@@ -96,8 +98,8 @@ def parsing_export(document: Mapping[str, Any], expected: str, what: str) -> Ite
 
 
 def export_int(value: Any, minimum: int) -> int:
-    if type(value) is not int or value < minimum:
-        raise ValueError(f"expected an integer >= {minimum}, not {value!r}")
+    if type(value) is not int or not minimum <= value <= U64_MAX:
+        raise ValueError(f"expected an integer from {minimum} to 2**64 - 1, not {value!r}")
     return value
 
 
@@ -213,6 +215,15 @@ def verify_checkpoint_signature(checkpoint: Checkpoint, public_key: Ed25519Publi
     Without a key, the checkpoint's own ``public_key`` is used: that shows the
     record is intact, not who made it. Pass the key you trust to show that.
     """
+    for name, value, minimum in (
+        ("tree size", checkpoint.tree_size, 1),
+        ("timestamp_ms", checkpoint.timestamp_ms, 0),
+    ):
+        if not minimum <= value <= U64_MAX:
+            raise InvalidProof(
+                f"checkpoint {checkpoint.tree_size}: its {name} {value} is out of range "
+                f"({minimum} to 2**64 - 1), so no signature covers it"
+            )
     raw = checkpoint.public_key
     if public_key is not None:
         trusted = raw_public_key(public_key)

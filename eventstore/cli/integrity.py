@@ -40,7 +40,10 @@ def _integrity() -> Iterator[None]:
 
 
 def _describe(checkpoint: cp.Checkpoint) -> str:
-    when = checkpoint.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    try:
+        when = checkpoint.timestamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    except OverflowError:  # a tampered row: `checkpoint --verify` reports it
+        when = f"timestamp_ms {checkpoint.timestamp_ms} (not a date)"
     return (
         f"size {checkpoint.tree_size:>10}  root {checkpoint.root_hash.hex()}  {when}  "
         f"key {printable(checkpoint.key_id[:16])}"
