@@ -130,6 +130,7 @@ _SQL = {
     "upsert_thread": _UPSERT_THREAD + ", deleted_at = NULL, deleted_by = NULL",
     # A write (a task of a run still going) leaves a deleted namespace's row as its deletion left it.
     "upsert_thread_written": _UPSERT_THREAD + " WHERE {th}.deleted_at IS NULL",
+    "namespace_deleted": "SELECT 1 FROM {th} WHERE {ns} AND deleted_at IS NOT NULL",
     "insert_write": """
         INSERT INTO {wr} ({wcols})
         VALUES ({wvalues})
@@ -254,7 +255,8 @@ class LangGraphProjection(Projection):
     """Inline projection of LangGraph checkpoints, blobs, pending writes and threads."""
 
     name: ClassVar[str] = "langgraph"
-    version: ClassVar[int] = 1
+    version: ClassVar[int] = 2
+    """2: writes saved to a deleted namespace stay out of the tables; a namespace emptied is deleted."""
     kind: ClassVar[str] = "inline"
 
     def __init__(self) -> None:
@@ -421,6 +423,9 @@ class LangGraphProjection(Projection):
         A regular write whose ``(task_id, idx)`` is stored already is ignored (so
         is a second one in the same event); a write to a special channel
         (negative ``idx``) replaces the stored one (the last in the event wins).
+        Writes to a deleted namespace (a task of a run still going) are in the
+        log only: a deleted namespace holds no rows, so a copy or a checkpoint
+        that brings it back under the same checkpoint ids finds none of them.
         """
         data, conn = event.data, tx.connection
         sql = self.statements(conn.dialect.name)
@@ -456,6 +461,8 @@ class LangGraphProjection(Projection):
                 arrays[f"{prefix}_type"] = [v[1] for v in group.values()]
                 arrays[f"{prefix}_blob"] = [v[2] for v in group.values()]
             execute(conn, sql["save_writes"], {**head, **arrays, **thread})
+            return
+        if execute(conn, sql["namespace_deleted"], _key(data))[0]:
             return
         for name, group in (("insert_write", regular), ("upsert_write", special)):
             rows = [

@@ -48,13 +48,18 @@ SQL = {
         )"""
     + _THREAD_UPSERT.replace("{added}", "(SELECT count(*) FROM saved WHERE inserted)").replace("{where}", "")
     + _REVIVED,
+    # A deleted namespace (``gone``) takes no writes: they stay in the log only.
     "save_writes": """
-        WITH regular AS (
+        WITH gone AS (
+            SELECT 1 FROM {th} WHERE thread_id = CAST(:thread_id AS TEXT)
+                AND checkpoint_ns = CAST(:checkpoint_ns AS TEXT) AND deleted_at IS NOT NULL
+        ), regular AS (
             INSERT INTO {wr} ({wcols})
             SELECT CAST(:thread_id AS TEXT), CAST(:checkpoint_ns AS TEXT), CAST(:checkpoint_id AS TEXT),
                 CAST(:task_id AS TEXT), w.idx, CAST(:task_path AS TEXT), w.channel, w.type, w.blob
             FROM unnest(CAST(%(r_idx)b AS int[]), CAST(%(r_channel)b AS text[]), CAST(%(r_type)b AS text[]),
                         CAST(%(r_blob)b AS bytea[])) AS w(idx, channel, type, blob)
+            WHERE NOT EXISTS (SELECT 1 FROM gone)
             ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO NOTHING
         ), special AS (
             INSERT INTO {wr} ({wcols})
@@ -62,6 +67,7 @@ SQL = {
                 CAST(:task_id AS TEXT), w.idx, CAST(:task_path AS TEXT), w.channel, w.type, w.blob
             FROM unnest(CAST(%(s_idx)b AS int[]), CAST(%(s_channel)b AS text[]), CAST(%(s_type)b AS text[]),
                         CAST(%(s_blob)b AS bytea[])) AS w(idx, channel, type, blob)
+            WHERE NOT EXISTS (SELECT 1 FROM gone)
             ON CONFLICT (thread_id, checkpoint_ns, checkpoint_id, task_id, idx) DO UPDATE SET
                 task_path = excluded.task_path, channel = excluded.channel, type = excluded.type,
                 blob = excluded.blob

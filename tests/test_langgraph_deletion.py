@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventstore.integrations.langgraph import EventStoreSaver
+from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
 from projections import rebuild
 from projections.langgraph import LangGraphProjection
 from tests.conftest import Target
@@ -54,4 +54,18 @@ def test_a_checkpoint_or_a_copy_brings_a_deleted_thread_back(saver: EventStoreSa
         (live,) = [t for t in saver.threads().items if t.thread_id == "t"]
         assert (live.checkpoints, live.deleted_at, live.deleted_by) == (1, None, None)
     assert saver.get_tuple(LATEST) is not None
+    assert_the_read_model_equals_a_rebuild(saver)
+
+
+def test_a_write_after_the_deletion_does_not_come_back_with_a_copy(saver: EventStoreSaver) -> None:
+    """Restoring a deleted thread from a backup gives the backup's writes, not a late task's."""
+    config = put(saver, "t", {"x": 1}, {"x": 1})
+    saver.put_writes(config, [("x", "before")], "task-1")
+    saver.copy_thread("t", "backup")
+    saver.delete_thread("t")
+    saver.put_writes(config, [("x", "late")], "task-2")
+    assert [e.type for e in saver.store.read_flow(flow_id_for("t"))][-1] == "WritesSaved"  # in the log
+    saver.copy_thread("backup", "t")
+    restored = saver.get_tuple(LATEST)
+    assert restored is not None and restored.pending_writes == [("task-1", "x", "before")]
     assert_the_read_model_equals_a_rebuild(saver)
