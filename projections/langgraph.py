@@ -165,6 +165,11 @@ _SQL = {
         UPDATE {th} SET checkpoints = 0, latest_checkpoint_id = NULL, updated_at = :at, last_actor = :actor,
             deleted_at = :at, deleted_by = :actor
         WHERE {ns}""",
+    # a namespace whose last checkpoint went (delete_for_runs) leaves the saver's view as a deleted one does
+    "mark_emptied": """
+        UPDATE {th} SET deleted_at = :at, deleted_by = :actor
+        WHERE {ns} AND deleted_at IS NULL
+            AND NOT EXISTS (SELECT 1 FROM {cp} WHERE {ns}) AND NOT EXISTS (SELECT 1 FROM {wr} WHERE {ns})""",
     # copying: every row of the source namespace the fold can see (the events before this one)
     "copy_checkpoints": """
         INSERT INTO {cp} ({cols})
@@ -503,6 +508,7 @@ class LangGraphProjection(Projection):
         self._collect_blobs(conn, sql, key)
         execute(conn, sql["orphan_parents"], key)
         execute(conn, sql["recount_thread"], self._recount_params(event))
+        execute(conn, sql["mark_emptied"], self._recount_params(event))
 
     def on_ThreadDeleted(self, tx: Transaction, event: RecordedEvent) -> None:
         data, conn = event.data, tx.connection

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from eventstore import NewEvent
 from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
 from projections import rebuild
 from projections.langgraph import LangGraphProjection
@@ -69,3 +70,30 @@ def test_a_write_after_the_deletion_does_not_come_back_with_a_copy(saver: EventS
     restored = saver.get_tuple(LATEST)
     assert restored is not None and restored.pending_writes == [("task-1", "x", "before")]
     assert_the_read_model_equals_a_rebuild(saver)
+
+
+def test_delete_for_runs_deletes_a_namespace_it_empties(saver: EventStoreSaver) -> None:
+    put(saver, "t", {"x": 1}, {"x": 1}, metadata={"run_id": "r1"})
+    put(saver, "t", {"x": 2}, {"x": 2}, metadata={"run_id": "r2"})
+    put(saver, "t", {"y": 1}, {"y": 1}, configurable={"checkpoint_ns": "sub:1"}, metadata={"run_id": "r1"})
+    put(saver, "gone", {"x": 1}, {"x": 1}, metadata={"run_id": "r1"})
+    saver.delete_for_runs(["r1"], actor="ops:eve")
+    (live,) = saver.threads().items
+    assert (live.thread_id, live.namespaces, live.checkpoints) == ("t", 1, 1)
+    (gone,) = [t for t in saver.threads(include_deleted=True).items if t.thread_id == "gone"]
+    assert gone.deleted_by == "ops:eve"
+    saver.copy_thread("t", "copy")
+    assert list(saver.store.read_flow(flow_id_for("copy", "sub:1"))) == []
+    saver.delete_thread("t")
+    assert list(saver.store.read_flow(flow_id_for("t", "sub:1")))[-1].type == "CheckpointsDeleted"
+    assert_the_read_model_equals_a_rebuild(saver)
+
+
+def test_a_namespace_holding_nothing_is_not_copied(saver: EventStoreSaver) -> None:
+    """As an older version's delete_for_runs left one: live, without a checkpoint or a write."""
+    put(saver, "t", {"x": 1}, {"x": 1})
+    empty = {"thread_id": "t", "checkpoint_ns": "sub:1", "checkpoint_id": "1", "task_id": "a", "writes": []}
+    saver.store.append(flow_id_for("t", "sub:1"), [NewEvent("WritesSaved", empty)])
+    saver.copy_thread("t", "copy")
+    assert list(saver.store.read_flow(flow_id_for("copy", "sub:1"))) == []
+    assert [t.namespaces for t in saver.threads().items if t.thread_id == "copy"] == [1]

@@ -98,6 +98,8 @@ class RetentionSaver(SyncSaver):
                 )
             found = [] if _never_stored(source) else self._queries.live_namespaces(tx.connection, source)
             for ns, flow_id, checkpoints, writes in found:
+                if not checkpoints and not writes:  # nothing to copy
+                    continue
                 head = next(iter(self.store.read_flow(flow_id, backwards=True, limit=1)), None)
                 data = {
                     "thread_id": target,
