@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import sqlite3
 import threading
 import time
@@ -341,3 +342,34 @@ def test_a_read_whose_sqlite_connection_died_reports_it_lost_and_the_next_read_w
             assert await saver.aget_tuple(stored) is not None
 
     asyncio.run(main())
+
+
+def test_a_read_cancelled_as_its_connection_goes_back_to_the_pool_logs_no_error(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cancellation lands in the pool's rollback-on-return (aiosqlite): the read is cancelled,
+    without SQLAlchemy's "Exception during reset" traceback in the log, and the next read works."""
+
+    async def main() -> None:
+        async with EventStoreSaver.from_url(f"sqlite:///{tmp_path / 'r.db'}", async_driver=True) as saver:
+            stored = await save(saver, "t", 1)
+            pool = (await saver._on_loop()).store.engine.pool
+            caller = asyncio.current_task()
+            assert caller is not None
+
+            cancelled: list[bool] = []
+
+            def cancel_the_caller(*_: Any) -> None:
+                if not cancelled:
+                    cancelled.append(caller.cancel())
+
+            sa.event.listen(pool, "reset", cancel_the_caller)
+            with pytest.raises(asyncio.CancelledError):
+                await saver.aget_tuple(stored)
+            sa.event.remove(pool, "reset", cancel_the_caller)
+            caller.uncancel()
+            assert await saver.aget_tuple(stored) is not None
+
+    with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+        asyncio.run(main())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
