@@ -18,6 +18,7 @@ from freezegun import freeze_time
 
 from eventstore.audit import caused_by, find_event
 from eventstore.cli import main
+from eventstore.timetravel import fork
 from projections import FlowProjection, FlowService
 from projections.demo import record_refund_flow
 
@@ -95,6 +96,13 @@ class TestShow:
         assert (
             data["flow"]["error"]["error"] == "payment failed" and data["steps"]["pay"]["status"] == "failed"
         )
+
+    def test_a_fork_of_a_finished_flow_shows_no_negative_duration(self, recorded: Target) -> None:
+        with recorded.open(projections=[FlowProjection()]) as store, freeze_time(NOW):
+            fork(store, "d1", at_revision=16, new_flow_id="d1-fork")
+        out = cli(recorded, "show", "d1-fork").output
+        assert "ended 2030-01-01 23:00:00 (before it started here: a fork keeps its origin's end)" in out
+        assert "took -" not in out
 
     def test_unknown_flow_is_one_line(self, recorded: Target) -> None:
         assert cli(recorded, "show", "nope", code=1).output == "error: flow 'nope' does not exist\n"

@@ -239,11 +239,15 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
 
 def _summary(flow: FlowState) -> list[str]:
-    lasted = (
-        took((flow.finished_at - flow.created_at).total_seconds())
-        if flow.finished_at and flow.created_at
-        else ""
-    )
+    lasted = ""
+    if flow.finished_at and flow.created_at:
+        seconds = (flow.finished_at - flow.created_at).total_seconds()
+        # a fork starts when it is made but keeps its origin's end: no negative duration
+        lasted = (
+            f"took {took(seconds)}"
+            if seconds >= 0
+            else "before it started here: a fork keeps its origin's end"
+        )
     lines = [
         click.style(printable(flow.flow_id), bold=True) + f"  {printable(flow.goal)}",
         f"  status      {status(flow.status)} at revision {flow.revision} ({flow.event_count} events)"
@@ -252,7 +256,11 @@ def _summary(flow: FlowState) -> list[str]:
         + (f"   origin {printable(flow.requester_origin)}" if flow.requester_origin else "")
         + (f"   parent {printable(flow.parent_flow_id)}" if flow.parent_flow_id else ""),
         f"  started     {when(flow.created_at)}   updated {when(flow.updated_at)}"
-        + (f"   ended {when(flow.finished_at)} (took {lasted})" if flow.finished_at else ""),
+        + (
+            f"   ended {when(flow.finished_at)}" + (f" ({lasted})" if lasted else "")
+            if flow.finished_at
+            else ""
+        ),
     ]
     if flow.current_step:
         lines.append(f"  step        {printable(flow.current_step)}")
