@@ -234,16 +234,21 @@ def session_flows(store: EventStore, session: str) -> list[str]:
     or ``FlowForked``, as the flows read model has it; a later start in the
     same flow (only a writer bypassing ``FlowService`` appends one) names no owner.
     """
-    query = sa.select(_c.flow_id).where(_first_start_of(_text("session", session))).order_by(_c.position)
+    # "" is a session as any other (FlowService accepts it and the read model lists it), so not _text
+    query = sa.select(_c.flow_id).where(_first_start_of(check_text("session", session))).order_by(_c.position)
     return [row[0] for row in store.query(query)]
 
 
 def _first_start_of(session: str) -> Any:
-    """Rows that are their flow's first start, naming ``session`` as its owner."""
+    """Rows that are their flow's first start, naming ``session`` as its owner.
+
+    Session "" also holds the flows whose start names no owner (not a JSON string), as the
+    flows read model files them (``flow_fold.owner_of``).
+    """
     earlier = flow_events.alias("earlier").c
     return sa.and_(
         flow_beginning,
-        owner_session == session,
+        owner_session == session if session else sa.or_(owner_session == "", owner_session.is_(None)),
         ~sa.exists().where(
             earlier.flow_id == _c.flow_id,
             earlier.revision < _c.revision,

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
 
 # -- state -----------------------------------------------------------------
 
-FOLD_VERSION = 4  # 4: a time outside EARLIEST_TIME..LATEST_TIME is no time (not one every zone can show)
+FOLD_VERSION = 5  # 5: a flow's owner is the first JSON string of the store's owner_session (else "");
+# a null field of FlowStarted is "", not "None"; any FlowForked starts a flow, even with no snapshot flow
+# 4: a time outside EARLIEST_TIME..LATEST_TIME is no time (not one every zone can show)
 # 3: steps keep the revision they were scheduled at; FlowForked folds whatever it holds
 # 2: a flow starts once; a later FlowStarted or FlowForked in its stream restarts nothing
 """Bumped whenever ``fold`` changes what it produces: snapshots made by another
@@ -278,9 +280,9 @@ def fold(
     elif kind == "FlowStarted":
         flow = FlowState(
             flow_id=event.flow_id,
-            controller_id=str(data.get("controller_id", "")),
-            goal=str(data.get("goal", "")),
-            owner_session_key=str(data.get("owner_session_key", "")),
+            controller_id=_str(data.get("controller_id")),
+            goal=_str(data.get("goal")),
+            owner_session_key=owner_of(data),
             requester_origin=_opt_str(data.get("requester_origin")),
             parent_flow_id=_opt_str(data.get("parent_flow_id")),
             state=_json_copy(_dict(data.get("state"))),
@@ -509,17 +511,33 @@ def flow_to_dict(flow: FlowState) -> dict[str, Any]:
     return _state_to_dict(flow)
 
 
-def _forked_flow(event: RecordedEvent | FoldInput) -> FlowState | None:
-    """The flow a ``FlowForked`` starts: its snapshot's flow, whatever it holds, as a fold can store it."""
-    origin = _dict(event.data.get("snapshot")).get("flow")
-    if not isinstance(origin, dict):
-        return None
+def owner_of(data: dict[str, Any]) -> str:
+    """The session that owns the flow a ``FlowStarted`` or ``FlowForked`` with ``data`` starts: "" for none.
+
+    The same rule as the store's ``schema.owner_session`` (which the audit and
+    export session filters use): the first of ``owner_session_key`` and
+    ``snapshot.flow.owner_session_key`` that is a JSON string.
+    """
+    origin = _dict(_dict(data.get("snapshot")).get("flow"))
+    for value in (data.get("owner_session_key"), origin.get("owner_session_key")):
+        if isinstance(value, str):
+            return value
+    return ""
+
+
+def _forked_flow(event: RecordedEvent | FoldInput) -> FlowState:
+    """The flow a ``FlowForked`` starts: its snapshot's flow, whatever it holds, as a fold can store it.
+
+    A snapshot without a flow still starts one (with empty fields), as the
+    store's session filters count it as the flow's start.
+    """
+    origin = _dict(_dict(event.data.get("snapshot")).get("flow"))
     status = origin.get("status")
     return FlowState(
         flow_id=event.flow_id,
         controller_id=_str(origin.get("controller_id")),
         goal=_str(origin.get("goal")),
-        owner_session_key=_str(origin.get("owner_session_key")),
+        owner_session_key=owner_of(event.data),
         requester_origin=_opt_str(origin.get("requester_origin")),
         parent_flow_id=_opt_str(event.data.get("origin_flow_id")),
         state=_json_copy(_dict(origin.get("state"))),

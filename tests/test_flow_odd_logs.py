@@ -13,9 +13,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 
 from eventstore import FlowExists, InvalidEvent, InvalidInput, NewEvent
+from eventstore.audit import session_flows
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
-from eventstore.flow_fold import FLOW_STATUSES, FlowView
+from eventstore.flow_fold import FLOW_STATUSES, FOLD_VERSION, FlowView
 from eventstore.flows import FlowAdvanced, FlowStarted, LeaseAcquired, StepScheduled
 from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, rebuild
 
@@ -258,3 +259,35 @@ def test_a_lease_time_in_the_log_that_no_read_model_keeps_is_no_time(
         assert (flow.lease_owner, flow.lease_generation, flow.lease_expires_at) == ("w", 1, None)
         FlowService(store).advance("f", state_patch={"n": 1})
         assert_matches_rebuild(store)
+
+
+class TestOwnerAsTheSessionFiltersReadIt:
+    """The fold reads a flow's owner as the store does: a session filter finds what the read model lists."""
+
+    @pytest.mark.parametrize(
+        "first",
+        [
+            NewEvent("FlowStarted", {"controller_id": None, "goal": "g", "owner_session_key": None}),
+            NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": 5}),
+            NewEvent("FlowForked", {**FORK, "snapshot": {}}),  # no flow in the snapshot: still the start
+        ],
+        ids=["null owner", "owner not text", "fork without a flow"],
+    )
+    def test_a_start_naming_no_owner_files_the_flow_under_session_nothing(
+        self, target: Target, first: NewEvent
+    ) -> None:
+        with target.open() as bare:  # a writer without the projection
+            bare.append("x", [first, FlowStarted(**START)])
+        with target.open(projections=[FlowProjection()]) as store:
+            flow = FlowQueries(store).flow("x")
+            assert (flow.owner_session_key, flow.controller_id == "None") == ("", False)
+            assert [s.session_key for s in FlowQueries(store).sessions().items] == [""]
+            assert (session_flows(store, ""), session_flows(store, "s"), session_flows(store, "None")) == (
+                ["x"],
+                [],
+                [],
+            )
+            assert_matches_rebuild(store)
+
+    def test_the_fold_and_the_read_models_move_to_version_5_together(self) -> None:
+        assert (FOLD_VERSION, FlowProjection.version) == (5, 5)
