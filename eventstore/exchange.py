@@ -44,6 +44,7 @@ from .exportfile import (
     write_export,
 )
 from .integrity import GENESIS, Problem, StoredRow, format_time
+from .preparation import check_flow_id
 from .privileged import CHUNK, chunks, insert_stored, lock_appends
 from .projection import apply_inline
 from .schema import flow_events, flow_tombstones
@@ -87,8 +88,9 @@ def export_events(
         chosen.append("since/until")
     if len(chosen) > 1:
         raise InvalidInput(f"choose one selection, not {' and '.join(chosen)}")
-    if isinstance(flows, str):
-        raise InvalidInput(f"flows is a list of flow ids, not the string {flows!r}: for one flow, use flow=")
+    wanted = None if flows is None else _flow_ids(flows)
+    if since is not None or until is not None:
+        _check_range(since, until)
     target = Path(path)
     _refuse_own_files(store, target)
     if flow is not None:
@@ -96,8 +98,7 @@ def export_events(
             raise flow_not_found(store, flow)
         selection: dict[str, Any] = {"kind": "flow", "flow_id": flow}
         rows = _flow_rows(store, [flow])
-    elif flows is not None:
-        wanted = sorted(set(flows))
+    elif wanted is not None:
         _require_events(store, wanted)
         selection, rows = {"kind": "flows"}, _flow_rows(store, wanted)
     elif session is not None:
@@ -115,6 +116,31 @@ def export_events(
     else:
         selection, rows = {"kind": "all"}, _all_rows(store)
     return _write(store, target, selection, rows, overwrite=overwrite, progress=progress)
+
+
+def _flow_ids(flows: Any) -> list[str]:
+    """``flows`` as sorted distinct flow ids, each checked as ``flow=`` is, else ``InvalidInput``."""
+    if isinstance(flows, str | bytes):
+        raise InvalidInput(f"flows is a list of flow ids, not the string {flows!r}: for one flow, use flow=")
+    try:
+        items = list(flows)
+    except TypeError:
+        raise InvalidInput(f"flows must be a list of flow ids, not {flows!r}") from None
+    return sorted({check_flow_id(flow_id) for flow_id in items})
+
+
+def _check_range(since: Any, until: Any) -> None:
+    """``InvalidInput`` unless each bound given is a timezone-aware datetime and ``since <= until``."""
+    for name, moment in (("since", since), ("until", until)):
+        if moment is None:
+            continue
+        if not isinstance(moment, datetime) or moment.utcoffset() is None:
+            raise InvalidInput(f"{name} must be a timezone-aware datetime, not {moment!r}")
+        format_time(moment)  # refuses a time outside the years 1 to 9999 in UTC
+    if since is not None and until is not None and since > until:
+        raise InvalidInput(
+            f"since ({format_time(since)}) is after until ({format_time(until)}): the range is empty"
+        )
 
 
 def export_flows(

@@ -320,10 +320,61 @@ class Manifest:
             first_position=None if positions[0] is None else _count(positions[0]),
             last_position=None if positions[1] is None else _count(positions[1]),
             created_at=str(document["created_at"]),
-            selection=_object(document["selection"], "selection"),
+            selection=_selection(document["selection"], flows),
             source=_object(document["source"], "source"),
             checkpoint=None if checkpoint is None else _object(checkpoint, "checkpoint"),
         )
+
+
+_SELECTION_KEYS = {
+    "all": {"kind"},
+    "flow": {"kind", "flow_id"},
+    "flows": {"kind"},
+    "session": {"kind", "session"},
+    "range": {"kind", "since", "until"},
+}
+"""The members of each kind of ``selection`` an export writes (docs/exchange.md, the manifest)."""
+
+
+def _selection(value: Any, flows: tuple[FlowSegment, ...]) -> dict[str, Any]:
+    """The manifest's ``selection``: one of the shapes an export writes, agreeing with the flows listed."""
+    selection = _object(value, "selection")
+    kind = selection.get("kind")
+    if not isinstance(kind, str) or kind not in _SELECTION_KEYS:
+        raise ValueError(f"selection kind {kind!r} is not one of {', '.join(_SELECTION_KEYS)}")
+    if set(selection) != _SELECTION_KEYS[kind]:
+        members = ", ".join(sorted(_SELECTION_KEYS[kind]))
+        raise ValueError(f"a {kind!r} selection has the members {members}, not {sorted(selection)}")
+    if kind == "flow":
+        flow_id = selection["flow_id"]
+        if not isinstance(flow_id, str) or not flow_id:
+            raise ValueError(f"the selection's flow_id is {flow_id!r}, not a flow id")
+        others = [s.flow_id for s in flows if s.flow_id != flow_id]
+        if others:
+            raise ValueError(f"the selection is flow {flow_id!r}, but it lists flow {others[0]!r}")
+    if kind == "session" and not isinstance(selection["session"], str):
+        raise ValueError(f"the selection's session is {selection['session']!r}, not a string")
+    if kind == "range":
+        since, until = (_bound(selection, name) for name in ("since", "until"))
+        if since is not None and until is not None and since > until:
+            raise ValueError(f"the selection's range is reversed: since {selection['since']} is after until")
+    return selection
+
+
+def _bound(selection: dict[str, Any], name: str) -> datetime | None:
+    """A range selection's bound: null or a time in ``format_time``'s spelling."""
+    text = selection[name]
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text) if isinstance(text, str) and text.endswith("Z") else None
+    except ValueError:
+        moment = None
+    if moment is None or format_time(moment) != text:  # a time ending in Z is in UTC: format_time takes it
+        raise ValueError(
+            f"the selection's {name} is {text!r}, not null or a UTC time such as 2030-01-01T00:00:00.000000Z"
+        )
+    return moment
 
 
 def _count(value: Any) -> int:
