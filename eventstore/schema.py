@@ -238,9 +238,10 @@ flow_tombstones = sa.Table(
     sa.Column("pruned_at", sa.String(27), nullable=False),
 )
 """What is left of a pruned flow: enough for ``verify`` to account for it and
-for its archive to be found and checked. While it stands, a trigger (migration
-0005) refuses revision 1 of the flow unless it is the pruned event itself (a
-restore): the id stays taken."""
+for its archive to be found and checked. While it stands, a trigger (migrations
+0005 and 0014) refuses every insert into the flow, at any revision, unless it
+is the pruned event itself (a restore): the id stays taken, and a flow a
+restore has put only partly back takes no append."""
 
 pruned_events = sa.Table(
     "pruned_events",

@@ -16,11 +16,18 @@ import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 
 from ..aio import shielded
-from ..errors import ConnectionLost, DuplicateEventId, InvalidInput, RevisionMismatch, StorageError
+from ..errors import (
+    ConnectionLost,
+    DuplicateEventId,
+    FlowPruned,
+    InvalidInput,
+    RevisionMismatch,
+    StorageError,
+)
 from ..events import ANY, AppendResult, ExpectedRevision, FoldInput, RecordedEvent
 from ..integrity import StoredRow, chain_hash
 from ..projection import FusedWrite
-from ..schema import flow_events
+from ..schema import flow_events, flow_tombstones
 
 Clock = Callable[[], datetime]
 
@@ -400,7 +407,7 @@ class Backend:
         }
         if not found:
             assert batch.expected is not ANY, "an ANY append only comes here when an id exists"
-            raise RevisionMismatch(batch.flow_id, batch.expected, actual)
+            raise self.mismatch(conn, batch, actual)
         rows = []
         for event in batch.events:
             row = found.get(event.event_id_str)
@@ -418,13 +425,26 @@ class Backend:
         if revisions != list(range(revisions[0], revisions[0] + len(rows))):
             raise DuplicateEventId(batch.events[0].event_id, "was written by a different append")
         if batch.expected is not ANY and revisions[0] - 1 != batch.expected:
-            raise RevisionMismatch(batch.flow_id, batch.expected, actual)
+            raise self.mismatch(conn, batch, actual)
         return AppendResult(
             flow_id=batch.flow_id,
             revision=revisions[-1],
             positions=tuple(row.position for row in rows),
             event_ids=tuple(event.event_id for event in batch.events),
         )
+
+    def mismatch(self, conn: sa.Connection, batch: Batch, actual: int) -> RevisionMismatch | FlowPruned:
+        """The error for an append at the wrong revision: ``FlowPruned`` if retention pruned the flow.
+
+        A pruned flow (or one a restore has put only partly back) takes no
+        append at any revision; saying so beats naming the revision it is at.
+        """
+        t = flow_tombstones.c
+        archive = conn.execute(sa.select(t.archive_id).where(t.flow_id == batch.flow_id)).scalar()
+        if archive is not None:
+            return FlowPruned(batch.flow_id, archive)
+        assert batch.expected is not ANY, "only an append expecting a revision can mismatch"
+        return RevisionMismatch(batch.flow_id, batch.expected, actual)
 
     def id_param(self, event: PreparedEvent) -> Any:
         """An event id as this backend stores it."""

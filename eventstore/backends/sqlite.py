@@ -316,20 +316,23 @@ class SQLiteBackend(Backend):
         """The reuse guard's refusal: its message is a constant, so the flow is found in the rows.
 
         Every insert into ``flow_events`` (an append, an import or restore)
-        passes rows in column order: ``(position, flow_id, revision, ...)``.
+        passes rows in column order: ``(position, flow_id, revision, ...)``;
+        the refused row is one of a flow with a tombstone.
         """
         params = getattr(exc, "params", None)
         rows = params if isinstance(params, list) else [params]
-        flow_id = next((row[1] for row in rows if isinstance(row, tuple) and row[2:3] == (1,)), None)
-        if flow_id is None:
-            return FlowPruned("?", None)
+        flow_ids = list(dict.fromkeys(row[1] for row in rows if isinstance(row, tuple) and len(row) > 2))
         t = flow_tombstones.c
         try:
             with self.engine.connect() as conn:
-                archive = conn.execute(sa.select(t.archive_id).where(t.flow_id == flow_id)).scalar()
+                query = sa.select(t.flow_id, t.archive_id).where(t.flow_id.in_(flow_ids[:500]))
+                found = {flow_id: archive for flow_id, archive in conn.execute(query)}
         except sa.exc.SQLAlchemyError:
-            archive = None  # the refusal is what matters; the archive is only a hint
-        return FlowPruned(flow_id, archive)
+            found = {}  # the refusal is what matters; the flow and archive are only hints
+        flow_id = next((flow_id for flow_id in flow_ids if flow_id in found), None)
+        if flow_id is None:
+            return FlowPruned(flow_ids[0] if len(flow_ids) == 1 else "?", None)
+        return FlowPruned(flow_id, found[flow_id])
 
     def unique_violation(self, exc: sa.exc.IntegrityError) -> str | None:
         message = str(exc.orig)
