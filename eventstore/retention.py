@@ -127,7 +127,7 @@ class RetentionReport:
     eligible: tuple[str, ...] = ()
     """The flows this run selected (at most ``max_flows``)."""
     held: tuple[str, ...] = ()
-    """Flows old enough to go, kept by a legal hold."""
+    """Flows old enough to go, kept by a legal hold: every one, whatever ``max_flows``."""
     archive_id: str | None = None
     archive_path: str | None = None
     pruned: tuple[str, ...] = ()
@@ -297,32 +297,56 @@ def _remove_partials(directory: Path, now: datetime) -> list[str]:
 
 
 def _select(store: EventStore, policy: RetentionPolicy, limit: int) -> tuple[list[str], list[str]]:
-    """The flows to prune now, oldest first, and those old enough but under a legal hold."""
+    """The flows to prune now (at most ``limit``, oldest first), and every one old enough but held.
+
+    Candidates are read a page at a time, oldest first, until ``limit`` of
+    them fold to the status, or none are left: a candidate that does not (a
+    flow resumed after it finished) never hides an eligible one behind it.
+    The held flows are not bounded by ``limit``: legal holds are few, and
+    the report names every flow they keep.
+    """
     if policy.keeps_everything:
         return [], []
     now = store.clock()
     chosen: list[tuple[Any, str]] = []
-    held: list[str] = []
+    held: set[str] = set()
     for status in ENDING_EVENTS:
         age = policy.max_age(status)
         if age is None:
             continue
         cutoff = now - age
-        for flow_id, revision, last_at, is_held in _candidates(store, status, cutoff, limit):
-            if _status(store, flow_id, revision) != status:
-                continue  # ended otherwise, or changed since: not this status's to prune
-            if is_held:
-                held.append(flow_id)
-            else:
-                chosen.append((last_at, flow_id))
+        for flow_id, revision, _ in _candidates(store, status, cutoff, held=True):
+            if _status(store, flow_id, revision) == status:
+                held.add(flow_id)
+        found = 0
+        after: tuple[Any, str] | None = None
+        while found < limit:
+            page = _candidates(store, status, cutoff, held=False, limit=limit, after=after)
+            for flow_id, revision, last_at in page:
+                if found < limit and _status(store, flow_id, revision) == status:
+                    chosen.append((last_at, flow_id))
+                    found += 1
+            if len(page) < limit:
+                break
+            after = (page[-1][2], page[-1][0])
     chosen.sort()
     return [flow_id for _, flow_id in chosen[:limit]], sorted(held)
 
 
 def _candidates(
-    store: EventStore, status: str, cutoff: datetime, limit: int
-) -> list[tuple[str, int, Any, bool]]:
+    store: EventStore,
+    status: str,
+    cutoff: datetime,
+    *,
+    held: bool,
+    limit: int | None = None,
+    after: tuple[Any, str] | None = None,
+) -> list[tuple[str, int, Any]]:
     """Flows that may have ``status``, whose last event is older than ``cutoff``, not pruned yet.
+
+    Those under a legal hold, or those without one: oldest first, at most
+    ``limit``, past ``after`` (the last event's time and flow id of the
+    previous page).
 
     A flow gets a terminal status from its ending event (``FlowFinished``, ...),
     or, a fork taken of a flow that had ended, from the state its
@@ -339,17 +363,23 @@ def _candidates(
     bound: Any = format_time(cutoff) if store.dialect == "sqlite" else cutoff
     is_held = sa.exists().where(h.flow_id == c.flow_id)
     query = (
-        sa.select(c.flow_id, c.revision, c.recorded_at, is_held)
+        sa.select(c.flow_id, c.revision, c.recorded_at)
         .where(
             c.flow_id.in_(ending.union_all(forked)),
             c.revision == last_revision,
             c.recorded_at < bound,
             ~sa.exists().where(t.flow_id == c.flow_id),
+            is_held if held else ~is_held,
         )
-        .order_by(is_held, c.recorded_at, c.flow_id)
+        .order_by(c.recorded_at, c.flow_id)
         .limit(limit)
     )
-    return [(row[0], row[1], row[2], bool(row[3])) for row in store.query(query)]
+    if after is not None:
+        last_at, last_flow = after
+        query = query.where(
+            sa.or_(c.recorded_at > last_at, sa.and_(c.recorded_at == last_at, c.flow_id > last_flow))
+        )
+    return [(row[0], row[1], row[2]) for row in store.query(query)]
 
 
 def _status(store: EventStore, flow_id: str, revision: int) -> str | None:
