@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .checks import check_count
+from .checks import check_count, check_text
 from .errors import (
     ArchiveNotFound,
     ExportInvalid,
@@ -64,6 +64,11 @@ Pruner = Callable[[Transaction, Sequence[str]], None]
 
 ENDING_EVENTS = {"finished": "FlowFinished", "failed": "FlowFailed", "cancelled": "FlowCancelled"}
 
+MAX_DAYS = 36_525
+"""The longest maximum age a policy takes, in days (a century), as ``[retention] keep_days`` does;
+leave a status out to keep its flows for ever."""
+MAX_AGE = timedelta(days=MAX_DAYS)
+
 
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
@@ -80,8 +85,11 @@ class RetentionPolicy:
     def __post_init__(self) -> None:
         for status in ENDING_EVENTS:
             age = getattr(self, status)
-            if age is not None and (not isinstance(age, timedelta) or age < timedelta(0)):
-                raise InvalidInput(f"the maximum age of {status} flows must be a timedelta >= 0, not {age!r}")
+            if age is not None and (not isinstance(age, timedelta) or not timedelta(0) <= age <= MAX_AGE):
+                raise InvalidInput(
+                    f"the maximum age of {status} flows must be a timedelta from 0 to {MAX_DAYS:,} days, "
+                    f"not {age!r}"
+                )
 
     @classmethod
     def from_days(cls, days: Mapping[str, float]) -> RetentionPolicy:
@@ -92,22 +100,29 @@ class RetentionPolicy:
                 raise InvalidInput(f"{status!r} is not a terminal status; one of {', '.join(ENDING_EVENTS)}")
             if isinstance(count, bool) or not isinstance(count, int | float):
                 raise InvalidInput(f"the days to keep {status} flows must be a number, not {count!r}")
-            try:
-                ages[status] = timedelta(days=count)
-            except OverflowError as exc:
-                raise InvalidInput(f"{count!r} days is too long") from exc
+            if not 0 <= count <= MAX_DAYS:  # also refuses NaN, which compares false
+                limit = f"from 0 to {MAX_DAYS:,} (a century)"
+                raise InvalidInput(f"the days to keep {status} flows must be {limit}, not {count!r}")
+            ages[status] = timedelta(days=count)
         return cls(**ages)
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> RetentionPolicy:
-        """From ``status=days`` texts, as the command line takes them: ``["finished=30", "failed=90"]``."""
+        """From ``status=days`` texts, as the command line takes them: ``["finished=30", "failed=90"]``.
+
+        A status given twice is refused, not settled by the last one.
+        """
         days: dict[str, float] = {}
         for spec in specs:
             status, _, count = spec.partition("=")
+            status = status.strip()
             try:
-                days[status.strip()] = float(count)
+                value = float(count)
             except ValueError as exc:
                 raise InvalidInput(f"{spec!r}: expected STATUS=DAYS, such as finished=30") from exc
+            if status in days:
+                raise InvalidInput(f"{spec!r}: the days to keep {status} flows are given twice")
+            days[status] = value
         return cls.from_days(days)
 
     def max_age(self, status: str) -> timedelta | None:
@@ -576,6 +591,7 @@ def list_archives(store: EventStore, *, archive_id: str | None = None) -> list[A
     pruned = sa.select(sa.func.count()).where(t.archive_id == a.archive_id).scalar_subquery()
     query = sa.select(archives, pruned).order_by(a.created_at, a.archive_id)
     if archive_id is not None:
+        check_text("an archive id", archive_id)
         query = query.where(a.archive_id == archive_id)
     with store.reading() as conn:  # the store's translation of driver errors
         rows = conn.execute(query).all()
@@ -620,6 +636,7 @@ def restore(
     claim; a refusal part way through a long flow leaves its tombstone in
     place, and running ``restore`` again finishes it.
     """
+    check_text("an archive id", archive_id)
     found = list_archives(store, archive_id=archive_id)
     if not found:
         raise ArchiveNotFound(archive_id)
@@ -699,10 +716,20 @@ class LegalHoldReleased(Event):
     reason: str | None = None
 
 
+MAX_BY_LENGTH = 200
+"""The most characters of who placed or lifted a hold (``legal_holds.held_by``), on every backend."""
+
+
 def _check_text(what: str, **values: object) -> None:
+    """Refuse before anything is written: every backend then stores what SQLite would (no driver error)."""
     for name, value in values.items():
         if not isinstance(value, str) or not value.strip():
             raise InvalidInput(f"{what} needs a non-empty {name}")
+        check_text(f"the {name!r} of {what}", value)
+        if name == "by" and len(value) > MAX_BY_LENGTH:
+            raise InvalidInput(
+                f"the 'by' of {what} may have at most {MAX_BY_LENGTH} characters, not {len(value)}"
+            )
 
 
 def hold(store: EventStore, flow_id: str, *, reason: str, by: str) -> LegalHold:

@@ -424,5 +424,5 @@ class TestCommands:
         with gzip.open(listed["path"]) as archive:
             assert [orjson.loads(line)["flow_id"] for line in archive] == ["f2"] * 3
         assert "restored 1 flows (3 events)" in run(target, "archive", "restore", listed["archive_id"], "f2")
-        assert "error: " in run(target, "prune", "--policy", "running=3", code=1)
+        assert "Invalid value for '--policy'" in run(target, "prune", "--policy", "running=3", code=2)
         assert FlowQueries(flows).flow("f2").status == "finished"

@@ -1,4 +1,4 @@
-"""Which flows a run selects under ``max_flows``: the eligible are never starved, every held one is reported."""
+"""Which flows a run selects under ``max_flows``: the eligible never starve, every held one is reported."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ def test_every_held_flow_is_reported_whatever_max_flows(flows: EventStore, tmp_p
     assert (report.eligible, report.held) == (("f3",), ("f1", "f2"))
 
 
-def test_older_flows_no_longer_finished_do_not_hide_the_finished_ones(flows: EventStore, tmp_path: Path) -> None:
+def test_older_flows_no_longer_finished_do_not_hide_the_finished_ones(
+    flows: EventStore, tmp_path: Path
+) -> None:
     service = FlowService(flows)
     with freeze_time(T0 - DAY):  # older than f1 and f2: the first candidates for `finished`
         for n in range(3):

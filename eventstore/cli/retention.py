@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from ..errors import InvalidInput
 from ..retention import RetentionPolicy, list_archives, list_holds, restore, run_retention
 from ..retention import hold as hold_flow
 from ..retention import release as release_flow
@@ -40,11 +41,13 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @main.command()
     @click.option(
         "--policy",
-        "specs",
+        "policy",
         multiple=True,
         required=True,
         metavar="STATUS=DAYS",
-        help="Keep flows that ended in STATUS (finished, failed, cancelled) for DAYS; repeatable.",
+        callback=_policy,
+        help="Keep flows that ended in STATUS (finished, failed, cancelled) for DAYS (0 to 36525); "
+        "once per status.",
     )
     @archive_dir_option
     @click.option(
@@ -59,7 +62,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.pass_context
     def prune(
         ctx: click.Context,
-        specs: tuple[str, ...],
+        policy: RetentionPolicy,
         archive_dir: Path | None,
         max_flows: int,
         dry_run: bool,
@@ -72,7 +75,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
             report = run_retention(
                 store,
-                RetentionPolicy.parse(specs),
+                policy,
                 _archive_dir(archive_dir),
                 max_flows=max_flows,
                 dry_run=dry_run,
@@ -101,7 +104,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @main.command()
     @click.argument("flow_id")
     @click.option("--reason", required=True, help="Why the flow must be kept.")
-    @click.option("--by", "by", required=True, help="Who placed the hold.")
+    @click.option("--by", "by", required=True, help="Who placed the hold (at most 200 characters).")
     @click.option("--json", "as_json", is_flag=True, help="The hold as JSON.")
     @click.pass_context
     def hold(ctx: click.Context, flow_id: str, reason: str, by: str, as_json: bool) -> None:
@@ -205,6 +208,14 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo(
                 f"restored {len(report.flows)} flows ({report.events:,} events) from {printable(archive_id)}"
             )
+
+
+def _policy(ctx: click.Context, param: click.Parameter, specs: tuple[str, ...]) -> RetentionPolicy:
+    """``--policy`` as a ``RetentionPolicy``: a malformed, out-of-range or repeated one is a usage error."""
+    try:
+        return RetentionPolicy.parse(specs)
+    except InvalidInput as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
 
 
 def _listed(items: Sequence[object]) -> str:

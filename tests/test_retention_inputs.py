@@ -1,0 +1,87 @@
+"""Bad retention input is refused alike on every backend, before anything is written, never a traceback."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from eventstore import EventStore, InvalidInput
+from eventstore.retention import SYSTEM_RETENTION_FLOW, RetentionPolicy, hold, list_holds, release
+
+from .conftest import Target
+from .test_retention import flows, run, table_count
+
+__all__ = ["flows"]  # the fixture, used by name
+
+
+class TestPolicyBounds:
+    @pytest.mark.parametrize("days", [float("nan"), float("inf"), -1, 36_526, 1_000_000, 10**30])
+    def test_days_outside_0_to_a_century_are_refused(self, days: float) -> None:
+        with pytest.raises(InvalidInput, match=r"from 0 to 36,525 \(a century\)"):
+            RetentionPolicy.from_days({"finished": days})
+
+    def test_a_century_is_the_longest(self) -> None:
+        assert RetentionPolicy.from_days({"failed": 36_525}).failed == timedelta(days=36_525)
+        with pytest.raises(InvalidInput, match="from 0 to 36,525 days"):
+            RetentionPolicy(cancelled=timedelta.max)
+
+    def test_a_status_given_twice_is_refused(self) -> None:
+        with pytest.raises(InvalidInput, match="'finished=1': the days to keep finished flows are given"):
+            RetentionPolicy.parse(["finished=30", "failed=2", "finished=1"])
+
+    @pytest.mark.parametrize(
+        ("spec", "said"),
+        [
+            ("finished=nan", "not nan"),
+            ("failed=999999", "not 999999.0"),
+            ("running=3", "not a terminal status"),
+        ],
+    )
+    def test_prune_takes_a_bad_policy_as_a_usage_error(
+        self, flows: EventStore, target: Target, spec: str, said: str
+    ) -> None:
+        out = run(target, "prune", "--policy", spec, "--dry-run", code=2)
+        assert "Invalid value for '--policy'" in out and said in out and "Traceback" not in out
+
+    def test_prune_refuses_a_repeated_policy(self, flows: EventStore, target: Target) -> None:
+        out = run(target, "prune", "--policy", "finished=30", "--policy", "finished=1", "--dry-run", code=2)
+        assert "given twice" in out
+
+
+class TestHoldTexts:
+    @pytest.mark.parametrize(
+        ("reason", "by", "said"),
+        [
+            ("a\x00b", "ann", "the 'reason' of a legal hold must be valid UTF-8 text without NUL"),
+            ("audit", "x\x00y", "the 'by' of a legal hold must be valid UTF-8 text without NUL"),
+            ("bad\udcff", "ann", "the 'reason' of a legal hold must be valid UTF-8"),
+            ("audit", "\udcfe", "the 'by' of a legal hold must be valid UTF-8"),
+            ("audit", "x" * 201, "the 'by' of a legal hold may have at most 200 characters, not 201"),
+        ],
+    )
+    def test_a_bad_reason_or_by_is_refused_before_anything_is_written(
+        self, flows: EventStore, reason: str, by: str, said: str
+    ) -> None:
+        last = flows.last_position()
+        with pytest.raises(InvalidInput, match=said):
+            hold(flows, "f1", reason=reason, by=by)
+        assert list_holds(flows) == [] and flows.last_position() == last
+        assert table_count(flows, "legal_holds") == 0 and flows.revision(SYSTEM_RETENTION_FLOW) == 0
+
+    def test_by_of_200_characters_is_stored_on_every_backend(self, flows: EventStore) -> None:
+        assert hold(flows, "f1", reason="audit", by="x" * 200).held_by == "x" * 200
+        with pytest.raises(InvalidInput, match="the 'reason' of releasing a legal hold must be valid UTF-8"):
+            release(flows, "f1", by="ann", reason="\udcff")
+        assert release(flows, "f1", by="y" * 200)
+
+    def test_the_commands_say_so_in_one_line(self, flows: EventStore, target: Target) -> None:
+        for args in (
+            ["hold", "f1", "--reason", "bad\udcff", "--by", "x"],
+            ["hold", "f1", "--reason", "ok", "--by", "\udcfe"],
+            ["hold", "f1", "--reason", "ok", "--by", "x" * 201],
+            ["archive", "restore", "\udcfe"],
+        ):
+            out = run(target, *args, code=1)
+            assert out.startswith("error: ") and out.count("\n") == 1, out
+        assert "an archive id must be valid UTF-8 text" in out
