@@ -24,6 +24,7 @@ from apscheduler.triggers.interval import (  # type: ignore[import-untyped]  # A
 
 from .checks import validation_message
 from .errors import InvalidInput
+from .retention import MAX_DAYS
 from .signing import load_signing_key
 
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
@@ -41,8 +42,9 @@ MAX_LEASE = 7 * 86400.0
 """The longest lease, in seconds: a run that holds its job a week without renewing it is dead."""
 CRON_HORIZON = timedelta(days=5 * 365 + 1)
 """A cron schedule must run within five years (from 2000-01-01), so ``0 0 30 2 *`` is refused."""
-MAX_KEEP_DAYS = 36525.0
-"""The longest retention, in days (a century); leave a status out of ``keep_days`` to keep it for ever."""
+MAX_KEEP_DAYS = float(MAX_DAYS)
+"""The longest retention, in days (a century, as ``retention.MAX_DAYS``); leave a status out of
+``keep_days`` to keep it for ever."""
 
 
 class _Model(pydantic.BaseModel):
