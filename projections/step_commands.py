@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 
 from eventstore import AppendResult, Event, Transaction
-from eventstore.checks import validation_message
+from eventstore.checks import check_text, validation_message
 from eventstore.errors import FlowClosed, GateNotOpen, InvalidInput, InvalidTransition, SelectionNotAllowed
 from eventstore.flow_fold import FlowState, StepState
 from eventstore.flows import (
@@ -27,7 +27,30 @@ from eventstore.flows import (
 )
 
 from .command_loop import CommandLoop, Lease, _lease
-from .transitions import _as_stored, _Ending, _gate_is_open, _listed, _make, _mapping, _open_step
+from .transitions import (
+    MAX_NAME_LENGTH,
+    _as_stored,
+    _Ending,
+    _gate_is_open,
+    _listed,
+    _make,
+    _mapping,
+    _open_step,
+)
+
+
+def _key(field: str, value: Any) -> str:
+    """A step or run id to look up: text every backend stores and compares alike, as the event holds it.
+
+    Checked before anything is read: pydantic would take bytes for text in the event while the
+    lookup used the bytes, so the decision and the event would concern different steps.
+    """
+    check_text(field, value)
+    if len(value) > MAX_NAME_LENGTH:
+        raise InvalidInput(
+            f"{field} is {len(value)} characters long; names and keys take at most {MAX_NAME_LENGTH}"
+        )
+    return str(value)
 
 
 class StepCommands(CommandLoop):
@@ -51,6 +74,7 @@ class StepCommands(CommandLoop):
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         """Schedule a step; scheduling the same run id again returns without writing."""
+        step_id, run_id = _key("step_id", step_id), _key("run_id", run_id)
         event = _make(
             StepScheduled,
             step_id=step_id,
@@ -90,6 +114,8 @@ class StepCommands(CommandLoop):
         *,
         fenced: bool = True,
     ) -> AppendResult:
+        step_id = _key("step_id", step_id)
+
         def checked(tx: Transaction, flow: FlowState | None) -> list[Event]:
             assert flow is not None  # _run checks existence
             step = self._step(tx, flow, step_id)
@@ -161,6 +187,7 @@ class StepCommands(CommandLoop):
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
+        step_id = _key("step_id", step_id)
         event = _make(StepFailed, step_id=step_id, error=error, details=_mapping("details", details))
         ending = _Ending("failed", lambda step: step.error == error, "fail")
         return self._end_step(flow_id, step_id, event, ending, lease, actor, metadata)
@@ -175,6 +202,7 @@ class StepCommands(CommandLoop):
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
+        step_id = _key("step_id", step_id)
         event = _make(StepSkipped, step_id=step_id, reason=reason)
         ending = _Ending("skipped", lambda step: step.reason == reason, "skip")
         return self._end_step(flow_id, step_id, event, ending, lease, actor, metadata)
@@ -189,6 +217,7 @@ class StepCommands(CommandLoop):
         actor: str | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
+        step_id = _key("step_id", step_id)
         event = _make(StepTimedOut, step_id=step_id, reason=reason)
         ending = _Ending("timed_out", lambda step: step.reason == reason, "time out")
         return self._end_step(flow_id, step_id, event, ending, lease, actor, metadata)

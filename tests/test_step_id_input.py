@@ -1,0 +1,82 @@
+"""Step and run ids of the wrong type are InvalidInput before any lookup, on every backend alike."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+
+from eventstore import EventStore, InvalidInput
+from eventstore.errors import InvalidTransition
+from projections import FlowQueries, FlowService
+
+COMMANDS = {
+    "start_step": lambda s, step_id: s.start_step("f", step_id),
+    "complete_step": lambda s, step_id: s.complete_step("f", step_id),
+    "fail_step": lambda s, step_id: s.fail_step("f", step_id, error="e"),
+    "skip_step": lambda s, step_id: s.skip_step("f", step_id),
+    "time_out_step": lambda s, step_id: s.time_out_step("f", step_id),
+    "retry_step": lambda s, step_id: s.retry_step("f", step_id),
+    "open_gate": lambda s, step_id: s.open_gate("f", step_id, prompt="ok?"),
+    "approve_gate": lambda s, step_id: s.approve_gate("f", step_id, by="ann"),
+    "reject_gate": lambda s, step_id: s.reject_gate("f", step_id, by="ann"),
+    "schedule_step": lambda s, step_id: s.schedule_step("f", step_id=step_id, name="n", run_id="r9"),
+}
+BAD_IDS = [
+    (b"s1", "step_id must be a string"),
+    (["s1"], "step_id must be a string"),
+    (2**63, "step_id must be a string"),
+    (5, "step_id must be a string"),
+    (1.5, "step_id must be a string"),
+    (None, "step_id must be a string"),
+    ("s\x00", "step_id must be valid UTF-8 text without NUL"),
+    ("s\ud800", "step_id must be valid UTF-8 text without NUL"),
+    ("s" * 501, "step_id is 501 characters long; names and keys take at most 500"),
+]
+
+
+@pytest.fixture
+def service(flow_store: EventStore) -> FlowService:
+    flows = FlowService(flow_store)
+    flows.start_flow("f", controller_id="ctl", goal="g", owner_session_key="sess")
+    flows.schedule_step("f", step_id="s1", name="lookup", run_id="r1")
+    return flows
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_bad_step_id_is_invalid_input(service: FlowService, command: str) -> None:
+    before = service.store.last_position()
+    for step_id, message in BAD_IDS:
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            COMMANDS[command](service, step_id)
+    assert service.store.last_position() == before
+
+
+@pytest.mark.parametrize(("run_id", "message"), [(b"r1", "run_id must be a string"), ("r\x00", "NUL")])
+def test_a_bad_run_id_is_invalid_input(service: FlowService, run_id: Any, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        service.schedule_step("f", step_id="s2", name="n", run_id=run_id)
+
+
+def test_a_bytes_step_id_does_not_reschedule_a_completed_step(
+    service: FlowService, flow_store: EventStore
+) -> None:
+    service.start_step("f", "s1")
+    service.complete_step("f", "s1", result={"ok": True})
+    with pytest.raises(InvalidTransition, match="step id is already used"):
+        service.schedule_step("f", step_id="s1", name="n", run_id="r2")
+    with pytest.raises(InvalidInput):
+        service.schedule_step("f", step_id=b"s1", name="n", run_id="r2")  # type: ignore[arg-type]
+    step = FlowQueries(flow_store).step("f", "s1")
+    assert (step.status, step.run_id, step.result) == ("completed", "r1", {"ok": True})
+
+
+def test_a_bytes_run_id_does_not_schedule_a_second_step_for_the_run(
+    service: FlowService, flow_store: EventStore
+) -> None:
+    before = flow_store.last_position()
+    with pytest.raises(InvalidInput):
+        service.schedule_step("f", step_id="s2", name="n", run_id=b"r1")  # type: ignore[arg-type]
+    assert flow_store.last_position() == before
+    assert [s.step_id for s in FlowQueries(flow_store).steps("f")] == ["s1"]
