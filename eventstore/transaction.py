@@ -43,8 +43,18 @@ class Transaction:
         expected_revision: ExpectedRevision = ANY,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
-        """Append within this transaction; see ``EventStore.append``."""
-        return self._append(self._store._prepare(flow_id, events, expected_revision, metadata))
+        """Append within this transaction; see ``EventStore.append``.
+
+        A refused append (``InvalidEvent``, ``InvalidInput``, ...) aborts the
+        unit of work too, even if the caller catches the error: all or nothing.
+        """
+        self._check_usable()
+        try:
+            batch = self._store._prepare(flow_id, events, expected_revision, metadata)
+        except BaseException as exc:
+            self._failed = exc
+            raise
+        return self._append(batch)
 
     def _append(self, batch: Batch) -> AppendResult:
         self._check_usable()

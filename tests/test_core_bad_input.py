@@ -1,0 +1,31 @@
+"""Bad input on the core API: a clear error from the EventStoreError tree, and nothing written."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from eventstore import EventStore, InvalidEvent, InvalidInput, NewEvent, TransactionAborted
+
+
+class TestARefusedAppendAbortsTheUnitOfWork:
+    @pytest.mark.parametrize(
+        "refused",
+        [
+            lambda tx: tx.append("b", [NewEvent("T", {"x": float("nan")})]),
+            lambda tx: tx.append("", [NewEvent("T", {})]),
+            lambda tx: tx.append("b", [NewEvent("T", {})], expected_revision="1"),
+        ],
+    )
+    def test_even_when_the_caller_catches_the_error(
+        self, store: EventStore, refused: Callable[[Any], None]
+    ) -> None:
+        with pytest.raises(TransactionAborted, match="nothing was committed"), store.transaction() as tx:
+            tx.append("a", [NewEvent("Debit", {"amount": 100})])
+            with pytest.raises((InvalidEvent, InvalidInput)):
+                refused(tx)
+            with pytest.raises(TransactionAborted, match="earlier append"):
+                tx.append("a", [NewEvent("Done", {})])
+        assert store.revision("a") == 0 and store.last_position() == 0
