@@ -10,8 +10,6 @@ import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic_core import PydanticSerializationError
-
 from .backends.base import Batch, PreparedEvent
 from .checks import encodable
 from .errors import InvalidEvent, InvalidInput, PayloadTooLarge
@@ -85,7 +83,9 @@ class Preparer:
             self.registry.register(cls)
         try:
             data = event.model_dump(mode="json")
-        except (PydanticSerializationError, UnicodeDecodeError) as exc:  # bytes that are not UTF-8
+        except (ValueError, RecursionError) as exc:
+            # pydantic's PydanticSerializationError, bytes that are not UTF-8 (UnicodeDecodeError),
+            # and its plain ValueError for a circular reference or nesting past its depth limit
             raise InvalidEvent(f"{cls.event_type} cannot be serialised: {exc}") from exc
         encoded = self._encode(data, "data")
         event_id = event.event_id

@@ -34,7 +34,7 @@ from eventstore.flows import (
 )
 
 from .command_loop import Lease, _lease
-from .step_commands import StepCommands
+from .step_commands import StepCommands, _unserialisable
 from .transitions import MAX_NAME_LENGTH, _active, _listed, _make, _mapping, _same_ending
 
 __all__ = ["MAX_NAME_LENGTH", "FlowService", "Lease"]
@@ -183,7 +183,11 @@ class FlowService(StepCommands):
         def decide(tx: Transaction, flow: FlowState | None) -> list[Event]:
             assert flow is not None  # _run checks existence
             if flow.terminal:
-                if flow.status == status and _same_ending(flow, event):
+                try:
+                    same = flow.status == status and _same_ending(flow, event)
+                except (ValueError, RecursionError) as exc:
+                    raise _unserialisable(event, exc) from exc
+                if same:
                     return []
                 if flow.status == status:
                     raise FlowClosed(flow_id, f"is already {status}, with a different outcome", status=status)

@@ -10,7 +10,14 @@ import pydantic
 
 from eventstore import AppendResult, Event, Transaction
 from eventstore.checks import check_text, validation_message
-from eventstore.errors import FlowClosed, GateNotOpen, InvalidInput, InvalidTransition, SelectionNotAllowed
+from eventstore.errors import (
+    FlowClosed,
+    GateNotOpen,
+    InvalidEvent,
+    InvalidInput,
+    InvalidTransition,
+    SelectionNotAllowed,
+)
 from eventstore.flow_fold import FlowState, StepState
 from eventstore.flows import (
     GateApproved,
@@ -51,6 +58,11 @@ def _key(field: str, value: Any) -> str:
             f"{field} is {len(value)} characters long; names and keys take at most {MAX_NAME_LENGTH}"
         )
     return str(value)
+
+
+def _unserialisable(event: Event, exc: Exception) -> InvalidEvent:
+    """The error for an event pydantic cannot serialise (a circular or too deep value), as an append gives."""
+    return InvalidEvent(f"{event.event_type} cannot be serialised: {exc}")
 
 
 class StepCommands(CommandLoop):
@@ -164,7 +176,10 @@ class StepCommands(CommandLoop):
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             event = _make(StepCompleted, step_id=step_id, result=result_dict, output=output_dict)
             if step.status == "completed":
-                stored = _as_stored(event)
+                try:
+                    stored = _as_stored(event)
+                except (ValueError, RecursionError) as exc:
+                    raise _unserialisable(event, exc) from exc
                 if (step.result, step.output) == (stored["result"], stored["output"]):
                     return []
             _open_step(flow, step, "complete")

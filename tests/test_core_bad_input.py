@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventstore import EventStore, InvalidEvent, InvalidInput, NewEvent, TransactionAborted
+from eventstore import Event, EventStore, InvalidEvent, InvalidInput, NewEvent, TransactionAborted
 
 
 class TestARefusedAppendAbortsTheUnitOfWork:
@@ -29,3 +29,28 @@ class TestARefusedAppendAbortsTheUnitOfWork:
             with pytest.raises(TransactionAborted, match="earlier append"):
                 tx.append("a", [NewEvent("Done", {})])
         assert store.revision("a") == 0 and store.last_position() == 0
+
+
+class Note(Event):
+    body: Any
+
+
+def _circular() -> dict[str, Any]:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
+
+
+def _nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+class TestTypedEventsPydanticCannotSerialise:
+    @pytest.mark.parametrize("body", [_circular(), _nested(300)], ids=["circular", "deep"])
+    def test_are_invalid_event(self, store: EventStore, body: Any) -> None:
+        with pytest.raises(InvalidEvent, match="Note cannot be serialised"):
+            store.append("f", [Note(body=body)])
+        assert store.last_position() == 0

@@ -1,4 +1,4 @@
-"""Step and run ids of the wrong type are InvalidInput before any lookup, on every backend alike."""
+"""Bad input to FlowService commands: a clear error, and nothing written, on every backend alike."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from eventstore import EventStore, InvalidInput
+from eventstore import EventStore, InvalidEvent, InvalidInput
 from eventstore.errors import InvalidTransition
 from projections import FlowQueries, FlowService
 
@@ -80,3 +80,34 @@ def test_a_bytes_run_id_does_not_schedule_a_second_step_for_the_run(
         service.schedule_step("f", step_id="s2", name="n", run_id=b"r1")  # type: ignore[arg-type]
     assert flow_store.last_position() == before
     assert [s.step_id for s in FlowQueries(flow_store).steps("f")] == ["s1"]
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def circular() -> dict[str, Any]:
+    loop: dict[str, Any] = {}
+    loop["self"] = loop
+    return loop
+
+
+@pytest.mark.parametrize("payload", [circular(), {"x": nested(300)}], ids=["circular", "deep"])
+def test_a_payload_pydantic_cannot_serialise_is_invalid_event(service: FlowService, payload: Any) -> None:
+    service.complete_step("f", "s1", result={"ok": True})
+    service.finish("f", result={"ok": True})
+    service.start_flow("open", controller_id="c", goal="g", owner_session_key="s")
+    before = service.store.last_position()
+    for command in (
+        lambda: service.advance("open", state_patch=payload),
+        lambda: service.record_decision("open", actor="a", decision="d", inputs=payload),
+        lambda: service.start_flow("g", controller_id="c", goal="g", owner_session_key="s", state=payload),
+        lambda: service.complete_step("f", "s1", result=payload),
+        lambda: service.finish("f", result=payload),
+    ):
+        with pytest.raises(InvalidEvent, match="cannot be serialised"):
+            command()
+    assert service.store.last_position() == before
