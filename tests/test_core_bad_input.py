@@ -6,8 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from eventstore import Event, EventStore, InvalidEvent, InvalidInput, NewEvent, TransactionAborted
+from eventstore.schema import READ_COLUMNS, flow_events
 
 
 class TestARefusedAppendAbortsTheUnitOfWork:
@@ -54,3 +56,19 @@ class TestTypedEventsPydanticCannotSerialise:
         with pytest.raises(InvalidEvent, match="Note cannot be serialised"):
             store.append("f", [Note(body=body)])
         assert store.last_position() == 0
+
+
+class TestQueryValuesPastTheirColumn:
+    def test_are_invalid_input_on_every_backend(self, store: EventStore) -> None:
+        c = flow_events.c
+        store.append("f", [NewEvent("T", {})])
+        calls = [
+            lambda: list(store.read_where(c.position == 2**70)),
+            lambda: list(store.read_where(c.revision > 2**64)),
+            lambda: store.query(sa.select(c.flow_id).where(c.position == 2**63)),
+            lambda: store.query_events(sa.select(*READ_COLUMNS).where(c.position == 2**70)),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidInput, match="out of range for its column"):
+                call()
+        assert [e.position for e in store.read_where(c.position == 1)] == [1]
