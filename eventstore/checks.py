@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -17,12 +18,24 @@ MAX_COUNT = 2**63 - 1
 MAX_PAGE = 1000
 """The most rows one page of a paginated query returns."""
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxlevel, _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 3, 80, 80, 60
+
+
+def shown(value: object) -> str:
+    """``value``'s repr for an error message, bounded: a 10,000-deep dict or a megabyte of text is
+    cut short (a plain repr of the first raises RecursionError)."""
+    try:
+        return _SHOWN.repr(value)
+    except Exception:  # a repr of the caller's own that fails (or recurses) names the type instead
+        return f"<{type(value).__name__}>"
+
 
 def check_page(offset: Any, limit: Any) -> None:
     """A page's ``offset`` (an int >= 0) and ``limit`` (an int from 1 to ``MAX_PAGE``)."""
     check_count("offset", offset)
     if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}, not {limit!r}")
+        raise InvalidInput(f"limit must be an int from 1 to {MAX_PAGE}, not {shown(limit)}")
 
 
 def check_names(name: str, value: Any) -> list[str]:
@@ -30,10 +43,10 @@ def check_names(name: str, value: Any) -> list[str]:
     if isinstance(value, str):
         return [value]
     if not isinstance(value, Iterable) or isinstance(value, bytes | Mapping):
-        raise InvalidInput(f"{name} must be a name or a list of names, not {value!r}")
+        raise InvalidInput(f"{name} must be a name or a list of names, not {shown(value)}")
     names = list(value)
     if not all(isinstance(item, str) for item in names):
-        raise InvalidInput(f"{name} must be names (strings), not {names!r}")
+        raise InvalidInput(f"{name} must be names (strings), not {shown(names)}")
     return names
 
 
@@ -44,7 +57,7 @@ def check_type_names(name: str, value: Any) -> list[str]:
         if not 1 <= len(item) <= MAX_TYPE_LENGTH or "\x00" in item or not encodable(item):
             raise InvalidInput(
                 f"{name} must hold event type names (1 to {MAX_TYPE_LENGTH} characters of UTF-8 text "
-                f"without NUL), not {item!r}"
+                f"without NUL), not {shown(item)}"
             )
     return names
 
@@ -52,9 +65,9 @@ def check_type_names(name: str, value: Any) -> list[str]:
 def check_text(name: str, value: Any) -> str:
     """``value``, a str every backend stores and compares alike: valid UTF-8 without NUL."""
     if not isinstance(value, str):
-        raise InvalidInput(f"{name} must be a string, not {value!r}")
+        raise InvalidInput(f"{name} must be a string, not {shown(value)}")
     if "\x00" in value or not encodable(value):
-        raise InvalidInput(f"{name} must be valid UTF-8 text without NUL characters, not {value!r}")
+        raise InvalidInput(f"{name} must be valid UTF-8 text without NUL characters, not {shown(value)}")
     return value
 
 
@@ -70,9 +83,9 @@ def encodable(text: str) -> bool:
 def check_count(name: str, value: Any, *, minimum: int = 0) -> int:
     """``value``, an int from ``minimum`` to ``MAX_COUNT`` (a bool is not a count)."""
     if type(value) is not int or value < minimum:
-        raise InvalidInput(f"{name} must be an int >= {minimum}, not {value!r}")
+        raise InvalidInput(f"{name} must be an int >= {minimum}, not {shown(value)}")
     if value > MAX_COUNT:
-        raise InvalidInput(f"{name} must be at most 2**63 - 1, not {value!r}")
+        raise InvalidInput(f"{name} must be at most 2**63 - 1, not {shown(value)}")
     return value
 
 
@@ -85,7 +98,7 @@ def validation_message(exc: pydantic.ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
         where = ".".join(str(part) for part in error["loc"]) or "value"
-        got = repr(error.get("input"))
+        got = shown(error.get("input"))
         got = got if len(got) <= 60 else f"{got[:57]}..."
         parts.append(f"{where}: {error['msg']} (got {got})")
     return "; ".join(parts)

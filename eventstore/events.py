@@ -20,7 +20,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import pydantic
 
-from .checks import validation_message
+from .checks import shown, validation_message
 from .errors import InvalidEvent, InvalidInput, UpcastError
 
 
@@ -173,14 +173,14 @@ class EventRegistry:
         self._models: dict[str, type[Event]] = {}
         self._upcasters: dict[tuple[str, int], tuple[int, Upcaster]] = {}
         if isinstance(models, type) or not isinstance(models, Iterable):
-            raise InvalidInput(f"models must be a list of Event subclasses, not {models!r}")
+            raise InvalidInput(f"models must be a list of Event subclasses, not {shown(models)}")
         for model in models:
             self.register(model)
 
     def register(self, *models: type[Event]) -> None:
         for model in models:
             if not (isinstance(model, type) and issubclass(model, Event)):
-                raise InvalidInput(f"{model!r} is not an Event subclass")
+                raise InvalidInput(f"{shown(model)} is not an Event subclass")
             known = self._models.get(model.event_type)
             if known is not None and known is not model:
                 raise InvalidInput(
@@ -194,12 +194,12 @@ class EventRegistry:
     ) -> None:
         """Register ``upcaster`` to turn ``event_type`` data of ``from_version`` into the next version."""
         if not isinstance(event_type, str) or not event_type:
-            raise InvalidInput(f"event_type must be a type name, not {event_type!r}")
+            raise InvalidInput(f"event_type must be a type name, not {shown(event_type)}")
         if not callable(upcaster):
-            raise InvalidInput(f"upcaster must be a function of the old data, not {upcaster!r}")
+            raise InvalidInput(f"upcaster must be a function of the old data, not {shown(upcaster)}")
         for name, version in (("from_version", from_version), ("to_version", to_version)):
             if version is not None and (type(version) is not int or version < 1):
-                raise InvalidInput(f"{name} must be an int >= 1, not {version!r}")
+                raise InvalidInput(f"{name} must be an int >= 1, not {shown(version)}")
         target = from_version + 1 if to_version is None else to_version
         if target <= from_version:
             raise InvalidInput("an upcaster must move to a later version")

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .backends.base import Batch, PreparedEvent
-from .checks import encodable
+from .checks import encodable, shown
 from .errors import InvalidEvent, InvalidInput, PayloadTooLarge
 from .events import ANY, Event, EventRegistry, ExpectedRevision, NewEvent, uuid_str
 from .integrity import digest
@@ -40,7 +40,9 @@ class Preparer:
     ) -> Batch:
         check_flow_id(flow_id)
         if expected_revision is not ANY and (type(expected_revision) is not int or expected_revision < 0):
-            raise InvalidInput(f"expected_revision must be ANY or an int >= 0, not {expected_revision!r}")
+            raise InvalidInput(
+                f"expected_revision must be ANY or an int >= 0, not {shown(expected_revision)}"
+            )
         if isinstance(events, (str, bytes, Mapping, Event, NewEvent)) or not isinstance(events, Sequence):
             raise InvalidInput("events must be a list of Event or NewEvent")
         if not events:
@@ -62,7 +64,7 @@ class Preparer:
             elif isinstance(event, NewEvent):
                 prepared.append(self._new(event, base_meta, base_encoded, base_hash))
             else:
-                raise InvalidInput(f"not an Event or NewEvent: {event!r}")
+                raise InvalidInput(f"not an Event or NewEvent: {shown(event)}")
         if len(prepared) > 1:
             seen: set[uuid.UUID] = set()
             for item in prepared:
@@ -113,7 +115,7 @@ class Preparer:
             check_schema_version(version)
         event_id = event.event_id
         if not isinstance(event_id, uuid.UUID):
-            raise InvalidEvent(f"event_id must be a UUID, not {event_id!r}")
+            raise InvalidEvent(f"event_id must be a UUID, not {shown(event_id)}")
         data = event.data
         if not isinstance(data, dict):
             if not isinstance(data, Mapping):
@@ -124,7 +126,7 @@ class Preparer:
         encoded = self._encode(data, "data")
         if event.metadata is not None:
             if not isinstance(event.metadata, Mapping):
-                raise InvalidEvent(f"event metadata must be a mapping or None, not {event.metadata!r}")
+                raise InvalidEvent(f"event metadata must be a mapping or None, not {shown(event.metadata)}")
             check_metadata(event.metadata)
             meta = self._encode({**base_meta, **event.metadata}, "metadata")
             meta_hash = digest(meta)
@@ -141,11 +143,11 @@ class Preparer:
 
 def check_flow_id(flow_id: str) -> str:
     if not isinstance(flow_id, str) or not flow_id:
-        raise InvalidInput(f"a flow id must be a non-empty string, not {flow_id!r}")
+        raise InvalidInput(f"a flow id must be a non-empty string, not {shown(flow_id)}")
     if len(flow_id) > MAX_FLOW_ID_LENGTH:
         raise InvalidInput(f"a flow id may have at most {MAX_FLOW_ID_LENGTH} characters, not {len(flow_id)}")
     if "\x00" in flow_id or not encodable(flow_id):
-        raise InvalidInput(f"a flow id must be valid UTF-8 text without NUL characters, not {flow_id!r}")
+        raise InvalidInput(f"a flow id must be valid UTF-8 text without NUL characters, not {shown(flow_id)}")
     return flow_id
 
 
@@ -154,16 +156,18 @@ def check_metadata(metadata: Mapping[str, Any]) -> None:
     for key in STRING_METADATA:
         value = metadata.get(key)
         if value is not None and not isinstance(value, str):
-            raise InvalidEvent(f"metadata {key!r} must be a string, not {value!r:.60}")
+            raise InvalidEvent(f"metadata {key!r} must be a string, not {shown(value)}")
 
 
 def check_type_name(event_type: object) -> None:
     if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_TYPE_LENGTH:
         raise InvalidEvent(f"event type must be a string of 1 to {MAX_TYPE_LENGTH} characters")
     if "\x00" in event_type or not encodable(event_type):
-        raise InvalidEvent(f"event type must be valid UTF-8 text without NUL characters, not {event_type!r}")
+        raise InvalidEvent(
+            f"event type must be valid UTF-8 text without NUL characters, not {shown(event_type)}"
+        )
 
 
 def check_schema_version(version: object) -> None:
     if type(version) is not int or not 1 <= version < 2**31:  # a 32-bit column on either backend
-        raise InvalidEvent(f"schema_version must be an int from 1 to 2**31 - 1, not {version!r}")
+        raise InvalidEvent(f"schema_version must be an int from 1 to 2**31 - 1, not {shown(version)}")

@@ -27,7 +27,7 @@ from .backends.base import (
     driver_error,
 )
 from .checks import check_count as _check_count
-from .checks import check_type_names
+from .checks import check_type_names, shown
 from .errors import (
     ConcurrencyError,
     ConnectionLost,
@@ -603,7 +603,7 @@ class EventStore:
         """
         self._check_open()
         if progress is not None and not callable(progress):
-            raise InvalidInput(f"progress must be a function of the events checked, not {progress!r}")
+            raise InvalidInput(f"progress must be a function of the events checked, not {shown(progress)}")
         report = VerificationReport()
         for item in check_chains(self._verify_rows(flow_id, report, progress)):
             if isinstance(item, str):
@@ -714,5 +714,5 @@ _T = TypeVar("_T")
 
 def _select(name: str, query: object) -> sa.Select[Any]:
     if not isinstance(query, sa.Select):
-        raise InvalidInput(f"{name} takes a SQLAlchemy Core select(...), not {query!r}")
+        raise InvalidInput(f"{name} takes a SQLAlchemy Core select(...), not {shown(query)}")
     return query

@@ -9,7 +9,7 @@ from typing import Any
 import pydantic
 
 from eventstore import AppendResult, Event, Transaction
-from eventstore.checks import check_text, validation_message
+from eventstore.checks import check_text, shown, validation_message
 from eventstore.errors import (
     FlowClosed,
     GateNotOpen,
@@ -300,7 +300,7 @@ class StepCommands(CommandLoop):
             or not 0 < timeout_seconds < math.inf
         ):
             raise InvalidInput(
-                f"timeout_seconds must be None or a number of seconds > 0, not {timeout_seconds!r}"
+                f"timeout_seconds must be None or a number of seconds > 0, not {shown(timeout_seconds)}"
             )
         try:
             parsed = [GateOption.model_validate(option) for option in _listed("options", options)]

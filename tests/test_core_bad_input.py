@@ -72,3 +72,29 @@ class TestQueryValuesPastTheirColumn:
             with pytest.raises(InvalidInput, match="out of range for its column"):
                 call()
         assert [e.position for e in store.read_where(c.position == 1)] == [1]
+
+
+def _deep_dict(depth: int) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    node = root
+    for _ in range(depth):
+        node["a"] = {}
+        node = node["a"]
+    return root
+
+
+class TestErrorMessagesShowABoundedValue:
+    def test_a_very_deep_argument_is_invalid_input_not_recursion_error(self, store: EventStore) -> None:
+        deep = _deep_dict(10_000)
+        calls = [
+            lambda: store.append(deep, [NewEvent("T", {})]),
+            lambda: store.read_flow(deep),
+            lambda: store.revision(deep),
+            lambda: store.read_all(limit=deep),
+            lambda: store.append("f", [NewEvent("T", {})], expected_revision=deep),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidInput) as raised:
+                call()
+            assert len(str(raised.value)) < 300
+        assert store.last_position() == 0
