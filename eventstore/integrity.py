@@ -25,6 +25,7 @@ from typing import Any
 
 import orjson
 
+from .checks import shown
 from .errors import EventStoreError, InvalidInput
 from .serialization import canonical
 
@@ -40,6 +41,8 @@ def digest(encoded: bytes) -> bytes:
 
 def format_time(moment: datetime) -> str:
     """The canonical spelling of a timestamp: UTC, microseconds, ``Z``."""
+    if not isinstance(moment, datetime):
+        raise InvalidInput(f"timestamps must be datetimes, not {shown(moment)} (check the store's clock)")
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise InvalidInput(f"timestamps must be timezone-aware, not {moment!r} (check the store's clock)")
     if moment.utcoffset():

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from .backends import postgresql, sqlite
 from .backends.base import Backend, milliseconds
 from .checks import check_count as _check_count
+from .checks import encodable
 from .errors import InvalidInput, StorageError
 from .events import EventRegistry
 from .projection import InlineProjection
@@ -32,6 +33,24 @@ def _check_store_options(
     return listed
 
 
+def _in_memory(parsed: sa.URL) -> bool:
+    """Whether a SQLite URL names an in-memory database (``sqlite://``, ``:memory:``, ``mode=memory``)."""
+    database = parsed.database
+    if database in (None, "", ":memory:"):
+        return True
+    mode = parsed.query.get("mode", ())
+    return "memory" in ((mode,) if isinstance(mode, str) else mode) or database.startswith("file::memory:")
+
+
+def _in_greenlet() -> bool:
+    """Whether this runs inside ``eventstore.aio.run`` (SQLAlchemy's greenlet), as the async driver needs."""
+    try:
+        from sqlalchemy.util.concurrency import in_greenlet
+    except ImportError:  # no greenlet: AsyncEventStore.open says what to install
+        return True
+    return bool(in_greenlet())
+
+
 def _backend_for(
     url: str | sa.URL,
     *,
@@ -50,6 +69,11 @@ def _backend_for(
     backend = parsed.get_backend_name()
     if type(asynchronous) is not bool:
         raise InvalidInput(f"asynchronous must be True or False, not {asynchronous!r}")
+    if asynchronous and not _in_greenlet():
+        raise InvalidInput(
+            "asynchronous=True opens a store for eventstore.aio, whose calls run on the event loop: "
+            "use `await AsyncEventStore.open(url)`"
+        )
     for name, seconds in (
         ("busy_timeout", busy_timeout),
         ("lock_timeout", lock_timeout),
@@ -61,8 +85,12 @@ def _backend_for(
     if backend == "sqlite":
         if not isinstance(synchronous, str) or synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
             raise InvalidInput("synchronous must be NORMAL, FULL or EXTRA")
-        if parsed.database in (None, "", ":memory:"):
+        if _in_memory(parsed):
             raise InvalidInput("use a SQLite file: an in-memory database is not shared between connections")
+        if "\x00" in (parsed.database or "") or not encodable(parsed.database or ""):
+            raise InvalidInput(
+                f"a SQLite file path must be valid UTF-8 without NUL characters, not {parsed.database!r}"
+            )
         engine = sqlite.create_engine(
             parsed,
             busy_timeout=busy_timeout,

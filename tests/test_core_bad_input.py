@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -10,6 +12,8 @@ import sqlalchemy as sa
 
 from eventstore import Event, EventStore, InvalidEvent, InvalidInput, NewEvent, TransactionAborted
 from eventstore.schema import READ_COLUMNS, flow_events
+
+from .conftest import Target
 
 
 class TestARefusedAppendAbortsTheUnitOfWork:
@@ -98,3 +102,31 @@ class TestErrorMessagesShowABoundedValue:
                 call()
             assert len(str(raised.value)) < 300
         assert store.last_position() == 0
+
+
+class TestOpenRefusesClearly:
+    @pytest.mark.parametrize(
+        "path",
+        ["a\x00b.db", "file::memory:?uri=true", "file:memdb?mode=memory&uri=true", "file:m?mode=memory"],
+    )
+    def test_a_sqlite_url_no_store_can_use(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, path: str
+    ) -> None:
+        monkeypatch.chdir(tmp_path)  # a relative path: a file it made would be seen
+        with pytest.raises(InvalidInput, match=r"NUL|in-memory"):
+            EventStore.open(f"sqlite:///{path}")
+        assert list(tmp_path.iterdir()) == []
+
+    def test_asynchronous_outside_eventstore_aio(self, tmp_path: Path) -> None:
+        with pytest.raises(InvalidInput, match=r"AsyncEventStore\.open"):
+            EventStore.open(f"sqlite:///{tmp_path / 'a.db'}", asynchronous=True)
+
+    @pytest.mark.parametrize("now", ["2020-01-01T00:00:00Z", date(2020, 1, 1), None, 0])
+    def test_a_clock_that_returns_no_datetime(self, target: Target, now: Any) -> None:
+        with (
+            target.open(clock=lambda: now) as store,
+            pytest.raises(InvalidInput, match="check the store's clock"),
+        ):
+            store.append("f", [NewEvent("T", {})])
+        with target.open() as store:
+            assert store.last_position() == 0
