@@ -222,12 +222,20 @@ class EventRegistry:
                 raise UpcastError(
                     f"upcasting {event_type} from version {version} to {target} failed: {exc}"
                 ) from exc
+            if not isinstance(data, Mapping):
+                raise UpcastError(
+                    f"upcasting {event_type} from version {version} to {target} returned "
+                    f"{type(data).__name__}, not the data as a dict"
+                )
+            data = dict(data)
             version = target
             step = self._upcasters.get((event_type, version))
         return version, data
 
     def decode(self, recorded: RecordedEvent) -> Event:
         """Turn a recorded event back into its typed model, upcasting old versions."""
+        if not isinstance(recorded, RecordedEvent):
+            raise InvalidInput(f"decode takes a RecordedEvent that a read returned, not {shown(recorded)}")
         model = self._models.get(recorded.type)
         if model is None:
             raise UpcastError(f"no model is registered for event type {recorded.type!r}")

@@ -139,3 +139,18 @@ class TestUpcasting:
         self.store_with_history(store)
         with pytest.raises(UpcastError, match="from version 1 to 2 failed"):
             store.decode(next(store.read_flow("f")))
+
+    @pytest.mark.parametrize("returned", [None, ["decision"], "data"])
+    def test_an_upcaster_that_returns_no_dict_is_an_upcast_error(
+        self, store: EventStore, returned: Any
+    ) -> None:
+        store.registry.register(Decision)
+        store.registry.add_upcaster("Decision", 1, lambda data: returned)
+        self.store_with_history(store)
+        with pytest.raises(UpcastError, match=r"from version 1 to 2 returned .*, not the data as a dict"):
+            store.decode(next(store.read_flow("f")))
+
+    def test_decode_takes_a_recorded_event(self, store: EventStore) -> None:
+        for value in (None, {"type": "Decision"}):
+            with pytest.raises(InvalidInput, match="decode takes a RecordedEvent"):
+                store.decode(value)  # type: ignore[arg-type]
