@@ -222,7 +222,12 @@ class FlowService(StepCommands):
         self, flow_id: str, *, owner_token: str, ttl_seconds: float, metadata: Mapping[str, Any] | None = None
     ) -> Lease:
         """Take or renew the flow's lease. A new owner gets the next generation."""
-        if not owner_token or not isinstance(ttl_seconds, int | float) or not 0 < ttl_seconds <= _MAX_TTL:
+        if (
+            not owner_token
+            or isinstance(ttl_seconds, bool)
+            or not isinstance(ttl_seconds, int | float)
+            or not 0 < ttl_seconds <= _MAX_TTL
+        ):
             raise InvalidInput(f"a lease needs an owner token and ttl_seconds between 0 and {_MAX_TTL:,}")
         acquired: list[Lease] = []
 

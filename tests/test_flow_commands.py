@@ -368,7 +368,7 @@ class TestBadCommandInput:
         assert str(raised.value) == "invalid FlowStarted: goal: Input should be a valid string (got None)"
         with pytest.raises(InvalidInput, match="invalid DecisionRecorded"):
             service.record_decision("f", actor="a", decision="d", confidence=float("nan"))
-        for ttl in (1e300, float("nan"), 0, -1):
+        for ttl in (1e300, float("nan"), 0, -1, True):
             with pytest.raises(InvalidInput, match="ttl_seconds"):
                 service.acquire_lease("f", owner_token="w", ttl_seconds=ttl)
 
