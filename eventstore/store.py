@@ -402,6 +402,8 @@ class EventStore:
             _check_count("to_revision", to_revision, minimum=0)
         if limit is not None:
             _check_count("limit", limit, minimum=0)
+        if type(backwards) is not bool:  # a truthy "no" would read the wrong way
+            raise InvalidInput(f"backwards must be True or False, not {shown(backwards)}")
         if from_revision > _BIG:  # past any revision the column holds: nothing, on every backend
             return iter(())
         if to_revision is not None:

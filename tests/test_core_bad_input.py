@@ -130,3 +130,11 @@ class TestOpenRefusesClearly:
             store.append("f", [NewEvent("T", {})])
         with target.open() as store:
             assert store.last_position() == 0
+
+
+class TestReadFlowBackwards:
+    @pytest.mark.parametrize("backwards", ["no", 1, None])
+    def test_must_be_a_bool(self, store: EventStore, backwards: Any) -> None:
+        store.append("f", [NewEvent("A", {}), NewEvent("B", {})])
+        with pytest.raises(InvalidInput, match="backwards must be True or False"):
+            store.read_flow("f", backwards=backwards)
