@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from eventstore import AppendResult, Event, EventStore, FlowNotFound, RevisionMismatch, Transaction
+from eventstore.checks import shown
 from eventstore.errors import EventStoreError, InvalidInput, LeaseLost, ProjectionError, StepNotFound
 from eventstore.flow_fold import FlowState, StepState
 from eventstore.preparation import check_flow_id
@@ -71,7 +72,8 @@ class CommandLoop:
         must_exist: bool = True,
     ) -> AppendResult:
         if expected_revision is not None and (type(expected_revision) is not int or expected_revision < 0):
-            raise InvalidInput(f"expected_revision must be None or an int >= 0, not {expected_revision!r}")
+            shown_revision = shown(expected_revision)
+            raise InvalidInput(f"expected_revision must be None or an int >= 0, not {shown_revision}")
         check_flow_id(flow_id)  # before any read: a lone surrogate is no driver's to encode
         meta = _mapping("metadata", metadata)
         if actor is not None:

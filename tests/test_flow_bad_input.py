@@ -111,3 +111,16 @@ def test_a_payload_pydantic_cannot_serialise_is_invalid_event(service: FlowServi
         with pytest.raises(InvalidEvent, match="cannot be serialised"):
             command()
     assert service.store.last_position() == before
+
+
+def test_a_very_deep_expected_revision_is_invalid_input_not_recursion_error(service: FlowService) -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(10_000):
+        node["a"] = {}
+        node = node["a"]
+    before = service.store.last_position()
+    with pytest.raises(InvalidInput, match="expected_revision must be None or an int >= 0") as raised:
+        service.advance("f", current_step="x", expected_revision=deep)  # type: ignore[arg-type]
+    assert len(str(raised.value)) < 300
+    assert service.store.last_position() == before
