@@ -33,17 +33,9 @@ from .errors import (
     StorageError,
 )
 from .events import RecordedEvent, uuid_from_bytes
-from .exportfile import (
-    PROGRESS_EVERY,
-    FlowSegment,
-    Manifest,
-    Progress,
-    ProgressCallback,
-    manifest_path,
-    scan_export,
-    write_export,
-)
+from .exportfile import PROGRESS_EVERY, Progress, ProgressCallback, scan_export, write_export
 from .integrity import GENESIS, Problem, StoredRow, format_time
+from .manifest import FlowSegment, Manifest, manifest_path
 from .preparation import check_flow_id
 from .privileged import CHUNK, chunks, insert_stored, lock_appends
 from .projection import apply_inline

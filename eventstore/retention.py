@@ -41,9 +41,10 @@ from .errors import (
 )
 from .events import Event
 from .exchange import export_flows, flow_heads, run_import
-from .exportfile import Manifest, Progress, ProgressCallback, verify_export
+from .exportfile import Progress, ProgressCallback, verify_export
 from .flow_fold import FLOW_TERMINAL, FlowView
 from .integrity import format_time
+from .manifest import Manifest
 from .preparation import check_flow_id
 from .privileged import chunks, delete_flows, lock_appends
 from .schema import (

@@ -25,7 +25,8 @@ from eventstore import (
 from eventstore.checkpoints import generate_key, take_checkpoint
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
-from eventstore.exportfile import Manifest, verify_export
+from eventstore.exportfile import verify_export
+from eventstore.manifest import Manifest
 from projections import FlowProjection, FlowQueries, FlowService
 
 from .conftest import Target

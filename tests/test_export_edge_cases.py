@@ -17,8 +17,9 @@ from eventstore import EventStore, ExportInvalid, ImportConflict, IntegrityViola
 from eventstore.audit import session_flows
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
-from eventstore.exportfile import FlowSegment, Manifest, Progress, verify_export
+from eventstore.exportfile import Progress, verify_export
 from eventstore.integrity import chain_hash
+from eventstore.manifest import FlowSegment, Manifest
 from projections import FlowProjection, FlowQueries
 
 from .conftest import Target

@@ -1,0 +1,232 @@
+"""An export's manifest: what the events file beside it holds, and the check of its own shape.
+
+``<events file>.manifest.json`` holds the counts, each flow's first and last
+revision and hash, the first and last position, the SHA-256 of the events
+file, the selection the export was made with and the source's latest signed
+checkpoint. ``Manifest.read`` refuses a manifest whose members do not have the
+shapes an export writes (``ExportInvalid``); whether the events file agrees
+with it is ``exportfile.py``'s check. docs/exchange.md is the normative
+description.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .errors import ExportInvalid, InvalidInput
+from .integrity import format_time
+
+FORMAT = "agent-eventstore/export"
+FORMAT_VERSION = 1
+MANIFEST_SUFFIX = ".manifest.json"
+
+
+@dataclass(frozen=True, slots=True)
+class FlowSegment:
+    """One flow's events in an export: revisions ``first_revision .. last_revision``.
+
+    ``first_prev_hash`` is what the first event chains from: 64 zeros when the
+    segment starts at revision 1, else the hash of the event before it, which
+    the importing store must already hold.
+    """
+
+    flow_id: str
+    first_revision: int
+    first_prev_hash: str
+    last_revision: int
+    last_hash: str
+    events: int
+
+
+@dataclass(frozen=True, slots=True)
+class Manifest:
+    """What an export holds, written beside its events file."""
+
+    events_file: Path
+    sha256: str
+    event_count: int
+    flows: tuple[FlowSegment, ...]
+    first_position: int | None
+    last_position: int | None
+    created_at: str
+    selection: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    checkpoint: dict[str, Any] | None = None
+
+    @property
+    def path(self) -> Path:
+        return manifest_path(self.events_file)
+
+    @property
+    def compression(self) -> str | None:
+        return "gzip" if self.events_file.name.endswith(".gz") else None
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The manifest document, as written to its file."""
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created_at": self.created_at,
+            "events_file": self.events_file.name,
+            "compression": self.compression,
+            "sha256": self.sha256,
+            "event_count": self.event_count,
+            "flow_count": len(self.flows),
+            "first_position": self.first_position,
+            "last_position": self.last_position,
+            "selection": self.selection,
+            "source": self.source,
+            "checkpoint": self.checkpoint,
+            "flows": [
+                {
+                    "flow_id": s.flow_id,
+                    "first_revision": s.first_revision,
+                    "first_prev_hash": s.first_prev_hash,
+                    "last_revision": s.last_revision,
+                    "last_hash": s.last_hash,
+                    "events": s.events,
+                }
+                for s in self.flows
+            ],
+        }
+
+    @classmethod
+    def read(cls, path: str | os.PathLike[str]) -> Manifest:
+        """The manifest of an export (its own path or its events file's); ``ExportInvalid`` if unusable."""
+        events_path, document_path = export_paths(path)
+        try:
+            document = orjson.loads(document_path.read_bytes())
+        except FileNotFoundError as exc:
+            raise InvalidInput(f"no export manifest at {document_path}") from exc
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise ExportInvalid(str(document_path), [f"the manifest cannot be read: {exc}"]) from exc
+        try:
+            return cls._parse(events_path, document)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExportInvalid(str(document_path), [f"the manifest is malformed: {exc!r}"]) from exc
+
+    @classmethod
+    def _parse(cls, events_path: Path, document: Any) -> Manifest:
+        if not isinstance(document, dict) or document.get("format") != FORMAT:
+            raise ValueError(f"not an {FORMAT} manifest")
+        if document["format_version"] != FORMAT_VERSION:
+            raise ValueError(f"format version {document['format_version']!r}; this library reads 1")
+        if document["events_file"] != events_path.name:
+            raise ValueError(f"it describes {document['events_file']!r}, not {events_path.name!r}")
+        flows = tuple(
+            FlowSegment(
+                str(s["flow_id"]),
+                _count(s["first_revision"]),
+                str(s["first_prev_hash"]),
+                _count(s["last_revision"]),
+                str(s["last_hash"]),
+                _count(s["events"]),
+            )
+            for s in document["flows"]
+        )
+        if len(flows) != document["flow_count"]:
+            raise ValueError("flow_count does not match the flows listed")
+        listed: set[str] = set()
+        for segment in flows:
+            if segment.flow_id in listed:
+                raise ValueError(f"it lists flow {segment.flow_id!r} more than once")
+            listed.add(segment.flow_id)
+        positions = (document["first_position"], document["last_position"])
+        checkpoint = document["checkpoint"]
+        return cls(
+            events_file=events_path,
+            sha256=str(document["sha256"]),
+            event_count=_count(document["event_count"]),
+            flows=flows,
+            first_position=None if positions[0] is None else _count(positions[0]),
+            last_position=None if positions[1] is None else _count(positions[1]),
+            created_at=str(document["created_at"]),
+            selection=_selection(document["selection"], flows),
+            source=_object(document["source"], "source"),
+            checkpoint=None if checkpoint is None else _object(checkpoint, "checkpoint"),
+        )
+
+
+_SELECTION_KEYS = {
+    "all": {"kind"},
+    "flow": {"kind", "flow_id"},
+    "flows": {"kind"},
+    "session": {"kind", "session"},
+    "range": {"kind", "since", "until"},
+}
+"""The members of each kind of ``selection`` an export writes (docs/exchange.md, the manifest)."""
+
+
+def _selection(value: Any, flows: tuple[FlowSegment, ...]) -> dict[str, Any]:
+    """The manifest's ``selection``: one of the shapes an export writes, agreeing with the flows listed."""
+    selection = _object(value, "selection")
+    kind = selection.get("kind")
+    if not isinstance(kind, str) or kind not in _SELECTION_KEYS:
+        raise ValueError(f"selection kind {kind!r} is not one of {', '.join(_SELECTION_KEYS)}")
+    if set(selection) != _SELECTION_KEYS[kind]:
+        members = ", ".join(sorted(_SELECTION_KEYS[kind]))
+        raise ValueError(f"a {kind!r} selection has the members {members}, not {sorted(selection)}")
+    if kind == "flow":
+        flow_id = selection["flow_id"]
+        if not isinstance(flow_id, str) or not flow_id:
+            raise ValueError(f"the selection's flow_id is {flow_id!r}, not a flow id")
+        others = [s.flow_id for s in flows if s.flow_id != flow_id]
+        if others:
+            raise ValueError(f"the selection is flow {flow_id!r}, but it lists flow {others[0]!r}")
+    if kind == "session" and not isinstance(selection["session"], str):
+        raise ValueError(f"the selection's session is {selection['session']!r}, not a string")
+    if kind == "range":
+        since, until = (_bound(selection, name) for name in ("since", "until"))
+        if since is not None and until is not None and since > until:
+            raise ValueError(f"the selection's range is reversed: since {selection['since']} is after until")
+    return selection
+
+
+def _bound(selection: dict[str, Any], name: str) -> datetime | None:
+    """A range selection's bound: null or a time in ``format_time``'s spelling."""
+    text = selection[name]
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text) if isinstance(text, str) and text.endswith("Z") else None
+    except ValueError:
+        moment = None
+    if moment is None or format_time(moment) != text:  # a time ending in Z is in UTC: format_time takes it
+        raise ValueError(
+            f"the selection's {name} is {text!r}, not null or a UTC time such as 2030-01-01T00:00:00.000000Z"
+        )
+    return moment
+
+
+def _count(value: Any) -> int:
+    if type(value) is not int or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
+def _object(value: Any, name: str) -> dict[str, Any]:
+    """A member that must be a JSON object: a list of pairs (which ``dict()`` would take) is refused."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{name} is {type(value).__name__} {value!r}, not a JSON object")
+    return dict(value)
+
+
+def manifest_path(events_path: Path) -> Path:
+    return events_path.with_name(events_path.name + MANIFEST_SUFFIX)
+
+
+def export_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(events file, manifest) of an export named by either of its two files."""
+    given = Path(path)
+    if given.name.endswith(MANIFEST_SUFFIX):
+        return given.with_name(given.name[: -len(MANIFEST_SUFFIX)]), given
+    return given, manifest_path(given)
