@@ -86,16 +86,27 @@ def shielded(call: Callable[[], T]) -> T:
     this one waits for, whatever it is told; the caller then raises the
     interruption it is cleaning up after, so no cancellation is lost.
     """
+    return to_the_end(call)[0]
+
+
+def to_the_end(call: Callable[[], T]) -> tuple[T, bool]:
+    """``call()`` run to its end as ``shielded`` does, and whether the task was cancelled meanwhile.
+
+    The cancellation is the caller's to raise once the call is done (say, a
+    read connection given back to the pool: its rollback-on-return awaits,
+    and cut there SQLAlchemy would log an ERROR with a traceback).
+    """
     if not (_GREENLET and in_greenlet()):
-        return call()
+        return call(), False
     task = asyncio.ensure_future(greenlet_spawn(call))
+    cancelled = False
     while not task.done():
         try:
             await_only(asyncio.wait([task]))
         except asyncio.CancelledError:
-            continue  # cancelled again: the clean-up still finishes first
+            cancelled = True  # the call still finishes first
     result: T = task.result()
-    return result
+    return result, cancelled
 
 
 def current_task() -> object:

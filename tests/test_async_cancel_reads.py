@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
@@ -14,10 +15,11 @@ import sqlalchemy as sa
 from langgraph.checkpoint.conformance.test_utils import generate_checkpoint
 from sqlalchemy.util import await_only
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, InvalidInput, NewEvent
 from eventstore.aio import AsyncEventStore
 from eventstore.integrations.langgraph import EventStoreSaver
 from projections import FlowProjection, FlowQueries, FlowService
+from tests.conftest import Target
 
 
 async def cancel_read_at(
@@ -176,3 +178,46 @@ def test_a_cancelled_checkpoint_read_ends_cancelled_and_the_next_one_reads_afres
             assert latest is not None and latest.config == newest
 
     asyncio.run(main())
+
+
+def _fails_mid_read(store: EventStore) -> None:
+    with store.reading() as conn:
+        conn.execute(sa.text("SELECT 1")).all()
+        raise InvalidInput("the read's own error")
+
+
+RETURNED_READS: dict[str, Callable[[AsyncEventStore], Awaitable[Any]]] = {
+    "read_flow": lambda store: store.read_flow("flow-1"),  # the driver's cursor: no SQLAlchemy transaction
+    "failing-read": lambda store: store.run(_fails_mid_read, store.store),
+}
+
+
+@pytest.mark.parametrize("read", list(RETURNED_READS))
+def test_a_read_cancelled_as_its_connection_goes_back_to_the_pool_ends_cancelled_and_logs_no_error(
+    target: Target, read: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The cancellation lands in the pool's rollback-on-return, after the read succeeded or failed with
+    an ordinary error: it ends with CancelledError, no "Exception during reset" traceback is logged."""
+
+    async def main() -> None:
+        async with await AsyncEventStore.open(target.url, **target.options) as store:
+            await store.append("flow-1", [NewEvent("Started", {})])
+            cancelled: list[asyncio.Task[Any]] = []
+
+            def cancel_the_reader(*_: Any) -> None:
+                if len(cancelled) == 1:
+                    cancelled.append(cancelled[0])
+                    cancelled[0].cancel()
+
+            sa.event.listen(store.store.engine.pool, "reset", cancel_the_reader)
+            task = asyncio.ensure_future(RETURNED_READS[read](store))
+            cancelled.append(task)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            sa.event.remove(store.store.engine.pool, "reset", cancel_the_reader)
+            assert len(cancelled) == 2  # the cancellation did come in the reset
+            assert [e.revision for e in await store.read_flow("flow-1")] == [1]
+
+    with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
+        asyncio.run(main())
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -44,6 +44,7 @@ from .base import (
     chain_rows,
     checked_row,
     milliseconds,
+    returned,
 )
 
 _HEAD = (
@@ -164,7 +165,7 @@ class SQLiteBackend(Backend):
         would serve that old snapshot to the next reader and hold the WAL from
         being checkpointed. So it is rolled back and closed (``base.abandon``).
         """
-        with self.engine.connect() as conn:
+        with returned(self.engine.connect()) as conn:
             try:
                 yield conn
             except (Exception, GeneratorExit):

@@ -8,9 +8,7 @@ async code too.
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import importlib.util
 import math
 import random
 import threading
@@ -30,8 +28,6 @@ from langgraph.checkpoint.base import (
     get_serializable_checkpoint_metadata,
     writes_sort_key,
 )
-from sqlalchemy.util import await_only, greenlet_spawn
-from sqlalchemy.util.concurrency import in_greenlet
 
 from ...aio import LoopLock
 from ...errors import ConcurrencyError, ConnectionLost, InvalidInput, RevisionMismatch
@@ -68,7 +64,6 @@ if TYPE_CHECKING:
     from projections.langgraph_queries import CheckpointRow, LangGraphQueries, ThreadInfo
 
 _PAGE = 100
-_GREENLET = importlib.util.find_spec("greenlet") is not None  # eventstore.aio runs sync code in greenlets
 
 
 class SyncSaver(BaseCheckpointSaver[str]):
@@ -419,7 +414,6 @@ class SyncSaver(BaseCheckpointSaver[str]):
         from projections.langgraph import execute
 
         store = self.store
-        cancelled = False
         with store.reading() as conn:
             if store.dialect != "sqlite":  # each read is one statement: no transaction to end
                 yield conn.execution_options(isolation_level="AUTOCOMMIT")
@@ -435,34 +429,7 @@ class SyncSaver(BaseCheckpointSaver[str]):
                 # An interruption (a cancelled task) is raised as it is: the read connection rolls back and
                 # drops the connection it cut into (``base.abandon``), as ``projections.flows._snapshot``.
                 raise
-            execute(conn, "ROLLBACK")
-            cancelled = _give_back(conn)
-        if cancelled:
-            raise asyncio.CancelledError
-
-
-def _give_back(conn: sa.Connection) -> bool:
-    """Return a read connection to the pool, to the end; whether the task was cancelled meanwhile.
-
-    The pool rolls a connection back as it takes it (``reset_on_return``):
-    on aiosqlite an await, where a cancellation would cut it and SQLAlchemy
-    log an ERROR with a traceback ("Exception during reset"). Under
-    ``eventstore.aio.run`` it runs as a task of its own, awaited to its end;
-    the caller raises the cancellation once the connection is back (here, the
-    store's read connection would take it for one cut into and drop it again).
-    """
-    if not (_GREENLET and in_greenlet()):
-        conn.close()
-        return False
-    task = asyncio.ensure_future(greenlet_spawn(conn.close))
-    cancelled = False
-    while not task.done():
-        try:
-            await_only(asyncio.wait([task]))
-        except asyncio.CancelledError:
-            cancelled = True
-    task.result()
-    return cancelled
+            execute(conn, "ROLLBACK")  # the store's read connection gives it back to the pool, to the end
 
 
 def _error_text(error: object) -> str:
