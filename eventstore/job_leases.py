@@ -16,7 +16,7 @@ other processes until their clocks get there: its period is disregarded.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -80,13 +80,13 @@ def claim(
     """
     stamp, until, slot = (
         format_time(now),
-        format_time(now + timedelta(seconds=lease_seconds)),
+        format_time(later(now, timedelta(seconds=lease_seconds))),
         format_time(period),
     )
     newer = sa.or_(
         jobs.c.period.is_(None),
         jobs.c.period < slot,
-        jobs.c.last_started > format_time(now + CLOCK_AHEAD),  # claimed by a clock ahead: disregarded
+        jobs.c.last_started > format_time(later(now, CLOCK_AHEAD)),  # claimed by a clock ahead: disregarded
     )
     conditions = [jobs.c.name == name, sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until <= stamp)]
     with store.transaction() as tx:
@@ -117,7 +117,7 @@ def renew(
     position: int | None = None,
 ) -> None:
     """Extend the lease (and record progress); ``JobLeaseLost`` if another process took the job."""
-    values: dict[str, Any] = {"lease_until": format_time(now + timedelta(seconds=lease_seconds))}
+    values: dict[str, Any] = {"lease_until": format_time(later(now, timedelta(seconds=lease_seconds)))}
     if position is not None:
         values["last_position"] = position
     with store.transaction() as tx:
@@ -154,6 +154,14 @@ def finish(
             )
         )
     return done.rowcount == 1
+
+
+def later(now: datetime, by: timedelta) -> datetime:
+    """``now + by``; the last moment of the year 9999 if that is later (a clock near the end of time)."""
+    try:
+        return now + by
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def _mine(held: Claim) -> sa.Update:

@@ -165,7 +165,7 @@ class ZonedCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no hint
             found = self._run_from(wall)
             return found is None or found >= moment
 
-        low, high = self._wall(moment) - _AROUND, self._wall(moment) + _AROUND
+        low, high = _shifted(self._wall(moment), -_AROUND), _shifted(self._wall(moment), _AROUND)
         if not reached(low):  # then the first wall time to reach it is between the two
             while high - low > _SECOND:
                 middle = low + (high - low) / 2
@@ -180,7 +180,7 @@ class ZonedCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no hint
             found = self._run_from(wall)
             return found is not None and found <= moment
 
-        low, high = self._wall(moment) - _LOOKBACK, self._wall(moment) + _AROUND
+        low, high = _shifted(self._wall(moment), -_LOOKBACK), _shifted(self._wall(moment), _AROUND)
         if not within(low):
             return None
         while high - low > _SECOND:
@@ -189,7 +189,10 @@ class ZonedCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no hint
         return self._run_from(low)
 
     def _wall(self, moment: datetime) -> datetime:
-        return moment.astimezone(self.zone).replace(tzinfo=None)
+        try:
+            return moment.astimezone(self.zone).replace(tzinfo=None)
+        except OverflowError:  # a moment at either end of the years 1 to 9999, in a zone past that end
+            return datetime.max if moment.year > 1 else datetime.min
 
     def _run_from(self, wall: datetime) -> datetime | None:
         """The instant of the first matching wall time at or after ``wall`` (naive, in the zone)."""
@@ -212,6 +215,14 @@ class ZonedCron(BaseTrigger):  # type: ignore[misc]  # APScheduler 3 has no hint
             else:
                 instant = middle
         return instant
+
+
+def _shifted(wall: datetime, by: timedelta) -> datetime:
+    """``wall + by``, kept within the years 1 to 9999 (a clock at either end of them)."""
+    try:
+        return wall + by
+    except OverflowError:
+        return datetime.max if by > timedelta(0) else datetime.min
 
 
 class JobConfig(_Model):

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from freezegun import freeze_time
 
-from eventstore import EventStore, InvalidInput, NewEvent, utc_now
+from eventstore import EventStore, InvalidInput, NewEvent, job_leases, utc_now
 from eventstore.cli import main
 from eventstore.integrity import format_time
 from eventstore.maintenance import Maintenance
@@ -179,6 +179,22 @@ class TestClocks:
         assert service.run_once("integrity", period=NOON).status == "skipped"
         now[0] = NOON + timedelta(hours=1)
         assert service.run_once("integrity", period=service.period_of("integrity")).status == "ok"
+
+    @pytest.mark.parametrize("zone", ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago"])
+    @pytest.mark.parametrize("schedule", [{"every": 3600}, {"cron": "15 4 * * *"}])
+    def test_a_clock_at_the_end_of_the_year_9999_runs_and_holds_the_job_to_the_end_of_time(
+        self, store: EventStore, zone: str, schedule: dict[str, Any]
+    ) -> None:
+        now, job = datetime(9999, 12, 31, 23, 59, tzinfo=UTC), "integrity"
+        config = MaintenanceConfig.parse({"timezone": zone, "jobs": {job: schedule}})
+        service = Maintenance(store, config, clock=lambda: now)
+        assert service.run_once(job).status == "ok"
+        assert service.run_once(job, period=service.period_of(job)).status == "skipped"
+        held = job_leases.claim(store, job, "other", now=now, lease_seconds=600, period=now, manual=True)
+        assert held is not None
+        job_leases.renew(store, held, now=now, lease_seconds=600)
+        (row,) = [row for row in service.status() if row.name == job]
+        assert row.lease_until == "9999-12-31T23:59:59.999999Z"
 
     def test_status_points_out_a_run_stamped_by_a_clock_ahead(self, target: Target) -> None:
         with target.open() as store:

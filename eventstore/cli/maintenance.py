@@ -183,11 +183,11 @@ def _serve(service: Maintenance) -> None:
 
 def _show_status(service: Maintenance, as_json: bool) -> None:
     from ..integrity import format_time
-    from ..job_leases import CLOCK_AHEAD
+    from ..job_leases import CLOCK_AHEAD, later
 
     rows = {row.name: row for row in service.status()}
     now = format_time(service.clock())
-    ahead = format_time(service.clock() + CLOCK_AHEAD)
+    ahead = format_time(later(service.clock(), CLOCK_AHEAD))
     for name in service.jobs:
         settings = service.settings(name)
         schedule = f"every {settings.every:g}s" if settings.every is not None else f"cron {settings.cron}"
