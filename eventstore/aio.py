@@ -150,12 +150,26 @@ class AsyncEventStore:
         """``EventStore.open`` on the async driver (aiosqlite for SQLite, psycopg's async for PostgreSQL)."""
         from .store import EventStore
 
+        if options.pop("asynchronous", True) is not True:
+            raise InvalidInput(
+                "AsyncEventStore.open is on the async driver: asynchronous must be True or left out"
+            )
         return cls(await run(EventStore.open, url, asynchronous=True, **options))
 
     @classmethod
     async def like(cls, store: Any) -> AsyncEventStore:
-        """The database ``store`` (an ``EventStore.open``-ed one) is on, with its options and projections."""
-        return cls(await run(type(store).open, **store.opened_with(), create=False, asynchronous=True))
+        """The database ``store`` (an ``EventStore.open``-ed one, or an ``AsyncEventStore``) is on, with its
+        options and projections."""
+        from .store import EventStore
+
+        if isinstance(store, AsyncEventStore):
+            store = store.store
+        if not isinstance(store, EventStore):
+            raise InvalidInput(
+                f"AsyncEventStore.like needs an EventStore or AsyncEventStore, not {type(store).__name__}"
+            )
+        options = {**store.opened_with(), "create": False, "asynchronous": True}
+        return cls(await run(type(store).open, **options))
 
     async def run(self, call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``call(*args, **kwargs)``, a method of ``store`` or code using it, on this loop.

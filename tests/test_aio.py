@@ -325,3 +325,25 @@ def test_run_refuses_an_iterator_that_would_read_after_it_returned(target: Targe
             assert [e.revision for e in await store.run(lambda: list(store.store.read_all()))] == [1, 2]
 
     asyncio.run(main())
+
+
+class TestOpeningBadInput:
+    def test_like_takes_an_async_store_too_and_refuses_anything_else(self, target: Target) -> None:
+        async def main() -> None:
+            async with await AsyncEventStore.open(target.url, **target.options) as first:
+                await first.append("flow-1", [NewEvent("Started", {})])
+                async with await AsyncEventStore.like(first) as second:
+                    assert [e.revision for e in await second.read_flow("flow-1")] == [1]
+                with pytest.raises(InvalidInput, match="needs an EventStore or AsyncEventStore, not str"):
+                    await AsyncEventStore.like(target.url)
+
+        asyncio.run(main())
+
+    def test_open_refuses_a_sync_driver_and_takes_asynchronous_true(self, target: Target) -> None:
+        async def main() -> None:
+            with pytest.raises(InvalidInput, match="asynchronous must be True or left out"):
+                await AsyncEventStore.open(target.url, **target.options, asynchronous=False)
+            async with await AsyncEventStore.open(target.url, **target.options, asynchronous=True) as store:
+                assert (await store.append("flow-1", [NewEvent("Started", {})])).revision == 1
+
+        asyncio.run(main())
