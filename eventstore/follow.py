@@ -10,10 +10,11 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from .checks import check_count, check_type_names
-from .errors import InvalidInput
+from .errors import FlowArchived, InvalidInput
 from .events import RecordedEvent
 from .preparation import check_flow_id
 from .store import EventStore
+from .tombstones import flow_not_found
 
 
 def follow(
@@ -34,22 +35,34 @@ def follow(
     that find nothing it waits ``poll_interval`` seconds; with
     ``stop_when_idle`` it returns at the first such poll instead. Setting
     ``stop`` (from another thread, or a signal handler) ends it at the next
-    poll, or at once while it waits.
+    poll, or at once while it waits. A flow not started yet is waited for;
+    one retention pruned is ``FlowArchived`` at once, as no event can come.
     """
-    if not isinstance(poll_interval, int | float) or not 0 < poll_interval <= 3600:
+    if (
+        not isinstance(poll_interval, int | float)
+        or isinstance(poll_interval, bool)
+        or not 0 < poll_interval <= 3600
+    ):
         raise InvalidInput(f"poll_interval must be a number of seconds in (0, 3600], not {poll_interval!r}")
+    if type(stop_when_idle) is not bool:  # a truthy "no" would stop a follower meant to run on
+        raise InvalidInput(f"stop_when_idle must be True or False, not {stop_when_idle!r}")
     if after_position is not None:
         check_count("after_position", after_position)
     if flow_id is not None:
         check_flow_id(flow_id)
     wanted = None if types is None else frozenset(check_type_names("types", types))
     # Where to start is read now, not at the first next(): "the end of the log now" means now.
+    head = None if flow_id is None else store.revision(flow_id)
+    if flow_id is not None and head == 0:
+        missing = flow_not_found(store, flow_id)
+        if isinstance(missing, FlowArchived):  # pruned: no event can come (appends are refused), so no wait
+            raise missing
     if after_position is not None:
         position, revision = after_position, 0
-    elif flow_id is None:
+    elif head is None:
         position, revision = store.last_position(), 0
     else:  # one read: a flow's revision alone says where it ends (a position read apart could race it)
-        position, revision = 0, store.revision(flow_id)
+        position, revision = 0, head
     return _follow(
         store, position, revision, flow_id, wanted, poll_interval, stop_when_idle, stop or threading.Event()
     )

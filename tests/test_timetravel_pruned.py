@@ -17,6 +17,7 @@ from eventstore.cli import main
 from eventstore.errors import FlowArchived
 from eventstore.exchange import export_events
 from eventstore.flow_fold import FlowView
+from eventstore.follow import follow
 from eventstore.retention import RetentionPolicy, restore, run_retention
 from eventstore.timetravel import diff, fork, replay, state_at, what_if
 from projections import FlowProjection, FlowService
@@ -87,11 +88,23 @@ class TestTimeTravelOnAPrunedFlow:
         archived(pruned, lambda: replay(store, "f", from_revision=3))
         archived(pruned, lambda: what_if(store, "f"))
 
+    def test_following_it_raises_flow_archived_instead_of_waiting_forever(self, pruned: Pruned) -> None:
+        archived(pruned, lambda: follow(pruned.store, flow_id="f"))
+        archived(pruned, lambda: follow(pruned.store, flow_id="f", after_position=0))
+
     def test_audit_and_export_of_the_flow_raise_flow_archived(self, pruned: Pruned, tmp_path: Path) -> None:
         archived(pruned, lambda: list(audit_trail(pruned.store, flow_id="f")))
         archived(pruned, lambda: export_events(pruned.store, tmp_path / "f.jsonl", flow="f"))
 
-    @pytest.mark.parametrize("command", [["state", "f", "--at", "2"], ["history", "f"], ["verify", "f"]])
+    @pytest.mark.parametrize(
+        "command",
+        [
+            ["state", "f", "--at", "2"],
+            ["history", "f"],
+            ["verify", "f"],
+            ["tail", "--flow", "f", "--until-idle"],
+        ],
+    )
     def test_the_command_line_names_the_archive(
         self, pruned: Pruned, target: Target, command: list[str]
     ) -> None:
