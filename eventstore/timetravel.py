@@ -20,16 +20,18 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 import orjson
+import pydantic
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .checks import check_count, check_names
+from .checks import check_count, check_names, validation_message
 from .errors import IntegrityViolation, InvalidInput, StoreClosed
 from .events import AppendResult, RecordedEvent
 from .flow_fold import (
     FOLD_VERSION,
     FlowView,
     StepState,
+    aware_time,
     flow_from_dict,
     flow_to_dict,
     step_to_dict,
@@ -113,7 +115,9 @@ def state_at(
     A state read from a snapshot reads its steps' parts from the store when
     they are first used: use it while the store is open (a part read after
     it closed raises ``StoreClosed``), or keep ``view.copy()`` or call
-    ``view.steps.load_all()`` first, which leave it self-contained.
+    ``view.steps.load_all()`` first, which leave it self-contained. On an
+    asynchronous store (``eventstore.aio``) they are all read before it
+    returns: a read after ``run`` returned could not await the driver.
     """
     if type(snapshot_every) is not int:
         raise InvalidInput(f"snapshot_every must be an int (0 or less: no snapshots), not {snapshot_every!r}")
@@ -129,13 +133,20 @@ def state_at(
         # No snapshot falls due on the way: fold from the lean read (no ids, metadata, hashes).
         for lean in store.read_for_fold(flow_id=flow_id, from_revision=done + 1, to_revision=target):
             view.apply(lean)
-        return view
+        return _loaded(store, view)
     for event in store.read_flow(flow_id, from_revision=done + 1, to_revision=target):
         view.apply(event)
         if event.revision % snapshot_every == 0:
             pending.append(_encode(view, event))
     if pending:
         _save_snapshots(store, flow_id, pending)
+    return _loaded(store, view)
+
+
+def _loaded(store: EventStore, view: FlowView) -> FlowView:
+    """``view``, its steps all read when the store is asynchronous (no read can await after ``run``)."""
+    if store.engine.dialect.is_async:
+        view.steps.load_all()
     return view
 
 
@@ -189,19 +200,35 @@ def fork(
     """Start ``new_flow_id`` as a copy of ``flow_id`` at ``at_revision``; the original is untouched.
 
     The fork's first event, ``FlowForked``, names the origin flow, revision
-    and that event's hash, and carries the state it starts from.
+    and that event's hash, and carries the state it starts from. A time in
+    that state that the fold does not read as one (outside ``EARLIEST_TIME``
+    to ``LATEST_TIME``, say an event recorded on 9999-12-31) is carried as
+    ``None``, which is what the fork's fold makes of it anyway.
     """
+    if type(at_revision) is not int:
+        raise InvalidInput(f"at_revision must be a revision (an int), not {at_revision!r}")
     view = state_at(store, flow_id, revision=at_revision)
     if at_revision == 0 or view.flow is None:
         raise InvalidInput(f"flow {flow_id!r} has no state at revision {at_revision} to fork from")
     (origin,) = store.read_flow(flow_id, from_revision=at_revision, to_revision=at_revision)
-    event = FlowForked(
-        origin_flow_id=flow_id,
-        origin_revision=at_revision,
-        origin_hash=origin.hash,
-        snapshot=view_to_dict(view),
-    )
+    snapshot = view_to_dict(view)
+    for state in (snapshot["flow"], *snapshot["steps"].values()):
+        for name in _TIMES.intersection(state):
+            if state[name] is not None and aware_time(state[name]) is None:
+                state[name] = None
+    try:
+        event = FlowForked(
+            origin_flow_id=flow_id, origin_revision=at_revision, origin_hash=origin.hash, snapshot=snapshot
+        )
+    except pydantic.ValidationError as exc:  # a state the vocabulary cannot carry: say so, not pydantic
+        raise InvalidInput(
+            f"flow {flow_id!r} at revision {at_revision} cannot be forked: {validation_message(exc)}"
+        ) from exc
     return store.append(new_flow_id, [event], expected_revision=0, metadata=metadata)
+
+
+_TIMES = frozenset({"created_at", "updated_at", "finished_at", "scheduled_at", "started_at"})
+"""The times of a flow's and its steps' states (``lease_expires_at`` is not copied to a fork)."""
 
 
 def what_if(
