@@ -7,9 +7,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 from eventstore import EventStore, InvalidInput, NewEvent
 from eventstore.aio import AsyncEventStore
+from eventstore.cli import main
 from eventstore.flow_fold import FlowView
 from eventstore.follow import follow
 from eventstore.timetravel import fork, state_at
@@ -89,3 +91,16 @@ def test_a_flow_followed_before_it_starts_is_waited_for(store: EventStore) -> No
     followed = follow(store, flow_id="later", stop_when_idle=True)
     store.append("later", [NewEvent("A", {})])
     assert [e.revision for e in followed] == [1]
+
+
+def test_state_of_a_flow_never_started_says_so_without_a_none(target: Target) -> None:
+    with target.open() as store:
+        store.append("raw", [NewEvent("Note", {})])
+    schema = target.options.get("schema")
+    prefix = ["--url", target.url, *(["--schema", schema] if schema else [])]
+    result = CliRunner().invoke(main, [*prefix, "state", "raw"])
+    assert result.exit_code == 0
+    assert (
+        result.output
+        == "raw: no state yet at its latest revision (no FlowStarted or FlowForked to start it)\n"
+    )

@@ -167,7 +167,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         flow = data["flow"]
         shown = printable(flow_id)
         if flow is None:
-            echo(f"{shown}: no state yet at {printable(point)}")
+            said = f"at {printable(point)}" if point is not None else "at its latest revision"
+            echo(f"{shown}: no state yet {said} (no FlowStarted or FlowForked to start it)")
             return
         current = printable(flow["current_step"])
         echo(f"{shown} at revision {flow['revision']}: {printable(flow['status'])}, step {current}")
