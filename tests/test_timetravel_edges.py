@@ -104,3 +104,17 @@ def test_state_of_a_flow_never_started_says_so_without_a_none(target: Target) ->
         result.output
         == "raw: no state yet at its latest revision (no FlowStarted or FlowForked to start it)\n"
     )
+
+
+def test_tail_and_history_show_a_time_in_year_1_with_its_date_whole(target: Target) -> None:
+    """strftime("%Y") writes year 1 as "1": the tail's date, cut to 10 characters, took the hour with it."""
+    with target.open(
+        projections=[FlowProjection()], clock=lambda: datetime(1, 1, 1, 11, tzinfo=UTC)
+    ) as store:
+        drive(store, steps=1)
+    schema = target.options.get("schema")
+    prefix = ["--url", target.url, *(["--schema", schema] if schema else [])]
+    tail = CliRunner().invoke(main, [*prefix, "tail", "--from", "0", "--until-idle", "--limit", "1"])
+    assert tail.exit_code == 0 and tail.output.startswith("#1       0001-01-01 11:00:00.000  f@1 ")
+    history = CliRunner().invoke(main, [*prefix, "history", "f"])
+    assert history.exit_code == 0 and history.output.splitlines()[0].endswith(", 0001-01-01 UTC")

@@ -265,8 +265,9 @@ def parse_time(text: str, *, now: datetime | None = None) -> datetime:
 
 
 def when(moment: datetime | None) -> str:
-    """A time as people read it in a table, in UTC, to the second."""
-    return "-" if moment is None else moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+    """A time as people read it in a table, in UTC, to the second (the year in four digits, as 0001)."""
+    # Not strftime("%Y"): glibc writes year 1 as "1", which shifts every column cut from this text.
+    return "-" if moment is None else moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "seconds")
 
 
 def clock(moment: datetime) -> str:
