@@ -239,17 +239,31 @@ def what_if(
     without_types: Iterable[str] = (),
     until: int | None = None,
 ) -> FlowView:
-    """The state the flow would be in without some of its events. The log is not touched."""
+    """The state the flow would be in without some of its events. The log is not touched.
+
+    The revisions named (``without_revisions``, ``until``) must be the flow's:
+    leaving out a revision it does not have would answer a question nobody asked.
+    """
     if isinstance(without_revisions, int) or not isinstance(without_revisions, Iterable):
         raise InvalidInput(f"without_revisions must be a list of revisions, not {without_revisions!r}")
     skip_revisions = {check_count("without_revisions", revision, minimum=1) for revision in without_revisions}
     skip_types = set(check_names("without_types", without_types))
+    if until is not None:
+        check_count("until", until)
+    head = store.revision(flow_id)
+    if head == 0:
+        raise flow_not_found(store, flow_id)
+    if until is not None and until > head:
+        raise InvalidInput(f"flow {flow_id!r} has revisions 0 to {head}, so until cannot be {until}")
+    past = sorted(revision for revision in skip_revisions if revision > head)
+    if past:
+        raise InvalidInput(
+            f"flow {flow_id!r} has revisions 1 to {head}, not {past[0]} (in without_revisions)"
+        )
     view = FlowView()
     for event in store.read_flow(flow_id, to_revision=until):
         if event.revision not in skip_revisions and event.type not in skip_types:
             view.apply(event)
-    if view.flow is None and store.revision(flow_id) == 0:
-        raise flow_not_found(store, flow_id)
     return view
 
 

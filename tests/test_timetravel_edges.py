@@ -14,7 +14,7 @@ from eventstore.aio import AsyncEventStore
 from eventstore.cli import main
 from eventstore.flow_fold import FlowView
 from eventstore.follow import follow
-from eventstore.timetravel import fork, state_at
+from eventstore.timetravel import fork, state_at, what_if
 from projections import FlowProjection, FlowService
 
 from .conftest import Target
@@ -118,3 +118,26 @@ def test_tail_and_history_show_a_time_in_year_1_with_its_date_whole(target: Targ
     assert tail.exit_code == 0 and tail.output.startswith("#1       0001-01-01 11:00:00.000  f@1 ")
     history = CliRunner().invoke(main, [*prefix, "history", "f"])
     assert history.exit_code == 0 and history.output.splitlines()[0].endswith(", 0001-01-01 UTC")
+
+
+class TestWhatIfNamesTheFlowsRevisions:
+    @pytest.mark.parametrize(
+        ("options", "message"),
+        [
+            ({"without_revisions": [130]}, r"has revisions 1 to 10, not 130 \(in without_revisions\)"),
+            ({"until": 11}, "has revisions 0 to 10, so until cannot be 11"),
+            ({"until": True}, "until must be an int >= 0"),
+        ],
+    )
+    def test_a_revision_past_the_end_is_refused_not_ignored(
+        self, flow_store: EventStore, options: dict[str, Any], message: str
+    ) -> None:
+        drive(flow_store, steps=4)
+        assert flow_store.revision("f") == 10
+        with pytest.raises(InvalidInput, match=message):
+            what_if(flow_store, "f", **options)
+
+    def test_the_last_revision_and_until_the_end_still_work(self, flow_store: EventStore) -> None:
+        drive(flow_store, steps=4)
+        view = what_if(flow_store, "f", without_revisions=[10], until=10)
+        assert view.steps["s0"].status == "running" and view.flow is not None and view.flow.revision == 9
