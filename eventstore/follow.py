@@ -36,7 +36,8 @@ def follow(
     ``stop_when_idle`` it returns at the first such poll instead. Setting
     ``stop`` (from another thread, or a signal handler) ends it at the next
     poll, or at once while it waits. A flow not started yet is waited for;
-    one retention pruned is ``FlowArchived`` at once, as no event can come.
+    one retention pruned is ``FlowArchived`` (at once, or at the first poll
+    after the prune), as no event can come.
     """
     if (
         not isinstance(poll_interval, int | float)
@@ -81,6 +82,7 @@ def _follow(
     # One flow is read by revision (its own index); a revision's position only grows with it.
     while not stop.is_set():
         found = False
+        seen = revision
         if flow_id is None:
             events = store.read_all(after_position=position, types=wanted)
         else:
@@ -92,5 +94,7 @@ def _follow(
             position = event.position
             found = True
             yield event
+        if flow_id is not None and revision == seen > 0 and store.revision(flow_id) == 0:
+            raise flow_not_found(store, flow_id)  # pruned while followed: nothing more can come
         if not found and (stop_when_idle or stop.wait(interval)):
             return

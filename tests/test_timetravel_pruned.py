@@ -92,6 +92,19 @@ class TestTimeTravelOnAPrunedFlow:
         archived(pruned, lambda: follow(pruned.store, flow_id="f"))
         archived(pruned, lambda: follow(pruned.store, flow_id="f", after_position=0))
 
+    def test_a_follower_of_the_flow_stops_with_flow_archived_when_it_is_pruned(
+        self, target: Target, tmp_path: Path
+    ) -> None:
+        with freeze_time(T0), target.open(projections=[FlowProjection()]) as store:
+            FlowService(store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+            FlowService(store).finish("f")
+            followed = follow(store, flow_id="f", after_position=0, stop_when_idle=True)
+            assert next(followed).revision == 1
+            with freeze_time(T0 + timedelta(days=31)):
+                run_retention(store, RetentionPolicy(finished=timedelta(days=30)), tmp_path / "archives")
+            with pytest.raises(FlowArchived, match=r"'f' .*pruned by retention"):
+                list(followed)
+
     def test_audit_and_export_of_the_flow_raise_flow_archived(self, pruned: Pruned, tmp_path: Path) -> None:
         archived(pruned, lambda: list(audit_trail(pruned.store, flow_id="f")))
         archived(pruned, lambda: export_events(pruned.store, tmp_path / "f.jsonl", flow="f"))
