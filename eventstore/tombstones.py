@@ -26,3 +26,13 @@ def flow_not_found(store: EventStore, flow_id: str) -> FlowNotFound:
         archive_id, last_revision = rows[0]
         return FlowArchived(flow_id, archive_id, last_revision=last_revision)
     return FlowNotFound(flow_id)
+
+
+def pruned_into(conn: sa.Connection, flow_id: str) -> str | None:
+    """The archive retention pruned ``flow_id`` into (it stays so until a restore finishes), else None.
+
+    Read on ``conn``, so a command can ask inside its own transaction.
+    """
+    t = flow_tombstones.c
+    archive_id: str | None = conn.execute(sa.select(t.archive_id).where(t.flow_id == flow_id)).scalar()
+    return archive_id

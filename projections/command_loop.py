@@ -15,9 +15,18 @@ from typing import Any
 
 from eventstore import AppendResult, Event, EventStore, FlowNotFound, RevisionMismatch, Transaction
 from eventstore.checks import shown
-from eventstore.errors import EventStoreError, InvalidInput, LeaseLost, ProjectionError, StepNotFound
+from eventstore.errors import (
+    EventStoreError,
+    FlowPruned,
+    InvalidInput,
+    InvalidTransition,
+    LeaseLost,
+    ProjectionError,
+    StepNotFound,
+)
 from eventstore.flow_fold import FlowState, StepState
 from eventstore.preparation import check_flow_id
+from eventstore.tombstones import pruned_into
 
 from .base import hold_appends
 from .flows import FlowProjection
@@ -30,6 +39,18 @@ def _lease(lease: Lease | None) -> Lease | None:
     if lease is not None and not isinstance(lease, Lease):
         raise InvalidInput(f"lease must be the Lease that acquire_lease returned, not {type(lease).__name__}")
     return lease
+
+
+def _refuse_if_pruned(tx: Transaction, flow_id: str) -> None:
+    """``FlowPruned`` if retention pruned the flow (or a restore has put it only partly back).
+
+    Asked only when a command is refused or is a no-op (an append to such a flow
+    raises ``FlowPruned`` by itself): the read model then holds none or only part
+    of the flow's history, so any other answer decided on it would mislead.
+    """
+    archive_id = pruned_into(tx.connection, flow_id)
+    if archive_id is not None:
+        raise FlowPruned(flow_id, archive_id)
 
 
 class _Stale(Exception):  # a signal between two methods, never raised to a caller
@@ -126,14 +147,19 @@ class CommandLoop:
             # the projection (fold it now), or events before any start.
             self._catch_up(tx, flow_id)
             flow = self.projection.load_flow(tx, flow_id)
-        if flow is None and must_exist:
-            raise FlowNotFound(flow_id)
-        if expected_revision is not None and expected_revision != current:
-            raise RevisionMismatch(flow_id, expected_revision, current)
-        events = decide(tx, flow)
+        try:
+            if flow is None and must_exist:
+                raise FlowNotFound(flow_id)
+            if expected_revision is not None and expected_revision != current:
+                raise RevisionMismatch(flow_id, expected_revision, current)
+            events = decide(tx, flow)
+        except (FlowNotFound, StepNotFound, InvalidTransition, RevisionMismatch):
+            _refuse_if_pruned(tx, flow_id)  # not after a storage error: its transaction may be dead
+            raise
         if not events:
             if warm:
                 raise _Stale  # a no-op reports the revision: read it from the rows
+            _refuse_if_pruned(tx, flow_id)
             return AppendResult(flow_id, current, (), ())
         return tx.append(flow_id, events, expected_revision=current, metadata=metadata)
 
