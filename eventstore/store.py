@@ -25,6 +25,7 @@ from .backends.base import (
     Batch,
     Raced,
     driver_error,
+    out_of_range,
 )
 from .checks import check_count as _check_count
 from .checks import check_type_names, shown
@@ -694,20 +695,14 @@ def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
         cursor.execute(compiled.string, params)
         return list(cursor.fetchall())
     except OverflowError as exc:  # sqlite3, for an int past 64 bits
-        raise _out_of_range(exc) from exc
+        raise out_of_range(exc) from exc
     except conn.dialect.loaded_dbapi.Error as exc:
         if getattr(exc, "sqlstate", None) == "22003":  # PostgreSQL's numeric_value_out_of_range
-            raise _out_of_range(exc) from exc
+            raise out_of_range(exc) from exc
         raise driver_error(conn, exc, compiled.string, params, cursor) from exc
     finally:
         if cursor is not None:
             cursor.close()
-
-
-def _out_of_range(exc: Exception) -> InvalidInput:
-    """A value in a query (``query``, ``read_where``...) its column cannot hold: alike on every backend."""
-    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return InvalidInput(f"a value in the query is out of range for its column ({reason})")
 
 
 _BIG = 2**31 - 1  # above any revision (an INTEGER column)

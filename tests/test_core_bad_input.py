@@ -77,6 +77,23 @@ class TestQueryValuesPastTheirColumn:
                 call()
         assert [e.position for e in store.read_where(c.position == 1)] == [1]
 
+    def test_are_invalid_input_in_reads_of_your_own(self, store: EventStore) -> None:
+        """On SQLite a bare OverflowError, on PostgreSQL a StorageError, leaked out of ``reading()``."""
+        c = flow_events.c
+        store.append("f", [NewEvent("T", {})])
+        statements = [
+            sa.select(c.flow_id).where(c.position == 2**70),
+            sa.select(c.flow_id).where(c.revision == 2**63),
+            sa.select(sa.cast(sa.literal(2**64, sa.BigInteger), sa.BigInteger)),
+        ]
+        for statement in statements:
+            with pytest.raises(InvalidInput, match="out of range for its column"), store.reading() as conn:
+                conn.execute(statement).all()
+        with pytest.raises(InvalidInput, match="out of range"), store.transaction() as tx:
+            tx.connection.execute(statements[0]).all()
+        with store.reading() as conn:
+            assert conn.execute(sa.select(c.position).where(c.flow_id == "f")).scalars().all() == [1]
+
 
 def _deep_dict(depth: int) -> dict[str, Any]:
     root: dict[str, Any] = {}

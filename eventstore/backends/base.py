@@ -334,6 +334,26 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {shown[:40]}{'...' if len(shown) > 40 else ''}"
 
 
+def out_of_range(exc: BaseException) -> InvalidInput:
+    """A value in a query (``query``, ``reading()``...) its column cannot hold: alike on every backend."""
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return InvalidInput(f"a value in the query is out of range for its column ({reason})")
+
+
+def _refuse_out_of_range(context: sa.engine.ExceptionContext) -> None:
+    """A statement's value too big for the driver or column is the caller's bad input, not a driver error.
+
+    sqlite3 raises a bare ``OverflowError`` for an int past 64 bits, which
+    SQLAlchemy passes on unwrapped, past the store's translation; PostgreSQL
+    says ``numeric_value_out_of_range`` (22003). Both become ``InvalidInput``
+    for every statement on the store's engine: its own, and those of
+    ``store.reading()`` or ``tx.connection``.
+    """
+    error = context.original_exception
+    if isinstance(error, OverflowError) or getattr(error, "sqlstate", None) == "22003":
+        raise out_of_range(error) from error
+
+
 class Backend:
     """Dialect-specific parts of the store. Subclasses fill in the hot paths."""
 
@@ -341,6 +361,7 @@ class Backend:
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
+        sa.event.listen(engine, "handle_error", _refuse_out_of_range)
 
     # -- connections ---------------------------------------------------
     def write_connection(self) -> AbstractContextManager[sa.Connection]:
