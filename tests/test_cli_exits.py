@@ -5,14 +5,17 @@ from __future__ import annotations
 import errno
 import os
 import pty
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, NewEvent, migrate
 from eventstore.cli import main
 from eventstore.cli.docs import main as docs_main
 from projections import FlowProjection, FlowService
@@ -101,6 +104,36 @@ class TestMissingStore:
             f"error: no store at {typo}: check --url, or create one with `eventstore db upgrade`\n",
         )
         assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("args", [["flows"], ["show", "f"], ["audit"], ["stats"], ["verify"]])
+    def test_a_file_that_is_no_store_is_refused_and_left_untouched(
+        self, tmp_path: Path, args: list[str]
+    ) -> None:
+        """Reads wrote the store's tables (and WAL mode) into an empty file or another program's database."""
+        other = tmp_path / "other.db"
+        with closing(sqlite3.connect(other)) as conn:
+            conn.execute("CREATE TABLE notes (body TEXT)")
+            conn.commit()
+        (tmp_path / "empty.db").touch()
+        for path in (tmp_path / "empty.db", other):
+            before = path.read_bytes()
+            code, out = invoke(Target(f"sqlite:///{path}"), *args)
+            assert (code, out) == (
+                1,
+                f"error: no store at {path}: the file holds no event store (empty, or "
+                "another program's database); check --url, or create one with `eventstore db upgrade`\n",
+            )
+            assert path.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]
+
+    def test_a_store_at_an_older_schema_is_not_upgraded_by_a_read(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        with sa.create_engine(url).begin() as conn:
+            migrate.upgrade(conn, "0013")
+        code, out = invoke(Target(url), "flows")
+        assert code == 1 and "schema is at 0013" in out and "run `eventstore db upgrade`" in out
+        with sa.create_engine(url).connect() as conn:
+            assert migrate.current_revision(conn) == "0013"
 
     def test_an_import_makes_a_store_only_from_a_file_that_verifies(
         self, sqlite_store: Target, tmp_path: Path

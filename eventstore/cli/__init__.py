@@ -7,9 +7,10 @@ imports ``projections`` (lazily, inside the commands that need read models).
 from __future__ import annotations
 
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,12 +41,19 @@ def _errors() -> Iterator[None]:
 
 
 def _open(ctx: click.Context, *, may_create: bool = False, **kwargs: object) -> EventStore:
-    """Open the store; a SQLite file that does not exist is created only when ``may_create``."""
+    """Open the store; a SQLite store is created (or its schema upgraded) only when ``may_create``.
+
+    Otherwise a SQLite file that does not exist is refused, and so is one that
+    is not a store at this schema version (an empty file, another program's
+    database): SQLite's default of creating the schema would write the event
+    store's tables into it, from a command that only reads.
+    """
     url = ctx.obj["url"]
     options = _store_options(ctx)
     with _errors():
         if not may_create:
             _require_sqlite_file(url)
+            kwargs = {"create": False, **kwargs}
         return EventStore.open(url, **{**options, **kwargs})
 
 
@@ -74,10 +82,12 @@ def _backend_of(url: str) -> str | None:
         return None
 
 
-def _require_sqlite_file(url: str) -> None:
+def _require_sqlite_file(url: str, *, with_schema: bool = True) -> None:
     """Refuse a SQLite URL whose file does not exist: SQLite would create it, empty (a typo's store).
 
-    Only the commands that make a store (`db upgrade`, `demo`, `import`) may create one.
+    With ``with_schema``, refuse too a file without the store's schema (checked
+    read-only). Only the commands that make a store (`db upgrade`, `demo`,
+    `import`) may create one.
     """
     try:
         parsed = sa.make_url(url)
@@ -86,8 +96,29 @@ def _require_sqlite_file(url: str) -> None:
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or "uri" in parsed.query:
         return
-    if not Path(database).exists():
+    path = Path(database)
+    if not path.exists():
         raise InvalidInput(f"no store at {database}: check --url, or create one with `eventstore db upgrade`")
+    if with_schema and path.is_file() and not _has_schema(path):
+        raise InvalidInput(
+            f"no store at {database}: the file holds no event store (empty, or another program's "
+            "database); check --url, or create one with `eventstore db upgrade`"
+        )
+
+
+def _has_schema(path: Path) -> bool:
+    """Whether the SQLite file at ``path`` has a migrated schema, asked read-only.
+
+    Opening it as a store would set WAL mode on it, a lasting change to a
+    file that may be another program's. A file SQLite cannot read at all
+    counts as having one: opening it says what is wrong.
+    """
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
+            return conn.execute(query).fetchone() is not None
+    except sqlite3.Error:
+        return True
 
 
 INTERRUPTED = 130
@@ -175,7 +206,7 @@ def _bare(ctx: click.Context) -> Iterator[EventStore]:
     """A store opened without checking the schema (for inspecting it)."""
     options = _store_options(ctx)
     with _errors():
-        _require_sqlite_file(ctx.obj["url"])
+        _require_sqlite_file(ctx.obj["url"], with_schema=False)
         store = EventStore.open(ctx.obj["url"], **options, create=False, check_schema=False)
     try:
         yield store

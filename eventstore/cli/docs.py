@@ -34,9 +34,11 @@ Conventions shared by every command:
   `EVENTSTORE_SCHEMA`) picks a PostgreSQL schema, and with a SQLite URL is
   a usage error (SQLite has no schemas). Both go before the
   command: `eventstore --url postgresql://... flows`. Only `db upgrade`,
-  `demo` and `import` create a SQLite file that is not there; every other
-  command refuses it (`error: no store at ...`), so a mistyped path is never
-  taken for an empty store.
+  `demo` and `import` create a SQLite file that is not there, or create or
+  upgrade the schema in one; every other command refuses a missing file, or
+  one that holds no store (`error: no store at ...`), so a mistyped path is
+  never taken for an empty store, and a store at an older schema version
+  asks for `eventstore db upgrade`.
 * **Output**: people get tables, timelines and colour; `--json` gives the
   same answer for scripts, as one JSON object, or one per line for commands
   that stream (`history`, `audit`, `tail`). Times in JSON are UTC to the
