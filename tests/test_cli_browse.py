@@ -192,6 +192,7 @@ class TestAudit:
             (["--since", "yesterday"], "error: 'yesterday' is not a time"),
             (["--type", "FlowStarted"], "error: --type 'FlowStarted' is not one of decision"),
             (["--why", "nope@1"], "error: no event nope@1"),
+            (["--why", "d1@0"], "error: no event d1@0: revisions start at 1"),
             (["--why", "xyz"], "error: not an event id"),
         ],
     )

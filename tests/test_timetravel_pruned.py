@@ -116,6 +116,8 @@ class TestTimeTravelOnAPrunedFlow:
             ["history", "f"],
             ["verify", "f"],
             ["tail", "--flow", "f", "--until-idle"],
+            ["show", "f"],
+            ["audit", "--why", "f@2"],
         ],
     )
     def test_the_command_line_names_the_archive(

@@ -26,10 +26,11 @@ from ..audit import (
     effects,
     find_event,
 )
-from ..errors import EventNotFound, InvalidInput
+from ..errors import EventNotFound, FlowArchived, InvalidInput
 from ..events import RecordedEvent
 from ..schema import AUDIT_EVENT_TYPES
 from ..store import EventStore
+from ..tombstones import flow_not_found
 from .output import (
     actor_of,
     colour_of,
@@ -225,9 +226,12 @@ def _resolve(store: EventStore, ref: str) -> RecordedEvent:
     flow_id, at, text = ref.rpartition("@")
     revision = number_in(text, "revision") if at and flow_id else None
     if revision is not None:
+        if revision < 1:
+            raise InvalidInput(f"no event {ref}: revisions start at 1")
         found = list(store.read_flow(flow_id, from_revision=revision, to_revision=revision))
         if not found:
-            raise EventNotFound(ref)
+            missing = flow_not_found(store, flow_id) if store.revision(flow_id) == 0 else None
+            raise missing if isinstance(missing, FlowArchived) else EventNotFound(ref)
         return found[0]
     return find_event(store, ref)
 
