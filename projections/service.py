@@ -18,7 +18,7 @@ from typing import Any
 
 from eventstore import AppendResult, Event, Transaction
 from eventstore.errors import FlowClosed, FlowExists, InvalidInput, InvalidTransition, LeaseHeld
-from eventstore.flow_fold import FlowState
+from eventstore.flow_fold import LATEST_TIME, FlowState
 from eventstore.flows import (
     DecisionRecorded,
     FlowAdvanced,
@@ -241,6 +241,11 @@ class FlowService(StepCommands):
             generation = (
                 flow.lease_generation if flow.lease_owner == owner_token else flow.lease_generation + 1
             )
+            if ttl_seconds >= (LATEST_TIME - now).total_seconds():  # also spares now + ttl an OverflowError
+                raise InvalidInput(
+                    f"a lease from {now.isoformat()} for {ttl_seconds:g} s would end after the last time "
+                    f"a store records ({LATEST_TIME.isoformat()}): check the store's clock"
+                )
             lease = Lease(owner_token, generation, now + timedelta(seconds=ttl_seconds))
             acquired[:] = [lease]
             return [

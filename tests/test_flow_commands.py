@@ -229,6 +229,15 @@ class TestLeases:
         assert (first.generation, renewed.generation, taken.generation) == (1, 1, 2)
         assert taken.expires_at == datetime(2030, 1, 1, 12, 2, 1, tzinfo=UTC)
 
+    def test_a_lease_ending_after_the_last_recordable_time_is_refused(self, service: FlowService) -> None:
+        with freeze_time("9999-12-30 23:00:00"):
+            before = log_size(service)
+            with pytest.raises(InvalidInput, match=r"would end after the last time a store records"):
+                service.acquire_lease("f", owner_token="w1", ttl_seconds=7200)
+            assert log_size(service) == before
+            lease = service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
+        assert lease.expires_at == datetime(9999, 12, 30, 23, 1, tzinfo=UTC)
+
     def test_unexpired_lease_of_another_owner_is_held(self, service: FlowService) -> None:
         with freeze_time("2030-01-01 12:00:00"):
             service.acquire_lease("f", owner_token="w1", ttl_seconds=60)
