@@ -34,6 +34,8 @@ def _json_text(value: Any) -> str | None:
 
 
 def _json_value(value: Any) -> Any:
+    """SQLite's JSON text as a value. A column declared ``JSON`` has numeric affinity there, so a
+    document that is a bare number comes back as the number itself."""
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 
@@ -127,7 +129,8 @@ class TableIO:
             column_type = table.c[name].type
             if isinstance(column_type, sa.JSON):
                 self.encoders.append((index, _json_text))
-                self.decoders.append((index, _json_value))
+                if sqlite:  # psycopg decodes jsonb itself: a JSON string is already a str
+                    self.decoders.append((index, _json_value))
             elif isinstance(column_type, UTCDateTime):
                 if sqlite:
                     self.encoders.append((index, _sqlite_time))

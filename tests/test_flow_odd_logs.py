@@ -40,6 +40,14 @@ MALFORMED_FORKS = {
     },
     "steps not a mapping": {"flow": ORIGIN, "steps": ["s1"]},
     "names not text": {"flow": {**ORIGIN, "controller_id": 5, "owner_session_key": None}},
+    "numbers where documents belong": {
+        "flow": {**ORIGIN, "status": "waiting", "result": 5, "wait": 1.5, "error": 2**40},
+        "steps": {"s1": {**STEP, "status": "failed", "result": 7, "output": 0.5, "error": 3}},
+    },
+    "texts and lists where documents belong": {
+        "flow": {**ORIGIN, "error": "boom", "wait": ["a"], "result": [1]},
+        "steps": {"s1": {**STEP, "status": "failed", "error": {"code": 5}, "result": "ok"}},
+    },
     "times past year 1 or 9999 in UTC": {
         "flow": {**ORIGIN, "finished_at": "0001-01-01T00:00:00+14:00"},
         "steps": {"s1": {**STEP, "started_at": "9999-12-31T23:00:00-05:00"}},
@@ -217,6 +225,19 @@ def test_a_malformed_fork_appended_through_the_vocabulary_is_refused(target: Tar
         with pytest.raises(InvalidEvent, match="FlowForked data fails validation"):
             store.append("g", [NewEvent("FlowForked", {**FORK, "snapshot": snapshot})])
         assert store.last_position() == 0
+
+
+@pytest.mark.parametrize("name", ["numbers where documents belong", "texts and lists where documents belong"])
+def test_the_cli_shows_a_fork_with_bare_values_where_documents_belong(tmp_path: Any, name: str) -> None:
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with Target(url).open() as bare:
+        bare.append("g", [NewEvent("FlowForked", {**FORK, "snapshot": MALFORMED_FORKS[name]})])
+    for command in (["show", "g"], ["show", "g", "--json"], ["flows"], ["flows", "--json"]):
+        result = CliRunner().invoke(main, ["--url", url, *command])
+        assert (result.exit_code, result.exception) == (0, None), command
+    shown = CliRunner().invoke(main, ["--url", url, "show", "g"]).output
+    expected = "error       1099511627776" if name.startswith("numbers") else "error       boom"
+    assert expected in shown
 
 
 def test_the_cli_rebuilds_a_log_holding_a_malformed_fork(tmp_path: Any) -> None:

@@ -62,6 +62,12 @@ _loads = orjson.loads
 _from_iso = datetime.fromisoformat
 
 
+def _json_column(value: str | bytes | float) -> Any:
+    """A JSON column's value: SQLite gives a column declared ``JSON`` numeric affinity, so a
+    document that is a bare number comes back as that number, not as its text."""
+    return value if isinstance(value, int | float) else orjson.loads(value)
+
+
 def create_engine(
     url: sa.URL, *, busy_timeout: float, synchronous: str, pool_size: int, asynchronous: bool = False
 ) -> sa.Engine:
@@ -78,7 +84,7 @@ def create_engine(
         "pool_size": pool_size,
         "max_overflow": pool_size * 4,
         "json_serializer": lambda value: orjson.dumps(value).decode(),
-        "json_deserializer": orjson.loads,
+        "json_deserializer": _json_column,
     }
     if asynchronous:
         from sqlalchemy.ext.asyncio import create_async_engine

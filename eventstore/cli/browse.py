@@ -269,15 +269,23 @@ def _summary(flow: FlowState) -> list[str]:
         owner = printable(flow.lease_owner)
         lines.append(f"  lease       {owner} (generation {flow.lease_generation}) until {until}")
     if flow.wait:
-        waiting_for = printable(flow.wait.get("waiting_for"))
-        lines.append(f"  waiting for {waiting_for} {compact(flow.wait.get('details') or {})}")
+        waiting_for, details = _described(flow.wait, "waiting_for")
+        lines.append(f"  waiting for {printable(waiting_for)} {details}")
     if flow.error:
-        error = click.style(printable(flow.error.get("error")), fg="red")
-        lines.append(f"  error       {error} {compact(flow.error.get('details') or {})}")
+        error, details = _described(flow.error, "error")
+        lines.append(f"  error       {click.style(printable(error), fg='red')} {details}")
     if flow.result is not None:
         lines.append(f"  result      {compact(flow.result, 100)}")
     lines.append(f"  state       {compact(flow.state, 100)}")
     return lines
+
+
+def _described(value: Any, name: str) -> tuple[Any, str]:
+    """A wait or an error: ``{name: ..., details: {...}}`` as the flow events write it, or, from a
+    fork's snapshot, any JSON value, shown whole."""
+    if isinstance(value, dict):
+        return value.get(name), compact(value.get("details") or {})
+    return (value if isinstance(value, str) else compact(value, 100)), ""
 
 
 def _gate(step: StepState) -> Cell:
@@ -291,6 +299,8 @@ def _outcome(step: StepState) -> str:
     if step.status == "completed":
         return compact(step.result or {}, 50)
     text = step.error or step.reason or ""
+    if not isinstance(text, str):  # a fork's snapshot may hold any JSON value
+        text = compact(text, 60)
     return cut(text, 60) if text else "-"
 
 
