@@ -235,6 +235,26 @@ class ProjectionError(EventStoreError):
     """A projection could not be set up, applied or rebuilt."""
 
 
+class ProjectionFailed(ProjectionError):
+    """A projection's own fold (a handler, ``apply``) raised: its transaction was rolled back.
+
+    ``projection`` and ``fold`` name it, ``positions`` the first and last event
+    it was folding (the same one for a handler); the handler's exception is
+    ``__cause__``. Fix the handler, then run the catch-up, append or rebuild again.
+    """
+
+    def __init__(self, projection: str, fold: str, positions: tuple[int, int], detail: str) -> None:
+        self.projection = projection
+        self.fold = fold
+        self.positions = positions
+        first, last = positions
+        where = f"event {first}" if first == last else f"events {first} to {last}"
+        super().__init__(
+            f"{fold} of projection {projection!r} failed at {where}{detail}; "
+            "nothing of its transaction was written"
+        )
+
+
 class InvalidProof(IntegrityViolation):
     """A Merkle proof or checkpoint signature does not verify, or is malformed."""
 

@@ -12,11 +12,14 @@ a transaction of several (``FusedWrite``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from .errors import ProjectionError
+import sqlalchemy as sa
+
+from .errors import EventStoreError, ProjectionError, ProjectionFailed
 from .events import RecordedEvent
 
 if TYPE_CHECKING:
@@ -40,7 +43,8 @@ class InlineProjection(Protocol):
 def apply_inline(projection: InlineProjection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
     """``projection.apply`` within ``tx``; an ``apply`` that returns something (a coroutine) wrote nothing."""
     apply: Any = projection.apply  # typed to return None: this is the check that it did
-    returned = apply(tx, events)
+    with fold_errors(projection.name, "apply", events):
+        returned = apply(tx, events)
     if returned is not None:
         close = getattr(returned, "close", None)  # a coroutine or generator never to be run
         if callable(close):
@@ -49,6 +53,29 @@ def apply_inline(projection: InlineProjection, tx: Transaction, events: Sequence
             f"apply of projection {projection.name!r} returned a {type(returned).__name__}, not None; "
             "nothing of this append was written"
         )
+
+
+@contextmanager
+def fold_errors(projection: str, fold: str, events: Sequence[RecordedEvent]) -> Iterator[None]:
+    """An error of a projection's own code (a ``KeyError`` in a handler) raised as ``ProjectionFailed``,
+    naming the projection and the events; the store's errors, and the database's, which the
+    transaction translates (a lock timeout, a deadlock), go through as they are."""
+    try:
+        yield
+    except (EventStoreError, sa.exc.SQLAlchemyError):
+        raise
+    except Exception as exc:
+        raise fold_failed(projection, fold, events, exc) from exc
+
+
+def fold_failed(
+    projection: str, fold: str, events: Sequence[RecordedEvent], exc: Exception
+) -> ProjectionFailed:
+    """``ProjectionFailed`` for ``exc``, raised by ``fold`` of ``projection`` as it folded ``events``."""
+    first, last = (events[0], events[-1]) if events else (None, None)
+    positions = (first.position if first else 0, last.position if last else 0)
+    about = f" ({first.type} of flow {first.flow_id!r})" if first is not None and first is last else ""
+    return ProjectionFailed(projection, fold, positions, f"{about}: {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,11 +29,11 @@ from eventstore.aio import pause
 from eventstore.checks import check_count
 from eventstore.errors import ConcurrencyError, InvalidInput, ProjectionError, StoreBusy
 from eventstore.integrity import format_time
-from eventstore.projection import NOTHING, FusedWrite
+from eventstore.projection import NOTHING, FusedWrite, fold_errors
 from eventstore.schema import projection_checkpoints as checkpoints
 
 from .definitions import REBUILD_CLAIM, REBUILD_SUFFIX, check_definition, check_returned
-from .ownership import drop_dropped_tables, release_fresh_tables, take_tables
+from .ownership import drop_dropped_tables, refuse_other_tables, release_fresh_tables, take_tables
 from .rowio import run
 
 SOLE_WRITER = ("eventstore", "sole-writer")
@@ -137,7 +137,9 @@ class Projection:
         for event in events:
             handler = getattr(self, f"on_{event.type}", None)
             if handler is not None:
-                check_returned(self, f"on_{event.type}", handler(tx, event))
+                with fold_errors(self.name, f"on_{event.type}", [event]):
+                    returned = handler(tx, event)
+                check_returned(self, f"on_{event.type}", returned)
 
     @property
     def fuses(self) -> bool:
@@ -276,6 +278,8 @@ def ensure(store: EventStore, projection: Projection) -> None:
         current = read_checkpoint(conn, projection.name, lock=True)
         if current is not None and current.version > projection.version:
             raise _newer_version(projection, current)
+        if current is not None and current.version == projection.version:
+            refuse_other_tables(conn, projection, current.version)
         take_tables(conn, projection, current, fresh=False)
         if current is not None and current.version == projection.version:
             return
@@ -671,7 +675,9 @@ def _renewed(store: EventStore, projection: Projection, tag: str) -> Iterator[Tr
 def _apply_grouped(projection: Projection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
     name = "apply_many" if getattr(projection, "apply_many", None) is not None else "apply"
     fold: Callable[[Transaction, Sequence[RecordedEvent]], object] = getattr(projection, name)
-    check_returned(projection, name, fold(tx, events))
+    with fold_errors(projection.name, name, events):
+        returned = fold(tx, events)
+    check_returned(projection, name, returned)
 
 
 class CatchUpRunner:

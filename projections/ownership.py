@@ -79,6 +79,32 @@ def take_tables(
         )
 
 
+def refuse_other_tables(conn: sa.Connection, projection: Projection, version: int) -> None:
+    """``ProjectionError`` if the tables recorded for ``projection``'s name are not the ones it names.
+
+    Called when the checkpoint is at this very version, so nothing would be built:
+    another projection of the same name (which would share, and so skip, this one's
+    checkpoint), or tables changed without a version bump. Nothing is recorded
+    for a projection built before ownership was (migration 0009): nothing to compare.
+    """
+    folds = conn.dialect.name == "sqlite"
+    query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
+    recorded = {name for name in conn.execute(query).scalars() if not name.endswith(REBUILD_SUFFIX)}
+    named = {table.name for table in projection.tables.values()}
+
+    def keys(names: set[str]) -> set[str]:
+        return {name.translate(_ASCII_LOWER) for name in names} if folds else names
+
+    if not recorded or keys(recorded) == keys(named):
+        return
+    raise ProjectionError(
+        f"projection {projection.name!r} was built here at version {version} with the table(s) "
+        f"{', '.join(map(repr, sorted(recorded)))}, and this {type(projection).__name__} of the same "
+        f"name and version names {', '.join(map(repr, sorted(named)))}: if it is another projection, "
+        "give it a name of its own; if its tables changed, bump its version"
+    )
+
+
 def release_fresh_tables(conn: sa.Connection, projection: Projection) -> None:
     """The swap renamed the fresh tables to the live names: those names are free again."""
     fresh = [table.name + REBUILD_SUFFIX for table in projection.tables.values()]

@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 
 from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
-from eventstore.errors import ProjectionError
+from eventstore.errors import ProjectionError, ProjectionFailed
 from eventstore.exchange import export_events, import_events
 from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, Progress, Projection, rebuild
 
@@ -82,7 +82,7 @@ class TestCatchUp:
         runner = CatchUpRunner(store, FailingOnce(), batch_size=10)
         decide(store, "a", 5)
         FailingOnce.fail_at = 4
-        with pytest.raises(RuntimeError, match="handler bug"):
+        with pytest.raises(ProjectionFailed, match=r"at event 4 .*RuntimeError: handler bug"):
             runner.run_once()
         assert (counts(store, runner.projection), runner.position()) == ({}, 0)
         FailingOnce.fail_at = None

@@ -1,0 +1,132 @@
+"""What a user's own projection gets when it goes wrong: a handler that raises, a name another holds."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from eventstore import EventStore, NewEvent, ProjectionError, ProjectionFailed, RecordedEvent, Transaction
+from eventstore.cli import main
+from projections import CatchUpRunner, Projection, rebuild
+
+from .conftest import Target
+
+
+class Seen(Projection):
+    """Records the position of every E event; fails on one whose data says so."""
+
+    name: ClassVar[str] = "seen"
+    table_name: ClassVar[str] = "seen"
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(self.table_name, metadata, sa.Column("position", sa.BigInteger, primary_key=True))
+
+    def on_E(self, tx: Transaction, event: RecordedEvent) -> None:
+        tx.connection.execute(self.table(self.table_name).insert().values(position=event.position))
+        if event.data.get("bad"):
+            raise KeyError(event.data["bad"])  # after its write: which must not stay
+
+
+class SeenByApply(Seen):
+    """The same fold, through an ``apply`` of its own."""
+
+    def apply(self, tx: Transaction, events: list[RecordedEvent]) -> None:  # type: ignore[override]  # same shape
+        for event in events:
+            self.on_E(tx, event)
+
+
+class SeenV2(Seen):
+    version: ClassVar[int] = 2
+
+
+class Other(Seen):
+    """Another projection that took the same name."""
+
+    table_name: ClassVar[str] = "other_seen"
+
+
+def append(store: EventStore, *data: dict[str, str]) -> None:
+    store.append("f", [NewEvent("E", dict(d)) for d in data])
+
+
+def positions(store: EventStore, table: str = "seen") -> list[int]:
+    with store.engine.connect() as conn:
+        return list(conn.exec_driver_sql(f"SELECT position FROM {table} ORDER BY position").scalars())
+
+
+class TestAFailingHandler:
+    def test_a_catch_up_batch_names_the_event_and_writes_nothing(self, store: EventStore) -> None:
+        runner = CatchUpRunner(store, Seen(), batch_size=10)
+        append(store, {}, {}, {"bad": "missing"}, {})
+        with pytest.raises(
+            ProjectionFailed,
+            match=r"^on_E of projection 'seen' failed at event 3 \(E of flow 'f'\): KeyError: 'missing'",
+        ) as caught:
+            runner.run_once()
+        assert (caught.value.projection, caught.value.fold, caught.value.positions) == (
+            "seen",
+            "on_E",
+            (3, 3),
+        )
+        assert isinstance(caught.value.__cause__, KeyError)
+        assert (positions(store), runner.position()) == ([], 0)
+
+    def test_a_custom_apply_names_the_batch(self, store: EventStore) -> None:
+        runner = CatchUpRunner(store, SeenByApply(), batch_size=10)
+        append(store, {}, {"bad": "x"}, {})
+        with pytest.raises(
+            ProjectionFailed, match=r"^apply of projection 'seen' failed at events 1 to 3: KeyError"
+        ):
+            runner.run_once()
+        assert (positions(store), runner.position()) == ([], 0)
+
+    def test_an_inline_append_names_the_event_and_writes_nothing(self, target: Target) -> None:
+        with target.open(projections=[Seen()]) as store:
+            append(store, {})
+            with pytest.raises(ProjectionFailed, match=r"at event 2 \(E of flow 'f'\): KeyError: 'k'"):
+                append(store, {"bad": "k"})
+            assert (store.revision("f"), positions(store)) == (1, [1])
+
+    def test_a_rebuild_names_the_event_and_leaves_the_live_tables(self, store: EventStore) -> None:
+        append(store, {})
+        CatchUpRunner(store, Seen())
+        append(store, {"bad": "k"})
+        with pytest.raises(ProjectionFailed, match=r"at event 2 \(E of flow 'f'\)"):
+            rebuild(store, SeenV2(), batch_size=1)
+        assert positions(store) == [1]
+
+    def test_the_cli_rebuild_says_it_in_one_line(self, target: Target) -> None:
+        with target.open() as store:
+            append(store, {"bad": "k"})
+        schema = target.options.get("schema")
+        args = ["--url", target.url, *(["--schema", schema] if schema else []), "rebuild", f"{__name__}:Seen"]
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+        assert result.output == (
+            "error: on_E of projection 'seen' failed at event 1 (E of flow 'f'): KeyError: 'k'; "
+            "nothing of its transaction was written\n"
+        )
+
+
+class TestTwoProjectionsOfOneName:
+    def test_the_second_is_refused_instead_of_sharing_the_checkpoint(self, store: EventStore) -> None:
+        append(store, {})
+        first = CatchUpRunner(store, Seen())
+        with pytest.raises(
+            ProjectionError,
+            match=r"built here at version 1 with the table\(s\) 'seen', and this Other .* names 'other_seen'",
+        ):
+            CatchUpRunner(store, Other())
+        assert not sa.inspect(store.engine).has_table("other_seen")
+        append(store, {})
+        assert first.run_until_caught_up() == 1 and positions(store) == [1, 2]
+
+    def test_a_rebuild_on_purpose_may_still_change_the_tables(self, store: EventStore) -> None:
+        append(store, {})
+        CatchUpRunner(store, Seen())
+        assert rebuild(store, Other()).done == 1
+        assert positions(store, "other_seen") == [1] and not sa.inspect(store.engine).has_table("seen")
+        assert CatchUpRunner(store, Other()).run_once() == 0
