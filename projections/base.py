@@ -30,6 +30,7 @@ from eventstore.checks import check_count
 from eventstore.errors import ConcurrencyError, InvalidInput, ProjectionError, StoreBusy
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite, fold_errors
+from eventstore.schema import flow_events
 from eventstore.schema import projection_checkpoints as checkpoints
 
 from .definitions import REBUILD_CLAIM, REBUILD_SUFFIX, check_definition, check_returned
@@ -418,7 +419,8 @@ def _rebuild(
             # Secondary indexes are built once at the end, not row by row.
             late_indexes.extend(table.indexes)
             tx.connection.execute(sa.schema.CreateTable(table))
-    total = store.last_position()
+    head = store.last_position()
+    total = _events_up_to(store, head)  # fewer than ``head`` once retention pruned flows
     memo: dict[Any, Any] = {SOLE_WRITER: True}
     position = 0
     done = 0
@@ -431,12 +433,10 @@ def _rebuild(
     if fill is not None:
         # The projection folds the log flow by flow and writes each row once;
         # what follows then looks rows up as an inline append would.
-        done = fill(store, total, lambda: _renewed(store, projection, tag), report, batch_size=batch_size)
-        memo, position = {}, total
+        done = fill(store, head, lambda: _renewed(store, projection, tag), report, batch_size=batch_size)
+        memo, position = {}, head
     else:
-        position, done = _fold(
-            store, projection, target, tag, memo, position, total, batch_size, done, report
-        )
+        position, done = _fold(store, projection, target, tag, memo, position, head, batch_size, done, report)
     # Writers carried on meanwhile: fold what they appended, up to the head as it is now, pass
     # after pass while what is left shrinks (the fold outruns the writers). Whatever is left is
     # folded by the swap, which holds appends: a while at a time, if the writers outran the fold.
@@ -484,6 +484,12 @@ def _rebuild(
     if progress is not None:
         progress(result)
     return result
+
+
+def _events_up_to(store: EventStore, position: int) -> int:
+    """How many events the log holds up to ``position``: a rebuild's total to report."""
+    query = sa.select(sa.func.count()).select_from(flow_events).where(flow_events.c.position <= position)
+    return int(store.query(query)[0][0])
 
 
 _SWAP_ATTEMPTS = 5

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
+from freezegun import freeze_time
 
 from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
 from eventstore.errors import ProjectionError, ProjectionFailed
 from eventstore.exchange import export_events, import_events
+from eventstore.retention import RetentionPolicy, run_retention
 from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, Progress, Projection, rebuild
 
 from .conftest import Target
 from .readmodels import assert_matches_rebuild, flow_projection, snapshot
 from .version_workers import Tally, TallyV2, count, count_until_refused, totals
 from .workers import BARRIER_TIMEOUT, SPAWN, Children
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 class DecisionsByActor(Projection):
@@ -126,6 +131,24 @@ class TestCatchUp:
 
 
 class TestRebuild:
+    def test_progress_counts_the_events_a_prune_left(self, target: Target, tmp_path: Path) -> None:
+        """Once retention pruned a flow, the log holds fewer events than its last position: a
+        rebuild used to end at 3/7 events, as if it had stopped part way."""
+        with freeze_time(T0), target.open(projections=[FlowProjection()]) as store:
+            flows = FlowService(store)
+            flows.start_flow("old", controller_id="c", goal="g", owner_session_key="s")
+            flows.finish("old")
+            flows.start_flow("new", controller_id="c", goal="g", owner_session_key="s")
+        with freeze_time(T0 + timedelta(days=31)), target.open(projections=[FlowProjection()]) as store:
+            policy = RetentionPolicy(finished=timedelta(days=30))
+            assert run_retention(store, policy, tmp_path / "archives").pruned == ("old",)
+            decide(store, "a", 2)
+            for projection in (FlowProjection(), DecisionsByActor()):
+                seen: list[Progress] = []
+                done = rebuild(store, projection, batch_size=1, progress=seen.append)
+                assert (done.done, done.total) == (3, 3)
+                assert all(p.done <= p.total == 3 for p in seen), [(p.done, p.total) for p in seen]
+
     def test_a_version_change_rebuilds_from_the_log(self, target: Target) -> None:
         class Doubled(DecisionsByActor):
             version: ClassVar[int] = 2
