@@ -696,6 +696,11 @@ class CatchUpRunner:
 
     def __init__(self, store: EventStore, projection: Projection, *, batch_size: int = 500) -> None:
         check_count("batch_size", batch_size, minimum=1)
+        if projection.kind == "inline" or any(p.name == projection.name for p in store.projections):
+            raise ProjectionError(
+                f"projection {projection.name!r} is inline here: appends fold it already, and a runner "
+                "would fold their events a second time; use it inline or with a runner, not both"
+            )
         self.store = store
         self.projection = projection
         self.batch_size = batch_size
@@ -705,6 +710,8 @@ class CatchUpRunner:
         """Apply the next batch; return how many events it held (0: caught up)."""
         with self.store.transaction() as tx:
             checkpoint = read_checkpoint(tx.connection, self.projection.name, lock=True)
+            if checkpoint is not None and checkpoint.version > self.projection.version:
+                raise _newer_version(self.projection, checkpoint)  # not to be rebuilt back by this code
             if checkpoint is None or checkpoint.version != self.projection.version:
                 raise ProjectionError(
                     f"projection {self.projection.name!r} needs a rebuild before it can catch up"

@@ -130,3 +130,24 @@ class TestTwoProjectionsOfOneName:
         assert rebuild(store, Other()).done == 1
         assert positions(store, "other_seen") == [1] and not sa.inspect(store.engine).has_table("seen")
         assert CatchUpRunner(store, Other()).run_once() == 0
+
+
+class InlineSeen(Seen):
+    kind: ClassVar[str] = "inline"
+
+
+class TestARunnerOfAnInlineProjection:
+    def test_is_refused_instead_of_folding_its_events_twice(self, target: Target) -> None:
+        with target.open(projections=[Seen()]) as store:
+            append(store, {})
+            for projection in (Seen(), InlineSeen()):
+                with pytest.raises(ProjectionError, match="'seen' is inline here: appends fold it already"):
+                    CatchUpRunner(store, projection)
+            append(store, {})
+            assert positions(store) == [1, 2]
+
+    def test_a_runner_of_older_code_says_to_run_the_newer(self, store: EventStore) -> None:
+        runner = CatchUpRunner(store, Seen())
+        CatchUpRunner(store, SeenV2())
+        with pytest.raises(ProjectionError, match="built by version 2, newer than this code's 1"):
+            runner.run_once()
