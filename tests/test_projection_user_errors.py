@@ -151,3 +151,18 @@ class TestARunnerOfAnInlineProjection:
         CatchUpRunner(store, SeenV2())
         with pytest.raises(ProjectionError, match="built by version 2, newer than this code's 1"):
             runner.run_once()
+
+
+class Escaping(Seen):
+    name: ClassVar[str] = "seen\x1b[2J"
+    table_name: ClassVar[str] = "escaping"
+
+
+def test_the_cli_rebuild_shows_a_name_with_an_escape_sequence_escaped(target: Target) -> None:
+    with target.open() as store:
+        append(store, {})
+    schema = target.options.get("schema")
+    args = ["--url", target.url, *(["--schema", schema] if schema else []), "rebuild", f"{__name__}:Escaping"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0 and "\x1b" not in result.output, result.output
+    assert result.output.startswith("rebuilt seen\\x1b[2J from 1 events in ")

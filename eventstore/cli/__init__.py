@@ -263,11 +263,12 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
         target = load_projection(projection, "PROJECTION", usage="`flows` or `package.module:ClassName`")
 
     live = not as_json and sys.stderr.isatty()  # progress only on a terminal: pipes and logs stay clean
+    shown = printable(target.name)  # a name may hold a terminal's escape sequence
 
     def show(progress: Progress) -> None:
         if live:
             done = f"{progress.done:,}/{progress.total:,} events"
-            click.echo(f"\r{target.name}: {done}, {progress.rate:,.0f} events/s", nl=False, err=True)
+            click.echo(f"\r{shown}: {done}, {progress.rate:,.0f} events/s", nl=False, err=True)
 
     with _open(ctx) as store, _errors():
         done = rebuild_projection(store, target, progress=show)
@@ -276,7 +277,7 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
     else:
         if live:
             click.echo(err=True)  # end the progress line
-        click.echo(f"rebuilt {target.name} from {done.done:,} events in {done.seconds:.2f}s", err=True)
+        click.echo(f"rebuilt {shown} from {done.done:,} events in {done.seconds:.2f}s", err=True)
 
 
 def _open_with_read_models(ctx: click.Context, *, may_create: bool = False) -> EventStore:
