@@ -27,7 +27,14 @@ from sqlalchemy.sql.elements import quoted_name
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.aio import pause
 from eventstore.checks import check_count
-from eventstore.errors import ConcurrencyError, InvalidInput, ProjectionError, StoreBusy
+from eventstore.errors import (
+    ConcurrencyError,
+    EventStoreError,
+    InvalidInput,
+    ProjectionError,
+    ProjectionFailed,
+    StoreBusy,
+)
 from eventstore.integrity import format_time
 from eventstore.projection import NOTHING, FusedWrite, fold_errors
 from eventstore.schema import flow_events
@@ -433,7 +440,13 @@ def _rebuild(
     if fill is not None:
         # The projection folds the log flow by flow and writes each row once;
         # what follows then looks rows up as an inline append would.
-        done = fill(store, head, lambda: _renewed(store, projection, tag), report, batch_size=batch_size)
+        try:
+            done = fill(store, head, lambda: _renewed(store, projection, tag), report, batch_size=batch_size)
+        except (EventStoreError, sa.exc.SQLAlchemyError):
+            raise
+        except Exception as exc:  # the projection's own bulk fold: name it, as a handler's error is
+            detail = f": {type(exc).__name__}: {exc}"
+            raise ProjectionFailed(projection.name, "fill", (1, head), detail) from exc
         memo, position = {}, head
     else:
         position, done = _fold(store, projection, target, tag, memo, position, head, batch_size, done, report)

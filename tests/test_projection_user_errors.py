@@ -166,3 +166,18 @@ def test_the_cli_rebuild_shows_a_name_with_an_escape_sequence_escaped(target: Ta
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0 and "\x1b" not in result.output, result.output
     assert result.output.startswith("rebuilt seen\\x1b[2J from 1 events in ")
+
+
+class FillsBadly(SeenV2):
+    def fill(self, store: EventStore, up_to: int, batch: object, report: object, *, batch_size: int) -> int:
+        raise ValueError("bulk fold bug")
+
+
+def test_a_failing_bulk_fill_names_the_projection_and_keeps_the_live_tables(store: EventStore) -> None:
+    append(store, {}, {})
+    CatchUpRunner(store, Seen())
+    with pytest.raises(
+        ProjectionFailed, match=r"^fill of projection 'seen' failed at events 1 to 2: ValueError"
+    ):
+        rebuild(store, FillsBadly())
+    assert positions(store) == [1, 2] and CatchUpRunner(store, Seen()).run_once() == 0
