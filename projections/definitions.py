@@ -37,6 +37,7 @@ SAMPLE_TAG = "0" * 8
 def check_definition(projection: Projection) -> None:
     """Raise ``ProjectionError`` unless ``projection`` can be built and folded safely."""
     _check_name_version_kind(projection)
+    _check_not_built_in(projection)
     _check_tables(projection)
     _check_folds(type(projection))
 
@@ -59,6 +60,20 @@ def _check_name_version_kind(projection: Projection) -> None:
         raise ProjectionError(
             f"projection {name!r} has the kind {kind!r}: a kind is one of {', '.join(KINDS)}"
         )
+
+
+def _check_not_built_in(projection: Projection) -> None:
+    """The built-in read models' names are theirs: another projection of one would take over their
+    checkpoint, and a higher version's rebuild would drop their tables."""
+    from .flows import FlowProjection  # here: they are made with this module's checks
+    from .langgraph import LangGraphProjection
+
+    for built_in in (FlowProjection, LangGraphProjection):
+        if projection.name == built_in.name and not isinstance(projection, built_in):
+            raise ProjectionError(
+                f"{type(projection).__name__} has the name {projection.name!r}, the built-in "
+                f"{built_in.__name__}'s; give it a name of its own"
+            )
 
 
 def _check_tables(projection: Projection) -> None:

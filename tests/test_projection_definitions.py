@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
 from eventstore.errors import ProjectionError
-from projections import CatchUpRunner, Projection, rebuild
+from projections import CatchUpRunner, FlowProjection, FlowQueries, FlowService, Projection, rebuild
 
 from .conftest import Target
 
@@ -260,3 +260,19 @@ class TestHandlers:
             with pytest.raises(ProjectionError, match="returned a CursorResult"):
                 append(store, 1)
             assert (store.last_position(), rows(store, "t")) == (0, 0)
+
+
+class TestBuiltInNames:
+    @pytest.mark.parametrize("name", ["flows", "langgraph"])
+    def test_a_built_in_read_models_name_is_refused(self, name: str) -> None:
+        with pytest.raises(ProjectionError, match=rf"has the name '{name}', the built-in \w+Projection's"):
+            projection(name, "mine", version=99)
+
+    def test_a_higher_version_under_the_flow_models_name_never_drops_them(self, target: Target) -> None:
+        with target.open(projections=[FlowProjection()]) as store:
+            FlowService(store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+            with pytest.raises(ProjectionError, match="the built-in FlowProjection's"):
+                CatchUpRunner(store, projection("flows", "mine", version=99))
+            assert FlowQueries(store).flow("f").goal == "g"
+        with target.open(projections=[FlowProjection()]) as store:
+            assert FlowQueries(store).flow("f").goal == "g"
