@@ -8,7 +8,15 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from eventstore import EventStore, NewEvent, ProjectionError, ProjectionFailed, RecordedEvent, Transaction
+from eventstore import (
+    EventStore,
+    FlowNotFound,
+    NewEvent,
+    ProjectionError,
+    ProjectionFailed,
+    RecordedEvent,
+    Transaction,
+)
 from eventstore.cli import main
 from projections import CatchUpRunner, Projection, rebuild
 
@@ -181,3 +189,16 @@ def test_a_failing_bulk_fill_names_the_projection_and_keeps_the_live_tables(stor
     ):
         rebuild(store, FillsBadly())
     assert positions(store) == [1, 2] and CatchUpRunner(store, Seen()).run_once() == 0
+
+
+class RaisesTheStores(Seen):
+    def on_E(self, tx: Transaction, event: RecordedEvent) -> None:
+        raise FlowNotFound(event.data["flow"])
+
+
+def test_the_stores_own_errors_from_a_handler_pass_as_they_are(store: EventStore) -> None:
+    runner = CatchUpRunner(store, RaisesTheStores())
+    store.append("f", [NewEvent("E", {"flow": "gone"})])
+    with pytest.raises(FlowNotFound, match="gone"):
+        runner.run_once()
+    assert runner.position() == 0
