@@ -89,7 +89,13 @@ def refuse_other_tables(conn: sa.Connection, projection: Projection, version: in
     """
     folds = conn.dialect.name == "sqlite"
     query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
-    recorded = {name for name in conn.execute(query).scalars() if not name.endswith(REBUILD_SUFFIX)}
+    inspector = sa.inspect(conn)
+    recorded = {
+        name
+        for name in conn.execute(query).scalars()
+        # a name a failed rebuild of a new version claimed, never built, says nothing
+        if not name.endswith(REBUILD_SUFFIX) and inspector.has_table(name)
+    }
     named = {table.name for table in projection.tables.values()}
 
     def keys(names: set[str]) -> set[str]:

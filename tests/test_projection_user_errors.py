@@ -202,3 +202,22 @@ def test_the_stores_own_errors_from_a_handler_pass_as_they_are(store: EventStore
     with pytest.raises(FlowNotFound, match="gone"):
         runner.run_once()
     assert runner.position() == 0
+
+
+class SeenV2WithMore(SeenV2):
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        super().define_tables(metadata)
+        sa.Table("more_seen", metadata, sa.Column("position", sa.BigInteger, primary_key=True))
+
+    def on_E(self, tx: Transaction, event: RecordedEvent) -> None:
+        raise RuntimeError("version 2 has a bug")
+
+
+def test_code_rolled_back_after_a_failed_upgrade_rebuild_runs_on(store: EventStore) -> None:
+    """The failed version 2 claimed 'more_seen' but never built it: version 1 is not another projection."""
+    append(store, {})
+    CatchUpRunner(store, Seen())
+    with pytest.raises(ProjectionFailed, match="version 2 has a bug"):
+        CatchUpRunner(store, SeenV2WithMore())
+    append(store, {})
+    assert CatchUpRunner(store, Seen()).run_until_caught_up() == 1 and positions(store) == [1, 2]
