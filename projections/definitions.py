@@ -10,6 +10,7 @@ value ``check_returned`` then checks at every call.
 from __future__ import annotations
 
 import inspect
+import string
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,8 @@ MAX_VERSION = 2**31 - 1
 MAX_IDENTIFIER_BYTES = 63
 """PostgreSQL's limit on a table, index or constraint name (longer ones are refused or cut)."""
 KINDS = ("catchup", "inline")
+ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+"""SQLite compares table names without ASCII case: ``name.translate(ASCII_LOWER)`` is its key."""
 SAMPLE_TAG = "0" * 8
 """As long as a build's tag (``secrets.token_hex(4)``)."""
 

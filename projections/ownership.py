@@ -8,7 +8,6 @@ projection owns, or a table that exists and nobody recorded, is refused with
 
 from __future__ import annotations
 
-import string
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -16,9 +15,7 @@ import sqlalchemy as sa
 from eventstore.errors import ProjectionError
 from eventstore.schema import projection_tables as owned
 
-from .definitions import REBUILD_SUFFIX
-
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+from .definitions import ASCII_LOWER, REBUILD_SUFFIX
 
 if TYPE_CHECKING:
     from .base import Checkpoint, Projection
@@ -42,8 +39,16 @@ def take_tables(
     folds = conn.dialect.name == "sqlite"  # SQLite compares table names without ASCII case
 
     def key(name: str) -> str:
-        return name.translate(_ASCII_LOWER) if folds else name
+        return name.translate(ASCII_LOWER) if folds else name
 
+    alike = {key(name): name for name in live}
+    for name in live:
+        if alike[key(name)] != name:
+            raise ProjectionError(
+                f"projection {projection.name!r} names the tables {name!r} and {alike[key(name)]!r}: "
+                "one table to SQLite, which compares names without ASCII case; give them names "
+                "that differ otherwise"
+            )
     stored = sa.func.lower(owned.c.table_name) if folds else owned.c.table_name
     query = sa.select(stored.label("key"), owned.c.projection).where(stored.in_([key(n) for n in names]))
     owners = {row.key: row.projection for row in conn.execute(query)}
@@ -99,7 +104,7 @@ def refuse_other_tables(conn: sa.Connection, projection: Projection, version: in
     named = {table.name for table in projection.tables.values()}
 
     def keys(names: set[str]) -> set[str]:
-        return {name.translate(_ASCII_LOWER) for name in names} if folds else names
+        return {name.translate(ASCII_LOWER) for name in names} if folds else names
 
     if not recorded or keys(recorded) == keys(named):
         return

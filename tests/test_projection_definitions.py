@@ -276,3 +276,19 @@ class TestBuiltInNames:
             assert FlowQueries(store).flow("f").goal == "g"
         with target.open(projections=[FlowProjection()]) as store:
             assert FlowQueries(store).flow("f").goal == "g"
+
+
+def test_two_tables_named_alike_but_for_case_are_refused_by_sqlite(target: Target) -> None:
+    """SQLite takes them for one table: the build failed with 'table orders already exists'."""
+    with target.open() as store:
+        for n in (0, 1):  # first built on an empty log, then by a rebuild
+            if n:
+                append(store, 1)
+            built = projection(f"p{n}", f"Orders{n}", f"orders{n}")
+            if target.dialect == "postgresql":
+                assert CatchUpRunner(store, built).run_once() == 0
+            else:
+                with pytest.raises(
+                    ProjectionError, match=rf"'Orders{n}' and 'orders{n}': one table to SQLite"
+                ):
+                    CatchUpRunner(store, built)
