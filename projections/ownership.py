@@ -94,18 +94,17 @@ def refuse_other_tables(conn: sa.Connection, projection: Projection, version: in
     """
     folds = conn.dialect.name == "sqlite"
     query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
-    inspector = sa.inspect(conn)
-    recorded = {
-        name
-        for name in conn.execute(query).scalars()
-        # a name a failed rebuild of a new version claimed, never built, says nothing
-        if not name.endswith(REBUILD_SUFFIX) and inspector.has_table(name)
-    }
+    recorded = {name for name in conn.execute(query).scalars() if not name.endswith(REBUILD_SUFFIX)}
     named = {table.name for table in projection.tables.values()}
 
     def keys(names: set[str]) -> set[str]:
         return {name.translate(ASCII_LOWER) for name in names} if folds else names
 
+    if keys(recorded) == keys(named):
+        return
+    inspector = sa.inspect(conn)
+    # a name a failed rebuild of a new version claimed, and never built, says nothing
+    recorded = {name for name in recorded if inspector.has_table(name)}
     if not recorded or keys(recorded) == keys(named):
         return
     raise ProjectionError(
