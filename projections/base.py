@@ -36,7 +36,7 @@ from eventstore.errors import (
     StoreBusy,
 )
 from eventstore.integrity import format_time
-from eventstore.projection import NOTHING, FusedWrite, fold_errors
+from eventstore.projection import NOTHING, FusedWrite, fold_errors, fold_failed
 from eventstore.schema import flow_events
 from eventstore.schema import projection_checkpoints as checkpoints
 
@@ -142,12 +142,18 @@ class Projection:
 
     def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
         """Fold events into the read model; by default, call ``on_<type>`` handlers."""
-        for event in events:
-            handler = getattr(self, f"on_{event.type}", None)
-            if handler is not None:
-                with fold_errors(self.name, f"on_{event.type}", [event]):
-                    returned = handler(tx, event)
-                check_returned(self, f"on_{event.type}", returned)
+        event: RecordedEvent | None = None
+        try:  # one try for the batch, not a context per event: a no-op handler's cost stays the same
+            for event in events:
+                handler = getattr(self, f"on_{event.type}", None)
+                if handler is not None:
+                    check_returned(self, f"on_{event.type}", handler(tx, event))
+        except (EventStoreError, sa.exc.SQLAlchemyError):
+            raise
+        except Exception as exc:
+            if event is None:
+                raise
+            raise fold_failed(self.name, f"on_{event.type}", [event], exc) from exc
 
     @property
     def fuses(self) -> bool:
