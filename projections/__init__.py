@@ -6,7 +6,8 @@
 """
 
 from .base import CatchUpRunner, Checkpoint, Progress, Projection, ensure, rebuild
-from .flows import FlowProjection, FlowQueries, Page, Session
+from .flow_queries import FlowQueries, Page, Session
+from .flows import FlowProjection
 from .service import FlowService, Lease
 
 __all__ = [

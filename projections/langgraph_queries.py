@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from eventstore.checks import check_page
 from eventstore.graph_checkpoints import flow_id_for
 
-from .flows import Page
+from .flow_queries import Page
 from .langgraph import LangGraphProjection, Statements, blob_bytes, chunks, execute, json_value
 from .langgraph_postgresql import READ_COLUMNS
 

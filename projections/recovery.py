@@ -30,7 +30,7 @@ from eventstore import AppendResult, FlowNotFound, RevisionMismatch
 from eventstore.errors import FlowClosed, InvalidTransition, LeaseLost, StepClosed, StepNotFound
 from eventstore.flow_fold import StepState
 
-from .flows import FlowQueries
+from .flow_queries import FlowQueries
 from .service import FlowService
 
 OnExpired = Literal["time_out", "fail", "retry"]

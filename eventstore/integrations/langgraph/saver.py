@@ -28,7 +28,7 @@ from ...store import EventStore
 from .retention import RetentionSaver
 
 if TYPE_CHECKING:
-    from projections.flows import Page
+    from projections.flow_queries import Page
     from projections.langgraph import LangGraphProjection
     from projections.langgraph_queries import LangGraphQueries, ThreadInfo
 

@@ -60,7 +60,7 @@ from .config import (
 from .encoding import _JSON_KEYS, _plain_json, _readable
 
 if TYPE_CHECKING:
-    from projections.flows import Page
+    from projections.flow_queries import Page
     from projections.langgraph_queries import CheckpointRow, LangGraphQueries, ThreadInfo
 
 _PAGE = 100
@@ -426,8 +426,9 @@ class SyncSaver(BaseCheckpointSaver[str]):
                     execute(conn, "ROLLBACK")
                 raise
             except BaseException:
-                # An interruption (a cancelled task) is raised as it is: the read connection rolls back and
-                # drops the connection it cut into (``base.abandon``), as ``projections.flows._snapshot``.
+                # An interruption (a cancelled task) is raised as it is: the read connection rolls
+                # back and drops the connection it cut into (``base.abandon``), as
+                # ``projections.flow_queries._snapshot`` does.
                 raise
             execute(conn, "ROLLBACK")  # the store's read connection gives it back to the pool, to the end
 
