@@ -83,6 +83,9 @@ class TestFlows:
         assert "next page: --offset 1" in cli(recorded, "flows", "--limit", "1").output
         page = orjson.loads(cli(recorded, "flows", "--json", "--offset", "1").stdout)
         assert (page["total"], page["offset"], [f["flow_id"] for f in page["items"]]) == (2, 1, ["f2"])
+        assert page["has_next"] is False
+        first = orjson.loads(cli(recorded, "flows", "--json", "--limit", "1").stdout)
+        assert (first["total"], len(first["items"]), first["has_next"]) == (2, 1, True)
 
 
 class TestShow:

@@ -62,7 +62,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option("--session", "--owner", "session", help="Only flows of this owner session.")
     @click.option("--offset", type=POSITION, default=0, show_default=True, help="Skip this many.")
     @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Page size.")
-    @click.option("--json", "as_json", is_flag=True, help="The page as one JSON object.")
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="The page as one JSON object: items, total, offset, limit, has_next.",
+    )
     @click.pass_context
     def flows_command(
         ctx: click.Context, status: str | None, session: str | None, offset: int, limit: int, as_json: bool
@@ -74,7 +79,15 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             page = FlowQueries(store).flows(owner=session, status=status, offset=offset, limit=limit)
         if as_json:
             items = [_flow_dict(flow) for flow in page.items]
-            echo_json({"items": items, "total": page.total, "offset": page.offset, "limit": page.limit})
+            echo_json(
+                {
+                    "items": items,
+                    "total": page.total,
+                    "offset": page.offset,
+                    "limit": page.limit,
+                    "has_next": page.has_next,
+                }
+            )
             return
         rows: list[list[Cell]] = [
             [
