@@ -11,7 +11,7 @@ pruned. An ``archives`` row moves ``written`` → ``verified`` → ``pruned``; a
 run cut short anywhere is finished by the next one, and an archive whose file
 no longer verifies is marked ``failed`` without anything being deleted.
 
-Legal holds (``hold``/``release``) keep a flow from ever being pruned;
+Legal holds (``hold``/``release``, in ``legal_holds.py``) keep a flow from ever being pruned;
 ``restore`` puts a pruned flow back from its archive. A pruned flow's id
 stays taken (appending to it raises ``FlowPruned``), and no prune or restore
 runs while a projection rebuild holds its claim (``RebuildInProgress``).
@@ -39,11 +39,20 @@ from .errors import (
     RebuildInProgress,
     StorageError,
 )
-from .events import Event
 from .exchange import export_flows, flow_heads, run_import
 from .exportfile import Progress, ProgressCallback, verify_export
 from .flow_fold import FLOW_TERMINAL, FlowView
 from .integrity import format_time
+from .legal_holds import (
+    SYSTEM_RETENTION_FLOW,
+    LegalHold,
+    LegalHoldPlaced,
+    LegalHoldReleased,
+    held_flows,
+    hold,
+    list_holds,
+    release,
+)
 from .manifest import Manifest
 from .preparation import check_flow_id
 from .privileged import chunks, delete_flows, lock_appends
@@ -58,7 +67,26 @@ from .schema import (
 )
 from .sqljson import JsonText
 from .store import EventStore, Transaction
-from .tombstones import flow_not_found
+
+__all__ = [  # legal holds live in legal_holds.py; their names stay importable from here
+    "MAX_AGE",
+    "MAX_DAYS",
+    "SYSTEM_RETENTION_FLOW",
+    "Archive",
+    "LegalHold",
+    "LegalHoldPlaced",
+    "LegalHoldReleased",
+    "Pruner",
+    "RestoreReport",
+    "RetentionPolicy",
+    "RetentionReport",
+    "hold",
+    "list_archives",
+    "list_holds",
+    "release",
+    "restore",
+    "run_retention",
+]
 
 Pruner = Callable[[Transaction, Sequence[str]], None]
 """Drops a read model's rows for flows being pruned, inside the prune's transaction."""
@@ -157,14 +185,6 @@ class RetentionReport:
     """Archives of earlier runs whose files no longer verify: marked failed, nothing of them pruned."""
     removed_partials: tuple[str, ...] = ()
     """Half-written archive files (``*.partial``) of runs that died, removed from the archive directory."""
-
-
-@dataclass(frozen=True, slots=True)
-class LegalHold:
-    flow_id: str
-    reason: str
-    held_by: str
-    held_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,7 +504,7 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
         _refuse_during_rebuild(store, conn, f"pruning archive {archive_id} (it stays verified)")
         flow_ids = [segment.flow_id for segment in manifest.flows]
         heads = flow_heads(conn, flow_ids)
-        kept = _held(conn, flow_ids) | set(_tombstoned(conn, flow_ids))
+        kept = held_flows(conn, flow_ids) | set(_tombstoned(conn, flow_ids))
         segments = []
         for segment in manifest.flows:
             whole = heads.get(segment.flow_id) == (segment.last_revision, bytes.fromhex(segment.last_hash))
@@ -560,15 +580,6 @@ def _pruners(store: EventStore, extra: Sequence[Pruner]) -> list[Pruner]:
     """The given pruners, after the ``prune_flows`` method of each inline projection that has one."""
     own = [getattr(p, "prune_flows", None) for p in store.projections]
     return [*(pruner for pruner in own if callable(pruner)), *extra]
-
-
-def _held(conn: sa.Connection, flow_ids: Sequence[str]) -> set[str]:
-    held: set[str] = set()
-    for chunk in chunks(flow_ids):
-        held.update(
-            conn.execute(sa.select(legal_holds.c.flow_id).where(legal_holds.c.flow_id.in_(chunk))).scalars()
-        )
-    return held
 
 
 def _tombstoned(conn: sa.Connection, flow_ids: Sequence[str]) -> dict[str, tuple[int, bytes, str, str]]:
@@ -692,115 +703,3 @@ def _check_archive(
             problems.append(f"{flow_id}: the archive does not end where the tombstone says it was pruned")
     if problems:
         raise ExportInvalid(str(path), problems)
-
-
-# -- legal holds --------------------------------------------------------------------
-
-
-SYSTEM_RETENTION_FLOW = "$system-retention"
-"""The flow that records every legal hold placed or released, in the same transaction."""
-
-
-class LegalHoldPlaced(Event):
-    """``held_flow_id`` was put under legal hold: retention keeps it until released."""
-
-    held_flow_id: str
-    reason: str
-    by: str
-
-
-class LegalHoldReleased(Event):
-    """The legal hold on ``held_flow_id`` was lifted."""
-
-    held_flow_id: str
-    by: str
-    reason: str | None = None
-
-
-MAX_BY_LENGTH = 200
-"""The most characters of who placed or lifted a hold (``legal_holds.held_by``), on every backend."""
-
-
-def _check_text(what: str, **values: object) -> None:
-    """Refuse before anything is written: every backend then stores what SQLite would (no driver error)."""
-    for name, value in values.items():
-        if not isinstance(value, str) or not value.strip():
-            raise InvalidInput(f"{what} needs a non-empty {name}")
-        check_text(f"the {name!r} of {what}", value)
-        if name == "by" and len(value) > MAX_BY_LENGTH:
-            raise InvalidInput(
-                f"the 'by' of {what} may have at most {MAX_BY_LENGTH} characters, not {len(value)}"
-            )
-
-
-def hold(store: EventStore, flow_id: str, *, reason: str, by: str) -> LegalHold:
-    """Put a flow under legal hold: retention never prunes it until ``release``.
-
-    The flow must exist (``FlowNotFound``; ``FlowArchived`` if retention
-    pruned it). A flow already held keeps its first hold, which is
-    returned. A new hold is recorded as a ``LegalHoldPlaced`` event in
-    ``$system-retention``, in the same transaction.
-    """
-    check_flow_id(flow_id)
-    _check_text("a legal hold", reason=reason, by=by)
-    h = legal_holds.c
-    with store.transaction() as tx:
-        conn = tx.connection
-        lock_appends(conn)  # orders holds and prunes: a prune never misses a committed hold
-        existing = conn.execute(sa.select(legal_holds).where(h.flow_id == flow_id)).first()
-        if existing is not None:
-            return _hold_of(existing._mapping)
-        found = _has_events(conn, flow_id)
-        if found:
-            values = {
-                "flow_id": flow_id,
-                "reason": reason,
-                "held_by": by,
-                "held_at": format_time(store.clock()),
-            }
-            conn.execute(legal_holds.insert().values(**values))
-            placed = LegalHoldPlaced(held_flow_id=flow_id, reason=reason, by=by)
-            tx.append(SYSTEM_RETENTION_FLOW, [placed], metadata={"actor": by})
-    if not found:
-        raise flow_not_found(store, flow_id)  # asked outside the transaction: pruned, or unknown
-    return _hold_of(values)
-
-
-def release(store: EventStore, flow_id: str, *, by: str, reason: str | None = None) -> bool:
-    """Lift a flow's legal hold; False if it had none (``FlowNotFound`` if the flow has no events).
-
-    A lifted hold is recorded as a ``LegalHoldReleased`` event (who, and why
-    if given) in ``$system-retention``, in the same transaction.
-    """
-    check_flow_id(flow_id)
-    _check_text("releasing a legal hold", by=by)
-    if reason is not None:
-        _check_text("releasing a legal hold", reason=reason)
-    with store.transaction() as tx:
-        deleted = tx.connection.execute(legal_holds.delete().where(legal_holds.c.flow_id == flow_id))
-        if deleted.rowcount:
-            released = LegalHoldReleased(held_flow_id=flow_id, by=by, reason=reason)
-            tx.append(SYSTEM_RETENTION_FLOW, [released], metadata={"actor": by})
-            return True
-        found = _has_events(tx.connection, flow_id)
-    if not found:
-        raise flow_not_found(store, flow_id)
-    return False
-
-
-def _has_events(conn: sa.Connection, flow_id: str) -> bool:
-    query = sa.select(flow_events.c.position).where(flow_events.c.flow_id == flow_id).limit(1)
-    return conn.execute(query).first() is not None
-
-
-def list_holds(store: EventStore) -> list[LegalHold]:
-    """Every legal hold, by flow id."""
-    with store.reading() as conn:  # the store's translation of driver errors
-        rows = conn.execute(sa.select(legal_holds).order_by(legal_holds.c.flow_id)).all()
-    return [_hold_of(row._mapping) for row in rows]
-
-
-def _hold_of(values: Any) -> LegalHold:
-    return LegalHold(
-        values["flow_id"], values["reason"], values["held_by"], datetime.fromisoformat(values["held_at"])
-    )
