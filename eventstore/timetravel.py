@@ -107,10 +107,13 @@ def state_at(
     at: datetime | None = None,
     snapshot_every: int = DEFAULT_SNAPSHOT_EVERY,
 ) -> FlowView:
-    """The flow and its steps as of ``revision`` (or the last event at or before time ``at``).
+    """The flow and its steps as of ``revision`` (or time ``at``).
 
-    With neither, the latest state. Revision 0 (or a time before the flow
-    began) is the empty view. A revision past the flow's end is an error.
+    At a time, the state after the events up to the first one recorded after
+    it: if the clock stepped back, a later event recorded before ``at`` does
+    not count without the ones before it. With neither, the latest state.
+    Revision 0 (or a time before the flow began) is the empty view. A
+    revision past the flow's end is an error.
 
     A state read from a snapshot reads its steps' parts from the store when
     they are first used: use it while the store is open (a part read after
@@ -302,13 +305,28 @@ def _target_revision(
         return revision
     if at is None:
         return head
-    at = in_utc(at)
+    return _revision_at(store, flow_id, head, in_utc(at))
+
+
+def _revision_at(store: EventStore, flow_id: str, head: int, at: datetime) -> int:
+    """The last revision of the prefix of the log recorded at or before ``at``: up to the first event past it.
+
+    Times are the store clock's, which can step back (an NTP correction), so
+    a later event may carry an earlier time than the one before it. The
+    state "as of ``at``" is then still a state the flow was in: the events up
+    to, not including, the first one recorded after ``at``, never a later
+    event without an earlier one.
+    """
     moment: Any = format_time(at) if store.dialect == "sqlite" else at
-    query = sa.select(sa.func.max(flow_events.c.revision)).where(
-        flow_events.c.flow_id == flow_id, flow_events.c.recorded_at <= moment
+    c = flow_events.c
+    query = (
+        sa.select(c.revision)
+        .where(c.flow_id == flow_id, c.revision <= head, c.recorded_at > moment)
+        .order_by(c.revision)
+        .limit(1)
     )
-    (found,) = store.query(query)[0]
-    return int(found or 0)
+    rows = store.query(query)
+    return head if not rows else int(rows[0][0]) - 1
 
 
 def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[FlowView, int]:
