@@ -41,7 +41,8 @@ from .types import JSON, UTCDateTime
 ID = sa.String(MAX_FLOW_ID_LENGTH)
 NAME = sa.Text
 """Names and keys the events carry (sessions, steps, runs, owners): as long as the log holds them."""
-_CONTINUING = frozenset(model.event_type for model in FLOW_EVENTS) - {"FlowStarted", "FlowForked"}
+_STARTS = frozenset({"FlowStarted", "FlowForked"})
+_CONTINUING = frozenset(model.event_type for model in FLOW_EVENTS) - _STARTS
 """The vocabulary's events that only a started flow has."""
 WARM_FLOWS = 4096
 """How many flows' states a FlowProjection remembers for the next command (least recent go)."""
@@ -379,7 +380,8 @@ class FlowProjection(Projection):
         A flow with no row either is not a flow (a stream of other events,
         left alone) or was started by a writer without this projection: a
         vocabulary event that is not a start says which, and the log is then
-        read from its beginning.
+        read from its beginning. So does a start past revision 1: an earlier
+        start (a fork, say) may be what began the flow, as a rebuild folds it.
         """
         memo = tx.memo
         out: list[RecordedEvent] = []
@@ -388,8 +390,8 @@ class FlowProjection(Projection):
             flow = memo.get(("flow", event.flow_id))
             if flow is not None:
                 known = flow.revision
-            elif event.type in _CONTINUING:
-                known = 0  # a flow's event, and the read model has no flow: its start was missed
+            elif event.type in _CONTINUING or (event.revision > 1 and event.type in _STARTS):
+                known = 0  # a flow's event, and the read model has no flow: its start may have been missed
             else:
                 known = event.revision - 1
             folded = seen.get(event.flow_id, known)
