@@ -13,7 +13,7 @@ import contextlib
 import copy
 import inspect
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -80,6 +80,8 @@ class EventStoreSaver(RetentionSaver):
         """A view's calls under way on its loop (``_calling``): ``aclose`` waits for them."""
         self._idle = asyncio.Event()
         self._idle.set()
+        self._closes_itself = False
+        """Closed while calls were under way on this view: the last of them closes its connections."""
         if async_driver not in (None, True, False):
             raise InvalidInput("async_driver must be True, False or None")
         self.async_driver = store.dialect == "postgresql" if async_driver is None else async_driver
@@ -137,15 +139,19 @@ class EventStoreSaver(RetentionSaver):
     def close(self) -> None:
         """Close the store if this saver opened it (``from_url``), and any async connections.
 
-        Async connections are closed on an event loop of their own (in a
-        short-lived thread if a loop runs in this one); from async code,
-        ``await aclose()`` (or ``async with``) closes them on its loop.
-        Close a saver once no loop uses it any more: its async methods then
-        raise ``StoreClosed``.
+        From then on its async methods raise ``StoreClosed``. Calls under
+        way on a loop (in another thread, say) are not cut short: they end on
+        their connections, and the last of them closes that loop's
+        connections. The others are closed on an event loop of their own (in
+        a short-lived thread); from async code, ``await aclose()`` (or
+        ``async with``) closes them on its loop after its calls.
         """
         with self._views_lock:
             self._closed = True
-            views, self._opened, self._views = list(self._opened.values()), {}, {}
+            opened, self._opened, self._views = list(self._opened.values()), {}, {}
+            views = [view for view in opened if not view._calls]
+            for view in opened:
+                view._closes_itself = view._calls > 0
         if views:
             closing = threading.Thread(target=asyncio.run, args=(self._close_views(views),))
             closing.start()
@@ -206,7 +212,7 @@ class EventStoreSaver(RetentionSaver):
         view._flow_locks = [LoopLock() for _ in range(len(self._flow_locks))]
         view._owns_store = False
         view._views, view._opened = {}, {}
-        view._calls, view._idle = 0, asyncio.Event()
+        view._calls, view._idle, view._closes_itself = 0, asyncio.Event(), False
         view._idle.set()
         with self._views_lock:
             orphan = self._closed  # closed while these connections opened: no one else will close them
@@ -228,22 +234,32 @@ class EventStoreSaver(RetentionSaver):
         if not self.async_driver:
             return await asyncio.to_thread(method, self, *args, **kwargs)
         view = await self._on_loop()
-        with self._calling(view):
+        async with self._calling(view):
             return await aio_run(method, view, *args, **kwargs)
 
-    @contextlib.contextmanager
-    def _calling(self, view: EventStoreSaver) -> Iterator[None]:
-        """Count a call on ``view`` while it runs, so that ``aclose`` closes its store only after it."""
-        if self._closed:  # closed while the call waited for its view: its connections may be closing
-            raise StoreClosed("this saver is closed; open a new one")
-        view._calls += 1
+    @contextlib.asynccontextmanager
+    async def _calling(self, view: EventStoreSaver) -> AsyncIterator[None]:
+        """Count a call on ``view`` while it runs, so that no one closes its store under it.
+
+        ``aclose`` waits for the loop's calls; ``close``, from any thread,
+        leaves a view with calls under way to the last of them to close.
+        """
+        with self._views_lock:  # close() reads the count under it: it sees this call, or refuses it
+            if self._closed:  # closed while the call waited for its view: its connections may be closing
+                raise StoreClosed("this saver is closed; open a new one")
+            view._calls += 1
         view._idle.clear()
         try:
             yield
         finally:
-            view._calls -= 1
-            if not view._calls:
+            with self._views_lock:
+                view._calls -= 1
+                last = not view._calls
+                closing = last and view._closes_itself
+            if last:
                 view._idle.set()
+            if closing:
+                await self._close_views([view])
 
     async def aclose(self) -> None:
         """Close the async connections, and the store if this saver opened it (``from_url``).
@@ -283,7 +299,7 @@ class EventStoreSaver(RetentionSaver):
         view = await self._on_loop()
         pages = view._pages(config, filter, before, limit)
         while True:
-            with self._calling(view):  # a page at a time: no connection is held between them
+            async with self._calling(view):  # a page at a time: no connection is held between them
                 page = await aio_run(next, pages, None)
             if page is None:
                 return
