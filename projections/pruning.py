@@ -9,12 +9,14 @@ from them, in the prune's transaction. Pass it to the retention run::
 The result is what a rebuild from the remaining log would give: the flows'
 ``flows`` and ``flow_steps`` rows go, and each affected session's counts and
 activity times are recomputed from the flows it still has (its row goes when
-it has none).
+it has none): its first and last activity are read from the remaining
+flows' events, as the fold read them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
@@ -23,6 +25,7 @@ import sqlalchemy as sa
 from eventstore import Transaction
 from eventstore.flow_fold import FLOW_STATUSES
 from eventstore.privileged import chunks
+from eventstore.schema import flow_events
 
 from .flows import FlowProjection
 
@@ -59,36 +62,53 @@ def _recount_sessions(conn: sa.Connection, session_keys: Sequence[str]) -> None:
                 f.status,
                 sa.func.count(),
                 sa.func.sum(f.event_count),
-                sa.func.min(sa.func.coalesce(f.created_at, f.updated_at)).label("first"),
-                sa.func.max(f.updated_at).label("last"),
+                sa.func.min(sa.func.coalesce(f.created_at, f.updated_at)),
+                sa.func.max(f.updated_at),
             )
             .where(f.owner_session_key.in_(chunk))
             .group_by(f.owner_session_key, f.status)
         )
         rows: dict[str, dict[str, Any]] = {}
         for key, status, count, events, first, last in conn.execute(query):
+            # The flows' own times stand in where the log has none of their events (an altered log).
             row = rows.setdefault(
                 key,
                 {
                     "session_key": key,
                     **dict.fromkeys(FLOW_STATUSES, 0),
                     "event_count": 0,
-                    "first": [],
-                    "last": [],
+                    "first_activity_at": first,
+                    "last_activity_at": last,
                 },
             )
             row[status] = count
             row["event_count"] += int(events or 0)
-            row["first"].append(first)
-            row["last"].append(last)
+            row["first_activity_at"] = min(t for t in (row["first_activity_at"], first) if t is not None)
+            row["last_activity_at"] = max(t for t in (row["last_activity_at"], last) if t is not None)
+        for key, first, last in conn.execute(_activity(chunk)):
+            rows[key] |= {"first_activity_at": _time(first), "last_activity_at": _time(last)}
         conn.execute(sessions.delete().where(sessions.c.session_key.in_(chunk)))
-        recounted = [
-            {
-                **{name: value for name, value in row.items() if name not in ("first", "last")},
-                "first_activity_at": min(t for t in row["first"] if t is not None),
-                "last_activity_at": max(t for t in row["last"] if t is not None),
-            }
-            for row in rows.values()
-        ]
+        recounted = list(rows.values())
         if recounted:
             conn.execute(sessions.insert(), recounted)
+
+
+def _activity(session_keys: Sequence[str]) -> sa.Select[Any]:
+    """Each session's first and last activity: the times of its flows' events from their starts on.
+
+    Read from the log, as the fold counts them: a clock that stepped back can
+    leave a flow's last event (its ``updated_at``) earlier than another of its events.
+    The events before a flow's start (its revision less its event count) are not its activity.
+    """
+    f, e = _tables()["flows"].c, flow_events.c
+    return (
+        sa.select(f.owner_session_key, sa.func.min(e.recorded_at), sa.func.max(e.recorded_at))
+        .select_from(_tables()["flows"].join(flow_events, e.flow_id == f.flow_id))
+        .where(f.owner_session_key.in_(session_keys), e.revision > f.revision - f.event_count)
+        .group_by(f.owner_session_key)
+    )
+
+
+def _time(value: datetime | str) -> datetime:
+    """A time the log holds: a datetime on PostgreSQL, canonical UTC text on SQLite."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value).replace(tzinfo=UTC)

@@ -16,10 +16,12 @@ from freezegun import freeze_time
 
 from eventstore import EventStore
 from eventstore.cli import main
+from eventstore.retention import RetentionPolicy, run_retention
 from eventstore.timetravel import diff, state_at
-from projections import FlowProjection, FlowService
+from projections import FlowProjection, FlowQueries, FlowService
 
 from .conftest import Target
+from .readmodels import assert_matches_rebuild
 
 T0 = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
 BETWEEN = T0 + timedelta(seconds=45)  # after event 3's time, before event 2's
@@ -58,3 +60,16 @@ def test_the_state_command_at_a_time_shows_a_prefix(tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--url", url, "state", "f", "--at", BETWEEN.isoformat(), "--json"])
     assert result.exit_code == 0, result.output
     assert orjson.loads(result.output)["flow"]["revision"] == 1
+
+
+def test_a_prune_recounts_a_sessions_activity_as_a_rebuild_does(target: Target, tmp_path: Path) -> None:
+    """The session's last activity is its latest event's time, also when that is not its flows' last event."""
+    with freeze_time(T0), stepped_back(target) as store:
+        flows = FlowService(store)
+        flows.start_flow("old", controller_id="c", goal="g", owner_session_key="s")
+        flows.finish("old")
+        with freeze_time(T0 + timedelta(days=31)):
+            report = run_retention(store, RetentionPolicy(finished=timedelta(days=30)), tmp_path / "archives")
+        assert report.pruned == ("old",)
+        assert FlowQueries(store).session("s").last_activity_at == T0 + timedelta(minutes=1)
+        assert_matches_rebuild(store)
