@@ -12,6 +12,9 @@ a transaction of several (``FusedWrite``).
 
 from __future__ import annotations
 
+import re
+import threading
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +46,7 @@ class InlineProjection(Protocol):
 def apply_inline(projection: InlineProjection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
     """``projection.apply`` within ``tx``; an ``apply`` that returns something (a coroutine) wrote nothing."""
     apply: Any = projection.apply  # typed to return None: this is the check that it did
-    with fold_errors(projection.name, "apply", events):
+    with fold_errors(projection.name, "apply", events, tx.connection):
         returned = apply(tx, events)
     if returned is not None:
         close = getattr(returned, "close", None)  # a coroutine or generator never to be run
@@ -56,16 +59,120 @@ def apply_inline(projection: InlineProjection, tx: Transaction, events: Sequence
 
 
 @contextmanager
-def fold_errors(projection: str, fold: str, events: Sequence[RecordedEvent]) -> Iterator[None]:
+def fold_errors(
+    projection: str, fold: str, events: Sequence[RecordedEvent], conn: sa.Connection | None = None
+) -> Iterator[None]:
     """An error of a projection's own code (a ``KeyError`` in a handler) raised as ``ProjectionFailed``,
     naming the projection and the events; the store's errors, and the database's, which the
-    transaction translates (a lock timeout, a deadlock), go through as they are."""
+    transaction translates (a lock timeout, a deadlock), go through as they are.
+
+    With ``conn``, the fold's transaction: the fold may not end it (``TransactionEnded``).
+    """
+    if conn is not None:
+        _guard(conn.engine)
+        conn.info[_FOLDING] = True
     try:
         yield
-    except (EventStoreError, sa.exc.SQLAlchemyError):
+    except (EventStoreError, sa.exc.SQLAlchemyError) as exc:
+        refused = _stop_guarding(conn)
+        if refused is not None and refused is not exc.__cause__:  # not the fold's own ProjectionFailed
+            raise fold_failed(projection, fold, events, refused) from refused  # what SQLAlchemy then said
         raise
     except Exception as exc:
+        _stop_guarding(conn)
         raise fold_failed(projection, fold, events, exc) from exc
+    except BaseException:
+        _stop_guarding(conn)
+        raise
+    refused = _stop_guarding(conn)
+    if conn is None:
+        return
+    if refused is not None:  # the fold caught the refusal and carried on: its batch is refused still
+        raise fold_failed(projection, fold, events, refused) from refused
+    if not _in_transaction(conn):
+        raise ProjectionError(
+            f"{fold} of projection {projection!r} ended its transaction on the driver's own connection, "
+            "where it cannot be refused: what was written before may have been committed without the "
+            "rest; fix it, then check the read model (or rebuild it)"
+        )
+
+
+def _stop_guarding(conn: sa.Connection | None) -> TransactionEnded | None:
+    """End the guard of ``fold_errors``; the refusal the fold met, if any."""
+    if conn is None:
+        return None
+    conn.info.pop(_FOLDING, None)
+    refused: TransactionEnded | None = conn.info.pop(_REFUSED, None)
+    return refused
+
+
+class TransactionEnded(Exception):
+    """What a projection's fold meets when it tries to end the transaction it folds in.
+
+    The store commits a fold's writes with the events (or the checkpoint) it
+    folds, or rolls them back together: a fold's COMMIT would split them. Not
+    an ``EventStoreError``: it becomes the ``ProjectionFailed`` the caller sees.
+    """
+
+    def __init__(self, how: str) -> None:
+        super().__init__(f"a projection may not end the transaction it folds in ({how})")
+
+
+_FOLDING = ("eventstore", "folding")
+"""Set in a connection's ``info`` while a projection folds on it."""
+_REFUSED = ("eventstore", "refused")
+_ENDS = re.compile(
+    r"\s*(commit|end|abort|begin|start\s+transaction|prepare\s+transaction"
+    r"|rollback(?!\s+(?:work\s+|transaction\s+)?to\b))\b",
+    re.IGNORECASE,
+)
+"""The start of SQL that ends (or begins) a transaction: ``SAVEPOINT``, ``RELEASE`` and ``ROLLBACK TO``
+stay inside it."""
+_MAY_END = re.compile(r"commit|end|abort|begin|start|prepare|rollback", re.IGNORECASE)
+_NOT_SQL = re.compile(
+    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$([A-Za-z_][A-Za-z_0-9]*)?\$.*?\$\1\$|--[^\n]*|/\*.*?\*/", re.DOTALL
+)
+"""Literals, quoted names, dollar-quoted bodies (a ``DO`` block's ``END``) and comments."""
+_guarded: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
+_guarding = threading.Lock()
+
+
+def _guard(engine: sa.Engine) -> None:
+    """Listen on ``engine`` for a fold's COMMIT or ROLLBACK, and refuse it before it runs."""
+    if engine in _guarded:
+        return
+    with _guarding:
+        if engine in _guarded:
+            return
+        sa.event.listen(engine, "commit", lambda conn: _refuse(conn, "commit()"))
+        sa.event.listen(engine, "rollback", lambda conn: _refuse(conn, "rollback()"))
+        sa.event.listen(engine, "before_cursor_execute", _refuse_statement)
+        _guarded.add(engine)
+
+
+def _refuse(conn: sa.Connection, how: str) -> None:
+    info = conn.info
+    if info.get(_FOLDING):
+        refused = info[_REFUSED] = TransactionEnded(how)
+        raise refused
+
+
+def _refuse_statement(conn: sa.Connection, cursor: Any, statement: str, *args: Any) -> None:
+    if not conn.info.get(_FOLDING) or _MAY_END.search(statement) is None:
+        return
+    for part in _NOT_SQL.sub(" ", statement).split(";"):  # PostgreSQL runs "...; COMMIT" as two
+        if (found := _ENDS.match(part)) is not None:
+            _refuse(conn, found.group(1).upper())
+
+
+def _in_transaction(conn: sa.Connection) -> bool:
+    """Whether the database transaction ``conn`` folds in is still open (a fold may have gone
+    round SQLAlchemy, to the driver's connection, and committed it there)."""
+    raw: Any = conn.connection.dbapi_connection
+    info = getattr(raw, "info", None)  # psycopg
+    if info is not None and hasattr(info, "transaction_status"):
+        return int(info.transaction_status) in (2, 3)  # INTRANS, INERROR
+    return bool(getattr(raw, "in_transaction", True))  # sqlite3; the aiosqlite adapter cannot tell
 
 
 def fold_failed(

@@ -700,7 +700,7 @@ def _renewed(store: EventStore, projection: Projection, tag: str) -> Iterator[Tr
 def _apply_grouped(projection: Projection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
     name = "apply_many" if getattr(projection, "apply_many", None) is not None else "apply"
     fold: Callable[[Transaction, Sequence[RecordedEvent]], object] = getattr(projection, name)
-    with fold_errors(projection.name, name, events):
+    with fold_errors(projection.name, name, events, tx.connection):
         returned = fold(tx, events)
     check_returned(projection, name, returned)
 

@@ -249,6 +249,8 @@ class SQLiteBackend(Backend):
             if conn.in_transaction():  # SQLAlchemy work joined: end it there, which ends ours
                 conn.commit() if commit else conn.rollback()
             elif getattr(raw, "in_transaction", True):  # (the aiosqlite adapter cannot tell: ending is safe)
+                if conn.get_transaction() is not None:
+                    conn.rollback()  # SQLAlchemy's went inactive at a fold's COMMIT, refused: ours did not
                 raw.commit() if commit else raw.rollback()
         except sqlite3.Error as exc:
             self._discard()
