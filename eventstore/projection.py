@@ -68,23 +68,25 @@ def fold_errors(
 
     With ``conn``, the fold's transaction: the fold may not end it (``TransactionEnded``).
     """
+    outer = False
     if conn is not None:
         _guard(conn.engine)
+        outer = conn.info.get(_FOLDING, False)  # a fold within a fold (a handler's own append)
         conn.info[_FOLDING] = True
     try:
         yield
     except (EventStoreError, sa.exc.SQLAlchemyError) as exc:
-        refused = _stop_guarding(conn)
+        refused = _stop_guarding(conn, outer)
         if refused is not None and refused is not exc.__cause__:  # not the fold's own ProjectionFailed
             raise fold_failed(projection, fold, events, refused) from refused  # what SQLAlchemy then said
         raise
     except Exception as exc:
-        _stop_guarding(conn)
+        _stop_guarding(conn, outer)
         raise fold_failed(projection, fold, events, exc) from exc
     except BaseException:
-        _stop_guarding(conn)
+        _stop_guarding(conn, outer)
         raise
-    refused = _stop_guarding(conn)
+    refused = _stop_guarding(conn, outer)
     if conn is None:
         return
     if refused is not None:  # the fold caught the refusal and carried on: its batch is refused still
@@ -97,12 +99,15 @@ def fold_errors(
         )
 
 
-def _stop_guarding(conn: sa.Connection | None) -> TransactionEnded | None:
-    """End the guard of ``fold_errors``; the refusal the fold met, if any."""
+def _stop_guarding(conn: sa.Connection | None, outer: bool) -> TransactionEnded | None:
+    """End the guard of ``fold_errors`` (an ``outer`` fold's goes on); the refusal the fold met, if any."""
     if conn is None:
         return None
+    if outer:
+        refused: TransactionEnded | None = conn.info.get(_REFUSED)
+        return refused
     conn.info.pop(_FOLDING, None)
-    refused: TransactionEnded | None = conn.info.pop(_REFUSED, None)
+    refused = conn.info.pop(_REFUSED, None)
     return refused
 
 

@@ -9,7 +9,7 @@ from typing import ClassVar
 import pytest
 import sqlalchemy as sa
 
-from eventstore import EventStore, ProjectionError, ProjectionFailed, RecordedEvent, Transaction
+from eventstore import EventStore, NewEvent, ProjectionError, ProjectionFailed, RecordedEvent, Transaction
 from projections import CatchUpRunner, rebuild
 
 from .conftest import Target
@@ -116,3 +116,19 @@ def test_a_commit_on_the_driver_connection_is_reported_not_passed_over(target: T
         pytest.raises(ProjectionError, match="ended its transaction on the driver's own connection"),
     ):
         append(store, {})
+
+
+class AppendsThenEnds(Seen):
+    """Appends from its handler (a fold within its fold), then commits."""
+
+    def on_E(self, tx: Transaction, event: RecordedEvent) -> None:
+        super().on_E(tx, event)
+        tx.append("g", [NewEvent("F", {})])
+        tx.connection.commit()
+
+
+def test_a_commit_after_a_handlers_own_append_is_refused_too(target: Target) -> None:
+    with target.open(projections=[AppendsThenEnds()]) as store:
+        with pytest.raises(ProjectionFailed, match=REFUSED):
+            append(store, {})
+        assert (store.revision("f"), store.revision("g"), positions(store)) == (0, 0, [])
