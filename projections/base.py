@@ -174,8 +174,8 @@ class Projection:
         return NOTHING
 
     def prepare(self, store: EventStore) -> None:
-        """Create the tables on first use; rebuild them if the version changed."""
-        ensure(store, self)
+        """Create the tables on first use; rebuild them if the version changed (as an inline projection)."""
+        ensure(store, self, inline=True)
 
     def check_current(self, tx: Transaction) -> None:
         """``ProjectionError`` unless the live tables are this version's: called within an append
@@ -251,10 +251,16 @@ def read_checkpoint(conn: sa.Connection, name: str, *, lock: bool = False) -> Ch
 
 
 def write_checkpoint(
-    store: EventStore, conn: sa.Connection, projection: Projection, *, position: int, build: str
+    store: EventStore,
+    conn: sa.Connection,
+    projection: Projection,
+    *,
+    position: int,
+    build: str,
+    kind: str | None = None,
 ) -> None:
     values = {
-        "kind": projection.kind,
+        "kind": kind or projection.kind,
         "version": projection.version,
         "position": position,
         "build": build,
@@ -280,11 +286,13 @@ def hold_appends(conn: sa.Connection) -> None:
         run(conn, "SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE", None)
 
 
-def ensure(store: EventStore, projection: Projection) -> None:
+def ensure(store: EventStore, projection: Projection, *, inline: bool = False) -> None:
     """Create the projection's tables if new; rebuild them if its version changed.
 
     Several processes may open a store at once after a version bump: one
     rebuilds, the others wait for it and then find the version current.
+    ``inline``: for a store's inline projection, whose checkpoint then says
+    so: a runner would fold its events a second time.
     """
     with store.transaction() as tx:
         conn = tx.connection
@@ -296,14 +304,24 @@ def ensure(store: EventStore, projection: Projection) -> None:
             refuse_other_tables(conn, projection, current.version)
         take_tables(conn, projection, current, fresh=False)
         if current is not None and current.version == projection.version:
+            if inline and current.kind != INLINE:  # built by a runner, or by code before kinds were kept
+                write_checkpoint(
+                    store, conn, projection, position=current.position, build=current.build, kind=INLINE
+                )
             return
         if current is None and not store_has_events(conn):
             tag = secrets.token_hex(4)
             for table in projection.build_tables("", tag).values():
                 table.create(conn, checkfirst=False)
-            write_checkpoint(store, conn, projection, position=0, build=tag)
+            write_checkpoint(store, conn, projection, position=0, build=tag, kind=INLINE if inline else None)
             return
     rebuild(store, projection, wait=True, only_if_outdated=True)
+    if inline:
+        ensure(store, projection, inline=True)  # mark it inline: the rebuild may have been a runner's
+
+
+INLINE = "inline"
+"""A checkpoint's kind when appends fold the projection: its position stays where it was built."""
 
 
 def _newer_version(projection: Projection, current: Checkpoint) -> ProjectionError:
@@ -624,7 +642,8 @@ def _swap(
         conn = tx.connection
         head = lock_appends(conn)
         _renew(store, conn, projection, tag)
-        if read_checkpoint(conn, projection.name, lock=True) is None:
+        recorded = read_checkpoint(conn, projection.name, lock=True)
+        if recorded is None:
             _refuse_foreign_live_tables(conn, projection)
         tx.memo = memo
         started = time.perf_counter()
@@ -645,7 +664,8 @@ def _swap(
             quote = conn.dialect.identifier_preparer.quote_identifier
             conn.exec_driver_sql(f"ALTER TABLE {quote(fresh.name)} RENAME TO {quote(name)}")
         release_fresh_tables(conn, projection)
-        write_checkpoint(store, conn, projection, position=head, build=tag)
+        inline = recorded is not None and recorded.kind == INLINE  # appends fold it on: a runner may not
+        write_checkpoint(store, conn, projection, position=head, build=tag, kind=INLINE if inline else None)
         # every store checks its inline projections again at its next append (EventStore.fence)
         conn.exec_driver_sql("UPDATE event_positions SET generation = generation + 1 WHERE id = 1")
     return position, folded, True
@@ -734,6 +754,12 @@ class CatchUpRunner:
             if checkpoint is None or checkpoint.version != self.projection.version:
                 raise ProjectionError(
                     f"projection {self.projection.name!r} needs a rebuild before it can catch up"
+                )
+            if checkpoint.kind == INLINE:
+                raise ProjectionError(
+                    f"projection {self.projection.name!r} is folded inline by the stores opened with it "
+                    "(projections=[...]): a runner would fold their events a second time; nothing was "
+                    "written: run it with a runner under another name"
                 )
             events = list(self.store.read_all(after_position=checkpoint.position, limit=self.batch_size))
             if not events:

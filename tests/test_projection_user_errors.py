@@ -154,6 +154,14 @@ class TestARunnerOfAnInlineProjection:
             append(store, {})
             assert positions(store) == [1, 2]
 
+    def test_a_runner_in_another_process_is_refused_too(self, target: Target) -> None:
+        with target.open(projections=[Seen()]) as inline, target.open() as other:
+            append(inline, {}, {})
+            with pytest.raises(ProjectionError, match="'seen' is folded inline by the stores opened with it"):
+                CatchUpRunner(other, Seen()).run_once()
+            append(inline, {})
+            assert positions(other) == [1, 2, 3]
+
     def test_a_runner_of_older_code_says_to_run_the_newer(self, store: EventStore) -> None:
         runner = CatchUpRunner(store, Seen())
         CatchUpRunner(store, SeenV2())
