@@ -91,7 +91,14 @@ def fold_errors(
         return
     if refused is not None:  # the fold caught the refusal and carried on: its batch is refused still
         raise fold_failed(projection, fold, events, refused) from refused
-    if not _in_transaction(conn):
+    state = _transaction_state(conn)
+    if state == "aborted":
+        aborted = StatementFailed(
+            "a statement of it failed and it carried on, but PostgreSQL aborted the transaction with "
+            "the statement: wrap a statement that may fail in tx.connection.begin_nested()"
+        )
+        raise fold_failed(projection, fold, events, aborted)
+    if state == "ended":
         raise ProjectionError(
             f"{fold} of projection {projection!r} ended its transaction on the driver's own connection, "
             "where it cannot be refused: what was written before may have been committed without the "
@@ -109,6 +116,10 @@ def _stop_guarding(conn: sa.Connection | None, outer: bool) -> TransactionEnded 
     conn.info.pop(_FOLDING, None)
     refused = conn.info.pop(_REFUSED, None)
     return refused
+
+
+class StatementFailed(Exception):
+    """A fold caught a failed statement's error and went on, in a transaction PostgreSQL had aborted."""
 
 
 class TransactionEnded(Exception):
@@ -170,14 +181,15 @@ def _refuse_statement(conn: sa.Connection, cursor: Any, statement: str, *args: A
             _refuse(conn, found.group(1).upper())
 
 
-def _in_transaction(conn: sa.Connection) -> bool:
-    """Whether the database transaction ``conn`` folds in is still open (a fold may have gone
-    round SQLAlchemy, to the driver's connection, and committed it there)."""
+def _transaction_state(conn: sa.Connection) -> str:
+    """``"open"``; ``"aborted"`` (PostgreSQL: a statement failed, the rest will too); or ``"ended"``: a
+    fold went round SQLAlchemy, to the driver's connection, and committed or rolled back there."""
     raw: Any = conn.connection.dbapi_connection
     info = getattr(raw, "info", None)  # psycopg
     if info is not None and hasattr(info, "transaction_status"):
-        return int(info.transaction_status) in (2, 3)  # INTRANS, INERROR
-    return bool(getattr(raw, "in_transaction", True))  # sqlite3; the aiosqlite adapter cannot tell
+        status = int(info.transaction_status)
+        return "open" if status == 2 else "aborted" if status == 3 else "ended"  # INTRANS, INERROR
+    return "open" if getattr(raw, "in_transaction", True) else "ended"  # sqlite3; aiosqlite's cannot tell
 
 
 def fold_failed(

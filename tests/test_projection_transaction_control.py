@@ -132,3 +132,36 @@ def test_a_commit_after_a_handlers_own_append_is_refused_too(target: Target) -> 
         with pytest.raises(ProjectionFailed, match=REFUSED):
             append(store, {})
         assert (store.revision("f"), store.revision("g"), positions(store)) == (0, 0, [])
+
+
+class CarriesOn(Seen):
+    """Swallows a failed insert: SQLite goes on; PostgreSQL has aborted the whole transaction."""
+
+    def on_E(self, tx: Transaction, event: RecordedEvent) -> None:
+        with suppress(sa.exc.IntegrityError):
+            tx.connection.execute(self.table("seen").insert().values(position=1))
+
+
+def test_a_handler_carrying_on_after_a_failed_statement_is_told_why(store: EventStore) -> None:
+    runner = CatchUpRunner(store, CarriesOn())
+    append(store, {}, {})
+    if store.dialect == "sqlite":  # the failed statement alone was undone
+        assert runner.run_once() == 2 and positions(store) == [1]
+        return
+    with pytest.raises(ProjectionFailed, match=r"PostgreSQL aborted the transaction.*begin_nested"):
+        runner.run_once()
+    assert (positions(store), runner.position()) == ([], 0)
+
+
+def test_an_append_whose_inline_handler_carried_on_is_not_reported_written(target: Target) -> None:
+    """PostgreSQL turns the COMMIT of an aborted transaction into a ROLLBACK, without an error:
+    the append returned its result as if written, and its events were gone."""
+    with target.open(projections=[CarriesOn()]) as store:
+        append(store, {})
+        if store.dialect == "sqlite":
+            append(store, {})
+            assert (store.revision("f"), positions(store)) == (2, [1])
+            return
+        with pytest.raises(ProjectionFailed, match="PostgreSQL aborted the transaction"):
+            append(store, {})
+        assert (store.revision("f"), positions(store)) == (1, [1])
