@@ -286,17 +286,21 @@ def hold_appends(conn: sa.Connection) -> None:
         run(conn, "SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE", None)
 
 
-def ensure(store: EventStore, projection: Projection, *, inline: bool = False) -> None:
+def ensure(store: EventStore, projection: Projection, *, inline: bool = False, rebuilt: bool = False) -> None:
     """Create the projection's tables if new; rebuild them if its version changed.
 
     Several processes may open a store at once after a version bump: one
     rebuilds, the others wait for it and then find the version current.
     ``inline``: for a store's inline projection, whose checkpoint then says
-    so: a runner would fold its events a second time.
+    so: a runner would fold its events a second time. A checkpoint a runner
+    left behind the log's head is rebuilt first (as is one written inline by
+    code from before kinds were kept, which cannot be told apart): appends
+    fold only their own events, so the ones in between would be missed.
     """
+    behind = False
     with store.transaction() as tx:
         conn = tx.connection
-        lock_appends(conn)
+        head = lock_appends(conn)
         current = read_checkpoint(conn, projection.name, lock=True)
         if current is not None and current.version > projection.version:
             raise _newer_version(projection, current)
@@ -304,20 +308,23 @@ def ensure(store: EventStore, projection: Projection, *, inline: bool = False) -
             refuse_other_tables(conn, projection, current.version)
         take_tables(conn, projection, current, fresh=False)
         if current is not None and current.version == projection.version:
-            if inline and current.kind != INLINE:  # built by a runner, or by code before kinds were kept
+            if not inline or current.kind == INLINE:
+                return
+            behind = current.position < head and not rebuilt
+            if not behind:
                 write_checkpoint(
                     store, conn, projection, position=current.position, build=current.build, kind=INLINE
                 )
-            return
+                return
         if current is None and not store_has_events(conn):
             tag = secrets.token_hex(4)
             for table in projection.build_tables("", tag).values():
                 table.create(conn, checkfirst=False)
             write_checkpoint(store, conn, projection, position=0, build=tag, kind=INLINE if inline else None)
             return
-    rebuild(store, projection, wait=True, only_if_outdated=True)
+    rebuild(store, projection, wait=True, only_if_outdated=not behind)
     if inline:
-        ensure(store, projection, inline=True)  # mark it inline: the rebuild may have been a runner's
+        ensure(store, projection, inline=True, rebuilt=True)  # mark it inline (a runner may have rebuilt it)
 
 
 INLINE = "inline"

@@ -162,6 +162,36 @@ class TestARunnerOfAnInlineProjection:
             append(inline, {})
             assert positions(other) == [1, 2, 3]
 
+    def test_a_projection_a_runner_left_behind_misses_no_event_when_opened_inline(
+        self, target: Target
+    ) -> None:
+        with target.open() as store:
+            runner = CatchUpRunner(store, Seen())
+            append(store, {}, {})
+            runner.run_once()
+            append(store, {}, {})  # the runner never folds these two
+        with target.open(projections=[Seen()]) as inline:
+            append(inline, {})
+            assert positions(inline) == [1, 2, 3, 4, 5]
+
+    def test_a_runner_at_the_head_is_taken_over_without_a_rebuild(self, target: Target) -> None:
+        with target.open() as store:
+            runner = CatchUpRunner(store, Seen())
+            append(store, {}, {})
+            runner.run_once()
+            with store.engine.connect() as conn:
+                built = conn.exec_driver_sql(
+                    "SELECT build FROM projection_checkpoints WHERE name = 'seen'"
+                ).scalar()
+        with target.open(projections=[Seen()]) as inline:
+            append(inline, {})
+            assert positions(inline) == [1, 2, 3]
+            with inline.engine.connect() as conn:
+                row = conn.exec_driver_sql(
+                    "SELECT kind, build FROM projection_checkpoints WHERE name = 'seen'"
+                ).one()
+            assert tuple(row) == ("inline", built)
+
     def test_a_runner_of_older_code_says_to_run_the_newer(self, store: EventStore) -> None:
         runner = CatchUpRunner(store, Seen())
         CatchUpRunner(store, SeenV2())
