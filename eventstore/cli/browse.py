@@ -13,10 +13,12 @@ from typing import Any
 
 import click
 
+from ..errors import InvalidInput
 from ..events import RecordedEvent
 from ..flow_fold import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
 from ..follow import follow
 from ..stats import log_stats
+from ..store import EventStore
 from .output import (
     Cell,
     Styled,
@@ -170,14 +172,16 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     ) -> None:
         """Follow new events as they are committed (Ctrl-C stops).
 
-        Starts at the end of the log unless --from says where. --interval is
-        the pause, in seconds, between polls that find nothing.
+        Starts at the end of the log unless --from says where; a --from past
+        the end is an error (it would skip the events up to it). --interval
+        is the pause, in seconds, between polls that find nothing.
         """
         count, position = 0, after
         stop = threading.Event()  # Ctrl-C or SIGTERM: finish the current poll, then stop
         handlers = {sig: signal.signal(sig, signal_setter(stop)) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with open_store(ctx) as store, errors():
+                _check_start(store, after)
                 events = follow(
                     store,
                     after_position=after,
@@ -249,6 +253,18 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             for day in figures.per_day:
                 bar = "#" * round(30 * day.events / peak)
                 echo(f"  {day.day.isoformat()}  {click.style(bar.ljust(30), fg='cyan')}  {day.events:,}")
+
+
+def _check_start(store: EventStore, after: int | None) -> None:
+    """Refuse ``--from`` past the end of the log: the follower would wait silently, then skip the
+    events up to it as they came (a mistyped position, or a store restored from an older backup)."""
+    if after is None:
+        return
+    last = store.last_position()
+    if after > last:
+        raise InvalidInput(
+            f"--from {after} is past the end of the log (last position {last}): give 0 to {last}"
+        )
 
 
 def _summary(flow: FlowState) -> list[str]:

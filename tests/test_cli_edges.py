@@ -1,0 +1,40 @@
+"""What a user sees from odd command lines: a position past the log, a negative revision, a
+schema out of date, an unknown session, a directory given as the store."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from eventstore.cli import main
+from projections import FlowProjection, FlowService
+
+from .conftest import Target
+
+
+def run(target: Target, *args: str, code: int = 0) -> str:
+    schema = target.options.get("schema")
+    prefix = ["--url", target.url, *(["--schema", schema] if schema else [])]
+    result = CliRunner().invoke(main, [*prefix, *args], env={"EVENTSTORE_ARCHIVE_DIR": None})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == code, result.output
+    return result.output
+
+
+@pytest.fixture
+def finished(target: Target) -> Target:
+    """Flow f of session s, finished: revisions 1 to 2, positions 1 to 2."""
+    with target.open(projections=[FlowProjection()]) as store:
+        FlowService(store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        FlowService(store).finish("f")
+    return target
+
+
+class TestTailFrom:
+    def test_a_position_past_the_end_is_refused(self, finished: Target) -> None:
+        out = run(finished, "tail", "--from", "99", "--until-idle", code=1)
+        assert out == "error: --from 99 is past the end of the log (last position 2): give 0 to 2\n"
+
+    def test_the_last_position_is_followed(self, finished: Target) -> None:
+        assert run(finished, "tail", "--from", "2", "--until-idle") == ""
+        assert run(finished, "tail", "--from", "1", "--until-idle", "--json").count("\n") == 1
