@@ -38,3 +38,20 @@ class TestTailFrom:
     def test_the_last_position_is_followed(self, finished: Target) -> None:
         assert run(finished, "tail", "--from", "2", "--until-idle") == ""
         assert run(finished, "tail", "--from", "1", "--until-idle", "--json").count("\n") == 1
+
+
+class TestNegativeRevisions:
+    @pytest.mark.parametrize(
+        "args", [["diff", "f", "-1", "2"], ["diff", "f", "1", "-2"], ["state", "f", "--at", "-1"]]
+    )
+    def test_are_refused_clearly(self, finished: Target, args: list[str]) -> None:
+        out = run(finished, *args, code=1)
+        assert out.startswith("error: revision -") and "not supported" in out and out.count("\n") == 1
+
+    def test_fork_says_at_is_a_revision(self, finished: Target) -> None:
+        out = run(finished, "fork", "f", "--at", "-1", "--new", "g", code=2)
+        assert "-1 is not in the range x>=0" in out and "No such option" not in out
+
+    def test_other_options_still_parse(self, finished: Target) -> None:
+        assert '"changes"' in run(finished, "diff", "f", "1", "2", "--json")
+        assert "No such option" in run(finished, "diff", "f", "1", "2", "--jsno", code=2)

@@ -10,6 +10,7 @@ input, reported before anything is opened. ``MODULE:CLASS`` names a
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 
 import click
@@ -43,11 +44,34 @@ COUNT = StoredInt(1)
 """How many (1 and up)."""
 
 
+NEGATIVE = re.compile(r"-[0-9]+")
+"""A negative whole number, as ``-1``: click would read it as an unknown option."""
+
+
+class NegativeArguments(click.Command):
+    """A command whose arguments may be written as negative numbers (``diff f -1 3``).
+
+    Click takes ``-1`` for an option and says "No such option"; this command
+    passes it on as an argument, for the command to say what is wrong with it.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        before_dashes = args[: args.index("--")] if "--" in args else args
+        if any(NEGATIVE.fullmatch(arg) for arg in before_dashes):
+            ctx.ignore_unknown_options = True
+        return super().parse_args(ctx, args)
+
+
 def number_in(text: str, what: str) -> int | None:
     """``text`` as a whole number when it is written in digits (``None`` otherwise).
 
-    Raises ``InvalidInput`` for a number above ``LARGEST``: no stored ``what`` has it.
+    Raises ``InvalidInput`` for a number above ``LARGEST`` (no stored ``what`` has it) and
+    for a negative one (counting from the end is not supported).
     """
+    if NEGATIVE.fullmatch(text):
+        raise InvalidInput(
+            f"{what} {text} is negative: {what}s count up from 0; counting from the end is not supported"
+        )
     if not (text.isascii() and text.isdigit()):
         return None
     if len(text.lstrip("0")) > len(str(LARGEST)) or int(text) > LARGEST:

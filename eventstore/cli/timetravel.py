@@ -38,7 +38,7 @@ from .output import (
     took,
     when,
 )
-from .params import POSITION, number_in
+from .params import POSITION, NegativeArguments, number_in
 
 
 def _point(text: str) -> int | datetime:
@@ -179,14 +179,18 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 f"({step['attempts']} attempt(s))"
             )
 
-    @main.command()
+    @main.command(cls=NegativeArguments)
     @click.argument("flow_id")
     @click.argument("a")
     @click.argument("b")
     @click.option("--json", "as_json", is_flag=True, help="Changes and events as JSON.")
     @click.pass_context
     def diff(ctx: click.Context, flow_id: str, a: str, b: str, as_json: bool) -> None:
-        """What changed in a flow between two revisions (or times), and the events that did it."""
+        """What changed in a flow between two revisions (or times), and the events that did it.
+
+        A and B are revision numbers (0 is before the first event) or ISO 8601
+        times with a zone; negative revisions (from the end) are not supported.
+        """
         with open_store(ctx) as store, errors():
             result = diff_revisions(store, flow_id, _point(a), _point(b))
         if as_json:
