@@ -121,7 +121,17 @@ class AppendOnlyViolation(StorageError):
 
 
 class SchemaError(StorageError):
-    """The database schema is missing or not at the version this library needs."""
+    """The database schema is missing or not at the version this library needs.
+
+    From ``open``, ``current`` is the migration the database is at (None: no
+    schema) and ``required`` the one this library needs; both are None when
+    the migrations themselves are missing.
+    """
+
+    def __init__(self, message: str, *, current: str | None = None, required: str | None = None) -> None:
+        self.current = current
+        self.required = required
+        super().__init__(message)
 
 
 class InvalidTransition(EventStoreError):

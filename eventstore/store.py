@@ -207,9 +207,12 @@ class EventStore:
     def _check_schema(self) -> None:
         current = self.schema_revision()
         if current != migrate.head_revision():
+            required = migrate.head_revision()
             raise SchemaError(
                 f"the database schema is at {current or 'nothing'}, this library needs "
-                f"{migrate.head_revision()}: run `eventstore db upgrade` or open with create=True"
+                f"{required}: run `eventstore db upgrade` or open with create=True",
+                current=current,
+                required=required,
             )
 
     @property

@@ -4,8 +4,10 @@ schema out of date, an unknown session, a directory given as the store."""
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
+from eventstore import migrate
 from eventstore.cli import main
 from projections import FlowProjection, FlowService
 
@@ -55,3 +57,20 @@ class TestNegativeRevisions:
     def test_other_options_still_parse(self, finished: Target) -> None:
         assert '"changes"' in run(finished, "diff", "f", "1", "2", "--json")
         assert "No such option" in run(finished, "diff", "f", "1", "2", "--jsno", code=2)
+
+
+class TestSchemaMessages:
+    def test_a_database_without_the_schema_says_what_to_run(self, target: Target) -> None:
+        if target.dialect == "sqlite":
+            with sa.create_engine(target.url).begin() as conn:
+                migrate.upgrade(conn, "0013")
+        out = run(target, "flows", code=1)
+        assert "with `eventstore db upgrade`" in out or "run `eventstore db upgrade`" in out
+        assert "create=True" not in out
+
+    def test_a_newer_database_says_to_upgrade_the_library(self, finished: Target) -> None:
+        with finished.open() as store, store.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+        out = run(finished, "flows", code=1)
+        assert "newer than this library" in out and "upgrade agent-eventstore" in out
+        assert "db upgrade" not in out and "create=True" not in out

@@ -18,7 +18,7 @@ import click
 import sqlalchemy as sa
 
 from .. import migrate
-from ..errors import EventStoreError, InvalidInput
+from ..errors import EventStoreError, InvalidInput, SchemaError
 from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
 from ..tombstones import flow_not_found
@@ -32,12 +32,32 @@ def _errors() -> Iterator[None]:
     """A library error becomes one clear line and exit status 1, never a traceback."""
     try:
         yield
+    except SchemaError as exc:
+        said = exc if exc.required is None else _schema_problem(exc.current, exc.required)
+        click.echo(f"error: {printable(said)}", err=True)
+        sys.exit(1)
     except EventStoreError as exc:
         click.echo(f"error: {printable(exc)}", err=True)
         sys.exit(1)
     except sa.exc.SQLAlchemyError as exc:  # a read-model query (FlowQueries runs its own SQL)
         click.echo(f"error: the database failed: {printable(str(exc).splitlines()[0])}", err=True)
         sys.exit(1)
+
+
+def _schema_problem(current: str | None, required: str) -> str:
+    """What to do about a store whose schema is not this version's, said in commands, not in API terms."""
+    if current is None:
+        return (
+            "no event store here yet (an empty database or schema): create one with `eventstore db upgrade`"
+        )
+    if _known_revision(current):
+        return (
+            f"the store's schema is at {current}, this library needs {required}: run `eventstore db upgrade`"
+        )
+    return (
+        f"the store's schema is at {current}, newer than this library ({required}): "
+        "upgrade agent-eventstore to use it"
+    )
 
 
 def _open(ctx: click.Context, *, may_create: bool = False, **kwargs: object) -> EventStore:
