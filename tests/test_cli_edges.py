@@ -74,3 +74,13 @@ class TestSchemaMessages:
         out = run(finished, "flows", code=1)
         assert "newer than this library" in out and "upgrade agent-eventstore" in out
         assert "db upgrade" not in out and "create=True" not in out
+
+
+class TestUnknownSession:
+    def test_flows_and_audit_both_refuse_it(self, finished: Target) -> None:
+        assert run(finished, "flows", "--session", "nope", code=1) == "error: no session 'nope'\n"
+        assert run(finished, "audit", "--session", "nope", code=1) == "error: no session 'nope'\n"
+
+    def test_a_known_session_with_no_match_is_an_empty_page(self, finished: Target) -> None:
+        out = run(finished, "flows", "--session", "s", "--status", "failed")
+        assert out.endswith("0 flow(s), showing none\n")

@@ -61,7 +61,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
     @main.command("flows")
     @click.option("--status", type=click.Choice(FLOW_STATUSES), help="Only flows in this status.")
-    @click.option("--session", "--owner", "session", help="Only flows of this owner session.")
+    @click.option(
+        "--session",
+        "--owner",
+        "session",
+        help="Only flows of this owner session (a session no flow has is an error, as in `audit`).",
+    )
     @click.option("--offset", type=POSITION, default=0, show_default=True, help="Skip this many.")
     @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Page size.")
     @click.option(
@@ -78,7 +83,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         from projections import FlowQueries
 
         with open_store(ctx, projections=_flow_projections()) as store, errors():
-            page = FlowQueries(store).flows(owner=session, status=status, offset=offset, limit=limit)
+            queries = FlowQueries(store)
+            page = queries.flows(owner=session, status=status, offset=offset, limit=limit)
+            if session is not None and page.total == 0:
+                queries.session(session)  # an unknown session is an error, as in `audit --session`
         if as_json:
             items = [_flow_dict(flow) for flow in page.items]
             echo_json(
