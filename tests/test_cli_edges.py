@@ -3,6 +3,8 @@ schema out of date, an unknown session, a directory given as the store."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -84,3 +86,14 @@ class TestUnknownSession:
     def test_a_known_session_with_no_match_is_an_empty_page(self, finished: Target) -> None:
         out = run(finished, "flows", "--session", "s", "--status", "failed")
         assert out.endswith("0 flow(s), showing none\n")
+
+
+class TestDirectoryAsStore:
+    @pytest.mark.parametrize("args", [["flows"], ["db", "upgrade"], ["db", "current"]])
+    def test_is_refused_by_name(self, tmp_path: Path, args: list[str]) -> None:
+        out = run(Target(f"sqlite:///{tmp_path}"), *args, code=1)
+        assert out == f"error: {tmp_path} is a directory, not a SQLite file: check --url\n"
+
+    def test_a_missing_directory_is_named(self, tmp_path: Path) -> None:
+        out = run(Target(f"sqlite:///{tmp_path / 'no' / 'e.db'}"), "db", "upgrade", code=1)
+        assert out == f"error: no directory {tmp_path / 'no'} to create the store in: check --url\n"

@@ -71,8 +71,8 @@ def _open(ctx: click.Context, *, may_create: bool = False, **kwargs: object) -> 
     url = ctx.obj["url"]
     options = _store_options(ctx)
     with _errors():
+        _require_sqlite_file(url, may_create=may_create)
         if not may_create:
-            _require_sqlite_file(url)
             kwargs = {"create": False, **kwargs}
         return EventStore.open(url, **{**options, **kwargs})
 
@@ -102,12 +102,13 @@ def _backend_of(url: str) -> str | None:
         return None
 
 
-def _require_sqlite_file(url: str, *, with_schema: bool = True) -> None:
+def _require_sqlite_file(url: str, *, with_schema: bool = True, may_create: bool = False) -> None:
     """Refuse a SQLite URL whose file does not exist: SQLite would create it, empty (a typo's store).
 
     With ``with_schema``, refuse too a file without the store's schema (checked
     read-only). Only the commands that make a store (`db upgrade`, `demo`,
-    `import`) may create one.
+    `import`) may create one (``may_create``), in a directory that exists. A
+    directory is refused by name (SQLite says only "unable to open database file").
     """
     try:
         parsed = sa.make_url(url)
@@ -117,6 +118,12 @@ def _require_sqlite_file(url: str, *, with_schema: bool = True) -> None:
     if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or "uri" in parsed.query:
         return
     path = Path(database)
+    if path.is_dir():
+        raise InvalidInput(f"{database} is a directory, not a SQLite file: check --url")
+    if may_create:
+        if not path.exists() and not path.parent.is_dir():
+            raise InvalidInput(f"no directory {path.parent} to create the store in: check --url")
+        return
     if not path.exists():
         raise InvalidInput(f"no store at {database}: check --url, or create one with `eventstore db upgrade`")
     if with_schema and path.is_file() and not _has_schema(path):
