@@ -221,6 +221,9 @@ def _object(value: Any, name: str) -> dict[str, Any]:
 
 
 def manifest_path(events_path: Path) -> Path:
+    """The manifest beside ``events_path``; ``InvalidInput`` for a path with no file name (``""``, ``/``)."""
+    if not events_path.name:
+        raise InvalidInput(f"an export needs a file name, not {os.fspath(events_path)!r}")
     return events_path.with_name(events_path.name + MANIFEST_SUFFIX)
 
 

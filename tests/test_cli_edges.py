@@ -97,3 +97,8 @@ class TestDirectoryAsStore:
     def test_a_missing_directory_is_named(self, tmp_path: Path) -> None:
         out = run(Target(f"sqlite:///{tmp_path / 'no' / 'e.db'}"), "db", "upgrade", code=1)
         assert out == f"error: no directory {tmp_path / 'no'} to create the store in: check --url\n"
+
+
+@pytest.mark.parametrize("command", ["export", "import", "verify-export"])
+def test_an_empty_export_path_is_one_line(finished: Target, command: str) -> None:
+    assert run(finished, command, "", code=1) == "error: an export needs a file name, not '.'\n"
