@@ -102,3 +102,15 @@ class TestDirectoryAsStore:
 @pytest.mark.parametrize("command", ["export", "import", "verify-export"])
 def test_an_empty_export_path_is_one_line(finished: Target, command: str) -> None:
     assert run(finished, command, "", code=1) == "error: an export needs a file name, not '.'\n"
+
+
+@pytest.mark.parametrize("option", ["--since", "--until"])
+def test_audit_refuses_an_empty_time(finished: Target, option: str) -> None:
+    assert run(finished, "audit", option, "", code=1).startswith("error: '' is not a time")
+
+
+def test_fork_onto_an_existing_flow_says_it_exists(finished: Target) -> None:
+    with finished.open(projections=[FlowProjection()]) as store:
+        FlowService(store).start_flow("g", controller_id="c", goal="g", owner_session_key="s")
+    out = run(finished, "fork", "f", "--at", "1", "--new", "g", code=1)
+    assert out == "error: flow 'g' exists already: give --new a new flow id\n"

@@ -113,8 +113,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 actor=actor,
                 correlation_id=correlation_id,
                 types=_types(types),
-                since=parse_time(since) if since else None,
-                until=parse_time(until) if until else None,
+                since=None if since is None else parse_time(since),
+                until=None if until is None else parse_time(until),
                 after_position=after,
                 limit=limit,
             )

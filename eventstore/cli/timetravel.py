@@ -13,7 +13,7 @@ from typing import Any
 import click
 import orjson
 
-from ..errors import InvalidInput
+from ..errors import InvalidInput, RevisionMismatch
 from ..events import RecordedEvent
 from ..flow_fold import STEP_EVENT_TYPES, view_to_dict
 from ..timeline import StepSpan, Timeline, TimelineItem, timeline
@@ -219,7 +219,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         """Start a new flow from a revision of FLOW_ID; the original is untouched."""
         metadata = {"actor": actor} if actor else None
         with open_store(ctx) as store, errors():
-            fork_flow(store, flow_id, at_revision=revision, new_flow_id=new_flow_id, metadata=metadata)
+            try:
+                fork_flow(store, flow_id, at_revision=revision, new_flow_id=new_flow_id, metadata=metadata)
+            except RevisionMismatch as exc:  # the library's words are an append's: say it as the CLI asked
+                taken = f"flow {new_flow_id!r} exists already: give --new a new flow id"
+                raise InvalidInput(taken) from exc
         if as_json:
             echo_json({"flow_id": new_flow_id, "origin": flow_id, "revision": revision})
         else:
