@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from .checks import encodable
 from .errors import ExportInvalid, InvalidInput
 from .integrity import format_time
 
@@ -221,9 +222,15 @@ def _object(value: Any, name: str) -> dict[str, Any]:
 
 
 def manifest_path(events_path: Path) -> Path:
-    """The manifest beside ``events_path``; ``InvalidInput`` for a path with no file name (``""``, ``/``)."""
+    """The manifest beside ``events_path``.
+
+    ``InvalidInput`` for a path with no file name (``""``, ``/``) or one that is
+    not UTF-8, which the manifest could not record.
+    """
     if not events_path.name:
         raise InvalidInput(f"an export needs a file name, not {os.fspath(events_path)!r}")
+    if not encodable(events_path.name):  # the manifest names its events file, in JSON
+        raise InvalidInput(f"an export's file name must be valid UTF-8, not {events_path.name!r}")
     return events_path.with_name(events_path.name + MANIFEST_SUFFIX)
 
 

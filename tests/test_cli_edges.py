@@ -114,3 +114,11 @@ def test_fork_onto_an_existing_flow_says_it_exists(finished: Target) -> None:
         FlowService(store).start_flow("g", controller_id="c", goal="g", owner_session_key="s")
     out = run(finished, "fork", "f", "--at", "1", "--new", "g", code=1)
     assert out == "error: flow 'g' exists already: give --new a new flow id\n"
+
+
+def test_export_to_a_name_that_is_not_utf8_is_refused_and_writes_nothing(
+    finished: Target, tmp_path: Path
+) -> None:
+    out = run(finished, "export", str(tmp_path / "\udcff.jsonl"), code=1)
+    assert out.startswith("error: an export's file name must be valid UTF-8")
+    assert not [path for path in tmp_path.iterdir() if path.name.endswith("jsonl")]
