@@ -30,6 +30,7 @@ from .errors import (
     ImportConflict,
     IntegrityViolation,
     InvalidInput,
+    SessionNotFound,
     StorageError,
 )
 from .events import RecordedEvent, uuid_from_bytes
@@ -65,7 +66,7 @@ def export_events(
     (the flows whose first event names it as ``owner_session_key``); a time
     range ``since <= recorded_at < until`` (either bound may be left out);
     nothing, for the whole log. ``FlowNotFound`` if ``flow``, or a flow
-    listed in ``flows``, has no events.
+    listed in ``flows``, has no events; ``SessionNotFound`` if no flow has ``session``.
     Every chain is checked on the way out: a broken one raises
     ``IntegrityViolation`` and leaves no files behind.
     An existing file at ``path`` or ``<path>.manifest.json`` is refused
@@ -94,10 +95,10 @@ def export_events(
         _require_events(store, wanted)
         selection, rows = {"kind": "flows"}, _flow_rows(store, wanted)
     elif session is not None:
-        selection, rows = (
-            {"kind": "session", "session": session},
-            _flow_rows(store, sorted(session_flows(store, session))),
-        )
+        owned = sorted(session_flows(store, session))
+        if not owned:  # as audit_trail: a mistyped key is not an empty export
+            raise SessionNotFound(session)
+        selection, rows = {"kind": "session", "session": session}, _flow_rows(store, owned)
     elif since is not None or until is not None:
         selection = {
             "kind": "range",

@@ -122,3 +122,17 @@ def test_export_to_a_name_that_is_not_utf8_is_refused_and_writes_nothing(
     out = run(finished, "export", str(tmp_path / "\udcff.jsonl"), code=1)
     assert out.startswith("error: an export's file name must be valid UTF-8")
     assert not [path for path in tmp_path.iterdir() if path.name.endswith("jsonl")]
+
+
+def test_export_of_an_unknown_session_is_refused_like_audit(finished: Target, tmp_path: Path) -> None:
+    out = run(finished, "export", str(tmp_path / "s.jsonl"), "--session", "nope", code=1)
+    assert out == "error: no session 'nope'\n" and list(tmp_path.glob("s.jsonl*")) == []
+
+
+def test_export_over_a_file_names_the_option_not_the_keyword(finished: Target, tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").touch()
+    out = run(finished, "export", str(tmp_path / "a.jsonl"), code=1)
+    assert (
+        out
+        == f"error: {tmp_path / 'a.jsonl'} exists already: export to a new file, or replace it with --force\n"
+    )

@@ -17,9 +17,10 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from ..errors import ExportInvalid
+from ..errors import ExportInvalid, InvalidInput
 from ..exchange import export_events, import_events
 from ..exportfile import Progress, verify_export
+from ..manifest import manifest_path
 from ..schema import projection_checkpoints
 from .output import echo, echo_json, parse_time, printable, problem_dict
 
@@ -103,6 +104,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         An existing PATH is refused without --force; the store's own database always is.
         """
         with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
+            if not force:  # the library refuses it too, in its own terms (overwrite=True)
+                for taken in (path, manifest_path(path)):
+                    if taken.exists():
+                        raise InvalidInput(
+                            f"{taken} exists already: export to a new file, or replace it with --force"
+                        )
             now = store.clock()
             manifest = export_events(
                 store,
