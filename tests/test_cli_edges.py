@@ -136,3 +136,18 @@ def test_export_over_a_file_names_the_option_not_the_keyword(finished: Target, t
         out
         == f"error: {tmp_path / 'a.jsonl'} exists already: export to a new file, or replace it with --force\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["flows", "--session", "\udcff"], "--session"),
+        (["audit", "--correlation", ""], "--correlation"),
+        (["audit", "--actor", ""], "--actor"),
+        (["tail", "--type", "", "--until-idle"], "--type"),
+        (["fork", "f", "--at", "1", "--new", "g", "--actor", ""], "--actor"),
+    ],
+)
+def test_bad_text_names_the_option(finished: Target, args: list[str], option: str) -> None:
+    out = run(finished, *args, code=1)
+    assert out.startswith(f"error: {option} must ") and out.count("\n") == 1

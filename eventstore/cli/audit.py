@@ -44,7 +44,7 @@ from .output import (
     summarize,
     when,
 )
-from .params import COUNT, POSITION, number_in
+from .params import COUNT, POSITION, number_in, text_of
 
 _LABELS = {
     "DecisionRecorded": "DECISION",
@@ -109,9 +109,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             entries = audit_trail(
                 store,
                 flow_id=flow_id,
-                session=session,
-                actor=actor,
-                correlation_id=correlation_id,
+                session=text_of(session, "--session"),
+                actor=text_of(actor, "--actor", empty=False),
+                correlation_id=text_of(correlation_id, "--correlation", empty=False),
                 types=_types(types),
                 since=None if since is None else parse_time(since),
                 until=None if until is None else parse_time(until),

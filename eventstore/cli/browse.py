@@ -39,7 +39,7 @@ from .output import (
     took,
     when,
 )
-from .params import COUNT, POSITION
+from .params import COUNT, POSITION, text_of
 
 
 def _flow_projections() -> list[Any]:
@@ -84,7 +84,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
         with open_store(ctx, projections=_flow_projections()) as store, errors():
             queries = FlowQueries(store)
-            page = queries.flows(owner=session, status=status, offset=offset, limit=limit)
+            owner = text_of(session, "--session")
+            page = queries.flows(owner=owner, status=status, offset=offset, limit=limit)
             if session is not None and page.total == 0:
                 queries.session(session)  # an unknown session is an error, as in `audit --session`
         if as_json:
@@ -190,6 +191,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         try:
             with open_store(ctx) as store, errors():
                 _check_start(store, after)
+                for name in types:
+                    text_of(name, "--type", empty=False)
                 events = follow(
                     store,
                     after_position=after,

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ..checks import MAX_COUNT as LARGEST
+from ..checks import encodable
 from ..errors import InvalidInput
 
 
@@ -60,6 +61,21 @@ class NegativeArguments(click.Command):
         if any(NEGATIVE.fullmatch(arg) for arg in before_dashes):
             ctx.ignore_unknown_options = True
         return super().parse_args(ctx, args)
+
+
+def text_of(value: str | None, option: str, *, empty: bool = True) -> str | None:
+    """``value`` given for ``option``, checked here so an error names the option, not a library keyword.
+
+    ``InvalidInput`` for text no backend can store (not UTF-8, a NUL), and for
+    ``""`` unless ``empty``. ``None`` (the option not given) is returned as is.
+    """
+    if value is None:
+        return None
+    if not empty and value == "":
+        raise InvalidInput(f"{option} must not be empty")
+    if "\x00" in value or not encodable(value):
+        raise InvalidInput(f"{option} must be valid UTF-8 text without NUL characters, not {value!r}")
+    return value
 
 
 def number_in(text: str, what: str) -> int | None:

@@ -38,7 +38,7 @@ from .output import (
     took,
     when,
 )
-from .params import POSITION, NegativeArguments, number_in
+from .params import POSITION, NegativeArguments, number_in, text_of
 
 
 def _point(text: str) -> int | datetime:
@@ -217,8 +217,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         ctx: click.Context, flow_id: str, revision: int, new_flow_id: str, actor: str | None, as_json: bool
     ) -> None:
         """Start a new flow from a revision of FLOW_ID; the original is untouched."""
-        metadata = {"actor": actor} if actor else None
         with open_store(ctx) as store, errors():
+            metadata = {"actor": text_of(actor, "--actor", empty=False)} if actor is not None else None
             try:
                 fork_flow(store, flow_id, at_revision=revision, new_flow_id=new_flow_id, metadata=metadata)
             except RevisionMismatch as exc:  # the library's words are an append's: say it as the CLI asked
