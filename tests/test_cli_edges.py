@@ -151,3 +151,8 @@ def test_export_over_a_file_names_the_option_not_the_keyword(finished: Target, t
 def test_bad_text_names_the_option(finished: Target, args: list[str], option: str) -> None:
     out = run(finished, *args, code=1)
     assert out.startswith(f"error: {option} must ") and out.count("\n") == 1
+
+
+def test_tail_interval_nan_is_a_usage_error(finished: Target) -> None:
+    out = run(finished, "tail", "--interval", "nan", "--until-idle", code=2)
+    assert "Invalid value for '--interval': nan is not a number of seconds" in out

@@ -39,7 +39,7 @@ from .output import (
     took,
     when,
 )
-from .params import COUNT, POSITION, text_of
+from .params import COUNT, POSITION, Seconds, text_of
 
 
 def _flow_projections() -> list[Any]:
@@ -164,7 +164,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option("--from", "after", type=POSITION, help="Start after this position (0: all).")
     @click.option("--flow", "flow_id", help="Only this flow's events.")
     @click.option("--type", "types", multiple=True, help="Only events of this type (repeatable).")
-    @click.option("--interval", type=click.FloatRange(0.01, 3600), default=0.5, show_default=True)
+    @click.option("--interval", type=Seconds(0.01, 3600), default=0.5, show_default=True)
     @click.option("--limit", type=COUNT, help="Stop after this many events.")
     @click.option("--until-idle", is_flag=True, help="Stop once no new event is waiting.")
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per event.")

@@ -10,6 +10,7 @@ input, reported before anything is opened. ``MODULE:CLASS`` names a
 from __future__ import annotations
 
 import importlib
+import math
 import re
 from typing import Any
 
@@ -35,6 +36,16 @@ class StoredInt(click.IntRange):
         number = super().convert(value, param, ctx)
         if number > LARGEST:
             self.fail(f"{number} is too large: at most 2**63 - 1", param, ctx)
+        return number
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds from ``min`` to ``max``; ``nan``, which no comparison refuses, is a usage error."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if math.isnan(number):
+            self.fail(f"{value} is not a number of seconds", param, ctx)
         return number
 
 
