@@ -104,23 +104,25 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         An existing PATH is refused without --force; the store's own database always is.
         """
         with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
-            if not force:  # the library refuses it too, in its own terms (overwrite=True)
-                for taken in (path, manifest_path(path)):
-                    if taken.exists():
-                        raise InvalidInput(
-                            f"{taken} exists already: export to a new file, or replace it with --force"
-                        )
             now = store.clock()
-            manifest = export_events(
-                store,
-                path,
-                flow=flow_id,
-                session=session,
-                since=None if since is None else parse_time(since, now=now),
-                until=None if until is None else parse_time(until, now=now),
-                overwrite=force,
-                progress=progress,
-            )
+            try:
+                manifest = export_events(
+                    store,
+                    path,
+                    flow=flow_id,
+                    session=session,
+                    since=None if since is None else parse_time(since, now=now),
+                    until=None if until is None else parse_time(until, now=now),
+                    overwrite=force,
+                    progress=progress,
+                )
+            except InvalidInput as exc:  # said in the library's terms (overwrite=True): say it in the CLI's
+                taken = [file for file in (path, manifest_path(path)) if file.exists()]
+                if force or not taken or "exists already" not in str(exc):
+                    raise
+                raise InvalidInput(
+                    f"{taken[0]} exists already: export to a new file, or replace it with --force"
+                ) from exc
         if as_json:
             echo_json({"path": str(path), "manifest": str(manifest.path), **manifest.to_dict()})
             return
