@@ -108,14 +108,24 @@ def fold_errors(
 
 def _stop_guarding(conn: sa.Connection | None, outer: bool) -> TransactionEnded | None:
     """End the guard of ``fold_errors`` (an ``outer`` fold's goes on); the refusal the fold met, if any."""
-    if conn is None:
+    info = _info(conn)
+    if info is None:
         return None
     if outer:
-        refused: TransactionEnded | None = conn.info.get(_REFUSED)
+        refused: TransactionEnded | None = info.get(_REFUSED)
         return refused
-    conn.info.pop(_FOLDING, None)
-    refused = conn.info.pop(_REFUSED, None)
+    info.pop(_FOLDING, None)
+    refused = info.pop(_REFUSED, None)
     return refused
+
+
+def _info(conn: sa.Connection | None) -> dict[Any, Any] | None:
+    """``conn.info``; None without a connection, or once it lost its DBAPI connection (a cancelled
+    read, a dead server): reading ``info`` would then reconnect, or raise, inside SQLAlchemy's own
+    rollback, and the pool clears the lost connection's ``info`` itself."""
+    if conn is None or conn.invalidated or conn.closed:
+        return None
+    return conn.info
 
 
 class StatementFailed(Exception):
@@ -167,14 +177,15 @@ def _guard(engine: sa.Engine) -> None:
 
 
 def _refuse(conn: sa.Connection, how: str) -> None:
-    info = conn.info
-    if info.get(_FOLDING):
+    info = _info(conn)
+    if info is not None and info.get(_FOLDING):
         refused = info[_REFUSED] = TransactionEnded(how)
         raise refused
 
 
 def _refuse_statement(conn: sa.Connection, cursor: Any, statement: str, *args: Any) -> None:
-    if not conn.info.get(_FOLDING) or _MAY_END.search(statement) is None:
+    info = _info(conn)
+    if info is None or not info.get(_FOLDING) or _MAY_END.search(statement) is None:
         return
     for part in _NOT_SQL.sub(" ", statement).split(";"):  # PostgreSQL runs "...; COMMIT" as two
         if (found := _ENDS.match(part)) is not None:
