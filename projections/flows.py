@@ -57,7 +57,8 @@ class FlowProjection(Projection):
     """Inline projection of flows, their steps, and the sessions that own them."""
 
     name: ClassVar[str] = "flows"
-    version: ClassVar[int] = 5  # 5: the fold's version 5 (owners as the store's session filters read them)
+    version: ClassVar[int] = 6  # 6: JSON columns TEXT on SQLite (a bare number in one kept as written)
+    # 5: the fold's version 5 (owners as the store's session filters read them)
     # 4: the fold's version 4 (times outside its range are None)
     # 3: flow_steps.scheduled_revision; the fold's version 3
     # 2: names as text; a run id may repeat in the log; the fold's version 2

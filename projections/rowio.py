@@ -34,8 +34,8 @@ def _json_text(value: Any) -> str | None:
 
 
 def _json_value(value: Any) -> Any:
-    """SQLite's JSON text as a value. A column declared ``JSON`` has numeric affinity there, so a
-    document that is a bare number comes back as the number itself."""
+    """SQLite's JSON text as a value. A column declared ``JSON`` (not ``types.JSON``, which is TEXT
+    there) has numeric affinity, so a document that is a bare number comes back as the number itself."""
     return orjson.loads(value) if isinstance(value, str | bytes) else value
 
 

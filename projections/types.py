@@ -7,6 +7,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.ext.compiler import compiles
 
 
 class UTCDateTime(sa.TypeDecorator[datetime]):
@@ -30,5 +31,22 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
         return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-"""JSON documents: ``jsonb`` on PostgreSQL; Python ``None`` is SQL NULL."""
+class TextJSON(sa.JSON):
+    """JSON kept as its text: declared ``TEXT`` on SQLite.
+
+    SQLite gives a column declared ``JSON`` numeric affinity: the text of a
+    document that is a bare number is stored as that number, so an integer
+    past 2**63-1 came back as a float and ``1.0`` as ``1``. TEXT affinity
+    stores the text as it is.
+    """
+
+    cache_ok = True
+
+
+@compiles(TextJSON, "sqlite")
+def _text_on_sqlite(type_: TextJSON, compiler: object, **kw: object) -> str:
+    return "TEXT"
+
+
+JSON = TextJSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+"""JSON documents: ``jsonb`` on PostgreSQL, ``TEXT`` on SQLite; Python ``None`` is SQL NULL."""

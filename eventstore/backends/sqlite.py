@@ -63,8 +63,9 @@ _from_iso = datetime.fromisoformat
 
 
 def _json_column(value: str | bytes | float) -> Any:
-    """A JSON column's value: SQLite gives a column declared ``JSON`` numeric affinity, so a
-    document that is a bare number comes back as that number, not as its text."""
+    """A JSON column's value. The read models' JSON columns are TEXT (``projections.types.JSON``),
+    but SQLite gives one declared ``JSON`` (``sa.JSON``, or a read model built before) numeric
+    affinity: a document that is a bare number comes back as that number, not as its text."""
     return value if isinstance(value, int | float) else orjson.loads(value)
 
 
