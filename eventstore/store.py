@@ -184,6 +184,8 @@ class EventStore:
     def upgrade(self) -> None:
         """Create the schema, or bring it up to this library's version."""
         self._check_open()
+        with self._guard():
+            self._backend.claim()
         if self.schema_revision() == migrate.head_revision():
             return  # the usual case: no write lock needed, so no wait behind a long append
         try:
@@ -214,6 +216,8 @@ class EventStore:
                 current=current,
                 required=required,
             )
+        with self._guard():
+            self._backend.claim()
 
     @property
     def page_size(self) -> int:

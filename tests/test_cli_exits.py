@@ -31,6 +31,19 @@ def invoke(target: Target, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
+def foreign_database(path: Path) -> Path:
+    """A SQLite database of another program's, in rollback-journal (DELETE) mode."""
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("CREATE TABLE notes (body TEXT)")
+        conn.commit()
+    return path
+
+
+def journal_mode(path: Path) -> str:
+    with closing(sqlite3.connect(path)) as conn:
+        return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+
 @pytest.fixture
 def sqlite_store(tmp_path: Path) -> Target:
     """A SQLite store holding a finished flow f."""
@@ -125,6 +138,29 @@ class TestMissingStore:
             )
             assert path.read_bytes() == before
         assert sorted(p.name for p in tmp_path.iterdir()) == ["empty.db", "other.db"]
+
+    def test_db_current_on_another_programs_database_says_so_and_leaves_its_journal_mode(
+        self, tmp_path: Path
+    ) -> None:
+        """`db current` switched another program's database to WAL mode, then called it "(empty)"."""
+        other = foreign_database(tmp_path / "other.db")
+        before = other.read_bytes()
+        for args in (["db", "current"], ["db", "current", "--json"]):
+            code, out = invoke(Target(f"sqlite:///{other}"), *args)
+            assert (code, out) == (
+                1,
+                f"error: no store at {other}: the file holds no event store (empty, or "
+                "another program's database); check --url, or create one with `eventstore db upgrade`\n",
+            )
+        assert journal_mode(other) == "delete" and other.read_bytes() == before
+
+    def test_inspecting_another_programs_database_leaves_its_journal_mode(self, tmp_path: Path) -> None:
+        other = foreign_database(tmp_path / "other.db")
+        with EventStore.open(f"sqlite:///{other}", create=False, check_schema=False) as store:
+            assert store.schema_revision() is None
+        assert journal_mode(other) == "delete"
+        with EventStore.open(f"sqlite:///{tmp_path / 'events.db'}") as store:  # a store of our own is WAL
+            assert journal_mode(tmp_path / "events.db") == "wal"
 
     def test_a_store_at_an_older_schema_is_not_upgraded_by_a_read(self, tmp_path: Path) -> None:
         url = f"sqlite:///{tmp_path / 'old.db'}"

@@ -373,6 +373,9 @@ class Backend:
         with returned(self.engine.connect()) as conn:
             yield conn
 
+    def claim(self) -> None:
+        """Called once the database is known to be the store's: set what lasts in it (SQLite: WAL)."""
+
     def close(self) -> None:
         self.engine.dispose()
 

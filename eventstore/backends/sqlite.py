@@ -103,8 +103,6 @@ def create_engine(
     def _configure(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # autocommit reads; writes say BEGIN IMMEDIATE
         dbapi_connection.execute(f"PRAGMA busy_timeout = {busy_ms}")
-        if url.database not in (None, "", ":memory:"):
-            dbapi_connection.execute("PRAGMA journal_mode = WAL")
         dbapi_connection.execute(f"PRAGMA synchronous = {synchronous}")
         dbapi_connection.execute("PRAGMA foreign_keys = ON")
 
@@ -137,6 +135,17 @@ class SQLiteBackend(Backend):
         self._writer_lock: threading.Lock | LoopLock = LoopLock() if asynchronous else threading.Lock()
         self._writer_owner: object = None
         self._owner = current_task if asynchronous else threading.get_ident
+
+    def claim(self) -> None:
+        """Put the database in WAL mode, which lasts in the file (a no-op once it is).
+
+        Only for a database known to be the store's (being created or
+        upgraded, or its schema checked): a connection does not set it, so
+        opening another program's database only to inspect it (``db current``)
+        leaves its journal mode as it was.
+        """
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
 
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:

@@ -102,13 +102,14 @@ def _backend_of(url: str) -> str | None:
         return None
 
 
-def _require_sqlite_file(url: str, *, with_schema: bool = True, may_create: bool = False) -> None:
+def _require_sqlite_file(url: str, *, empty: bool = False, may_create: bool = False) -> None:
     """Refuse a SQLite URL whose file does not exist: SQLite would create it, empty (a typo's store).
 
-    With ``with_schema``, refuse too a file without the store's schema (checked
-    read-only). Only the commands that make a store (`db upgrade`, `demo`,
-    `import`) may create one (``may_create``), in a directory that exists. A
-    directory is refused by name (SQLite says only "unable to open database file").
+    Refuse too a file without the store's schema (checked read-only), but with
+    ``empty`` one that holds nothing at all (`db current` reports it). Only the
+    commands that make a store (`db upgrade`, `demo`, `import`) may create one
+    (``may_create``), in a directory that exists. A directory is refused by
+    name (SQLite says only "unable to open database file").
     """
     try:
         parsed = sa.make_url(url)
@@ -126,24 +127,23 @@ def _require_sqlite_file(url: str, *, with_schema: bool = True, may_create: bool
         return
     if not path.exists():
         raise InvalidInput(f"no store at {database}: check --url, or create one with `eventstore db upgrade`")
-    if with_schema and path.is_file() and not _has_schema(path):
+    if path.is_file() and not _has_schema(path, empty=empty):
         raise InvalidInput(
             f"no store at {database}: the file holds no event store (empty, or another program's "
             "database); check --url, or create one with `eventstore db upgrade`"
         )
 
 
-def _has_schema(path: Path) -> bool:
-    """Whether the SQLite file at ``path`` has a migrated schema, asked read-only.
+def _has_schema(path: Path, *, empty: bool = False) -> bool:
+    """Whether the SQLite file at ``path`` has a migrated schema (or, with ``empty``, nothing), asked
+    read-only, without touching a file that may be another program's.
 
-    Opening it as a store would set WAL mode on it, a lasting change to a
-    file that may be another program's. A file SQLite cannot read at all
-    counts as having one: opening it says what is wrong.
+    A file SQLite cannot read at all counts as having one: opening it says what is wrong.
     """
     try:
         with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'"
-            return conn.execute(query).fetchone() is not None
+            names = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+            return "alembic_version" in names or (empty and not names)
     except sqlite3.Error:
         return True
 
@@ -233,7 +233,7 @@ def _bare(ctx: click.Context) -> Iterator[EventStore]:
     """A store opened without checking the schema (for inspecting it)."""
     options = _store_options(ctx)
     with _errors():
-        _require_sqlite_file(ctx.obj["url"], with_schema=False)
+        _require_sqlite_file(ctx.obj["url"], empty=True)
         store = EventStore.open(ctx.obj["url"], **options, create=False, check_schema=False)
     try:
         yield store
