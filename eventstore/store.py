@@ -25,7 +25,8 @@ from .backends.base import (
     Batch,
     Raced,
     driver_error,
-    out_of_range,
+    refused_value,
+    unmasked,
 )
 from .checks import check_count as _check_count
 from .checks import check_type_names, shown
@@ -701,12 +702,12 @@ def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
         cursor = raw.cursor()
         cursor.execute(compiled.string, params)
         return list(cursor.fetchall())
-    except OverflowError as exc:  # sqlite3, for an int past 64 bits
-        raise out_of_range(exc) from exc
-    except conn.dialect.loaded_dbapi.Error as exc:
-        if getattr(exc, "sqlstate", None) == "22003":  # PostgreSQL's numeric_value_out_of_range
-            raise out_of_range(exc) from exc
-        raise driver_error(conn, exc, compiled.string, params, cursor) from exc
+    except (conn.dialect.loaded_dbapi.Error, OverflowError, UnicodeEncodeError) as exc:
+        error = unmasked(exc)  # sqlite3's error binding a value, hidden behind an earlier statement's
+        refused = refused_value(error)
+        if refused is not None:
+            raise refused from error
+        raise driver_error(conn, error, compiled.string, params, cursor) from error
     finally:
         if cursor is not None:
             cursor.close()

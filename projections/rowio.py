@@ -21,8 +21,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-from eventstore.backends.base import driver_error
-from eventstore.errors import InvalidInput
+from eventstore.backends.base import driver_error, refused_value, unmasked
 
 from .types import UTCDateTime
 
@@ -73,12 +72,12 @@ def run(conn: sa.Connection, sql: str, params: Any, *, many: bool = False) -> li
         # (no batch set-up for the usual single row).
         cursor = raw.execute(sql, params[0] if many else params)
         return [] if many else list(cursor.fetchall())
-    except conn.dialect.loaded_dbapi.Error as exc:
-        raise driver_error(conn, exc, sql, params, cursor) from exc
-    except UnicodeEncodeError as exc:  # a lone surrogate: the drivers raise it as is
-        raise InvalidInput(
-            f"text must be valid UTF-8 (it holds {exc.object[exc.start : exc.end]!r})"
-        ) from exc
+    except (conn.dialect.loaded_dbapi.Error, OverflowError, UnicodeEncodeError) as exc:
+        error = unmasked(exc)  # sqlite3's error binding a value, hidden behind an earlier statement's
+        refused = refused_value(error)  # a lone surrogate, an int past 64 bits
+        if refused is not None:
+            raise refused from error
+        raise driver_error(conn, error, sql, params, cursor) from error
     finally:
         if cursor is not None:
             cursor.close()

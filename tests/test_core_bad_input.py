@@ -10,7 +10,15 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from eventstore import Event, EventStore, InvalidEvent, InvalidInput, NewEvent, TransactionAborted
+from eventstore import (
+    Event,
+    EventStore,
+    InvalidEvent,
+    InvalidInput,
+    NewEvent,
+    StorageError,
+    TransactionAborted,
+)
 from eventstore.schema import READ_COLUMNS, flow_events
 
 from .conftest import Target
@@ -93,6 +101,70 @@ class TestQueryValuesPastTheirColumn:
             tx.connection.execute(statements[0]).all()
         with store.reading() as conn:
             assert conn.execute(sa.select(c.position).where(c.flow_id == "f")).scalars().all() == [1]
+
+    def test_are_invalid_input_after_another_error_on_the_same_connection(self, store: EventStore) -> None:
+        """On SQLite an earlier statement's error was raised again instead ("no such table")."""
+        c = flow_events.c
+        store.append("f", [NewEvent("T", {})])
+        too_big = sa.select(c.flow_id).where(c.position == 2**70)
+
+        def reads() -> None:
+            with store.reading() as conn:
+                conn.execute(too_big).all()
+
+        def writes() -> None:
+            with store.transaction() as tx:
+                tx.connection.execute(too_big).all()
+
+        for call in (lambda: store.query(too_big), reads, writes):
+            with pytest.raises(StorageError, match="nope"), store.reading() as conn:
+                conn.exec_driver_sql("SELECT * FROM nope")
+            with pytest.raises(StorageError, match="nope"), store.transaction() as tx:
+                tx.connection.exec_driver_sql("SELECT * FROM nope")
+            with pytest.raises(InvalidInput, match="out of range for its column"):
+                call()
+
+
+class TestQueryValuesTheDriverCannotBind:
+    """On SQLite a lone surrogate leaked as a bare UnicodeEncodeError, or, after another error on the
+    connection, was reported as that error ("no such table"); so was a value of a type it cannot bind."""
+
+    def fail_on_both_connections(self, store: EventStore) -> None:
+        with pytest.raises(StorageError, match="nope"), store.reading() as conn:
+            conn.exec_driver_sql("SELECT * FROM nope")
+        with pytest.raises(StorageError, match="nope"), store.transaction() as tx:
+            tx.connection.exec_driver_sql("SELECT * FROM nope")
+
+    def test_text_that_is_not_utf8_is_invalid_input(self, store: EventStore) -> None:
+        c = flow_events.c
+        store.append("f", [NewEvent("T", {})])
+        query = sa.select(c.position).where(c.flow_id == sa.bindparam("flow_id"))
+
+        def reads(flow_id: str) -> list[Any]:
+            with store.reading() as conn:
+                return conn.execute(query, {"flow_id": flow_id}).all()
+
+        def writes(flow_id: str) -> list[Any]:
+            with store.transaction() as tx:
+                return tx.connection.execute(query, {"flow_id": flow_id}).all()
+
+        for call in (lambda flow_id: store.query(query.params(flow_id=flow_id)), reads, writes):
+            assert [tuple(row) for row in call("f")] == [(1,)]  # the statement is prepared
+            for earlier_error in (False, True):
+                if earlier_error:
+                    self.fail_on_both_connections(store)
+                with pytest.raises(InvalidInput, match="text must be valid UTF-8"):
+                    call("\udc80")
+
+    def test_a_value_of_a_type_the_driver_cannot_bind_is_reported_as_itself(self, store: EventStore) -> None:
+        c = flow_events.c
+        store.append("f", [NewEvent("T", {})])
+        query = sa.select(c.position).where(c.flow_id == sa.bindparam("flow_id", type_=sa.types.NullType()))
+        assert [tuple(row) for row in store.query(query.params(flow_id="f"))] == [(1,)]
+        self.fail_on_both_connections(store)
+        with pytest.raises(StorageError, match="dict") as caught:
+            store.query(query.params(flow_id={"a": 1}))
+        assert "nope" not in str(caught.value)
 
 
 def _deep_dict(depth: int) -> dict[str, Any]:

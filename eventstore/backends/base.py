@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import math
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -334,6 +335,31 @@ def _kind(value: Any) -> str:
     return f"{type(value).__name__} {shown[:40]}{'...' if len(shown) > 40 else ''}"
 
 
+def unmasked(exc: Exception) -> Exception:
+    """The error ``exc`` stands for: itself, or the one sqlite3 hid behind an earlier statement's.
+
+    When sqlite3 cannot bind a value (an int past 64 bits, text with a lone
+    surrogate, a type it does not take) to a statement prepared before (its
+    cache), and the connection's last statement failed, CPython's sqlite3
+    raises that earlier error again ("no such table: ..."), with the binding's
+    error as its context. That one was raised in C, so it has no traceback;
+    an error a caller was handling when the driver failed has one.
+    """
+    context = exc.__context__
+    if isinstance(exc, sqlite3.Error) and isinstance(context, Exception) and context.__traceback__ is None:
+        return context
+    return exc
+
+
+def refused_value(exc: BaseException) -> InvalidInput | None:
+    """``InvalidInput`` if ``exc`` (``unmasked``) says a statement's value cannot be stored, else None."""
+    if isinstance(exc, OverflowError) or getattr(exc, "sqlstate", None) == "22003":
+        return out_of_range(exc)
+    if isinstance(exc, UnicodeEncodeError):  # a lone surrogate: the drivers raise it as is
+        return InvalidInput(f"text must be valid UTF-8 (it holds {exc.object[exc.start : exc.end]!r})")
+    return None
+
+
 def out_of_range(exc: BaseException) -> InvalidInput:
     """A value in a query (``query``, ``reading()``...) its column cannot hold: alike on every backend."""
     reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -341,17 +367,25 @@ def out_of_range(exc: BaseException) -> InvalidInput:
 
 
 def _refuse_out_of_range(context: sa.engine.ExceptionContext) -> None:
-    """A statement's value too big for the driver or column is the caller's bad input, not a driver error.
+    """A statement's value the driver or column cannot take is the caller's bad input, not a driver error.
 
     sqlite3 raises a bare ``OverflowError`` for an int past 64 bits, which
     SQLAlchemy passes on unwrapped, past the store's translation; PostgreSQL
     says ``numeric_value_out_of_range`` (22003). Both become ``InvalidInput``
     for every statement on the store's engine: its own, and those of
-    ``store.reading()`` or ``tx.connection``.
+    ``store.reading()`` or ``tx.connection``; so does text with a lone
+    surrogate (a bare ``UnicodeEncodeError`` from either driver). An error
+    sqlite3 hid behind an earlier one (``unmasked``) is reported as itself.
     """
-    error = context.original_exception
-    if isinstance(error, OverflowError) or getattr(error, "sqlstate", None) == "22003":
-        raise out_of_range(error) from error
+    original = context.original_exception
+    error = unmasked(original) if isinstance(original, Exception) else original
+    refused = refused_value(error)
+    if refused is not None:
+        raise refused from error
+    if error is not original and isinstance(error, sqlite3.Error):
+        raise sa.exc.DBAPIError.instance(
+            context.statement, context.parameters, error, sqlite3.Error
+        ) from error
 
 
 class Backend:
