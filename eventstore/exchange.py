@@ -167,7 +167,7 @@ def _require_events(store: EventStore, flow_ids: list[str]) -> None:
     found: set[str] = set()
     for chunk in chunks(flow_ids):
         found.update(
-            row[0] for row in store.query(sa.select(c.flow_id).where(c.flow_id.in_(chunk)).distinct())
+            row[0] for row in store._fetch(sa.select(c.flow_id).where(c.flow_id.in_(chunk)).distinct())
         )
     missing = [flow_id for flow_id in flow_ids if flow_id not in found]
     if not missing:
@@ -250,7 +250,7 @@ def _paged(
 ) -> Iterator[Sequence[Any]]:
     cursor = start
     while True:
-        rows = store.query(query(cursor).limit(store.page_size))  # keyset pages, errors translated
+        rows = store._fetch(query(cursor).limit(store.page_size))  # keyset pages, errors translated
         if rows:
             yield rows
         if len(rows) < store.page_size:
@@ -296,10 +296,10 @@ def _range_rows(store: EventStore, since: datetime | None, until: datetime | Non
     bound: Callable[[datetime], Any] = format_time if store.dialect == "sqlite" else _checked_time
     low, high = 1, store.last_position()
     if since is not None:
-        found = store.query(sa.select(sa.func.min(c.position)).where(c.recorded_at >= bound(since)))[0][0]
+        found = store._fetch(sa.select(sa.func.min(c.position)).where(c.recorded_at >= bound(since)))[0][0]
         low = high + 1 if found is None else found
     if until is not None:
-        found = store.query(sa.select(sa.func.max(c.position)).where(c.recorded_at < bound(until)))[0][0]
+        found = store._fetch(sa.select(sa.func.max(c.position)).where(c.recorded_at < bound(until)))[0][0]
         high = 0 if found is None else found
     if low > high:
         return
@@ -320,7 +320,7 @@ def _check_predecessors(store: EventStore, firsts: list[StoredRow]) -> None:
     for start in range(0, len(firsts), CHUNK):
         wanted = firsts[start : start + CHUNK]
         query = sa.select(c.flow_id, c.hash).where(key.in_([(r.flow_id, r.revision - 1) for r in wanted]))
-        stored = {flow_id: bytes(digest) for flow_id, digest in store.query(query)}
+        stored = {flow_id: bytes(digest) for flow_id, digest in store._fetch(query)}
         for row in wanted:
             before = stored.get(row.flow_id)
             if before != row.prev_hash:
@@ -527,7 +527,7 @@ class _Plan:
 
     def _stored_hash(self, flow_id: str, revision: int) -> bytes | None:
         c = flow_events.c
-        found = self.store.query(sa.select(c.hash).where(c.flow_id == flow_id, c.revision == revision))
+        found = self.store._fetch(sa.select(c.hash).where(c.flow_id == flow_id, c.revision == revision))
         return bytes(found[0][0]) if found else None
 
 
@@ -538,7 +538,7 @@ def _stored_id(store: EventStore, ids: list[tuple[str, str]]) -> tuple[str, str]
     for start in range(0, len(ids), CHUNK):
         chunk = ids[start : start + CHUNK]
         params = [uuid.UUID(event_id).bytes if sqlite else uuid.UUID(event_id) for _, event_id in chunk]
-        found = store.query(sa.select(c.event_id, c.flow_id).where(c.event_id.in_(params)).limit(1))
+        found = store._fetch(sa.select(c.event_id, c.flow_id).where(c.event_id.in_(params)).limit(1))
         if found:
             stored, owner = found[0]
             event_id = str(uuid_from_bytes(stored) if sqlite else stored)

@@ -87,7 +87,7 @@ def verify_since(
             .limit(batch_size)
         )
         # The store's own page reader and row decoder: the rows ``verify`` checks.
-        rows = [store._backend.stored_row(row) for row in store.query(page)]
+        rows = [store._backend.stored_row(row) for row in store._fetch(page)]
         end = rows[-1].position if len(rows) == batch_size else head
         found = _missing_positions(store, cursor, end, {row.position for row in rows})
         found += _broken_links(store, rows, carry, cursor)
@@ -134,7 +134,7 @@ def _rows_at(store: EventStore, keys: list[tuple[str, int]]) -> dict[str, Stored
     key = sa.tuple_(flow_events.c.flow_id, flow_events.c.revision)
     for start in range(0, len(keys), 500):
         query = sa.select(*VERIFY_COLUMNS).where(key.in_(keys[start : start + 500]))
-        for raw in store.query(query):
+        for raw in store._fetch(query):
             row = store._backend.stored_row(raw)
             found[row.flow_id] = row
     return found
@@ -147,7 +147,7 @@ def _missing_positions(store: EventStore, cursor: int, end: int, seen: set[int])
     pruned_query = sa.select(pruned_events.c.position).where(
         pruned_events.c.position > cursor, pruned_events.c.position <= end
     )
-    accounted = seen | {int(row[0]) for row in store.query(pruned_query)}
+    accounted = seen | {int(row[0]) for row in store._fetch(pruned_query)}
     problems = []
     position = cursor + 1
     while position <= end:

@@ -522,9 +522,12 @@ class EventStore:
         """The rows of a SQLAlchemy Core ``select`` over the store's tables (or read models).
 
         Driver errors become the store's errors; a pooled connection found
-        dead is replaced and the query run once more.
+        dead is replaced and the query run once more. Values come back as the
+        columns' types give them (a read model's JSON as a value, its times as
+        aware datetimes), as on ``reading()``'s connection, on every backend.
         """
-        return self._fetch(_select("query", query))
+        select = _select("query", query)
+        return self._read(lambda conn: conn.execute(select).all())
 
     def query_events(self, query: sa.Select[Any]) -> list[RecordedEvent]:
         """The events of a ``select(*READ_COLUMNS)`` of ``flow_events`` (``eventstore.schema``), decoded."""
@@ -562,7 +565,12 @@ class EventStore:
             yield conn
 
     def _fetch(self, query: sa.Select[Any]) -> Sequence[Any]:
-        """One page of a read, retried once on a fresh connection if the pooled one was dead."""
+        """One page of a read, retried once on a fresh connection if the pooled one was dead.
+
+        Rows hold the driver's values, unconverted (the log's columns need no
+        conversion; verification must see what a row really holds): for the
+        store's own reads, where ``query`` would convert them.
+        """
         return self._read(lambda conn: _fetch_raw(conn, query))
 
     def _read(self, work: Callable[[sa.Connection], _T]) -> _T:

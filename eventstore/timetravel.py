@@ -325,7 +325,7 @@ def _revision_at(store: EventStore, flow_id: str, head: int, at: datetime) -> in
         .order_by(c.revision)
         .limit(1)
     )
-    rows = store.query(query)
+    rows = store._fetch(query)
     return head if not rows else int(rows[0][0]) - 1
 
 

@@ -21,7 +21,7 @@ def flow_not_found(store: EventStore, flow_id: str) -> FlowNotFound:
     Asked only once the flow's head is 0, so reads of a flow that exists never pay for it.
     """
     t = flow_tombstones.c
-    rows = store.query(sa.select(t.archive_id, t.last_revision).where(t.flow_id == flow_id))
+    rows = store._fetch(sa.select(t.archive_id, t.last_revision).where(t.flow_id == flow_id))
     if rows:
         archive_id, last_revision = rows[0]
         return FlowArchived(flow_id, archive_id, last_revision=last_revision)

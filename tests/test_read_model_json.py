@@ -102,3 +102,16 @@ def test_a_bare_number_reads_back_from_a_read_model_of_your_own(target: Target, 
         with store.reading() as conn:
             got = conn.execute(sa.select(projection.table("latest").c.v)).scalar_one()
         assert (type(got), got) == (type(value), value)
+
+
+def test_query_gives_read_model_values_as_reading_does(flow_store: EventStore) -> None:
+    """On SQLite ``store.query`` gave the driver's values: JSON as text, times as naive text, 0 for False."""
+    FlowService(flow_store).start_flow(
+        "f", controller_id="c", goal="g", owner_session_key="s", state={"n": 1}
+    )
+    flows = FlowProjection().table("flows")
+    query = sa.select(flows.c.state, flows.c.created_at, flows.c.cancel_requested, flows.c.result)
+    with flow_store.reading() as conn:
+        expected = [tuple(row) for row in conn.execute(query)]
+    assert [tuple(row) for row in flow_store.query(query)] == expected
+    assert isinstance(expected[0][0], dict) and expected[0][2] is False
