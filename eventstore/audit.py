@@ -236,7 +236,7 @@ def session_flows(store: EventStore, session: str) -> list[str]:
     """
     # "" is a session as any other (FlowService accepts it and the read model lists it), so not _text
     query = sa.select(_c.flow_id).where(_first_start_of(check_text("session", session))).order_by(_c.position)
-    return [row[0] for row in store.query(query)]
+    return [row[0] for row in store._fetch(query)]
 
 
 def _first_start_of(session: str) -> Any:

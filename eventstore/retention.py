@@ -415,7 +415,7 @@ def _candidates(
         query = query.where(
             sa.or_(c.recorded_at > last_at, sa.and_(c.recorded_at == last_at, c.flow_id > last_flow))
         )
-    return [(row[0], row[1], row[2]) for row in store.query(query)]
+    return [(row[0], row[1], row[2]) for row in store._fetch(query)]
 
 
 def _status(store: EventStore, flow_id: str, revision: int) -> str | None:
