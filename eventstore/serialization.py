@@ -22,6 +22,7 @@ holds a float to normalise or refuse is rebuilt, path by path, in Python.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import math
 import re
 from typing import Any
@@ -69,6 +70,12 @@ def _stable(value: Any) -> bool:
 
 def _normalise(value: Any, what: str, path: str) -> Any:
     """Return ``value`` with floats made jsonb-stable, or raise on what JSON can't hold."""
+    if isinstance(value, enum.Enum):
+        # orjson encodes an enum member as its value: check that value, or a NaN would be stored
+        # as null, and a -0.0 or 1e17 as bytes PostgreSQL's jsonb gives back otherwise.
+        inner = value.value
+        new = _normalise(inner, what, path)
+        return value if new is inner else new
     if isinstance(value, float):
         if math.isnan(value) or math.isinf(value):
             raise InvalidEvent(f"{what} at {path} is {value!r}; JSON has no NaN or Infinity")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from typing import Any, ClassVar
 
 import psycopg
@@ -102,6 +103,31 @@ class TestRevisionBoundsPastTheColumn:
         assert [e.revision for e in store.read_flow("f", to_revision=huge, backwards=True)] == [2, 1]
         assert list(store.read_for_fold(flow_id="f", from_revision=huge)) == []
         assert len(list(store.read_for_fold(flow_id="f", to_revision=huge))) == 2
+
+
+class Reading(enum.Enum):
+    MISSING = float("nan")
+    NEGATIVE_ZERO = -0.0
+    HUGE = 1e17
+    NUL = "a\x00b"
+
+
+class TestEnumValuesAreCheckedLikeTheirValues:
+    @pytest.mark.parametrize("member", [Reading.MISSING, Reading.NUL])
+    def test_an_enum_whose_value_json_cannot_hold_is_refused(
+        self, store: EventStore, member: Reading
+    ) -> None:
+        with pytest.raises(InvalidEvent):
+            store.append("f", [NewEvent("A", {"v": member})])
+        with pytest.raises(InvalidEvent):
+            store.append("f", [NewEvent("A", {})], metadata={"v": member})
+        assert store.last_position() == 0
+
+    def test_an_enum_float_is_normalised_and_verifies(self, store: EventStore) -> None:
+        store.append("f", [NewEvent("A", {"z": Reading.NEGATIVE_ZERO, "big": [Reading.HUGE]})])
+        (event,) = store.read_flow("f")
+        assert event.data == {"z": 0.0, "big": [10**17]}
+        assert store.verify().ok
 
 
 class TestReadsSurviveADroppedConnection:
