@@ -68,3 +68,11 @@ class TestIdempotentRetry:
         event = NewEvent("A", {})
         with pytest.raises(Exception, match="appears twice"):
             store.append("f", [event, event])
+
+    def test_a_retry_of_an_append_larger_than_a_statements_parameters(self, store: EventStore) -> None:
+        batch = [NewEvent("A", {}) for _ in range(2**16)]  # PostgreSQL binds at most 65535 parameters
+        first = store.append("f", batch, expected_revision=0)
+        assert store.append("f", batch, expected_revision=0) == first
+        with pytest.raises(RevisionMismatch):
+            store.append("f", [NewEvent("B", {}) for _ in range(2**16)], expected_revision=0)
+        assert store.last_position() == 2**16

@@ -36,6 +36,7 @@ Clock = Callable[[], datetime]
 MAX_TIMEOUT_MS = 2**31 - 1
 """The longest timeout SQLite's ``busy_timeout`` and PostgreSQL's lock and idle timeouts take (a C int of
 milliseconds): SQLite turns a longer one into no wait at all, PostgreSQL refuses the connection."""
+_ID_CHUNK = 10_000  # event ids looked up per statement (earlier_append)
 
 
 def milliseconds(name: str, seconds: object) -> int:
@@ -486,18 +487,13 @@ class Backend:
         returned: the caller is retrying. Otherwise the right error is raised.
         """
         ids = [self.id_param(event) for event in batch.events]
+        c = flow_events.c
+        query = sa.select(c.event_id, c.flow_id, c.revision, c.position, c.type, c.data_hash)
         found = {
             self.id_key(row.event_id): row
-            for row in conn.execute(
-                sa.select(
-                    flow_events.c.event_id,
-                    flow_events.c.flow_id,
-                    flow_events.c.revision,
-                    flow_events.c.position,
-                    flow_events.c.type,
-                    flow_events.c.data_hash,
-                ).where(flow_events.c.event_id.in_(ids))
-            )
+            # in chunks: a statement binds at most 65535 parameters on PostgreSQL, 250000 on SQLite
+            for start in range(0, len(ids), _ID_CHUNK)
+            for row in conn.execute(query.where(c.event_id.in_(ids[start : start + _ID_CHUNK])))
         }
         if not found:
             assert batch.expected is not ANY, "an ANY append only comes here when an id exists"
