@@ -117,5 +117,5 @@ def _backend_for(
             raise StorageError(
                 "PostgreSQL needs psycopg 3: pip install 'agent-eventstore[postgresql]'"
             ) from exc
-        return postgresql.PostgresBackend(engine)
+        return postgresql.PostgresBackend(engine, asynchronous=asynchronous)
     raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")

@@ -347,3 +347,26 @@ class TestOpeningBadInput:
                 assert (await store.append("flow-1", [NewEvent("Started", {})])).revision == 1
 
         asyncio.run(main())
+
+
+class TestNestedWrites:
+    def test_a_write_inside_a_tasks_transaction_is_refused_while_other_tasks_write(
+        self, target: Target
+    ) -> None:
+        async def main() -> None:
+            async with await AsyncEventStore.open(target.url, **target.options) as store:
+
+                def nested() -> None:
+                    with store.store.transaction() as tx:
+                        tx.append("f", [NewEvent("A", {})])
+                        with pytest.raises(InvalidInput, match="already inside a write transaction"):
+                            store.store.append("g", [NewEvent("A", {})])
+
+                def alone(flow_id: str) -> None:
+                    with store.store.transaction() as tx:
+                        tx.append(flow_id, [NewEvent("A", {})])
+
+                await asyncio.gather(store.run(nested), *(store.run(alone, f"t{n}") for n in range(3)))
+                assert await store.run(store.store.last_position) == 4
+
+        asyncio.run(main())

@@ -130,6 +130,18 @@ class TestEnumValuesAreCheckedLikeTheirValues:
         assert store.verify().ok
 
 
+class TestAWriteNestedInATransaction:
+    def test_is_refused_at_once_on_every_backend_and_the_transaction_commits(self, store: EventStore) -> None:
+        with store.transaction() as tx:
+            tx.append("f", [NewEvent("A", {})])
+            with pytest.raises(InvalidInput, match="already inside a write transaction"):
+                store.append("g", [NewEvent("A", {})])  # PostgreSQL waited for its own lock: StoreBusy
+            with pytest.raises(InvalidInput, match="already inside a write transaction"), store.transaction():
+                pass
+        assert (store.revision("f"), store.revision("g")) == (1, 0)
+        assert store.append("g", [NewEvent("A", {})]).positions == (2,)
+
+
 class TestReadsSurviveADroppedConnection:
     def test_revision_and_last_position_reconnect(self, pg_target: Target) -> None:
         with pg_target.open() as store:

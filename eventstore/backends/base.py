@@ -36,6 +36,7 @@ Clock = Callable[[], datetime]
 MAX_TIMEOUT_MS = 2**31 - 1
 """The longest timeout SQLite's ``busy_timeout`` and PostgreSQL's lock and idle timeouts take (a C int of
 milliseconds): SQLite turns a longer one into no wait at all, PostgreSQL refuses the connection."""
+NESTED_WRITE = "this thread is already inside a write transaction of this store; use its Transaction"
 _ID_CHUNK = 10_000  # event ids looked up per statement (earlier_append)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from ..aio import current_task
 from ..errors import (
     AppendOnlyViolation,
     ConcurrencyError,
@@ -42,6 +44,7 @@ from ..events import ANY, AppendResult, FoldInput, RecordedEvent
 from ..integrity import GENESIS, StoredRow, format_time
 from ..projection import FusedWrite
 from .base import (
+    NESTED_WRITE,
     Backend,
     Batch,
     Clock,
@@ -260,10 +263,21 @@ def _check_schema(schema: str, dbapi_connection: Any, _record: Any) -> None:
 class PostgresBackend(Backend):
     name = "postgresql"
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, asynchronous: bool = False) -> None:
         super().__init__(engine)
         self._heads: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._heads_lock = Lock()
+        self._owner: Callable[[], object] = current_task if asynchronous else threading.get_ident
+        self._writing: set[object] = set()
+        """The threads (tasks, on the async driver) inside a write transaction of this store: a write
+        of theirs on another connection would wait for the locks their own transaction holds."""
+
+    def _refuse_nested(self) -> object:
+        """Who is calling; ``InvalidInput`` at once, as on SQLite, if they are inside a write transaction."""
+        me = self._owner()
+        if me in self._writing:
+            raise InvalidInput(NESTED_WRITE)
+        return me
 
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:
@@ -275,21 +289,27 @@ class PostgresBackend(Backend):
         its cancelling of the query short), which an append would take for a
         lost connection and retry, in a task told to stop.
         """
-        with self.engine.connect() as conn:
-            conn.begin()
-            try:
-                yield conn
-            except Exception:
-                conn.rollback()
-                raise
-            except BaseException:
-                abandon(conn)
-                raise
-            conn.commit()
+        me = self._refuse_nested()
+        self._writing.add(me)
+        try:
+            with self.engine.connect() as conn:
+                conn.begin()
+                try:
+                    yield conn
+                except Exception:
+                    conn.rollback()
+                    raise
+                except BaseException:
+                    abandon(conn)
+                    raise
+                conn.commit()
+        finally:
+            self._writing.discard(me)
 
     @contextmanager
     def _autocommit(self) -> Iterator[sa.Connection]:
         """A connection for one statement in autocommit mode, dropped if an interruption cuts into it."""
+        self._refuse_nested()
         with self.engine.connect() as conn:
             conn.execution_options(isolation_level="AUTOCOMMIT")
             try:

@@ -35,6 +35,7 @@ from ..integrity import GENESIS, StoredRow, format_time
 from ..schema import flow_tombstones
 from .base import (
     INSERT_COLUMNS,
+    NESTED_WRITE,
     Backend,
     Batch,
     Clock,
@@ -162,9 +163,7 @@ class SQLiteBackend(Backend):
         """
         me = self._owner()
         if self._writer_owner == me:
-            raise InvalidInput(
-                "this thread is already inside a write transaction of this store; use its Transaction"
-            )
+            raise InvalidInput(NESTED_WRITE)
         with self._writer_lock:
             self._writer_owner = me
             try:
