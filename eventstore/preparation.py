@@ -15,11 +15,16 @@ from .checks import encodable, shown
 from .errors import InvalidEvent, InvalidInput, PayloadTooLarge
 from .events import ANY, Event, EventRegistry, ExpectedRevision, NewEvent, uuid_str
 from .integrity import digest
-from .schema import MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH
+from .schema import AUDIT_EVENT_TYPES, MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH
 from .serialization import canonical
 
 STRING_METADATA = ("actor", "causation_id", "correlation_id")
 """Metadata keys the audit reads (who, and what caused what): a string or None when present."""
+
+MAX_INDEXED_BYTES = 2000
+"""The longest (UTF-8) text in a field the schema indexes: ``STRING_METADATA``, an audited event's
+data ``actor`` or ``by``, a flow start's owner session. A PostgreSQL index entry holds at most
+2704 bytes, so a longer one would be a driver error there, and not on SQLite."""
 
 
 class Preparer:
@@ -89,6 +94,7 @@ class Preparer:
             # pydantic's PydanticSerializationError, bytes that are not UTF-8 (UnicodeDecodeError),
             # and its plain ValueError for a circular reference or nesting past its depth limit
             raise InvalidEvent(f"{cls.event_type} cannot be serialised: {exc}") from exc
+        check_indexed_data(cls.event_type, data)
         encoded = self._encode(data, "data")
         event_id = event.event_id
         return PreparedEvent(
@@ -123,6 +129,7 @@ class Preparer:
             data = dict(data)
         if event_type in self.registry:
             self.registry.validate(event_type, version, data)
+        check_indexed_data(event_type, data)
         encoded = self._encode(data, "data")
         if event.metadata is not None:
             if not isinstance(event.metadata, Mapping):
@@ -157,6 +164,33 @@ def check_metadata(metadata: Mapping[str, Any]) -> None:
         value = metadata.get(key)
         if value is not None and not isinstance(value, str):
             raise InvalidEvent(f"metadata {key!r} must be a string, not {shown(value)}")
+        check_indexed(f"metadata {key!r}", value)
+
+
+_OWNER_PATHS = (("owner_session_key",), ("snapshot", "flow", "owner_session_key"))
+_INDEXED_DATA = {"FlowStarted": _OWNER_PATHS, "FlowForked": _OWNER_PATHS} | {
+    name: (("actor",), ("by",)) for name in AUDIT_EVENT_TYPES
+}
+"""Per event type, the data fields an index holds: the first that is a string (``schema.audit_actor``,
+``schema.owner_session``)."""
+
+
+def check_indexed_data(event_type: str, data: Mapping[str, Any]) -> None:
+    """Refuse data whose indexed field is longer than ``MAX_INDEXED_BYTES``."""
+    for path in _INDEXED_DATA.get(event_type, ()):
+        value: Any = data
+        for key in path:
+            value = value.get(key) if isinstance(value, Mapping) else None
+        if isinstance(value, str):
+            check_indexed(f"{event_type} data {'.'.join(path)!r}", value)
+            return
+
+
+def check_indexed(what: str, value: object) -> None:
+    if isinstance(value, str) and len(value) * 4 > MAX_INDEXED_BYTES:
+        size = len(value.encode(errors="surrogatepass"))
+        if size > MAX_INDEXED_BYTES:
+            raise InvalidEvent(f"{what} is {size} bytes; at most {MAX_INDEXED_BYTES} bytes, as it is indexed")
 
 
 def check_type_name(event_type: object) -> None:

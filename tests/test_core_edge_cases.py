@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import hashlib
 from typing import Any, ClassVar
 
 import psycopg
@@ -128,6 +129,36 @@ class TestEnumValuesAreCheckedLikeTheirValues:
         (event,) = store.read_flow("f")
         assert event.data == {"z": 0.0, "big": [10**17]}
         assert store.verify().ok
+
+
+LONG = "".join(hashlib.sha256(bytes([n])).hexdigest() for n in range(50))  # 3200 bytes, incompressible:
+# past the 2704 bytes a PostgreSQL index entry holds, so these fields were a StorageError there only
+
+
+class TestIndexedTextFields:
+    @pytest.mark.parametrize(
+        ("event", "metadata"),
+        [
+            (NewEvent("A", {}), {"correlation_id": LONG}),
+            (NewEvent("A", {}, metadata={"causation_id": LONG}), None),
+            (NewEvent("A", {}), {"actor": LONG}),
+            (NewEvent("DecisionRecorded", {"actor": LONG}), None),
+            (NewEvent("GateApproved", {"by": LONG}), None),
+            (NewEvent("FlowStarted", {"owner_session_key": LONG}), None),
+            (NewEvent("FlowForked", {"snapshot": {"flow": {"owner_session_key": LONG}}}), None),
+        ],
+    )
+    def test_one_too_long_to_index_is_refused_alike_on_every_backend(
+        self, store: EventStore, event: NewEvent, metadata: dict[str, str] | None
+    ) -> None:
+        with pytest.raises(InvalidEvent, match="at most 2000 bytes"):
+            store.append("f", [event], metadata=metadata)
+        assert store.last_position() == 0
+
+    def test_the_same_text_elsewhere_is_stored(self, store: EventStore) -> None:
+        store.append("f", [NewEvent("StepStarted", {"actor": LONG, "by": LONG, "owner_session_key": LONG})])
+        store.append("f", [NewEvent("A", {})], metadata={"correlation_id": LONG[:2000], "note": LONG})
+        assert store.last_position() == 2
 
 
 class TestAWriteNestedInATransaction:
