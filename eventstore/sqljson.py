@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnElement
@@ -82,3 +84,21 @@ def _postgresql_string(element: JsonString, compiler: SQLCompiler, **kw: Any) ->
         path = f"'{{{','.join(element.path)}}}'"
         value, text = f"{column} #> {path}", f"{column} #>> {path}"
     return f"(CASE WHEN jsonb_typeof({value}) = 'string' THEN ({text}) END)"
+
+
+_LISTED = 100
+"""Up to this many values an ``IN`` lists them; more are bound as one parameter (``one_of``)."""
+
+
+def one_of(column: ColumnElement[Any], values: list[str], dialect: str) -> ColumnElement[bool]:
+    """``column IN values``; a long list bound as one array (PostgreSQL) or JSON array (SQLite).
+
+    Listed, each value is a parameter of its own, and a statement binds at most
+    65535 of them on PostgreSQL (250000 on SQLite).
+    """
+    if len(values) <= _LISTED:
+        return column.in_(values)
+    if dialect == "postgresql":
+        return column == sa.any_(sa.literal(values, postgresql.ARRAY(sa.Text)))
+    each = sa.func.json_each(sa.literal(orjson.dumps(values).decode())).table_valued("value")
+    return column.in_(sa.select(each.c.value))

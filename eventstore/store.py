@@ -56,6 +56,7 @@ from .privileged import pruned_count, pruned_problems
 from .projection import FusedWrite, InlineProjection
 from .retry import RACE_BUDGET, Backoff
 from .schema import READ_COLUMNS, flow_events
+from .sqljson import one_of
 from .transaction import Transaction as Transaction
 from .transaction import _recorded_rows
 
@@ -444,8 +445,8 @@ class EventStore:
             _check_count("limit", limit, minimum=0)
         conditions = []
         if types is not None:
-            wanted = check_type_names("types", types)
-            conditions.append(flow_events.c.type.in_(wanted))
+            wanted = sorted(set(check_type_names("types", types)))
+            conditions.append(one_of(flow_events.c.type, wanted, self.dialect))
         return self.read_where(*conditions, after_position=after_position, limit=limit)
 
     def read_for_fold(

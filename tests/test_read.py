@@ -77,6 +77,14 @@ class TestReadAll:
         assert [e.data["i"] for e in store.read_all(types=["Odd"])] == [1, 3, 5, 7, 9]
         assert [e.data["i"] for e in store.read_all(types="Even", after_position=5)] == [6, 8]
 
+    def test_types_past_a_statements_parameters(self, store: EventStore) -> None:
+        store.page_size = 2
+        store.append("f", [NewEvent("A", {}), NewEvent("B", {}), NewEvent("A", {}), NewEvent("A", {})])
+        many = [f"T{n}" for n in range(2**16)]  # PostgreSQL binds at most 65535 parameters
+        assert [e.position for e in store.read_all(types=[*many, "A"])] == [1, 3, 4]
+        assert [e.position for e in store.read_all(types=[*many, "A"], after_position=1, limit=1)] == [3]
+        assert list(store.read_all(types=many)) == []
+
     def test_streams_page_by_page(self, store: EventStore) -> None:
         store.page_size = 2
         fill(store, "f", 5)
