@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy.util import await_only
 
-from eventstore import EventStore, InvalidInput, NewEvent
+from eventstore import EventStore, InvalidEvent, InvalidInput, NewEvent
 from eventstore.aio import AsyncEventStore
 from tests.conftest import Target, _admin_connect
 
@@ -182,3 +182,26 @@ class TestSchemaOption:
     def test_a_schema_name_longer_than_postgresql_keeps_is_refused(self, pg_database: str) -> None:
         with pytest.raises(InvalidInput, match="at most 63 bytes"):
             EventStore.open(pg_database, schema="s" * 64)
+
+
+class TestJsonbLimits:
+    """PostgreSQL's jsonb keeps at most 2**28 - 1 bytes in one string, array or object, whatever
+    ``max_payload_bytes`` allows: over it the append is bad input, not a failing database."""
+
+    def test_a_string_over_the_jsonb_limit_is_an_invalid_event_and_nothing_is_written(
+        self, pg_target: Target
+    ) -> None:
+        with pg_target.open(max_payload_bytes=2**30) as store:
+            with pytest.raises(InvalidEvent, match=r"at most 268435455 bytes in one string, array or obj"):
+                store.append("flow-1", [NewEvent("Noted", {"s": "x" * 2**28})])
+            assert store.revision("flow-1") == 0
+
+    def test_an_array_of_small_numbers_meets_the_limit_sooner_than_its_json_text(
+        self, pg_target: Target
+    ) -> None:
+        # 45 MB of JSON text, but each 0 takes 12 bytes as jsonb: over the limit
+        rows = [[0] * 1000] * 22_500
+        with pg_target.open(max_payload_bytes=2**30) as store:
+            with pytest.raises(InvalidEvent, match=r"jsonb array elements.*nothing was written"):
+                store.append("flow-1", [NewEvent("Noted", {"rows": rows})])
+            assert store.revision("flow-1") == 0

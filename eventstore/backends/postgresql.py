@@ -36,6 +36,7 @@ from ..errors import (
     ConcurrencyError,
     FlowPruned,
     IntegrityViolation,
+    InvalidEvent,
     InvalidInput,
     StorageError,
     StoreBusy,
@@ -221,6 +222,7 @@ def create_engine(
     return result
 
 
+JSONB_MAX_BYTES = 2**28 - 1  # JENTRY_OFFLENMASK: one jsonb string, array or object holds no more
 _MAX_NAME_BYTES = 63  # NAMEDATALEN - 1: PostgreSQL silently cuts a longer name short, to another schema's
 
 
@@ -535,6 +537,15 @@ class PostgresBackend(Backend):
             diag = getattr(orig, "diag", None)
             flow_id = getattr(diag, "message_detail", None) or "?"
             return FlowPruned(flow_id, getattr(diag, "message_hint", None))
+        if sqlstate == "54000" and "jsonb" in message:  # program_limit_exceeded, by an event's data
+            # Not PayloadTooLarge: what is over the limit is jsonb's own encoding of one value, which
+            # can be larger than the event's JSON text (a number takes 12 bytes as jsonb), so no
+            # honest size can be given; max_payload_bytes cannot raise the limit.
+            return InvalidEvent(
+                f"PostgreSQL cannot store this event data or metadata ({message}): its jsonb holds at "
+                f"most {JSONB_MAX_BYTES} bytes in one string, array or object, whatever "
+                "max_payload_bytes allows; nothing was written"
+            )
         if sqlstate == "23505":
             return StorageError(f"a unique constraint was violated: {message}")
         if sqlstate in ("55P03", "57014"):
