@@ -210,16 +210,27 @@ class EventStore:
 
     def _check_schema(self) -> None:
         current = self.schema_revision()
-        if current != migrate.head_revision():
-            required = migrate.head_revision()
+        required = migrate.head_revision()
+        if current == required:
+            with self._guard():
+                self._backend.claim()  # the database is the store's: WAL on SQLite
+            return
+        if current is None:
+            problem = f"the database has no event store schema yet (this library needs {required})"
+        elif migrate.known_revision(current):
+            problem = f"the database schema is at {current}, this library needs {required}"
+        else:  # upgrading cannot go back down: only a newer library can use it
             raise SchemaError(
-                f"the database schema is at {current or 'nothing'}, this library needs "
-                f"{required}: run `eventstore db upgrade` or open with create=True",
+                f"the database schema is at {current}, newer than this library ({required}): it was "
+                "migrated by a newer agent-eventstore; upgrade the agent-eventstore library to open it",
                 current=current,
                 required=required,
             )
-        with self._guard():
-            self._backend.claim()
+        raise SchemaError(
+            f"{problem}: run `eventstore db upgrade` or open with create=True",
+            current=current,
+            required=required,
+        )
 
     @property
     def page_size(self) -> int:

@@ -8,9 +8,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 
-from eventstore import EventStore, NewEvent, SchemaError
+from eventstore import EventStore, NewEvent, SchemaError, migrate
 from eventstore.cli import main
 from eventstore.migrate import head_revision
 
@@ -98,3 +99,27 @@ def test_a_database_from_a_newer_version_is_a_schema_error(tmp_path: Path) -> No
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
     with pytest.raises(SchemaError, match="newer version than this library"):
         EventStore.open(url)
+
+
+class TestSchemaAdvice:
+    def test_a_newer_schema_says_to_upgrade_the_library_not_the_database(self, target: Target) -> None:
+        with target.open() as store, store.engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+        with pytest.raises(SchemaError, match="migrated by a newer agent-eventstore") as refused:
+            target.open(create=False)
+        assert (refused.value.current, refused.value.required) == ("9999", head_revision())
+        assert "upgrade the agent-eventstore library" in str(refused.value)
+        assert "db upgrade" not in str(refused.value) and "create=True" not in str(refused.value)
+
+    def test_an_older_schema_says_to_upgrade_the_database(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+        with sa.create_engine(url).begin() as conn:
+            migrate.upgrade(conn, "0013")
+        with pytest.raises(SchemaError, match=r"run `eventstore db upgrade` or open with create=True") as old:
+            EventStore.open(url, create=False)
+        assert (old.value.current, old.value.required) == ("0013", head_revision())
+
+    def test_a_missing_schema_says_there_is_none_yet(self, pg_target: Target) -> None:
+        with pytest.raises(SchemaError, match=r"has no event store schema yet .*create=True") as missing:
+            pg_target.open(create=False)
+        assert (missing.value.current, missing.value.required) == (None, head_revision())

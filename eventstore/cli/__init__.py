@@ -50,7 +50,7 @@ def _schema_problem(current: str | None, required: str) -> str:
         return (
             "no event store here yet (an empty database or schema): create one with `eventstore db upgrade`"
         )
-    if _known_revision(current):
+    if migrate.known_revision(current):
         return (
             f"the store's schema is at {current}, this library needs {required}: run `eventstore db upgrade`"
         )
@@ -213,19 +213,11 @@ def db_current(ctx: click.Context, as_json: bool) -> None:
     else:
         if current == head:
             state = "up to date"
-        elif current is None or _known_revision(current):
+        elif current is None or migrate.known_revision(current):
             state = "needs `eventstore db upgrade`"
         else:
             state = "the database is newer than this library: upgrade agent-eventstore"
         click.echo(f"database: {current or '(empty)'}  library: {head}  ({state})")
-
-
-def _known_revision(revision: str) -> bool:
-    """Whether ``revision`` is one of this library's migrations (else a newer library wrote it)."""
-    from alembic.script import ScriptDirectory
-
-    scripts = ScriptDirectory(str(migrate.script_location()))
-    return any(script.revision == revision for script in scripts.walk_revisions())
 
 
 @contextmanager
