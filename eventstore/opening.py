@@ -102,8 +102,8 @@ def _backend_for(
     if backend == "postgresql":
         if parsed.get_driver_name() not in ("psycopg", "postgresql", ""):
             raise InvalidInput("PostgreSQL is used through psycopg 3: postgresql+psycopg://...")
-        if schema is not None and (not isinstance(schema, str) or not schema.replace("_", "").isalnum()):
-            raise InvalidInput(f"not a plain schema name: {schema!r}")
+        if schema is not None:
+            check_schema_name(schema)
         try:
             engine = postgresql.create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
@@ -119,3 +119,9 @@ def _backend_for(
             ) from exc
         return postgresql.PostgresBackend(engine, asynchronous=asynchronous)
     raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def check_schema_name(schema: object) -> None:
+    """Refuse a PostgreSQL schema name that is not letters, digits and underscores."""
+    if not isinstance(schema, str) or not schema.replace("_", "").isalnum():
+        raise InvalidInput(f"not a plain schema name: {schema!r}")

@@ -142,3 +142,10 @@ def test_why_says_where_the_walk_back_stopped_and_why(
     lines = run(target, "audit", "--why", "w@3").splitlines()
     assert lines[2] == "what led to it, nearest first:"
     assert any(line.startswith(said) for line in lines), lines
+
+
+@pytest.mark.parametrize("name", ["a-b", "audit log", "s;drop"])
+def test_a_bad_schema_name_is_a_usage_error_naming_the_option(pg_target: Target, name: str) -> None:
+    result = CliRunner().invoke(main, ["--url", pg_target.url, "--schema", name, "flows"])
+    assert result.exit_code == 2, result.output
+    assert f"Invalid value for '--schema': not a plain schema name: {name!r}" in result.output

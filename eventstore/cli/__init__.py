@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from .. import migrate
 from ..errors import EventStoreError, InvalidInput, SchemaError
+from ..opening import check_schema_name
 from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
 from ..tombstones import flow_not_found
@@ -167,6 +168,16 @@ class _Main(click.Group):
             sys.exit(INTERRUPTED)
 
 
+def _schema_name(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """``--schema`` (or EVENTSTORE_SCHEMA): a name that is not plain is a usage error naming the option."""
+    if value:
+        try:
+            check_schema_name(value)
+        except InvalidInput as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+    return value
+
+
 @click.group(cls=_Main)
 @click.option(
     "--url",
@@ -179,6 +190,7 @@ class _Main(click.Group):
     "--schema",
     envvar="EVENTSTORE_SCHEMA",
     default=None,
+    callback=_schema_name,
     help="PostgreSQL schema to use (search_path); also EVENTSTORE_SCHEMA.",
 )
 @click.pass_context
