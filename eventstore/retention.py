@@ -123,17 +123,7 @@ class RetentionPolicy:
     @classmethod
     def from_days(cls, days: Mapping[str, float]) -> RetentionPolicy:
         """From days per status: ``{"finished": 30, "failed": 90}``."""
-        ages: dict[str, timedelta] = {}
-        for status, count in days.items():
-            if status not in ENDING_EVENTS:
-                raise InvalidInput(f"{status!r} is not a terminal status; one of {', '.join(ENDING_EVENTS)}")
-            if isinstance(count, bool) or not isinstance(count, int | float):
-                raise InvalidInput(f"the days to keep {status} flows must be a number, not {count!r}")
-            if not 0 <= count <= MAX_DAYS:  # also refuses NaN, which compares false
-                limit = f"from 0 to {MAX_DAYS:,} (a century)"
-                raise InvalidInput(f"the days to keep {status} flows must be {limit}, not {count!r}")
-            ages[status] = timedelta(days=count)
-        return cls(**ages)
+        return cls(**{status: _max_age(status, count, repr(count)) for status, count in days.items()})
 
     @classmethod
     def parse(cls, specs: Iterable[str]) -> RetentionPolicy:
@@ -141,7 +131,7 @@ class RetentionPolicy:
 
         A status given twice is refused, not settled by the last one.
         """
-        days: dict[str, float] = {}
+        days: dict[str, tuple[float, str]] = {}
         for spec in specs:
             status, _, count = spec.partition("=")
             status = status.strip()
@@ -151,8 +141,9 @@ class RetentionPolicy:
                 raise InvalidInput(f"{spec!r}: expected STATUS=DAYS, such as finished=30") from exc
             if status in days:
                 raise InvalidInput(f"{spec!r}: the days to keep {status} flows are given twice")
-            days[status] = value
-        return cls.from_days(days)
+            days[status] = value, count.strip()
+        # a refused count is shown as typed (-1, not the -1.0 it was read as)
+        return cls(**{status: _max_age(status, value, typed) for status, (value, typed) in days.items()})
 
     def max_age(self, status: str) -> timedelta | None:
         age: timedelta | None = getattr(self, status) if status in ENDING_EVENTS else None
@@ -161,6 +152,18 @@ class RetentionPolicy:
     @property
     def keeps_everything(self) -> bool:
         return all(self.max_age(status) is None for status in ENDING_EVENTS)
+
+
+def _max_age(status: str, count: object, shown: str) -> timedelta:
+    """``count`` days as the maximum age of ``status`` flows; ``shown`` is how a refusal shows it."""
+    if status not in ENDING_EVENTS:
+        raise InvalidInput(f"{status!r} is not a terminal status; one of {', '.join(ENDING_EVENTS)}")
+    if isinstance(count, bool) or not isinstance(count, int | float):
+        raise InvalidInput(f"the days to keep {status} flows must be a number, not {shown}")
+    if not 0 <= count <= MAX_DAYS:  # also refuses NaN, which compares false
+        limit = f"from 0 to {MAX_DAYS:,} (a century)"
+        raise InvalidInput(f"the days to keep {status} flows must be {limit}, not {shown}")
+    return timedelta(days=count)
 
 
 @dataclass(frozen=True, slots=True)
