@@ -110,6 +110,8 @@ def backup(
     """
     source = sqlite_file(store, "backup", instead=PG_DUMP_ADVICE)
     target = Path(path)
+    if not target.name or target.name in (".", ".."):  # "" is "." to Path: not "exists", but no name
+        raise InvalidInput(f"a backup needs a file name, not {os.fspath(path)!r}")
     if target.exists():
         raise InvalidInput(f"{target} exists; back up to a new file")
     if target.resolve() == source.resolve():

@@ -230,3 +230,15 @@ class TestEndings:
         with pytest.raises(SystemExit) as exited:
             docs_main(["--help"])
         assert exited.value.code == 0 and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "command", [["backup"], ["keygen"], ["checkpoint", "--export"], ["maintain", "--config"]]
+)
+def test_an_empty_file_path_is_a_usage_error(
+    sqlite_store: Target, tmp_path: Path, command: list[str]
+) -> None:
+    before = sorted(tmp_path.iterdir())
+    code, out = invoke(sqlite_store, *command, "")
+    assert code == 2 and "an empty path: give a file name" in out and "exists" not in out, out
+    assert sorted(tmp_path.iterdir()) == before

@@ -63,6 +63,16 @@ class TestBackup:
             backup(sqlite_store, tmp_path / "taken.db")
         assert (tmp_path / "taken.db").read_text() == "precious"
 
+    @pytest.mark.parametrize("path", ["", "/", ".", ".."])
+    def test_a_path_without_a_file_name_is_refused(
+        self, sqlite_store: EventStore, tmp_path: Path, path: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.chdir(tmp_path)
+        before = sorted(tmp_path.iterdir())
+        with pytest.raises(InvalidInput, match=f"a backup needs a file name, not {path!r}"):
+            backup(sqlite_store, path)
+        assert sorted(tmp_path.iterdir()) == before
+
     def test_a_file_named_like_its_partial_copy_is_left_alone(
         self, sqlite_store: EventStore, tmp_path: Path
     ) -> None:

@@ -23,7 +23,7 @@ from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
 from ..exchange import refuse_own_files
 from .output import echo, echo_json, printable, problem_dict
-from .params import POSITION, number_in
+from .params import POSITION, FilePath, number_in
 
 _KEY_HELP = "Ed25519 private key file (PEM), as `eventstore keygen` writes it; also EVENTSTORE_SIGNING_KEY."
 _TRUST_HELP = "A trusted public key file (.pub): signatures must be by this key."
@@ -58,7 +58,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     """Add the commands to the ``eventstore`` group."""
 
     @main.command()
-    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("path", type=FilePath())
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     def keygen(path: Path, as_json: bool) -> None:
         """Write a new Ed25519 key pair: PATH (private, mode 0600) and PATH.pub."""
@@ -77,7 +77,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option(
         "--export",
         "export_path",
-        type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
+        type=FilePath(allow_dash=True),
         help="Write a stored checkpoint (the latest, or --size) as self-contained JSON to this file.",
     )
     @click.option(

@@ -21,6 +21,7 @@ import click
 import orjson
 
 from .output import echo, echo_json, printable, signal_setter
+from .params import FilePath
 
 if TYPE_CHECKING:
     from ..maintenance import Maintenance
@@ -39,7 +40,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option(
         "--config",
         "config_path",
-        type=click.Path(dir_okay=False, path_type=Path),
+        type=FilePath(),
         default=None,
         help="A TOML file of schedules and policies (docs/operations.md).",
     )
@@ -105,7 +106,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 _serve(service)
 
     @main.command()
-    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("path", type=FilePath())
     @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
     @click.pass_context
     def backup(ctx: click.Context, path: Path, as_json: bool) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import math
 import re
+from pathlib import Path
 from typing import Any
 
 import click
@@ -47,6 +48,18 @@ class Seconds(click.FloatRange):
         if math.isnan(number):
             self.fail(f"{value} is not a number of seconds", param, ctx)
         return number
+
+
+class FilePath(click.Path):
+    """A file to read or write (never a directory); an empty one, which would mean ``.``, is a usage error."""
+
+    def __init__(self, *, allow_dash: bool = False) -> None:
+        super().__init__(dir_okay=False, allow_dash=allow_dash, path_type=Path)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value:
+            self.fail("an empty path: give a file name", param, ctx)
+        return super().convert(value, param, ctx)
 
 
 POSITION = StoredInt(0)
