@@ -81,5 +81,7 @@ class TestKeygen:
         with pytest.raises(InvalidInput, match="a key file needs a file name"):
             cp.save_key_pair(KEY, path)
 
-    def test_keygen_of_an_empty_path_is_one_clean_line(self, signed: Target) -> None:
-        assert run(signed, "keygen", "", code=1) == "error: a key file needs a file name, not '.'\n"
+    def test_keygen_of_an_empty_path_is_a_usage_error_naming_it(self, signed: Target) -> None:
+        output = run(signed, "keygen", "", code=2)
+        assert output.endswith("Error: Invalid value for 'PATH': an empty path: give a file name\n")
+        assert "Traceback" not in output

@@ -23,6 +23,7 @@ from ..exportfile import Progress, verify_export
 from ..manifest import manifest_path
 from ..schema import projection_checkpoints
 from .output import echo, echo_json, parse_time, printable, problem_dict
+from .params import FilePath
 
 
 @contextmanager
@@ -80,7 +81,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     """Add the commands to the ``eventstore`` group."""
 
     @main.command("export")
-    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("path", type=FilePath())
     @click.option("--flow", "flow_id", default=None, help="Export this flow.")
     @click.option("--session", default=None, help="Export the flows this session owns.")
     @click.option("--since", default=None, help="Events recorded at or after this time (ISO 8601, date, 7d).")
@@ -132,7 +133,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         )
 
     @main.command("import")
-    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("path", type=FilePath())
     @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
     @click.pass_context
     def import_(ctx: click.Context, path: Path, as_json: bool) -> None:
@@ -163,7 +164,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo(f"note: projection {name!r} was not updated: rebuild it (`eventstore rebuild`)", err=True)
 
     @main.command("verify-export")
-    @click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+    @click.argument("path", type=FilePath())
     @click.option("--json", "as_json", is_flag=True, help="The report as JSON.")
     def verify_export_command(path: Path, as_json: bool) -> None:
         """Check an export from its two files alone (exit status 2 if it does not verify)."""
