@@ -188,8 +188,11 @@ class EventStore:
         self._check_open()
         with self._guard():
             self._backend.claim()
-        if self.schema_revision() == migrate.head_revision():
+        current = self.schema_revision()
+        if current == migrate.head_revision():
             return  # the usual case: no write lock needed, so no wait behind a long append
+        if current is not None and not migrate.known_revision(current):
+            raise _newer_schema(current)
         try:
             with self._guard(), self._backend.write_connection() as conn:
                 if conn.dialect.name == "postgresql":
@@ -219,13 +222,8 @@ class EventStore:
             problem = f"the database has no event store schema yet (this library needs {required})"
         elif migrate.known_revision(current):
             problem = f"the database schema is at {current}, this library needs {required}"
-        else:  # upgrading cannot go back down: only a newer library can use it
-            raise SchemaError(
-                f"the database schema is at {current}, newer than this library ({required}): it was "
-                "migrated by a newer agent-eventstore; upgrade the agent-eventstore library to open it",
-                current=current,
-                required=required,
-            )
+        else:
+            raise _newer_schema(current)
         raise SchemaError(
             f"{problem}: run `eventstore db upgrade` or open with create=True",
             current=current,
@@ -701,6 +699,17 @@ class EventStore:
             raise self._explain_conflict(exc, batch) from exc
         except sa.exc.SQLAlchemyError as exc:
             raise self._backend.translate(exc) from exc
+
+
+def _newer_schema(current: str) -> SchemaError:
+    """A database a newer library migrated: upgrading cannot go back down, only a newer library can use it."""
+    required = migrate.head_revision()
+    return SchemaError(
+        f"the database schema is at {current}, newer than this library ({required}): it was "
+        "migrated by a newer agent-eventstore; upgrade the agent-eventstore library to open it",
+        current=current,
+        required=required,
+    )
 
 
 def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:

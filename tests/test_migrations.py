@@ -97,8 +97,11 @@ def test_a_database_from_a_newer_version_is_a_schema_error(tmp_path: Path) -> No
 
     with sqlite3.connect(tmp_path / "newer.db") as conn:
         conn.execute("UPDATE alembic_version SET version_num = '9999'")
-    with pytest.raises(SchemaError, match="newer version than this library"):
-        EventStore.open(url)
+    with pytest.raises(
+        SchemaError, match="migrated by a newer agent-eventstore; upgrade the agent-eventstore"
+    ) as caught:
+        EventStore.open(url)  # create=True: it would migrate, but cannot go back down
+    assert (caught.value.current, caught.value.required) == ("9999", migrate.head_revision())
 
 
 class TestSchemaAdvice:
