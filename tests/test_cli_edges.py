@@ -7,31 +7,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 
 from eventstore import migrate
-from eventstore.cli import main
 from projections import FlowProjection, FlowService
 
 from .conftest import Target
+from .test_cli_messages import finished, run
 
-
-def run(target: Target, *args: str, code: int = 0) -> str:
-    schema = target.options.get("schema")
-    prefix = ["--url", target.url, *(["--schema", schema] if schema else [])]
-    result = CliRunner().invoke(main, [*prefix, *args], env={"EVENTSTORE_ARCHIVE_DIR": None})
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    assert result.exit_code == code, result.output
-    return result.output
-
-
-@pytest.fixture
-def finished(target: Target) -> Target:
-    """Flow f of session s, finished: revisions 1 to 2, positions 1 to 2."""
-    with target.open(projections=[FlowProjection()]) as store:
-        FlowService(store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
-        FlowService(store).finish("f")
-    return target
+__all__ = ["finished"]  # the fixture, used by name
 
 
 class TestTailFrom:

@@ -25,6 +25,7 @@ def schema_of(target: Target) -> list[str]:
 def run(target: Target, *args: str, code: int = 0) -> str:
     prefix = ["--url", target.url, *schema_of(target)]
     result = CliRunner().invoke(main, [*prefix, *args], env={"EVENTSTORE_ARCHIVE_DIR": None})
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     assert result.exit_code == code, result.output
     return result.output
 
