@@ -83,8 +83,8 @@ def _recount_sessions(conn: sa.Connection, session_keys: Sequence[str]) -> None:
             )
             row[status] = count
             row["event_count"] += int(events or 0)
-            row["first_activity_at"] = min(t for t in (row["first_activity_at"], first) if t is not None)
-            row["last_activity_at"] = max(t for t in (row["last_activity_at"], last) if t is not None)
+            row["first_activity_at"] = _known(min, row["first_activity_at"], first)
+            row["last_activity_at"] = _known(max, row["last_activity_at"], last)
         for key, first, last in conn.execute(_activity(chunk)):
             rows[key] |= {"first_activity_at": _time(first), "last_activity_at": _time(last)}
         conn.execute(sessions.delete().where(sessions.c.session_key.in_(chunk)))
@@ -107,6 +107,12 @@ def _activity(session_keys: Sequence[str]) -> sa.Select[Any]:
         .where(f.owner_session_key.in_(session_keys), e.revision > f.revision - f.event_count)
         .group_by(f.owner_session_key)
     )
+
+
+def _known(pick: Any, *times: datetime | None) -> datetime | None:
+    """``pick`` (min or max) of the known times; None if none is (a time outside the fold's range)."""
+    known = [t for t in times if t is not None]
+    return pick(known) if known else None
 
 
 def _time(value: datetime | str) -> datetime:
