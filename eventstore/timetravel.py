@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .checks import check_count, check_names, validation_message
-from .errors import IntegrityViolation, InvalidInput, StoreClosed
+from .errors import FlowExists, IntegrityViolation, InvalidInput, RevisionMismatch, StoreClosed
 from .events import AppendResult, RecordedEvent
 from .flow_fold import (
     FOLD_VERSION,
@@ -227,7 +227,10 @@ def fork(
         raise InvalidInput(
             f"flow {flow_id!r} at revision {at_revision} cannot be forked: {validation_message(exc)}"
         ) from exc
-    return store.append(new_flow_id, [event], expected_revision=0, metadata=metadata)
+    try:
+        return store.append(new_flow_id, [event], expected_revision=0, metadata=metadata)
+    except RevisionMismatch as exc:  # the fork's id is taken: no retry can help, unlike a stale writer
+        raise FlowExists(new_flow_id, "already exists; fork into a new flow id") from exc
 
 
 _TIMES = frozenset({"created_at", "updated_at", "finished_at", "scheduled_at", "started_at"})

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from eventstore import EventStore, InvalidInput, NewEvent
+from eventstore import EventStore, FlowExists, InvalidInput, NewEvent
 from eventstore.aio import AsyncEventStore
 from eventstore.cli import main
 from eventstore.flow_fold import FlowView
@@ -56,6 +56,19 @@ class TestForkOnTheLastDay:
         with pytest.raises(InvalidInput, match="at_revision must be a revision"):
             fork(flow_store, "f", at_revision=revision, new_flow_id="g")
         assert flow_store.revision("g") == 0
+
+    def test_a_fork_onto_a_flow_that_exists_is_flow_exists_and_writes_nothing(
+        self, flow_store: EventStore
+    ) -> None:
+        drive(flow_store, steps=1)
+        FlowService(flow_store).start_flow("g", controller_id="c", goal="other", owner_session_key="s")
+        before = flow_store.last_position()
+        for new_flow_id in ("g", "f"):
+            with pytest.raises(
+                FlowExists, match=f"flow '{new_flow_id}': already exists; fork into a new flow id"
+            ):
+                fork(flow_store, "f", at_revision=2, new_flow_id=new_flow_id)
+        assert flow_store.last_position() == before
 
 
 def test_a_state_read_from_a_snapshot_on_an_async_store_needs_no_read_after_run(target: Target) -> None:
