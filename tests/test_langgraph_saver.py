@@ -267,6 +267,11 @@ def test_keep_latest_refuses_delta_channel_threads(saver: EventStoreSaver) -> No
 Call = Callable[[EventStoreSaver, Any], Any]
 T1 = {"configurable": {"thread_id": "t1", "checkpoint_ns": ""}}
 
+
+class Opaque:
+    """A value LangGraph's serde cannot serialise."""
+
+
 BAD_CALLS: list[tuple[str, Call, str]] = [
     ("copy-to-none", lambda s, c: s.copy_thread("t1", None), "target_thread_id must be a non-empty string"),
     ("copy-to-empty", lambda s, c: s.copy_thread("t1", ""), "target_thread_id must be a non-empty string"),
@@ -302,6 +307,21 @@ BAD_CALLS: list[tuple[str, Call, str]] = [
     ("writes-int", lambda s, c: s.put_writes(c, [1], "t"), r"writes must be \(channel, value\) pairs"),
     ("writes-short", lambda s, c: s.put_writes(c, [("c",)], "t"), r"writes must be \(channel, value\) pairs"),
     ("next-version", lambda s, c: s.get_next_version("abc", None), "a channel version must be"),
+    (
+        "put-value-serde",
+        lambda s, c: put(s, "t1", {"a": Opaque()}, {"a": 2}, parent=c),
+        "channel 'a' cannot be serialised by the saver's serde: TypeError: Type is not msgpack serializable",
+    ),
+    (
+        "put-extra-serde",
+        lambda s, c: s.put(T1, {**generate_checkpoint(), "odd": Opaque()}, {}, {}),
+        "the checkpoint cannot be serialised by the saver's serde: TypeError",
+    ),
+    (
+        "writes-value-serde",
+        lambda s, c: s.put_writes(c, [("c", Opaque())], "t"),
+        "write to channel 'c' cannot be serialised by the saver's serde: TypeError",
+    ),
     ("flow-id-none", lambda s, c: flow_id_for(None), "thread_id and checkpoint_ns must be strings"),
 ]
 

@@ -30,7 +30,14 @@ from langgraph.checkpoint.base import (
 )
 
 from ...aio import LoopLock
-from ...errors import ConcurrencyError, ConnectionLost, InvalidInput, RevisionMismatch
+from ...errors import (
+    ConcurrencyError,
+    ConnectionLost,
+    EventStoreError,
+    InvalidEvent,
+    InvalidInput,
+    RevisionMismatch,
+)
 from ...events import NewEvent, new_event_id
 from ...graph_checkpoints import (
     CHECKPOINT_SAVED,
@@ -212,7 +219,11 @@ class SyncSaver(BaseCheckpointSaver[str]):
             if isinstance(version, float) and (not math.isfinite(version) or abs(version) >= 1e16):
                 # the log stores a whole float this large as an int, whose text differs from str(version)
                 raise InvalidInput(f"channel {channel!r:.60}'s version must be a finite float below 1e16")
-            kind, blob = self.serde.dumps_typed(values[channel]) if channel in values else (EMPTY, None)
+            kind, blob = (
+                self._dumps(values[channel], f"channel {channel!r:.60}")
+                if channel in values
+                else (EMPTY, None)
+            )
             blobs.append((channel, str(version), kind, blob))
         structure, extra = self._split(checkpoint)
         data: dict[str, Any] = {
@@ -273,7 +284,7 @@ class SyncSaver(BaseCheckpointSaver[str]):
                 )
             channel, value = write
             idx = WRITES_IDX_MAP.get(channel, position)
-            kind, blob = self.serde.dumps_typed(value)
+            kind, blob = self._dumps(value, f"write to channel {channel!r:.60}")
             offered[idx] = (channel, kind, blob)  # a special channel twice: the last one wins
             readable.pop(idx, None)
             if channel in (INTERRUPT, RESUME) and (shown := _readable(value)) is not None:
@@ -369,7 +380,18 @@ class SyncSaver(BaseCheckpointSaver[str]):
                 plain[key] = value
             else:
                 other[key] = value
-        return plain, (self.serde.dumps_typed(other) if other else None)
+        return plain, (self._dumps(other, "the checkpoint") if other else None)
+
+    def _dumps(self, value: Any, what: str) -> tuple[str, bytes]:
+        """``value`` through the serde; a value it cannot serialise is InvalidEvent, naming what it was."""
+        try:
+            return self.serde.dumps_typed(value)
+        except EventStoreError:
+            raise
+        except Exception as exc:  # msgpack's TypeError, or whatever a user's serde raises
+            raise InvalidEvent(
+                f"{what} cannot be serialised by the saver's serde: {type(exc).__name__}: {exc!s:.300}"
+            ) from exc
 
     def _write(
         self, append: Callable[[Transaction], object], *, lock: bool = False, flow_id: str | None = None
