@@ -25,12 +25,17 @@ Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 EventId = sa.LargeBinary(16).with_variant(postgresql.UUID(as_uuid=True), "postgresql")
 Payload = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.String(27).with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
+FlowId = sa.String(MAX_FLOW_ID_LENGTH).with_variant(
+    postgresql.VARCHAR(MAX_FLOW_ID_LENGTH, collation="C"), "postgresql"
+)
+"""A flow id: compared and sorted by code point on both backends, whatever the PostgreSQL
+database's collation (migration 0015), so listings and their keyset pages agree."""
 
 flow_events = sa.Table(
     "flow_events",
     metadata,
     sa.Column("position", Position, primary_key=True, autoincrement=False),
-    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), nullable=False),
+    sa.Column("flow_id", FlowId, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("event_id", EventId, nullable=False),
     sa.Column("type", sa.String(MAX_TYPE_LENGTH), nullable=False),
@@ -158,7 +163,7 @@ way): the projection that owns it. A build or rebuild refuses any other's."""
 flow_snapshots = sa.Table(
     "flow_snapshots",
     metadata,
-    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("flow_id", FlowId, primary_key=True),
     sa.Column("revision", sa.Integer, primary_key=True),
     sa.Column("fold_version", sa.Integer, primary_key=True),
     sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
@@ -174,7 +179,7 @@ current fold's: anything else is ignored and folded again."""
 snapshot_parts = sa.Table(
     "snapshot_parts",
     metadata,
-    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("flow_id", FlowId, primary_key=True),
     sa.Column("fold_version", sa.Integer, primary_key=True),
     sa.Column("hash", sa.LargeBinary(32), primary_key=True),
     sa.Column("body", sa.Text, nullable=False),  # canonical JSON {step_id: step}, hashed as stored
@@ -230,7 +235,7 @@ it got (written, verified, pruned), so a run cut short is finished next time."""
 flow_tombstones = sa.Table(
     "flow_tombstones",
     metadata,
-    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("flow_id", FlowId, primary_key=True),
     sa.Column("last_revision", sa.Integer, nullable=False),
     sa.Column("last_hash", sa.LargeBinary(32), nullable=False),
     sa.Column("archive_id", sa.String(64), nullable=False),
@@ -247,7 +252,7 @@ pruned_events = sa.Table(
     "pruned_events",
     metadata,
     sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), nullable=False),
+    sa.Column("flow_id", FlowId, nullable=False),
     sa.Column("revision", sa.Integer, nullable=False),
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
     sa.Index("ix_pruned_events_flow_revision", "flow_id", "revision"),
@@ -258,7 +263,7 @@ leaves, so signed checkpoints stay checkable after a prune."""
 prune_authorisations = sa.Table(
     "prune_authorisations",
     metadata,
-    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("flow_id", FlowId, primary_key=True),
 )
 """The flows the running prune may delete from ``flow_events``: the append-only
 triggers let a DELETE through only for a flow named here and not held. Rows
@@ -268,7 +273,7 @@ commits, and refuses to start while rows someone else committed are here."""
 legal_holds = sa.Table(
     "legal_holds",
     metadata,
-    sa.Column("flow_id", sa.String(MAX_FLOW_ID_LENGTH), primary_key=True),
+    sa.Column("flow_id", FlowId, primary_key=True),
     sa.Column("reason", sa.Text, nullable=False),
     sa.Column("held_by", sa.String(200), nullable=False),
     sa.Column("held_at", sa.String(27), nullable=False),

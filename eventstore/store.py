@@ -606,10 +606,14 @@ class EventStore:
         )
 
     def flows(self, *, after: str | None = None, limit: int | None = None) -> Iterator[str]:
-        """Flow ids in sorted order, after ``after``; streamed in pages."""
+        """Flow ids in code point order, after ``after`` (``""``: from the first); streamed in pages."""
         self._check_open()
-        if after is not None:
+        if (
+            isinstance(after, str) and after
+        ):  # "" is before every flow id, as position 0 is before every event
             check_flow_id(after)
+        elif after is not None and after != "":
+            raise InvalidInput(f"after must be a flow id, or '' for the first flow, not {shown(after)}")
         if limit is not None:
             _check_count("limit", limit, minimum=0)
         col = flow_events.c.flow_id
