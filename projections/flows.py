@@ -32,15 +32,17 @@ from eventstore.flow_fold import (
     forked_steps,
 )
 from eventstore.flows import FLOW_EVENTS
-from eventstore.schema import MAX_FLOW_ID_LENGTH
+from eventstore.schema import FlowId
 
 from .base import SOLE_WRITER, Projection
 from .rowio import TableIO, _sqlite_time, pipelined, run
 from .types import JSON, UTCDateTime
 
-ID = sa.String(MAX_FLOW_ID_LENGTH)
-NAME = sa.Text
-"""Names and keys the events carry (sessions, steps, runs, owners): as long as the log holds them."""
+ID = FlowId
+"""A flow id, compared and sorted by code point as in ``flow_events``."""
+NAME = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
+"""Names and keys the events carry (sessions, steps, runs, owners): as long as the log holds them,
+and sorted by code point on both backends, whatever the PostgreSQL database's collation."""
 _STARTS = frozenset({"FlowStarted", "FlowForked"})
 _CONTINUING = frozenset(model.event_type for model in FLOW_EVENTS) - _STARTS
 """The vocabulary's events that only a started flow has."""
@@ -57,7 +59,8 @@ class FlowProjection(Projection):
     """Inline projection of flows, their steps, and the sessions that own them."""
 
     name: ClassVar[str] = "flows"
-    version: ClassVar[int] = 6  # 6: JSON columns TEXT on SQLite (a bare number in one kept as written)
+    version: ClassVar[int] = 7  # 7: ids and names COLLATE "C" on PostgreSQL (code point order)
+    # 6: JSON columns TEXT on SQLite (a bare number in one kept as written)
     # 5: the fold's version 5 (owners as the store's session filters read them)
     # 4: the fold's version 4 (times outside its range are None)
     # 3: flow_steps.scheduled_revision; the fold's version 3

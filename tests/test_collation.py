@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -19,9 +19,10 @@ from alembic import command
 from eventstore import EventStore, InvalidInput, NewEvent
 from eventstore.legal_holds import hold, list_holds
 from eventstore.migrate import _config, upgrade
-from projections import FlowProjection, FlowService
+from projections import FlowProjection, FlowQueries, FlowService, rebuild
 
 from .conftest import BACKENDS, PG_ADMIN_URL, Target, _admin_connect, _pg_schema
+from .readmodels import flow_projection
 
 IDS = ["b", "B", "a", "A"]
 CODE_POINT_ORDER = ["A", "B", "a", "b"]
@@ -77,6 +78,25 @@ def test_store_flows_are_listed_and_paged_in_code_point_order(linguistic_store: 
     assert paged == CODE_POINT_ORDER
     assert list(linguistic_store.flows(after="B")) == ["a", "b"]
     assert list(linguistic_store.flows(after="")) == CODE_POINT_ORDER
+
+
+def test_read_model_listings_break_ties_in_code_point_order(linguistic_store: EventStore) -> None:
+    service = _started(linguistic_store)
+    queries = FlowQueries(linguistic_store)
+    assert [f.flow_id for f in queries.flows().items] == CODE_POINT_ORDER  # one created_at for all
+    assert [f.flow_id for f in queries.flows(offset=2, limit=2).items] == ["a", "b"]
+    assert [s.session_key for s in queries.sessions().items] == CODE_POINT_ORDER
+    lease = service.acquire_lease("a", owner_token="w", ttl_seconds=60)
+    for step_id in IDS:
+        service.schedule_step("a", step_id=step_id, name="tool", run_id=step_id, lease=lease)
+        service.start_step("a", step_id, lease=lease)
+    assert [s.step_id for s in queries.steps("a")] == CODE_POINT_ORDER
+    later = NOON + timedelta(hours=1)
+    assert [s.step_id for s in queries.expired_steps(now=later)] == CODE_POINT_ORDER
+    assert [s.step_id for s in queries.expired_steps(now=later, after=("a", "B"))] == ["a", "b"]
+    rebuild(linguistic_store, flow_projection(linguistic_store))  # a rebuild's tables are the same
+    assert [f.flow_id for f in queries.flows().items] == CODE_POINT_ORDER
+    assert [s.step_id for s in queries.steps("a")] == CODE_POINT_ORDER
 
 
 def test_legal_holds_are_listed_in_code_point_order(linguistic_store: EventStore) -> None:
