@@ -59,7 +59,8 @@ class FlowProjection(Projection):
     """Inline projection of flows, their steps, and the sessions that own them."""
 
     name: ClassVar[str] = "flows"
-    version: ClassVar[int] = 7  # 7: ids and names COLLATE "C" on PostgreSQL (code point order)
+    version: ClassVar[int] = 7  # 7: ids and names COLLATE "C" on PostgreSQL (code point order);
+    # indexes in the listings' order (created_at, flow_id)
     # 6: JSON columns TEXT on SQLite (a bare number in one kept as written)
     # 5: the fold's version 5 (owners as the store's session filters read them)
     # 4: the fold's version 4 (times outside its range are None)
@@ -92,8 +93,10 @@ class FlowProjection(Projection):
             sa.Column("created_at", UTCDateTime),
             sa.Column("updated_at", UTCDateTime),
             sa.Column("finished_at", UTCDateTime),
-            sa.Index("ix_flows_owner", "owner_session_key", "created_at"),
-            sa.Index("ix_flows_status", "status", "created_at"),
+            # every listing's order (created_at, flow_id), so a page never sorts the table
+            sa.Index("ix_flows_created", "created_at", "flow_id"),
+            sa.Index("ix_flows_owner", "owner_session_key", "created_at", "flow_id"),
+            sa.Index("ix_flows_status", "status", "created_at", "flow_id"),
             sa.Index("ix_flows_lease", "lease_expires_at"),
         )
         sa.Table(
