@@ -32,7 +32,7 @@ from eventstore.flow_fold import (
     forked_steps,
 )
 from eventstore.flows import FLOW_EVENTS
-from eventstore.schema import FlowId
+from eventstore.schema import FlowId, flow_beginning, flow_events
 
 from .base import SOLE_WRITER, Projection
 from .rowio import TableIO, _sqlite_time, pipelined, run
@@ -43,9 +43,6 @@ ID = FlowId
 NAME = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")
 """Names and keys the events carry (sessions, steps, runs, owners): as long as the log holds them,
 and sorted by code point on both backends, whatever the PostgreSQL database's collation."""
-_STARTS = frozenset({"FlowStarted", "FlowForked"})
-_CONTINUING = frozenset(model.event_type for model in FLOW_EVENTS) - _STARTS
-"""The vocabulary's events that only a started flow has."""
 WARM_FLOWS = 4096
 """How many flows' states a FlowProjection remembers for the next command (least recent go)."""
 WARM_STEPS = 1000
@@ -306,6 +303,7 @@ class FlowProjection(Projection):
                     )
             _count(sessions, flow, before, event.recorded_at)
         self._write(tx, flows.values(), steps.values(), sessions)
+        self._remember_unstarted(memo, events)
 
     apply_many = apply
 
@@ -384,24 +382,21 @@ class FlowProjection(Projection):
     def _fill_gaps(self, tx: Transaction, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
         """Events preceded by any the read model missed (appended without this projection).
 
-        A flow with no row either is not a flow (a stream of other events,
-        left alone) or was started by a writer without this projection: a
-        vocabulary event that is not a start says which, and the log is then
-        read from its beginning. So does a start past revision 1: an earlier
-        start (a fork, say) may be what began the flow, as a rebuild folds it.
+        A flow with a row has folded up to its revision: what lies between that
+        and an event is read from the log. A stream with no row holds no flow
+        the read model knows of; whatever type the event is (an event of the
+        application too), a writer without this projection may have started
+        the flow earlier in the stream: the log is read from that start, as a
+        rebuild folds it (``_first_start``).
         """
         memo = tx.memo
         out: list[RecordedEvent] = []
         seen: dict[str, int] = {}
         for event in events:
-            flow = memo.get(("flow", event.flow_id))
-            if flow is not None:
-                known = flow.revision
-            elif event.type in _CONTINUING or (event.revision > 1 and event.type in _STARTS):
-                known = 0  # a flow's event, and the read model has no flow: its start may have been missed
-            else:
-                known = event.revision - 1
-            folded = seen.get(event.flow_id, known)
+            folded = seen.get(event.flow_id)
+            if folded is None:
+                flow = memo.get(("flow", event.flow_id))
+                folded = flow.revision if flow is not None else self._first_start(tx, event) - 1
             if event.revision > folded + 1:
                 missing = list(
                     tx.store.read_flow(
@@ -413,6 +408,40 @@ class FlowProjection(Projection):
             out.append(event)
             seen[event.flow_id] = max(folded, event.revision)
         return out
+
+    def _first_start(self, tx: Transaction, event: RecordedEvent) -> int:
+        """The revision of the first start before ``event`` in a stream with no row: ``event``'s if none.
+
+        Streams seen to hold no start are remembered by the hash of their last
+        event: an event whose ``prev_hash`` is that hash follows the very
+        events found to hold none (the chain commits to all of them, so an
+        append rolled back remembers nothing that a later one could match), and
+        the log is not asked again.
+        """
+        if event.revision == 1:
+            return 1
+        with self._warm_lock:
+            if self._unstarted.get(event.flow_id) == event.prev_hash:
+                self._unstarted.move_to_end(event.flow_id)
+                return event.revision
+        e = flow_events.c
+        query = sa.select(sa.func.min(e.revision)).where(
+            e.flow_id == event.flow_id, e.revision < event.revision, flow_beginning
+        )
+        first = tx.connection.execute(query).scalar()
+        return event.revision if first is None else int(first)
+
+    def _remember_unstarted(self, memo: dict[Any, Any], events: Sequence[RecordedEvent]) -> None:
+        """Remember the streams of ``events`` that still have no row by the hash of their last event."""
+        last = {event.flow_id: event.hash for event in events if memo.get(("flow", event.flow_id)) is None}
+        if not last:
+            return
+        with self._warm_lock:
+            for flow_id, hash_ in last.items():
+                self._unstarted[flow_id] = hash_
+                self._unstarted.move_to_end(flow_id)
+            while len(self._unstarted) > WARM_FLOWS:
+                self._unstarted.popitem(last=False)
 
     def _write(
         self,
@@ -448,6 +477,7 @@ class FlowProjection(Projection):
         self._io_cache: dict[str, tuple[TableIO, TableIO]] = {}
         self._warm: OrderedDict[str, tuple[FlowState, Any, dict[str, tuple[StepState, Any]]]] = OrderedDict()
         self._warm_lock = threading.Lock()
+        self._unstarted: OrderedDict[str, str] = OrderedDict()
 
     def targeting(self, suffix: str, tag: str) -> FlowProjection:
         clone = super().targeting(suffix, tag)
@@ -455,6 +485,7 @@ class FlowProjection(Projection):
         clone._io_cache = {}
         clone._warm = OrderedDict()
         clone._warm_lock = threading.Lock()
+        clone._unstarted = OrderedDict()
         return clone
 
 

@@ -82,6 +82,30 @@ def test_a_flow_started_by_a_writer_without_the_projection_is_folded_on_its_next
         assert_matches_rebuild(store)
 
 
+@pytest.mark.parametrize("before", [[], [NewEvent("RequestReceived", {})]], ids=["at 1", "after another"])
+def test_a_flow_started_by_a_writer_without_the_projection_is_folded_on_an_event_of_the_application(
+    target: Target, before: list[NewEvent]
+) -> None:
+    with target.open(projections=[FlowProjection()]) as store, target.open() as bare:
+        bare.append("x", [*before, FlowStarted(**START)])
+        store.append("x", [NewEvent("Note", {"text": "outside the vocabulary"})])
+        flow = FlowQueries(store).flow("x")
+        assert (flow.revision, flow.event_count, flow.owner_session_key) == (len(before) + 2, 2, "s")
+        assert_matches_rebuild(store)
+
+
+def test_a_start_after_a_rolled_back_event_of_the_application_is_still_found(target: Target) -> None:
+    with target.open(projections=[FlowProjection()]) as store, target.open() as bare:
+        store.append("x", [NewEvent("Note", {})])
+        with pytest.raises(RuntimeError), store.transaction() as tx:
+            tx.append("x", [NewEvent("Note", {})])  # remembered as a stream with no start, then undone
+            raise RuntimeError
+        bare.append("x", [FlowStarted(**START)])
+        store.append("x", [NewEvent("Note", {})])
+        assert FlowQueries(store).flow("x").event_count == 2
+        assert_matches_rebuild(store)
+
+
 def test_a_flow_starts_after_events_of_the_application(target: Target) -> None:
     with target.open(projections=[FlowProjection()]) as store:
         store.append("f", [NewEvent("RequestReceived", {"text": "refund please"})])
