@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import EventStore, EventStoreError, NewEvent
 from eventstore.flow_fold import FlowView
-from projections import FlowQueries, FlowService
+from eventstore.timetravel import fork
+from projections import FlowProjection, FlowQueries, FlowService
 
+from .conftest import Target
 from .readmodels import assert_matches_rebuild, snapshot
 
 FLOWS = 3
@@ -72,6 +76,25 @@ def run(service: FlowService, prefix: str, op: str, flow: int, arg: Any) -> None
 
 
 _examples = itertools.count()
+RAW_EVENTS = [  # appended as they are, by a writer with the flow projection or one without it
+    NewEvent("FlowStarted", {"controller_id": "c", "goal": "g", "owner_session_key": "s-a"}),
+    NewEvent("FlowStarted", {"controller_id": "c", "goal": "h", "owner_session_key": "s-b"}),
+    NewEvent("FlowAdvanced", {"state_patch": {"x": 1}}),
+    NewEvent("StepScheduled", {"step_id": "step-0", "name": "n", "run_id": "r"}),
+    NewEvent("StepStarted", {"step_id": "step-0"}),
+    NewEvent("StepCompleted", {"step_id": "step-0", "result": {"v": 1}}),
+    NewEvent("FlowFinished", {"result": {}}),
+    NewEvent("Note", {"text": "outside the vocabulary"}),
+]
+writes = st.one_of(
+    command.map(lambda c: ("service", c[1], c)),
+    st.tuples(
+        st.sampled_from(["inline", "bare"]),
+        st.integers(0, FLOWS - 1),
+        st.lists(st.sampled_from(RAW_EVENTS), min_size=1, max_size=3),
+    ),
+    st.tuples(st.sampled_from(["inline fork", "bare fork"]), st.integers(0, FLOWS - 1), st.integers(0, 2)),
+)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -108,3 +131,32 @@ def test_replaying_one_flow_gives_its_read_model(
             continue
         assert queries.flow(view.flow.flow_id) == view.flow
         assert {s.step_id: s for s in queries.steps(view.flow.flow_id)} == view.steps
+
+
+@pytest.fixture
+def writers(target: Target) -> Iterator[tuple[EventStore, EventStore]]:
+    """Two writers on one log: one with the flow projection, one without it."""
+    with target.open(projections=[FlowProjection()]) as store, target.open() as bare:
+        yield store, bare
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(history=st.lists(writes, min_size=1, max_size=25))
+def test_writers_with_and_without_the_projection_leave_the_read_models_a_rebuild_gives(
+    writers: tuple[EventStore, EventStore], history: list[tuple[Any, ...]]
+) -> None:
+    """Once the writer with the projection appends to each flow again, whatever the other wrote."""
+    store, bare = writers
+    prefix = f"mixed{next(_examples)}"
+    for writer, flow, *args in history:
+        chosen = bare if writer.startswith("bare") else store
+        with contextlib.suppress(EventStoreError):  # refused writes write nothing
+            if writer == "service":
+                run(FlowService(store), prefix, *args[0])
+            elif writer.endswith("fork"):
+                fork(chosen, f"{prefix}-{args[0]}", at_revision=1, new_flow_id=f"{prefix}-{flow}")
+            else:
+                chosen.append(f"{prefix}-{flow}", args[0])
+    for flow in range(FLOWS):  # a flow nothing touches again stays behind until a rebuild
+        store.append(f"{prefix}-{flow}", [NewEvent("Note", {})])
+    assert_matches_rebuild(store)
