@@ -412,33 +412,49 @@ class FlowProjection(Projection):
     def _first_start(self, tx: Transaction, event: RecordedEvent) -> int:
         """The revision of the first start before ``event`` in a stream with no row: ``event``'s if none.
 
-        Streams seen to hold no start are remembered by the hash of their last
-        event: an event whose ``prev_hash`` is that hash follows the very
-        events found to hold none (the chain commits to all of them, so an
-        append rolled back remembers nothing that a later one could match), and
-        the log is not asked again.
+        Streams seen to hold no start are remembered by their last event's
+        revision and hash: an event whose ``prev_hash`` is that hash follows
+        the very events found to hold none (the chain commits to all of them, so
+        an append rolled back remembers nothing that a later one could match),
+        and the log is not asked again. After another process appended to the
+        stream, only its events after the remembered one are read, once the log
+        shows that event still there with that hash; otherwise the whole stream.
         """
         if event.revision == 1:
             return 1
         with self._warm_lock:
-            if self._unstarted.get(event.flow_id) == event.prev_hash:
+            known = self._unstarted.get(event.flow_id)
+            if known is not None:
                 self._unstarted.move_to_end(event.flow_id)
-                return event.revision
+        if known is not None and known[1] == event.prev_hash:
+            return event.revision
         e = flow_events.c
-        query = sa.select(sa.func.min(e.revision)).where(
+        starts = sa.select(sa.func.min(e.revision)).where(
             e.flow_id == event.flow_id, e.revision < event.revision, flow_beginning
         )
-        first = tx.connection.execute(query).scalar()
+        if known is not None:
+            revision, hash_ = known
+            still = sa.select(e.hash).where(e.flow_id == event.flow_id, e.revision == revision)
+            found, first = tx.connection.execute(
+                sa.select(still.scalar_subquery(), starts.where(e.revision > revision).scalar_subquery())
+            ).one()
+            if found is not None and bytes(found).hex() == hash_:
+                return event.revision if first is None else int(first)
+        first = tx.connection.execute(starts).scalar()
         return event.revision if first is None else int(first)
 
     def _remember_unstarted(self, memo: dict[Any, Any], events: Sequence[RecordedEvent]) -> None:
-        """Remember the streams of ``events`` that still have no row by the hash of their last event."""
-        last = {event.flow_id: event.hash for event in events if memo.get(("flow", event.flow_id)) is None}
+        """Remember the streams of ``events`` that still have no row by their last event (revision, hash)."""
+        last = {
+            event.flow_id: (event.revision, event.hash)
+            for event in events
+            if memo.get(("flow", event.flow_id)) is None
+        }
         if not last:
             return
         with self._warm_lock:
-            for flow_id, hash_ in last.items():
-                self._unstarted[flow_id] = hash_
+            for flow_id, seen in last.items():
+                self._unstarted[flow_id] = seen
                 self._unstarted.move_to_end(flow_id)
             while len(self._unstarted) > WARM_FLOWS:
                 self._unstarted.popitem(last=False)
@@ -477,7 +493,7 @@ class FlowProjection(Projection):
         self._io_cache: dict[str, tuple[TableIO, TableIO]] = {}
         self._warm: OrderedDict[str, tuple[FlowState, Any, dict[str, tuple[StepState, Any]]]] = OrderedDict()
         self._warm_lock = threading.Lock()
-        self._unstarted: OrderedDict[str, str] = OrderedDict()
+        self._unstarted: OrderedDict[str, tuple[int, str]] = OrderedDict()
 
     def targeting(self, suffix: str, tag: str) -> FlowProjection:
         clone = super().targeting(suffix, tag)

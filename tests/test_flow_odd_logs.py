@@ -106,6 +106,23 @@ def test_a_start_after_a_rolled_back_event_of_the_application_is_still_found(tar
         assert_matches_rebuild(store)
 
 
+def test_a_start_another_writer_appended_after_the_remembered_event_is_found(target: Target) -> None:
+    """Two processes with the projection take turns on a stream; a third, without it, starts the flow."""
+    with (
+        target.open(projections=[FlowProjection()]) as first,
+        target.open(projections=[FlowProjection()]) as second,
+        target.open() as bare,
+    ):
+        first.append("x", [NewEvent("Note", {})])
+        second.append("x", [NewEvent("Note", {})])
+        first.append("x", [NewEvent("Note", {})])  # reads only what came after its own last note
+        bare.append("x", [FlowStarted(**START)])
+        second.append("x", [NewEvent("Note", {})])  # reads only what came after its own last note
+        flow = FlowQueries(first).flow("x")
+        assert (flow.revision, flow.event_count) == (5, 2)
+        assert_matches_rebuild(first)
+
+
 def test_a_flow_starts_after_events_of_the_application(target: Target) -> None:
     with target.open(projections=[FlowProjection()]) as store:
         store.append("f", [NewEvent("RequestReceived", {"text": "refund please"})])
