@@ -19,6 +19,19 @@ class InvalidInput(EventStoreError, ValueError):
     """An argument is malformed; nothing was written."""
 
 
+class PositionPastEnd(InvalidInput):
+    """A position to start after is past the end of the log: nothing would come until the log
+    reached it, and the events up to it would be skipped."""
+
+    def __init__(self, what: str, position: int, last_position: int) -> None:
+        self.position = position
+        self.last_position = last_position
+        super().__init__(
+            f"{what} {position} is past the end of the log (last position {last_position}): "
+            f"give 0 to {last_position}"
+        )
+
+
 class InvalidEvent(InvalidInput):
     """An event cannot be stored as given (not JSON, NaN, failed validation...)."""
 

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterable, Iterator
 
 from .checks import check_count, check_type_names
-from .errors import FlowArchived, InvalidInput
+from .errors import FlowArchived, InvalidInput, PositionPastEnd
 from .events import RecordedEvent
 from .preparation import check_flow_id
 from .store import EventStore
@@ -49,6 +49,9 @@ def follow(
         raise InvalidInput(f"stop_when_idle must be True or False, not {stop_when_idle!r}")
     if after_position is not None:
         check_count("after_position", after_position)
+        last = store.last_position()
+        if after_position > last:  # would wait silently, then skip the events up to it as they came
+            raise PositionPastEnd("after_position", after_position, last)
     if flow_id is not None:
         check_flow_id(flow_id)
     wanted = None if types is None else frozenset(check_type_names("types", types))

@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import psycopg
 import pytest
 
-from eventstore import Event, EventStore, InvalidEvent, InvalidInput, NewEvent
+from eventstore import Event, EventStore, InvalidEvent, InvalidInput, NewEvent, PositionPastEnd
 from eventstore.follow import follow
 
 from .conftest import Target
@@ -92,6 +92,20 @@ class TestFollowStartsWhenCalled:
     def test_a_bad_flow_id_is_refused_at_the_call(self, store: EventStore) -> None:
         with pytest.raises(InvalidInput, match="flow id"):
             follow(store, flow_id="")
+
+    @pytest.mark.parametrize("flow_id", [None, "f"])
+    def test_a_start_past_the_end_of_the_log_is_refused_at_the_call(
+        self, store: EventStore, flow_id: str | None
+    ) -> None:
+        store.append("f", [NewEvent("A", {}), NewEvent("B", {})])
+        with pytest.raises(
+            PositionPastEnd, match=r"after_position 3 is past the end of the log \(last position 2\)"
+        ) as refused:
+            follow(store, after_position=3, flow_id=flow_id, stop_when_idle=True)
+        assert (refused.value.position, refused.value.last_position) == (3, 2)
+        followed = follow(store, after_position=2, flow_id=flow_id, stop_when_idle=True)
+        store.append("f", [NewEvent("C", {})])
+        assert [e.position for e in followed] == [3]
 
 
 class TestRevisionBoundsPastTheColumn:

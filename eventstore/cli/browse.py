@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from ..errors import InvalidInput
+from ..errors import PositionPastEnd
 from ..events import RecordedEvent
 from ..flow_fold import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
 from ..follow import follow
@@ -273,9 +273,7 @@ def _check_start(store: EventStore, after: int | None) -> None:
         return
     last = store.last_position()
     if after > last:
-        raise InvalidInput(
-            f"--from {after} is past the end of the log (last position {last}): give 0 to {last}"
-        )
+        raise PositionPastEnd("--from", after, last)
 
 
 def _summary(flow: FlowState) -> list[str]:
