@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from .errors import EventStoreError, ProjectionError, ProjectionFailed
 from .events import RecordedEvent
+from .sqlscan import transaction_end
 
 if TYPE_CHECKING:
     from .store import EventStore, Transaction
@@ -147,18 +148,8 @@ class TransactionEnded(Exception):
 _FOLDING = ("eventstore", "folding")
 """Set in a connection's ``info`` while a projection folds on it."""
 _REFUSED = ("eventstore", "refused")
-_ENDS = re.compile(
-    r"\s*(commit|end|abort|begin|start\s+transaction|prepare\s+transaction"
-    r"|rollback(?!\s+(?:work\s+|transaction\s+)?to\b))\b",
-    re.IGNORECASE,
-)
-"""The start of SQL that ends (or begins) a transaction: ``SAVEPOINT``, ``RELEASE`` and ``ROLLBACK TO``
-stay inside it."""
 _MAY_END = re.compile(r"commit|end|abort|begin|start|prepare|rollback", re.IGNORECASE)
-_NOT_SQL = re.compile(
-    r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\$([A-Za-z_][A-Za-z_0-9]*)?\$.*?\$\1\$|--[^\n]*|/\*.*?\*/", re.DOTALL
-)
-"""Literals, quoted names, dollar-quoted bodies (a ``DO`` block's ``END``) and comments."""
+"""Words any SQL that ends a transaction holds: SQL without them needs no closer reading."""
 _guarded: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 _guarding = threading.Lock()
 
@@ -187,9 +178,16 @@ def _refuse_statement(conn: sa.Connection, cursor: Any, statement: str, *args: A
     info = _info(conn)
     if info is None or not info.get(_FOLDING) or _MAY_END.search(statement) is None:
         return
-    for part in _NOT_SQL.sub(" ", statement).split(";"):  # PostgreSQL runs "...; COMMIT" as two
-        if (found := _ENDS.match(part)) is not None:
-            _refuse(conn, found.group(1).upper())
+    ends = transaction_end(statement, conn.dialect.name, standard_strings=_standard_strings(conn))
+    if ends is not None:  # PostgreSQL runs "...; COMMIT" as two statements: each is read
+        _refuse(conn, ends)
+
+
+def _standard_strings(conn: sa.Connection) -> bool:
+    """PostgreSQL's ``standard_conforming_strings`` (off: a backslash escapes a quote in '..' too)."""
+    info = getattr(conn.connection.dbapi_connection, "info", None)  # psycopg: known without a query
+    status = getattr(info, "parameter_status", None)
+    return not callable(status) or status("standard_conforming_strings") != "off"
 
 
 def _transaction_state(conn: sa.Connection) -> str:
