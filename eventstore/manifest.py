@@ -113,7 +113,10 @@ class Manifest:
         try:
             return cls._parse(events_path, document)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ExportInvalid(str(document_path), [f"the manifest is malformed: {exc!r}"]) from exc
+            detail = (
+                str(exc) if type(exc) is ValueError else repr(exc)
+            )  # a KeyError('sha256') names what is missing
+            raise ExportInvalid(str(document_path), [f"the manifest is malformed: {detail}"]) from exc
 
     @classmethod
     def _parse(cls, events_path: Path, document: Any) -> Manifest:
@@ -126,11 +129,11 @@ class Manifest:
         flows = tuple(
             FlowSegment(
                 str(s["flow_id"]),
-                _count(s["first_revision"]),
+                _count(s["first_revision"], "a flow's first_revision"),
                 str(s["first_prev_hash"]),
-                _count(s["last_revision"]),
+                _count(s["last_revision"], "a flow's last_revision"),
                 str(s["last_hash"]),
-                _count(s["events"]),
+                _count(s["events"], "a flow's events"),
             )
             for s in document["flows"]
         )
@@ -143,13 +146,16 @@ class Manifest:
             listed.add(segment.flow_id)
         positions = (document["first_position"], document["last_position"])
         checkpoint = document["checkpoint"]
+        event_count = _count(document["event_count"], "event_count")
+        if event_count != sum(s.events for s in flows):
+            raise ValueError(f"event_count {event_count} is not the sum of the flows' events")
         return cls(
             events_file=events_path,
             sha256=str(document["sha256"]),
-            event_count=_count(document["event_count"]),
+            event_count=event_count,
             flows=flows,
-            first_position=None if positions[0] is None else _count(positions[0]),
-            last_position=None if positions[1] is None else _count(positions[1]),
+            first_position=None if positions[0] is None else _count(positions[0], "first_position"),
+            last_position=None if positions[1] is None else _count(positions[1], "last_position"),
             created_at=str(document["created_at"]),
             selection=_selection(document["selection"], flows),
             source=_object(document["source"], "source"),
@@ -208,10 +214,19 @@ def _bound(selection: dict[str, Any], name: str) -> datetime | None:
     return moment
 
 
-def _count(value: Any) -> int:
-    if type(value) is not int or value < 0:
-        raise ValueError(f"{value!r} is not a count")
-    return value
+MAX_COUNT = 2**63 - 1
+"""The largest count, position or revision a store's BIGINT columns hold."""
+
+
+def _count(value: Any, name: str) -> int:
+    """A whole number from 0 to ``MAX_COUNT``. JSON's 1e30, 2.0, and whole numbers past 64 bits (which
+    the JSON parser reads as floats) are not counts: named as such, not shown as a float."""
+    if type(value) is int and 0 <= value <= MAX_COUNT:
+        return value
+    shown = (
+        "a number with a fraction or an exponent, or past 64 bits" if type(value) is float else repr(value)
+    )
+    raise ValueError(f"{name} is {shown}, not a count (a whole number from 0 to {MAX_COUNT})")
 
 
 def _object(value: Any, name: str) -> dict[str, Any]:

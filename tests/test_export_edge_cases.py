@@ -352,3 +352,48 @@ class TestAFileChangedDuringAnImport:
         assert re.search(
             f"{reason}.*changed after it was verified, so nothing was imported", str(caught.value)
         )
+
+
+class TestManifestCounts:
+    """A count in a manifest is a whole number a store could hold, agreeing with the flows listed."""
+
+    @pytest.fixture
+    def exported(self, tmp_path: Path) -> Path:
+        with EventStore.open(f"sqlite:///{tmp_path / 'source.db'}") as source:
+            source.append("a", [NewEvent("T", {"i": 1}), NewEvent("T", {"i": 2})])
+            export_events(source, tmp_path / "a.jsonl")
+        return tmp_path / "a.jsonl"
+
+    COUNTS = ["1e30", "1000000000000000000000000000000", "9223372036854775808", "2.0", "-1", '"2"', "3"]
+
+    @staticmethod
+    def edit(exported: Path, member: str, value: str) -> None:
+        manifest = Path(f"{exported}.manifest.json")
+        text = re.sub(rf'"{member}": [^,\n]+', f'"{member}": {value}', manifest.read_text(), count=1)
+        manifest.write_text(text)
+
+    @pytest.mark.parametrize("value", COUNTS)
+    @pytest.mark.parametrize("member", ["event_count", "events"])
+    def test_a_count_that_is_not_a_whole_number_a_store_holds_is_a_manifest_problem(
+        self, exported: Path, member: str, value: str
+    ) -> None:
+        self.edit(exported, member, value)
+        (problem,) = verify_export(exported).problems
+        assert problem.kind == "manifest" and member in problem.detail, problem.detail
+        assert "e+" not in problem.detail and "Error(" not in problem.detail
+
+    @pytest.mark.parametrize("value", COUNTS)
+    def test_the_cli_says_which_count_and_imports_nothing(
+        self, exported: Path, target: Target, value: str
+    ) -> None:
+        self.edit(exported, "event_count", value)
+        target.open().close()
+        runner = CliRunner()
+        checked = runner.invoke(main, ["verify-export", str(exported)])
+        assert checked.exit_code == 2 and "BROKEN manifest: " in checked.output
+        assert "event_count" in checked.output and "e+" not in checked.output, checked.output
+        prefix = ["--url", target.url] + (["--schema", target.options["schema"]] if target.options else [])
+        imported = runner.invoke(main, [*prefix, "import", str(exported)])
+        assert imported.exit_code == 1 and "event_count" in imported.output and "e+" not in imported.output
+        with target.open() as store:
+            assert store.last_position() == 0
