@@ -354,6 +354,10 @@ class TestAFileChangedDuringAnImport:
         )
 
 
+COUNTS = ("1e30", "1000000000000000000000000000000", "9223372036854775808", "2.0", "-1", '"2"', "3")
+"""Manifest counts no export writes: a float, a whole number past 64 bits or BIGINT, a string, a wrong sum."""
+
+
 class TestManifestCounts:
     """A count in a manifest is a whole number a store could hold, agreeing with the flows listed."""
 
@@ -363,8 +367,6 @@ class TestManifestCounts:
             source.append("a", [NewEvent("T", {"i": 1}), NewEvent("T", {"i": 2})])
             export_events(source, tmp_path / "a.jsonl")
         return tmp_path / "a.jsonl"
-
-    COUNTS = ["1e30", "1000000000000000000000000000000", "9223372036854775808", "2.0", "-1", '"2"', "3"]
 
     @staticmethod
     def edit(exported: Path, member: str, value: str) -> None:
