@@ -34,10 +34,14 @@ def follow(
     flow (by default from its revision at the call), ``types`` some event types. Between polls
     that find nothing it waits ``poll_interval`` seconds; with
     ``stop_when_idle`` it returns at the first such poll instead. Setting
-    ``stop`` (from another thread, or a signal handler) ends it at the next
+    ``stop``, a ``threading.Event`` (from another thread, or a signal handler), ends it at the next
     poll, or at once while it waits. A flow not started yet is waited for;
     one retention pruned is ``FlowArchived`` (at once, or at the first poll
-    after the prune), as no event can come.
+    after the prune), as no event can come. An ``after_position`` past the
+    end of the log is ``PositionPastEnd`` (a mistyped position, or a store
+    restored from an older backup): it would wait silently, then skip the
+    events up to it. So is an empty ``types`` (``InvalidInput``): nothing
+    would ever come.
     """
     if (
         not isinstance(poll_interval, int | float)
@@ -55,6 +59,10 @@ def follow(
     if flow_id is not None:
         check_flow_id(flow_id)
     wanted = None if types is None else frozenset(check_type_names("types", types))
+    if wanted is not None and not wanted:  # read_all's "none of these" would be a wait for ever
+        raise InvalidInput("types must name at least one event type: with none, nothing would ever come")
+    if stop is not None and not isinstance(stop, threading.Event):  # asyncio.Event().wait() is never false
+        raise InvalidInput(f"stop must be a threading.Event, not {type(stop).__name__}")
     # Where to start is read now, not at the first next(): "the end of the log now" means now.
     head = None if flow_id is None else store.revision(flow_id)
     if flow_id is not None and head == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 from typing import Any, ClassVar
@@ -92,6 +93,20 @@ class TestFollowStartsWhenCalled:
     def test_a_bad_flow_id_is_refused_at_the_call(self, store: EventStore) -> None:
         with pytest.raises(InvalidInput, match="flow id"):
             follow(store, flow_id="")
+
+    @pytest.mark.parametrize("stop", ["x", asyncio.Event(), True])
+    def test_a_stop_that_is_not_a_threading_event_is_refused_at_the_call(
+        self, store: EventStore, stop: Any
+    ) -> None:
+        with pytest.raises(InvalidInput, match=r"stop must be a threading\.Event"):
+            follow(store, stop=stop)
+
+    @pytest.mark.parametrize("types", [[], (), iter([])])
+    def test_a_type_filter_of_no_types_is_refused_as_it_would_follow_nothing(
+        self, store: EventStore, types: Any
+    ) -> None:
+        with pytest.raises(InvalidInput, match="types must name at least one event type"):
+            follow(store, after_position=0, types=types)
 
     @pytest.mark.parametrize("flow_id", [None, "f"])
     def test_a_start_past_the_end_of_the_log_is_refused_at_the_call(
