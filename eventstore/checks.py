@@ -89,6 +89,19 @@ def check_count(name: str, value: Any, *, minimum: int = 0) -> int:
     return value
 
 
+def check_flag(name: str, value: Any) -> bool:
+    """``value``, True or False: a truthy "no" from a configuration would mean yes."""
+    if type(value) is not bool:
+        raise InvalidInput(f"{name} must be True or False, not {shown(value)}")
+    return value
+
+
+def check_callback(name: str, value: Any) -> None:
+    """``value``, None or callable: checked at the call, not at its first use, half-way through."""
+    if value is not None and not callable(value):
+        raise InvalidInput(f"{name} must be callable or None, not {shown(value)}")
+
+
 def validation_message(exc: pydantic.ValidationError) -> str:
     """pydantic's errors on one line: ``field: what is wrong (got value)``, joined by ``; ``.
 

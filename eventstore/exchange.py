@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from .audit import session_flows
 from .backends.base import VERIFY_COLUMNS
-from .checks import check_count
+from .checks import check_callback, check_count, check_flag
 from .errors import (
     EventStoreError,
     ExportInvalid,
@@ -36,7 +36,7 @@ from .errors import (
 from .events import RecordedEvent, uuid_from_bytes
 from .exportfile import PROGRESS_EVERY, Progress, ProgressCallback, scan_export, write_export
 from .integrity import GENESIS, Problem, StoredRow, format_time
-from .manifest import FlowSegment, Manifest, manifest_path
+from .manifest import FlowSegment, Manifest, export_path, manifest_path
 from .preparation import check_flow_id
 from .privileged import CHUNK, chunks, insert_stored, lock_appends
 from .projection import apply_inline
@@ -74,6 +74,8 @@ def export_events(
     always are.
     Returns the manifest, also written to ``<path>.manifest.json``.
     """
+    check_flag("overwrite", overwrite)
+    check_callback("progress", progress)
     chosen = [
         name for name, value in (("flow", flow), ("flows", flows), ("session", session)) if value is not None
     ]
@@ -84,7 +86,7 @@ def export_events(
     wanted = None if flows is None else _flow_ids(flows)
     if since is not None or until is not None:
         _check_range(since, until)
-    target = Path(path)
+    target = export_path(path)
     _refuse_own_files(store, target)
     if flow is not None:
         if store.revision(flow) == 0:
@@ -406,6 +408,7 @@ def run_import(
 ) -> ImportReport:
     """``import_events`` for the flows in ``only`` (default all), allowing the ``pruned`` ones back."""
     check_count("batch_size", batch_size, minimum=1)
+    check_callback("progress", progress)
     manifest = Manifest.read(path)
     segments = {s.flow_id: s for s in manifest.flows if only is None or s.flow_id in only}
     missing = sorted(set(only or ()) - set(segments))

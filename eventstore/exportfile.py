@@ -29,6 +29,7 @@ from typing import IO, Any
 
 import orjson
 
+from .checks import check_callback
 from .errors import EventStoreError, ExportInvalid, IntegrityViolation, InvalidInput, StorageError
 from .integrity import GENESIS, Problem, StoredRow, check_envelope, format_time
 from .manifest import FlowSegment, Manifest, manifest_path
@@ -439,6 +440,7 @@ def verify_export(path: str | os.PathLike[str], *, progress: ProgressCallback | 
     key, and when the file holds every event up to its tree size, the Merkle
     root is recomputed from the file and compared.
     """
+    check_callback("progress", progress)
     return scan_export(path, progress=progress)
 
 

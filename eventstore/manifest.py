@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from .checks import encodable
+from .checks import MAX_COUNT, encodable, shown
 from .errors import ExportInvalid, InvalidInput
 from .integrity import format_time
 
@@ -214,10 +214,6 @@ def _bound(selection: dict[str, Any], name: str) -> datetime | None:
     return moment
 
 
-MAX_COUNT = 2**63 - 1
-"""The largest count, position or revision a store's BIGINT columns hold."""
-
-
 def _count(value: Any, name: str) -> int:
     """A whole number from 0 to ``MAX_COUNT``. JSON's 1e30, 2.0, and whole numbers past 64 bits (which
     the JSON parser reads as floats) are not counts: named as such, not shown as a float."""
@@ -249,9 +245,21 @@ def manifest_path(events_path: Path) -> Path:
     return events_path.with_name(events_path.name + MANIFEST_SUFFIX)
 
 
+def export_path(path: Any) -> Path:
+    """``path`` as a ``Path``; ``InvalidInput`` for one that names no file (not a str or a str
+    ``os.PathLike``, or holding NUL, which the OS refuses with a ``ValueError`` of its own)."""
+    try:
+        given = Path(path)
+    except TypeError as exc:
+        raise InvalidInput(f"an export's path must be a str or os.PathLike, not {shown(path)}") from exc
+    if "\x00" in str(given):
+        raise InvalidInput(f"an export's path may not hold NUL characters, not {shown(str(given))}")
+    return given
+
+
 def export_paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     """(events file, manifest) of an export named by either of its two files."""
-    given = Path(path)
+    given = export_path(path)
     if given.name.endswith(MANIFEST_SUFFIX):
         return given.with_name(given.name[: -len(MANIFEST_SUFFIX)]), given
     return given, manifest_path(given)

@@ -13,7 +13,7 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from eventstore import EventStore, ExportInvalid, ImportConflict, IntegrityViolation, NewEvent
+from eventstore import EventStore, ExportInvalid, ImportConflict, IntegrityViolation, InvalidInput, NewEvent
 from eventstore.audit import session_flows
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
@@ -399,3 +399,45 @@ class TestManifestCounts:
         assert imported.exit_code == 1 and "event_count" in imported.output and "e+" not in imported.output
         with target.open() as store:
             assert store.last_position() == 0
+
+
+class TestBadArguments:
+    """Arguments no export could be made, checked or imported with: InvalidInput at the call, no file."""
+
+    @pytest.mark.parametrize("path", ["a\x00b.jsonl", b"a.jsonl", 5])
+    def test_a_path_that_names_no_file_is_refused(self, store: EventStore, tmp_path: Path, path: Any) -> None:
+        store.append("f", [NewEvent("T", {})])
+        tmp_path = tmp_path / "out"  # the SQLite store's files are in tmp_path
+        tmp_path.mkdir()
+        full = f"{tmp_path}/{path}" if isinstance(path, str) else path
+        for call in (
+            lambda: export_events(store, full),
+            lambda: verify_export(full),
+            lambda: import_events(store, full),
+        ):
+            with pytest.raises(InvalidInput, match="an export's path"):
+                call()
+        assert list(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("overwrite", ["no", 0, None])
+    def test_overwrite_is_true_or_false(self, store: EventStore, tmp_path: Path, overwrite: Any) -> None:
+        store.append("f", [NewEvent("T", {})])
+        export_events(store, tmp_path / "a.jsonl")
+        before = (tmp_path / "a.jsonl").read_bytes()
+        store.append("f", [NewEvent("T", {})])
+        with pytest.raises(InvalidInput, match="overwrite must be True or False"):
+            export_events(store, tmp_path / "a.jsonl", overwrite=overwrite)
+        assert (tmp_path / "a.jsonl").read_bytes() == before
+
+    def test_progress_is_callable(self, store: EventStore, tmp_path: Path) -> None:
+        store.append("f", [NewEvent("T", {})])
+        tmp_path = tmp_path / "out"  # the SQLite store's files are in tmp_path
+        tmp_path.mkdir()
+        with pytest.raises(InvalidInput, match="progress must be callable"):
+            export_events(store, tmp_path / "a.jsonl", progress=5)  # type: ignore[arg-type]  # on purpose
+        assert list(tmp_path.iterdir()) == []
+        export_events(store, tmp_path / "a.jsonl")
+        with pytest.raises(InvalidInput, match="progress must be callable"):
+            verify_export(tmp_path / "a.jsonl", progress=5)  # type: ignore[arg-type]  # on purpose
+        with pytest.raises(InvalidInput, match="progress must be callable"):
+            import_events(store, tmp_path / "a.jsonl", progress=5)  # type: ignore[arg-type]  # on purpose
