@@ -30,7 +30,7 @@ import sqlalchemy as sa
 if __package__ in (None, ""):  # run as a script: make the checkout importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import projections.base as projection_base
+import projections.rebuilding as rebuilding
 from benchmarks.scratch import Scratch
 from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
 from eventstore.errors import StoreBusy
@@ -78,22 +78,22 @@ def decision(actor: str) -> NewEvent:
 
 
 class SwapCounter:
-    """Counts the swap's holds of the append lock (a wrapper around ``projections.base._swap``)."""
+    """Counts the swap's holds of the append lock (wraps ``swap_in`` where ``rebuilding`` calls it)."""
 
     def __init__(self) -> None:
         self.holds = 0
-        self._swap = projection_base._swap
+        self._swap = rebuilding.swap_in
 
     def __enter__(self) -> SwapCounter:
         def counted(*args: Any, **kwargs: Any) -> Any:
             self.holds += 1
             return self._swap(*args, **kwargs)
 
-        projection_base._swap = counted  # type: ignore[assignment]
+        rebuilding.swap_in = counted  # type: ignore[assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
-        projection_base._swap = self._swap  # type: ignore[assignment]
+        rebuilding.swap_in = self._swap  # type: ignore[assignment]
 
 
 def run(label: str, url: str, options: dict[str, Any], args: argparse.Namespace) -> None:

@@ -555,7 +555,7 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
 
 _REBUILD_CLAIM = "#rebuild"
 """The suffix of a rebuild's claim in ``projection_checkpoints`` (kind ``lock``; ``updated_at``
-is when its lease expires), as ``projections.base`` writes it."""
+is when its lease expires), as ``projections.checkpoints`` writes it."""
 
 
 def _refuse_during_rebuild(store: EventStore, conn: sa.Connection, action: str) -> None:

@@ -5,9 +5,12 @@
 - ``Projection``, ``CatchUpRunner``, ``rebuild``: the machinery for your own read models.
 """
 
-from .base import CatchUpRunner, Checkpoint, Progress, Projection, ensure, rebuild
+from .catchup import CatchUpRunner
+from .checkpoints import Checkpoint
+from .declaration import Projection
 from .flow_queries import FlowQueries, Page, Session
 from .flows import FlowProjection
+from .rebuilding import Progress, ensure, rebuild
 from .service import FlowService, Lease
 
 __all__ = [

@@ -28,7 +28,7 @@ from eventstore.flow_fold import FlowState, StepState
 from eventstore.preparation import check_flow_id
 from eventstore.tombstones import pruned_into
 
-from .base import hold_appends
+from .checkpoints import hold_appends
 from .flows import FlowProjection
 from .transitions import _active, _mapping
 

@@ -18,7 +18,7 @@ from eventstore.errors import ProjectionError
 from eventstore.schema import metadata as store_metadata
 
 if TYPE_CHECKING:
-    from .base import Projection
+    from .declaration import Projection
 
 REBUILD_SUFFIX = "__rebuild"
 """A rebuild's fresh tables are ``<table>__rebuild``: no projection may name a table so."""

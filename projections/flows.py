@@ -34,7 +34,8 @@ from eventstore.flow_fold import (
 from eventstore.flows import FLOW_EVENTS
 from eventstore.schema import FlowId, flow_beginning, flow_events
 
-from .base import SOLE_WRITER, Projection
+from .declaration import Projection
+from .rebuilding import SOLE_WRITER
 from .rowio import TableIO, _sqlite_time, pipelined, run
 from .types import JSON, UTCDateTime
 

@@ -35,7 +35,9 @@ from eventstore.projection import NOTHING, FusedWrite
 from eventstore.schema import flow_events
 
 from . import langgraph_postgresql as postgresql_sql
-from .base import Projection, ensure, lock_appends, read_checkpoint, write_checkpoint
+from .checkpoints import lock_appends, read_checkpoint, write_checkpoint
+from .declaration import Projection
+from .rebuilding import ensure
 from .types import JSON
 
 KEY = sa.Text().with_variant(postgresql.TEXT(collation="C"), "postgresql")

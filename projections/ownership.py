@@ -18,7 +18,8 @@ from eventstore.schema import projection_tables as owned
 from .definitions import ASCII_LOWER, REBUILD_SUFFIX
 
 if TYPE_CHECKING:
-    from .base import Checkpoint, Projection
+    from .checkpoints import Checkpoint
+    from .declaration import Projection
 
 
 def take_tables(

@@ -20,7 +20,7 @@ from eventstore.aio import AsyncEventStore, pause, run
 from eventstore.errors import StorageError
 from eventstore.schema import projection_checkpoints as checkpoints
 from projections import FlowProjection, FlowQueries, FlowService, Projection
-from projections.base import _claim, _rebuild_lock, read_checkpoint
+from projections.checkpoints import claim, read_checkpoint, rebuild_lock
 from tests.conftest import Target
 from tests.readmodels import assert_matches_rebuild
 
@@ -151,7 +151,7 @@ def test_pause_inside_run_lets_other_tasks_run() -> None:
 def test_an_async_open_waiting_for_another_rebuild_keeps_the_loop_running(target: Target) -> None:
     store = target.open(create=True, projections=[FlowProjection()])
     FlowService(store).start_flow("flow-1", controller_id="c", goal="g", owner_session_key="s-1")
-    assert _claim(store, FlowProjectionV2(), "another-process")  # its rebuild holds the claim
+    assert claim(store, FlowProjectionV2(), "another-process")  # its rebuild holds the claim
 
     async def main() -> AsyncEventStore:
         opening = asyncio.ensure_future(
@@ -168,7 +168,7 @@ def test_an_async_open_waiting_for_another_rebuild_keeps_the_loop_running(target
         def release() -> None:  # the other process's rebuild ends
             with store.transaction() as tx:
                 tx.connection.execute(
-                    checkpoints.delete().where(checkpoints.c.name == _rebuild_lock(FlowProjectionV2()))
+                    checkpoints.delete().where(checkpoints.c.name == rebuild_lock(FlowProjectionV2()))
                 )
 
         # On a thread of its own: the opening store may hold SQLite's write lock just now (trying

@@ -44,7 +44,7 @@ from eventstore.retention import (
 )
 from eventstore.timetravel import fork
 from projections import FlowProjection, FlowQueries, FlowService
-from projections.base import REBUILD_LEASE, _claim
+from projections.checkpoints import REBUILD_LEASE, claim
 from projections.pruning import prune_flow_read_models
 
 from . import retention_workers
@@ -307,8 +307,8 @@ class TestPrunedFlowIds:
 
 
 def claim_rebuild(store: EventStore) -> None:
-    """Claim a rebuild of the flow read models, as ``projections.base.rebuild`` does first."""
-    assert _claim(store, FlowProjection(), "test")
+    """Claim a rebuild of the flow read models, as ``projections.rebuild`` does first."""
+    assert claim(store, FlowProjection(), "test")
 
 
 class TestRebuildClaims:

@@ -413,7 +413,7 @@ class SyncSaver(BaseCheckpointSaver[str]):
             try:
                 with self.store.transaction() as tx:
                     if lock:
-                        from projections.base import lock_appends
+                        from projections.checkpoints import lock_appends
 
                         lock_appends(tx.connection)
                     append(tx)

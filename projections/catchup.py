@@ -1,0 +1,80 @@
+"""``CatchUpRunner``: a catch-up projection folded after the appends, from its checkpoint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from eventstore import EventStore
+from eventstore.checks import check_count
+from eventstore.errors import (
+    ProjectionError,
+)
+
+from .checkpoints import INLINE, newer_version, read_checkpoint, write_checkpoint
+from .folding import apply_grouped
+from .rebuilding import ensure
+
+if TYPE_CHECKING:
+    from .declaration import Projection
+
+
+class CatchUpRunner:
+    """Keeps a catch-up projection current: reads the log from its checkpoint, in batches.
+
+    Each batch's read-model writes and the new checkpoint commit in one
+    transaction, so every event takes effect exactly once, and a crashed
+    runner resumes where it left off.
+    """
+
+    def __init__(self, store: EventStore, projection: Projection, *, batch_size: int = 500) -> None:
+        check_count("batch_size", batch_size, minimum=1)
+        if projection.kind == "inline" or any(p.name == projection.name for p in store.projections):
+            raise ProjectionError(
+                f"projection {projection.name!r} is inline here: appends fold it already, and a runner "
+                "would fold their events a second time; use it inline or with a runner, not both"
+            )
+        self.store = store
+        self.projection = projection
+        self.batch_size = batch_size
+        ensure(store, projection)
+
+    def run_once(self) -> int:
+        """Apply the next batch; return how many events it held (0: caught up)."""
+        with self.store.transaction() as tx:
+            checkpoint = read_checkpoint(tx.connection, self.projection.name, lock=True)
+            if checkpoint is not None and checkpoint.version > self.projection.version:
+                raise newer_version(self.projection, checkpoint)  # not to be rebuilt back by this code
+            if checkpoint is None or checkpoint.version != self.projection.version:
+                raise ProjectionError(
+                    f"projection {self.projection.name!r} needs a rebuild before it can catch up"
+                )
+            if checkpoint.kind == INLINE:
+                raise ProjectionError(
+                    f"projection {self.projection.name!r} is folded inline by the stores opened with it "
+                    "(projections=[...]): a runner would fold their events a second time; nothing was "
+                    "written: run it with a runner under another name"
+                )
+            events = list(self.store.read_all(after_position=checkpoint.position, limit=self.batch_size))
+            if not events:
+                return 0
+            apply_grouped(self.projection, tx, events)
+            write_checkpoint(
+                self.store,
+                tx.connection,
+                self.projection,
+                position=events[-1].position,
+                build=checkpoint.build,
+            )
+        return len(events)
+
+    def run_until_caught_up(self) -> int:
+        """Apply batches until none is left; return the number of events applied."""
+        total = 0
+        while applied := self.run_once():
+            total += applied
+        return total
+
+    def position(self) -> int:
+        with self.store.reading() as conn:
+            checkpoint = read_checkpoint(conn, self.projection.name)
+        return 0 if checkpoint is None else checkpoint.position

@@ -1,0 +1,167 @@
+"""The checkpoint table (``projection_checkpoints``): where each projection stands, and rebuild claims.
+
+A projection's row records its version, kind (inline or catch-up), the log
+position it has folded up to, and the tag of the build whose tables are live.
+A rebuild claims a projection with a row of its own, a lease it renews every
+batch. A checkpoint is taken against the log's head under the append lock
+(``lock_appends``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from eventstore import EventStore, Transaction
+from eventstore.errors import (
+    ProjectionError,
+)
+from eventstore.integrity import format_time
+from eventstore.schema import projection_checkpoints as checkpoints
+
+from .definitions import REBUILD_CLAIM
+from .rowio import run
+
+if TYPE_CHECKING:
+    from .declaration import Projection
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    name: str
+    kind: str
+    version: int
+    position: int
+    build: str
+
+
+def read_checkpoint(conn: sa.Connection, name: str, *, lock: bool = False) -> Checkpoint | None:
+    query = sa.select(checkpoints).where(checkpoints.c.name == name)
+    if lock and conn.dialect.name == "postgresql":
+        query = query.with_for_update()
+    row = conn.execute(query).first()
+    if row is None:
+        return None
+    return Checkpoint(row.name, row.kind, row.version, row.position, row.build)
+
+
+def write_checkpoint(
+    store: EventStore,
+    conn: sa.Connection,
+    projection: Projection,
+    *,
+    position: int,
+    build: str,
+    kind: str | None = None,
+) -> None:
+    values = {
+        "kind": kind or projection.kind,
+        "version": projection.version,
+        "position": position,
+        "build": build,
+        "updated_at": format_time(store.clock()),
+    }
+    updated = conn.execute(checkpoints.update().where(checkpoints.c.name == projection.name).values(**values))
+    if updated.rowcount == 0:
+        conn.execute(checkpoints.insert().values(name=projection.name, **values))
+
+
+def lock_appends(conn: sa.Connection) -> int:
+    """Stop appends until this transaction ends; the last position (SQLite's write lock is already held)."""
+    query = "SELECT last_position FROM event_positions WHERE id = 1"
+    if conn.dialect.name == "postgresql":
+        query += " FOR UPDATE"
+    return int(conn.exec_driver_sql(query).scalar_one())
+
+
+def hold_appends(conn: sa.Connection) -> None:
+    """``lock_appends`` without reading the position: nothing to do on SQLite, whose
+    write transactions already exclude each other."""
+    if conn.dialect.name == "postgresql":
+        run(conn, "SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE", None)
+
+
+INLINE = "inline"
+"""A checkpoint's kind when appends fold the projection: its position stays where it was built."""
+
+
+def newer_version(projection: Projection, current: Checkpoint) -> ProjectionError:
+    """Code older than the read model's tables (a rolling deploy's old process, a rollback) must not
+    rebuild them back on its own: the newer code would rebuild them again at its next open."""
+    return ProjectionError(
+        f"projection {projection.name!r} in this store was built by version {current.version}, newer than "
+        f"this code's {projection.version}: run the newer code, or, to go back on purpose, rebuild it "
+        f"with this code (`eventstore rebuild`, or projections.rebuild)"
+    )
+
+
+def store_has_events(conn: sa.Connection) -> bool:
+    return int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one()) > 0
+
+
+REBUILD_LEASE = timedelta(minutes=2)
+"""How long a rebuild's claim lasts without renewal (it renews every batch)."""
+
+
+def rebuild_lock(projection: Projection) -> str:
+    return projection.name + REBUILD_CLAIM
+
+
+def claim(store: EventStore, projection: Projection, tag: str) -> bool:
+    """Claim the right to rebuild ``projection``: one rebuild at a time, across processes.
+
+    The claim is a lease row in ``projection_checkpoints`` that expires, so a
+    rebuild that died does not block the next one for longer than the lease.
+    """
+    name = rebuild_lock(projection)
+    with store.transaction() as tx:
+        conn = tx.connection
+        lock_appends(conn)
+        row = conn.execute(
+            sa.select(checkpoints.c.build, checkpoints.c.updated_at).where(checkpoints.c.name == name)
+        ).first()
+        now = store.clock()
+        if row is not None and row.build != tag and row.updated_at > format_time(now):
+            return False
+        values = {
+            "kind": "lock",
+            "version": 0,
+            "position": 0,
+            "build": tag,
+            "updated_at": format_time(now + REBUILD_LEASE),
+        }
+        if row is None:
+            conn.execute(checkpoints.insert().values(name=name, **values))
+        else:
+            conn.execute(checkpoints.update().where(checkpoints.c.name == name).values(**values))
+    return True
+
+
+def renew(store: EventStore, conn: sa.Connection, projection: Projection, tag: str) -> None:
+    table = checkpoints
+    now = store.clock()
+    renewed = conn.execute(
+        table.update()
+        .where(
+            table.c.name == rebuild_lock(projection),
+            table.c.build == tag,
+            # An expired claim is lost even if nobody took it: a prune may have run meanwhile.
+            table.c.updated_at > format_time(now),
+        )
+        .values(updated_at=format_time(now + REBUILD_LEASE))
+    )
+    if renewed.rowcount != 1:
+        raise ProjectionError(f"the rebuild of {projection.name!r} lost its claim (its lease expired)")
+
+
+@contextmanager
+def renewed(store: EventStore, projection: Projection, tag: str) -> Iterator[Transaction]:
+    """A transaction of a rebuild that still holds its claim."""
+    with store.transaction() as tx:
+        renew(store, tx.connection, projection, tag)
+        yield tx

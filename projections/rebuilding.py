@@ -1,0 +1,254 @@
+"""Versions and rebuilds: creating a projection's tables, and rebuilding them from the log.
+
+``ensure`` creates the tables on first use and rebuilds them when the
+version changed. ``rebuild`` folds the whole log into fresh tables while
+readers and writers carry on, then swaps them in (``swap.py``) in one
+transaction, so readers see the old, consistent read model until the swap.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from eventstore import EventStore
+from eventstore.aio import pause
+from eventstore.checks import check_count
+from eventstore.errors import (
+    ConcurrencyError,
+    EventStoreError,
+    ProjectionError,
+    ProjectionFailed,
+    StoreBusy,
+)
+from eventstore.schema import flow_events
+from eventstore.schema import projection_checkpoints as checkpoints
+
+from .checkpoints import (
+    INLINE,
+    claim,
+    lock_appends,
+    newer_version,
+    read_checkpoint,
+    rebuild_lock,
+    renew,
+    renewed,
+    store_has_events,
+    write_checkpoint,
+)
+from .definitions import REBUILD_SUFFIX
+from .folding import fold_up_to
+from .ownership import refuse_other_tables, take_tables
+from .swap import HOLD, give_appends_a_turn, longest_hold, swap_in
+
+if TYPE_CHECKING:
+    from .declaration import Projection
+
+
+SOLE_WRITER = ("eventstore", "sole-writer")
+"""Set in a transaction's memo by a rebuild: every row of the target tables
+was written through this memo, so a key missing from it is missing from the
+tables too, and need not be looked up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """How far a long operation has got."""
+
+    done: int
+    total: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+def ensure(store: EventStore, projection: Projection, *, inline: bool = False, rebuilt: bool = False) -> None:
+    """Create the projection's tables if new; rebuild them if its version changed.
+
+    Several processes may open a store at once after a version bump: one
+    rebuilds, the others wait for it and then find the version current.
+    ``inline``: for a store's inline projection, whose checkpoint then says
+    so: a runner would fold its events a second time. A checkpoint a runner
+    left behind the log's head is rebuilt first (as is one written inline by
+    code from before kinds were kept, which cannot be told apart): appends
+    fold only their own events, so the ones in between would be missed.
+    """
+    behind = False
+    with store.transaction() as tx:
+        conn = tx.connection
+        head = lock_appends(conn)
+        current = read_checkpoint(conn, projection.name, lock=True)
+        if current is not None and current.version > projection.version:
+            raise newer_version(projection, current)
+        if current is not None and current.version == projection.version:
+            refuse_other_tables(conn, projection, current.version)
+        take_tables(conn, projection, current, fresh=False)
+        if current is not None and current.version == projection.version:
+            if not inline or current.kind == INLINE:
+                return
+            behind = current.position < head and not rebuilt
+            if not behind:
+                write_checkpoint(
+                    store, conn, projection, position=current.position, build=current.build, kind=INLINE
+                )
+                return
+        if current is None and not store_has_events(conn):
+            tag = secrets.token_hex(4)
+            for table in projection.build_tables("", tag).values():
+                table.create(conn, checkfirst=False)
+            write_checkpoint(store, conn, projection, position=0, build=tag, kind=INLINE if inline else None)
+            return
+    rebuild(store, projection, wait=True, only_if_outdated=not behind)
+    if inline:
+        ensure(store, projection, inline=True, rebuilt=True)  # mark it inline (a runner may have rebuilt it)
+
+
+def rebuild(
+    store: EventStore,
+    projection: Projection,
+    *,
+    batch_size: int = 10_000,
+    progress: Callable[[Progress], None] | None = None,
+    wait: bool = False,
+    only_if_outdated: bool = False,
+) -> Progress:
+    """Rebuild ``projection`` from the whole log into fresh tables, then swap them in.
+
+    Readers and writers carry on while the fresh tables fill; the swap takes
+    the append lock only to apply the last few events and rename the tables.
+    One rebuild of a projection runs at a time: another one raises
+    ``ProjectionError``, or with ``wait=True`` waits for it.
+    """
+    check_count("batch_size", batch_size, minimum=1)
+    tag = secrets.token_hex(4)
+    while not claim(store, projection, tag):
+        if not wait:
+            raise ProjectionError(f"a rebuild of {projection.name!r} is already running")
+        pause(0.25)  # another process is rebuilding; its lease renews every batch
+    try:
+        with store.reading() as conn:
+            current = read_checkpoint(conn, projection.name)
+        if only_if_outdated and current is not None and current.version >= projection.version:
+            if current.version > projection.version:  # newer code rebuilt it while this one waited
+                raise newer_version(projection, current)
+            return Progress(0, 0, 0.0)
+        return _rebuild(store, projection, tag, batch_size, progress)
+    finally:
+        with store.transaction() as tx:
+            tx.connection.execute(
+                checkpoints.delete().where(
+                    checkpoints.c.name == rebuild_lock(projection), checkpoints.c.build == tag
+                )
+            )
+
+
+def _rebuild(
+    store: EventStore,
+    projection: Projection,
+    tag: str,
+    batch_size: int,
+    progress: Callable[[Progress], None] | None,
+) -> Progress:
+    target = projection.targeting(REBUILD_SUFFIX, tag)
+    started = time.perf_counter()
+    late_indexes: list[sa.Index] = []
+    with store.transaction() as tx:
+        take_tables(tx.connection, projection, read_checkpoint(tx.connection, projection.name), fresh=True)
+        for table in reversed(list(target.tables.values())):
+            tx.connection.execute(sa.schema.DropTable(table, if_exists=True))
+        for table in target.tables.values():
+            # Secondary indexes are built once at the end, not row by row.
+            late_indexes.extend(table.indexes)
+            tx.connection.execute(sa.schema.CreateTable(table))
+    head = store.last_position()
+    total = _events_up_to(store, head)  # fewer than ``head`` once retention pruned flows
+    memo: dict[Any, Any] = {SOLE_WRITER: True}
+    position = 0
+    done = 0
+
+    def report(count: int) -> None:
+        if progress is not None:
+            progress(Progress(count, max(total, count), time.perf_counter() - started))
+
+    fill = getattr(target, "fill", None)
+    if fill is not None:
+        # The projection folds the log flow by flow and writes each row once;
+        # what follows then looks rows up as an inline append would.
+        try:
+            done = fill(store, head, lambda: renewed(store, projection, tag), report, batch_size=batch_size)
+        except (EventStoreError, sa.exc.SQLAlchemyError):
+            raise
+        except Exception as exc:  # the projection's own bulk fold: name it, as a handler's error is
+            detail = f": {type(exc).__name__}: {exc}"
+            raise ProjectionFailed(projection.name, "fill", (1, head), detail) from exc
+        memo, position = {}, head
+    else:
+        position, done = fold_up_to(
+            store, projection, target, tag, memo, position, head, batch_size, done, report
+        )
+    # Writers carried on meanwhile: fold what they appended, up to the head as it is now, pass
+    # after pass while what is left shrinks (the fold outruns the writers). Whatever is left is
+    # folded by the swap, which holds appends: a while at a time, if the writers outran the fold.
+    left: int | None = None
+    for _ in range(_CATCH_UP_PASSES):
+        remaining = store.last_position() - position
+        if remaining <= batch_size or (left is not None and remaining >= left):
+            break
+        left, head = remaining, position + remaining
+        position, done = fold_up_to(
+            store, projection, target, tag, memo, position, head, batch_size, done, report
+        )
+    with store.transaction() as tx:
+        renew(store, tx.connection, projection, tag)
+        for index in late_indexes:
+            index.create(tx.connection)
+    failures = 0
+    hold, was_behind = HOLD, None
+    while True:
+        try:
+            position, folded, swapped = swap_in(
+                store, projection, target, tag, position, memo, batch_size, hold
+            )
+        except (ConcurrencyError, StoreBusy):
+            # PostgreSQL chose the swap as a deadlock's victim, or its wait for the positions row
+            # or the live tables outlasted the store's lock_timeout (a long read transaction on
+            # one of them). Nothing of it stayed: fold the tail again from the tables as they are.
+            memo.clear()
+            failures += 1
+            if failures == _SWAP_ATTEMPTS:
+                raise
+            continue
+        done += folded
+        if swapped:
+            break
+        report(done)
+        behind = store.last_position() - position
+        if was_behind is not None and behind >= was_behind:
+            hold = min(hold * 2, longest_hold(store))  # the writers outran a hold: hold them longer
+        was_behind = behind
+        give_appends_a_turn(store)
+    for live in (projection, *store.projections):
+        forget = getattr(live, "forget_remembered", None)
+        if forget is not None:
+            forget()  # states remembered from the old tables are not trusted past a rebuild
+    result = Progress(done, max(total, done), time.perf_counter() - started)
+    if progress is not None:
+        progress(result)
+    return result
+
+
+def _events_up_to(store: EventStore, position: int) -> int:
+    """How many events the log holds up to ``position``: a rebuild's total to report."""
+    query = sa.select(sa.func.count()).select_from(flow_events).where(flow_events.c.position <= position)
+    return int(store.query(query)[0][0])
+
+
+_SWAP_ATTEMPTS = 5
+_CATCH_UP_PASSES = 10
