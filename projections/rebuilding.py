@@ -167,7 +167,7 @@ def _rebuild(
             # Secondary indexes are built once at the end, not row by row.
             late_indexes.extend(table.indexes)
             tx.connection.execute(sa.schema.CreateTable(table))
-    head = store.last_position()
+    head = start = store.last_position()
     total = _events_up_to(store, head)  # fewer than ``head`` once retention pruned flows
     memo: dict[Any, Any] = {SOLE_WRITER: True}
     position = 0
@@ -175,7 +175,11 @@ def _rebuild(
 
     def report(count: int) -> None:
         if progress is not None:
-            progress(Progress(count, max(total, count), time.perf_counter() - started))
+            # Writers append meanwhile, and the swap folds their events too: the total grows with
+            # the log's head, so done reaches it only once nothing is left (positions after the
+            # start have no gaps, and the rebuild's claim keeps retention from pruning any).
+            grown = total + store.last_position() - start
+            progress(Progress(count, max(grown, count), time.perf_counter() - started))
 
     fill = getattr(target, "fill", None)
     if fill is not None:
@@ -238,7 +242,7 @@ def _rebuild(
         forget = getattr(live, "forget_remembered", None)
         if forget is not None:
             forget()  # states remembered from the old tables are not trusted past a rebuild
-    result = Progress(done, max(total, done), time.perf_counter() - started)
+    result = Progress(done, max(total + position - start, done), time.perf_counter() - started)
     if progress is not None:
         progress(result)
     return result
