@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import sqlalchemy as sa
+
 from eventstore import EventStore
 from eventstore.checks import check_count
-from eventstore.errors import (
-    ProjectionError,
-)
+from eventstore.errors import ProjectionError
 
-from .checkpoints import INLINE, newer_version, read_checkpoint, write_checkpoint
+from .checkpoints import INLINE, Checkpoint, newer_version, read_checkpoint, write_checkpoint
 from .folding import apply_grouped
+from .ownership import layout_difference
 from .rebuilding import ensure
 
 if TYPE_CHECKING:
@@ -37,6 +38,9 @@ class CatchUpRunner:
         self.projection = projection
         self.batch_size = batch_size
         ensure(store, projection)
+        with store.reading() as conn:
+            checkpoint = read_checkpoint(conn, projection.name)
+        self._build = None if checkpoint is None else checkpoint.build
 
     def run_once(self) -> int:
         """Apply the next batch; return how many events it held (0: caught up)."""
@@ -54,6 +58,8 @@ class CatchUpRunner:
                     "(projections=[...]): a runner would fold their events a second time; nothing was "
                     "written: run it with a runner under another name"
                 )
+            if checkpoint.build != self._build:
+                self._check_layout(tx.connection, checkpoint)
             events = list(self.store.read_all(after_position=checkpoint.position, limit=self.batch_size))
             if not events:
                 return 0
@@ -66,6 +72,19 @@ class CatchUpRunner:
                 build=checkpoint.build,
             )
         return len(events)
+
+    def _check_layout(self, conn: sa.Connection, checkpoint: Checkpoint) -> None:
+        """Another process rebuilt the read model at this version: ``ProjectionError`` unless its
+        tables are laid out as this runner's projection declares them (else the fold would fail
+        in the database, or write into columns it does not know)."""
+        difference = layout_difference(conn, self.projection)
+        if difference is not None:
+            raise ProjectionError(
+                f"projection {self.projection.name!r} was rebuilt at version {checkpoint.version} with "
+                f"other tables than this process folds into ({difference}); nothing was written: if its "
+                "tables changed, bump its version, and run the code that has them"
+            )
+        self._build = checkpoint.build
 
     def run_until_caught_up(self) -> int:
         """Apply batches until none is left; return the number of events applied."""

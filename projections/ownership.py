@@ -116,6 +116,44 @@ def refuse_other_tables(conn: sa.Connection, projection: Projection, version: in
     )
 
 
+def layout_difference(conn: sa.Connection, projection: Projection) -> str | None:
+    """How the live tables recorded for ``projection``'s name differ from the ones it declares, or None.
+
+    Table names first (as ``refuse_other_tables`` compares them), then each
+    table's column names: what another process's rebuild at the same version
+    may have changed (its tables changed without a version bump).
+    """
+    query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
+    inspector = sa.inspect(conn)
+    recorded = {
+        name
+        for name in conn.execute(query).scalars()
+        if not name.endswith(REBUILD_SUFFIX) and inspector.has_table(name)
+    }
+    folds = conn.dialect.name == "sqlite"
+
+    def key(name: str) -> str:
+        return name.translate(ASCII_LOWER) if folds else name
+
+    named = {table.name for table in projection.tables.values()}
+    if recorded and {key(name) for name in recorded} != {key(name) for name in named}:
+        return (
+            f"its table(s) are {', '.join(map(repr, sorted(recorded)))} there, "
+            f"and this {type(projection).__name__} names {', '.join(map(repr, sorted(named)))}"
+        )
+    for table in projection.tables.values():
+        if not inspector.has_table(table.name):
+            continue  # nothing recorded for a projection built before ownership was: nothing to compare
+        found = sorted(column["name"] for column in inspector.get_columns(table.name))
+        declared = sorted(column.name for column in table.columns)
+        if [key(name) for name in found] != [key(name) for name in declared]:
+            return (
+                f"its table {table.name!r} has the column(s) {', '.join(map(repr, found))} there, "
+                f"and this {type(projection).__name__} declares {', '.join(map(repr, declared))}"
+            )
+    return None
+
+
 def release_fresh_tables(conn: sa.Connection, projection: Projection) -> None:
     """The swap renamed the fresh tables to the live names: those names are free again."""
     fresh = [table.name + REBUILD_SUFFIX for table in projection.tables.values()]

@@ -1,0 +1,71 @@
+"""A read model rebuilt under a runner's feet: same version, other tables, or a newer version."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from eventstore import EventStore, RecordedEvent, Transaction
+from eventstore.errors import ProjectionError
+from projections import CatchUpRunner, Projection, rebuild
+
+from .conftest import Target
+from .test_projections import DecisionsByActor, counts, decide
+
+
+class Relaid(DecisionsByActor):
+    """The same name and version as ``DecisionsByActor``, its table laid out anew (no version bump)."""
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "decisions_by_actor",
+            metadata,
+            sa.Column("actor", sa.String(200), primary_key=True),
+            sa.Column("made", sa.Integer, nullable=False),
+        )
+
+    def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+        pass  # what it folds does not matter here: only that its tables differ
+
+
+class Renamed(DecisionsByActor):
+    """The same name and version as ``DecisionsByActor``, its table renamed (no version bump)."""
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "decisions_by_actor_v1",
+            metadata,
+            sa.Column("actor", sa.String(200), primary_key=True),
+            sa.Column("decisions", sa.Integer, nullable=False),
+        )
+
+    def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+        pass
+
+
+def _checkpoint(store: EventStore) -> int:
+    with store.engine.connect() as conn:
+        query = "SELECT position FROM projection_checkpoints WHERE name = 'decisions_by_actor'"
+        return int(conn.exec_driver_sql(query).scalar_one())
+
+
+class TestSameVersionOtherTables:
+    @pytest.mark.parametrize("relaid", [Relaid, Renamed], ids=["columns", "names"])
+    def test_a_runner_is_told_to_bump_the_version(self, target: Target, relaid: type[Projection]) -> None:
+        with target.open() as store, target.open() as other:
+            decide(store, "a", 2)
+            runner = CatchUpRunner(store, DecisionsByActor())
+            rebuild(other, relaid())  # another process, its tables changed without a version bump
+            decide(store, "a")
+            with pytest.raises(ProjectionError, match=r"(?s)rebuilt .*version 1.*bump its version"):
+                runner.run_once()
+            assert _checkpoint(store) == 2  # nothing folded
+
+    def test_a_rebuild_with_the_same_tables_lets_the_runner_go_on(self, target: Target) -> None:
+        with target.open() as store, target.open() as other:
+            decide(store, "a", 2)
+            runner = CatchUpRunner(store, DecisionsByActor())
+            rebuild(other, DecisionsByActor())
+            decide(store, "a")
+            assert runner.run_until_caught_up() == 1
+            assert counts(store, runner.projection) == {"a": 3}
