@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import pytest
 import sqlalchemy as sa
 
@@ -69,3 +71,24 @@ class TestSameVersionOtherTables:
             decide(store, "a")
             assert runner.run_until_caught_up() == 1
             assert counts(store, runner.projection) == {"a": 3}
+
+
+class Newer(Relaid):
+    """Version 2, its table laid out anew: what a rolling deploy's new processes run."""
+
+    version: ClassVar[int] = 2
+
+
+class TestANewerVersionUnderARunner:
+    def test_an_old_runner_is_told_to_run_the_newer_code(self, target: Target) -> None:
+        """Another process opened version 2 (its rebuild swapped the tables) while this one runs
+        version 1: the old runner is refused, naming both versions, and writes nothing."""
+        with target.open() as store, target.open() as other:
+            decide(store, "a", 2)
+            runner = CatchUpRunner(store, DecisionsByActor())
+            CatchUpRunner(other, Newer())
+            decide(store, "a")
+            with pytest.raises(ProjectionError, match="built by version 2, newer than this code's 1"):
+                runner.run_once()
+            assert _checkpoint(store) == 2
+            assert CatchUpRunner(other, Newer()).run_until_caught_up() == 1
