@@ -24,6 +24,7 @@ from eventstore.projection import NOTHING, FusedWrite, fold_failed
 
 from .checkpoints import read_checkpoint
 from .definitions import check_definition, check_returned
+from .ownership import layout_difference
 from .rebuilding import ensure
 
 
@@ -137,7 +138,9 @@ class Projection:
         that holds appends, after a read model was swapped (``EventStore.fence``).
 
         A process opened before a newer version's rebuild would otherwise fold its
-        appends into the new tables with its older handlers.
+        appends into the new tables with its older handlers; after a rebuild of
+        this version by code whose tables differ (changed without a version
+        bump), into tables it does not know.
         """
         current = read_checkpoint(tx.connection, self.name)
         if current is None:
@@ -154,6 +157,13 @@ class Projection:
             raise ProjectionError(
                 f"projection {self.name!r} was rebuilt by version {current.version} while this process "
                 f"folds version {self.version}; nothing was written: open the store again to rebuild it"
+            )
+        difference = layout_difference(tx.connection, self)  # a rebuild of this version: its tables?
+        if difference is not None:
+            raise ProjectionError(
+                f"projection {self.name!r} was rebuilt at version {current.version} with other tables "
+                f"than this process folds into ({difference}); nothing was written: if its tables "
+                "changed, bump its version, and run the code that has them"
             )
 
 

@@ -13,6 +13,7 @@ from projections import CatchUpRunner, Projection, rebuild
 
 from .conftest import Target
 from .test_projections import DecisionsByActor, counts, decide
+from .version_workers import Tally, count
 
 
 class Relaid(DecisionsByActor):
@@ -92,3 +93,31 @@ class TestANewerVersionUnderARunner:
                 runner.run_once()
             assert _checkpoint(store) == 2
             assert CatchUpRunner(other, Newer()).run_until_caught_up() == 1
+
+
+class TallyRelaid(Tally):
+    """``Tally``'s name and version, its column renamed (no version bump)."""
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "tally",
+            metadata,
+            sa.Column("flow_id", sa.String(200), primary_key=True),
+            sa.Column("counted", sa.Integer, nullable=False),
+        )
+
+    def on_Counted(self, tx: Transaction, event: RecordedEvent) -> None:
+        pass
+
+
+def test_an_inline_process_is_told_to_bump_the_version(target: Target) -> None:
+    """Another process rebuilt an inline read model at the same version with other columns: the
+    old process's next append is refused (it would fold into a column that is gone), nothing written."""
+    with target.open(projections=[Tally()]) as old, target.open() as other:
+        count(old, "a")
+        rebuild(other, TallyRelaid())
+        with pytest.raises(
+            ProjectionError, match=r"rebuilt at version 1 with other tables.*bump its version"
+        ):
+            count(old, "a")
+        assert old.revision("a") == 1
