@@ -317,9 +317,29 @@ class LangGraphQueries:
     def threads(
         self, conn: sa.Connection, *, offset: int = 0, limit: int = 50, include_deleted: bool = False
     ) -> Page[ThreadInfo]:
-        """Threads, most recently active first; deleted ones only with ``include_deleted``."""
+        """Threads, most recently active first; deleted ones only with ``include_deleted``.
+
+        Counting and choosing the page group only the sort keys; what a thread
+        shows (its namespaces, checkpoints, last actor...) is computed for the
+        page's threads alone, never for every thread of the store. There is
+        no index on ``updated_at`` (see the table), so choosing still sorts
+        every thread.
+        """
         check_page(offset, limit)
         t = self.projection.table("langgraph_threads")
+        deleted = sa.func.count(t.c.deleted_at) == sa.func.count()  # every namespace deleted
+        updated_at = sa.func.max(t.c.updated_at)
+        keys = sa.select(t.c.thread_id).group_by(t.c.thread_id)
+        if not include_deleted:
+            keys = keys.having(sa.not_(deleted))
+        total = conn.execute(sa.select(sa.func.count()).select_from(keys.subquery())).scalar_one()
+        page = (
+            keys.add_columns(updated_at)
+            .order_by(updated_at.desc(), t.c.thread_id)
+            .offset(offset)
+            .limit(limit)
+            .subquery("page")
+        )
         inner = sa.alias(t, "latest")
         last_actor = (
             sa.select(inner.c.last_actor)
@@ -328,25 +348,23 @@ class LangGraphQueries:
             .limit(1)
             .scalar_subquery()
         )
-        deleted = sa.func.count(t.c.deleted_at) == sa.func.count()
         live = sa.func.count() - sa.func.count(t.c.deleted_at)  # prune deletes subgraph calls' namespaces
-        query = sa.select(
-            t.c.thread_id,
-            sa.case((deleted, sa.func.count()), else_=live).label("namespaces"),
-            sa.func.sum(t.c.checkpoints).label("checkpoints"),
-            sa.func.max(sa.case((t.c.checkpoint_ns == "", t.c.latest_checkpoint_id))).label("latest"),
-            sa.func.min(t.c.created_at).label("created_at"),
-            sa.func.max(t.c.updated_at).label("updated_at"),
-            last_actor.label("last_actor"),
-            sa.case((deleted, sa.func.max(t.c.deleted_at))).label("deleted_at"),
-            sa.case((deleted, sa.func.max(t.c.deleted_by))).label("deleted_by"),
-        ).group_by(t.c.thread_id)
-        if not include_deleted:
-            query = query.having(sa.not_(deleted))
-        total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
-        rows = conn.execute(
-            query.order_by(sa.func.max(t.c.updated_at).desc(), t.c.thread_id).offset(offset).limit(limit)
-        ).all()
+        query = (
+            sa.select(
+                t.c.thread_id,
+                sa.case((deleted, sa.func.count()), else_=live).label("namespaces"),
+                sa.func.sum(t.c.checkpoints).label("checkpoints"),
+                sa.func.max(sa.case((t.c.checkpoint_ns == "", t.c.latest_checkpoint_id))).label("latest"),
+                sa.func.min(t.c.created_at).label("created_at"),
+                updated_at.label("updated_at"),
+                last_actor.label("last_actor"),
+                sa.case((deleted, sa.func.max(t.c.deleted_at))).label("deleted_at"),
+                sa.case((deleted, sa.func.max(t.c.deleted_by))).label("deleted_by"),
+            )
+            .select_from(page.join(t, t.c.thread_id == page.c.thread_id))
+            .group_by(t.c.thread_id)
+        )
+        rows = conn.execute(query.order_by(updated_at.desc(), t.c.thread_id)).all()
         items = [
             ThreadInfo(
                 thread_id=row.thread_id,
