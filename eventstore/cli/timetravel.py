@@ -13,7 +13,7 @@ from typing import Any
 import click
 import orjson
 
-from ..errors import InvalidInput, RevisionMismatch
+from ..errors import FlowExists, FlowPruned, InvalidInput
 from ..events import RecordedEvent
 from ..flow_fold import STEP_EVENT_TYPES, view_to_dict
 from ..timeline import StepSpan, Timeline, TimelineItem, timeline
@@ -221,7 +221,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             metadata = {"actor": text_of(actor, "--actor", empty=False)} if actor is not None else None
             try:
                 fork_flow(store, flow_id, at_revision=revision, new_flow_id=new_flow_id, metadata=metadata)
-            except RevisionMismatch as exc:  # the library's words are an append's: say it as the CLI asked
+            except FlowPruned:
+                raise  # its message names the archive to restore from
+            except FlowExists as exc:  # say it as the CLI asked: the option to change is --new
                 taken = f"flow {new_flow_id!r} exists already: give --new a new flow id"
                 raise InvalidInput(taken) from exc
         if as_json:
