@@ -25,11 +25,20 @@ Position = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 EventId = sa.LargeBinary(16).with_variant(postgresql.UUID(as_uuid=True), "postgresql")
 Payload = sa.Text().with_variant(postgresql.JSONB(), "postgresql")
 Timestamp = sa.String(27).with_variant(postgresql.TIMESTAMP(timezone=True), "postgresql")
-FlowId = sa.String(MAX_FLOW_ID_LENGTH).with_variant(
-    postgresql.VARCHAR(MAX_FLOW_ID_LENGTH, collation="C"), "postgresql"
-)
-"""A flow id: compared and sorted by code point on both backends, whatever the PostgreSQL
-database's collation (migration 0015), so listings and their keyset pages agree."""
+
+
+def code_point_string(length: int) -> sa.types.TypeEngine[str]:
+    """Text compared and sorted by code point on both backends, whatever the PostgreSQL database's
+    collation (``COLLATE "C"``), so listings and their keyset pages give one order everywhere."""
+    return sa.String(length).with_variant(postgresql.VARCHAR(length, collation="C"), "postgresql")
+
+
+FlowId = code_point_string(MAX_FLOW_ID_LENGTH)
+"""A flow id (code point order since migration 0015)."""
+Name = code_point_string(100)
+"""A maintenance job's or projection's name (code point order since migration 0016)."""
+ArchiveId = code_point_string(64)
+"""A retention archive's id (code point order since migration 0016)."""
 
 flow_events = sa.Table(
     "flow_events",
@@ -141,7 +150,7 @@ back to learn whether its inline projections must be checked again."""
 projection_checkpoints = sa.Table(
     "projection_checkpoints",
     metadata,
-    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("name", Name, primary_key=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("position", sa.BigInteger, nullable=False),
@@ -220,7 +229,7 @@ rehashing every leaf; ``verify_checkpoints`` checks it against the log."""
 archives = sa.Table(
     "archives",
     metadata,
-    sa.Column("archive_id", sa.String(64), primary_key=True),
+    sa.Column("archive_id", ArchiveId, primary_key=True),
     sa.Column("path", sa.Text, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=True),
     sa.Column("status", sa.String(16), nullable=False),
@@ -238,7 +247,7 @@ flow_tombstones = sa.Table(
     sa.Column("flow_id", FlowId, primary_key=True),
     sa.Column("last_revision", sa.Integer, nullable=False),
     sa.Column("last_hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("archive_id", sa.String(64), nullable=False),
+    sa.Column("archive_id", ArchiveId, nullable=False),
     sa.Column("archive_sha256", sa.String(64), nullable=False),
     sa.Column("pruned_at", sa.String(27), nullable=False),
 )
@@ -283,7 +292,7 @@ legal_holds = sa.Table(
 maintenance_jobs = sa.Table(
     "maintenance_jobs",
     metadata,
-    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("name", Name, primary_key=True),
     sa.Column("owner", sa.String(100), nullable=True),
     sa.Column("lease_until", sa.String(27), nullable=True),
     sa.Column("period", sa.String(27), nullable=True),

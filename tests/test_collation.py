@@ -14,12 +14,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from alembic import command
 
-from eventstore import EventStore, InvalidInput, NewEvent
+from eventstore import EventStore, InvalidInput, NewEvent, RebuildInProgress
+from eventstore.cli.exchange import _not_folded
+from eventstore.job_leases import claim as claim_job
+from eventstore.job_leases import job_status
 from eventstore.legal_holds import hold, list_holds
 from eventstore.migrate import _config, upgrade
-from projections import FlowProjection, FlowQueries, FlowService, rebuild
+from eventstore.retention import RetentionPolicy, list_archives, run_retention
+from eventstore.schema import archives
+from projections import FlowProjection, FlowQueries, FlowService, Projection, rebuild
+from projections.checkpoints import claim as claim_rebuild
 
 from .conftest import BACKENDS, PG_ADMIN_URL, Target, _admin_connect, _pg_schema
 from .readmodels import flow_projection
@@ -129,3 +136,46 @@ def test_migration_0015_moves_a_stores_flow_ids_to_code_point_order_and_back(
         assert list(store.flows()) == CODE_POINT_ORDER
         assert list(store.flows(after="B")) == ["a", "b"]
         assert store.verify().ok
+
+
+def _named(name: str, *, kind: str = "inline") -> Projection:
+    """A projection called ``name`` with a table of its own (``B`` and ``b`` get different ones)."""
+
+    def define_tables(self: Projection, metadata: sa.MetaData) -> None:
+        sa.Table(f"t_{ord(name)}", metadata, sa.Column("k", sa.Integer, primary_key=True))
+
+    attributes = {"name": name, "kind": kind, "define_tables": define_tables}
+    return type(f"Named{ord(name)}", (Projection,), attributes)()
+
+
+def test_maintenance_jobs_are_listed_in_code_point_order(linguistic_store: EventStore) -> None:
+    for name in IDS:
+        assert claim_job(linguistic_store, name, "me", now=NOON, lease_seconds=60, period=NOON)
+    assert [job.name for job in job_status(linguistic_store)] == CODE_POINT_ORDER
+
+
+def test_projections_an_import_did_not_update_are_named_in_code_point_order(
+    linguistic_target: Target,
+) -> None:
+    with linguistic_target.open(projections=[_named(name) for name in IDS]):
+        pass
+    with linguistic_target.open() as store:
+        assert _not_folded(store) == CODE_POINT_ORDER
+
+
+def test_rebuilds_that_refuse_retention_are_named_in_code_point_order(
+    linguistic_store: EventStore, tmp_path: Path
+) -> None:
+    for name in IDS:
+        assert claim_rebuild(linguistic_store, _named(name, kind="catchup"), "test")
+    with pytest.raises(RebuildInProgress) as refused:
+        run_retention(linguistic_store, RetentionPolicy(finished=timedelta(days=1)), tmp_path)
+    assert refused.value.projections == CODE_POINT_ORDER
+
+
+def test_archives_of_one_moment_are_listed_in_code_point_order(linguistic_store: EventStore) -> None:
+    moment = "2030-01-01T12:00:00+00:00"
+    row = {"path": "x", "status": "written", "flows": 0, "events": 0, "created_at": moment}
+    with linguistic_store.engine.begin() as conn:
+        conn.execute(archives.insert(), [{**row, "archive_id": archive_id} for archive_id in IDS])
+    assert [a.archive_id for a in list_archives(linguistic_store)] == CODE_POINT_ORDER

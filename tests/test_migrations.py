@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
+from sqlalchemy.dialects import postgresql
 
 from eventstore import EventStore, NewEvent, SchemaError, migrate
 from eventstore.cli import main
 from eventstore.migrate import head_revision
+from eventstore.schema import metadata
 
 from .conftest import Target
 
@@ -126,3 +128,19 @@ class TestSchemaAdvice:
         with pytest.raises(SchemaError, match=r"has no event store schema yet .*create=True") as missing:
             pg_target.open(create=False)
         assert (missing.value.current, missing.value.required) == (None, head_revision())
+
+
+def test_the_migrated_columns_have_the_declared_collations(pg_target: Target) -> None:
+    """Autogenerate compares no collations: the code point columns are checked here."""
+    dialect = postgresql.dialect()
+    declared = {
+        (table.name, column.name): getattr(column.type.dialect_impl(dialect), "collation", None)
+        for table in metadata.sorted_tables
+        for column in table.columns
+    }
+    with pg_target.open() as store, store.engine.connect() as conn:
+        query = "SELECT table_name, column_name, collation_name FROM information_schema.columns "
+        found = conn.exec_driver_sql(query + "WHERE table_schema = current_schema()").all()
+    migrated = {(t, c): collation for t, c, collation in found if (t, c) in declared}
+    assert migrated == declared
+    assert declared["maintenance_jobs", "name"] == declared["flow_events", "flow_id"] == "C"
