@@ -9,6 +9,12 @@ comments. PostgreSQL: ``'..'``, ``E'..'`` with backslash escapes (and
 ``'..'`` too when ``standard_conforming_strings`` is off), ``$tag$..$tag$``,
 ``".."`` names, ``--`` comments and nested ``/* */`` comments; a name may
 hold ``$``, so ``a$t$`` opens no dollar quote.
+
+A routine's body of statements is part of the statement that creates it, as
+each database parses it: PostgreSQL's SQL-standard body ``CREATE [OR
+REPLACE] FUNCTION|PROCEDURE ... BEGIN ATOMIC ...; END`` and SQLite's
+``CREATE [TEMP] TRIGGER ... BEGIN ...; END``. Inside one, each ``CASE`` has
+its ``END`` and the last ``END`` closes the body (both words are reserved).
 """
 
 from __future__ import annotations
@@ -70,25 +76,58 @@ def statement_words(sql: str, dialect: str, *, standard_strings: bool = True) ->
     """
     lexer = _LEXERS[(dialect, standard_strings or dialect != "postgresql")]
     words: list[str] = []
+    routine = _Routine(dialect)
     at = 0
     while at < len(sql):
         token = lexer.match(sql, at)
         if token is None:  # never: "." matches any character
             break
         kind, at = token.lastgroup, token.end()
-        if kind == "end":
+        if kind == "end" and not routine.inside:
             yield words
-            words = []
+            words, routine = [], _Routine(dialect)
         elif kind == "comment" and dialect == "postgresql":
             at = _comment_end(sql, at)
         elif kind == "dollar":
             close = sql.find(token.group(), at)
             at = len(sql) if close < 0 else close + len(token.group())
-        elif kind == "word" and len(words) < 3:
-            words.append(token.group().lower())
-        elif kind not in _SKIPPED and kind != "word" and not words:
+        elif kind == "word":
+            routine.read(token.group().lower())
+            if len(words) < 3:
+                words.append(token.group().lower())
+        elif kind not in _SKIPPED and kind != "end" and not words:
             words.append(token.group())  # a statement that starts with something else is no end
     yield words
+
+
+class _Routine:
+    """Follows the words of a statement through the body of statements of a routine it creates."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+        self.head: list[str] | None = []  # the words so far, while a body may open
+        self.depth = 0  # inside the body: 1 + its CASEs not yet closed by an END
+
+    @property
+    def inside(self) -> bool:
+        return self.depth > 0
+
+    def read(self, word: str) -> None:
+        if self.depth:
+            self.depth += {"case": 1, "end": -1}.get(word, 0)
+        elif self.head is not None:
+            head = self.head = [*self.head, word]
+            creates = self._creates_a_routine(head)
+            opening = ["begin", "atomic"] if self.dialect == "postgresql" else ["begin"]
+            if creates and head[-len(opening) :] == opening:
+                self.depth, self.head = 1, None  # a closed body opens no other
+            elif len(head) >= 4 and not creates:
+                self.head = None
+
+    def _creates_a_routine(self, head: list[str]) -> bool:
+        words = [word for word in head[:4] if word not in ("or", "replace", "temp", "temporary")]
+        kinds = ("function", "procedure") if self.dialect == "postgresql" else ("trigger",)
+        return len(words) > 1 and words[0] == "create" and words[1] in kinds
 
 
 def _comment_end(sql: str, at: int) -> int:

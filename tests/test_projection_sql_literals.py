@@ -22,6 +22,8 @@ ENDS_HIDDEN = [
     (PG, "SELECT $tag$ it's $tag$; ROLLBACK"),
     (LITE, "/* it's */ COMMIT"),
     (LITE, "-- it's\nEND"),
+    (PG, "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END; COMMIT"),
+    (PG, "CREATE FUNCTION g() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$; END"),  # no block: END ends
 ]
 
 WORDS_ONLY = [
@@ -33,6 +35,11 @@ WORDS_ONLY = [
     (LITE, "SELECT 1 AS [a; commit]"),
     (LITE, "SELECT 1 AS `b; end`"),
     (LITE, "SELECT 'it''s; COMMIT', \"x;end\""),
+    # a SQL-standard function body (PostgreSQL 14+): its statements and END are the CREATE's own
+    (PG, "CREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END"),
+    (PG, "create or replace procedure p() language sql begin atomic select case when true then 1 end; end"),
+    (PG, "CREATE FUNCTION g(n int) RETURNS int\nBEGIN ATOMIC\nSELECT (CASE n WHEN 1 THEN 2 END);\nEND"),
+    (LITE, "CREATE TEMP TRIGGER t AFTER INSERT ON seen BEGIN SELECT CASE WHEN 1 THEN 2 END; END"),
 ]
 
 
