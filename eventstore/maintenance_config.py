@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import (  # type: ignore[import-untyped]  # A
     IntervalTrigger,
 )
 
-from .checks import validation_message
+from .checks import MAX_COUNT, validation_message
 from .errors import InvalidInput
 from .retention import MAX_DAYS
 from .signing import load_signing_key
@@ -42,6 +42,8 @@ MAX_LEASE = 7 * 86400.0
 """The longest lease, in seconds: a run that holds its job a week without renewing it is dead."""
 CRON_HORIZON = timedelta(days=5 * 365 + 1)
 """A cron schedule must run within five years (from 2000-01-01), so ``0 0 30 2 *`` is refused."""
+MAX_REVISION = 2**31 - 1
+"""The largest revision (a 32-bit column on both backends): ``[snapshots] every`` at most this."""
 MAX_KEEP_DAYS = float(MAX_DAYS)
 """The longest retention, in days (a century, as ``retention.MAX_DAYS``); leave a status out of
 ``keep_days`` to keep it for ever."""
@@ -313,13 +315,13 @@ class SweeperPolicy(_Model):
 class SnapshotPolicy(_Model):
     """Snapshot flows every ``every`` revisions (as ``eventstore.timetravel.state_at`` does)."""
 
-    every: int = pydantic.Field(default=1000, ge=1, strict=True)
+    every: int = pydantic.Field(default=1000, ge=1, le=MAX_REVISION, strict=True)
 
 
 class IntegrityPolicy(_Model):
     """Incremental chain verification; a signed checkpoint after it when a key is configured."""
 
-    batch_size: int = pydantic.Field(default=2000, ge=1, strict=True)
+    batch_size: int = pydantic.Field(default=2000, ge=1, le=MAX_COUNT, strict=True)
     signing_key_file: Path | None = None
     """An Ed25519 private key (PEM, unencrypted) for ``eventstore.checkpoints``."""
 
@@ -345,7 +347,7 @@ class RetentionConfig(_Model):
         default_factory=dict
     )
     archive_dir: Path = Path("archives")
-    max_flows: int = pydantic.Field(default=10_000, ge=1, strict=True)
+    max_flows: int = pydantic.Field(default=10_000, ge=1, le=MAX_COUNT, strict=True)
     """Flows pruned at most per run, the oldest first."""
 
     @pydantic.field_validator("keep_days")

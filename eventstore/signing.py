@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -202,11 +203,23 @@ def load_public_key(path: str | os.PathLike[str]) -> Ed25519PublicKey:
     return key
 
 
+MAX_KEY_FILE_BYTES = 16_384
+"""More than any PEM key file holds (an Ed25519 one is about 120 bytes)."""
+
+
 def _read_key_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of a key file: a regular file (a FIFO would wait for ever, ``/dev/zero`` fill memory)."""
     try:
-        return Path(path).read_bytes()
+        with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:  # a FIFO opens without a writer
+            size = os.fstat(file.fileno())
+            if not stat.S_ISREG(size.st_mode):
+                raise InvalidInput(f"cannot read key file {path}: not a regular file")
+            pem = file.read(MAX_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise InvalidInput(f"cannot read key file {path}: {exc.strerror or exc}") from exc
+    if len(pem) > MAX_KEY_FILE_BYTES:
+        raise InvalidInput(f"{path}: {size.st_size:,} bytes is no key file (a PEM key has a few hundred)")
+    return pem
 
 
 def verify_checkpoint_signature(checkpoint: Checkpoint, public_key: Ed25519PublicKey | None = None) -> None:

@@ -128,6 +128,14 @@ class TestSnapshotJob:
             )
         assert maintenance.run_once("snapshots").details == {"snapshotted": 0, "removed": 1, "position": 13}
 
+    def test_the_largest_numbers_the_config_takes_run(self, store: EventStore, tmp_path: Path) -> None:
+        append(store, "f", 3)
+        most = {"snapshots": {"every": 2**31 - 1}, "integrity": {"batch_size": 2**63 - 1}}
+        retention = {"keep_days": {"finished": 0}, "archive_dir": str(tmp_path), "max_flows": 2**63 - 1}
+        maintenance = Maintenance(store, MaintenanceConfig.parse({**most, "retention": retention}))
+        for job in ("snapshots", "integrity", "retention"):
+            assert maintenance.run_once(job).status == "ok", job
+
     def test_a_database_error_is_the_stores_error(self, store: EventStore) -> None:
         append(store, "f", 3)
         with store.engine.begin() as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,18 @@ class TestStrictSettings:
         with pytest.raises(InvalidInput, match="valid"):
             MaintenanceConfig.parse(data)
 
+    @pytest.mark.parametrize(
+        "data",
+        [
+            {"snapshots": {"every": 2**31}},  # revisions are 32-bit: PostgreSQL refused every run
+            {"integrity": {"batch_size": 2**63}},
+            {"retention": {"max_flows": 2**63}},
+        ],
+    )
+    def test_a_number_every_run_would_choke_on_is_refused_at_load(self, data: dict[str, Any]) -> None:
+        with pytest.raises(InvalidInput, match="less than or equal to"):
+            MaintenanceConfig.parse(data)
+
     def test_a_whole_number_of_seconds_is_still_a_number(self) -> None:
         assert MaintenanceConfig.parse({"jobs": {"integrity": {"every": 60}}}).job("integrity").every == 60.0
 
@@ -146,6 +159,17 @@ class TestSigningKeyFile:
         (tmp_path / "bad.pem").write_text("not a key\n")
         with pytest.raises(InvalidInput, match="not an unencrypted PEM private key"):
             self.load(tmp_path, tmp_path / "bad.pem")
+
+    def test_a_device_or_a_fifo_is_refused_without_reading_it(self, tmp_path: Path) -> None:
+        os.mkfifo(tmp_path / "fifo")  # reading it waited for a writer for ever; /dev/zero filled memory
+        for path in (Path("/dev/zero"), tmp_path / "fifo"):
+            with pytest.raises(InvalidInput, match=f"cannot read key file {path}: not a regular file"):
+                self.load(tmp_path, path)
+
+    def test_a_file_far_larger_than_a_key_is_refused(self, tmp_path: Path) -> None:
+        (tmp_path / "big.pem").write_bytes(b"-" * 100_000)
+        with pytest.raises(InvalidInput, match=r"big\.pem: 100,000 bytes is no key file"):
+            self.load(tmp_path, tmp_path / "big.pem")
 
     def test_an_ed25519_key_is_accepted(self, tmp_path: Path) -> None:
         private, _ = save_key_pair(generate_key(), tmp_path / "key.pem")
