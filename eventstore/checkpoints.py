@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .backends.base import VERIFY_COLUMNS
-from .checks import check_count
+from .checks import check_count, shown
 from .errors import IntegrityViolation, InvalidInput, InvalidProof
 from .integrity import Problem, check_envelope
 from .log_tree import CACHE_HEIGHT, PAGE, cached_subtrees, fill_cache, loaded_tree, read_leaves, reading
@@ -46,6 +46,7 @@ from .signing import (
     EPOCH,
     SIGNING_CONTEXT,
     Checkpoint,
+    check_trusted_key,
     checkpoint_message,
     export_hex,
     export_int,
@@ -215,7 +216,13 @@ def take_checkpoint(store: EventStore, signing_key: Ed25519PrivateKey | str | os
     proof); if it does not, events it covered were changed, and
     ``IntegrityViolation`` is raised instead of signing.
     """
-    key = signing_key if isinstance(signing_key, Ed25519PrivateKey) else load_signing_key(signing_key)
+    if isinstance(signing_key, Ed25519PrivateKey):
+        key = signing_key
+    elif isinstance(signing_key, str | os.PathLike):
+        key = load_signing_key(signing_key)
+    else:
+        wanted = "an Ed25519PrivateKey or the path of its PEM file"
+        raise InvalidInput(f"a signing key must be {wanted}, not {shown(signing_key)}")
     fill_cache(store, store.last_position())
     with store.transaction() as tx:
         conn = tx.connection
@@ -476,6 +483,7 @@ def verify_checkpoints(
     One pass over the log up to the largest checkpoint, in O(log n) memory.
     With ``public_key``, every checkpoint must be signed by that key.
     """
+    check_trusted_key(public_key)
     report = CheckpointReport()
     checkpoints = list_checkpoints(store)
     for checkpoint in checkpoints:

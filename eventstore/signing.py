@@ -23,6 +23,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .checks import shown
 from .errors import InvalidInput, InvalidProof
 
 SIGNING_CONTEXT = b"agent-eventstore checkpoint v1\n"
@@ -222,12 +223,23 @@ def _read_key_file(path: str | os.PathLike[str]) -> bytes:
     return pem
 
 
+def check_trusted_key(public_key: object) -> Ed25519PublicKey | None:
+    """``public_key``, None or an Ed25519 public key: a private key, a path or raw bytes is refused."""
+    if public_key is not None and not isinstance(public_key, Ed25519PublicKey):
+        raise InvalidInput(
+            "a trusted key must be an Ed25519PublicKey (load_public_key(path) reads one), "
+            f"not {shown(public_key)}"
+        )
+    return public_key
+
+
 def verify_checkpoint_signature(checkpoint: Checkpoint, public_key: Ed25519PublicKey | None = None) -> None:
     """Raise ``InvalidProof`` unless the checkpoint is signed by ``public_key``.
 
     Without a key, the checkpoint's own ``public_key`` is used: that shows the
     record is intact, not who made it. Pass the key you trust to show that.
     """
+    check_trusted_key(public_key)
     for name, value, minimum in (
         ("tree size", checkpoint.tree_size, 1),
         ("timestamp_ms", checkpoint.timestamp_ms, 0),

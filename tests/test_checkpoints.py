@@ -284,6 +284,30 @@ def test_the_documented_offline_verifier_accepts_exports_and_refuses_edits(
         offline["check_checkpoint"]({**new.to_dict(), "timestamp_ms": 1}, trusted)
 
 
+class TestKeyTypes:
+    @pytest.mark.parametrize("wrong", [KEY, "k.pub", b"x" * 32])
+    def test_a_trusted_key_that_is_no_public_key_is_refused(self, store: EventStore, wrong: Any) -> None:
+        expected = r"a trusted key must be an Ed25519PublicKey \(load_public_key\(path\) reads one\), not "
+        with pytest.raises(InvalidInput, match=expected):
+            cp.verify_checkpoints(store, wrong)  # with no checkpoint to check yet, too
+        fill(store, "a", 1)
+        taken = cp.take_checkpoint(store, KEY)
+        with pytest.raises(InvalidInput, match=expected):
+            cp.verify_checkpoints(store, wrong)
+        with pytest.raises(InvalidInput, match=expected):
+            cp.verify_checkpoint_signature(taken, wrong)
+
+    @pytest.mark.parametrize("wrong", [5, None, KEY.public_key(), b"k.pem"])
+    def test_a_signing_key_that_is_no_private_key_or_path_is_refused(
+        self, store: EventStore, wrong: Any
+    ) -> None:
+        fill(store, "a", 1)
+        match = r"a signing key must be an Ed25519PrivateKey or the path of its PEM file, not "
+        with pytest.raises(InvalidInput, match=match):
+            cp.take_checkpoint(store, wrong)
+        assert cp.list_checkpoints(store) == []
+
+
 class TestKeys:
     def test_a_key_pair_round_trips_and_is_never_overwritten(self, tmp_path: Path) -> None:
         private, public = cp.save_key_pair(KEY, tmp_path / "k.pem")
