@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .checks import check_count, check_text
+from .checks import check_count, check_text, shown
 from .errors import (
     ArchiveNotFound,
     ExportInvalid,
@@ -249,15 +249,15 @@ def run_retention(
     verified stays so, and the next run prunes it.
     """
     check_count("max_flows", max_flows, minimum=1)
-    if not isinstance(policy, RetentionPolicy):
-        policy = RetentionPolicy.from_days(policy)
+    policy = _policy(policy)
+    directory = _directory(archive_dir)
     if dry_run:
         eligible, held = _select(store, policy, max_flows)
         return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
     with store.reading() as conn:  # before writing an archive it could not prune
         _refuse_during_rebuild(store, conn, "retention")
     total = _Outcome()
-    total.partials = _remove_partials(Path(archive_dir), store.clock())
+    total.partials = _remove_partials(directory, store.clock())
     repaired, failed = [], []
     for archive in list_archives(store):
         if archive.status in ("written", "verified"):
@@ -270,7 +270,7 @@ def run_retention(
     eligible, held = _select(store, policy, max_flows)
     if not eligible:
         return _report(total, repaired, failed, held=held)
-    archive = _write_archive(store, Path(archive_dir), eligible, progress)
+    archive = _write_archive(store, directory, eligible, progress)
     outcome = _finish(store, archive, pruners, progress)
     if outcome is None:
         raise StorageError(
@@ -278,6 +278,25 @@ def run_retention(
         )
     _add(total, outcome)
     return _report(total, repaired, failed, held=held, eligible=eligible, archive=archive)
+
+
+def _policy(policy: object) -> RetentionPolicy:
+    if isinstance(policy, RetentionPolicy):
+        return policy
+    if isinstance(policy, Mapping):
+        return RetentionPolicy.from_days(policy)
+    wanted = "a RetentionPolicy or days per status ({'finished': 30})"
+    raise InvalidInput(f"a retention policy must be {wanted}, not {shown(policy)}")
+
+
+def _directory(archive_dir: object) -> Path:
+    """``archive_dir`` as a ``Path``, if it is a path (``str`` or ``os.PathLike``) without NUL."""
+    path = os.fspath(archive_dir) if isinstance(archive_dir, str | os.PathLike) else None
+    if not isinstance(path, str) or "\x00" in path:
+        raise InvalidInput(
+            f"archive_dir must be a directory's path (str or os.PathLike), not {shown(archive_dir)}"
+        )
+    return Path(path)
 
 
 def _add(total: _Outcome, outcome: _Outcome) -> None:
@@ -652,10 +671,14 @@ def restore(
     place, and running ``restore`` again finishes it.
     """
     check_text("an archive id", archive_id)
+    if isinstance(flow_ids, str | bytes):
+        raise InvalidInput(f"flow_ids is a list of flow ids, not the string {flow_ids!r}")
+    if flow_ids is not None and not isinstance(flow_ids, Collection):
+        raise InvalidInput(f"flow_ids must be a list of flow ids, not {shown(flow_ids)}")
     found = list_archives(store, archive_id=archive_id)
     if not found:
         raise ArchiveNotFound(archive_id)
-    path = Path(found[0].path) if archive_dir is None else Path(archive_dir) / Path(found[0].path).name
+    path = Path(found[0].path) if archive_dir is None else _directory(archive_dir) / Path(found[0].path).name
     with store.reading() as conn:  # the store's translation of driver errors
         t = flow_tombstones.c
         pruned = list(conn.execute(sa.select(t.flow_id).where(t.archive_id == archive_id)).scalars())

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
+from freezegun import freeze_time
 
 from eventstore import EventStore, InvalidInput
-from eventstore.retention import SYSTEM_RETENTION_FLOW, RetentionPolicy, hold, list_holds, release
+from eventstore.retention import (
+    SYSTEM_RETENTION_FLOW,
+    RetentionPolicy,
+    hold,
+    list_archives,
+    list_holds,
+    release,
+    restore,
+    run_retention,
+)
 
 from .conftest import Target
-from .test_retention import flows, run, table_count
+from .test_retention import DAY, T0, flows, retain, run, table_count
 
 __all__ = ["flows"]  # the fixture, used by name
 
@@ -92,3 +104,31 @@ class TestHoldTexts:
             out = run(target, *args, code=1)
             assert out.startswith("error: ") and out.count("\n") == 1, out
         assert "an archive id must be valid UTF-8 text" in out
+
+
+class TestArgumentKinds:
+    POLICY = RetentionPolicy(finished=timedelta(days=30))
+
+    @pytest.mark.parametrize("policy", ["finished=30", None, 30, ["finished=30"]])
+    def test_a_policy_that_is_no_policy_or_mapping_is_refused(self, flows: EventStore, policy: Any) -> None:
+        with freeze_time(T0 + 40 * DAY), pytest.raises(InvalidInput, match="a retention policy must be"):
+            run_retention(flows, policy, "archives", dry_run=True)
+
+    @pytest.mark.parametrize("directory", ["archives\x00x", 5, None, b"archives"])
+    def test_an_archive_dir_that_is_no_path_is_refused_before_anything_is_written(
+        self, flows: EventStore, directory: Any
+    ) -> None:
+        last = flows.last_position()
+        with freeze_time(T0 + 40 * DAY), pytest.raises(InvalidInput, match="archive_dir must be"):
+            run_retention(flows, self.POLICY, directory)
+        assert (flows.last_position(), list_archives(flows)) == (last, [])
+
+    def test_restore_takes_a_list_of_flow_ids_not_a_string(self, flows: EventStore, tmp_path: Path) -> None:
+        archive_id = retain(flows, tmp_path, T0 + 40 * DAY).archive_id  # prunes f1 and f2
+        with pytest.raises(InvalidInput, match="flow_ids is a list of flow ids, not the string 'f1'"):
+            restore(flows, archive_id, "f1")  # its characters named no pruned flow: a wrong error
+        with pytest.raises(InvalidInput, match="flow_ids must be a list of flow ids, not 1"):
+            restore(flows, archive_id, 1)  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput, match="archive_dir must be"):
+            restore(flows, archive_id, archive_dir="a\x00")
+        assert flows.revision("f1") == 0
