@@ -19,6 +19,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
@@ -359,9 +360,22 @@ def write_export(
     return manifest
 
 
+def refuse_non_file(path: Path) -> None:
+    """``InvalidInput`` if ``path`` is there but not a regular file (a device, a FIFO, a directory):
+    replacing it would put a file in its place (``/dev/null``, for root)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # nothing there: a new file is written
+    if not stat.S_ISREG(mode):
+        raise InvalidInput(f"{path} is not a regular file: not replacing it")
+
+
 def _refuse_existing(path: Path, *, overwrite: bool) -> None:
     """``InvalidInput`` if the export's events file or manifest exists and may not be replaced."""
     if overwrite:
+        refuse_non_file(path)
+        refuse_non_file(manifest_path(path))
         return
     for target in (path, manifest_path(path)):
         if target.exists():

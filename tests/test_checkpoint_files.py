@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 import orjson
@@ -52,6 +54,13 @@ class TestExport:
         run(signed, "checkpoint", "--export", str(exported), "--force")
         assert orjson.loads(exported.read_bytes())["tree_size"] == 3
         assert [p.name for p in exported.parent.iterdir()] == ["cp.json"]
+
+    def test_force_never_replaces_what_is_not_a_regular_file(self, signed: Target, tmp_path: Path) -> None:
+        fifo = tmp_path / "fifo.json"  # as /dev/null is to root: os.replace put a file in its place
+        os.mkfifo(fifo)
+        out = run(signed, "checkpoint", "--export", str(fifo), "--force", code=1)
+        assert out == f"error: {fifo} is not a regular file: not replacing it\n"
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and not list(tmp_path.glob("*partial*"))
 
     def test_size_and_force_without_export_are_usage_errors(self, signed: Target, tmp_path: Path) -> None:
         key = tmp_path / "k.pem"

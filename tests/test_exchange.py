@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
+import stat
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -132,6 +134,15 @@ class TestExport:
             export_events(source, path, flow="b")
         assert not path.exists()
         assert [s.flow_id for s in export_events(source, path, flow="b", overwrite=True).flows] == ["b"]
+
+    @pytest.mark.parametrize("fifo", ["a.jsonl", "a.jsonl.manifest.json"])
+    def test_overwrite_never_replaces_what_is_not_a_regular_file(
+        self, source: EventStore, tmp_path: Path, fifo: str
+    ) -> None:
+        os.mkfifo(tmp_path / fifo)  # as /dev/null is to root: os.replace put a file in its place
+        with pytest.raises(InvalidInput, match=f"{fifo} is not a regular file: not replacing it"):
+            export_events(source, tmp_path / "a.jsonl", overwrite=True)
+        assert stat.S_ISFIFO(os.lstat(tmp_path / fifo).st_mode) and not list(tmp_path.glob("*partial*"))
 
     def test_never_onto_the_stores_own_database(self, tmp_path: Path) -> None:
         with EventStore.open(f"sqlite:///{tmp_path / 'audit.db'}") as store:

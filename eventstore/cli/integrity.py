@@ -22,6 +22,7 @@ import orjson
 from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
 from ..exchange import refuse_own_files
+from ..exportfile import refuse_non_file
 from .output import echo, echo_json, printable, problem_dict
 from .params import POSITION, FilePath, number_in
 
@@ -250,6 +251,7 @@ def _write_new(path: Path, content: bytes, *, overwrite: bool) -> None:
     into place (which fails if ``path`` exists), or renamed over it if ``overwrite``."""
     if not overwrite and os.path.lexists(path):
         raise InvalidInput(f"{path} exists already: export to a new file, or replace it (--force)")
+    refuse_non_file(path)
     try:
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     except OSError as exc:
