@@ -45,13 +45,7 @@ class CatchUpRunner:
     def run_once(self) -> int:
         """Apply the next batch; return how many events it held (0: caught up)."""
         with self.store.transaction() as tx:
-            checkpoint = read_checkpoint(tx.connection, self.projection.name, lock=True)
-            if checkpoint is not None and checkpoint.version > self.projection.version:
-                raise newer_version(self.projection, checkpoint)  # not to be rebuilt back by this code
-            if checkpoint is None or checkpoint.version != self.projection.version:
-                raise ProjectionError(
-                    f"projection {self.projection.name!r} needs a rebuild before it can catch up"
-                )
+            checkpoint = self._own(read_checkpoint(tx.connection, self.projection.name, lock=True))
             if checkpoint.kind == INLINE:
                 raise ProjectionError(
                     f"projection {self.projection.name!r} is folded inline by the stores opened with it "
@@ -72,6 +66,17 @@ class CatchUpRunner:
                 build=checkpoint.build,
             )
         return len(events)
+
+    def _own(self, checkpoint: Checkpoint | None) -> Checkpoint:
+        """``checkpoint`` if it is this projection's version's, else ``ProjectionError``: the tables
+        and position are another version's (rebuilt by another process since this runner began)."""
+        if checkpoint is not None and checkpoint.version > self.projection.version:
+            raise newer_version(self.projection, checkpoint)  # not to be rebuilt back by this code
+        if checkpoint is None or checkpoint.version != self.projection.version:
+            raise ProjectionError(
+                f"projection {self.projection.name!r} needs a rebuild before it can catch up"
+            )
+        return checkpoint
 
     def _check_layout(self, conn: sa.Connection, checkpoint: Checkpoint) -> None:
         """Another process rebuilt the read model at this version: ``ProjectionError`` unless its
@@ -94,6 +99,7 @@ class CatchUpRunner:
         return total
 
     def position(self) -> int:
+        """The position of the last event applied; ``ProjectionError``, as ``run_once`` gives, when
+        the checkpoint is another version's (another process rebuilt the read model meanwhile)."""
         with self.store.reading() as conn:
-            checkpoint = read_checkpoint(conn, self.projection.name)
-        return 0 if checkpoint is None else checkpoint.position
+            return self._own(read_checkpoint(conn, self.projection.name)).position

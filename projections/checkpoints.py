@@ -95,8 +95,10 @@ def newer_version(projection: Projection, current: Checkpoint) -> ProjectionErro
     rebuild them back on its own: the newer code would rebuild them again at its next open."""
     return ProjectionError(
         f"projection {projection.name!r} in this store was built by version {current.version}, newer than "
-        f"this code's {projection.version}: run the newer code, or, to go back on purpose, rebuild it "
-        f"with this code (`eventstore rebuild`, or projections.rebuild)"
+        f"this code's {projection.version}: stop this process and restart it on the newer code; nothing "
+        f"was written. To go back to version {projection.version}, only an operator, on purpose, rebuilds "
+        f"it with the older code (`eventstore rebuild`, or projections.rebuild): that replaces version "
+        f"{current.version}'s read model for every process"
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar
 
 import pytest
@@ -195,8 +196,14 @@ class TestARunnerOfAnInlineProjection:
     def test_a_runner_of_older_code_says_to_run_the_newer(self, store: EventStore) -> None:
         runner = CatchUpRunner(store, Seen())
         CatchUpRunner(store, SeenV2())
-        with pytest.raises(ProjectionError, match="built by version 2, newer than this code's 1"):
+        with pytest.raises(ProjectionError, match="built by version 2, newer than this code's 1") as caught:
             runner.run_once()
+        # A rolling deploy's stale process: its fix is a restart on the newer code. Rebuilding with
+        # this code would undo version 2 for every process: only an operator's deliberate downgrade.
+        advice = str(caught.value).split("newer than this code's 1", 1)[1]
+        assert advice.startswith(": stop this process and restart it on the newer code"), advice
+        assert "run the newer code, or" not in advice
+        assert re.search(r"only an operator\b.*on purpose.*rebuilds? it with the older code", advice), advice
 
 
 class Escaping(Seen):

@@ -94,6 +94,30 @@ class TestANewerVersionUnderARunner:
             assert _checkpoint(store) == 2
             assert CatchUpRunner(other, Newer()).run_until_caught_up() == 1
 
+    def test_an_old_runner_does_not_report_the_newer_versions_position(self, target: Target) -> None:
+        """The checkpoint is version 2's: the old runner's position() is refused as run_once() is,
+        rather than passed off as how far version 1 has got."""
+        with target.open() as store, target.open() as other:
+            decide(store, "a", 2)
+            runner = CatchUpRunner(store, DecisionsByActor())
+            decide(store, "a")
+            CatchUpRunner(other, Newer())  # version 2 rebuilt from the log: its checkpoint is at 3
+            with pytest.raises(ProjectionError, match="built by version 2, newer than this code's 1"):
+                runner.position()
+            assert CatchUpRunner(other, Newer()).position() == 3
+
+    def test_a_runner_does_not_report_an_older_versions_position(self, target: Target) -> None:
+        """An operator went back to version 1 on purpose: a version 2 runner's position() says it
+        needs a rebuild, as its run_once() does, rather than report version 1's checkpoint."""
+        with target.open() as store, target.open() as other:
+            decide(store, "a", 2)
+            runner = CatchUpRunner(store, Newer())
+            rebuild(other, DecisionsByActor())
+            with pytest.raises(ProjectionError, match="needs a rebuild before it can catch up"):
+                runner.position()
+            with pytest.raises(ProjectionError, match="needs a rebuild before it can catch up"):
+                runner.run_once()
+
 
 class TallyRelaid(Tally):
     """``Tally``'s name and version, its column renamed (no version bump)."""
