@@ -8,6 +8,7 @@ projection owns, or a table that exists and nobody recorded, is refused with
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -120,8 +121,11 @@ def layout_difference(conn: sa.Connection, projection: Projection) -> str | None
     """How the live tables recorded for ``projection``'s name differ from the ones it declares, or None.
 
     Table names first (as ``refuse_other_tables`` compares them), then each
-    table's column names: what another process's rebuild at the same version
-    may have changed (its tables changed without a version bump).
+    table's column names, their types and nullability, and its primary key:
+    what another process's rebuild at the same version may have changed (its
+    tables changed without a version bump). A type is compared as the dialect
+    writes it, in the spelling the database reflects it in (PostgreSQL keeps
+    ``FLOAT`` as ``DOUBLE PRECISION``).
     """
     query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
     inspector = sa.inspect(conn)
@@ -144,14 +148,68 @@ def layout_difference(conn: sa.Connection, projection: Projection) -> str | None
     for table in projection.tables.values():
         if not inspector.has_table(table.name):
             continue  # nothing recorded for a projection built before ownership was: nothing to compare
-        found = sorted(column["name"] for column in inspector.get_columns(table.name))
+        reflected = {key(column["name"]): column for column in inspector.get_columns(table.name)}
+        found = sorted(column["name"] for column in reflected.values())
         declared = sorted(column.name for column in table.columns)
-        if [key(name) for name in found] != [key(name) for name in declared]:
+        if sorted(reflected) != sorted(key(name) for name in declared):
             return (
                 f"its table {table.name!r} has the column(s) {', '.join(map(repr, found))} there, "
                 f"and this {type(projection).__name__} declares {', '.join(map(repr, declared))}"
             )
+        for column in table.columns:
+            there = reflected[key(column.name)]
+            difference = _column_difference(conn.dialect, column, there["type"], there["nullable"])
+            if difference is not None:
+                return f"its column {table.name}.{column.name} {difference}"
+        keyed = inspector.get_pk_constraint(table.name)["constrained_columns"]
+        keys = [column.name for column in table.primary_key]
+        if sorted(map(key, keyed)) != sorted(map(key, keys)):
+            return (
+                f"its table {table.name!r} has the primary key ({', '.join(keyed)}) there, "
+                f"and this {type(projection).__name__} declares ({', '.join(keys)})"
+            )
     return None
+
+
+def _column_difference(
+    dialect: sa.Dialect, column: sa.Column[object], found: sa.types.TypeEngine[object], nullable: bool
+) -> str | None:
+    """How a column as the database reflects it differs from its declaration, or None."""
+    declared, there = _type_name(column.type, dialect), _type_name(found, dialect)
+    if declared is not None and there is not None and declared != there:
+        return f"is {there} there, and declared {declared}"
+    if nullable != bool(column.nullable):
+        return f"is {_nulls(nullable)} there, and declared {_nulls(bool(column.nullable))}"
+    return None
+
+
+def _nulls(nullable: bool) -> str:
+    return "NULL" if nullable else "NOT NULL"
+
+
+def _type_name(type_: sa.types.TypeEngine[object], dialect: sa.Dialect) -> str | None:
+    """The type as ``dialect`` writes it in DDL, in the form it reflects it in; None when that is
+    not known (a type the dialect does not reflect, or one of the application's own): then only
+    the names are compared."""
+    if isinstance(type_, sa.types.NullType | sa.types.UserDefinedType):
+        return None
+    try:
+        name = " ".join(type_.compile(dialect=dialect).upper().split())
+    except sa.exc.CompileError:
+        return None
+    if dialect.name == "postgresql":
+        # the spellings PostgreSQL stores under another name (SQLite keeps the DDL's own)
+        if match := _FLOAT.fullmatch(name):
+            bits = match.group(1)
+            return "REAL" if bits is not None and int(bits) <= 24 else "DOUBLE PRECISION"
+        name = _DECIMAL.sub("NUMERIC", name)
+        if name == "CHAR":
+            return "CHAR(1)"
+    return name
+
+
+_FLOAT = re.compile(r"FLOAT(?:\((\d+)\))?")
+_DECIMAL = re.compile(r"^DECIMAL\b")
 
 
 def release_fresh_tables(conn: sa.Connection, projection: Projection) -> None:

@@ -9,7 +9,10 @@ import sqlalchemy as sa
 
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.errors import ProjectionError
-from projections import CatchUpRunner, Projection, rebuild
+from projections import CatchUpRunner, FlowProjection, FlowService, Projection, rebuild
+from projections.langgraph import LangGraphProjection
+from projections.ownership import layout_difference
+from projections.types import JSON, UTCDateTime
 
 from .conftest import Target
 from .test_projections import DecisionsByActor, counts, decide
@@ -46,6 +49,45 @@ class Renamed(DecisionsByActor):
         pass
 
 
+class Retyped(DecisionsByActor):
+    """Its count column a string now (no version bump)."""
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "decisions_by_actor",
+            metadata,
+            sa.Column("actor", sa.String(200), primary_key=True),
+            sa.Column("decisions", sa.String(20), nullable=False),
+        )
+
+    def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+        pass
+
+
+class Nullable(Retyped):
+    """Its count column may be NULL now (no version bump)."""
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "decisions_by_actor",
+            metadata,
+            sa.Column("actor", sa.String(200), primary_key=True),
+            sa.Column("decisions", sa.Integer),
+        )
+
+
+class Rekeyed(Retyped):
+    """Keyed by both columns now (no version bump)."""
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "decisions_by_actor",
+            metadata,
+            sa.Column("actor", sa.String(200), primary_key=True),
+            sa.Column("decisions", sa.Integer, primary_key=True),
+        )
+
+
 def _checkpoint(store: EventStore) -> int:
     with store.engine.connect() as conn:
         query = "SELECT position FROM projection_checkpoints WHERE name = 'decisions_by_actor'"
@@ -53,7 +95,11 @@ def _checkpoint(store: EventStore) -> int:
 
 
 class TestSameVersionOtherTables:
-    @pytest.mark.parametrize("relaid", [Relaid, Renamed], ids=["columns", "names"])
+    @pytest.mark.parametrize(
+        "relaid",
+        [Relaid, Renamed, Retyped, Nullable, Rekeyed],
+        ids=["columns", "names", "types", "nullable", "key"],
+    )
     def test_a_runner_is_told_to_bump_the_version(self, target: Target, relaid: type[Projection]) -> None:
         with target.open() as store, target.open() as other:
             decide(store, "a", 2)
@@ -145,3 +191,47 @@ def test_an_inline_process_is_told_to_bump_the_version(target: Target) -> None:
         ):
             count(old, "a")
         assert old.revision("a") == 1
+
+
+class EveryType(Projection):
+    """A column of each common type, as ``layout_difference`` must find them again on each backend."""
+
+    name: ClassVar[str] = "every_type"
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        types: list[sa.types.TypeEngine[object]] = [
+            sa.BigInteger(), sa.SmallInteger(), sa.Float(), sa.Float(24), sa.Float(53), sa.Double(),
+            sa.REAL(), sa.Numeric(), sa.Numeric(10, 2), sa.DECIMAL(8, 3), sa.Text(), sa.String(),
+            sa.String(30), sa.CHAR(), sa.CHAR(3), sa.Unicode(40), sa.Boolean(), sa.Date(), sa.Time(),
+            sa.DateTime(), sa.DateTime(timezone=True), sa.Interval(), sa.Uuid(), sa.JSON(),
+            sa.LargeBinary(), UTCDateTime(), JSON,
+        ]  # fmt: skip
+        columns = [sa.Column(f"c{number}", type_) for number, type_ in enumerate(types)]
+        sa.Table("every_type", metadata, sa.Column("id", sa.Integer, primary_key=True), *columns)
+        sa.Table("every_type_unkeyed", metadata, sa.Column("note", sa.Text, nullable=False))
+
+
+class TestTheSameDeclarationComparesEqual:
+    def test_every_type_after_a_rebuild_by_another_process(self, target: Target) -> None:
+        with target.open() as store, target.open() as other:
+            decide(store, "a")
+            runner = CatchUpRunner(store, EveryType())
+            with store.engine.connect() as conn:
+                assert layout_difference(conn, EveryType()) is None
+            rebuild(other, EveryType())
+            decide(store, "a")
+            assert runner.run_until_caught_up() == 1
+
+    def test_the_built_in_projections(self, target: Target) -> None:
+        with target.open(projections=[FlowProjection(), LangGraphProjection()]) as store:
+            runner = CatchUpRunner(store, DecisionsByActor())
+            with target.open() as other:
+                for projection in (FlowProjection(), LangGraphProjection(), DecisionsByActor()):
+                    rebuild(other, projection)  # then the fence compares the tables again
+            FlowService(store).start_flow("f1", controller_id="c", goal="g", owner_session_key="s")
+            decide(store, "a")
+            runner.run_until_caught_up()
+            assert counts(store, runner.projection) == {"a": 1}
+            with store.engine.connect() as conn:
+                for projection in (FlowProjection(), LangGraphProjection(), DecisionsByActor()):
+                    assert layout_difference(conn, projection) is None, projection.name
