@@ -13,7 +13,7 @@ from eventstore.errors import ProjectionError
 from .checkpoints import INLINE, Checkpoint, newer_version, read_checkpoint, write_checkpoint
 from .folding import apply_grouped
 from .ownership import layout_difference
-from .rebuilding import ensure
+from .rebuilding import check_arguments, ensure
 
 if TYPE_CHECKING:
     from .declaration import Projection
@@ -28,6 +28,7 @@ class CatchUpRunner:
     """
 
     def __init__(self, store: EventStore, projection: Projection, *, batch_size: int = 500) -> None:
+        check_arguments(store, projection)
         check_count("batch_size", batch_size, minimum=1)
         if projection.kind == "inline" or any(p.name == projection.name for p in store.projections):
             raise ProjectionError(

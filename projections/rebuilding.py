@@ -18,10 +18,11 @@ import sqlalchemy as sa
 
 from eventstore import EventStore
 from eventstore.aio import pause
-from eventstore.checks import check_count
+from eventstore.checks import check_callback, check_count, check_flag, shown
 from eventstore.errors import (
     ConcurrencyError,
     EventStoreError,
+    InvalidInput,
     ProjectionError,
     ProjectionFailed,
     StoreBusy,
@@ -67,6 +68,20 @@ class Progress:
     @property
     def rate(self) -> float:
         return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+def check_arguments(store: object, projection: object) -> None:
+    """``InvalidInput`` unless ``store`` is an ``EventStore`` and ``projection`` a ``Projection``
+    instance: the wrong kind failed with an ``AttributeError`` somewhere inside."""
+    from .declaration import Projection  # declaration imports this module
+
+    if not isinstance(store, EventStore):
+        raise InvalidInput(f"store must be an EventStore, not {shown(store)}")
+    if not isinstance(projection, Projection):
+        what = shown(projection)
+        if isinstance(projection, type):
+            what = f"the class {projection.__name__}: pass an instance, {projection.__name__}()"
+        raise InvalidInput(f"projection must be a projections.Projection, not {what}")
 
 
 def ensure(store: EventStore, projection: Projection, *, inline: bool = False, rebuilt: bool = False) -> None:
@@ -126,7 +141,11 @@ def rebuild(
     One rebuild of a projection runs at a time: another one raises
     ``ProjectionError``, or with ``wait=True`` waits for it.
     """
+    check_arguments(store, projection)
     check_count("batch_size", batch_size, minimum=1)
+    check_callback("progress", progress)
+    check_flag("wait", wait)
+    check_flag("only_if_outdated", only_if_outdated)
     tag = secrets.token_hex(4)
     while not claim(store, projection, tag):
         if not wait:
