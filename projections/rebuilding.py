@@ -185,6 +185,7 @@ def _rebuild(
         for table in target.tables.values():
             # Secondary indexes are built once at the end, not row by row.
             late_indexes.extend(table.indexes)
+            _create_named_types(tx.connection, table)
             tx.connection.execute(sa.schema.CreateTable(table))
     head = start = store.last_position()
     total = _events_up_to(store, head)  # fewer than ``head`` once retention pruned flows
@@ -265,6 +266,14 @@ def _rebuild(
     if progress is not None:
         progress(result)
     return result
+
+
+def _create_named_types(conn: sa.Connection, table: sa.Table) -> None:
+    """The types of its own a column names (an enum, on PostgreSQL), unless they exist: CREATE TABLE
+    does not make them (``Table.create`` would, with the indexes a rebuild makes last)."""
+    for column in table.columns:
+        if isinstance(column.type, sa.types.SchemaType):
+            column.type.create(conn, checkfirst=True)
 
 
 def _events_up_to(store: EventStore, position: int) -> int:
