@@ -47,12 +47,6 @@ class CatchUpRunner:
         """Apply the next batch; return how many events it held (0: caught up)."""
         with self.store.transaction() as tx:
             checkpoint = self._own(read_checkpoint(tx.connection, self.projection.name, lock=True))
-            if checkpoint.kind == INLINE:
-                raise ProjectionError(
-                    f"projection {self.projection.name!r} is folded inline by the stores opened with it "
-                    "(projections=[...]): a runner would fold their events a second time; nothing was "
-                    "written: run it with a runner under another name"
-                )
             if checkpoint.build != self._build:
                 self._check_layout(tx.connection, checkpoint)
             events = list(self.store.read_all(after_position=checkpoint.position, limit=self.batch_size))
@@ -69,13 +63,20 @@ class CatchUpRunner:
         return len(events)
 
     def _own(self, checkpoint: Checkpoint | None) -> Checkpoint:
-        """``checkpoint`` if it is this projection's version's, else ``ProjectionError``: the tables
-        and position are another version's (rebuilt by another process since this runner began)."""
+        """``checkpoint`` if it is this runner's, else ``ProjectionError``: the tables and position
+        are another version's (rebuilt by another process since this runner began), or appends fold
+        them (a store opened with the projection; its position stays where it was built)."""
         if checkpoint is not None and checkpoint.version > self.projection.version:
             raise newer_version(self.projection, checkpoint)  # not to be rebuilt back by this code
         if checkpoint is None or checkpoint.version != self.projection.version:
             raise ProjectionError(
                 f"projection {self.projection.name!r} needs a rebuild before it can catch up"
+            )
+        if checkpoint.kind == INLINE:
+            raise ProjectionError(
+                f"projection {self.projection.name!r} is folded inline by the stores opened with it "
+                "(projections=[...]): a runner would fold their events a second time; nothing was "
+                "written: run it with a runner under another name"
             )
         return checkpoint
 
@@ -101,6 +102,6 @@ class CatchUpRunner:
 
     def position(self) -> int:
         """The position of the last event applied; ``ProjectionError``, as ``run_once`` gives, when
-        the checkpoint is another version's (another process rebuilt the read model meanwhile)."""
+        the checkpoint is not this runner's (another version's, or an inline projection's)."""
         with self.store.reading() as conn:
             return self._own(read_checkpoint(conn, self.projection.name)).position

@@ -163,6 +163,15 @@ class TestARunnerOfAnInlineProjection:
             append(inline, {})
             assert positions(other) == [1, 2, 3]
 
+    def test_a_runner_does_not_report_the_inline_checkpoint_as_its_position(self, target: Target) -> None:
+        """Appends fold the read model, and its checkpoint stays where it was built: as the runner's
+        position it would say the runner is behind for ever."""
+        with target.open(projections=[Seen()]) as inline, target.open() as other:
+            runner = CatchUpRunner(other, Seen())
+            append(inline, {}, {})
+            with pytest.raises(ProjectionError, match="'seen' is folded inline by the stores opened with it"):
+                runner.position()
+
     def test_a_projection_a_runner_left_behind_misses_no_event_when_opened_inline(
         self, target: Target
     ) -> None:
