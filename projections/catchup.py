@@ -39,9 +39,9 @@ class CatchUpRunner:
         self.projection = projection
         self.batch_size = batch_size
         ensure(store, projection)
-        with store.reading() as conn:
-            checkpoint = read_checkpoint(conn, projection.name)
-        self._build = None if checkpoint is None else checkpoint.build
+        # the build whose tables were found laid out as declared: none yet, the first batch looks
+        # (tables changed without a version bump pass ensure, which compares only their names)
+        self._build: str | None = None
 
     def run_once(self) -> int:
         """Apply the next batch; return how many events it held (0: caught up)."""
@@ -81,9 +81,10 @@ class CatchUpRunner:
         return checkpoint
 
     def _check_layout(self, conn: sa.Connection, checkpoint: Checkpoint) -> None:
-        """Another process rebuilt the read model at this version: ``ProjectionError`` unless its
-        tables are laid out as this runner's projection declares them (else the fold would fail
-        in the database, or write into columns it does not know)."""
+        """A build this runner has not checked yet (the one it started on, or another process's
+        rebuild at this version): ``ProjectionError`` unless its tables are laid out as this
+        runner's projection declares them (else the fold would fail in the database, or write
+        into columns it does not know)."""
         difference = layout_difference(conn, self.projection)
         if difference is not None:
             raise ProjectionError(

@@ -110,6 +110,22 @@ class TestSameVersionOtherTables:
                 runner.run_once()
             assert _checkpoint(store) == 2  # nothing folded
 
+    @pytest.mark.parametrize("relaid", [Relaid, Retyped], ids=["columns", "types"])
+    def test_a_runner_started_on_tables_laid_out_otherwise_is_told_too(
+        self, target: Target, relaid: type[Projection]
+    ) -> None:
+        """Code whose tables changed without a version bump, started on the tables the old
+        code built: its first batch folded into them (a StorageError, or on SQLite a string
+        count) as the build was the one it found at its start."""
+        with target.open() as store:
+            decide(store, "a", 2)
+            CatchUpRunner(store, DecisionsByActor())
+            runner = CatchUpRunner(store, relaid())
+            decide(store, "a")
+            with pytest.raises(ProjectionError, match=r"(?s)rebuilt .*version 1.*bump its version"):
+                runner.run_once()
+            assert _checkpoint(store) == 2
+
     def test_a_rebuild_with_the_same_tables_lets_the_runner_go_on(self, target: Target) -> None:
         with target.open() as store, target.open() as other:
             decide(store, "a", 2)
