@@ -1,7 +1,7 @@
 """Listings page through an index: no query sorts the whole read model to answer one page.
 
 With a million flows, ``flows()`` sorting the table took 0.6 s a page on SQLite
-and a deep page 6.5 s (docs/benchmarks.md, session 13); these tests read the
+and a deep page 6.6 s (docs/benchmarks.md, session 13); these tests read the
 database's own plan, so they hold at any size without timing anything.
 """
 
