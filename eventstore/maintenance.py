@@ -30,7 +30,7 @@ from apscheduler.schedulers.background import (  # type: ignore[import-untyped] 
 )
 
 from . import job_leases
-from .checks import check_text
+from .checks import check_text, shown
 from .errors import InvalidInput, JobLeaseLost
 from .integrity import format_time
 from .job_leases import Claim, JobStatus
@@ -195,17 +195,50 @@ class Maintenance:
     def run_once(self, name: str, *, period: datetime | None = None) -> JobResult:
         """Run a job now, if no other process is running it; return how it went.
 
-        ``period`` is the scheduled time the run is for (the scheduler passes
-        it); a run for a period that already ran is skipped. Without it, the
-        run is by hand: it runs unless the job is held right now, and counts
-        for the scheduled period it falls in, so it never holds up the next one.
+        ``period`` is the scheduled time the run is for (the scheduler's
+        runs give theirs); a run for a period that already ran is skipped. A
+        period that has not started yet (later than the job's current
+        period, or than now for a job without a schedule) is ``InvalidInput``
+        and nothing is written: a run recorded for it would count every
+        period until then as run. Without ``period``, the run is by hand: it
+        runs unless the job is held right now, and counts for the scheduled
+        period it falls in, so it never holds up the next one.
         """
         job = self._job(name)
         settings = self.settings(name)
-        now = self.clock()
-        manual = period is None
+        now = self._now()
         if period is None:
-            period = settings.period_of(now, self.config.zone) if settings.scheduled else now
+            return self._run(job, settings, now, self._current_period(settings, now), manual=True)
+        return self._run(job, settings, now, self._check_period(name, settings, period, now), manual=False)
+
+    def _now(self) -> datetime:
+        now = self.clock()
+        format_time(now)  # a naive or non-datetime clock is InvalidInput here, before any period arithmetic
+        return now
+
+    def _current_period(self, settings: JobConfig, now: datetime) -> datetime:
+        """The period a run at ``now`` counts for: its scheduled period, or ``now`` for an unscheduled job."""
+        return settings.period_of(now, self.config.zone) if settings.scheduled else now
+
+    def _check_period(self, name: str, settings: JobConfig, period: object, now: datetime) -> datetime:
+        """``period``, a timezone-aware datetime no later than the job's current period."""
+        if not isinstance(period, datetime) or period.utcoffset() is None:
+            raise InvalidInput(
+                f"maintenance job {name!r}: a period must be a timezone-aware datetime, not {shown(period)}"
+            )
+        current = self._current_period(settings, now)
+        if period > current:
+            raise InvalidInput(
+                f"maintenance job {name!r}: period {format_time(period)} has not started yet "
+                f"(now is {format_time(now)}; the latest period it can run for is {format_time(current)}): "
+                "a run recorded for it would count every period until then as run"
+            )
+        return period
+
+    def _run(
+        self, job: Job, settings: JobConfig, now: datetime, period: datetime, *, manual: bool
+    ) -> JobResult:
+        name = job.name
         held = job_leases.claim(
             self.store,
             name,
@@ -295,9 +328,17 @@ class Maintenance:
         log.info("maintenance: started %s as %s", ", ".join(self.enabled()) or "no jobs", self.owner)
 
     def _fire(self, name: str) -> None:
-        """Run a job for its period on a scheduler thread; what goes wrong is logged, never raised."""
+        """Run a job for its period on a scheduler thread; what goes wrong is logged, never raised.
+
+        The period is the current one by the same reading of the clock the
+        run is judged by, so it is never "not started yet", whatever the
+        scheduler's timing: APScheduler 3 does not pass the scheduled time, and
+        runs a job only once its own clock (this host's) has reached it. No
+        tolerance is needed; a scheduler waking early finds nothing due.
+        """
         try:
-            self.run_once(name, period=self.period_of(name))
+            job, settings, now = self._job(name), self.settings(name), self._now()
+            self._run(job, settings, now, self._current_period(settings, now), manual=False)
         except Exception as exc:  # say, the database refused the claim or the record: try next period
             _log_error(f"maintenance: {name} could not run", exc)
 

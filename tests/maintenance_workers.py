@@ -17,7 +17,8 @@ from eventstore.maintenance_config import JobConfig
 
 from .workers import BARRIER_TIMEOUT
 
-START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+START = datetime(2020, 1, 1, 12, 0, tzinfo=UTC)
+"""The first period run: in the past, as any period given to ``run_once`` must be."""
 
 
 def periods(count: int) -> list[datetime]:

@@ -82,8 +82,14 @@ class TestSchedules:
 
 class TestJobLeases:
     def test_each_period_runs_once_across_services(self, target: Target) -> None:
+        def clock() -> datetime:  # both periods below have started
+            return NOON + timedelta(minutes=1)
+
         with target.open() as first, target.open() as second:
-            a, b = Maintenance(first, jobs=[RECORDER]), Maintenance(second, jobs=[RECORDER])
+            a, b = (
+                Maintenance(first, jobs=[RECORDER], clock=clock),
+                Maintenance(second, jobs=[RECORDER], clock=clock),
+            )
             assert a.run_once("record", period=NOON).status == "ok"
             assert b.run_once("record", period=NOON).status == "skipped"
             assert b.run_once("record", period=NOON + timedelta(minutes=1)).status == "ok"
@@ -137,7 +143,7 @@ class TestJobLeases:
         def tally(ctx: JobContext) -> dict[object, object]:
             return {200: 3, 404: 1, "when": NOON}
 
-        service = Maintenance(store, jobs=[Job("tally", tally, JobConfig(every=60))])
+        service = Maintenance(store, jobs=[Job("tally", tally, JobConfig(every=60))], clock=lambda: NOON)
         assert service.run_once("tally", period=NOON).status == "ok"
         rows = {row.name: row for row in service.status()}
         assert rows["tally"].last_result == {"200": 3, "404": 1, "when": "2030-01-01T12:00:00+00:00"}
@@ -146,7 +152,9 @@ class TestJobLeases:
         def boom(ctx: JobContext) -> None:
             raise RuntimeError("boom")
 
-        service = Maintenance(store, jobs=[RECORDER, Job("boom", boom, JobConfig(every=60))])
+        service = Maintenance(
+            store, jobs=[RECORDER, Job("boom", boom, JobConfig(every=60))], clock=lambda: NOON
+        )
         service.run_once("record", period=NOON)
         with caplog.at_level(logging.ERROR, logger="eventstore.maintenance"):
             assert service.run_once("boom").error == "RuntimeError: boom"
@@ -162,7 +170,11 @@ class TestJobLeases:
         def broken(ctx: JobContext) -> None:
             raise KeyError("a bug")
 
-        service = Maintenance(store, jobs=[Job("broken", broken, JobConfig(every=60))])
+        service = Maintenance(
+            store,
+            jobs=[Job("broken", broken, JobConfig(every=60))],
+            clock=lambda: NOON + timedelta(minutes=1),
+        )
         with caplog.at_level(logging.INFO, logger="eventstore.maintenance"):
             assert service.run_once("broken", period=NOON).error == "KeyError: 'a bug'"
         (failure,) = [r for r in caplog.records if r.levelno == logging.ERROR]
