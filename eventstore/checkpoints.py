@@ -149,14 +149,31 @@ class InclusionProof:
 
 @dataclass(frozen=True, slots=True)
 class ConsistencyProof:
-    """That the tree of ``new_size`` extends the tree of ``old_size``."""
+    """That the tree of ``new_size`` extends the tree of ``old_size``; both sizes are at least 1.
+
+    RFC 9162 defines consistency proofs for an old tree of at least one
+    leaf, and no checkpoint is of an empty log (``take_checkpoint`` refuses
+    one, ``Checkpoint.from_dict`` and ``verify_checkpoint_signature`` too): a
+    size of 0 is ``InvalidInput`` here, as in ``from_dict``, never a proof
+    that could not be exported.
+    """
 
     old_size: int
     new_size: int
     path: tuple[bytes, ...]
 
+    def __post_init__(self) -> None:
+        for what, size in (("old", self.old_size), ("new", self.new_size)):
+            check_proof_size(f"a consistency proof's {what} tree size", size)
+
     def verify(self, old: Checkpoint, new: Checkpoint) -> None:
         """Raise ``InvalidProof`` unless ``new`` extends ``old`` by this proof."""
+        for checkpoint in (old, new):
+            if type(checkpoint.tree_size) is not int or checkpoint.tree_size < 1:
+                raise InvalidProof(
+                    f"checkpoint of tree size {shown(checkpoint.tree_size)}: a checkpoint covers at "
+                    "least one event, so no consistency proof is from or to it"
+                )
         if (old.tree_size, new.tree_size) != (self.old_size, self.new_size):
             raise InvalidProof(
                 f"the proof is from size {self.old_size} to {self.new_size}, "
@@ -180,6 +197,17 @@ class ConsistencyProof:
                 export_int(document["new_size"], 1),
                 tuple(export_hex(node, 32) for node in document["path"]),
             )
+
+
+def check_proof_size(what: str, size: object) -> None:
+    """``InvalidInput`` unless ``size`` is an int of at least 1: checkpoints and proofs cover events."""
+    if type(size) is int and size == 0:
+        raise InvalidInput(
+            f"{what} is 0: there is no checkpoint of an empty log (a checkpoint covers at least one "
+            "event; an empty log is consistent with every later one, so there is nothing to prove)"
+        )
+    if type(size) is not int or size < 1:
+        raise InvalidInput(f"{what} must be an int >= 1, not {shown(size)}")
 
 
 # -- taking and reading checkpoints -------------------------------------------
@@ -303,6 +331,7 @@ def list_checkpoints(store: EventStore) -> list[Checkpoint]:
 def get_checkpoint(store: EventStore, tree_size: int | None = None) -> Checkpoint:
     """The checkpoint of this tree size, or the latest; ``InvalidInput`` if there is none."""
     if tree_size is not None:
+        check_proof_size("tree_size", tree_size)
         check_count("tree_size", tree_size, minimum=1)
     with reading(store) as conn:
         if tree_size is None:
@@ -437,7 +466,14 @@ def _where(conn: sa.Connection, position: int) -> tuple[str, int]:
 
 
 def consistency_proof(store: EventStore, old: Checkpoint, new: Checkpoint) -> ConsistencyProof:
-    """The proof that ``new``'s tree extends ``old``'s, built from the log and its cache as they are now."""
+    """The proof that ``new``'s tree extends ``old``'s, built from the log and its cache as they are now.
+
+    Both are checkpoints of at least one event (``InvalidInput`` otherwise):
+    there is no checkpoint of an empty log, and every tree extends the empty
+    tree, so a proof from one would prove nothing.
+    """
+    for checkpoint in (old, new):
+        check_proof_size("a checkpoint's tree size", checkpoint.tree_size)
     if old.tree_size > new.tree_size:
         raise InvalidInput(f"checkpoint {old.tree_size} is newer than checkpoint {new.tree_size}")
 

@@ -262,7 +262,8 @@ def verify_consistency(
     """Check that the tree (``new_size``, ``new_root``) extends the tree (``old_size``, ``old_root``).
 
     RFC 9162 §2.1.4.2; equal sizes need an empty proof and equal roots, and
-    an empty old tree is consistent with every tree. Raises ``InvalidProof``.
+    an empty old tree (its root ``EMPTY_ROOT``, the proof empty) is consistent
+    with every tree. Raises ``InvalidProof``.
     """
     old_size = _check_size("the old tree size", old_size, 0)
     new_size = _check_size("the new tree size", new_size, 0)
@@ -272,6 +273,10 @@ def verify_consistency(
     new_root = _check_hash("the new root", new_root)
     nodes = _check_path(path, consistency_path_length(old_size, new_size), "consistency proof")
     if old_size == 0:
+        if old_root != EMPTY_ROOT:
+            raise InvalidProof(
+                "the old tree is empty, but its root is not the empty tree's (SHA-256 of nothing)"
+            )
         return
     if old_size == new_size:
         if old_root != new_root:

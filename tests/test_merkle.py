@@ -279,6 +279,14 @@ class TestConsistencyRefusals:
         with pytest.raises(InvalidProof, match="has 1 nodes; it must have 0"):
             verify_consistency(3, 3, a, a, [a])
 
+    def test_an_empty_old_tree_needs_the_empty_root_and_no_nodes(self) -> None:
+        new_root = root_hash(LEAVES[:3])
+        verify_consistency(0, 3, EMPTY_ROOT, new_root, [])
+        with pytest.raises(InvalidProof, match="the old tree is empty, but its root is not the empty tree's"):
+            verify_consistency(0, 3, new_root, new_root, [])
+        with pytest.raises(InvalidProof, match="has 1 nodes; it must have 0"):
+            verify_consistency(0, 3, EMPTY_ROOT, new_root, [new_root])
+
     def test_malformed_inputs_say_why(self) -> None:
         a = root_hash(LEAVES[:3])
         with pytest.raises(InvalidProof, match="old tree size 5 is larger than the new one, 3"):
