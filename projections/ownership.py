@@ -218,6 +218,22 @@ def release_fresh_tables(conn: sa.Connection, projection: Projection) -> None:
     conn.execute(owned.delete().where(owned.c.projection == projection.name, owned.c.table_name.in_(fresh)))
 
 
+def drop_fresh_tables(conn: sa.Connection, projection: Projection) -> None:
+    """Drop a failed rebuild's fresh tables, those of their names ``projection`` owns, and free the names.
+
+    A table under such a name that is not its own (``take_tables`` refused it) stays as it is.
+    """
+    fresh = [table.name + REBUILD_SUFFIX for table in projection.tables.values()]
+    query = sa.select(owned.c.table_name).where(
+        owned.c.projection == projection.name, owned.c.table_name.in_(fresh)
+    )
+    mine = list(conn.execute(query).scalars())
+    quote = conn.dialect.identifier_preparer.quote_identifier
+    for name in _referrers_first(conn, mine):
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
+    release_fresh_tables(conn, projection)
+
+
 def drop_dropped_tables(conn: sa.Connection, projection: Projection) -> list[str]:
     """Drop the tables ``projection`` owns that its definition no longer names (an older version's).
 

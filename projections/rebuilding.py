@@ -44,7 +44,7 @@ from .checkpoints import (
 )
 from .definitions import REBUILD_SUFFIX
 from .folding import fold_up_to
-from .ownership import refuse_other_tables, take_tables
+from .ownership import drop_fresh_tables, refuse_other_tables, take_tables
 from .swap import HOLD, give_appends_a_turn, longest_hold, swap_in
 
 if TYPE_CHECKING:
@@ -159,6 +159,9 @@ def rebuild(
                 raise newer_version(projection, current)
             return Progress(0, 0, 0.0)
         return _rebuild(store, projection, tag, batch_size, progress)
+    except BaseException as exc:
+        _drop_fresh_tables(store, projection, tag, exc)
+        raise
     finally:
         with store.transaction() as tx:
             tx.connection.execute(
@@ -240,10 +243,14 @@ def _rebuild(
             position, folded, swapped = swap_in(
                 store, projection, target, tag, position, memo, batch_size, hold
             )
-        except (ConcurrencyError, StoreBusy):
+        except (ConcurrencyError, StoreBusy) as exc:
             # PostgreSQL chose the swap as a deadlock's victim, or its wait for the positions row
             # or the live tables outlasted the store's lock_timeout (a long read transaction on
             # one of them). Nothing of it stayed: fold the tail again from the tables as they are.
+            # Only the database's own refusal, as the transaction translated it: the same error
+            # raised by a handler is the handler's, and would be raised again.
+            if not isinstance(exc.__cause__, sa.exc.SQLAlchemyError):
+                raise
             memo.clear()
             failures += 1
             if failures == _SWAP_ATTEMPTS:
@@ -264,8 +271,37 @@ def _rebuild(
             forget()  # states remembered from the old tables are not trusted past a rebuild
     result = Progress(done, max(total + position - start, done), time.perf_counter() - started)
     if progress is not None:
-        progress(result)
+        try:
+            progress(result)
+        except Exception as exc:  # the swap committed: say so, rather than pass for a failed rebuild
+            raise ProjectionError(
+                f"the rebuild of {projection.name!r} committed, and its new tables are live "
+                f"({result.done} events folded), but the progress callback then raised on the final "
+                f"report: {type(exc).__name__}: {exc}"
+            ) from exc
     return result
+
+
+def _drop_fresh_tables(store: EventStore, projection: Projection, tag: str, failure: BaseException) -> None:
+    """After a failed rebuild, drop its ``__rebuild`` tables (those the projection owns) and free
+    their names, while its claim is still its own (a rebuild that took an expired claim over has
+    tables of its own under those names).
+
+    Best effort: the rebuild's own ``failure`` is what the caller sees; if this fails too, a note on
+    it says so (the next rebuild drops them first).
+    """
+    try:
+        with store.transaction() as tx:
+            conn = tx.connection
+            claimed = read_checkpoint(conn, rebuild_lock(projection), lock=True)
+            if claimed is None or claimed.build != tag:
+                return
+            drop_fresh_tables(conn, projection)
+    except Exception as exc:
+        failure.add_note(
+            f"its fresh {REBUILD_SUFFIX} tables were left behind ({type(exc).__name__}: {exc}); "
+            "the next rebuild drops them"
+        )
 
 
 def _create_named_types(conn: sa.Connection, table: sa.Table) -> None:
