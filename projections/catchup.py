@@ -42,6 +42,9 @@ class CatchUpRunner:
         # the build whose tables were found laid out as declared: none yet, the first batch looks
         # (tables changed without a version bump pass ensure, which compares only their names)
         self._build: str | None = None
+        with store.reading() as conn:
+            started_on = read_checkpoint(conn, projection.name)
+        self._started_on = None if started_on is None else started_on.build  # to tell what its error is
 
     def run_once(self) -> int:
         """Apply the next batch; return how many events it held (0: caught up)."""
@@ -86,13 +89,18 @@ class CatchUpRunner:
         runner's projection declares them (else the fold would fail in the database, or write
         into columns it does not know)."""
         difference = layout_difference(conn, self.projection)
-        if difference is not None:
-            raise ProjectionError(
-                f"projection {self.projection.name!r} was rebuilt at version {checkpoint.version} with "
-                f"other tables than this process folds into ({difference}); nothing was written: if its "
-                "tables changed, bump its version, and run the code that has them"
-            )
-        self._build = checkpoint.build
+        if difference is None:
+            self._build = checkpoint.build
+            return
+        name, version = self.projection.name, checkpoint.version
+        if checkpoint.build == self._started_on:
+            what = f"was built here at version {version} before this runner started, by code with"
+        else:
+            what = f"was rebuilt at version {version} since this runner started, with"
+        raise ProjectionError(
+            f"projection {name!r} {what} other tables than this process folds into ({difference}); "
+            "nothing was written: if its tables changed, bump its version, and run the code that has them"
+        )
 
     def run_until_caught_up(self) -> int:
         """Apply batches until none is left; return the number of events applied."""
