@@ -17,6 +17,7 @@ from eventstore.errors import ProjectionError
 from eventstore.schema import projection_tables as owned
 
 from .definitions import ASCII_LOWER, REBUILD_SUFFIX
+from .enum_labels import enum_difference
 
 if TYPE_CHECKING:
     from .checkpoints import Checkpoint
@@ -125,7 +126,8 @@ def layout_difference(conn: sa.Connection, projection: Projection) -> str | None
     what another process's rebuild at the same version may have changed (its
     tables changed without a version bump). A type is compared as the dialect
     writes it, in the spelling the database reflects it in (PostgreSQL keeps
-    ``FLOAT`` as ``DOUBLE PRECISION``).
+    ``FLOAT`` as ``DOUBLE PRECISION``); an enum's values too, where the
+    database holds them (``enum_labels``).
     """
     query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
     inspector = sa.inspect(conn)
@@ -159,6 +161,8 @@ def layout_difference(conn: sa.Connection, projection: Projection) -> str | None
         for column in table.columns:
             there = reflected[key(column.name)]
             difference = _column_difference(conn.dialect, column, there["type"], there["nullable"])
+            if difference is None:
+                difference = enum_difference(conn, inspector, table.name, column, there["type"])
             if difference is not None:
                 return f"its column {table.name}.{column.name} {difference}"
         keyed = inspector.get_pk_constraint(table.name)["constrained_columns"]
