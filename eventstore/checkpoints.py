@@ -264,6 +264,12 @@ def take_checkpoint(store: EventStore, signing_key: Ed25519PrivateKey | str | os
             _check_signed(latest)  # never extend, or hand back, a record changed since it was signed
             if latest.tree_size == size:
                 return latest
+            if latest.tree_size > size:
+                raise IntegrityViolation(
+                    f"the log has {size} positions, fewer than the {latest.tree_size} checkpoint "
+                    f"{latest.tree_size} covers: events it covers were deleted and the position counter "
+                    "set back; not signing. Run `eventstore verify` and `eventstore checkpoint --verify`."
+                )
         old = 0 if latest is None else latest.tree_size
 
         def root_and_extension(subtree: Subtree) -> list[bytes]:
@@ -548,7 +554,7 @@ def verify_checkpoints(
             if progress is not None:
                 progress(builder.size)
     except IntegrityViolation as exc:
-        detail = f"{exc}; checkpoints over {builder.size} events cannot be checked"
+        detail = f"{exc}; checkpoints over more than {builder.size} events cannot be checked"
         report.problems.append(Problem("", 0, 0, "unreadable-log", detail))
     return report
 

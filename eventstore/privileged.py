@@ -136,12 +136,36 @@ def delete_flows(conn: sa.Connection, flow_ids: Sequence[str]) -> int:
     return deleted
 
 
-def pruned_count(conn: sa.Connection) -> tuple[int, int]:
-    """How many events were pruned, and the highest position among them (0 if none)."""
-    count, highest = conn.execute(
-        sa.select(sa.func.count(), sa.func.max(pruned_events.c.position)).select_from(pruned_events)
-    ).one()
-    return int(count), int(highest or 0)
+def pruned_count(conn: sa.Connection) -> tuple[int, int, int]:
+    """How many events were pruned, the highest position among them (0 if none), and how many of
+    their positions also hold a stored event (0 unless someone forged the record)."""
+    p, e = pruned_events.c, flow_events.c
+    count, highest = conn.execute(sa.select(sa.func.count(), sa.func.max(p.position))).one()
+    both = conn.execute(
+        sa.select(sa.func.count()).select_from(pruned_events.join(flow_events, e.position == p.position))
+    ).scalar_one()
+    return int(count), int(highest or 0), int(both)
+
+
+def _doubled_positions(conn: sa.Connection) -> list[Problem]:
+    """Pruned positions that also hold a stored event: a record that pads the count of positions."""
+    p, e = pruned_events.c, flow_events.c
+    rows = conn.execute(
+        sa.select(p.flow_id, p.revision, p.position, e.flow_id, e.revision)
+        .join_from(pruned_events, flow_events, e.position == p.position)
+        .order_by(p.position)
+    )
+    return [
+        Problem(
+            flow_id,
+            position,
+            revision,
+            "position-doubled",
+            f"position {position} holds {stored_flow}@{stored_revision} and is also recorded as a pruned "
+            f"event of {flow_id}@{revision}",
+        )
+        for flow_id, revision, position, stored_flow, stored_revision in rows
+    ]
 
 
 def pruned_problems(conn: sa.Connection) -> list[Problem]:
@@ -155,18 +179,21 @@ def pruned_problems(conn: sa.Connection) -> list[Problem]:
     * an event stored while its flow's tombstone stands (a restore under
       way) must be the pruned event at its revision (same hash);
     * a pruned leaf of a flow without a tombstone must be stored again, the
-      same event at the same revision (a finished restore): a leaf with no
-      such event is an event deleted outside a prune;
+      same event at the same revision, at a later position (a finished
+      restore appends at the end of the log): a leaf with no such event is
+      an event deleted outside a prune, its leaf perhaps forged to name an
+      event that was never pruned;
+    * a pruned position holds no stored event: a prune deletes what it records;
     * no delete authorisation may outlive its prune's transaction.
     """
     problems = _tombstone_problems(conn)
     t, p, e = flow_tombstones.c, pruned_events.c, flow_events.c
+    put_back = sa.exists().where(
+        e.flow_id == p.flow_id, e.revision == p.revision, e.hash == p.hash, e.position > p.position
+    )
     untraced = conn.execute(
         sa.select(p.flow_id, p.revision, p.position, sa.exists().where(e.flow_id == p.flow_id))
-        .where(
-            ~sa.exists().where(t.flow_id == p.flow_id),
-            ~sa.exists().where(e.flow_id == p.flow_id, e.revision == p.revision, e.hash == p.hash),
-        )
+        .where(~sa.exists().where(t.flow_id == p.flow_id), ~put_back)
         .order_by(p.position)
     )
     emptied: dict[str, int] = {}
@@ -176,12 +203,14 @@ def pruned_problems(conn: sa.Connection) -> list[Problem]:
             continue
         detail = (
             f"the event at position {position} was deleted: it is recorded as pruned, but its flow "
-            "has no tombstone and still has events, and none of them is this one"
+            "has no tombstone and still has events, and none of them is this one put back by a restore "
+            "(at a later position)"
         )
         problems.append(Problem(flow_id, position, revision, "pruned-without-tombstone", detail))
     for flow_id, revision in sorted(emptied.items()):
         detail = "events were pruned, but the flow has neither a tombstone nor events"
         problems.append(Problem(flow_id, 0, revision, "pruned-without-tombstone", detail))
+    problems += _doubled_positions(conn)
     left = conn.execute(sa.select(sa.func.count()).select_from(prune_authorisations)).scalar_one()
     if left:
         detail = f"{left} delete authorisation(s) were committed: the append-only guard is open for them"

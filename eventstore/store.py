@@ -651,19 +651,29 @@ class EventStore:
         """Whole flows or a flow's tail deleted leave no broken link; the count shows them.
 
         Events removed by retention are accounted for by ``pruned_events``
-        (docs/operations.md): stored + pruned must be every position handed out.
+        (docs/operations.md): stored + pruned must be every position handed out,
+        each once. Deleting the end of the log and setting the position counter
+        back leaves the count right; a stored checkpoint over more positions
+        than the counter shows that.
         """
         with self._guard(), self._backend.read_connection() as conn:
-            count, highest, last = conn.exec_driver_sql(
+            count, highest, last, signed = conn.exec_driver_sql(
                 "SELECT (SELECT count(*) FROM flow_events), (SELECT max(position) FROM flow_events), "
-                "(SELECT last_position FROM event_positions)"
+                "(SELECT last_position FROM event_positions), (SELECT max(tree_size) FROM log_checkpoints)"
             ).one()
-            pruned, pruned_highest = pruned_count(conn)
+            pruned, pruned_highest, doubled = pruned_count(conn)
             problems = pruned_problems(conn)
+        if signed is not None and signed > last:
+            detail = (
+                f"a checkpoint covers {signed} positions, but positions were handed out only up to {last}: "
+                "events were deleted and the position counter set back"
+            )
+            problems.append(Problem("", signed, 0, "missing-events", detail))
         highest = max(highest or 0, pruned_highest)
-        if count + pruned == last and highest == last:
+        if count + pruned - doubled == last and highest == last:
             return problems
-        pruned_text = f" (and {pruned} pruned)" if pruned else ""
+        doubled_text = f", {doubled} of them at a position also stored" if doubled else ""
+        pruned_text = f" (and {pruned} pruned{doubled_text})" if pruned else ""
         detail = f"{count} events are stored{pruned_text}, but positions were handed out up to {last}"
         return [*problems, Problem("", highest, 0, "missing-events", detail)]
 
