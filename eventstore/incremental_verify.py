@@ -74,6 +74,15 @@ def verify_since(
     """
     head = store.last_position()
     report = IncrementalReport(after_position, head)
+    if head < after_position:  # the count of positions adds up again only if the counter was set back
+        detail = (
+            f"positions were handed out up to {after_position} when they were verified, but now only up "
+            f"to {head}: events were deleted and the position counter set back"
+        )
+        report.problems.append(Problem("", after_position, 0, "missing-events", detail))
+        if on_batch is not None:
+            on_batch(head, report.problems)
+        return report
     carry: dict[str, StoredRow] = {}  # the last row seen per flow in this run
     cursor = after_position
     while cursor < head:
@@ -166,7 +175,12 @@ def _missing_positions(store: EventStore, cursor: int, end: int, seen: set[int])
 def record_problems(
     store: EventStore, after_position: int, to_position: int, problems: list[Problem]
 ) -> AppendResult:
-    """Log the problems at ERROR and append them to ``$system-integrity``."""
+    """Log the problems at ERROR and append them to ``$system-integrity``.
+
+    ``to_position`` is below ``after_position`` when the log has lost the
+    positions between them (``verify_since``): those are the ones recorded.
+    """
+    after_position, to_position = min(after_position, to_position), max(after_position, to_position)
     log.error(
         "integrity: %d problem(s) among positions %d to %d; recorded in flow %r",
         len(problems),

@@ -204,8 +204,9 @@ def integrity(ctx: JobContext) -> dict[str, Any]:
         should_stop=lambda: ctx.stopping,
     )
     if found:
+        low, high = min(start, report.to_position), max(start, report.to_position)
         raise IntegrityViolation(
-            f"{len(found)} integrity problem(s) among positions {start + 1} to {report.to_position}, "
+            f"{len(found)} integrity problem(s) among positions {low + 1} to {high}, "
             f"first: {found[0]}; recorded in flow {SYSTEM_INTEGRITY_FLOW!r}"
         )
     details: dict[str, Any] = {

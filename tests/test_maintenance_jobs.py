@@ -100,6 +100,20 @@ class TestIntegrityJob:
             )
         assert Maintenance(store).run_once("integrity").details["events_checked"] == 2
 
+    def test_a_log_shorter_than_last_verified_is_found(self, store: EventStore) -> None:
+        service = Maintenance(store)
+        append(store, "f", 3)
+        service.run_once("integrity")
+        tamper(store, "DELETE FROM flow_events WHERE position = 3")
+        tamper(store, "UPDATE event_positions SET last_position = 2")  # the count adds up again
+        result = service.run_once("integrity")
+        assert result.status == "failed" and "positions were handed out up to 3" in (result.error or "")
+        (recorded,) = store.read_flow(SYSTEM_INTEGRITY_FLOW)
+        assert [p["kind"] for p in recorded.data["problems"]] == ["missing-events"]
+        assert "1 integrity problem(s) among positions 3 to 3" in (result.error or "")
+        assert position_of(service, "integrity") == 2  # back to the log's end: the record is the evidence
+        assert service.run_once("integrity").details["events_checked"] == 1  # the record itself
+
     def test_a_checkpoint_is_signed_after_a_clean_run(self, store: EventStore) -> None:
         append(store, "f", 3)
         details = Maintenance(store, signing_key=generate_key()).run_once("integrity").details
