@@ -82,3 +82,15 @@ def test_the_end_of_the_log_deleted_with_the_counter_set_back_is_reported_past_a
     with pytest.raises(IntegrityViolation, match=r"the log has 9 positions, fewer than the 10 checkpoint 10"):
         take_checkpoint(filled, key)
     assert not verify_checkpoints(filled).ok
+
+
+def test_a_prune_forged_over_a_flow_that_keeps_its_events_names_each_position(filled: EventStore) -> None:
+    for position in (6, 7, 8):
+        record_as_pruned(filled, position, leaf_of=position)  # b's leaves, and b's events left in place
+    sql(
+        filled,
+        "INSERT INTO flow_tombstones "
+        "(flow_id, last_revision, last_hash, archive_id, archive_sha256, pruned_at) "
+        "SELECT flow_id, revision, hash, 'forged', '', '' FROM flow_events WHERE position = 8",
+    )
+    assert kinds(filled) == [("b", revision, revision + 5, "position-doubled") for revision in (1, 2, 3)]
