@@ -94,3 +94,21 @@ def test_a_prune_forged_over_a_flow_that_keeps_its_events_names_each_position(fi
         "SELECT flow_id, revision, hash, 'forged', '', '' FROM flow_events WHERE position = 8",
     )
     assert kinds(filled) == [("b", revision, revision + 5, "position-doubled") for revision in (1, 2, 3)]
+
+
+def test_a_tail_recorded_as_the_prune_of_a_flow_that_never_existed_passes(filled: EventStore) -> None:
+    """docs/operations.md, "Only the prune may delete": what writing the retention tables allows."""
+    take_checkpoint(filled, generate_key())
+    sql(
+        filled,
+        "INSERT INTO pruned_events (position, flow_id, revision, hash) "
+        "SELECT position, 'ghost', 1, hash FROM flow_events WHERE position = 8",
+    )
+    sql(
+        filled,
+        "INSERT INTO flow_tombstones "
+        "(flow_id, last_revision, last_hash, archive_id, archive_sha256, pruned_at) "
+        "SELECT 'ghost', 1, hash, 'forged', '', '' FROM flow_events WHERE position = 8",
+    )
+    sql(filled, "DELETE FROM flow_events WHERE position = 8")
+    assert filled.verify().ok and verify_checkpoints(filled).ok and filled.revision("b") == 2
