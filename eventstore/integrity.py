@@ -203,7 +203,9 @@ def _check_row(row: StoredRow, prev: StoredRow | None) -> Iterator[Problem]:
     yield from check_envelope(row)
     expected_revision = 1 if prev is None else prev.revision + 1
     expected_prev = GENESIS if prev is None else prev.hash
-    if row.revision != expected_revision:
+    # A malformed row's stand-in revision (malformed-row names it) would show a gap on each side of it.
+    known = not _unknown_revision(row) and (prev is None or not _unknown_revision(prev))
+    if known and row.revision != expected_revision:
         yield problem("revision-gap", f"expected revision {expected_revision}, found {row.revision}")
     if row.prev_hash != expected_prev:
         yield problem("broken-link", "prev_hash does not match the previous event's hash")
@@ -211,3 +213,8 @@ def _check_row(row: StoredRow, prev: StoredRow | None) -> Iterator[Problem]:
         yield problem(
             "position-order", f"position {row.position} is not after the previous event's {prev.position}"
         )
+
+
+def _unknown_revision(row: StoredRow) -> bool:
+    """Whether the row's revision is a stand-in: no store writes revision 0, a malformed row gets it."""
+    return bool(row.defects) and row.revision == 0

@@ -59,6 +59,15 @@ class TestOddValues:
         assert "error: " in run(target, "export", str(tmp_path / "x.jsonl"), code=1)
         assert not (tmp_path / "x.jsonl").exists()
 
+    def test_a_revision_that_is_no_integer_is_one_problem_not_gaps_around_it(self, tmp_path: Path) -> None:
+        with Target(f"sqlite:///{tmp_path / 'events.db'}").open() as store:
+            store.append("f1", [NewEvent("T", {"i": i}) for i in range(3)])
+            drop_guards(store)
+            sql(store, "UPDATE flow_events SET revision = 2.5 WHERE position = 2")
+            assert [(p.position, p.kind, p.detail) for p in store.verify().problems] == [
+                (2, "malformed-row", "revision is float 2.5, not an integer")
+            ]
+
     @pytest.mark.parametrize("moment", ["infinity", "-infinity", "12000-01-01", "0044-03-15 BC"])
     def test_a_time_python_cannot_hold_is_a_problem_on_its_row(
         self, pg_target: Target, tmp_path: Path, moment: str
