@@ -123,12 +123,20 @@ READ_COLUMNS = """
     (SELECT array_agg(ARRAY[convert_to(b.channel, 'UTF8'), convert_to(b.version, 'UTF8'),
                             convert_to(b.type, 'UTF8'), b.blob])
      FROM jsonb_each_text(CAST(c.checkpoint AS jsonb) -> 'channel_versions') AS v
-     JOIN {blobs} b ON b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
-         AND b.channel = v.key COLLATE "C" AND b.version = v.value COLLATE "C") AS blobs,
+     CROSS JOIN LATERAL (
+         SELECT b.channel, b.version, b.type, b.blob FROM {blobs} b
+         WHERE b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
+             AND b.channel = v.key COLLATE "C" AND b.version = v.value COLLATE "C"
+         LIMIT 1) AS b) AS blobs,
     (SELECT array_agg(ARRAY[convert_to(w.task_id, 'UTF8'), convert_to(w.channel, 'UTF8'),
                             convert_to(w.type, 'UTF8'), w.blob, convert_to(w.task_path, 'UTF8'),
                             convert_to(CAST(w.idx AS TEXT), 'UTF8')])
      FROM {writes} w WHERE w.thread_id = c.thread_id AND w.checkpoint_ns = c.checkpoint_ns
          AND w.checkpoint_id = c.checkpoint_id) AS writes"""
 """A checkpoint row with its stored values (``channel, version, type, blob``) and its pending
-writes (``task_id, channel, type, blob, task_path, idx``), as arrays of bytes."""
+writes (``task_id, channel, type, blob, task_path, idx``), as arrays of bytes.
+
+Each value is one primary-key lookup: the ``LIMIT 1`` (the key is unique) keeps the planner from
+flattening the lateral subquery into a join, which it ran as a hash join over every value the
+namespace ever stored whenever its statistics were missing or stale (the table's first minutes,
+or a thread that grew since the last ``ANALYZE``): a read's cost then grew with the thread."""
