@@ -1,0 +1,68 @@
+"""Reading a LangGraph checkpoint costs the same on a long thread as on a short one."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from eventstore.integrations.langgraph import EventStoreSaver
+from projections.langgraph import execute
+from projections.langgraph_queries import LangGraphQueries
+from tests.conftest import Target
+from tests.test_langgraph_saver import put
+
+
+@pytest.fixture
+def saver(target: Target) -> Iterator[EventStoreSaver]:
+    with EventStoreSaver.from_url(target.url, **target.options) as made:
+        yield made
+
+
+def thread(saver: EventStoreSaver, name: str, checkpoints: int) -> None:
+    """``checkpoints`` steps, each giving every channel a new value (a new stored blob)."""
+    config = None
+    for n in range(checkpoints):
+        versions = {channel: f"{n + 1:016}.0" for channel in ("a", "b", "c")}
+        values = {"a": n, "b": f"step {n}", "c": [n]}
+        config = put(saver, name, values, versions, parent=config)
+
+
+def work(saver: EventStoreSaver, name: str) -> int:
+    """What reading ``name``'s latest checkpoint cost the database: VM steps, or rows read."""
+    queries = LangGraphQueries()
+    with saver.store.reading() as conn:
+        if conn.dialect.name == "sqlite":
+            steps = 0
+
+            def step() -> int:
+                nonlocal steps
+                steps += 1
+                return 0
+
+            raw: Any = conn.connection.dbapi_connection
+            raw.set_progress_handler(step, 1)
+            try:
+                assert queries.checkpoint(conn, name, "", None) is not None
+            finally:
+                raw.set_progress_handler(None, 1)
+            return steps
+        tables = [queries.projection.table(t).name for t in ("langgraph_blobs", "langgraph_writes")]
+        quoted = {"tables": [conn.dialect.identifier_preparer.quote(t) for t in tables]}
+        # The backend's counts not yet reported (some of earlier transactions' too): before and after.
+        count = (
+            "SELECT coalesce(sum(idx_tup_fetch + seq_tup_read), 0) FROM pg_stat_xact_user_tables "
+            "WHERE relid = ANY(CAST(%(tables)s AS regclass[]))"
+        )
+        before = execute(conn, count, quoted)[0][0][0]
+        assert queries.checkpoint(conn, name, "", None) is not None
+        after = execute(conn, count, quoted)[0][0][0]
+        return int(after - before)
+
+
+def test_reading_the_latest_checkpoint_does_not_grow_with_the_thread(saver: EventStoreSaver) -> None:
+    thread(saver, "short", 2)
+    thread(saver, "long", 150)  # 450 stored values, of which the latest checkpoint needs 3
+    short, long = work(saver, "short"), work(saver, "long")
+    assert long <= short * 1.2, (short, long)
