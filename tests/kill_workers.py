@@ -1,0 +1,168 @@
+"""SIGKILL at a random moment: a child runs one operation, the parent kills it part way.
+
+``kill_during(entry, args, delay)`` starts ``entry(*args, signal)`` in a
+``spawn`` child (a store of its own, as another program would open it). The
+child sends "ready" just before the operation under test begins and "done"
+once it returned; the parent kills it ``delay`` seconds after "ready", or
+lets it finish if it is done first. Entry points are module-level so they
+pickle; the projection the catch-up tests count with lives here for the same
+reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+
+from eventstore import EventStore, RecordedEvent, Transaction
+from eventstore.exchange import import_events
+from eventstore.retention import restore
+from projections import CatchUpRunner, FlowProjection, Projection, rebuild
+
+from .workers import SPAWN
+
+CHILD_TIMEOUT = 60.0  # a bound on a child that hangs, never a clock
+
+
+def kill_during(entry: Callable[..., None], args: tuple[Any, ...], delay: float) -> bool:
+    """Run ``entry`` in a child and SIGKILL it ``delay`` s after it is ready; True if it finished first."""
+    reader, writer = SPAWN.Pipe(duplex=False)
+    child = SPAWN.Process(target=entry, args=(*args, writer), daemon=True)
+    child.start()
+    writer.close()
+    try:
+        assert reader.poll(CHILD_TIMEOUT), "the child did not get ready in time; see its stderr"
+        assert reader.recv() == "ready"
+        finished = reader.poll(delay)  # where to kill the child, not a wait for a clock
+        if finished:
+            assert reader.recv() == "done", "the child failed; see its stderr"
+        return finished
+    except EOFError:
+        raise AssertionError(f"the child died ({child.exitcode}) on its own; see its stderr") from None
+    finally:
+        child.kill()
+        child.join(CHILD_TIMEOUT)
+        reader.close()
+
+
+def timed(entry: Callable[..., None], args: tuple[Any, ...]) -> float:
+    """How long the operation takes when nobody kills it (it must finish)."""
+    began = time.monotonic()
+    assert kill_during(entry, args, CHILD_TIMEOUT), "the unkilled child did not finish"
+    return time.monotonic() - began
+
+
+# -- a projection that shows a double apply ------------------------------------------
+class AppliedOnce(Projection):
+    """Counts, per event, how many times it was folded: every count must be 1."""
+
+    name: ClassVar[str] = "applied_once"
+    version: ClassVar[int] = 1
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table(
+            "applied_once",
+            metadata,
+            sa.Column("position", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("applied", sa.Integer, nullable=False),
+        )
+
+    def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        table = self.table("applied_once")
+        for event in events:
+            bumped = tx.connection.execute(
+                table.update().where(table.c.position == event.position).values(applied=table.c.applied + 1)
+            )
+            if bumped.rowcount == 0:
+                tx.connection.execute(table.insert().values(position=event.position, applied=1))
+
+
+def applied_counts(store: EventStore, projection: Projection) -> dict[int, int]:
+    table = projection.table("applied_once")
+    with store.engine.connect() as conn:
+        return {row.position: row.applied for row in conn.execute(sa.select(table))}
+
+
+# -- children --------------------------------------------------------------------------
+def catch_up(url: str, options: dict[str, Any], batch_size: int, signal: Connection) -> None:
+    with EventStore.open(url, **options) as store:
+        runner = CatchUpRunner(store, AppliedOnce(), batch_size=batch_size)
+        signal.send("ready")
+        runner.run_until_caught_up()
+    signal.send("done")
+
+
+def catch_up_from_scratch(url: str, options: dict[str, Any], batch_size: int, signal: Connection) -> None:
+    """A first runner on a log with events: making it rebuilds the projection's tables."""
+    with EventStore.open(url, **options) as store:
+        signal.send("ready")
+        CatchUpRunner(store, AppliedOnce(), batch_size=batch_size).run_until_caught_up()
+    signal.send("done")
+
+
+def import_file(url: str, options: dict[str, Any], path: str, batch_size: int, signal: Connection) -> None:
+    with EventStore.open(url, **options) as store:
+        signal.send("ready")
+        import_events(store, path, batch_size=batch_size)
+    signal.send("done")
+
+
+def restore_archive(
+    url: str, options: dict[str, Any], archive_id: str, archive_dir: str, signal: Connection
+) -> None:
+    with EventStore.open(url, **options, projections=[FlowProjection()]) as store:
+        signal.send("ready")
+        restore(store, archive_id, archive_dir=archive_dir)
+    signal.send("done")
+
+
+def rebuild_flows(
+    url: str, options: dict[str, Any], batch_size: int, claimed: bool, signal: Connection
+) -> None:
+    """Rebuild the flow read models; ready at the start, or once ``claimed`` (at the first progress)."""
+    sent: list[bool] = []
+
+    def progress(_: Any) -> None:
+        if claimed and not sent:
+            sent.append(True)
+            signal.send("ready")
+
+    with EventStore.open(url, **options, projections=[FlowProjection()]) as store:
+        if not claimed:
+            signal.send("ready")
+        rebuild(store, FlowProjection(), batch_size=batch_size, progress=progress)
+    signal.send("done")
+
+
+def upgrade(url: str, options: dict[str, Any], signal: Connection) -> None:
+    if url.startswith("sqlite"):
+        Path(url.removeprefix("sqlite:///")).touch()
+    with EventStore.open(url, **options, create=False, check_schema=False) as store:
+        signal.send("ready")
+        store.upgrade()
+    signal.send("done")
+
+
+def saver_ops(
+    url: str, options: dict[str, Any], operation: str, threads: list[str], signal: Connection
+) -> None:
+    """``operation`` ("copy", "delete", "prune", "runs") on each thread in turn, one call each."""
+    from eventstore.integrations.langgraph import EventStoreSaver
+
+    with EventStoreSaver.from_url(url, **options) as saver:
+        signal.send("ready")
+        for thread in threads:
+            if operation == "copy":
+                saver.copy_thread(thread, f"{thread}-copy")
+            elif operation == "delete":
+                saver.delete_thread(thread)
+            elif operation == "prune":
+                saver.prune([thread])
+            else:
+                saver.delete_for_runs([f"run-{thread}"])
+    signal.send("done")
