@@ -10,6 +10,8 @@ Event ids are stored as their 16 bytes.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -20,8 +22,9 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.util.concurrency import in_greenlet
 
-from ..aio import LoopLock, current_task, pause, shielded
+from ..aio import LoopLock, current_task, pause, shielded, to_the_end
 from ..errors import (
     AppendOnlyViolation,
     FlowPruned,
@@ -97,6 +100,7 @@ def create_engine(
             raise StorageError(
                 "an async SQLite store needs aiosqlite: pip install 'agent-eventstore[asyncio]'"
             ) from exc
+        engine.dialect.do_terminate = _terminate_to_the_end  # type: ignore[method-assign]  # this engine's only
     else:
         engine = sa.create_engine(url, poolclass=sa.QueuePool, **options)
 
@@ -118,6 +122,31 @@ def create_engine(
             shielded(cursor.close)
 
     return engine
+
+
+def _terminate_to_the_end(dbapi_connection: Any) -> None:
+    """Close an aiosqlite connection the pool drops, to the end even if the task is cancelled again.
+
+    The pool drops a connection a cancellation cut into (while it was being
+    configured, or mid-statement). SQLAlchemy's own way awaits a graceful
+    close and, if a second cancellation cuts that wait, stops aiosqlite's
+    thread: the graceful close, already under way, then waits for ever for the
+    stopped thread, and asyncio logs "Task was destroyed but it is pending!"
+    when the garbage collector finds it. Here the close runs to its end
+    (``eventstore.aio.to_the_end``), and a cancellation that came meanwhile is
+    raised after it. Outside SQLAlchemy's greenlet (the garbage collector's
+    clean-up) there is no loop to await on: SQLAlchemy's way stops the thread.
+    """
+    if not in_greenlet():
+        dbapi_connection.terminate()
+        return
+
+    def close() -> None:
+        with contextlib.suppress(Exception):  # a broken connection: aiosqlite's close stops its thread anyway
+            dbapi_connection.close()
+
+    if to_the_end(close)[1]:
+        raise asyncio.CancelledError
 
 
 def _driver_error(exc: sqlite3.Error, statement: str, params: Any) -> sa.exc.StatementError:
