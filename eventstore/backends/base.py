@@ -96,6 +96,12 @@ def give_back(conn: sa.Connection) -> None:
         raise asyncio.CancelledError
 
 
+def _close_given_back(dbapi_connection: Any, record: Any) -> None:
+    """A connection given back to the pool of a closed store: closed, not kept (``Backend.close``)."""
+    if dbapi_connection is not None:
+        record.close()
+
+
 @contextmanager
 def returned(conn: sa.Connection) -> Iterator[sa.Connection]:
     """``conn`` for a read; given back to the pool (``give_back``) however the read ends but interrupted.
@@ -413,6 +419,16 @@ class Backend:
         """Called once the database is known to be the store's: set what lasts in it (SQLite: WAL)."""
 
     def close(self) -> None:
+        """Close the pooled connections, and each one still in use as it is given back.
+
+        ``engine.dispose`` closes only the connections in the pool: one a call
+        under way holds (in another thread, or another task on the async
+        drivers) would go back to the discarded pool and be left to the
+        garbage collector, which cannot close an async driver's connection
+        (a ResourceWarning, and a server connection open until then).
+        """
+        pool = self.engine.pool
+        sa.event.listen(pool, "checkin", _close_given_back)
         self.engine.dispose()
 
     # -- writing -------------------------------------------------------
