@@ -139,11 +139,29 @@ class AsyncEventStore:
 
     ``run(store.method, ...)`` runs any of its methods natively; ``append``,
     ``read_flow`` and ``close`` are here for convenience. Open one per event
-    loop: its connections belong to the loop that made them.
+    loop: its connections belong to the loop that made them, and another
+    loop's calls are refused (``InvalidInput``).
     """
 
     def __init__(self, store: Any) -> None:
         self.store = store
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # made outside a loop: it belongs to the first one that uses it
+            self._loop = None
+
+    def _check_loop(self, *, closing: bool = False) -> None:
+        """Refuse (``InvalidInput``) a call on another loop than this store's; ``close`` may be, once
+        that loop has closed. Its connections and SQLite's writer lock work on its loop only: used
+        from another, appends failed with asyncio's RuntimeError, or waited for ever."""
+        loop = asyncio.get_running_loop()
+        if self._loop is None or (closing and self._loop.is_closed()):
+            self._loop = loop
+        if self._loop is not loop:
+            raise InvalidInput(
+                "this AsyncEventStore belongs to the event loop that opened it, and this is another one: "
+                "open one per loop (AsyncEventStore.open, or AsyncEventStore.like(store))"
+            )
 
     @classmethod
     async def open(cls, url: str, **options: Any) -> AsyncEventStore:
@@ -177,6 +195,7 @@ class AsyncEventStore:
         An iterator it returns is refused (``InvalidInput``, see ``run``):
         ``run(lambda: list(store.read_all()))`` reads it all on the loop.
         """
+        self._check_loop()
         return await run(call, *args, **kwargs)
 
     async def append(
@@ -188,15 +207,17 @@ class AsyncEventStore:
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         """``EventStore.append``."""
-        return await run(
+        return await self.run(
             self.store.append, flow_id, events, expected_revision=expected_revision, metadata=metadata
         )
 
     async def read_flow(self, flow_id: str, **options: Any) -> list[RecordedEvent]:
         """``EventStore.read_flow``, all of it."""
-        return await run(lambda: list(self.store.read_flow(flow_id, **options)))
+        return await self.run(lambda: list(self.store.read_flow(flow_id, **options)))
 
     async def close(self) -> None:
+        """``EventStore.close``; on this store's loop, or any once that one has closed."""
+        self._check_loop(closing=True)
         await run(self.store.close)
 
     async def __aenter__(self) -> Self:
