@@ -102,12 +102,21 @@ def _close_given_back(dbapi_connection: Any, record: Any) -> None:
         record.close()
 
 
+def _closed_by_driver(conn: sa.Connection) -> bool:
+    """Whether the driver closed ``conn``'s connection itself (psycopg's ``closed``; aiosqlite has none)."""
+    return bool(getattr(conn.connection.driver_connection, "closed", False))
+
+
 @contextmanager
 def returned(conn: sa.Connection) -> Iterator[sa.Connection]:
     """``conn`` for a read; given back to the pool (``give_back``) however the read ends but interrupted.
 
     An interruption (a cancelled task) is raised as it is, the connection
     closed by SQLAlchemy's own means; the backend may drop it first (``abandon``).
+    One the driver closed itself is dropped, not given back: psycopg closes
+    a connection whose query's cancellation was cut by a second one, and the
+    pool's rollback-on-return would fail on it, SQLAlchemy logging an ERROR
+    with a traceback ("Exception during reset").
     """
     try:
         yield conn
@@ -115,6 +124,8 @@ def returned(conn: sa.Connection) -> Iterator[sa.Connection]:
         give_back(conn)
         raise
     except BaseException:
+        if not (conn.invalidated or conn.closed) and _closed_by_driver(conn):
+            shielded(conn.invalidate)
         conn.close()
         raise
     give_back(conn)
