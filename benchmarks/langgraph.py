@@ -1,7 +1,8 @@
 """Benchmark EventStoreSaver against LangGraph's own savers.
 
     PYTHONPATH=. python benchmarks/langgraph.py [--puts 1000] [--rounds 3] [--steps 10000]
-        [--state-kb 32] [--pg-url postgresql://root@127.0.0.1:5432/test] [--no-postgres] [--no-size]
+        [--state-kb 32] [--lists 5] [--list-limit 100]
+        [--pg-url postgresql://root@127.0.0.1:5432/test] [--no-postgres] [--no-size]
 
 1. Throughput, async: every subject gets the same ``--puts`` checkpoints of an
    agent thread (a 2 KB message list that grows every 4th step, a 4 KB
@@ -12,6 +13,10 @@
    get from SQLite's default) and on PostgreSQL; ``AsyncSqliteSaver`` and
    ``AsyncPostgresSaver``. ``--rounds`` rounds in rotating order, a new
    thread each round; the best round is reported, every round printed.
+   Then, on each round's thread, ``alist(config, limit=--list-limit)`` pages
+   per second (``LISTS``: the thread's root namespace, as
+   ``get_state_history`` asks; the whole thread; a metadata filter; ``before``
+   the middle checkpoint), ``--lists`` calls of each.
 2. Size: a real ``StateGraph`` that loops ``--steps`` supersteps over a state
    with a ``--state-kb`` document that never changes and a counter that
    changes every step, run on ``SqliteSaver`` and on EventStoreSaver (SQLite),
@@ -93,6 +98,38 @@ def agent_checkpoints(count: int) -> list[Step]:
     return steps
 
 
+LISTS = {
+    "thread+ns": lambda steps: ({"thread_id": "", "checkpoint_ns": ""}, {}),
+    "thread": lambda steps: ({"thread_id": ""}, {}),
+    "filter": lambda steps: ({"thread_id": "", "checkpoint_ns": ""}, {"filter": {"source": "loop"}}),
+    "before": lambda steps: (
+        {"thread_id": "", "checkpoint_ns": ""},
+        {"before": {"configurable": {"checkpoint_id": steps[len(steps) // 2][0]["id"]}}},
+    ),
+}
+"""``alist`` calls timed, by name: the config (its thread filled in) and the other arguments.
+
+``thread+ns`` is what ``get_state_history`` asks; ``thread`` leaves the namespace
+out (every namespace of the thread, newest first); ``filter`` matches every
+checkpoint's metadata; ``before`` starts at the thread's middle checkpoint."""
+
+
+async def timed_lists(
+    saver: BaseCheckpointSaver[Any], thread: str, steps: list[Step], *, calls: int, limit: int
+) -> dict[str, float]:
+    """Pages per second of ``alist(..., limit=limit)`` for each of ``LISTS``."""
+    rates = {}
+    for name, make in LISTS.items():
+        configurable, options = make(steps)
+        config: Any = {"configurable": {**configurable, "thread_id": thread}}
+        started = time.perf_counter()
+        for _ in range(calls):
+            page = [item async for item in saver.alist(config, limit=limit, **options)]
+            assert len(page) == min(limit, len(steps) // 2 if name == "before" else len(steps))
+        rates[name] = calls / (time.perf_counter() - started)
+    return rates
+
+
 async def timed_puts(saver: BaseCheckpointSaver[Any], thread: str, steps: list[Step]) -> tuple[float, float]:
     """Seconds for ``aput`` of every step, then for as many ``aget_tuple`` of the latest."""
     config: Any = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
@@ -147,11 +184,14 @@ def throughput_subjects(scratch: Scratch, postgres: bool) -> dict[str, Opener]:
     return subjects
 
 
-async def throughput(scratch: Scratch, *, puts: int, rounds: int, postgres: bool) -> None:
+async def throughput(
+    scratch: Scratch, *, puts: int, rounds: int, postgres: bool, lists: int, list_limit: int
+) -> None:
     steps = agent_checkpoints(puts)
     subjects = throughput_subjects(scratch, postgres)
     names = list(subjects)
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    listed: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     async with AsyncExitStack() as stack:
         savers = {name: await opener(stack) for name, opener in subjects.items()}
         for name, saver in savers.items():  # warm-up: connections, prepared statements, caches
@@ -161,6 +201,11 @@ async def throughput(scratch: Scratch, *, puts: int, rounds: int, postgres: bool
             for name in order:
                 put_s, get_s = await timed_puts(savers[name], f"round-{number}", steps)
                 results[name].append((puts / put_s, puts / get_s))
+                if lists:
+                    rates = await timed_lists(
+                        savers[name], f"round-{number}", steps, calls=lists, limit=list_limit
+                    )
+                    listed[name].append(rates)
     print(f"\n{puts} checkpoints per round, {rounds} rounds; best round (every round):")
     print(f"  {'subject':<34} {'aput/s':>8} {'aget_tuple/s':>13}")
     for name in names:
@@ -168,6 +213,17 @@ async def throughput(scratch: Scratch, *, puts: int, rounds: int, postgres: bool
         best_get = max(r[1] for r in results[name])
         every = ", ".join(f"{p:.0f}/{g:.0f}" for p, g in results[name])
         print(f"  {name:<34} {best_put:>8.0f} {best_get:>13.0f}   ({every})")
+    if not lists:
+        return
+    print(
+        f"\nalist(limit={list_limit}) pages/s on those threads, {lists} calls of each per round;"
+        " best round (every round):"
+    )
+    print(f"  {'subject':<34}" + "".join(f" {kind:>10}" for kind in LISTS))
+    for name in names:
+        best = "".join(f" {max(r[kind] for r in listed[name]):>10.0f}" for kind in LISTS)
+        every = "; ".join("/".join(f"{r[kind]:.0f}" for kind in LISTS) for r in listed[name])
+        print(f"  {name:<34}{best}   ({every})")
 
 
 # -- 2. size -----------------------------------------------------------------------------
@@ -266,6 +322,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--state-kb", type=int, default=32, help="size of the unchanging document (default 32)"
     )
+    parser.add_argument(
+        "--lists", type=int, default=5, help="alist calls of each kind per round (default 5; 0: none)"
+    )
+    parser.add_argument("--list-limit", type=int, default=100, help="alist's limit (default 100)")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL)
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--no-size", action="store_true", help="skip the size run")
@@ -279,7 +339,16 @@ def main(argv: list[str] | None = None) -> None:
             print(f"PostgreSQL {facts['version']}, synchronous_commit={facts['synchronous_commit']}")
         print(f"SQLite {sqlite3.sqlite_version}")
         if not args.no_throughput:
-            asyncio.run(throughput(scratch, puts=args.puts, rounds=args.rounds, postgres=postgres))
+            asyncio.run(
+                throughput(
+                    scratch,
+                    puts=args.puts,
+                    rounds=args.rounds,
+                    postgres=postgres,
+                    lists=args.lists,
+                    list_limit=args.list_limit,
+                )
+            )
         if not args.no_size:
             sizes(scratch, steps=args.steps, state_kb=args.state_kb, postgres=postgres)
 
