@@ -140,3 +140,41 @@ Each value is one primary-key lookup: the ``LIMIT 1`` (the key is unique) keeps 
 flattening the lateral subquery into a join, which it ran as a hash join over every value the
 namespace ever stored whenever its statistics were missing or stale (the table's first minutes,
 or a thread that grew since the last ``ANALYZE``): a read's cost then grew with the thread."""
+
+
+PAGE_WRITES = """
+    (SELECT array_agg(ARRAY[convert_to(w.task_id, 'UTF8'), convert_to(w.channel, 'UTF8'),
+                            convert_to(w.type, 'UTF8'), w.blob, convert_to(w.task_path, 'UTF8'),
+                            convert_to(CAST(w.idx AS TEXT), 'UTF8')])
+     FROM {writes} w WHERE w.thread_id = p.thread_id AND w.checkpoint_ns = p.checkpoint_ns
+         AND w.checkpoint_id = p.checkpoint_id) AS writes"""
+
+PAGE_BLOBS = """
+    (SELECT array_agg(ARRAY[convert_to(k.thread_id, 'UTF8'), convert_to(k.checkpoint_ns, 'UTF8'),
+                            convert_to(b.channel, 'UTF8'), convert_to(b.version, 'UTF8'),
+                            convert_to(b.type, 'UTF8'), b.blob])
+     FROM (SELECT DISTINCT p.thread_id, p.checkpoint_ns, v.key, v.value FROM page p
+           CROSS JOIN jsonb_each_text(CAST(p.checkpoint AS jsonb) -> 'channel_versions') AS v) AS k
+     CROSS JOIN LATERAL (
+         SELECT b.channel, b.version, b.type, b.blob FROM {blobs} b
+         WHERE b.thread_id = k.thread_id AND b.checkpoint_ns = k.checkpoint_ns
+             AND b.channel = k.key COLLATE "C" AND b.version = k.value COLLATE "C"
+         LIMIT 1) AS b)"""
+
+
+def page_query(rows: str) -> str:
+    """A page of checkpoints (``rows``: their columns, ordered and limited), its values read once.
+
+    The checkpoints of a page share most of their values (a channel that did
+    not change keeps its version): ``READ_COLUMNS`` would look each up, and
+    send it, once per checkpoint. Here the page's distinct ``(thread,
+    namespace, channel, version)`` are looked up once, as ``READ_COLUMNS``
+    does (one primary-key lookup each), and come as one array on the page's
+    first row (``thread, namespace, channel, version, type, blob``); each row
+    has its pending writes. Still one statement: one snapshot.
+    """
+    order = "ORDER BY p.checkpoint_id DESC, p.checkpoint_ns DESC, p.thread_id DESC"
+    return (
+        f"WITH page AS MATERIALIZED ({rows}) SELECT p.*,{PAGE_WRITES}, "
+        f"CASE WHEN row_number() OVER ({order}) = 1 THEN{PAGE_BLOBS} END AS blobs FROM page p {order}"
+    )

@@ -9,7 +9,7 @@ serialised bytes, which the saver decodes with its serde.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ from eventstore.graph_checkpoints import flow_id_for
 
 from .flow_queries import Page
 from .langgraph import LangGraphProjection, Statements, blob_bytes, chunks, execute, json_value
-from .langgraph_postgresql import READ_COLUMNS
+from .langgraph_postgresql import READ_COLUMNS, page_query
 
 _PAIRS_PER_QUERY = 200
 _DELTA_KEY = "counters_since_delta_snapshot"
@@ -54,6 +54,20 @@ class CheckpointRow:
     blobs: Blobs | None = None
     writes: list[WriteRow] | None = None
 
+    def with_values(self, blobs: Blobs, writes: list[WriteRow]) -> CheckpointRow:
+        """This row loaded: ``dataclasses.replace`` without its per-call field checks (a page has 100)."""
+        return CheckpointRow(
+            self.thread_id,
+            self.checkpoint_ns,
+            self.checkpoint_id,
+            self.parent_checkpoint_id,
+            self.checkpoint,
+            self.extra,
+            self.metadata,
+            blobs,
+            writes,
+        )
+
     def versions(self) -> list[tuple[str, str]]:
         """The ``(channel, version)`` of each channel, as the values are stored."""
         versions = self.checkpoint.get("channel_versions") or {}
@@ -80,7 +94,8 @@ class ThreadInfo:
 
 
 _ROW_COLUMNS = (
-    "thread_id, checkpoint_ns, checkpoint_id, parent_checkpoint_id, checkpoint, extra_type, extra, metadata"
+    "c.thread_id, c.checkpoint_ns, c.checkpoint_id, c.parent_checkpoint_id, c.checkpoint, c.extra_type, "
+    "c.extra, c.metadata"
 )
 
 
@@ -150,8 +165,14 @@ class LangGraphQueries:
             where.extend(_metadata_filter(conn.dialect.name, metadata, params))
         clause = f" WHERE {' AND '.join(where)}" if where else ""
         order = "ORDER BY checkpoint_id DESC, checkpoint_ns DESC, thread_id DESC"
-        text = f"{_select(conn)}{clause} {order} LIMIT :limit"
-        return [_row(row) for row in execute(conn, sql.query(text), params)[0]]
+        plain = f"SELECT {_ROW_COLUMNS} FROM {{checkpoints}} c"
+        if thread_id is not None and checkpoint_ns is not None:
+            text = f"{plain}{clause} {order} LIMIT :limit"
+        else:
+            text = _sorted_page(plain, clause, order)
+        if conn.dialect.name != "postgresql":
+            return [_row(row) for row in execute(conn, sql.query(text), params)[0]]
+        return _page_rows(execute(conn, sql.query(page_query(text)), params)[0])
 
     def load(self, conn: sa.Connection, rows: Sequence[CheckpointRow]) -> list[CheckpointRow]:
         """The rows with their stored values and pending writes: two queries per namespace."""
@@ -161,13 +182,14 @@ class LangGraphQueries:
                 groups.setdefault((row.thread_id, row.checkpoint_ns), []).append(row)
         loaded: dict[tuple[str, str, str], CheckpointRow] = {}
         for (thread_id, checkpoint_ns), members in groups.items():
-            keys = [key for row in members for key in row.versions()]
+            versions = [row.versions() for row in members]
+            keys = [key for row_versions in versions for key in row_versions]
             blobs = self.blobs(conn, thread_id, checkpoint_ns, keys) if keys else {}
             writes = self.writes(conn, thread_id, checkpoint_ns, [row.checkpoint_id for row in members])
-            for row in members:
-                mine = {key: blobs[key] for key in row.versions() if key in blobs}
-                loaded[row.thread_id, row.checkpoint_ns, row.checkpoint_id] = replace(
-                    row, blobs=mine, writes=writes.get(row.checkpoint_id, [])
+            for row, row_versions in zip(members, versions, strict=True):
+                mine = {key: blobs[key] for key in row_versions if key in blobs}
+                loaded[row.thread_id, row.checkpoint_ns, row.checkpoint_id] = row.with_values(
+                    mine, writes.get(row.checkpoint_id, [])
                 )
         return [loaded.get((row.thread_id, row.checkpoint_ns, row.checkpoint_id), row) for row in rows]
 
@@ -403,22 +425,56 @@ def _select(conn: sa.Connection) -> str:
     return f"SELECT {_ROW_COLUMNS} FROM {{checkpoints}} c"
 
 
+def _sorted_page(select: str, clause: str, order: str) -> str:
+    """A page across namespaces (or threads): the keys sorted first, then only their rows read.
+
+    The primary key (thread, namespace, id) orders one namespace's rows by id,
+    not a thread's: their page is a sort of every matching row. Sorting the
+    keys alone (read from the index) and then looking up the page's rows by
+    key spares reading and sorting each checkpoint's text and metadata, and,
+    on PostgreSQL, computes the values and writes of the page's rows only.
+    """
+    keys = f"SELECT thread_id, checkpoint_ns, checkpoint_id FROM {{checkpoints}}{clause} {order} LIMIT :limit"
+    join = (
+        "c.thread_id = k.thread_id AND c.checkpoint_ns = k.checkpoint_ns "
+        "AND c.checkpoint_id = k.checkpoint_id"
+    )
+    outer = "ORDER BY c.checkpoint_id DESC, c.checkpoint_ns DESC, c.thread_id DESC"
+    return f"{select} JOIN ({keys}) k ON {join} {outer}"
+
+
+def _page_rows(rows: Sequence[Sequence[Any]]) -> list[CheckpointRow]:
+    """PostgreSQL's page (``langgraph_postgresql.page_query``): rows loaded, each its own values."""
+    if not rows:
+        return []
+    stored = {
+        (thread.decode(), ns.decode(), channel.decode(), version.decode()): (kind.decode(), blob_bytes(blob))
+        for row in rows
+        for thread, ns, channel, version, kind, blob in row[-1] or []  # the first row's only
+    }
+    page = []
+    for row in rows:
+        loaded = _row(row[:-1])
+        mine = {}
+        for channel, version in loaded.versions():
+            found = stored.get((loaded.thread_id, loaded.checkpoint_ns, channel, version))
+            if found is not None:
+                mine[channel, version] = found
+        page.append(loaded.with_values(mine, _writes(row[-2])))
+    return page
+
+
 def _row(row: Sequence[Any]) -> CheckpointRow:
     """A stored row; with the arrays of PostgreSQL's one-statement read, loaded too."""
     thread_id, ns, checkpoint_id, parent, checkpoint, extra_type, extra, metadata, *more = row
     blobs: Blobs | None = None
     writes: list[WriteRow] | None = None
-    if more:
+    if len(more) == 2:
         blobs = {
             (channel.decode(), version.decode()): (kind.decode(), blob_bytes(blob))
             for channel, version, kind, blob in more[0] or []
         }
-        writes = [
-            WriteRow(
-                task.decode(), channel.decode(), kind.decode(), blob_bytes(blob), path.decode(), int(idx)
-            )
-            for task, channel, kind, blob, path, idx in more[1] or []
-        ]
+        writes = _writes(more[1])
     return CheckpointRow(
         thread_id,
         ns,
@@ -430,6 +486,14 @@ def _row(row: Sequence[Any]) -> CheckpointRow:
         blobs,
         writes,
     )
+
+
+def _writes(stored: Sequence[Sequence[bytes]] | None) -> list[WriteRow]:
+    """Pending writes from PostgreSQL's array (``task_id, channel, type, blob, task_path, idx``)."""
+    return [
+        WriteRow(task.decode(), channel.decode(), kind.decode(), blob_bytes(blob), path.decode(), int(idx))
+        for task, channel, kind, blob, path, idx in stored or []
+    ]
 
 
 def _root(metadata: Any) -> str | None:
