@@ -124,9 +124,9 @@ READ_COLUMNS = """
                             convert_to(b.type, 'UTF8'), b.blob])
      FROM jsonb_each_text(CAST(c.checkpoint AS jsonb) -> 'channel_versions') AS v
      CROSS JOIN LATERAL (
-         SELECT b.channel, b.version, b.type, b.blob FROM {blobs} b
-         WHERE b.thread_id = c.thread_id AND b.checkpoint_ns = c.checkpoint_ns
-             AND b.channel = v.key COLLATE "C" AND b.version = v.value COLLATE "C"
+         SELECT s.channel, s.version, s.type, s.blob FROM {blobs} s
+         WHERE s.thread_id = c.thread_id AND s.checkpoint_ns = c.checkpoint_ns
+             AND s.channel = v.key COLLATE "C" AND s.version = v.value COLLATE "C"
          LIMIT 1) AS b) AS blobs,
     (SELECT array_agg(ARRAY[convert_to(w.task_id, 'UTF8'), convert_to(w.channel, 'UTF8'),
                             convert_to(w.type, 'UTF8'), w.blob, convert_to(w.task_path, 'UTF8'),
@@ -156,9 +156,9 @@ PAGE_BLOBS = """
      FROM (SELECT DISTINCT p.thread_id, p.checkpoint_ns, v.key, v.value FROM page p
            CROSS JOIN jsonb_each_text(CAST(p.checkpoint AS jsonb) -> 'channel_versions') AS v) AS k
      CROSS JOIN LATERAL (
-         SELECT b.channel, b.version, b.type, b.blob FROM {blobs} b
-         WHERE b.thread_id = k.thread_id AND b.checkpoint_ns = k.checkpoint_ns
-             AND b.channel = k.key COLLATE "C" AND b.version = k.value COLLATE "C"
+         SELECT s.channel, s.version, s.type, s.blob FROM {blobs} s
+         WHERE s.thread_id = k.thread_id AND s.checkpoint_ns = k.checkpoint_ns
+             AND s.channel = k.key COLLATE "C" AND s.version = k.value COLLATE "C"
          LIMIT 1) AS b)"""
 
 
