@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import sqlite3
 import warnings
+from typing import Any
 
 import pytest
 from sqlalchemy.util import await_only
@@ -41,3 +43,32 @@ def test_a_connection_given_back_after_close_is_closed_not_left_to_the_garbage_c
         asyncio.run(main())
         gc.collect()  # an open connection left to it warns here
     assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
+
+
+def _closed(dbapi_connection: Any) -> bool:
+    """Whether a driver connection (sqlite3 or psycopg) is closed."""
+    if hasattr(dbapi_connection, "closed"):
+        return bool(dbapi_connection.closed)
+    try:
+        dbapi_connection.execute("SELECT 1")
+    except sqlite3.ProgrammingError:
+        return True
+    return False
+
+
+def test_the_engine_after_close_pools_again_while_one_given_back_from_before_is_closed(
+    target: Target,
+) -> None:
+    store = target.open()
+    engine = store.engine
+    held = engine.connect()  # in use across close()
+    given_back_late = held.connection.dbapi_connection
+    store.close()
+    held.close()
+    assert _closed(given_back_late)  # given back to the discarded pool: closed, not kept
+    with engine.connect() as conn:
+        first = conn.connection.dbapi_connection
+    with engine.connect() as conn:
+        assert conn.connection.dbapi_connection is first  # the new pool keeps what it is given
+    assert engine.pool.checkedout() == 0
+    engine.dispose()

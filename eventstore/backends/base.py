@@ -437,10 +437,17 @@ class Backend:
         drivers) would go back to the discarded pool and be left to the
         garbage collector, which cannot close an async driver's connection
         (a ResourceWarning, and a server connection open until then).
+        This is ``engine.dispose`` with the listener that closes them added to
+        the discarded pool only: ``dispose`` copies a pool's listeners into the
+        pool it puts in its place, and ``store.engine`` must still pool
+        normally after ``close``.
         """
-        pool = self.engine.pool
-        sa.event.listen(pool, "checkin", _close_given_back)
-        self.engine.dispose()
+        discarded = self.engine.pool
+        replacement = discarded.recreate()
+        sa.event.listen(discarded, "checkin", _close_given_back)
+        self.engine.pool = replacement
+        discarded.dispose()
+        self.engine.dispatch.engine_disposed(self.engine)
 
     # -- writing -------------------------------------------------------
     def write(self, conn: sa.Connection, batch: Batch, clock: Clock) -> Written:
