@@ -38,13 +38,11 @@ class CatchUpRunner:
         self.store = store
         self.projection = projection
         self.batch_size = batch_size
-        ensure(store, projection)
+        # the build this runner started on, to tell what its layout error is (no read of its own)
+        self._started_on = ensure(store, projection)
         # the build whose tables were found laid out as declared: none yet, the first batch looks
         # (tables changed without a version bump pass ensure, which compares only their names)
         self._build: str | None = None
-        with store.reading() as conn:
-            started_on = read_checkpoint(conn, projection.name)
-        self._started_on = None if started_on is None else started_on.build  # to tell what its error is
 
     def run_once(self) -> int:
         """Apply the next batch; return how many events it held (0: caught up)."""

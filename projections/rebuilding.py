@@ -84,8 +84,9 @@ def check_arguments(store: object, projection: object) -> None:
         raise InvalidInput(f"projection must be a projections.Projection, not {what}")
 
 
-def ensure(store: EventStore, projection: Projection, *, inline: bool = False, rebuilt: bool = False) -> None:
-    """Create the projection's tables if new; rebuild them if its version changed.
+def ensure(store: EventStore, projection: Projection, *, inline: bool = False, rebuilt: bool = False) -> str:
+    """Create the projection's tables if new; rebuild them if its version changed. Return the
+    build its checkpoint names then (a runner tells that build from a rebuild under its feet).
 
     Several processes may open a store at once after a version bump: one
     rebuilds, the others wait for it and then find the version current.
@@ -107,22 +108,25 @@ def ensure(store: EventStore, projection: Projection, *, inline: bool = False, r
         take_tables(conn, projection, current, fresh=False)
         if current is not None and current.version == projection.version:
             if not inline or current.kind == INLINE:
-                return
+                return current.build
             behind = current.position < head and not rebuilt
             if not behind:
                 write_checkpoint(
                     store, conn, projection, position=current.position, build=current.build, kind=INLINE
                 )
-                return
+                return current.build
         if current is None and not store_has_events(conn):
             tag = secrets.token_hex(4)
             for table in projection.build_tables("", tag).values():
                 table.create(conn, checkfirst=False)
             write_checkpoint(store, conn, projection, position=0, build=tag, kind=INLINE if inline else None)
-            return
+            return tag
     rebuild(store, projection, wait=True, only_if_outdated=not behind)
-    if inline:
-        ensure(store, projection, inline=True, rebuilt=True)  # mark it inline (a runner may have rebuilt it)
+    if inline:  # mark it inline (a runner may have rebuilt it)
+        return ensure(store, projection, inline=True, rebuilt=True)
+    with store.reading() as conn:
+        current = read_checkpoint(conn, projection.name)
+    return "" if current is None else current.build
 
 
 def rebuild(
