@@ -27,7 +27,7 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from .backends.base import VERIFY_COLUMNS
-from .checks import check_count, shown
+from .checks import shown
 from .errors import IntegrityViolation, InvalidInput, InvalidProof
 from .integrity import Problem, check_envelope
 from .log_tree import CACHE_HEIGHT, PAGE, cached_subtrees, fill_cache, loaded_tree, read_leaves, reading
@@ -199,12 +199,18 @@ class ConsistencyProof:
             )
 
 
-def check_proof_size(what: str, size: object) -> None:
-    """``InvalidInput`` unless ``size`` is an int of at least 1: checkpoints and proofs cover events."""
+def check_proof_size(what: str, size: object, *, proof: bool = True) -> None:
+    """``InvalidInput`` unless ``size`` is an int of at least 1: checkpoints and proofs cover events.
+
+    ``proof=False`` for a lookup of a checkpoint, which is told only that there is none.
+    """
     if type(size) is int and size == 0:
+        why = (
+            "; an empty log is consistent with every later one, so there is nothing to prove" if proof else ""
+        )
         raise InvalidInput(
-            f"{what} is 0: there is no checkpoint of an empty log (a checkpoint covers at least one "
-            "event; an empty log is consistent with every later one, so there is nothing to prove)"
+            f"{what} is 0: there is no checkpoint of an empty log "
+            f"(a checkpoint covers at least one event{why})"
         )
     if type(size) is not int or size < 1:
         raise InvalidInput(f"{what} must be an int >= 1, not {shown(size)}")
@@ -266,8 +272,8 @@ def take_checkpoint(store: EventStore, signing_key: Ed25519PrivateKey | str | os
                 return latest
             if latest.tree_size > size:
                 raise IntegrityViolation(
-                    f"the log has {size} positions, fewer than the {latest.tree_size} checkpoint "
-                    f"{latest.tree_size} covers: events it covers were deleted and the position counter "
+                    f"the log has {size} positions, fewer than the {latest.tree_size} events that checkpoint "
+                    "covers: some were deleted and the position counter "
                     "set back; not signing. Run `eventstore verify` and `eventstore checkpoint --verify`."
                 )
         old = 0 if latest is None else latest.tree_size
@@ -337,8 +343,7 @@ def list_checkpoints(store: EventStore) -> list[Checkpoint]:
 def get_checkpoint(store: EventStore, tree_size: int | None = None) -> Checkpoint:
     """The checkpoint of this tree size, or the latest; ``InvalidInput`` if there is none."""
     if tree_size is not None:
-        check_proof_size("tree_size", tree_size)
-        check_count("tree_size", tree_size, minimum=1)
+        check_proof_size("tree_size", tree_size, proof=False)
     with reading(store) as conn:
         if tree_size is None:
             found = _latest(conn)

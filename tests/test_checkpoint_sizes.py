@@ -72,3 +72,14 @@ class TestTreeSizeZero:
             target, "prove", "1", "--checkpoint", "0", code=1
         )
         assert "error: tree_size" in run(target, "checkpoint", "--export", "-", "--size", "0", code=1)
+
+    def test_a_lookup_of_it_is_told_there_is_none_not_that_nothing_needs_proving(
+        self, target: Target
+    ) -> None:
+        with target.open() as store:
+            two_checkpoints(store)
+            with pytest.raises(InvalidInput, match=f"tree_size {NO_EMPTY_CHECKPOINT}") as raised:
+                cp.get_checkpoint(store, 0)
+        assert "prove" not in str(raised.value)
+        output = run(target, "checkpoint", "--export", "-", "--size", "0", code=1)
+        assert f"error: tree_size {NO_EMPTY_CHECKPOINT}" in output and "prove" not in output
