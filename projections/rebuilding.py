@@ -32,6 +32,7 @@ from eventstore.schema import projection_checkpoints as checkpoints
 
 from .checkpoints import (
     INLINE,
+    REBUILD_LEASE,
     claim,
     lock_appends,
     newer_version,
@@ -155,6 +156,7 @@ def rebuild(
         if not wait:
             raise ProjectionError(f"a rebuild of {projection.name!r} is already running")
         pause(0.25)  # another process is rebuilding; its lease renews every batch
+    failure: BaseException | None = None
     try:
         with store.reading() as conn:
             current = read_checkpoint(conn, projection.name)
@@ -164,15 +166,44 @@ def rebuild(
             return Progress(0, 0, 0.0)
         return _rebuild(store, projection, tag, batch_size, progress)
     except BaseException as exc:
-        _drop_fresh_tables(store, projection, tag, exc)
+        failure = exc
+        if _sqlite_busy(store, exc):  # a cleanup would wait as long again for the same lock
+            exc.add_note(f"its fresh {REBUILD_SUFFIX} tables were left behind; the next rebuild drops them")
+        else:
+            _drop_fresh_tables(store, projection, tag, exc)
         raise
     finally:
+        _release(store, projection, tag, failure)
+
+
+def _sqlite_busy(store: EventStore, failure: BaseException) -> bool:
+    """Whether ``failure`` is SQLite's write lock held past ``busy_timeout`` by another connection
+    (the database's refusal, not a ``StoreBusy`` a handler raised)."""
+    return (
+        store.dialect == "sqlite"
+        and isinstance(failure, StoreBusy)
+        and isinstance(failure.__cause__, sa.exc.SQLAlchemyError)
+    )
+
+
+def _release(store: EventStore, projection: Projection, tag: str, failure: BaseException | None) -> None:
+    """Give up the rebuild's claim. If the rebuild failed, its ``failure`` is what the caller sees:
+    a release that fails too is a note on it (the claim then lapses when its lease expires)."""
+    try:
         with store.transaction() as tx:
             tx.connection.execute(
                 checkpoints.delete().where(
                     checkpoints.c.name == rebuild_lock(projection), checkpoints.c.build == tag
                 )
             )
+    except Exception as exc:
+        if failure is None:
+            raise
+        failure.add_note(
+            f"its claim could not be given up ({type(exc).__name__}: {exc}); another rebuild of "
+            f"{projection.name!r} waits until its lease expires "
+            f"(within {REBUILD_LEASE.total_seconds() / 60:g} minutes)"
+        )
 
 
 def _rebuild(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import ClassVar
 
 import pytest
@@ -142,3 +145,32 @@ def test_a_handlers_own_conflict_in_the_swap_is_not_retried(
         assert FailsLate.calls == [4]
         assert _fresh_tables(store) == []
         assert counts(store, runner.projection) == {"a": 99}
+
+
+def test_a_sqlite_rebuild_the_store_is_busy_for_fails_with_its_own_error(tmp_path: Path) -> None:
+    """Another process holds SQLite's write lock from mid-rebuild on: the rebuild's StoreBusy is
+    what the caller sees. No cleanup waits a busy_timeout more (its ``__rebuild`` tables are left
+    for the next rebuild), and the claim it could not give back is a note, not the error raised."""
+    path = tmp_path / "busy.db"
+    now = [datetime(2026, 1, 1, tzinfo=UTC)]
+    with EventStore.open(f"sqlite:///{path}", busy_timeout=0.05, clock=lambda: now[0]) as store:
+        decide(store, "a", 3)
+        runner = CatchUpRunner(store, DecisionsByActor())
+        blocker = sqlite3.connect(path, isolation_level=None)
+
+        def progress(report: Progress) -> None:
+            if not blocker.in_transaction:
+                blocker.execute("BEGIN IMMEDIATE")  # taken after the first batch, and kept
+
+        with pytest.raises(StoreBusy) as raised:
+            rebuild(store, DecisionsByActor(), batch_size=1, progress=progress)
+        blocker.rollback()
+        blocker.close()
+        assert "_rebuild" in [entry.name for entry in raised.traceback]  # the fold's, not a later wait's
+        notes = "\n".join(getattr(raised.value, "__notes__", []))
+        assert "__rebuild tables were left" in notes and "claim" in notes
+        assert _fresh_tables(store)  # left for the next rebuild
+        now[0] += timedelta(minutes=3)  # the claim it kept expires
+        assert rebuild(store, DecisionsByActor()).done == 3
+        assert _fresh_tables(store) == []
+        assert counts(store, runner.projection) == {"a": 3}
