@@ -183,7 +183,8 @@ def pruned_problems(conn: sa.Connection) -> list[Problem]:
       restore appends at the end of the log): a leaf with no such event is
       an event deleted outside a prune, its leaf perhaps forged to name an
       event that was never pruned;
-    * a pruned position holds no stored event: a prune deletes what it records;
+    * a pruned position holds no stored event: a prune deletes what it records
+      (such a record is reported as that alone, not also as untraced);
     * no delete authorisation may outlive its prune's transaction.
     """
     problems = _tombstone_problems(conn)
@@ -191,9 +192,12 @@ def pruned_problems(conn: sa.Connection) -> list[Problem]:
     put_back = sa.exists().where(
         e.flow_id == p.flow_id, e.revision == p.revision, e.hash == p.hash, e.position > p.position
     )
+    # A record at a position that holds a stored event deleted nothing there: it pads the count of
+    # positions, and is reported once, as position-doubled (naming what the position holds).
+    doubled = sa.exists().where(e.position == p.position)
     untraced = conn.execute(
         sa.select(p.flow_id, p.revision, p.position, sa.exists().where(e.flow_id == p.flow_id))
-        .where(~sa.exists().where(t.flow_id == p.flow_id), ~put_back)
+        .where(~sa.exists().where(t.flow_id == p.flow_id), ~put_back, ~doubled)
         .order_by(p.position)
     )
     emptied: dict[str, int] = {}

@@ -98,6 +98,17 @@ def test_a_prune_forged_over_a_flow_that_keeps_its_events_names_each_position(fi
     assert kinds(filled) == [("b", revision, revision + 5, "position-doubled") for revision in (1, 2, 3)]
 
 
+def test_a_prune_forged_at_the_position_of_the_event_it_names_is_one_problem(filled: EventStore) -> None:
+    """No tombstone, and the event it names is where it was: the record pads the count of
+    positions (position-doubled); nothing was deleted, so it is not also pruned-without-tombstone."""
+    record_as_pruned(filled, 7, leaf_of=7)  # b@2, still stored at 7
+    problems = filled.verify().problems
+    assert [(p.flow_id, p.revision, p.position, p.kind) for p in problems] == [
+        ("b", 2, 7, "position-doubled")
+    ]
+    assert problems[0].detail == "position 7 holds b@2 and is also recorded as a pruned event of b@2"
+
+
 def test_a_tail_recorded_as_the_prune_of_a_flow_that_never_existed_passes(filled: EventStore) -> None:
     """docs/operations.md, "Only the prune may delete": what writing the retention tables allows."""
     take_checkpoint(filled, generate_key())
