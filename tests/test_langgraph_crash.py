@@ -20,11 +20,11 @@ from projections.langgraph import LangGraphProjection
 
 from . import kill_workers
 from .conftest import Target
-from .kill_workers import kill_during
+from .kill_workers import kill_during, operation_time
 from .test_langgraph_saver import put, tables
 
 THREADS, CHECKPOINTS = 12, 6
-LATEST_KILL = 0.3  # seconds; the child's calls take about that in all
+KILL_WINDOW = 0.8  # of an uninterrupted run's measured duration: kills land part way, mostly
 
 
 def checkpoints(saver: EventStoreSaver, thread: str) -> int:
@@ -52,21 +52,28 @@ def outcome(saver: EventStoreSaver, operation: str, thread: str) -> bool:
 
 
 def run_killed(target: Target, operation: str, kills: int) -> None:
-    rng, threads = random.Random(), [f"t{n}" for n in range(THREADS)]
+    seed = random.randrange(2**32)
+    rng, replay = random.Random(seed), f"random.Random({seed})"
+    threads, probes = [f"t{n}" for n in range(THREADS)], [f"probe{n}" for n in range(THREADS)]
     with EventStoreSaver.from_url(target.url, **target.options) as saver:
-        for thread in threads:
+        for thread in threads + probes:
             config: Any = None
             for n in range(CHECKPOINTS):
                 config = put(
                     saver, thread, {"n": n}, {"n": n + 1}, parent=config, metadata={"run_id": f"run-{thread}"}
                 )
-        done: list[bool] = []
+        # the same calls on as many other threads, unkilled: how long the child's calls take here
+        probe = (target.url, target.options, operation, probes)
+        window = operation_time(kill_workers.saver_ops, probe) * KILL_WINDOW
+        done: list[str] = []
+        cut = 0
         for k in range(kills):
             left = [t for t in threads if t not in done]
             args = (target.url, target.options, operation, left)
-            kill_during(kill_workers.saver_ops, args, rng.uniform(0.0, LATEST_KILL))
+            cut += not kill_during(kill_workers.saver_ops, args, rng.uniform(0.0, window))
             done = [t for t in threads if outcome(saver, operation, t)]
-            assert done == threads[: len(done)], f"kill {k}: calls done out of order {done}"
+            assert done == threads[: len(done)], f"kill {k} ({replay}): calls done out of order {done}"
+        assert cut, f"every call finished before its kill (window {window:.3f} s, {replay}): no crash tested"
         inline = tables(saver.store)
         rebuild(saver.store, LangGraphProjection())
         assert tables(saver.store) == inline
