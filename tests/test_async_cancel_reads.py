@@ -149,7 +149,7 @@ SAVER_READS: dict[str, Callable[[EventStoreSaver, Any], Awaitable[Any]]] = {
 
 @pytest.mark.parametrize(
     ("statement", "times"),
-    [("SELECT thread_id", 1), ("SELECT thread_id", 2), ("ROLLBACK", 1)],
+    [("SELECT c.thread_id", 1), ("SELECT c.thread_id", 2), ("ROLLBACK", 1)],
     ids=["in-the-select", "in-the-select-twice", "in-the-rollback"],
 )
 @pytest.mark.parametrize("read", list(SAVER_READS))
