@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from eventstore.integrations.langgraph import EventStoreSaver
-from projections.langgraph import execute
 from projections.langgraph_queries import LangGraphQueries
 from tests.conftest import Target
+from tests.test_langgraph_reads import database_work
 from tests.test_langgraph_saver import put
 
 
@@ -48,32 +48,7 @@ def page(conn: Any, name: str, limit: int, *, namespace: str | None = "") -> Non
 
 def page_work(saver: EventStoreSaver, name: str, limit: int) -> int:
     """What a page of ``limit`` cost the database: SQLite's VM steps, or PostgreSQL's value rows read."""
-    with saver.store.reading() as conn:
-        if conn.dialect.name == "sqlite":
-            steps = 0
-
-            def step() -> int:
-                nonlocal steps
-                steps += 1
-                return 0
-
-            raw: Any = conn.connection.dbapi_connection
-            raw.set_progress_handler(step, 1)
-            try:
-                page(conn, name, limit)
-            finally:
-                raw.set_progress_handler(None, 1)
-            return steps
-        table = LangGraphQueries().projection.table("langgraph_blobs").name
-        quoted = {"tables": [conn.dialect.identifier_preparer.quote(table)]}
-        # The backend's counts not yet reported (some of earlier transactions' too): before and after.
-        count = (
-            "SELECT coalesce(sum(idx_tup_fetch + seq_tup_read), 0) FROM pg_stat_xact_user_tables "
-            "WHERE relid = ANY(CAST(%(tables)s AS regclass[]))"
-        )
-        before = execute(conn, count, quoted)[0][0][0]
-        page(conn, name, limit)
-        return int(execute(conn, count, quoted)[0][0][0] - before)
+    return database_work(saver, ("langgraph_blobs",), lambda conn: page(conn, name, limit))
 
 
 def test_a_page_reads_a_value_its_checkpoints_share_once(saver: EventStoreSaver) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -29,9 +29,8 @@ def thread(saver: EventStoreSaver, name: str, checkpoints: int) -> None:
         config = put(saver, name, values, versions, parent=config)
 
 
-def work(saver: EventStoreSaver, name: str) -> int:
-    """What reading ``name``'s latest checkpoint cost the database: VM steps, or rows read."""
-    queries = LangGraphQueries()
+def database_work(saver: EventStoreSaver, tables: tuple[str, ...], read: Callable[[Any], object]) -> int:
+    """What ``read(conn)`` cost the database: SQLite VM steps, or rows PostgreSQL read from ``tables``."""
     with saver.store.reading() as conn:
         if conn.dialect.name == "sqlite":
             steps = 0
@@ -44,21 +43,30 @@ def work(saver: EventStoreSaver, name: str) -> int:
             raw: Any = conn.connection.dbapi_connection
             raw.set_progress_handler(step, 1)
             try:
-                assert queries.checkpoint(conn, name, "", None) is not None
+                read(conn)
             finally:
                 raw.set_progress_handler(None, 1)
             return steps
-        tables = [queries.projection.table(t).name for t in ("langgraph_blobs", "langgraph_writes")]
-        quoted = {"tables": [conn.dialect.identifier_preparer.quote(t) for t in tables]}
+        projection = LangGraphQueries().projection
+        names = [projection.table(table).name for table in tables]
+        quoted = {"tables": [conn.dialect.identifier_preparer.quote(name) for name in names]}
         # The backend's counts not yet reported (some of earlier transactions' too): before and after.
         count = (
             "SELECT coalesce(sum(idx_tup_fetch + seq_tup_read), 0) FROM pg_stat_xact_user_tables "
             "WHERE relid = ANY(CAST(%(tables)s AS regclass[]))"
         )
         before = execute(conn, count, quoted)[0][0][0]
-        assert queries.checkpoint(conn, name, "", None) is not None
-        after = execute(conn, count, quoted)[0][0][0]
-        return int(after - before)
+        read(conn)
+        return int(execute(conn, count, quoted)[0][0][0] - before)
+
+
+def work(saver: EventStoreSaver, name: str) -> int:
+    """What reading ``name``'s latest checkpoint cost the database."""
+
+    def latest(conn: Any) -> None:
+        assert LangGraphQueries().checkpoint(conn, name, "", None) is not None
+
+    return database_work(saver, ("langgraph_blobs", "langgraph_writes"), latest)
 
 
 def test_reading_the_latest_checkpoint_does_not_grow_with_the_thread(saver: EventStoreSaver) -> None:
