@@ -334,6 +334,23 @@ class ImportConflict(EventStoreError):
         super().__init__(f"cannot import flow {flow_id!r}: {reason}")
 
 
+class ImportUnfinished(EventStoreError):
+    """An import of another export was cut short: finish it (import that file again) first."""
+
+    def __init__(self, events_file: str, export_sha256: str, events_imported: int, event_count: int,
+                 started_at: str) -> None:  # fmt: skip
+        self.events_file = events_file
+        self.export_sha256 = export_sha256
+        self.events_imported = events_imported
+        self.event_count = event_count
+        self.started_at = started_at
+        super().__init__(
+            f"an import of {events_file} (export sha256 {export_sha256[:16]}…, started {started_at}) "
+            f"is unfinished: {events_imported} of its {event_count} events are in. Finish it first by "
+            f"importing that file again (`eventstore import {events_file}`); nothing was imported"
+        )
+
+
 class ArchiveNotFound(EventStoreError, LookupError):
     """No retention archive with this id is recorded in the store."""
 

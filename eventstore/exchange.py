@@ -44,6 +44,7 @@ from .schema import flow_events, flow_tombstones
 from .serialization import canonical
 from .store import EventStore, Transaction
 from .tombstones import flow_not_found
+from .unfinished_import import UnfinishedImport, read_unfinished, record_progress
 
 # -- exporting ----------------------------------------------------------------------
 
@@ -393,7 +394,7 @@ def import_events(
     transactions; catch-up projections see the events as new. Importing the
     same file twice writes nothing the second time.
     """
-    return run_import(store, path, batch_size=batch_size, progress=progress)
+    return run_import(store, path, batch_size=batch_size, progress=progress, record=True)
 
 
 def run_import(
@@ -405,8 +406,10 @@ def run_import(
     on_complete: Completion | None = None,
     batch_size: int = 1000,
     progress: ProgressCallback | None = None,
+    record: bool = False,
 ) -> ImportReport:
-    """``import_events`` for the flows in ``only`` (default all), allowing the ``pruned`` ones back."""
+    """``import_events`` for the flows in ``only`` (default all), allowing the ``pruned`` ones back;
+    with ``record``, the import is recorded in ``unfinished_imports`` until its last batch is in."""
     check_count("batch_size", batch_size, minimum=1)
     check_callback("progress", progress)
     manifest = Manifest.read(path)
@@ -417,6 +420,9 @@ def run_import(
     with store.reading() as conn:  # the store's translation of driver errors
         heads = flow_heads(conn, list(segments))
         tombstones = _tombstones(conn, list(segments))
+        unfinished = read_unfinished(conn) if record else None
+    if unfinished is not None and unfinished.export_sha256 != manifest.sha256:
+        raise unfinished.refusal()  # before the file is read: finish that one first
     plan = _Plan(store, segments, heads)
     report = scan_export(path, on_row=plan.collect, expected=manifest, progress=progress, phase="verifying")
     if not report.ok:
@@ -424,6 +430,7 @@ def run_import(
     plan.check_ids()
     plan.decide(tombstones, set(pruned))
     writer = _Writer(store, plan, manifest, batch_size, on_complete, progress)
+    writer.record, writer.unfinished = record, unfinished
     try:
         scan_export(path, on_row=writer.add, strict=True, expected=manifest)
         writer.flush(final=True)
@@ -467,6 +474,8 @@ class _Plan:
         self.file_hash_at_have: dict[str, bytes] = {}
         self._ids: list[tuple[str, str]] = []
         self.conflicts: list[ImportConflict] = []
+        self.to_write = 0
+        """The export's events the store lacks: what pass two writes."""
 
     def collect(self, row: StoredRow) -> None:
         """Pass one: note the export's hash at the store's revision, and the ids to be written."""
@@ -476,6 +485,7 @@ class _Plan:
         if row.revision == have[0]:
             self.file_hash_at_have[row.flow_id] = row.hash
         elif row.revision > have[0]:
+            self.to_write += 1
             self._ids.append((row.flow_id, row.event_id))
             if len(self._ids) >= CHUNK:
                 self.check_ids()
@@ -572,6 +582,11 @@ class _Writer:
     ) -> None:
         self.store, self.plan, self.batch_size = store, plan, batch_size
         self.path, self.total = manifest.events_file, manifest.event_count
+        self.sha256, self.where = manifest.sha256, str(Path(manifest.events_file).resolve())
+        self.record = False
+        """Whether ``unfinished_imports`` records this import while it is part way."""
+        self.unfinished: UnfinishedImport | None = None
+        """The record found before pass one (of this export, if any: another's was refused)."""
         self.on_complete, self.progress = on_complete, progress
         self.expected: dict[str, Head] = dict(plan.have)
         self.queued: dict[str, Head] = dict(plan.have)
@@ -618,6 +633,8 @@ class _Writer:
         rows, self.pending = self.pending, []
         if rows or (final and self.unfinished_present and self.on_complete is not None):
             self._write(rows)
+        elif final and self.unfinished is not None and self.plan.to_write == 0:
+            self._write([])  # nothing was missing after all: the record of this export goes
         if final and self.progress is not None:
             self.progress(Progress("importing", self.seen, self.total))
 
@@ -644,6 +661,10 @@ class _Writer:
                 positions = insert_stored(conn, rows)
             except sa.exc.IntegrityError as exc:
                 raise _Refused(exc) from exc  # explained once the transaction has rolled back
+            if self.record:
+                imported = self.total - (self.plan.to_write - self.written - len(rows))
+                now = format_time(self.store.clock())
+                record_progress(conn, self.where, self.sha256, (imported, self.total), now)
             tails = {row.flow_id: row for row in rows}
             done = [f for f, row in tails.items() if row.revision == self.plan.segments[f].last_revision]
             done += self.unfinished_present

@@ -307,3 +307,18 @@ maintenance_jobs = sa.Table(
 across processes (``owner`` until ``lease_until``, for the run of ``period``),
 how its last run went (``last_result`` is a JSON summary), and where an
 incremental job stopped (``last_position``)."""
+
+unfinished_imports = sa.Table(
+    "unfinished_imports",
+    metadata,
+    sa.Column("export_sha256", sa.String(64), primary_key=True),
+    sa.Column("events_file", sa.Text, nullable=False),
+    sa.Column("event_count", sa.BigInteger, nullable=False),
+    sa.Column("events_imported", sa.BigInteger, nullable=False),
+    sa.Column("started_at", sa.String(27), nullable=False),
+    sa.Column("updated_at", sa.String(27), nullable=False),
+)
+"""The import under way (migration 0017): written in the transaction of an import's first batch,
+updated by each batch after it, deleted by the one that commits its last. While a row stands the
+store is missing events of that export: ``verify`` says so, and an import of another export is
+refused. ``events_imported`` counts the export's events the store holds."""

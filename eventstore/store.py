@@ -59,6 +59,7 @@ from .schema import READ_COLUMNS, flow_events
 from .sqljson import one_of
 from .transaction import Transaction as Transaction
 from .transaction import _recorded_rows
+from .unfinished_import import read_unfinished
 
 DEFAULT_URL = "sqlite:///eventstore.db"
 DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
@@ -645,6 +646,10 @@ class EventStore:
                 report.problems.append(item)
         if flow_id is None:
             report.problems.extend(self._missing_events())
+        with self._guard(), self._backend.read_connection() as conn:
+            unfinished = read_unfinished(conn)
+        if unfinished is not None:  # even for one flow: its tail may be among the events still to come
+            report.problems.append(unfinished.problem())
         return report
 
     def _missing_events(self) -> list[Problem]:

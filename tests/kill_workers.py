@@ -21,6 +21,7 @@ import sqlalchemy as sa
 
 from eventstore import EventStore, RecordedEvent, Transaction
 from eventstore.exchange import import_events
+from eventstore.exportfile import Progress
 from eventstore.retention import restore
 from projections import CatchUpRunner, FlowProjection, Projection, rebuild
 
@@ -173,4 +174,22 @@ def saver_ops(
                 saver.prune([thread])
             else:
                 saver.delete_for_runs([f"run-{thread}"])
+    signal.send("done")
+
+
+def import_file_killed_mid_way(
+    url: str, options: dict[str, Any], path: str, batch_size: int, signal: Connection
+) -> None:
+    """Imports ``path``, saying "ready" once the import pass has seen its first thousand events
+    (whole batches of them committed): a kill at once lands part way through the import."""
+
+    said: list[bool] = []
+
+    def ready(progress: Progress) -> None:
+        if not said and progress.phase == "importing" and progress.done < (progress.total or 0):
+            said.append(True)
+            signal.send("ready")
+
+    with EventStore.open(url, **options) as store:
+        import_events(store, path, batch_size=batch_size, progress=ready)
     signal.send("done")

@@ -7,6 +7,7 @@ imported inside the commands: the CLI is the composition root.
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import threading
 from typing import Any
@@ -235,6 +236,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             by_status = {name: queries.flows(status=name, limit=1).total for name in FLOW_STATUSES}
             sessions = queries.sessions(limit=1).total
             backend = store.dialect
+        unfinished = figures.unfinished_import
         if as_json:
             echo_json(
                 {
@@ -249,6 +251,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     "events_per_day": [
                         {"day": d.day.isoformat(), "events": d.events} for d in figures.per_day
                     ],
+                    "unfinished_import": None if unfinished is None else dataclasses.asdict(unfinished),
                 }
             )
             return
@@ -258,6 +261,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         echo(f"flows      {sum(by_status.values()):,}" + (f": {statuses}" if statuses else ""))
         echo(f"sessions   {sessions:,}")
         echo(f"database   {size(figures.db_bytes)} ({backend})")
+        if unfinished is not None:
+            echo(
+                f"import     UNFINISHED: {unfinished.events_imported:,} of {unfinished.event_count:,} events "
+                f"of {printable(unfinished.events_file)} are in (started {unfinished.started_at}); "
+                "import that file again to finish it"
+            )
         if figures.per_day:
             echo("events per day (UTC):")
             peak = max(day.events for day in figures.per_day) or 1

@@ -1,0 +1,112 @@
+"""The record of an import under way: which export, how far it got, since when.
+
+An import writes a batch of events per transaction, so one cut short (a
+kill, a lost connection, a concurrent writer) leaves only some of an
+export's events in a store whose every chain still verifies. The row in
+``unfinished_imports`` is written in the transaction of the import's first
+batch, updated by each batch after it and deleted by the one that commits
+its last, so it stands exactly while the store holds part of the export:
+``verify`` reports it (``import-unfinished``), ``stats`` shows it, and an
+import of another export is refused until this one is finished by
+importing the same file again (docs/exchange.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import sqlalchemy as sa
+
+from .errors import ImportUnfinished
+from .integrity import Problem
+from .schema import unfinished_imports
+
+if TYPE_CHECKING:  # the store reads this module's table in verify
+    from .store import EventStore
+
+_u = unfinished_imports.c
+
+
+@dataclass(frozen=True, slots=True)
+class UnfinishedImport:
+    """An import that has written some of an export's events and not yet the last."""
+
+    events_file: str
+    """The export's events file, as an absolute path when the import started."""
+    export_sha256: str
+    """The SHA-256 of the events file (its manifest's): which export this is, wherever it lies."""
+    event_count: int
+    events_imported: int
+    """How many of the export's events the store holds (those it had before the import too)."""
+    started_at: str
+    updated_at: str
+
+    def refusal(self) -> ImportUnfinished:
+        """The error that refuses an import of another export while this one is unfinished."""
+        return ImportUnfinished(
+            self.events_file, self.export_sha256, self.events_imported, self.event_count, self.started_at
+        )
+
+    def problem(self) -> Problem:
+        """What ``verify`` reports while the import is unfinished."""
+        detail = (
+            f"an import of {self.events_file} (export sha256 {self.export_sha256[:16]}…) started "
+            f"{self.started_at} is unfinished: {self.events_imported} of its {self.event_count} events "
+            f"are in (last batch {self.updated_at}); import that file again to finish it"
+        )
+        return Problem("", 0, 0, "import-unfinished", detail)
+
+
+def unfinished_import(store: EventStore) -> UnfinishedImport | None:
+    """The import under way in ``store`` (or cut short), if there is one."""
+    with store.reading() as conn:
+        return read_unfinished(conn)
+
+
+def read_unfinished(conn: sa.Connection) -> UnfinishedImport | None:
+    row = conn.execute(
+        sa.select(
+            _u.events_file, _u.export_sha256, _u.event_count, _u.events_imported, _u.started_at, _u.updated_at
+        )
+        .order_by(_u.started_at)
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return UnfinishedImport(row[0], row[1], int(row[2]), int(row[3]), row[4], row[5])
+
+
+def record_progress(
+    conn: sa.Connection,
+    events_file: str,
+    export_sha256: str,
+    progress: tuple[int, int],
+    now: str,
+) -> None:
+    """In a batch's transaction (appends locked): the import of this export now holds ``imported``
+    of its ``event_count`` events (``progress``); the row goes once it holds them all.
+    ``ImportUnfinished`` if another export's import is unfinished."""
+    imported, event_count = progress
+    current = read_unfinished(conn)
+    if current is not None and current.export_sha256 != export_sha256:
+        raise current.refusal()
+    if imported >= event_count:
+        conn.execute(unfinished_imports.delete().where(_u.export_sha256 == export_sha256))
+    elif current is None:
+        conn.execute(
+            unfinished_imports.insert().values(
+                export_sha256=export_sha256,
+                events_file=events_file,
+                event_count=event_count,
+                events_imported=imported,
+                started_at=now,
+                updated_at=now,
+            )
+        )
+    else:
+        conn.execute(
+            unfinished_imports.update()
+            .where(_u.export_sha256 == export_sha256)
+            .values(events_file=events_file, events_imported=imported, updated_at=now)
+        )

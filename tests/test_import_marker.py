@@ -1,0 +1,121 @@
+"""An import cut short is recorded in the store until it is finished: verify, stats and a
+second import say so (docs/exchange.md, "An import under way")."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from eventstore import EventStore, ImportUnfinished, NewEvent, migrate
+from eventstore.cli import main
+from eventstore.exchange import export_events, import_events
+from eventstore.unfinished_import import unfinished_import
+
+from . import kill_workers
+from .conftest import Target
+from .kill_workers import kill_during
+
+FLOWS, EVENTS, BATCH = 4, 1200, 100
+
+
+def an_export(tmp_path: Path, name: str, flows: int, events: int) -> Path:
+    with EventStore.open(f"sqlite:///{tmp_path / (name + '.db')}") as source:
+        for f in range(flows):
+            for start in range(0, events, BATCH):
+                source.append(
+                    f"{name}-{f}", [NewEvent("Imported", {"n": n}) for n in range(start, start + BATCH)]
+                )
+        export_events(source, tmp_path / f"{name}.jsonl")
+    return tmp_path / f"{name}.jsonl"
+
+
+def cli(target: Target, *args: str) -> tuple[int, str]:
+    schema = target.options.get("schema")
+    prefix = ["--schema", schema] if schema else []
+    result = CliRunner().invoke(main, [*prefix, *args], env={"EVENTSTORE_URL": target.url})
+    return result.exit_code, result.output
+
+
+def killed_import(target: Target, path: Path) -> None:
+    with target.open():
+        pass  # the schema, before the child opens the store
+    args = (target.url, target.options, str(path), BATCH)
+    finished = kill_during(kill_workers.import_file_killed_mid_way, args, 0.0)
+    assert not finished, "the import finished before the kill"
+
+
+def test_a_killed_import_is_named_by_verify_until_a_rerun_finishes_it(target: Target, tmp_path: Path) -> None:
+    path = an_export(tmp_path, "main", FLOWS, EVENTS)
+    killed_import(target, path)
+    with target.open() as store:
+        held = store.last_position()
+        assert 0 < held < FLOWS * EVENTS
+        marker = unfinished_import(store)
+        assert marker is not None
+        assert (marker.events_file, marker.events_imported, marker.event_count) == (
+            str(path.resolve()),
+            held,
+            FLOWS * EVENTS,
+        )
+        report = store.verify()
+        assert not report.ok
+        (problem,) = report.problems
+        assert problem.kind == "import-unfinished"
+        assert str(path.resolve()) in problem.detail and f"{held} of its {FLOWS * EVENTS}" in problem.detail
+        assert not store.verify("main-0").ok  # a flow's check cannot tell whether its tail is missing
+
+        code, out = cli(target, "verify")
+        assert code == 2 and "import-unfinished" in out and str(path.resolve()) in out
+        code, out = cli(target, "stats", "--json")
+        assert code == 0, out
+        shown = json.loads(out)["unfinished_import"]
+        assert (shown["events_file"], shown["events_imported"]) == (str(path.resolve()), held)
+        (line,) = [line for line in cli(target, "stats")[1].splitlines() if line.startswith("import")]
+        assert "UNFINISHED" in line and str(path.resolve()) in line and f"{held:,} of" in line
+
+        rest = import_events(store, path, batch_size=BATCH)
+        assert rest.events_imported == FLOWS * EVENTS - held
+        assert unfinished_import(store) is None and store.verify().ok
+        assert json.loads(cli(target, "stats", "--json")[1])["unfinished_import"] is None
+
+
+def test_another_export_is_refused_while_an_import_is_unfinished(target: Target, tmp_path: Path) -> None:
+    path, other = an_export(tmp_path, "main", FLOWS, EVENTS), an_export(tmp_path, "other", 1, BATCH)
+    killed_import(target, path)
+    with target.open() as store:
+        held = store.last_position()
+        with pytest.raises(ImportUnfinished, match=r"import .*main\.jsonl .* unfinished") as refused:
+            import_events(store, other)
+        assert refused.value.events_file == str(path.resolve())
+        assert f"{held} of its {FLOWS * EVENTS}" in str(refused.value) and "again" in str(refused.value)
+        assert store.last_position() == held and unfinished_import(store) == unfinished_import(store)
+        code, out = cli(target, "import", str(other))
+        assert code == 1 and "main.jsonl" in out and "Traceback" not in out
+        assert store.last_position() == held
+        import_events(store, path)
+        assert import_events(store, other).events_imported == BATCH
+        assert unfinished_import(store) is None and store.verify().ok
+
+
+@pytest.mark.parametrize("batch_size", [BATCH, 7 * BATCH, FLOWS * EVENTS])
+def test_a_finished_import_leaves_no_marker_whatever_its_last_batch(
+    target: Target, tmp_path: Path, batch_size: int
+) -> None:
+    path = an_export(tmp_path, "main", FLOWS, EVENTS)
+    with target.open() as store:
+        assert import_events(store, path, batch_size=batch_size).events_imported == FLOWS * EVENTS
+        assert unfinished_import(store) is None and store.verify().ok
+
+
+def test_db_upgrade_from_0016_adds_the_record_empty(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    with sa.create_engine(url).begin() as conn:
+        migrate.upgrade(conn, "0016")
+    result = CliRunner().invoke(main, ["--url", url, "db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with EventStore.open(url, create=False) as store:
+        assert unfinished_import(store) is None and store.verify().ok
