@@ -347,7 +347,8 @@ class ImportUnfinished(EventStoreError):
         super().__init__(
             f"an import of {events_file} (export sha256 {export_sha256[:16]}…, started {started_at}) "
             f"is unfinished: {events_imported} of its {event_count} events are in. Finish it first by "
-            f"importing that file again (`eventstore import {events_file}`); nothing was imported"
+            f"importing that file again (`eventstore import {events_file}`), or give it up if it cannot be "
+            f"finished (`eventstore abandon-import {export_sha256[:16]}`); nothing was imported"
         )
 
 

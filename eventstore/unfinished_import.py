@@ -8,7 +8,9 @@ batch, updated by each batch after it and deleted by the one that commits
 its last, so it stands exactly while the store holds part of the export:
 ``verify`` reports it (``import-unfinished``), ``stats`` shows it, and an
 import of another export is refused until this one is finished by
-importing the same file again (docs/exchange.md).
+importing the same file again (docs/exchange.md). An import that can never
+be finished (its file lost) is given up with ``abandon_import``, which says
+so in the ``$system-imports`` flow in the same transaction.
 """
 
 from __future__ import annotations
@@ -18,14 +20,32 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from .errors import ImportUnfinished
+from .checks import check_text
+from .errors import ImportUnfinished, InvalidInput
+from .events import Event
 from .integrity import Problem
+from .privileged import lock_appends
 from .schema import unfinished_imports
 
 if TYPE_CHECKING:  # the store reads this module's table in verify
     from .store import EventStore
 
 _u = unfinished_imports.c
+
+SYSTEM_IMPORTS_FLOW = "$system-imports"
+"""The flow that records every unfinished import given up, in the same transaction."""
+
+
+class ImportAbandoned(Event):
+    """An unfinished import was given up: the store keeps the part of the export it holds."""
+
+    export_sha256: str
+    events_file: str
+    events_imported: int
+    event_count: int
+    started_at: str
+    by: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,3 +130,35 @@ def record_progress(
             .where(_u.export_sha256 == export_sha256)
             .values(events_file=events_file, events_imported=imported, updated_at=now)
         )
+
+
+def abandon_import(store: EventStore, export_sha256: str, *, by: str, reason: str) -> UnfinishedImport:
+    """Give up the unfinished import of the export whose SHA-256 is (or starts with, at least 8
+    digits) ``export_sha256``: its record goes, and an ``ImportAbandoned`` event in
+    ``$system-imports`` says who gave it up and why, in the same transaction. The events it wrote
+    stay (each chain is whole). ``InvalidInput`` if no such import is unfinished."""
+    if not isinstance(export_sha256, str) or len(export_sha256) < 8:
+        raise InvalidInput(f"name the export by its SHA-256 (at least 8 digits), not {export_sha256!r}")
+    for name, value in (("by", by), ("reason", reason)):
+        if not isinstance(value, str) or not value.strip():
+            raise InvalidInput(f"abandoning an import needs a non-empty {name}")
+        check_text(f"the {name!r} of abandoning an import", value)
+    with store.transaction() as tx:
+        conn = tx.connection
+        lock_appends(conn)  # an import's batch and this never interleave
+        current = read_unfinished(conn)
+        if current is not None and current.export_sha256.startswith(export_sha256.lower()):
+            conn.execute(unfinished_imports.delete().where(_u.export_sha256 == current.export_sha256))
+            abandoned = ImportAbandoned(
+                export_sha256=current.export_sha256,
+                events_file=current.events_file,
+                events_imported=current.events_imported,
+                event_count=current.event_count,
+                started_at=current.started_at,
+                by=by,
+                reason=reason,
+            )
+            tx.append(SYSTEM_IMPORTS_FLOW, [abandoned], metadata={"actor": by})
+            return current
+    which = "no import is unfinished" if current is None else f"the unfinished one is {current.export_sha256}"
+    raise InvalidInput(f"no unfinished import of an export with SHA-256 {export_sha256}: {which}")

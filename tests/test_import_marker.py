@@ -119,3 +119,22 @@ def test_db_upgrade_from_0016_adds_the_record_empty(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     with EventStore.open(url, create=False) as store:
         assert unfinished_import(store) is None and store.verify().ok
+
+
+def test_an_import_that_cannot_be_finished_is_abandoned_on_the_record(target: Target, tmp_path: Path) -> None:
+    path, other = an_export(tmp_path, "main", FLOWS, EVENTS), an_export(tmp_path, "other", 1, BATCH)
+    killed_import(target, path)
+    path.unlink()  # the export is lost: the import can never be finished
+    with target.open() as store:
+        marker = unfinished_import(store)
+        assert marker is not None
+        code, out = cli(target, "abandon-import", "0" * 8, "--by", "ops:kim", "--reason", "file lost")
+        assert code == 1 and "no unfinished import" in out and unfinished_import(store) == marker
+        sha = marker.export_sha256[:12]
+        code, out = cli(target, "abandon-import", sha, "--by", "ops:kim", "--reason", "file lost")
+        assert code == 0 and f"{marker.events_imported:,} of {marker.event_count:,}" in out, out
+        assert unfinished_import(store) is None and store.verify().ok
+        (record,) = store.read_flow("$system-imports")
+        assert record.type == "ImportAbandoned" and record.data["export_sha256"] == marker.export_sha256
+        assert (record.data["by"], record.data["reason"]) == ("ops:kim", "file lost")
+        assert import_events(store, other).events_imported == BATCH

@@ -1,4 +1,5 @@
-"""Command-line commands for moving history between stores: export, import, verify-export.
+"""Command-line commands for moving history between stores: export, import, abandon-import,
+verify-export.
 
 Each is one library call (``eventstore.exchange``, ``eventstore.exportfile``)
 plus formatting; progress goes to standard error, ``--json`` gives the
@@ -22,6 +23,7 @@ from ..exchange import export_events, import_events
 from ..exportfile import Progress, verify_export
 from ..manifest import manifest_path
 from ..schema import projection_checkpoints
+from ..unfinished_import import abandon_import
 from .output import echo, echo_json, parse_time, printable, problem_dict
 from .params import FilePath
 
@@ -141,7 +143,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
         Events keep their ids, revisions, times and hashes and take new
         positions. Flows this store already has must be continued exactly.
-        The flow read models are updated as the events go in.
+        The flow read models are updated as the events go in. An import cut
+        short is recorded until it is run again to its end (`verify` and
+        `stats` show it); meanwhile another export's import is refused.
         """
         if _makes_a_store(ctx.obj["url"]):  # only for a file that verifies
             with errors(), phase_progress(as_json) as progress:
@@ -162,6 +166,29 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo(f"{report.events_skipped:,} events were here already")
         for name in behind:
             echo(f"note: projection {name!r} was not updated: rebuild it (`eventstore rebuild`)", err=True)
+
+    @main.command("abandon-import")
+    @click.argument("sha256")
+    @click.option("--by", "by", required=True, help="Who gives the import up.")
+    @click.option("--reason", required=True, help="Why it cannot be finished (say, its file is lost).")
+    @click.option("--json", "as_json", is_flag=True, help="The abandoned import as JSON.")
+    @click.pass_context
+    def abandon_import_command(ctx: click.Context, sha256: str, by: str, reason: str, as_json: bool) -> None:
+        """Give up the unfinished import of the export with this SHA-256 (8 digits or more).
+
+        Only for an import that cannot be finished: importing its file again
+        finishes it. The events it wrote stay; `verify` no longer reports it,
+        and the flow $system-imports records who gave it up and why.
+        """
+        with open_store(ctx) as store, errors():
+            abandoned = abandon_import(store, sha256, by=by, reason=reason)
+        if as_json:
+            echo_json(dataclasses.asdict(abandoned))
+            return
+        echo(
+            f"abandoned the import of {printable(abandoned.events_file)} "
+            f"({abandoned.events_imported:,} of {abandoned.event_count:,} events are in)"
+        )
 
     @main.command("verify-export")
     @click.argument("path", type=FilePath())
