@@ -114,25 +114,37 @@ def rebuild_lock(projection: Projection) -> str:
     return projection.name + REBUILD_CLAIM
 
 
-def claim(store: EventStore, projection: Projection, tag: str) -> bool:
+LOCKED = 1
+"""A claim's ``version`` when its holder took the projection's rebuild lock first (``rebuild_locks``)
+and holds it until the claim is given up; 0 for a claim only its lease keeps."""
+
+
+def claim(store: EventStore, projection: Projection, tag: str, *, locked: bool = False) -> bool:
     """Claim the right to rebuild ``projection``: one rebuild at a time, across processes.
 
     The claim is a lease row in ``projection_checkpoints`` that expires, so a
     rebuild that died does not block the next one for longer than the lease.
+    ``locked``: the caller holds the projection's rebuild lock (``rebuild_locks``).
+    Then a claim whose holder held that lock too is taken over at once, lease
+    or not: its holder let the lock go, so it died (or gave the claim up and
+    could not delete it).
     """
     name = rebuild_lock(projection)
     with store.transaction() as tx:
         conn = tx.connection
         lock_appends(conn)
         row = conn.execute(
-            sa.select(checkpoints.c.build, checkpoints.c.updated_at).where(checkpoints.c.name == name)
+            sa.select(checkpoints.c.build, checkpoints.c.updated_at, checkpoints.c.version).where(
+                checkpoints.c.name == name
+            )
         ).first()
         now = store.clock()
-        if row is not None and row.build != tag and row.updated_at > format_time(now):
-            return False
+        dead = locked and row is not None and row.version == LOCKED  # its holder let the lock go
+        if row is not None and row.build != tag and row.updated_at > format_time(now) and not dead:
+            return False  # a live holder, or one only its lease tells of
         values = {
             "kind": "lock",
-            "version": 0,
+            "version": LOCKED if locked else 0,
             "position": 0,
             "build": tag,
             "updated_at": format_time(now + REBUILD_LEASE),

@@ -30,6 +30,7 @@ from eventstore.errors import (
 from eventstore.schema import flow_events
 from eventstore.schema import projection_checkpoints as checkpoints
 
+from . import rebuild_locks
 from .checkpoints import (
     INLINE,
     REBUILD_LEASE,
@@ -46,6 +47,7 @@ from .checkpoints import (
 from .definitions import REBUILD_SUFFIX
 from .folding import fold_up_to
 from .ownership import drop_fresh_tables, refuse_other_tables, take_tables
+from .rebuild_locks import RebuildLock
 from .swap import HOLD, give_appends_a_turn, longest_hold, swap_in
 
 if TYPE_CHECKING:
@@ -152,10 +154,38 @@ def rebuild(
     check_flag("wait", wait)
     check_flag("only_if_outdated", only_if_outdated)
     tag = secrets.token_hex(4)
-    while not claim(store, projection, tag):
+    lock = _claim(store, projection, tag, wait)
+    try:
+        return _claimed(store, projection, tag, batch_size, progress, only_if_outdated, lock.held)
+    finally:
+        lock.release()  # after the claim is given up: a claim left with its lock let go is dead
+
+
+def _claim(store: EventStore, projection: Projection, tag: str, wait: bool) -> RebuildLock:
+    """Claim ``projection``, holding its rebuild lock if it can be had; the lock, to release."""
+    while True:
+        lock = rebuild_locks.take(store, projection) or RebuildLock()  # held by a live rebuild: none
+        try:
+            if claim(store, projection, tag, locked=lock.held):
+                return lock
+        except BaseException:
+            lock.release()
+            raise
+        lock.release()
         if not wait:
             raise ProjectionError(f"a rebuild of {projection.name!r} is already running")
         pause(0.25)  # another process is rebuilding; its lease renews every batch
+
+
+def _claimed(
+    store: EventStore,
+    projection: Projection,
+    tag: str,
+    batch_size: int,
+    progress: Callable[[Progress], None] | None,
+    only_if_outdated: bool,
+    locked: bool,
+) -> Progress:
     failure: BaseException | None = None
     try:
         with store.reading() as conn:
@@ -173,7 +203,7 @@ def rebuild(
             _drop_fresh_tables(store, projection, tag, exc)
         raise
     finally:
-        _release(store, projection, tag, failure)
+        _release(store, projection, tag, failure, locked)
 
 
 def _sqlite_busy(store: EventStore, failure: BaseException) -> bool:
@@ -186,9 +216,12 @@ def _sqlite_busy(store: EventStore, failure: BaseException) -> bool:
     )
 
 
-def _release(store: EventStore, projection: Projection, tag: str, failure: BaseException | None) -> None:
+def _release(
+    store: EventStore, projection: Projection, tag: str, failure: BaseException | None, locked: bool
+) -> None:
     """Give up the rebuild's claim. If the rebuild failed, its ``failure`` is what the caller sees:
-    a release that fails too is a note on it (the claim then lapses when its lease expires)."""
+    a release that fails too is a note on it (the next rebuild takes the claim over once this one
+    lets go of its rebuild lock; without one, once the claim's lease expires)."""
     try:
         with store.transaction() as tx:
             tx.connection.execute(
@@ -199,10 +232,14 @@ def _release(store: EventStore, projection: Projection, tag: str, failure: BaseE
     except Exception as exc:
         if failure is None:
             raise
+        then = (
+            "takes it over as this one ends"
+            if locked
+            else f"waits until its lease expires (within {REBUILD_LEASE.total_seconds() / 60:g} minutes)"
+        )
         failure.add_note(
             f"its claim could not be given up ({type(exc).__name__}: {exc}); another rebuild of "
-            f"{projection.name!r} waits until its lease expires "
-            f"(within {REBUILD_LEASE.total_seconds() / 60:g} minutes)"
+            f"{projection.name!r} {then}"
         )
 
 

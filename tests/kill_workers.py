@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, ClassVar
@@ -91,6 +92,18 @@ class AppliedOnce(Projection):
                 tx.connection.execute(table.insert().values(position=event.position, applied=1))
 
 
+class AppliedOnceTelling(AppliedOnce):
+    """``AppliedOnce`` that sends "ready" as it folds its first events: a kill then lands in the build."""
+
+    telling: ClassVar[Connection | None] = None
+
+    def apply(self, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
+        told, AppliedOnceTelling.telling = AppliedOnceTelling.telling, None
+        if told is not None:
+            told.send("ready")
+        super().apply(tx, events)
+
+
 def applied_counts(store: EventStore, projection: Projection) -> dict[int, int]:
     table = projection.table("applied_once")
     with store.engine.connect() as conn:
@@ -109,6 +122,24 @@ def catch_up(url: str, options: dict[str, Any], batch_size: int, signal: Connect
 def catch_up_from_scratch(url: str, options: dict[str, Any], batch_size: int, signal: Connection) -> None:
     """A first runner on a log with events: making it rebuilds the projection's tables."""
     with EventStore.open(url, **options) as store:
+        signal.send("ready")
+        CatchUpRunner(store, AppliedOnce(), batch_size=batch_size).run_until_caught_up()
+    signal.send("done")
+
+
+def build_for_catch_up(url: str, options: dict[str, Any], signal: Connection) -> None:
+    """A first runner on a log with events; ready once its build (a rebuild) folds its first events."""
+    AppliedOnceTelling.telling = signal
+    with EventStore.open(url, **options) as store:
+        CatchUpRunner(store, AppliedOnceTelling())
+    signal.send("done")
+
+
+def catch_up_at(url: str, options: dict[str, Any], moment: str, batch_size: int, signal: Connection) -> None:
+    """``catch_up_from_scratch`` with the store's clock stopped at ``moment`` (ISO): a lease held
+    then never runs out."""
+    stopped = datetime.fromisoformat(moment)
+    with EventStore.open(url, **options, clock=lambda: stopped) as store:
         signal.send("ready")
         CatchUpRunner(store, AppliedOnce(), batch_size=batch_size).run_until_caught_up()
     signal.send("done")

@@ -55,8 +55,8 @@ def test_a_killed_runner_applies_every_event_exactly_once(target: Target, rounds
 def test_a_runner_killed_while_building_its_tables_is_built_by_the_next(target: Target) -> None:
     """The first runner on a log with events rebuilds the projection; killed, the next one does it.
 
-    The killed build's claim lasts its lease (docs/projections.md): the next
-    runner's clock is past it, or it would wait that long.
+    The next runner's clock is past the killed build's lease (test_rebuild_takeover.py
+    takes the claim over while it runs).
     """
     with target.open() as store:
         for start in range(0, 2000, 200):

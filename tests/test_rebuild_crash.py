@@ -1,11 +1,12 @@
 """A rebuild or a schema upgrade SIGKILLed part way: the store keeps serving, and the next run succeeds.
 
 A killed rebuild leaves its half-filled ``__rebuild`` tables and its claim:
-the live read model must be untouched and served by the next open, and a
-rebuild once the claim's lease ran out (docs/projections.md: two minutes)
-must succeed and equal the read model. A killed ``db upgrade`` runs in one
-transaction (PostgreSQL's DDL is transactional, and SQLite's inside BEGIN
-IMMEDIATE): the next upgrade must bring the schema to head.
+the live read model must be untouched and served by the next open, and the
+next rebuild must succeed and equal the read model (here at a clock past the
+claim's lease; test_rebuild_takeover.py takes the claim over while it runs).
+A killed ``db upgrade`` runs in one transaction (PostgreSQL's DDL is
+transactional, and SQLite's inside BEGIN IMMEDIATE): the next upgrade must
+bring the schema to head.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import sqlalchemy as sa
 from alembic import command
 
 from eventstore import NewEvent, migrate, utc_now
-from eventstore.errors import ProjectionError
 from eventstore.migrate import head_revision
 from projections import FlowProjection, FlowService, rebuild
 from projections.checkpoints import REBUILD_LEASE
@@ -79,16 +79,6 @@ def test_a_killed_rebuild_leaves_the_read_model_served_and_the_next_rebuild_succ
             assert snapshot(store) == before, f"kill {k} ({replay}): the rebuild differs from the read model"
             assert not [t for t in sa.inspect(store.engine).get_table_names() if t.endswith("__rebuild")]
     assert cut, f"every rebuild finished before its kill (window {window:.3f} s, {replay}): no crash tested"
-
-
-def test_a_rebuild_right_after_a_killed_one_is_refused_clearly(target: Target) -> None:
-    some_flows(target)
-    kill_during(kill_workers.rebuild_flows, (target.url, target.options, 20, True), 0.0)
-    with (
-        target.open(projections=[FlowProjection()]) as store,
-        pytest.raises(ProjectionError, match="already"),
-    ):
-        rebuild(store, FlowProjection())
 
 
 @contextmanager
