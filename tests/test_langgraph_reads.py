@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from eventstore.integrations.langgraph import EventStoreSaver
-from projections.langgraph import execute
 from projections.langgraph_queries import LangGraphQueries
+from tests import read_work
 from tests.conftest import Target
 from tests.test_langgraph_saver import put
 
@@ -31,33 +31,8 @@ def thread(saver: EventStoreSaver, name: str, checkpoints: int) -> None:
 
 def database_work(saver: EventStoreSaver, tables: tuple[str, ...], read: Callable[[Any], object]) -> int:
     """What ``read(conn)`` cost the database: SQLite VM steps, or rows PostgreSQL read from ``tables``."""
-    with saver.store.reading() as conn:
-        if conn.dialect.name == "sqlite":
-            steps = 0
-
-            def step() -> int:
-                nonlocal steps
-                steps += 1
-                return 0
-
-            raw: Any = conn.connection.dbapi_connection
-            raw.set_progress_handler(step, 1)
-            try:
-                read(conn)
-            finally:
-                raw.set_progress_handler(None, 1)
-            return steps
-        projection = LangGraphQueries().projection
-        names = [projection.table(table).name for table in tables]
-        quoted = {"tables": [conn.dialect.identifier_preparer.quote(name) for name in names]}
-        # The backend's counts not yet reported (some of earlier transactions' too): before and after.
-        count = (
-            "SELECT coalesce(sum(idx_tup_fetch + seq_tup_read), 0) FROM pg_stat_xact_user_tables "
-            "WHERE relid = ANY(CAST(%(tables)s AS regclass[]))"
-        )
-        before = execute(conn, count, quoted)[0][0][0]
-        read(conn)
-        return int(execute(conn, count, quoted)[0][0][0] - before)
+    projection = LangGraphQueries().projection
+    return read_work.database_work(saver.store, [projection.table(table).name for table in tables], read)
 
 
 def work(saver: EventStoreSaver, name: str) -> int:
