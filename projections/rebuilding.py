@@ -46,6 +46,7 @@ from .checkpoints import (
 )
 from .definitions import REBUILD_SUFFIX
 from .folding import fold_up_to
+from .indexes import add_missing_indexes
 from .ownership import drop_fresh_tables, refuse_other_tables, take_tables
 from .rebuild_locks import RebuildLock
 from .swap import HOLD, give_appends_a_turn, longest_hold, swap_in
@@ -110,6 +111,7 @@ def ensure(store: EventStore, projection: Projection, *, inline: bool = False, r
             refuse_other_tables(conn, projection, current.version)
         take_tables(conn, projection, current, fresh=False)
         if current is not None and current.version == projection.version:
+            add_missing_indexes(conn, projection, current.build)  # declared since this store was built
             if not inline or current.kind == INLINE:
                 return current.build
             behind = current.position < head and not rebuilt
