@@ -292,6 +292,9 @@ class LangGraphProjection(Projection):
             sa.Column("saved_at", TIME, nullable=False),
             sa.Column("position", sa.BigInteger, nullable=False),  # the CheckpointSaved event
             sa.Index("ix_langgraph_checkpoints_run", "run_id"),
+            # a whole thread's listing order (id, then namespace): a page reads its rows, sorts none;
+            # added to a store built before it as the store opens (indexes.py), no rebuild
+            sa.Index("ix_langgraph_checkpoints_thread", "thread_id", "checkpoint_id", "checkpoint_ns"),
         )
         sa.Table(
             "langgraph_blobs",
