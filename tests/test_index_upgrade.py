@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import sqlalchemy as sa
 
@@ -62,3 +64,28 @@ def test_an_index_declared_later_is_added_as_the_store_opens(
     reopen(target)
     assert tagged in indexes(target, table)
     assert build_of(target, projection) == build  # added in place: the read model was not rebuilt
+
+
+def test_processes_opening_at_once_add_it_once(target: Target) -> None:
+    """Each open adds it inside ``ensure``'s transaction, which holds appends: the others find it."""
+    record(target)
+    build = build_of(target, "flows")
+    drop(target, f"ix_flows_interrupted_{build}")
+    barrier, failures = threading.Barrier(4), []
+
+    def opener() -> None:
+        try:
+            barrier.wait()
+            with target.open(projections=[FlowProjection()]) as store:
+                assert FlowQueries(store).flow("f").flow_id == "f"
+        except BaseException as failure:  # reported below, with the thread's
+            failures.append(failure)
+
+    threads = [threading.Thread(target=opener) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    assert f"ix_flows_interrupted_{build}" in indexes(target, "flows")
+    assert build_of(target, "flows") == build
