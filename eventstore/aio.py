@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import inspect
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
@@ -44,6 +45,8 @@ async def run(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     after ``run`` returned, where no database call can await. Consume it
     inside instead: ``run(lambda: list(store.read_all()))``.
     """
+    if not callable(call):
+        raise InvalidInput(f"run needs a function to call, not {call!r:.60}")
     if not _GREENLET:
         raise StorageError("eventstore.aio needs greenlet: pip install 'agent-eventstore[asyncio]'")
     result: T = await greenlet_spawn(_not_lazy, call, *args, **kwargs)
@@ -53,6 +56,12 @@ async def run(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
 def _not_lazy(call: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
     """``call(*args, **kwargs)``, unless it returns an iterator: that is closed unread, and refused."""
     result = call(*args, **kwargs)
+    if inspect.iscoroutine(result):  # run is for synchronous code: left unawaited, it would do nothing
+        result.close()
+        name = getattr(call, "__qualname__", type(call).__name__)
+        raise InvalidInput(
+            f"{name} returned a coroutine: await it yourself; run is for synchronous store code"
+        )
     if isinstance(result, Iterator):
         close = getattr(result, "close", None)
         if callable(close):  # a started generator's clean-up (say, of its connection) can await here

@@ -50,7 +50,7 @@ from .events import (
     RecordedEvent,
 )
 from .integrity import Problem, VerificationReport, check_chains
-from .opening import _backend_for, _check_store_options
+from .opening import _backend_for, _check_store_options, _in_greenlet
 from .preparation import Preparer, check_flow_id
 from .privileged import pruned_count, pruned_problems
 from .projection import FusedWrite, InlineProjection
@@ -91,6 +91,7 @@ class EventStore:
         self._preparer = Preparer(self.registry, max_payload_bytes)
         self.page_size = page_size
         self._closed = False
+        self._asynchronous = backend.engine.dialect.is_async
         self._opened_with: dict[str, Any] | None = None
         # Fused appends (PostgreSQL) only when every inline projection can fuse: otherwise the
         # attempt would chain and decode the events only to fall back to the transaction.
@@ -706,6 +707,13 @@ class EventStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed("the store is closed")
+        if self._asynchronous and not _in_greenlet():
+            # Else the driver fails mid-call (asyncio's RuntimeError, SQLAlchemy's MissingGreenlet)
+            # and the pool logs tracebacks as it gives the connection back.
+            raise InvalidInput(
+                "this store is on the async driver: call it through AsyncEventStore.run "
+                "(await store.run(store.store.method, ...)) or the async append and read_flow"
+            )
 
     @contextmanager
     def _guard(self) -> Iterator[None]:

@@ -370,3 +370,47 @@ class TestNestedWrites:
                 assert await store.run(store.store.last_position) == 4
 
         asyncio.run(main())
+
+
+class TestCallsOutsideRun:
+    """The async store's methods run under ``run``: called directly, they are refused before any I/O."""
+
+    def test_a_direct_call_on_the_loop_is_refused_and_writes_nothing(self, target: Target) -> None:
+        async def main() -> None:
+            async with await AsyncEventStore.open(target.url, **{"create": True, **target.options}) as store:
+                await store.append("flow-1", [NewEvent("A", {})])
+                for call in (
+                    lambda: store.store.append("flow-1", [NewEvent("B", {})]),
+                    lambda: list(store.store.read_flow("flow-1")),
+                    store.store.last_position,
+                ):
+                    with pytest.raises(InvalidInput, match=r"async driver: call it through .*run"):
+                        call()
+                assert await store.run(store.store.last_position) == 1
+
+        asyncio.run(main())
+
+    def test_a_direct_call_off_the_loop_is_refused_and_writes_nothing(self, target: Target) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            opening = AsyncEventStore.open(target.url, **{"create": True, **target.options})
+            store = loop.run_until_complete(opening)
+            with pytest.raises(InvalidInput, match=r"async driver: call it through .*run"):
+                store.store.append("flow-1", [NewEvent("A", {})])
+            assert loop.run_until_complete(store.run(store.store.last_position)) == 0
+            loop.run_until_complete(store.close())
+        finally:
+            loop.close()
+
+    def test_run_takes_synchronous_callables_only(self, target: Target) -> None:
+        async def coroutine_function() -> int:
+            return 1
+
+        async def main() -> None:
+            async with await AsyncEventStore.open(target.url, **{"create": True, **target.options}) as store:
+                with pytest.raises(InvalidInput, match="run needs a function to call, not 5"):
+                    await store.run(5)  # type: ignore[arg-type]  # the wrong type is the test
+                with pytest.raises(InvalidInput, match="returned a coroutine: await it yourself"):
+                    await store.run(coroutine_function)
+
+        asyncio.run(main())
