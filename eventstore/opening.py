@@ -104,6 +104,15 @@ def _backend_for(
             raise InvalidInput("PostgreSQL is used through psycopg 3: postgresql+psycopg://...")
         if schema is not None:
             check_schema_name(schema)
+        for part, text in _url_texts(parsed):
+            # libpq reads a name only up to a NUL (another database, user...), and a lone surrogate
+            # fails in the driver's encoding: refuse both before connecting
+            if "\x00" in text or not encodable(text):
+                shown = "(hidden)" if part == "password" else repr(text)
+                raise InvalidInput(
+                    "a PostgreSQL URL must be valid UTF-8 text without NUL characters; "
+                    f"its {part} is {shown:.80}"
+                )
         try:
             engine = postgresql.create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
@@ -119,6 +128,16 @@ def _backend_for(
             ) from exc
         return postgresql.PostgresBackend(engine, asynchronous=asynchronous)
     raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def _url_texts(url: sa.URL) -> list[tuple[str, str]]:
+    """Every text a URL passes to the driver, with its part's name: user, password, host, database, query."""
+    parts = {"user": url.username, "password": url.password, "host": url.host, "database": url.database}
+    texts = [(part, value) for part, value in parts.items() if isinstance(value, str)]
+    for key, value in url.query.items():
+        texts.append(("query", key))
+        texts.extend(("query", item) for item in ((value,) if isinstance(value, str) else value))
+    return texts
 
 
 def check_schema_name(schema: object) -> None:

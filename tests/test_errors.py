@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -280,6 +282,23 @@ class TestOpen:
             EventStore.open(f"sqlite:///{tmp_path / 'audit.db'}", synchronous=1)  # type: ignore[arg-type]
         with pytest.raises(InvalidInput, match="not a plain schema name: 3"):
             EventStore.open(pg_target.url, schema=3)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize(
+        "spoil",
+        [
+            lambda url: url + "\x00other",  # libpq would read the database name up to the NUL
+            lambda url: url + "\udcff",
+            lambda url: url.replace("root@", "ro\x00ot@"),
+            lambda url: url + "?application_name=a\udcff",
+        ],
+    )
+    def test_a_postgresql_url_with_a_nul_or_a_lone_surrogate_is_refused_before_connecting(
+        self, pg_database: str, spoil: Any
+    ) -> None:
+        with pytest.raises(InvalidInput, match="valid UTF-8 text without NUL characters"):
+            EventStore.open(spoil(pg_database), create=True)
+        with closing(psycopg.connect(pg_database)) as conn:  # nothing was created where the NUL cut it off
+            assert conn.execute("SELECT to_regclass('public.flow_events')").fetchone() == (None,)
 
     def test_unreachable_postgres_is_a_clean_error(self) -> None:
         with pytest.raises(EventStoreError, match="PostgreSQL error"):
