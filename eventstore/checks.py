@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import reprlib
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -69,6 +71,19 @@ def check_text(name: str, value: Any) -> str:
     if "\x00" in value or not encodable(value):
         raise InvalidInput(f"{name} must be valid UTF-8 text without NUL characters, not {shown(value)}")
     return value
+
+
+def check_path(what: str, value: Any) -> Path:
+    """``value`` as a ``Path``: a str or ``os.PathLike`` of a str, without NUL; else ``InvalidInput``.
+
+    Not an int, which ``open`` would take as a file descriptor (and close: someone else's file).
+    """
+    path = os.fspath(value) if isinstance(value, str | os.PathLike) else None
+    if not isinstance(path, str) or "\x00" in path:
+        raise InvalidInput(
+            f"{what} must be a file's path (a str or os.PathLike, without NUL), not {shown(value)}"
+        )
+    return Path(path)
 
 
 def encodable(text: str) -> bool:

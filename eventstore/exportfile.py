@@ -378,7 +378,8 @@ def _refuse_existing(path: Path, *, overwrite: bool) -> None:
         refuse_non_file(manifest_path(path))
         return
     for target in (path, manifest_path(path)):
-        if target.exists():
+        # os.path, not Path.exists: a name too long is "not there", for the write to report
+        if os.path.exists(target):
             raise InvalidInput(
                 f"{target} exists already: export to a new file, or replace it "
                 "(overwrite=True; `eventstore export --force`)"

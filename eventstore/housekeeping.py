@@ -19,6 +19,7 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+from .checks import check_path
 from .errors import InvalidInput, NotSupported, StorageError
 from .store import EventStore
 
@@ -109,10 +110,10 @@ def backup(
     removed first; those of backups still running are left alone.
     """
     source = sqlite_file(store, "backup", instead=PG_DUMP_ADVICE)
-    target = Path(path)
+    target = check_path("a backup", path)
     if not target.name or target.name in (".", ".."):  # "" is "." to Path: not "exists", but no name
         raise InvalidInput(f"a backup needs a file name, not {os.fspath(path)!r}")
-    if target.exists():
+    if os.path.exists(target):  # not Path.exists: a name too long is "not there", for the copy to report
         raise InvalidInput(f"{target} exists; back up to a new file")
     if target.resolve() == source.resolve():
         raise InvalidInput("a backup cannot overwrite the database it copies")

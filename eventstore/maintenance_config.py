@@ -22,7 +22,7 @@ from apscheduler.triggers.interval import (  # type: ignore[import-untyped]  # A
     IntervalTrigger,
 )
 
-from .checks import MAX_COUNT, validation_message
+from .checks import MAX_COUNT, check_path, validation_message
 from .errors import InvalidInput
 from .retention import MAX_DAYS
 from .signing import load_signing_key
@@ -411,13 +411,18 @@ class MaintenanceConfig(_Model):
     @classmethod
     def load(cls, path: str | Path) -> MaintenanceConfig:
         """Read a TOML file; a missing file or a bad setting is ``InvalidInput``."""
+        checked = check_path("the maintenance config", path)
         try:
-            with open(path, "rb") as file:
+            with open(checked, "rb") as file:
                 data = tomllib.load(file)
         except OSError as exc:
             raise InvalidInput(f"cannot read the maintenance config {str(path)!r}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise InvalidInput(f"{path}: not valid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:  # tomllib decodes the whole file first
+            raise InvalidInput(
+                f"{path}: not valid TOML: it is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from exc
         return cls.parse(data, source=str(path))
 
     @classmethod

@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from .checks import shown
+from .checks import check_path, shown
 from .errors import InvalidInput, InvalidProof
 
 SIGNING_CONTEXT = b"agent-eventstore checkpoint v1\n"
@@ -139,7 +139,7 @@ def save_key_pair(signing_key: Ed25519PrivateKey, path: str | os.PathLike[str]) 
     Refuses to overwrite either file: both are created (exclusively) before
     either is written, so a refusal leaves nothing behind. Returns both paths.
     """
-    private = Path(path)
+    private = check_path("a key file", path)
     if not private.name or private.name in (".", ".."):
         raise InvalidInput(f"a key file needs a file name, not {os.fspath(path)!r}")
     public = private.with_name(private.name + ".pub")
@@ -210,6 +210,7 @@ MAX_KEY_FILE_BYTES = 16_384
 
 def _read_key_file(path: str | os.PathLike[str]) -> bytes:
     """The bytes of a key file: a regular file (a FIFO would wait for ever, ``/dev/zero`` fill memory)."""
+    check_path("a key file", path)
     try:
         with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as file:  # a FIFO opens without a writer
             size = os.fstat(file.fileno())

@@ -191,6 +191,12 @@ class TestMaintain:
         config.write_text("[sweeper]\non_expired = 'explode'\n")
         assert "error: " in run(target, "maintain", "--config", str(config), "--status", code=1)
 
+    def test_a_config_file_not_in_utf8_is_a_clean_error(self, target: Target, tmp_path: Path) -> None:
+        config = tmp_path / "m.toml"
+        config.write_bytes(b"[sweeper]\non_expired = '\xf6'\n")  # Latin-1: not UTF-8
+        said = run(target, "maintain", "--config", str(config), "--status", code=1)
+        assert f"error: {config}: not valid TOML: it is not UTF-8 text" in said
+
 
 class TestBackupCommand:
     def test_backup_writes_a_copy(self, tmp_path: Path) -> None:
