@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from eventstore import migrate
+from eventstore import EventStore, NewEvent, migrate
+from eventstore.exchange import export_events
 from projections import FlowProjection, FlowService
 
 from .conftest import Target
@@ -80,6 +81,17 @@ class TestDirectoryAsStore:
     def test_a_missing_directory_is_named(self, tmp_path: Path) -> None:
         out = run(Target(f"sqlite:///{tmp_path / 'no' / 'e.db'}"), "db", "upgrade", code=1)
         assert out == f"error: no directory {tmp_path / 'no'} to create the store in: check --url\n"
+
+    @pytest.mark.parametrize("args", [["flows"], ["db", "upgrade"], ["db", "current"], ["import", "e.jsonl"]])
+    def test_a_file_name_too_long_for_the_file_system_is_named(self, tmp_path: Path, args: list[str]) -> None:
+        with EventStore.open(f"sqlite:///{tmp_path / 'source.db'}") as source:
+            source.append("f", [NewEvent("Noted", {})])
+            export_events(source, tmp_path / "e.jsonl")
+        args = [str(tmp_path / arg) if arg == "e.jsonl" else arg for arg in args]
+        database = tmp_path / ("a" * 300 + ".db")
+        out = run(Target(f"sqlite:///{database}"), *args, code=1)
+        said = f"error: cannot use {database} as a SQLite file: File name too long; check --url\n"
+        assert out.splitlines(keepends=True)[-1] == said  # (import says "verifying" first)
 
 
 @pytest.mark.parametrize("command", ["export", "import", "verify-export"])

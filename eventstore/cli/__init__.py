@@ -119,6 +119,15 @@ def _require_sqlite_file(url: str, *, empty: bool = False, may_create: bool = Fa
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or "uri" in parsed.query:
         return
+    try:
+        _check_sqlite_file(database, empty=empty, may_create=may_create)
+    except OSError as exc:  # a name too long for the file system, say: Path's checks raise
+        raise InvalidInput(
+            f"cannot use {database} as a SQLite file: {exc.strerror or exc}; check --url"
+        ) from exc
+
+
+def _check_sqlite_file(database: str, *, empty: bool, may_create: bool) -> None:
     path = Path(database)
     if path.is_dir():
         raise InvalidInput(f"{database} is a directory, not a SQLite file: check --url")

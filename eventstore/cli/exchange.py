@@ -9,6 +9,7 @@ result as one JSON document on standard output.
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,7 +77,7 @@ def _makes_a_store(url: str) -> bool:
     database = parsed.database
     if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or "uri" in parsed.query:
         return False
-    return not Path(database).exists()
+    return not os.path.exists(database)  # not Path.exists: a name too long is refused later, cleanly
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
