@@ -5,7 +5,9 @@ needs only the events written since its last run. Each new event is checked
 as ``verify`` checks it (its payload digests, its envelope hash, and its link
 to its flow's previous event, read from the log when that one is older), and
 every position handed out must hold an event or be accounted for by a prune
-(``pruned_events``). Problems are logged at ERROR and recorded as an
+(``pruned_events``). An import cut short (``unfinished_imports``) is a
+problem on every run until it is finished or abandoned: the log lacks the
+rest of an export, though every chain it holds is whole. Problems are logged at ERROR and recorded as an
 ``IntegrityProblemsFound`` event in the flow ``$system-integrity``, so they
 stay on record even if nobody reads the logs.
 """
@@ -24,6 +26,7 @@ from .events import AppendResult, Event
 from .integrity import Problem, StoredRow, check_chains
 from .schema import flow_events, pruned_events
 from .store import EventStore
+from .unfinished_import import unfinished_import
 
 SYSTEM_INTEGRITY_FLOW = "$system-integrity"
 """The flow that records integrity problems found by maintenance."""
@@ -70,7 +73,9 @@ def verify_since(
     position checked up to and that batch's problems, before the next is read:
     record the problems there before remembering the position. When
     ``should_stop()`` turns true it stops before the next batch; the report's
-    ``to_position`` is then the position checked up to.
+    ``to_position`` is then the position checked up to. An unfinished import
+    is among the report's problems (after the batches', and never handed to
+    ``on_batch``: it is found again by every run until it is finished).
     """
     head = store.last_position()
     report = IncrementalReport(after_position, head)
@@ -82,7 +87,7 @@ def verify_since(
         report.problems.append(Problem("", after_position, 0, "missing-events", detail))
         if on_batch is not None:
             on_batch(head, report.problems)
-        return report
+        return _with_unfinished_import(store, report)
     carry: dict[str, StoredRow] = {}  # the last row seen per flow in this run
     cursor = after_position
     while cursor < head:
@@ -107,6 +112,13 @@ def verify_since(
         cursor = end
         if on_batch is not None:
             on_batch(cursor, found)
+    return _with_unfinished_import(store, report)
+
+
+def _with_unfinished_import(store: EventStore, report: IncrementalReport) -> IncrementalReport:
+    unfinished = unfinished_import(store)
+    if unfinished is not None:
+        report.problems.append(unfinished.problem())
     return report
 
 

@@ -203,6 +203,10 @@ def integrity(ctx: JobContext) -> dict[str, Any]:
         on_batch=batch_done,
         should_stop=lambda: ctx.stopping,
     )
+    unfinished = [p for p in report.problems if p.kind == "import-unfinished"]
+    if unfinished and not _on_record(ctx.store, unfinished):  # once, not once a run
+        record_problems(ctx.store, start, report.to_position, unfinished)
+    found.extend(unfinished)  # the job fails on every run until the import is finished or abandoned
     if found:
         low, high = min(start, report.to_position), max(start, report.to_position)
         raise IntegrityViolation(
@@ -220,6 +224,14 @@ def integrity(ctx: JobContext) -> dict[str, Any]:
     if checkpoint is not None:
         details["checkpoint"] = checkpoint
     return details
+
+
+def _on_record(store: EventStore, problems: list[Problem]) -> bool:
+    """Whether the newest record in ``$system-integrity`` lists exactly these problems."""
+    newest = next(store.read_flow(SYSTEM_INTEGRITY_FLOW, backwards=True, limit=1), None)
+    if newest is None or newest.type != "IntegrityProblemsFound":
+        return False
+    return bool(newest.data.get("problems") == [dataclasses.asdict(p) for p in problems])
 
 
 def _sign_checkpoint(ctx: JobContext) -> dict[str, Any] | None:

@@ -13,11 +13,14 @@ from click.testing import CliRunner
 from eventstore import EventStore, ImportUnfinished, NewEvent, migrate
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
+from eventstore.incremental_verify import SYSTEM_INTEGRITY_FLOW, verify_since
+from eventstore.maintenance import Maintenance
 from eventstore.unfinished_import import unfinished_import
 
 from . import kill_workers
 from .conftest import Target
 from .kill_workers import kill_during
+from .test_maintenance_jobs import position_of
 
 FLOWS, EVENTS, BATCH = 4, 1200, 100
 
@@ -138,3 +141,23 @@ def test_an_import_that_cannot_be_finished_is_abandoned_on_the_record(target: Ta
         assert record.type == "ImportAbandoned" and record.data["export_sha256"] == marker.export_sha256
         assert (record.data["by"], record.data["reason"]) == ("ops:kim", "file lost")
         assert import_events(store, other).events_imported == BATCH
+
+
+def test_the_integrity_job_fails_while_an_import_is_unfinished_and_records_it_once(
+    target: Target, tmp_path: Path
+) -> None:
+    path = an_export(tmp_path, "main", FLOWS, EVENTS)
+    killed_import(target, path)
+    with target.open() as store:
+        held = store.last_position()
+        assert [p.kind for p in verify_since(store, held).problems] == ["import-unfinished"]
+        service = Maintenance(store)
+        result = service.run_once("integrity")
+        assert result.status == "failed" and "import-unfinished" in (result.error or "")
+        assert str(path.resolve()) in (result.error or "") and f"{held} of its" in (result.error or "")
+        assert position_of(service, "integrity") == held  # the chains it holds were checked
+        assert service.run_once("integrity").status == "failed"  # every run, until it is finished
+        (recorded,) = store.read_flow(SYSTEM_INTEGRITY_FLOW)  # on record once, not once a run
+        assert [p["kind"] for p in recorded.data["problems"]] == ["import-unfinished"]
+        import_events(store, path, batch_size=BATCH)
+        assert service.run_once("integrity").status == "ok"
