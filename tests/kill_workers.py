@@ -161,6 +161,23 @@ def restore_archive(
     signal.send("done")
 
 
+def restore_archive_killed_mid_way(
+    url: str, options: dict[str, Any], archive_id: str, archive_dir: str, signal: Connection
+) -> None:
+    """Restores the archive, saying "ready" once its first batch is committed (the first
+    "importing" progress comes after it): a kill at once leaves a flow partly back."""
+    said: list[bool] = []
+
+    def ready(progress: Progress) -> None:
+        if not said and progress.phase == "importing" and progress.done < (progress.total or 0):
+            said.append(True)
+            signal.send("ready")
+
+    with EventStore.open(url, **options, projections=[FlowProjection()]) as store:
+        restore(store, archive_id, archive_dir=archive_dir, progress=ready)
+    signal.send("done")
+
+
 def rebuild_flows(
     url: str, options: dict[str, Any], batch_size: int, claimed: bool, signal: Connection
 ) -> None:

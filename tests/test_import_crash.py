@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, FlowPruned, NewEvent
 from eventstore.exchange import export_events, import_events
-from eventstore.retention import run_retention
+from eventstore.maintenance import Maintenance
+from eventstore.retention import list_archives, run_retention
 from projections import FlowProjection, FlowService
 from projections.pruning import prune_flow_read_models
 
@@ -29,6 +30,7 @@ from . import kill_workers
 from .conftest import Target
 from .kill_workers import kill_during
 from .readmodels import assert_matches_rebuild
+from .test_maintenance_jobs import tamper
 
 FLOWS, EVENTS, CHUNK = 4, 1200, 100
 LATEST_KILL = 0.6  # seconds; an import of the file takes about that on SQLite
@@ -113,3 +115,30 @@ def test_a_killed_restore_leaves_each_flow_back_whole_or_still_pruned(
         assert [store.revision(f"f{f}") for f in range(FLOWS)] == [expected] * FLOWS
         assert store.verify().ok
         assert_matches_rebuild(store)
+
+
+def test_a_restore_killed_part_way_verifies_as_pruned_flows_not_as_missing_events(
+    target: Target, tmp_path: Path
+) -> None:
+    """No import record for a restore: a flow partly back keeps its tombstone, so it is still a
+    pruned flow (its archive whole, its stored part checked against its pruned leaves)."""
+    archive_id = archived(target, datetime(2030, 1, 1, tzinfo=UTC), tmp_path / "archives")
+    args = (target.url, target.options, archive_id, str(tmp_path / "archives"))
+    with target.open():
+        pass  # the schema, before the child opens the store
+    assert not kill_during(kill_workers.restore_archive_killed_mid_way, args, 0.0), "it finished first"
+    expected = EVENTS // 2 + 2
+    with target.open(projections=[FlowProjection()]) as store:
+        with store.engine.connect() as conn:
+            tombstoned = set(conn.exec_driver_sql("SELECT flow_id FROM flow_tombstones").scalars())
+        revisions = {f"f{f}": store.revision(f"f{f}") for f in range(FLOWS)}
+        partly = [f for f, revision in revisions.items() if 0 < revision < expected]
+        assert partly and set(partly) <= tombstoned, revisions
+        assert {f for f, revision in revisions.items() if revision < expected} == tombstoned
+        (archive,) = list_archives(store, archive_id=archive_id)
+        assert archive.flows_pruned == len(tombstoned)
+        with pytest.raises(FlowPruned):
+            store.append(partly[0], [NewEvent("Noted", {})], expected_revision=revisions[partly[0]])
+        assert store.verify().ok and Maintenance(store).run_once("integrity").status == "ok"
+        tamper(store, f"DELETE FROM flow_events WHERE flow_id = '{partly[0]}' AND revision = 1")
+        assert "missing-events" in {p.kind for p in store.verify().problems}  # its part is still checked
