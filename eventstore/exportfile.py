@@ -8,7 +8,7 @@ when its name ends in ``.gz``. Beside it, ``<events file>.manifest.json``
 checks that they agree. docs/exchange.md is the normative description.
 
 This module needs no database: ``verify_export`` checks an export from its
-two files alone. ``exchange.py`` writes exports from a store and imports them.
+two files alone. ``exporting.py`` writes exports from a store, ``importing.py`` imports them.
 """
 
 from __future__ import annotations

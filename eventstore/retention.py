@@ -39,9 +39,10 @@ from .errors import (
     RebuildInProgress,
     StorageError,
 )
-from .exchange import export_flows, flow_heads, run_import
 from .exportfile import Progress, ProgressCallback, verify_export
+from .exporting import export_flows
 from .flow_fold import FLOW_TERMINAL, FlowView
+from .importing import flow_heads, run_import
 from .integrity import format_time
 from .legal_holds import (
     SYSTEM_RETENTION_FLOW,

@@ -1,7 +1,7 @@
 """Command-line commands for moving history between stores: export, import, abandon-import,
 verify-export.
 
-Each is one library call (``eventstore.exchange``, ``eventstore.exportfile``)
+Each is one library call (``eventstore.exporting``, ``eventstore.importing``, ``eventstore.exportfile``)
 plus formatting; progress goes to standard error, ``--json`` gives the
 result as one JSON document on standard output.
 """
@@ -20,8 +20,9 @@ import click
 import sqlalchemy as sa
 
 from ..errors import ExportInvalid, InvalidInput
-from ..exchange import export_events, import_events
 from ..exportfile import Progress, verify_export
+from ..exporting import export_events
+from ..importing import import_events
 from ..manifest import manifest_path
 from ..schema import projection_checkpoints
 from ..unfinished_import import abandon_import

@@ -21,8 +21,8 @@ import orjson
 
 from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
-from ..exchange import refuse_own_files
 from ..exportfile import refuse_non_file
+from ..exporting import refuse_own_files
 from .output import echo, echo_json, printable, problem_dict
 from .params import POSITION, FilePath, number_in
 
