@@ -36,7 +36,6 @@ from .errors import (
     ExportInvalid,
     IntegrityViolation,
     InvalidInput,
-    RebuildInProgress,
     StorageError,
 )
 from .exportfile import Progress, ProgressCallback, verify_export
@@ -57,13 +56,13 @@ from .legal_holds import (
 from .manifest import Manifest
 from .preparation import check_flow_id
 from .privileged import chunks, delete_flows, lock_appends
+from .rebuild_claims import refuse_during_rebuild
 from .schema import (
     archives,
     flow_events,
     flow_snapshots,
     flow_tombstones,
     legal_holds,
-    projection_checkpoints,
     snapshot_parts,
 )
 from .sqljson import JsonText
@@ -256,7 +255,7 @@ def run_retention(
         eligible, held = _select(store, policy, max_flows)
         return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
     with store.reading() as conn:  # before writing an archive it could not prune
-        _refuse_during_rebuild(store, conn, "retention")
+        refuse_during_rebuild(store, conn, "retention")
     total = _Outcome()
     total.partials = _remove_partials(directory, store.clock())
     repaired, failed = [], []
@@ -524,7 +523,7 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
             query = query.with_for_update()
         if conn.execute(query).scalar_one_or_none() != "verified":
             return outcome  # another process finished it meanwhile
-        _refuse_during_rebuild(store, conn, f"pruning archive {archive_id} (it stays verified)")
+        refuse_during_rebuild(store, conn, f"pruning archive {archive_id} (it stays verified)")
         flow_ids = [segment.flow_id for segment in manifest.flows]
         heads = flow_heads(conn, flow_ids)
         kept = held_flows(conn, flow_ids) | set(_tombstoned(conn, flow_ids))
@@ -571,32 +570,6 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
             .values(status="pruned", finished_at=now)
         )
     return outcome
-
-
-_REBUILD_CLAIM = "#rebuild"
-"""The suffix of a rebuild's claim in ``projection_checkpoints`` (kind ``lock``; ``updated_at``
-is when its lease expires), as ``projections.checkpoints`` writes it."""
-
-
-def _refuse_during_rebuild(store: EventStore, conn: sa.Connection, action: str) -> None:
-    """Raise ``RebuildInProgress`` if a projection rebuild holds an unexpired claim.
-
-    A rebuild folds the log into fresh tables that pruners never see, then
-    swaps them in: pruning meanwhile would bring the pruned flows back into
-    the read model. Checked under the append lock, which a rebuild also
-    takes to claim and to swap, so a rebuild claimed after this check reads
-    the log without the pruned flows.
-    """
-    c = projection_checkpoints.c
-    claims = conn.execute(
-        sa.select(c.name, c.updated_at)
-        .where(c.kind == "lock", c.name.endswith(_REBUILD_CLAIM), c.updated_at > format_time(store.clock()))
-        .order_by(c.name)
-    ).all()
-    if claims:
-        names = [name.removesuffix(_REBUILD_CLAIM) for name, _ in claims]
-        until = max(datetime.fromisoformat(expiry) for _, expiry in claims)
-        raise RebuildInProgress(action, names, until)
 
 
 def _pruners(store: EventStore, extra: Sequence[Pruner]) -> list[Pruner]:
@@ -697,10 +670,10 @@ def restore(
     _check_archive(path, manifest, tombstones)
     action = f"restoring from archive {archive_id}"
     with store.reading() as conn:  # fail early; the writes check again
-        _refuse_during_rebuild(store, conn, action)
+        refuse_during_rebuild(store, conn, action)
 
     def drop_tombstones(conn: sa.Connection, done: list[str]) -> None:
-        _refuse_during_rebuild(store, conn, action)  # under the import's append lock
+        refuse_during_rebuild(store, conn, action)  # under the import's append lock
         for chunk in chunks(done):
             conn.execute(flow_tombstones.delete().where(t.flow_id.in_(chunk), t.archive_id == archive_id))
 

@@ -22,9 +22,9 @@ from eventstore.errors import (
     ProjectionError,
 )
 from eventstore.integrity import format_time
+from eventstore.rebuild_claims import LOCKED, REBUILD_CLAIM
 from eventstore.schema import projection_checkpoints as checkpoints
 
-from .definitions import REBUILD_CLAIM
 from .rowio import run
 
 if TYPE_CHECKING:
@@ -112,11 +112,6 @@ REBUILD_LEASE = timedelta(minutes=2)
 
 def rebuild_lock(projection: Projection) -> str:
     return projection.name + REBUILD_CLAIM
-
-
-LOCKED = 1
-"""A claim's ``version`` when its holder took the projection's rebuild lock first (``rebuild_locks``)
-and holds it until the claim is given up; 0 for a claim only its lease keeps."""
 
 
 def claim(store: EventStore, projection: Projection, tag: str, *, locked: bool = False) -> bool:

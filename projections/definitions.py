@@ -15,6 +15,7 @@ import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from eventstore.errors import ProjectionError
+from eventstore.rebuild_claims import REBUILD_CLAIM
 from eventstore.schema import metadata as store_metadata
 
 if TYPE_CHECKING:
@@ -22,8 +23,6 @@ if TYPE_CHECKING:
 
 REBUILD_SUFFIX = "__rebuild"
 """A rebuild's fresh tables are ``<table>__rebuild``: no projection may name a table so."""
-REBUILD_CLAIM = "#rebuild"
-"""A rebuild's claim is the checkpoint row ``<name>#rebuild``."""
 MAX_NAME_LENGTH = 100 - len(REBUILD_CLAIM)
 """The claim's name must fit ``projection_checkpoints.name``, a VARCHAR(100)."""
 MAX_VERSION = 2**31 - 1
