@@ -89,8 +89,18 @@ def check_arguments(store: object, projection: object) -> None:
 
 
 def ensure(store: EventStore, projection: Projection, *, inline: bool = False, rebuilt: bool = False) -> str:
-    """Create the projection's tables if new; rebuild them if its version changed. Return the
-    build its checkpoint names then (a runner tells that build from a rebuild under its feet).
+    """Create the projection's tables if new; rebuild them if its version changed; add the
+    indexes declared since they were built (``indexes.py``). Return the build its checkpoint
+    names then (a runner tells that build from a rebuild under its feet).
+    """
+    build = _ensure(store, projection, inline=inline, rebuilt=rebuilt)
+    if build:  # after the transaction that held appends: the build must not hold them
+        add_missing_indexes(store, projection, build)
+    return build
+
+
+def _ensure(store: EventStore, projection: Projection, *, inline: bool, rebuilt: bool) -> str:
+    """``ensure`` but for the indexes declared since the tables were built.
 
     Several processes may open a store at once after a version bump: one
     rebuilds, the others wait for it and then find the version current.
@@ -111,7 +121,6 @@ def ensure(store: EventStore, projection: Projection, *, inline: bool = False, r
             refuse_other_tables(conn, projection, current.version)
         take_tables(conn, projection, current, fresh=False)
         if current is not None and current.version == projection.version:
-            add_missing_indexes(conn, projection, current.build)  # declared since this store was built
             if not inline or current.kind == INLINE:
                 return current.build
             behind = current.position < head and not rebuilt
@@ -128,7 +137,7 @@ def ensure(store: EventStore, projection: Projection, *, inline: bool = False, r
             return tag
     rebuild(store, projection, wait=True, only_if_outdated=not behind)
     if inline:  # mark it inline (a runner may have rebuilt it)
-        return ensure(store, projection, inline=True, rebuilt=True)
+        return _ensure(store, projection, inline=True, rebuilt=True)
     with store.reading() as conn:
         current = read_checkpoint(conn, projection.name)
     return "" if current is None else current.build
