@@ -122,3 +122,27 @@ def test_an_open_that_cannot_build_the_index_in_its_lock_timeout_opens_without_i
         assert valid(pg_target, name) is not True
     open_flows(pg_target)
     assert valid(pg_target, name) is True
+
+
+def test_a_build_cancelled_half_way_is_built_again_by_the_next_open(pg_target: Target) -> None:
+    """Cancelled while it waits for a writer, it leaves an INVALID index; its open still opens."""
+    record(pg_target)
+    name = f"ix_flows_interrupted_{build_of(pg_target, 'flows')}"
+    drop(pg_target, name)
+    failures: list[BaseException] = []
+    with connect(pg_target) as holder, connect(pg_target) as watch:
+        watch.autocommit = True
+        holder.execute("LOCK TABLE flows IN ROW EXCLUSIVE MODE")
+        held_by = holder.info.backend_pid
+        opener = in_thread(lambda: open_flows(pg_target), failures)
+        until(lambda: watch.execute(WAITS_FOR_HOLDER, (held_by,)).fetchone()[0] > 0)
+        watch.execute(
+            "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE %s = ANY(pg_blocking_pids(pid))",
+            (held_by,),
+        )
+        opener.join()
+        holder.rollback()
+    assert not failures, failures
+    assert valid(pg_target, name) is False
+    open_flows(pg_target)
+    assert valid(pg_target, name) is True

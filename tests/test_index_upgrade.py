@@ -67,7 +67,7 @@ def test_an_index_declared_later_is_added_as_the_store_opens(
 
 
 def test_processes_opening_at_once_add_it_once(target: Target) -> None:
-    """Each open adds it inside ``ensure``'s transaction, which holds appends: the others find it."""
+    """One builds it (PostgreSQL: concurrently, the others open without waiting); none fails."""
     record(target)
     build = build_of(target, "flows")
     drop(target, f"ix_flows_interrupted_{build}")
