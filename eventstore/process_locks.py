@@ -73,6 +73,7 @@ class _AdvisoryLock(ProcessLock):
         with self._holding:
             try:
                 self._conn.execute(_UNLOCK, {"key": self._key})
+                _let_settings_go(self._conn)  # back to the pool as it came
                 self._conn.commit()
             except BaseException as exc:
                 # The session may still hold the lock: closed, not back to the pool, it lets it go.
@@ -128,12 +129,47 @@ def _advisory_lock(store: EventStore, kind: str, name: str) -> ProcessLock | Non
     with ExitStack() as holding:
         conn = holding.enter_context(store.reading())
         key = _advisory_key(conn, kind, name)
-        got = bool(conn.execute(_LOCK, {"key": key}).scalar())
-        conn.commit()  # idle outside a transaction from here on: no idle_in_transaction_timeout
+        try:
+            got = bool(conn.execute(_LOCK, {"key": key}).scalar())
+            if got:
+                _keep_alive(conn)
+            conn.commit()  # idle outside a transaction from here on: no idle_in_transaction_timeout
+        except BaseException:
+            # It may hold the lock (or the settings): closed, not back to the pool, it lets them go.
+            conn.invalidate()
+            raise
         if not got:
             return None
         return _AdvisoryLock(holding.pop_all(), conn, key)
     raise AssertionError("unreachable")  # pragma: no cover - the with block returns
+
+
+def _keep_alive(conn: sa.Connection) -> None:
+    """Keep the lock's idle session from being ended while it is held (``_KEPT``, reset on release).
+
+    The server's ``idle_session_timeout`` (PostgreSQL 14 and later) would end
+    it, and another rebuild would take a live one's claim over; TCP
+    keepalives from the server keep a firewall or NAT from dropping it
+    (ignored on a Unix-domain socket).
+    """
+    for setting, value in _kept(conn):
+        conn.exec_driver_sql(f"SET {setting} = {value}")
+
+
+def _let_settings_go(conn: sa.Connection) -> None:
+    for setting, _ in _kept(conn):
+        conn.exec_driver_sql(f"RESET {setting}")
+
+
+def _kept(conn: sa.Connection) -> tuple[tuple[str, str], ...]:
+    """``_KEPT``, without ``idle_session_timeout`` on a server older than PostgreSQL 14 (none there)."""
+    if (conn.dialect.server_version_info or (0,)) >= (14,):
+        return _KEPT
+    return tuple(kept for kept in _KEPT if kept[0] != "idle_session_timeout")
+
+
+_KEPT = (("idle_session_timeout", "0"), ("tcp_keepalives_idle", "60"), ("tcp_keepalives_interval", "10"))
+"""The settings the lock's session holds while it is held: never ended for idling, probed every minute."""
 
 
 def _lock_path(conn: sa.Connection, kind: str, name: str) -> str | None:

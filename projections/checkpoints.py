@@ -165,7 +165,10 @@ def renew(store: EventStore, conn: sa.Connection, projection: Projection, tag: s
         .values(updated_at=format_time(now + REBUILD_LEASE))
     )
     if renewed.rowcount != 1:
-        raise ProjectionError(f"the rebuild of {projection.name!r} lost its claim (its lease expired)")
+        raise ProjectionError(
+            f"the rebuild of {projection.name!r} lost its claim: its lease expired, "
+            "or another rebuild took it over because this one's process lock was lost"
+        )
 
 
 @contextmanager
