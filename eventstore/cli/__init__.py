@@ -259,7 +259,11 @@ def _bare(ctx: click.Context) -> Iterator[EventStore]:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @click.pass_context
 def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
-    """Re-compute the hash chains (of one flow, or all) and report broken links."""
+    """Re-compute the hash chains (of one flow, or all) and report what does not add up.
+
+    Edited events and broken links; for the whole log also missing events and retention
+    records that do not add up; and an import cut short. Exit status 2 if any is found.
+    """
     with _open(ctx) as store, _errors():
         total = store.revision(flow_id) if flow_id is not None else store.last_position()
         if flow_id is not None and total == 0:

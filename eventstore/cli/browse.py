@@ -227,7 +227,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option("--json", "as_json", is_flag=True, help="The figures as one JSON object.")
     @click.pass_context
     def stats(ctx: click.Context, days: int, as_json: bool) -> None:
-        """Events, flows by status, sessions, database size, events per day."""
+        """Events, flows by status, sessions, database size, events per day, an unfinished import."""
         from projections import FlowQueries
 
         with open_store(ctx, projections=_flow_projections()) as store, errors():

@@ -47,14 +47,19 @@ Conventions shared by every command:
   are objects (`flow_id`, `position`, `revision`, `kind`, `detail`).
   Colour is used only on a terminal, and never when `NO_COLOR` is set.
   Progress bars (`verify`, `rebuild`) go to stderr, and only when it is a
-  terminal.
+  terminal. `export`, `import`, `verify-export`, `prune` and `archive
+  restore` print their progress to stderr as a line per phase (updated in
+  place on a terminal), unless `--json` is given.
 * **Times** (`--since`, `--until`, `--at`): ISO 8601 with a zone
   (`2030-01-01T09:00Z`); `--since` and `--until` also take a date
   (`2030-01-01`, midnight UTC) or an age (`15m`, `2h`, `7d`).
 * **Exit status**: 0 on success; 1 with one line `error: ...` on stderr when
   the library refuses (unknown flow, bad time, bad URL, unreachable
-  database), never a traceback; 2 for a usage error, and from `verify` when
-  it finds a broken chain; 130 after Ctrl-C, with one line `interrupted` on
+  database), never a traceback; 2 for a usage error, and when a check finds
+  a problem: `verify` (a broken chain, or an unfinished import),
+  `verify-export`, `checkpoint --verify`, and a proof, signature or
+  checkpoint that does not verify (`prove`, taking a `checkpoint`: a line
+  `FAILED: ...`); 130 after Ctrl-C, with one line `interrupted` on
   stderr. Output cut short by its reader (`eventstore history FLOW | head`)
   is not an error: exit status 0, nothing on stderr.
 """

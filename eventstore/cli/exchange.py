@@ -146,8 +146,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         Events keep their ids, revisions, times and hashes and take new
         positions. Flows this store already has must be continued exactly.
         The flow read models are updated as the events go in. An import cut
-        short is recorded until it is run again to its end (`verify` and
-        `stats` show it); meanwhile another export's import is refused.
+        short is recorded until it is run again to its end, or given up with
+        `abandon-import` (`verify` and `stats` show it); meanwhile another
+        export's import is refused.
         """
         if _makes_a_store(ctx.obj["url"]):  # only for a file that verifies
             with errors(), phase_progress(as_json) as progress:
