@@ -28,7 +28,7 @@ from typing import Any, Self, TypeVar
 from sqlalchemy.util import await_only, greenlet_spawn
 from sqlalchemy.util.concurrency import in_greenlet
 
-from .errors import InvalidInput, StorageError
+from .errors import InvalidInput, StorageError, StoreClosed
 from .events import ANY, AppendResult, Event, ExpectedRevision, NewEvent, RecordedEvent
 
 T = TypeVar("T")
@@ -161,12 +161,17 @@ class AsyncEventStore:
 
     def _check_loop(self, *, closing: bool = False) -> None:
         """Refuse (``InvalidInput``) a call on another loop than this store's; ``close`` may be, once
-        that loop has closed. Its connections and SQLite's writer lock work on its loop only: used
-        from another, appends failed with asyncio's RuntimeError, or waited for ever."""
+        that loop has closed. A closed store is ``StoreClosed`` on any loop (``close`` a no-op).
+        Its connections and SQLite's writer lock work on its loop only: used from another,
+        appends failed with asyncio's RuntimeError, or waited for ever."""
         loop = asyncio.get_running_loop()
         if self._loop is None or (closing and self._loop.is_closed()):
             self._loop = loop
         if self._loop is not loop:
+            if getattr(self.store, "_closed", False):  # closed is the whole answer, on any loop
+                if closing:
+                    return  # close stays idempotent
+                raise StoreClosed("the store is closed")
             raise InvalidInput(
                 "this AsyncEventStore belongs to the event loop that opened it, and this is another one: "
                 "open one per loop (AsyncEventStore.open, or AsyncEventStore.like(store))"
