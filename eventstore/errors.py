@@ -335,20 +335,32 @@ class ImportConflict(EventStoreError):
 
 
 class ImportUnfinished(EventStoreError):
-    """An import of another export was cut short: finish it (import that file again) first."""
+    """An import of another export was cut short: finish it (import that file again) first.
 
-    def __init__(self, events_file: str, export_sha256: str, events_imported: int, event_count: int,
-                 started_at: str) -> None:  # fmt: skip
+    ``outcome`` says what the refused import wrote: nothing when refused before its file is read
+    or at its first batch, else where it stopped."""
+
+    def __init__(
+        self,
+        events_file: str,
+        export_sha256: str,
+        events_imported: int,
+        event_count: int,
+        started_at: str,
+        *,
+        outcome: str = "nothing was imported",
+    ) -> None:
         self.events_file = events_file
         self.export_sha256 = export_sha256
         self.events_imported = events_imported
         self.event_count = event_count
         self.started_at = started_at
+        self.outcome = outcome
         super().__init__(
             f"an import of {events_file} (export sha256 {export_sha256[:16]}…, started {started_at}) "
             f"is unfinished: {events_imported} of its {event_count} events are in. Finish it first by "
             f"importing that file again (`eventstore import {events_file}`), or give it up if it cannot be "
-            f"finished (`eventstore abandon-import {export_sha256[:16]}`); nothing was imported"
+            f"finished (`eventstore abandon-import {export_sha256[:16]}`); {outcome}"
         )
 
 

@@ -109,9 +109,16 @@ def run_import(
     if not report.ok:
         raise ExportInvalid(str(manifest.events_file), report.problems)
     plan.check_ids()
-    plan.decide(tombstones, set(pruned))
-    writer = _Writer(store, plan, manifest, batch_size, on_complete, progress)
-    writer.record, writer.unfinished = record, unfinished
+    try:
+        plan.decide(tombstones, set(pruned))
+    except ImportConflict as exc:
+        if unfinished is None:
+            raise
+        # this export's import was cut short, and this conflict stops any import of it finishing
+        raise ImportConflict(exc.flow_id, f"{exc.reason}; {unfinished.abandon_hint()}") from exc
+    writer = _Writer(
+        store, plan, manifest, batch_size, on_complete, progress, record=record, unfinished=unfinished
+    )
     try:
         scan_export(path, on_row=writer.add, strict=True, expected=manifest)
         writer.flush(final=True)
@@ -260,13 +267,16 @@ class _Writer:
         batch_size: int,
         on_complete: Completion | None,
         progress: ProgressCallback | None,
+        *,
+        record: bool,
+        unfinished: UnfinishedImport | None,
     ) -> None:
         self.store, self.plan, self.batch_size = store, plan, batch_size
         self.path, self.total = manifest.events_file, manifest.event_count
         self.sha256, self.where = manifest.sha256, str(Path(manifest.events_file).resolve())
-        self.record = False
+        self.record = record
         """Whether ``unfinished_imports`` records this import while it is part way."""
-        self.unfinished: UnfinishedImport | None = None
+        self.unfinished = unfinished
         """The record found before pass one (of this export, if any: another's was refused)."""
         self.on_complete, self.progress = on_complete, progress
         self.expected: dict[str, Head] = dict(plan.have)
@@ -336,7 +346,7 @@ class _Writer:
             current = flow_heads(conn, flows)
             for flow_id in flows:
                 if current.get(flow_id, (0, None)) != self.expected[flow_id]:
-                    reason = f"another writer appended to it during the import; {self.stopped()}"
+                    reason = f"another writer appended to it during the import; {self.overtaken()}"
                     raise ImportConflict(flow_id, reason)
             try:
                 positions = insert_stored(conn, rows)
@@ -345,7 +355,17 @@ class _Writer:
             if self.record:
                 imported = self.total - (self.plan.to_write - self.written - len(rows))
                 now = format_time(self.store.clock())
-                record_progress(conn, self.where, self.sha256, (imported, self.total), now)
+                record_progress(
+                    conn,
+                    self.where,
+                    self.sha256,
+                    imported=imported,
+                    event_count=self.total,
+                    now=now,
+                    outcome=self.stopped(
+                        "importing the file again, once that one is finished, writes the rest"
+                    ),
+                )
             tails = {row.flow_id: row for row in rows}
             done = [f for f, row in tails.items() if row.revision == self.plan.segments[f].last_revision]
             done += self.unfinished_present
@@ -366,16 +386,26 @@ class _Writer:
         found = _stored_id(self.store, [(row.flow_id, row.event_id) for row in rows])
         flow_id, detail = found if found is not None else (rows[0].flow_id, "an event id is stored twice")
         return ImportConflict(
-            flow_id, f"{detail}: another writer stored it during the import; {self.stopped()}"
+            flow_id, f"{detail}: another writer stored it during the import; {self.overtaken()}"
         )
 
-    def stopped(self) -> str:
-        """Where an import that failed part way stopped."""
+    def stopped(self, then: str | None = "importing the file again writes the rest") -> str:
+        """Where an import that failed part way stopped, and ``then`` how to go on."""
         if not self.written:
             return "nothing was imported"
+        first, last = min(self.positions), max(self.positions)
+        where = f"the import stopped after {self.written} events (positions {first} to {last})"
+        return where if then is None else f"{where}; {then}"
+
+    def overtaken(self) -> str:
+        """Where an import stopped because another writer stored into one of its flows first:
+        importing the file again finishes it only if what that writer stored is the export's own."""
+        stopped = self.stopped(then=None)
+        if not self.record or (not self.written and self.unfinished is None):
+            return stopped  # no record of this export to give up
         return (
-            f"the import stopped after {self.written} events (positions {min(self.positions)} to "
-            f"{max(self.positions)}); importing the file again writes the rest"
+            f"{stopped}; importing the file again finishes the import only if what that writer stored "
+            f"is the export's own, else give it up with `eventstore abandon-import {self.sha256[:16]}`"
         )
 
     def report(self) -> ImportReport:

@@ -62,10 +62,24 @@ class UnfinishedImport:
     started_at: str
     updated_at: str
 
-    def refusal(self) -> ImportUnfinished:
-        """The error that refuses an import of another export while this one is unfinished."""
+    def refusal(self, outcome: str = "nothing was imported") -> ImportUnfinished:
+        """The error that refuses an import of another export while this one is unfinished;
+        ``outcome`` says what the refused import wrote."""
         return ImportUnfinished(
-            self.events_file, self.export_sha256, self.events_imported, self.event_count, self.started_at
+            self.events_file,
+            self.export_sha256,
+            self.events_imported,
+            self.event_count,
+            self.started_at,
+            outcome=outcome,
+        )
+
+    def abandon_hint(self) -> str:
+        """What to say when this import no longer fits the store, so importing it again cannot finish it."""
+        return (
+            f"an import of this export was cut short here ({self.events_imported} of its "
+            f"{self.event_count} events are in) and cannot be finished while this stands: give it up "
+            f"with `eventstore abandon-import {self.export_sha256[:16]}`"
         )
 
     def problem(self) -> Problem:
@@ -73,7 +87,8 @@ class UnfinishedImport:
         detail = (
             f"an import of {self.events_file} (export sha256 {self.export_sha256[:16]}…) started "
             f"{self.started_at} is unfinished: {self.events_imported} of its {self.event_count} events "
-            f"are in (last batch {self.updated_at}); import that file again to finish it"
+            f"are in (last batch {self.updated_at}); import that file again to finish it, or give it up "
+            f"if it cannot be finished (`eventstore abandon-import {self.export_sha256[:16]}`)"
         )
         return Problem("", 0, 0, "import-unfinished", detail)
 
@@ -85,6 +100,8 @@ def unfinished_import(store: EventStore) -> UnfinishedImport | None:
 
 
 def read_unfinished(conn: sa.Connection) -> UnfinishedImport | None:
+    """The record of the unfinished import, read on ``conn`` (in the caller's transaction, so a
+    batch that holds the append lock sees the record as it stands); None if there is none."""
     row = conn.execute(
         sa.select(
             _u.events_file, _u.export_sha256, _u.event_count, _u.events_imported, _u.started_at, _u.updated_at
@@ -101,16 +118,18 @@ def record_progress(
     conn: sa.Connection,
     events_file: str,
     export_sha256: str,
-    progress: tuple[int, int],
+    *,
+    imported: int,
+    event_count: int,
     now: str,
+    outcome: str = "nothing was imported",
 ) -> None:
     """In a batch's transaction (appends locked): the import of this export now holds ``imported``
-    of its ``event_count`` events (``progress``); the row goes once it holds them all.
-    ``ImportUnfinished`` if another export's import is unfinished."""
-    imported, event_count = progress
+    of its ``event_count`` events; the row goes once it holds them all. ``ImportUnfinished`` if
+    another export's import is unfinished, saying ``outcome``: what the refused import wrote."""
     current = read_unfinished(conn)
     if current is not None and current.export_sha256 != export_sha256:
-        raise current.refusal()
+        raise current.refusal(outcome)
     if imported >= event_count:
         conn.execute(unfinished_imports.delete().where(_u.export_sha256 == export_sha256))
     elif current is None:

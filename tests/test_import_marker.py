@@ -4,18 +4,21 @@ second import say so (docs/exchange.md, "An import under way")."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from eventstore import EventStore, ImportUnfinished, NewEvent, migrate
+from eventstore import EventStore, ImportConflict, ImportUnfinished, NewEvent, migrate
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
+from eventstore.exportfile import Progress
+from eventstore.importing import run_import
 from eventstore.incremental_verify import SYSTEM_INTEGRITY_FLOW, verify_since
 from eventstore.maintenance import Maintenance
-from eventstore.unfinished_import import unfinished_import
+from eventstore.unfinished_import import UnfinishedImport, abandon_import, unfinished_import
 
 from . import kill_workers
 from .conftest import Target
@@ -69,6 +72,7 @@ def test_a_killed_import_is_named_by_verify_until_a_rerun_finishes_it(target: Ta
         (problem,) = report.problems
         assert problem.kind == "import-unfinished"
         assert str(path.resolve()) in problem.detail and f"{held} of its {FLOWS * EVENTS}" in problem.detail
+        assert f"`eventstore abandon-import {marker.export_sha256[:16]}`" in problem.detail
         assert not store.verify("main-0").ok  # a flow's check cannot tell whether its tail is missing
 
         code, out = cli(target, "verify")
@@ -161,3 +165,134 @@ def test_the_integrity_job_fails_while_an_import_is_unfinished_and_records_it_on
         assert [p["kind"] for p in recorded.data["problems"]] == ["import-unfinished"]
         import_events(store, path, batch_size=BATCH)
         assert service.run_once("integrity").status == "ok"
+
+
+class Interrupted(Exception):
+    """Stands in for a kill part way: the batches committed before it stay in."""
+
+
+def stop_at(done: int) -> Callable[[Progress], None]:
+    def stop(progress: Progress) -> None:
+        if progress.phase == "importing" and progress.done == done:
+            raise Interrupted
+
+    return stop
+
+
+def cut_short(store: EventStore, path: Path) -> UnfinishedImport:
+    """Import ``path`` until 1000 of its events are in, and stop there."""
+    with pytest.raises(Interrupted):
+        import_events(store, path, batch_size=BATCH, progress=stop_at(1000))
+    marker = unfinished_import(store)
+    assert marker is not None and marker.events_imported == 1000
+    return marker
+
+
+class TestAnImportThatNoLongerFits:
+    def test_a_rerun_after_a_writer_appended_to_a_half_imported_flow_names_abandon_import(
+        self, target: Target, tmp_path: Path
+    ) -> None:
+        path = an_export(tmp_path, "main", FLOWS, EVENTS)
+        with target.open() as store:
+            marker = cut_short(store, path)
+            assert store.revision("main-0") == 1000  # of its 1200
+            store.append("main-0", [NewEvent("Local", {})])
+            hint = f"`eventstore abandon-import {marker.export_sha256[:16]}`"
+            with pytest.raises(ImportConflict, match="histories differ") as refused:
+                import_events(store, path, batch_size=BATCH)
+            assert hint in str(refused.value) and "1000 of its 4800" in str(refused.value)
+            code, out = cli(target, "import", str(path))
+            assert code == 1 and hint in out and "Traceback" not in out
+            assert unfinished_import(store) == marker and store.last_position() == 1001
+            code, out = cli(
+                target, "abandon-import", marker.export_sha256[:16], "--by", "ops:kim", "--reason", "x"
+            )
+            assert code == 0, out
+            assert unfinished_import(store) is None and store.verify().ok
+
+    def test_a_writer_appending_mid_import_is_told_the_import_cannot_be_rerun_but_abandoned(
+        self, target: Target, tmp_path: Path
+    ) -> None:
+        path = an_export(tmp_path, "main", FLOWS, EVENTS)
+        with target.open() as store:
+
+            def intrude(progress: Progress) -> None:
+                if progress.phase == "importing" and progress.done == 1000:
+                    store.append("main-0", [NewEvent("Local", {})])
+
+            with pytest.raises(ImportConflict, match="another writer appended") as refused:
+                import_events(store, path, batch_size=BATCH, progress=intrude)
+            marker = unfinished_import(store)
+            assert marker is not None and marker.events_imported == 1000
+            message = str(refused.value)
+            assert "stopped after 1000 events" in message and "writes the rest" not in message
+            assert f"`eventstore abandon-import {marker.export_sha256[:16]}`" in message
+            with pytest.raises(ImportConflict, match="abandon-import"):
+                import_events(store, path, batch_size=BATCH)
+            abandon_import(store, marker.export_sha256, by="ops:kim", reason="appended to")
+            assert unfinished_import(store) is None and store.verify().ok
+
+    def test_a_rerun_a_writer_overtakes_before_its_first_batch_names_abandon_import(
+        self, target: Target, tmp_path: Path
+    ) -> None:
+        path = an_export(tmp_path, "main", FLOWS, EVENTS)
+        with target.open() as store:
+            marker = cut_short(store, path)
+
+            def intrude(progress: Progress) -> None:  # after the rerun's check, before its first batch
+                if progress.phase == "verifying" and progress.done == 1000:
+                    store.append("main-0", [NewEvent("Local", {})])
+
+            with pytest.raises(ImportConflict, match="another writer appended") as refused:
+                import_events(store, path, batch_size=BATCH, progress=intrude)
+            message = str(refused.value)
+            assert "nothing was imported" in message and "writes the rest" not in message
+            assert f"`eventstore abandon-import {marker.export_sha256[:16]}`" in message
+            assert unfinished_import(store) == marker
+
+
+class TestTwoExportsImportedTogether:
+    def test_the_import_refused_at_its_first_batch_says_nothing_was_imported(
+        self, target: Target, tmp_path: Path
+    ) -> None:
+        path, other = an_export(tmp_path, "main", FLOWS, EVENTS), an_export(tmp_path, "other", 1, EVENTS)
+        with target.open() as store:
+
+            def other_starts(progress: Progress) -> None:  # after main's check, before its first batch
+                if progress.phase == "verifying" and progress.done == 1000:
+                    cut_short(store, other)
+
+            with pytest.raises(ImportUnfinished, match=r"other\.jsonl .*nothing was imported$"):
+                import_events(store, path, batch_size=BATCH, progress=other_starts)
+            assert store.last_position() == 1000 and store.revision("main-0") == 0
+
+    def test_the_import_refused_part_way_says_what_it_wrote(self, target: Target, tmp_path: Path) -> None:
+        path, other = an_export(tmp_path, "main", FLOWS, EVENTS), an_export(tmp_path, "other", 1, EVENTS)
+        with target.open() as store:
+
+            def given_up_and_overtaken(progress: Progress) -> None:
+                if progress.phase == "importing" and progress.done == 1000:
+                    mine = unfinished_import(store)
+                    assert mine is not None
+                    abandon_import(store, mine.export_sha256, by="ops:kim", reason="thought it dead")
+                    cut_short(store, other)
+
+            with pytest.raises(ImportUnfinished, match=r"other\.jsonl") as refused:
+                import_events(store, path, batch_size=BATCH, progress=given_up_and_overtaken)
+            message = str(refused.value)
+            assert "nothing was imported" not in message
+            assert "the import stopped after 1000 events (positions 1 to 1000)" in message
+            assert store.revision("main-0") == 1000 and store.revision("other-0") == 1000
+
+
+def test_a_stale_record_of_an_export_the_store_holds_whole_goes_with_the_next_import(
+    target: Target, tmp_path: Path
+) -> None:
+    path = an_export(tmp_path, "main", FLOWS, EVENTS)
+    with target.open() as store:
+        cut_short(store, path)
+        run_import(store, path, batch_size=BATCH)  # a restore's route: writes the rest, unrecorded
+        assert unfinished_import(store) is not None and store.last_position() == FLOWS * EVENTS
+        report = import_events(store, path, batch_size=BATCH)
+        assert (report.events_imported, report.events_skipped) == (0, FLOWS * EVENTS)
+        assert unfinished_import(store) is None and store.verify().ok
