@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -42,6 +43,22 @@ def _in_memory(parsed: sa.URL) -> bool:
     return "memory" in ((mode,) if isinstance(mode, str) else mode) or database.startswith("file::memory:")
 
 
+def _require_file(parsed: sa.URL) -> None:
+    """Refuse a SQLite file that does not exist (a ``uri=true`` URL says ``mode=rw`` itself)."""
+    database = parsed.database or ""
+    if "uri" in parsed.query:
+        return
+    try:
+        exists = Path(database).exists()
+    except OSError as exc:  # a name too long for the file system, say
+        raise InvalidInput(f"cannot use {database} as a SQLite file: {exc.strerror or exc}") from exc
+    if not exists:
+        raise InvalidInput(
+            f"no store at {database}: the file does not exist; check the URL, or open with create=True "
+            "(or create one with `eventstore db upgrade`)"
+        )
+
+
 def _in_greenlet() -> bool:
     """Whether this runs inside ``eventstore.aio.run`` (SQLAlchemy's greenlet), as the async driver needs."""
     try:
@@ -61,7 +78,10 @@ def _backend_for(
     schema: str | None,
     pool_size: int,
     asynchronous: bool = False,
+    must_exist: bool = False,
 ) -> Backend:
+    """The backend for ``url``; with ``must_exist`` (``create=False``), a SQLite file that is not
+    there is refused before connecting, which would create it (and its -wal and -shm), empty."""
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
@@ -91,6 +111,8 @@ def _backend_for(
             raise InvalidInput(
                 f"a SQLite file path must be valid UTF-8 without NUL characters, not {parsed.database!r}"
             )
+        if must_exist:
+            _require_file(parsed)
         engine = sqlite.create_engine(
             parsed,
             busy_timeout=busy_timeout,

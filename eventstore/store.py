@@ -140,6 +140,7 @@ class EventStore:
             schema=schema,
             pool_size=pool_size,
             asynchronous=asynchronous,
+            must_exist=create is False,
         )
         if create is None:
             create = backend.name == "sqlite"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import zipfile
@@ -12,8 +13,10 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from sqlalchemy.dialects import postgresql
 
-from eventstore import EventStore, NewEvent, SchemaError, migrate
+from eventstore import EventStore, InvalidInput, NewEvent, SchemaError, migrate
+from eventstore.aio import AsyncEventStore
 from eventstore.cli import main
+from eventstore.integrations.langgraph import EventStoreSaver
 from eventstore.migrate import head_revision
 from eventstore.schema import metadata
 
@@ -128,6 +131,37 @@ class TestSchemaAdvice:
         with pytest.raises(SchemaError, match=r"has no event store schema yet .*create=True") as missing:
             pg_target.open(create=False)
         assert (missing.value.current, missing.value.required) == (None, head_revision())
+
+
+class TestMissingSqliteFile:
+    """With create=False, a SQLite file that is not there is refused before connecting: none is made."""
+
+    def test_open_refuses_it_and_leaves_no_file(self, tmp_path: Path) -> None:
+        missing = tmp_path / "missing.db"
+        refused = r"no store at .*missing\.db: the file does not exist.*create=True"
+        with pytest.raises(InvalidInput, match=refused):
+            EventStore.open(f"sqlite:///{missing}", create=False)
+        assert sorted(tmp_path.iterdir()) == []
+
+    def test_a_missing_directory_is_refused_the_same_way(self, tmp_path: Path) -> None:
+        with pytest.raises(InvalidInput, match="the file does not exist"):
+            EventStore.open(f"sqlite:///{tmp_path / 'no' / 'such.db'}", create=False, check_schema=False)
+        assert sorted(tmp_path.iterdir()) == []
+
+    def test_async_open_refuses_it_and_leaves_no_file(self, tmp_path: Path) -> None:
+        with pytest.raises(InvalidInput, match="the file does not exist"):
+            asyncio.run(AsyncEventStore.open(f"sqlite:///{tmp_path / 'missing.db'}", create=False))
+        assert sorted(tmp_path.iterdir()) == []
+
+    def test_the_langgraph_saver_refuses_it_and_leaves_no_file(self, tmp_path: Path) -> None:
+        with pytest.raises(InvalidInput, match="the file does not exist"):
+            EventStoreSaver.from_url(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
+        assert sorted(tmp_path.iterdir()) == []
+
+    def test_create_still_makes_the_file(self, tmp_path: Path) -> None:
+        EventStore.open(f"sqlite:///{tmp_path / 'new.db'}").close()
+        with EventStore.open(f"sqlite:///{tmp_path / 'new.db'}", create=False) as store:
+            assert store.schema_revision() == head_revision()
 
 
 def test_the_migrated_columns_have_the_declared_collations(pg_target: Target) -> None:
