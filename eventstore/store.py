@@ -636,6 +636,8 @@ class EventStore:
 
         Streams in (flow, revision) order and keeps one row per flow in memory.
         ``progress`` is called with the number of events checked after each page.
+        A ``flow_id`` with no events is ``FlowNotFound`` (``FlowArchived`` if
+        retention pruned it), never an OK report of nothing checked.
         """
         self._check_open()
         if progress is not None and not callable(progress):
@@ -648,6 +650,10 @@ class EventStore:
                 report.problems.append(item)
         if flow_id is None:
             report.problems.extend(self._missing_events())
+        elif report.events_checked == 0:  # judged on the rows read, so a prune meanwhile is not OK either
+            from .tombstones import flow_not_found
+
+            raise flow_not_found(self, flow_id)
         with self._guard(), self._backend.read_connection() as conn:
             unfinished = read_unfinished(conn)
         if unfinished is not None:  # even for one flow: its tail may be among the events still to come

@@ -20,6 +20,7 @@ from eventstore import (
     AppendOnlyViolation,
     ArchiveNotFound,
     EventStore,
+    FlowArchived,
     FlowNotFound,
     FlowPruned,
     IntegrityViolation,
@@ -121,6 +122,9 @@ class TestRun:
         assert (table_count(flows, "flow_tombstones"), table_count(flows, "pruned_events")) == (3, 9)
         assert [a.status for a in list_archives(flows)] == ["pruned"]
         assert flows.verify().ok
+        with pytest.raises(FlowArchived) as pruned:  # as `eventstore verify f1`: its events are archived
+            flows.verify("f1")
+        assert (pruned.value.archive_id, pruned.value.last_revision) == (report.archive_id, 3)
         assert [f.flow_id for f in FlowQueries(flows).flows().items] == ["f4"]
         assert FlowQueries(flows).session("s").event_count == 2
         assert_matches_rebuild(flows)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, FlowArchived, FlowNotFound, NewEvent
 
 from .conftest import Target
 
@@ -153,6 +153,22 @@ class TestVerifyCountsEvents:
         sql(filled, "DELETE FROM flow_events WHERE flow_id = 'b' AND revision = 3")
         assert [p.kind for p in filled.verify().problems] == ["missing-events"]
         assert filled.verify("b").ok, "one flow's chain alone cannot see its own lost tail"
+
+
+class TestVerifyOneFlowThatIsNotThere:
+    """``verify(flow_id)`` of a flow without events is an error, as ``eventstore verify FLOW``: never OK."""
+
+    def test_a_flow_that_never_existed_is_not_found(self, filled: EventStore) -> None:
+        with pytest.raises(FlowNotFound, match="'no-such-flow' does not exist") as missing:
+            filled.verify("no-such-flow")
+        assert not isinstance(missing.value, FlowArchived) and missing.value.flow_id == "no-such-flow"
+
+    def test_a_flow_whose_events_were_all_deleted_is_not_found(self, filled: EventStore) -> None:
+        drop_guards(filled)
+        sql(filled, "DELETE FROM flow_events WHERE flow_id = 'b'")
+        with pytest.raises(FlowNotFound, match="'b' does not exist"):
+            filled.verify("b")
+        assert filled.verify("a").ok and not filled.verify().ok
 
 
 def test_an_unencodable_edit_is_reported_not_raised(pg_target: Target) -> None:
