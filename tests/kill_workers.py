@@ -31,9 +31,12 @@ from .workers import SPAWN
 CHILD_TIMEOUT = 60.0  # a bound on a child that hangs, never a clock
 
 
-def kill_during(entry: Callable[..., None], args: tuple[Any, ...], delay: float) -> bool:
-    """Run ``entry`` in a child and SIGKILL it ``delay`` s after it is ready; True if it finished first."""
-    return _run(entry, args, delay) is not None
+def kill_during(
+    entry: Callable[..., None], args: tuple[Any, ...], delay: float, *, after_steps: int = 0
+) -> bool:
+    """Run ``entry`` in a child and SIGKILL it ``delay`` s after it is ready (and, with ``after_steps``,
+    has reported that many of its steps done); True if it finished first."""
+    return _run(entry, args, delay, after_steps) is not None
 
 
 def operation_time(entry: Callable[..., None], args: tuple[Any, ...]) -> float:
@@ -44,9 +47,12 @@ def operation_time(entry: Callable[..., None], args: tuple[Any, ...]) -> float:
     return took
 
 
-def _run(entry: Callable[..., None], args: tuple[Any, ...], delay: float) -> float | None:
-    """Seconds from "ready" to "done" if the child finished within ``delay`` of "ready", else None
-    (killed then)."""
+def _run(
+    entry: Callable[..., None], args: tuple[Any, ...], delay: float, after_steps: int = 0
+) -> float | None:
+    """Seconds from "ready" to "done" if the child finished within ``delay`` of "ready" (of its
+    ``after_steps``-th "step" message, if any), else None (killed then). A child may send "step"
+    after each part of its operation; ``after_steps`` makes the kill land part way through."""
     reader, writer = SPAWN.Pipe(duplex=False)
     child = SPAWN.Process(target=entry, args=(*args, writer), daemon=True)
     child.start()
@@ -54,11 +60,18 @@ def _run(entry: Callable[..., None], args: tuple[Any, ...], delay: float) -> flo
     try:
         assert reader.poll(CHILD_TIMEOUT), "the child did not get ready in time; see its stderr"
         assert reader.recv() == "ready"
+        for _ in range(after_steps):
+            assert reader.poll(CHILD_TIMEOUT), "the child did not report its steps in time; see its stderr"
+            assert reader.recv() == "step", "the child finished before the steps it was to report"
         ready = time.monotonic()
-        if not reader.poll(delay):  # where to kill the child, not a wait for a clock
-            return None
-        assert reader.recv() == "done", "the child failed; see its stderr"
-        return time.monotonic() - ready
+        while True:
+            left = ready + delay - time.monotonic()
+            if left <= 0 or not reader.poll(left):  # where to kill the child, not a wait for a clock
+                return None
+            message = reader.recv()
+            if message == "done":
+                return time.monotonic() - ready
+            assert message == "step", "the child failed; see its stderr"
     except EOFError:
         raise AssertionError(f"the child died ({child.exitcode}) on its own; see its stderr") from None
     finally:
@@ -208,7 +221,8 @@ def upgrade(url: str, options: dict[str, Any], signal: Connection) -> None:
 def saver_ops(
     url: str, options: dict[str, Any], operation: str, threads: list[str], signal: Connection
 ) -> None:
-    """``operation`` ("copy", "delete", "prune", "runs") on each thread in turn, one call each."""
+    """``operation`` ("copy", "delete", "prune", "runs") on each thread in turn, one call each,
+    with a "step" message after each call."""
     from eventstore.integrations.langgraph import EventStoreSaver
 
     with EventStoreSaver.from_url(url, **options) as saver:
@@ -222,6 +236,7 @@ def saver_ops(
                 saver.prune([thread])
             else:
                 saver.delete_for_runs([f"run-{thread}"])
+            signal.send("step")
     signal.send("done")
 
 
