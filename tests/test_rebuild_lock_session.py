@@ -11,10 +11,8 @@ that its lease expired.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,39 +23,12 @@ from projections import FlowProjection, rebuild
 from . import kill_workers
 from .conftest import Target, _admin_connect
 from .test_rebuild_crash import some_flows
-from .test_rebuild_takeover import the_claim
+from .test_rebuild_takeover import paused_rebuild, the_claim
 
 HELD_LOCKS = (
     "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
     " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
-
-
-@contextmanager
-def paused_rebuild(target: Target, failures: list[BaseException]) -> Iterator[None]:
-    """A rebuild in a thread, paused after its first batch, with its lock held, until the block ends."""
-    paused, go = threading.Event(), threading.Event()
-
-    def hold(_: object) -> None:
-        if not paused.is_set():
-            paused.set()
-            go.wait()
-
-    def holder() -> None:
-        try:
-            with target.open(projections=[FlowProjection()]) as store:
-                rebuild(store, FlowProjection(), batch_size=20, progress=hold)
-        except BaseException as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert paused.wait(kill_workers.CHILD_TIMEOUT), "the holder never reported progress"
-        yield
-    finally:
-        go.set()
-        thread.join()
 
 
 def admin(target: Target) -> Any:

@@ -11,6 +11,8 @@ that lock (written by older code) still lasts its lease.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -85,10 +87,10 @@ def test_a_runner_killed_while_building_is_built_by_the_next_at_a_stopped_clock(
         assert the_claim(store, AppliedOnce.name) is None
 
 
-def test_a_paused_live_rebuild_keeps_its_claim(target: Target) -> None:
-    some_flows(target)
+@contextmanager
+def paused_rebuild(target: Target, failures: list[BaseException]) -> Iterator[None]:
+    """A rebuild in a thread, paused after its first batch, with its lock held, until the block ends."""
     paused, go = threading.Event(), threading.Event()
-    failures: list[BaseException] = []
 
     def hold(_: object) -> None:
         if not paused.is_set():
@@ -106,13 +108,19 @@ def test_a_paused_live_rebuild_keeps_its_claim(target: Target) -> None:
     thread.start()
     try:
         assert paused.wait(kill_workers.CHILD_TIMEOUT), "the holder never reported progress"
-        with target.open(projections=[FlowProjection()]) as store:
-            assert the_claim(store, "flows") is not None
-            with pytest.raises(ProjectionError, match="already running"):
-                rebuild(store, FlowProjection())
+        yield
     finally:
         go.set()
         thread.join()
+
+
+def test_a_paused_live_rebuild_keeps_its_claim(target: Target) -> None:
+    some_flows(target)
+    failures: list[BaseException] = []
+    with paused_rebuild(target, failures), target.open(projections=[FlowProjection()]) as store:
+        assert the_claim(store, "flows") is not None
+        with pytest.raises(ProjectionError, match="already running"):
+            rebuild(store, FlowProjection())
     assert not failures
     with target.open(projections=[FlowProjection()]) as store:
         assert the_claim(store, "flows") is None

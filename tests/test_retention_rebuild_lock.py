@@ -29,7 +29,7 @@ from .conftest import Target
 from .kill_workers import kill_during
 from .readmodels import assert_matches_rebuild
 from .test_rebuild_crash import FLOWS, some_flows
-from .test_rebuild_takeover import the_claim
+from .test_rebuild_takeover import paused_rebuild, the_claim
 
 SECOND = RetentionPolicy(finished=timedelta(seconds=1))
 
@@ -60,33 +60,13 @@ def test_a_killed_rebuilds_claim_does_not_hold_a_prune_back(target: Target, tmp_
 
 def test_a_live_rebuild_still_holds_a_prune_back(target: Target, tmp_path: Path) -> None:
     some_flows(target)
-    paused, go = threading.Event(), threading.Event()
     failures: list[BaseException] = []
-
-    def hold(_: object) -> None:
-        if not paused.is_set():
-            paused.set()
-            go.wait()
-
-    def holder() -> None:
-        try:
-            with target.open(projections=[FlowProjection()]) as store:
-                rebuild(store, FlowProjection(), batch_size=20, progress=hold)
-        except BaseException as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert paused.wait(kill_workers.CHILD_TIMEOUT), "the holder never reported progress"
+    with paused_rebuild(target, failures):
         now = utc_now() + timedelta(seconds=1)
         with target.open(projections=[FlowProjection()], clock=lambda: now) as store:
             with pytest.raises(RebuildInProgress, match="'flows'"):
                 prune(store, tmp_path)
             assert list_archives(store) == [] and FlowQueries(store).flows(limit=100).total == FLOWS
-    finally:
-        go.set()
-        thread.join()
     assert not failures
 
 
