@@ -302,11 +302,14 @@ maintenance_jobs = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("last_result", sa.Text, nullable=True),
     sa.Column("last_position", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("locked", sa.SmallInteger, nullable=False, server_default="0"),
 )
 """One row per maintenance job: the lease that makes it run once per period
 across processes (``owner`` until ``lease_until``, for the run of ``period``),
-how its last run went (``last_result`` is a JSON summary), and where an
-incremental job stopped (``last_position``)."""
+how its last run went (``last_result`` is a JSON summary), where an
+incremental job stopped (``last_position``), and whether the claim's holder
+held the job's process lock (``locked`` 1, migration 0018: its claim dies
+with it; 0, its lease alone counts)."""
 
 unfinished_imports = sa.Table(
     "unfinished_imports",
