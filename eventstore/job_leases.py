@@ -5,12 +5,28 @@ only if no unexpired lease is held and the row's ``period`` is older than the
 period being run. On PostgreSQL a concurrent claim waits for the row lock and
 then re-checks the condition against the winner's row, so it fails; on SQLite
 writers are serialised anyway. So however many processes fire a job for the
-same period, one runs it. A run that dies leaves its lease to expire
-(``lease_seconds``), after which the next period's run may claim the job.
+same period, one runs it.
+
+A run that dies must not hold its job up for its lease. So a run first takes
+its job's lock that dies with its process (``process_locks``, kind ``job``,
+named for the job) and holds it until it has finished; a claim made holding
+it says so (``locked``). A claimer that holds the lock and finds such a claim
+knows its holder is gone (alive, it would still hold the lock): it takes the
+claim over at once, lease or not, and runs the same period again, from the
+``last_position`` the dead run reached. ``job_status`` asks the lock too and
+reports such a claim as ``died``. A claim made without the lock (none to be
+had: no ``fcntl``, a lock file that cannot be opened; or another process
+held the lock for an instant) and rows from before the lock are left to
+their lease, after which the next period's run may claim the job. A live
+holder keeps its claim until its lease runs out, as before; one that lost
+its lock while alive (its PostgreSQL connection dropped) may be taken over,
+and then loses the job at its next renewal (``JobLeaseLost``).
 
 A row claimed by a process whose clock is ahead (its ``last_started`` is
 more than ``CLOCK_AHEAD`` later than the claimer's now) does not hold up the
-other processes until their clocks get there: its period is disregarded.
+other processes until their clocks get there: its period is disregarded. If
+its holder died holding the lock, its claim is taken over at once too, however
+far ahead its lease runs.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from . import process_locks
 from .errors import JobLeaseLost
 from .integrity import format_time
 from .schema import maintenance_jobs as jobs
@@ -31,6 +48,12 @@ from .store import EventStore
 
 CLOCK_AHEAD = timedelta(minutes=1)
 """How much later than this process's clock a claim's start may be before it counts as a clock ahead."""
+
+LOCK_KIND = "job"
+"""The kind of the maintenance jobs' locks in ``process_locks``; each is named for its job."""
+
+DIED = "died"
+"""The ``last_status`` ``job_status`` reports for a claim whose holder died (its lock is free)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +93,14 @@ def claim(
     lease_seconds: float,
     period: datetime,
     manual: bool = False,
+    locked: bool = False,
 ) -> Claim | None:
     """Take the job for ``period`` if it is free and that period has not run; None otherwise.
+
+    ``locked``: the caller holds the job's process lock (``process_locks.take``
+    with ``LOCK_KIND``) and will until it has finished. Then a claim made
+    with the lock too is a dead run's: it is taken over at once, and its
+    period, which it did not finish, may run again.
 
     A ``manual`` run (``run_once`` by hand) needs only the job to be free. It
     counts for ``period`` (the scheduled period it falls in) unless the row
@@ -88,7 +117,12 @@ def claim(
         jobs.c.period < slot,
         jobs.c.last_started > format_time(later(now, CLOCK_AHEAD)),  # claimed by a clock ahead: disregarded
     )
-    conditions = [jobs.c.name == name, sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until <= stamp)]
+    free = [jobs.c.owner.is_(None), jobs.c.lease_until <= stamp]
+    if locked:  # we hold the lock: a claim made with it has lost its holder
+        dead = sa.and_(jobs.c.owner.is_not(None), jobs.c.locked == 1)
+        free.append(dead)
+        newer = sa.or_(newer, sa.and_(dead, jobs.c.period <= slot))  # the dead run did not finish its period
+    conditions = [jobs.c.name == name, sa.or_(*free)]
     with store.transaction() as tx:
         conn = tx.connection
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert
@@ -102,6 +136,7 @@ def claim(
                 period=sa.case((newer, slot), else_=jobs.c.period) if manual else slot,
                 last_started=stamp,
                 last_status="running",
+                locked=1 if locked else 0,
             )
             .returning(jobs.c.last_position, jobs.c.period)
         ).first()
@@ -174,9 +209,20 @@ def _mine(held: Claim) -> sa.Update:
 
 
 def job_status(store: EventStore) -> list[JobStatus]:
-    """Every job's row, by name: what to watch (``eventstore maintain --status``)."""
+    """Every job's row, by name: what to watch (``eventstore maintain --status``).
+
+    A claim made with the job's lock whose lock nobody holds is reported
+    with ``last_status`` ``died`` (``DIED``), not ``running``: its process is
+    gone, and the next run takes it over at once.
+    """
     with store.reading() as conn:
         rows = conn.execute(sa.select(jobs).order_by(jobs.c.name)).all()
+        unlocked = [
+            row
+            for row in rows
+            if row.owner is not None and row.locked == 1 and not process_locks.held(conn, LOCK_KIND, row.name)
+        ]
+    died = _still_claimed(store, unlocked)
     return [
         JobStatus(
             name=row.name,
@@ -185,10 +231,30 @@ def job_status(store: EventStore) -> list[JobStatus]:
             period=row.period,
             last_started=row.last_started,
             last_finished=row.last_finished,
-            last_status=row.last_status,
+            last_status=DIED if row.name in died else row.last_status,
             last_error=row.last_error,
             last_result=None if row.last_result is None else orjson.loads(row.last_result),
             last_position=int(row.last_position),
         )
         for row in rows
     ]
+
+
+def _still_claimed(store: EventStore, rows: list[sa.Row[Any]]) -> set[str]:
+    """The jobs of ``rows`` (claims whose lock was free) still held by the same claim: dead runs.
+
+    A holder lets its lock go only after ``finish`` has committed, so a claim
+    still there once its lock was seen free was not finished: its holder died.
+    """
+    if not rows:
+        return set()
+    with store.reading() as conn:
+        now = {
+            row.name: (row.owner, row.last_started)
+            for row in conn.execute(
+                sa.select(jobs.c.name, jobs.c.owner, jobs.c.last_started).where(
+                    jobs.c.name.in_([row.name for row in rows])
+                )
+            )
+        }
+    return {row.name for row in rows if now.get(row.name) == (row.owner, row.last_started)}

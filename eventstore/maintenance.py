@@ -5,7 +5,9 @@ can be run once by name (``run_once``, ``eventstore maintain --once JOB``).
 Several maintenance processes may run against one database: a run first
 claims its job's row in ``maintenance_jobs`` for the period it belongs to
 (``eventstore.job_leases``), so each job runs once per period, not once per
-process, and never twice at once.
+process, and never twice at once. While it holds the claim it holds the
+job's lock that dies with its process (``eventstore.process_locks``), so a
+run killed outright is known dead at once and its period run again.
 
 Layering: ``eventstore`` never imports ``projections`` at module level. The
 jobs that need read models (catch-up, the lease sweeper) import it inside the
@@ -29,7 +31,7 @@ from apscheduler.schedulers.background import (  # type: ignore[import-untyped] 
     BackgroundScheduler,
 )
 
-from . import job_leases
+from . import job_leases, process_locks
 from .checks import check_text, shown
 from .errors import InvalidInput, JobLeaseLost
 from .integrity import format_time
@@ -238,6 +240,27 @@ class Maintenance:
     def _run(
         self, job: Job, settings: JobConfig, now: datetime, period: datetime, *, manual: bool
     ) -> JobResult:
+        # The job's lock dies with this process: held from before the claim until after ``finish``, it
+        # tells the others at once that a claim made with it and still standing is a dead run's.
+        # Another process holding it (taking a dead run's claim over, or on its way out) is no reason
+        # to skip: the claim decides, without the lock, by the lease alone.
+        lock = process_locks.take(self.store, job_leases.LOCK_KIND, job.name)
+        try:
+            done = self._run_claimed(
+                job, settings, now, period, manual=manual, locked=bool(lock and lock.held)
+            )
+        finally:
+            if lock is not None:
+                lock.release()
+        # Why not, asked once the lock is let go: held, it would keep a dead run's claim looking alive.
+        return (
+            done if done is not None else JobResult(job.name, "skipped", {"reason": self._why_not(job.name)})
+        )
+
+    def _run_claimed(
+        self, job: Job, settings: JobConfig, now: datetime, period: datetime, *, manual: bool, locked: bool
+    ) -> JobResult | None:
+        """Claim the job and run it; None if it could not be claimed."""
         name = job.name
         held = job_leases.claim(
             self.store,
@@ -247,9 +270,10 @@ class Maintenance:
             lease_seconds=settings.lease_seconds,
             period=period,
             manual=manual,
+            locked=locked,
         )
         if held is None:
-            return JobResult(name, "skipped", {"reason": self._why_not(name)})
+            return None
         log.info("maintenance: %s started (period %s)", name, held.period)
         try:
             details = dict(job.run(JobContext(self, held, settings)) or {})
@@ -289,6 +313,11 @@ class Maintenance:
         row = next((s for s in self.status() if s.name == name), None)
         now = format_time(self.clock())
         if row is not None and row.owner is not None:
+            if row.last_status == job_leases.DIED:
+                return (
+                    f"the run for period {row.period} in {row.owner} (started {row.last_started}) died; "
+                    "the next run for that period or a later one takes it over at once"
+                )
             if (row.lease_until or "") > now:
                 return f"running in {row.owner} until {row.lease_until}"
             return (

@@ -2,20 +2,27 @@
 
 The job appends ``RunStarted``, works a little, then appends ``RunEnded`` to
 the flow ``runs``: two runs at once would show as two starts in a row, and a
-period run twice as two starts for one period.
+period run twice as two starts for one period. ``integrity_paused`` is a
+child that runs the real integrity job and stops after its first batch,
+for a parent to kill there.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from typing import Any
 
 from eventstore import EventStore, NewEvent
 from eventstore.maintenance import Job, JobContext, Maintenance
-from eventstore.maintenance_config import JobConfig
+from eventstore.maintenance_config import DEFAULT_JOBS, IntegrityPolicy, JobConfig, MaintenanceConfig
+from eventstore.maintenance_jobs import integrity
 
 from .workers import BARRIER_TIMEOUT
+
+CHILD_TIMEOUT = 60.0  # a bound on a child left paused, never a clock
 
 START = datetime(2020, 1, 1, 12, 0, tzinfo=UTC)
 """The first period run: in the past, as any period given to ``run_once`` must be."""
@@ -65,3 +72,34 @@ def run_periods(url: str, options: dict[str, Any], count: int, sync: Any) -> lis
     """Child process: run the recorder for each period in lockstep with the other processes."""
     with EventStore.open(url, **options) as store:
         return run_in_lockstep(Maintenance(store, jobs=[RECORDER]), count, sync)
+
+
+def integrity_paused(
+    url: str, options: dict[str, Any], now: datetime, period: datetime, signal: Connection
+) -> None:
+    """Child process: run ``integrity`` as ``doomed`` at ``now`` in batches of 10; after the first
+    batch's position is recorded, send "step" and pause (for the parent to SIGKILL it there)."""
+
+    def pausing(ctx: JobContext) -> Any:
+        renew = ctx.renew
+
+        def renew_then_pause(*, position: int | None = None) -> None:
+            renew(position=position)
+            signal.send("step")
+            threading.Event().wait(CHILD_TIMEOUT)
+
+        ctx.renew = renew_then_pause  # type: ignore[method-assign]  # this one run pauses at its first batch
+        return integrity(ctx)
+
+    config = MaintenanceConfig(integrity=IntegrityPolicy(batch_size=10))
+    with EventStore.open(url, **options) as store:
+        service = Maintenance(
+            store,
+            config,
+            jobs=[Job("integrity", pausing, DEFAULT_JOBS["integrity"])],
+            clock=lambda: now,
+            owner="doomed",
+        )
+        signal.send("ready")
+        service.run_once("integrity", period=period)
+        signal.send("done")

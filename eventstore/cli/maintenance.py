@@ -76,7 +76,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         With --once JOB, run that job now and exit: status 1 if it failed, 3 if
         it lost its lease to another process mid-run. Several `maintain`
         processes may share a database: each job runs once per period among
-        them.
+        them. With --status, a job a live process runs shows as `running`, held
+        by it; one whose process was killed mid-run as `died` (the next run
+        takes it over at once and runs its period again), and one whose
+        holder let its lease run out as `expired`.
         """
         from ..maintenance import Maintenance
         from ..maintenance_config import MaintenanceConfig
@@ -184,7 +187,7 @@ def _serve(service: Maintenance) -> None:
 
 def _show_status(service: Maintenance, as_json: bool) -> None:
     from ..integrity import format_time
-    from ..job_leases import CLOCK_AHEAD, later
+    from ..job_leases import CLOCK_AHEAD, DIED, later
 
     rows = {row.name: row for row in service.status()}
     now = format_time(service.clock())
@@ -193,8 +196,9 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
         settings = service.settings(name)
         schedule = f"every {settings.every:g}s" if settings.every is not None else f"cron {settings.cron}"
         row = rows.get(name)
-        # A holder whose lease ran out is not running it: it died (or hangs) and the job is free.
-        expired = row is not None and row.owner is not None and (row.lease_until or "") <= now
+        # A holder whose process lock is free died; one whose lease ran out died or hangs: not running it.
+        died = row is not None and row.last_status == DIED
+        expired = not died and row is not None and row.owner is not None and (row.lease_until or "") <= now
         line: dict[str, Any] = {
             "job": name,
             "enabled": settings.enabled,
@@ -203,8 +207,9 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
             "last_status": "expired" if expired else (row.last_status if row else None),
             "last_started": row.last_started if row else None,
             "last_finished": row.last_finished if row else None,
-            "held_by": row.owner if row and not expired else None,
+            "held_by": row.owner if row and not expired and not died else None,
             "expired_holder": row.owner if row and expired else None,
+            "dead_holder": row.owner if row and died else None,
             "last_error": row.last_error if row else None,
             "last_position": row.last_position if row else 0,
             "period": row.period if row else None,
@@ -224,6 +229,11 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
         echo(printable(f"{name:<16} {schedule:<22} {next_run:<25} {state:<8} {when}"))
         if row is not None and line["held_by"]:
             echo(f"{'':<16} running, held by {printable(row.owner or '')} until {row.lease_until}")
+        elif row is not None and died:
+            echo(
+                f"{'':<16} died: {printable(row.owner or '')} started the run for period {row.period} at "
+                f"{row.last_started} and its process is gone; the next run takes the job over at once"
+            )
         elif row is not None and expired:
             echo(
                 f"{'':<16} lease expired at {row.lease_until}: {printable(row.owner or '')} "

@@ -1,0 +1,184 @@
+"""A maintenance run killed outright is known dead at once: reported so, and its period run again.
+
+A run holds its job's lock that dies with its process (``process_locks``,
+kind ``job``) while it holds its claim. A claim made with it whose lock is
+free is a dead run's: ``--status`` says ``died``, and the next run takes it
+over without waiting out the lease, for the same period, from where it
+stopped. A live holder, paused, keeps its claim; a claim made without the
+lock still lasts its lease.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import sqlalchemy as sa
+from click.testing import CliRunner
+from freezegun import freeze_time
+
+from eventstore import EventStore, NewEvent
+from eventstore.cli import main
+from eventstore.integrity import format_time
+from eventstore.job_leases import JobStatus, claim
+from eventstore.maintenance import Job, JobContext, Maintenance
+from eventstore.maintenance_config import JobConfig
+from eventstore.schema import maintenance_jobs
+
+from . import maintenance_workers
+from .conftest import Target
+from .kill_workers import kill_during
+from .maintenance_workers import RECORDER
+from .workers import BARRIER_TIMEOUT
+
+NOW = datetime(2030, 1, 1, 12, 0, 30, tzinfo=UTC)
+NOON = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def row_of(service: Maintenance, name: str) -> JobStatus:
+    (row,) = [row for row in service.status() if row.name == name]
+    return row
+
+
+def status_json(target: Target, job: str) -> dict[str, object]:
+    schema = target.options.get("schema")
+    args = ["--url", target.url, *(["--schema", schema] if schema else []), "maintain", "--status", "--json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    (line,) = [orjson.loads(text) for text in result.stdout.splitlines() if f'"{job}"' in text]
+    return dict(line)
+
+
+def lock_files(target: Target) -> list[Path]:
+    if target.dialect != "sqlite":
+        return []
+    database = Path(target.url.removeprefix("sqlite:///"))
+    return sorted(database.parent.glob(f"{database.name}-job-*.lock"))
+
+
+def test_a_run_killed_mid_job_is_reported_dead_and_its_period_finished_at_once(target: Target) -> None:
+    with target.open() as store:
+        for n in range(5):
+            store.append(f"flow-{n}", [NewEvent("Noted", {"i": i}) for i in range(10)])
+        period = Maintenance(store, clock=lambda: NOW).period_of("integrity")
+    args = (target.url, target.options, NOW, period)
+    assert not kill_during(maintenance_workers.integrity_paused, args, 0.0, after_steps=1)
+    with freeze_time(NOW), target.open() as store:
+        service = Maintenance(store)
+        dead = row_of(service, "integrity")
+        assert (dead.last_status, dead.owner, dead.period, dead.last_started, dead.last_position) == (
+            "died",
+            "doomed",
+            format_time(period),
+            format_time(NOW),
+            10,
+        )
+        assert (dead.lease_until or "") > format_time(NOW), "the dead run's lease has run out: nothing tested"
+        line = status_json(target, "integrity")
+        assert (line["last_status"], line["held_by"], line["dead_holder"]) == ("died", None, "doomed")
+        result = service.run_once("integrity", period=period)
+        assert (result.status, result.details["from_position"], result.details["to_position"]) == (
+            "ok",
+            11,
+            50,
+        )
+        done = row_of(service, "integrity")
+        assert (done.last_status, done.owner, done.period, done.last_position) == (
+            "ok",
+            None,
+            format_time(period),
+            50,
+        )
+        assert lock_files(target) == []
+
+
+@contextmanager
+def paused_run(store: EventStore) -> Iterator[Maintenance]:
+    """A live run of ``slow`` on a thread, paused inside its job until the block ends."""
+    started, go_on = threading.Event(), threading.Event()
+
+    def pause(ctx: JobContext) -> dict[str, str]:
+        started.set()
+        assert go_on.wait(BARRIER_TIMEOUT)
+        return {"by": "paused"}
+
+    service = Maintenance(store, jobs=[Job("slow", pause, JobConfig(every=3600))], owner="paused")
+    results = []
+    thread = threading.Thread(target=lambda: results.append(service.run_once("slow")))
+    thread.start()
+    try:
+        assert started.wait(BARRIER_TIMEOUT)
+        yield service
+    finally:
+        go_on.set()
+        thread.join(BARRIER_TIMEOUT)
+    assert [r.status for r in results] == ["ok"]
+
+
+def test_a_paused_live_holder_is_neither_displaced_nor_called_dead(target: Target) -> None:
+    with freeze_time(NOW), target.open() as first, target.open() as second:
+        other = Maintenance(second, jobs=[Job("slow", lambda ctx: {"by": "other"}, JobConfig(every=3600))])
+        with paused_run(first):
+            assert row_of(other, "slow").last_status == "running"
+            skipped = other.run_once("slow")
+            assert skipped.status == "skipped" and "running in paused" in skipped.details["reason"]
+        assert row_of(other, "slow").last_result == {"by": "paused"}
+
+
+def test_a_manual_run_takes_a_dead_runs_claim_over_for_its_period(store: EventStore) -> None:
+    # Made with the lock (locked=True) by a holder that no longer holds it: a dead run's claim.
+    assert claim(store, "record", "dead", now=NOON, lease_seconds=600, period=NOON, locked=True)
+    service = Maintenance(store, jobs=[RECORDER], clock=lambda: NOON + timedelta(seconds=1))
+    assert row_of(service, "record").last_status == "died"
+    assert service.run_once("record").status == "ok"
+    assert maintenance_workers.runs(store) == [
+        ("RunStarted", format_time(NOON)),
+        ("RunEnded", format_time(NOON)),
+    ]
+    assert service.run_once("record", period=NOON).status == "skipped"  # now it has run
+
+
+def test_a_dead_claim_made_by_a_clock_ahead_is_taken_over_at_once(store: EventStore) -> None:
+    ahead = NOON + timedelta(days=2)
+    assert claim(store, "record", "ahead", now=ahead, lease_seconds=600, period=ahead, locked=True)
+    service = Maintenance(store, jobs=[RECORDER], clock=lambda: NOON)
+    assert service.run_once("record", period=NOON).status == "ok"
+    assert row_of(service, "record").period == format_time(NOON)
+
+
+def test_a_dead_claim_of_a_later_period_keeps_its_period_from_an_earlier_run(store: EventStore) -> None:
+    later = NOON + timedelta(minutes=1)
+    assert claim(store, "record", "dead", now=later, lease_seconds=600, period=later, locked=True)
+    service = Maintenance(store, jobs=[RECORDER], clock=lambda: later)
+    skipped = service.run_once("record", period=NOON)
+    assert skipped.status == "skipped" and "died" in skipped.details["reason"]
+    assert service.run_once("record", period=later).status == "ok"
+
+
+def test_a_claim_made_without_the_lock_lasts_its_lease(store: EventStore) -> None:
+    assert claim(store, "record", "dead", now=NOON, lease_seconds=600, period=NOON)
+    service = Maintenance(store, jobs=[RECORDER], clock=lambda: NOON + timedelta(seconds=1))
+    assert row_of(service, "record").last_status == "running"
+    assert service.run_once("record").status == "skipped"
+
+
+def test_where_no_lock_can_be_had_a_run_claims_by_its_lease_alone(tmp_path: Path) -> None:
+    database = tmp_path / "events.db"
+    digest = hashlib.sha256(b"record").hexdigest()[:16]
+    Path(f"{database}-job-{digest}.lock").mkdir()  # a lock file that cannot be opened: no lock to be had
+    with EventStore.open(f"sqlite:///{database}") as store:
+        service = Maintenance(store, jobs=[RECORDER], clock=lambda: NOON)
+        held: list[int] = []
+
+        def note_the_claim(ctx: JobContext) -> None:
+            with store.reading() as conn:
+                held.append(conn.execute(sa.select(maintenance_jobs.c.locked)).scalar_one())
+
+        service.jobs["record"] = Job("record", note_the_claim, JobConfig(every=60))
+        assert service.run_once("record", period=NOON).status == "ok"
+        assert held == [0]  # claimed unlocked: were its run to die, its lease would be waited out
