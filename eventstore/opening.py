@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -44,19 +45,43 @@ def _in_memory(parsed: sa.URL) -> bool:
 
 
 def _require_file(parsed: sa.URL) -> None:
-    """Refuse a SQLite file that does not exist (a ``uri=true`` URL says ``mode=rw`` itself)."""
+    """Refuse a SQLite file that does not exist, whatever the URL's form: a plain path, or a
+    ``uri=true`` URL (``file:`` with any ``mode``, which SQLite would otherwise create) asked
+    of SQLite itself, read-only, so nothing is made either way."""
     database = parsed.database or ""
-    if "uri" in parsed.query:
-        return
+    uri = parsed.query.get("uri")
+    if isinstance(uri, str) and sa.util.asbool(uri):
+        (filename,), _ = parsed.get_dialect()().create_connect_args(parsed)  # what the driver opens
+        if filename[:5].lower() == "file:":
+            if not _uri_opens(filename):
+                raise _no_store(database)
+            return
+        database = filename  # without file:, SQLite reads even a URI's whole text as a path
     try:
         exists = Path(database).exists()
     except OSError as exc:  # a name too long for the file system, say
         raise InvalidInput(f"cannot use {database} as a SQLite file: {exc.strerror or exc}") from exc
     if not exists:
-        raise InvalidInput(
-            f"no store at {database}: the file does not exist; check the URL, or open with create=True "
-            "(or create one with `eventstore db upgrade`)"
-        )
+        raise _no_store(database)
+
+
+def _uri_opens(filename: str) -> bool:
+    """Whether SQLite opens the database a ``file:`` URI names, asked with ``mode=ro`` (which never
+    creates a file, nor its -wal or -shm: nothing is read)."""
+    path, _, query = filename.partition("?")
+    kept = [item for item in query.split("&") if item and not item.lower().startswith("mode=")]
+    try:
+        sqlite3.connect("?".join((path, "&".join([*kept, "mode=ro"]))), uri=True).close()
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _no_store(database: str) -> InvalidInput:
+    return InvalidInput(
+        f"no store at {database}: the file does not exist; check the URL, or open with create=True "
+        "(or create one with `eventstore db upgrade`)"
+    )
 
 
 def _in_greenlet() -> bool:

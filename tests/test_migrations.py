@@ -158,6 +158,28 @@ class TestMissingSqliteFile:
             EventStoreSaver.from_url(f"sqlite:///{tmp_path / 'missing.db'}", create=False)
         assert sorted(tmp_path.iterdir()) == []
 
+    @pytest.mark.parametrize(
+        "query",
+        ["uri=true", "mode=rwc&uri=true", "mode=rw&uri=true", "uri=true&cache=shared", "uri=false"],
+    )
+    def test_every_sqlite_url_form_refuses_it_and_leaves_no_file(self, tmp_path: Path, query: str) -> None:
+        for name in (f"file:{tmp_path / 'missing.db'}", str(tmp_path / "missing.db")):
+            with pytest.raises(InvalidInput, match=r"no store at .*missing\.db.*: the file does not exist"):
+                EventStore.open(f"sqlite:///{name}?{query}", create=False, check_schema=False)
+            assert sorted(tmp_path.iterdir()) == []
+
+    @pytest.mark.parametrize("query", ["uri=true", "mode=rwc&uri=true", "mode=ro&uri=true"])
+    def test_a_uri_names_a_store_that_exists(self, tmp_path: Path, query: str) -> None:
+        EventStore.open(f"sqlite:///{tmp_path / 'new.db'}").close()
+        with EventStore.open(f"sqlite:///file:{tmp_path / 'new.db'}?{query}", create=False) as store:
+            assert store.schema_revision() == head_revision()
+
+    def test_in_memory_uris_are_refused_as_in_memory_not_as_missing(self, tmp_path: Path) -> None:
+        for url in ("sqlite:///file::memory:?uri=true", "sqlite:///file:x?mode=memory&uri=true"):
+            with pytest.raises(InvalidInput, match="in-memory database"):
+                EventStore.open(url, create=False)
+        assert sorted(tmp_path.iterdir()) == []
+
     def test_create_still_makes_the_file(self, tmp_path: Path) -> None:
         EventStore.open(f"sqlite:///{tmp_path / 'new.db'}").close()
         with EventStore.open(f"sqlite:///{tmp_path / 'new.db'}", create=False) as store:
