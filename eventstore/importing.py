@@ -103,7 +103,7 @@ def run_import(
         tombstones = _tombstones(conn, list(segments))
         unfinished = read_unfinished(conn) if record else None
     if unfinished is not None and unfinished.export_sha256 != manifest.sha256:
-        raise unfinished.refusal()  # before the file is read: finish that one first
+        raise unfinished.refusal(_refused_outcome(unfinished, manifest))  # before the file is read
     plan = _Plan(store, segments, heads)
     report = scan_export(path, on_row=plan.collect, expected=manifest, progress=progress, phase="verifying")
     if not report.ok:
@@ -125,9 +125,22 @@ def run_import(
     except StorageError as exc:  # the database failed part way: say what is in, and how to finish
         raise type(exc)(f"{exc}; {writer.stopped()}") from exc
     except ExportInvalid as exc:  # the file changed since pass one: what went in chains on, but say so
-        exc.args = (f"{exc}; the export changed after it was verified, so {writer.stopped()}",)
+        exc.args = (
+            f"{exc}; the export changed after it was verified, so {writer.stopped(writer.changed())}",
+        )
         raise
     return writer.report()
+
+
+def _refused_outcome(unfinished: UnfinishedImport, manifest: Manifest) -> str:
+    """What an import refused for another export's unfinished one wrote (nothing), and, when its
+    file is where that import's was, that the file there is not that export any more."""
+    if unfinished.events_file != str(Path(manifest.events_file).resolve()):
+        return "nothing was imported"
+    return (
+        f"the file there now is another export (SHA-256 {manifest.sha256[:16]}…), so importing it again "
+        f"cannot finish that import: only the export it began with can; nothing was imported"
+    )
 
 
 def flow_heads(conn: sa.Connection, flow_ids: Sequence[str]) -> dict[str, Head]:
@@ -396,6 +409,18 @@ class _Writer:
         first, last = min(self.positions), max(self.positions)
         where = f"the import stopped after {self.written} events (positions {first} to {last})"
         return where if then is None else f"{where}; {then}"
+
+    def changed(self) -> str:
+        """How to go on once the file changed under pass two: importing it again as it is now is
+        refused (another export's SHA-256), or fails its check; only the export that was verified,
+        put back, finishes what went in."""
+        sha = self.sha256[:16]
+        if not self.record:
+            return f"running it again with the file as it was verified (SHA-256 {sha}…) writes the rest"
+        return (
+            f"only the export as it was verified (SHA-256 {sha}…) finishes the import: put that file back "
+            f"and import it again, or give the import up with `eventstore abandon-import {sha}`"
+        )
 
     def overtaken(self) -> str:
         """Where an import stopped because another writer stored into one of its flows first:

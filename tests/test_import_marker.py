@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from eventstore import EventStore, ImportConflict, ImportUnfinished, NewEvent, migrate
+from eventstore import EventStore, ExportInvalid, ImportConflict, ImportUnfinished, NewEvent, migrate
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
 from eventstore.exportfile import Progress
@@ -295,4 +295,33 @@ def test_a_stale_record_of_an_export_the_store_holds_whole_goes_with_the_next_im
         assert unfinished_import(store) is not None and store.last_position() == FLOWS * EVENTS
         report = import_events(store, path, batch_size=BATCH)
         assert (report.events_imported, report.events_skipped) == (0, FLOWS * EVENTS)
+        assert unfinished_import(store) is None and store.verify().ok
+
+
+def test_a_file_changed_mid_import_names_what_finishes_it(target: Target, tmp_path: Path) -> None:
+    """Replaced by another export part way, the file cannot finish the import: its first SHA-256 can."""
+    from .test_export_edge_cases import forge
+
+    path, other = an_export(tmp_path, "main", FLOWS, EVENTS), an_export(tmp_path, "other", FLOWS, EVENTS)
+    original = path.read_bytes(), Path(f"{path}.manifest.json").read_bytes()
+
+    def replace(progress: Progress) -> None:
+        if progress.phase == "importing" and progress.done == 1000:
+            forge(path, other.read_bytes(), like=other)
+
+    with target.open() as store:
+        with pytest.raises(ExportInvalid) as changed:
+            import_events(store, path, batch_size=BATCH, progress=replace)
+        marker = unfinished_import(store)
+        assert marker is not None and marker.events_imported == store.last_position() >= 1000
+        message = str(changed.value)
+        assert "writes the rest" not in message and "stopped after" in message
+        assert f"SHA-256 {marker.export_sha256[:16]}" in message
+        assert f"`eventstore abandon-import {marker.export_sha256[:16]}`" in message
+        with pytest.raises(ImportUnfinished, match="the file there now is another export"):
+            import_events(store, path, batch_size=BATCH)  # the file as it is now cannot finish it
+        path.write_bytes(original[0])  # the export as it was verified can
+        Path(f"{path}.manifest.json").write_bytes(original[1])
+        finished = import_events(store, path, batch_size=BATCH)
+        assert finished.events_imported == FLOWS * EVENTS - marker.events_imported
         assert unfinished_import(store) is None and store.verify().ok
