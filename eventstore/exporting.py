@@ -30,6 +30,7 @@ from .schema import flow_events
 from .serialization import canonical
 from .store import EventStore
 from .tombstones import flow_not_found
+from .unfinished_import import unfinished_import
 
 
 def export_events(
@@ -141,9 +142,24 @@ def _write(
     overwrite: bool,
     progress: ProgressCallback | None,
 ) -> Manifest:
-    source = {"dialect": store.dialect, "last_position": store.last_position()}
+    source: dict[str, Any] = {"dialect": store.dialect, "last_position": store.last_position()}
     checkpoint, now = _latest_checkpoint(store), store.clock()
-    return write_export(path, rows, selection, source, checkpoint, now, progress, overwrite=overwrite)
+    noted = _noting_unfinished_import(store, rows, source)
+    return write_export(path, noted, selection, source, checkpoint, now, progress, overwrite=overwrite)
+
+
+def _noting_unfinished_import(
+    store: EventStore, rows: Iterable[StoredRow], source: dict[str, Any]
+) -> Iterator[StoredRow]:
+    """``rows``, then, before the manifest is written, the record of an import unfinished when the
+    export began or once its rows are read (that one, if both) as ``source["unfinished_import"]``:
+    the export may lack the rest of that import. Absent when there is none, so the manifest is as
+    before; a reader that does not know the member ignores it."""
+    before = unfinished_import(store)
+    yield from rows
+    found = unfinished_import(store) or before
+    if found is not None:
+        source["unfinished_import"] = dataclasses.asdict(found)
 
 
 def _require_events(store: EventStore, flow_ids: list[str]) -> None:

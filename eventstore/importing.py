@@ -44,6 +44,8 @@ class ImportReport:
     """Flows the store already held in full: nothing to write."""
     first_position: int | None
     last_position: int | None
+    warnings: tuple[str, ...] = ()
+    """The export's own (``Manifest.warnings``): say, its source had an import unfinished."""
 
 
 Completion = Callable[[sa.Connection, list[str]], None]
@@ -287,6 +289,7 @@ class _Writer:
         self.store, self.plan, self.batch_size = store, plan, batch_size
         self.path, self.total = manifest.events_file, manifest.event_count
         self.sha256, self.where = manifest.sha256, str(Path(manifest.events_file).resolve())
+        self.warnings = manifest.warnings
         self.record = record
         """Whether ``unfinished_imports`` records this import while it is part way."""
         self.unfinished = unfinished
@@ -441,6 +444,7 @@ class _Writer:
             flows_present=tuple(self.present),
             first_position=min(self.positions, default=None),
             last_position=max(self.positions, default=None),
+            warnings=self.warnings,
         )
 
 

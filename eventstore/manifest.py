@@ -68,6 +68,26 @@ class Manifest:
     def compression(self) -> str | None:
         return "gzip" if self.events_file.name.endswith(".gz") else None
 
+    @property
+    def unfinished_import(self) -> dict[str, Any] | None:
+        """The import the source store had unfinished while this was exported (the record of it,
+        ``source["unfinished_import"]``): the export may lack the rest of that import's events."""
+        found = self.source.get("unfinished_import")
+        return found if isinstance(found, dict) else None
+
+    @property
+    def warnings(self) -> tuple[str, ...]:
+        """What a user of this export should know that its counts do not say."""
+        found = self.unfinished_import
+        if found is None:
+            return ()
+        return (
+            f"the source store had an unfinished import of {found.get('events_file')} (export SHA-256 "
+            f"{str(found.get('export_sha256'))[:16]}…, {found.get('events_imported')} of its "
+            f"{found.get('event_count')} events in) while this was exported: the export may lack "
+            "the rest of that import's events",
+        )
+
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
 

@@ -14,10 +14,11 @@ from click.testing import CliRunner
 from eventstore import EventStore, ExportInvalid, ImportConflict, ImportUnfinished, NewEvent, migrate
 from eventstore.cli import main
 from eventstore.exchange import export_events, import_events
-from eventstore.exportfile import Progress
+from eventstore.exportfile import Progress, verify_export
 from eventstore.importing import run_import
 from eventstore.incremental_verify import SYSTEM_INTEGRITY_FLOW, verify_since
 from eventstore.maintenance import Maintenance
+from eventstore.manifest import Manifest
 from eventstore.unfinished_import import UnfinishedImport, abandon_import, unfinished_import
 
 from . import kill_workers
@@ -39,10 +40,17 @@ def an_export(tmp_path: Path, name: str, flows: int, events: int) -> Path:
     return tmp_path / f"{name}.jsonl"
 
 
-def cli(target: Target, *args: str) -> tuple[int, str]:
+def cli_prefix(target: Target) -> list[str]:
     schema = target.options.get("schema")
-    prefix = ["--schema", schema] if schema else []
-    result = CliRunner().invoke(main, [*prefix, *args], env={"EVENTSTORE_URL": target.url})
+    return ["--schema", schema] if schema else []
+
+
+def cli_env(target: Target) -> dict[str, str]:
+    return {"EVENTSTORE_URL": target.url}
+
+
+def cli(target: Target, *args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, [*cli_prefix(target), *args], env=cli_env(target))
     return result.exit_code, result.output
 
 
@@ -325,3 +333,42 @@ def test_a_file_changed_mid_import_names_what_finishes_it(target: Target, tmp_pa
         finished = import_events(store, path, batch_size=BATCH)
         assert finished.events_imported == FLOWS * EVENTS - marker.events_imported
         assert unfinished_import(store) is None and store.verify().ok
+
+
+class TestAnExportDuringAnUnfinishedImport:
+    """An export taken while an import is unfinished goes ahead, and says it lacks the rest of it."""
+
+    def test_the_manifest_and_the_result_say_so(self, target: Target, tmp_path: Path) -> None:
+        path = an_export(tmp_path, "main", FLOWS, EVENTS)
+        with target.open() as store:
+            marker = cut_short(store, path)
+            manifest = export_events(store, tmp_path / "out.jsonl")
+            assert manifest.event_count == 1000
+            noted = manifest.unfinished_import
+            assert noted is not None and noted["export_sha256"] == marker.export_sha256
+            assert (noted["events_imported"], noted["event_count"]) == (1000, FLOWS * EVENTS)
+            (warning,) = manifest.warnings
+            assert "unfinished import" in warning and f"1000 of its {FLOWS * EVENTS}" in warning
+            assert Manifest.read(tmp_path / "out.jsonl") == manifest  # whoever imports it learns it
+            assert verify_export(tmp_path / "out.jsonl").ok
+            document = json.loads((tmp_path / "out.jsonl.manifest.json").read_text())
+            assert document["format_version"] == 1 and "unfinished_import" in document["source"]
+
+            code, out = cli(target, "export", str(tmp_path / "cli.jsonl"), "--json")
+            assert code == 0, out
+            shown = json.loads(out.splitlines()[-1])
+            assert shown["warnings"] == [warning] and shown["source"]["unfinished_import"] == noted
+            result = CliRunner().invoke(
+                main, [*cli_prefix(target), "export", str(tmp_path / "cli2.jsonl")], env=cli_env(target)
+            )
+            assert result.exit_code == 0 and "exported 1,000 events" in result.stdout
+            assert f"warning: {warning}" in result.stderr
+            result = CliRunner().invoke(main, ["verify-export", str(tmp_path / "cli2.jsonl")])
+            assert result.exit_code == 0 and f"warning: {warning}" in result.stderr
+            with EventStore.open(f"sqlite:///{tmp_path / 'elsewhere.db'}") as elsewhere:
+                assert import_events(elsewhere, tmp_path / "out.jsonl").warnings == (warning,)
+
+            import_events(store, path, batch_size=BATCH)
+            whole = export_events(store, tmp_path / "whole.jsonl")
+            assert whole.unfinished_import is None and whole.warnings == ()
+            assert "unfinished_import" not in whole.to_dict()["source"]  # the format as before

@@ -107,6 +107,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
         Without a selection, the whole log. docs/exchange.md describes the format.
         An existing PATH is refused without --force; the store's own database always is.
+        While an import is unfinished the export goes ahead, with a warning (and a note
+        in its manifest) that it may lack the rest of that import.
         """
         with open_store(ctx) as store, errors(), phase_progress(as_json) as progress:
             now = store.clock()
@@ -128,8 +130,17 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 raise InvalidInput(
                     f"{taken[0]} exists already: export to a new file, or replace it with --force"
                 ) from exc
+        for warning in manifest.warnings:
+            echo(f"warning: {printable(warning)}", err=True)
         if as_json:
-            echo_json({"path": str(path), "manifest": str(manifest.path), **manifest.to_dict()})
+            echo_json(
+                {
+                    "path": str(path),
+                    "manifest": str(manifest.path),
+                    **manifest.to_dict(),
+                    "warnings": list(manifest.warnings),
+                }
+            )
             return
         echo(
             f"exported {manifest.event_count:,} events of {len(manifest.flows):,} flows to {path}\n"
@@ -158,6 +169,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         with open_store(ctx, may_create=True) as store, errors(), phase_progress(as_json) as progress:
             report = import_events(store, path, progress=progress)
             behind = _not_folded(store) if report.events_imported else []
+        for warning in report.warnings:
+            echo(f"warning: {printable(warning)}", err=True)
         if as_json:
             echo_json({**dataclasses.asdict(report), "projections_not_updated": behind})
             return
@@ -200,6 +213,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         """Check an export from its two files alone (exit status 2 if it does not verify)."""
         with errors(), phase_progress(as_json) as progress:
             report = verify_export(path, progress=progress)
+        for warning in report.manifest.warnings if report.manifest is not None else ():
+            echo(f"warning: {printable(warning)}", err=True)
         if as_json:
             echo_json(
                 {
@@ -208,6 +223,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     "flows_checked": report.flows_checked,
                     "checkpoint_checked": report.checkpoint_checked,
                     "problems": [problem_dict(problem) for problem in report.problems],
+                    "warnings": list(report.manifest.warnings if report.manifest is not None else ()),
                 }
             )
         else:
