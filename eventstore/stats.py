@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from .errors import InvalidInput
 from .schema import flow_events
 from .store import EventStore
+from .tombstones import PartlyRestored, partly_restored
 from .unfinished_import import UnfinishedImport, read_unfinished
 
 _c = flow_events.c
@@ -39,6 +40,7 @@ class LogStats:
     db_bytes: int  # the database file (SQLite), or the store's tables and indexes (PostgreSQL)
     per_day: tuple[DayCount, ...]  # oldest first, ending today
     unfinished_import: UnfinishedImport | None = None  # an import cut short: the log lacks its rest
+    partly_restored: tuple[PartlyRestored, ...] = ()  # flows a restore cut short put only partly back
 
 
 def log_stats(store: EventStore, *, days: int = 7, now: datetime | None = None) -> LogStats:
@@ -58,8 +60,9 @@ def log_stats(store: EventStore, *, days: int = 7, now: datetime | None = None) 
         ]
         counts = [_stored_between(conn, starts[i], starts[i + 1]) for i in range(days)]
         unfinished = read_unfinished(conn)
+        partial = partly_restored(conn)
     per_day = tuple(DayCount(today - timedelta(days=days - 1 - i), counts[i]) for i in range(days))
-    return LogStats(events, last_position, first, last, db_bytes, per_day, unfinished)
+    return LogStats(events, last_position, first, last, db_bytes, per_day, unfinished, partial)
 
 
 def _stored_between(conn: sa.Connection, first: int, end: int) -> int:

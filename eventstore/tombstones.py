@@ -3,15 +3,19 @@
 Retention leaves a tombstone (``flow_tombstones``) for each flow it prunes,
 naming the archive that holds its events. A read of such a flow says so
 (``FlowArchived``, with the archive to restore it from) instead of calling
-the flow unknown.
+the flow unknown. A flow that has events and a tombstone too is one a restore
+cut short has put only partly back (``partly_restored``): its reads give the
+part that is back, and ``stats`` and the CLI's ``history`` say it is a part.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import sqlalchemy as sa
 
 from .errors import FlowArchived, FlowNotFound
-from .schema import flow_tombstones
+from .schema import flow_events, flow_tombstones
 from .store import EventStore
 
 
@@ -36,3 +40,37 @@ def pruned_into(conn: sa.Connection, flow_id: str) -> str | None:
     t = flow_tombstones.c
     archive_id: str | None = conn.execute(sa.select(t.archive_id).where(t.flow_id == flow_id)).scalar()
     return archive_id
+
+
+@dataclass(frozen=True, slots=True)
+class PartlyRestored:
+    """A flow a restore cut short has put back only up to ``revision`` of its ``last_revision``:
+    running the restore of ``archive_id`` again puts the rest back."""
+
+    flow_id: str
+    archive_id: str
+    revision: int
+    last_revision: int
+
+    def warning(self) -> str:
+        return (
+            f"flow {self.flow_id!r} is back only in part: revisions 1 to {self.revision} of "
+            f"{self.last_revision} (a restore from archive {self.archive_id!r} was cut short); finish it "
+            f"with `eventstore archive restore {self.archive_id} {self.flow_id}`"
+        )
+
+
+def partly_restored(conn: sa.Connection, flow_id: str | None = None) -> tuple[PartlyRestored, ...]:
+    """The flows (or ``flow_id``) with events and a tombstone: put back only in part, by flow id.
+
+    One probe of the events' primary key per tombstone (of that flow, if given)."""
+    t, e = flow_tombstones.c, flow_events.c
+    have = sa.select(sa.func.max(e.revision)).where(e.flow_id == t.flow_id).scalar_subquery()
+    query = sa.select(t.flow_id, t.archive_id, have, t.last_revision).order_by(t.flow_id)
+    if flow_id is not None:
+        query = query.where(t.flow_id == flow_id)
+    return tuple(
+        PartlyRestored(flow, archive_id, int(revision), int(last))
+        for flow, archive_id, revision, last in conn.execute(query)
+        if revision is not None
+    )

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
 from eventstore import EventStore, FlowPruned, NewEvent
+from eventstore.cli import main
 from eventstore.exportfile import Progress
 from eventstore.retention import restore
+from eventstore.stats import log_stats
 from projections import FlowService
 from projections.service import Lease
 
+from .conftest import Target
+from .test_import_marker import cli_env, cli_prefix
 from .test_retention import DAY, T0, flows, retain
 
 __all__ = ["flows"]  # the fixture, used by name
@@ -128,3 +134,39 @@ def test_every_command_on_a_half_restored_flow_says_it_was_pruned(flows: EventSt
         restore(flows, archive_id, ["f1"], progress=cut_after_first_batch)
     assert 0 < flows.revision("f1") < 2103
     assert refused_as_pruned(flows, archive_id) == []
+
+
+def test_a_half_restored_flow_is_shown_as_back_only_in_part(
+    flows: EventStore, target: Target, tmp_path: Path
+) -> None:
+    """Reads of it give the part that is back: stats and the CLI's history say it is only a part."""
+    flows.append("f1", [NewEvent("T", {"i": i}) for i in range(2100)])
+    archive_id = retain(flows, tmp_path, T0 + 40 * DAY).archive_id
+    assert archive_id is not None
+    with pytest.raises(Cut):
+        restore(flows, archive_id, ["f1"], progress=cut_after_first_batch)
+    have = flows.revision("f1")
+    (partial,) = log_stats(flows).partly_restored
+    assert (partial.flow_id, partial.archive_id, partial.revision, partial.last_revision) == (
+        "f1",
+        archive_id,
+        have,
+        2103,
+    )
+    hint = f"`eventstore archive restore {archive_id} f1`"
+
+    def run(*args: str) -> Result:
+        return CliRunner().invoke(main, [*cli_prefix(target), *args], env=cli_env(target))
+
+    shown = json.loads(run("stats", "--json").stdout)["partly_restored"]
+    assert shown == [{"flow_id": "f1", "archive_id": archive_id, "revision": have, "last_revision": 2103}]
+    (line,) = [line for line in run("stats").stdout.splitlines() if line.startswith("restore")]
+    assert "PARTIAL" in line and f"{have:,} of 2,103" in line and hint in line
+    history = run("history", "f1")
+    assert history.exit_code == 0 and f"back only in part: revisions 1 to {have} of 2103" in history.stderr
+    assert hint in history.stderr
+
+    restore(flows, archive_id, ["f1"])
+    assert log_stats(flows).partly_restored == ()
+    assert json.loads(run("stats", "--json").stdout)["partly_restored"] == []
+    assert run("history", "f1").stderr == ""

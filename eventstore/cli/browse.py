@@ -227,7 +227,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option("--json", "as_json", is_flag=True, help="The figures as one JSON object.")
     @click.pass_context
     def stats(ctx: click.Context, days: int, as_json: bool) -> None:
-        """Events, flows by status, sessions, database size, events per day, an unfinished import."""
+        """Events, flows by status, sessions, database size, events per day, an unfinished import,
+        flows a restore cut short put only partly back."""
         from projections import FlowQueries
 
         with open_store(ctx, projections=_flow_projections()) as store, errors():
@@ -252,6 +253,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                         {"day": d.day.isoformat(), "events": d.events} for d in figures.per_day
                     ],
                     "unfinished_import": None if unfinished is None else dataclasses.asdict(unfinished),
+                    "partly_restored": [dataclasses.asdict(flow) for flow in figures.partly_restored],
                 }
             )
             return
@@ -266,6 +268,13 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 f"import     UNFINISHED: {unfinished.events_imported:,} of {unfinished.event_count:,} events "
                 f"of {printable(unfinished.events_file)} are in (started {unfinished.started_at}); "
                 "import that file again to finish it"
+            )
+        for flow in figures.partly_restored:
+            flow_id, archive_id = printable(flow.flow_id), printable(flow.archive_id)
+            echo(
+                f"restore    PARTIAL: {flow.revision:,} of {flow.last_revision:,} events of flow {flow_id} "
+                f"are back from archive {archive_id}; finish it with "
+                f"`eventstore archive restore {archive_id} {flow_id}`"
             )
         if figures.per_day:
             echo("events per day (UTC):")

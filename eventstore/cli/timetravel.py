@@ -20,7 +20,7 @@ from ..timeline import StepSpan, Timeline, TimelineItem, timeline
 from ..timetravel import diff as diff_revisions
 from ..timetravel import fork as fork_flow
 from ..timetravel import in_utc, state_at
-from ..tombstones import flow_not_found
+from ..tombstones import flow_not_found, partly_restored
 from .output import (
     Cell,
     Styled,
@@ -137,6 +137,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             events = list(store.read_flow(flow_id))
             if not events:
                 raise flow_not_found(store, flow_id)
+            with store.reading() as conn:
+                partial = partly_restored(conn, flow_id)
+        for flow in partial:
+            echo(f"warning: {printable(flow.warning())}", err=True)
         if as_json:
             for event in events:
                 step = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
