@@ -372,3 +372,18 @@ class TestAnExportDuringAnUnfinishedImport:
             whole = export_events(store, tmp_path / "whole.jsonl")
             assert whole.unfinished_import is None and whole.warnings == ()
             assert "unfinished_import" not in whole.to_dict()["source"]  # the format as before
+
+    def test_an_import_cut_short_while_the_export_runs_is_noted_too(
+        self, target: Target, tmp_path: Path
+    ) -> None:
+        path = an_export(tmp_path, "main", FLOWS, EVENTS)
+        with target.open() as store:
+            store.append("local", [NewEvent("Local", {"n": n}) for n in range(1500)])
+
+            def import_meanwhile(progress: Progress) -> None:
+                if progress.phase == "exporting" and progress.done == 1000:
+                    cut_short(store, path)
+
+            manifest = export_events(store, tmp_path / "out.jsonl", flow="local", progress=import_meanwhile)
+            noted = manifest.unfinished_import
+            assert noted is not None and noted["events_imported"] == 1000 and len(manifest.warnings) == 1
