@@ -6,6 +6,7 @@ Each is one library call (``eventstore.timetravel`` or the store) plus formattin
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
@@ -131,22 +132,25 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
         A step's events (scheduled, started, retried, its gate, its ending)
         read as one span, on the line where the step began; --events lists
-        them under it.
+        them under it. The table is aligned over all its rows, so it holds the
+        flow's events; --json streams them, in memory that does not grow with the flow.
         """
         with open_store(ctx) as store, errors():
-            events = list(store.read_flow(flow_id))
-            if not events:
+            events = store.read_flow(flow_id)
+            first = next(events, None)
+            if first is None:
                 raise flow_not_found(store, flow_id)
             with store.reading() as conn:
                 partial = partly_restored(conn, flow_id)
-        for flow in partial:
-            echo(f"warning: {printable(flow.warning())}", err=True)
-        if as_json:
-            for event in events:
-                step = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
-                echo_json({**event_dict(event), "step_id": step})
-            return
-        for line in _history_lines(timeline(events), expand):
+            for flow in partial:
+                echo(f"warning: {printable(flow.warning())}", err=True)
+            if as_json:  # streamed in the store's pages: a flow of any length in bounded memory
+                for event in itertools.chain((first,), events):
+                    step = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
+                    echo_json({**event_dict(event), "step_id": step})
+                return
+            history = timeline(itertools.chain((first,), events))  # the table: its spans need every event
+        for line in _history_lines(history, expand):
             echo(line)
 
     @main.command()
