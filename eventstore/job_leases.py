@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 
-from . import process_locks
+from . import process_locks, reconnecting
 from .errors import JobLeaseLost
 from .integrity import format_time
 from .schema import maintenance_jobs as jobs
@@ -123,7 +123,7 @@ def claim(
         free.append(dead)
         newer = sa.or_(newer, sa.and_(dead, jobs.c.period <= slot))  # the dead run did not finish its period
     conditions = [jobs.c.name == name, sa.or_(*free)]
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         conn = tx.connection
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite_dialect.insert
         conn.execute(insert(jobs).values(name=name, last_position=0).on_conflict_do_nothing())
@@ -155,7 +155,7 @@ def renew(
     values: dict[str, Any] = {"lease_until": format_time(later(now, timedelta(seconds=lease_seconds)))}
     if position is not None:
         values["last_position"] = position
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         done = tx.connection.execute(_mine(held).values(**values))
         if done.rowcount != 1:
             holder = tx.connection.execute(sa.select(jobs.c.owner).where(jobs.c.name == held.name)).scalar()
@@ -177,7 +177,7 @@ def finish(
     encoded = (
         None if result is None else orjson.dumps(result, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     )
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         done = tx.connection.execute(
             _mine(held).values(
                 owner=None,
@@ -215,7 +215,7 @@ def job_status(store: EventStore) -> list[JobStatus]:
     with ``last_status`` ``died`` (``DIED``), not ``running``: its process is
     gone, and the next run takes it over at once.
     """
-    with store.reading() as conn:
+    with reconnecting.reading(store) as conn:
         rows = conn.execute(sa.select(jobs).order_by(jobs.c.name)).all()
         unlocked = [
             row
@@ -248,7 +248,7 @@ def _still_claimed(store: EventStore, rows: list[sa.Row[Any]]) -> set[str]:
     """
     if not rows:
         return set()
-    with store.reading() as conn:
+    with reconnecting.reading(store) as conn:
         now = {
             row.name: (row.owner, row.last_started)
             for row in conn.execute(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from . import reconnecting
 from .backends.base import driver_error
 from .errors import IntegrityViolation
 from .merkle import RootBuilder, Subtree, node_hash, root_hash, split_point
@@ -213,7 +214,7 @@ def fill_cache(store: EventStore, tree_size: int) -> None:
             {"height": CACHE_HEIGHT, "start": s, "hash": root_hash(leaves[s - done : s - done + chunk])}
             for s in range(done, stop, chunk)
         ]
-        with store.transaction() as tx:
+        with reconnecting.transaction(store) as tx:
             _insert_ignoring_duplicates(tx.connection, rows)
         done = stop
     height = CACHE_HEIGHT + 1
@@ -243,7 +244,7 @@ def _fill_height(store: EventStore, height: int, target: int) -> None:
                 else:
                     digest = node_hash(bytes(left), bytes(right))
                 rows.append({"height": height, "start": s, "hash": digest})
-        with store.transaction() as tx:
+        with reconnecting.transaction(store) as tx:
             _insert_ignoring_duplicates(tx.connection, rows)
         done = stop
 

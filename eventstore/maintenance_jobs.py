@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import sqlalchemy as sa
 
+from . import reconnecting
 from .errors import FlowNotFound, IntegrityViolation, InvalidInput, NotSupported
 from .flow_fold import FOLD_VERSION
 from .housekeeping import (
@@ -176,7 +177,7 @@ def remove_obsolete_snapshots(store: EventStore) -> int:
     Snapshots of a newer fold are kept: a newer version of the library,
     running beside this one during an upgrade, still uses them.
     """
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         done = tx.connection.execute(
             flow_snapshots.delete().where(flow_snapshots.c.fold_version < FOLD_VERSION)
         )

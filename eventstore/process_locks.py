@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from . import reconnecting
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows: the lease alone
@@ -127,7 +129,7 @@ def _advisory_key(conn: sa.Connection, kind: str, name: str) -> int:
 
 def _advisory_lock(store: EventStore, kind: str, name: str) -> ProcessLock | None:
     with ExitStack() as holding:
-        conn = holding.enter_context(store.reading())
+        conn = holding.enter_context(reconnecting.reading(store))
         key = _advisory_key(conn, kind, name)
         try:
             got = bool(conn.execute(_LOCK, {"key": key}).scalar())

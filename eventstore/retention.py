@@ -30,6 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from . import reconnecting
 from .checks import check_count, check_text, shown
 from .errors import (
     ArchiveNotFound,
@@ -474,7 +475,7 @@ def _write_archive(
         "created_at": format_time(now),
         "finished_at": None,
     }
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         tx.connection.execute(archives.insert().values(**values))
     if progress is not None:
         progress(Progress("written", len(manifest.flows), len(manifest.flows)))
@@ -508,16 +509,15 @@ def _set_status(store: EventStore, archive_id: str, status: str, *, finished: bo
     values: dict[str, Any] = {"status": status}
     if finished:
         values["finished_at"] = format_time(store.clock())
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         tx.connection.execute(archives.update().where(archives.c.archive_id == archive_id).values(**values))
 
 
 def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequence[Pruner]) -> _Outcome:
     """In one transaction: leaves, tombstones, the events and read-model rows go; the archive is pruned."""
     outcome = _Outcome()
-    with store.transaction() as tx:
+    with reconnecting.transaction(store, lock_appends) as tx:  # no append, hold or prune interleaves
         conn = tx.connection
-        lock_appends(conn)  # no append, hold or other prune can interleave
         query = sa.select(archives.c.status).where(archives.c.archive_id == archive_id)
         if conn.dialect.name == "postgresql":
             query = query.with_for_update()

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from eventstore import EventStore
+from eventstore import EventStore, reconnecting
 from eventstore.checks import check_count
 from eventstore.errors import ProjectionError
 
@@ -45,8 +45,12 @@ class CatchUpRunner:
         self._build: str | None = None
 
     def run_once(self) -> int:
-        """Apply the next batch; return how many events it held (0: caught up)."""
-        with self.store.transaction() as tx:
+        """Apply the next batch; return how many events it held (0: caught up).
+
+        A ``ConnectionLost`` out of it is safe to follow with another call: the
+        batch and its checkpoint commit together, so none is applied twice.
+        """
+        with reconnecting.transaction(self.store) as tx:
             checkpoint = self._own(read_checkpoint(tx.connection, self.projection.name, lock=True))
             if checkpoint.build != self._build:
                 self._check_layout(tx.connection, checkpoint)

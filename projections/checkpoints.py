@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from eventstore import EventStore, Transaction
+from eventstore import EventStore, Transaction, reconnecting
 from eventstore.errors import (
     ProjectionError,
 )
@@ -125,9 +125,8 @@ def claim(store: EventStore, projection: Projection, tag: str, *, locked: bool =
     could not delete it).
     """
     name = rebuild_lock(projection)
-    with store.transaction() as tx:
+    with reconnecting.transaction(store, lock_appends) as tx:
         conn = tx.connection
-        lock_appends(conn)
         row = conn.execute(
             sa.select(checkpoints.c.build, checkpoints.c.updated_at, checkpoints.c.version).where(
                 checkpoints.c.name == name
@@ -174,6 +173,5 @@ def renew(store: EventStore, conn: sa.Connection, projection: Projection, tag: s
 @contextmanager
 def renewed(store: EventStore, projection: Projection, tag: str) -> Iterator[Transaction]:
     """A transaction of a rebuild that still holds its claim."""
-    with store.transaction() as tx:
-        renew(store, tx.connection, projection, tag)
+    with reconnecting.transaction(store, lambda conn: renew(store, conn, projection, tag)) as tx:
         yield tx

@@ -13,9 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from eventstore import AppendResult, Event, EventStore, FlowNotFound, RevisionMismatch, Transaction
+from eventstore import (
+    AppendResult,
+    Event,
+    EventStore,
+    FlowNotFound,
+    RevisionMismatch,
+    Transaction,
+    reconnecting,
+)
 from eventstore.checks import shown
 from eventstore.errors import (
+    ConnectionLost,
     EventStoreError,
     FlowPruned,
     InvalidInput,
@@ -102,12 +111,12 @@ class CommandLoop:
         attempt, use_warm = 0, True
         while True:
             try:
-                with self.store.transaction() as tx:
-                    # The append lock first, as every append and rebuild takes it (on
-                    # SQLite the write transaction is that lock): the read-model rows
-                    # read below cannot change before this commits, and no lock-order
-                    # inversion with a rebuild's swap is possible.
-                    hold_appends(tx.connection)
+                # The append lock first, as every append and rebuild takes it (on
+                # SQLite the write transaction is that lock): the read-model rows
+                # read below cannot change before this commits, and no lock-order
+                # inversion with a rebuild's swap is possible. Taking it finds a
+                # pooled connection the server ended, and begins again on a fresh one.
+                with reconnecting.transaction(self.store, hold_appends) as tx:
                     if attempt:
                         self._catch_up(tx, flow_id)
                     # The first try may start from the state this process last committed;
@@ -129,6 +138,12 @@ class CommandLoop:
                 attempt += 1
                 if expected_revision is not None or attempt >= self.retries:
                     raise
+            except ConnectionLost as exc:  # past the transaction's first statement: not retried
+                exc.add_note(
+                    f"the command on flow {flow_id!r} may have committed before the connection "
+                    "died: read the flow before you repeat it"
+                )
+                raise
 
     def _attempt(
         self,

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from eventstore import EventStore, RecordedEvent, Transaction
+from eventstore import EventStore, RecordedEvent, Transaction, reconnecting
 from eventstore.projection import fold_errors
 
 from .checkpoints import renew
@@ -46,8 +46,7 @@ def fold_up_to(
         batch = [event for event in batch if event.position <= up_to]
         if not batch:
             break
-        with store.transaction() as tx:
-            renew(store, tx.connection, projection, tag)
+        with reconnecting.transaction(store, lambda conn: renew(store, conn, projection, tag)) as tx:
             tx.memo = memo
             apply_grouped(target, tx, batch)
         position = batch[-1].position

@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from eventstore import EventStore
+from eventstore import EventStore, reconnecting
 from eventstore.aio import pause
 from eventstore.checks import check_callback, check_count, check_flag, shown
 from eventstore.errors import (
     ConcurrencyError,
+    ConnectionLost,
     EventStoreError,
     InvalidInput,
     ProjectionError,
@@ -111,7 +112,7 @@ def _ensure(store: EventStore, projection: Projection, *, inline: bool, rebuilt:
     fold only their own events, so the ones in between would be missed.
     """
     behind = False
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         conn = tx.connection
         head = lock_appends(conn)
         current = read_checkpoint(conn, projection.name, lock=True)
@@ -208,6 +209,11 @@ def _claimed(
         return _rebuild(store, projection, tag, batch_size, progress)
     except BaseException as exc:
         failure = exc
+        if isinstance(exc, ConnectionLost):  # past a transaction's first statement: not retried
+            exc.add_note(
+                f"the connection died inside a transaction of the rebuild of {projection.name!r}; "
+                "run the rebuild again (it starts over)"
+            )
         if _sqlite_busy(store, exc):  # a cleanup would wait as long again for the same lock
             exc.add_note(f"its fresh {REBUILD_SUFFIX} tables were left behind; the next rebuild drops them")
         else:
@@ -234,7 +240,7 @@ def _release(
     a release that fails too is a note on it (the next rebuild takes the claim over once this one
     lets go of its rebuild lock; without one, once the claim's lease expires)."""
     try:
-        with store.transaction() as tx:
+        with reconnecting.transaction(store) as tx:
             tx.connection.execute(
                 checkpoints.delete().where(
                     checkpoints.c.name == rebuild_lock(projection), checkpoints.c.build == tag
@@ -264,7 +270,7 @@ def _rebuild(
     target = projection.targeting(REBUILD_SUFFIX, tag)
     started = time.perf_counter()
     late_indexes: list[sa.Index] = []
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         take_tables(tx.connection, projection, read_checkpoint(tx.connection, projection.name), fresh=True)
         for table in reversed(list(target.tables.values())):
             tx.connection.execute(sa.schema.DropTable(table, if_exists=True))
@@ -315,7 +321,7 @@ def _rebuild(
         position, done = fold_up_to(
             store, projection, target, tag, memo, position, head, batch_size, done, report
         )
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         renew(store, tx.connection, projection, tag)
         for index in late_indexes:
             index.create(tx.connection)
@@ -374,7 +380,7 @@ def _drop_fresh_tables(store: EventStore, projection: Projection, tag: str, fail
     it says so (the next rebuild drops them first).
     """
     try:
-        with store.transaction() as tx:
+        with reconnecting.transaction(store) as tx:
             conn = tx.connection
             claimed = read_checkpoint(conn, rebuild_lock(projection), lock=True)
             if claimed is None or claimed.build != tag:

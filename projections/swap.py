@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from eventstore import EventStore
+from eventstore import EventStore, reconnecting
 from eventstore.aio import pause
 from eventstore.errors import (
     InvalidInput,
@@ -67,7 +67,7 @@ def swap_in(
     Returns the last position folded, the count, and whether the tables
     were swapped.
     """
-    with store.transaction() as tx:
+    with reconnecting.transaction(store) as tx:
         conn = tx.connection
         head = lock_appends(conn)
         renew(store, conn, projection, tag)

@@ -1,0 +1,78 @@
+"""Transactions of long-running loops that survive a pooled connection the server ended while it idled.
+
+A rebuild, a catch-up runner, a command or a maintenance job may find that
+the pooled connection it checks out was ended while it sat in the pool
+(``idle_session_timeout``, a firewall, a failover, ``pg_terminate_backend``):
+its first statement fails, as ``ConnectionLost``. There is no ping before
+every checkout (a round trip per append, ``docs/design.md``); instead these
+loops begin each transaction with a first statement of their own (``start``)
+and, if that one finds the connection dead, begin again once on a fresh one.
+
+That retry is always safe: the failed statement was the transaction's first,
+so nothing of it ran, let alone committed. A connection that dies later in
+the transaction is not retried here (the work may have half run, or its
+commit may have landed): the caller gets ``ConnectionLost``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
+from typing import TYPE_CHECKING, TypeVar
+
+import sqlalchemy as sa
+
+from .errors import ConnectionLost
+
+if TYPE_CHECKING:
+    from .store import EventStore
+    from .transaction import Transaction
+
+__all__ = ["begun", "reading", "transaction"]
+
+_C = TypeVar("_C")
+
+
+@contextmanager
+def begun(enter: Callable[[], AbstractContextManager[_C]], start: Callable[[_C], object]) -> Iterator[_C]:
+    """``enter()``'s context, ``start`` run in it first; entered again once if ``start`` found it dead.
+
+    ``enter`` must translate driver errors (``store.transaction``,
+    ``store.reading``): a dead connection is ``ConnectionLost`` as it exits.
+    """
+    for attempt in (1, 2):
+        try:
+            with ExitStack() as stack:
+                context = stack.enter_context(enter())
+                start(context)
+                entered = stack.pop_all()
+            break
+        except ConnectionLost:
+            if attempt == 2:
+                raise
+    with entered:
+        yield context
+
+
+def transaction(
+    store: EventStore, start: Callable[[sa.Connection], object] | None = None
+) -> AbstractContextManager[Transaction]:
+    """``store.transaction()`` begun with ``start`` (default: ``SELECT 1`` on PostgreSQL), once more if dead.
+
+    ``start`` must be harmless to run again (a lock, a read): it is the
+    statement that finds a dead connection. On SQLite, where a connection is
+    not ended by a server, the default runs nothing.
+    """
+    first = _alive if start is None else start
+    return begun(store.transaction, lambda tx: first(tx.connection))
+
+
+def reading(store: EventStore) -> AbstractContextManager[sa.Connection]:
+    """``store.reading()`` on a connection found alive by a first round trip, once more if it was dead."""
+    return begun(store.reading, _alive)
+
+
+def _alive(conn: sa.Connection) -> None:
+    """A round trip that finds a dead connection (SQLite's cannot be ended by a server: none)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql("SELECT 1")
