@@ -122,7 +122,7 @@ class StorageError(EventStoreError):
 
 
 class ConnectionLost(StorageError):
-    """The connection to the database broke; appends retry once by themselves."""
+    """The connection to the database broke; appends, reads and loops retry once by themselves."""
 
 
 class StoreBusy(StorageError):
