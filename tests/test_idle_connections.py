@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import pytest
 
 from eventstore import ConnectionLost, NewEvent, RecordedEvent, Transaction
+from eventstore.maintenance import Maintenance
 from projections import CatchUpRunner, FlowProjection, FlowService, rebuild
 
 from .conftest import Target
@@ -139,3 +140,15 @@ def test_a_catch_up_runner_whose_connection_dies_inside_a_batch_is_run_again_saf
             runner.run_once()
         assert runner.run_until_caught_up() == 80
         assert applied_counts(store, runner.projection) == dict.fromkeys(range(1, 101), 1)
+
+
+def test_a_maintenance_job_runs_on_a_pool_whose_connections_were_ended(pg_target: Target) -> None:
+    with pg_target.open() as store:
+        service = Maintenance(store)
+        store.append("f", counted(3))
+        assert service.run_once("integrity").status == "ok"
+        store.append("f", counted(2))
+        end_idle_sessions(pg_target)
+        second = service.run_once("integrity")
+        assert (second.status, second.error) == ("ok", None)
+        assert (second.details["from_position"], second.details["to_position"]) == (4, 5)
