@@ -22,6 +22,12 @@ holder keeps its claim until its lease runs out, as before; one that lost
 its lock while alive (its PostgreSQL connection dropped) may be taken over,
 and then loses the job at its next renewal (``JobLeaseLost``).
 
+The mark (``locked``) is the claim's own ``last_started``, not a flag, and
+``finish`` clears it: a claim counts as made with the lock only while the
+row's ``last_started`` is the mark. A process still on the code from before
+migration 0018 claims without touching ``locked``; with a flag its live
+claim would inherit the last claim's mark and be taken for dead.
+
 A row claimed by a process whose clock is ahead (its ``last_started`` is
 more than ``CLOCK_AHEAD`` later than the claimer's now) does not hold up the
 other processes until their clocks get there: its period is disregarded. If
@@ -119,7 +125,7 @@ def claim(
     )
     free = [jobs.c.owner.is_(None), jobs.c.lease_until <= stamp]
     if locked:  # we hold the lock: a claim made with it has lost its holder
-        dead = sa.and_(jobs.c.owner.is_not(None), jobs.c.locked == 1)
+        dead = sa.and_(jobs.c.owner.is_not(None), jobs.c.locked == jobs.c.last_started)
         free.append(dead)
         newer = sa.or_(newer, sa.and_(dead, jobs.c.period <= slot))  # the dead run did not finish its period
     conditions = [jobs.c.name == name, sa.or_(*free)]
@@ -136,7 +142,7 @@ def claim(
                 period=sa.case((newer, slot), else_=jobs.c.period) if manual else slot,
                 last_started=stamp,
                 last_status="running",
-                locked=1 if locked else 0,
+                locked=stamp if locked else None,
             )
             .returning(jobs.c.last_position, jobs.c.period)
         ).first()
@@ -186,6 +192,7 @@ def finish(
                 last_status=status,
                 last_error=error,
                 last_result=encoded,
+                locked=None,
             )
         )
     return done.rowcount == 1
@@ -212,15 +219,18 @@ def job_status(store: EventStore) -> list[JobStatus]:
     """Every job's row, by name: what to watch (``eventstore maintain --status``).
 
     A claim made with the job's lock whose lock nobody holds is reported
-    with ``last_status`` ``died`` (``DIED``), not ``running``: its process is
-    gone, and the next run takes it over at once.
+    with ``last_status`` ``died`` (``DIED``), not ``running``: its run ended
+    without recording how it went (its process was killed, or ``finish``
+    failed and the run let its lock go), and the next run takes it over at once.
     """
     with reconnecting.reading(store) as conn:
         rows = conn.execute(sa.select(jobs).order_by(jobs.c.name)).all()
         unlocked = [
             row
             for row in rows
-            if row.owner is not None and row.locked == 1 and not process_locks.held(conn, LOCK_KIND, row.name)
+            if row.owner is not None
+            and row.locked == row.last_started
+            and not process_locks.held(conn, LOCK_KIND, row.name)
         ]
     died = _still_claimed(store, unlocked)
     return [

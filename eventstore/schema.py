@@ -302,14 +302,16 @@ maintenance_jobs = sa.Table(
     sa.Column("last_error", sa.Text, nullable=True),
     sa.Column("last_result", sa.Text, nullable=True),
     sa.Column("last_position", sa.BigInteger, nullable=False, server_default="0"),
-    sa.Column("locked", sa.SmallInteger, nullable=False, server_default="0"),
+    sa.Column("locked", sa.String(27), nullable=True),
 )
 """One row per maintenance job: the lease that makes it run once per period
 across processes (``owner`` until ``lease_until``, for the run of ``period``),
 how its last run went (``last_result`` is a JSON summary), where an
 incremental job stopped (``last_position``), and whether the claim's holder
-held the job's process lock (``locked`` 1, migration 0018: its claim dies
-with it; 0, its lease alone counts)."""
+held the job's process lock (``locked``, migration 0018: the claim's
+``last_started`` if so, and its claim dies with the lock; null, its lease
+alone counts). A stamp, not a flag: a claim that does not set it (a process
+from before 0018) does not inherit another claim's."""
 
 unfinished_imports = sa.Table(
     "unfinished_imports",

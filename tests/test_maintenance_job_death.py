@@ -173,7 +173,7 @@ def test_where_no_lock_can_be_had_a_run_claims_by_its_lease_alone(tmp_path: Path
     Path(f"{database}-job-{digest}.lock").mkdir()  # a lock file that cannot be opened: no lock to be had
     with EventStore.open(f"sqlite:///{database}") as store:
         service = Maintenance(store, jobs=[RECORDER], clock=lambda: NOON)
-        held: list[int] = []
+        held: list[str | None] = []
 
         def note_the_claim(ctx: JobContext) -> None:
             with store.reading() as conn:
@@ -181,4 +181,71 @@ def test_where_no_lock_can_be_had_a_run_claims_by_its_lease_alone(tmp_path: Path
 
         service.jobs["record"] = Job("record", note_the_claim, JobConfig(every=60))
         assert service.run_once("record", period=NOON).status == "ok"
-        assert held == [0]  # claimed unlocked: were its run to die, its lease would be waited out
+        assert held == [None]  # claimed unlocked: were its run to die, its lease would be waited out
+
+
+def claim_as_before_0018(
+    store: EventStore, name: str, owner: str, *, now: datetime, period: datetime
+) -> bool:
+    """The claim of a process still on the code from before migration 0018: it leaves ``locked`` alone."""
+    stamp = format_time(now)
+    jobs = maintenance_jobs
+    with store.transaction() as tx:
+        taken = tx.connection.execute(
+            jobs.update()
+            .where(
+                jobs.c.name == name,
+                sa.or_(jobs.c.owner.is_(None), jobs.c.lease_until <= stamp),
+                sa.or_(jobs.c.period.is_(None), jobs.c.period < format_time(period)),
+            )
+            .values(
+                owner=owner,
+                lease_until=format_time(now + timedelta(hours=1)),
+                period=format_time(period),
+                last_started=stamp,
+                last_status="running",
+            )
+        )
+    return taken.rowcount == 1
+
+
+def test_a_live_claim_by_a_process_from_before_0018_after_a_finished_run_is_not_taken_for_dead(
+    target: Target,
+) -> None:
+    later = NOON + timedelta(minutes=1)
+    with target.open() as store:
+        first = Maintenance(store, jobs=[RECORDER], clock=lambda: NOON, owner="new")
+        assert first.run_once("record", period=NOON).status == "ok"  # with the lock: finished, idle
+        assert claim_as_before_0018(store, "record", "old", now=later, period=later)  # alive, running
+        second = Maintenance(
+            store, jobs=[RECORDER], clock=lambda: later + timedelta(seconds=5), owner="new-2"
+        )
+        assert (row_of(second, "record").last_status, row_of(second, "record").owner) == ("running", "old")
+        skipped = second.run_once("record", period=later)
+        assert skipped.status == "skipped" and "running in old" in skipped.details["reason"]
+        assert [run for run in maintenance_workers.runs(store) if run[0] == "RunStarted"] == [
+            ("RunStarted", format_time(NOON))
+        ]
+    with target.open() as store:  # and so it reads to another process
+        assert row_of(Maintenance(store, jobs=[RECORDER]), "record").last_status == "running"
+
+
+def test_a_claim_from_before_0018_over_a_dead_runs_expired_lease_is_not_taken_for_dead(
+    store: EventStore,
+) -> None:
+    later = NOON + timedelta(minutes=11)
+    assert claim(store, "record", "dead", now=NOON, lease_seconds=600, period=NOON, locked=True)
+    assert claim_as_before_0018(
+        store, "record", "old", now=later, period=later
+    )  # the lease ran out: its turn
+    service = Maintenance(store, jobs=[RECORDER], clock=lambda: later + timedelta(seconds=5), owner="new")
+    assert row_of(service, "record").last_status == "running"
+    skipped = service.run_once("record", period=later)
+    assert skipped.status == "skipped" and "running in old" in skipped.details["reason"]
+
+
+def test_a_finished_run_leaves_no_mark_of_its_lock(store: EventStore) -> None:
+    service = Maintenance(store, jobs=[RECORDER], clock=lambda: NOON)
+    assert service.run_once("record", period=NOON).status == "ok"
+    with store.reading() as conn:
+        assert conn.execute(sa.select(maintenance_jobs.c.locked)).scalar_one() is None
