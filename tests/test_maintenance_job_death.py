@@ -18,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from freezegun import freeze_time
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, NewEvent, StorageError, job_leases
 from eventstore.cli import main
 from eventstore.integrity import format_time
 from eventstore.job_leases import JobStatus, claim
@@ -249,3 +250,27 @@ def test_a_finished_run_leaves_no_mark_of_its_lock(store: EventStore) -> None:
     assert service.run_once("record", period=NOON).status == "ok"
     with store.reading() as conn:
         assert conn.execute(sa.select(maintenance_jobs.c.locked)).scalar_one() is None
+
+
+def test_a_run_that_could_not_record_its_end_is_not_said_to_have_lost_its_process(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def cannot_record(*args: object, **kwargs: object) -> bool:
+        raise StorageError("database is locked")
+
+    with target.open() as store:
+        service = Maintenance(store, clock=lambda: NOW, owner="alive")
+        with monkeypatch.context() as patched:
+            patched.setattr(job_leases, "finish", cannot_record)
+            with pytest.raises(StorageError):
+                service.run_once("integrity")
+        assert row_of(service, "integrity").last_status == "died"  # taken over at once: right
+    schema = target.options.get("schema")
+    args = ["--url", target.url, *(["--schema", schema] if schema else []), "maintain", "--status"]
+    shown = " ".join(CliRunner().invoke(main, args).stdout.split())
+    assert "died: alive started the run" in shown
+    assert "its process is gone" not in shown
+    assert (
+        "ended without recording how it went (its process was killed, or it could not record its end)"
+        in shown
+    )

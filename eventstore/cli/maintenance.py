@@ -77,9 +77,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         it lost its lease to another process mid-run. Several `maintain`
         processes may share a database: each job runs once per period among
         them. With --status, a job a live process runs shows as `running`, held
-        by it; one whose process was killed mid-run as `died` (the next run
-        takes it over at once and runs its period again), and one whose
-        holder let its lease run out as `expired`.
+        by it; one whose run ended without recording how it went (its process
+        was killed mid-run, or it could not record its end) as `died` (the
+        next run takes it over at once and runs its period again), and one
+        whose holder let its lease run out as `expired`.
         """
         from ..maintenance import Maintenance
         from ..maintenance_config import MaintenanceConfig
@@ -196,7 +197,8 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
         settings = service.settings(name)
         schedule = f"every {settings.every:g}s" if settings.every is not None else f"cron {settings.cron}"
         row = rows.get(name)
-        # A holder whose process lock is free died; one whose lease ran out died or hangs: not running it.
+        # A holder whose process lock is free ended its run unrecorded (killed, or its ``finish`` failed);
+        # one whose lease ran out died or hangs: not running it.
         died = row is not None and row.last_status == DIED
         expired = not died and row is not None and row.owner is not None and (row.lease_until or "") <= now
         line: dict[str, Any] = {
@@ -232,7 +234,8 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
         elif row is not None and died:
             echo(
                 f"{'':<16} died: {printable(row.owner or '')} started the run for period {row.period} at "
-                f"{row.last_started} and its process is gone; the next run takes the job over at once"
+                f"{row.last_started} and its run ended without recording how it went (its process was "
+                "killed, or it could not record its end); the next run takes the job over at once"
             )
         elif row is not None and expired:
             echo(
