@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from click.testing import CliRunner
 from freezegun import freeze_time
 
-from eventstore import EventStore, NewEvent, StorageError, job_leases
+from eventstore import EventStore, NewEvent, StorageError, job_leases, process_locks
 from eventstore.cli import main
 from eventstore.integrity import format_time
 from eventstore.job_leases import JobStatus, claim
@@ -274,3 +274,60 @@ def test_a_run_that_could_not_record_its_end_is_not_said_to_have_lost_its_proces
         "ended without recording how it went (its process was killed, or it could not record its end)"
         in shown
     )
+
+
+def test_a_run_finished_between_the_row_read_and_the_lock_probe_is_not_called_dead(
+    target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with target.open() as store:
+        lock = process_locks.take(store, job_leases.LOCK_KIND, "record")
+        assert lock is not None and lock.held
+        held = claim(store, "record", "live", now=NOON, lease_seconds=600, period=NOON, locked=True)
+        assert held is not None
+        probe = process_locks.held
+
+        def finished_meanwhile(conn: sa.Connection, kind: str, name: str) -> bool:
+            # job_status has read the row (running, locked): the live run finishes and lets its lock go
+            # before the probe, which so finds the lock free.
+            assert job_leases.finish(store, held, now=NOON, status="ok")
+            lock.release()
+            return probe(conn, kind, name)
+
+        monkeypatch.setattr(process_locks, "held", finished_meanwhile)
+        (row,) = [row for row in job_leases.job_status(store) if row.name == "record"]
+        assert (row.last_status, row.owner) == ("running", "live")  # as read; not "died"
+
+
+def test_a_live_run_whose_lock_connection_is_killed_is_taken_over_and_loses_its_lease(
+    pg_target: Target,
+) -> None:
+    outcome: list[str] = []
+    with pg_target.open() as store:
+        other = Maintenance(
+            store, jobs=[Job("slow", lambda ctx: {"by": "other"}, JobConfig(every=3600))], clock=lambda: NOW
+        )
+
+        def lose_the_lock(ctx: JobContext) -> dict[str, str]:
+            with store.engine.connect() as conn:
+                (pid,) = conn.execute(
+                    sa.text(
+                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    )
+                ).scalars()
+                assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+                conn.commit()
+            taken = other.run_once("slow", period=period)  # its holder lives, but its lock is gone
+            outcome.append(taken.status)
+            ctx.renew()
+            return {"by": "first"}
+
+        first = Maintenance(
+            store, jobs=[Job("slow", lose_the_lock, JobConfig(every=3600))], clock=lambda: NOW
+        )
+        period = first.period_of("slow")
+        result = first.run_once("slow", period=period)
+        assert outcome == ["ok"]
+        assert result.status == "lost"
+        (row,) = [row for row in first.status() if row.name == "slow"]
+        assert (row.last_status, row.owner, row.last_result) == ("ok", None, {"by": "other"})
