@@ -308,12 +308,15 @@ def test_a_live_run_whose_lock_connection_is_killed_is_taken_over_and_loses_its_
         )
 
         def lose_the_lock(ctx: JobContext) -> dict[str, str]:
-            with store.engine.connect() as conn:
+            with store.engine.connect() as conn:  # the session holding this job's advisory lock: ended
+                key = process_locks._advisory_key(conn, job_leases.LOCK_KIND, "slow") & 0xFFFF_FFFF_FFFF_FFFF
                 (pid,) = conn.execute(
                     sa.text(
                         "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted"
                         " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                    )
+                        " AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid) AND objsubid = 1"
+                    ),
+                    {"high": key >> 32, "low": key & 0xFFFF_FFFF},
                 ).scalars()
                 assert conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
                 conn.commit()
