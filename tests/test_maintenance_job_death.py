@@ -11,9 +11,10 @@ lock still lasts its lease.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -252,18 +253,35 @@ def test_a_finished_run_leaves_no_mark_of_its_lock(store: EventStore) -> None:
         assert conn.execute(sa.select(maintenance_jobs.c.locked)).scalar_one() is None
 
 
-def test_a_run_that_could_not_record_its_end_is_not_said_to_have_lost_its_process(
-    target: Target, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    def cannot_record(*args: object, **kwargs: object) -> bool:
-        raise StorageError("database is locked")
+@contextmanager
+def job_row_locked(store: EventStore, target: Target, name: str) -> Iterator[None]:
+    """Another connection holds ``name``'s row (SQLite: the whole file) against writers meanwhile."""
+    if target.dialect == "sqlite":
+        blocker = sqlite3.connect(target.url.removeprefix("sqlite:///"), isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")
+            yield
+        finally:
+            blocker.close()
+        return
+    with store.engine.connect() as conn, conn.begin():
+        row = maintenance_jobs.c.name == name
+        conn.execute(sa.select(maintenance_jobs.c.name).where(row).with_for_update())
+        yield
 
-    with target.open() as store:
-        service = Maintenance(store, clock=lambda: NOW, owner="alive")
-        with monkeypatch.context() as patched:
-            patched.setattr(job_leases, "finish", cannot_record)
-            with pytest.raises(StorageError):
-                service.run_once("integrity")
+
+def test_a_run_that_could_not_record_its_end_is_not_said_to_have_lost_its_process(target: Target) -> None:
+    with target.open(lock_timeout=0.3, busy_timeout=0.3) as store, ExitStack() as blocked:
+
+        def hold_the_row_then_return(ctx: JobContext) -> dict[str, str]:
+            blocked.enter_context(job_row_locked(store, target, "integrity"))  # held until the run is over
+            return {}
+
+        job = Job("integrity", hold_the_row_then_return, JobConfig(every=3600))  # the CLI lists its row
+        service = Maintenance(store, jobs=[job], clock=lambda: NOW, owner="alive")
+        with pytest.raises(StorageError):  # its end cannot be written: a real lock, waited for in vain
+            service.run_once("integrity")
+        blocked.close()
         assert row_of(service, "integrity").last_status == "died"  # taken over at once: right
     schema = target.options.get("schema")
     args = ["--url", target.url, *(["--schema", schema] if schema else []), "maintain", "--status"]
