@@ -201,6 +201,7 @@ def create_engine(
     ]
     if schema is not None:
         options.append(f"-c search_path={_search_path(schema)}")
+    url, driver_options = _driver_options(url)
     make: Any = sa.create_engine
     if asynchronous:
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -208,7 +209,7 @@ def create_engine(
         make = create_async_engine
     engine = make(
         url,
-        connect_args={"options": " ".join(options)},
+        connect_args={"options": " ".join(options), **driver_options},
         isolation_level="READ COMMITTED",  # the append and head cache assume it, whatever the server default
         json_deserializer=orjson.loads,
         json_serializer=lambda value: orjson.dumps(value).decode(),
@@ -219,7 +220,85 @@ def create_engine(
     result: sa.Engine = engine.sync_engine if asynchronous else engine
     if schema is not None:
         sa.event.listen(result, "connect", functools.partial(_check_schema, schema))
+    expected = {
+        "lock_timeout": milliseconds("lock_timeout", lock_timeout),
+        "idle_in_transaction_session_timeout": milliseconds(
+            "idle_in_transaction_timeout", idle_in_transaction_timeout
+        ),
+    }
+    sa.event.listen(result, "connect", functools.partial(_check_settings, expected, schema))
     return result
+
+
+def _driver_options(url: sa.URL) -> tuple[sa.URL, dict[str, Any]]:
+    """``url`` without the query parameters meant for psycopg itself, and those parameters as it takes them.
+
+    ``prepare_threshold`` (how many runs of a statement before psycopg
+    prepares it on the server): a whole number, or ``none`` never to
+    prepare, as a transaction-pooling PgBouncer needs. In the URL's query
+    it is text, which psycopg would compare with a number at the first
+    statement (a ``TypeError``); ``InvalidInput`` for anything else.
+    """
+    if "prepare_threshold" not in url.query:
+        return url, {}
+    value = url.query["prepare_threshold"]
+    text = value.strip().lower() if isinstance(value, str) else None
+    threshold: int | None
+    if text == "none":
+        threshold = None
+    elif text is not None and text.isascii() and text.isdigit():
+        threshold = int(text)
+    else:
+        raise InvalidInput(
+            "prepare_threshold in a PostgreSQL URL must be a whole number, 0 or more, or none "
+            f"(never prepare statements, for PgBouncer in transaction mode), not {value!r}"
+        )
+    return url.difference_update_query(["prepare_threshold"]), {"prepare_threshold": threshold}
+
+
+_BACKEND_PID = sa.text("SELECT pg_backend_pid()")
+
+_SETTINGS = sa.text(
+    "SELECT current_schema(), (SELECT setting FROM pg_settings WHERE name = 'lock_timeout'),"
+    " (SELECT setting FROM pg_settings WHERE name = 'idle_in_transaction_session_timeout')"
+)
+
+
+def _check_settings(
+    expected: dict[str, int], schema: str | None, dbapi_connection: Any, _record: Any
+) -> None:
+    """On each new connection: ``StorageError`` if the settings the store connects with did not arrive.
+
+    They travel in libpq's ``options`` startup parameter, which a pooler may
+    drop: PgBouncer refuses a connection that has it, unless its
+    ``ignore_startup_parameters`` lists ``options``, and then the server
+    never sees them. The store would then write to the schema first on the
+    server's ``search_path`` (``public``), not the one it was opened on, and
+    wait for locks and idle in transactions with no limit.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(str(_SETTINGS))
+        current_schema, *settings = cursor.fetchone()
+    finally:
+        cursor.close()
+    dbapi_connection.rollback()  # idle again, as the pool hands connections out
+    wrong = [
+        f"{name} is {setting} ms, not {want} ms"
+        for (name, want), setting in zip(expected.items(), settings, strict=True)
+        if setting != str(want)
+    ]
+    if schema is not None and current_schema != schema:
+        wrong.insert(0, f"the schema in use is {current_schema!r}, not {schema!r}")
+    if wrong:
+        dbapi_connection.close()
+        raise StorageError(
+            "PostgreSQL did not get the settings the store connects with ("
+            + "; ".join(wrong)
+            + "): something between them dropped libpq's options startup parameter, such as "
+            "PgBouncer with ignore_startup_parameters = options. Connect to PostgreSQL itself, "
+            "or see 'Behind PgBouncer' in docs/operations.md"
+        )
 
 
 JSONB_MAX_BYTES = 2**28 - 1  # JENTRY_OFFLENMASK: one jsonb string, array or object holds no more
@@ -273,6 +352,36 @@ class PostgresBackend(Backend):
         self._writing: set[object] = set()
         """The threads (tasks, on the async driver) inside a write transaction of this store: a write
         of theirs on another connection would wait for the locks their own transaction holds."""
+
+    def claim(self) -> None:
+        """``StorageError`` if a pooler shares server sessions between the store's connections.
+
+        PgBouncer in transaction (or statement) mode hands each transaction
+        whichever server session is free, so what lasts in a session does not
+        stay with the connection that set it: a process lock
+        (``process_locks``) would be held by no one in particular, and taken
+        by two processes at once. Two connections of the store's, the first
+        idle between transactions, are asked which server process serves
+        them: PostgreSQL itself gives each its own, such a pooler gives the
+        second the first's (it hands out the session freed last).
+        """
+        # Connections of their own, not the store's pool: it keeps the one connection it has.
+        probe = sa.create_engine(self.engine.url.set(drivername="postgresql+psycopg"), poolclass=sa.NullPool)
+        try:
+            with probe.connect() as first, probe.connect() as second:
+                pid = first.execute(_BACKEND_PID).scalar()
+                first.commit()  # between transactions: a transaction pooler takes its session back
+                shared = second.execute(_BACKEND_PID).scalar() == pid
+        finally:
+            probe.dispose()
+        if shared:
+            raise StorageError(
+                "two connections of the store were served by the same PostgreSQL session: a pooler in "
+                "transaction mode (PgBouncer's pool_mode = transaction) stands in between, and the "
+                "store's process locks (rebuilds, maintenance jobs) need sessions of their own. Use "
+                "pool_mode = session, or connect to PostgreSQL itself "
+                "(docs/operations.md, 'Behind PgBouncer')"
+            )
 
     def _refuse_nested(self) -> object:
         """Who is calling; ``InvalidInput`` at once, as on SQLite, if they are inside a write transaction."""
