@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
+from urllib.parse import unquote
 
 import sqlalchemy as sa
 
 from .backends import postgresql, sqlite
 from .backends.base import Backend, milliseconds
 from .checks import check_count as _check_count
-from .checks import encodable
+from .checks import encodable, shown
 from .errors import InvalidInput, StorageError
 from .events import EventRegistry
 from .projection import InlineProjection
@@ -67,13 +69,33 @@ def _require_file(parsed: sa.URL) -> None:
 
 def _uri_opens(filename: str) -> bool:
     """Whether SQLite opens the database a ``file:`` URI names, asked with ``mode=ro`` (which never
-    creates a file, nor its -wal or -shm: nothing is read)."""
+    creates a file, nor its -wal or -shm: nothing is read). ``False`` only when SQLite cannot open
+    it because it is not there; any other refusal (no such vfs, permission denied) is
+    ``InvalidInput`` with SQLite's own message."""
     path, _, query = filename.partition("?")
     kept = [item for item in query.split("&") if item and not item.lower().startswith("mode=")]
     try:
         sqlite3.connect("?".join((path, "&".join([*kept, "mode=ro"]))), uri=True).close()
-    except sqlite3.Error:
+    except sqlite3.Error as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_CANTOPEN and not _uri_file_exists(path):
+            return False
+        raise InvalidInput(f"cannot open the SQLite file {shown(filename)}: {shown(str(exc))}") from exc
+    return True
+
+
+def _uri_file_exists(path: str) -> bool:
+    """Whether the file a ``file:`` URI's path part names is there (``file:x``, ``file:///x``,
+    ``file://localhost/x``, percent-escapes decoded, as SQLite reads them)."""
+    name = path[5:]
+    if name.startswith("//"):
+        name = name[2:]
+        name = name[name.find("/") :] if "/" in name else ""
+    try:
+        os.lstat(unquote(name.partition("#")[0]))
+    except (FileNotFoundError, NotADirectoryError, ValueError):  # ValueError: a NUL in the name
         return False
+    except OSError:  # there or not, it cannot be looked at (permission denied): not "missing"
+        return True
     return True
 
 
@@ -136,6 +158,7 @@ def _backend_for(
             raise InvalidInput(
                 f"a SQLite file path must be valid UTF-8 without NUL characters, not {parsed.database!r}"
             )
+        _check_sqlite_query(parsed)
         if must_exist:
             _require_file(parsed)
         engine = sqlite.create_engine(
@@ -160,6 +183,7 @@ def _backend_for(
                     "a PostgreSQL URL must be valid UTF-8 text without NUL characters; "
                     f"its {part} is {shown:.80}"
                 )
+        _check_postgresql_query(parsed)
         try:
             engine = postgresql.create_engine(
                 parsed.set(drivername="postgresql+psycopg"),
@@ -175,6 +199,60 @@ def _backend_for(
             ) from exc
         return postgresql.PostgresBackend(engine, asynchronous=asynchronous)
     raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+_SQLITE_INTEGERS = {"detect_types": (0, 3), "cached_statements": (0, 2**31 - 1)}
+"""The SQLite URL's whole-number parameters, passed to ``sqlite3.connect``, with their ranges."""
+
+
+def _check_sqlite_query(parsed: sa.URL) -> None:
+    """Refuse, naming it, a value the driver could not take for one of the parameters SQLAlchemy
+    passes to ``sqlite3.connect`` (``timeout``, ``uri``, ...): it would raise ``ValueError``."""
+    for key, value in parsed.query.items():
+        if key not in ("uri", "check_same_thread", "timeout", "isolation_level", *_SQLITE_INTEGERS):
+            continue
+        if not isinstance(value, str):
+            raise InvalidInput(f"{key} appears {len(value)} times in the SQLite URL: give it once")
+        if key in ("uri", "check_same_thread"):
+            try:
+                sa.util.asbool(value)
+            except ValueError:
+                raise InvalidInput(
+                    f"{key} in a SQLite URL must be true or false, not {shown(value)}"
+                ) from None
+        elif key == "timeout":
+            try:
+                seconds = float(value)
+            except ValueError:
+                raise InvalidInput(
+                    f"timeout in a SQLite URL must be a number of seconds, not {shown(value)}"
+                ) from None
+            milliseconds("timeout (in the SQLite URL)", seconds)
+        elif key in _SQLITE_INTEGERS:
+            low, high = _SQLITE_INTEGERS[key]
+            if not (value.isascii() and value.isdigit() and low <= int(value) <= high):
+                raise InvalidInput(
+                    f"{key} in a SQLite URL must be a whole number from {low} to {high}, not {shown(value)}"
+                )
+
+
+def _check_postgresql_query(parsed: sa.URL) -> None:
+    """Refuse a PostgreSQL URL whose parameters libpq would not take, before connecting: an option it
+    does not know, a ``port`` or ``connect_timeout`` that is not a whole number."""
+    try:
+        from psycopg.conninfo import make_conninfo
+    except ImportError:  # create_engine says what to install
+        return
+    for key in ("port", "connect_timeout"):
+        values = parsed.query.get(key, ())
+        for value in (values,) if isinstance(values, str) else values:
+            if not (value.isascii() and value.lstrip("-").isdigit()):
+                raise InvalidInput(f"{key} in a PostgreSQL URL must be a whole number, not {shown(value)}")
+    options = {key: value for key, value in parsed.query.items() if isinstance(value, str)}
+    try:
+        make_conninfo("", **options)
+    except Exception as exc:  # psycopg.ProgrammingError: libpq's own words, "invalid connection option"
+        raise InvalidInput(f"not a PostgreSQL URL libpq takes: {shown(str(exc).strip())}") from exc
 
 
 def _url_texts(url: sa.URL) -> list[tuple[str, str]]:
