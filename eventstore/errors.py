@@ -6,9 +6,20 @@ data as attributes, not only in the message.
 
 from __future__ import annotations
 
+import shlex
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+
+
+def command_line(command: str, *arguments: str) -> str:
+    """``eventstore COMMAND ARGUMENTS...`` as a hint to paste into a shell: each argument quoted
+    (a flow id may hold spaces, ``$`` or ``;``), and after ``--`` if one starts with ``-`` (else
+    the CLI would read it as an option)."""
+    words = [shlex.quote(argument) for argument in arguments]
+    if any(argument.startswith("-") for argument in arguments):
+        words.insert(0, "--")
+    return " ".join(["eventstore", command, *words])
 
 
 class EventStoreError(Exception):
@@ -96,7 +107,7 @@ class FlowArchived(FlowNotFound):
         self.flow_id = flow_id
         self.archive_id = archive_id
         self.last_revision = last_revision
-        command = f"eventstore archive restore {archive_id} {flow_id}"
+        command = command_line("archive restore", archive_id, flow_id)
         # Not FlowNotFound's message: the flow is known, only its events are elsewhere.
         EventStoreError.__init__(
             self,
@@ -178,7 +189,7 @@ class FlowPruned(FlowExists):
     def __init__(self, flow_id: str, archive_id: str | None) -> None:
         self.archive_id = archive_id
         archive = "its archive" if archive_id is None else f"archive {archive_id!r}"
-        command = f"eventstore archive restore {archive_id or 'ARCHIVE_ID'} {flow_id}"
+        command = command_line("archive restore", archive_id or "ARCHIVE_ID", flow_id)
         super().__init__(
             flow_id,
             f"was pruned by retention into {archive}: restore it (`{command}` or "
@@ -359,8 +370,8 @@ class ImportUnfinished(EventStoreError):
         super().__init__(
             f"an import of {events_file} (export sha256 {export_sha256[:16]}…, started {started_at}) "
             f"is unfinished: {events_imported} of its {event_count} events are in. Finish it first by "
-            f"importing that file again (`eventstore import {events_file}`), or give it up if it cannot be "
-            f"finished (`eventstore abandon-import {export_sha256[:16]}`); {outcome}"
+            f"importing that file again (`{command_line('import', events_file)}`), or give it up if it "
+            f"cannot be finished (`eventstore abandon-import {export_sha256[:16]}`); {outcome}"
         )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .errors import FlowArchived, FlowNotFound
+from .errors import FlowArchived, FlowNotFound, command_line
 from .schema import flow_events, flow_tombstones
 from .store import EventStore
 
@@ -56,7 +56,7 @@ class PartlyRestored:
         return (
             f"flow {self.flow_id!r} is back only in part: revisions 1 to {self.revision} of "
             f"{self.last_revision} (a restore from archive {self.archive_id!r} was cut short); finish it "
-            f"with `eventstore archive restore {self.archive_id} {self.flow_id}`"
+            f"with `{command_line('archive restore', self.archive_id, self.flow_id)}`"
         )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ..errors import PositionPastEnd
+from ..errors import PositionPastEnd, command_line
 from ..events import RecordedEvent
 from ..flow_fold import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
 from ..follow import follow
@@ -274,7 +274,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo(
                 f"restore    PARTIAL: {flow.revision:,} of {flow.last_revision:,} events of flow {flow_id} "
                 f"are back from archive {archive_id}; finish it with "
-                f"`eventstore archive restore {archive_id} {flow_id}`"
+                f"`{printable(command_line('archive restore', flow.archive_id, flow.flow_id))}`"
             )
         if figures.per_day:
             echo("events per day (UTC):")
