@@ -236,6 +236,10 @@ def _check_sqlite_query(parsed: sa.URL) -> None:
                 )
 
 
+_PSYCOPG_OPTIONS = frozenset({"prepare_threshold"})
+"""Query parameters for psycopg itself, not libpq (``backends.postgresql`` takes them out of the URL)."""
+
+
 def _check_postgresql_query(parsed: sa.URL) -> None:
     """Refuse a PostgreSQL URL whose parameters libpq would not take, before connecting: an option it
     does not know, a ``port`` or ``connect_timeout`` that is not a whole number."""
@@ -248,7 +252,11 @@ def _check_postgresql_query(parsed: sa.URL) -> None:
         for value in (values,) if isinstance(values, str) else values:
             if not (value.isascii() and value.lstrip("-").isdigit()):
                 raise InvalidInput(f"{key} in a PostgreSQL URL must be a whole number, not {shown(value)}")
-    options = {key: value for key, value in parsed.query.items() if isinstance(value, str)}
+    options = {
+        key: value
+        for key, value in parsed.query.items()
+        if isinstance(value, str) and key not in _PSYCOPG_OPTIONS
+    }
     try:
         make_conninfo("", **options)
     except Exception as exc:  # psycopg.ProgrammingError: libpq's own words, "invalid connection option"
