@@ -133,7 +133,19 @@ class StorageError(EventStoreError):
 
 
 class ConnectionLost(StorageError):
-    """The connection to the database broke; appends, reads and loops retry once by themselves."""
+    """The connection to the database broke.
+
+    An append, each page of a read and the first statement of a loop's
+    transaction were already retried once on a fresh connection; past that
+    first statement a transaction is not retried.
+    """
+
+
+class ReconnectFailed(ConnectionLost):
+    """A transaction found its pooled connection dead, then a fresh one dead too: nothing of it ran.
+
+    Repeating the work is safe once the database can be reached again.
+    """
 
 
 class StoreBusy(StorageError):

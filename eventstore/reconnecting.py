@@ -9,9 +9,13 @@ loops begin each transaction with a first statement of their own (``start``)
 and, if that one finds the connection dead, begin again once on a fresh one.
 
 That retry is always safe: the failed statement was the transaction's first,
-so nothing of it ran, let alone committed. A connection that dies later in
-the transaction is not retried here (the work may have half run, or its
-commit may have landed): the caller gets ``ConnectionLost``.
+so nothing of it ran, let alone committed. The connection that finds itself
+dead invalidates the pool's older connections too (``driver_error``), so the
+retry gets a fresh connection even when the server ended them all. If that
+fresh one is found dead as well, the caller gets ``ReconnectFailed`` (a
+``ConnectionLost``): nothing ran. A connection that dies later in the
+transaction is not retried here (the work may have half run, or its commit
+may have landed): the caller gets a plain ``ConnectionLost``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
-from .errors import ConnectionLost
+from .errors import ConnectionLost, ReconnectFailed
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -39,17 +43,24 @@ def begun(enter: Callable[[], AbstractContextManager[_C]], start: Callable[[_C],
 
     ``enter`` must translate driver errors (``store.transaction``,
     ``store.reading``): a dead connection is ``ConnectionLost`` as it exits.
+    Both found dead: ``ReconnectFailed`` (its cause the first loss, its
+    context the second), before anything of the transaction ran.
     """
-    for attempt in (1, 2):
+    first: ConnectionLost | None = None
+    while True:
         try:
             with ExitStack() as stack:
                 context = stack.enter_context(enter())
                 start(context)
                 entered = stack.pop_all()
             break
-        except ConnectionLost:
-            if attempt == 2:
-                raise
+        except ConnectionLost as exc:
+            if first is not None:
+                raise ReconnectFailed(
+                    "the connection was found dead, and a fresh one too; "
+                    f"nothing of the transaction ran ({exc})"
+                ) from first
+            first = exc
     with entered:
         yield context
 

@@ -31,6 +31,7 @@ from eventstore.errors import (
     InvalidTransition,
     LeaseLost,
     ProjectionError,
+    ReconnectFailed,
     StepNotFound,
 )
 from eventstore.flow_fold import FlowState, StepState
@@ -138,6 +139,11 @@ class CommandLoop:
                 attempt += 1
                 if expected_revision is not None or attempt >= self.retries:
                     raise
+            except ReconnectFailed as exc:  # its start found two connections dead: nothing ran
+                exc.add_note(
+                    f"the command on flow {flow_id!r} did not run: repeat it once the database is reachable"
+                )
+                raise
             except ConnectionLost as exc:  # past the transaction's first statement: not retried
                 exc.add_note(
                     f"the command on flow {flow_id!r} may have committed before the connection "

@@ -26,6 +26,7 @@ from eventstore.errors import (
     InvalidInput,
     ProjectionError,
     ProjectionFailed,
+    ReconnectFailed,
     StoreBusy,
 )
 from eventstore.schema import flow_events
@@ -139,7 +140,7 @@ def _ensure(store: EventStore, projection: Projection, *, inline: bool, rebuilt:
     rebuild(store, projection, wait=True, only_if_outdated=not behind)
     if inline:  # mark it inline (a runner may have rebuilt it)
         return _ensure(store, projection, inline=True, rebuilt=True)
-    with store.reading() as conn:
+    with reconnecting.reading(store) as conn:
         current = read_checkpoint(conn, projection.name)
     return "" if current is None else current.build
 
@@ -200,7 +201,7 @@ def _claimed(
 ) -> Progress:
     failure: BaseException | None = None
     try:
-        with store.reading() as conn:
+        with reconnecting.reading(store) as conn:
             current = read_checkpoint(conn, projection.name)
         if only_if_outdated and current is not None and current.version >= projection.version:
             if current.version > projection.version:  # newer code rebuilt it while this one waited
@@ -209,9 +210,14 @@ def _claimed(
         return _rebuild(store, projection, tag, batch_size, progress)
     except BaseException as exc:
         failure = exc
-        if isinstance(exc, ConnectionLost):  # past a transaction's first statement: not retried
+        if isinstance(exc, ReconnectFailed):  # a transaction's start found two connections dead
             exc.add_note(
-                f"the connection died inside a transaction of the rebuild of {projection.name!r}; "
+                f"the rebuild of {projection.name!r} stopped before that transaction began; "
+                "run the rebuild again once the database is reachable (it starts over)"
+            )
+        elif isinstance(exc, ConnectionLost):  # inside a transaction, or a read of the log retried once
+            exc.add_note(
+                f"the connection died during the rebuild of {projection.name!r}; "
                 "run the rebuild again (it starts over)"
             )
         if _sqlite_busy(store, exc):  # a cleanup would wait as long again for the same lock
