@@ -81,7 +81,12 @@ def lock_appends(conn: sa.Connection) -> int:
 
 def hold_appends(conn: sa.Connection) -> None:
     """``lock_appends`` without reading the position: nothing to do on SQLite, whose
-    write transactions already exclude each other."""
+    write transactions already exclude each other.
+
+    As a transaction's first statement (``reconnecting.transaction``) it finds a
+    dead connection as ``SELECT 1`` would: its driver error invalidates the
+    connection and the pool's older ones (``driver_error``), so the retry is live.
+    """
     if conn.dialect.name == "postgresql":
         run(conn, "SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE", None)
 

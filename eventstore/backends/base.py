@@ -168,12 +168,23 @@ def driver_error(
 ) -> sa.exc.StatementError:
     """A driver error from SQL run on the raw connection, wrapped as SQLAlchemy would wrap it.
 
-    A connection the error shows to be dead is invalidated (the pool drops
-    it), and the wrapper says so, so the store reports ``ConnectionLost``.
+    A connection the error shows to be dead is invalidated, and so is every
+    connection the pool opened before it (each is opened afresh at its next
+    checkout); the wrapper says so, so the store reports ``ConnectionLost``.
     """
     dialect = conn.dialect
-    invalid = bool(dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor))  # type: ignore[arg-type]  # a driver error is the DBAPI Error it expects
+    fairy = conn.connection
+    invalid = bool(dialect.is_disconnect(exc, fairy.dbapi_connection, cursor))  # type: ignore[arg-type]  # a driver error is the DBAPI Error it expects
     if invalid:
+        # What SQLAlchemy's own execute does on a disconnect (Connection.
+        # _handle_dbapi_exception): a server that ended one idle connection
+        # (failover, restart, pg_terminate_backend, idle_session_timeout) has
+        # likely ended its older pool-mates too, and the pool hands out its
+        # oldest first, so a single retry would meet the next dead one.
+        # Pool._invalidate marks the pool's generation stale without closing
+        # the connections others hold; no public API does that (dispose()
+        # swaps the whole pool, and a pre-ping costs a round trip per checkout).
+        conn.engine.pool._invalidate(fairy, exc)
         conn.invalidate(exc)
     return sa.exc.DBAPIError.instance(
         statement, params, exc, dialect.loaded_dbapi.Error, connection_invalidated=invalid
