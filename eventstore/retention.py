@@ -14,8 +14,9 @@ no longer verifies is marked ``failed`` without anything being deleted.
 Legal holds (``hold``/``release``, in ``legal_holds.py``) keep a flow from ever being pruned;
 ``restore`` puts a pruned flow back from its archive. A pruned flow's id
 stays taken (appending to it raises ``FlowPruned``), and no prune or restore
-runs while a projection rebuild holds its claim (``RebuildInProgress``).
-docs/operations.md describes the whole cycle.
+runs while a projection rebuild holds its claim (``RebuildInProgress``). Nor
+is anything pruned while an import is unfinished (``ImportUnfinished``): it may
+still write to flows that look terminal. docs/operations.md describes the whole cycle.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ from .schema import (
 )
 from .sqljson import JsonText
 from .store import EventStore, Transaction
+from .unfinished_import import refuse_during_import
 
 __all__ = [  # legal holds live in legal_holds.py; their names stay importable from here
     "MAX_AGE",
@@ -247,7 +249,11 @@ def run_retention(
 
     While a projection rebuild holds its claim, the run raises
     ``RebuildInProgress`` before it prunes anything; an archive already
-    verified stays so, and the next run prunes it.
+    verified stays so, and the next run prunes it. Likewise, while an import
+    is unfinished (cut short, ``eventstore.unfinished_import``) it raises
+    ``ImportUnfinished``: the import may still write to flows whose ending
+    event it has written. Finish the import (import its file again) or give
+    it up (``abandon_import``), then run retention again.
     """
     check_count("max_flows", max_flows, minimum=1)
     policy = _policy(policy)
@@ -257,6 +263,11 @@ def run_retention(
         return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
     with store.reading() as conn:  # before writing an archive it could not prune
         refuse_during_rebuild(store, conn, "retention")
+        refuse_during_import(
+            conn,
+            "retention refused, as the import may still write to flows that look ended: nothing was "
+            "archived or pruned",
+        )
     total = _Outcome()
     total.partials = _remove_partials(directory, store.clock())
     repaired, failed = [], []
@@ -524,6 +535,11 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
         if conn.execute(query).scalar_one_or_none() != "verified":
             return outcome  # another process finished it meanwhile
         refuse_during_rebuild(store, conn, f"pruning archive {archive_id} (it stays verified)")
+        refuse_during_import(
+            conn,
+            f"pruning archive {archive_id} refused, as the import may still write to its flows: "
+            "nothing was pruned, the archive stays verified",
+        )
         flow_ids = [segment.flow_id for segment in manifest.flows]
         heads = flow_heads(conn, flow_ids)
         kept = held_flows(conn, flow_ids) | set(_tombstoned(conn, flow_ids))

@@ -8,7 +8,8 @@ batch, updated by each batch after it and deleted by the one that commits
 its last, so it stands exactly while the store holds part of the export:
 ``verify`` reports it (``import-unfinished``), ``stats`` shows it, and an
 import of another export is refused until this one is finished by
-importing the same file again (docs/exchange.md). An import that can never
+importing the same file again (docs/exchange.md), and retention prunes
+nothing (``refuse_during_import``). An import that can never
 be finished (its file lost) is given up with ``abandon_import``, which says
 so in the ``$system-imports`` flow in the same transaction.
 """
@@ -112,6 +113,19 @@ def read_unfinished(conn: sa.Connection) -> UnfinishedImport | None:
     if row is None:
         return None
     return UnfinishedImport(row[0], row[1], int(row[2]), int(row[3]), row[4], row[5])
+
+
+def refuse_during_import(conn: sa.Connection, outcome: str) -> None:
+    """Raise ``ImportUnfinished`` (saying ``outcome``) if an import is unfinished: retention must
+    not prune while it stands. The record does not say which flows the import has still to write
+    to, and a flow whose ending event is in its imported part looks terminal, so retention would
+    archive and prune a flow whose later events are still to come. Checked under the append lock
+    in the prune's transaction, which an import's batch also takes and writes its record in: an
+    import whose first batch commits after this check waits for the prune, then finds the pruned
+    flows tombstoned."""
+    current = read_unfinished(conn)
+    if current is not None:
+        raise current.refusal(outcome)
 
 
 def record_progress(
