@@ -12,8 +12,9 @@ That retry is always safe: the failed statement was the transaction's first,
 so nothing of it ran, let alone committed. The connection that finds itself
 dead invalidates the pool's older connections too (``driver_error``), so the
 retry gets a fresh connection even when the server ended them all. If that
-fresh one is found dead as well, the caller gets ``ReconnectFailed`` (a
-``ConnectionLost``): nothing ran. A connection that dies later in the
+fresh one is found dead as well, or cannot be opened (the database is down
+or unreachable), the caller gets ``ReconnectFailed`` (a ``ConnectionLost``):
+nothing ran. A connection that dies later in the
 transaction is not retried here (the work may have half run, or its commit
 may have landed): the caller gets a plain ``ConnectionLost``.
 """
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
 
-from .errors import ConnectionLost, ReconnectFailed
+from .errors import ConnectionLost, ReconnectFailed, StorageError, StoreBusy
 
 if TYPE_CHECKING:
     from .store import EventStore
@@ -43,14 +44,17 @@ def begun(enter: Callable[[], AbstractContextManager[_C]], start: Callable[[_C],
 
     ``enter`` must translate driver errors (``store.transaction``,
     ``store.reading``): a dead connection is ``ConnectionLost`` as it exits.
-    Both found dead: ``ReconnectFailed`` (its cause the first loss, its
-    context the second), before anything of the transaction ran.
+    Both found dead, or no fresh one could be opened: ``ReconnectFailed``
+    (its cause the first loss, its context the second failure), before
+    anything of the transaction ran.
     """
     first: ConnectionLost | None = None
     while True:
+        opened = False
         try:
             with ExitStack() as stack:
                 context = stack.enter_context(enter())
+                opened = True
                 start(context)
                 entered = stack.pop_all()
             break
@@ -61,6 +65,13 @@ def begun(enter: Callable[[], AbstractContextManager[_C]], start: Callable[[_C],
                     f"nothing of the transaction ran ({exc})"
                 ) from first
             first = exc
+        except StorageError as exc:
+            if first is None or opened or isinstance(exc, StoreBusy):
+                raise
+            raise ReconnectFailed(  # the database went down, or cannot be reached any more
+                f"the connection was found dead, and no fresh one could be opened ({exc}); "
+                "nothing of the transaction ran"
+            ) from first
     with entered:
         yield context
 

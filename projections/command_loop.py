@@ -139,7 +139,7 @@ class CommandLoop:
                 attempt += 1
                 if expected_revision is not None or attempt >= self.retries:
                     raise
-            except ReconnectFailed as exc:  # its start found two connections dead: nothing ran
+            except ReconnectFailed as exc:  # dead, and no live fresh one: nothing ran
                 exc.add_note(
                     f"the command on flow {flow_id!r} did not run: repeat it once the database is reachable"
                 )

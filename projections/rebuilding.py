@@ -210,7 +210,7 @@ def _claimed(
         return _rebuild(store, projection, tag, batch_size, progress)
     except BaseException as exc:
         failure = exc
-        if isinstance(exc, ReconnectFailed):  # a transaction's start found two connections dead
+        if isinstance(exc, ReconnectFailed):  # a start found its connection dead, and no live fresh one
             exc.add_note(
                 f"the rebuild of {projection.name!r} stopped before that transaction began; "
                 "run the rebuild again once the database is reachable (it starts over)"

@@ -32,6 +32,7 @@ from projections import CatchUpRunner, FlowProjection, FlowService, rebuild
 from .conftest import Target
 from .kill_workers import AppliedOnce, applied_counts
 from .readmodels import assert_matches_rebuild, snapshot
+from .tcp_proxy import TcpProxy, tcp_proxy
 from .test_rebuild_crash import some_flows
 from .test_rebuild_lock_session import HELD_LOCKS, admin, until
 from .test_rebuild_takeover import paused_rebuild, the_claim
@@ -271,3 +272,35 @@ def test_a_transaction_whose_fresh_connection_is_dead_too_says_nothing_ran(pg_ta
         assert isinstance(raised.value, ConnectionLost)
         assert isinstance(raised.value.__cause__, ConnectionLost)  # the first loss
         assert store.revision("f") == 0
+
+
+def test_a_transaction_that_cannot_open_a_fresh_connection_says_nothing_ran(pg_target: Target) -> None:
+    with tcp_proxy(pg_target.url) as proxy, proxied(pg_target, proxy).open() as store:
+        store.append("f", counted(1), expected_revision=0)  # a pooled connection, through the proxy
+        proxy.down()  # the database goes away: the pooled connection is dead, a new one refused
+        with (
+            pytest.raises(ReconnectFailed, match="no fresh one could be opened") as raised,
+            reconnecting.transaction(store) as tx,
+        ):
+            tx.append("f", counted(1))
+        assert isinstance(raised.value.__cause__, ConnectionLost)  # the pooled one's loss
+    with pg_target.open() as store:
+        assert store.revision("f") == 1
+
+
+def test_a_command_while_the_database_is_down_says_it_did_not_run(pg_target: Target) -> None:
+    flows = [FlowProjection()]
+    with tcp_proxy(pg_target.url) as proxy, proxied(pg_target, proxy).open(projections=flows) as store:
+        service = FlowService(store)
+        service.start_flow("f", controller_id="c", goal="g", owner_session_key="s")
+        proxy.down()
+        with pytest.raises(ReconnectFailed) as raised:
+            service.finish("f", result={})
+        assert "the command on flow 'f' did not run" in " ".join(raised.value.__notes__)
+    with pg_target.open(projections=flows) as store:
+        assert store.revision("f") == 1
+
+
+def proxied(target: Target, proxy: TcpProxy) -> Target:
+    """``target``'s store, reached through ``proxy``."""
+    return Target(proxy.route(target.url), target.options)
