@@ -253,21 +253,22 @@ def run_retention(
     is unfinished (cut short, ``eventstore.unfinished_import``) it raises
     ``ImportUnfinished``: the import may still write to flows whose ending
     event it has written. Finish the import (import its file again) or give
-    it up (``abandon_import``), then run retention again.
+    it up (``abandon_import``), then run retention again. A dry run is
+    refused the same way: it never promises a prune the run would refuse.
     """
     check_count("max_flows", max_flows, minimum=1)
     policy = _policy(policy)
     directory = _directory(archive_dir)
-    if dry_run:
-        eligible, held = _select(store, policy, max_flows)
-        return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
-    with store.reading() as conn:  # before writing an archive it could not prune
+    with store.reading() as conn:  # before writing an archive it could not prune; a dry run says so too
         refuse_during_rebuild(store, conn, "retention")
         refuse_during_import(
             conn,
             "retention refused, as the import may still write to flows that look ended: nothing was "
             "archived or pruned",
         )
+    if dry_run:
+        eligible, held = _select(store, policy, max_flows)
+        return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
     total = _Outcome()
     total.partials = _remove_partials(directory, store.clock())
     repaired, failed = [], []

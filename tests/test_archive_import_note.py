@@ -57,9 +57,13 @@ def test_retention_prunes_nothing_while_an_import_is_unfinished_and_says_why(
             retain(store, tmp_path, T0 + 40 * DAY)
         assert "nothing was archived or pruned" in str(caught.value)
         assert f"eventstore import {marker.events_file}" in str(caught.value)
+        with pytest.raises(ImportUnfinished, match=refused(marker)):  # never "would prune" what it refuses
+            retain(store, tmp_path, T0 + 40 * DAY, dry_run=True)
         assert list_archives(store) == [] and not (tmp_path / "archives").exists()
         code, out = run_cli(target, "prune", "--policy", "finished=30", "--archive-dir", str(tmp_path / "a"))
         assert code == 1 and "retention refused" in out and "Traceback" not in out
+        code, out = run_cli(target, "prune", "--policy", "finished=30", "--dry-run")
+        assert code == 1 and "retention refused" in out and "would prune" not in out
         assert store.revision("done") == 1000 and unfinished_import(store) == marker
 
         import_events(store, path)  # finished by importing the same file again

@@ -52,7 +52,7 @@ def test_a_bad_prepare_threshold_is_invalid_input_and_creates_nothing(pg_target:
     with pytest.raises(InvalidInput, match="prepare_threshold"):
         EventStore.open(_with_query(pg_target, f"prepare_threshold={value}"), **pg_target.options)
     with psycopg.connect(pg_target.url, options=f"-c search_path={pg_target.options['schema']}") as conn:
-        assert conn.execute("SELECT to_regclass('events')").fetchone() == (None,)
+        assert conn.execute("SELECT to_regclass('flow_events')").fetchone() == (None,)
 
 
 def _drop_options(_dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]) -> None:
@@ -77,4 +77,4 @@ def test_settings_a_pooler_dropped_are_a_storage_error_not_a_write_elsewhere(pg_
         store.engine.dispose()
         assert [e.flow_id for e in store.read_all()] == ["f"]
     with psycopg.connect(pg_target.url) as admin:
-        assert admin.execute("SELECT to_regclass('public.events')").fetchone() == (None,)
+        assert admin.execute("SELECT to_regclass('public.flow_events')").fetchone() == (None,)
