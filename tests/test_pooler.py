@@ -78,3 +78,21 @@ def test_settings_a_pooler_dropped_are_a_storage_error_not_a_write_elsewhere(pg_
         assert [e.flow_id for e in store.read_all()] == ["f"]
     with psycopg.connect(pg_target.url) as admin:
         assert admin.execute("SELECT to_regclass('public.flow_events')").fetchone() == (None,)
+
+
+def test_a_schema_the_role_may_not_use_is_named_as_such_not_blamed_on_a_pooler(pg_target: Target) -> None:
+    """Without USAGE on it, the schema is set and exists, yet ``current_schema()`` is NULL."""
+    role = f"no_usage_{pg_target.options['schema']}"
+    schema = pg_target.options["schema"]
+    with psycopg.connect(pg_target.url, autocommit=True) as admin:
+        admin.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
+        admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        try:
+            url = sa.make_url(pg_target.url).set(username=role).render_as_string(hide_password=False)
+            with pytest.raises(StorageError) as caught:
+                EventStore.open(url, schema=schema, create=True)
+            message = str(caught.value)
+            assert f"the role '{role}' may not use the schema '{schema}'" in message
+            assert "GRANT USAGE" in message and "PgBouncer" not in message
+        finally:
+            admin.execute(f'DROP ROLE "{role}"')

@@ -280,6 +280,17 @@ def _check_settings(
     try:
         cursor.execute(str(_SETTINGS))
         current_schema, *settings = cursor.fetchone()
+        if schema is not None and current_schema is None:  # set, and there (_check_schema), yet not used
+            cursor.execute("SELECT has_schema_privilege(%s, 'USAGE'), current_user", (schema,))
+            usable, user = cursor.fetchone()
+            if not usable:
+                dbapi_connection.rollback()
+                dbapi_connection.close()
+                raise StorageError(
+                    f"the role {user!r} may not use the schema {schema!r} (it lacks the USAGE "
+                    "privilege on it): ask its owner to GRANT USAGE (and CREATE, to create the store) ON "
+                    "SCHEMA to that role, or open the store on another schema"
+                )
     finally:
         cursor.close()
     dbapi_connection.rollback()  # idle again, as the pool hands connections out
