@@ -315,9 +315,9 @@ class Maintenance:
         if row is not None and row.owner is not None:
             if row.last_status == job_leases.DIED:
                 return (
-                    f"the run for period {row.period} in {row.owner} (started {row.last_started}) ended "
-                    "without recording how it went (died: its process was killed, or it could not record its "
-                    "end); "
+                    f"the run for period {row.period} in {row.owner} (started {row.last_started}) no "
+                    "longer holds the job's lock and recorded no end (died: its process was killed, it "
+                    "could not record its end, or its lock's PostgreSQL session was ended); "
                     "the next run for that period or a later one takes it over at once"
                 )
             if (row.lease_until or "") > now:

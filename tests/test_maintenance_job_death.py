@@ -289,8 +289,8 @@ def test_a_run_that_could_not_record_its_end_is_not_said_to_have_lost_its_proces
     assert "died: alive started the run" in shown
     assert "its process is gone" not in shown
     assert (
-        "ended without recording how it went (its process was killed, or it could not record its end)"
-        in shown
+        "no longer holds the job's lock, with no end recorded (its process was killed, it could not "
+        "record its end, or its lock's PostgreSQL session was ended)" in shown
     )
 
 

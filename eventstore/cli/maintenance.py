@@ -77,9 +77,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         it lost its lease to another process mid-run. Several `maintain`
         processes may share a database: each job runs once per period among
         them. With --status, a job a live process runs shows as `running`, held
-        by it; one whose run ended without recording how it went (its process
-        was killed mid-run, or it could not record its end) as `died` (the
-        next run takes it over at once and runs its period again), and one
+        by it; one whose holder no longer holds the job's lock and recorded no
+        end (its process was killed mid-run, could not record its end, or lost
+        its lock's PostgreSQL session) as `died` (the next run takes it over at
+        once and runs its period again), and one
         whose holder let its lease run out as `expired`.
         """
         from ..maintenance import Maintenance
@@ -234,8 +235,9 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
         elif row is not None and died:
             echo(
                 f"{'':<16} died: {printable(row.owner or '')} started the run for period {row.period} at "
-                f"{row.last_started} and its run ended without recording how it went (its process was "
-                "killed, or it could not record its end); the next run takes the job over at once"
+                f"{row.last_started} and no longer holds the job's lock, with no end recorded (its process "
+                "was killed, it could not record its end, or its lock's PostgreSQL session was ended); "
+                "the next run takes the job over at once"
             )
         elif row is not None and expired:
             echo(
