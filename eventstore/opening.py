@@ -236,6 +236,9 @@ def _check_sqlite_query(parsed: sa.URL) -> None:
                 )
 
 
+_MULTI_HOST = frozenset({"host", "hostaddr", "port"})
+"""Query parameters a PostgreSQL URL may repeat: one per host to try (SQLAlchemy's multi-host form)."""
+
 _PSYCOPG_OPTIONS = frozenset({"prepare_threshold"})
 """Query parameters for psycopg itself, not libpq (``backends.postgresql`` takes them out of the URL)."""
 
@@ -252,10 +255,13 @@ def _check_postgresql_query(parsed: sa.URL) -> None:
         for value in (values,) if isinstance(values, str) else values:
             if not (value.isascii() and value.lstrip("-").isdigit()):
                 raise InvalidInput(f"{key} in a PostgreSQL URL must be a whole number, not {shown(value)}")
+    for key, given in parsed.query.items():
+        if not isinstance(given, str) and key not in _MULTI_HOST:
+            raise InvalidInput(f"{key} is given {len(given)} times in the PostgreSQL URL: give it once")
     options = {
-        key: value
+        key: value if isinstance(value, str) else value[0]
         for key, value in parsed.query.items()
-        if isinstance(value, str) and key not in _PSYCOPG_OPTIONS
+        if key not in _PSYCOPG_OPTIONS
     }
     try:
         make_conninfo("", **options)

@@ -90,6 +90,14 @@ class TestPostgresqlUrlParameters:
                 "nosuchoption=1",
                 r"not a PostgreSQL URL libpq takes: 'invalid connection option \"nosuchoption\"'",
             ),
+            (
+                "nosuchoption=1&nosuchoption=2",
+                "nosuchoption is given 2 times in the PostgreSQL URL: give it once",
+            ),
+            (
+                "application_name=x&application_name=y",
+                "application_name is given 2 times in the PostgreSQL URL: give it once",
+            ),
         ],
     )
     def test_a_bad_parameter_is_refused_before_connecting(
