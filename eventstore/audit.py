@@ -18,6 +18,9 @@ and transitively ("what did it cause"), ``correlated`` lists a group.
 Every query is answered from partial indexes on ``flow_events`` (migration
 0007, ``eventstore.schema``), so its cost grows with what it finds, not with
 the size of the log.
+
+A trail across flows says what it could not search: the flows retention pruned
+(``AuditTrail.pruned``).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from .schema import (
 )
 from .sqljson import JsonText
 from .store import EventStore
-from .tombstones import flow_not_found
+from .tombstones import PrunedFlows, flow_not_found, pruned_flows
 
 CAUSATION_KEY = "causation_id"
 CORRELATION_KEY = "correlation_id"
@@ -172,6 +175,26 @@ class Effect:
 # -- audit trails ----------------------------------------------------------------
 
 
+class AuditTrail(Iterator[AuditEntry]):
+    """The entries ``audit_trail`` found, streamed, and what it could not search.
+
+    ``pruned`` is set when the trail is across flows (not one ``flow_id``)
+    and retention has pruned flows: their events are in archives, not
+    searched, and the store keeps no session or actor of a pruned flow, so
+    any of them may belong in the trail (``PrunedFlows.note`` says how to
+    restore them). None when nothing was left out.
+    """
+
+    __slots__ = ("_entries", "pruned")
+
+    def __init__(self, entries: Iterator[AuditEntry], pruned: PrunedFlows | None) -> None:
+        self._entries = entries
+        self.pruned = pruned
+
+    def __next__(self) -> AuditEntry:
+        return next(self._entries)
+
+
 def audit_trail(
     store: EventStore,
     *,
@@ -184,7 +207,7 @@ def audit_trail(
     until: datetime | None = None,
     after_position: int = 0,
     limit: int | None = None,
-) -> Iterator[AuditEntry]:
+) -> AuditTrail:
     """Decisions, gates and failures in log order, streamed in pages.
 
     Scope it to a flow, a session (the flows it owns), an actor (the first of
@@ -192,8 +215,9 @@ def audit_trail(
     ``actor`` that is a string) or a correlation group; the scopes combine.
     ``types`` keeps some audited event types; ``since`` and ``until``
     (timezone-aware) bound the time the events were recorded. An unknown
-    flow raises ``FlowNotFound``, a session with no flows ``SessionNotFound``.
-    Checked at the call, before iterating.
+    flow raises ``FlowNotFound``, a session with no flows ``SessionNotFound``
+    (unless retention pruned flows: it may own some, and the trail is empty,
+    with ``pruned`` saying so). Checked at the call, before iterating.
     """
     wanted = _audit_types(types)
     conditions: list[Any] = [audited]
@@ -203,10 +227,14 @@ def audit_trail(
         if store.revision(flow_id) == 0:
             raise flow_not_found(store, flow_id)
         conditions.append(_c.flow_id == flow_id)
+    pruned = None
+    if flow_id is None:  # a trail across flows cannot search the pruned ones
+        with store.reading() as conn:
+            pruned = pruned_flows(conn)
     flows = None
     if session is not None:
         flows = session_flows(store, session)
-        if not flows:
+        if not flows and pruned is None:
             raise SessionNotFound(session)
         if len(flows) > _MERGED_FLOWS:
             conditions.append(_c.flow_id.in_(_session_subquery(session)))
@@ -221,10 +249,10 @@ def audit_trail(
         check_count("limit", limit)
     base = sa.select(*READ_COLUMNS).where(*conditions).order_by(_c.position)
     if flows is None:
-        return _entries(store, _read(store, base, after_position, limit))
+        return AuditTrail(_entries(store, _read(store, base, after_position, limit)), pruned)
     streams = [_read(store, base.where(_c.flow_id == flow), after_position, limit) for flow in flows]
     merged = heapq.merge(*streams, key=lambda event: event.position)
-    return _entries(store, itertools.islice(merged, limit))
+    return AuditTrail(_entries(store, itertools.islice(merged, limit)), pruned)
 
 
 def session_flows(store: EventStore, session: str) -> list[str]:

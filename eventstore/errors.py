@@ -10,6 +10,10 @@ import shlex
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .tombstones import PrunedFlows
 
 
 def command_line(command: str, *arguments: str) -> str:
@@ -262,11 +266,20 @@ class StepNotFound(EventStoreError, LookupError):
 
 
 class SessionNotFound(EventStoreError, LookupError):
-    """No flow has this owner session key."""
+    """No flow in the store has this owner session key.
 
-    def __init__(self, session_key: str) -> None:
+    ``.pruned`` is what retention pruned (``PrunedFlows``), None if nothing:
+    the session may own some of those flows, as the store keeps no owner of a
+    pruned flow, so the message then says so and how to restore them.
+    """
+
+    def __init__(self, session_key: str, *, pruned: PrunedFlows | None = None) -> None:
         self.session_key = session_key
-        super().__init__(f"no session {session_key!r}")
+        self.pruned = pruned
+        if pruned is None:
+            super().__init__(f"no session {session_key!r}")
+        else:
+            super().__init__(f"no flow of session {session_key!r} is in the store, but {pruned.note()}")
 
 
 class EventNotFound(EventStoreError, LookupError):

@@ -29,7 +29,7 @@ from .privileged import CHUNK, chunks
 from .schema import flow_events
 from .serialization import canonical
 from .store import EventStore
-from .tombstones import flow_not_found
+from .tombstones import flow_not_found, pruned_flows
 from .unfinished_import import unfinished_import
 
 
@@ -51,7 +51,8 @@ def export_events(
     (the flows whose first event names it as ``owner_session_key``); a time
     range ``since <= recorded_at < until`` (either bound may be left out);
     nothing, for the whole log. ``FlowNotFound`` if ``flow``, or a flow
-    listed in ``flows``, has no events; ``SessionNotFound`` if no flow has ``session``.
+    listed in ``flows``, has no events; ``SessionNotFound`` if no flow in the store has
+    ``session`` (its ``pruned`` says what retention pruned: the session may own some of it).
     Every chain is checked on the way out: a broken one raises
     ``IntegrityViolation`` and leaves no files behind.
     An existing file at ``path`` or ``<path>.manifest.json`` is refused
@@ -84,7 +85,8 @@ def export_events(
     elif session is not None:
         owned = sorted(session_flows(store, session))
         if not owned:  # as audit_trail: a mistyped key is not an empty export
-            raise SessionNotFound(session)
+            with store.reading() as conn:  # the session may own pruned flows: the error says so
+                raise SessionNotFound(session, pruned=pruned_flows(conn))
         selection, rows = {"kind": "session", "session": session}, _flow_rows(store, owned)
     elif since is not None or until is not None:
         selection = {

@@ -5,7 +5,8 @@ position of each day is found by binary search over positions (positions
 follow commit order, and so, but for clock steps backwards, time); a day's
 count is then the rows in its range of positions, counted on the primary key's
 index, so events that retention pruned (positions handed out, rows gone) are
-not counted.
+not counted; what was pruned is counted apart from the tombstones (``pruned``),
+in one aggregate query.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sqlalchemy as sa
 from .errors import InvalidInput
 from .schema import flow_events
 from .store import EventStore
-from .tombstones import PartlyRestored, partly_restored
+from .tombstones import PartlyRestored, PrunedFlows, partly_restored, pruned_flows
 from .unfinished_import import UnfinishedImport, read_unfinished
 
 _c = flow_events.c
@@ -41,6 +42,7 @@ class LogStats:
     per_day: tuple[DayCount, ...]  # oldest first, ending today
     unfinished_import: UnfinishedImport | None = None  # an import cut short: the log lacks its rest
     partly_restored: tuple[PartlyRestored, ...] = ()  # flows a restore cut short put only partly back
+    pruned: PrunedFlows | None = None  # flows retention pruned into archives, not restored; None if none
 
 
 def log_stats(store: EventStore, *, days: int = 7, now: datetime | None = None) -> LogStats:
@@ -61,8 +63,9 @@ def log_stats(store: EventStore, *, days: int = 7, now: datetime | None = None) 
         counts = [_stored_between(conn, starts[i], starts[i + 1]) for i in range(days)]
         unfinished = read_unfinished(conn)
         partial = partly_restored(conn)
+        pruned = pruned_flows(conn)
     per_day = tuple(DayCount(today - timedelta(days=days - 1 - i), counts[i]) for i in range(days))
-    return LogStats(events, last_position, first, last, db_bytes, per_day, unfinished, partial)
+    return LogStats(events, last_position, first, last, db_bytes, per_day, unfinished, partial, pruned)
 
 
 def _stored_between(conn: sa.Connection, first: int, end: int) -> int:

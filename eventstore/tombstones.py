@@ -74,3 +74,42 @@ def partly_restored(conn: sa.Connection, flow_id: str | None = None) -> tuple[Pa
         for flow, archive_id, revision, last in conn.execute(query)
         if revision is not None
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PrunedFlows:
+    """What retention pruned and no restore has put back: ``flows`` flows, ``events`` events, in
+    ``archives`` archives. A question asked across flows (a session's, an actor's, a request's, the
+    whole store's) cannot search them: the store keeps no session, actor or data of a pruned flow."""
+
+    flows: int
+    events: int
+    archives: int
+
+    def note(self) -> str:
+        """What an answer across flows did not search, and how to bring it back."""
+        flows = f"{self.flows:,} flow{'' if self.flows == 1 else 's'}"
+        archives = f"{self.archives:,} archive{'' if self.archives == 1 else 's'}"
+        return (
+            f"{flows} ({self.events:,} events) pruned by retention into {archives} were not searched "
+            f"(the store keeps no session, actor or data of a pruned flow): `eventstore archive list` "
+            "names the archives, `eventstore archive restore ARCHIVE` puts one back"
+        )
+
+    def as_dict(self) -> dict[str, int]:
+        return {"flows": self.flows, "events": self.events, "archives": self.archives}
+
+
+def pruned_flows(conn: sa.Connection) -> PrunedFlows | None:
+    """The flows retention pruned (their tombstones), None if there are none: one aggregate query.
+
+    A flow a restore cut short counts whole: its tombstone stands until the restore finishes.
+    """
+    t = flow_tombstones.c
+    query = sa.select(
+        sa.func.count(),
+        sa.func.coalesce(sa.func.sum(t.last_revision), 0),
+        sa.func.count(t.archive_id.distinct()),
+    )
+    flows, events, archives = conn.execute(query).one()
+    return PrunedFlows(int(flows), int(events), int(archives)) if flows else None

@@ -1,7 +1,9 @@
 """The ``audit`` command: decisions, approvals, interrupts and failures, and why an event happened.
 
 One call to ``eventstore.audit`` plus formatting; ``--json`` gives the same
-answer for scripts (one JSON object per entry, or one object for ``--why``).
+answer for scripts (one JSON object per entry, then a ``"kind": "pruned"``
+object if the trail could not search flows retention pruned; one object for
+``--why``).
 """
 
 from __future__ import annotations
@@ -99,8 +101,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         """Who decided, approved, rejected or answered what, and what failed: in log order.
 
         Scope it with --flow, --session, --actor or --correlation (they
-        combine); with none, the whole store. --why EVENT shows what led to
-        one event (its causation chain) and what it caused.
+        combine); with none, the whole store. Flows pruned by retention are
+        not searched (but by --flow): the answer says how many, and how to
+        restore them. --why EVENT shows what led to one event (its causation
+        chain) and what it caused.
         """
         with open_store(ctx) as store, errors():
             if event_ref is not None:
@@ -126,10 +130,16 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 else:
                     for line in _entry_lines(entry):
                         echo(line)
-        if not as_json:
-            total = sum(counts.values())
-            detail = ", ".join(f"{counts[kind]} {kind}(s)" for kind in KINDS if counts[kind])
-            echo(f"{total} entr{'y' if total == 1 else 'ies'}" + (f": {detail}" if detail else ""), err=True)
+            pruned = entries.pruned
+        if as_json:
+            if pruned is not None:
+                echo_json({"kind": "pruned", **pruned.as_dict(), "note": pruned.note()})
+            return
+        total = sum(counts.values())
+        detail = ", ".join(f"{counts[kind]} {kind}(s)" for kind in KINDS if counts[kind])
+        echo(f"{total} entr{'y' if total == 1 else 'ies'}" + (f": {detail}" if detail else ""), err=True)
+        if pruned is not None:
+            echo(f"not searched: {pruned.note()}", err=True)
 
 
 def _types(given: tuple[str, ...]) -> list[str] | None:

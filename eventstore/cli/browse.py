@@ -20,6 +20,7 @@ from ..flow_fold import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_d
 from ..follow import follow
 from ..stats import log_stats
 from ..store import EventStore
+from ..tombstones import pruned_flows
 from .output import (
     Cell,
     Styled,
@@ -66,7 +67,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         "--session",
         "--owner",
         "session",
-        help="Only flows of this owner session (a session no flow has is an error, as in `audit`).",
+        help=(
+            "Only flows of this owner session (a session no flow has is an error, as in `audit`, unless "
+            "retention pruned flows: the store keeps no owner of those, so it says how many it did not list)."
+        ),
     )
     @click.option("--offset", type=POSITION, default=0, show_default=True, help="Skip this many.")
     @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True, help="Page size.")
@@ -87,8 +91,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             queries = FlowQueries(store)
             owner = text_of(session, "--session")
             page = queries.flows(owner=owner, status=status, offset=offset, limit=limit)
-            if session is not None and page.total == 0:
-                queries.session(session)  # an unknown session is an error, as in `audit --session`
+            pruned = None
+            if session is not None:
+                with store.reading() as conn:
+                    pruned = pruned_flows(conn)  # their owners are not kept: some may be the session's
+                if page.total == 0 and pruned is None:
+                    queries.session(session)  # an unknown session is an error, as in `audit --session`
         if as_json:
             items = [_flow_dict(flow) for flow in page.items]
             echo_json(
@@ -98,6 +106,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     "offset": page.offset,
                     "limit": page.limit,
                     "has_next": page.has_next,
+                    **({} if session is None else {"pruned": None if pruned is None else pruned.as_dict()}),
                 }
             )
             return
@@ -118,6 +127,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
         more = f"; next page: --offset {offset + limit}" if page.has_next else ""
         echo(f"{page.total:,} flow(s), showing {shown}{more}")
+        if pruned is not None:
+            echo(f"not searched: {pruned.note()}", err=True)
 
     @main.command()
     @click.argument("flow_id")
@@ -228,7 +239,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.pass_context
     def stats(ctx: click.Context, days: int, as_json: bool) -> None:
         """Events, flows by status, sessions, database size, events per day, an unfinished import,
-        flows a restore cut short put only partly back."""
+        flows pruned by retention, flows a restore cut short put only partly back."""
         from projections import FlowQueries
 
         with open_store(ctx, projections=_flow_projections()) as store, errors():
@@ -254,6 +265,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     ],
                     "unfinished_import": None if unfinished is None else dataclasses.asdict(unfinished),
                     "partly_restored": [dataclasses.asdict(flow) for flow in figures.partly_restored],
+                    "pruned": None if figures.pruned is None else figures.pruned.as_dict(),
                 }
             )
             return
@@ -268,6 +280,13 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 f"import     UNFINISHED: {unfinished.events_imported:,} of {unfinished.event_count:,} events "
                 f"of {printable(unfinished.events_file)} are in (started {unfinished.started_at}); "
                 "import that file again to finish it"
+            )
+        if figures.pruned is not None:
+            pruned_count = figures.pruned
+            echo(
+                f"pruned     {pruned_count.flows:,} flow{'' if pruned_count.flows == 1 else 's'} "
+                f"({pruned_count.events:,} events) in {pruned_count.archives:,} "
+                f"archive{'' if pruned_count.archives == 1 else 's'} (`eventstore archive list`)"
             )
         for flow in figures.partly_restored:
             flow_id, archive_id = printable(flow.flow_id), printable(flow.archive_id)
