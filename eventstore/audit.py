@@ -19,7 +19,10 @@ Every query is answered from partial indexes on ``flow_events`` (migration
 0007, ``eventstore.schema``), so its cost grows with what it finds, not with
 the size of the log.
 
-A trail across flows says what it could not search: the flows retention pruned
+An audit trail does not take the log's word on trust: each entry's row is
+checked against its own hashes (``integrity.check_envelope``, as ``verify``
+does), and an entry whose row was edited says so (``tampered``). A trail
+across flows says what it could not search: the flows retention pruned
 (``AuditTrail.pruned``).
 """
 
@@ -35,11 +38,12 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
+from .backends.base import VERIFY_COLUMNS
 from .checks import check_count, check_names, check_text
 from .errors import EventNotFound, InvalidInput, SessionNotFound
 from .events import AppendResult, RecordedEvent
 from .flows import GateOption
-from .integrity import format_time
+from .integrity import check_envelope, format_time
 from .schema import (
     AUDIT_EVENT_TYPES,
     READ_COLUMNS,
@@ -71,6 +75,8 @@ _MERGED_FLOWS = 200
 """Up to this many, a session's flows are read one index range each and merged by position: fast
 whatever the planner's statistics (SQLite without ANALYZE prefers the (type, position) index for an
 IN list). Beyond it, one query selects them with a subquery."""
+_CHECKED = 100
+"""Entries are checked against their hashes this many at a time: one read of their stored rows."""
 
 
 # -- entries -------------------------------------------------------------------
@@ -92,6 +98,10 @@ class AuditEntry:
     step_id: str | None
     causation_id: str | None
     correlation_id: str | None
+    tampered: tuple[str, ...] = ()
+    """What ``verify`` finds wrong with the entry's row on its own (``data-edited``,
+    ``metadata-edited``, ``hash-mismatch``, ``malformed-row``): empty when the row matches its
+    hashes. A tampered entry shows what the row holds now, not what was recorded."""
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as plain JSON values, with its ``kind``."""
@@ -218,6 +228,7 @@ def audit_trail(
     flow raises ``FlowNotFound``, a session with no flows ``SessionNotFound``
     (unless retention pruned flows: it may own some, and the trail is empty,
     with ``pruned`` saying so). Checked at the call, before iterating.
+    Each entry is checked against its row's hashes (``AuditEntry.tampered``).
     """
     wanted = _audit_types(types)
     conditions: list[Any] = [audited]
@@ -285,10 +296,13 @@ def _first_start_of(session: str) -> Any:
     )
 
 
-def entry_from_event(event: RecordedEvent, opening: RecordedEvent | None = None) -> AuditEntry:
+def entry_from_event(
+    event: RecordedEvent, opening: RecordedEvent | None = None, *, tampered: tuple[str, ...] = ()
+) -> AuditEntry:
     """The audit entry of an audited event; for a gate decision, ``opening`` is its ``GateOpened``.
 
     Tolerant of what the log holds: a missing or malformed field becomes empty.
+    ``tampered`` is what checking the event's row against its hashes found.
     """
     data = event.data
     common: dict[str, Any] = {
@@ -302,6 +316,7 @@ def entry_from_event(event: RecordedEvent, opening: RecordedEvent | None = None)
         "step_id": _opt_str(data.get("step_id")),
         "causation_id": _opt_str(event.metadata.get(CAUSATION_KEY)),
         "correlation_id": _opt_str(event.metadata.get(CORRELATION_KEY)),
+        "tampered": tampered,
     }
     if event.type == "DecisionRecorded":
         confidence = data.get("confidence")
@@ -473,11 +488,26 @@ def _read(store: EventStore, base: sa.Select[Any], after: int, limit: int | None
 
 
 def _entries(store: EventStore, events: Iterator[RecordedEvent]) -> Iterator[AuditEntry]:
-    for event in events:
-        opening = None
-        if event.type in ("GateApproved", "GateRejected"):
-            opening = _opening(store, event)
-        yield entry_from_event(event, opening)
+    while page := list(itertools.islice(events, _CHECKED)):
+        tampered = _tampered(store, [event.position for event in page])
+        for event in page:
+            opening = None
+            if event.type in ("GateApproved", "GateRejected"):
+                opening = _opening(store, event)
+            yield entry_from_event(event, opening, tampered=tampered.get(event.position, ()))
+
+
+def _tampered(store: EventStore, positions: list[int]) -> dict[int, tuple[str, ...]]:
+    """By position, what ``verify`` would find wrong with each of these rows on its own (the rows
+    that match their hashes are left out): one read of the rows, as stored."""
+    query = sa.select(*VERIFY_COLUMNS).where(_c.position.in_(positions))
+    found: dict[int, tuple[str, ...]] = {}
+    for raw in store._fetch(query):
+        row = store._backend.stored_row(raw)
+        kinds = tuple(problem.kind for problem in check_envelope(row))
+        if kinds:
+            found[row.position] = kinds
+    return found
 
 
 def _opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | None:

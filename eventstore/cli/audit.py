@@ -3,7 +3,7 @@
 One call to ``eventstore.audit`` plus formatting; ``--json`` gives the same
 answer for scripts (one JSON object per entry, then a ``"kind": "pruned"``
 object if the trail could not search flows retention pruned; one object for
-``--why``).
+``--why``). An entry whose row does not match its hashes is marked TAMPERED.
 """
 
 from __future__ import annotations
@@ -103,8 +103,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         Scope it with --flow, --session, --actor or --correlation (they
         combine); with none, the whole store. Flows pruned by retention are
         not searched (but by --flow): the answer says how many, and how to
-        restore them. --why EVENT shows what led to one event (its causation
-        chain) and what it caused.
+        restore them. An entry whose stored row does not match its hashes is
+        marked TAMPERED (run `eventstore verify`). --why EVENT shows what led
+        to one event (its causation chain) and what it caused.
         """
         with open_store(ctx) as store, errors():
             if event_ref is not None:
@@ -123,8 +124,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 limit=limit,
             )
             counts: Counter[str] = Counter()
+            tampered = 0
             for entry in entries:
                 counts[entry.kind] += 1
+                tampered += bool(entry.tampered)
                 if as_json:
                     echo_json(entry.as_dict())
                 else:
@@ -138,6 +141,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         total = sum(counts.values())
         detail = ", ".join(f"{counts[kind]} {kind}(s)" for kind in KINDS if counts[kind])
         echo(f"{total} entr{'y' if total == 1 else 'ies'}" + (f": {detail}" if detail else ""), err=True)
+        if tampered:
+            echo(
+                f"{tampered} entr{'y' if tampered == 1 else 'ies'} marked TAMPERED: the stored row does not "
+                "match its hashes, so what it shows is not what was recorded; run `eventstore verify`",
+                err=True,
+            )
         if pruned is not None:
             echo(f"not searched: {pruned.note()}", err=True)
 
@@ -158,6 +167,19 @@ def _types(given: tuple[str, ...]) -> list[str] | None:
 
 
 def _entry_lines(entry: AuditEntry) -> list[str]:
+    lines = _facts(entry)
+    if entry.tampered:
+        mark = click.style("TAMPERED", fg="red", bold=True)
+        where = f"{printable(entry.flow_id)}@{entry.revision}"
+        lines.insert(
+            0,
+            f"{mark} {where}: the stored row does not match its hashes ({', '.join(entry.tampered)}); "
+            "below is what it holds now, not what was recorded",
+        )
+    return lines
+
+
+def _facts(entry: AuditEntry) -> list[str]:
     label = _LABELS.get(entry.type, printable(entry.type))
     label = click.style(label.ljust(11), fg=_label_colour(entry), bold=True)
     where = f"{printable(entry.flow_id)}@{entry.revision}"
