@@ -409,6 +409,41 @@ def cause_id(event: RecordedEvent) -> uuid.UUID | None:
     return parsed if parsed is not None and str(parsed) == value else None
 
 
+def gate_opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | None:
+    """The last ``GateOpened`` of a gate decision's step before it: what the approver saw and
+    answered (None if none is found, or ``decision`` names no step).
+
+    A fork carries its origin's open gates in its ``FlowForked`` copy, so when
+    the decision's flow has no opening of the step, it is looked for in the
+    origin up to the event the fork was taken at (and so on, for a fork of a
+    fork).
+    """
+    step_id = decision.data.get("step_id")
+    if not isinstance(step_id, str):
+        return None
+    flow_id, before = decision.flow_id, decision.position
+    seen = {flow_id}
+    while True:
+        query = (
+            sa.select(*READ_COLUMNS)
+            .where(
+                audited,
+                _c.flow_id == flow_id,
+                _c.type == "GateOpened",
+                _c.position < before,
+                JsonText(_c.data, "step_id") == step_id,
+            )
+            .order_by(_c.position.desc())
+            .limit(1)
+        )
+        found = next(iter(store.query_events(query)), None)
+        branch_point = _fork_point(store, flow_id) if found is None else None
+        if branch_point is None or branch_point.flow_id in seen:
+            return found
+        flow_id, before = branch_point.flow_id, branch_point.position + 1
+        seen.add(flow_id)
+
+
 def causes(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[RecordedEvent, ...]:
     """What led to an event: its cause, its cause's cause, ... nearest first.
 
@@ -493,7 +528,7 @@ def _entries(store: EventStore, events: Iterator[RecordedEvent]) -> Iterator[Aud
         for event in page:
             opening = None
             if event.type in ("GateApproved", "GateRejected"):
-                opening = _opening(store, event)
+                opening = gate_opening(store, event)
             yield entry_from_event(event, opening, tampered=tampered.get(event.position, ()))
 
 
@@ -508,40 +543,6 @@ def _tampered(store: EventStore, positions: list[int]) -> dict[int, tuple[str, .
         if kinds:
             found[row.position] = kinds
     return found
-
-
-def _opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | None:
-    """The last ``GateOpened`` of the decision's step before it: what the approver saw.
-
-    A fork carries its origin's open gates in its ``FlowForked`` copy, so when
-    the decision's flow has no opening of the step, it is looked for in the
-    origin up to the event the fork was taken at (and so on, for a fork of a
-    fork).
-    """
-    step_id = decision.data.get("step_id")
-    if not isinstance(step_id, str):
-        return None
-    flow_id, before = decision.flow_id, decision.position
-    seen = {flow_id}
-    while True:
-        query = (
-            sa.select(*READ_COLUMNS)
-            .where(
-                audited,
-                _c.flow_id == flow_id,
-                _c.type == "GateOpened",
-                _c.position < before,
-                JsonText(_c.data, "step_id") == step_id,
-            )
-            .order_by(_c.position.desc())
-            .limit(1)
-        )
-        found = next(iter(store.query_events(query)), None)
-        branch_point = _fork_point(store, flow_id) if found is None else None
-        if branch_point is None or branch_point.flow_id in seen:
-            return found
-        flow_id, before = branch_point.flow_id, branch_point.position + 1
-        seen.add(flow_id)
 
 
 def _fork_point(store: EventStore, flow_id: str) -> RecordedEvent | None:

@@ -27,6 +27,7 @@ from ..audit import (
     causes,
     effects,
     find_event,
+    gate_opening,
 )
 from ..errors import EventNotFound, FlowArchived, InvalidInput
 from ..events import RecordedEvent
@@ -105,7 +106,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         not searched (but by --flow): the answer says how many, and how to
         restore them. An entry whose stored row does not match its hashes is
         marked TAMPERED (run `eventstore verify`). --why EVENT shows what led
-        to one event (its causation chain) and what it caused.
+        to one event (its causation chain; for a gate approved or rejected
+        with no causation id, the gate opening it answered) and what it caused.
         """
         with open_store(ctx) as store, errors():
             if event_ref is not None:
@@ -271,12 +273,21 @@ def _resolve(store: EventStore, ref: str) -> RecordedEvent:
 def _explain(store: EventStore, ref: str, as_json: bool) -> None:
     event = _resolve(store, ref)
     chain = causes(store, event.event_id, limit=_CAUSES)
+    ended = _chain_end(store, event, chain)
+    opening = None
+    if not chain and ended is None and event.type in ("GateApproved", "GateRejected"):
+        # No causation recorded: the gate it answered led to it, and what led to that gate
+        opening = gate_opening(store, event)
+        if opening is not None:
+            before = causes(store, opening.event_id, limit=_CAUSES - 1)
+            chain, ended = (opening, *before), _chain_end(store, opening, before)
     caused = effects(store, event.event_id)
     if as_json:
         echo_json(
             {
                 "event": event_dict(event),
                 "causes": [event_dict(cause) for cause in chain],
+                "gate_opening": None if opening is None else str(opening.event_id),
                 "effects": [{**event_dict(e.event), "depth": e.depth, "cause": str(e.cause)} for e in caused],
             }
         )
@@ -289,8 +300,9 @@ def _explain(store: EventStore, ref: str, as_json: bool) -> None:
     correlation = event.metadata.get("correlation_id")
     if correlation is not None:
         echo(f"  correlation {printable(correlation)}")
-    ended = _chain_end(store, event, chain)
-    if chain or ended is not None:
+    if opening is not None:
+        echo("what led to it, nearest first (no causation_id: the gate it answered, by its step):")
+    elif chain or ended is not None:
         echo("what led to it, nearest first:")
     else:
         echo("what led to it: nothing recorded (no causation_id)")
