@@ -4,8 +4,10 @@
 (``GateOpened``, ``GateApproved``, ``GateRejected``), failures
 (``StepFailed``, ``StepTimedOut``, ``FlowFailed``, a LangGraph task's
 ``TaskFailed``) and a LangGraph thread's interrupts (``InterruptRecorded``,
-``ResumeRecorded``: who answered what) of a flow, a session, an actor or a
-correlation group, in log order, as frozen entries. A gate
+``ResumeRecorded``: who answered what) and the legal holds placed on its
+flows and released (``LegalHoldPlaced``, ``LegalHoldReleased``: events of
+``$system-retention``) of a flow, a session, an actor or a correlation
+group, in log order, as frozen entries. A gate
 decision carries what the person saw: the prompt and options of the gate's
 ``GateOpened`` (for a gate opened before its flow was forked, the origin's).
 
@@ -44,6 +46,7 @@ from .errors import EventNotFound, InvalidInput, SessionNotFound
 from .events import AppendResult, RecordedEvent
 from .flows import GateOption
 from .integrity import check_envelope, format_time
+from .legal_holds import SYSTEM_RETENTION_FLOW
 from .schema import (
     AUDIT_EVENT_TYPES,
     READ_COLUMNS,
@@ -67,8 +70,12 @@ KINDS: dict[str, tuple[str, ...]] = {
     "gate": ("GateOpened", "GateApproved", "GateRejected"),
     "failure": ("StepFailed", "StepTimedOut", "FlowFailed", "TaskFailed"),
     "interrupt": ("InterruptRecorded", "ResumeRecorded"),
+    "hold": ("LegalHoldPlaced", "LegalHoldReleased"),
 }
 """The audited event types, by kind of entry."""
+HOLD_TYPES = KINDS["hold"]
+"""Audited too, but events of ``$system-retention`` only, found by a read of that flow (holds are
+few), not by the audit indexes (``schema.AUDIT_EVENT_TYPES``)."""
 
 _c = flow_events.c
 _MERGED_FLOWS = 200
@@ -173,6 +180,21 @@ class FailureEntry(AuditEntry):
     details: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldEntry(AuditEntry):
+    """A legal hold placed on a flow (retention keeps it) or released, by ``actor``, and why.
+
+    ``flow_id`` and ``revision`` place the event in ``$system-retention``;
+    ``held_flow_id`` is the flow held or let go.
+    """
+
+    kind: ClassVar[str] = "hold"
+
+    action: str  # "held" (LegalHoldPlaced) or "released" (LegalHoldReleased)
+    held_flow_id: str | None
+    reason: str
+
+
 @dataclass(frozen=True, slots=True)
 class Effect:
     """An event caused, directly or through others, by the event ``effects`` started from."""
@@ -223,7 +245,9 @@ def audit_trail(
     Scope it to a flow, a session (the flows it owns), an actor (the first of
     a decision's ``actor``, a gate decision's ``by`` and the event's metadata
     ``actor`` that is a string) or a correlation group; the scopes combine.
-    ``types`` keeps some audited event types; ``since`` and ``until``
+    A legal hold is in the scope of the flow it holds (and so of its
+    session) and of who placed or released it. ``types`` keeps some audited
+    event types; ``since`` and ``until``
     (timezone-aware) bound the time the events were recorded. An unknown
     flow raises ``FlowNotFound``, a session with no flows ``SessionNotFound``
     (unless retention pruned flows: it may own some, and the trail is empty,
@@ -231,13 +255,18 @@ def audit_trail(
     Each entry is checked against its row's hashes (``AuditEntry.tampered``).
     """
     wanted = _audit_types(types)
+    holds = [name for name in wanted if name in HOLD_TYPES]
+    wanted = [name for name in wanted if name not in HOLD_TYPES]
     conditions: list[Any] = [audited]
     if len(wanted) < len(AUDIT_EVENT_TYPES):
         conditions.append(_c.type.in_(wanted))
+    hold_conditions: list[Any] = [_c.flow_id == SYSTEM_RETENTION_FLOW, _c.type.in_(holds)]
+    held = JsonText(_c.data, "held_flow_id")
     if flow_id is not None:
         if store.revision(flow_id) == 0:
             raise flow_not_found(store, flow_id)
         conditions.append(_c.flow_id == flow_id)
+        hold_conditions.append(held == flow_id)
     pruned = None
     if flow_id is None:  # a trail across flows cannot search the pruned ones
         with store.reading() as conn:
@@ -249,19 +278,28 @@ def audit_trail(
             raise SessionNotFound(session)
         if len(flows) > _MERGED_FLOWS:
             conditions.append(_c.flow_id.in_(_session_subquery(session)))
+            hold_conditions.append(held.in_(_session_subquery(session)))
             flows = None
+        else:
+            hold_conditions.append(held.in_(flows))
+    scope: list[Any] = []
     if actor is not None:
-        conditions.append(audit_actor == _text("actor", actor))
+        scope.append(audit_actor == _text("actor", actor))
     if correlation_id is not None:
-        conditions.append(correlation == _text("correlation_id", correlation_id))
-    conditions.extend(_time_range(store, since, until))
+        scope.append(correlation == _text("correlation_id", correlation_id))
+    scope.extend(_time_range(store, since, until))
     check_count("after_position", after_position)
     if limit is not None:
         check_count("limit", limit)
-    base = sa.select(*READ_COLUMNS).where(*conditions).order_by(_c.position)
-    if flows is None:
-        return AuditTrail(_entries(store, _read(store, base, after_position, limit)), pruned)
-    streams = [_read(store, base.where(_c.flow_id == flow), after_position, limit) for flow in flows]
+    streams: list[Iterator[RecordedEvent]] = []
+    if holds:  # a read of $system-retention's events (its primary key), checked row by row: holds are few
+        streams.append(_read(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
+    if wanted:
+        base = sa.select().where(*conditions, *scope)
+        if flows is None:
+            streams.append(_read(store, base, after_position, limit))
+        else:
+            streams += [_read(store, base.where(_c.flow_id == flow), after_position, limit) for flow in flows]
     merged = heapq.merge(*streams, key=lambda event: event.position)
     return AuditTrail(_entries(store, itertools.islice(merged, limit)), pruned)
 
@@ -342,6 +380,13 @@ def entry_from_event(
             checkpoint_id=_opt_str(data.get("checkpoint_id")),
             task_id=_opt_str(data.get("task_id")),
             values=tuple(_written(data, channel)),
+        )
+    if event.type in HOLD_TYPES:
+        return HoldEntry(
+            **common,
+            action="held" if event.type == "LegalHoldPlaced" else "released",
+            held_flow_id=_opt_str(data.get("held_flow_id")),
+            reason=str(data.get("reason") or ""),
         )
     if event.type == "TaskFailed":
         shown = [str(value) for value in _written(data, "__error__")]
@@ -612,12 +657,13 @@ def _session_subquery(session: str) -> Any:
 
 
 def _audit_types(types: Iterable[str] | None) -> list[str]:
+    known = (*AUDIT_EVENT_TYPES, *HOLD_TYPES)
     if types is None:
-        return list(AUDIT_EVENT_TYPES)
+        return list(known)
     wanted = check_names("types", types)
-    unknown = [name for name in wanted if name not in AUDIT_EVENT_TYPES]
+    unknown = [name for name in wanted if name not in known]
     if unknown or not wanted:
-        raise InvalidInput(f"audited types are {', '.join(AUDIT_EVENT_TYPES)}; not {unknown or 'none'}")
+        raise InvalidInput(f"audited types are {', '.join(known)}; not {unknown or 'none'}")
     return wanted
 
 

@@ -15,12 +15,14 @@ from typing import Any
 import click
 
 from ..audit import (
+    HOLD_TYPES,
     KINDS,
     AuditEntry,
     DecisionEntry,
     Effect,
     FailureEntry,
     GateEntry,
+    HoldEntry,
     InterruptEntry,
     audit_trail,
     cause_id,
@@ -60,6 +62,8 @@ _LABELS = {
     "TaskFailed": "TASK FAILED",
     "InterruptRecorded": "ASKED",
     "ResumeRecorded": "ANSWERED",
+    "LegalHoldPlaced": "HELD",
+    "LegalHoldReleased": "RELEASED",
 }
 _CAUSES = 1000  # the most causes --why follows back
 
@@ -70,13 +74,16 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @main.command()
     @click.option("--flow", "flow_id", help="Only this flow.")
     @click.option("--session", help="Only the flows this owner session started.")
-    @click.option("--actor", help="Only what this actor decided, approved, rejected, answered or failed.")
+    @click.option(
+        "--actor",
+        help="Only what this actor decided, approved, rejected, answered, failed, held or released.",
+    )
     @click.option("--correlation", "correlation_id", help="Only events with this correlation id.")
     @click.option(
         "--type",
         "types",
         multiple=True,
-        help="decision, gate, interrupt, failure, or an event type such as GateApproved (repeatable).",
+        help="decision, gate, interrupt, failure, hold, or an event type such as GateApproved (repeatable).",
     )
     @click.option("--since", help="From this time: ISO 8601 with a zone, a date, or an age (15m, 2h, 7d).")
     @click.option("--until", help="Up to this time (same forms as --since).")
@@ -99,7 +106,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         event_ref: str | None,
         as_json: bool,
     ) -> None:
-        """Who decided, approved, rejected or answered what, and what failed: in log order.
+        """Who decided, approved, rejected or answered what, what failed, and who held a flow from
+        retention or released it: in log order.
 
         Scope it with --flow, --session, --actor or --correlation (they
         combine); with none, the whole store. Flows pruned by retention are
@@ -160,10 +168,10 @@ def _types(given: tuple[str, ...]) -> list[str] | None:
     for name in given:
         if name in KINDS:
             out.extend(KINDS[name])
-        elif name in AUDIT_EVENT_TYPES:
+        elif name in AUDIT_EVENT_TYPES or name in HOLD_TYPES:
             out.append(name)
         else:
-            choices = ", ".join([*KINDS, *AUDIT_EVENT_TYPES])
+            choices = ", ".join([*KINDS, *AUDIT_EVENT_TYPES, *HOLD_TYPES])
             raise InvalidInput(f"--type {name!r} is not one of {choices}")
     return list(dict.fromkeys(out))
 
@@ -221,7 +229,10 @@ def _facts(entry: AuditEntry) -> list[str]:
         shown = ", ".join(printable(compact(value, 60)) for value in _questions(entry.values))
         shown = shown or "(a value only LangGraph reads)"
         return [head + f"task {printable(cut(entry.task_id or '-', 20))}: {shown}"]
-    assert isinstance(entry, FailureEntry)  # the four kinds are exhaustive
+    if isinstance(entry, HoldEntry):
+        reason = f': "{cut(entry.reason, 60)}"' if entry.reason else ""
+        return [head + f"flow {printable(entry.held_flow_id or '-')}{reason}"]
+    assert isinstance(entry, FailureEntry)  # the five kinds are exhaustive
     where_failed = f"step {printable(entry.step_id)}: " if entry.step_id else ""
     return [head + where_failed + cut(entry.error or "(no error text)", 80)]
 
