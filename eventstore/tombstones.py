@@ -91,7 +91,8 @@ class PrunedFlows:
         flows = f"{self.flows:,} flow{'' if self.flows == 1 else 's'}"
         archives = f"{self.archives:,} archive{'' if self.archives == 1 else 's'}"
         return (
-            f"{flows} ({self.events:,} events) pruned by retention into {archives} were not searched "
+            f"{flows} ({self.events:,} events) pruned by retention into {archives} "
+            f"{'was' if self.flows == 1 else 'were'} not searched "
             f"(the store keeps no session, actor or data of a pruned flow): `eventstore archive list` "
             "names the archives, `eventstore archive restore ARCHIVE` puts one back"
         )

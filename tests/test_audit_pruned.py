@@ -60,7 +60,7 @@ class TestLibrary:
         trail = audit_trail(pruned, actor="human:kim")
         assert [entry.flow_id for entry in trail] == ["live"]
         assert trail.pruned is not None and trail.pruned.archives == 1
-        assert "1 flow (5 events) pruned by retention into 1 archive" in trail.pruned.note()
+        assert "1 flow (5 events) pruned by retention into 1 archive was not searched" in trail.pruned.note()
 
     def test_a_flow_trail_has_nothing_left_out(self, pruned: EventStore) -> None:
         assert audit_trail(pruned, flow_id="live").pruned is None
@@ -73,7 +73,7 @@ class TestLibrary:
     def test_exporting_a_session_of_only_pruned_flows_says_why_it_is_empty(
         self, pruned: EventStore, tmp_path: Path
     ) -> None:
-        with pytest.raises(SessionNotFound, match=r"1 flow .* were not searched") as caught:
+        with pytest.raises(SessionNotFound, match=r"1 flow .* was not searched") as caught:
             export_events(pruned, tmp_path / "out.jsonl", session="sess-Z")
         assert caught.value.pruned is not None and caught.value.pruned.flows == 1
         assert not (tmp_path / "out.jsonl").exists()
@@ -90,12 +90,12 @@ class TestCommands:
         result = cli(target, "audit", "--session", "sess-Z")
         assert "error" not in result.output
         assert "0 entries" in result.stderr
-        assert "not searched: 1 flow (5 events) pruned by retention" in result.stderr
+        assert "note: 1 flow (5 events) pruned by retention" in result.stderr
         assert "eventstore archive restore ARCHIVE" in result.stderr
 
     def test_audit_of_an_actor_says_what_it_did_not_search(self, pruned: EventStore, target: Target) -> None:
         result = cli(target, "audit", "--actor", "human:kim")
-        assert "1 entry" in result.stderr and "not searched: 1 flow" in result.stderr
+        assert "1 entry" in result.stderr and "note: 1 flow" in result.stderr
 
     def test_audit_json_ends_with_what_was_pruned(self, pruned: EventStore, target: Target) -> None:
         lines = [
@@ -109,7 +109,7 @@ class TestCommands:
         self, pruned: EventStore, target: Target
     ) -> None:
         result = cli(target, "flows", "--session", "sess-Z")
-        assert "0 flow(s)" in result.stdout and "not searched: 1 flow" in result.stderr
+        assert "0 flow(s)" in result.stdout and "note: 1 flow" in result.stderr
         listed = orjson.loads(cli(target, "flows", "--session", "sess-Z", "--json").stdout)
         assert listed["total"] == 0 and listed["pruned"] == {"flows": 1, "events": 5, "archives": 1}
 

@@ -158,7 +158,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 err=True,
             )
         if pruned is not None:
-            echo(f"not searched: {pruned.note()}", err=True)
+            echo(f"note: {pruned.note()}", err=True)
 
 
 def _types(given: tuple[str, ...]) -> list[str] | None:

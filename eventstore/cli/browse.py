@@ -128,7 +128,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         more = f"; next page: --offset {offset + limit}" if page.has_next else ""
         echo(f"{page.total:,} flow(s), showing {shown}{more}")
         if pruned is not None:
-            echo(f"not searched: {pruned.note()}", err=True)
+            echo(f"note: {pruned.note()}", err=True)
 
     @main.command()
     @click.argument("flow_id")
