@@ -41,6 +41,7 @@ from .errors import (
     StorageError,
     StoreBusy,
     StoreClosed,
+    ThreadNotAFlow,
     TransactionAborted,
     UpcastError,
 )
@@ -99,6 +100,7 @@ __all__ = [
     "StorageError",
     "StoreBusy",
     "StoreClosed",
+    "ThreadNotAFlow",
     "Transaction",
     "TransactionAborted",
     "UpcastError",

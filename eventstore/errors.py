@@ -91,11 +91,34 @@ class DuplicateEventId(EventStoreError):
 
 
 class FlowNotFound(EventStoreError, LookupError):
-    """No flow with this id exists."""
+    """No flow with this id exists; ``hint``, if any, says which id the caller may have meant."""
 
-    def __init__(self, flow_id: str) -> None:
+    def __init__(self, flow_id: str, *, hint: str | None = None) -> None:
         self.flow_id = flow_id
-        super().__init__(f"flow {flow_id!r} does not exist")
+        self.hint = hint
+        super().__init__(f"flow {flow_id!r} does not exist" + (f": {hint}" if hint else ""))
+
+
+class ThreadNotAFlow(FlowNotFound):
+    """The id is a LangGraph thread's stream of checkpoints, not a flow: it has no flow state.
+
+    A ``FlowNotFound`` to code that asks for a flow's state (no ``FlowService``
+    flow has this id), though its events exist: read them with ``history``,
+    and the thread's state at a checkpoint with LangGraph's ``get_state`` or
+    ``get_state_history`` through ``EventStoreSaver``. ``.thread_id`` names the thread.
+    """
+
+    def __init__(self, flow_id: str, thread_id: str) -> None:
+        self.flow_id = flow_id
+        self.thread_id = thread_id
+        self.hint = None
+        EventStoreError.__init__(
+            self,
+            f"{flow_id!r} holds the checkpoints of LangGraph thread {thread_id!r}: it is not a flow, "
+            f"and has no flow state. Its events: `{command_line('history', flow_id)}`; the threads: "
+            "`eventstore threads`; a thread's state at a checkpoint: LangGraph's get_state or "
+            "get_state_history with EventStoreSaver (docs/langgraph.md)",
+        )
 
 
 class FlowArchived(FlowNotFound):

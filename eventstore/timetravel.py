@@ -39,6 +39,7 @@ from .flow_fold import (
     view_to_dict,
 )
 from .flows import FlowForked
+from .graph_flows import refuse_thread
 from .integrity import digest, format_time
 from .schema import flow_events, flow_snapshots, snapshot_parts
 from .serialization import canonical
@@ -212,6 +213,7 @@ def fork(
         raise InvalidInput(f"at_revision must be a revision (an int), not {at_revision!r}")
     view = state_at(store, flow_id, revision=at_revision)
     if at_revision == 0 or view.flow is None:
+        refuse_thread(store, flow_id)  # a LangGraph thread's flow: say so, and what reads it
         raise InvalidInput(f"flow {flow_id!r} has no state at revision {at_revision} to fork from")
     (origin,) = store.read_flow(flow_id, from_revision=at_revision, to_revision=at_revision)
     snapshot = view_to_dict(view)

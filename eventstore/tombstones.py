@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from .errors import FlowArchived, FlowNotFound, command_line
+from .graph_flows import thread_hint, thread_not_a_flow
 from .schema import flow_events, flow_tombstones
 from .store import EventStore
 
@@ -22,14 +23,18 @@ from .store import EventStore
 def flow_not_found(store: EventStore, flow_id: str) -> FlowNotFound:
     """``FlowArchived`` if retention pruned ``flow_id``, else ``FlowNotFound``.
 
-    Asked only once the flow's head is 0, so reads of a flow that exists never pay for it.
+    ``ThreadNotAFlow`` when ``flow_id`` holds a LangGraph thread's events (a
+    read model of flows has no row for it), and a ``FlowNotFound`` whose hint
+    names the thread's flow when ``flow_id`` is a bare LangGraph thread id.
+    Asked only once the flow's head is 0 (or it has no flow state), so reads
+    of a flow that exists never pay for it.
     """
     t = flow_tombstones.c
     rows = store._fetch(sa.select(t.archive_id, t.last_revision).where(t.flow_id == flow_id))
     if rows:
         archive_id, last_revision = rows[0]
         return FlowArchived(flow_id, archive_id, last_revision=last_revision)
-    return FlowNotFound(flow_id)
+    return thread_not_a_flow(store, flow_id) or FlowNotFound(flow_id, hint=thread_hint(store, flow_id))
 
 
 def pruned_into(conn: sa.Connection, flow_id: str) -> str | None:

@@ -13,6 +13,7 @@ import threading
 from typing import Any
 
 import click
+import sqlalchemy as sa
 
 from ..errors import PositionPastEnd, command_line
 from ..events import RecordedEvent
@@ -247,6 +248,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             queries = FlowQueries(store)
             by_status = {name: queries.flows(status=name, limit=1).total for name in FLOW_STATUSES}
             sessions = queries.sessions(limit=1).total
+            threads = _thread_count(store)
             backend = store.dialect
         unfinished = figures.unfinished_import
         if as_json:
@@ -258,6 +260,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     "last_event_at": figures.last_event_at,
                     "flows": {"total": sum(by_status.values()), **by_status},
                     "sessions": sessions,
+                    "langgraph_threads": threads,
                     "db_bytes": figures.db_bytes,
                     "backend": backend,
                     "events_per_day": [
@@ -274,6 +277,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         echo(f"between    {when(figures.first_event_at)} and {when(figures.last_event_at)} UTC")
         echo(f"flows      {sum(by_status.values()):,}" + (f": {statuses}" if statuses else ""))
         echo(f"sessions   {sessions:,}")
+        if threads:
+            echo(f"threads    {threads:,} LangGraph thread(s), not flows: `eventstore threads`")
         echo(f"database   {size(figures.db_bytes)} ({backend})")
         if unfinished is not None:
             echo(
@@ -301,6 +306,17 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             for day in figures.per_day:
                 bar = "#" * round(30 * day.events / peak)
                 echo(f"  {day.day.isoformat()}  {click.style(bar.ljust(30), fg='cyan')}  {day.events:,}")
+
+
+def _thread_count(store: EventStore) -> int:
+    """The LangGraph threads not deleted (0 where the store has no LangGraph read model)."""
+    from projections.langgraph_queries import LangGraphQueries
+
+    queries = LangGraphQueries()
+    with store.reading() as conn:
+        if not sa.inspect(conn).has_table(queries.projection.table("langgraph_threads").name):
+            return 0
+        return queries.threads(conn, limit=1).total
 
 
 def _check_start(store: EventStore, after: int | None) -> None:

@@ -17,6 +17,7 @@ import orjson
 from ..errors import FlowExists, FlowPruned, InvalidInput
 from ..events import RecordedEvent
 from ..flow_fold import STEP_EVENT_TYPES, view_to_dict
+from ..graph_flows import refuse_thread
 from ..timeline import StepSpan, Timeline, TimelineItem, timeline
 from ..timetravel import diff as diff_revisions
 from ..timetravel import fork as fork_flow
@@ -161,6 +162,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     def state(ctx: click.Context, flow_id: str, point: str | None, as_json: bool) -> None:
         """The flow and its steps as of a revision or a time."""
         with open_store(ctx) as store, errors():
+            refuse_thread(store, flow_id)  # a LangGraph thread's flow has events but no flow state
             where = _point(point) if point is not None else None
             view = state_at(
                 store,
@@ -200,6 +202,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         times with a zone; negative revisions (from the end) are not supported.
         """
         with open_store(ctx) as store, errors():
+            refuse_thread(store, flow_id)
             result = diff_revisions(store, flow_id, _point(a), _point(b))
         if as_json:
             changes = [{"op": c.op, "path": c.path, "old": c.old, "new": c.new} for c in result.changes]

@@ -1,0 +1,74 @@
+"""A LangGraph thread's flow, given to the per-flow commands: they say what it is and what reads it.
+
+A thread's flow holds checkpoints, not a flow ``FlowService`` started: ``show``,
+``state``, ``diff`` and ``fork`` used to call it missing or empty, ``history``
+of the bare thread id said nothing of its flow, and ``stats`` counted no threads.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from eventstore import FlowNotFound, ThreadNotAFlow
+from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
+from eventstore.timetravel import fork
+
+from .conftest import Target
+from .test_audit_langgraph import cli, run_refund
+
+FLOW = flow_id_for("refund-7")
+
+
+@pytest.fixture
+def refunded(target: Target) -> Target:
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        run_refund(saver)
+    return target
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", FLOW],
+        ["state", FLOW, "--at", "4"],
+        ["state", FLOW],
+        ["diff", FLOW, "1", "4"],
+        ["fork", FLOW, "--at", "4", "--new", "x"],
+    ],
+)
+def test_a_per_flow_command_says_a_threads_flow_is_no_flow_and_what_reads_it(
+    refunded: Target, args: list[str]
+) -> None:
+    result = cli(refunded, *args)
+    assert result.exit_code == 1, result.output
+    assert "holds the checkpoints of LangGraph thread 'refund-7': it is not a flow" in result.output
+    assert "eventstore history langgraph/refund-7" in result.output and "get_state_history" in result.output
+    assert "Traceback" not in result.output and cli(refunded, "history", FLOW).exit_code == 0
+
+
+def test_fork_of_a_threads_flow_raises_thread_not_a_flow(refunded: Target) -> None:
+    with EventStoreSaver.from_url(refunded.url, **refunded.options) as saver:
+        with pytest.raises(ThreadNotAFlow, match="not a flow") as raised:
+            fork(saver.store, FLOW, at_revision=4, new_flow_id="x")
+    assert (raised.value.flow_id, raised.value.thread_id) == (FLOW, "refund-7")
+
+
+def test_a_bare_thread_id_is_not_found_with_a_hint_naming_its_flow(refunded: Target) -> None:
+    for command in ("history", "show"):
+        result = cli(refunded, command, "refund-7")
+        assert result.exit_code == 1
+        assert "flow 'refund-7' does not exist: 'refund-7' is a LangGraph thread" in result.output
+        assert "eventstore history langgraph/refund-7" in result.output
+    plain = cli(refunded, "history", "refund-8")
+    assert plain.output == "error: flow 'refund-8' does not exist\n"
+    with EventStoreSaver.from_url(refunded.url, **refunded.options) as saver:
+        with pytest.raises(FlowNotFound) as raised:
+            list(saver.store.read_flow("refund-7")) or saver.store.verify("refund-7")
+    assert raised.value.hint is not None and FLOW in raised.value.hint
+
+
+def test_stats_counts_langgraph_threads(refunded: Target) -> None:
+    shown = cli(refunded, "stats", "--days", "0")
+    assert "flows      0" in shown.output
+    assert "threads    1 LangGraph thread(s), not flows: `eventstore threads`" in shown.output
+    assert '"langgraph_threads":1' in cli(refunded, "stats", "--json").output.replace(" ", "")
