@@ -47,9 +47,11 @@ def test_a_per_flow_command_says_a_threads_flow_is_no_flow_and_what_reads_it(
 
 
 def test_fork_of_a_threads_flow_raises_thread_not_a_flow(refunded: Target) -> None:
-    with EventStoreSaver.from_url(refunded.url, **refunded.options) as saver:
-        with pytest.raises(ThreadNotAFlow, match="not a flow") as raised:
-            fork(saver.store, FLOW, at_revision=4, new_flow_id="x")
+    with (
+        EventStoreSaver.from_url(refunded.url, **refunded.options) as saver,
+        pytest.raises(ThreadNotAFlow, match="not a flow") as raised,
+    ):
+        fork(saver.store, FLOW, at_revision=4, new_flow_id="x")
     assert (raised.value.flow_id, raised.value.thread_id) == (FLOW, "refund-7")
 
 
@@ -61,9 +63,11 @@ def test_a_bare_thread_id_is_not_found_with_a_hint_naming_its_flow(refunded: Tar
         assert "eventstore history langgraph/refund-7" in result.output
     plain = cli(refunded, "history", "refund-8")
     assert plain.output == "error: flow 'refund-8' does not exist\n"
-    with EventStoreSaver.from_url(refunded.url, **refunded.options) as saver:
-        with pytest.raises(FlowNotFound) as raised:
-            list(saver.store.read_flow("refund-7")) or saver.store.verify("refund-7")
+    with (
+        EventStoreSaver.from_url(refunded.url, **refunded.options) as saver,
+        pytest.raises(FlowNotFound) as raised,
+    ):
+        saver.store.verify("refund-7")
     assert raised.value.hint is not None and FLOW in raised.value.hint
 
 
