@@ -45,6 +45,7 @@ from .checks import check_count, check_names, check_text
 from .errors import EventNotFound, InvalidInput, SessionNotFound
 from .events import AppendResult, RecordedEvent
 from .flows import GateOption
+from .graph_checkpoints import ERROR, INTERRUPT, RESUME, RESUME_RECORDED, TASK_FAILED, WRITE_EVENTS
 from .integrity import check_envelope, format_time
 from .legal_holds import SYSTEM_RETENTION_FLOW
 from .schema import (
@@ -76,6 +77,11 @@ KINDS: dict[str, tuple[str, ...]] = {
 HOLD_TYPES = KINDS["hold"]
 """Audited too, but events of ``$system-retention`` only, found by a read of that flow (holds are
 few), not by the audit indexes (``schema.AUDIT_EVENT_TYPES``)."""
+
+RUNTIME_ACTOR = "langgraph"
+"""Who a LangGraph task's failure is by: the graph's code, run by LangGraph, not whoever ran the graph."""
+NULL_TASK_ID = "00000000-0000-0000-0000-000000000000"
+"""LangGraph's task id for a run's input: ``Command(resume=...)``'s answer before a task takes it."""
 
 _c = flow_events.c
 _MERGED_FLOWS = 200
@@ -156,8 +162,16 @@ class InterruptEntry(AuditEntry):
     """A LangGraph thread's human in the loop: the graph asked (``interrupt()``), or someone answered.
 
     ``actor`` of an answer is who resumed it (the saver's resume metadata,
-    docs/langgraph.md); ``values`` are the questions or answers as the log
-    shows them (JSON), empty where only the serialised blob holds them.
+    docs/langgraph.md). An answer is the ``__resume__`` write of the task
+    that asked, so ``task_id`` links it to its question, and its ``values``
+    hold the one answer that task took in this run (LangGraph writes the list
+    of every answer its interrupts took so far: the last is this run's).
+    ``values`` of a question are LangGraph's interrupts (``[{"id", "value"}]``).
+    Either is empty where only the serialised blob holds it. In a trail, one
+    event of a task's writes that holds an answer and a new question (a node
+    that asks again) gives an entry each, typed ``ResumeRecorded`` and
+    ``InterruptRecorded``; the run's own copy of ``Command(resume=...)``
+    (LangGraph's null task's write, before a task takes it) gives none.
     """
 
     kind: ClassVar[str] = "interrupt"
@@ -172,7 +186,15 @@ class InterruptEntry(AuditEntry):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FailureEntry(AuditEntry):
-    """A step that failed or timed out, a flow that failed, or a LangGraph task that raised."""
+    """A step that failed or timed out, a flow that failed, or a LangGraph task that raised.
+
+    A task's failure is by ``RUNTIME_ACTOR``: the graph's code raised, not
+    the person whose call ran it. ``details["run_by"]`` names the actor of
+    the run (the event's), and ``details["resumed"]`` is true when the task
+    had just taken an answer. In a trail, a task that took an answer, then
+    raised, gives an answer and a ``TaskFailed`` entry from its one
+    ``ResumeRecorded`` event.
+    """
 
     kind: ClassVar[str] = "failure"
 
@@ -259,7 +281,7 @@ def audit_trail(
     wanted = [name for name in wanted if name not in HOLD_TYPES]
     conditions: list[Any] = [audited]
     if len(wanted) < len(AUDIT_EVENT_TYPES):
-        conditions.append(_c.type.in_(wanted))
+        conditions.append(_c.type.in_(_graph_types(wanted)))
     hold_conditions: list[Any] = [_c.flow_id == SYSTEM_RETENTION_FLOW, _c.type.in_(holds)]
     held = JsonText(_c.data, "held_flow_id")
     if flow_id is not None:
@@ -284,7 +306,7 @@ def audit_trail(
             hold_conditions.append(held.in_(flows))
     scope: list[Any] = []
     if actor is not None:
-        scope.append(audit_actor == _text("actor", actor))
+        scope.append(_graph_actor(audit_actor == _text("actor", actor), actor))
     if correlation_id is not None:
         scope.append(correlation == _text("correlation_id", correlation_id))
     scope.extend(_time_range(store, since, until))
@@ -296,12 +318,13 @@ def audit_trail(
         streams.append(_read(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
     if wanted:
         base = sa.select().where(*conditions, *scope)
+        # limited after _graph_kept, not in SQL: a LangGraph task's writes give zero to three entries
         if flows is None:
-            streams.append(_read(store, base, after_position, limit))
+            streams.append(_read(store, base, after_position, None))
         else:
-            streams += [_read(store, base.where(_c.flow_id == flow), after_position, limit) for flow in flows]
+            streams += [_read(store, base.where(_c.flow_id == flow), after_position, None) for flow in flows]
     merged = heapq.merge(*streams, key=lambda event: event.position)
-    return AuditTrail(_entries(store, itertools.islice(merged, limit)), pruned)
+    return AuditTrail(_graph_kept(_entries(store, merged), [*wanted, *holds], actor, limit), pruned)
 
 
 def session_flows(store: EventStore, session: str) -> list[str]:
@@ -341,6 +364,9 @@ def entry_from_event(
 
     Tolerant of what the log holds: a missing or malformed field becomes empty.
     ``tampered`` is what checking the event's row against its hashes found.
+    A LangGraph task's writes give the entry of their first channel of
+    ``__resume__``, ``__interrupt__`` and ``__error__``; ``audit_trail`` also
+    gives the others (``_graph_expanded``).
     """
     data = event.data
     common: dict[str, Any] = {
@@ -370,17 +396,6 @@ def entry_from_event(
         )
     if event.type in KINDS["gate"]:
         return _gate_entry(event, common, event if event.type == "GateOpened" else opening)
-    if event.type in KINDS["interrupt"]:
-        channel = "__resume__" if event.type == "ResumeRecorded" else "__interrupt__"
-        return InterruptEntry(
-            **common,
-            action="answered" if event.type == "ResumeRecorded" else "asked",
-            thread_id=_opt_str(data.get("thread_id")),
-            checkpoint_ns=_opt_str(data.get("checkpoint_ns")),
-            checkpoint_id=_opt_str(data.get("checkpoint_id")),
-            task_id=_opt_str(data.get("task_id")),
-            values=tuple(_written(data, channel)),
-        )
     if event.type in HOLD_TYPES:
         return HoldEntry(
             **common,
@@ -388,15 +403,10 @@ def entry_from_event(
             held_flow_id=_opt_str(data.get("held_flow_id")),
             reason=str(data.get("reason") or ""),
         )
-    if event.type == "TaskFailed":
-        shown = [str(value) for value in _written(data, "__error__")]
-        task = _opt_str(data.get("task_id"))
-        details = {
-            "thread_id": data.get("thread_id"),
-            "checkpoint_id": data.get("checkpoint_id"),
-            "task_id": task,
-        }
-        return FailureEntry(**common, error="; ".join(shown) or f"task {task} raised", details=details)
+    if event.type in WRITE_EVENTS:
+        graph = _graph_entries(event, common)
+        if graph:
+            return graph[0]
     if event.type in KINDS["failure"]:
         error = data.get("reason") if event.type == "StepTimedOut" else data.get("error")
         return FailureEntry(**common, error=str(error or ""), details=_dict(data.get("details")))
@@ -574,7 +584,88 @@ def _entries(store: EventStore, events: Iterator[RecordedEvent]) -> Iterator[Aud
             opening = None
             if event.type in ("GateApproved", "GateRejected"):
                 opening = gate_opening(store, event)
-            yield entry_from_event(event, opening, tampered=tampered.get(event.position, ()))
+            entry = entry_from_event(event, opening, tampered=tampered.get(event.position, ()))
+            yield from _graph_expanded(event, entry)
+
+
+def _graph_types(wanted: list[str]) -> list[str]:
+    """The event types to read for ``wanted``: a task's answer and its failure or next question
+    share one ``ResumeRecorded`` event."""
+    if RESUME_RECORDED not in wanted and {TASK_FAILED, "InterruptRecorded"} & set(wanted):
+        return [*wanted, RESUME_RECORDED]
+    return wanted
+
+
+def _graph_actor(condition: Any, actor: str) -> Any:
+    """Events that may hold ``actor``'s entries: a task's failure is the runtime's, whoever's run it was."""
+    if actor != RUNTIME_ACTOR:
+        return condition
+    return sa.or_(condition, _c.type.in_((TASK_FAILED, RESUME_RECORDED)))
+
+
+def _graph_kept(
+    entries: Iterator[AuditEntry], wanted: list[str], actor: str | None, limit: int | None
+) -> Iterator[AuditEntry]:
+    """The entries of a ``wanted`` type and by ``actor``, at most ``limit``: the LangGraph events
+    were read more widely (``_graph_types``, ``_graph_actor``) and give zero to three entries each."""
+    kept = (e for e in entries if e.type in wanted and (actor is None or e.actor == actor))
+    return itertools.islice(kept, limit)
+
+
+def _graph_expanded(event: RecordedEvent, entry: AuditEntry) -> tuple[AuditEntry, ...]:
+    """Every entry of ``event`` if it is a LangGraph task's writes (``_graph_entries``), else ``entry``.
+
+    They share ``entry``'s place in the log, and whatever else ``entry_from_event`` gave it."""
+    if event.type not in WRITE_EVENTS:
+        return (entry,)
+    common = {field.name: getattr(entry, field.name) for field in fields(AuditEntry)}
+    common.update(type=event.type, actor=_actor(event))
+    return _graph_entries(event, common, null_answer=False)
+
+
+def _graph_entries(
+    event: RecordedEvent, common: dict[str, Any], *, null_answer: bool = True
+) -> tuple[AuditEntry, ...]:
+    """A task's writes as audit entries, in the order they happened: the answer it took
+    (``__resume__``), the question it asked (``__interrupt__``), its failure (``__error__``).
+
+    The null task's ``__resume__`` (the run's copy of ``Command(resume=...)``, before a task took
+    it) is an answer only with ``null_answer`` (``entry_from_event``, which must give an entry).
+    """
+    data = event.data
+    channels = {write.get("channel") for write in _list(data.get("writes")) if isinstance(write, dict)}
+    task = _opt_str(data.get("task_id"))
+    where: dict[str, Any] = {
+        "thread_id": _opt_str(data.get("thread_id")),
+        "checkpoint_ns": _opt_str(data.get("checkpoint_ns")),
+        "checkpoint_id": _opt_str(data.get("checkpoint_id")),
+        "task_id": task,
+    }
+    out: list[AuditEntry] = []
+    if RESUME in channels and (task != NULL_TASK_ID or null_answer):
+        written = list(_written(data, RESUME))[-1:]
+        took = [v[-1] if isinstance(v, list) and v and task != NULL_TASK_ID else v for v in written]
+        answer = {**common, "type": RESUME_RECORDED}
+        out.append(InterruptEntry(**answer, action="answered", values=tuple(took), **where))
+    if INTERRUPT in channels:
+        question = {**common, "type": "InterruptRecorded"}
+        out.append(
+            InterruptEntry(**question, action="asked", values=tuple(_written(data, INTERRUPT)), **where)
+        )
+    if ERROR in channels:
+        shown = [str(value) for value in _written(data, ERROR)]
+        details = {**where, "run_by": common["actor"], "resumed": RESUME in channels}
+        failed = {**common, "type": TASK_FAILED, "actor": RUNTIME_ACTOR}
+        out.append(FailureEntry(**failed, error="; ".join(shown) or f"task {task} raised", details=details))
+    if not out and (task != NULL_TASK_ID or null_answer):  # writes malformed in the log: its kind, empty
+        if event.type == TASK_FAILED:
+            failed = {**common, "actor": RUNTIME_ACTOR}
+            details = {**where, "run_by": common["actor"], "resumed": False}
+            out.append(FailureEntry(**failed, error=f"task {task} raised", details=details))
+        else:
+            action = "answered" if event.type == RESUME_RECORDED else "asked"
+            out.append(InterruptEntry(**common, action=action, values=(), **where))
+    return tuple(out)
 
 
 def _tampered(store: EventStore, positions: list[int]) -> dict[int, tuple[str, ...]]:

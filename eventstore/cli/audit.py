@@ -66,6 +66,8 @@ _LABELS = {
     "LegalHoldReleased": "RELEASED",
 }
 _CAUSES = 1000  # the most causes --why follows back
+_COUNTED = [kind for kind in KINDS if kind != "interrupt"] + ["question", "answer"]
+"""What the count line counts: a LangGraph interrupt is a question, or an answer to one."""
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
@@ -136,7 +138,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             counts: Counter[str] = Counter()
             tampered = 0
             for entry in entries:
-                counts[entry.kind] += 1
+                counts[_counted(entry)] += 1
                 tampered += bool(entry.tampered)
                 if as_json:
                     echo_json(entry.as_dict())
@@ -149,7 +151,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 echo_json({"kind": "pruned", **pruned.as_dict(), "note": pruned.note()})
             return
         total = sum(counts.values())
-        detail = ", ".join(f"{counts[kind]} {kind}(s)" for kind in KINDS if counts[kind])
+        detail = ", ".join(f"{counts[kind]} {kind}(s)" for kind in _COUNTED if counts[kind])
         echo(f"{total} entr{'y' if total == 1 else 'ies'}" + (f": {detail}" if detail else ""), err=True)
         if tampered:
             echo(
@@ -159,6 +161,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             )
         if pruned is not None:
             echo(f"note: {pruned.note()}", err=True)
+
+
+def _counted(entry: AuditEntry) -> str:
+    if isinstance(entry, InterruptEntry):
+        return "answer" if entry.action == "answered" else "question"
+    return entry.kind
 
 
 def _types(given: tuple[str, ...]) -> list[str] | None:
@@ -234,7 +242,15 @@ def _facts(entry: AuditEntry) -> list[str]:
         return [head + f"flow {printable(entry.held_flow_id or '-')}{reason}"]
     assert isinstance(entry, FailureEntry)  # the five kinds are exhaustive
     where_failed = f"step {printable(entry.step_id)}: " if entry.step_id else ""
-    return [head + where_failed + cut(entry.error or "(no error text)", 80)]
+    return [head + where_failed + cut(entry.error or "(no error text)", 80) + _run_by(entry)]
+
+
+def _run_by(entry: FailureEntry) -> str:
+    """Whose run a LangGraph task failed in, where that is not the runtime the failure is by."""
+    run_by = entry.details.get("run_by") if entry.type == "TaskFailed" else None
+    if not isinstance(run_by, str) or run_by == entry.actor:
+        return ""
+    return f" (in a run {'resumed ' if entry.details.get('resumed') else ''}by {printable(run_by)})"
 
 
 def _questions(values: tuple[Any, ...]) -> list[Any]:
