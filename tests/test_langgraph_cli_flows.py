@@ -76,3 +76,13 @@ def test_stats_counts_langgraph_threads(refunded: Target) -> None:
     assert "flows      0" in shown.output
     assert "threads    1 LangGraph thread(s), not flows: `eventstore threads`" in shown.output
     assert '"langgraph_threads":1' in cli(refunded, "stats", "--json").output.replace(" ", "")
+
+
+def test_history_summarises_checkpoints_and_writes_and_json_stays_raw(refunded: Target) -> None:
+    shown = cli(refunded, "history", FLOW).output
+    assert '{"blobs"' not in shown and '"data":' not in shown
+    assert "step -1 (input)" in shown and "step 1 (loop) channels: amount" in shown
+    assert 'writes of task ask: __interrupt__ [{"amount":40,"question":"refund?"}]' in shown
+    assert 'writes of the run\'s input: __resume__ "yes"' in shown
+    assert 'writes of task pay: __error__ "RuntimeError: refund API down"' in shown
+    assert '"blobs":[' in cli(refunded, "history", FLOW, "--json").output

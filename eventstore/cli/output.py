@@ -386,7 +386,47 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
         f"confidence {d['confidence']:.2f}" if isinstance(d.get("confidence"), int | float) else "",
         d.get("rationale") or "",
     ),
+    "CheckpointSaved": lambda d: (
+        f"checkpoint {d['checkpoint_id']} step {d['metadata'].get('step', '?')} "
+        f"({d['metadata'].get('source', '?')})"
+        + (" channels: " + ", ".join(str(blob["channel"]) for blob in d["blobs"]) if d["blobs"] else "")
+    ),
+    "WritesSaved": lambda d: _writes(d),
+    "InterruptRecorded": lambda d: _writes(d),
+    "ResumeRecorded": lambda d: _writes(d),
+    "TaskFailed": lambda d: _writes(d),
+    "ThreadCopied": lambda d: f"copied from {d['source_flow_id']}@{d['source_revision']}",
+    "CheckpointsDeleted": lambda d: _join("checkpoints deleted", _quote(d.get("reason"))),
+    "ThreadDeleted": lambda d: _join(
+        f"thread deleted ({d.get('checkpoints', '?')} checkpoints, {d.get('writes', '?')} writes)",
+        _quote(d.get("reason")),
+    ),
 }
+
+
+def _writes(data: dict[str, Any]) -> str:
+    """A LangGraph task's writes: its node (the last of its path) and the channels, with the
+    readable value of a question, answer or error; ``--json`` has them whole."""
+    path = str(data.get("task_path") or "")
+    task = f"task {path.rsplit(', ', 1)[-1]}" if path else "the run's input"
+    channels = [
+        f"{write['channel']} {compact(_asked(write['value']), 40)}"
+        if "value" in write
+        else str(write["channel"])
+        for write in data["writes"]
+    ]
+    return f"writes of {task}: {', '.join(channels)}"
+
+
+def _asked(value: Any) -> Any:
+    """LangGraph's interrupts (``[{"id", "value"}]``) as their values; anything else as it is."""
+    if (
+        isinstance(value, list)
+        and value
+        and all(isinstance(i, dict) and set(i) == {"id", "value"} for i in value)
+    ):
+        return [item["value"] for item in value]
+    return value
 
 
 # -- progress -----------------------------------------------------------------------
