@@ -62,7 +62,8 @@ def _schema_problem(current: str | None, required: str) -> str:
 
 
 def _open(ctx: click.Context, *, may_create: bool = False, **kwargs: object) -> EventStore:
-    """Open the store; a SQLite store is created (or its schema upgraded) only when ``may_create``.
+    """Open the store; it is created (or its schema upgraded) only when ``may_create``, on SQLite
+    and PostgreSQL alike (the library's default creates only on SQLite).
 
     Otherwise a SQLite file that does not exist is refused, and so is one that
     is not a store at this schema version (an empty file, another program's
@@ -73,8 +74,7 @@ def _open(ctx: click.Context, *, may_create: bool = False, **kwargs: object) -> 
     options = _store_options(ctx)
     with _errors():
         _require_sqlite_file(url, may_create=may_create)
-        if not may_create:
-            kwargs = {"create": False, **kwargs}
+        kwargs = {"create": may_create, **kwargs}
         return EventStore.open(url, **{**options, **kwargs})
 
 

@@ -25,6 +25,7 @@ from ..exporting import export_events
 from ..importing import import_events
 from ..manifest import manifest_path
 from ..schema import projection_checkpoints
+from ..store import EventStore
 from ..unfinished_import import abandon_import
 from .output import echo, echo_json, parse_time, printable, problem_dict
 from .params import FilePath
@@ -69,13 +70,17 @@ def _not_folded(store: Any) -> list[str]:
         return [name for name in inline if name not in {p.name for p in store.projections}]
 
 
-def _makes_a_store(url: str) -> bool:
-    """Whether opening ``url`` creates a SQLite file (which a failed import would leave behind, empty)."""
+def _makes_a_store(url: str, options: dict[str, Any]) -> bool:
+    """Whether opening ``url`` creates the store: a SQLite file (which a failed import would leave
+    behind, empty), or the tables in an empty PostgreSQL database or schema."""
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError):
         return False  # opening it says what is wrong
     database = parsed.database
+    if parsed.get_backend_name() == "postgresql":
+        with EventStore.open(url, **options, create=False, check_schema=False) as bare:
+            return bare.schema_revision() is None
     if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or "uri" in parsed.query:
         return False
     return not os.path.exists(database)  # not Path.exists: a name too long is refused later, cleanly
@@ -161,7 +166,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         `abandon-import` (`verify` and `stats` show it); meanwhile another
         export's import is refused.
         """
-        if _makes_a_store(ctx.obj["url"]):  # only for a file that verifies
+        with errors():
+            makes_a_store = _makes_a_store(ctx.obj["url"], ctx.obj["options"])
+        if makes_a_store:  # only for a file that verifies
             with errors(), phase_progress(as_json) as progress:
                 verified = verify_export(path, progress=progress)
                 if not verified.ok:
