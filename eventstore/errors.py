@@ -16,14 +16,15 @@ if TYPE_CHECKING:
     from .tombstones import PrunedFlows
 
 
-def command_line(command: str, *arguments: str) -> str:
+def command_line(command: str, *arguments: str, store: Sequence[str] = ()) -> str:
     """``eventstore COMMAND ARGUMENTS...`` as a hint to paste into a shell: each argument quoted
     (a flow id may hold spaces, ``$`` or ``;``), and after ``--`` if one starts with ``-`` (else
-    the CLI would read it as an option)."""
+    the CLI would read it as an option). ``store`` is the options naming the store (``--url``,
+    ``--schema``), quoted too, put before the command as the CLI needs them."""
     words = [shlex.quote(argument) for argument in arguments]
     if any(argument.startswith("-") for argument in arguments):
         words.insert(0, "--")
-    return " ".join(["eventstore", command, *words])
+    return " ".join(["eventstore", *map(shlex.quote, store), command, *words])
 
 
 class EventStoreError(Exception):

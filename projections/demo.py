@@ -57,12 +57,14 @@ def record_refund_flow(store: EventStore, flow_id: str, *, session: str = "sess-
         task={"tool": "payments.refund", "amount": 129.0},
         position=2,
         lease=lease,
+        actor="agent:refund-bot",
     )
     flows.open_gate(
         flow_id,
         "refund",
         prompt="Refund $129.00 to the customer's card?",
         options=[{"value": "approve", "label": "Approve"}, {"value": "deny", "label": "Deny"}],
+        actor="agent:refund-bot",
     )
     flows.approve_gate(flow_id, "refund", by="human:ann", feedback="photos check out", selections=["approve"])
     flows.start_step(flow_id, "refund", lease=lease)
@@ -108,6 +110,7 @@ def record_rejected_flow(store: EventStore, flow_id: str, *, session: str = "ses
         "refund",
         prompt="Refund $840.00? Tracking says delivered.",
         options=[{"value": "approve", "label": "Approve"}, {"value": "deny", "label": "Deny"}],
+        actor="agent:refund-bot",
     )
     flows.reject_gate(flow_id, "refund", by="human:bob", feedback="tracking shows delivery; open a claim")
     flows.fail_step(flow_id, "refund", error="refund rejected by reviewer", actor="agent:refund-bot")

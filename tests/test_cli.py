@@ -93,7 +93,7 @@ class TestCommands:
         assert "state at revision 6: step lookup running, attempt 2" in out
         assert "diff 6 -> 12: 6 step changes" in out and "fork: refund-1-retry starts from revision 8" in out
         assert "flow 1 r8   agent:refund-bot decided 'refund in full' (confidence 0.92)" in out
-        assert "flow 1 r11  human:ann approved approve after seeing" in out
+        assert "flow 1 r11  human:ann approved (selected: approve) after seeing" in out
         assert "flow 2 r5   human:bob rejected after seeing" in out
         assert "flow 2 r7   FlowFailed: needs a carrier claim" in out
         assert "checkpoint: 24 events" in out and "the approval is proven in it" in out

@@ -8,15 +8,36 @@ checkpoint proving the approval is in the log.
 
 from __future__ import annotations
 
+import shlex
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 import orjson
+import sqlalchemy as sa
+from click.core import ParameterSource
 
 from ..audit import DecisionEntry, FailureEntry, GateEntry, audit_trail
 from ..checkpoints import generate_key, inclusion_proof, take_checkpoint, verify_checkpoint_signature
+from ..errors import command_line
 from ..timetravel import diff, fork, state_at
+
+
+def store_options(ctx: click.Context) -> tuple[list[str], bool]:
+    """The ``--url`` and ``--schema`` a hint needs to reach the store this command used, and
+    whether a password was left out of the URL (a hint is printed: it never shows one)."""
+    words: list[str] = []
+    hidden = False
+    if ctx.find_root().get_parameter_source("url") is not ParameterSource.DEFAULT:
+        url = sa.make_url(ctx.obj["url"])
+        hidden = url.password is not None
+        without = sa.URL.create(
+            url.drivername, url.username, None, url.host, url.port, url.database, url.query
+        )
+        words += ["--url", without.render_as_string(hide_password=False)]
+    if "schema" in ctx.obj["options"]:
+        words += ["--schema", ctx.obj["options"]["schema"]]
+    return words, hidden
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
@@ -36,7 +57,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         with open_store(ctx) as store, errors():
             session = f"session-{flow_id}"
             record_refund_flow(store, flow_id, session=session)
-            click.echo(f"recorded flow {flow_id} in {ctx.obj['url']}\n")
+            shown_url = sa.make_url(ctx.obj["url"]).render_as_string(hide_password=True)
+            click.echo(f"recorded flow {flow_id} in {shown_url}\n")
             for event in store.read_flow(flow_id):
                 actor = event.metadata.get("actor", "-")
                 summary = orjson.dumps(event.data).decode()
@@ -77,7 +99,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     )
                 elif isinstance(entry, GateEntry) and entry.action != "opened":
                     approval = approval or entry
-                    chosen = f" {', '.join(entry.selections)}" if entry.selections else ""
+                    chosen = f" (selected: {', '.join(entry.selections)})" if entry.selections else ""
                     click.echo(f"{where} {entry.actor} {entry.action}{chosen} after seeing {entry.prompt!r}")
                 elif isinstance(entry, FailureEntry):
                     click.echo(f"{where} {entry.type}: {entry.error}")
@@ -97,7 +119,13 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     f"Merkle root {checkpoint.root_hash.hex()[:16]}, "
                     f"Ed25519-signed; the approval is proven in it ({len(proof.path)} hashes)"
                 )
-            click.echo(
-                f"\nnext: eventstore history {flow_id}\n      eventstore audit --session {session}\n"
-                f"      eventstore diff {flow_id} 6 12\n      docs/cli.md lists every command."
-            )
+            store, hidden = store_options(ctx)
+            hints = [
+                command_line("history", flow_id, store=store),
+                f"{command_line('audit', store=store)} {shlex.quote(f'--session={session}')}",
+                command_line("diff", flow_id, "6", "12", store=store),
+            ]
+            click.echo("\nnext: " + "\n      ".join(hints))
+            if hidden:
+                click.echo("      (the password is left out of --url: add it, or set PGPASSWORD)")
+            click.echo("      docs/cli.md lists every command.")
