@@ -62,10 +62,17 @@ class Change:
 
 @dataclass(frozen=True, slots=True)
 class Diff:
-    """What changed between two points, and the events in between (when on one flow)."""
+    """What changed between two points, and the events in between (when on one flow).
+
+    ``from_revision`` and ``to_revision`` are the two points as revisions (a
+    time resolved to the revision it reads); when ``from_revision`` is the
+    later one, ``events`` (still oldest first) are the ones the diff undoes.
+    """
 
     changes: list[Change]
     events: list[RecordedEvent]
+    from_revision: int = 0
+    to_revision: int = 0
 
 
 def replay(
@@ -170,12 +177,12 @@ def diff(store: EventStore, flow_id: str, a: int | datetime, b: int | datetime) 
     before = state_at(store, flow_id, revision=first)
     after = state_at(store, flow_id, revision=second)
     if any(event.type == "FlowForked" for event in events):
-        return Diff(diff_states(before, after), events)
+        return Diff(diff_states(before, after), events, first, second)
     # Only the steps these events touched can differ: the rest were folded alike.
     touched = sorted({e.data["step_id"] for e in events if isinstance(e.data.get("step_id"), str)})
     changes: list[Change] = []
     _diff(_partial(before, touched), _partial(after, touched), "", changes)
-    return Diff(changes, events)
+    return Diff(changes, events, first, second)
 
 
 def _partial(view: FlowView, step_ids: list[str]) -> dict[str, Any]:

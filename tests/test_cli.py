@@ -217,7 +217,8 @@ class TestTimeTravelCommands:
     def test_state_at_a_revision(self, target: Target) -> None:
         self.recorded(target)
         out = run(target, "state", "d1", "--at", "7")
-        assert "d1 at revision 7: running" in out and "step lookup: completed (2 attempt(s))" in out
+        assert "d1 at revision 7: running" in out
+        assert "step lookup: completed (2 attempts, 1 retry, last error: orders API timed out)" in out
         state = orjson.loads(run(target, "state", "d1", "--json"))
         assert state["flow"]["status"] == "finished" and sorted(state["steps"]) == ["lookup", "refund"]
 
@@ -229,17 +230,14 @@ class TestTimeTravelCommands:
         assert "forked d1@7 as d1-branch" in run(target, "fork", "d1", "--at", "7", "--new", "d1-branch")
         assert "d1-branch at revision 1: running" in run(target, "state", "d1-branch")
 
-    def test_diff_cuts_long_values_to_70_characters(self, target: Target) -> None:
+    def test_diff_shows_an_added_step_by_its_key_fields_not_cut_json(self, target: Target) -> None:
         self.recorded(target)
         added = [
             line for line in run(target, "diff", "d1", "7", "11").splitlines() if "/steps/refund:" in line
         ]
-        value = added[0].split("/steps/refund: ", 1)[1]
-        assert (
-            len(value) == 70
-            and value.startswith('{"flow_id":"d1","step_id":"refund"')
-            and value.endswith("...")
-        )
+        assert added == [
+            "+ /steps/refund: step refund (issue_refund): scheduled (0 attempts, gate approved by human:ann)"
+        ]
 
     @pytest.mark.parametrize(
         ("point", "message"),

@@ -19,9 +19,9 @@ from ..events import RecordedEvent
 from ..flow_fold import STEP_EVENT_TYPES, view_to_dict
 from ..graph_flows import refuse_thread
 from ..timeline import StepSpan, Timeline, TimelineItem, timeline
+from ..timetravel import Diff, in_utc, state_at
 from ..timetravel import diff as diff_revisions
 from ..timetravel import fork as fork_flow
-from ..timetravel import in_utc, state_at
 from ..tombstones import flow_not_found, partly_restored
 from .output import (
     Cell,
@@ -120,6 +120,90 @@ def _summary(value: Any) -> str:
     return text if len(text) <= 70 else text[:67] + "..."
 
 
+def _plural(count: int, word: str, many: str) -> str:
+    return f"{count} {word if count == 1 else many}"
+
+
+def _step_facts(step: dict[str, Any]) -> str:
+    """A step state's key fields in a line: status, attempts, retries and error, its gate and who decided."""
+    facts = [_plural(step["attempts"], "attempt", "attempts")]
+    if step["retry_count"]:
+        facts.append(_plural(step["retry_count"], "retry", "retries"))
+    if step["error"]:
+        last = "error" if step["status"] == "failed" else "last error"
+        facts.append(f"{last}: {cut(step['error'], 60)}")
+    if step["gate_status"]:
+        by = f" by {printable(step['gate_by'])}" if step["gate_by"] else ""
+        facts.append(f"gate {printable(step['gate_status'])}{by}")
+    return f"{printable(step['status'])} ({', '.join(facts)})"
+
+
+def _flow_facts(flow: dict[str, Any]) -> str:
+    """A flow state's status and current step (if it has one)."""
+    current = flow["current_step"]
+    step = f", step {printable(current)}" if current is not None else ", no current step"
+    return f"{printable(flow['status'])}{step}"
+
+
+def _added(path: str, value: Any) -> str | None:
+    """A whole step or flow (a diff adds or removes one), told by its key fields; None for anything else."""
+    if not isinstance(value, dict):
+        return None
+    if path.startswith("/steps/") and path.count("/") == 2 and {"status", "retry_count"} <= value.keys():
+        name = f" ({printable(value['name'])})" if value.get("name") else ""
+        return f"step {printable(value['step_id'])}{name}: {_step_facts(value)}"
+    if path == "/flow" and {"status", "current_step"} <= value.keys():
+        return f"flow {_flow_facts(value)}"
+    return None
+
+
+def _first_event(store: Any, flow_id: str) -> RecordedEvent | None:
+    """The flow's first event if it starts the flow (FlowStarted or FlowForked), else None."""
+    first = next(iter(store.read_flow(flow_id, limit=1)), None)
+    return first if first is not None and first.type in ("FlowStarted", "FlowForked") else None
+
+
+def _no_state(flow_id: str, point: str | None, began: RecordedEvent | None) -> str:
+    """Why ``state`` has no flow to show: the point asked is before the flow began, or nothing starts it."""
+    said = "at its latest revision" if point is None else f"at {printable(point)}"
+    if point is not None and point.isdigit():
+        said = f"at revision {point}"
+    if began is None or point is None:
+        return f"{flow_id}: no state yet {said} (no FlowStarted or FlowForked to start it)"
+    return (
+        f"{flow_id}: no state {said}, before the flow began "
+        f"at {when(began.recorded_at)} UTC (revision {began.revision})"
+    )
+
+
+def _diff_lines(flow_id: str, result: Diff) -> Iterator[str]:
+    """A header naming the flow and the two revisions, the events applied (or, from a later
+    revision back to an earlier one, undone, newest first), then the changes."""
+    low, high = sorted((result.from_revision, result.to_revision))
+    back = result.from_revision > result.to_revision
+    count = _plural(len(result.events), "event", "events") + (" undone" if back else "")
+    yield (
+        f"{printable(flow_id)}: from revision {result.from_revision} to {result.to_revision}"
+        + (f" ({count})" if high > low else "")
+    )
+    if not result.events and not result.changes:
+        yield "  no changes"
+        return
+    for event in reversed(result.events) if back else result.events:
+        yield f"  {'undone ' if back else ''}r{event.revision} {printable(event.type)}"
+    for change in result.changes:
+        sign = {"add": "+", "remove": "-", "replace": "~"}[change.op]
+        old = None if change.op == "add" else _value(change.path, change.old)
+        new = None if change.op == "remove" else _value(change.path, change.new)
+        yield f"{sign} {printable(change.path)}: " + " -> ".join(v for v in (old, new) if v is not None)
+
+
+def _value(path: str, value: Any) -> str:
+    """A value in a diff: a whole step or flow by its key fields, anything else as short JSON."""
+    whole = _added(path, value)
+    return whole if whole is not None else printable(_summary(value))
+
+
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
     """Add the commands to the ``eventstore`` group."""
 
@@ -171,23 +255,19 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 at=where if isinstance(where, datetime) else None,
             )
             data = view_to_dict(view)  # while the store is open: it reads the snapshot's parts
+            began = _first_event(store, flow_id) if data["flow"] is None and not as_json else None
         if as_json:
             echo_json(data)
             return
         flow = data["flow"]
         shown = printable(flow_id)
         if flow is None:
-            said = f"at {printable(point)}" if point is not None else "at its latest revision"
-            echo(f"{shown}: no state yet {said} (no FlowStarted or FlowForked to start it)")
+            echo(_no_state(shown, point, began))
             return
-        current = printable(flow["current_step"])
-        echo(f"{shown} at revision {flow['revision']}: {printable(flow['status'])}, step {current}")
+        echo(f"{shown} at revision {flow['revision']}: {_flow_facts(flow)}")
         echo(f"  state: {printable(orjson.dumps(flow['state']).decode())}")
         for step in data["steps"].values():
-            echo(
-                f"  step {printable(step['step_id'])}: {printable(step['status'])} "
-                f"({step['attempts']} attempt(s))"
-            )
+            echo(f"  step {printable(step['step_id'])}: {_step_facts(step)}")
 
     @main.command(cls=NegativeArguments)
     @click.argument("flow_id")
@@ -200,6 +280,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
         A and B are revision numbers (0 is before the first event) or ISO 8601
         times with a zone; negative revisions (from the end) are not supported.
+        From a later point back to an earlier one, the events between are
+        listed as undone, newest first.
         """
         with open_store(ctx) as store, errors():
             refuse_thread(store, flow_id)
@@ -209,13 +291,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             events = [{"revision": e.revision, "type": e.type} for e in result.events]
             echo_json({"changes": changes, "events": events})
             return
-        for event in result.events:
-            echo(f"  r{event.revision} {printable(event.type)}")
-        for change in result.changes:
-            sign = {"add": "+", "remove": "-", "replace": "~"}[change.op]
-            old = "" if change.op == "add" else f"{_summary(change.old)} -> "
-            new = "" if change.op == "remove" else _summary(change.new)
-            echo(printable(f"{sign} {change.path}: {old}{new}"))
+        for line in _diff_lines(flow_id, result):
+            echo(line)
 
     @main.command()
     @click.argument("flow_id")
