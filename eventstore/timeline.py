@@ -29,6 +29,12 @@ class StepSpan:
     error: str | None  # the last failure or retry error, or a skip or timeout reason
     gate_status: str | None
     gate_by: str | None
+    gate_decisions: tuple[tuple[str, str], ...] = ()
+    """Each decision on the step's gate in order, ``(status, by)``: a rejection before a
+    reopened gate's approval stays here, where ``gate_status`` has only the last."""
+    actor: str | None = None
+    """Who scheduled the step, else who opened its gate, else who recorded another of its
+    events (a gate's decider is in ``gate_decisions``); None when no event names one."""
 
     @property
     def first_revision(self) -> int:
@@ -95,4 +101,24 @@ def _span(view: FlowView, events: list[RecordedEvent]) -> StepSpan:
         error=(state.error or state.reason) if state is not None else None,
         gate_status=state.gate_status if state is not None else None,
         gate_by=state.gate_by if state is not None else None,
+        gate_decisions=tuple(
+            (_DECIDED[event.type], str(event.data.get("by", "")))
+            for event in events
+            if event.type in _DECIDED
+        ),
+        actor=_actor(events),
     )
+
+
+_DECIDED = {"GateApproved": "approved", "GateRejected": "rejected"}
+
+
+def _actor(events: list[RecordedEvent]) -> str | None:
+    """The actor of the step's ``StepScheduled``, else its ``GateOpened``, else its first event
+    (not a gate decision) that names one."""
+    named = [e for e in events if e.type not in _DECIDED and isinstance(e.metadata.get("actor"), str)]
+    for kind in ("StepScheduled", "GateOpened"):
+        for event in named:
+            if event.type == kind:
+                return str(event.metadata["actor"])
+    return str(named[0].metadata["actor"]) if named else None

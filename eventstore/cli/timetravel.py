@@ -79,7 +79,7 @@ def _history_lines(history: Timeline, expand: bool) -> Iterator[str]:
                     revisions,
                     at(item.began_at),
                     Styled(label, bold=True),
-                    actor_of(item.events[-1]),
+                    "-" if item.actor is None else printable(item.actor),
                     _span(item),
                 ]
             )
@@ -107,9 +107,12 @@ def _span(span: StepSpan) -> str:
         parts.append(f"{span.retries} retr{'ies' if span.retries > 1 else 'y'}")
     if span.error:
         parts.append(f'"{cut(span.error, 40)}"')
-    if span.gate_status:
-        by = f" by {printable(span.gate_by)}" if span.gate_by else ""
-        parts.append(f"gate {status(span.gate_status)}{by}")
+    # every decision (a rejection before a reopened gate's approval too), then an undecided gate's state
+    gate = [f"{status(kind)}{f' by {printable(by)}' if by else ''}" for kind, by in span.gate_decisions]
+    if span.gate_status and span.gate_status not in ("approved", "rejected"):
+        gate.append(status(span.gate_status))
+    if gate:
+        parts.append("gate " + ", then ".join(gate))
     parts.append(took(span.seconds))
     return " · ".join(parts)
 
