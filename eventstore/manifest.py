@@ -127,7 +127,11 @@ class Manifest:
         try:
             document = orjson.loads(document_path.read_bytes())
         except FileNotFoundError as exc:
-            raise InvalidInput(f"no export manifest at {document_path}") from exc
+            if not os.path.lexists(events_path):  # neither file: the name is wrong, not the manifest lost
+                raise InvalidInput(f"no export at {events_path}: the file is not there") from exc
+            raise InvalidInput(
+                f"no export manifest at {document_path}: the export {events_path} is there without it"
+            ) from exc
         except (OSError, orjson.JSONDecodeError) as exc:
             raise ExportInvalid(str(document_path), [f"the manifest cannot be read: {exc}"]) from exc
         try:

@@ -176,7 +176,7 @@ class TestMissingStore:
     ) -> None:
         new = Target(f"sqlite:///{tmp_path / 'new.db'}")
         code, out = invoke(new, "import", str(tmp_path / "missing.jsonl"))
-        assert code == 1 and out.startswith("error: no export manifest at ")
+        assert code == 1 and out.startswith("error: no export at ") and "the file is not there" in out
         export = tmp_path / "f.jsonl"
         assert invoke(sqlite_store, "export", str(export))[0] == 0
         sound = export.read_bytes()

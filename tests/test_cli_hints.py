@@ -1,0 +1,46 @@
+"""Messages a new user meets: a missing export, FLOW@REV for prove, a path or postgres:// given as a
+URL, a directory that is not there, plurals and an empty list of holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from eventstore import EventStore, NewEvent
+from eventstore import checkpoints as cp
+from eventstore.cli import main
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exit_code == code, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.output
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    """A SQLite store holding flow f of one event, with a checkpoint of it."""
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    with EventStore.open(url) as store:
+        store.append("f", [NewEvent("Noted", {})])
+        cp.take_checkpoint(store, cp.generate_key())
+    return url
+
+
+@pytest.mark.parametrize("command", ["import", "verify-export"])
+def test_a_missing_export_is_named_as_the_file_not_its_manifest(
+    url: str, tmp_path: Path, command: str
+) -> None:
+    missing = tmp_path / "jan.jsonl.gz"
+    out = run("--url", url, command, str(missing), code=1)
+    assert out == f"error: no export at {missing}: the file is not there\n"
+
+
+def test_a_missing_manifest_beside_its_export_is_still_named(url: str, tmp_path: Path) -> None:
+    export = tmp_path / "jan.jsonl"
+    export.write_bytes(b"")
+    out = run("verify-export", str(export), code=1)
+    assert f"no export manifest at {export}.manifest.json" in out
