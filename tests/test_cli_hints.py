@@ -44,3 +44,9 @@ def test_a_missing_manifest_beside_its_export_is_still_named(url: str, tmp_path:
     export.write_bytes(b"")
     out = run("verify-export", str(export), code=1)
     assert f"no export manifest at {export}.manifest.json" in out
+
+
+def test_prove_takes_flow_at_revision_as_audit_why_does(url: str) -> None:
+    out = run("--url", url, "prove", "f@1")
+    assert out.startswith("event f@1 at position 1\n") and "verified:" in out
+    assert "no event f@2" in run("--url", url, "prove", "f@2", code=1)

@@ -23,6 +23,7 @@ from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
 from ..exportfile import refuse_non_file
 from ..exporting import refuse_own_files
+from .audit import _resolve as resolve_event  # FLOW@REVISION as `audit --why` reads it
 from .output import echo, echo_json, printable, problem_dict
 from .params import POSITION, FilePath, number_in
 
@@ -167,7 +168,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         trusted: Path | None,
         as_json: bool,
     ) -> None:
-        """Prove EVENT (an event id or a position) is in a signed checkpoint, and check the proof.
+        """Prove EVENT (an event id, a position or FLOW@REVISION) is in a signed checkpoint, and check
+        the proof.
 
         With --consistency OLD NEW, prove one checkpoint extends another.
         """
@@ -195,6 +197,8 @@ _Proved = tuple[dict[str, Any], list[str], tuple[bytes, ...], str]
 
 def _prove_inclusion(store: Any, event: str, size: int | None, public_key: Any) -> _Proved:
     position = number_in(event, "position")
+    if position is None and "@" in event:  # FLOW@REVISION, read as `audit --why` reads it
+        position = resolve_event(store, event).position
     signed = cp.get_checkpoint(store, size)
     cp.verify_checkpoint_signature(signed, public_key)
     proof = cp.inclusion_proof(store, event if position is None else position, signed)
