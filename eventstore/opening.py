@@ -132,7 +132,7 @@ def _backend_for(
     try:
         parsed = sa.make_url(url)
     except (sa.exc.ArgumentError, ValueError, TypeError) as exc:
-        raise InvalidInput(f"not a database URL: {url!r}") from exc
+        raise InvalidInput(f"not a database URL: {url!r}{_url_hint(url)}") from exc
     backend = parsed.get_backend_name()
     if type(asynchronous) is not bool:
         raise InvalidInput(f"asynchronous must be True or False, not {asynchronous!r}")
@@ -161,6 +161,8 @@ def _backend_for(
         _check_sqlite_query(parsed)
         if must_exist:
             _require_file(parsed)
+        elif "uri" not in parsed.query:
+            _require_directory(parsed.database or "")
         engine = sqlite.create_engine(
             parsed,
             busy_timeout=busy_timeout,
@@ -198,7 +200,28 @@ def _backend_for(
                 "PostgreSQL needs psycopg 3: pip install 'agent-eventstore[postgresql]'"
             ) from exc
         return postgresql.PostgresBackend(engine, asynchronous=asynchronous)
+    if backend == "postgres":  # libpq's other spelling, which SQLAlchemy dropped
+        raise InvalidInput("unsupported database 'postgres': did you mean postgresql://?")
     raise InvalidInput(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def _url_hint(url: object) -> str:
+    """For a text that is not a URL but reads as a file path, the SQLite URL it may have meant."""
+    if not isinstance(url, str) or not url or "://" in url or "\x00" in url:
+        return ""
+    return f"; did you mean sqlite:///{url}?"
+
+
+def _require_directory(database: str) -> None:
+    """Refuse a SQLite file to create in a directory that does not exist: SQLite would say only
+    "unable to open database file"."""
+    path = Path(database)
+    try:
+        missing = not path.exists() and not path.parent.is_dir()
+    except OSError as exc:  # a name too long for the file system, say
+        raise InvalidInput(f"cannot use {database} as a SQLite file: {exc.strerror or exc}") from exc
+    if missing:
+        raise InvalidInput(f"no directory {path.parent} to create the store in: check the URL")
 
 
 _SQLITE_INTEGERS = {"detect_types": (0, 3), "cached_statements": (0, 2**31 - 1)}

@@ -80,7 +80,7 @@ class TestDirectoryAsStore:
 
     def test_a_missing_directory_is_named(self, tmp_path: Path) -> None:
         out = run(Target(f"sqlite:///{tmp_path / 'no' / 'e.db'}"), "db", "upgrade", code=1)
-        assert out == f"error: no directory {tmp_path / 'no'} to create the store in: check --url\n"
+        assert out == f"error: no directory {tmp_path / 'no'} to create the store in: check the URL\n"
 
     @pytest.mark.parametrize("args", [["flows"], ["db", "upgrade"], ["db", "current"], ["import", "e.jsonl"]])
     def test_a_file_name_too_long_for_the_file_system_is_named(self, tmp_path: Path, args: list[str]) -> None:

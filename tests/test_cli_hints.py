@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from eventstore import EventStore, NewEvent
+from eventstore import EventStore, InvalidInput, NewEvent
 from eventstore import checkpoints as cp
 from eventstore.cli import main
+from eventstore.integrations.langgraph import EventStoreSaver
 
 
 def run(*args: str, code: int = 0) -> str:
@@ -50,3 +51,30 @@ def test_prove_takes_flow_at_revision_as_audit_why_does(url: str) -> None:
     out = run("--url", url, "prove", "f@1")
     assert out.startswith("event f@1 at position 1\n") and "verified:" in out
     assert "no event f@2" in run("--url", url, "prove", "f@2", code=1)
+
+
+@pytest.mark.parametrize(
+    ("given", "hint"),
+    [
+        ("/tmp/w.db", "not a database URL: '/tmp/w.db'; did you mean sqlite:////tmp/w.db?"),
+        ("checkpoints.db", "not a database URL: 'checkpoints.db'; did you mean sqlite:///checkpoints.db?"),
+        ("postgres://app@db/audit", "unsupported database 'postgres': did you mean postgresql://?"),
+    ],
+)
+def test_a_url_a_user_may_have_meant_is_suggested(given: str, hint: str) -> None:
+    assert run("--url", given, "flows", code=1) == f"error: {hint}\n"
+    with pytest.raises(InvalidInput) as raised:
+        EventStoreSaver.from_url(given)
+    assert str(raised.value) == hint
+
+
+def test_the_library_names_a_missing_directory_as_the_cli_does(tmp_path: Path) -> None:
+    said = f"no directory {tmp_path / 'nodir'} to create the store in: check the URL"
+    with pytest.raises(InvalidInput) as raised:
+        EventStoreSaver.from_url(f"sqlite:///{tmp_path / 'nodir' / 'x.db'}")
+    assert str(raised.value) == said
+    assert (
+        run("--url", f"sqlite:///{tmp_path / 'nodir' / 'x.db'}", "db", "upgrade", code=1)
+        == f"error: {said}\n"
+    )
+    assert not (tmp_path / "nodir").exists()

@@ -131,9 +131,7 @@ def _check_sqlite_file(database: str, *, empty: bool, may_create: bool) -> None:
     path = Path(database)
     if path.is_dir():
         raise InvalidInput(f"{database} is a directory, not a SQLite file: check --url")
-    if may_create:
-        if not path.exists() and not path.parent.is_dir():
-            raise InvalidInput(f"no directory {path.parent} to create the store in: check --url")
+    if may_create:  # a missing directory to create it in: EventStore.open says so
         return
     if not path.exists():
         raise InvalidInput(f"no store at {database}: check --url, or create one with `eventstore db upgrade`")
