@@ -101,7 +101,7 @@ class TestCommands:
     def test_verify_reports_and_exits_2_when_broken(self, target: Target) -> None:
         with target.open() as store:
             store.append("f", [NewEvent("A", {"x": 1})])
-            assert "OK: 1 events in 1 flows checked" in run(target, "verify")
+            assert "OK: 1 event in 1 flow checked" in run(target, "verify")
             report = orjson.loads(run(target, "verify", "--json"))
             assert report == {"ok": True, "events_checked": 1, "flows_checked": 1, "problems": []}
             with store.engine.connect() as conn:

@@ -78,3 +78,11 @@ def test_the_library_names_a_missing_directory_as_the_cli_does(tmp_path: Path) -
         == f"error: {said}\n"
     )
     assert not (tmp_path / "nodir").exists()
+
+
+def test_verify_counts_in_the_singular(url: str) -> None:
+    assert run("--url", url, "verify") == "OK: 1 event in 1 flow checked\n"
+
+
+def test_holds_says_there_are_none(url: str) -> None:
+    assert run("--url", url, "holds") == "no holds: no flow is under legal hold\n"

@@ -24,7 +24,7 @@ from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
 from ..tombstones import flow_not_found
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
-from .output import echo_json, printable, problem_dict, progress
+from .output import counted, echo_json, printable, problem_dict, progress
 from .params import load_projection
 
 
@@ -282,7 +282,8 @@ def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
             label = "UNFINISHED" if problem.kind == "import-unfinished" else "BROKEN"
             click.echo(f"{label} {printable(problem)}")
         verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
-        click.echo(f"{verdict}: {report.events_checked} events in {report.flows_checked} flows checked")
+        checked = f"{counted(report.events_checked, 'event')} in {counted(report.flows_checked, 'flow')}"
+        click.echo(f"{verdict}: {checked} checked")
     if not report.ok:
         sys.exit(2)
 

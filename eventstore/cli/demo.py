@@ -21,6 +21,7 @@ from ..audit import DecisionEntry, FailureEntry, GateEntry, audit_trail
 from ..checkpoints import generate_key, inclusion_proof, take_checkpoint, verify_checkpoint_signature
 from ..errors import command_line
 from ..timetravel import diff, fork, state_at
+from .output import counted
 
 
 def store_options(ctx: click.Context) -> tuple[list[str], bool]:
@@ -105,10 +106,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                     click.echo(f"{where} {entry.type}: {entry.error}")
             report = store.verify()
             verdict = "OK" if report.ok else "BROKEN"
-            click.echo(
-                f"\nverify: {verdict} ({report.events_checked} events in {report.flows_checked} flows, "
-                "hash chains intact)"
-            )
+            checked = f"{counted(report.events_checked, 'event')} in {counted(report.flows_checked, 'flow')}"
+            click.echo(f"\nverify: {verdict} ({checked}, hash chains intact)")
             checkpoint = take_checkpoint(store, generate_key())  # a throwaway key, for the demo only
             if approval is not None:
                 proof = inclusion_proof(store, approval.event_id, checkpoint)

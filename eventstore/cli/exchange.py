@@ -27,7 +27,7 @@ from ..manifest import manifest_path
 from ..schema import projection_checkpoints
 from ..store import EventStore
 from ..unfinished_import import abandon_import
-from .output import echo, echo_json, parse_time, printable, problem_dict
+from .output import counted, echo, echo_json, parse_time, printable, problem_dict
 from .params import FilePath
 
 
@@ -238,6 +238,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 echo(f"BROKEN {printable(problem)}")
             verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
             checkpoint = ", checkpoint root matches" if report.checkpoint_checked else ""
-            echo(f"{verdict}: {report.events_checked:,} events in {report.flows_checked:,} flows{checkpoint}")
+            checked = f"{counted(report.events_checked, 'event')} in {counted(report.flows_checked, 'flow')}"
+            echo(f"{verdict}: {checked}{checkpoint}")
         if not report.ok:
             sys.exit(2)

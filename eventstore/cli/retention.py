@@ -146,6 +146,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         if as_json:
             echo_json(found)
             return
+        if not found:
+            echo("no holds: no flow is under legal hold")
+            return
         rows = [(h.flow_id, when(h.held_at), h.held_by, printable(h.reason)) for h in found]
         for line in table(["FLOW", "HELD AT", "BY", "REASON"], rows):
             echo(line)
