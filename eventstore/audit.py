@@ -11,11 +11,10 @@ group, in log order, as frozen entries. A gate
 decision carries what the person saw: the prompt and options of the gate's
 ``GateOpened`` (for a gate opened before its flow was forked, the origin's).
 
-Events link to each other through their metadata: ``causation_id`` is the
-event id of the event that caused this one, ``correlation_id`` groups every
-event of one request or conversation (``caused_by`` builds both). ``causes``
-follows causation back ("what led to this decision"), ``effects`` forward
-and transitively ("what did it cause"), ``correlated`` lists a group.
+Events link to each other through their metadata (``causation_id``,
+``correlation_id``): ``caused_by``, ``causes``, ``effects``, ``correlated``
+and ``gate_opening`` live in ``eventstore.causation`` and are importable from
+here too.
 
 Every query is answered from partial indexes on ``flow_events`` (migration
 0007, ``eventstore.schema``), so its cost grows with what it finds, not with
@@ -41,19 +40,30 @@ from typing import Any, ClassVar
 import sqlalchemy as sa
 
 from .backends.base import VERIFY_COLUMNS
-from .checks import check_count, check_names, check_text
-from .errors import EventNotFound, InvalidInput, SessionNotFound
-from .events import AppendResult, RecordedEvent
+from .causation import (
+    CAUSATION_KEY,
+    CORRELATION_KEY,
+    Effect,
+    cause_id,
+    caused_by,
+    causes,
+    correlated,
+    effects,
+    find_event,
+    gate_opening,
+    paged,
+)
+from .checks import check_count, check_names, check_nonempty_text, check_text
+from .errors import InvalidInput, SessionNotFound
+from .events import RecordedEvent
 from .flows import GateOption
 from .graph_checkpoints import ERROR, INTERRUPT, RESUME, RESUME_RECORDED, TASK_FAILED, WRITE_EVENTS
 from .integrity import check_envelope, format_time
 from .legal_holds import SYSTEM_RETENTION_FLOW
 from .schema import (
     AUDIT_EVENT_TYPES,
-    READ_COLUMNS,
     audit_actor,
     audited,
-    causation,
     correlation,
     flow_beginning,
     flow_events,
@@ -63,8 +73,32 @@ from .sqljson import JsonText
 from .store import EventStore
 from .tombstones import PrunedFlows, flow_not_found, pruned_flows
 
-CAUSATION_KEY = "causation_id"
-CORRELATION_KEY = "correlation_id"
+__all__ = [
+    "CAUSATION_KEY",
+    "CORRELATION_KEY",
+    "HOLD_TYPES",
+    "KINDS",
+    "NULL_TASK_ID",
+    "RUNTIME_ACTOR",
+    "AuditEntry",
+    "AuditTrail",
+    "DecisionEntry",
+    "Effect",
+    "FailureEntry",
+    "GateEntry",
+    "HoldEntry",
+    "InterruptEntry",
+    "audit_trail",
+    "cause_id",
+    "caused_by",
+    "causes",
+    "correlated",
+    "effects",
+    "entry_from_event",
+    "find_event",
+    "gate_opening",
+    "session_flows",
+]
 
 KINDS: dict[str, tuple[str, ...]] = {
     "decision": ("DecisionRecorded",),
@@ -217,15 +251,6 @@ class HoldEntry(AuditEntry):
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Effect:
-    """An event caused, directly or through others, by the event ``effects`` started from."""
-
-    event: RecordedEvent
-    depth: int  # 1: caused by it directly; 2: by one of those; ...
-    cause: uuid.UUID  # the event id in its causation_id
-
-
 # -- audit trails ----------------------------------------------------------------
 
 
@@ -306,23 +331,23 @@ def audit_trail(
             hold_conditions.append(held.in_(flows))
     scope: list[Any] = []
     if actor is not None:
-        scope.append(_graph_actor(audit_actor == _text("actor", actor), actor))
+        scope.append(_graph_actor(audit_actor == check_nonempty_text("actor", actor), actor))
     if correlation_id is not None:
-        scope.append(correlation == _text("correlation_id", correlation_id))
+        scope.append(correlation == check_nonempty_text("correlation_id", correlation_id))
     scope.extend(_time_range(store, since, until))
     check_count("after_position", after_position)
     if limit is not None:
         check_count("limit", limit)
     streams: list[Iterator[RecordedEvent]] = []
     if holds:  # a read of $system-retention's events (its primary key), checked row by row: holds are few
-        streams.append(_read(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
+        streams.append(paged(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
     if wanted:
         base = sa.select().where(*conditions, *scope)
         # limited after _graph_kept, not in SQL: a LangGraph task's writes give zero to three entries
         if flows is None:
-            streams.append(_read(store, base, after_position, None))
+            streams.append(paged(store, base, after_position, None))
         else:
-            streams += [_read(store, base.where(_c.flow_id == flow), after_position, None) for flow in flows]
+            streams += [paged(store, base.where(_c.flow_id == flow), after_position, None) for flow in flows]
     merged = heapq.merge(*streams, key=lambda event: event.position)
     return AuditTrail(_graph_kept(_entries(store, merged), [*wanted, *holds], actor, limit), pruned)
 
@@ -413,168 +438,7 @@ def entry_from_event(
     raise InvalidInput(f"{event.type} is not an audited event type")
 
 
-# -- causation and correlation -------------------------------------------------------
-
-
-def caused_by(
-    cause: RecordedEvent | AppendResult | uuid.UUID | str, *, correlation_id: str | None = None
-) -> dict[str, str]:
-    """Metadata that links new events to ``cause``: pass it as ``metadata=`` when appending.
-
-    ``cause`` is an event, the result of the append that wrote it (its last
-    event), or an event id. The correlation id is ``correlation_id``, else
-    the cause's own correlation id, else (for an event) the cause's id, so a
-    whole chain shares the correlation id of its first event.
-    """
-    if isinstance(cause, RecordedEvent):
-        event_id = cause.event_id
-        inherited = cause.metadata.get(CORRELATION_KEY)
-        correlation_id = correlation_id or (inherited if isinstance(inherited, str) else str(event_id))
-    elif isinstance(cause, AppendResult):
-        if not cause.event_ids:
-            raise InvalidInput("that append wrote no events to be caused by")
-        event_id = cause.event_ids[-1]
-    else:
-        event_id = _event_id(cause)
-    metadata = {CAUSATION_KEY: str(event_id)}
-    if correlation_id is not None:
-        metadata[CORRELATION_KEY] = correlation_id
-    return metadata
-
-
-def find_event(store: EventStore, event_id: uuid.UUID | str) -> RecordedEvent:
-    """The event with this id; ``EventNotFound`` if the log has none."""
-    found = _by_id(store, _event_id(event_id))
-    if found is None:
-        raise EventNotFound(str(event_id))
-    return found
-
-
-def cause_id(event: RecordedEvent) -> uuid.UUID | None:
-    """The event id ``event``'s ``causation_id`` links it to; None if it has none.
-
-    A link is an event id spelled as ``str(uuid)`` spells it (lowercase, with
-    hyphens), as ``caused_by`` writes it. Another spelling of a UUID (upper
-    case, braces, ``urn:uuid:``, no hyphens) is kept in the metadata as it was
-    given, but links nothing: ``effects`` finds links by the stored text (in
-    an index), so ``causes`` follows only what ``effects`` finds.
-    """
-    value = event.metadata.get(CAUSATION_KEY)
-    parsed = _parse_id(value)
-    return parsed if parsed is not None and str(parsed) == value else None
-
-
-def gate_opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | None:
-    """The last ``GateOpened`` of a gate decision's step before it: what the approver saw and
-    answered (None if none is found, or ``decision`` names no step).
-
-    A fork carries its origin's open gates in its ``FlowForked`` copy, so when
-    the decision's flow has no opening of the step, it is looked for in the
-    origin up to the event the fork was taken at (and so on, for a fork of a
-    fork).
-    """
-    step_id = decision.data.get("step_id")
-    if not isinstance(step_id, str):
-        return None
-    flow_id, before = decision.flow_id, decision.position
-    seen = {flow_id}
-    while True:
-        query = (
-            sa.select(*READ_COLUMNS)
-            .where(
-                audited,
-                _c.flow_id == flow_id,
-                _c.type == "GateOpened",
-                _c.position < before,
-                JsonText(_c.data, "step_id") == step_id,
-            )
-            .order_by(_c.position.desc())
-            .limit(1)
-        )
-        found = next(iter(store.query_events(query)), None)
-        branch_point = _fork_point(store, flow_id) if found is None else None
-        if branch_point is None or branch_point.flow_id in seen:
-            return found
-        flow_id, before = branch_point.flow_id, branch_point.position + 1
-        seen.add(flow_id)
-
-
-def causes(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[RecordedEvent, ...]:
-    """What led to an event: its cause, its cause's cause, ... nearest first.
-
-    The chain ends at an event without a link (``cause_id``: no
-    ``causation_id``, or not an event id, say a request id from outside, or
-    one in another spelling), at one whose cause is not an event in this log,
-    at one whose cause is already in the chain (a cycle), or after ``limit``
-    causes. The causation id it ended at is still in the last event's metadata.
-    """
-    check_count("limit", limit)
-    event = find_event(store, event_id)
-    chain: list[RecordedEvent] = []
-    seen = {event.event_id}
-    while len(chain) < limit:
-        parent_id = cause_id(event)
-        if parent_id is None or parent_id in seen:
-            break
-        parent = _by_id(store, parent_id)
-        if parent is None:
-            break
-        chain.append(parent)
-        seen.add(parent_id)
-        event = parent
-    return tuple(chain)
-
-
-def effects(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[Effect, ...]:
-    """What an event caused: every event whose causation leads back to it, in log order.
-
-    Walks the causation links (``cause_id``) forward, breadth first, one
-    indexed query per level (and per 500 causes); stops after ``limit`` events.
-    """
-    check_count("limit", limit)
-    root = find_event(store, event_id)
-    found: list[Effect] = []
-    seen = {root.event_id}
-    frontier = [root.event_id]
-    depth = 0
-    while frontier and len(found) < limit:
-        depth += 1
-        children: list[Effect] = []
-        for start in range(0, len(frontier), 500):
-            chunk = [str(cause) for cause in frontier[start : start + 500]]
-            query = (
-                sa.select(*READ_COLUMNS)
-                .where(causation.isnot(None), causation.in_(chunk))
-                .order_by(_c.position)
-            )
-            for event in iter(store.query_events(query)):
-                if event.event_id not in seen:
-                    seen.add(event.event_id)
-                    children.append(Effect(event, depth, cause_id(event) or root.event_id))
-        children.sort(key=lambda effect: effect.event.position)
-        found.extend(children[: limit - len(found)])
-        frontier = [effect.event.event_id for effect in children]
-    return tuple(sorted(found, key=lambda effect: effect.event.position))
-
-
-def correlated(
-    store: EventStore, correlation_id: str, *, after_position: int = 0, limit: int | None = None
-) -> Iterator[RecordedEvent]:
-    """Every event with this ``correlation_id``, in log order, streamed in pages."""
-    check_count("after_position", after_position)
-    if limit is not None:
-        check_count("limit", limit)
-    value = _text("correlation_id", correlation_id)
-    base = sa.select(*READ_COLUMNS).where(correlation.isnot(None), correlation == value).order_by(_c.position)
-    return _read(store, base, after_position, limit)
-
-
 # -- internals -----------------------------------------------------------------------
-
-
-def _read(store: EventStore, base: sa.Select[Any], after: int, limit: int | None) -> Iterator[RecordedEvent]:
-    """The events ``base`` selects, in keyset pages by position (errors translated, retried once)."""
-    return store.read_where(base.whereclause, after_position=after, limit=limit)
 
 
 def _entries(store: EventStore, events: Iterator[RecordedEvent]) -> Iterator[AuditEntry]:
@@ -681,24 +545,6 @@ def _tampered(store: EventStore, positions: list[int]) -> dict[int, tuple[str, .
     return found
 
 
-def _fork_point(store: EventStore, flow_id: str) -> RecordedEvent | None:
-    """The origin's event a fork was taken at (as its ``FlowForked`` names it); None if not a fork.
-
-    None too when that event is gone (the origin was pruned) or is not the
-    one forked from (its hash differs).
-    """
-    first = next(iter(store.read_flow(flow_id, to_revision=1)), None)
-    if first is None or first.type != "FlowForked":
-        return None
-    origin, revision = first.data.get("origin_flow_id"), first.data.get("origin_revision")
-    if not isinstance(origin, str) or not origin or type(revision) is not int or revision < 1:
-        return None
-    point = next(iter(store.read_flow(origin, from_revision=revision, to_revision=revision)), None)
-    if point is None or point.hash != first.data.get("origin_hash"):
-        return None
-    return point
-
-
 def _gate_entry(event: RecordedEvent, common: dict[str, Any], opening: RecordedEvent | None) -> GateEntry:
     data = event.data
     seen = opening.data if opening is not None else {}
@@ -775,37 +621,6 @@ def _time_range(store: EventStore, since: datetime | None, until: datetime | Non
     if until is not None:
         out.append(_c.recorded_at <= stored(until))
     return out
-
-
-def _by_id(store: EventStore, event_id: uuid.UUID) -> RecordedEvent | None:
-    value: Any = event_id.bytes if store.dialect == "sqlite" else event_id
-    query = sa.select(*READ_COLUMNS).where(_c.event_id == value)
-    return next(iter(store.query_events(query)), None)
-
-
-def _event_id(value: uuid.UUID | str) -> uuid.UUID:
-    if isinstance(value, uuid.UUID):
-        return value
-    parsed = _parse_id(value)
-    if parsed is None:
-        raise InvalidInput(f"not an event id (a UUID): {value!r}")
-    return parsed
-
-
-def _parse_id(value: Any) -> uuid.UUID | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
-
-
-def _text(name: str, value: Any) -> str:
-    """A non-empty ``check_text``: text both backends compare alike, else ``InvalidInput``."""
-    if isinstance(value, str) and not value:
-        raise InvalidInput(f"{name} must be a non-empty string, not ''")
-    return check_text(name, value)
 
 
 def _plain(value: Any) -> Any:

@@ -73,6 +73,13 @@ def check_text(name: str, value: Any) -> str:
     return value
 
 
+def check_nonempty_text(name: str, value: Any) -> str:
+    """A non-empty ``check_text``: text both backends compare alike, else ``InvalidInput``."""
+    if isinstance(value, str) and not value:
+        raise InvalidInput(f"{name} must be a non-empty string, not ''")
+    return check_text(name, value)
+
+
 def check_path(what: str, value: Any) -> Path:
     """``value`` as a ``Path``: a str or ``os.PathLike`` of a str, without NUL; else ``InvalidInput``.
 

@@ -282,7 +282,7 @@ def _label_colour(entry: AuditEntry) -> str | None:
 # -- --why ---------------------------------------------------------------------------
 
 
-def _resolve(store: EventStore, ref: str) -> RecordedEvent:
+def resolve_event(store: EventStore, ref: str) -> RecordedEvent:
     """An event by id, or by ``FLOW@REVISION``."""
     flow_id, at, text = ref.rpartition("@")
     revision = number_in(text, "revision") if at and flow_id else None
@@ -298,7 +298,7 @@ def _resolve(store: EventStore, ref: str) -> RecordedEvent:
 
 
 def _explain(store: EventStore, ref: str, as_json: bool) -> None:
-    event = _resolve(store, ref)
+    event = resolve_event(store, ref)
     chain = causes(store, event.event_id, limit=_CAUSES)
     ended = _chain_end(store, event, chain)
     opening = None

@@ -23,7 +23,7 @@ from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
 from ..exportfile import refuse_non_file
 from ..exporting import refuse_own_files
-from .audit import _resolve as resolve_event  # FLOW@REVISION as `audit --why` reads it
+from .audit import resolve_event  # FLOW@REVISION as `audit --why` reads it
 from .output import echo, echo_json, printable, problem_dict
 from .params import POSITION, FilePath, number_in
 
