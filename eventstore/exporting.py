@@ -29,7 +29,7 @@ from .privileged import CHUNK, chunks
 from .schema import flow_events
 from .serialization import canonical
 from .store import EventStore
-from .tombstones import flow_not_found, pruned_flows
+from .tombstones import PrunedFlows, flow_not_found, pruned_flows
 from .unfinished_import import unfinished_import
 
 
@@ -53,6 +53,9 @@ def export_events(
     nothing, for the whole log. ``FlowNotFound`` if ``flow``, or a flow
     listed in ``flows``, has no events; ``SessionNotFound`` if no flow in the store has
     ``session`` (its ``pruned`` says what retention pruned: the session may own some of it).
+    A selection across flows (a session, a time range, the whole log) cannot
+    hold the flows retention pruned: the manifest then says how many
+    (``source["pruned"]``, ``Manifest.warnings``).
     Every chain is checked on the way out: a broken one raises
     ``IntegrityViolation`` and leaves no files behind.
     An existing file at ``path`` or ``<path>.manifest.json`` is refused
@@ -97,7 +100,11 @@ def export_events(
         rows = _range_rows(store, since, until)
     else:
         selection, rows = {"kind": "all"}, _all_rows(store)
-    return _write(store, target, selection, rows, overwrite=overwrite, progress=progress)
+    pruned = None
+    if selection["kind"] in ("session", "range", "all"):  # a choice across flows: pruned ones are left out
+        with store.reading() as conn:
+            pruned = pruned_flows(conn)
+    return _write(store, target, selection, rows, overwrite=overwrite, progress=progress, pruned=pruned)
 
 
 def _flow_ids(flows: Any) -> list[str]:
@@ -143,8 +150,11 @@ def _write(
     *,
     overwrite: bool,
     progress: ProgressCallback | None,
+    pruned: PrunedFlows | None = None,
 ) -> Manifest:
     source: dict[str, Any] = {"dialect": store.dialect, "last_position": store.last_position()}
+    if pruned is not None:  # what the selection may have held but the store no longer does
+        source["pruned"] = pruned.as_dict()
     checkpoint, now = _latest_checkpoint(store), store.clock()
     noted = _noting_unfinished_import(store, rows, source)
     return write_export(path, noted, selection, source, checkpoint, now, progress, overwrite=overwrite)

@@ -76,17 +76,32 @@ class Manifest:
         return found if isinstance(found, dict) else None
 
     @property
+    def pruned(self) -> dict[str, Any] | None:
+        """What retention had pruned from the source store (``flows``, ``events``, ``archives``) when
+        a selection across flows was exported (``source["pruned"]``): none of it is in the export."""
+        found = self.source.get("pruned")
+        return found if isinstance(found, dict) else None
+
+    @property
     def warnings(self) -> tuple[str, ...]:
         """What a user of this export should know that its counts do not say."""
-        found = self.unfinished_import
-        if found is None:
-            return ()
-        return (
-            f"the source store had an unfinished import of {found.get('events_file')} (export SHA-256 "
-            f"{str(found.get('export_sha256'))[:16]}…, {found.get('events_imported')} of its "
-            f"{found.get('event_count')} events in) while this was exported: the export may lack "
-            "the rest of that import's events",
-        )
+        found, pruned, said = self.unfinished_import, self.pruned, []
+        if found is not None:
+            said.append(
+                f"the source store had an unfinished import of {found.get('events_file')} (export SHA-256 "
+                f"{str(found.get('export_sha256'))[:16]}…, {found.get('events_imported')} of its "
+                f"{found.get('event_count')} events in) while this was exported: the export may lack "
+                "the rest of that import's events"
+            )
+        if pruned is not None:
+            flows = pruned.get("flows")
+            said.append(
+                f"the source store had pruned {flows} flow{'' if flows == 1 else 's'} "
+                f"({pruned.get('events')} events) into {pruned.get('archives')} retention archive(s): "
+                "the selection may have held some of them, and none is in this export "
+                "(`eventstore archive list` names the archives)"
+            )
+        return tuple(said)
 
     def to_json(self) -> bytes:
         return orjson.dumps(self.to_dict(), option=orjson.OPT_INDENT_2) + b"\n"
