@@ -32,11 +32,20 @@ CHILD_TIMEOUT = 60.0  # a bound on a child that hangs, never a clock
 
 
 def kill_during(
-    entry: Callable[..., None], args: tuple[Any, ...], delay: float, *, after_steps: int = 0
+    entry: Callable[..., None],
+    args: tuple[Any, ...],
+    delay: float,
+    *,
+    after_steps: int = 0,
+    paced: bool = False,
 ) -> bool:
     """Run ``entry`` in a child and SIGKILL it ``delay`` s after it is ready (and, with ``after_steps``,
-    has reported that many of its steps done); True if it finished first."""
-    return _run(entry, args, delay, after_steps) is not None
+    has reported that many of its steps done); True if it finished first.
+
+    ``paced``: the child waits for a "go" before each step (``wait_for_go``), and the parent gives
+    one more than ``after_steps``: the kill lands in that step or right after it, never after
+    the child ran ahead while the parent was slow to read its messages (a loaded machine)."""
+    return _run(entry, args, delay, after_steps, paced=paced) is not None
 
 
 def operation_time(entry: Callable[..., None], args: tuple[Any, ...]) -> float:
@@ -48,21 +57,31 @@ def operation_time(entry: Callable[..., None], args: tuple[Any, ...]) -> float:
 
 
 def _run(
-    entry: Callable[..., None], args: tuple[Any, ...], delay: float, after_steps: int = 0
+    entry: Callable[..., None],
+    args: tuple[Any, ...],
+    delay: float,
+    after_steps: int = 0,
+    *,
+    paced: bool = False,
 ) -> float | None:
     """Seconds from "ready" to "done" if the child finished within ``delay`` of "ready" (of its
     ``after_steps``-th "step" message, if any), else None (killed then). A child may send "step"
-    after each part of its operation; ``after_steps`` makes the kill land part way through."""
-    reader, writer = SPAWN.Pipe(duplex=False)
-    child = SPAWN.Process(target=entry, args=(*args, writer), daemon=True)
+    after each part of its operation; ``after_steps`` makes the kill land part way through, and
+    ``paced`` gives the child a "go" for each step (``kill_during``)."""
+    reader, child_end = SPAWN.Pipe()
+    child = SPAWN.Process(target=entry, args=(*args, child_end), daemon=True)
     child.start()
-    writer.close()
+    child_end.close()
     try:
         assert reader.poll(CHILD_TIMEOUT), "the child did not get ready in time; see its stderr"
         assert reader.recv() == "ready"
         for _ in range(after_steps):
+            if paced:
+                reader.send("go")
             assert reader.poll(CHILD_TIMEOUT), "the child did not report its steps in time; see its stderr"
             assert reader.recv() == "step", "the child finished before the steps it was to report"
+        if paced:
+            reader.send("go")  # the step the kill is for; the next waits for a "go" that never comes
         ready = time.monotonic()
         while True:
             left = ready + delay - time.monotonic()
@@ -218,16 +237,23 @@ def upgrade(url: str, options: dict[str, Any], signal: Connection) -> None:
     signal.send("done")
 
 
+def wait_for_go(signal: Connection) -> None:
+    """A paced child's wait before each step (``kill_during(..., paced=True)``)."""
+    assert signal.recv() == "go"
+
+
 def saver_ops(
-    url: str, options: dict[str, Any], operation: str, threads: list[str], signal: Connection
+    url: str, options: dict[str, Any], operation: str, threads: list[str], paced: bool, signal: Connection
 ) -> None:
     """``operation`` ("copy", "delete", "prune", "runs") on each thread in turn, one call each,
-    with a "step" message after each call."""
+    with a "step" message after each call; ``paced``, each call waits for a "go"."""
     from eventstore.integrations.langgraph import EventStoreSaver
 
     with EventStoreSaver.from_url(url, **options) as saver:
         signal.send("ready")
         for thread in threads:
+            if paced:
+                wait_for_go(signal)
             if operation == "copy":
                 saver.copy_thread(thread, f"{thread}-copy")
             elif operation == "delete":

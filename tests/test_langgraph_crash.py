@@ -24,7 +24,7 @@ from .kill_workers import kill_during, operation_time
 from .test_langgraph_saver import put, tables
 
 THREADS, CHECKPOINTS = 12, 6
-KILL_WINDOW = 0.5  # of one call's measured duration, after a random number of whole calls
+KILL_WINDOW = 0.8  # of one call's measured duration, after a random number of whole calls
 
 
 def checkpoints(saver: EventStoreSaver, thread: str) -> int:
@@ -63,7 +63,7 @@ def run_killed(target: Target, operation: str, kills: int) -> None:
                     saver, thread, {"n": n}, {"n": n + 1}, parent=config, metadata={"run_id": f"run-{thread}"}
                 )
         # the same calls on as many other threads, unkilled: how long the child's calls take here
-        probe = (target.url, target.options, operation, probes)
+        probe = (target.url, target.options, operation, probes, False)
         window = operation_time(kill_workers.saver_ops, probe) / len(probes) * KILL_WINDOW
         done: list[str] = []
         cut = 0
@@ -71,13 +71,13 @@ def run_killed(target: Target, operation: str, kills: int) -> None:
             left = [t for t in threads if t not in done]
             if not left:
                 break
-            args = (target.url, target.options, operation, left)
-            # after a random number of whole calls with three or more still to come, within half a
-            # call: a kill that lands part way through the run whatever the machine's speed (a run
-            # that finished leaves nothing to kill). The window is the probe's mean call, first call
-            # included: later calls can be several times faster, so two left could both finish.
-            steps = rng.randrange(max(1, len(left) - 2))
-            cut += not kill_during(kill_workers.saver_ops, args, rng.uniform(0.0, window), after_steps=steps)
+            args = (target.url, target.options, operation, left, True)
+            # in the call after a random number of whole ones, or right after it: paced, the child
+            # waits for a "go" before each call, so it cannot run ahead of a parent slow to read its
+            # messages on a loaded machine and finish the run (which would leave nothing to kill)
+            steps = rng.randrange(max(1, len(left) - 1))
+            delay = rng.uniform(0.0, window)
+            cut += not kill_during(kill_workers.saver_ops, args, delay, after_steps=steps, paced=True)
             done = [t for t in threads if outcome(saver, operation, t)]
             assert done == threads[: len(done)], f"kill {k} ({replay}): calls done out of order {done}"
         assert cut, (
