@@ -65,7 +65,7 @@ from .schema import (
     audit_actor,
     audited,
     correlation,
-    flow_beginning,
+    first_beginning,
     flow_events,
     owner_session,
 )
@@ -370,15 +370,9 @@ def _first_start_of(session: str) -> Any:
     Session "" also holds the flows whose start names no owner (not a JSON string), as the
     flows read model files them (``flow_fold.owner_of``).
     """
-    earlier = flow_events.alias("earlier").c
     return sa.and_(
-        flow_beginning,
+        first_beginning,
         owner_session == session if session else sa.or_(owner_session == "", owner_session.is_(None)),
-        ~sa.exists().where(
-            earlier.flow_id == _c.flow_id,
-            earlier.revision < _c.revision,
-            earlier.type.in_(("FlowStarted", "FlowForked")),
-        ),
     )
 
 

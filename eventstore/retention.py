@@ -69,6 +69,7 @@ from .schema import (
 )
 from .sqljson import JsonText
 from .store import EventStore, Transaction
+from .tombstones import tombstone_owners
 from .unfinished_import import refuse_during_import
 
 __all__ = [  # legal holds live in legal_holds.py; their names stay importable from here
@@ -552,6 +553,7 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
             else:
                 outcome.skipped.append(segment.flow_id)
         outcome.pruned = [segment.flow_id for segment in segments]
+        owners = tombstone_owners(conn, outcome.pruned)  # read before the events that name them go
         outcome.events = delete_flows(conn, outcome.pruned)
         expected = sum(segment.events for segment in segments)
         if outcome.events != expected:
@@ -571,6 +573,7 @@ def _prune(store: EventStore, archive_id: str, manifest: Manifest, pruners: Sequ
                         "archive_id": archive_id,
                         "archive_sha256": manifest.sha256,
                         "pruned_at": now,
+                        "owner_session_key": owners.get(segment.flow_id),
                     }
                     for segment in segments
                 ],

@@ -122,6 +122,17 @@ owner_session = sa.func.coalesce(
 """The owner session of a flow, on its first event (``FlowStarted``, or a ``FlowForked`` copy), when
 it is a JSON string: a key of another JSON type names no session, on both backends (migration 0012)."""
 flow_beginning = _one_of("FlowStarted", "FlowForked")
+_earlier = flow_events.alias("earlier").c
+first_beginning = sa.and_(
+    flow_beginning,
+    ~sa.exists().where(
+        _earlier.flow_id == _e.flow_id,
+        _earlier.revision < _e.revision,
+        _earlier.type.in_(("FlowStarted", "FlowForked")),
+    ),
+)
+"""Rows that are their flow's first ``FlowStarted`` or ``FlowForked``: the one whose
+``owner_session`` owns the flow (``audit.session_flows``, the tombstone retention writes)."""
 
 
 def _partial(name: str, *expressions: Any, where: Any) -> sa.Index:
@@ -250,12 +261,17 @@ flow_tombstones = sa.Table(
     sa.Column("archive_id", ArchiveId, nullable=False),
     sa.Column("archive_sha256", sa.String(64), nullable=False),
     sa.Column("pruned_at", sa.String(27), nullable=False),
+    sa.Column("owner_session_key", sa.Text, nullable=True),
+    sa.Index("ix_flow_tombstones_owner", "owner_session_key"),
 )
 """What is left of a pruned flow: enough for ``verify`` to account for it and
 for its archive to be found and checked. While it stands, a trigger (migrations
 0005 and 0014) refuses every insert into the flow, at any revision, unless it
 is the pruned event itself (a restore): the id stays taken, and a flow a
-restore has put only partly back takes no append."""
+restore has put only partly back takes no append. ``owner_session_key`` is the
+session that owned the flow (``owner_session`` of its first start, "" for none;
+migration 0019), so a session's questions count its own pruned flows; null on
+tombstones from before 0019, whose owner is unknown."""
 
 pruned_events = sa.Table(
     "pruned_events",

@@ -10,13 +10,15 @@ part that is back, and ``stats`` and the CLI's ``history`` say it is a part.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from .errors import FlowArchived, FlowNotFound, command_line
 from .graph_flows import thread_hint, thread_not_a_flow
-from .schema import flow_events, flow_tombstones
+from .privileged import chunks
+from .schema import first_beginning, flow_events, flow_tombstones, owner_session
 from .store import EventStore
 
 
@@ -119,3 +121,16 @@ def pruned_flows(conn: sa.Connection) -> PrunedFlows | None:
     )
     flows, events, archives = conn.execute(query).one()
     return PrunedFlows(int(flows), int(events), int(archives)) if flows else None
+
+
+def tombstone_owners(conn: sa.Connection, flow_ids: Sequence[str]) -> dict[str, str]:
+    """The session owning each of ``flow_ids`` that has a first start, as ``audit.session_flows``
+    has it ("" for a start that names none), for its tombstone: read before its events go."""
+    e = flow_events.c
+    owners: dict[str, str] = {}
+    for chunk in chunks(flow_ids):
+        query = sa.select(e.flow_id, sa.func.coalesce(owner_session, "")).where(
+            e.flow_id.in_(chunk), first_beginning
+        )
+        owners.update((flow_id, owner) for flow_id, owner in conn.execute(query))
+    return owners
