@@ -258,10 +258,11 @@ class AuditTrail(Iterator[AuditEntry]):
     """The entries ``audit_trail`` found, streamed, and what it could not search.
 
     ``pruned`` is set when the trail is across flows (not one ``flow_id``)
-    and retention has pruned flows: their events are in archives, not
-    searched, and the store keeps no session or actor of a pruned flow, so
-    any of them may belong in the trail (``PrunedFlows.note`` says how to
-    restore them). None when nothing was left out.
+    and retention has pruned flows that may belong in it: their events are in
+    archives, not searched (``PrunedFlows.note`` says how to restore them).
+    For a ``session``, the flows it owned and those whose owner is unknown
+    (pruned before migration 0019); else every pruned flow, as the store
+    keeps no actor or data of one. None when nothing was left out.
     """
 
     __slots__ = ("_entries", "pruned")
@@ -297,8 +298,9 @@ def audit_trail(
     event types; ``since`` and ``until``
     (timezone-aware) bound the time the events were recorded. An unknown
     flow raises ``FlowNotFound``, a session with no flows ``SessionNotFound``
-    (unless retention pruned flows: it may own some, and the trail is empty,
-    with ``pruned`` saying so). Checked at the call, before iterating.
+    (unless retention pruned flows it owned, or flows whose owner the store
+    did not record, before migration 0019: the trail is then empty, with
+    ``pruned`` saying so). Checked at the call, before iterating.
     Each entry is checked against its row's hashes (``AuditEntry.tampered``).
     """
     wanted = _audit_types(types)
@@ -314,14 +316,13 @@ def audit_trail(
             raise flow_not_found(store, flow_id)
         conditions.append(_c.flow_id == flow_id)
         hold_conditions.append(held == flow_id)
+    flows = None if session is None else session_flows(store, session)
     pruned = None
-    if flow_id is None:  # a trail across flows cannot search the pruned ones
+    if flow_id is None:  # a trail across flows cannot search the pruned ones (the session's, if scoped)
         with store.reading() as conn:
-            pruned = pruned_flows(conn)
-    flows = None
-    if session is not None:
-        flows = session_flows(store, session)
-        if not flows and pruned is None:
+            pruned = pruned_flows(conn, session=session)
+    if session is not None and flows is not None:
+        if not flows and pruned is None:  # none live, none pruned, none pruned of unknown owner
             raise SessionNotFound(session)
         if len(flows) > _MERGED_FLOWS:
             conditions.append(_c.flow_id.in_(_session_subquery(session)))

@@ -292,9 +292,10 @@ class StepNotFound(EventStoreError, LookupError):
 class SessionNotFound(EventStoreError, LookupError):
     """No flow in the store has this owner session key.
 
-    ``.pruned`` is what retention pruned (``PrunedFlows``), None if nothing:
-    the session may own some of those flows, as the store keeps no owner of a
-    pruned flow, so the message then says so and how to restore them.
+    ``.pruned`` is what retention pruned of the session's flows (``PrunedFlows``), with the
+    flows pruned before migration 0019, whose owner is unknown (the session may own some of
+    those); None if neither: then the session is unknown. The message says which, and how
+    to restore them.
     """
 
     def __init__(self, session_key: str, *, pruned: PrunedFlows | None = None) -> None:

@@ -52,10 +52,12 @@ def export_events(
     range ``since <= recorded_at < until`` (either bound may be left out);
     nothing, for the whole log. ``FlowNotFound`` if ``flow``, or a flow
     listed in ``flows``, has no events; ``SessionNotFound`` if no flow in the store has
-    ``session`` (its ``pruned`` says what retention pruned: the session may own some of it).
+    ``session`` (its ``pruned`` says what retention pruned of the session's, and of flows
+    whose owner is unknown, pruned before migration 0019: the session may own some of those).
     A selection across flows (a session, a time range, the whole log) cannot
     hold the flows retention pruned: the manifest then says how many
-    (``source["pruned"]``, ``Manifest.warnings``).
+    (``source["pruned"]``, ``Manifest.warnings``): of a session, those it owned and those of
+    unknown owner.
     Every chain is checked on the way out: a broken one raises
     ``IntegrityViolation`` and leaves no files behind.
     An existing file at ``path`` or ``<path>.manifest.json`` is refused
@@ -88,8 +90,8 @@ def export_events(
     elif session is not None:
         owned = sorted(session_flows(store, session))
         if not owned:  # as audit_trail: a mistyped key is not an empty export
-            with store.reading() as conn:  # the session may own pruned flows: the error says so
-                raise SessionNotFound(session, pruned=pruned_flows(conn))
+            with store.reading() as conn:  # a session whose flows were all pruned: the error says so
+                raise SessionNotFound(session, pruned=pruned_flows(conn, session=session))
         selection, rows = {"kind": "session", "session": session}, _flow_rows(store, owned)
     elif since is not None or until is not None:
         selection = {
@@ -102,8 +104,8 @@ def export_events(
         selection, rows = {"kind": "all"}, _all_rows(store)
     pruned = None
     if selection["kind"] in ("session", "range", "all"):  # a choice across flows: pruned ones are left out
-        with store.reading() as conn:
-            pruned = pruned_flows(conn)
+        with store.reading() as conn:  # of a session, those it owned and those of unknown owner
+            pruned = pruned_flows(conn, session=session)
     return _write(store, target, selection, rows, overwrite=overwrite, progress=progress, pruned=pruned)
 
 

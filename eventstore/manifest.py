@@ -78,7 +78,9 @@ class Manifest:
     @property
     def pruned(self) -> dict[str, Any] | None:
         """What retention had pruned from the source store (``flows``, ``events``, ``archives``) when
-        a selection across flows was exported (``source["pruned"]``): none of it is in the export."""
+        a selection across flows was exported (``source["pruned"]``): none of it is in the export.
+        Of a session's export, the flows the session owned and the ``unknown_owner`` of them whose
+        owner the store did not record (pruned before migration 0019), with the ``session``."""
         found = self.source.get("pruned")
         return found if isinstance(found, dict) else None
 
@@ -98,8 +100,7 @@ class Manifest:
             said.append(
                 f"the source store had pruned {flows} flow{'' if flows == 1 else 's'} "
                 f"({pruned.get('events')} events) into {pruned.get('archives')} retention archive(s): "
-                "the selection may have held some of them, and none is in this export "
-                "(`eventstore archive list` names the archives)"
+                f"{_held(pruned)}, and none is in this export (`eventstore archive list` names the archives)"
             )
         return tuple(said)
 
@@ -210,6 +211,20 @@ _SELECTION_KEYS = {
     "range": {"kind", "since", "until"},
 }
 """The members of each kind of ``selection`` an export writes (docs/exchange.md, the manifest)."""
+
+
+def _held(pruned: dict[str, Any]) -> str:
+    """Whether the selection held the pruned flows ``source["pruned"]`` counts: a session's it owned
+    did; those of unknown owner may have (a manifest read from a file: any member may be odd)."""
+    session, unknown = pruned.get("session"), pruned.get("unknown_owner")
+    if not isinstance(session, str) or not isinstance(unknown, int):
+        return "the selection may have held some of them"
+    flows = pruned.get("flows")
+    owned = flows - unknown if isinstance(flows, int) else 0
+    said = [f"owned {owned}"] if owned > 0 else []
+    if unknown > 0:
+        said.append(f"may have owned some of the {unknown} pruned before the store recorded their owners")
+    return f"session {session!r} {' and '.join(said)}" if said else "the selection may have held some of them"
 
 
 def _selection(value: Any, flows: tuple[FlowSegment, ...]) -> dict[str, Any]:

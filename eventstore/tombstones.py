@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -87,40 +88,81 @@ def partly_restored(conn: sa.Connection, flow_id: str | None = None) -> tuple[Pa
 class PrunedFlows:
     """What retention pruned and no restore has put back: ``flows`` flows, ``events`` events, in
     ``archives`` archives. A question asked across flows (a session's, an actor's, a request's, the
-    whole store's) cannot search them: the store keeps no session, actor or data of a pruned flow."""
+    whole store's) cannot search them.
+
+    For a question of one ``session`` they are the flows its tombstones name it the owner of, and
+    the ``unknown_owner`` of them whose tombstones name no owner (written before migration 0019):
+    the session may own some of those. For any other question, every pruned flow (``session`` None):
+    the store keeps no actor or data of a pruned flow."""
 
     flows: int
     events: int
     archives: int
+    session: str | None = None
+    unknown_owner: int = 0
 
     def note(self) -> str:
         """What an answer across flows did not search, and how to bring it back."""
-        flows = f"{self.flows:,} flow{'' if self.flows == 1 else 's'}"
+        flows = _flows(self.flows)
         archives = f"{self.archives:,} archive{'' if self.archives == 1 else 's'}"
-        return (
-            f"{flows} ({self.events:,} events) pruned by retention into {archives} "
-            f"{'was' if self.flows == 1 else 'were'} not searched "
-            f"(the store keeps no session, actor or data of a pruned flow): `eventstore archive list` "
-            "names the archives, `eventstore archive restore ARCHIVE` puts one back"
+        restore = (
+            "`eventstore archive list` names the archives, `eventstore archive restore ARCHIVE` puts one back"
         )
+        if self.session is None:
+            return (
+                f"{flows} ({self.events:,} events) pruned by retention into {archives} "
+                f"{'was' if self.flows == 1 else 'were'} not searched "
+                f"(the store keeps no actor or data of a pruned flow): {restore}"
+            )
+        owned, unknown, whole = self.flows - self.unknown_owner, self.unknown_owner, f"{self.events:,} events"
+        if not unknown:
+            said = f"owns {flows} ({whole}) pruned by retention into {archives}"
+        elif not owned:
+            said = (
+                f"may own some of the {flows} ({whole}) pruned by retention into {archives} "
+                "before the store recorded their owners"
+            )
+        else:
+            said = (
+                f"owns {_flows(owned)} pruned by retention and may own some of the {_flows(unknown)} "
+                f"pruned before the store recorded their owners: {flows} ({whole}) in {archives}"
+            )
+        return f"session {self.session!r} {said}, not searched; {restore}"
 
-    def as_dict(self) -> dict[str, int]:
-        return {"flows": self.flows, "events": self.events, "archives": self.archives}
+    def as_dict(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {"flows": self.flows, "events": self.events, "archives": self.archives}
+        if self.session is not None:
+            counts |= {"session": self.session, "unknown_owner": self.unknown_owner}
+        return counts
 
 
-def pruned_flows(conn: sa.Connection) -> PrunedFlows | None:
+def _flows(count: int) -> str:
+    return f"{count:,} flow{'' if count == 1 else 's'}"
+
+
+def pruned_flows(conn: sa.Connection, *, session: str | None = None) -> PrunedFlows | None:
     """The flows retention pruned (their tombstones), None if there are none: one aggregate query.
 
+    With ``session``, only those it owned and those whose owner is unknown (tombstones from
+    before migration 0019, null): None if neither, so an unknown session is an error again.
     A flow a restore cut short counts whole: its tombstone stands until the restore finishes.
     """
     t = flow_tombstones.c
+    unknown = t.owner_session_key.is_(None)
     query = sa.select(
         sa.func.count(),
         sa.func.coalesce(sa.func.sum(t.last_revision), 0),
         sa.func.count(t.archive_id.distinct()),
+        sa.func.coalesce(sa.func.sum(sa.case((unknown, 1), else_=0)), 0),
     )
-    flows, events, archives = conn.execute(query).one()
-    return PrunedFlows(int(flows), int(events), int(archives)) if flows else None
+    if session is not None:
+        query = query.where(sa.or_(t.owner_session_key == session, unknown))
+    flows, events, archives, unknown_owner = conn.execute(query).one()
+    if not flows:
+        return None
+    return PrunedFlows(
+        int(flows), int(events), int(archives), session, int(unknown_owner) if session is not None else 0
+    )
 
 
 def tombstone_owners(conn: sa.Connection, flow_ids: Sequence[str]) -> dict[str, str]:

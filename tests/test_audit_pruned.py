@@ -51,10 +51,11 @@ def cli(target: Target, *args: str, code: int = 0) -> Result:
 
 
 class TestLibrary:
-    def test_a_session_that_may_own_pruned_flows_is_not_called_unknown(self, pruned: EventStore) -> None:
+    def test_a_session_whose_flows_were_all_pruned_is_not_called_unknown(self, pruned: EventStore) -> None:
         trail = audit_trail(pruned, session="sess-Z")
         assert list(trail) == []
         assert trail.pruned is not None and (trail.pruned.flows, trail.pruned.events) == (1, 5)
+        assert trail.pruned.session == "sess-Z" and trail.pruned.unknown_owner == 0
 
     def test_an_actor_trail_says_the_pruned_flows_were_not_searched(self, pruned: EventStore) -> None:
         trail = audit_trail(pruned, actor="human:kim")
@@ -73,7 +74,7 @@ class TestLibrary:
     def test_exporting_a_session_of_only_pruned_flows_says_why_it_is_empty(
         self, pruned: EventStore, tmp_path: Path
     ) -> None:
-        with pytest.raises(SessionNotFound, match=r"1 flow .* was not searched") as caught:
+        with pytest.raises(SessionNotFound, match=r"session 'sess-Z' owns 1 flow .* not searched") as caught:
             export_events(pruned, tmp_path / "out.jsonl", session="sess-Z")
         assert caught.value.pruned is not None and caught.value.pruned.flows == 1
         assert not (tmp_path / "out.jsonl").exists()
@@ -84,13 +85,11 @@ class TestLibrary:
 
 
 class TestCommands:
-    def test_audit_of_a_session_says_its_flows_may_be_pruned(
-        self, pruned: EventStore, target: Target
-    ) -> None:
+    def test_audit_of_a_session_says_its_flows_were_pruned(self, pruned: EventStore, target: Target) -> None:
         result = cli(target, "audit", "--session", "sess-Z")
         assert "error" not in result.output
         assert "0 entries" in result.stderr
-        assert "note: 1 flow (5 events) pruned by retention" in result.stderr
+        assert "note: session 'sess-Z' owns 1 flow (5 events) pruned by retention" in result.stderr
         assert "eventstore archive restore ARCHIVE" in result.stderr
 
     def test_audit_of_an_actor_says_what_it_did_not_search(self, pruned: EventStore, target: Target) -> None:
@@ -105,19 +104,20 @@ class TestCommands:
         assert [line["kind"] for line in lines] == ["decision", "pruned"]
         assert (lines[-1]["flows"], lines[-1]["events"], lines[-1]["archives"]) == (1, 5, 1)
 
-    def test_flows_of_a_session_says_its_flows_may_be_pruned(
-        self, pruned: EventStore, target: Target
-    ) -> None:
+    def test_flows_of_a_session_says_its_flows_were_pruned(self, pruned: EventStore, target: Target) -> None:
         result = cli(target, "flows", "--session", "sess-Z")
-        assert "0 flow(s)" in result.stdout and "note: 1 flow" in result.stderr
+        assert "0 flow(s)" in result.stdout and "note: session 'sess-Z' owns 1 flow" in result.stderr
         listed = orjson.loads(cli(target, "flows", "--session", "sess-Z", "--json").stdout)
-        assert listed["total"] == 0 and listed["pruned"] == {"flows": 1, "events": 5, "archives": 1}
+        own = {"flows": 1, "events": 5, "archives": 1, "session": "sess-Z", "unknown_owner": 0}
+        assert listed["total"] == 0 and listed["pruned"] == own
 
     def test_export_of_a_session_of_pruned_flows_fails_saying_why(
         self, pruned: EventStore, target: Target, tmp_path: Path
     ) -> None:
         result = cli(target, "export", str(tmp_path / "out.jsonl"), "--session", "sess-Z", code=1)
-        assert "no flow of session 'sess-Z' is in the store, but 1 flow" in result.stderr
+        assert (
+            "no flow of session 'sess-Z' is in the store, but session 'sess-Z' owns 1 flow" in result.stderr
+        )
         assert "Traceback" not in result.output
 
     def test_stats_show_the_pruned_flows(self, pruned: EventStore, target: Target) -> None:

@@ -24,15 +24,27 @@ def test_a_whole_store_export_says_what_retention_pruned(pruned: EventStore, tmp
     assert verify_export(tmp_path / "all.jsonl").manifest.pruned == manifest.pruned  # as written
 
 
-def test_a_session_export_says_so_too_and_an_import_passes_it_on(
+def test_a_session_export_counts_its_own_and_an_import_passes_it_on(
+    pruned: EventStore,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    with pruned.transaction() as tx:  # z1 as pruned before migration 0019: any session may have owned it
+        tx.connection.exec_driver_sql("UPDATE flow_tombstones SET owner_session_key = NULL")
+    manifest = export_events(pruned, tmp_path / "sess.jsonl", session="sess-L")
+    assert manifest.pruned is not None and manifest.pruned["unknown_owner"] == 1
+    said = f"{LEFT_OUT}: session 'sess-L' may have owned some of the 1 pruned before the store recorded"
+    assert any(warning.startswith(said) for warning in manifest.warnings)
+    with EventStore.open(f"sqlite:///{tmp_path / 'copy.db'}") as copy:
+        report = import_events(copy, tmp_path / "sess.jsonl")
+    assert any(warning.startswith(said) for warning in report.warnings)
+
+
+def test_a_session_export_of_a_session_without_pruned_flows_has_no_such_warning(
     pruned: EventStore,  # noqa: F811
     tmp_path: Path,
 ) -> None:
     manifest = export_events(pruned, tmp_path / "sess.jsonl", session="sess-L")
-    assert any(warning.startswith(LEFT_OUT) for warning in manifest.warnings)
-    with EventStore.open(f"sqlite:///{tmp_path / 'copy.db'}") as copy:
-        report = import_events(copy, tmp_path / "sess.jsonl")
-    assert any(warning.startswith(LEFT_OUT) for warning in report.warnings)
+    assert manifest.pruned is None and manifest.warnings == ()
 
 
 def test_a_flow_export_has_no_such_warning(pruned: EventStore, tmp_path: Path) -> None:  # noqa: F811

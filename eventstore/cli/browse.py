@@ -69,8 +69,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         "--owner",
         "session",
         help=(
-            "Only flows of this owner session (a session no flow has is an error, as in `audit`, unless "
-            "retention pruned flows: the store keeps no owner of those, so it says how many it did not list)."
+            "Only flows of this owner session (a session no flow has is an error, as in `audit`; one "
+            "whose flows retention pruned says how many it did not list)."
         ),
     )
     @click.option("--offset", type=POSITION, default=0, show_default=True, help="Skip this many.")
@@ -94,8 +94,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             page = queries.flows(owner=owner, status=status, offset=offset, limit=limit)
             pruned = None
             if session is not None:
-                with store.reading() as conn:
-                    pruned = pruned_flows(conn)  # their owners are not kept: some may be the session's
+                with store.reading() as conn:  # its own pruned flows, and those of unknown owner
+                    pruned = pruned_flows(conn, session=owner)
                 if page.total == 0 and pruned is None:
                     queries.session(session)  # an unknown session is an error, as in `audit --session`
         if as_json:
