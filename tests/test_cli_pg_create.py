@@ -47,7 +47,7 @@ def test_import_creates_the_store_in_an_empty_schema_only_from_a_file_that_verif
     assert schema_revision(pg_target) is None  # nothing made from a file that does not verify
     export.write_bytes(sound)
     code, out = invoke(pg_target, "import", str(export))
-    assert code == 0 and "imported 1 events of 1 flows" in out, out
+    assert code == 0 and "imported 1 event of 1 flow" in out, out
     assert invoke(pg_target, "show", "f")[0] == 0
 
 

@@ -351,7 +351,7 @@ def test_an_imported_langgraph_thread_reaches_the_savers_read_model(target: Targ
         with target.open(projections=[InlineDecisions()]):
             pass
         out = run(target, "import", path)
-        assert "imported 1 events of 1 flows" in out
+        assert "imported 1 event of 1 flow" in out
         assert "note: projection 'inline_decisions' was not updated" in out
         found = saver.get_tuple(stored)
         assert found is not None and found.checkpoint["channel_values"] == {"n": 42}

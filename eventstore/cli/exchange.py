@@ -147,10 +147,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 }
             )
             return
-        echo(
-            f"exported {manifest.event_count:,} events of {len(manifest.flows):,} flows to {path}\n"
-            f"manifest {manifest.path} (sha256 {manifest.sha256[:16]}…)"
-        )
+        events, flows = counted(manifest.event_count, "event"), counted(len(manifest.flows), "flow")
+        echo(f"exported {events} of {flows} to {path}")
+        echo(f"manifest {manifest.path} (sha256 {manifest.sha256[:16]}…)")
 
     @main.command("import")
     @click.argument("path", type=FilePath())
@@ -184,7 +183,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         where = (
             f" (positions {report.first_position}-{report.last_position})" if report.events_imported else ""
         )
-        echo(f"imported {report.events_imported:,} events of {len(report.flows_imported):,} flows{where}")
+        events, flows = counted(report.events_imported, "event"), counted(len(report.flows_imported), "flow")
+        echo(f"imported {events} of {flows}{where}")
         if report.events_skipped:
             echo(f"{report.events_skipped:,} events were here already")
         for name in behind:
