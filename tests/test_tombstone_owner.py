@@ -4,7 +4,7 @@ counts its own pruned flows, and a mistyped session is unknown again on a store 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,9 +18,7 @@ from eventstore.retention import list_archives, restore, run_retention
 from projections import FlowProjection, FlowService
 
 from .conftest import Target
-from .test_audit_pruned import cli
-
-T0 = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+from .test_audit_pruned import T0, cli
 
 
 @pytest.fixture
