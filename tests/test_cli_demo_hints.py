@@ -53,3 +53,12 @@ def test_the_demo_audit_names_who_opened_each_gate(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert " by -" not in result.output and "GATE        -" not in result.output
     assert "opened at r 1@10 by agent:refund-bot" in result.output
+
+
+def test_a_password_given_as_a_url_parameter_is_never_shown_either(pg_target: Target) -> None:
+    schema = pg_target.options["schema"]
+    separator = "&" if "?" in pg_target.url else "?"
+    out = demo("--url", f"{pg_target.url}{separator}password=s3cret", "--schema", schema)
+    assert "s3cret" not in out
+    assert hints(out)[0][:5] == ["eventstore", "--url", pg_target.url, "--schema", schema]
+    assert "password is left out" in out

@@ -31,14 +31,18 @@ def store_options(ctx: click.Context) -> tuple[list[str], bool]:
     hidden = False
     if ctx.find_root().get_parameter_source("url") is not ParameterSource.DEFAULT:
         url = sa.make_url(ctx.obj["url"])
-        hidden = url.password is not None
-        without = sa.URL.create(
-            url.drivername, url.username, None, url.host, url.port, url.database, url.query
-        )
+        without = _without_password(url)
+        hidden = without != url
         words += ["--url", without.render_as_string(hide_password=False)]
     if "schema" in ctx.obj["options"]:
         words += ["--schema", ctx.obj["options"]["schema"]]
     return words, hidden
+
+
+def _without_password(url: sa.URL) -> sa.URL:
+    """``url`` with no password: neither its own nor libpq's ``password`` query parameter."""
+    without = sa.URL.create(url.drivername, url.username, None, url.host, url.port, url.database, url.query)
+    return without.difference_update_query(["password"])  # URL.set(password=None) would keep it
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
@@ -58,7 +62,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         with open_store(ctx) as store, errors():
             session = f"session-{flow_id}"
             record_refund_flow(store, flow_id, session=session)
-            shown_url = sa.make_url(ctx.obj["url"]).render_as_string(hide_password=True)
+            shown_url = _without_password(sa.make_url(ctx.obj["url"])).render_as_string(hide_password=False)
             click.echo(f"recorded flow {flow_id} in {shown_url}\n")
             for event in store.read_flow(flow_id):
                 actor = event.metadata.get("actor", "-")
