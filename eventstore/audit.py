@@ -344,13 +344,15 @@ def audit_trail(
         streams.append(paged(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
     if wanted:
         base = sa.select().where(*conditions, *scope)
-        # limited after _graph_kept, not in SQL: a LangGraph task's writes give zero to three entries
         if flows is None:
-            streams.append(paged(store, base, after_position, None))
+            streams.append(_limit_first(store, base, after_position, limit))
         else:
-            streams += [paged(store, base.where(_c.flow_id == flow), after_position, None) for flow in flows]
+            streams += [
+                _limit_first(store, base.where(_c.flow_id == flow), after_position, limit) for flow in flows
+            ]
     merged = heapq.merge(*streams, key=lambda event: event.position)
-    return AuditTrail(_graph_kept(_entries(store, merged), [*wanted, *holds], actor, limit), pruned)
+    batch = _CHECKED if limit is None else max(1, min(_CHECKED, limit))
+    return AuditTrail(_graph_kept(_entries(store, merged, batch), [*wanted, *holds], actor, limit), pruned)
 
 
 def session_flows(store: EventStore, session: str) -> list[str]:
@@ -436,8 +438,24 @@ def entry_from_event(
 # -- internals -----------------------------------------------------------------------
 
 
-def _entries(store: EventStore, events: Iterator[RecordedEvent]) -> Iterator[AuditEntry]:
-    while page := list(itertools.islice(events, _CHECKED)):
+def _limit_first(
+    store: EventStore, base: sa.Select[Any], after: int, limit: int | None
+) -> Iterator[RecordedEvent]:
+    """The events ``base`` selects, the first ``limit`` in one short read, the rest only if asked for.
+
+    A LangGraph task's writes give zero to three entries, so ``limit`` rows may not be ``limit``
+    entries; most trails need no more, and a merged stream is read no further than it is used."""
+    last, read = after, 0
+    for event in paged(store, base, after, limit):
+        last, read = event.position, read + 1
+        yield event
+    if limit and read == limit:
+        yield from paged(store, base, last, None)
+
+
+def _entries(store: EventStore, events: Iterator[RecordedEvent], batch: int) -> Iterator[AuditEntry]:
+    """Each event's entries, its row checked against its hashes ``batch`` events at a time."""
+    while page := list(itertools.islice(events, batch)):
         tampered = _tampered(store, [event.position for event in page])
         for event in page:
             opening = None
