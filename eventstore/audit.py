@@ -32,7 +32,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, ClassVar
@@ -262,14 +262,25 @@ class AuditTrail(Iterator[AuditEntry]):
     archives, not searched (``PrunedFlows.note`` says how to restore them).
     For a ``session``, the flows it owned and those whose owner is unknown
     (pruned before migration 0019); else every pruned flow, as the store
-    keeps no actor or data of one. None when nothing was left out.
+    keeps no actor or data of one. None when nothing was left out. Counted
+    when first asked for (a trail across every flow counts every tombstone),
+    except for a session, which needs it at once.
     """
 
-    __slots__ = ("_entries", "pruned")
+    __slots__ = ("_count", "_entries", "_pruned")
 
-    def __init__(self, entries: Iterator[AuditEntry], pruned: PrunedFlows | None) -> None:
+    def __init__(
+        self, entries: Iterator[AuditEntry], pruned: PrunedFlows | Callable[[], PrunedFlows | None] | None
+    ) -> None:
         self._entries = entries
-        self.pruned = pruned
+        self._count = pruned if callable(pruned) else None
+        self._pruned = None if callable(pruned) else pruned
+
+    @property
+    def pruned(self) -> PrunedFlows | None:
+        if self._count is not None:
+            self._pruned, self._count = self._count(), None
+        return self._pruned
 
     def __next__(self) -> AuditEntry:
         return next(self._entries)
@@ -317,10 +328,15 @@ def audit_trail(
         conditions.append(_c.flow_id == flow_id)
         hold_conditions.append(held == flow_id)
     flows = None if session is None else session_flows(store, session)
-    pruned = None
-    if flow_id is None:  # a trail across flows cannot search the pruned ones (the session's, if scoped)
+
+    def count_pruned() -> PrunedFlows | None:
         with store.reading() as conn:
-            pruned = pruned_flows(conn, session=session)
+            return pruned_flows(conn, session=session)
+
+    # a trail across flows cannot search the pruned ones (the session's, if scoped)
+    pruned: PrunedFlows | Callable[[], PrunedFlows | None] | None = None
+    if flow_id is None:
+        pruned = count_pruned() if session is not None else count_pruned
     if session is not None and flows is not None:
         if not flows and pruned is None:  # none live, none pruned, none pruned of unknown owner
             raise SessionNotFound(session)
