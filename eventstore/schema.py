@@ -125,14 +125,21 @@ flow_beginning = _one_of("FlowStarted", "FlowForked")
 _earlier = flow_events.alias("earlier").c
 first_beginning = sa.and_(
     flow_beginning,
-    ~sa.exists().where(
-        _earlier.flow_id == _e.flow_id,
-        _earlier.revision < _e.revision,
-        _earlier.type.in_(("FlowStarted", "FlowForked")),
+    sa.or_(
+        _e.revision == 1,
+        ~sa.exists().where(
+            _earlier.flow_id == _e.flow_id,
+            _earlier.revision < _e.revision,
+            _earlier.type.in_(("FlowStarted", "FlowForked")),
+        ),
     ),
 )
 """Rows that are their flow's first ``FlowStarted`` or ``FlowForked``: the one whose
-``owner_session`` owns the flow (``audit.session_flows``, the tombstone retention writes)."""
+``owner_session`` owns the flow (``audit.session_flows``, the tombstone retention writes).
+
+A flow's first event needs no look back: the ``OR`` also keeps PostgreSQL from planning the
+look back as a hash of every flow's beginnings, whose time grew with the store (35 ms for a
+session of 10 flows among 10,526)."""
 
 
 def _partial(name: str, *expressions: Any, where: Any) -> sa.Index:

@@ -199,6 +199,20 @@ def approved_in_forks(store: EventStore) -> None:
         )
 
 
+def test_a_flow_belongs_to_the_session_of_its_first_start_wherever_that_is(target: Target) -> None:
+    """Only a writer bypassing FlowService logs a start after other events, or a second start."""
+    with target.open() as store:
+        start = {"controller_id": "c", "goal": "g"}
+        store.append(
+            "late", [NewEvent("Noted", {}), NewEvent("FlowStarted", {**start, "owner_session_key": "s"})]
+        )
+        store.append("late", [NewEvent("FlowStarted", {**start, "owner_session_key": "t"})])
+        store.append("first", [NewEvent("FlowStarted", {**start, "owner_session_key": "t"})])
+        store.append("first", [NewEvent("FlowStarted", {**start, "owner_session_key": "s"})])
+        assert session_flows(store, "s") == ["late"]
+        assert session_flows(store, "t") == ["first"]
+
+
 def test_a_session_key_that_is_not_a_string_names_no_session_on_every_backend(target: Target) -> None:
     """Only a writer bypassing FlowService logs one; SQLite and PostgreSQL read it the same way."""
     with target.open() as store:
