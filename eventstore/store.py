@@ -57,6 +57,7 @@ from .projection import FusedWrite, InlineProjection
 from .retry import RACE_BUDGET, Backoff
 from .schema import READ_COLUMNS, flow_events
 from .sqljson import one_of
+from .statements import compiled_sql
 from .transaction import Transaction as Transaction
 from .transaction import _recorded_rows
 from .unfinished_import import read_unfinished
@@ -750,27 +751,22 @@ def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
     """Run a page query on the driver cursor: the log's columns need no SQLAlchemy result processing.
 
     SQLAlchemy's per-row result machinery cost as much as decoding the events.
-    The statement is compiled by SQLAlchemy; driver errors are wrapped as
-    SQLAlchemy wraps them, for the store to translate.
+    The statement is compiled by SQLAlchemy, once per shape (``statements``); driver errors are
+    wrapped as SQLAlchemy wraps them, for the store to translate.
     """
-    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    params: Any = (
-        tuple(compiled.params[name] for name in compiled.positiontup or ())
-        if compiled.positional
-        else compiled.params
-    )
+    sql, params = compiled_sql(conn.dialect, query)
     raw: Any = conn.connection.dbapi_connection
     cursor = None
     try:
         cursor = raw.cursor()
-        cursor.execute(compiled.string, params)
+        cursor.execute(sql, params)
         return list(cursor.fetchall())
     except (conn.dialect.loaded_dbapi.Error, OverflowError, UnicodeEncodeError) as exc:
         error = unmasked(exc)  # sqlite3's error binding a value, hidden behind an earlier statement's
         refused = refused_value(error)
         if refused is not None:
             raise refused from error
-        raise driver_error(conn, error, compiled.string, params, cursor) from error
+        raise driver_error(conn, error, sql, params, cursor) from error
     finally:
         if cursor is not None:
             cursor.close()
