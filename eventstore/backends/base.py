@@ -25,6 +25,7 @@ from ..errors import (
     InvalidInput,
     RevisionMismatch,
     StorageError,
+    StoreBusy,
 )
 from ..events import ANY, AppendResult, ExpectedRevision, FoldInput, RecordedEvent
 from ..integrity import StoredRow, chain_hash
@@ -499,10 +500,17 @@ class Backend:
     def translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
         return StorageError(f"database error: {exc.orig if hasattr(exc, 'orig') else exc}")
 
-    def lost(self, exc: sa.exc.SQLAlchemyError, message: str) -> Exception | None:
-        """``ConnectionLost`` if SQLAlchemy found the connection dead."""
+    def connection_error(self, exc: sa.exc.SQLAlchemyError, message: str) -> Exception | None:
+        """``ConnectionLost`` if SQLAlchemy found the connection dead; ``StoreBusy`` if no
+        connection of the store's pool came free in time (its own message is no database's)."""
         if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
             return ConnectionLost(f"the database connection was lost: {message}")
+        if isinstance(exc, sa.exc.TimeoutError):
+            limits = str(exc).split(" (Background")[0]
+            return StoreBusy(
+                f"every connection of the store's pool stayed in use ({limits}): more threads use this "
+                "store at once than its pool holds; open it with a larger pool_size, or share it among fewer"
+            )
         return None
 
     # -- reading -------------------------------------------------------

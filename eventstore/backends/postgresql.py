@@ -642,7 +642,7 @@ class PostgresBackend(Backend):
         orig = getattr(exc, "orig", None)
         sqlstate = getattr(orig, "sqlstate", None)
         message = _one_line(orig if orig is not None else exc)
-        lost = self.lost(exc, message)
+        lost = self.connection_error(exc, message)
         if lost is not None:
             return lost
         if sqlstate is None and _unreadable_value(orig):

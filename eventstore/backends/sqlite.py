@@ -348,7 +348,7 @@ class SQLiteBackend(Backend):
 
     def translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
         message = str(getattr(exc, "orig", exc))
-        lost = self.lost(exc, message)
+        lost = self.connection_error(exc, message)
         if lost is not None:
             return lost
         if "append-only" in message:
