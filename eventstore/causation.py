@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from .checks import check_count, check_nonempty_text
 from .errors import EventNotFound, InvalidInput
 from .events import AppendResult, RecordedEvent
-from .schema import READ_COLUMNS, audited, causation, correlation, flow_events
+from .schema import READ_COLUMNS, causation, correlation, flow_events
 from .sqljson import JsonText
 from .store import EventStore
 
@@ -105,24 +105,29 @@ def gate_opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | 
     flow_id, before = decision.flow_id, decision.position
     seen = {flow_id}
     while True:
-        query = (
-            sa.select(*READ_COLUMNS)
-            .where(
-                audited,
-                _c.flow_id == flow_id,
-                _c.type == "GateOpened",
-                _c.position < before,
-                JsonText(_c.data, "step_id") == step_id,
-            )
-            .order_by(_c.position.desc())
-            .limit(1)
-        )
-        found = next(iter(store.query_events(query)), None)
+        params = {"flow_id": flow_id, "before": before, "step_id": step_id}
+        found = next(iter(store._events(iter([store._fetch(_LAST_OPENING, params)]))), None)
         branch_point = _fork_point(store, flow_id) if found is None else None
         if branch_point is None or branch_point.flow_id in seen:
             return found
         flow_id, before = branch_point.flow_id, branch_point.position + 1
         seen.add(flow_id)
+
+
+_LAST_OPENING = (
+    sa.select(*READ_COLUMNS)
+    .where(
+        _c.flow_id == sa.bindparam("flow_id"),
+        _c.type == "GateOpened",
+        _c.position < sa.bindparam("before"),
+        JsonText(_c.data, "step_id") == sa.bindparam("step_id"),
+    )
+    .order_by(_c.position.desc())
+    .limit(1)
+)
+"""``gate_opening``'s read, built once. It answers from the audit index by flow (``type =
+'GateOpened'`` implies the index's predicate, on both backends) without repeating ``audited``,
+whose ten terms took PostgreSQL 0.9 ms to plan against the partial indexes, 0.1 ms without."""
 
 
 def causes(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[RecordedEvent, ...]:

@@ -578,14 +578,15 @@ class EventStore:
         with self._guard(), self._backend.read_connection() as conn:
             yield conn
 
-    def _fetch(self, query: sa.Select[Any]) -> Sequence[Any]:
+    def _fetch(self, query: sa.Select[Any], params: Mapping[str, Any] | None = None) -> Sequence[Any]:
         """One page of a read, retried once on a fresh connection if the pooled one was dead.
 
         Rows hold the driver's values, unconverted (the log's columns need no
         conversion; verification must see what a row really holds): for the
-        store's own reads, where ``query`` would convert them.
+        store's own reads, where ``query`` would convert them. ``params`` are the
+        values of ``query``'s named ``bindparam``s.
         """
-        return self._read(lambda conn: _fetch_raw(conn, query))
+        return self._read(lambda conn: _fetch_raw(conn, query, params))
 
     def _read(self, work: Callable[[sa.Connection], _T]) -> _T:
         """``work`` on a read connection, retried once on a fresh one if the pooled one was dead."""
@@ -747,26 +748,28 @@ def _newer_schema(current: str) -> SchemaError:
     )
 
 
-def _fetch_raw(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
+def _fetch_raw(
+    conn: sa.Connection, query: sa.Select[Any], params: Mapping[str, Any] | None = None
+) -> list[Any]:
     """Run a page query on the driver cursor: the log's columns need no SQLAlchemy result processing.
 
     SQLAlchemy's per-row result machinery cost as much as decoding the events.
     The statement is compiled by SQLAlchemy, once per shape (``statements``); driver errors are
     wrapped as SQLAlchemy wraps them, for the store to translate.
     """
-    sql, params = compiled_sql(conn.dialect, query)
+    sql, values = compiled_sql(conn.dialect, query, params)
     raw: Any = conn.connection.dbapi_connection
     cursor = None
     try:
         cursor = raw.cursor()
-        cursor.execute(sql, params)
+        cursor.execute(sql, values)
         return list(cursor.fetchall())
     except (conn.dialect.loaded_dbapi.Error, OverflowError, UnicodeEncodeError) as exc:
         error = unmasked(exc)  # sqlite3's error binding a value, hidden behind an earlier statement's
         refused = refused_value(error)
         if refused is not None:
             raise refused from error
-        raise driver_error(conn, error, sql, params, cursor) from error
+        raise driver_error(conn, error, sql, values, cursor) from error
     finally:
         if cursor is not None:
             cursor.close()

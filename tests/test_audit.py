@@ -33,6 +33,7 @@ from eventstore.audit import (
 from eventstore.cli import main
 from eventstore.flows import GateOption
 from eventstore.schema import flow_events
+from eventstore.statements import compiled_sql
 from eventstore.timetravel import fork
 from projections import FlowProjection, FlowService
 
@@ -410,17 +411,16 @@ def explain(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     read = store_module._fetch_raw
     prefix = "EXPLAIN QUERY PLAN " if store.dialect == "sqlite" else "EXPLAIN "
 
-    def explained(conn: Any, query: Any) -> list[Any]:
-        compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-        positional = tuple(compiled.params[name] for name in compiled.positiontup or ())
+    def explained(conn: Any, query: Any, params: Any = None) -> list[Any]:
+        sql, values = compiled_sql(conn.dialect, query, params)
         cursor = conn.connection.driver_connection.cursor()
         if store.dialect == "postgresql":
             cursor.execute("SET enable_seqscan = off")
-        cursor.execute(prefix + compiled.string, positional if compiled.positional else compiled.params)
+        cursor.execute(prefix + sql, values)
         plans.append(" ".join(str(row) for row in cursor.fetchall()))
         if store.dialect == "postgresql":
             cursor.execute("RESET enable_seqscan")
-        return read(conn, query)
+        return read(conn, query, params)
 
     monkeypatch.setattr(store_module, "_fetch_raw", explained)
     return plans
