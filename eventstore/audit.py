@@ -358,14 +358,17 @@ def audit_trail(
     streams: list[Iterator[RecordedEvent]] = []
     if holds:  # a read of $system-retention's events (its primary key), checked row by row: holds are few
         streams.append(paged(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
-    if wanted:
-        base = sa.select().where(*conditions, *scope)
+    # a trail of a flow, session, actor or correlation reads its own index; the rest, a window's span
+    unscoped = flow_id is None and session is None and actor is None and correlation_id is None
+    window = _window(store, since, until) if wanted and unscoped else None
+    if wanted and window != ():
+        start, base = after_position, sa.select().where(*conditions, *scope)
+        if window is not None:  # read from the window's first position (a bound of the keyset read's own)
+            start, base = max(after_position, window[0] - 1), base.where(_c.position <= window[1])
         if flows is None:
-            streams.append(_limit_first(store, base, after_position, limit))
+            streams.append(_limit_first(store, base, start, limit))
         else:
-            streams += [
-                _limit_first(store, base.where(_c.flow_id == flow), after_position, limit) for flow in flows
-            ]
+            streams += [_limit_first(store, base.where(_c.flow_id == flow), start, limit) for flow in flows]
     merged = heapq.merge(*streams, key=lambda event: event.position)
     batch = _CHECKED if limit is None else max(1, min(_CHECKED, limit))
     return AuditTrail(_graph_kept(_entries(store, merged, batch), [*wanted, *holds], actor, limit), pruned)
@@ -639,17 +642,44 @@ def _time_range(store: EventStore, since: datetime | None, until: datetime | Non
             raise InvalidInput(f"`{name}` must be a timezone-aware datetime, not {moment!r}")
     if since is not None and until is not None and since > until:
         raise InvalidInput(f"`since` ({since.isoformat()}) is after `until` ({until.isoformat()})")
-
-    def stored(moment: datetime) -> Any:
-        text = format_time(moment)  # InvalidInput, on every backend, outside the years 1 to 9999 in UTC
-        return text if store.dialect == "sqlite" else moment
-
     out = []
     if since is not None:
-        out.append(_c.recorded_at >= stored(since))
+        out.append(_c.recorded_at >= _stored_time(store, since))
     if until is not None:
-        out.append(_c.recorded_at <= stored(until))
+        out.append(_c.recorded_at <= _stored_time(store, until))
     return out
+
+
+def _stored_time(store: EventStore, moment: datetime) -> Any:
+    text = format_time(moment)  # InvalidInput, on every backend, outside the years 1 to 9999 in UTC
+    return text if store.dialect == "sqlite" else moment
+
+
+_AUDITED_SQL = str(audited.compile(compile_kwargs={"literal_binds": True}))
+
+
+def _window(store: EventStore, since: datetime | None, until: datetime | None) -> tuple[int, ...] | None:
+    """The first and last position of the audited events recorded from ``since`` to ``until``,
+    found by the time index (migration 0020), so that a trail bounded in time reads that span only;
+    () if there are none, None if neither bound is given.
+
+    A span, not a list: the clock may have stepped back between two appends, so the span runs
+    from the least to the greatest position recorded in the window, and each row in it is still
+    checked against the times. SQLite is told to use the index (``INDEXED BY``): without the
+    statistics to tell a short window from a long one, it would read every audited event instead.
+    """
+    bounds = {"since": ">=", "until": "<="}
+    moments = (("since", since), ("until", until))
+    given = {name: _stored_time(store, moment) for name, moment in moments if moment is not None}
+    if not given:
+        return None
+    index = " INDEXED BY ix_flow_events_audit_time" if store.dialect == "sqlite" else ""
+    times = " AND ".join(f"recorded_at {bounds[name]} :{name}" for name in given)
+    probe = sa.text(
+        f"SELECT min(position), max(position) FROM flow_events{index} WHERE ({_AUDITED_SQL}) AND {times}"
+    )
+    low, high = store._read(lambda conn: conn.execute(probe, given).one())
+    return () if low is None else (low, high)
 
 
 def _plain(value: Any) -> Any:

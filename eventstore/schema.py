@@ -148,6 +148,7 @@ def _partial(name: str, *expressions: Any, where: Any) -> sa.Index:
 
 _partial("ix_flow_events_audit", _e.flow_id, _e.position, where=audited)
 _partial("ix_flow_events_audit_actor", audit_actor, _e.position, where=audited)
+_partial("ix_flow_events_audit_time", _e.recorded_at, _e.position, where=audited)
 _partial("ix_flow_events_causation", causation, where=causation.isnot(None))
 _partial("ix_flow_events_correlation", correlation, _e.position, where=correlation.isnot(None))
 _partial("ix_flow_events_session", owner_session, where=flow_beginning)

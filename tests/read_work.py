@@ -68,11 +68,18 @@ def call_work(store: EventStore, tables: Sequence[str], read: Callable[[], objec
                 stepped[id(raw)] = raw
                 raw.set_progress_handler(step, 1)
 
+        def checked_out(dbapi_connection: Any, *_: object) -> None:  # the store's own reads use its cursor
+            if id(dbapi_connection) not in stepped:
+                stepped[id(dbapi_connection)] = dbapi_connection
+                dbapi_connection.set_progress_handler(step, 1)
+
         sa.event.listen(engine, "before_cursor_execute", count_steps)
+        sa.event.listen(engine, "checkout", checked_out)
         try:
             read()
         finally:
             sa.event.remove(engine, "before_cursor_execute", count_steps)
+            sa.event.remove(engine, "checkout", checked_out)
             for raw in stepped.values():
                 raw.set_progress_handler(None, 1)
         return work
