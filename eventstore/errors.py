@@ -28,7 +28,17 @@ def command_line(command: str, *arguments: str, store: Sequence[str] = ()) -> st
 
 
 class EventStoreError(Exception):
-    """Root of every error raised by agent-eventstore."""
+    """Root of every error raised by agent-eventstore.
+
+    Raised out of a projection's fold (a handler's SQL the database refused, a
+    store call it made), it keeps its type and says where: ``projection`` and
+    ``fold`` name it, ``positions`` the first and last event it was folding (the
+    same one for a handler), and the message ends with them. Else all are None.
+    """
+
+    projection: str | None = None
+    fold: str | None = None
+    positions: tuple[int, int] | None = None
 
 
 class InvalidInput(EventStoreError, ValueError):

@@ -238,7 +238,10 @@ class EventRegistry:
             raise InvalidInput(f"decode takes a RecordedEvent that a read returned, not {shown(recorded)}")
         model = self._models.get(recorded.type)
         if model is None:
-            raise UpcastError(f"no model is registered for event type {recorded.type!r}")
+            raise UpcastError(
+                f"no model is registered for event type {recorded.type!r} (the event at position "
+                f"{recorded.position})"
+            )
         version, data = self.upcast(recorded.type, recorded.schema_version, recorded.data)
         if version != model.schema_version:
             raise UpcastError(

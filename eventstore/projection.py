@@ -61,13 +61,20 @@ def apply_inline(projection: InlineProjection, tx: Transaction, events: Sequence
 
 @contextmanager
 def fold_errors(
-    projection: str, fold: str, events: Sequence[RecordedEvent], conn: sa.Connection | None = None
+    projection: str,
+    fold: str,
+    events: Sequence[RecordedEvent],
+    conn: sa.Connection | None = None,
+    *,
+    copies: Mapping[str, str] | None = None,
 ) -> Iterator[None]:
     """An error of a projection's own code (a ``KeyError`` in a handler) raised as ``ProjectionFailed``,
     naming the projection and the events; the store's errors, and the database's, which the
-    transaction translates (a lock timeout, a deadlock), go through as they are.
+    transaction translates (a lock timeout, a deadlock), keep their type (callers catch
+    ``StorageError``...) and say where all the same (``locate``).
 
     With ``conn``, the fold's transaction: the fold may not end it (``TransactionEnded``).
+    ``copies`` maps a build's fresh tables to the tables they replace, to name them in a message.
     """
     outer = False
     if conn is not None:
@@ -80,6 +87,7 @@ def fold_errors(
         refused = _stop_guarding(conn, outer)
         if refused is not None and refused is not exc.__cause__:  # not the fold's own ProjectionFailed
             raise fold_failed(projection, fold, events, refused) from refused  # what SQLAlchemy then said
+        locate(exc, FoldSite.of(projection, fold, events, copies))
         raise
     except Exception as exc:
         _stop_guarding(conn, outer)
@@ -199,6 +207,71 @@ def _transaction_state(conn: sa.Connection) -> str:
         status = int(info.transaction_status)
         return "open" if status == 2 else "aborted" if status == 3 else "ended"  # INTRANS, INERROR
     return "open" if getattr(raw, "in_transaction", True) else "ended"  # sqlite3; aiosqlite's cannot tell
+
+
+@dataclass(frozen=True, slots=True)
+class FoldSite:
+    """Where a fold was when the database or the store refused it: the projection, its fold, the
+    positions (and type, for one event) it was folding, and a build's fresh tables (``copies``)."""
+
+    projection: str
+    fold: str
+    positions: tuple[int, int]
+    event_type: str | None = None
+    copies: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls, projection: str, fold: str, events: Sequence[RecordedEvent], copies: Mapping[str, str] | None
+    ) -> FoldSite:
+        first, last = (events[0], events[-1]) if events else (None, None)
+        positions = (first.position if first else 0, last.position if last else 0)
+        event_type = first.type if first is not None and first is last else None
+        return cls(projection, fold, positions, event_type, dict(copies or {}))
+
+    def where(self, message: str) -> str:
+        """What to add to ``message``: the projection and the events, and which fresh copy a table
+        the message names is (a handler writes through ``self.table``, so the database names the copy)."""
+        first, last = self.positions
+        if first == last:
+            what = f"event at position {first}" + (f" ({self.event_type})" if self.event_type else "")
+        else:
+            what = f"events at positions {first} to {last}"
+        said = [f"in projection {self.projection!r} applying {what}"]
+        said += [
+            f"{copy} is the fresh copy of table {table} that a build fills, swapped in when it is done"
+            for copy, table in self.copies.items()
+            if copy in message
+        ]
+        return "; ".join(said)
+
+
+_SITE = "eventstore_fold_site"
+"""The attribute of a driver error raised in a fold: its ``FoldSite``, for the error it becomes."""
+
+
+def locate(exc: BaseException, site: FoldSite) -> None:
+    """Say on ``exc`` where the fold was: on a store error, its attributes and message (unless an
+    inner fold, a handler's own append, said it first); on a driver error, for ``translated``."""
+    if isinstance(exc, sa.exc.SQLAlchemyError):
+        if getattr(exc, _SITE, None) is None:
+            setattr(exc, _SITE, site)
+        return
+    if not isinstance(exc, EventStoreError) or exc.projection is not None:
+        return  # a ProjectionFailed says where already
+    exc.projection, exc.fold, exc.positions = site.projection, site.fold, site.positions
+    if len(exc.args) == 1 and isinstance(exc.args[0], str):
+        exc.args = (f"{exc.args[0]}; {site.where(exc.args[0])}",)
+    else:
+        exc.add_note(site.where(str(exc)))
+
+
+def translated(driver_error: sa.exc.SQLAlchemyError, error: Exception) -> Exception:
+    """``error``, which the transaction translated ``driver_error`` to, saying where if a fold raised it."""
+    site: FoldSite | None = getattr(driver_error, _SITE, None)
+    if site is not None:
+        locate(error, site)
+    return error
 
 
 def fold_failed(

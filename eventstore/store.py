@@ -53,7 +53,7 @@ from .integrity import Problem, VerificationReport, check_chains
 from .opening import _backend_for, _check_store_options, _in_greenlet
 from .preparation import Preparer, check_flow_id
 from .privileged import pruned_count, pruned_problems
-from .projection import FusedWrite, InlineProjection
+from .projection import FusedWrite, InlineProjection, translated
 from .retry import RACE_BUDGET, Backoff
 from .schema import READ_COLUMNS, flow_events
 from .sqljson import one_of
@@ -368,7 +368,7 @@ class EventStore:
                     ) from tx._failed
         except sa.exc.SQLAlchemyError as exc:
             self._backend.forget([w.result.flow_id for w in tx.written] if tx else [])
-            raise self._backend.translate(exc) from exc
+            raise self._translate(exc) from exc
         except BaseException:
             if tx is not None:
                 self._backend.forget([w.result.flow_id for w in tx.written])
@@ -379,7 +379,7 @@ class EventStore:
         """Turn a unique-key violation of an append into the error the caller can act on."""
         kind = self._backend.unique_violation(exc)
         if kind is None:
-            return self._backend.translate(exc)
+            return self._translate(exc)
         with self._guard(), self._backend.read_connection() as conn:
             actual = self._backend.head(conn, batch.flow_id)[0]
             if kind == "revision":
@@ -713,6 +713,10 @@ class EventStore:
                 progress(report.events_checked)
 
     # -- plumbing ----------------------------------------------------------
+    def _translate(self, exc: sa.exc.SQLAlchemyError) -> Exception:
+        """The store's error for a driver error; one a projection's fold met says where."""
+        return translated(exc, self._backend.translate(exc))
+
     def _check_open(self) -> None:
         if self._closed:
             raise StoreClosed("the store is closed")
@@ -731,10 +735,10 @@ class EventStore:
         except sa.exc.IntegrityError as exc:
             batch = getattr(exc, "eventstore_batch", None)
             if batch is None:
-                raise self._backend.translate(exc) from exc
+                raise self._translate(exc) from exc
             raise self._explain_conflict(exc, batch) from exc
         except sa.exc.SQLAlchemyError as exc:
-            raise self._backend.translate(exc) from exc
+            raise self._translate(exc) from exc
 
 
 def _newer_schema(current: str) -> SchemaError:

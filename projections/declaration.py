@@ -20,7 +20,7 @@ from eventstore.errors import (
     EventStoreError,
     ProjectionError,
 )
-from eventstore.projection import NOTHING, FusedWrite, fold_failed
+from eventstore.projection import NOTHING, FoldSite, FusedWrite, fold_failed, locate
 
 from .checkpoints import read_checkpoint
 from .definitions import check_definition, check_returned
@@ -90,6 +90,11 @@ class Projection:
                 _tag_names(table, name, tag)
         return built
 
+    @property
+    def copies(self) -> dict[str, str]:
+        """The tables this copy writes to (``targeting``) that are a build's, by the table each replaces."""
+        return {table.name: name for name, table in self._tables.items() if table.name != name}
+
     def targeting(self, suffix: str, tag: str) -> Self:
         """A copy of this projection that writes to the tables of another build."""
         clone = copy.copy(self)
@@ -104,7 +109,9 @@ class Projection:
                 handler = getattr(self, f"on_{event.type}", None)
                 if handler is not None:
                     check_returned(self, f"on_{event.type}", handler(tx, event))
-        except (EventStoreError, sa.exc.SQLAlchemyError):
+        except (EventStoreError, sa.exc.SQLAlchemyError) as exc:  # its type kept: a caller catches it
+            if event is not None:
+                locate(exc, FoldSite.of(self.name, f"on_{event.type}", [event], self.copies))
             raise
         except Exception as exc:
             if event is None:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def apply_grouped(projection: Projection, tx: Transaction, events: Sequence[RecordedEvent]) -> None:
     name = "apply_many" if getattr(projection, "apply_many", None) is not None else "apply"
     fold: Callable[[Transaction, Sequence[RecordedEvent]], object] = getattr(projection, name)
-    with fold_errors(projection.name, name, events, tx.connection):
+    with fold_errors(projection.name, name, events, tx.connection, copies=projection.copies):
         returned = fold(tx, events)
     check_returned(projection, name, returned)
 
