@@ -49,6 +49,16 @@ class JobSkipped(Exception):  # control flow, not an error: the run had nothing 
     """Raised by a job that does not apply here (say, SQLite housekeeping on PostgreSQL)."""
 
 
+class JobFailed(Exception):
+    """Raised by a job that did part of its work and failed at the rest: the run is ``failed``, its
+    message the error, and ``details`` the summary of what it did (say, the catch-up projections
+    that advanced while another failed)."""
+
+    def __init__(self, message: str, details: Mapping[str, Any]) -> None:
+        self.details = dict(details)
+        super().__init__(message)
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """A job the service runs: its name, what it does, and its default schedule."""
@@ -282,8 +292,10 @@ class Maintenance:
         except JobLeaseLost as lost:
             log.warning("maintenance: %s stopped: %s", name, lost)
             return JobResult(name, "lost", error=str(lost))
+        except JobFailed as failed:  # each of its failures was logged as it happened
+            return self._finish(held, JobResult(name, "failed", failed.details, error=str(failed)))
         except Exception as exc:  # a job's failure, a bug included, is recorded and logged; it never escapes
-            _log_error(f"maintenance: {name} failed", exc)
+            log_error(f"maintenance: {name} failed", exc)
             return self._finish(held, JobResult(name, "failed", error=f"{type(exc).__name__}: {exc}"))
         except BaseException:
             job_leases.finish(self.store, held, now=self.clock(), status="interrupted")
@@ -371,7 +383,7 @@ class Maintenance:
             job, settings, now = self._job(name), self.settings(name), self._now()
             self._run(job, settings, now, self._current_period(settings, now), manual=False)
         except Exception as exc:  # say, the database refused the claim or the record: try next period
-            _log_error(f"maintenance: {name} could not run", exc)
+            log_error(f"maintenance: {name} could not run", exc)
 
     def shutdown(self, *, wait: bool = True) -> None:
         """Stop scheduling; with ``wait``, let running jobs finish (they stop at their next batch)."""
@@ -401,10 +413,19 @@ def check_label(what: str, value: object) -> str:
     return check_text(what, value)
 
 
-def _log_error(what: str, exc: Exception) -> None:
+def log_error(what: str, exc: Exception) -> None:
     """One line at ERROR: ``what: Type: message``; the traceback too only when DEBUG is enabled."""
     first = next(iter(str(exc).splitlines()), "")
     log.error("%s: %s: %s", what, type(exc).__name__, first, exc_info=log.isEnabledFor(logging.DEBUG))
 
 
-__all__ = ["DEFAULT_JOBS", "Job", "JobContext", "JobResult", "JobSkipped", "Maintenance", "MaintenanceConfig"]
+__all__ = [
+    "DEFAULT_JOBS",
+    "Job",
+    "JobContext",
+    "JobFailed",
+    "JobResult",
+    "JobSkipped",
+    "Maintenance",
+    "MaintenanceConfig",
+]

@@ -22,7 +22,7 @@ import pydantic
 import sqlalchemy as sa
 
 from . import reconnecting
-from .errors import FlowNotFound, IntegrityViolation, InvalidInput, NotSupported
+from .errors import FlowNotFound, IntegrityViolation, InvalidInput, JobLeaseLost, NotSupported
 from .flow_fold import FOLD_VERSION
 from .housekeeping import (
     PG_DUMP_ADVICE,
@@ -79,6 +79,12 @@ def _skip(reason: str) -> Exception:
     return JobSkipped(reason)
 
 
+def _failed(message: str, details: dict[str, Any]) -> Exception:
+    from .maintenance import JobFailed
+
+    return JobFailed(message, details)
+
+
 # -- read models -----------------------------------------------------------------------
 def catch_up(ctx: JobContext) -> dict[str, Any]:
     """Apply the log to each registered catch-up projection until it is current."""
@@ -86,17 +92,33 @@ def catch_up(ctx: JobContext) -> dict[str, Any]:
         raise _skip("no catch-up projections registered")
     from projections import CatchUpRunner
 
+    from .maintenance import log_error
+
     runners: dict[str, Any] = ctx.service.state.setdefault("catch-up", {})
-    applied = {}
+    applied: dict[str, int] = {}
+    failed: dict[str, str] = {}
     for projection in ctx.service.catch_up:
-        runner = runners.get(projection.name)
-        if runner is None:
-            runner = runners[projection.name] = CatchUpRunner(ctx.store, projection)
+        # Each on its own: one projection's failing handler must not hold the others back for ever.
         total = 0
-        while not ctx.stopping and (count := runner.run_once()):
-            total += count
-            ctx.renew()
+        try:
+            runner = runners.get(projection.name)
+            if runner is None:
+                runner = runners[projection.name] = CatchUpRunner(ctx.store, projection)
+            while not ctx.stopping and (count := runner.run_once()):
+                total += count
+                ctx.renew()
+        except JobLeaseLost:
+            raise  # another process runs the job now: this run stops
+        except Exception as exc:  # recorded below; the batches it applied before it failed stay
+            log_error(f"maintenance: catch-up of {projection.name!r} failed", exc)
+            failed[projection.name] = f"{type(exc).__name__}: {exc}"
         applied[projection.name] = total
+    if failed:
+        said = "; ".join(f"{name!r}: {error}" for name, error in failed.items())
+        raise _failed(
+            f"{len(failed)} of {len(ctx.service.catch_up)} catch-up projections failed: {said}",
+            {"applied": applied, "failed": failed},
+        )
     return {"applied": applied}
 
 
