@@ -51,7 +51,7 @@ from .folding import fold_up_to
 from .indexes import add_missing_indexes
 from .ownership import drop_fresh_tables, refuse_other_tables, take_tables
 from .rebuild_locks import RebuildLock
-from .swap import HOLD, give_appends_a_turn, longest_hold, swap_in
+from .swap import HOLD, PATIENCE, LiveTableBusy, LiveTableWaits, give_appends_a_turn, longest_hold, swap_in
 
 if TYPE_CHECKING:
     from .declaration import Projection
@@ -153,6 +153,7 @@ def rebuild(
     progress: Callable[[Progress], None] | None = None,
     wait: bool = False,
     only_if_outdated: bool = False,
+    patience: float = PATIENCE,
 ) -> Progress:
     """Rebuild ``projection`` from the whole log into fresh tables, then swap them in.
 
@@ -160,16 +161,22 @@ def rebuild(
     the append lock only to apply the last few events and rename the tables.
     One rebuild of a projection runs at a time: another one raises
     ``ProjectionError``, or with ``wait=True`` waits for it.
+    On PostgreSQL the swap waits for transactions holding the live tables
+    (a long report) a short while at a time, up to ``patience`` seconds in
+    all, then fails with ``ProjectionError``, the old tables still live.
     """
     check_arguments(store, projection)
     check_count("batch_size", batch_size, minimum=1)
     check_callback("progress", progress)
     check_flag("wait", wait)
     check_flag("only_if_outdated", only_if_outdated)
+    if isinstance(patience, bool) or not isinstance(patience, int | float) or not patience > 0:
+        raise InvalidInput(f"patience must be a number of seconds above 0, not {shown(patience)}")
     tag = secrets.token_hex(4)
     lock = _claim(store, projection, tag, wait)
     try:
-        return _claimed(store, projection, tag, batch_size, progress, only_if_outdated, lock.held)
+        waits = LiveTableWaits(store, projection, float(patience))
+        return _claimed(store, projection, tag, batch_size, progress, only_if_outdated, lock.held, waits)
     finally:
         lock.release()  # after the claim is given up: a claim left with its lock let go is dead
 
@@ -198,6 +205,7 @@ def _claimed(
     progress: Callable[[Progress], None] | None,
     only_if_outdated: bool,
     locked: bool,
+    waits: LiveTableWaits,
 ) -> Progress:
     failure: BaseException | None = None
     try:
@@ -207,7 +215,7 @@ def _claimed(
             if current.version > projection.version:  # newer code rebuilt it while this one waited
                 raise newer_version(projection, current)
             return Progress(0, 0, 0.0)
-        return _rebuild(store, projection, tag, batch_size, progress)
+        return _rebuild(store, projection, tag, batch_size, progress, waits)
     except BaseException as exc:
         failure = exc
         if isinstance(exc, ReconnectFailed):  # a start found its connection dead, and no live fresh one
@@ -272,6 +280,7 @@ def _rebuild(
     tag: str,
     batch_size: int,
     progress: Callable[[Progress], None] | None,
+    waits: LiveTableWaits,
 ) -> Progress:
     target = projection.targeting(REBUILD_SUFFIX, tag)
     started = time.perf_counter()
@@ -338,10 +347,14 @@ def _rebuild(
             position, folded, swapped = swap_in(
                 store, projection, target, tag, position, memo, batch_size, hold
             )
+        except LiveTableBusy as busy:  # a long transaction holds a live table: let go, wait, try again
+            memo.clear()
+            waits.wait_out(busy)
+            continue
         except (ConcurrencyError, StoreBusy) as exc:
             # PostgreSQL chose the swap as a deadlock's victim, or its wait for the positions row
-            # or the live tables outlasted the store's lock_timeout (a long read transaction on
-            # one of them). Nothing of it stayed: fold the tail again from the tables as they are.
+            # outlasted the store's lock_timeout. Nothing of it stayed: fold the tail again from
+            # the tables as they are.
             # Only the database's own refusal, as the transaction translated it: the same error
             # raised by a handler is the handler's, and would be raised again.
             if not isinstance(exc.__cause__, sa.exc.SQLAlchemyError):

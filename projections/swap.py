@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -10,6 +12,7 @@ import sqlalchemy as sa
 from eventstore import EventStore, reconnecting
 from eventstore.aio import pause
 from eventstore.errors import (
+    EventStoreError,
     InvalidInput,
     ProjectionError,
 )
@@ -30,6 +33,95 @@ NO_LIMIT = 10.0
 TURN = 0.1
 """The pause between two holds in which appends waiting for SQLite's write lock get it: they
 poll it every 100 ms once they have waited a while (SQLite's busy handler)."""
+
+
+LOCK_WAIT = HOLD
+"""How long the swap waits at a time for the live tables' lock on PostgreSQL, in seconds (less if
+the store's ``lock_timeout`` is shorter): readers of the tables queue behind the request meanwhile."""
+FIRST_PAUSE = 0.1
+LONGEST_PAUSE = 2.0
+"""The pauses between the swap's tries for live tables a long transaction holds: the first, and
+the cap of the doubling ones (writers and readers go on meanwhile)."""
+PATIENCE = 300.0
+"""How long a rebuild waits in all, by default, for live tables a long transaction holds."""
+
+
+class LiveTableBusy(Exception):
+    """The swap's short wait for a live table ran out: another transaction holds it (rolled back:
+    caught by the rebuild, which waits and tries again)."""
+
+    def __init__(self, table: str) -> None:
+        super().__init__(table)
+        self.table = table
+
+
+class LiveTableWaits:
+    """A rebuild's waits for its live tables while a long transaction holds one (a report).
+
+    Each try waits ``LOCK_WAIT`` at most, holding nothing else, then lets go:
+    readers and writers are held back that long at most. Between tries it
+    pauses (``FIRST_PAUSE``, doubling up to ``LONGEST_PAUSE``). Patience is
+    spent by the ``store``'s clock or, should that clock stand still, by the
+    waits themselves.
+    """
+
+    def __init__(self, store: EventStore, projection: Projection, patience: float) -> None:
+        self._store = store
+        self._projection = projection
+        self._patience = patience
+        self._started: datetime | None = None  # the clock is only read once a wait runs out
+        self._waited = 0.0
+        self._pause = FIRST_PAUSE
+
+    def wait_out(self, busy: LiveTableBusy) -> None:
+        """Return once the live tables could all be locked (and were let go again); ``ProjectionError``
+        naming the held table once the patience is spent."""
+        while True:
+            now = self._store.clock()
+            if self._started is None:
+                self._started = now
+            self._waited += LOCK_WAIT
+            spent = max((now - self._started).total_seconds(), self._waited)
+            if spent >= self._patience:
+                raise ProjectionError(self._gave_up(busy.table, spent)) from busy
+            seconds = min(self._pause, self._patience - spent)
+            pause(seconds)  # under eventstore.aio, the event loop runs on meanwhile
+            self._waited += seconds
+            self._pause = min(2 * self._pause, LONGEST_PAUSE)
+            try:
+                with reconnecting.transaction(self._store) as tx:  # holding no append lock
+                    _lock_live_tables(tx.connection, self._projection)
+                return
+            except LiveTableBusy as again:
+                busy = again
+
+    def _gave_up(self, table: str, spent: float) -> str:
+        holders = _holders(self._store, table)
+        return (
+            f"the rebuild of {self._projection.name!r} gave up its swap: its live table {table!r} was "
+            f"held all the {spent:.1f}s it waited (patience={self._patience:g}s) by another "
+            f"transaction, a long read such as a report{holders}; readers kept the old tables, "
+            "which are still live: rebuild again once that transaction ends"
+        )
+
+
+def _holders(store: EventStore, table: str) -> str:
+    """`` (backend pid N, open Ns)`` for the transactions holding ``table``, if they can be seen."""
+    try:
+        with reconnecting.reading(store) as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT DISTINCT l.pid, extract(epoch FROM now() - a.xact_start) FROM pg_locks l"
+                    " LEFT JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted"
+                    " AND l.relation = to_regclass(quote_ident(:table)) AND l.pid <> pg_backend_pid()"
+                    " ORDER BY l.pid"
+                ),
+                {"table": table},
+            ).all()
+    except EventStoreError:
+        return ""  # the message names the table all the same
+    shown = [f"backend pid {pid}" + ("" if age is None else f", open {age:.0f}s") for pid, age in rows]
+    return f" ({'; '.join(shown)})" if shown else ""
 
 
 def longest_hold(store: EventStore) -> float:
@@ -113,13 +205,18 @@ def _refuse_foreign_live_tables(conn: sa.Connection, projection: Projection) -> 
 
 
 def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:
-    """On PostgreSQL, lock the live tables that exist for the swap's DROPs, all at once, in order.
+    """On PostgreSQL, lock the live tables that exist for the swap's DROPs, one after the other in
+    order, waiting ``LOCK_WAIT`` in all (``LiveTableBusy`` if a table is still held then).
 
     A fused append (``eventstore.projection.FusedWrite``) locks the tables it
     names when its statement is planned, in ``projection.tables`` order.
     DROPs one by one would let an append planned between two of them hold
-    one table and wait for another the swap already holds: a deadlock. One
-    ``LOCK TABLE`` in the same order leaves such an append nothing to hold.
+    one table and wait for another the swap already holds: a deadlock. Locks
+    taken first, in the same order, leave such an append nothing to hold.
+
+    The wait is short because while the request waits (for a read left open
+    on a table, say a report), every new reader of that table queues behind
+    it, and appends wait for the swap: a long wait would stall them all.
     """
     if conn.dialect.name != "postgresql":
         return  # SQLite: the swap already holds the database's only write lock
@@ -133,6 +230,26 @@ def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:
             {"names": names},
         ).scalars()
     )
-    existing = [conn.dialect.identifier_preparer.quote(name) for name in names if name in found]
-    if existing:
-        conn.exec_driver_sql(f"LOCK TABLE {', '.join(existing)} IN ACCESS EXCLUSIVE MODE")
+    existing = [name for name in names if name in found]
+    if not existing:
+        return
+    before = conn.exec_driver_sql("SELECT current_setting('lock_timeout')").scalar_one()
+    deadline = time.perf_counter() + LOCK_WAIT
+    for name in existing:
+        left = max(1, math.ceil((deadline - time.perf_counter()) * 1000))
+        conn.execute(_SHORTER_LOCK_TIMEOUT, {"ms": left})
+        try:
+            quoted = conn.dialect.identifier_preparer.quote(name)
+            conn.exec_driver_sql(f"LOCK TABLE {quoted} IN ACCESS EXCLUSIVE MODE")
+        except sa.exc.OperationalError as exc:
+            if getattr(exc.orig, "sqlstate", None) != _LOCK_NOT_AVAILABLE:
+                raise
+            raise LiveTableBusy(name) from exc
+    conn.execute(sa.text("SELECT set_config('lock_timeout', :before, true)"), {"before": before})
+
+
+_LOCK_NOT_AVAILABLE = "55P03"  # the wait outlasted lock_timeout
+_SHORTER_LOCK_TIMEOUT = sa.text(  # the session's own lock_timeout if shorter; 0 is "no limit"
+    "SELECT set_config('lock_timeout', CAST(CAST(least(coalesce(nullif(ceil(EXTRACT(EPOCH FROM"
+    " CAST(current_setting('lock_timeout') AS interval)) * 1000), 0), :ms), :ms) AS integer) AS text), true)"
+)
