@@ -21,6 +21,7 @@ from eventstore import EventStore, InvalidInput, NewEvent, ProjectionError, Reco
 from eventstore.cli import main
 from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
 from projections import Progress, Projection, rebuild
+from projections import swap as swapping
 from projections.langgraph import LangGraphProjection
 from tests import workers
 from tests.conftest import Target
@@ -797,7 +798,7 @@ def test_the_swap_outlasts_fused_puts_queued_on_the_positions_row(pg_alone_targe
 
 @pytest.mark.parametrize("held", sorted(LangGraphProjection().tables))
 def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
-    pg_alone_target: Target, held: str
+    pg_alone_target: Target, held: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The real swap, held up at one live table by a reader of it, while a fused put is planned:
     had the swap dropped the tables one by one, or the put named them in another order, the put
@@ -806,6 +807,9 @@ def test_a_fused_put_planned_during_the_swap_waits_for_it_without_a_deadlock(
     fused statement names them, so the put just waits. The swap changed the read models'
     generation meanwhile, so the fused statement then writes nothing and the put lands the
     ordinary way, in the new tables."""
+    # the swap lets go of a table held longer than LOCK_WAIT and tries again later: here it must
+    # still be waiting at the held table when the put is planned, however slow the machine
+    monkeypatch.setattr(swapping, "LOCK_WAIT", 30.0)
     with pg_scene(pg_alone_target) as (saver, watch, reader):
         first = put(saver, "t", {"n": 0}, {"n": 0})  # caches the thread's head: the next put fuses
         put(saver, "u", {"n": 0}, {"n": 0})
