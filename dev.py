@@ -8,6 +8,7 @@ python3 dev.py bench-flows   # the flow command and rebuild benchmarks
 python3 dev.py bench-langgraph  # EventStoreSaver against LangGraph's SQLite and PostgreSQL savers
 python3 dev.py bench-timetravel # state at a revision of a 100k-event flow, diffs, verify
 python3 dev.py bench-merkle     # signed checkpoints and proofs over 1M events
+python3 dev.py bench-audit      # the audit questions on a log of 1M events
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ EXTRAS = {
     "bench-langgraph": "[dev,bench]",
     "bench-timetravel": "[dev,bench]",
     "bench-merkle": "[dev,bench]",
+    "bench-audit": "[dev,bench]",
 }
 SCRIPTS = {
     "bench": "run.py",
@@ -37,6 +39,7 @@ SCRIPTS = {
     "bench-langgraph": "langgraph.py",
     "bench-timetravel": "timetravel.py",
     "bench-merkle": "merkle.py",
+    "bench-audit": "audit.py",
 }
 
 
