@@ -39,6 +39,13 @@ MAX_TIMEOUT_MS = 2**31 - 1
 milliseconds): SQLite turns a longer one into no wait at all, PostgreSQL refuses the connection."""
 NESTED_WRITE = "this thread is already inside a write transaction of this store; use its Transaction"
 _ID_CHUNK = 10_000  # event ids looked up per statement (earlier_append)
+_HEAD = (
+    sa.select(flow_events.c.revision, flow_events.c.hash)
+    .where(flow_events.c.flow_id == sa.bindparam("flow_id"))
+    .order_by(flow_events.c.revision.desc())
+    .limit(1)
+)
+"""A flow's last revision and hash (``Backend.head``), built once: building it cost more than running it."""
 
 
 def milliseconds(name: str, seconds: object) -> int:
@@ -525,12 +532,7 @@ class Backend:
 
     # -- shared slow paths ----------------------------------------------
     def head(self, conn: sa.Connection, flow_id: str) -> tuple[int, bytes | None]:
-        row = conn.execute(
-            sa.select(flow_events.c.revision, flow_events.c.hash)
-            .where(flow_events.c.flow_id == flow_id)
-            .order_by(flow_events.c.revision.desc())
-            .limit(1)
-        ).first()
+        row = conn.execute(_HEAD, {"flow_id": flow_id}).first()
         return (0, None) if row is None else (row[0], bytes(row[1]))
 
     def earlier_append(self, conn: sa.Connection, batch: Batch, actual: int) -> AppendResult:
