@@ -22,7 +22,7 @@ may have landed): the caller gets a plain ``ConnectionLost``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import TYPE_CHECKING, TypeVar
 
 import sqlalchemy as sa
@@ -50,15 +50,17 @@ def begun(enter: Callable[[], AbstractContextManager[_C]], start: Callable[[_C],
     """
     first: ConnectionLost | None = None
     while True:
-        opened = False
+        opened = started = False
         try:
-            with ExitStack() as stack:
-                context = stack.enter_context(enter())
+            with enter() as context:
                 opened = True
                 start(context)
-                entered = stack.pop_all()
-            break
+                started = True  # from here on, an error is the caller's: never entered again
+                yield context
+            return
         except ConnectionLost as exc:
+            if started:
+                raise
             if first is not None:
                 raise ReconnectFailed(
                     "the connection was found dead, and a fresh one too; "
@@ -66,14 +68,12 @@ def begun(enter: Callable[[], AbstractContextManager[_C]], start: Callable[[_C],
                 ) from first
             first = exc
         except StorageError as exc:
-            if first is None or opened or isinstance(exc, StoreBusy):
+            if started or first is None or opened or isinstance(exc, StoreBusy):
                 raise
             raise ReconnectFailed(  # the database went down, or cannot be reached any more
                 f"the connection was found dead, and no fresh one could be opened ({exc}); "
                 "nothing of the transaction ran"
             ) from first
-    with entered:
-        yield context
 
 
 def transaction(
