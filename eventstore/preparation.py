@@ -48,7 +48,9 @@ class Preparer:
             raise InvalidInput(
                 f"expected_revision must be ANY or an int >= 0, not {shown(expected_revision)}"
             )
-        if isinstance(events, (str, bytes, Mapping, Event, NewEvent)) or not isinstance(events, Sequence):
+        if type(events) is not list and (  # a list is the usual case, and its ABC checks cost more
+            isinstance(events, (str, bytes, Mapping, Event, NewEvent)) or not isinstance(events, Sequence)
+        ):
             raise InvalidInput("events must be a list of Event or NewEvent")
         if not events:
             raise InvalidInput("an append needs at least one event")
@@ -162,7 +164,9 @@ def check_metadata(metadata: Mapping[str, Any]) -> None:
     """Refuse a reserved key (``STRING_METADATA``) whose value is not a string: the audit would miss it."""
     for key in STRING_METADATA:
         value = metadata.get(key)
-        if value is not None and not isinstance(value, str):
+        if value is None:
+            continue
+        if not isinstance(value, str):
             raise InvalidEvent(f"metadata {key!r} must be a string, not {shown(value)}")
         check_indexed(f"metadata {key!r}", value)
 
