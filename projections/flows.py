@@ -200,6 +200,8 @@ class FlowProjection(Projection):
         wanted = [f for f in dict.fromkeys(flow_ids) if ("flow", f) not in memo]
         keys = [k for k in dict.fromkeys(step_keys) if ("step", *k) not in memo]
         keys = [k for k in keys if not _from_warm(memo, *k)]
+        if not wanted and not keys:  # a fold's rows, read already by the command that appends
+            return
         if memo.get(SOLE_WRITER):
             for flow_id in wanted:
                 memo["flow", flow_id] = None
