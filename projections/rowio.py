@@ -10,13 +10,13 @@ rewritten.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from itertools import compress
-from operator import attrgetter, ne
-from typing import Any
+from operator import attrgetter, itemgetter, ne
+from typing import Any, NamedTuple
 
 import orjson
 import sqlalchemy as sa
@@ -139,7 +139,8 @@ class TableIO:
         self.insert_sql = (
             f'INSERT INTO "{table.name}" ({quoted}) VALUES ({", ".join(self._mark(n) for n in self.columns)})'
         )
-        self._updates: dict[tuple[int, ...], str] = {}
+        self._selects: dict[tuple[str, ...], str] = {}
+        self._updates: dict[tuple[int, ...], _Update] = {}
 
     def _mark(self, name: str) -> str:
         return "?" if self.positional else f"%({name})s"
@@ -150,9 +151,12 @@ class TableIO:
     # -- reading ---------------------------------------------------------------
     def select(self, conn: sa.Connection, where: dict[str, Any]) -> list[Values]:
         """Rows matching equality conditions, decoded to Python values."""
-        names = list(where)
-        condition = " AND ".join(f'"{name}" = {self._mark(name)}' for name in names)
-        rows = run(conn, self.select_sql + condition, self._params(names, list(where.values())))
+        names = tuple(where)
+        sql = self._selects.get(names)
+        if sql is None:
+            condition = " AND ".join(f'"{name}" = {self._mark(name)}' for name in names)
+            sql = self._selects[names] = self.select_sql + condition
+        rows = run(conn, sql, self._params(names, tuple(where.values())))
         return [self.decode(row) for row in rows]
 
     def decode(self, row: Sequence[Any]) -> Values:
@@ -178,22 +182,37 @@ class TableIO:
     def write(self, conn: sa.Connection, rows: Sequence[tuple[Values, Values | None]]) -> None:
         """Write ``(new, stored)`` encoded rows: insert the new, update what changed in the rest."""
         self.insert(conn, [new for new, stored in rows if stored is None])
-        updates: dict[tuple[int, ...], list[Any]] = {}
+        updates: dict[tuple[int, ...], list[Values]] = {}
         for new, stored in rows:
             if stored is None:
                 continue
             changed = tuple(compress(self._positions, map(ne, new, stored)))
             if changed:
-                names = [self.columns[i] for i in changed] + [f"key_{k}" for k in self.key]
-                values = [new[i] for i in changed] + [new[i] for i in self.key_index]
-                updates.setdefault(changed, []).append(self._params(names, values))
-        for changed, params in updates.items():
-            run(conn, self._update_sql(changed), params, many=True)
+                updates.setdefault(changed, []).append(new)
+        for changed, changed_rows in updates.items():
+            update = self._update(changed)
+            params = [self._params(update.names, update.values(new)) for new in changed_rows]
+            run(conn, update.sql, params, many=True)
 
-    def _update_sql(self, changed: tuple[int, ...]) -> str:
-        sql = self._updates.get(changed)
-        if sql is None:
+    def _update(self, changed: tuple[int, ...]) -> _Update:
+        """The UPDATE of the columns at ``changed``, made once per set of columns."""
+        update = self._updates.get(changed)
+        if update is None:
             sets = ", ".join(f'"{self.columns[i]}" = {self._mark(self.columns[i])}' for i in changed)
             where = " AND ".join(f'"{k}" = {self._mark(f"key_{k}")}' for k in self.key)
-            sql = self._updates[changed] = f'UPDATE "{self.table.name}" SET {sets} WHERE {where}'
-        return sql
+            update = self._updates[changed] = _Update(
+                f'UPDATE "{self.table.name}" SET {sets} WHERE {where}',
+                [self.columns[i] for i in changed] + [f"key_{k}" for k in self.key],
+                itemgetter(*changed, *self.key_index),
+            )
+        return update
+
+
+class _Update(NamedTuple):
+    """An UPDATE of some columns of a row by its key."""
+
+    sql: str
+    names: list[str]
+    """Its parameters' names: the changed columns', then the key's (``key_<column>``)."""
+    values: Callable[[Values], tuple[Any, ...]]
+    """Its parameters' values from an encoded row, in that order."""
