@@ -68,7 +68,7 @@ class Transaction:
 
     def _write(self, batch: Batch) -> AppendResult:
         flow_id = batch.flow_id
-        if any(w.result.flow_id == flow_id for w in self.written):
+        if self.written and any(w.result.flow_id == flow_id for w in self.written):
             # The PostgreSQL head cache only learns of our own appends at commit.
             self._store._backend.forget([flow_id])
         try:
