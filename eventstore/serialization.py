@@ -62,10 +62,15 @@ def _stable(value: Any) -> bool:
     if kind is float:
         return value != 0.0 and not (value.is_integer() and abs(value) >= 1e16) and math.isfinite(value)
     if kind is dict:
-        return all(_stable(item) for item in value.values())
-    if kind is list or kind is tuple:
-        return all(_stable(item) for item in value)
-    return False  # anything else (a subclass, a dataclass) takes the full walk
+        items = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        return False  # anything else (a subclass, a dataclass) takes the full walk
+    for item in items:  # noqa: SIM110  # a loop, not all() over a generator: half the calls
+        if not _stable(item):
+            return False
+    return True
 
 
 def _normalise(value: Any, what: str, path: str) -> Any:
