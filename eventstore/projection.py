@@ -79,8 +79,9 @@ def fold_errors(
     outer = False
     if conn is not None:
         _guard(conn.engine)
-        outer = conn.info.get(_FOLDING, False)  # a fold within a fold (a handler's own append)
-        conn.info[_FOLDING] = True
+        info = conn.info
+        outer = info.get(_FOLDING, False)  # a fold within a fold (a handler's own append)
+        info[_FOLDING] = True
     try:
         yield
     except (EventStoreError, sa.exc.SQLAlchemyError) as exc:
