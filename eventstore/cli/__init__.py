@@ -24,7 +24,7 @@ from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
 from ..tombstones import flow_not_found
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
-from .output import counted, echo_json, printable, problem_dict, progress
+from .output import counted, echo_json, printable, problem_dict, progress, table, when
 from .params import load_projection
 
 
@@ -322,6 +322,39 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
         if live:
             click.echo(err=True)  # end the progress line
         click.echo(f"rebuilt {shown} from {done.done:,} events in {done.seconds:.2f}s", err=True)
+
+
+@main.command("projections")
+@click.option("--json", "as_json", is_flag=True, help="The projections as JSON.")
+@click.pass_context
+def projections_(ctx: click.Context, as_json: bool) -> None:
+    """List the store's projections: version, kind, how far behind the log, rebuilds under way.
+
+    A catch-up projection is behind by the events after the last position it
+    applied (its next runs apply them); an inline one is folded in every
+    append's transaction and is never behind. A projection is listed once its
+    first build is done.
+    """
+    from projections.status import projection_statuses
+
+    with _open(ctx) as store, _errors():
+        found = projection_statuses(store)
+    if as_json:
+        echo_json(found)
+        return
+    if not found:
+        click.echo("no projections: none has been built in this store")
+        return
+    rows = []
+    for status in found:
+        kind = "inline" if status.position is None else "catch-up"
+        at = "every append" if status.position is None else f"{status.position:,}"
+        behind = "-" if status.position is None else counted(status.behind, "event")
+        lease = status.rebuilding_until
+        rebuilding = "-" if lease is None else f"lease until {when(lease)}"
+        rows.append((status.name, kind, str(status.version), at, behind, when(status.updated_at), rebuilding))
+    for line in table(["PROJECTION", "KIND", "VERSION", "APPLIED TO", "BEHIND", "UPDATED", "REBUILD"], rows):
+        click.echo(line)
 
 
 def _open_with_read_models(ctx: click.Context, *, may_create: bool = False) -> EventStore:
