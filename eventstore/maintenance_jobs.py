@@ -98,6 +98,8 @@ def catch_up(ctx: JobContext) -> dict[str, Any]:
     applied: dict[str, int] = {}
     failed: dict[str, str] = {}
     for projection in ctx.service.catch_up:
+        if ctx.stopping:  # shutting down: the next run goes on from each one's checkpoint
+            break
         # Each on its own: one projection's failing handler must not hold the others back for ever.
         total = 0
         try:
@@ -119,7 +121,7 @@ def catch_up(ctx: JobContext) -> dict[str, Any]:
             f"{len(failed)} of {len(ctx.service.catch_up)} catch-up projections failed: {said}",
             {"applied": applied, "failed": failed},
         )
-    return {"applied": applied}
+    return {"applied": applied, "stopped": True} if ctx.stopping else {"applied": applied}
 
 
 def sweep_leases(ctx: JobContext) -> dict[str, Any]:

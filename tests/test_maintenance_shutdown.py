@@ -79,3 +79,25 @@ def test_a_backup_stops_at_its_next_step_and_leaves_no_copy(
         result = service[0].run_once("backup")
     assert (result.status, result.details, len(steps)) == ("ok", {"path": None, "stopped": True}, 1)
     assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_catch_up_stops_at_its_next_batch_and_leaves_the_next_projection_to_the_next_run(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from projections import CatchUpRunner
+
+    from .kill_workers import AppliedOnce
+    from .test_projections import DecisionsByActor, decide
+
+    decide(store, "agent:a", 3)
+    first, second = DecisionsByActor(), AppliedOnce()
+    runners = [CatchUpRunner(store, first, batch_size=1), CatchUpRunner(store, second, batch_size=1)]
+    decide(store, "agent:a", 3)
+    service = [Maintenance(store, catch_up=[first, second])]
+    service[0].state["catch-up"] = {runner.projection.name: runner for runner in runners}
+    shut_down_at_first(monkeypatch, "renew", service)
+    result = service[0].run_once("catch-up")
+    assert (result.status, result.details) == ("ok", {"applied": {"decisions_by_actor": 1}, "stopped": True})
+    monkeypatch.undo()
+    again = Maintenance(store, catch_up=[first, second]).run_once("catch-up").details
+    assert again == {"applied": {"decisions_by_actor": 2, "applied_once": 3}}
