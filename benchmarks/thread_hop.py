@@ -5,7 +5,7 @@
 
 1. ``aput`` of ``benchmarks/langgraph.py``'s agent thread, one after
    another, by subject: ``EventStoreSaver.aput`` as shipped (on SQLite, by
-   default, ``asyncio.to_thread``: the loop's default executor); the same
+   default, in the saver's worker threads: ``eventstore.workers``); the same
    ``put`` handed to one thread of its own the way aiosqlite hands each call
    to its connection's thread (a queue in, ``call_soon_threadsafe`` out); the
    same ``put`` called on the loop thread, no hop at all; LangGraph's

@@ -2,7 +2,8 @@
 
 The sync methods are ``SyncSaver``'s (``sync``) and ``RetentionSaver``'s
 (``retention``); the async ones run them natively on the event loop
-(``eventstore.aio``), or in a worker thread.
+(``eventstore.aio``), or in a worker thread of the saver's own
+(``eventstore.workers``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from ...aio import AsyncEventStore, LoopLock
 from ...aio import run as aio_run
 from ...errors import InvalidInput, ProjectionError, StoreClosed
 from ...store import EventStore
+from ...workers import Workers
 from .retention import RetentionSaver
 
 if TYPE_CHECKING:
@@ -86,6 +88,8 @@ class EventStoreSaver(RetentionSaver):
             raise InvalidInput("async_driver must be True, False or None")
         self.async_driver = store.dialect == "postgresql" if async_driver is None else async_driver
         """The async methods run on the async driver (``eventstore.aio``), or else in a worker thread."""
+        self._workers = Workers(name="EventStoreSaver worker")
+        """The worker threads, without the async driver: a caller's successive calls keep one thread."""
 
     @classmethod
     def from_url(
@@ -137,7 +141,7 @@ class EventStoreSaver(RetentionSaver):
         self.store.upgrade()
 
     def close(self) -> None:
-        """Close the store if this saver opened it (``from_url``), and any async connections.
+        """Close the store if this saver opened it (``from_url``), any async connections, its worker threads.
 
         From then on its async methods raise ``StoreClosed``. Calls under
         way on a loop (in another thread, say) are not cut short: they end on
@@ -156,6 +160,7 @@ class EventStoreSaver(RetentionSaver):
             closing = threading.Thread(target=asyncio.run, args=(self._close_views(views),))
             closing.start()
             closing.join()
+        self._workers.close()
         if self._owns_store:
             self.store.close()
 
@@ -232,7 +237,7 @@ class EventStoreSaver(RetentionSaver):
     async def _run(self, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """A sync method of this class, natively on the loop's async driver or in a worker thread."""
         if not self.async_driver:
-            return await asyncio.to_thread(method, self, *args, **kwargs)
+            return await self._workers.run(method, self, *args, **kwargs)
         view = await self._on_loop()
         async with self._calling(view):
             return await aio_run(method, view, *args, **kwargs)
@@ -292,7 +297,7 @@ class EventStoreSaver(RetentionSaver):
     ) -> AsyncIterator[CheckpointTuple]:
         if not self.async_driver:
             pages = self._pages(config, filter, before, limit)
-            while (page := await asyncio.to_thread(next, pages, None)) is not None:
+            while (page := await self._workers.run(next, pages, None)) is not None:
                 for item in page:
                     yield item
             return
