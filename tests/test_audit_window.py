@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +15,7 @@ from eventstore.schema import AUDIT_EVENT_TYPES
 
 from .conftest import Target
 from .read_work import call_work
+from .test_audit import explain
 
 EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 TYPES = ["DecisionRecorded", "GateOpened", "StepFailed", "StepStarted", "Noted"]
@@ -89,3 +91,20 @@ def test_a_recent_window_is_read_without_what_came_before_it(tmp_path: Path) -> 
             assert last_minute() == ["new"] * 20
             work.append(call_work(store, ["flow_events"], last_minute))
     assert 0 < work[1] < work[0] * 1.5, work
+
+
+def test_postgresql_reads_a_short_window_by_the_time_index(
+    pg_target: Target, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No probe there: from its statistics (autovacuum's ANALYZE) the planner takes the index."""
+    clock = Clock()
+    with pg_target.open(clock=clock) as store:
+        for n in range(2000):
+            _append(store, clock, f"old{n % 7}", n // 100, "DecisionRecorded")
+        _append(store, clock, "new", 10_000, "DecisionRecorded")
+        with store.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE flow_events")
+        plans = explain(store, monkeypatch)
+        recent = EPOCH + timedelta(minutes=10_000)
+        assert [entry.flow_id for entry in audit_trail(store, since=recent)] == ["new"]
+        assert any("ix_flow_events_audit_time" in plan for plan in plans), plans

@@ -7,8 +7,9 @@ Create Date: 2026-12-07
 ``audit --since 1h`` read every audited event before the hour to find the
 hour's: 168 ms on SQLite and 527 ms on PostgreSQL at a million events,
 growing with the log. A partial index over the audited types, by
-``recorded_at`` and position, finds the positions the window spans first
-(``eventstore.audit``). The predicate must stay exactly as
+``recorded_at`` and position, finds the window: on SQLite the span of
+positions it covers first (``eventstore.audit``), on PostgreSQL by the
+planner's choice. The predicate must stay exactly as
 ``eventstore/schema.py`` builds it (tests/test_audit.py checks that). On a
 large PostgreSQL log the index is built under a lock that blocks writes;
 run it in a quiet moment.
