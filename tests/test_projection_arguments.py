@@ -38,6 +38,16 @@ def test_a_flag_that_is_not_a_bool_is_refused(store: EventStore, flag: str) -> N
         rebuild(store, DecisionsByActor(), **{flag: "no"})
 
 
+@pytest.mark.parametrize("patience", [0, -1, True, "10", float("nan")])
+def test_a_patience_that_is_not_seconds_above_zero_is_refused(store: EventStore, patience: Any) -> None:
+    decide(store, "a", 2)
+    runner = CatchUpRunner(store, DecisionsByActor())
+    with pytest.raises(InvalidInput, match="patience must be a number of seconds above 0"):
+        rebuild(store, DecisionsByActor(), patience=patience)
+    assert _tables(store) == ["decisions_by_actor"]
+    assert counts(store, runner.projection) == {"a": 2}
+
+
 @pytest.mark.parametrize(
     ("projection", "shown"),
     [(DecisionsByActor, "the class DecisionsByActor: pass an instance"), (None, "None"), ("x", "'x'")],
