@@ -57,6 +57,6 @@ def test_the_command_prints_held_and_released(held: EventStore, target: Target) 
     lines = out.splitlines()
     assert "HELD" in lines[0] and 'flow f1: "litigation 7"' in lines[0]
     assert "RELEASED" in lines[1] and 'flow f1: "settled"' in lines[1]
-    assert "2 entries: 2 hold(s)" in err
+    assert "2 entries: 2 holds" in err
     out, _ = cli(target, "audit", "--type", "hold")
     assert len(out.splitlines()) == 3

@@ -84,7 +84,7 @@ def test_one_answer_is_one_entry_on_the_task_that_asked(target: Target) -> None:
     assert asked[2] == answered[2] != "00000000-0000-0000-0000-000000000000"
     shown = cli(target, "audit", "--type", "interrupt")
     assert shown.output.count("ANSWERED") == 1 and "00000000" not in shown.output
-    assert shown.output.endswith("2 entries: 1 question(s), 1 answer(s)\n")
+    assert shown.output.endswith("2 entries: 1 question, 1 answer\n")
     raw = cli(target, "history", "langgraph/tk-1", "--json").output
     assert raw.count('"type":"ResumeRecorded"') == 2  # both writes stay in the log
 

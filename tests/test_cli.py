@@ -88,7 +88,7 @@ class TestCommands:
         assert "recorded flow refund-1" in out
         assert "GateApproved" in out and "human:ann" in out
         assert "StepRetried" in out and "DecisionRecorded" in out
-        assert "step refund: completed after 1 attempt(s), gate approved by human:ann" in out
+        assert "step refund: completed after 1 attempt, gate approved by human:ann" in out
         assert "verify: OK (24 events in 3 flows" in out
         assert "state at revision 6: step lookup running, attempt 2" in out
         assert "diff 6 -> 12: 6 step changes" in out and "fork: refund-1-retry starts from revision 8" in out

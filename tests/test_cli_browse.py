@@ -75,7 +75,7 @@ class TestFlows:
             "f2",
             "failed",
         ]
-        assert out[-1] == "2 flow(s), showing 1-2"
+        assert out[-1] == "2 flows, showing 1-2"
 
     def test_filters_and_pages(self, recorded: Target) -> None:
         assert "f2" not in cli(recorded, "flows", "--status", "finished").output
@@ -149,7 +149,7 @@ class TestAudit:
         assert labels == ["DECISION", "GATE", "APPROVED", "DECISION", "FAILED", "FLOW"]
         assert 'saw "Refund $129.00 to the customer\'s card?" [approve|deny], opened at d1@10' in out
         assert "step pay: card declined" in out and out.endswith(
-            "6 entries: 2 decision(s), 2 gate(s), 2 failure(s)\n"
+            "6 entries: 2 decisions, 2 gates, 2 failures\n"
         )
 
     def test_scopes_and_types(self, recorded: Target) -> None:
@@ -257,7 +257,7 @@ class TestTail:
                 follower.kill()
                 raise
         assert follower.returncode == 0, err
-        assert "Traceback" not in err and "stopped after 1 event(s), at position 23" in err
+        assert "Traceback" not in err and "stopped after 1 event, at position 23" in err
 
 
 class TestStats:

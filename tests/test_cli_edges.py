@@ -69,7 +69,7 @@ class TestUnknownSession:
 
     def test_a_known_session_with_no_match_is_an_empty_page(self, finished: Target) -> None:
         out = run(finished, "flows", "--session", "s", "--status", "failed")
-        assert out.endswith("0 flow(s), showing none\n")
+        assert out.endswith("0 flows, showing none\n")
 
 
 class TestDirectoryAsStore:

@@ -74,7 +74,7 @@ def test_a_bare_thread_id_is_not_found_with_a_hint_naming_its_flow(refunded: Tar
 def test_stats_counts_langgraph_threads(refunded: Target) -> None:
     shown = cli(refunded, "stats", "--days", "0")
     assert "flows      0" in shown.output
-    assert "threads    1 LangGraph thread(s), not flows: `eventstore threads`" in shown.output
+    assert "threads    1 LangGraph thread, not flows: `eventstore threads`" in shown.output
     assert '"langgraph_threads":1' in cli(refunded, "stats", "--json").output.replace(" ", "")
 
 

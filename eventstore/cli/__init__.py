@@ -281,7 +281,7 @@ def verify(ctx: click.Context, flow_id: str | None, as_json: bool) -> None:
         for problem in report.problems:  # an import cut short broke nothing: the log lacks its rest
             label = "UNFINISHED" if problem.kind == "import-unfinished" else "BROKEN"
             click.echo(f"{label} {printable(problem)}")
-        verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        verdict = "OK" if report.ok else counted(len(report.problems), "problem")
         checked = f"{counted(report.events_checked, 'event')} in {counted(report.flows_checked, 'flow')}"
         click.echo(f"{verdict}: {checked} checked")
     if not report.ok:

@@ -40,6 +40,7 @@ from .output import (
     actor_of,
     colour_of,
     compact,
+    counted,
     cut,
     echo,
     echo_json,
@@ -151,7 +152,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 echo_json({"kind": "pruned", **pruned.as_dict(), "note": pruned.note()})
             return
         total = sum(counts.values())
-        detail = ", ".join(f"{counts[kind]} {kind}(s)" for kind in _COUNTED if counts[kind])
+        detail = ", ".join(counted(counts[kind], kind) for kind in _COUNTED if counts[kind])
         echo(f"{total} entr{'y' if total == 1 else 'ies'}" + (f": {detail}" if detail else ""), err=True)
         if tampered:
             echo(

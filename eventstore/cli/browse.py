@@ -29,6 +29,7 @@ from .output import (
     clock,
     colour_of,
     compact,
+    counted,
     cut,
     echo,
     echo_json,
@@ -127,7 +128,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo(line)
         shown = f"{offset + 1}-{offset + len(page.items)}" if page.items else "none"
         more = f"; next page: --offset {offset + limit}" if page.has_next else ""
-        echo(f"{page.total:,} flow(s), showing {shown}{more}")
+        echo(f"{counted(page.total, 'flow')}, showing {shown}{more}")
         if pruned is not None:
             echo(f"note: {pruned.note()}", err=True)
 
@@ -228,7 +229,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 signal.signal(sig, handler)
         if stop.is_set():
             echo(
-                f"stopped after {count} event(s)" + (f", at position {position}" if position else ""),
+                f"stopped after {counted(count, 'event')}"
+                + (f", at position {position}" if position else ""),
                 err=True,
             )
 
@@ -278,7 +280,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         echo(f"flows      {sum(by_status.values()):,}" + (f": {statuses}" if statuses else ""))
         echo(f"sessions   {sessions:,}")
         if threads:
-            echo(f"threads    {threads:,} LangGraph thread(s), not flows: `eventstore threads`")
+            echo(f"threads    {counted(threads, 'LangGraph thread')}, not flows: `eventstore threads`")
         echo(f"database   {size(figures.db_bytes)} ({backend})")
         if unfinished is not None:
             echo(

@@ -76,7 +76,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             click.echo(f"\nread model: {flow.status}, revision {flow.revision}, state {flow.state}")
             for step in queries.steps(flow_id):
                 gate = f", gate {step.gate_status} by {step.gate_by}" if step.gate_status else ""
-                click.echo(f"  step {step.step_id}: {step.status} after {step.attempts} attempt(s){gate}")
+                click.echo(
+                    f"  step {step.step_id}: {step.status} after {counted(step.attempts, 'attempt')}{gate}"
+                )
             second = f"{flow_id}-b"
             record_rejected_flow(store, second, session=session)
             click.echo(f"\nrecorded flow {second} in the same session: a reviewer rejects, the flow fails")

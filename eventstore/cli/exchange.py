@@ -236,7 +236,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         else:
             for problem in report.problems:
                 echo(f"BROKEN {printable(problem)}")
-            verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+            verdict = "OK" if report.ok else counted(len(report.problems), "problem")
             checkpoint = ", checkpoint root matches" if report.checkpoint_checked else ""
             checked = f"{counted(report.events_checked, 'event')} in {counted(report.flows_checked, 'flow')}"
             echo(f"{verdict}: {checked}{checkpoint}")

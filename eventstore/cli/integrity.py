@@ -24,7 +24,7 @@ from ..errors import IntegrityViolation, InvalidInput
 from ..exportfile import refuse_non_file
 from ..exporting import refuse_own_files
 from .audit import resolve_event  # FLOW@REVISION as `audit --why` reads it
-from .output import echo, echo_json, printable, problem_dict
+from .output import counted, echo, echo_json, printable, problem_dict
 from .params import POSITION, FilePath, number_in
 
 _KEY_HELP = "Ed25519 private key file (PEM), as `eventstore keygen` writes it; also EVENTSTORE_SIGNING_KEY."
@@ -294,7 +294,7 @@ def _verify(ctx: click.Context, open_store: Any, errors: Any, trusted: Path | No
     else:
         for problem in report.problems:
             echo(f"BROKEN {printable(problem.detail)}")  # each detail names its checkpoint or leaves
-        verdict = "OK" if report.ok else f"{len(report.problems)} problem(s)"
+        verdict = "OK" if report.ok else counted(len(report.problems), "problem")
         echo(
             f"{verdict}: {report.checkpoints_checked} checkpoints over {report.events_checked} events checked"
             " (their hashes; `eventstore verify` checks each event's content against its hash)"
