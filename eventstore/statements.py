@@ -36,12 +36,14 @@ def compiled_sql(
     at import, then costs no building per call either.
     """
     key = query._generate_cache_key()  # how SQLAlchemy's own statement cache keys a statement
+    # By the binds' own names: the expanded state looks each value up by them, then escapes them
+    # (a name psycopg cannot take, "flow.id", would otherwise fall back to the first call's value).
     if key is None:  # a construct that cannot be cached: compiled for this call alone
         compiled = query.compile(dialect=dialect)
-        values = compiled.construct_params(params)
+        values = compiled.construct_params(params, escape_names=False)
     else:
         compiled = _cached(dialect, key, query)
-        values = compiled.construct_params(params, extracted_parameters=key.bindparams)
+        values = compiled.construct_params(params, extracted_parameters=key.bindparams, escape_names=False)
     state = compiled.construct_expanded_state(values)
     return state.statement, state.positional_parameters if compiled.positional else state.parameters
 

@@ -7,6 +7,8 @@ import sqlalchemy as sa
 from eventstore import EventStore, NewEvent, statements
 from eventstore.schema import READ_COLUMNS, flow_events
 
+from .conftest import Target
+
 _c = flow_events.c
 
 
@@ -50,3 +52,14 @@ class TestCompiledOnce:
             found = store.read_where(_c.flow_id == "a", sa.literal_column(str(extra)) >= 0)
             assert [event.revision for event in found] == [1, 2]
         assert _shapes(store) <= statements._SHAPES
+
+
+def test_a_bind_whose_name_the_driver_cannot_take_binds_each_calls_value(pg_target: Target) -> None:
+    """psycopg's names are escaped ("flow.id"): each call bound the first call's value."""
+    with pg_target.open() as store:
+        _fill(store)
+        for name in ("a", "b", "c"):
+            flow = _c.flow_id == sa.bindparam("flow.id", name)
+            query = sa.select(*READ_COLUMNS).where(flow, _c.revision == 1)
+            assert [event.flow_id for event in store.query_events(query)] == [name]
+            assert [event.flow_id for event in store.read_where(flow)] == [name, name]
