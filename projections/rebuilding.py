@@ -175,7 +175,7 @@ def rebuild(
     tag = secrets.token_hex(4)
     lock = _claim(store, projection, tag, wait)
     try:
-        waits = LiveTableWaits(store, projection, float(patience))
+        waits = LiveTableWaits(store, projection, float(patience), tag)
         return _claimed(store, projection, tag, batch_size, progress, only_if_outdated, lock.held, waits)
     finally:
         lock.release()  # after the claim is given up: a claim left with its lock let go is dead

@@ -60,15 +60,17 @@ class LiveTableWaits:
 
     Each try waits ``LOCK_WAIT`` at most, holding nothing else, then lets go:
     readers and writers are held back that long at most. Between tries it
-    pauses (``FIRST_PAUSE``, doubling up to ``LONGEST_PAUSE``). Patience is
-    spent by the ``store``'s clock or, should that clock stand still, by the
-    waits themselves.
+    pauses (``FIRST_PAUSE``, doubling up to ``LONGEST_PAUSE``), and renews the
+    rebuild's claim (``tag``), whose lease is shorter than the patience may be.
+    Patience is spent by the ``store``'s clock or, should that clock stand
+    still, by the waits themselves.
     """
 
-    def __init__(self, store: EventStore, projection: Projection, patience: float) -> None:
+    def __init__(self, store: EventStore, projection: Projection, patience: float, tag: str) -> None:
         self._store = store
         self._projection = projection
         self._patience = patience
+        self._tag = tag
         self._started: datetime | None = None  # the clock is only read once a wait runs out
         self._waited = 0.0
         self._pause = FIRST_PAUSE
@@ -88,6 +90,8 @@ class LiveTableWaits:
             pause(seconds)  # under eventstore.aio, the event loop runs on meanwhile
             self._waited += seconds
             self._pause = min(2 * self._pause, LONGEST_PAUSE)
+            with reconnecting.transaction(self._store) as tx:  # committed whether or not the lock is had
+                renew(self._store, tx.connection, self._projection, self._tag)
             try:
                 with reconnecting.transaction(self._store) as tx:  # holding no append lock
                     _lock_live_tables(tx.connection, self._projection)

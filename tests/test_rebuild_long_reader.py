@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -140,3 +141,23 @@ def test_a_swap_past_its_patience_names_the_held_table_and_keeps_the_old_tables(
         after = snapshot(store)
         assert len(after["flows"]) == len(before["flows"]) + len(traffic.calls["append"])
         assert not [name for name in sa.inspect(store.engine).get_table_names() if "__rebuild" in name]
+
+
+def test_a_swap_that_waits_longer_than_the_claims_lease_keeps_its_claim(pg_target: Target) -> None:
+    """The claim's lease (2 min) is shorter than the patience (5 min): the waits renew it. Here the
+    store's clock runs 100 times fast, so the report's 2 s are 200 s of it."""
+    started, at = datetime.now(UTC), time.monotonic()
+
+    def fast() -> datetime:
+        return started + timedelta(seconds=(time.monotonic() - at) * 100)
+
+    with seeded(pg_target) as plain, pg_target.open(projections=[FlowProjection()], clock=fast) as store:
+        release = threading.Event()
+        timer = threading.Timer(2.0, release.set)
+        with long_read(plain, release) as ended:
+            timer.start()
+            rebuild(store, FlowProjection())  # "lost its claim: its lease expired" before
+            swapped = time.perf_counter()
+        timer.join()
+        assert ended and swapped >= ended[0]
+        assert (fast() - started).total_seconds() > 120  # it did outlast the lease
