@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
+from eventstore import reconnecting
+
 if TYPE_CHECKING:
     from eventstore import EventStore
 
@@ -90,7 +92,9 @@ def _build_concurrently(store: EventStore, index: sa.Index) -> bool:
     table = index.table
     assert table is not None  # an index of a declared table
     name = str(index.name)
-    with store.reading() as conn:
+    # a pooled connection the server ended while it idled (idle_session_timeout) is replaced
+    with reconnecting.reading(store) as conn:
+        conn.rollback()  # the liveness check's transaction: none may be under way to set AUTOCOMMIT
         conn.execution_options(isolation_level="AUTOCOMMIT")
         if conn.execute(_VALID, {"name": name}).scalar() is True:
             return False

@@ -28,6 +28,8 @@ from eventstore import (
 )
 from eventstore.maintenance import Maintenance
 from projections import CatchUpRunner, FlowProjection, FlowService, rebuild
+from projections.checkpoints import read_checkpoint
+from projections.indexes import add_missing_indexes
 
 from .conftest import Target
 from .kill_workers import AppliedOnce, applied_counts
@@ -304,3 +306,16 @@ def test_a_command_while_the_database_is_down_says_it_did_not_run(pg_target: Tar
 def proxied(target: Target, proxy: TcpProxy) -> Target:
     """``target``'s store, reached through ``proxy``."""
     return Target(proxy.route(target.url), target.options)
+
+
+def test_a_store_opens_its_read_models_on_a_pool_whose_connections_were_ended(pg_target: Target) -> None:
+    """Opening with FlowProjection checks its indexes on a read connection: one the server ended
+    (CI's idle_session_timeout test met it) raised ConnectionLost out of ``open``."""
+    some_flows(pg_target)
+    with pg_target.open(projections=[FlowProjection()]) as store:
+        with store.reading() as conn:
+            checkpoint = read_checkpoint(conn, "flows")
+        assert checkpoint is not None
+        fill_pool(store)
+        end_idle_sessions(pg_target)
+        assert add_missing_indexes(store, FlowProjection(), checkpoint.build) == []  # all valid already
