@@ -156,7 +156,7 @@ def questions(
 
 
 def _audited(events: list[NewEvent]) -> int:
-    return sum(e.type in ("DecisionRecorded", "GateOpened", "GateApproved", "StepFailed") for e in events)
+    return sum(e.type in AUDIT_EVENT_TYPES for e in events)
 
 
 def _audited_count(number: int) -> int:
