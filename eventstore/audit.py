@@ -13,8 +13,8 @@ decision carries what the person saw: the prompt and options of the gate's
 
 Events link to each other through their metadata (``causation_id``,
 ``correlation_id``): ``caused_by``, ``causes``, ``effects``, ``correlated``
-and ``gate_opening`` live in ``eventstore.causation`` and are importable from
-here too.
+and ``gate_opening`` (``gate_openings``, many at once) live in
+``eventstore.causation`` and are importable from here too.
 
 Every query is answered from partial indexes on ``flow_events`` (migration
 0007, ``eventstore.schema``), so its cost grows with what it finds, not with
@@ -51,6 +51,7 @@ from .causation import (
     effects,
     find_event,
     gate_opening,
+    gate_openings,
     paged,
 )
 from .checks import check_count, check_names, check_nonempty_text, check_text
@@ -97,6 +98,7 @@ __all__ = [
     "entry_from_event",
     "find_event",
     "gate_opening",
+    "gate_openings",
     "session_flows",
 ]
 
@@ -476,10 +478,9 @@ def _entries(store: EventStore, events: Iterator[RecordedEvent], batch: int) -> 
     """Each event's entries, its row checked against its hashes ``batch`` events at a time."""
     while page := list(itertools.islice(events, batch)):
         tampered = _tampered(store, [event.position for event in page])
+        openings = gate_openings(store, page)
         for event in page:
-            opening = None
-            if event.type in ("GateApproved", "GateRejected"):
-                opening = gate_opening(store, event)
+            opening = openings.get(event.position)
             entry = entry_from_event(event, opening, tampered=tampered.get(event.position, ()))
             yield from _graph_expanded(event, entry)
 

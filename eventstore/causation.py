@@ -13,11 +13,13 @@ importable from ``eventstore.audit``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from .checks import check_count, check_nonempty_text
 from .errors import EventNotFound, InvalidInput
@@ -92,44 +94,130 @@ def cause_id(event: RecordedEvent) -> uuid.UUID | None:
 
 def gate_opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | None:
     """The last ``GateOpened`` of a gate decision's step before it: what the approver saw and
-    answered (None if none is found, or ``decision`` names no step).
+    answered (None if none is found, ``decision`` names no step, or is no gate decision).
 
     A fork carries its origin's open gates in its ``FlowForked`` copy, so when
     the decision's flow has no opening of the step, it is looked for in the
     origin up to the event the fork was taken at (and so on, for a fork of a
     fork).
     """
-    step_id = decision.data.get("step_id")
-    if not isinstance(step_id, str):
-        return None
-    flow_id, before = decision.flow_id, decision.position
-    seen = {flow_id}
-    while True:
-        params = {"flow_id": flow_id, "before": before, "step_id": step_id}
-        found = next(iter(store._events(iter([store._fetch(_LAST_OPENING, params)]))), None)
-        branch_point = _fork_point(store, flow_id) if found is None else None
-        if branch_point is None or branch_point.flow_id in seen:
-            return found
-        flow_id, before = branch_point.flow_id, branch_point.position + 1
-        seen.add(flow_id)
+    return gate_openings(store, [decision]).get(decision.position)
 
 
-_LAST_OPENING = (
-    sa.select(*READ_COLUMNS)
-    .where(
-        _c.flow_id == sa.bindparam("flow_id"),
-        _c.type == sa.literal_column("'GateOpened'"),  # in the SQL: a prepared plan still proves the index
-        _c.position < sa.bindparam("before"),
-        JsonText(_c.data, "step_id") == sa.bindparam("step_id"),
+def gate_openings(store: EventStore, decisions: Iterable[RecordedEvent]) -> dict[int, RecordedEvent]:
+    """``gate_opening`` of each decision, by the decision's position (left out where none is found).
+
+    One read answers them all, then one for those found in no flow of their own, in the origins
+    of their forks, and so on: an audit trail shows each approval with its opening, and a read per
+    approval was a round trip each (10,526 approvals of a million-event log took PostgreSQL 18 s).
+    """
+    asked: dict[int, tuple[str, int, str]] = {}
+    for decision in decisions:
+        step_id = decision.data.get("step_id")
+        if decision.type in _DECISIONS and isinstance(step_id, str):
+            asked[decision.position] = (decision.flow_id, decision.position, step_id)
+    seen = {position: {flow_id} for position, (flow_id, _, _) in asked.items()}
+    found: dict[int, RecordedEvent] = {}
+    origins: dict[str, RecordedEvent | None] = {}
+    while asked:
+        further: dict[int, tuple[str, int, str]] = {}
+        for (position, (flow_id, _, step_id)), opening in zip(
+            asked.items(), _last_openings(store, list(asked.values())), strict=True
+        ):
+            if opening is not None:
+                found[position] = opening
+                continue
+            if flow_id not in origins:
+                origins[flow_id] = _fork_point(store, flow_id)
+            point = origins[flow_id]
+            if point is not None and point.flow_id not in seen[position]:
+                seen[position].add(point.flow_id)
+                further[position] = (point.flow_id, point.position + 1, step_id)
+        asked = further
+    return found
+
+
+def _last_openings(store: EventStore, wanted: list[tuple[str, int, str]]) -> list[RecordedEvent | None]:
+    """For each ``(flow_id, before, step_id)``, the step's last ``GateOpened`` in the flow before
+    position ``before``, in one read (``_OPENINGS``); None where there is none."""
+    if store.dialect == "sqlite":
+        params: dict[str, Any] = {"wanted": orjson.dumps(wanted).decode()}
+        first = 0  # json_each's key: the index in the array
+    else:
+        flows, befores, steps = (list(column) for column in zip(*wanted, strict=True))
+        params, first = {"flows": flows, "befores": befores, "steps": steps}, 1  # WITH ORDINALITY
+    rows = store._fetch(_OPENINGS[store.dialect == "sqlite"], params)
+    out: list[RecordedEvent | None] = [None] * len(wanted)
+    for row in rows:
+        out[row[-1] - first] = store._backend.decode(row)
+    return out
+
+
+def _openings_postgresql() -> sa.Select[Any]:
+    asked = (
+        sa.func.unnest(
+            sa.bindparam("flows", type_=ARRAY(sa.Text)),
+            sa.bindparam("befores", type_=ARRAY(sa.BigInteger)),
+            sa.bindparam("steps", type_=ARRAY(sa.Text)),
+        )
+        .table_valued(
+            sa.column("flow_id", sa.Text),
+            sa.column("before", sa.BigInteger),
+            sa.column("step_id", sa.Text),
+            with_ordinality="i",
+        )
+        .render_derived(name="asked")
     )
-    .order_by(_c.position.desc())
-    .limit(1)
-)
-"""``gate_opening``'s read, built once. It answers from the audit index by flow (``type =
-'GateOpened'`` implies the index's predicate, on both backends) without repeating ``audited``,
-whose ten terms took PostgreSQL 0.9 ms to plan against the partial indexes, 0.1 ms without. The
-type is a literal, not a parameter: a plan prepared for any value (psycopg prepares a statement
-run five times) could not use the partial index, and would scan every flow's gate openings."""
+    last = (
+        sa.select(*READ_COLUMNS)
+        .where(
+            _c.flow_id == asked.c.flow_id,
+            _c.type == _GATE_OPENED,
+            _c.position < asked.c.before,
+            JsonText(_c.data, "step_id") == asked.c.step_id,
+        )
+        .order_by(_c.position.desc())
+        .limit(1)
+        .lateral("opening")
+    )
+    return sa.select(last, asked.c.i).select_from(asked.join(last, sa.true()))
+
+
+def _openings_sqlite() -> sa.Select[Any]:
+    wanted = sa.bindparam("wanted", type_=sa.Text)
+    asked = sa.func.json_each(wanted).table_valued("key", "value", name="asked")
+    other = flow_events.alias("other")
+
+    def item(index: int) -> Any:
+        return sa.func.json_extract(asked.c.value, sa.literal_column(f"'$[{index}]'"))
+
+    last = (
+        sa.select(other.c.position)
+        .where(
+            other.c.flow_id == item(0),
+            other.c.type == _GATE_OPENED,
+            other.c.position < item(1),
+            JsonText(other.c.data, "step_id") == item(2),
+        )
+        .order_by(other.c.position.desc())
+        .limit(1)
+        .scalar_subquery()
+    )
+    return sa.select(*READ_COLUMNS, asked.c.key).select_from(asked.join(flow_events, _c.position == last))
+
+
+_DECISIONS = ("GateApproved", "GateRejected")
+
+_GATE_OPENED = sa.literal_column("'GateOpened'", sa.String)
+"""In the SQL, not a parameter: a plan prepared for any value (psycopg prepares a statement run
+five times) could not use the partial index, and would scan every flow's gate openings."""
+
+_OPENINGS = {False: _openings_postgresql(), True: _openings_sqlite()}
+"""``_last_openings``' read on PostgreSQL (False) and SQLite (True), each built once: a list of
+(flow, before, step) in one parameter (arrays, a JSON array), so that its SQL is the same for any
+number of decisions, each looked up in the audit index by flow (``type = 'GateOpened'`` implies
+the index's predicate, on both backends) without repeating ``audited``, whose ten terms took
+PostgreSQL 0.9 ms to plan against the partial indexes, 0.1 ms without."""
 
 
 def causes(store: EventStore, event_id: uuid.UUID | str, *, limit: int = 1000) -> tuple[RecordedEvent, ...]:

@@ -11,7 +11,7 @@ import re
 import psycopg.sql
 
 from eventstore import NewEvent
-from eventstore.causation import _LAST_OPENING
+from eventstore.causation import _OPENINGS
 from eventstore.statements import compiled_sql
 
 from .conftest import Target
@@ -21,9 +21,8 @@ def test_a_gate_openings_lookup_uses_the_audit_index_under_a_generic_plan(pg_tar
     with pg_target.open() as store:
         store.append("g", [NewEvent("GateOpened", {"step_id": "s", "prompt": "p"})])
         with store.reading() as conn:
-            sql, values = compiled_sql(
-                conn.dialect, _LAST_OPENING, {"flow_id": "g", "before": 10, "step_id": "s"}
-            )
+            asked = {"flows": ["g"], "befores": [10], "steps": ["s"]}
+            sql, values = compiled_sql(conn.dialect, _OPENINGS[False], asked)
             names = list(values)
             numbered = re.sub(r"%\((\w+)\)s", lambda m: f"${names.index(m.group(1)) + 1}", sql)
             cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
