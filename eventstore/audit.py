@@ -52,7 +52,6 @@ from .causation import (
     find_event,
     gate_opening,
     gate_openings,
-    paged,
 )
 from .checks import check_count, check_names, check_nonempty_text, check_text
 from .errors import InvalidInput, SessionNotFound
@@ -125,7 +124,7 @@ _MERGED_FLOWS = 200
 whatever the planner's statistics (SQLite without ANALYZE prefers the (type, position) index for an
 IN list). Beyond it, one query selects them with a subquery."""
 _CHECKED = 100
-"""Entries are checked against their hashes this many at a time: one read of their stored rows."""
+"""Entries are made this many at a time: one read of the gate openings their decisions answered."""
 
 
 # -- entries -------------------------------------------------------------------
@@ -357,9 +356,9 @@ def audit_trail(
     check_count("after_position", after_position)
     if limit is not None:
         check_count("limit", limit)
-    streams: list[Iterator[RecordedEvent]] = []
+    streams: list[Iterator[_Checked]] = []
     if holds:  # a read of $system-retention's events (its primary key), checked row by row: holds are few
-        streams.append(paged(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
+        streams.append(_checked(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
     # a trail of a flow, session, actor or correlation reads its own index; the rest, a window's span
     unscoped = flow_id is None and session is None and actor is None and correlation_id is None
     window = _window(store, since, until) if wanted and unscoped else None
@@ -371,7 +370,7 @@ def audit_trail(
             streams.append(_limit_first(store, base, start, limit))
         else:
             streams += [_limit_first(store, base.where(_c.flow_id == flow), start, limit) for flow in flows]
-    merged = heapq.merge(*streams, key=lambda event: event.position)
+    merged = heapq.merge(*streams, key=lambda checked: checked[0].position)
     batch = _CHECKED if limit is None else max(1, min(_CHECKED, limit))
     return AuditTrail(_graph_kept(_entries(store, merged, batch), [*wanted, *holds], actor, limit), pruned)
 
@@ -461,27 +460,47 @@ def entry_from_event(
 
 def _limit_first(
     store: EventStore, base: sa.Select[Any], after: int, limit: int | None
-) -> Iterator[RecordedEvent]:
+) -> Iterator[_Checked]:
     """The events ``base`` selects, the first ``limit`` in one short read, the rest only if asked for.
 
     A LangGraph task's writes give zero to three entries, so ``limit`` rows may not be ``limit``
     entries; most trails need no more, and a merged stream is read no further than it is used."""
     last, read = after, 0
-    for event in paged(store, base, after, limit):
-        last, read = event.position, read + 1
-        yield event
+    for checked in _checked(store, base, after, limit):
+        last, read = checked[0].position, read + 1
+        yield checked
     if limit and read == limit:
-        yield from paged(store, base, last, None)
+        yield from _checked(store, base, last, None)
 
 
-def _entries(store: EventStore, events: Iterator[RecordedEvent], batch: int) -> Iterator[AuditEntry]:
-    """Each event's entries, its row checked against its hashes ``batch`` events at a time."""
-    while page := list(itertools.islice(events, batch)):
-        tampered = _tampered(store, [event.position for event in page])
-        openings = gate_openings(store, page)
-        for event in page:
-            opening = openings.get(event.position)
-            entry = entry_from_event(event, opening, tampered=tampered.get(event.position, ()))
+_Checked = tuple[RecordedEvent, tuple[str, ...]]
+"""An event, and what ``verify`` would find wrong with its row on its own (``AuditEntry.tampered``)."""
+
+_CHECKED_COLUMNS = [*VERIFY_COLUMNS, _c.recorded_at]
+"""A row as ``verify`` reads it, then the time as the event's (``VERIFY_COLUMNS`` has its text)."""
+
+
+def _checked(store: EventStore, base: sa.Select[Any], after: int, limit: int | None) -> Iterator[_Checked]:
+    """The events ``base`` selects, in keyset pages by position, each with its row's own check.
+
+    One read of a row gives both the event and the row as stored: reading the page again for its
+    hashes took half of a long trail's time."""
+    query = base.with_only_columns(*_CHECKED_COLUMNS).order_by(_c.position)
+    decode, stored = store._backend.decode, store._backend.stored_row
+    pages = store._pages(lambda cursor: query.where(_c.position > cursor), lambda row: row[0], after, limit)
+    for rows in pages:
+        for row in rows:
+            event = decode((*row[:8], row[13], row[11], row[12]))
+            yield event, tuple(problem.kind for problem in check_envelope(stored(row[:13])))
+
+
+def _entries(store: EventStore, checked: Iterator[_Checked], batch: int) -> Iterator[AuditEntry]:
+    """Each event's entries, ``batch`` events at a time: the gate openings of a page's decisions
+    are looked up at once."""
+    while page := list(itertools.islice(checked, batch)):
+        openings = gate_openings(store, (event for event, _ in page))
+        for event, tampered in page:
+            entry = entry_from_event(event, openings.get(event.position), tampered=tampered)
             yield from _graph_expanded(event, entry)
 
 
@@ -563,19 +582,6 @@ def _graph_entries(
             action = "answered" if event.type == RESUME_RECORDED else "asked"
             out.append(InterruptEntry(**common, action=action, values=(), **where))
     return tuple(out)
-
-
-def _tampered(store: EventStore, positions: list[int]) -> dict[int, tuple[str, ...]]:
-    """By position, what ``verify`` would find wrong with each of these rows on its own (the rows
-    that match their hashes are left out): one read of the rows, as stored."""
-    query = sa.select(*VERIFY_COLUMNS).where(_c.position.in_(positions))
-    found: dict[int, tuple[str, ...]] = {}
-    for raw in store._fetch(query):
-        row = store._backend.stored_row(raw)
-        kinds = tuple(problem.kind for problem in check_envelope(row))
-        if kinds:
-            found[row.position] = kinds
-    return found
 
 
 def _gate_entry(event: RecordedEvent, common: dict[str, Any], opening: RecordedEvent | None) -> GateEntry:
