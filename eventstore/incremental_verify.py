@@ -27,6 +27,7 @@ from .integrity import Problem, StoredRow, check_chains
 from .schema import flow_events, pruned_events
 from .store import EventStore
 from .unfinished_import import unfinished_import
+from .wording import counted
 
 SYSTEM_INTEGRITY_FLOW = "$system-integrity"
 """The flow that records integrity problems found by maintenance."""
@@ -194,8 +195,8 @@ def record_problems(
     """
     after_position, to_position = min(after_position, to_position), max(after_position, to_position)
     log.error(
-        "integrity: %d problem(s) among positions %d to %d; recorded in flow %r",
-        len(problems),
+        "integrity: %s among positions %d to %d; recorded in flow %r",
+        counted(len(problems), "problem"),
         after_position + 1,
         to_position,
         SYSTEM_INTEGRITY_FLOW,

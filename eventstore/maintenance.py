@@ -38,6 +38,7 @@ from .integrity import format_time
 from .job_leases import Claim, JobStatus
 from .maintenance_config import DEFAULT_JOBS, JobConfig, MaintenanceConfig
 from .store import Clock, EventStore
+from .wording import nouns
 
 log = logging.getLogger("eventstore.maintenance")
 
@@ -170,7 +171,8 @@ class Maintenance:
         unknown = sorted(set(self.config.jobs) - set(self.jobs))
         if unknown:
             raise InvalidInput(
-                f"unknown maintenance job(s) {', '.join(unknown)}; known: {', '.join(self.jobs)}"
+                f"unknown maintenance {nouns(len(unknown), 'job')} {', '.join(unknown)}; "
+                f"known: {', '.join(self.jobs)}"
             )
         self.state: dict[str, Any] = {}
         """Scratch space that jobs keep between runs in this process (say, catch-up runners)."""

@@ -38,6 +38,7 @@ from .maintenance_config import DEFAULT_JOBS
 from .schema import flow_events, flow_snapshots, snapshot_parts
 from .store import EventStore
 from .timetravel import state_at
+from .wording import counted
 
 if TYPE_CHECKING:
     from .maintenance import Job, JobContext
@@ -235,7 +236,7 @@ def integrity(ctx: JobContext) -> dict[str, Any]:
     if found:
         low, high = min(start, report.to_position), max(start, report.to_position)
         raise IntegrityViolation(
-            f"{len(found)} integrity problem(s) among positions {low + 1} to {high}, "
+            f"{counted(len(found), 'integrity problem')} among positions {low + 1} to {high}, "
             f"first: {found[0]}; recorded in flow {SYSTEM_INTEGRITY_FLOW!r}"
         )
     details: dict[str, Any] = {
@@ -299,7 +300,7 @@ def _check(ctx: JobContext, *, quick: bool) -> dict[str, Any]:
         pragma = "quick_check" if quick else "integrity_check"
         for line in found[:100]:
             log.error("sqlite %s: %s", pragma, line)
-        raise IntegrityViolation(f"PRAGMA {pragma} found {len(found)} problem(s), first: {found[0]}")
+        raise IntegrityViolation(f"PRAGMA {pragma} found {counted(len(found), 'problem')}, first: {found[0]}")
     return {"result": "ok"}
 
 

@@ -22,6 +22,7 @@ import orjson
 from .checks import MAX_COUNT, encodable, shown
 from .errors import ExportInvalid, InvalidInput
 from .integrity import format_time
+from .wording import nouns
 
 FORMAT = "agent-eventstore/export"
 FORMAT_VERSION = 1
@@ -96,10 +97,10 @@ class Manifest:
                 "the rest of that import's events"
             )
         if pruned is not None:
-            flows = pruned.get("flows")
+            flows, archives = pruned.get("flows", 0), pruned.get("archives", 0)
             said.append(
-                f"the source store had pruned {flows} flow{'' if flows == 1 else 's'} "
-                f"({pruned.get('events')} events) into {pruned.get('archives')} retention archive(s): "
+                f"the source store had pruned {flows} {nouns(flows, 'flow')} ({pruned.get('events')} events) "
+                f"into {archives} retention {nouns(archives, 'archive')}: "
                 f"{_held(pruned)}, and none is in this export (`eventstore archive list` names the archives)"
             )
         return tuple(said)

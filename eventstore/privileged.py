@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from .errors import IntegrityViolation
 from .integrity import Problem, StoredRow
 from .schema import flow_events, flow_tombstones, prune_authorisations, pruned_events
+from .wording import counted
 
 CHUNK = 500
 """Flow ids per ``IN (...)`` list: well under every backend's parameter limit."""
@@ -117,9 +118,10 @@ def delete_flows(conn: sa.Connection, flow_ids: Sequence[str]) -> int:
     left = conn.execute(sa.select(sa.func.count()).select_from(prune_authorisations)).scalar_one()
     if left:
         raise IntegrityViolation(
-            f"prune_authorisations holds {left} row(s) that no running prune wrote: they let anyone delete "
-            "those flows' events. Nothing was pruned; `eventstore verify` reports them "
-            "(prune-authorisation-left). Find out who wrote them, then delete them by hand"
+            f"prune_authorisations holds {counted(left, 'row')} that no running prune wrote: "
+            "they let anyone delete those flows' events. Nothing was pruned; "
+            "`eventstore verify` reports them (prune-authorisation-left). "
+            "Find out who wrote them, then delete them by hand"
         )
     c, a = flow_events.c, prune_authorisations.c
     deleted = 0
@@ -217,7 +219,9 @@ def pruned_problems(conn: sa.Connection) -> list[Problem]:
     problems += _doubled_positions(conn)
     left = conn.execute(sa.select(sa.func.count()).select_from(prune_authorisations)).scalar_one()
     if left:
-        detail = f"{left} delete authorisation(s) were committed: the append-only guard is open for them"
+        were = "was" if left == 1 else "were"
+        authorised = counted(left, "delete authorisation")
+        detail = f"{authorised} {were} committed: the append-only guard is open for them"
         problems.append(Problem("", 0, 0, "prune-authorisation-left", detail))
     return problems
 

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from eventstore.errors import ProjectionError
 from eventstore.schema import projection_tables as owned
+from eventstore.wording import nouns
 
 from .definitions import ASCII_LOWER, REBUILD_SUFFIX
 from .enum_labels import enum_difference
@@ -73,9 +74,10 @@ def take_tables(
     if taken:
         listed = ", ".join(map(repr, taken))
         where = (
-            f"has never been built here, but its table(s) {listed} exist"
+            f"has never been built here, but its {nouns(len(taken), 'table')} {listed} "
+            f"{'exists' if len(taken) == 1 else 'exist'}"
             if current is None
-            else f"may not build the table(s) {listed}"
+            else f"may not build the {nouns(len(taken), 'table')} {listed}"
         )
         raise ProjectionError(
             f"projection {projection.name!r} {where}: {'; '.join(taken.values())}; "
@@ -111,9 +113,10 @@ def refuse_other_tables(conn: sa.Connection, projection: Projection, version: in
     if not recorded or keys(recorded) == keys(named):
         return
     raise ProjectionError(
-        f"projection {projection.name!r} was built here at version {version} with the table(s) "
-        f"{', '.join(map(repr, sorted(recorded)))}, and this {type(projection).__name__} of the same "
-        f"name and version names {', '.join(map(repr, sorted(named)))}: if it is another projection, "
+        f"projection {projection.name!r} was built here at version {version} with the "
+        f"{nouns(len(recorded), 'table')} {', '.join(map(repr, sorted(recorded)))}, "
+        f"and this {type(projection).__name__} of the same name and version names "
+        f"{', '.join(map(repr, sorted(named)))}: if it is another projection, "
         "give it a name of its own; if its tables changed, bump its version"
     )
 
@@ -144,7 +147,8 @@ def layout_difference(conn: sa.Connection, projection: Projection) -> str | None
     named = {table.name for table in projection.tables.values()}
     if recorded and {key(name) for name in recorded} != {key(name) for name in named}:
         return (
-            f"its table(s) are {', '.join(map(repr, sorted(recorded)))} there, "
+            f"its {nouns(len(recorded), 'table')} {'is' if len(recorded) == 1 else 'are'} "
+            f"{', '.join(map(repr, sorted(recorded)))} there, "
             f"and this {type(projection).__name__} names {', '.join(map(repr, sorted(named)))}"
         )
     for table in projection.tables.values():
@@ -155,7 +159,8 @@ def layout_difference(conn: sa.Connection, projection: Projection) -> str | None
         declared = sorted(column.name for column in table.columns)
         if sorted(reflected) != sorted(key(name) for name in declared):
             return (
-                f"its table {table.name!r} has the column(s) {', '.join(map(repr, found))} there, "
+                f"its table {table.name!r} has the {nouns(len(found), 'column')} "
+                f"{', '.join(map(repr, found))} there, "
                 f"and this {type(projection).__name__} declares {', '.join(map(repr, declared))}"
             )
         for column in table.columns:

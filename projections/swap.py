@@ -16,6 +16,7 @@ from eventstore.errors import (
     InvalidInput,
     ProjectionError,
 )
+from eventstore.wording import nouns
 
 from .checkpoints import INLINE, lock_appends, read_checkpoint, renew, write_checkpoint
 from .folding import fold_a_while
@@ -203,8 +204,8 @@ def _refuse_foreign_live_tables(conn: sa.Connection, projection: Projection) -> 
     if found:
         listed = ", ".join(map(repr, found))
         raise ProjectionError(
-            f"table(s) {listed} appeared while projection {projection.name!r} was first built; "
-            "they are not its own and were left as they are: rename them, then rebuild"
+            f"{nouns(len(found), 'table')} {listed} appeared while projection {projection.name!r} was "
+            "first built; not its own, left as found: rename, then rebuild"
         )
 
 

@@ -14,7 +14,7 @@ from eventstore.importing import import_events
 from .conftest import Target
 from .test_audit_pruned import cli, pruned  # noqa: F401  (pruned is a fixture)
 
-LEFT_OUT = "the source store had pruned 1 flow (5 events) into 1 retention archive(s)"
+LEFT_OUT = "the source store had pruned 1 flow (5 events) into 1 retention archive"
 
 
 def test_a_whole_store_export_says_what_retention_pruned(pruned: EventStore, tmp_path: Path) -> None:  # noqa: F811

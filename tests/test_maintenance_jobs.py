@@ -69,7 +69,7 @@ class TestIntegrityJob:
         with caplog.at_level(logging.ERROR):
             result = service.run_once("integrity")
         assert result.status == "failed" and "f@4 (position 4): hash-mismatch" in (result.error or "")
-        assert "1 problem(s) among positions 3 to 4" in caplog.text
+        assert "1 problem among positions 3 to 4" in caplog.text
         (recorded,) = store.read_flow(SYSTEM_INTEGRITY_FLOW)
         assert recorded.type == "IntegrityProblemsFound" and recorded.data["problem_count"] == 1
         assert recorded.data["problems"][0]["kind"] == "hash-mismatch"
@@ -110,7 +110,7 @@ class TestIntegrityJob:
         assert result.status == "failed" and "positions were handed out up to 3" in (result.error or "")
         (recorded,) = store.read_flow(SYSTEM_INTEGRITY_FLOW)
         assert [p["kind"] for p in recorded.data["problems"]] == ["missing-events"]
-        assert "1 integrity problem(s) among positions 3 to 3" in (result.error or "")
+        assert "1 integrity problem among positions 3 to 3" in (result.error or "")
         assert position_of(service, "integrity") == 2  # back to the log's end: the record is the evidence
         assert service.run_once("integrity").details["events_checked"] == 1  # the record itself
 

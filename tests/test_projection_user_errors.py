@@ -126,7 +126,7 @@ class TestTwoProjectionsOfOneName:
         first = CatchUpRunner(store, Seen())
         with pytest.raises(
             ProjectionError,
-            match=r"built here at version 1 with the table\(s\) 'seen', and this Other .* names 'other_seen'",
+            match=r"built here at version 1 with the table 'seen', and this Other .* names 'other_seen'",
         ):
             CatchUpRunner(store, Other())
         assert not sa.inspect(store.engine).has_table("other_seen")

@@ -23,8 +23,9 @@ from ..opening import check_schema_name
 from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
 from ..tombstones import flow_not_found
+from ..wording import counted
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
-from .output import counted, echo_json, printable, problem_dict, progress, table, when
+from .output import echo_json, printable, problem_dict, progress, table, when
 from .params import load_projection
 
 

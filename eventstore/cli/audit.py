@@ -36,11 +36,11 @@ from ..events import RecordedEvent
 from ..schema import AUDIT_EVENT_TYPES
 from ..store import EventStore
 from ..tombstones import flow_not_found
+from ..wording import counted
 from .output import (
     actor_of,
     colour_of,
     compact,
-    counted,
     cut,
     echo,
     echo_json,

@@ -22,6 +22,7 @@ from ..follow import follow
 from ..stats import log_stats
 from ..store import EventStore
 from ..tombstones import pruned_flows
+from ..wording import counted
 from .output import (
     Cell,
     Styled,
@@ -29,7 +30,6 @@ from .output import (
     clock,
     colour_of,
     compact,
-    counted,
     cut,
     echo,
     echo_json,

@@ -21,7 +21,7 @@ from ..audit import DecisionEntry, FailureEntry, GateEntry, audit_trail
 from ..checkpoints import generate_key, inclusion_proof, take_checkpoint, verify_checkpoint_signature
 from ..errors import command_line
 from ..timetravel import diff, fork, state_at
-from .output import counted
+from ..wording import counted
 
 
 def store_options(ctx: click.Context) -> tuple[list[str], bool]:

@@ -27,7 +27,8 @@ from ..manifest import manifest_path
 from ..schema import projection_checkpoints
 from ..store import EventStore
 from ..unfinished_import import abandon_import
-from .output import counted, echo, echo_json, parse_time, printable, problem_dict
+from ..wording import counted
+from .output import echo, echo_json, parse_time, printable, problem_dict
 from .params import FilePath
 
 

@@ -23,8 +23,9 @@ from .. import checkpoints as cp
 from ..errors import IntegrityViolation, InvalidInput
 from ..exportfile import refuse_non_file
 from ..exporting import refuse_own_files
+from ..wording import counted
 from .audit import resolve_event  # FLOW@REVISION as `audit --why` reads it
-from .output import counted, echo, echo_json, printable, problem_dict
+from .output import echo, echo_json, printable, problem_dict
 from .params import POSITION, FilePath, number_in
 
 _KEY_HELP = "Ed25519 private key file (PEM), as `eventstore keygen` writes it; also EVENTSTORE_SIGNING_KEY."

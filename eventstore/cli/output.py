@@ -148,11 +148,6 @@ def _shown(char: str) -> str:
     return char
 
 
-def counted(count: int, noun: str) -> str:
-    """``1 flow``, ``2 flows``, ``1,234 events``: a count with its noun, plural unless one."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
-
-
 def printable(text: object) -> str:
     """Stored text to show on a terminal: on one line, its control and bidi characters escaped.
 
