@@ -24,7 +24,8 @@ from .store import EventStore
 
 REBUILD_CLAIM = "#rebuild"
 """The suffix of a rebuild's claim in ``projection_checkpoints`` (kind ``lock``; ``updated_at``
-is when its lease expires): the row ``<projection>#rebuild``."""
+is when its lease expires, ``build`` the rebuild's tag, ``position`` how many events it had folded
+when it last renewed the claim): the row ``<projection>#rebuild``."""
 LOCKED = 1
 """A claim's ``version`` when its holder took the projection's rebuild lock first and holds it
 until the claim is given up; 0 for a claim only its lease keeps."""

@@ -155,9 +155,14 @@ def claim(store: EventStore, projection: Projection, tag: str, *, locked: bool =
     return True
 
 
-def renew(store: EventStore, conn: sa.Connection, projection: Projection, tag: str) -> None:
+def renew(
+    store: EventStore, conn: sa.Connection, projection: Projection, tag: str, *, folded: int | None = None
+) -> None:
+    """Extend the rebuild's lease; with ``folded``, record that many events as folded into its fresh
+    tables (committed with ``conn``'s transaction), for ``eventstore projections`` to show."""
     table = checkpoints
     now = store.clock()
+    progress = {} if folded is None else {"position": folded}
     renewed = conn.execute(
         table.update()
         .where(
@@ -166,7 +171,7 @@ def renew(store: EventStore, conn: sa.Connection, projection: Projection, tag: s
             # An expired claim is lost even if nobody took it: a prune may have run meanwhile.
             table.c.updated_at > format_time(now),
         )
-        .values(updated_at=format_time(now + REBUILD_LEASE))
+        .values(updated_at=format_time(now + REBUILD_LEASE), **progress)
     )
     if renewed.rowcount != 1:
         raise ProjectionError(
@@ -176,7 +181,11 @@ def renew(store: EventStore, conn: sa.Connection, projection: Projection, tag: s
 
 
 @contextmanager
-def renewed(store: EventStore, projection: Projection, tag: str) -> Iterator[Transaction]:
-    """A transaction of a rebuild that still holds its claim."""
-    with reconnecting.transaction(store, lambda conn: renew(store, conn, projection, tag)) as tx:
+def renewed(
+    store: EventStore, projection: Projection, tag: str, *, folded: int | None = None
+) -> Iterator[Transaction]:
+    """A transaction of a rebuild that still holds its claim (``renew``, ``folded`` passed on)."""
+    with reconnecting.transaction(
+        store, lambda conn: renew(store, conn, projection, tag, folded=folded)
+    ) as tx:
         yield tx

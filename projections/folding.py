@@ -6,6 +6,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
 from eventstore import EventStore, RecordedEvent, Transaction, reconnecting
 from eventstore.projection import fold_errors
 
@@ -46,15 +48,23 @@ def fold_up_to(
         batch = [event for event in batch if event.position <= up_to]
         if not batch:
             break
-        with reconnecting.transaction(store, lambda conn: renew(store, conn, projection, tag)) as tx:
+        folded = done + len(batch)  # recorded in the claim as the batch commits: never ahead of it
+        with reconnecting.transaction(store, _renewing(store, projection, tag, folded)) as tx:
             tx.memo = memo
             apply_grouped(target, tx, batch)
         position = batch[-1].position
-        done += len(batch)
+        done = folded
         report(done)
         if len(memo) > 200_000:
             memo.clear()  # bounded memory; also drops SOLE_WRITER, so lookups resume
     return position, done
+
+
+def _renewing(
+    store: EventStore, projection: Projection, tag: str, folded: int
+) -> Callable[[sa.Connection], None]:
+    """A batch's first statement: renew the rebuild's claim, recording ``folded`` events."""
+    return lambda conn: renew(store, conn, projection, tag, folded=folded)
 
 
 def fold_a_while(

@@ -299,8 +299,10 @@ def _rebuild(
     memo: dict[Any, Any] = {SOLE_WRITER: True}
     position = 0
     done = 0
+    reported = [0]  # the count last reported: committed, so what a fill's next batch records
 
     def report(count: int) -> None:
+        reported[0] = count
         if progress is not None:
             # Writers append meanwhile, and the swap folds their events too: the total grows with
             # the log's head, so done reaches it only once nothing is left (positions after the
@@ -311,9 +313,16 @@ def _rebuild(
     fill = getattr(target, "fill", None)
     if fill is not None:
         # The projection folds the log flow by flow and writes each row once;
-        # what follows then looks rows up as an inline append would.
+        # what follows then looks rows up as an inline append would. Each batch records in the
+        # claim the count of the batch before it, reported once committed (a fill counts its own).
         try:
-            done = fill(store, head, lambda: renewed(store, projection, tag), report, batch_size=batch_size)
+            done = fill(
+                store,
+                head,
+                lambda: renewed(store, projection, tag, folded=reported[0]),
+                report,
+                batch_size=batch_size,
+            )
         except (EventStoreError, sa.exc.SQLAlchemyError):
             raise
         except Exception as exc:  # the projection's own bulk fold: name it, as a handler's error is
@@ -337,7 +346,7 @@ def _rebuild(
             store, projection, target, tag, memo, position, head, batch_size, done, report
         )
     with reconnecting.transaction(store) as tx:
-        renew(store, tx.connection, projection, tag)
+        renew(store, tx.connection, projection, tag, folded=done)
         for index in late_indexes:
             index.create(tx.connection)
     failures = 0
