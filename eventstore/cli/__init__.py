@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 import sqlalchemy as sa
@@ -27,6 +27,9 @@ from ..wording import counted
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
 from .output import echo_json, printable, problem_dict, progress, table, when
 from .params import load_projection
+
+if TYPE_CHECKING:
+    from projections.status import ProjectionStatus
 
 
 @contextmanager
@@ -329,12 +332,19 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="The projections as JSON.")
 @click.pass_context
 def projections_(ctx: click.Context, as_json: bool) -> None:
-    """List the store's projections: version, kind, how far behind the log, rebuilds under way.
+    """List the store's projections: version, kind, how far behind the log, rebuilds.
 
     A catch-up projection is behind by the events after the last position it
     applied (its next runs apply them); an inline one is folded in every
-    append's transaction and is never behind. A projection is listed once its
-    first build is done.
+    append's transaction and is never behind. A projection whose first build
+    holds a claim is listed too, with no version yet.
+
+    REBUILD shows a rebuild's claim: running (its process holds the rebuild
+    lock, so it is alive), under way by its lease (claimed without that lock:
+    see when it was last renewed), died (its process no longer holds the
+    lock) or expired (its lease ran out): a claim that died or expired holds
+    nothing, and the next rebuild takes it over. With it, the events the
+    rebuild had folded when it last renewed its claim.
     """
     from projections.status import projection_statuses
 
@@ -348,14 +358,39 @@ def projections_(ctx: click.Context, as_json: bool) -> None:
         return
     rows = []
     for status in found:
-        kind = "inline" if status.position is None else "catch-up"
-        at = "every append" if status.position is None else f"{status.position:,}"
-        behind = "-" if status.position is None else counted(status.behind, "event")
-        lease = status.rebuilding_until
-        rebuilding = "-" if lease is None else f"lease until {when(lease)}"
-        rows.append((status.name, kind, str(status.version), at, behind, when(status.updated_at), rebuilding))
+        kind = "inline" if status.kind == "inline" else "catch-up" if status.kind else "-"
+        at = "every append" if status.kind == "inline" else _number(status.position)
+        behind = "-" if status.behind is None or status.kind == "inline" else counted(status.behind, "event")
+        version = _number(status.version)
+        rows.append((status.name, kind, version, at, behind, when(status.updated_at), _rebuild_shown(status)))
     for line in table(["PROJECTION", "KIND", "VERSION", "APPLIED TO", "BEHIND", "UPDATED", "REBUILD"], rows):
         click.echo(line)
+
+
+def _number(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _rebuild_shown(status: ProjectionStatus) -> str:
+    """The REBUILD cell: what a rebuild's claim says, and how stale it is."""
+    rebuild = status.rebuild
+    if rebuild is None:
+        return "-"
+    what = "first build" if status.version is None else "rebuild"
+    folded = f"{counted(rebuild.folded, 'event')} folded"
+    renewed = when(rebuild.renewed_at)
+    if rebuild.state == "running":
+        return f"{what} running: {folded}, renewed {renewed}"
+    if rebuild.state == "leased":
+        return (
+            f"{what} under way by its lease (until {when(rebuild.lease_until)}): {folded}, renewed {renewed}"
+        )
+    why = (
+        "its process no longer holds the rebuild lock"
+        if rebuild.state == "died"
+        else f"its lease ran out at {when(rebuild.lease_until)}"
+    )
+    return f"{what} {rebuild.state}: {why}; {folded}, last renewed {renewed}; the next rebuild takes it over"
 
 
 def _open_with_read_models(ctx: click.Context, *, may_create: bool = False) -> EventStore:
