@@ -222,7 +222,13 @@ def fork(
     if at_revision == 0 or view.flow is None:
         refuse_thread(store, flow_id)  # a LangGraph thread's flow: say so, and what reads it
         raise InvalidInput(f"flow {flow_id!r} has no state at revision {at_revision} to fork from")
-    (origin,) = store.read_flow(flow_id, from_revision=at_revision, to_revision=at_revision)
+    found = list(store.read_flow(flow_id, from_revision=at_revision, to_revision=at_revision))
+    if not found:  # revisions up to the last exist in any log a store wrote: this one was altered
+        raise IntegrityViolation(
+            f"flow {flow_id!r} has no event at revision {at_revision} to fork from, though it has "
+            "later ones: its chain is broken; `eventstore verify` says where"
+        )
+    (origin,) = found
     snapshot = view_to_dict(view)
     for state in (snapshot["flow"], *snapshot["steps"].values()):
         for name in _TIMES.intersection(state):

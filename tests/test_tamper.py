@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from eventstore import EventStore, FlowArchived, FlowNotFound, NewEvent
+from eventstore import EventStore, FlowArchived, FlowNotFound, IntegrityViolation, NewEvent
+from eventstore.timetravel import fork
+from projections import FlowService
 
 from .conftest import Target
 
@@ -177,3 +179,16 @@ def test_an_unencodable_edit_is_reported_not_raised(pg_target: Target) -> None:
         drop_guards(store)
         sql(store, """UPDATE flow_events SET data = '{"amount": 100000000000000000000}'""")
         assert [p.kind for p in store.verify().problems] == ["data-edited"]
+
+
+class TestForkOfATamperedLog:
+    def test_a_fork_at_a_deleted_revision_is_an_integrity_violation(self, flow_store: EventStore) -> None:
+        service = FlowService(flow_store)
+        service.start_flow("f", controller_id="c", goal="g", owner_session_key="s", state={"n": 0})
+        for n in range(1, 4):
+            service.advance("f", state_patch={"n": n})
+        drop_guards(flow_store)
+        sql(flow_store, "DELETE FROM flow_events WHERE flow_id = 'f' AND revision = 3")
+        with pytest.raises(IntegrityViolation, match=r"no event at revision 3 .*`eventstore verify`"):
+            fork(flow_store, "f", at_revision=3, new_flow_id="g")
+        assert flow_store.revision("g") == 0
