@@ -192,7 +192,7 @@ def _partial(view: FlowView, step_ids: list[str]) -> dict[str, Any]:
 
 
 def diff_flows(store: EventStore, flow_a: str, flow_b: str) -> list[Change]:
-    """How two flows (say, a fork and its origin) differ now, ignoring their ids and timestamps."""
+    """How two flows (say, a fork and its origin) differ now, ignoring their ids, revisions and times."""
     before = view_to_dict(state_at(store, flow_a))
     after = view_to_dict(state_at(store, flow_b))
     changes: list[Change] = []
@@ -540,13 +540,15 @@ def _escape(key: str) -> str:
     return str(key).replace("~", "~0").replace("/", "~1")
 
 
-_IDENTITY = ("flow_id", "revision", "event_count", "created_at", "updated_at", "parent_flow_id")
+_IDENTITY = frozenset({"flow_id", "parent_flow_id", "revision", "event_count", "scheduled_revision"})
+"""What ``diff_flows`` leaves out besides the times: ids and revisions, which differ between any two flows."""
 
 
 def _comparable(view: dict[str, Any]) -> dict[str, Any]:
-    flow = {k: v for k, v in (view["flow"] or {}).items() if k not in _IDENTITY}
+    ignored = _IDENTITY | _TIMES | {"lease_expires_at"}
+    flow = {k: v for k, v in (view["flow"] or {}).items() if k not in ignored}
     steps = {
-        step_id: {k: v for k, v in step.items() if k not in ("flow_id", "revision", "updated_at")}
+        step_id: {k: v for k, v in step.items() if k not in ignored}
         for step_id, step in view["steps"].items()
     }
     return {"flow": flow, "steps": steps}

@@ -232,6 +232,19 @@ class TestDiffForkWhatIf:
         assert_matches_rebuild(store)
         assert store.verify().ok
 
+    def test_diff_flows_ignores_when_things_happened(self, target: Target) -> None:
+        moments = iter(datetime(2030, 1, 1, tzinfo=UTC) + timedelta(minutes=m) for m in range(1000))
+        with target.open(projections=[FlowProjection()], clock=lambda: next(moments)) as store:
+            service = FlowService(store)
+            service.start_flow("a", controller_id="c", goal="g", owner_session_key="s")
+            fork(store, "a", at_revision=1, new_flow_id="b")
+            for flow_id in ("a", "b"):  # the same commands, each event minutes after the last
+                service.schedule_step(flow_id, step_id="s", name="tool", run_id="r")
+                service.start_step(flow_id, "s")
+                service.complete_step(flow_id, "s", result={"ok": True})
+                service.finish(flow_id)
+            assert diff_flows(store, "a", "b") == []
+
     def test_what_if_leaves_events_out_without_touching_the_log(self, service: FlowService) -> None:
         store = service.store
         last = store.last_position()
