@@ -416,6 +416,9 @@ def _earlier_position(
     Asked by its id, the event is proved there; asked by its position, the
     caller is told which position to ask for.
     """
+    last = int(conn.execute(sa.select(event_positions.c.last_position)).scalar_one())
+    if position > last:  # asked by a position no event has had yet: no later checkpoint will cover it
+        raise InvalidInput(f"no event at position {position}: the log ends at position {last}")
     earlier = _pruned_position(conn, position, tree_size)
     if earlier is not None and not isinstance(event, int):
         return earlier

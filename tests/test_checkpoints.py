@@ -165,6 +165,12 @@ class TestProofs:
         with pytest.raises(InvalidInput, match="after checkpoint 3"):
             cp.inclusion_proof(store, 5, small)
 
+    def test_a_position_past_the_log_is_not_told_to_wait_for_a_checkpoint(self, store: EventStore) -> None:
+        fill(store, "a", 3)
+        checkpoint = cp.take_checkpoint(store, KEY)
+        with pytest.raises(InvalidInput, match=r"no event at position 99: the log ends at position 3$"):
+            cp.inclusion_proof(store, 99, checkpoint)
+
     def test_a_restored_event_is_proved_where_an_older_checkpoint_has_it(
         self, target: Target, tmp_path: Path
     ) -> None:
