@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from click.testing import CliRunner
 from eventstore import EventStore, NewEvent, migrate
 from eventstore.cli import main
 from eventstore.cli.docs import main as docs_main
+from eventstore.exchange import export_events
 from projections import FlowProjection, FlowService
 
 from .conftest import Target
@@ -42,6 +44,16 @@ def foreign_database(path: Path) -> Path:
 def journal_mode(path: Path) -> str:
     with closing(sqlite3.connect(path)) as conn:
         return str(conn.execute("PRAGMA journal_mode").fetchone()[0])
+
+
+def tail_export(tmp_path: Path) -> Path:
+    """A time range export holding flow f from its revision 2 on: it continues a store, never starts one."""
+    moments = iter(datetime(2030, 1, 1, tzinfo=UTC) + timedelta(hours=h) for h in range(10))
+    with EventStore.open(f"sqlite:///{tmp_path / 'source.db'}", clock=lambda: next(moments)) as store:
+        store.append("f", [NewEvent("Noted", {})])
+        store.append("f", [NewEvent("Noted", {})])
+        export_events(store, tmp_path / "tail.jsonl", since=datetime(2030, 1, 1, 0, 30, tzinfo=UTC))
+    return tmp_path / "tail.jsonl"
 
 
 @pytest.fixture
@@ -186,6 +198,12 @@ class TestMissingStore:
         assert not (tmp_path / "new.db").exists()
         export.write_bytes(sound)
         assert invoke(new, "import", str(export))[0] == 0 and (tmp_path / "new.db").exists()
+
+    def test_an_import_that_cannot_fit_a_new_store_does_not_make_one(self, tmp_path: Path) -> None:
+        export = tail_export(tmp_path)
+        code, out = invoke(Target(f"sqlite:///{tmp_path / 'new.db'}"), "import", str(export))
+        assert code == 1 and "cannot import flow 'f': the export starts at revision 2" in out, out
+        assert not (tmp_path / "new.db").exists()
 
     @pytest.mark.parametrize("args", [["db", "upgrade"], ["demo", "--flow", "d"]])
     def test_the_commands_that_make_a_store_create_it(self, tmp_path: Path, args: list[str]) -> None:

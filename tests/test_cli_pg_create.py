@@ -11,6 +11,7 @@ from eventstore.cli import main
 from projections import FlowProjection, FlowService
 
 from .conftest import Target
+from .test_cli_exits import tail_export
 
 
 def invoke(target: Target, *args: str) -> tuple[int, str]:
@@ -49,6 +50,14 @@ def test_import_creates_the_store_in_an_empty_schema_only_from_a_file_that_verif
     code, out = invoke(pg_target, "import", str(export))
     assert code == 0 and "imported 1 event of 1 flow" in out, out
     assert invoke(pg_target, "show", "f")[0] == 0
+
+
+def test_import_makes_no_store_in_an_empty_schema_from_an_export_it_cannot_start(
+    pg_target: Target, tmp_path: Path
+) -> None:
+    code, out = invoke(pg_target, "import", str(tail_export(tmp_path)))
+    assert code == 1 and "cannot import flow 'f': the export starts at revision 2" in out, out
+    assert schema_revision(pg_target) is None
 
 
 def test_other_commands_still_refuse_an_empty_schema(pg_target: Target) -> None:

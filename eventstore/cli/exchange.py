@@ -19,11 +19,11 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from ..errors import ExportInvalid, InvalidInput
+from ..errors import ExportInvalid, ImportConflict, InvalidInput
 from ..exportfile import Progress, verify_export
 from ..exporting import export_events
 from ..importing import import_events
-from ..manifest import manifest_path
+from ..manifest import Manifest, manifest_path
 from ..schema import projection_checkpoints
 from ..store import EventStore
 from ..unfinished_import import abandon_import
@@ -85,6 +85,22 @@ def _makes_a_store(url: str, options: dict[str, Any]) -> bool:
     if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or "uri" in parsed.query:
         return False
     return not os.path.exists(database)  # not Path.exists: a name too long is refused later, cleanly
+
+
+def _refuse_unstartable(manifest: Manifest | None) -> None:
+    """Refuse, before a store is made for it, an export whose flows do not all start at revision 1.
+
+    A new store has none of the revisions before them, so the import could only fail, and
+    leave behind an empty store where the URL named none.
+    """
+    late = [segment for segment in manifest.flows if segment.first_revision != 1] if manifest else []
+    if late:
+        more = f" (and {counted(len(late) - 1, 'more flow')})" if len(late) > 1 else ""
+        raise ImportConflict(
+            late[0].flow_id,
+            f"the export starts at revision {late[0].first_revision}, and there is no store here to "
+            f"continue it{more}: nothing was created",
+        )
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
@@ -173,6 +189,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 verified = verify_export(path, progress=progress)
                 if not verified.ok:
                     raise ExportInvalid(str(path), verified.problems)
+                _refuse_unstartable(verified.manifest)
         with open_store(ctx, may_create=True) as store, errors(), phase_progress(as_json) as progress:
             report = import_events(store, path, progress=progress)
             behind = _not_folded(store) if report.events_imported else []
