@@ -307,8 +307,9 @@ def audit_trail(
     ``actor`` that is a string) or a correlation group; the scopes combine.
     A legal hold is in the scope of the flow it holds (and so of its
     session) and of who placed or released it. ``types`` keeps some audited
-    event types; ``since`` and ``until``
-    (timezone-aware) bound the time the events were recorded. An unknown
+    event types; ``since`` and ``until`` (timezone-aware) bound the time the events were
+    recorded, ``since <= recorded_at < until`` as in an export, so that trails of consecutive
+    windows (a day at a time) show each event once. An unknown
     flow raises ``FlowNotFound``, a session with no flows ``SessionNotFound``
     (unless retention pruned flows it owned, or flows whose owner the store
     did not record, before migration 0019: the trail is then empty, with
@@ -653,7 +654,7 @@ def _time_range(store: EventStore, since: datetime | None, until: datetime | Non
     if since is not None:
         out.append(_c.recorded_at >= _stored_time(store, since))
     if until is not None:
-        out.append(_c.recorded_at <= _stored_time(store, until))
+        out.append(_c.recorded_at < _stored_time(store, until))  # half-open, as an export's range
     return out
 
 
@@ -666,7 +667,7 @@ _AUDITED_SQL = str(audited.compile(compile_kwargs={"literal_binds": True}))
 
 
 def _window(store: EventStore, since: datetime | None, until: datetime | None) -> tuple[int, ...] | None:
-    """The first and last position of the audited events recorded from ``since`` to ``until``,
+    """The first and last position of the audited events recorded from ``since`` to before ``until``,
     found by the time index (migration 0020), so that a trail bounded in time reads that span only;
     () if there are none, None if neither bound is given.
 
@@ -679,7 +680,7 @@ def _window(store: EventStore, since: datetime | None, until: datetime | None) -
     """
     if store.dialect != "sqlite":
         return None
-    bounds = {"since": ">=", "until": "<="}
+    bounds = {"since": ">=", "until": "<"}
     moments = (("since", since), ("until", until))
     given = {name: _stored_time(store, moment) for name, moment in moments if moment is not None}
     if not given:

@@ -169,8 +169,12 @@ class TestAuditTrail:
         assert session_flows(story.store, "s2") == ["c", "c2"]
 
     def test_time_range_and_paging(self, story: Story) -> None:
-        window = audit_trail(story.store, since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=3))
+        window = audit_trail(story.store, since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=4))
         assert [e.type for e in window] == ["GateOpened", "GateApproved", "StepFailed", "FlowFailed"]
+        minute = list(
+            audit_trail(story.store, since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=3))
+        )
+        assert minute and {e.recorded_at for e in minute} == {T0 + timedelta(minutes=2)}  # until is left out
         first, second = audit_trail(story.store, limit=2)
         rest = list(audit_trail(story.store, after_position=second.position))
         assert [first, second, *rest] == list(audit_trail(story.store))

@@ -89,7 +89,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         help="decision, gate, interrupt, failure, hold, or an event type such as GateApproved (repeatable).",
     )
     @click.option("--since", help="From this time: ISO 8601 with a zone, a date, or an age (15m, 2h, 7d).")
-    @click.option("--until", help="Up to this time (same forms as --since).")
+    @click.option("--until", help="Before this time (same forms as --since).")
     @click.option("--after", type=POSITION, default=0, help="Only after this log position.")
     @click.option("--limit", type=COUNT, help="At most this many entries.")
     @click.option("--why", "event_ref", metavar="EVENT", help="Explain one event (id or FLOW@REV) instead.")
