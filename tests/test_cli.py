@@ -134,7 +134,7 @@ class TestCommands:
         with target.open(projections=[FlowProjection()]) as store:
             FlowService(store).start_flow("f", controller_id="c", goal="g", owner_session_key="s")
         out = run(target, "rebuild", "flows")
-        assert out == "rebuilt flows from 1 events" + out.split("1 events", 1)[1]
+        assert out == "rebuilt flows from 1 event" + out.split("1 event", 1)[1]
         assert "\r" not in out and out.count("\n") == 1
         assert orjson.loads(run(target, "rebuild", "--json").splitlines()[-1])["events"] == 1
 

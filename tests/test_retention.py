@@ -418,15 +418,15 @@ class TestCommands:
         assert "f1 is held" in run(target, "hold", "f1", "--reason", "audit", "--by", "ann")
         assert '"flow_id":"f1"' in run(target, "holds", "--json")
         with freeze_time(T0 + 40 * DAY):
-            assert "would prune 1 flows: f2" in run(target, "prune", "--policy", "finished=30", "--dry-run")
+            assert "would prune 1 flow: f2" in run(target, "prune", "--policy", "finished=30", "--dry-run")
             out = run(target, "prune", "--policy", "finished=30", "--archive-dir", archives)
-        assert "pruned 1 flows (3 events)" in out and "kept under legal hold: f1" in out
+        assert "pruned 1 flow (3 events)" in out and "kept under legal hold: f1" in out
         assert "released the hold on f1" in run(target, "release", "f1", "--by", "ann", "--reason", "done")
         (listed,) = orjson.loads(run(target, "archive", "list", "--json"))
         assert listed["status"] == "pruned" and listed["flows_pruned"] == 1
         assert listed["archive_id"] in run(target, "archive", "list")
         with gzip.open(listed["path"]) as archive:
             assert [orjson.loads(line)["flow_id"] for line in archive] == ["f2"] * 3
-        assert "restored 1 flows (3 events)" in run(target, "archive", "restore", listed["archive_id"], "f2")
+        assert "restored 1 flow (3 events)" in run(target, "archive", "restore", listed["archive_id"], "f2")
         assert "Invalid value for '--policy'" in run(target, "prune", "--policy", "running=3", code=2)
         assert FlowQueries(flows).flow("f2").status == "finished"

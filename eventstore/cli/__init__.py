@@ -325,7 +325,7 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
     else:
         if live:
             click.echo(err=True)  # end the progress line
-        click.echo(f"rebuilt {shown} from {done.done:,} events in {done.seconds:.2f}s", err=True)
+        click.echo(f"rebuilt {shown} from {counted(done.done, 'event')} in {done.seconds:.2f}s", err=True)
 
 
 @main.command("projections")

@@ -204,7 +204,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         events, flows = counted(report.events_imported, "event"), counted(len(report.flows_imported), "flow")
         echo(f"imported {events} of {flows}{where}")
         if report.events_skipped:
-            echo(f"{report.events_skipped:,} events were here already")
+            were = "was" if report.events_skipped == 1 else "were"
+            echo(f"{counted(report.events_skipped, 'event')} {were} here already")
         for name in behind:
             echo(f"note: projection {name!r} was not updated: rebuild it (`eventstore rebuild`)", err=True)
 

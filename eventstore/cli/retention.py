@@ -17,6 +17,7 @@ from ..errors import InvalidInput
 from ..retention import RetentionPolicy, list_archives, list_holds, restore, run_retention
 from ..retention import hold as hold_flow
 from ..retention import release as release_flow
+from ..wording import counted
 from .exchange import phase_progress
 from .output import Styled, colour_of, echo, echo_json, printable, table, when
 from .params import COUNT
@@ -86,9 +87,9 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo_json(report)
             return
         if dry_run:
-            echo(f"would prune {len(report.eligible)} flows: {_listed(report.eligible)}")
+            echo(f"would prune {counted(len(report.eligible), 'flow')}: {_listed(report.eligible)}")
         else:
-            echo(f"pruned {len(report.pruned)} flows ({report.events_pruned:,} events)")
+            echo(f"pruned {counted(len(report.pruned), 'flow')} ({counted(report.events_pruned, 'event')})")
             if report.archive_path:
                 echo(f"archive {printable(report.archive_id)}: {printable(report.archive_path)}")
         for label, items in (
@@ -209,7 +210,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             echo_json(report)
         else:
             echo(
-                f"restored {len(report.flows)} flows ({report.events:,} events) from {printable(archive_id)}"
+                f"restored {counted(len(report.flows), 'flow')} ({counted(report.events, 'event')}) "
+                f"from {printable(archive_id)}"
             )
 
 
