@@ -3,6 +3,7 @@ whole log finds for each: the step's last ``GateOpened`` before it, else its for
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +11,8 @@ from hypothesis import strategies as st
 
 from eventstore import EventStore, NewEvent, RecordedEvent
 from eventstore.audit import audit_trail, gate_opening, gate_openings
+from eventstore.causation import _OPENINGS
+from eventstore.statements import compiled_sql
 
 from .conftest import Target
 
@@ -113,3 +116,14 @@ def test_a_page_of_decisions_is_looked_up_at_once(target: Target) -> None:
         assert gate_openings(store, []) == {}
     prompts = [found[d.position].data["prompt"] for d in decisions]
     assert prompts == [f"{word} {n}" for n in range(100) for word in ("first", "again")]
+
+
+def test_each_lookup_reads_the_audit_index_by_flow_on_sqlite(tmp_path: Path) -> None:
+    """The one read of many openings looks each up in the index, not in a scan of the log."""
+    with EventStore.open(f"sqlite:///{tmp_path / 'plan.db'}") as store:
+        store.append("f", [NewEvent("GateOpened", {"step_id": "s", "prompt": "p"})])
+        with store.reading() as conn:
+            sql, values = compiled_sql(conn.dialect, _OPENINGS[True], {"wanted": '[["f", 9, "s"]]'})
+            plan = [row[-1] for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql, values)]
+    assert any("USING INDEX ix_flow_events_audit " in step + " " for step in plan), plan
+    assert not any(step.startswith("SCAN") and "flow_events" in step for step in plan), plan
