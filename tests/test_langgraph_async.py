@@ -373,3 +373,15 @@ def test_a_read_cancelled_as_its_connection_goes_back_to_the_pool_logs_no_error(
     with caplog.at_level(logging.ERROR, logger="sqlalchemy.pool"):
         asyncio.run(main())
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_setup_can_be_awaited_as_the_async_savers_is(target: Target) -> None:
+    # AsyncSqliteSaver's and AsyncPostgresSaver's setup is a coroutine: code switched to
+    # EventStoreSaver as docs/langgraph.md says keeps its `await saver.setup()`.
+    async def main() -> bool:
+        async with EventStoreSaver.from_url(target.url, **target.options) as saver:
+            await saver.setup()
+            await save(saver, "t", 1)
+            return await saver.aget_tuple(config("t")) is not None
+
+    assert asyncio.run(main())

@@ -14,7 +14,7 @@ import contextlib
 import copy
 import inspect
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar
 
@@ -37,6 +37,16 @@ if TYPE_CHECKING:
 DEFAULT_ACTOR = "langgraph"
 DEFAULT_MAX_PAYLOAD_BYTES = 64 * 1024 * 1024
 T = TypeVar("T")
+
+
+class Done:
+    """What ``EventStoreSaver.setup`` returns: its work is done, and awaiting it waits for nothing."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        return
+        yield  # a generator that ends at once: `await` gives None without suspending
 
 
 class EventStoreSaver(RetentionSaver):
@@ -136,9 +146,14 @@ class EventStoreSaver(RetentionSaver):
         saver._owns_store = True
         return saver
 
-    def setup(self) -> None:
-        """Create or upgrade the schema (what ``PostgresSaver.setup`` does; ``from_url`` already did)."""
+    def setup(self) -> Done:
+        """Create or upgrade the schema (what ``PostgresSaver.setup`` does; ``from_url`` already did).
+
+        Done when it returns, and awaitable as well: the async savers' ``setup`` is a
+        coroutine, so code moved from them keeps its ``await saver.setup()``.
+        """
         self.store.upgrade()
+        return Done()
 
     def close(self) -> None:
         """Close the store if this saver opened it (``from_url``), any async connections, its worker threads.
