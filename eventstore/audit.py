@@ -88,6 +88,7 @@ __all__ = [
     "GateEntry",
     "HoldEntry",
     "InterruptEntry",
+    "ThreadEntry",
     "audit_trail",
     "cause_id",
     "caused_by",
@@ -107,6 +108,7 @@ KINDS: dict[str, tuple[str, ...]] = {
     "failure": ("StepFailed", "StepTimedOut", "FlowFailed", "TaskFailed"),
     "interrupt": ("InterruptRecorded", "ResumeRecorded"),
     "hold": ("LegalHoldPlaced", "LegalHoldReleased"),
+    "thread": ("ThreadDeleted", "CheckpointsDeleted", "ThreadCopied"),
 }
 """The audited event types, by kind of entry."""
 HOLD_TYPES = KINDS["hold"]
@@ -250,6 +252,31 @@ class HoldEntry(AuditEntry):
     action: str  # "held" (LegalHoldPlaced) or "released" (LegalHoldReleased)
     held_flow_id: str | None
     reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ThreadEntry(AuditEntry):
+    """A LangGraph thread's checkpoints taken out of the saver's view, or copied, by ``actor``.
+
+    ``action`` is ``"deleted"``: a namespace's every checkpoint and write
+    (``ThreadDeleted``), or some of its checkpoints (``CheckpointsDeleted``:
+    those before the latest, or a run's); or ``"copied"`` into this thread from
+    ``source_thread_id`` (``ThreadCopied``). ``reason`` names the saver's call
+    (``delete_thread``, ``delete_for_runs``, ``prune``); ``checkpoints`` and
+    ``writes`` count what went, where the event counts it; ``run_ids`` are the
+    runs ``delete_for_runs`` named. The events before it stay in the log.
+    """
+
+    kind: ClassVar[str] = "thread"
+
+    action: str  # "deleted" (ThreadDeleted, CheckpointsDeleted) or "copied" (ThreadCopied)
+    thread_id: str | None
+    checkpoint_ns: str | None
+    reason: str | None
+    checkpoints: int | None
+    writes: int | None
+    run_ids: tuple[str, ...]
+    source_thread_id: str | None
 
 
 # -- audit trails ----------------------------------------------------------------
@@ -446,6 +473,8 @@ def entry_from_event(
             held_flow_id=_opt_str(data.get("held_flow_id")),
             reason=str(data.get("reason") or ""),
         )
+    if event.type in KINDS["thread"]:
+        return _thread_entry(event, common)
     if event.type in WRITE_EVENTS:
         graph = _graph_entries(event, common)
         if graph:
@@ -602,6 +631,28 @@ def _gate_entry(event: RecordedEvent, common: dict[str, Any], opening: RecordedE
         opened_at=opening.recorded_at if opening is not None else None,
         opened_by=_actor(opening) if opening is not None else None,
     )
+
+
+def _thread_entry(event: RecordedEvent, common: dict[str, Any]) -> ThreadEntry:
+    data = event.data
+    checkpoints = data.get("checkpoints")
+    if checkpoints is None and isinstance(data.get("checkpoint_ids"), list):  # delete_for_runs names them
+        checkpoints = len(data["checkpoint_ids"])
+    return ThreadEntry(
+        **common,
+        action="copied" if event.type == "ThreadCopied" else "deleted",
+        thread_id=_opt_str(data.get("thread_id")),
+        checkpoint_ns=_opt_str(data.get("checkpoint_ns")),
+        reason=_opt_str(data.get("reason")),
+        checkpoints=_count(checkpoints),
+        writes=_count(data.get("writes")),
+        run_ids=tuple(str(run) for run in _list(data.get("run_ids"))),
+        source_thread_id=_opt_str(data.get("source_thread_id")),
+    )
+
+
+def _count(value: Any) -> int | None:
+    return value if type(value) is int and value >= 0 else None
 
 
 def _written(data: Mapping[str, Any], channel: str) -> Iterator[Any]:

@@ -77,7 +77,7 @@ READ_COLUMNS = [
 """The columns of ``flow_events`` an event is read back from, in ``RecordedEvent`` order
 (``EventStore.query_events``)."""
 
-# -- audit indexes (migrations 0007, 0010, 0011 and 0012) ----------------------
+# -- audit indexes (migrations 0007, 0010, 0011, 0012, 0020 and 0021) --------------
 # Partial indexes, so appends of other events pay next to nothing for them.
 
 AUDIT_EVENT_TYPES = (
@@ -91,9 +91,13 @@ AUDIT_EVENT_TYPES = (
     "InterruptRecorded",
     "ResumeRecorded",
     "TaskFailed",
+    "ThreadDeleted",
+    "CheckpointsDeleted",
+    "ThreadCopied",
 )
 """The event types an audit trail reports (``eventstore.audit``); the audit indexes hold only these.
-The last three are a LangGraph thread's (``eventstore.graph_checkpoints``; migration 0011)."""
+The last six are a LangGraph thread's (``eventstore.graph_checkpoints``): its interrupts, answers
+and failed tasks (migration 0011), and who deleted or copied its checkpoints (migration 0021)."""
 
 _e = flow_events.c
 

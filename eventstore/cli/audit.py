@@ -24,6 +24,7 @@ from ..audit import (
     GateEntry,
     HoldEntry,
     InterruptEntry,
+    ThreadEntry,
     audit_trail,
     cause_id,
     causes,
@@ -65,10 +66,14 @@ _LABELS = {
     "ResumeRecorded": "ANSWERED",
     "LegalHoldPlaced": "HELD",
     "LegalHoldReleased": "RELEASED",
+    "ThreadDeleted": "DELETED",
+    "CheckpointsDeleted": "DELETED",
+    "ThreadCopied": "COPIED",
 }
 _CAUSES = 1000  # the most causes --why follows back
-_COUNTED = [kind for kind in KINDS if kind != "interrupt"] + ["question", "answer"]
-"""What the count line counts: a LangGraph interrupt is a question, or an answer to one."""
+_COUNTED = ["decision", "gate", "failure", "hold", "question", "answer", "thread change"]
+"""What the count line counts: a LangGraph interrupt is a question, or an answer to one; a thread's
+deletion or copy is a thread change."""
 
 
 def register(main: click.Group, open_store: Any, errors: Any) -> None:
@@ -86,7 +91,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         "--type",
         "types",
         multiple=True,
-        help="decision, gate, interrupt, failure, hold, or an event type such as GateApproved (repeatable).",
+        help="decision, gate, interrupt, failure, hold, thread, or an event type such as GateApproved "
+        "(repeatable).",
     )
     @click.option("--since", help="From this time: ISO 8601 with a zone, a date, or an age (15m, 2h, 7d).")
     @click.option("--until", help="Before this time (same forms as --since).")
@@ -167,6 +173,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 def _counted(entry: AuditEntry) -> str:
     if isinstance(entry, InterruptEntry):
         return "answer" if entry.action == "answered" else "question"
+    if isinstance(entry, ThreadEntry):
+        return "thread change"
     return entry.kind
 
 
@@ -241,9 +249,25 @@ def _facts(entry: AuditEntry) -> list[str]:
     if isinstance(entry, HoldEntry):
         reason = f': "{cut(entry.reason, 60)}"' if entry.reason else ""
         return [head + f"flow {printable(entry.held_flow_id or '-')}{reason}"]
-    assert isinstance(entry, FailureEntry)  # the five kinds are exhaustive
+    if isinstance(entry, ThreadEntry):
+        return [head + _thread_change(entry)]
+    assert isinstance(entry, FailureEntry)  # the six kinds are exhaustive
     where_failed = f"step {printable(entry.step_id)}: " if entry.step_id else ""
     return [head + where_failed + cut(entry.error or "(no error text)", 80) + _run_by(entry)]
+
+
+def _thread_change(entry: ThreadEntry) -> str:
+    """What a deletion or copy did to which thread, as its event counts it."""
+    thread = f"thread {printable(cut(entry.thread_id or '-', 40))}"
+    if entry.checkpoint_ns:
+        thread += f" ns {printable(cut(entry.checkpoint_ns, 30))}"
+    counts = [counted(entry.checkpoints, "checkpoint") if entry.checkpoints is not None else ""]
+    counts += [counted(entry.writes, "write") if entry.writes is not None else ""]
+    counts += [f"runs {printable(cut(', '.join(entry.run_ids), 40))}" if entry.run_ids else ""]
+    if entry.action == "copied":
+        return f"{thread} from {printable(cut(entry.source_thread_id or '-', 40))}" + _paren(counts)
+    whole = "every checkpoint" if entry.type == "ThreadDeleted" else "some checkpoints"
+    return f"{thread}: {whole}" + _paren([*counts, printable(entry.reason or "")])
 
 
 def _run_by(entry: FailureEntry) -> str:
