@@ -144,6 +144,7 @@ def questions(
         "a person's approvals, first 50": (count(actor=person_of(0), limit=50), min(50, approvals_by_person)),
         "a person's approvals, all": (count(actor=person_of(0)), approvals_by_person),
         "failures, first 50": (count(types=["StepFailed"], limit=50), min(50, len(range(0, flows, 4)))),
+        "approvals, first 2,000": (count(types=["GateApproved"], limit=2000), min(2000, flows)),
         "whole log, first 50": (count(limit=50), 50),
         "since: the last flows": (
             count(since=since),
