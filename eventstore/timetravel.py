@@ -10,6 +10,13 @@ snapshot is used only if it was made by the current fold
 event it was taken at still has the hash the snapshot recorded; otherwise
 it is ignored (and replaced), so a stale or tampered snapshot cannot change
 an answer.
+
+Nor can a tampered log: the events folded must go on revision by revision,
+from revision 1 or from a snapshot's event, and (where the read carries
+hashes) each must name the one before it as its ``prev_hash``. A log that
+skips a revision or does not chain is ``IntegrityViolation``, never a state
+it was never in. Hashes are compared, not computed: an event edited in
+place with its chain left alone is for ``verify`` to find.
 """
 
 from __future__ import annotations
@@ -25,8 +32,16 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .checks import check_count, check_names, validation_message
-from .errors import FlowExists, IntegrityViolation, InvalidInput, RevisionMismatch, StoreClosed
-from .events import AppendResult, RecordedEvent
+from .errors import (
+    EventStoreError,
+    FlowArchived,
+    FlowExists,
+    IntegrityViolation,
+    InvalidInput,
+    RevisionMismatch,
+    StoreClosed,
+)
+from .events import AppendResult, FoldInput, RecordedEvent
 from .flow_fold import (
     FOLD_VERSION,
     FlowView,
@@ -40,7 +55,7 @@ from .flow_fold import (
 )
 from .flows import FlowForked
 from .graph_flows import refuse_thread
-from .integrity import digest, format_time
+from .integrity import GENESIS, digest, format_time
 from .schema import flow_events, flow_snapshots, snapshot_parts
 from .serialization import canonical
 from .snapshots import PartLoader, Steps, decode_part
@@ -102,7 +117,7 @@ def replay(
 
 def _replay(store: EventStore, flow_id: str, from_revision: int) -> Iterator[tuple[RecordedEvent, FlowView]]:
     view = state_at(store, flow_id, revision=from_revision - 1) if from_revision > 1 else FlowView()
-    for event in store.read_flow(flow_id, from_revision=from_revision):
+    for event in _anchored(store, flow_id, from_revision, None):
         view.apply(event)
         yield event, view.copy()
 
@@ -138,14 +153,17 @@ def state_at(
     target = _target_revision(store, flow_id, head, revision, at)
     if target == 0:
         return FlowView()
-    view, done = _nearest_snapshot(store, flow_id, target)
+    view, done, done_hash = _nearest_snapshot(store, flow_id, target)
     pending: list[_Snapshot] = []
     if snapshot_every <= 0 or target // snapshot_every == done // snapshot_every:
-        # No snapshot falls due on the way: fold from the lean read (no ids, metadata, hashes).
-        for lean in store.read_for_fold(flow_id=flow_id, from_revision=done + 1, to_revision=target):
-            view.apply(lean)
+        # No snapshot falls due on the way: fold from the lean read (no ids, metadata, hashes),
+        # checked for revisions only; _nearest_snapshot checked the link onto the snapshot.
+        lean = store.read_for_fold(flow_id=flow_id, from_revision=done + 1, to_revision=target)
+        for lean_event in _in_order(store, flow_id, lean, done + 1, target):
+            view.apply(lean_event)
         return _loaded(store, view)
-    for event in store.read_flow(flow_id, from_revision=done + 1, to_revision=target):
+    events = store.read_flow(flow_id, from_revision=done + 1, to_revision=target)
+    for event in _chained(store, flow_id, events, done + 1, done_hash, target):
         view.apply(event)
         if event.revision % snapshot_every == 0:
             pending.append(_encode(view, event))
@@ -173,7 +191,7 @@ def diff(store: EventStore, flow_id: str, a: int | datetime, b: int | datetime) 
     first = _point(store, flow_id, a)
     second = _point(store, flow_id, b)
     low, high = sorted((first, second))
-    events = list(store.read_flow(flow_id, from_revision=low + 1, to_revision=high)) if high > low else []
+    events = list(_anchored(store, flow_id, low + 1, high)) if high > low else []
     before = state_at(store, flow_id, revision=first)
     after = state_at(store, flow_id, revision=second)
     if any(event.type == "FlowForked" for event in events):
@@ -282,7 +300,8 @@ def what_if(
             f"flow {flow_id!r} has revisions 1 to {head}, not {past[0]} (in without_revisions)"
         )
     view = FlowView()
-    for event in store.read_flow(flow_id, to_revision=until):
+    events = store.read_flow(flow_id, to_revision=until)
+    for event in _chained(store, flow_id, events, 1, GENESIS.hex(), head if until is None else until):
         if event.revision not in skip_revisions and event.type not in skip_types:
             view.apply(event)
     return view
@@ -347,20 +366,28 @@ def _revision_at(store: EventStore, flow_id: str, head: int, at: datetime) -> in
     return head if not rows else int(rows[0][0]) - 1
 
 
-def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[FlowView, int]:
-    """The latest trustworthy snapshot at or before ``target``, or an empty view at 0."""
+def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[FlowView, int, str]:
+    """The latest trustworthy snapshot at or before ``target``, or an empty view at 0; and the
+    hash the next event must name as its ``prev_hash`` (the snapshot's event's, or ``GENESIS``).
+
+    The next event's ``prev_hash`` comes in the same query, so a fold from the
+    snapshot that reads no hashes (the lean read) still checks its first link.
+    """
     s, e = flow_snapshots.c, flow_events.c
+    after = flow_events.alias("after")
     candidates = (
-        sa.select(s.revision, s.event_hash, s.state_hash, e.hash)
+        sa.select(s.revision, s.event_hash, s.state_hash, e.hash, after.c.prev_hash)
         .select_from(
-            flow_snapshots.outerjoin(flow_events, sa.and_(e.flow_id == s.flow_id, e.revision == s.revision))
+            flow_snapshots.outerjoin(
+                flow_events, sa.and_(e.flow_id == s.flow_id, e.revision == s.revision)
+            ).outerjoin(after, sa.and_(after.c.flow_id == s.flow_id, after.c.revision == s.revision + 1))
         )
         .where(s.flow_id == flow_id, s.fold_version == FOLD_VERSION, s.revision <= target)
         .order_by(s.revision.desc())
         .limit(3)
     )
     with store.reading() as conn:
-        for revision, event_hash, state_hash, logged in conn.execute(candidates).all():
+        for revision, event_hash, state_hash, logged, next_prev in conn.execute(candidates).all():
             if logged is None or bytes(logged) != bytes(event_hash):
                 continue  # the history it was taken from is not the history now
             state = conn.execute(
@@ -370,8 +397,91 @@ def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[Flo
             ).scalar_one()
             if digest(state.encode()) != bytes(state_hash):
                 continue  # the snapshot was edited
-            return _decode(store, flow_id, revision, orjson.loads(state)), revision
-    return FlowView(), 0
+            if revision < target and next_prev is not None and bytes(next_prev) != bytes(logged):
+                raise _unchained(store, flow_id, revision + 1)
+            view = _decode(store, flow_id, revision, orjson.loads(state))
+            return view, revision, bytes(logged).hex()
+    return FlowView(), 0, GENESIS.hex()
+
+
+def _chained(
+    store: EventStore,
+    flow_id: str,
+    events: Iterable[RecordedEvent],
+    first: int,
+    prev_hash: str | None,
+    last: int | None = None,
+) -> Iterator[RecordedEvent]:
+    """``events``, checked to be revisions ``first`` to ``last`` (or on to their end) without a gap,
+    each naming the one before as its ``prev_hash`` (the first one ``prev_hash``, unless None).
+
+    A comparison per event, no hashing: a fold over a log with a row deleted,
+    inserted or moved stops with ``IntegrityViolation`` instead of answering.
+    """
+    expected = first
+    for event in events:
+        if event.revision != expected:
+            raise _missing(store, flow_id, expected)
+        if prev_hash is not None and event.prev_hash != prev_hash:
+            raise _unchained(store, flow_id, expected)
+        prev_hash = event.hash
+        expected += 1
+        yield event
+    if last is not None and expected <= last:
+        raise _missing(store, flow_id, expected)
+
+
+def _in_order(
+    store: EventStore, flow_id: str, events: Iterable[FoldInput], first: int, last: int
+) -> Iterator[FoldInput]:
+    """``events`` of the lean read (no hashes), checked to be revisions ``first`` to ``last``, no gap."""
+    expected = first
+    for event in events:
+        if event.revision != expected:
+            raise _missing(store, flow_id, expected)
+        expected += 1
+        yield event
+    if expected <= last:
+        raise _missing(store, flow_id, expected)
+
+
+def _anchored(store: EventStore, flow_id: str, first: int, last: int | None) -> Iterator[RecordedEvent]:
+    """The flow's events ``first`` to ``last``, chained: read from the one before ``first``, whose
+    hash the first must name (one row more, where the state before it was folded apart)."""
+    if first == 1:
+        yield from _chained(
+            store, flow_id, store.read_flow(flow_id, to_revision=last), 1, GENESIS.hex(), last
+        )
+        return
+    read = store.read_flow(flow_id, from_revision=first - 1, to_revision=last)
+    events = _chained(store, flow_id, read, first - 1, None, last)
+    next(events, None)  # the anchor itself: only its hash is wanted
+    yield from events
+
+
+def _missing(store: EventStore, flow_id: str, revision: int) -> EventStoreError:
+    return _unless_pruned(
+        store,
+        flow_id,
+        f"flow {flow_id!r} has no event at revision {revision} though it has later ones: its chain is "
+        "broken; `eventstore verify` says where",
+    )
+
+
+def _unchained(store: EventStore, flow_id: str, revision: int) -> EventStoreError:
+    return _unless_pruned(
+        store,
+        flow_id,
+        f"flow {flow_id!r} at revision {revision} does not chain onto revision {revision - 1} (its "
+        "prev_hash is not that event's hash): its chain is broken; `eventstore verify` says where",
+    )
+
+
+def _unless_pruned(store: EventStore, flow_id: str, message: str) -> EventStoreError:
+    """``IntegrityViolation(message)``, unless retention pruned the flow as it was read (``FlowArchived``):
+    its events went on the way, which is no broken chain. Asked only once a fold found one."""
+    gone = flow_not_found(store, flow_id)
+    return gone if isinstance(gone, FlowArchived) else IntegrityViolation(message)
 
 
 class _Snapshot(NamedTuple):
@@ -438,7 +548,7 @@ def _refold(store: EventStore, flow_id: str, revision: int, step_ids: list[str])
     """The steps ``step_ids`` as of ``revision``, folded from the log, for parts found missing or edited."""
     folded = FlowView()
     last = 0
-    for event in store.read_flow(flow_id, to_revision=revision):
+    for event in _chained(store, flow_id, store.read_flow(flow_id, to_revision=revision), 1, GENESIS.hex()):
         folded.apply(event)
         last = event.revision
     if last < revision:  # the events went after the state was read: retention pruned the flow
