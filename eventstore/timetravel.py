@@ -21,7 +21,7 @@ place with its chain left alone is for ``verify`` to find.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -31,7 +31,7 @@ import pydantic
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from .checks import check_count, check_names, validation_message
+from .checks import check_count, check_names, shown, validation_message
 from .errors import (
     EventStoreError,
     FlowArchived,
@@ -283,8 +283,11 @@ def what_if(
     The revisions named (``without_revisions``, ``until``) must be the flow's:
     leaving out a revision it does not have would answer a question nobody asked.
     """
-    if isinstance(without_revisions, int) or not isinstance(without_revisions, Iterable):
-        raise InvalidInput(f"without_revisions must be a list of revisions, not {without_revisions!r}")
+    # A string is iterable too: "12" would be read as revisions '1' and '2'.
+    if not isinstance(without_revisions, Iterable) or isinstance(without_revisions, str | bytes | Mapping):
+        raise InvalidInput(
+            f"without_revisions must be a list of revisions (ints), not {shown(without_revisions)}"
+        )
     skip_revisions = {check_count("without_revisions", revision, minimum=1) for revision in without_revisions}
     skip_types = set(check_names("without_types", without_types))
     if until is not None:

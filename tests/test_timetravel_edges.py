@@ -150,6 +150,17 @@ class TestWhatIfNamesTheFlowsRevisions:
         with pytest.raises(InvalidInput, match=message):
             what_if(flow_store, "f", **options)
 
+    @pytest.mark.parametrize("revisions", ["12", b"12", {12: True}])
+    def test_revisions_in_a_string_or_a_mapping_are_refused_as_not_ints(
+        self, flow_store: EventStore, revisions: Any
+    ) -> None:
+        """A string is iterable: "12" was read as the revisions '1' and '2', and refused for '1'."""
+        drive(flow_store, steps=4)
+        with pytest.raises(
+            InvalidInput, match=r"without_revisions must be a list of revisions \(ints\), not "
+        ):
+            what_if(flow_store, "f", without_revisions=revisions)
+
     def test_the_last_revision_and_until_the_end_still_work(self, flow_store: EventStore) -> None:
         drive(flow_store, steps=4)
         view = what_if(flow_store, "f", without_revisions=[10], until=10)
