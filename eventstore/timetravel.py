@@ -369,6 +369,10 @@ def _revision_at(store: EventStore, flow_id: str, head: int, at: datetime) -> in
     return head if not rows else int(rows[0][0]) - 1
 
 
+_AFTER = flow_events.alias("after")
+"""The event after a snapshot's, whose ``prev_hash`` must be the snapshot's event's hash."""
+
+
 def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[FlowView, int, str]:
     """The latest trustworthy snapshot at or before ``target``, or an empty view at 0; and the
     hash the next event must name as its ``prev_hash`` (the snapshot's event's, or ``GENESIS``).
@@ -377,13 +381,12 @@ def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[Flo
     snapshot that reads no hashes (the lean read) still checks its first link.
     """
     s, e = flow_snapshots.c, flow_events.c
-    after = flow_events.alias("after")
     candidates = (
-        sa.select(s.revision, s.event_hash, s.state_hash, e.hash, after.c.prev_hash)
+        sa.select(s.revision, s.event_hash, s.state_hash, e.hash, _AFTER.c.prev_hash)
         .select_from(
             flow_snapshots.outerjoin(
                 flow_events, sa.and_(e.flow_id == s.flow_id, e.revision == s.revision)
-            ).outerjoin(after, sa.and_(after.c.flow_id == s.flow_id, after.c.revision == s.revision + 1))
+            ).outerjoin(_AFTER, sa.and_(_AFTER.c.flow_id == s.flow_id, _AFTER.c.revision == s.revision + 1))
         )
         .where(s.flow_id == flow_id, s.fold_version == FOLD_VERSION, s.revision <= target)
         .order_by(s.revision.desc())
