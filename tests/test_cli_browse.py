@@ -110,6 +110,19 @@ class TestShow:
     def test_unknown_flow_is_one_line(self, recorded: Target) -> None:
         assert cli(recorded, "show", "nope", code=1).output == "error: flow 'nope' does not exist\n"
 
+    def test_a_step_whose_clock_stepped_back_took_an_unknown_time(self, recorded: Target) -> None:
+        with recorded.open(projections=[FlowProjection()]) as store, freeze_time(NOW) as clock:
+            flows = FlowService(store)
+            flows.start_flow("back", controller_id="c", goal="g", owner_session_key="s")
+            flows.schedule_step("back", step_id="s", name="tool", run_id="r")
+            flows.start_step("back", "s")
+            clock.move_to(NOW - timedelta(days=1000))  # an NTP correction of a clock far ahead
+            flows.complete_step("back", "s", result={})
+        row = cli(recorded, "show", "back").output.splitlines()[-1]
+        assert "unknown (clock stepped back)" in row and "-8640" not in row
+        span = cli(recorded, "history", "back").output.splitlines()[-1]
+        assert span.endswith("1 attempt · unknown (clock stepped back)")
+
 
 class TestHistory:
     def test_a_step_reads_as_one_span(self, recorded: Target) -> None:

@@ -23,6 +23,7 @@ from ..stats import log_stats
 from ..store import EventStore
 from ..tombstones import pruned_flows
 from ..wording import counted
+from .durations import lasted
 from .output import (
     Cell,
     Styled,
@@ -137,7 +138,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option("--json", "as_json", is_flag=True, help="The flow and its steps as JSON.")
     @click.pass_context
     def show(ctx: click.Context, flow_id: str, as_json: bool) -> None:
-        """A flow's summary and its steps."""
+        """A flow's summary and its steps.
+
+        A step's TOOK runs from its scheduling to its end; when the store's
+        clock stepped back in between, it reads `unknown (clock stepped back)`.
+        """
         from projections import FlowQueries
 
         with open_store(ctx, projections=_flow_projections()) as store, errors():
@@ -162,7 +167,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 str(step.attempts),
                 _gate(step),
                 when(step.started_at),
-                took((step.finished_at - step.scheduled_at).total_seconds())
+                lasted((step.finished_at - step.scheduled_at).total_seconds())
                 if step.finished_at and step.scheduled_at
                 else "-",
                 _outcome(step),

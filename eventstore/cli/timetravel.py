@@ -23,6 +23,7 @@ from ..timetravel import Diff, in_utc, state_at
 from ..timetravel import diff as diff_revisions
 from ..timetravel import fork as fork_flow
 from ..tombstones import flow_not_found, partly_restored
+from .durations import lasted
 from .output import (
     Cell,
     Styled,
@@ -37,7 +38,6 @@ from .output import (
     status,
     summarize,
     table,
-    took,
     when,
 )
 from .params import POSITION, NegativeArguments, number_in, text_of
@@ -113,7 +113,7 @@ def _span(span: StepSpan) -> str:
         gate.append(status(span.gate_status))
     if gate:
         parts.append("gate " + ", then ".join(gate))
-    parts.append(took(span.seconds))
+    parts.append(lasted(span.seconds))
     return " · ".join(parts)
 
 
