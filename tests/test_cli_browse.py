@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner, Result
 from freezegun import freeze_time
 
+from eventstore import NewEvent
 from eventstore.audit import caused_by, find_event
 from eventstore.cli import main
 from eventstore.timetravel import fork
@@ -109,6 +110,15 @@ class TestShow:
 
     def test_unknown_flow_is_one_line(self, recorded: Target) -> None:
         assert cli(recorded, "show", "nope", code=1).output == "error: flow 'nope' does not exist\n"
+
+    def test_events_no_flow_started_are_said_to_be_no_flow_not_missing(self, recorded: Target) -> None:
+        with recorded.open() as store:
+            store.append("mc", [NewEvent("Noted", {"i": i}) for i in range(3)])
+        assert cli(recorded, "show", "mc", code=1).output == (
+            "error: 'mc' has 3 events but is not a flow: no FlowStarted or FlowForked started it through "
+            "the flow vocabulary, so it has no summary or steps; `eventstore history mc` shows its events\n"
+        )
+        assert len(cli(recorded, "history", "mc").output.splitlines()) == 4
 
     def test_a_step_whose_clock_stepped_back_took_an_unknown_time(self, recorded: Target) -> None:
         with recorded.open(projections=[FlowProjection()]) as store, freeze_time(NOW) as clock:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 import sqlalchemy as sa
 
-from ..errors import PositionPastEnd, command_line
+from ..errors import EventStoreError, FlowNotFound, InvalidInput, PositionPastEnd, command_line
 from ..events import RecordedEvent
 from ..flow_fold import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
 from ..follow import follow
@@ -142,12 +142,17 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
         A step's TOOK runs from its scheduling to its end; when the store's
         clock stepped back in between, it reads `unknown (clock stepped back)`.
+        An id with events but no FlowStarted or FlowForked (appended without
+        the flow vocabulary) is no flow: `history` shows its events.
         """
         from projections import FlowQueries
 
         with open_store(ctx, projections=_flow_projections()) as store, errors():
             queries = FlowQueries(store)
-            flow = queries.flow(flow_id)
+            try:
+                flow = queries.flow(flow_id)
+            except FlowNotFound as exc:
+                raise _not_a_flow(store, flow_id, exc) from exc
             steps = queries.steps(flow_id)
         if as_json:
             echo_json(_flow_dict(flow, steps))
@@ -324,6 +329,22 @@ def _thread_count(store: EventStore) -> int:
         if not sa.inspect(conn).has_table(queries.projection.table("langgraph_threads").name):
             return 0
         return queries.threads(conn, limit=1).total
+
+
+def _not_a_flow(store: EventStore, flow_id: str, missing: FlowNotFound) -> EventStoreError:
+    """Why ``show`` has no flow: ``missing`` says it does not exist, which is untrue of an id with
+    events that no FlowStarted or FlowForked started (appended with ``store.append``), as
+    ``history`` shows. A pruned flow or a LangGraph thread already says what it is."""
+    if type(missing) is not FlowNotFound:
+        return missing
+    events = store.revision(flow_id)
+    if events == 0:
+        return missing
+    return InvalidInput(
+        f"{flow_id!r} has {counted(events, 'event')} but is not a flow: no FlowStarted or FlowForked "
+        f"started it through the flow vocabulary, so it has no summary or steps; "
+        f"`{command_line('history', flow_id)}` shows its events"
+    )
 
 
 def _check_start(store: EventStore, after: int | None) -> None:
