@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import threading
+from types import FrameType
 from typing import Any
 
 import click
@@ -208,10 +209,22 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         Starts at the end of the log unless --from says where; a --from past
         the end is an error (it would skip the events up to it). --interval
         is the pause, in seconds, between polls that find nothing.
+
+        Ctrl-C ends the current poll, says on stderr how many events were
+        printed and the last position (--from it goes on), then `interrupted`,
+        with exit status 130 as every command. SIGTERM stops it the same way
+        with status 0: a supervisor's stop is the end of the job, not a failure.
         """
         count, position = 0, after
         stop = threading.Event()  # Ctrl-C or SIGTERM: finish the current poll, then stop
-        handlers = {sig: signal.signal(sig, signal_setter(stop)) for sig in (signal.SIGINT, signal.SIGTERM)}
+        caught: list[int] = []
+        setter = signal_setter(stop)
+
+        def stopping(signum: int, frame: FrameType | None) -> None:
+            caught.append(signum)
+            setter(signum, frame)
+
+        handlers = {sig: signal.signal(sig, stopping) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             with open_store(ctx) as store, errors():
                 _check_start(store, after)
@@ -243,6 +256,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 + (f", at position {position}" if position else ""),
                 err=True,
             )
+            if signal.SIGINT in caught:  # the group ends it as any command's Ctrl-C: `interrupted`, 130
+                raise KeyboardInterrupt
 
     @main.command()
     @click.option(
