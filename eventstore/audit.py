@@ -391,6 +391,8 @@ def audit_trail(
     unscoped = flow_id is None and session is None and actor is None and correlation_id is None
     window = _window(store, since, until) if wanted and unscoped else None
     if wanted and window != ():
+        if unscoped and window is None and store.dialect == "sqlite" and conditions == [audited]:
+            conditions = [_AUDITED_IN_LOG_ORDER]
         start, base = after_position, sa.select().where(*conditions, *scope)
         if window is not None:  # read from the window's first position (a bound of the keyset read's own)
             start, base = max(after_position, window[0] - 1), base.where(_c.position <= window[1])
@@ -715,6 +717,15 @@ def _stored_time(store: EventStore, moment: datetime) -> Any:
 
 
 _AUDITED_SQL = str(audited.compile(compile_kwargs={"literal_binds": True}))
+
+_AUDITED_IN_LOG_ORDER = sa.or_(
+    *(sa.literal_column("+flow_events.type") == sa.literal_column(f"'{name}'") for name in AUDIT_EVENT_TYPES)
+)
+"""``audited`` for a trail of every audited event of the whole log, on SQLite: read in the log's
+order, a page is the rows up to its last entry (one in nine is audited). SQLite, with no statistics,
+planned ``audited``'s thirteen terms as thirteen reads of the type index, each row of them sorted
+for every page (26 ms for the first 50 of a million events, growing with the log); the unary ``+``
+keeps a term from choosing an index, so the rows are read in the primary key's order."""
 
 
 def _window(store: EventStore, since: datetime | None, until: datetime | None) -> tuple[int, ...] | None:

@@ -396,6 +396,20 @@ class TestIndexes:
         list(INDEXED_QUERIES[index](story.store))
         assert any(index in indexes_used(plan) for plan in plans), plans
 
+    def test_the_whole_log_is_read_in_its_order_not_sorted(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A page of every audited event reads the log up to its last entry: SQLite, without
+        statistics, read every audited row through the type index and sorted them for each page.
+        (PostgreSQL plans it from its statistics: in the log's order on a big log.)"""
+        with EventStore.open(f"sqlite:///{tmp_path / 'log.db'}") as store:
+            for n in range(4):
+                store.append(f"f{n}", [NewEvent("Noted", {}), NewEvent("StepFailed", {"error": "e"})])
+            plans = explain(store, monkeypatch)
+            assert len(list(audit_trail(store, limit=3))) == 3
+        in_order = "SEARCH flow_events USING INTEGER PRIMARY KEY (rowid>?)"
+        assert any(in_order in plan and "TEMP B-TREE" not in plan for plan in plans), plans
+
     def test_effects_use_the_causation_index(self, story: Story, monkeypatch: pytest.MonkeyPatch) -> None:
         plans = explain(story.store, monkeypatch)
         effects(story.store, story.ids["decided"].event_ids[0])
