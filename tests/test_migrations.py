@@ -200,3 +200,32 @@ def test_the_migrated_columns_have_the_declared_collations(pg_target: Target) ->
     migrated = {(t, c): collation for t, c, collation in found if (t, c) in declared}
     assert migrated == declared
     assert declared["maintenance_jobs", "name"] == declared["flow_events", "flow_id"] == "C"
+
+
+def test_0021_goes_down_and_up_again_on_a_store_with_events(target: Target) -> None:
+    """The audit indexes lose the thread types going down, and hold them again, with the rows, going up."""
+    from alembic import command
+
+    from eventstore.audit import audit_trail
+
+    def index_sql(conn: sa.Connection) -> str:
+        if conn.dialect.name == "sqlite":
+            query = "SELECT sql FROM sqlite_master WHERE name = 'ix_flow_events_audit_actor'"
+        else:
+            query = "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_flow_events_audit_actor'"
+        return str(conn.exec_driver_sql(query).scalar_one())
+
+    with target.open(create=True) as store:
+        deleted = NewEvent("ThreadDeleted", {"thread_id": "t"})
+        store.append("langgraph/t", [deleted], metadata={"actor": "ops:eve"})
+        with store.engine.begin() as conn:
+            assert "ThreadDeleted" in index_sql(conn)
+            command.downgrade(migrate._config(conn), "0020")
+        with store.engine.begin() as conn:
+            assert migrate.current_revision(conn) == "0020"
+            assert "ThreadDeleted" not in index_sql(conn) and "TaskFailed" in index_sql(conn)
+            migrate.upgrade(conn)
+        with store.engine.begin() as conn:
+            assert migrate.current_revision(conn) == head_revision() and "ThreadDeleted" in index_sql(conn)
+        found = [(e.type, e.actor) for e in audit_trail(store, actor="ops:eve")]
+    assert found == [("ThreadDeleted", "ops:eve")]
