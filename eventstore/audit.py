@@ -57,11 +57,21 @@ from .checks import check_count, check_names, check_nonempty_text, check_text
 from .errors import InvalidInput, SessionNotFound
 from .events import RecordedEvent
 from .flows import GateOption
-from .graph_checkpoints import ERROR, INTERRUPT, RESUME, RESUME_RECORDED, TASK_FAILED, WRITE_EVENTS
+from .graph_checkpoints import (
+    ERROR,
+    INTERRUPT,
+    INTERRUPT_RECORDED,
+    RESUME,
+    RESUME_RECORDED,
+    TASK_FAILED,
+    WRITE_EVENTS,
+    flow_id_for,
+)
 from .integrity import check_envelope, format_time
 from .legal_holds import SYSTEM_RETENTION_FLOW
 from .schema import (
     AUDIT_EVENT_TYPES,
+    READ_COLUMNS,
     audit_actor,
     audited,
     correlation,
@@ -531,9 +541,63 @@ def _entries(store: EventStore, checked: Iterator[_Checked], batch: int) -> Iter
     are looked up at once."""
     while page := list(itertools.islice(checked, batch)):
         openings = gate_openings(store, (event for event, _ in page))
+        relays = _relays(store, [event for event, _ in page])
         for event, tampered in page:
+            if event.position in relays:
+                continue
             entry = entry_from_event(event, openings.get(event.position), tampered=tampered)
             yield from _graph_expanded(event, entry)
+
+
+def _relays(store: EventStore, events: list[RecordedEvent]) -> set[int]:
+    """The positions of the ``InterruptRecorded`` events among ``events`` that pass a subgraph's
+    question up: shown once, where the subgraph's task asked it, not again as a question of its own.
+
+    A node that runs a subgraph stops when the subgraph asks: LangGraph saves the question among
+    the subgraph's writes, in its namespace (``<node>:<task id>`` under the node's, or ``<node>``
+    for a subgraph with a checkpointer of its own), then again, with the same interrupt ids, as
+    the writes of the node's task. Such a task's question is a relay when an earlier
+    ``InterruptRecorded`` of one of those namespaces holds each of its ids (one read per page).
+    """
+    asked: dict[int, tuple[set[str], set[str]]] = {}
+    for event in events:
+        data = event.data
+        thread, ns, task = (data.get(key) for key in ("thread_id", "checkpoint_ns", "task_id"))
+        node = str(data.get("task_path") or "").rpartition(", ")[2]
+        ids = _interrupt_ids(event)
+        if ids and node and isinstance(thread, str) and isinstance(ns, str) and isinstance(task, str):
+            below = f"{ns}|" if ns else ""
+            subgraphs = {flow_id_for(thread, f"{below}{node}:{task}"), flow_id_for(thread, below + node)}
+            asked[event.position] = (ids, subgraphs)
+    if not asked:
+        return set()
+    flows = sorted(set().union(*(subgraphs for _, subgraphs in asked.values())))
+    query = sa.select(*READ_COLUMNS).where(_c.flow_id.in_(flows), _c.type == _INTERRUPT_RECORDED)
+    seen: dict[str, list[tuple[int, set[str]]]] = {}
+    for question in store.query_events(query):
+        seen.setdefault(question.flow_id, []).append((question.position, _interrupt_ids(question)))
+    return {
+        position
+        for position, (ids, subgraphs) in asked.items()
+        if any(before < position and ids <= held for flow in subgraphs for before, held in seen.get(flow, ()))
+    }
+
+
+def _interrupt_ids(event: RecordedEvent) -> set[str]:
+    """The interrupt ids of an ``InterruptRecorded`` event's ``__interrupt__`` writes (none of any other)."""
+    if event.type != INTERRUPT_RECORDED:
+        return set()
+    return {
+        item["id"]
+        for value in _written(event.data, INTERRUPT)
+        if isinstance(value, list)
+        for item in value
+        if isinstance(item, dict) and isinstance(item.get("id"), str)
+    }
+
+
+_INTERRUPT_RECORDED = sa.literal_column(f"'{INTERRUPT_RECORDED}'", sa.String)
+"""In the SQL, so that the audit index by flow answers ``_relays``' read (its predicate implied)."""
 
 
 def _graph_types(wanted: list[str]) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+import pytest
 from click.testing import CliRunner
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
@@ -70,3 +71,31 @@ def test_the_audit_shows_who_answered_an_interrupt_and_which_task_failed(target:
     assert "ASKED" in asked_line.output and '{"amount":40' in asked_line.output
     assert "TASK FAILED" in (failures := cli(target, "audit", "--type", "failure").output)
     assert "RuntimeError: refund API down" in failures
+
+
+def _subgraph_app(saver: EventStoreSaver, *, own_checkpointer: bool) -> Any:
+    sub = StateGraph(State)
+    sub.add_node("ask", ask)
+    sub.add_edge(START, "ask")
+    sub.add_edge("ask", END)
+    graph = StateGraph(State)
+    graph.add_node("review", sub.compile(checkpointer=True if own_checkpointer else None))
+    graph.add_edge(START, "review")
+    graph.add_edge("review", END)
+    return graph.compile(checkpointer=saver)
+
+
+@pytest.mark.parametrize("own_checkpointer", [False, True], ids=["subgraph", "subgraph-checkpointer"])
+def test_a_subgraphs_question_is_one_question_with_its_answer(target: Target, own_checkpointer: bool) -> None:
+    """LangGraph saves a subgraph's question twice (in its namespace, then as the writes of the node
+    that ran it, same interrupt id): the trail shows it once, where it was asked, and its answer."""
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        app = _subgraph_app(saver, own_checkpointer=own_checkpointer)
+        app.invoke({"amount": 40}, {"configurable": {"thread_id": "sub-1"}})
+        app.invoke(Command(resume="yes"), {"configurable": {"thread_id": "sub-1", "actor": "human:bob"}})
+        assert app.get_state({"configurable": {"thread_id": "sub-1"}}).values == {"amount": 40}
+        trail = list(audit_trail(saver.store, types=["InterruptRecorded", "ResumeRecorded"]))
+    assert [(e.action, e.actor) for e in trail] == [("asked", "langgraph"), ("answered", "human:bob")]
+    assert trail[0].flow_id == trail[1].flow_id != flow_id_for("sub-1")  # the subgraph's namespace
+    shown = cli(target, "audit", "--type", "interrupt")
+    assert "2 entries: 1 question, 1 answer" in shown.stderr
