@@ -52,3 +52,15 @@ def test_deletions_and_copies_are_entries_by_who_made_them(target: Target) -> No
     assert "3 entries: 3 thread changes" in shown.stderr
     bob = cli(target, "audit", "--actor", "ops:bob")
     assert "DELETED" in bob.output and "thread t2: every checkpoint (3 checkpoints" in bob.output
+
+
+def test_history_counts_the_checkpoints_a_deletion_took(target: Target) -> None:
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        _save(saver, "h1", "run-a", 3)
+        _save(saver, "h1", "run-b", 2)
+        saver.delete_for_runs(["run-b"], actor="ops:eve")
+        saver.prune(["h1"], strategy="keep_latest", actor="ops:eve")
+    shown = cli(target, "history", flow_id_for("h1"))
+    assert shown.exit_code == 0, shown.output
+    assert '2 checkpoints deleted · "delete_for_runs"' in shown.output
+    assert '2 checkpoints deleted · "prune"' in shown.output

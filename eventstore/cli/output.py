@@ -396,12 +396,22 @@ _SUMMARIES: dict[str, Callable[[dict[str, Any]], str]] = {
     "ResumeRecorded": lambda d: _writes(d),
     "TaskFailed": lambda d: _writes(d),
     "ThreadCopied": lambda d: f"copied from {d['source_flow_id']}@{d['source_revision']}",
-    "CheckpointsDeleted": lambda d: _join("checkpoints deleted", _quote(d.get("reason"))),
+    "CheckpointsDeleted": lambda d: _join(
+        f"{_deleted_count(d)} checkpoints deleted", _quote(d.get("reason"))
+    ),
     "ThreadDeleted": lambda d: _join(
         f"thread deleted ({d.get('checkpoints', '?')} checkpoints, {d.get('writes', '?')} writes)",
         _quote(d.get("reason")),
     ),
 }
+
+
+def _deleted_count(data: dict[str, Any]) -> str:
+    """How many checkpoints a ``CheckpointsDeleted`` took: counted (``prune``), or listed."""
+    if isinstance(data.get("checkpoints"), int):
+        return str(data["checkpoints"])
+    listed = data.get("checkpoint_ids")
+    return str(len(listed)) if isinstance(listed, list) else "?"
 
 
 def _writes(data: dict[str, Any]) -> str:
