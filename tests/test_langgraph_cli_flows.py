@@ -7,7 +7,12 @@ of the bare thread id said nothing of its flow, and ``stats`` counted no threads
 
 from __future__ import annotations
 
+import operator
+from typing import Annotated, TypedDict
+
 import pytest
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Send
 
 from eventstore import FlowNotFound, ThreadNotAFlow
 from eventstore.integrations.langgraph import EventStoreSaver, flow_id_for
@@ -86,3 +91,25 @@ def test_history_summarises_checkpoints_and_writes_and_json_stays_raw(refunded: 
     assert 'writes of the run\'s input: __resume__ "yes"' in shown
     assert 'writes of task pay: __error__ "RuntimeError: refund API down"' in shown
     assert '"blobs":[' in cli(refunded, "history", FLOW, "--json").output
+
+
+class Fanned(TypedDict):
+    items: list[int]
+    done: Annotated[list[int], operator.add]
+
+
+def test_history_names_a_sends_task_by_its_id_not_by_its_index(target: Target) -> None:
+    """A task a Send started has no node in its path (``~__pregel_push, 0000000001, ...``)."""
+    graph = StateGraph(Fanned)
+    graph.add_node("work", lambda state: {"done": [state["n"] * 2]})
+    graph.add_conditional_edges(START, lambda state: [Send("work", {"n": n}) for n in state["items"]])
+    graph.add_edge("work", END)
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        graph.compile(checkpointer=saver).invoke({"items": [1, 2]}, {"configurable": {"thread_id": "fan"}})
+        events = saver.store.read_flow(flow_id_for("fan"))
+        tasks = [e.data["task_id"] for e in events if e.type == "WritesSaved"]
+    shown = cli(target, "history", flow_id_for("fan"))
+    assert shown.exit_code == 0, shown.output
+    assert "task 0000000000" not in shown.output
+    sent = [task for task in tasks if f"writes of a Send's task {task[:8]}: done" in shown.output]
+    assert len(sent) == 2, shown.output

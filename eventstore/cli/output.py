@@ -416,9 +416,13 @@ def _deleted_count(data: dict[str, Any]) -> str:
 
 def _writes(data: dict[str, Any]) -> str:
     """A LangGraph task's writes: its node (the last of its path) and the channels, with the
-    readable value of a question, answer or error; ``--json`` has them whole."""
+    readable value of a question, answer or error; ``--json`` has them whole. A task a ``Send``
+    started has no node in its path (``~__pregel_push, <index>, ...``): it is named by its id."""
     path = str(data.get("task_path") or "")
-    task = f"task {path.rsplit(', ', 1)[-1]}" if path else "the run's input"
+    if path.startswith("~__pregel_push"):
+        task = f"a Send's task {str(data.get('task_id') or '?')[:8]}"
+    else:
+        task = f"task {path.rsplit(', ', 1)[-1]}" if path else "the run's input"
     channels = [
         f"{write['channel']} {compact(_asked(write['value']), 40)}"
         if "value" in write
