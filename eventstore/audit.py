@@ -412,7 +412,8 @@ def audit_trail(
             streams += [_limit_first(store, base.where(_c.flow_id == flow), start, limit) for flow in flows]
     merged = heapq.merge(*streams, key=lambda checked: checked[0].position)
     batch = _CHECKED if limit is None else max(1, min(_CHECKED, limit))
-    return AuditTrail(_graph_kept(_entries(store, merged, batch), [*wanted, *holds], actor, limit), pruned)
+    entries = _entries(store, merged, batch, relaying=flow_id is None)
+    return AuditTrail(_graph_kept(entries, [*wanted, *holds], actor, limit), pruned)
 
 
 def session_flows(store: EventStore, session: str) -> list[str]:
@@ -536,12 +537,16 @@ def _checked(store: EventStore, base: sa.Select[Any], after: int, limit: int | N
             yield event, tuple(problem.kind for problem in check_envelope(stored(row[:13])))
 
 
-def _entries(store: EventStore, checked: Iterator[_Checked], batch: int) -> Iterator[AuditEntry]:
+def _entries(
+    store: EventStore, checked: Iterator[_Checked], batch: int, *, relaying: bool
+) -> Iterator[AuditEntry]:
     """Each event's entries, ``batch`` events at a time: the gate openings of a page's decisions
-    are looked up at once."""
+    are looked up at once. With ``relaying`` (a trail that is not one flow's, so it holds the
+    subgraphs' namespaces too), a subgraph's question passed up to its parent is left out; a row
+    that does not match its hashes is always shown."""
     while page := list(itertools.islice(checked, batch)):
         openings = gate_openings(store, (event for event, _ in page))
-        relays = _relays(store, [event for event, _ in page])
+        relays = _relays(store, [event for event, tampered in page if not tampered]) if relaying else set()
         for event, tampered in page:
             if event.position in relays:
                 continue
@@ -572,7 +577,9 @@ def _relays(store: EventStore, events: list[RecordedEvent]) -> set[int]:
     if not asked:
         return set()
     flows = sorted(set().union(*(subgraphs for _, subgraphs in asked.values())))
-    query = sa.select(*READ_COLUMNS).where(_c.flow_id.in_(flows), _c.type == _INTERRUPT_RECORDED)
+    query = sa.select(*READ_COLUMNS).where(
+        _c.flow_id.in_(flows), _c.type == _INTERRUPT_RECORDED, _c.position < max(asked)
+    )
     seen: dict[str, list[tuple[int, set[str]]]] = {}
     for question in store.query_events(query):
         seen.setdefault(question.flow_id, []).append((question.position, _interrupt_ids(question)))

@@ -95,7 +95,9 @@ def test_a_subgraphs_question_is_one_question_with_its_answer(target: Target, ow
         app.invoke(Command(resume="yes"), {"configurable": {"thread_id": "sub-1", "actor": "human:bob"}})
         assert app.get_state({"configurable": {"thread_id": "sub-1"}}).values == {"amount": 40}
         trail = list(audit_trail(saver.store, types=["InterruptRecorded", "ResumeRecorded"]))
+        root = list(audit_trail(saver.store, flow_id=flow_id_for("sub-1"), types=["InterruptRecorded"]))
     assert [(e.action, e.actor) for e in trail] == [("asked", "langgraph"), ("answered", "human:bob")]
     assert trail[0].flow_id == trail[1].flow_id != flow_id_for("sub-1")  # the subgraph's namespace
+    assert [(e.action, e.flow_id) for e in root] == [("asked", flow_id_for("sub-1"))]  # its own view
     shown = cli(target, "audit", "--type", "interrupt")
     assert "2 entries: 1 question, 1 answer" in shown.stderr
