@@ -10,8 +10,10 @@ who removed or copied a thread's checkpoints (``ThreadDeleted``,
 three audit indexes over the audited types (by flow, by actor, by time) now
 hold them too. They are rebuilt with the longer predicate; the expressions
 must stay exactly as ``eventstore/schema.py`` builds them
-(tests/test_audit.py checks that). On a large PostgreSQL log the indexes are
-built under a lock that blocks writes; run it in a quiet moment.
+(tests/test_audit.py checks that). On PostgreSQL the new indexes are built
+beside the old ones, under a lock that blocks writes but not reads, then
+swapped in by name: a ``DROP INDEX`` locks out reads too, so it comes last,
+just before the commit. On a large log run it in a quiet moment.
 """
 
 from __future__ import annotations
@@ -60,13 +62,23 @@ def _actor(dialect: str) -> str:
 
 
 def _recreate(types: tuple[str, ...]) -> None:
-    actor = _actor(op.get_bind().dialect.name)
+    dialect = op.get_bind().dialect.name
     where = _audited(types)
-    for name in ("ix_flow_events_audit", "ix_flow_events_audit_actor", "ix_flow_events_audit_time"):
+    indexes = {
+        "ix_flow_events_audit": "flow_id, position",
+        "ix_flow_events_audit_actor": f"{_actor(dialect)}, position",
+        "ix_flow_events_audit_time": "recorded_at, position",
+    }
+    if dialect == "sqlite":  # no ALTER INDEX ... RENAME; the whole database is locked meanwhile anyway
+        for name, columns in indexes.items():
+            op.execute(f"DROP INDEX {name}")
+            op.execute(f"CREATE INDEX {name} ON flow_events ({columns}) WHERE {where}")
+        return
+    for name, columns in indexes.items():
+        op.execute(f"CREATE INDEX {name}_0021 ON flow_events ({columns}) WHERE {where}")
+    for name in indexes:
         op.execute(f"DROP INDEX {name}")
-    op.execute(f"CREATE INDEX ix_flow_events_audit ON flow_events (flow_id, position) WHERE {where}")
-    op.execute(f"CREATE INDEX ix_flow_events_audit_actor ON flow_events ({actor}, position) WHERE {where}")
-    op.execute(f"CREATE INDEX ix_flow_events_audit_time ON flow_events (recorded_at, position) WHERE {where}")
+        op.execute(f"ALTER INDEX {name}_0021 RENAME TO {name}")
 
 
 def upgrade() -> None:
