@@ -120,6 +120,17 @@ class TestShow:
         )
         assert len(cli(recorded, "history", "mc").output.splitlines()) == 4
 
+    def test_a_flow_the_read_model_lacks_is_said_to_be_in_the_log(self, recorded: Target) -> None:
+        """Started by a store opened without FlowProjection: a flow, which a rebuild folds in."""
+        with recorded.open() as store:
+            store.append("quiet", [NewEvent("FlowStarted", {"controller_id": "c", "goal": "g"})])
+        assert cli(recorded, "show", "quiet", code=1).output == (
+            "error: flow 'quiet' is in the log (1 event) but not in the flows read model: it was written "
+            "by a store opened without FlowProjection; `eventstore rebuild flows` folds it in\n"
+        )
+        cli(recorded, "rebuild", "flows")
+        assert "quiet" in cli(recorded, "show", "quiet").output
+
     def test_a_step_whose_clock_stepped_back_took_an_unknown_time(self, recorded: Target) -> None:
         with recorded.open(projections=[FlowProjection()]) as store, freeze_time(NOW) as clock:
             flows = FlowService(store)

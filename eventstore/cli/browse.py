@@ -20,6 +20,7 @@ from ..errors import EventStoreError, FlowNotFound, InvalidInput, PositionPastEn
 from ..events import RecordedEvent
 from ..flow_fold import FLOW_STATUSES, FlowState, FlowView, StepState, view_to_dict
 from ..follow import follow
+from ..schema import flow_events
 from ..stats import log_stats
 from ..store import EventStore
 from ..tombstones import pruned_flows
@@ -355,6 +356,14 @@ def _not_a_flow(store: EventStore, flow_id: str, missing: FlowNotFound) -> Event
     events = store.revision(flow_id)
     if events == 0:
         return missing
+    c = flow_events.c
+    started = c.flow_id == flow_id, c.type.in_(("FlowStarted", "FlowForked"))
+    if next(store.read_where(*started, limit=1), None) is not None:  # in the log, not in the read model
+        return InvalidInput(
+            f"flow {flow_id!r} is in the log ({counted(events, 'event')}) but not in the flows read "
+            "model: it was written by a store opened without FlowProjection; "
+            f"`{command_line('rebuild', 'flows')}` folds it in"
+        )
     return InvalidInput(
         f"{flow_id!r} has {counted(events, 'event')} but is not a flow: no FlowStarted or FlowForked "
         f"started it through the flow vocabulary, so it has no summary or steps; "
