@@ -241,10 +241,12 @@ def fork(
         refuse_thread(store, flow_id)  # a LangGraph thread's flow: say so, and what reads it
         raise InvalidInput(f"flow {flow_id!r} has no state at revision {at_revision} to fork from")
     found = list(store.read_flow(flow_id, from_revision=at_revision, to_revision=at_revision))
-    if not found:  # revisions up to the last exist in any log a store wrote: this one was altered
-        raise IntegrityViolation(
+    if not found:  # revisions up to the last exist in any log a store wrote: altered, or just pruned
+        raise _unless_pruned(
+            store,
+            flow_id,
             f"flow {flow_id!r} has no event at revision {at_revision} to fork from, though it has "
-            "later ones: its chain is broken; `eventstore verify` says where"
+            "later ones: its chain is broken; `eventstore verify` says where",
         )
     (origin,) = found
     snapshot = view_to_dict(view)
