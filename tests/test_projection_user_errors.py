@@ -227,7 +227,7 @@ def test_the_cli_rebuild_shows_a_name_with_an_escape_sequence_escaped(target: Ta
     args = ["--url", target.url, *(["--schema", schema] if schema else []), "rebuild", f"{__name__}:Escaping"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0 and "\x1b" not in result.output, result.output
-    assert result.output.startswith("rebuilt seen\\x1b[2J from 1 events in ")
+    assert result.output.startswith("rebuilt seen\\x1b[2J from 1 event in ")
 
 
 class FillsBadly(SeenV2):
