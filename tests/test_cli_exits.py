@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import importlib.metadata
 import os
 import pty
 import sqlite3
@@ -232,6 +233,43 @@ class TestEndings:
 
         monkeypatch.setattr(EventStore, "verify", interrupted)
         assert invoke(sqlite_store, "verify") == (130, "interrupted\n")
+
+    @pytest.mark.parametrize("during", ["sqlalchemy", "alembic", "click"])
+    def test_ctrl_c_while_the_command_line_imports_exits_130_with_one_line(
+        self, sqlite_store: Target, during: str
+    ) -> None:
+        """A real SIGINT, sent by an import hook as the launcher's imports reach ``during``: the second
+        or so before any command runs is no exception."""
+        interrupt_on_import = f"""
+import os, signal, sys
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == {during!r}:
+            sys.meta_path.remove(self)
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["eventstore", "--url", {sqlite_store.url!r}, "verify"]
+from eventstore.__main__ import run
+run()
+"""
+        done = subprocess.run([sys.executable, "-c", interrupt_on_import], capture_output=True, check=False)
+        assert (done.returncode, done.stdout, done.stderr) == (130, b"", b"interrupted\n")
+
+    def test_importing_the_package_leaves_the_heavy_imports_to_the_command_line(self) -> None:
+        """What lets the launcher catch that Ctrl-C: ``import eventstore`` alone imports no SQLAlchemy,
+        and every public name still resolves (when first used)."""
+        check = (
+            "import sys, eventstore; assert 'sqlalchemy' not in sys.modules, 'imported early'; "
+            "missing = [n for n in eventstore.__all__ if getattr(eventstore, n, None) is None]; "
+            "assert not missing, missing; print(eventstore.EventStore.__module__)"
+        )
+        done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=False)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "eventstore.store\n", "")
+
+    def test_the_installed_command_runs_through_the_launcher(self) -> None:
+        scripts = importlib.metadata.entry_points(group="console_scripts", name="eventstore")
+        assert [script.value for script in scripts] == ["eventstore.__main__:run"]
 
     def test_rebuild_progress_goes_to_a_terminal(self, sqlite_store: Target) -> None:
         primary, secondary = pty.openpty()

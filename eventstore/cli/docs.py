@@ -59,10 +59,11 @@ Conventions shared by every command:
   a problem: `verify` (a broken chain, or an unfinished import),
   `verify-export`, `checkpoint --verify`, and a proof, signature or
   checkpoint that does not verify (`prove`, taking a `checkpoint`: a line
-  `FAILED: ...`); 130 after Ctrl-C, with one line `interrupted` on
-  stderr (`tail` says first how many events it printed and where to go on
-  from). Output cut short by its reader (`eventstore history FLOW | head`)
-  is not an error: exit status 0, nothing on stderr.
+  `FAILED: ...`); 130 after Ctrl-C, from the moment the command starts
+  (also while it loads), with one line `interrupted` on stderr (`tail`
+  says first how many events it printed and where to go on from). Output
+  cut short by its reader (`eventstore history FLOW | head`) is not an
+  error: exit status 0, nothing on stderr.
 """
 
 
