@@ -14,6 +14,7 @@ from .backends.base import Batch, PreparedEvent
 from .checks import encodable, shown
 from .errors import InvalidEvent, InvalidInput, PayloadTooLarge
 from .events import ANY, Event, EventRegistry, ExpectedRevision, NewEvent, uuid_str
+from .graph_checkpoints import flow_id_for
 from .integrity import digest
 from .schema import AUDIT_EVENT_TYPES, MAX_FLOW_ID_LENGTH, MAX_TYPE_LENGTH
 from .serialization import canonical
@@ -154,7 +155,10 @@ def check_flow_id(flow_id: str) -> str:
     if not isinstance(flow_id, str) or not flow_id:
         raise InvalidInput(f"a flow id must be a non-empty string, not {shown(flow_id)}")
     if len(flow_id) > MAX_FLOW_ID_LENGTH:
-        raise InvalidInput(f"a flow id may have at most {MAX_FLOW_ID_LENGTH} characters, not {len(flow_id)}")
+        raise InvalidInput(
+            f"a flow id may have at most {MAX_FLOW_ID_LENGTH} characters, not {len(flow_id)} (a LangGraph "
+            f"thread id this long has its events in flow {flow_id_for(flow_id)!r})"
+        )
     if "\x00" in flow_id or not encodable(flow_id):
         raise InvalidInput(f"a flow id must be valid UTF-8 text without NUL characters, not {shown(flow_id)}")
     return flow_id

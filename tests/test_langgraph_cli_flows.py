@@ -76,6 +76,29 @@ def test_a_bare_thread_id_is_not_found_with_a_hint_naming_its_flow(refunded: Tar
     assert raised.value.hint is not None and FLOW in raised.value.hint
 
 
+def test_a_thread_id_too_long_for_a_flow_id_is_refused_naming_its_hashed_flow(target: Target) -> None:
+    thread_id = "t" * 250
+    graph = StateGraph(Counted)
+    graph.add_node("count", lambda state: {"n": state["n"] + 1})
+    graph.add_edge(START, "count")
+    graph.add_edge("count", END)
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        graph.compile(checkpointer=saver).invoke({"n": 1}, {"configurable": {"thread_id": thread_id}})
+    hashed = flow_id_for(thread_id)
+    assert hashed.startswith("langgraph#")
+    result = cli(target, "history", thread_id)
+    assert result.exit_code == 1
+    assert result.output == (
+        "error: a flow id may have at most 200 characters, not 250 (a LangGraph thread id this long has "
+        f"its events in flow {hashed!r})\n"
+    )
+    assert cli(target, "history", hashed).exit_code == 0
+
+
+class Counted(TypedDict):
+    n: int
+
+
 def test_stats_counts_langgraph_threads(refunded: Target) -> None:
     shown = cli(refunded, "stats", "--days", "0")
     assert "flows      0" in shown.output
