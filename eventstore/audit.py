@@ -420,7 +420,14 @@ def audit_trail(
             streams += [_limit_first(store, base.where(_c.flow_id == flow), start, limit) for flow in flows]
     merged = heapq.merge(*streams, key=lambda checked: checked[0].position)
     batch = _CHECKED if limit is None else max(1, min(_CHECKED, limit))
-    entries = _entries(store, merged, batch, relaying=flow_id is None)
+    # A subgraph's question relayed by its parent is left out only where the trail shows the question
+    # itself: a trail of one flow shows each question it holds; one across flows, those in its scope.
+    shown = None
+    if flow_id is None:
+        shown = [*conditions, *scope, _c.position > after_position]
+        if flows is not None:
+            shown.append(_c.flow_id.in_(flows))
+    entries = _entries(store, merged, batch, relaying=shown)
     return AuditTrail(_graph_kept(entries, [*wanted, *holds], actor, limit), pruned)
 
 
@@ -546,15 +553,18 @@ def _checked(store: EventStore, base: sa.Select[Any], after: int, limit: int | N
 
 
 def _entries(
-    store: EventStore, checked: Iterator[_Checked], batch: int, *, relaying: bool
+    store: EventStore, checked: Iterator[_Checked], batch: int, *, relaying: list[Any] | None
 ) -> Iterator[AuditEntry]:
     """Each event's entries, ``batch`` events at a time: the gate openings of a page's decisions
     are looked up at once. With ``relaying`` (a trail that is not one flow's, so it holds the
-    subgraphs' namespaces too), a subgraph's question passed up to its parent is left out; a row
-    that does not match its hashes is always shown."""
+    subgraphs' namespaces too: the conditions of the events it shows), a subgraph's question passed
+    up to its parent is left out when the trail shows where it was asked; a row that does not match
+    its hashes is always shown."""
     while page := list(itertools.islice(checked, batch)):
         openings = gate_openings(store, (event for event, _ in page))
-        relays = _relays(store, [event for event, tampered in page if not tampered]) if relaying else set()
+        relays = set()
+        if relaying is not None:
+            relays = _relays(store, [event for event, tampered in page if not tampered], relaying)
         for event, tampered in page:
             if event.position in relays:
                 continue
@@ -562,7 +572,7 @@ def _entries(
             yield from _graph_expanded(event, entry)
 
 
-def _relays(store: EventStore, events: list[RecordedEvent]) -> set[int]:
+def _relays(store: EventStore, events: list[RecordedEvent], shown: list[Any]) -> set[int]:
     """The positions of the ``InterruptRecorded`` events among ``events`` that pass a subgraph's
     question up: shown once, where the subgraph's task asked it, not again as a question of its own.
 
@@ -570,7 +580,8 @@ def _relays(store: EventStore, events: list[RecordedEvent]) -> set[int]:
     the subgraph's writes, in its namespace (``<node>:<task id>`` under the node's, or ``<node>``
     for a subgraph with a checkpointer of its own), then again, with the same interrupt ids, as
     the writes of the node's task. Such a task's question is a relay when an earlier
-    ``InterruptRecorded`` of one of those namespaces holds each of its ids (one read per page).
+    ``InterruptRecorded`` of one of those namespaces holds each of its ids (one read per page)
+    and is ``shown`` in the trail: a window that starts after the subgraph asked shows the relay.
     """
     asked: dict[int, tuple[set[str], set[str]]] = {}
     for event in events:
@@ -586,7 +597,7 @@ def _relays(store: EventStore, events: list[RecordedEvent]) -> set[int]:
         return set()
     flows = sorted(set().union(*(subgraphs for _, subgraphs in asked.values())))
     query = sa.select(*READ_COLUMNS).where(
-        _c.flow_id.in_(flows), _c.type == _INTERRUPT_RECORDED, _c.position < max(asked)
+        _c.flow_id.in_(flows), _c.type == _INTERRUPT_RECORDED, _c.position < max(asked), *shown
     )
     seen: dict[str, list[tuple[int, set[str]]]] = {}
     for question in store.query_events(query):

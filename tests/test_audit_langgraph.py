@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypedDict
 
 import pytest
@@ -101,3 +103,23 @@ def test_a_subgraphs_question_is_one_question_with_its_answer(target: Target, ow
     assert [(e.action, e.flow_id) for e in root] == [("asked", flow_id_for("sub-1"))]  # its own view
     shown = cli(target, "audit", "--type", "interrupt")
     assert "2 entries: 1 question, 1 answer" in shown.stderr
+
+
+def test_a_trail_that_starts_after_the_subgraph_asked_shows_the_relayed_question(target: Target) -> None:
+    """A window (or position) that leaves out where the subgraph asked keeps the parent's copy of the
+    question: before, the copy was left out for a question the trail did not show either."""
+    moments = (datetime(2030, 1, 1, tzinfo=UTC) + timedelta(seconds=s) for s in itertools.count())
+    with EventStoreSaver.from_url(target.url, clock=lambda: next(moments), **target.options) as saver:
+        app = _subgraph_app(saver, own_checkpointer=False)
+        app.invoke({"amount": 40}, {"configurable": {"thread_id": "sub-2"}})
+        (asked,) = audit_trail(saver.store, types=["InterruptRecorded"])
+        root = list(audit_trail(saver.store, flow_id=flow_id_for("sub-2"), types=["InterruptRecorded"]))
+        (relay,) = root
+        assert asked.flow_id != flow_id_for("sub-2") and asked.recorded_at < relay.recorded_at
+        since = asked.recorded_at + timedelta(microseconds=1)
+        later = list(audit_trail(saver.store, types=["InterruptRecorded"], since=since))
+        after = list(audit_trail(saver.store, types=["InterruptRecorded"], after_position=asked.position))
+        before = list(audit_trail(saver.store, types=["InterruptRecorded"], until=relay.recorded_at))
+    assert [(e.action, e.flow_id, e.position) for e in later] == [("asked", relay.flow_id, relay.position)]
+    assert [(e.action, e.position) for e in after] == [("asked", relay.position)]
+    assert [(e.action, e.position) for e in before] == [("asked", asked.position)]  # the copy, outside
