@@ -66,6 +66,7 @@ from .graph_checkpoints import (
     TASK_FAILED,
     WRITE_EVENTS,
     flow_id_for,
+    namespace_flows,
 )
 from .integrity import check_envelope, format_time
 from .legal_holds import SYSTEM_RETENTION_FLOW
@@ -579,34 +580,61 @@ def _relays(store: EventStore, events: list[RecordedEvent], shown: list[Any]) ->
     A node that runs a subgraph stops when the subgraph asks: LangGraph saves the question among
     the subgraph's writes, in its namespace (``<node>:<task id>`` under the node's, or ``<node>``
     for a subgraph with a checkpointer of its own), then again, with the same interrupt ids, as
-    the writes of the node's task. Such a task's question is a relay when an earlier
-    ``InterruptRecorded`` of one of those namespaces holds each of its ids (one read per page)
-    and is ``shown`` in the trail: a window that starts after the subgraph asked shows the relay.
+    the writes of the node's task (for a task run by a ``Send``, whose path names no node, any
+    namespace ``<node>:<task id>``). Such a task's question is a relay when earlier
+    ``InterruptRecorded`` events of those namespaces hold each of its ids (one read per page)
+    and are ``shown`` in the trail: a window that starts after the subgraph asked shows the relay.
     """
     asked: dict[int, tuple[set[str], set[str]]] = {}
+    pushed: dict[int, tuple[set[str], tuple[str, str, str]]] = {}
     for event in events:
         data = event.data
         thread, ns, task = (data.get(key) for key in ("thread_id", "checkpoint_ns", "task_id"))
-        node = str(data.get("task_path") or "").rpartition(", ")[2]
+        path = str(data.get("task_path") or "")
         ids = _interrupt_ids(event)
-        if ids and node and isinstance(thread, str) and isinstance(ns, str) and isinstance(task, str):
+        if not (ids and isinstance(thread, str) and isinstance(ns, str) and isinstance(task, str)):
+            continue
+        if path.startswith(_PUSHED):  # a task run for a Send: its path names no node
+            if (namespaces := namespace_flows(thread, ns, task)) is not None:
+                pushed[event.position] = (ids, namespaces)
+        elif node := path.rpartition(", ")[2]:
             below = f"{ns}|" if ns else ""
-            subgraphs = {flow_id_for(thread, f"{below}{node}:{task}"), flow_id_for(thread, below + node)}
-            asked[event.position] = (ids, subgraphs)
-    if not asked:
+            asked[event.position] = (
+                ids,
+                {flow_id_for(thread, f"{below}{node}:{task}"), flow_id_for(thread, below + node)},
+            )
+    if not asked and not pushed:
         return set()
-    flows = sorted(set().union(*(subgraphs for _, subgraphs in asked.values())))
-    query = sa.select(*READ_COLUMNS).where(
-        _c.flow_id.in_(flows), _c.type == _INTERRUPT_RECORDED, _c.position < max(asked), *shown
+    questions = sa.select(*READ_COLUMNS).where(
+        _c.type == _INTERRUPT_RECORDED, _c.position < max([*asked, *pushed]), *shown
     )
+    wheres: list[Any] = []
+    if asked:
+        wheres.append(_c.flow_id.in_(sorted(set().union(*(subgraphs for _, subgraphs in asked.values())))))
+    wheres += [
+        sa.and_(_c.flow_id >= low, _c.flow_id < high) for low, high, _ in {s for _, s in pushed.values()}
+    ]
     seen: dict[str, list[tuple[int, set[str]]]] = {}
-    for question in store.query_events(query):
-        seen.setdefault(question.flow_id, []).append((question.position, _interrupt_ids(question)))
-    return {
-        position
-        for position, (ids, subgraphs) in asked.items()
-        if any(before < position and ids <= held for flow in subgraphs for before, held in seen.get(flow, ()))
-    }
+    for where in wheres:
+        for question in store.query_events(questions.where(where)):
+            seen.setdefault(question.flow_id, []).append((question.position, _interrupt_ids(question)))
+
+    def held(position: int, ids: set[str], flows: Iterable[str]) -> bool:
+        """Whether every id was asked in ``flows`` before ``position`` (a node whose subgraph ran two
+        ``Send`` tasks relays both questions at once)."""
+        asked_before = [got for flow in flows for before, got in seen.get(flow, ()) if before < position]
+        return ids <= set().union(*asked_before)
+
+    relays = {position for position, (ids, subgraphs) in asked.items() if held(position, ids, subgraphs)}
+    for position, (ids, (low, _, suffix)) in pushed.items():
+        flows = (flow for flow in seen if flow.startswith(low) and flow.endswith(suffix))
+        if held(position, ids, flows):
+            relays.add(position)
+    return relays
+
+
+_PUSHED = "~__pregel_push,"
+"""How the path of a task run for a ``Send`` begins (LangGraph's ``PUSH``, as the saver writes paths)."""
 
 
 def _interrupt_ids(event: RecordedEvent) -> set[str]:

@@ -79,6 +79,21 @@ def flow_id_for(thread_id: str, checkpoint_ns: str = "") -> str:
     return _HASHED_PREFIX + digest.hexdigest()
 
 
+def namespace_flows(thread_id: str, parent_ns: str, task_id: str) -> tuple[str, str, str] | None:
+    """The flows of the namespaces ``<node>:<task_id>`` under ``parent_ns`` whatever their node, as the
+    range ``(low, high)`` of flow ids holding them and the ``suffix`` each ends with; None for a
+    thread whose flows are hashed (``flow_id_for``), where no range holds them.
+
+    A task LangGraph ran for a ``Send`` names no node in its path: its subgraph's namespace is found
+    by its task id alone.
+    """
+    below = f"{parent_ns}|" if parent_ns else ""
+    low = f"{FLOW_PREFIX}{_escape(thread_id)}/{_escape(below)}"
+    if len(low) + len(task_id) + 2 > MAX_FLOW_ID_LENGTH or "\x00" in low + task_id:
+        return None
+    return low, low[:-1] + chr(ord(low[-1]) + 1), f":{_escape(task_id)}"
+
+
 def writes_event_type(channels: list[str]) -> str:
     """The event type of a task's writes: resumes, interrupts and failures are named in the log."""
     if RESUME in channels:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import operator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypedDict
+from typing import Annotated, Any, TypedDict
 
 import pytest
 from click.testing import CliRunner
 from langgraph.graph import END, START, StateGraph
-from langgraph.types import Command, interrupt
+from langgraph.types import Command, Send, interrupt
 
 from eventstore.audit import FailureEntry, InterruptEntry, audit_trail
 from eventstore.cli import main
@@ -75,13 +76,17 @@ def test_the_audit_shows_who_answered_an_interrupt_and_which_task_failed(target:
     assert "RuntimeError: refund API down" in failures
 
 
-def _subgraph_app(saver: EventStoreSaver, *, own_checkpointer: bool) -> Any:
+def _asking() -> Any:
     sub = StateGraph(State)
     sub.add_node("ask", ask)
     sub.add_edge(START, "ask")
     sub.add_edge("ask", END)
+    return sub
+
+
+def _subgraph_app(saver: EventStoreSaver, *, own_checkpointer: bool) -> Any:
     graph = StateGraph(State)
-    graph.add_node("review", sub.compile(checkpointer=True if own_checkpointer else None))
+    graph.add_node("review", _asking().compile(checkpointer=True if own_checkpointer else None))
     graph.add_edge(START, "review")
     graph.add_edge("review", END)
     return graph.compile(checkpointer=saver)
@@ -123,3 +128,39 @@ def test_a_trail_that_starts_after_the_subgraph_asked_shows_the_relayed_question
     assert [(e.action, e.flow_id, e.position) for e in later] == [("asked", relay.flow_id, relay.position)]
     assert [(e.action, e.position) for e in after] == [("asked", relay.position)]
     assert [(e.action, e.position) for e in before] == [("asked", asked.position)]  # the copy, outside
+
+
+@pytest.mark.parametrize("nested", [False, True], ids=["root", "nested"])
+def test_a_question_from_a_subgraph_run_by_send_is_one_question(target: Target, nested: bool) -> None:
+    """A ``Send`` runs the subgraph as a task whose path names no node: its relay is found by task id,
+    also under a subgraph's namespace. Each of the two Sends' questions is shown once, then its answer."""
+    fan_out = StateGraph(Summed)
+    fan_out.add_node("fan", lambda state: {})
+    fan_out.add_node("review", _asking().compile())
+    fan_out.add_edge(START, "fan")
+    fan_out.add_conditional_edges("fan", lambda state: [Send("review", {"amount": n}) for n in (1, 2)])
+    fan_out.add_edge("review", END)
+    graph = fan_out
+    if nested:
+        graph = StateGraph(Summed)
+        graph.add_node("outer", fan_out.compile())
+        graph.add_edge(START, "outer")
+        graph.add_edge("outer", END)
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        app = graph.compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": "send-1"}}
+        app.invoke({"amount": 0}, config)
+        app.invoke(Command(resume={i.id: "yes" for i in app.get_state(config).interrupts}), config)
+        trail = list(audit_trail(saver.store, types=["InterruptRecorded", "ResumeRecorded"]))
+        copies = [e for e in saver.store.read_all() if e.type == "InterruptRecorded"]
+        final = app.get_state(config).values
+    asked = [e for e in trail if e.action == "asked"]
+    assert len(asked) == 2 and len(copies) > 2  # each saved in its namespace and relayed up
+    assert all(e.flow_id.startswith(f"{flow_id_for('send-1')}/") for e in asked)
+    assert sorted(e.values[0][0]["value"]["amount"] for e in asked) == [1, 2]
+    assert sum(e.action == "answered" for e in trail) >= 1
+    assert final == {"amount": 3}
+
+
+class Summed(TypedDict):
+    amount: Annotated[int, operator.add]
