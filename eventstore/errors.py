@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .integrity import Problem
     from .tombstones import PrunedFlows
 
 
@@ -159,7 +160,29 @@ class UpcastError(EventStoreError):
 
 
 class IntegrityViolation(EventStoreError):
-    """The stored log does not match its hash chain."""
+    """The stored log does not match its hash chain.
+
+    Where the raiser knows them, ``flow_id`` and ``revision`` name the broken event (``revision``
+    None: the flow) and ``position`` its place in the log; each is None where the violation is
+    not about one event, or where that is not known. ``problems`` is what a check found behind
+    it: a ``Problem`` each, as ``verify`` reports them, or a line of text (SQLite's own check, an
+    export's unreadable manifest); else empty. The message says the same in words.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        flow_id: str | None = None,
+        revision: int | None = None,
+        position: int | None = None,
+        problems: Sequence[Problem | str] = (),
+    ) -> None:
+        self.flow_id = flow_id
+        self.revision = revision
+        self.position = position
+        self.problems = list(problems)
+        super().__init__(message)
 
 
 class StoreClosed(EventStoreError):
@@ -388,12 +411,11 @@ class NotSupported(EventStoreError):
 class ExportInvalid(IntegrityViolation):
     """An export or archive file does not verify (manifest, SHA-256, a hash chain); nothing was written."""
 
-    def __init__(self, path: str, problems: Sequence[object]) -> None:
+    def __init__(self, path: str, problems: Sequence[Problem | str]) -> None:
         self.path = path
-        self.problems = list(problems)
-        shown = "; ".join(str(problem) for problem in self.problems[:3])
-        more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
-        super().__init__(f"{path} does not verify: {shown}{more}")
+        shown = "; ".join(str(problem) for problem in problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        super().__init__(f"{path} does not verify: {shown}{more}", problems=problems)
 
 
 class ImportConflict(EventStoreError):

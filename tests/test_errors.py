@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 from contextlib import closing
 from pathlib import Path
@@ -16,14 +18,17 @@ from eventstore import (
     EventRegistry,
     EventStore,
     EventStoreError,
+    IntegrityViolation,
     InvalidEvent,
     InvalidInput,
+    InvalidProof,
     NewEvent,
     PayloadTooLarge,
     StorageError,
     StoreClosed,
 )
 from eventstore.audit import audit_trail
+from eventstore.integrity import Problem
 from eventstore.schema import flow_events
 from eventstore.timetravel import diff, state_at, what_if
 from projections import FlowQueries, FlowService
@@ -313,6 +318,24 @@ class TestOpen:
 
     def test_every_error_is_an_event_store_error(self) -> None:
         assert issubclass(InvalidEvent, EventStoreError) and issubclass(StoreClosed, EventStoreError)
+
+
+class TestIntegrityViolation:
+    def test_its_attributes_survive_pickling_and_copying(self) -> None:
+        problem = Problem("f", 7, 2, "hash-mismatch", "the envelope was altered")
+        error = IntegrityViolation("f@2 is broken", flow_id="f", revision=2, position=7, problems=[problem])
+        for copied in (pickle.loads(pickle.dumps(error)), copy.copy(error)):
+            assert type(copied) is IntegrityViolation and str(copied) == "f@2 is broken"
+            assert (copied.flow_id, copied.revision, copied.position, copied.problems) == (
+                "f",
+                2,
+                7,
+                [problem],
+            )
+
+    def test_without_them_each_is_none_and_problems_empty(self) -> None:
+        error = InvalidProof("the proof does not verify")
+        assert (error.flow_id, error.revision, error.position, error.problems) == (None, None, None, [])
 
 
 class TestUnusualInput:
