@@ -460,11 +460,17 @@ def _check_content(store: EventStore, conn: sa.Connection, position: int) -> Non
     row = conn.execute(sa.select(*VERIFY_COLUMNS).where(flow_events.c.position == position)).first()
     if row is None:
         return  # pruned: only its hash is kept, and the proof is of that
-    problems = list(check_envelope(store._backend.stored_row(row)))
+    stored = store._backend.stored_row(row)
+    problems = list(check_envelope(stored))
     if problems:
+        readable = not stored.defects  # else its flow or revision may be an edit's stand-in
         raise IntegrityViolation(
             f"the event at position {position} does not match its own hash ({problems[0].detail}): "
-            "it was changed after it was written; run `eventstore verify`"
+            "it was changed after it was written; run `eventstore verify`",
+            flow_id=stored.flow_id if readable else None,
+            revision=stored.revision if readable else None,
+            position=position,
+            problems=problems,
         )
 
 
@@ -476,7 +482,9 @@ def _where(conn: sa.Connection, position: int) -> tuple[str, int]:
         ).first()
         if row is not None:
             return row[0], int(row[1])
-    raise IntegrityViolation(f"position {position} is missing from the log (neither stored nor pruned)")
+    raise IntegrityViolation(
+        f"position {position} is missing from the log (neither stored nor pruned)", position=position
+    )
 
 
 def consistency_proof(store: EventStore, old: Checkpoint, new: Checkpoint) -> ConsistencyProof:

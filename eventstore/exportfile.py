@@ -333,7 +333,9 @@ def write_export(
             os.fsync(raw.fileno())
         if problems:
             shown = "; ".join(str(p) for p in problems[:3])
-            raise IntegrityViolation(f"the store's hash chains are broken ({shown}): nothing was exported")
+            raise IntegrityViolation(
+                f"the store's hash chains are broken ({shown}): nothing was exported", problems=problems
+            )
         _refuse_existing(path, overwrite=overwrite)
         os.replace(partial, path)
         manifest = Manifest(

@@ -343,7 +343,9 @@ def _check_predecessors(store: EventStore, firsts: list[StoredRow]) -> None:
                 what = "is missing" if before is None else "is not the event it chains from"
                 raise IntegrityViolation(
                     f"the store's hash chains are broken ({row.flow_id}@{row.revision - 1} {what}): "
-                    "nothing was exported"
+                    "nothing was exported",
+                    flow_id=row.flow_id,
+                    revision=row.revision - 1,
                 )
 
 

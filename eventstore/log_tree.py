@@ -76,11 +76,15 @@ def read_leaves(conn: sa.Connection, start: int, stop: int) -> list[bytes]:
     expected = start + 1
     for position, _ in rows:
         if position < expected:
-            raise IntegrityViolation(f"position {position} appears twice in the log (stored and pruned)")
+            raise IntegrityViolation(
+                f"position {position} appears twice in the log (stored and pruned)", position=position
+            )
         if position > expected:
             break
         expected += 1
-    raise IntegrityViolation(f"position {expected} is missing from the log (neither stored nor pruned)")
+    raise IntegrityViolation(
+        f"position {expected} is missing from the log (neither stored nor pruned)", position=expected
+    )
 
 
 Span = tuple[int, int]

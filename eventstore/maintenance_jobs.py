@@ -237,7 +237,8 @@ def integrity(ctx: JobContext) -> dict[str, Any]:
         low, high = min(start, report.to_position), max(start, report.to_position)
         raise IntegrityViolation(
             f"{counted(len(found), 'integrity problem')} among positions {low + 1} to {high}, "
-            f"first: {found[0]}; recorded in flow {SYSTEM_INTEGRITY_FLOW!r}"
+            f"first: {found[0]}; recorded in flow {SYSTEM_INTEGRITY_FLOW!r}",
+            problems=found,
         )
     details: dict[str, Any] = {
         "from_position": start + 1,
@@ -300,7 +301,9 @@ def _check(ctx: JobContext, *, quick: bool) -> dict[str, Any]:
         pragma = "quick_check" if quick else "integrity_check"
         for line in found[:100]:
             log.error("sqlite %s: %s", pragma, line)
-        raise IntegrityViolation(f"PRAGMA {pragma} found {counted(len(found), 'problem')}, first: {found[0]}")
+        raise IntegrityViolation(
+            f"PRAGMA {pragma} found {counted(len(found), 'problem')}, first: {found[0]}", problems=found
+        )
     return {"result": "ok"}
 
 

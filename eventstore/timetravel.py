@@ -247,6 +247,7 @@ def fork(
             flow_id,
             f"flow {flow_id!r} has no event at revision {at_revision} to fork from, though it has "
             "later ones: its chain is broken; `eventstore verify` says where",
+            at_revision,
         )
     (origin,) = found
     snapshot = view_to_dict(view)
@@ -473,6 +474,7 @@ def _missing(store: EventStore, flow_id: str, revision: int) -> EventStoreError:
         flow_id,
         f"flow {flow_id!r} has no event at revision {revision} though it has later ones: its chain is "
         "broken; `eventstore verify` says where",
+        revision,
     )
 
 
@@ -482,14 +484,17 @@ def _unchained(store: EventStore, flow_id: str, revision: int) -> EventStoreErro
         flow_id,
         f"flow {flow_id!r} at revision {revision} does not chain onto revision {revision - 1} (its "
         "prev_hash is not that event's hash): its chain is broken; `eventstore verify` says where",
+        revision,
     )
 
 
-def _unless_pruned(store: EventStore, flow_id: str, message: str) -> EventStoreError:
+def _unless_pruned(store: EventStore, flow_id: str, message: str, revision: int) -> EventStoreError:
     """``IntegrityViolation(message)``, unless retention pruned the flow as it was read (``FlowArchived``):
     its events went on the way, which is no broken chain. Asked only once a fold found one."""
     gone = flow_not_found(store, flow_id)
-    return gone if isinstance(gone, FlowArchived) else IntegrityViolation(message)
+    if isinstance(gone, FlowArchived):
+        return gone
+    return IntegrityViolation(message, flow_id=flow_id, revision=revision)
 
 
 class _Snapshot(NamedTuple):
@@ -569,7 +574,8 @@ def _refold(store: EventStore, flow_id: str, revision: int, step_ids: list[str])
     lost = [step_id for step_id in step_ids if step_id not in folded.steps]
     if lost:  # the snapshot was checked against this log's hash at ``revision``: the log was altered
         raise IntegrityViolation(
-            f"flow {flow_id!r} up to revision {revision} has no step {lost[0]!r}, which its snapshot lists"
+            f"flow {flow_id!r} up to revision {revision} has no step {lost[0]!r}, which its snapshot lists",
+            flow_id=flow_id,
         )
     return {step_id: folded.steps[step_id] for step_id in step_ids}
 

@@ -223,8 +223,12 @@ class TestProofs:
             with store.engine.begin() as conn:
                 edit = f"UPDATE flow_events SET data = {cast} WHERE position = 2"
                 conn.execute(sa.text(edit), {"data": '{"n": "forged"}'})
-            with pytest.raises(IntegrityViolation, match=r"position 2 does not match its own hash \(data"):
+            with pytest.raises(
+                IntegrityViolation, match=r"position 2 does not match its own hash \(data"
+            ) as caught:
                 cp.inclusion_proof(store, 2, taken)
+            assert (caught.value.flow_id, caught.value.revision, caught.value.position) == ("a", 2, 2)
+            assert [problem.kind for problem in caught.value.problems] == ["data-edited"]
             cp.inclusion_proof(store, 3, taken).verify(taken)  # the others still prove
         assert "FAILED: the event at position 2 does not match" in run(target, "prove", "2", code=2)
 
@@ -241,8 +245,9 @@ class TestProofs:
         assert cp.take_checkpoint(store, KEY).tree_size == 6
         assert cp.verify_checkpoints(store, KEY.public_key()).ok
         sql(store, "DELETE FROM flow_events WHERE position = 4")
-        with pytest.raises(IntegrityViolation, match="position 4 is missing from the log"):
+        with pytest.raises(IntegrityViolation, match="position 4 is missing from the log") as caught:
             cp.inclusion_proof(store, 5, taken)
+        assert (caught.value.position, caught.value.flow_id) == (4, None)
         (problem,) = cp.verify_checkpoints(store).problems
         assert (problem.kind, problem.position) == ("unreadable-log", 0)
         assert "position 4 is missing" in problem.detail

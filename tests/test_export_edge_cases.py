@@ -88,8 +88,9 @@ class TestWholeFlows:
         sql(store, "DELETE FROM flow_events WHERE flow_id = 'f1' AND revision = 1")
         (tmp_path / "out").mkdir()
         for selection in ({}, {"flow": "f1"}, {"flows": ["f1", "f2"]}):
-            with pytest.raises(IntegrityViolation, match=r"f1@2.*revision 1 missing"):
+            with pytest.raises(IntegrityViolation, match=r"f1@2.*revision 1 missing") as caught:
                 export_events(store, tmp_path / "out" / "x.jsonl", **selection)
+            assert [(p.flow_id, p.revision) for p in caught.value.problems] == [("f1", 2)]
         assert list((tmp_path / "out").iterdir()) == []
 
     def test_verify_export_requires_whole_flows_except_in_a_range(
@@ -244,8 +245,9 @@ def test_a_range_export_checks_the_event_it_chains_from(target: Target, tmp_path
             store.append("a", [NewEvent("T", {"i": i})])
         drop_guards(store)
         sql(store, "DELETE FROM flow_events WHERE revision = 2")
-        with pytest.raises(IntegrityViolation, match="a@2 is missing"):
+        with pytest.raises(IntegrityViolation, match="a@2 is missing") as caught:
             export_events(store, tmp_path / "r.jsonl", since=T0 + timedelta(minutes=100))
+        assert (caught.value.flow_id, caught.value.revision, caught.value.problems) == ("a", 2, [])
         assert not (tmp_path / "r.jsonl").exists()
 
 

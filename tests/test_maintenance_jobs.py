@@ -66,10 +66,12 @@ class TestIntegrityJob:
         service.run_once("integrity")
         append(store, "f", 2)
         tamper(store, "UPDATE flow_events SET type = 'Forged' WHERE position = 4")
-        with caplog.at_level(logging.ERROR):
+        with caplog.at_level(logging.DEBUG, logger="eventstore.maintenance"):  # DEBUG: with the exception
             result = service.run_once("integrity")
         assert result.status == "failed" and "f@4 (position 4): hash-mismatch" in (result.error or "")
         assert "1 problem among positions 3 to 4" in caplog.text
+        (failure,) = [record.exc_info[1] for record in caplog.records if record.exc_info]
+        assert [(p.flow_id, p.position, p.kind) for p in failure.problems] == [("f", 4, "hash-mismatch")]
         (recorded,) = store.read_flow(SYSTEM_INTEGRITY_FLOW)
         assert recorded.type == "IntegrityProblemsFound" and recorded.data["problem_count"] == 1
         assert recorded.data["problems"][0]["kind"] == "hash-mismatch"

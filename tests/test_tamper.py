@@ -189,6 +189,9 @@ class TestForkOfATamperedLog:
             service.advance("f", state_patch={"n": n})
         drop_guards(flow_store)
         sql(flow_store, "DELETE FROM flow_events WHERE flow_id = 'f' AND revision = 3")
-        with pytest.raises(IntegrityViolation, match=r"no event at revision 3 .*`eventstore verify`"):
+        with pytest.raises(
+            IntegrityViolation, match=r"no event at revision 3 .*`eventstore verify`"
+        ) as caught:
             fork(flow_store, "f", at_revision=3, new_flow_id="g")
+        assert (caught.value.flow_id, caught.value.revision) == ("f", 3)
         assert flow_store.revision("g") == 0

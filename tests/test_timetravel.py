@@ -177,8 +177,11 @@ class TestSnapshots:
         drop_guards(service.store)
         sql(service.store, "DELETE FROM snapshot_parts")
         sql(service.store, "DELETE FROM flow_events WHERE flow_id = 'f' AND revision = 6")  # s1 scheduled
-        with pytest.raises(IntegrityViolation, match="'f' has no event at revision 6 though it has later"):
+        with pytest.raises(
+            IntegrityViolation, match="'f' has no event at revision 6 though it has later"
+        ) as caught:
             view.steps.load_all()  # the parts' stand-in, the log up to 8, skips the revision deleted
+        assert (caught.value.flow_id, caught.value.revision) == ("f", 6)
 
 
 class TestDiffForkWhatIf:

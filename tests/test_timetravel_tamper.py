@@ -59,8 +59,9 @@ class TestADeletedEvent:
         self, advanced: EventStore, read: Callable[[EventStore], Any]
     ) -> None:
         delete(advanced, 2)
-        with pytest.raises(IntegrityViolation, match=GAP.format(2)):
+        with pytest.raises(IntegrityViolation, match=GAP.format(2)) as caught:
             read(advanced)
+        assert (caught.value.flow_id, caught.value.revision, caught.value.position) == ("f", 2, None)
 
     def test_the_last_revision_asked_for_missing_is_not_the_state_before_it(
         self, advanced: EventStore
@@ -80,8 +81,9 @@ class TestEventsOutOfOrder:
     @pytest.mark.parametrize("read", ["what_if", "diff", "replay", "state_at, saving snapshots"])
     def test_a_fold_reading_hashes_finds_the_link_broken(self, advanced: EventStore, read: str) -> None:
         swap(advanced, 2, 3)
-        with pytest.raises(IntegrityViolation, match=UNCHAINED.format(2, 1)):
+        with pytest.raises(IntegrityViolation, match=UNCHAINED.format(2, 1)) as caught:
             READS[read](advanced)
+        assert (caught.value.flow_id, caught.value.revision) == ("f", 2)
 
     def test_the_event_after_a_snapshot_must_chain_onto_it_on_the_lean_read(
         self, advanced: EventStore

@@ -68,6 +68,24 @@ class TestOddValues:
                 (2, "malformed-row", "revision is float 2.5, not an integer")
             ]
 
+    @pytest.mark.parametrize(
+        ("edit", "place"),
+        [("recorded_at = 'noon'", ("f1", 2)), ("recorded_at = 'noon', revision = 2.5", ("f1", None))],
+    )
+    def test_a_row_sqlite_cannot_decode_is_named_on_the_error(
+        self, tmp_path: Path, edit: str, place: tuple[str, int | None]
+    ) -> None:
+        with Target(f"sqlite:///{tmp_path / 'events.db'}").open() as store:
+            store.append("f1", [NewEvent("T", {"i": i}) for i in range(3)])
+            drop_guards(store)
+            sql(store, f"UPDATE flow_events SET {edit} WHERE position = 2")
+            with pytest.raises(IntegrityViolation, match="at position 2 cannot be read") as caught:
+                list(store.read_all())
+            assert (caught.value.flow_id, caught.value.revision, caught.value.position) == (*place, 2)
+            with pytest.raises(IntegrityViolation, match="cannot be read") as caught:
+                list(store.read_for_fold())
+            assert (caught.value.flow_id, caught.value.revision, caught.value.position) == (*place, None)
+
     @pytest.mark.parametrize("moment", ["infinity", "-infinity", "12000-01-01", "0044-03-15 BC"])
     def test_a_time_python_cannot_hold_is_a_problem_on_its_row(
         self, pg_target: Target, tmp_path: Path, moment: str

@@ -439,9 +439,14 @@ class SQLiteBackend(Backend):
 
 def _unreadable(row: Sequence[Any], exc: Exception, *, position: bool = True) -> IntegrityViolation:
     where = f"at position {row[0]}" if position else f"{row[0]}@{row[1]}"
+    flow_id, revision = row[1:3] if position else row[0:2]
     return IntegrityViolation(
         f"the event {where} cannot be read ({type(exc).__name__}: {exc}): it was changed after it was "
-        "written; `eventstore verify` names every such row"
+        "written; `eventstore verify` names every such row",
+        # an edit may have left anything in a column: only what a store writes is passed on
+        flow_id=flow_id if type(flow_id) is str else None,
+        revision=revision if type(revision) is int else None,
+        position=row[0] if position and type(row[0]) is int else None,
     )
 
 
