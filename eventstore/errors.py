@@ -10,7 +10,7 @@ import shlex
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .integrity import Problem
@@ -40,6 +40,20 @@ class EventStoreError(Exception):
     projection: str | None = None
     fold: str | None = None
     positions: tuple[int, int] | None = None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its arguments and attributes, not re-made through ``__init__``: an error raised
+        in a worker process (``multiprocessing``, ``ProcessPoolExecutor``) reaches the parent with
+        its type, message and data, though most subclasses' ``__init__`` takes other arguments
+        than the message Python would pass back."""
+        return _restored, (type(self), self.args, self.__dict__)
+
+
+def _restored(cls: type[EventStoreError], args: tuple[Any, ...], state: dict[str, Any]) -> EventStoreError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidInput(EventStoreError, ValueError):

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import copy
+import multiprocessing
 import pickle
 import re
+import uuid
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +30,13 @@ from eventstore import (
     PayloadTooLarge,
     StorageError,
     StoreClosed,
+    errors,
 )
 from eventstore.audit import audit_trail
 from eventstore.integrity import Problem
 from eventstore.schema import flow_events
 from eventstore.timetravel import diff, state_at, what_if
+from eventstore.tombstones import PrunedFlows
 from projections import FlowQueries, FlowService
 from tests.conftest import Target
 
@@ -336,6 +342,84 @@ class TestIntegrityViolation:
     def test_without_them_each_is_none_and_problems_empty(self) -> None:
         error = InvalidProof("the proof does not verify")
         assert (error.flow_id, error.revision, error.position, error.problems) == (None, None, None, [])
+
+
+def _raise_stale_append(url: str) -> None:
+    """In a worker process: an append with a revision the flow has moved past."""
+    with EventStore.open(url) as store:
+        store.append("f", [NewEvent("Noted", {})], expected_revision=0)
+
+
+def _every_error() -> list[EventStoreError]:
+    """One of each error in the tree, made as the library makes it."""
+    when = datetime(2030, 1, 1, tzinfo=UTC)
+    made = [
+        errors.PositionPastEnd("after_position", 9, 3),
+        errors.PayloadTooLarge("data", 10, 5),
+        errors.RevisionMismatch("f", 1, 2),
+        errors.DuplicateEventId(uuid.UUID(int=1), "it is stored already"),
+        errors.FlowNotFound("f", hint="try g"),
+        errors.ThreadNotAFlow("langgraph/t", "t"),
+        errors.FlowArchived("f", "a1", last_revision=4),
+        errors.IntegrityViolation("broken", flow_id="f", revision=2, position=7, problems=["x"]),
+        errors.SchemaError("old", current="0001", required="0002"),
+        errors.FlowPruned("f", "a1"),
+        errors.SelectionNotAllowed("f", "s", ["maybe"], ["yes", "no"]),
+        errors.LeaseLost("f", owner="w1", generation=1, holder="w2", current=2),
+        errors.StepNotFound("f", "s"),
+        errors.SessionNotFound("s", pruned=PrunedFlows(flows=1, events=2, archives=1)),
+        errors.EventNotFound("e"),
+        errors.ProjectionFailed("p", "fold", (1, 2), "boom"),
+        errors.InvalidProof("bad proof", position=3),
+        errors.RebuildInProgress("prune", ["flows"], when),
+        errors.JobLeaseLost("verify", "me", "you"),
+        errors.NotSupported("vacuum", "postgresql", "use VACUUM"),
+        errors.ExportInvalid("x.jsonl", ["sha256 differs"]),
+        errors.ImportConflict("f", "differs"),
+        errors.ImportUnfinished("x.jsonl", "ab" * 32, 3, 9, "2030-01-01T00:00:00Z"),
+        errors.ArchiveNotFound("a1"),
+    ]
+    made += [kind("f", "no", step_id="s", status="done") for kind in _TRANSITION_ERRORS]
+    custom = {type(error) for error in made}
+    plain = [
+        cls
+        for cls in vars(errors).values()
+        if isinstance(cls, type) and issubclass(cls, EventStoreError) and cls not in custom
+    ]
+    assert all("__init__" not in vars(cls) for cls in plain), "an error with its own __init__ is missing"
+    return made + [cls("a message") for cls in plain]
+
+
+_TRANSITION_ERRORS = [
+    errors.InvalidTransition,
+    errors.FlowClosed,
+    errors.FlowExists,
+    errors.StepClosed,
+    errors.GateNotOpen,
+    errors.LeaseHeld,
+]
+
+
+class TestPickling:
+    """Errors cross process boundaries (``multiprocessing``, ``ProcessPoolExecutor``) by pickle."""
+
+    @pytest.mark.parametrize("error", _every_error(), ids=lambda error: type(error).__name__)
+    def test_every_error_keeps_its_type_message_and_data(self, error: EventStoreError) -> None:
+        error.add_note("a note")
+        for copied in (pickle.loads(pickle.dumps(error)), copy.copy(error), copy.deepcopy(error)):
+            assert type(copied) is type(error) and str(copied) == str(error)
+            assert vars(copied) == vars(error) and copied.args == error.args
+
+    def test_a_conflict_in_a_worker_process_reaches_the_parent_whole(self, tmp_path: Path) -> None:
+        url = f"sqlite:///{tmp_path / 'store.db'}"
+        with EventStore.open(url) as store:
+            store.append("f", [NewEvent("Noted", {})])
+        with (
+            ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool,
+            pytest.raises(errors.RevisionMismatch) as raised,
+        ):
+            pool.submit(_raise_stale_append, url).result(timeout=120)
+        assert (raised.value.flow_id, raised.value.expected, raised.value.actual) == ("f", 0, 1)
 
 
 class TestUnusualInput:
