@@ -1,17 +1,24 @@
-"""Command-line commands for LangGraph checkpoints: ``threads``.
+"""Command-line commands for LangGraph checkpoints: ``threads`` and ``import-threads``.
 
 LangGraph has no API that lists threads; the read model does
 (``projections.langgraph_queries.LangGraphQueries.threads``). The command is
 that one query plus formatting, and needs no LangGraph installed.
+``import-threads`` is ``import_checkpoints`` from LangGraph's own SQLite or
+PostgreSQL saver, which it needs installed.
 """
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
 import sqlalchemy as sa
 
+from ..errors import InvalidInput, StorageError
 from .output import cut, echo, echo_json, printable
 from .params import POSITION
 
@@ -64,3 +71,86 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
                 )
         if note:
             echo(note, err=as_json)
+
+    @main.command("import-threads")
+    @click.argument("source")
+    @click.option("--thread", "thread_ids", multiple=True, help="Import this thread only (repeatable).")
+    @click.option(
+        "--actor", default="import:langgraph", show_default=True, help="Who the imported events name."
+    )
+    @click.pass_context
+    def import_threads(ctx: click.Context, source: str, thread_ids: tuple[str, ...], actor: str) -> None:
+        """Copy the threads of LangGraph's SqliteSaver or PostgresSaver into this store.
+
+        SOURCE is that saver's database: a SQLite file (a path or sqlite:///path)
+        or a postgresql:// URL; it is only read. Each checkpoint and its pending
+        writes become events as if the graph had run here, checked by reading
+        them back; a thread waiting on an interrupt can be resumed on
+        EventStoreSaver. Checkpoints already here are skipped, so an import cut
+        short is finished by running it again. A thread this store holds other
+        checkpoints of is refused.
+        """
+        from projections.langgraph import LangGraphProjection
+
+        from ..integrations.langgraph import EventStoreSaver, import_checkpoints
+
+        with (
+            errors(),
+            _langgraph_saver(source) as saver_of_source,
+            open_store(ctx, may_create=True, projections=[LangGraphProjection()]) as store,
+        ):
+            done = import_checkpoints(
+                saver_of_source, EventStoreSaver(store), thread_ids=thread_ids or None, actor=actor
+            )
+        echo(str(done))
+
+
+@contextmanager
+def _langgraph_saver(source: str) -> Iterator[Any]:
+    """LangGraph's own saver on ``source``; a failure of its database (opening it, or reading it
+    inside the ``with``) said in one line, not as its driver's error."""
+    try:
+        if source.startswith(("postgresql://", "postgres://")):
+            with _postgres_saver(source) as saver:
+                yield saver
+        else:
+            with _sqlite_saver(source) as saver:
+                yield saver
+    except (sqlite3.Error, OSError) as exc:
+        raise StorageError(f"the source database failed: {printable(str(exc).splitlines()[0])}") from exc
+    except Exception as exc:
+        if not type(exc).__module__.startswith("psycopg"):
+            raise
+        raise StorageError(f"the source database failed: {printable(str(exc).splitlines()[0])}") from exc
+
+
+@contextmanager
+def _postgres_saver(url: str) -> Iterator[Any]:
+    try:
+        from langgraph.checkpoint.postgres import PostgresSaver
+    except ImportError as exc:
+        raise InvalidInput("reading PostgresSaver's tables needs langgraph-checkpoint-postgres") from exc
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        found = conn.execute("SELECT to_regclass('checkpoint_writes')").fetchone()
+    if found is None or found[0] is None:
+        raise InvalidInput(f"{url} holds no LangGraph PostgresSaver tables (checkpoint_writes)")
+    with PostgresSaver.from_conn_string(url) as saver:
+        yield saver
+
+
+@contextmanager
+def _sqlite_saver(source: str) -> Iterator[Any]:
+    try:
+        from langgraph.checkpoint.sqlite import SqliteSaver
+    except ImportError as exc:
+        raise InvalidInput("reading SqliteSaver's file needs langgraph-checkpoint-sqlite") from exc
+    path = Path(source.removeprefix("sqlite:///"))
+    if not path.is_file():
+        raise InvalidInput(f"{path} is not a file: give the SqliteSaver database to import from")
+    with closing(sqlite3.connect(path, check_same_thread=False)) as conn:
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
+        if not {"checkpoints", "writes"} <= tables:
+            raise InvalidInput(f"{path} is no LangGraph SqliteSaver database (no checkpoints and writes)")
+        yield SqliteSaver(conn)

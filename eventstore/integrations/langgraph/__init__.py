@@ -31,6 +31,7 @@ The package, by idea:
   ``put_writes``, ``threads``) and the transactions they run in;
 * ``retention``: ``delete_thread``, ``delete_for_runs``, ``copy_thread``,
   ``prune``;
+* ``importing``: ``import_checkpoints``, moving another saver's threads in;
 * ``encoding``: which values are stored as plain JSON, which through the serde;
 * ``config``: the ids a LangGraph config names, and the checks of arguments.
 """
@@ -38,8 +39,16 @@ The package, by idea:
 from __future__ import annotations
 
 from ...graph_checkpoints import flow_id_for
+from .importing import IMPORT_ACTOR, ImportedCheckpoints, import_checkpoints
 from .retention import PRUNE_STRATEGIES as PRUNE_STRATEGIES
 from .saver import DEFAULT_ACTOR, EventStoreSaver
 from .saver import DEFAULT_MAX_PAYLOAD_BYTES as DEFAULT_MAX_PAYLOAD_BYTES
 
-__all__ = ["DEFAULT_ACTOR", "EventStoreSaver", "flow_id_for"]
+__all__ = [
+    "DEFAULT_ACTOR",
+    "IMPORT_ACTOR",
+    "EventStoreSaver",
+    "ImportedCheckpoints",
+    "flow_id_for",
+    "import_checkpoints",
+]
