@@ -108,6 +108,10 @@ def test_a_bad_source_or_thread_list_is_refused(target: Target, tmp_path: Path) 
             pytest.raises(InvalidInput, match="a list of thread ids, not one string"),
         ):
             import_checkpoints(source, saver, thread_ids="a")
+        with source_saver("sqlite", tmp_path) as source:
+            waiting_run(source, "a")
+            with pytest.raises(InvalidInput, match="the source has no thread 'typo': nothing was imported"):
+                import_checkpoints(source, saver, thread_ids=["a", "typo"])
         assert saver.store.last_position() == 0
 
 

@@ -74,6 +74,11 @@ def import_checkpoints(
         raise InvalidInput("thread_ids must be a list of thread ids, not one string")
     else:
         threads = [_text(thread_id, "thread id") for thread_id in thread_ids]
+        missing = [t for t in threads if source.get_tuple({"configurable": {"thread_id": t}}) is None]
+        if missing:
+            raise InvalidInput(
+                f"the source has no thread {', '.join(map(repr, missing))}: nothing was imported"
+            )
     # the target's store and serde, naming ``actor`` (a config's actor would go into the metadata)
     importer = type(target)(target.store, actor=actor, serde=target.serde)
     done = ImportedCheckpoints(0, 0, 0, 0)
