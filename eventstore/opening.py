@@ -31,9 +31,24 @@ def _check_store_options(
     if isinstance(projections, str | bytes) or not isinstance(projections, Iterable):
         raise InvalidInput(f"projections must be a list of projections, not {projections!r}")
     listed = tuple(projections)
+    names: set[str] = set()
     for projection in listed:
+        if isinstance(projection, type):
+            raise InvalidInput(
+                f"projections must hold projections, not the class {projection.__name__}: "
+                f"pass an instance, {projection.__name__}()"
+            )
         if not all(callable(getattr(projection, method, None)) for method in ("prepare", "apply")):
             raise InvalidInput(f"not a projection (it needs prepare and apply): {projection!r}")
+        name = getattr(projection, "name", None)
+        if not isinstance(name, str):
+            continue
+        if name in names:  # each would fold every append: its events counted twice
+            raise InvalidInput(
+                f"projections names the projection {name!r} twice: every append would fold its events "
+                "once for each; pass it once"
+            )
+        names.add(name)
     return listed
 
 

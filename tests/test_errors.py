@@ -37,7 +37,7 @@ from eventstore.integrity import Problem
 from eventstore.schema import flow_events
 from eventstore.timetravel import diff, state_at, what_if
 from eventstore.tombstones import PrunedFlows
-from projections import FlowQueries, FlowService
+from projections import FlowProjection, FlowQueries, FlowService
 from tests.conftest import Target
 
 
@@ -277,6 +277,11 @@ class TestOpen:
             ({"registry": 5}, "registry must be an EventRegistry, not 5"),
             ({"projections": 5}, "projections must be a list of projections, not 5"),
             ({"projections": [5]}, "not a projection (it needs prepare and apply): 5"),
+            ({"projections": [FlowProjection]}, "not the class FlowProjection: pass an instance"),
+            (
+                {"projections": [FlowProjection(), FlowProjection()]},
+                "projections names the projection 'flows' twice",
+            ),
             ({"asynchronous": "x"}, "asynchronous must be True or False"),
         ],
     )
