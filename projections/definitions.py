@@ -9,11 +9,15 @@ value ``check_returned`` then checks at every call.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import string
 import unicodedata
 from typing import TYPE_CHECKING, Any
 
+import sqlalchemy as sa
+
+from eventstore.checks import shown
 from eventstore.errors import ProjectionError
 from eventstore.rebuild_claims import REBUILD_CLAIM
 from eventstore.schema import metadata as store_metadata
@@ -39,6 +43,7 @@ SAMPLE_TAG = "0" * 8
 def check_definition(projection: Projection) -> None:
     """Raise ``ProjectionError`` unless ``projection`` can be built and folded safely."""
     _check_name_version_kind(projection)
+    _check_declares_tables(projection)
     _check_not_built_in(projection)
     _check_tables(projection)
     _check_folds(type(projection))
@@ -64,6 +69,17 @@ def _check_name_version_kind(projection: Projection) -> None:
         )
 
 
+def _check_declares_tables(projection: Projection) -> None:
+    """A projection declares its tables: without ``define_tables`` there is nothing to build."""
+    from .declaration import Projection  # here: it imports this module
+
+    if type(projection).define_tables is Projection.define_tables:
+        raise ProjectionError(
+            f"projection {projection.name!r} ({type(projection).__name__}) must define "
+            "define_tables(self, metadata), declaring the tables it folds into"
+        )
+
+
 def _check_not_built_in(projection: Projection) -> None:
     """The built-in read models' names are theirs: another projection of one would take over their
     checkpoint, and a higher version's rebuild would drop their tables."""
@@ -71,11 +87,35 @@ def _check_not_built_in(projection: Projection) -> None:
     from .langgraph import LangGraphProjection
 
     for built_in in (FlowProjection, LangGraphProjection):
-        if projection.name == built_in.name and not isinstance(projection, built_in):
+        if isinstance(projection, built_in):
+            continue
+        if projection.name == built_in.name:
             raise ProjectionError(
                 f"{type(projection).__name__} has the name {projection.name!r}, the built-in "
                 f"{built_in.__name__}'s; give it a name of its own"
             )
+        theirs = _table_keys(built_in)  # holding one, the projection would keep theirs from being built
+        for table in _declared(projection):
+            if (same := theirs.get(table.translate(ASCII_LOWER))) is not None:
+                alike = "" if same == table else f" ({same!r} to SQLite, which compares names without case)"
+                raise ProjectionError(
+                    f"projection {projection.name!r} names the table {table!r}{alike}, one of the "
+                    f"built-in {built_in.__name__}'s; give its tables names of their own"
+                )
+
+
+def _declared(projection: Projection) -> list[str]:
+    """The base names of the tables ``projection`` declares."""
+    metadata = sa.MetaData()
+    projection.define_tables(metadata)
+    return [table.name for table in metadata.sorted_tables]
+
+
+@functools.cache
+def _table_keys(cls: type[Projection]) -> dict[str, str]:
+    """A built-in read model's table names, by the key SQLite compares them by (found without
+    constructing one: that would check its definition, and so this one's, again)."""
+    return {name.translate(ASCII_LOWER): name for name in _declared(cls.__new__(cls))}
 
 
 def _check_tables(projection: Projection) -> None:
@@ -134,9 +174,7 @@ def _check_folds(cls: type[Projection]) -> None:
         if fold is None:
             continue
         if not callable(fold):
-            raise ProjectionError(
-                f"{cls.__name__}.{attr} must be a function (a handler), not a {type(fold).__name__}"
-            )
+            raise ProjectionError(f"{cls.__name__}.{attr} must be a function (a handler), not {shown(fold)}")
         if (
             inspect.iscoroutinefunction(fold)
             or inspect.isasyncgenfunction(fold)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,8 +212,14 @@ class TestTableDefinitions:
             cls()
 
     def test_a_handler_that_is_not_a_function_is_refused(self) -> None:
-        with pytest.raises(ProjectionError, match="on_F must be a function"):
+        with pytest.raises(ProjectionError, match="on_F must be a function \\(a handler\\), not 'nope'"):
             projection("p", "t", on_F="nope")
+
+    def test_a_projection_without_define_tables_is_refused_saying_so(self) -> None:
+        """It failed with a bare NotImplementedError, which the CLI showed with no message."""
+        cls = type("NoTables", (Projection,), {"name": "no_tables", "on_E": lambda *a: None})
+        with pytest.raises(ProjectionError, match=r"'no_tables' \(NoTables\) must define define_tables"):
+            cls()
 
 
 async def async_handler(self: Projection, tx: Transaction, event: RecordedEvent) -> None:
@@ -267,6 +274,19 @@ class TestBuiltInNames:
     def test_a_built_in_read_models_name_is_refused(self, name: str) -> None:
         with pytest.raises(ProjectionError, match=rf"has the name '{name}', the built-in \w+Projection's"):
             projection(name, "mine", version=99)
+
+    @pytest.mark.parametrize(
+        ("table", "message"),
+        [
+            ("flows", "names the table 'flows', one of the built-in FlowProjection's"),
+            ("Sessions", "'sessions' to SQLite, which compares names without case"),
+            ("langgraph_writes", "one of the built-in LangGraphProjection's"),
+        ],
+    )
+    def test_a_built_in_read_models_table_is_refused(self, table: str, message: str) -> None:
+        """Built first, the projection held the table: the flow read models could never be built."""
+        with pytest.raises(ProjectionError, match=re.escape(message)):
+            projection("mine", "mine", table)
 
     def test_a_higher_version_under_the_flow_models_name_never_drops_them(self, target: Target) -> None:
         with target.open(projections=[FlowProjection()]) as store:
