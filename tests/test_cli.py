@@ -162,6 +162,30 @@ class TestErrors:
     def test_unknown_projection(self, target: Target) -> None:
         out = run(target, "rebuild", "no.such.module:Thing", code=2)
         assert "cannot load no.such.module:Thing" in out
+        assert "(looked in the current directory (" in out
+
+    def test_a_projection_of_the_current_directory_is_found(
+        self, target: Target, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """As docs/projections.md runs it, `eventstore rebuild myapp.readmodels:...` in the
+        application's directory: the installed script has no '' on sys.path, as `python -m` has."""
+        target.open().close()
+        package = tmp_path / "app_of_cwd"
+        package.mkdir()
+        (package / "__init__.py").write_text("")
+        (package / "readmodels.py").write_text(
+            "import sqlalchemy as sa\n"
+            "from projections import Projection\n\n\n"
+            "class Seen(Projection):\n"
+            "    name = 'seen_of_cwd'\n\n"
+            "    def define_tables(self, metadata):\n"
+            "        sa.Table('seen_of_cwd', metadata, sa.Column('p', sa.BigInteger, primary_key=True))\n"
+        )
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+        assert "rebuilt seen_of_cwd from 0 events" in run(target, "rebuild", "app_of_cwd.readmodels:Seen")
+        out = run(target, "rebuild", "app_of_cwd.readmodels:Missing", code=2)
+        assert "has no attribute 'Missing'" in out
 
     @pytest.mark.parametrize(
         ("args", "code", "message"), BAD_INPUT, ids=[" ".join(a[:2]) for a, _, _ in BAD_INPUT]

@@ -300,7 +300,8 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
     """Rebuild a projection from the log, then swap it in (readers never see a gap).
 
     PROJECTION is `flows` (the built-in flow, step and session read models) or
-    `package.module:ClassName` for your own Projection subclass.
+    `package.module:ClassName` for your own Projection subclass, imported from
+    the current directory, PYTHONPATH or the installed packages.
     """
     from projections import FlowProjection, Progress
     from projections import rebuild as rebuild_projection

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import importlib
 import math
+import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +136,14 @@ def load_projection(spec: str, param_hint: str, *, usage: str = "`package.module
     module_name, _, class_name = spec.partition(":")
     if not module_name or not class_name:
         raise click.BadParameter(f"{spec!r}: use {usage}", param_hint=param_hint)
+    here = _importable_here()
     try:
         module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name is not None and f"{module_name}.".startswith(f"{exc.name}.")
+        where = f"the current directory ({here}), " if here else ""
+        looked = f" (looked in {where}PYTHONPATH and the installed packages)" if missing else ""
+        raise bad(f"{type(exc).__name__}: {exc}{looked}") from exc
     except Exception as exc:  # importing runs the user's module: any error it raises is bad input
         raise bad(f"{type(exc).__name__}: {exc}") from exc
     found = getattr(module, class_name, None)
@@ -148,3 +156,15 @@ def load_projection(spec: str, param_hint: str, *, usage: str = "`package.module
         return found()
     except Exception as exc:  # the user's constructor: any error it raises is bad input
         raise bad(f"{class_name}() failed: {type(exc).__name__}: {exc}") from exc
+
+
+def _importable_here() -> str | None:
+    """Put the current directory on ``sys.path`` (last: a module there never shadows an installed
+    one), as ``python -m`` does and the installed ``eventstore`` script does not; return it."""
+    try:
+        here = os.getcwd()
+    except OSError:  # the directory was removed under the process
+        return None
+    if here not in sys.path:
+        sys.path.append(here)
+    return here
