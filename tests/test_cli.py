@@ -17,7 +17,7 @@ from freezegun import freeze_time
 from eventstore import EventStore, NewEvent
 from eventstore.checkpoints import generate_key, take_checkpoint
 from eventstore.cli import main
-from eventstore.cli.output import cut, printable
+from eventstore.cli.output import cut, live_line, printable
 from eventstore.retention import hold
 from projections import FlowProjection, FlowService
 
@@ -403,6 +403,21 @@ class TestStoredTextIsShownNotObeyed:
         first = orjson.loads(history.splitlines()[0])
         assert (first["flow_id"], first["data"]["goal"]) == (ODD, BAD)
         assert orjson.loads(decision)["rationale"] == BAD and orjson.loads(state)["flow"]["goal"] == BAD
+
+    def test_a_live_line_leaves_nothing_of_a_longer_one_behind(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """rebuild's progress: the rate falling from 10,234 to 987 events/s read '987 events/ss/s'."""
+        line = live_line()
+        for text in ["p: 1/3 events, 10,234 events/s", "p: 2/3 events, 987 events/s", "p: 3/3"]:
+            line(text)
+        shown = capsys.readouterr().err.split("\r")[1:]
+        assert [s.rstrip() for s in shown] == [
+            "p: 1/3 events, 10,234 events/s",
+            "p: 2/3 events, 987 events/s",
+            "p: 3/3",
+        ]
+        assert {len(s) for s in shown} == {len("p: 1/3 events, 10,234 events/s")}
 
     def test_ordinary_text_is_left_alone(self) -> None:
         text = "café ☕ 😀 👨‍👩‍👧 naïve Ωmega 日本 \\n"

@@ -25,7 +25,7 @@ from ..store import DEFAULT_URL, EventStore
 from ..tombstones import flow_not_found
 from ..wording import counted
 from . import audit, browse, demo, exchange, integrity, maintenance, retention, threads, timetravel
-from .output import echo_json, printable, problem_dict, progress, table, when
+from .output import echo_json, live_line, printable, problem_dict, progress, table, when
 from .params import load_projection
 
 if TYPE_CHECKING:
@@ -313,11 +313,11 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
 
     live = not as_json and sys.stderr.isatty()  # progress only on a terminal: pipes and logs stay clean
     shown = printable(target.name)  # a name may hold a terminal's escape sequence
+    line = live_line()
 
     def show(progress: Progress) -> None:
         if live:
-            done = f"{progress.done:,}/{progress.total:,} events"
-            click.echo(f"\r{shown}: {done}, {progress.rate:,.0f} events/s", nl=False, err=True)
+            line(f"{shown}: {progress.done:,}/{progress.total:,} events, {progress.rate:,.0f} events/s")
 
     with _open(ctx) as store, _errors():
         done = rebuild_projection(store, target, progress=show)

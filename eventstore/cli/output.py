@@ -466,6 +466,20 @@ def progress(total: int, label: str) -> Iterator[Callable[[int], None]]:
         yield update
 
 
+def live_line() -> Callable[[str], None]:
+    """A function that writes a line on stderr over the one before it (``\\r``), padded to the
+    widest so far: a shorter line (a rate that fell from 10,234 to 987 events/s) leaves no
+    characters of a longer one behind it."""
+    widest = 0
+
+    def write(text: str) -> None:
+        nonlocal widest
+        widest = max(widest, len(text))
+        click.echo("\r" + text.ljust(widest), nl=False, err=True)
+
+    return write
+
+
 def signal_setter(event: threading.Event) -> Callable[[int, FrameType | None], None]:
     """A signal handler that sets ``event``, from a short-lived thread.
 
