@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.sql.elements import quoted_name
 
 from eventstore import EventStore, RecordedEvent, Transaction
+from eventstore.checks import shown
 from eventstore.errors import (
     EventStoreError,
     ProjectionError,
@@ -60,7 +61,15 @@ class Projection:
         raise NotImplementedError  # abstract: every projection owns some tables
 
     def table(self, name: str) -> sa.Table:
-        return self._tables[name]
+        """The table declared as ``name`` (the live one, or during a rebuild its fresh copy)."""
+        try:
+            return self._tables[name]
+        except (KeyError, TypeError):  # a name never declared, or no name (unhashable)
+            declared = ", ".join(repr(base) for base in self._tables) or "none"
+            raise ProjectionError(
+                f"projection {self.name!r} has no table {shown(name)}: define_tables declares {declared}, "
+                "by the names it gives them"
+            ) from None
 
     @property
     def tables(self) -> dict[str, sa.Table]:

@@ -120,6 +120,33 @@ class TestAFailingHandler:
         )
 
 
+class Misnamed(Seen):
+    """Its handler asks for a table by a name it never declared."""
+
+    name: ClassVar[str] = "misnamed"
+
+    def on_E(self, tx: Transaction, event: RecordedEvent) -> None:
+        tx.connection.execute(self.table("seem").insert().values(position=event.position))
+
+
+class TestATableItNeverDeclared:
+    def test_asking_for_it_names_the_tables_it_has(self) -> None:
+        """It was a bare KeyError: 'seem'."""
+        with pytest.raises(
+            ProjectionError, match=r"^projection 'seen' has no table 'seem': .* declares 'seen',"
+        ):
+            Seen().table("seem")
+
+    def test_a_handler_asking_for_it_fails_its_batch_saying_where(self, store: EventStore) -> None:
+        runner = CatchUpRunner(store, Misnamed())
+        append(store, {})
+        with pytest.raises(
+            ProjectionError, match=r"has no table 'seem'.*applying event at position 1 \(E\)$"
+        ):
+            runner.run_once()
+        assert (positions(store), runner.position()) == ([], 0)
+
+
 class TestTwoProjectionsOfOneName:
     def test_the_second_is_refused_instead_of_sharing_the_checkpoint(self, store: EventStore) -> None:
         append(store, {})
