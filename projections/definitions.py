@@ -108,7 +108,7 @@ def _declared(projection: Projection) -> list[str]:
     """The base names of the tables ``projection`` declares."""
     metadata = sa.MetaData()
     projection.define_tables(metadata)
-    return [table.name for table in metadata.sorted_tables]
+    return [table.name for table in metadata.tables.values()]
 
 
 @functools.cache
@@ -120,6 +120,7 @@ def _table_keys(cls: type[Projection]) -> dict[str, str]:
 
 def _check_tables(projection: Projection) -> None:
     name = projection.name
+    _check_keys_within(projection)
     for base, fresh in projection.build_tables(REBUILD_SUFFIX, SAMPLE_TAG).items():
         if base in store_metadata.tables or base == "alembic_version":
             raise ProjectionError(
@@ -156,6 +157,24 @@ def _check_tables(projection: Projection) -> None:
                 raise ProjectionError(
                     f"projection {name!r}: its table {base!r} gives the name {identifier!r}, longer than "
                     f"PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes; shorten the table's name or its index's"
+                )
+
+
+def _check_keys_within(projection: Projection) -> None:
+    """A foreign key points at one of the projection's own tables (which a rebuild's copies then
+    point at): one to any other table failed as its tables were ordered or built, with
+    SQLAlchemy's ``NoReferencedTableError``, or would tie the read model to a table its rebuilds
+    do not replace."""
+    metadata = sa.MetaData()
+    projection.define_tables(metadata)
+    for table in metadata.tables.values():
+        for key in table.foreign_keys:
+            referred, _, column = key.target_fullname.rpartition(".")
+            if referred not in metadata.tables:
+                raise ProjectionError(
+                    f"projection {projection.name!r}: its table {table.name!r} has a foreign key to "
+                    f"{referred!r} ({column!r}), a table it does not define; a projection's keys "
+                    "may point only at its own tables"
                 )
 
 

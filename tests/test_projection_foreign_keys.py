@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 import pytest
 import sqlalchemy as sa
 
 from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
-from eventstore.errors import StorageError
+from eventstore.errors import ProjectionError, StorageError
 from projections import Projection, rebuild
 
 from .conftest import Target
@@ -184,3 +185,27 @@ def test_a_new_version_drops_a_table_whose_key_points_at_one_it_keeps(target: Ta
         trade(store)
     with target.open(projections=[CustomersOnly()]) as store:
         assert live_tables(store) == {"shop_customers"}
+
+
+@pytest.mark.parametrize("referred", ["flows.flow_id", "elsewhere.shop_customers.customer", "nowhere.id"])
+def test_a_key_to_a_table_it_does_not_define_is_refused_when_made(referred: str) -> None:
+    """It failed as its tables were built, with SQLAlchemy's own NoReferencedTableError."""
+
+    def define_tables(self: Projection, metadata: sa.MetaData) -> None:
+        sa.Table("shop_customers", metadata, sa.Column("customer", sa.String(50), primary_key=True))
+        sa.Table(
+            "shop_orders",
+            metadata,
+            sa.Column("order_id", sa.String(50), primary_key=True),
+            sa.Column("flow", sa.String(200), sa.ForeignKey(referred)),
+        )
+
+    table, _, column = referred.rpartition(".")
+    cls = type("Outward", (Projection,), {"name": "outward", "define_tables": define_tables})
+    with pytest.raises(
+        ProjectionError,
+        match=re.escape(
+            f"its table 'shop_orders' has a foreign key to '{table}' ('{column}'), a table it does not define"
+        ),
+    ):
+        cls()
