@@ -26,7 +26,7 @@ from eventstore.projection import NOTHING, FoldSite, FusedWrite, fold_failed, lo
 from .checkpoints import read_checkpoint
 from .definitions import check_definition, check_returned
 from .ownership import layout_difference
-from .rebuilding import ensure
+from .rebuilding import check_made, ensure
 
 
 class Projection:
@@ -147,6 +147,7 @@ class Projection:
 
     def prepare(self, store: EventStore) -> None:
         """Create the tables on first use; rebuild them if the version changed (as an inline projection)."""
+        check_made(self)
         ensure(store, self, inline=True)
 
     def check_current(self, tx: Transaction) -> None:

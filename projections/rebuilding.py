@@ -88,6 +88,19 @@ def check_arguments(store: object, projection: object) -> None:
         if isinstance(projection, type):
             what = f"the class {projection.__name__}: pass an instance, {projection.__name__}()"
         raise InvalidInput(f"projection must be a projections.Projection, not {what}")
+    check_made(projection)
+
+
+def check_made(projection: Projection) -> None:
+    """``ProjectionError`` unless ``Projection.__init__`` ran: an ``__init__`` of the subclass's own
+    that does not call it leaves the definition unchecked and the tables undeclared (it failed
+    with ``AttributeError: ... '_tables'``)."""
+    if getattr(projection, "_tables", None) is None:
+        cls = type(projection).__name__
+        raise ProjectionError(
+            f"projection {projection.name!r}: {cls}.__init__ does not call super().__init__(), which "
+            "checks the projection's definition and declares its tables; call it first"
+        )
 
 
 def ensure(store: EventStore, projection: Projection, *, inline: bool = False, rebuilt: bool = False) -> str:

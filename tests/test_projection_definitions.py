@@ -222,6 +222,31 @@ class TestTableDefinitions:
             cls()
 
 
+class TestAnInitOfItsOwn:
+    """An ``__init__`` that forgot super().__init__() failed with AttributeError: '_tables'."""
+
+    @staticmethod
+    def forgetful() -> Projection:
+        def __init__(self: Projection, currency: str = "EUR") -> None:
+            self.currency = currency  # type: ignore[attr-defined]  # the user's own attribute
+
+        return projection("forgetful", "forgetful_t", __init__=__init__)
+
+    def test_a_runner_or_a_rebuild_says_to_call_it(self, store: EventStore) -> None:
+        append(store, 1)
+        for make in (
+            lambda: CatchUpRunner(store, self.forgetful()),
+            lambda: rebuild(store, self.forgetful()),
+        ):
+            with pytest.raises(ProjectionError, match=r"__init__ does not call super\(\).__init__\(\)"):
+                make()
+        assert version_of(store, "forgetful") is None
+
+    def test_opening_with_it_says_to_call_it(self, target: Target) -> None:
+        with pytest.raises(ProjectionError, match=r"__init__ does not call super\(\).__init__\(\)"):
+            target.open(projections=[self.forgetful()])
+
+
 async def async_handler(self: Projection, tx: Transaction, event: RecordedEvent) -> None:
     pass
 
