@@ -536,13 +536,18 @@ class TestTablesOfTheirOwn:
 
     @pytest.mark.parametrize("events", [0, 2], ids=["empty log", "log with events"])
     def test_another_projections_table_is_refused_and_kept(self, target: Target, events: int) -> None:
+        """A built-in read model's table is refused sooner, when the projection is made
+        (tests/test_projection_definitions.py): here another user projection's."""
         with target.open(projections=[FlowProjection()]) as store:
+            owner = CatchUpRunner(store, DecisionsByActor())
             for n in range(events):
                 FlowService(store).start_flow(f"f{n}", controller_id="c", goal="g", owner_session_key="s")
-            before = snapshot(store)
-            with pytest.raises(ProjectionError, match=r"its table 'sessions' exists"):
-                CatchUpRunner(store, self.naming("sessions")())
+                decide(store, f"agent-{n}")
+            owner.run_until_caught_up()
+            before, decided = snapshot(store), counts(store, owner.projection)
+            with pytest.raises(ProjectionError, match=r"its table 'decisions_by_actor' exists"):
+                CatchUpRunner(store, self.naming("decisions_by_actor")())
             with pytest.raises(ProjectionError, match="has never been built here"):
-                rebuild(store, self.naming("sessions")())
-            assert snapshot(store) == before
-            assert store.verify().ok and store.last_position() == events
+                rebuild(store, self.naming("decisions_by_actor")())
+            assert (snapshot(store), counts(store, owner.projection)) == (before, decided)
+            assert store.verify().ok and store.last_position() == 2 * events
