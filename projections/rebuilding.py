@@ -103,11 +103,37 @@ def check_made(projection: Projection) -> None:
         )
 
 
+def check_creatable(store: EventStore, projection: Projection) -> None:
+    """``ProjectionError`` unless the store's database can create every table of ``projection``:
+    a type it has no form of (PostgreSQL's ``ARRAY`` on SQLite) failed as the tables were built,
+    as a "SQLite error" quoting SQLAlchemy's compiler."""
+    dialect = store.engine.dialect
+    for base, table in projection.tables.items():
+        try:
+            sa.schema.CreateTable(table).compile(dialect=dialect)
+        except sa.exc.CompileError as exc:
+            for column in table.columns:
+                try:
+                    column.type.compile(dialect=dialect)
+                except sa.exc.CompileError:
+                    raise ProjectionError(
+                        f"projection {projection.name!r}: the column {column.name!r} of its table {base!r} "
+                        f"has the type {column.type!r}, which {dialect.name} has no form of; nothing was "
+                        "created"
+                    ) from exc
+            detail = str(exc.args[0]) if exc.args else str(exc)
+            raise ProjectionError(
+                f"projection {projection.name!r}: its table {base!r} cannot be created on {dialect.name} "
+                f"({detail}); nothing was created"
+            ) from exc
+
+
 def ensure(store: EventStore, projection: Projection, *, inline: bool = False, rebuilt: bool = False) -> str:
     """Create the projection's tables if new; rebuild them if its version changed; add the
     indexes declared since they were built (``indexes.py``). Return the build its checkpoint
     names then (a runner tells that build from a rebuild under its feet).
     """
+    check_creatable(store, projection)
     build = _ensure(store, projection, inline=inline, rebuilt=rebuilt)
     if build:  # after the transaction that held appends: the build must not hold them
         add_missing_indexes(store, projection, build)
@@ -179,6 +205,7 @@ def rebuild(
     all, then fails with ``ProjectionError``, the old tables still live.
     """
     check_arguments(store, projection)
+    check_creatable(store, projection)
     check_count("batch_size", batch_size, minimum=1)
     check_callback("progress", progress)
     check_flag("wait", wait)

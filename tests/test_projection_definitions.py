@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.mysql import TINYINT
 
 from eventstore import EventStore, NewEvent, RecordedEvent, Transaction
 from eventstore.errors import ProjectionError
@@ -220,6 +221,37 @@ class TestTableDefinitions:
         cls = type("NoTables", (Projection,), {"name": "no_tables", "on_E": lambda *a: None})
         with pytest.raises(ProjectionError, match=r"'no_tables' \(NoTables\) must define define_tables"):
             cls()
+
+
+class TestATypeTheDatabaseLacks:
+    """A column type the backend has no form of failed as a 'SQLite error' quoting SQLAlchemy's
+    compiler ('Compiler <...SQLiteTypeCompiler object at 0x...> can't render ...')."""
+
+    @staticmethod
+    def tinyint() -> Projection:
+        def define_tables(self: Projection, metadata: sa.MetaData) -> None:
+            sa.Table(
+                "tiny", metadata, sa.Column("k", sa.BigInteger, primary_key=True), sa.Column("n", TINYINT())
+            )
+
+        return projection("tiny", "tiny", define_tables=define_tables)
+
+    def test_it_is_refused_naming_the_column_before_anything_is_built(self, target: Target) -> None:
+        message = r"the column 'n' of its table 'tiny' has the type TINYINT\(\), which \w+ has no form of"
+        with target.open() as store:
+            for first_build in (True, False):
+                if not first_build:
+                    append(store, 1)
+                for make in (
+                    lambda: CatchUpRunner(store, self.tinyint()),
+                    lambda: rebuild(store, self.tinyint()),
+                ):
+                    with pytest.raises(ProjectionError, match=message):
+                        make()
+            assert version_of(store, "tiny") is None
+            assert "tiny" not in sa.inspect(store.engine).get_table_names()
+        with pytest.raises(ProjectionError, match=message):
+            target.open(projections=[self.tinyint()])
 
 
 class TestAnInitOfItsOwn:
