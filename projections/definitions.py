@@ -44,7 +44,10 @@ def check_definition(projection: Projection) -> None:
     """Raise ``ProjectionError`` unless ``projection`` can be built and folded safely."""
     _check_name_version_kind(projection)
     _check_declares_tables(projection)
-    _check_not_built_in(projection)
+    declared = sa.MetaData()
+    projection.define_tables(declared)
+    _check_not_built_in(projection, declared)
+    _check_keys_within(projection, declared)
     _check_tables(projection)
     _check_folds(type(projection))
 
@@ -80,7 +83,7 @@ def _check_declares_tables(projection: Projection) -> None:
         )
 
 
-def _check_not_built_in(projection: Projection) -> None:
+def _check_not_built_in(projection: Projection, declared: sa.MetaData) -> None:
     """The built-in read models' names are theirs: another projection of one would take over their
     checkpoint, and a higher version's rebuild would drop their tables."""
     from .flows import FlowProjection  # here: they are made with this module's checks
@@ -95,7 +98,7 @@ def _check_not_built_in(projection: Projection) -> None:
                 f"{built_in.__name__}'s; give it a name of its own"
             )
         theirs = _table_keys(built_in)  # holding one, the projection would keep theirs from being built
-        for table in _declared(projection):
+        for table in (declared_table.name for declared_table in declared.tables.values()):
             if (same := theirs.get(table.translate(ASCII_LOWER))) is not None:
                 alike = "" if same == table else f" ({same!r} to SQLite, which compares names without case)"
                 raise ProjectionError(
@@ -104,23 +107,17 @@ def _check_not_built_in(projection: Projection) -> None:
                 )
 
 
-def _declared(projection: Projection) -> list[str]:
-    """The base names of the tables ``projection`` declares."""
-    metadata = sa.MetaData()
-    projection.define_tables(metadata)
-    return [table.name for table in metadata.tables.values()]
-
-
 @functools.cache
 def _table_keys(cls: type[Projection]) -> dict[str, str]:
     """A built-in read model's table names, by the key SQLite compares them by (found without
     constructing one: that would check its definition, and so this one's, again)."""
-    return {name.translate(ASCII_LOWER): name for name in _declared(cls.__new__(cls))}
+    metadata = sa.MetaData()
+    cls.define_tables(cls.__new__(cls), metadata)
+    return {table.name.translate(ASCII_LOWER): table.name for table in metadata.tables.values()}
 
 
 def _check_tables(projection: Projection) -> None:
     name = projection.name
-    _check_keys_within(projection)
     for base, fresh in projection.build_tables(REBUILD_SUFFIX, SAMPLE_TAG).items():
         if base in store_metadata.tables or base == "alembic_version":
             raise ProjectionError(
@@ -160,17 +157,15 @@ def _check_tables(projection: Projection) -> None:
                 )
 
 
-def _check_keys_within(projection: Projection) -> None:
+def _check_keys_within(projection: Projection, declared: sa.MetaData) -> None:
     """A foreign key points at one of the projection's own tables (which a rebuild's copies then
     point at): one to any other table failed as its tables were ordered or built, with
     SQLAlchemy's ``NoReferencedTableError``, or would tie the read model to a table its rebuilds
     do not replace."""
-    metadata = sa.MetaData()
-    projection.define_tables(metadata)
-    for table in metadata.tables.values():
+    for table in declared.tables.values():
         for key in table.foreign_keys:
             referred, _, column = key.target_fullname.rpartition(".")
-            if referred not in metadata.tables:
+            if referred not in declared.tables:
                 raise ProjectionError(
                     f"projection {projection.name!r}: its table {table.name!r} has a foreign key to "
                     f"{referred!r} ({column!r}), a table it does not define; a projection's keys "
