@@ -121,6 +121,30 @@ class TestMaintain:
         with target.open() as store:
             assert all(row.owner is None for row in job_status(store))  # no lease left behind
 
+    def test_the_log_has_a_line_per_run_not_the_schedulers_chatter(
+        self, target: Target, tmp_path: Path
+    ) -> None:
+        """APScheduler's own INFO lines ("Running job", "executed successfully", even after a run
+        that failed) are not the service's: they show only at DEBUG."""
+        target.open().close()
+        config = tmp_path / "m.toml"
+        config.write_text("[jobs.integrity]\nevery = 1\n")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "eventstore", *prefix(target), "maintain", "--config", str(config)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stderr=subprocess.PIPE,
+        )
+        try:
+            seen = read_until(process, b"maintenance: integrity ok")
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=BARRIER_TIMEOUT) == 0
+            seen += process.stderr.read()  # type: ignore[union-attr]  # piped above
+        finally:
+            process.kill()
+        assert b"apscheduler" not in seen and b"executed successfully" not in seen, seen.decode()
+        assert b"maintenance: integrity started" in seen
+
     def test_once_runs_one_job_and_reports_it(self, target: Target) -> None:
         with target.open() as store:
             store.append("f", [NewEvent("Noted", {})])

@@ -147,23 +147,28 @@ class _OneLineFormatter(logging.Formatter):
 def _logging_to_stderr(level: str) -> Iterator[None]:
     """Log at ``level`` to standard error for the command's lifetime; tracebacks only at DEBUG.
 
-    Alembic's chatter (``Context impl SQLiteImpl.`` each time a store opens) only at DEBUG.
+    Alembic's chatter (``Context impl SQLiteImpl.`` each time a store opens) and APScheduler's
+    (``Running job ...`` and ``... executed successfully`` around every run, a failed one included:
+    the service logs each run itself) only at DEBUG; APScheduler's warnings (a run skipped because
+    the last one is still going, a run missed) stay.
     """
     handler = logging.StreamHandler(sys.stderr)
     formatter = logging.Formatter if level == "DEBUG" else _OneLineFormatter
     handler.setFormatter(formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root, alembic = logging.getLogger(), logging.getLogger("alembic")
-    previous, previous_alembic = root.level, alembic.level
+    root = logging.getLogger()
+    chatty = [logging.getLogger(name) for name in ("alembic", "apscheduler")]
+    previous = [logger.level for logger in (root, *chatty)]
     root.addHandler(handler)
     root.setLevel(level)
     if level != "DEBUG":
-        alembic.setLevel(logging.WARNING)
+        for logger in chatty:
+            logger.setLevel(logging.WARNING)
     try:
         yield
     finally:
         root.removeHandler(handler)
-        root.setLevel(previous)
-        alembic.setLevel(previous_alembic)
+        for logger, was in zip((root, *chatty), previous, strict=True):
+            logger.setLevel(was)
 
 
 def _first_line(text: str | None) -> str:
