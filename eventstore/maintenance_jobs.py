@@ -22,7 +22,14 @@ import pydantic
 import sqlalchemy as sa
 
 from . import reconnecting
-from .errors import FlowNotFound, IntegrityViolation, InvalidInput, JobLeaseLost, NotSupported
+from .errors import (
+    FlowNotFound,
+    IntegrityViolation,
+    InvalidInput,
+    JobLeaseLost,
+    NotSupported,
+    StorageError,
+)
 from .flow_fold import FOLD_VERSION
 from .housekeeping import (
     PG_DUMP_ADVICE,
@@ -314,7 +321,10 @@ def scheduled_backup(ctx: JobContext) -> dict[str, Any]:
         raise _skip("no backup directory configured")
     if ctx.store.dialect != "sqlite":
         raise _skip("online backup is for SQLite; back PostgreSQL up with pg_dump")
-    policy.directory.mkdir(parents=True, exist_ok=True)
+    try:
+        policy.directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file in its place, a read-only parent: say which directory, as retention does
+        raise StorageError(f"cannot create the backup directory {policy.directory}: {exc}") from exc
     # Each run names its copy anew, so the partial file of a run that died is removed here, not by
     # ``backup`` (which removes those of its own path); one a live run holds is left alone.
     stale = remove_stale_partials(policy.directory, lambda name: _BACKUP_NAME.fullmatch(name) is not None)

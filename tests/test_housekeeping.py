@@ -120,6 +120,20 @@ class TestBackup:
             "eventstore-20300103T010002000000Z.db",
         ]
 
+    @pytest.mark.parametrize("where", ["a-file", "a-file/below"])
+    def test_a_backup_directory_that_cannot_be_made_fails_the_job_naming_it(
+        self, sqlite_store: EventStore, tmp_path: Path, where: str
+    ) -> None:
+        (tmp_path / "a-file").write_text("")
+        config = MaintenanceConfig.parse(
+            {"jobs": {"backup": {"enabled": True}}, "backup": {"directory": str(tmp_path / where)}}
+        )
+        result = Maintenance(sqlite_store, config).run_once("backup")
+        assert result.status == "failed"
+        assert (result.error or "").startswith(
+            f"StorageError: cannot create the backup directory {tmp_path / where}: "
+        )
+
     def test_a_long_backup_job_renews_its_lease(
         self, sqlite_store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:

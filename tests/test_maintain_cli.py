@@ -79,8 +79,9 @@ class TestMaintainErrors:
         done = child(*failing_backup(tmp_path), "--once", "backup")
         assert done.returncode == 1 and "Traceback" not in done.stderr + done.stdout
         (logged,) = [line for line in done.stderr.splitlines() if " ERROR " in line]
-        assert "eventstore.maintenance: maintenance: backup failed: FileExistsError: " in logged
-        assert done.stdout.startswith("backup: failed FileExistsError: ")
+        said = f"backup failed: StorageError: cannot create the backup directory {tmp_path / 'taken'}: "
+        assert f"eventstore.maintenance: maintenance: {said}" in logged
+        assert done.stdout.startswith("backup: failed StorageError: cannot create the backup directory ")
 
     def test_the_traceback_is_there_at_debug(self, tmp_path: Path) -> None:
         done = child(*failing_backup(tmp_path), "--once", "backup", "--log-level", "debug")
