@@ -243,11 +243,17 @@ _SQLITE_INTEGERS = {"detect_types": (0, 3), "cached_statements": (0, 2**31 - 1)}
 """The SQLite URL's whole-number parameters, passed to ``sqlite3.connect``, with their ranges."""
 
 
+_SQLITE_CONNECT = ("uri", "check_same_thread", "timeout", "isolation_level", *_SQLITE_INTEGERS)
+"""The URL parameters SQLAlchemy passes to ``sqlite3.connect``; with ``uri=true`` the others go to SQLite."""
+
+
 def _check_sqlite_query(parsed: sa.URL) -> None:
     """Refuse, naming it, a value the driver could not take for one of the parameters SQLAlchemy
-    passes to ``sqlite3.connect`` (``timeout``, ``uri``, ...): it would raise ``ValueError``."""
+    passes to ``sqlite3.connect`` (``timeout``, ``uri``, ...): it would raise ``ValueError``. Without
+    ``uri=true``, refuse any other parameter too: SQLAlchemy would drop it with only a warning, so
+    ``?mode=ro`` would open the file read-write and ``?timout=60`` (a typo) keep the default."""
     for key, value in parsed.query.items():
-        if key not in ("uri", "check_same_thread", "timeout", "isolation_level", *_SQLITE_INTEGERS):
+        if key not in _SQLITE_CONNECT:
             continue
         if not isinstance(value, str):
             raise InvalidInput(f"{key} appears {len(value)} times in the SQLite URL: give it once")
@@ -272,6 +278,15 @@ def _check_sqlite_query(parsed: sa.URL) -> None:
                 raise InvalidInput(
                     f"{key} in a SQLite URL must be a whole number from {low} to {high}, not {shown(value)}"
                 )
+    if sa.util.asbool(parsed.query.get("uri", False)):
+        return  # the others go into the file: URI, to SQLite
+    for key in parsed.query:
+        if key not in _SQLITE_CONNECT:
+            raise InvalidInput(
+                f"{shown(key)} in a SQLite URL is not a parameter of sqlite3.connect "
+                f"({', '.join(sorted(_SQLITE_CONNECT))}); SQLite's own URI parameters (mode=ro, ...) "
+                "need uri=true and a file: path: sqlite:///file:PATH?mode=ro&uri=true"
+            )
 
 
 _MULTI_HOST = frozenset({"host", "hostaddr", "port"})

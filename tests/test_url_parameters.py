@@ -48,6 +48,31 @@ class TestSqliteUrlParameters:
         )
         assert (tmp_path / "a.db").read_bytes() == before
 
+    @pytest.mark.parametrize("query", ["mode=ro", "timout=60", "cache=shared&timeout=5"])
+    @pytest.mark.parametrize("create", [True, False])
+    def test_a_parameter_the_driver_would_ignore_is_refused_by_name(
+        self, tmp_path: Path, query: str, create: bool
+    ) -> None:
+        """Without uri=true, SQLAlchemy drops what sqlite3.connect does not take, with only a warning:
+        ``?mode=ro`` would open the file read-write, ``?timout=60`` (a typo) the default timeout."""
+        EventStore.open(f"sqlite:///{tmp_path / 'a.db'}").close()
+        before = sorted(tmp_path.iterdir())
+        name = query.split("=")[0]
+        with pytest.raises(
+            InvalidInput, match=f"'{name}' in a SQLite URL is not a parameter of sqlite3.connect"
+        ):
+            EventStore.open(f"sqlite:///{tmp_path / 'a.db'}?{query}", create=create)
+        assert sorted(tmp_path.iterdir()) == before
+
+    def test_a_uri_parameter_needs_uri_true_and_the_cli_says_so(self, tmp_path: Path) -> None:
+        EventStore.open(f"sqlite:///{tmp_path / 'a.db'}").close()
+        result = CliRunner().invoke(main, ["--url", f"sqlite:///{tmp_path / 'a.db'}?mode=ro", "stats"])
+        assert result.exit_code == 1 and len(result.output.splitlines()) == 1, result.output
+        assert "SQLite's own URI parameters (mode=ro, ...) need uri=true and a file: path" in result.output
+        url = f"sqlite:///file:{tmp_path / 'a.db'}?mode=ro&uri=true"
+        with EventStore.open(url, create=False) as store:
+            assert store.last_position() == 0
+
     def test_good_values_open(self, tmp_path: Path) -> None:
         query = "timeout=2.5&check_same_thread=false&cached_statements=10&detect_types=0"
         with EventStore.open(f"sqlite:///{tmp_path / 'a.db'}?{query}") as store:
