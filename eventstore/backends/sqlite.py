@@ -19,6 +19,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 import sqlalchemy as sa
@@ -357,6 +358,15 @@ class SQLiteBackend(Backend):
             return self._pruned(exc)
         if "database is locked" in message or "database is busy" in message:
             return StoreBusy(f"SQLite stayed locked past the busy timeout: {message}")
+        if str(getattr(getattr(exc, "orig", None), "sqlite_errorname", "")).startswith("SQLITE_READONLY"):
+            # a file, or a directory it cannot create -wal and -shm in (even to read), that this user
+            # may not write, a read-only file system, or a mode=ro URL: SQLite says only "readonly"
+            file = database_file(self.engine.url)
+            return StorageError(
+                f"SQLite error: {message}: the store must write {file} and create {file}-wal and "
+                f"{file}-shm beside it (to read, too); check that this user may write the file and its "
+                "directory, and that the file system is not mounted read-only (or the URL says mode=ro)"
+            )
         return StorageError(f"SQLite error: {message}")
 
     def _pruned(self, exc: sa.exc.SQLAlchemyError) -> FlowPruned:
@@ -435,6 +445,19 @@ class SQLiteBackend(Backend):
                 position, flow_id, revision, event_text, kind, version, data, metadata, at, h1, h2, h3, h4
             )
         return checked_row(row, _id_text, _time_text)
+
+
+def database_file(url: sa.URL) -> str:
+    """The file a SQLite URL names, for messages: a ``uri=true`` URL's ``file:`` path as SQLite reads
+    it (``file:x``, ``file:///x``, ``file://localhost/x``, percent-escapes decoded)."""
+    name = url.database or ""
+    if name[:5].lower() != "file:" or not sa.util.asbool(url.query.get("uri", False)):
+        return name
+    name = name[5:]
+    if name.startswith("//"):
+        name = name[2:]
+        name = name[name.find("/") :] if "/" in name else ""
+    return unquote(name.partition("#")[0])
 
 
 def _unreadable(row: Sequence[Any], exc: Exception, *, position: bool = True) -> IntegrityViolation:
