@@ -90,6 +90,22 @@ class TestMaintainErrors:
     def test_an_unknown_log_level_is_a_usage_error(self, target: Target) -> None:
         assert "Invalid value for '--log-level'" in run(target, "maintain", "--log-level", "LOUD", code=2)
 
+    @pytest.mark.parametrize(
+        ("args", "said"),
+        [
+            (["--status", "--once", "integrity"], "--status and --once are two commands: give one"),
+            (["--json"], "--json is for --once and --status"),
+        ],
+    )
+    def test_options_that_would_be_ignored_are_a_usage_error(
+        self, target: Target, args: list[str], said: str
+    ) -> None:
+        """Not the status with the job never run, nor the scheduler serving for ever with no JSON."""
+        target.open().close()
+        assert said in run(target, "maintain", *args, code=2)
+        with target.open() as store:
+            assert all(row.last_started is None for row in job_status(store))
+
     def test_a_run_that_lost_its_lease_exits_3(self, target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
         def taken_over(ctx: JobContext) -> None:  # another process claims the job once the lease is over
             later = ctx.now() + timedelta(hours=2)

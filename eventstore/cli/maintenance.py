@@ -87,6 +87,12 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         from ..maintenance_config import MaintenanceConfig
         from .params import load_projection
 
+        if status and job is not None:
+            raise click.UsageError("--status and --once are two commands: give one", ctx)
+        if as_json and not status and job is None:
+            raise click.UsageError(
+                "--json is for --once and --status; the service logs to standard error", ctx
+            )
         ctx.with_resource(_logging_to_stderr(log_level.upper()))
         with errors():
             config = MaintenanceConfig.load(config_path) if config_path else MaintenanceConfig()
