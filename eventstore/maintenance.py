@@ -221,9 +221,15 @@ class Maintenance:
         job = self._job(name)
         settings = self.settings(name)
         now = self._now()
-        if period is None:
-            return self._run(job, settings, now, self._current_period(settings, now), manual=True)
-        return self._run(job, settings, now, self._check_period(name, settings, period, now), manual=False)
+        manual, period = (
+            (True, self._current_period(settings, now))
+            if period is None
+            else (False, self._check_period(name, settings, period, now))
+        )
+        try:
+            return self._run(job, settings, now, period, manual=manual)
+        except _EndNotRecorded as unrecorded:  # logged; the caller gets the database's own error
+            raise unrecorded.cause from None
 
     def _now(self) -> datetime:
         now = self.clock()
@@ -307,14 +313,22 @@ class Maintenance:
     def _finish(self, held: Claim, result: JobResult) -> JobResult:
         if result.status != "failed":  # a failure was logged already
             log.info("maintenance: %s %s %s", result.name, result.status, result.details)
-        kept = job_leases.finish(
-            self.store,
-            held,
-            now=self.clock(),
-            status=result.status,
-            error=result.error,
-            result=result.details,
-        )
+        try:
+            kept = job_leases.finish(
+                self.store,
+                held,
+                now=self.clock(),
+                status=result.status,
+                error=result.error,
+                result=result.details,
+            )
+        except Exception as exc:  # the database went away meanwhile, say: the run is over all the same
+            log_error(
+                f"maintenance: {result.name} {result.status}, but recording its end failed "
+                "(the next run takes its claim over)",
+                exc,
+            )
+            raise _EndNotRecorded(exc) from exc
         if kept:
             return result
         log.warning("maintenance: %s ran past its lease; another process may have run it too", result.name)
@@ -384,7 +398,9 @@ class Maintenance:
         try:
             job, settings, now = self._job(name), self.settings(name), self._now()
             self._run(job, settings, now, self._current_period(settings, now), manual=False)
-        except Exception as exc:  # say, the database refused the claim or the record: try next period
+        except _EndNotRecorded:
+            pass  # logged as such: the run went ahead, only its end is not recorded
+        except Exception as exc:  # say, the database refused the claim: try next period
             log_error(f"maintenance: {name} could not run", exc)
 
     def shutdown(self, *, wait: bool = True) -> None:
@@ -413,6 +429,14 @@ def check_label(what: str, value: object) -> str:
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_LABEL_LENGTH:
         raise InvalidInput(f"{what} must be 1 to {MAX_LABEL_LENGTH} characters, not {value!r}")
     return check_text(what, value)
+
+
+class _EndNotRecorded(Exception):
+    """A run ended but its end could not be recorded (logged already): ``run_once`` raises ``cause``."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 def log_error(what: str, exc: Exception) -> None:

@@ -236,6 +236,24 @@ class TestScheduler:
         (row,) = [row for row in service.status() if row.name == "probe"]
         assert row.last_status == "ok" and row.period is not None and row.period.endswith(":00:00.000000Z")
 
+    def test_a_run_whose_end_cannot_be_recorded_says_so_once_not_that_it_could_not_run(
+        self, store: EventStore, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        def refused(*_args: object, **_kwargs: object) -> bool:  # the database went away meanwhile
+            raise StorageError("PostgreSQL error: connection failed")
+
+        monkeypatch.setattr("eventstore.job_leases.finish", refused)
+        with caplog.at_level(logging.ERROR, logger="eventstore.maintenance"):
+            Maintenance(store, jobs=[RECORDER])._fire("record")  # what the scheduler calls
+        (logged,) = caplog.records
+        assert logged.getMessage() == (
+            "maintenance: record ok, but recording its end failed (the next run takes its claim over): "
+            "StorageError: PostgreSQL error: connection failed"
+        )
+        assert [kind for kind, _period in runs(store)] == ["RunStarted", "RunEnded"]  # it did run
+        with pytest.raises(StorageError, match="connection failed"):  # by hand, the caller gets the error
+            Maintenance(store, jobs=[RECORDER]).run_once("record")
+
     def test_a_run_that_cannot_start_is_logged_not_raised_on_the_scheduler_thread(
         self, store: EventStore, caplog: pytest.LogCaptureFixture
     ) -> None:
