@@ -189,6 +189,18 @@ class TestMaintain:
         by_job = {line["job"]: line for line in map(orjson.loads, lines)}
         assert by_job["quick-check"]["next_run"] == "2030-01-01T03:15:00.000000Z"  # 04:15 in Paris
 
+    def test_status_text_says_which_clock_each_time_is_on(self, target: Target, tmp_path: Path) -> None:
+        """A cron schedule reads on the config's zone, its next run in UTC: each says so."""
+        target.open().close()
+        config = tmp_path / "m.toml"
+        config.write_text('timezone = "America/New_York"\n')
+        with freeze_time("2030-01-01T00:00:00Z"):
+            lines = run(target, "maintain", "--config", str(config), "--status").splitlines()
+        (quick,) = [line for line in lines if line.startswith("quick-check ")]
+        assert "cron 15 4 * * * America/New_York" in quick and "next 2030-01-01 09:15:00 UTC" in quick
+        (integrity,) = [line for line in lines if line.startswith("integrity ")]
+        assert "every 3600s" in integrity and "next 2030-01-01 00:00:00 UTC" in integrity
+
     def test_quick_check_on_postgresql_says_it_checked_nothing(self, pg_target: Target) -> None:
         pg_target.open().close()
         for job, pragma in (("quick-check", "quick_check"), ("integrity-check", "integrity_check")):

@@ -205,6 +205,7 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
     rows = {row.name: row for row in service.status()}
     now = format_time(service.clock())
     ahead = format_time(later(service.clock(), CLOCK_AHEAD))
+    width = max([22, *(len(_schedule_text(service, name)) for name in service.jobs)])
     for name in service.jobs:
         settings = service.settings(name)
         schedule = f"every {settings.every:g}s" if settings.every is not None else f"cron {settings.cron}"
@@ -239,8 +240,9 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
         elif line["next_run"] is None:
             next_run = "never"
         else:
-            next_run = f"next {line['next_run'].astimezone(UTC):%Y-%m-%d %H:%M:%S}"
-        echo(printable(f"{name:<16} {schedule:<22} {next_run:<25} {state:<8} {when}"))
+            next_run = f"next {line['next_run'].astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+        shown_schedule = _schedule_text(service, name)
+        echo(printable(f"{name:<16} {shown_schedule:<{width}} {next_run:<29} {state:<8} {when}"))
         if row is not None and line["held_by"]:
             echo(f"{'':<16} running, held by {printable(row.owner or '')} until {row.lease_until}")
         elif row is not None and died:
@@ -262,3 +264,12 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
             )
         if line["last_error"]:
             echo(f"{'':<16} error: {printable(line['last_error'])}")
+
+
+def _schedule_text(service: Maintenance, name: str) -> str:
+    """A job's schedule for people: a cron schedule names the zone its fields read in, unless UTC."""
+    settings = service.settings(name)
+    if settings.every is not None:
+        return f"every {settings.every:g}s"
+    zone = service.config.timezone
+    return f"cron {settings.cron}" + (f" {zone}" if zone != "UTC" else "")
