@@ -226,6 +226,17 @@ class TestScheduler:
         with pytest.raises(InvalidInput, match="not started"):
             service.scheduler  # noqa: B018  # the property raises after shutdown
 
+    def test_a_period_missed_before_start_is_not_run_at_start(self, store: EventStore) -> None:
+        """docs/operations.md, missed periods: a process started after a nightly run's time (say, down at
+        02:00) waits for the next one; ``--once`` runs it now."""
+        with Maintenance(store) as service:
+            now = service.clock()
+            assert service.period_of("retention") <= now  # a period that started, never run
+            service.start()
+            job = service.scheduler.get_job("retention")
+            assert job.next_run_time > now and job.next_run_time == service.next_run_time("retention")
+        assert [row for row in service.status() if row.name == "retention"] == []
+
     def test_a_job_fired_by_the_scheduler_runs_and_is_recorded(self, store: EventStore) -> None:
         ran = threading.Event()
         probe = Job("probe", lambda ctx: ran.set(), JobConfig(every=3600))
