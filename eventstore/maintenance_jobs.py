@@ -13,7 +13,7 @@ import importlib
 import logging
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -393,7 +393,18 @@ def retention(ctx: JobContext) -> dict[str, Any]:
         )
     except _Stopped:  # an archive written or verified is finished by the next run, as after a crash
         return {"stopped": True}
-    return summary(report)
+    # The policy it ran with: a run with none ({}) keeps everything, and its ``ok`` should say so.
+    if not isinstance(policy, module.RetentionPolicy):  # days per status, which the run accepted
+        policy = module.RetentionPolicy.from_days(policy)
+    kept = {status: getattr(policy, status) for status in ("finished", "failed", "cancelled")}
+    return {"keep_days": {status: _days(age) for status, age in kept.items() if age is not None}} | summary(
+        report
+    )
+
+
+def _days(age: timedelta) -> float:
+    days = age / timedelta(days=1)
+    return int(days) if days.is_integer() else days
 
 
 # -- helpers -----------------------------------------------------------------------------

@@ -251,6 +251,13 @@ class TestRetentionJob:
         assert [flow.flow_id for flow in FlowQueries(flow_store).flows().items] == ["open"]
         assert_matches_rebuild(flow_store)
 
+    def test_its_result_names_the_policy_it_ran_with(self, store: EventStore) -> None:
+        """A run with no policy keeps everything: its `ok` says so, rather than pass for a pruning run."""
+        assert Maintenance(store).run_once("retention").details["keep_days"] == {}
+        config = MaintenanceConfig.parse({"retention": {"keep_days": {"finished": 30, "cancelled": 0.5}}})
+        details = Maintenance(store, config).run_once("retention").details
+        assert details["keep_days"] == {"finished": 30, "cancelled": 0.5}
+
     def test_without_the_retention_module_it_is_skipped(
         self, store: EventStore, monkeypatch: pytest.MonkeyPatch
     ) -> None:
