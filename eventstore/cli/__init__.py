@@ -6,6 +6,7 @@ imports ``projections`` (lazily, inside the commands that need read models).
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -208,6 +209,27 @@ def _schema_name(ctx: click.Context, param: click.Parameter, value: str | None) 
 def main(ctx: click.Context, url: str, schema: str | None) -> None:
     """agent-eventstore: an audit log for agent workflows."""
     ctx.obj = {"url": url, "options": {"schema": schema} if schema else {}}
+    ctx.with_resource(_no_pool_tracebacks())
+
+
+@contextmanager
+def _no_pool_tracebacks() -> Iterator[None]:
+    """Keep SQLAlchemy's pool from writing a traceback on the terminal of a command that logs nothing.
+
+    A connection given back to the pool is rolled back; when the server went away after a page was
+    read, that fails, and the pool logs "Exception during reset or similar" with a traceback at
+    ERROR, which Python's last-resort handler writes to stderr. The pool drops the connection, and
+    the command's next read fails with its own one-line error (or, after its last read, the command
+    is done). A handler of its own keeps the last-resort one quiet; ``maintain``'s handler on the
+    root logger still writes the record, in one line.
+    """
+    pool = logging.getLogger("sqlalchemy.pool")
+    quiet = logging.NullHandler()
+    pool.addHandler(quiet)
+    try:
+        yield
+    finally:
+        pool.removeHandler(quiet)
 
 
 @main.group()
