@@ -303,6 +303,15 @@ def _policy(policy: object) -> RetentionPolicy:
     raise InvalidInput(f"a retention policy must be {wanted}, not {shown(policy)}")
 
 
+def _exists(path: Path) -> bool:
+    """Whether ``path`` is there; one that cannot be looked at (permission denied) is, for the reader
+    to say why it cannot be read."""
+    try:
+        return path.exists()
+    except OSError:
+        return True
+
+
 def _directory(archive_dir: object) -> Path:
     """``archive_dir`` as a ``Path``, if it is a path (``str`` or ``os.PathLike``) without NUL."""
     path = os.fspath(archive_dir) if isinstance(archive_dir, str | os.PathLike) else None
@@ -686,6 +695,11 @@ def restore(
         tombstones = {flow_id: tombstones[flow_id] for flow_id in flow_ids}
     if not tombstones:
         raise InvalidInput(f"no flow of archive {archive_id!r} is pruned: nothing to restore")
+    if not _exists(path):  # the usual reason: the archive directory was moved
+        where = "archive_dir (`eventstore archive restore --archive-dir DIR`), the directory it is in now"
+        raise InvalidInput(
+            f"the file of archive {archive_id!r} is not at {path}: if it was moved, give {where}"
+        )
     manifest = Manifest.read(path)
     _check_archive(path, manifest, tombstones)
     action = f"restoring from archive {archive_id}"

@@ -214,6 +214,19 @@ class TestRestore:
         with pytest.raises(ArchiveNotFound):
             restore(flows, "no-such-archive")
 
+    def test_a_moved_archive_is_refused_saying_how_to_find_it(
+        self, flows: EventStore, tmp_path: Path
+    ) -> None:
+        report = retain(flows, tmp_path, T0 + 40 * DAY)
+        (tmp_path / "archives").rename(tmp_path / "moved")
+        written = tmp_path / "archives" / f"{report.archive_id}.jsonl.gz"
+        with pytest.raises(InvalidInput, match="if it was moved, give archive_dir") as refused:
+            restore(flows, report.archive_id)
+        assert str(refused.value).startswith(f"the file of archive {report.archive_id!r} is not at {written}")
+        with pytest.raises(InvalidInput, match=f"is not at {tmp_path / 'elsewhere'}"):
+            restore(flows, report.archive_id, archive_dir=tmp_path / "elsewhere")
+        assert restore(flows, report.archive_id, archive_dir=tmp_path / "moved").flows == ("f1", "f2")
+
 
 class TestAppendOnlyGuard:
     def test_a_plain_delete_or_update_is_refused(self, flows: EventStore) -> None:
