@@ -432,6 +432,10 @@ class ExportInvalid(IntegrityViolation):
         super().__init__(f"{path} does not verify: {shown}{more}", problems=problems)
 
 
+class RetentionInProgress(ConcurrencyError):
+    """Another retention run is under way in this store; this one did nothing: run it again later."""
+
+
 class ImportConflict(EventStoreError):
     """The store already holds a different history for a flow of an import (or one of its event ids)."""
 

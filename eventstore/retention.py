@@ -31,13 +31,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from . import reconnecting
+from . import process_locks, reconnecting
 from .checks import check_count, check_text, shown
 from .errors import (
     ArchiveNotFound,
     ExportInvalid,
     IntegrityViolation,
     InvalidInput,
+    RetentionInProgress,
     StorageError,
 )
 from .exportfile import Progress, ProgressCallback, verify_export
@@ -228,6 +229,10 @@ class _Outcome:
 # -- the run ----------------------------------------------------------------------
 
 
+LOCK_KIND = "retention"
+"""The process lock (``eventstore.process_locks``) a retention run holds: one at a time per store."""
+
+
 def run_retention(
     store: EventStore,
     policy: RetentionPolicy | Mapping[str, float],
@@ -256,6 +261,9 @@ def run_retention(
     event it has written. Finish the import (import its file again) or give
     it up (``abandon_import``), then run retention again. A dry run is
     refused the same way: it never promises a prune the run would refuse.
+    One run at a time: while another holds the store's retention lock (one
+    that dies with its process), ``RetentionInProgress``, before anything is
+    written; two runs would archive the same flows twice.
     """
     check_count("max_flows", max_flows, minimum=1)
     policy = _policy(policy)
@@ -270,6 +278,26 @@ def run_retention(
     if dry_run:
         eligible, held = _select(store, policy, max_flows)
         return RetentionReport(dry_run=True, eligible=tuple(eligible), held=tuple(held))
+    lock = process_locks.take(store, LOCK_KIND, "run")
+    if lock is None:
+        raise RetentionInProgress(
+            "another retention run is under way in this store (a prune, or the maintenance job's): "
+            "nothing was archived or pruned by this one; run it again once that one has finished"
+        )
+    try:
+        return _run(store, policy, directory, pruners, max_flows, progress)
+    finally:
+        lock.release()
+
+
+def _run(
+    store: EventStore,
+    policy: RetentionPolicy,
+    directory: Path,
+    pruners: Sequence[Pruner],
+    max_flows: int,
+    progress: ProgressCallback | None,
+) -> RetentionReport:
     total = _Outcome()
     total.partials = _remove_partials(directory, store.clock())
     repaired, failed = [], []

@@ -27,6 +27,7 @@ from eventstore import (
     InvalidInput,
     NewEvent,
     RebuildInProgress,
+    RetentionInProgress,
     migrate,
 )
 from eventstore.checkpoints import generate_key, take_checkpoint, verify_checkpoints
@@ -404,6 +405,33 @@ class TestCrashRepair:
         assert report.repaired == (archive.archive_id,) and report.pruned == ("f1", "f2")
         assert report.archive_id is None and [a.status for a in list_archives(flows)] == ["pruned"]
         assert flows.verify().ok
+
+    def test_a_second_run_while_one_is_under_way_does_nothing_and_says_so(
+        self, flows: EventStore, target: Target, tmp_path: Path
+    ) -> None:
+        """Two runs at once archived the same flows twice, the loser saying they had changed since.
+        The second is refused while the first (another process, here stopped after writing its
+        archive) runs; once that one is killed, its lock goes with it and a run finishes its work."""
+        reader, writer = SPAWN.Pipe(duplex=False)
+        archives = str(tmp_path / "archives")
+        args = (target.url, target.options, archives, (T0 + 40 * DAY).isoformat(), "written", writer)
+        child = SPAWN.Process(target=retention_workers.retain_until, args=args, daemon=True)
+        child.start()
+        writer.close()
+        try:
+            assert reader.poll(60.0) and reader.recv() == "written"
+            with pytest.raises(RetentionInProgress, match="another retention run is under way"):
+                retain(flows, tmp_path, T0 + 40 * DAY)
+            with freeze_time(T0 + 40 * DAY):
+                said = run(target, "prune", "--policy", "finished=30", "--archive-dir", archives, code=1)
+            assert said.startswith("error: another retention run is under way") and "Traceback" not in said
+            assert len(list_archives(flows)) == 1 and flows.revision("f1") == 3
+            assert retain(flows, tmp_path, T0 + 40 * DAY, dry_run=True).eligible == ("f1", "f2")  # reads only
+        finally:
+            child.kill()
+            child.join(30.0)
+        report = retain(flows, tmp_path, T0 + 40 * DAY)
+        assert report.pruned == ("f1", "f2") and [a.status for a in list_archives(flows)] == ["pruned"]
 
     def test_an_archive_lost_before_the_prune_prunes_nothing(self, flows: EventStore, tmp_path: Path) -> None:
         retain(flows, tmp_path, T0 + 40 * DAY)
