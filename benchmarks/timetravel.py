@@ -11,6 +11,8 @@ state patched as it goes) is written on SQLite and on PostgreSQL. Then:
   the issue's target is under 20 ms on SQLite. Steps come from a snapshot's
   parts as they are read, so a second figure reads every step of the state;
 * ``diff`` between random revision pairs 500 apart, median;
+* ``replay`` of the flow's last 5 events (from the snapshot before them),
+  every state it yields kept, median: what debugging a long flow's tail costs;
 * ``verify`` of the whole store, events per second.
 
 Figures are printed, never asserted on.
@@ -30,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the checkout importable
 
 from benchmarks.harness import on_both_backends, print_table
 from eventstore import EventStore, NewEvent
-from eventstore.timetravel import diff, state_at
+from eventstore.timetravel import diff, replay, state_at
 
 DEFAULT_PG_URL = "postgresql://root@127.0.0.1:5432/test"
 TARGET_MS = 20.0
@@ -94,6 +96,12 @@ def measure(store: EventStore, label: str, events: int, samples: int) -> dict[st
         started = time.perf_counter()
         diff(store, "long", a, a + 500)
         diffs.append((time.perf_counter() - started) * 1000)
+    replays = []  # the tail of the flow, every state kept as a debugging caller would
+    for _ in range(max(3, samples // 40)):
+        started = time.perf_counter()
+        kept = list(replay(store, "long", from_revision=events - 4))
+        replays.append((time.perf_counter() - started) * 1000)
+        assert len(kept) == 5
     started = time.perf_counter()
     report = store.verify()
     verify_rate = report.events_checked / (time.perf_counter() - started)
@@ -104,6 +112,7 @@ def measure(store: EventStore, label: str, events: int, samples: int) -> dict[st
         "p95": timings[int(len(timings) * 0.95) - 1],
         "whole": statistics.median(whole),
         "diff": statistics.median(diffs),
+        "replay": statistics.median(replays),
         "verify": verify_rate,
     }
     print(f"  {label}: done", flush=True)
@@ -130,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         ("state_at random revision, p95 ms", "p95", "{:,.1f}"),
         ("state_at + read every step, median ms", "whole", "{:,.1f}"),
         ("diff of 500 revisions, median ms", "diff", "{:,.1f}"),
+        ("replay last 5 events, median ms", "replay", "{:,.1f}"),
         ("verify, events/s", "verify", "{:,.0f}"),
     ]
     print_table(results, rows, label=44, column=16)
