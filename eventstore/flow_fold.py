@@ -475,10 +475,9 @@ def _times(fields: dict[str, Any]) -> dict[str, Any]:
 
 def view_to_dict(view: FlowView) -> dict[str, Any]:
     """A flow and its steps as plain JSON (times as canonical UTC text)."""
-    view.steps.load_all()
     return {
         "flow": None if view.flow is None else _state_to_dict(view.flow),
-        "steps": {step_id: _state_to_dict(step) for step_id, step in sorted(view.steps.items())},
+        "steps": {step_id: _state_to_dict(step) for step_id, step in sorted(view.steps.read_items())},
     }
 
 
@@ -509,6 +508,34 @@ def step_to_dict(step: StepState) -> dict[str, Any]:
 def flow_to_dict(flow: FlowState) -> dict[str, Any]:
     """A flow state as plain JSON (times as canonical UTC text)."""
     return _state_to_dict(flow)
+
+
+def copy_step(step: StepState) -> StepState:
+    """A deep copy of a step state, several times faster than ``copy.deepcopy``.
+
+    Its other fields are strings, numbers and times, which no one changes in
+    place; only the containers are copied, their JSON deeply, anything else
+    a caller put there by ``copy.deepcopy``.
+    """
+    clone = copy.copy(step)
+    for name in _STEP_CONTAINERS:
+        value = getattr(step, name)
+        if value is not None:
+            setattr(clone, name, _deep(value))
+    return clone
+
+
+_STEP_CONTAINERS = ("task", "result", "output", "gate_options", "gate_selections")
+
+
+def _deep(value: Any) -> Any:
+    if type(value) is dict:
+        return {key: _deep(item) for key, item in value.items()}
+    if type(value) is list:
+        return [_deep(item) for item in value]
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    return copy.deepcopy(value)
 
 
 def owner_of(data: dict[str, Any]) -> str:

@@ -12,12 +12,11 @@ for, after checking the part against the hash its head names.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from .flow_fold import StepState, step_from_dict, step_to_dict
+from .flow_fold import StepState, copy_step, step_from_dict, step_to_dict
 from .integrity import digest
 from .serialization import canonical
 
@@ -31,9 +30,71 @@ PartLoader = Callable[[list[tuple[bytes, list[str]]]], dict[str, StepState]]
 
 @dataclass(slots=True)
 class _Part:
+    """Up to ``PART_SIZE`` steps, with their states once loaded.
+
+    A part is either one ``Steps``' own, which it changes in place, or
+    *shared* by a ``Steps`` and its copies, which none of them changes: one
+    that would, takes a copy of the part first (``Steps._own``). States too
+    may be held by two parts, the copy of a part and the part it came from:
+    those are *borrowed*, and copied before being handed out.
+    """
+
     ids: list[str]
     hash: bytes | None  # the stored part these steps still match; None once one may have changed
     loaded: bool
+    states: dict[str, StepState] = field(default_factory=dict)
+    shared: bool = False
+    borrowed: set[str] = field(default_factory=set)  # ids whose states another part holds too
+    lent: set[str] = field(default_factory=set)  # ids whose states went to a caller, who may change them
+
+
+class _Where:
+    """Step id to part number, cheap to copy: a large base that copies share, and the ids added since.
+
+    Copying a ``Steps`` must not copy an entry per step, so a copy shares the
+    base and copies only the recent additions, at most ``PART_SIZE`` of them;
+    past that they join a base of their own. Removals, rare (the fold never
+    removes a step), take a base of their own at once.
+    """
+
+    __slots__ = ("_base", "_recent", "_shared")
+
+    def __init__(self, base: dict[str, int] | None = None) -> None:
+        self._base: dict[str, int] = {} if base is None else base
+        self._recent: dict[str, int] = {}
+        self._shared = False  # the base is a copy's too: replace it, never change it
+
+    def get(self, step_id: str) -> int | None:
+        number = self._recent.get(step_id)
+        return self._base.get(step_id) if number is None else number
+
+    def __contains__(self, step_id: object) -> bool:
+        return step_id in self._recent or step_id in self._base
+
+    def __len__(self) -> int:
+        return len(self._base) + len(self._recent)
+
+    def add(self, step_id: str, number: int) -> None:
+        self._recent[step_id] = number
+        if len(self._recent) >= PART_SIZE:
+            self._merge()
+
+    def remove(self, step_id: str) -> None:
+        self._merge()
+        del self._base[step_id]
+
+    def copy(self) -> _Where:
+        clone = _Where(self._base)
+        clone._recent = dict(self._recent)
+        self._shared = clone._shared = True
+        return clone
+
+    def _merge(self) -> None:
+        if self._shared:
+            self._base, self._shared = {**self._base, **self._recent}, False
+        else:
+            self._base.update(self._recent)
+        self._recent = {}
 
 
 class Steps(MutableMapping[str, StepState]):
@@ -42,14 +103,19 @@ class Steps(MutableMapping[str, StepState]):
     Reading a step hands out the state itself, which a fold changes in place,
     so reading marks its part changed: the next snapshot stores that part
     anew (or finds it unchanged by its hash).
+
+    A copy (``copy.deepcopy``, ``FlowView.copy``) shares what neither side
+    changed: it costs the parts and the steps handed out since the last
+    copy, not a copy of every step. Whichever side then hands out a shared
+    step copies that one step first, so a change to one never shows in the
+    other.
     """
 
-    __slots__ = ("_loader", "_parts", "_states", "_where")
+    __slots__ = ("_loader", "_parts", "_where")
 
     def __init__(self, steps: Iterable[StepState] = (), *, loader: PartLoader | None = None) -> None:
         self._parts: list[_Part] = []
-        self._where: dict[str, int] = {}
-        self._states: dict[str, StepState] = {}
+        self._where = _Where()
         self._loader = loader
         for step in steps:
             self[step.step_id] = step
@@ -58,19 +124,22 @@ class Steps(MutableMapping[str, StepState]):
     def stored(cls, parts: list[tuple[bytes, list[str]]], loader: PartLoader) -> Steps:
         """The steps of a snapshot's parts, none loaded yet."""
         steps = cls(loader=loader)
+        where: dict[str, int] = {}
         for number, (part_hash, ids) in enumerate(parts):
             steps._parts.append(_Part(list(ids), part_hash, loaded=False))
-            steps._where.update(dict.fromkeys(ids, number))
+            where.update(dict.fromkeys(ids, number))
+        steps._where = _Where(where)
         return steps
 
     # -- the mapping -------------------------------------------------------------
     def __getitem__(self, step_id: str) -> StepState:
-        number = self._where[step_id]
-        part = self._parts[number]
+        number = self._where.get(step_id)
+        if number is None:
+            raise KeyError(step_id)
+        part = self._own(number)
         if not part.loaded:
             self._load(part)
-        part.hash = None  # the caller may change the state it gets
-        return self._states[step_id]
+        return _hand_out(part, step_id)
 
     def __setitem__(self, step_id: str, state: StepState) -> None:
         number = self._where.get(step_id)
@@ -78,22 +147,30 @@ class Steps(MutableMapping[str, StepState]):
             if not self._parts or len(self._parts[-1].ids) >= PART_SIZE:
                 self._parts.append(_Part([], None, loaded=True))
             number = len(self._parts) - 1
-        part = self._parts[number]
+        part = self._own(number)
         if not part.loaded:
             self._load(part)  # before its ids change: they are what it loads
-        if step_id not in self._where:
+        if step_id not in part.states:
             part.ids.append(step_id)
-            self._where[step_id] = number
+            self._where.add(step_id, number)
         part.hash = None
-        self._states[step_id] = state
+        part.states[step_id] = state
+        part.borrowed.discard(step_id)
+        part.lent.add(step_id)  # the caller still holds it
 
     def __delitem__(self, step_id: str) -> None:
-        part = self._parts[self._where[step_id]]
+        number = self._where.get(step_id)
+        if number is None:
+            raise KeyError(step_id)
+        part = self._own(number)
         if not part.loaded:
             self._load(part)
         part.ids.remove(step_id)
         part.hash = None
-        del self._where[step_id], self._states[step_id]
+        del part.states[step_id]
+        part.borrowed.discard(step_id)
+        part.lent.discard(step_id)
+        self._where.remove(step_id)
 
     def __iter__(self) -> Iterator[str]:
         for part in self._parts:
@@ -112,27 +189,61 @@ class Steps(MutableMapping[str, StepState]):
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, MutableMapping):
             return NotImplemented
-        return dict(self.items()) == dict(other.items())
+        mine = dict(self.read_items())
+        return mine == dict(other.read_items() if isinstance(other, Steps) else other.items())
 
     __hash__ = None  # type: ignore[assignment]  # mutable, like dict
+
+    def read_items(self) -> Iterator[tuple[str, StepState]]:
+        """``(step id, state)`` in order, every part read first, for reading only.
+
+        Unlike ``items()``, this hands out states a copy may share, without
+        copying them: change none (``items()`` gives states to change).
+        """
+        self.load_all()
+        for part in self._parts:
+            for step_id in part.ids:
+                yield step_id, part.states[step_id]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Steps:
         """A self-contained copy: every part is read first, so the copy never needs the store.
 
         A copy is what callers keep (``replay`` hands out copies), possibly
         after the store is closed. Reading the parts needs it open, so copy
-        while it is; the parts read stay loaded here too.
+        while it is; the parts read stay loaded here too. The two then share
+        every part: only the states handed out from one, which a caller may
+        still change, are copied for the other.
         """
         self.load_all()
         clone = Steps()
-        clone._parts = [_Part(list(p.ids), p.hash, loaded=True) for p in self._parts]
-        clone._where = dict(self._where)
-        clone._states = copy.deepcopy(self._states, memo)
+        clone._where = self._where.copy()
+        clone._parts = [self._share(part) for part in self._parts]
         return clone
+
+    def _share(self, part: _Part) -> _Part:
+        """``part`` as a copy of this ``Steps`` gets it: shared, with copies of the states handed out."""
+        if not part.lent:
+            part.shared = True
+            return part
+        states = {
+            step_id: copy_step(state) if step_id in part.lent else state
+            for step_id, state in part.states.items()
+        }
+        part.borrowed = set(part.states) - part.lent
+        return _Part(list(part.ids), part.hash, loaded=True, states=states, shared=True)
+
+    def _own(self, number: int) -> _Part:
+        """Part ``number``, this ``Steps``' own to change: a shared one is copied (its states borrowed)."""
+        part = self._parts[number]
+        if part.shared:
+            part = _Part(list(part.ids), part.hash, True, dict(part.states), borrowed=set(part.states))
+            self._parts[number] = part
+        return part
 
     def _load(self, part: _Part) -> None:
         assert self._loader is not None and part.hash is not None  # only stored parts are unloaded
-        self._states.update(self._loader([(part.hash, part.ids)]))
+        loaded = self._loader([(part.hash, part.ids)])
+        part.states = {step_id: loaded[step_id] for step_id in part.ids}
         part.loaded = True
 
     def load_all(self) -> None:
@@ -140,8 +251,9 @@ class Steps(MutableMapping[str, StepState]):
         unloaded = [part for part in self._parts if not part.loaded]
         if unloaded:
             assert self._loader is not None  # only stored parts are unloaded
-            self._states.update(self._loader([(part.hash, part.ids) for part in unloaded if part.hash]))
+            loaded = self._loader([(part.hash, part.ids) for part in unloaded if part.hash])
             for part in unloaded:
+                part.states = {step_id: loaded[step_id] for step_id in part.ids}
                 part.loaded = True
 
     # -- snapshots ---------------------------------------------------------------
@@ -156,11 +268,22 @@ class Steps(MutableMapping[str, StepState]):
             if not part.ids:
                 continue
             if part.hash is None:
-                body = canonical({step_id: step_to_dict(self._states[step_id]) for step_id in part.ids})
+                body = canonical({step_id: step_to_dict(part.states[step_id]) for step_id in part.ids})
                 part.hash = digest(body)
                 bodies[part.hash] = body.decode()
             listed.append((part.hash.hex(), list(part.ids)))
         return listed, bodies
+
+
+def _hand_out(part: _Part, step_id: str) -> StepState:
+    """The state of ``step_id`` in ``part`` (one's own, loaded), for a caller that may change it."""
+    state = part.states[step_id]
+    if step_id in part.borrowed:  # another part holds it too: the caller gets one of its own
+        state = part.states[step_id] = copy_step(state)
+        part.borrowed.discard(step_id)
+    part.lent.add(step_id)
+    part.hash = None  # the caller may change the state it gets
+    return state
 
 
 def decode_part(body: str | bytes, ids: list[str]) -> dict[str, StepState]:

@@ -119,7 +119,10 @@ def _replay(store: EventStore, flow_id: str, from_revision: int) -> Iterator[tup
     view = state_at(store, flow_id, revision=from_revision - 1) if from_revision > 1 else FlowView()
     for event in _anchored(store, flow_id, from_revision, None):
         view.apply(event)
-        yield event, view.copy()
+        # The caller keeps this state and the fold goes on in a copy of it: a copy shares every step
+        # but those handed out since the last, so it costs the steps the event changed, not them all.
+        kept, view = view, view.copy()
+        yield event, kept
 
 
 def state_at(

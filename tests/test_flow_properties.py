@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventstore import EventStore, EventStoreError, NewEvent
-from eventstore.flow_fold import FlowView
-from eventstore.timetravel import fork
+from eventstore.flow_fold import FlowView, view_to_dict
+from eventstore.timetravel import fork, replay, state_at
 from projections import FlowProjection, FlowQueries, FlowService
 
 from .conftest import Target
@@ -131,6 +131,41 @@ def test_replaying_one_flow_gives_its_read_model(
             continue
         assert queries.flow(view.flow.flow_id) == view.flow
         assert {s.step_id: s for s in queries.steps(view.flow.flow_id)} == view.steps
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    commands=st.lists(command, min_size=1, max_size=30),
+    every=st.integers(1, 4),
+    first=st.integers(1, 30),
+)
+def test_replaying_from_a_snapshot_gives_the_fold_from_the_start(
+    flow_store: EventStore, commands: list[tuple[str, int, Any]], every: int, first: int
+) -> None:
+    """Each state replay yields is the fold of the log up to it, even if the caller changes the one before."""
+    service = FlowService(flow_store)
+    flow_id = f"tail{next(_examples)}-0"
+    for op, _, arg in commands:
+        run(service, flow_id.removesuffix("-0"), op, 0, arg)
+    head = flow_store.revision(flow_id)
+    if head == 0:  # every command was refused
+        return
+    state_at(flow_store, flow_id, snapshot_every=every)  # snapshots for the replay to start from
+    first = min(first, head)
+    view, expected = FlowView(), []
+    for event in flow_store.read_flow(flow_id):
+        view.apply(event)
+        if event.revision >= first:
+            expected.append(view_to_dict(view))
+    states = replay(flow_store, flow_id, from_revision=first)
+    for wanted in expected:
+        _, state = next(states)
+        assert view_to_dict(state) == wanted
+        if state.flow is not None:
+            state.flow.state["changed"] = True
+        for step in state.steps.values():
+            step.status = "changed"  # before the next state is folded
+    assert next(states, None) is None
 
 
 @pytest.fixture
