@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from .flow_fold import StepState, copy_step, step_from_dict, step_to_dict
 from .integrity import digest
@@ -24,8 +24,16 @@ PART_SIZE = 256
 """Steps per part: small enough that reading one step reads little, large
 enough that a flow of 25,000 steps has only ~100 parts to list."""
 
-PartLoader = Callable[[list[tuple[bytes, list[str]]]], dict[str, StepState]]
-"""Loads the steps of stored parts, given as (hash, step ids), each checked against its hash."""
+
+class Loaded(NamedTuple):
+    """What a ``PartLoader`` read for a list of parts."""
+
+    bodies: dict[bytes, str]  # by hash: the parts' JSON, checked against the hash, decoded when first used
+    steps: dict[str, StepState]  # the steps of parts missing or edited, folded from the log instead
+
+
+PartLoader = Callable[[list[tuple[bytes, list[str]]]], Loaded]
+"""Reads stored parts, given as (hash, step ids), each checked against its hash."""
 
 
 @dataclass(slots=True)
@@ -41,8 +49,9 @@ class _Part:
 
     ids: list[str]
     hash: bytes | None  # the stored part these steps still match; None once one may have changed
-    loaded: bool
+    loaded: bool  # read from the store: its states, or its body to decode them from
     states: dict[str, StepState] = field(default_factory=dict)
+    body: str | None = None  # the stored JSON, checked against its hash, while its states are not decoded
     shared: bool = False
     borrowed: set[str] = field(default_factory=set)  # ids whose states another part holds too
     lent: set[str] = field(default_factory=set)  # ids whose states went to a caller, who may change them
@@ -136,10 +145,7 @@ class Steps(MutableMapping[str, StepState]):
         number = self._where.get(step_id)
         if number is None:
             raise KeyError(step_id)
-        part = self._own(number)
-        if not part.loaded:
-            self._load(part)
-        return _hand_out(part, step_id)
+        return _hand_out(self._ready(self._own(number)), step_id)
 
     def __setitem__(self, step_id: str, state: StepState) -> None:
         number = self._where.get(step_id)
@@ -147,9 +153,7 @@ class Steps(MutableMapping[str, StepState]):
             if not self._parts or len(self._parts[-1].ids) >= PART_SIZE:
                 self._parts.append(_Part([], None, loaded=True))
             number = len(self._parts) - 1
-        part = self._own(number)
-        if not part.loaded:
-            self._load(part)  # before its ids change: they are what it loads
+        part = self._ready(self._own(number))  # before its ids change: they are what it loads
         if step_id not in part.states:
             part.ids.append(step_id)
             self._where.add(step_id, number)
@@ -162,9 +166,7 @@ class Steps(MutableMapping[str, StepState]):
         number = self._where.get(step_id)
         if number is None:
             raise KeyError(step_id)
-        part = self._own(number)
-        if not part.loaded:
-            self._load(part)
+        part = self._ready(self._own(number))
         part.ids.remove(step_id)
         part.hash = None
         del part.states[step_id]
@@ -202,8 +204,9 @@ class Steps(MutableMapping[str, StepState]):
         """
         self.load_all()
         for part in self._parts:
+            states = _decoded(part).states
             for step_id in part.ids:
-                yield step_id, part.states[step_id]
+                yield step_id, states[step_id]
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Steps:
         """A self-contained copy: every part is read first, so the copy never needs the store.
@@ -233,28 +236,39 @@ class Steps(MutableMapping[str, StepState]):
         return _Part(list(part.ids), part.hash, loaded=True, states=states, shared=True)
 
     def _own(self, number: int) -> _Part:
-        """Part ``number``, this ``Steps``' own to change: a shared one is copied (its states borrowed)."""
+        """Part ``number``, this ``Steps``' own to change: a shared one is copied.
+
+        The copy borrows the shared part's states; or, if they are still to be
+        decoded, takes its body and decodes states of its own from it.
+        """
         part = self._parts[number]
         if part.shared:
-            part = _Part(list(part.ids), part.hash, True, dict(part.states), borrowed=set(part.states))
+            if part.body is not None:
+                part = _Part(list(part.ids), part.hash, True, body=part.body)
+            else:
+                part = _Part(list(part.ids), part.hash, True, dict(part.states), borrowed=set(part.states))
             self._parts[number] = part
         return part
 
-    def _load(self, part: _Part) -> None:
-        assert self._loader is not None and part.hash is not None  # only stored parts are unloaded
-        loaded = self._loader([(part.hash, part.ids)])
-        part.states = {step_id: loaded[step_id] for step_id in part.ids}
-        part.loaded = True
+    def _ready(self, part: _Part) -> _Part:
+        """``part`` with its states: read from the store, or decoded from its body, if not yet."""
+        if not part.loaded:
+            assert self._loader is not None and part.hash is not None  # only stored parts are unloaded
+            _fill(part, self._loader([(part.hash, part.ids)]))
+        return _decoded(part)
 
     def load_all(self) -> None:
-        """Read every part not read yet, at once: before using all the steps, or closing the store."""
+        """Read every part not read yet, at once: before using all the steps, or closing the store.
+
+        Each part read is checked against its hash now; its steps are decoded
+        from it when first used, which needs no store.
+        """
         unloaded = [part for part in self._parts if not part.loaded]
         if unloaded:
             assert self._loader is not None  # only stored parts are unloaded
             loaded = self._loader([(part.hash, part.ids) for part in unloaded if part.hash])
             for part in unloaded:
-                part.states = {step_id: loaded[step_id] for step_id in part.ids}
-                part.loaded = True
+                _fill(part, loaded)
 
     # -- snapshots ---------------------------------------------------------------
     def encode_parts(self) -> tuple[list[tuple[str, list[str]]], dict[bytes, str]]:
@@ -267,12 +281,29 @@ class Steps(MutableMapping[str, StepState]):
         for part in self._parts:
             if not part.ids:
                 continue
-            if part.hash is None:
+            if part.hash is None:  # changed, so decoded
                 body = canonical({step_id: step_to_dict(part.states[step_id]) for step_id in part.ids})
                 part.hash = digest(body)
                 bodies[part.hash] = body.decode()
             listed.append((part.hash.hex(), list(part.ids)))
         return listed, bodies
+
+
+def _fill(part: _Part, loaded: Loaded) -> None:
+    """Give ``part``, not read yet, what the loader read for it."""
+    assert part.hash is not None  # only stored parts are read
+    body = loaded.bodies.get(part.hash)
+    if body is None:  # missing or edited in the store
+        part.states = {step_id: loaded.steps[step_id] for step_id in part.ids}
+    part.body = body
+    part.loaded = True
+
+
+def _decoded(part: _Part) -> _Part:
+    """``part``, its states decoded from its body if they were not yet."""
+    if part.body is not None:
+        part.states, part.body = decode_part(part.body, part.ids), None
+    return part
 
 
 def _hand_out(part: _Part, step_id: str) -> StepState:

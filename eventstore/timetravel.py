@@ -58,7 +58,7 @@ from .graph_flows import refuse_thread
 from .integrity import GENESIS, digest, format_time
 from .schema import flow_events, flow_snapshots, snapshot_parts
 from .serialization import canonical
-from .snapshots import PartLoader, Steps, decode_part
+from .snapshots import Loaded, PartLoader, Steps
 from .store import EventStore
 from .tombstones import flow_not_found
 
@@ -101,7 +101,9 @@ def replay(
     nothing: there is nothing after the last event yet).
 
     Each state is a self-contained copy the caller may keep, also after the
-    store is closed. Iterating reads from the store, so it must be open.
+    store is closed, and may change without changing any other. States share
+    the steps no event between them changed, so each costs about what its
+    event changed. Iterating reads from the store, so it must be open.
     """
     check_count("from_revision", from_revision, minimum=1)
     head = store.revision(flow_id)
@@ -530,7 +532,7 @@ def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
     """
     p = snapshot_parts.c
 
-    def load(wanted: list[tuple[bytes, list[str]]]) -> dict[str, StepState]:
+    def load(wanted: list[tuple[bytes, list[str]]]) -> Loaded:
         bodies: dict[bytes, str] = {}
         try:
             with store.reading() as conn:
@@ -545,17 +547,16 @@ def _part_loader(store: EventStore, flow_id: str, revision: int) -> PartLoader:
                 f"the store is closed: this state of flow {flow_id!r} was read from a snapshot and reads "
                 "its steps when first used; keep view.copy() or call view.steps.load_all() before closing"
             ) from exc
-        steps: dict[str, StepState] = {}
+        checked: dict[bytes, str] = {}
         damaged: list[str] = []
         for part_hash, ids in wanted:
             body = bodies.get(part_hash)
             if body is not None and digest(body.encode()) == part_hash:
-                steps.update(decode_part(body, ids))
+                checked[part_hash] = body
             else:
                 damaged += ids
-        if damaged:  # missing or edited: fold the flow up to the snapshot instead
-            steps.update(_refold(store, flow_id, revision, damaged))
-        return steps
+        # missing or edited: fold the flow up to the snapshot instead
+        return Loaded(checked, _refold(store, flow_id, revision, damaged) if damaged else {})
 
     return load
 
