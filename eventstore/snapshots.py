@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .errors import IntegrityViolation
 from .flow_fold import StepState, copy_step, step_from_dict, step_to_dict
 from .integrity import digest
 from .serialization import canonical
@@ -322,4 +323,10 @@ def decode_part(body: str | bytes, ids: list[str]) -> dict[str, StepState]:
     import orjson
 
     data = orjson.loads(body)
+    if missing := [step_id for step_id in ids if step_id not in data]:
+        # its hash matched, and so did the snapshot's that lists it: the cache was rewritten whole
+        raise IntegrityViolation(
+            f"a snapshot part lists step {missing[0]!r} but holds no state for it: the snapshot was "
+            "altered; delete the flow's snapshots (they are a cache) and `eventstore verify` the log"
+        )
     return {step_id: step_from_dict(data[step_id]) for step_id in ids}

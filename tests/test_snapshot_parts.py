@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from eventstore import EventStore, NewEvent, StorageError, StoreClosed
+from eventstore import EventStore, IntegrityViolation, NewEvent, StorageError, StoreClosed
 from eventstore.flow_fold import FlowView, StepState
-from eventstore.snapshots import PART_SIZE, Steps
+from eventstore.snapshots import PART_SIZE, Steps, decode_part
 from eventstore.timetravel import diff, diff_states, state_at
 
 STEPS = 2 * PART_SIZE + 10  # three parts
@@ -137,3 +137,10 @@ class TestStepsMapping:
         steps["late"] = self.step("late")
         listed_again, bodies_again = steps.encode_parts()
         assert listed_again[0] == listed[0] and len(bodies_again) == 1
+
+
+def test_a_part_whose_body_lacks_a_step_it_lists_is_an_integrity_violation() -> None:
+    """Only a snapshot rewritten whole (its part's and its own hashes made to match) gets here."""
+    body = '{"s0001": {}}'
+    with pytest.raises(IntegrityViolation, match="lists step 's0002' but holds no state for it"):
+        decode_part(body, ["s0002"])
