@@ -65,6 +65,18 @@ def test_db_current_knows_a_newer_database(finished: Target) -> None:
     assert "newer than this library: upgrade agent-eventstore" in out and "db upgrade" not in out
 
 
+def test_db_current_check_fails_a_deploy_unless_the_schema_is_this_librarys(finished: Target) -> None:
+    assert "(up to date)" in run(finished, "db", "current", "--check")
+    assert run(finished, "db", "current", "--check", "--json").startswith('{"current":')
+    with finished.open() as store, store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0020'")
+    assert "needs `eventstore db upgrade`" in run(finished, "db", "current", "--check", code=2)
+    assert "needs `eventstore db upgrade`" in run(finished, "db", "current")  # without --check: 0
+    with finished.open() as store, store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '9999'")
+    assert "newer than this library" in run(finished, "db", "current", "--check", code=2)
+
+
 def test_maintain_does_not_log_alembic_chatter(finished: Target) -> None:
     out = run(finished, "maintain", "--once", "sweep-leases")
     assert "sweep-leases" in out and "alembic" not in out

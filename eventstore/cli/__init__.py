@@ -247,8 +247,13 @@ def db_upgrade(ctx: click.Context) -> None:
 
 @db.command("current")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option(
+    "--check",
+    is_flag=True,
+    help="Exit with status 2 unless the database is at this library's version (for deploy scripts).",
+)
 @click.pass_context
-def db_current(ctx: click.Context, as_json: bool) -> None:
+def db_current(ctx: click.Context, as_json: bool, check: bool) -> None:
     """Show the schema version of the database and of this library."""
     with _bare(ctx) as store, _errors():
         current = store.schema_revision()
@@ -263,6 +268,8 @@ def db_current(ctx: click.Context, as_json: bool) -> None:
         else:
             state = "the database is newer than this library: upgrade agent-eventstore"
         click.echo(f"database: {current or '(empty)'}  library: {head}  ({state})")
+    if check and current != head:
+        sys.exit(2)
 
 
 @contextmanager
