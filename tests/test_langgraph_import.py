@@ -32,7 +32,7 @@ from tests.test_langgraph_graph import _config, _result, _state, build
 @contextmanager
 def source_saver(kind: str, tmp_path: Path) -> Iterator[BaseCheckpointSaver[Any]]:
     if kind == "sqlite":
-        with sqlite3.connect(tmp_path / "langgraph.db", check_same_thread=False) as conn:
+        with closing(sqlite3.connect(tmp_path / "langgraph.db", check_same_thread=False)) as conn:
             yield SqliteSaver(conn)
         return
     name = f"lg_source_{uuid.uuid4().hex[:12]}"
@@ -160,8 +160,9 @@ def test_the_command_imports_from_a_savers_database_and_says_what_it_did(
         waiting_run(source, "r")
         stored = sum(1 for _ in source.list(None))
         where = str(tmp_path / "langgraph.db")
-        if isinstance(source, PostgresSaver):
+        if isinstance(source, PostgresSaver):  # the URL form --url takes, too
             where = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{source.conn.info.dbname}"
+            where = where.replace("postgresql://", "postgresql+psycopg://", 1)
         first = cli(target, "import-threads", where, "--actor", "ops:eve")
         again = cli(target, "import-threads", where)
     assert (first.exit_code, again.exit_code) == (0, 0), first.output + again.output
@@ -188,3 +189,44 @@ def test_the_command_refuses_a_source_that_is_no_savers_database(target: Target,
         result = cli(target, "import-threads", source)
         assert result.exit_code == 1 and said in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_writes_the_source_gained_after_an_import_are_added_by_the_next(
+    target: Target, tmp_path: Path
+) -> None:
+    """A checkpoint already imported still gets the pending writes it lacks: an import cut short
+    between a checkpoint and its writes, or an application still writing to the old saver."""
+    with source_saver("sqlite", tmp_path) as source:
+        waiting_run(source, "r")
+        with EventStoreSaver.from_url(target.url, **target.options) as saver:
+            first = import_checkpoints(source, saver)
+            latest = source.get_tuple(_config("r"))
+            assert latest is not None
+            source.put_writes(latest.config, [("items", ["late"])], task_id="late-task")
+            again = import_checkpoints(source, saver)
+            ours = saver.get_tuple(latest.config)
+        theirs = source.get_tuple(latest.config)
+    assert (again.checkpoints, again.skipped) == (0, first.checkpoints)
+    assert again.writes >= 1 and ours is not None and theirs is not None
+    assert ("late-task", "items", ["late"]) in ours.pending_writes
+    assert sorted(ours.pending_writes, key=lambda w: w[0]) == sorted(
+        theirs.pending_writes, key=lambda w: w[0]
+    )
+
+
+def test_the_command_leaves_the_source_file_as_it_was(target: Target, tmp_path: Path) -> None:
+    """SqliteSaver's own setup switches a file to WAL and adds a column: the command reads only."""
+    path = tmp_path / "langgraph.db"
+    with source_saver("sqlite", tmp_path) as source:
+        waiting_run(source, "r")
+        waiting_run(source, "s")
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA journal_mode=DELETE")
+    before = path.read_bytes()
+    done = cli(target, "import-threads", f"sqlite:///{path}?mode=ro", "--thread", "r", "--thread", "r")
+    assert done.exit_code == 0, done.output
+    assert done.output.startswith("imported ") and " of 1 thread (" in done.output
+    assert path.read_bytes() == before
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("langgraph.db-")]  # no -wal
+    everything = cli(target, "import-threads", str(path))
+    assert everything.exit_code == 0 and " of 2 threads (" in everything.output, everything.output

@@ -96,26 +96,27 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
 
         with (
             errors(),
-            _langgraph_saver(source) as saver_of_source,
+            _langgraph_saver(source) as (saver_of_source, listed),
             open_store(ctx, may_create=True, projections=[LangGraphProjection()]) as store,
         ):
             done = import_checkpoints(
-                saver_of_source, EventStoreSaver(store), thread_ids=thread_ids or None, actor=actor
+                saver_of_source, EventStoreSaver(store), thread_ids=thread_ids or listed, actor=actor
             )
         echo(str(done))
 
 
 @contextmanager
-def _langgraph_saver(source: str) -> Iterator[Any]:
-    """LangGraph's own saver on ``source``; a failure of its database (opening it, or reading it
-    inside the ``with``) said in one line, not as its driver's error."""
+def _langgraph_saver(source: str) -> Iterator[tuple[Any, list[str]]]:
+    """LangGraph's own saver on ``source``, read only, and its thread ids (read by SQL: listing
+    them through the saver decodes every checkpoint, and ``PostgresSaver`` holds them all at once);
+    a failure of its database (opening it, or reading it inside the ``with``) said in one line."""
     try:
-        if source.startswith(("postgresql://", "postgres://")):
-            with _postgres_saver(source) as saver:
-                yield saver
+        if source.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            with _postgres_saver(source.replace("postgresql+psycopg://", "postgresql://", 1)) as found:
+                yield found
         else:
-            with _sqlite_saver(source) as saver:
-                yield saver
+            with _sqlite_saver(source) as found:
+                yield found
     except (sqlite3.Error, OSError) as exc:
         raise StorageError(f"the source database failed: {printable(str(exc).splitlines()[0])}") from exc
     except Exception as exc:
@@ -124,8 +125,11 @@ def _langgraph_saver(source: str) -> Iterator[Any]:
         raise StorageError(f"the source database failed: {printable(str(exc).splitlines()[0])}") from exc
 
 
+_THREADS = "SELECT DISTINCT thread_id FROM checkpoints ORDER BY thread_id"
+
+
 @contextmanager
-def _postgres_saver(url: str) -> Iterator[Any]:
+def _postgres_saver(url: str) -> Iterator[tuple[Any, list[str]]]:
     try:
         from langgraph.checkpoint.postgres import PostgresSaver
     except ImportError as exc:
@@ -134,23 +138,30 @@ def _postgres_saver(url: str) -> Iterator[Any]:
 
     with psycopg.connect(url, autocommit=True) as conn:
         found = conn.execute("SELECT to_regclass('checkpoint_writes')").fetchone()
-    if found is None or found[0] is None:
-        raise InvalidInput(f"{url} holds no LangGraph PostgresSaver tables (checkpoint_writes)")
-    with PostgresSaver.from_conn_string(url) as saver:
-        yield saver
+        if found is None or found[0] is None:
+            raise InvalidInput(f"{url} holds no LangGraph PostgresSaver tables (checkpoint_writes)")
+        threads = [str(thread_id) for (thread_id,) in conn.execute(_THREADS)]
+    with PostgresSaver.from_conn_string(url) as saver:  # reads only: its setup() is never called
+        yield saver, threads
 
 
 @contextmanager
-def _sqlite_saver(source: str) -> Iterator[Any]:
+def _sqlite_saver(source: str) -> Iterator[tuple[Any, list[str]]]:
     try:
         from langgraph.checkpoint.sqlite import SqliteSaver
     except ImportError as exc:
         raise InvalidInput("reading SqliteSaver's file needs langgraph-checkpoint-sqlite") from exc
-    path = Path(source.removeprefix("sqlite:///"))
+    path = Path(source.removeprefix("sqlite:///").partition("?")[0] if "://" in source else source)
     if not path.is_file():
         raise InvalidInput(f"{path} is not a file: give the SqliteSaver database to import from")
-    with closing(sqlite3.connect(path, check_same_thread=False)) as conn:
+    # Read only: SqliteSaver's own setup would switch the file to WAL and add a column to it.
+    read_only = f"{path.resolve().as_uri()}?mode=ro"
+    with closing(sqlite3.connect(read_only, uri=True, check_same_thread=False)) as conn:
         tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master")}
         if not {"checkpoints", "writes"} <= tables:
             raise InvalidInput(f"{path} is no LangGraph SqliteSaver database (no checkpoints and writes)")
-        yield SqliteSaver(conn)
+        saver = SqliteSaver(conn)
+        saver.is_setup = True  # its tables are there (above); a writes table older than task_path:
+        if "task_path" not in {row[1] for row in conn.execute("PRAGMA table_info(writes)")}:
+            saver._has_task_path = False  # as its setup() finds on a read-only file
+        yield saver, [str(thread_id) for (thread_id,) in conn.execute(_THREADS)]

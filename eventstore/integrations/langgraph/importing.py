@@ -60,8 +60,14 @@ def import_checkpoints(
     A thread's checkpoints (every namespace) go in in checkpoint id order, which is the order
     LangGraph made them; each with the values of the channels whose version its parent did not
     have, then its pending writes, a task at a time. The events name ``actor``. One thread is
-    held in memory at a time. A thread that ``target`` holds checkpoints of which the source
-    lacks is refused (``ImportConflict``) before any of it is written; a checkpoint that reads back
+    held in memory at a time, once the threads are known: without ``thread_ids`` they are found
+    through ``source.list(None)``, which decodes every checkpoint (and ``PostgresSaver`` holds
+    them all at once); give ``thread_ids`` for a large source (``eventstore import-threads``
+    reads them by SQL). A checkpoint already there gets the pending writes it lacks (an import
+    cut short between the two) and is checked like the rest.
+
+    A thread that ``target`` holds checkpoints of which the source lacks raises ``ImportConflict``
+    before any of it is written (the threads before it are imported); a checkpoint that reads back
     other than the source's raises ``IntegrityViolation`` (naming its thread and id) and stops
     the import there.
     """
@@ -73,7 +79,7 @@ def import_checkpoints(
     elif isinstance(thread_ids, str):
         raise InvalidInput("thread_ids must be a list of thread ids, not one string")
     else:
-        threads = [_text(thread_id, "thread id") for thread_id in thread_ids]
+        threads = list(dict.fromkeys(_text(thread_id, "thread id") for thread_id in thread_ids))
         missing = [t for t in threads if source.get_tuple({"configurable": {"thread_id": t}}) is None]
         if missing:
             raise InvalidInput(
@@ -103,7 +109,8 @@ def _refuse_other_history(target: EventStoreSaver, thread_id: str, source_ids: s
             raise ImportConflict(
                 flow_id_for(thread_id),
                 f"LangGraph thread {thread_id!r} has checkpoints here the source lacks "
-                f"({_id(item.config)!r}): delete it here (delete_thread) or leave it out (thread_ids=)",
+                f"({_id(item.config)!r}): delete it here (delete_thread) or leave it out (thread_ids=); "
+                "the threads before it were imported",
             )
 
 
@@ -133,8 +140,12 @@ def _import_thread(target: EventStoreSaver, tuples: builtins.list[CheckpointTupl
         current = dict(checkpoint.get("channel_versions", {}))
         versions[(ns, checkpoint_id)] = current
         here = _config(thread_id, ns, checkpoint_id)
-        if target.get_tuple(here) is not None:
+        there = target.get_tuple(here)
+        if there is not None:
             skipped += 1
+            if _by_task_order(there.pending_writes) != _by_task_order(item.pending_writes):  # cut short
+                writes += _put_writes(target, here, item)
+            _check(target, item, here)
             continue
         parent: RunnableConfig = {
             "configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent_id}
@@ -144,12 +155,20 @@ def _import_thread(target: EventStoreSaver, tuples: builtins.list[CheckpointTupl
         }
         target.put(parent, checkpoint, item.metadata, new_versions)
         checkpoints += 1
-        for task_id, task_writes in _by_task(item.pending_writes or []):
-            for call in _calls(task_writes):
-                target.put_writes(here, call, task_id)
-            writes += 1
+        writes += _put_writes(target, here, item)
         _check(target, item, here)
     return checkpoints, writes, skipped
+
+
+def _put_writes(target: EventStoreSaver, here: RunnableConfig, item: CheckpointTuple) -> int:
+    """Save ``item``'s pending writes, a task at a time (one stored already is skipped, as
+    ``put_writes`` does); how many tasks' writes were offered."""
+    tasks = 0
+    for task_id, task_writes in _by_task(item.pending_writes or []):
+        for call in _calls(task_writes):
+            target.put_writes(here, call, task_id)
+        tasks += 1
+    return tasks
 
 
 def _by_task(
@@ -177,7 +196,7 @@ def _check(target: EventStoreSaver, item: CheckpointTuple, here: Any) -> None:
         and copied.checkpoint == item.checkpoint
         and copied.metadata == item.metadata
         and _parent(copied) == _parent(item)
-        and (copied.pending_writes or []) == (item.pending_writes or [])
+        and _by_task_order(copied.pending_writes) == _by_task_order(item.pending_writes)
     )
     if not same:
         conf = here["configurable"]
@@ -185,6 +204,13 @@ def _check(target: EventStoreSaver, item: CheckpointTuple, here: Any) -> None:
             f"checkpoint {conf['checkpoint_id']!r} of thread {conf['thread_id']!r} reads back other than the "
             "source's: the import stopped there"
         )
+
+
+def _by_task_order(writes: builtins.list[tuple[str, str, Any]] | None) -> builtins.list[tuple[str, str, Any]]:
+    """Pending writes in task id order, each task's in its own order. A saver orders tasks by their
+    path, which ``CheckpointTuple`` does not carry (imported writes have none); LangGraph orders the
+    tasks itself when it applies their writes, so only each task's own order counts."""
+    return sorted(writes or [], key=lambda write: write[0])
 
 
 def _parent(item: CheckpointTuple) -> str | None:
