@@ -423,9 +423,10 @@ def audit_trail(
     batch = _CHECKED if limit is None else max(1, min(_CHECKED, limit))
     # A subgraph's question relayed by its parent is left out only where the trail shows the question
     # itself: a trail of one flow shows each question it holds; one across flows, those in its scope.
+    # ``after_position`` pages a trail, and a page before this one showed what came before it.
     shown = None
     if flow_id is None:
-        shown = [*conditions, *scope, _c.position > after_position]
+        shown = [*conditions, *scope]
         if flows is not None:
             shown.append(_c.flow_id.in_(flows))
     entries = _entries(store, merged, batch, relaying=shown)

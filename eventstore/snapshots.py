@@ -275,7 +275,9 @@ class Steps(MutableMapping[str, StepState]):
     def encode_parts(self) -> tuple[list[tuple[str, list[str]]], dict[bytes, str]]:
         """The head's part list (hex hash, ids) and the bodies of parts changed since stored.
 
-        Parts that still match their stored hash are not encoded again.
+        Parts that still match their stored hash are not encoded again. The hash is kept on the
+        part, which copies share: after one copy's call, another's leaves out the bodies the
+        first returned. ``state_at`` calls it once, on a view it folded itself.
         """
         listed: list[tuple[str, list[str]]] = []
         bodies: dict[bytes, str] = {}
