@@ -33,6 +33,7 @@ from eventstore import (
 from eventstore.checkpoints import generate_key, take_checkpoint, verify_checkpoints
 from eventstore.cli import main
 from eventstore.exportfile import Progress, verify_export
+from eventstore.maintenance import Maintenance, MaintenanceConfig
 from eventstore.retention import (
     SYSTEM_RETENTION_FLOW,
     RetentionPolicy,
@@ -427,6 +428,11 @@ class TestCrashRepair:
             assert said.startswith("error: another retention run is under way") and "Traceback" not in said
             assert len(list_archives(flows)) == 1 and flows.revision("f1") == 3
             assert retain(flows, tmp_path, T0 + 40 * DAY, dry_run=True).eligible == ("f1", "f2")  # reads only
+            nightly = {"retention": {"keep_days": {"finished": 30}, "archive_dir": archives}}
+            with freeze_time(T0 + 40 * DAY):
+                job = Maintenance(flows, MaintenanceConfig.parse(nightly)).run_once("retention")
+            assert job.status == "skipped"
+            assert job.details["reason"].startswith("another retention run is under way")
         finally:
             child.kill()
             child.join(30.0)
