@@ -76,7 +76,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.argument("source")
     @click.option("--thread", "thread_ids", multiple=True, help="Import this thread only (repeatable).")
     @click.option(
-        "--actor", default="import:langgraph", show_default=True, help="Who the imported events name."
+        # IMPORT_ACTOR, spelt out: importing it would import LangGraph whenever the CLI starts
+        "--actor",
+        default="import:langgraph",
+        show_default=True,
+        help="Who the imported events name.",
     )
     @click.pass_context
     def import_threads(ctx: click.Context, source: str, thread_ids: tuple[str, ...], actor: str) -> None:

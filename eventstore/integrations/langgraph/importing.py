@@ -133,9 +133,7 @@ def _import_thread(target: EventStoreSaver, tuples: builtins.list[CheckpointTupl
         conf = item.config["configurable"]
         thread_id, ns, checkpoint_id = conf["thread_id"], conf.get("checkpoint_ns", ""), conf["checkpoint_id"]
         checkpoint = item.checkpoint
-        parent_id = (
-            None if item.parent_config is None else item.parent_config["configurable"]["checkpoint_id"]
-        )
+        parent_id = _parent(item)
         had = versions.get((ns, parent_id), {}) if parent_id else {}
         current = dict(checkpoint.get("channel_versions", {}))
         versions[(ns, checkpoint_id)] = current
