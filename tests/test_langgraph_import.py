@@ -115,7 +115,9 @@ def test_a_bad_source_or_thread_list_is_refused(target: Target, tmp_path: Path) 
         assert saver.store.last_position() == 0
 
 
-def test_a_thread_the_target_already_ran_is_refused_not_mixed(target: Target, tmp_path: Path) -> None:
+def test_a_thread_the_target_already_ran_is_refused_before_anything_is_written(
+    target: Target, tmp_path: Path
+) -> None:
     with source_saver("sqlite", tmp_path) as source:
         build(source).invoke({"items": [], "total": 1}, _config("t"))
         waiting_run(source, "u")
@@ -123,12 +125,51 @@ def test_a_thread_the_target_already_ran_is_refused_not_mixed(target: Target, tm
             build(saver).invoke({"items": ["other"], "total": 50}, _config("t"))
             before = saver.store.last_position()
             with pytest.raises(
-                ImportConflict, match="thread 't' has checkpoints here the source lacks"
+                ImportConflict, match=r"this store ran LangGraph thread 't' itself: .* Nothing was imported"
             ) as raised:
-                import_checkpoints(source, saver, thread_ids=["t", "u"])
+                import_checkpoints(source, saver, thread_ids=["u", "t"])  # u, listed first, waits too
             assert raised.value.flow_id == flow_id_for("t")
-            assert saver.store.last_position() == before  # t was refused before anything of it went in
+            assert saver.store.last_position() == before
             assert import_checkpoints(source, saver, thread_ids=["u"]).threads == 1
+
+
+def test_skip_conflicts_imports_the_other_threads_and_names_those_left_out(
+    target: Target, tmp_path: Path
+) -> None:
+    with source_saver("sqlite", tmp_path) as source:
+        for thread in ("t", "v"):
+            build(source).invoke({"items": [], "total": 1}, _config(thread))
+        waiting_run(source, "u")
+        with EventStoreSaver.from_url(target.url, **target.options) as saver:
+            for thread in ("t", "v"):
+                build(saver).invoke({"items": ["other"], "total": 50}, _config(thread))
+            ours = {t: saver.get_tuple(_config(t)) for t in ("t", "v")}
+            done = import_checkpoints(source, saver, skip_conflicts=True)
+            after = {t: saver.get_tuple(_config(t)) for t in ("t", "v")}
+            imported = saver.get_tuple(_config("u"))
+        theirs = source.get_tuple(_config("u"))
+    assert (done.threads, sorted(done.conflicts)) == (1, ["t", "v"])
+    assert str(done).endswith(
+        "; left out 2 threads this store ran itself: " + ", ".join(map(repr, done.conflicts))
+    )
+    assert after == ours  # the threads run here are as they were
+    assert imported is not None and theirs is not None and imported.checkpoint == theirs.checkpoint
+
+
+def test_the_command_refuses_conflicts_or_skips_them_when_told(target: Target, tmp_path: Path) -> None:
+    with source_saver("sqlite", tmp_path) as source:
+        build(source).invoke({"items": [], "total": 1}, _config("t"))
+        waiting_run(source, "u")
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        build(saver).invoke({"items": ["other"], "total": 50}, _config("t"))
+    where = str(tmp_path / "langgraph.db")
+    refused = cli(target, "import-threads", where)
+    skipped = cli(target, "import-threads", where, "--skip-conflicts")
+    assert refused.exit_code == 1 and "this store ran LangGraph thread 't' itself" in refused.output
+    assert "Traceback" not in refused.output
+    assert skipped.exit_code == 0, skipped.output
+    assert skipped.output.startswith("imported ") and " of 1 thread (" in skipped.output
+    assert skipped.output.endswith("; left out 1 thread this store ran itself: 't'\n")
 
 
 def test_a_checkpoint_that_reads_back_otherwise_stops_the_import(target: Target, tmp_path: Path) -> None:

@@ -82,8 +82,15 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         show_default=True,
         help="Who the imported events name.",
     )
+    @click.option(
+        "--skip-conflicts",
+        is_flag=True,
+        help="Import the other threads when this store ran some itself, and name those left out.",
+    )
     @click.pass_context
-    def import_threads(ctx: click.Context, source: str, thread_ids: tuple[str, ...], actor: str) -> None:
+    def import_threads(
+        ctx: click.Context, source: str, thread_ids: tuple[str, ...], actor: str, skip_conflicts: bool
+    ) -> None:
         """Copy the threads of LangGraph's SqliteSaver or PostgresSaver into this store.
 
         SOURCE is that saver's database: a SQLite file (a path or sqlite:///path)
@@ -92,7 +99,8 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         them back; a thread waiting on an interrupt can be resumed on
         EventStoreSaver. Checkpoints already here are skipped, so an import cut
         short is finished by running it again. A thread this store holds other
-        checkpoints of is refused.
+        checkpoints of (it ran the thread itself) is a conflict: the import is
+        refused before anything is written, unless --skip-conflicts.
         """
         from projections.langgraph import LangGraphProjection
 
@@ -104,7 +112,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
             open_store(ctx, may_create=True, projections=[LangGraphProjection()]) as store,
         ):
             done = import_checkpoints(
-                saver_of_source, EventStoreSaver(store), thread_ids=thread_ids or listed, actor=actor
+                saver_of_source,
+                EventStoreSaver(store),
+                thread_ids=thread_ids or listed,
+                actor=actor,
+                skip_conflicts=skip_conflicts,
             )
         echo(str(done))
 

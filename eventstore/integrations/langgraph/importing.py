@@ -35,17 +35,21 @@ IMPORT_ACTOR = "import:langgraph"
 @dataclass(frozen=True, slots=True)
 class ImportedCheckpoints:
     """What ``import_checkpoints`` did: ``checkpoints`` and ``writes`` saved (a task's writes to
-    one checkpoint count once) in ``threads`` threads, and ``skipped`` checkpoints found there already."""
+    one checkpoint count once) in ``threads`` threads, ``skipped`` checkpoints found there already,
+    and the threads left out (``skip_conflicts=True``) because the target ran them itself."""
 
     threads: int
     checkpoints: int
     writes: int
     skipped: int
+    conflicts: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         done = f"imported {counted(self.checkpoints, 'checkpoint')} of {counted(self.threads, 'thread')}"
         skipped = f"; {counted(self.skipped, 'checkpoint')} already there" if self.skipped else ""
-        return f"{done} ({counted(self.writes, 'task write')}){skipped}"
+        conflicts = f"{counted(len(self.conflicts), 'thread')} this store ran itself"
+        left_out = f"; left out {conflicts}: {_named(self.conflicts)}" if self.conflicts else ""
+        return f"{done} ({counted(self.writes, 'task write')}){skipped}{left_out}"
 
 
 def import_checkpoints(
@@ -54,6 +58,7 @@ def import_checkpoints(
     *,
     thread_ids: Iterable[str] | None = None,
     actor: str = IMPORT_ACTOR,
+    skip_conflicts: bool = False,
 ) -> ImportedCheckpoints:
     """Copy ``thread_ids`` (every thread ``source.list(None)`` gives, when None) into ``target``.
 
@@ -66,10 +71,12 @@ def import_checkpoints(
     reads them by SQL). A checkpoint already there gets the pending writes it lacks (an import
     cut short between the two) and is checked like the rest.
 
-    A thread that ``target`` holds checkpoints of which the source lacks raises ``ImportConflict``
-    before any of it is written (the threads before it are imported); a checkpoint that reads back
-    other than the source's raises ``IntegrityViolation`` (naming its thread and id) and stops
-    the import there.
+    A thread that ``target`` holds checkpoints of which the source lacks (the application ran it
+    there already) is a conflict: every thread is checked before anything is written, and
+    conflicts raise ``ImportConflict`` naming them, with nothing imported; ``skip_conflicts=True``
+    imports the other threads and names the ones left out in the result's ``conflicts``. A
+    checkpoint that reads back other than the source's raises ``IntegrityViolation`` (naming its
+    thread and id) and stops the import there.
     """
     if not isinstance(source, BaseCheckpointSaver):
         raise InvalidInput(f"source must be a LangGraph checkpoint saver, not {source!r:.60}")
@@ -85,10 +92,20 @@ def import_checkpoints(
             raise InvalidInput(
                 f"the source has no thread {', '.join(map(repr, missing))}: nothing was imported"
             )
+    conflicts = tuple(thread_id for thread_id in threads if _ran_here(source, target, thread_id))
+    if conflicts and not skip_conflicts:
+        raise ImportConflict(
+            flow_id_for(conflicts[0]),
+            f"this store ran LangGraph {'threads' if len(conflicts) > 1 else 'thread'} {_named(conflicts)} "
+            "itself: it has checkpoints of them the source lacks. Nothing was imported; delete them here "
+            "(delete_thread), leave them out (thread_ids=), or import the rest (skip_conflicts=True)",
+        )
     # the target's store and serde, naming ``actor`` (a config's actor would go into the metadata)
     importer = type(target)(target.store, actor=actor, serde=target.serde)
-    done = ImportedCheckpoints(0, 0, 0, 0)
+    done = ImportedCheckpoints(0, 0, 0, 0, conflicts)
     for thread_id in threads:
+        if thread_id in conflicts:
+            continue
         tuples = sorted(
             source.list({"configurable": {"thread_id": thread_id}}),
             key=lambda t: t.config["configurable"]["checkpoint_id"],
@@ -96,22 +113,41 @@ def import_checkpoints(
         _refuse_other_history(target, thread_id, {_id(item.config) for item in tuples})
         checkpoints, writes, skipped = _import_thread(importer, tuples)
         done = ImportedCheckpoints(
-            done.threads + 1, done.checkpoints + checkpoints, done.writes + writes, done.skipped + skipped
+            done.threads + 1,
+            done.checkpoints + checkpoints,
+            done.writes + writes,
+            done.skipped + skipped,
+            conflicts,
         )
     return done
 
 
+def _ran_here(source: BaseCheckpointSaver[Any], target: EventStoreSaver, thread_id: str) -> bool:
+    """Whether ``target`` holds a checkpoint of ``thread_id`` the source lacks. The target's read
+    model answers at once for the usual thread, one it has nothing of; the source is read only
+    for a thread it has."""
+    here = {_id(item.config) for item in target.list({"configurable": {"thread_id": thread_id}})}
+    if not here:
+        return False
+    return not here <= {_id(item.config) for item in source.list({"configurable": {"thread_id": thread_id}})}
+
+
 def _refuse_other_history(target: EventStoreSaver, thread_id: str, source_ids: set[str]) -> None:
-    """``ImportConflict`` when ``target`` holds checkpoints of ``thread_id`` the source does not:
-    the application already ran the thread on the new saver, and the histories would interleave."""
+    """``ImportConflict`` when ``target`` gained checkpoints of ``thread_id`` the source lacks
+    since the check before the import began (the application ran the thread there meanwhile)."""
     for item in target.list({"configurable": {"thread_id": thread_id}}):
         if _id(item.config) not in source_ids:
             raise ImportConflict(
                 flow_id_for(thread_id),
                 f"LangGraph thread {thread_id!r} has checkpoints here the source lacks "
-                f"({_id(item.config)!r}): delete it here (delete_thread) or leave it out (thread_ids=); "
-                "the threads before it were imported",
+                f"({_id(item.config)!r}), written while it was imported: delete it here (delete_thread) "
+                "or leave it out (thread_ids=); the threads before it were imported",
             )
+
+
+def _named(thread_ids: tuple[str, ...], shown: int = 5) -> str:
+    named = ", ".join(map(repr, thread_ids[:shown]))
+    return f"{named} and {len(thread_ids) - shown} more" if len(thread_ids) > shown else named
 
 
 def _id(config: RunnableConfig) -> str:
