@@ -7,7 +7,9 @@ claims its job's row in ``maintenance_jobs`` for the period it belongs to
 (``eventstore.job_leases``), so each job runs once per period, not once per
 process, and never twice at once. While it holds the claim it holds the
 job's lock that dies with its process (``eventstore.process_locks``), so a
-run killed outright is known dead at once and its period run again.
+run killed outright is known dead at once and its period run again. A
+period that passed while no process ran is run once when the service
+starts (``eventstore.missed_periods``), unless ``run_missed`` is off.
 
 Layering: ``eventstore`` never imports ``projections`` at module level. The
 jobs that need read models (catch-up, the lease sweeper) import it inside the
@@ -31,7 +33,7 @@ from apscheduler.schedulers.background import (  # type: ignore[import-untyped] 
     BackgroundScheduler,
 )
 
-from . import job_leases, process_locks
+from . import job_leases, missed_periods, process_locks
 from .checks import check_text, shown
 from .errors import InvalidInput, JobLeaseLost
 from .integrity import format_time
@@ -178,6 +180,9 @@ class Maintenance:
         """Scratch space that jobs keep between runs in this process (say, catch-up runners)."""
         self._stopping = threading.Event()
         self._scheduler: BackgroundScheduler | None = None
+        self._catching_up: threading.Thread | None = None
+        self._missed_done: threading.Event | None = None
+        self._missed_results: list[JobResult] = []
 
     # -- settings and schedules ------------------------------------------------
     def settings(self, name: str) -> JobConfig:
@@ -200,6 +205,65 @@ class Maintenance:
     def period_of(self, name: str, moment: datetime | None = None) -> datetime:
         """The period a run of ``name`` at ``moment`` belongs to (its latest scheduled time)."""
         return self.settings(name).period_of(moment or self.clock(), self.config.zone)
+
+    def missed(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """The jobs whose latest due period has not run and that run missed periods, with that period.
+
+        ``eventstore.missed_periods`` says when a period counts as missed,
+        for a job that has never run too. Disabled jobs and jobs with
+        ``run_missed`` off have none.
+        """
+        moment = now if now is not None else self._now()
+        rows = {row.name: row.period for row in self.status()}
+        first: list[datetime | None] = []  # read once, and only for a job that never ran
+
+        def first_recorded() -> datetime | None:
+            if not first:
+                first.append(missed_periods.first_recorded(self.store))
+            return first[0]
+
+        found = {}
+        for name in self.jobs:
+            settings, last = self.settings(name), rows.get(name)
+            if not (settings.enabled and settings.scheduled and settings.run_missed):
+                continue
+            period = missed_periods.missed_period(
+                settings,
+                self.config.zone,
+                now=moment,
+                last_period=last,
+                first_recorded=first_recorded() if last is None else None,
+            )
+            if period is not None:
+                found[name] = period
+        return found
+
+    def run_missed(self) -> list[JobResult]:
+        """Run each job's missed period once, one job after another; what ``start`` does first.
+
+        Each run is a scheduled run for its job's latest due period: it goes
+        through the job's claim, so of several processes doing this at once
+        one runs each period and the others are ``skipped``. A job whose
+        period another process ran meanwhile is left out, as is everything
+        once the service is stopping; so is a run that could not start or
+        could not record its end, which is logged as a scheduled run's is.
+        """
+        results = []
+        for name in self.missed():
+            if self._stopping.is_set():
+                break
+            job, settings, now = self._job(name), self.settings(name), self._now()
+            period = self.missed(now=now).get(name)  # again: another process may have run it meanwhile
+            if period is None:
+                continue
+            log.info("maintenance: %s missed period %s: running it now", name, format_time(period))
+            try:
+                results.append(self._run(job, settings, now, period, manual=False))
+            except _EndNotRecorded:
+                pass  # logged as such: the run went ahead, only its end is not recorded
+            except Exception as exc:  # say, the database refused the claim: the next job may still run
+                log_error(f"maintenance: {name} could not run", exc)
+        return results
 
     def status(self) -> list[JobStatus]:
         """The ``maintenance_jobs`` rows: who holds each job and how its last run went."""
@@ -380,11 +444,36 @@ class Maintenance:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": 60},
         )
         for name in self.enabled():
-            trigger = self.settings(name).trigger(self.config.zone)
-            scheduler.add_job(self._fire, trigger=trigger, args=[name], id=name, name=name)
+            settings = self.settings(name)
+            # Running missed periods, a fire the scheduler missed (the host slept, the process was
+            # stopped) runs once when it wakes, however late, for the period then current.
+            late = {"misfire_grace_time": None} if settings.run_missed else {}
+            trigger = settings.trigger(self.config.zone)
+            scheduler.add_job(self._fire, trigger=trigger, args=[name], id=name, name=name, **late)
         scheduler.start()
         self._scheduler = scheduler
+        self._missed_done, self._missed_results = threading.Event(), []
+        self._catching_up = threading.Thread(target=self._run_missed_logged, name="eventstore-missed-periods")
+        self._catching_up.start()
         log.info("maintenance: started %s as %s", ", ".join(self.enabled()) or "no jobs", self.owner)
+
+    def _run_missed_logged(self) -> None:
+        """``run_missed`` on its own thread: what goes wrong is logged, never raised."""
+        try:
+            self._missed_results = self.run_missed()
+        except Exception as exc:  # say, the database is unreachable: the schedule goes on
+            log_error("maintenance: could not run the missed periods", exc)
+        finally:
+            if self._missed_done is not None:
+                self._missed_done.set()
+
+    def missed_runs(self, *, timeout: float | None = None) -> list[JobResult] | None:
+        """Wait for the runs of missed periods the last ``start`` began; their results, or None if
+        they are still going after ``timeout`` seconds. Stopping the service before one began leaves
+        it out, as the scheduler leaves out a run not begun."""
+        if self._missed_done is None:
+            raise InvalidInput("the maintenance scheduler was never started")
+        return list(self._missed_results) if self._missed_done.wait(timeout) else None
 
     def _fire(self, name: str) -> None:
         """Run a job for its period on a scheduler thread; what goes wrong is logged, never raised.
@@ -409,6 +498,9 @@ class Maintenance:
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=wait)
             self._scheduler = None
+            if self._catching_up is not None and wait:
+                self._catching_up.join()
+            self._catching_up = None
             log.info("maintenance: stopped")
 
     def __enter__(self) -> Self:

@@ -231,7 +231,9 @@ class JobConfig(_Model):
     """When a job runs: every ``every`` seconds, or at ``cron`` (crontab syntax), if ``enabled``.
 
     ``lease_seconds`` bounds how long a run may hold the job without renewing
-    its lease before another process may take the job over.
+    its lease before another process may take the job over. ``run_missed``:
+    whether a period that passed with no run is run once when maintenance
+    starts (``eventstore.missed_periods``); None takes the config's ``run_missed``.
     """
 
     every: float | None = pydantic.Field(
@@ -242,6 +244,7 @@ class JobConfig(_Model):
     lease_seconds: float = pydantic.Field(
         default=600.0, ge=MIN_LEASE, le=MAX_LEASE, allow_inf_nan=False, strict=True
     )
+    run_missed: bool | None = pydantic.Field(default=None, strict=True)
 
     @pydantic.model_validator(mode="after")
     def _one_schedule(self) -> JobConfig:
@@ -376,6 +379,8 @@ class MaintenanceConfig(_Model):
     """Every maintenance setting; the defaults are in ``DEFAULT_JOBS`` and the policy classes."""
 
     timezone: str = "UTC"
+    run_missed: bool = pydantic.Field(default=True, strict=True)
+    """Run a job's missed period once when maintenance starts (``[jobs.NAME] run_missed`` overrides it)."""
     jobs: dict[str, JobConfig] = pydantic.Field(default_factory=dict)
     sweeper: SweeperPolicy = SweeperPolicy()
     snapshots: SnapshotPolicy = SnapshotPolicy()
@@ -403,10 +408,13 @@ class MaintenanceConfig(_Model):
         return ZoneInfo(self.timezone)
 
     def job(self, name: str, default: JobConfig | None = None) -> JobConfig:
-        """The effective settings of a job: ``[jobs.NAME]`` over its default."""
+        """The effective settings of a job: ``[jobs.NAME]`` over its default; ``run_missed`` always set."""
         given = self.jobs.get(name)
         default = default or DEFAULT_JOBS.get(name) or JobConfig()
-        return default if given is None else given.over(default)
+        settings = default if given is None else given.over(default)
+        if settings.run_missed is None:
+            return settings.model_copy(update={"run_missed": self.run_missed})
+        return settings
 
     @classmethod
     def load(cls, path: str | Path) -> MaintenanceConfig:

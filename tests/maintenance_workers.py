@@ -41,6 +41,8 @@ def record(ctx: JobContext) -> dict[str, Any]:
 
 
 RECORDER = Job("record", record, JobConfig(every=60))
+ONLY_THE_RECORDER = MaintenanceConfig(run_missed=False, jobs={"record": JobConfig(run_missed=True)})
+"""Missed periods run for the recorder alone: the built-in jobs stay out of the way."""
 
 
 def runs(store: EventStore) -> list[tuple[str, str]]:
@@ -72,6 +74,21 @@ def run_periods(url: str, options: dict[str, Any], count: int, sync: Any) -> lis
     """Child process: run the recorder for each period in lockstep with the other processes."""
     with EventStore.open(url, **options) as store:
         return run_in_lockstep(Maintenance(store, jobs=[RECORDER]), count, sync)
+
+
+def start_after_missed(url: str, options: dict[str, Any], now: datetime, sync: Any) -> list[str]:
+    """Child process: start maintenance at ``now`` (the recorder's period missed), all at once, and stop
+    once the runs of missed periods that ``start`` began are over: their statuses."""
+    with EventStore.open(url, **options) as store:
+        service = Maintenance(store, ONLY_THE_RECORDER, jobs=[RECORDER], clock=lambda: now)
+        sync.wait(BARRIER_TIMEOUT)
+        service.start()
+        try:
+            results = service.missed_runs(timeout=CHILD_TIMEOUT)
+        finally:
+            service.shutdown(wait=True)
+        assert results is not None, "the missed periods' runs did not end"
+        return [result.status for result in results]
 
 
 def integrity_paused(

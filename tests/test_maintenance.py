@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from eventstore import EventStore, InvalidInput, JobLeaseLost, StorageError, StoreClosed
+from eventstore import EventStore, InvalidInput, JobLeaseLost, NewEvent, StorageError, StoreClosed
 from eventstore.job_leases import claim, renew
 from eventstore.maintenance import Job, JobContext, Maintenance
 from eventstore.maintenance_config import JobConfig, MaintenanceConfig
@@ -226,15 +226,21 @@ class TestScheduler:
         with pytest.raises(InvalidInput, match="not started"):
             service.scheduler  # noqa: B018  # the property raises after shutdown
 
-    def test_a_period_missed_before_start_is_not_run_at_start(self, store: EventStore) -> None:
-        """docs/operations.md, missed periods: a process started after a nightly run's time (say, down at
-        02:00) waits for the next one; ``--once`` runs it now."""
-        with Maintenance(store) as service:
-            now = service.clock()
-            assert service.period_of("retention") <= now  # a period that started, never run
-            service.start()
-            job = service.scheduler.get_job("retention")
-            assert job.next_run_time > now and job.next_run_time == service.next_run_time("retention")
+    def test_with_run_missed_off_a_period_missed_before_start_is_not_run_at_start(
+        self, store: EventStore
+    ) -> None:
+        """docs/operations.md, missed periods: with ``run_missed = false``, a process started after a
+        nightly run's time (say, down at 02:00) waits for the next one; ``--once`` runs it now."""
+        with freeze_time("2030-01-01 12:00") as clock:
+            store.append("f", [NewEvent("Noted", {})])  # a store in use: with run_missed on, it would run
+            clock.move_to("2030-01-02 09:00:02")
+            with Maintenance(store, MaintenanceConfig(run_missed=False)) as service:
+                now = service.clock()
+                assert service.period_of("retention") <= now  # a period that started, never run
+                service.start()
+                job = service.scheduler.get_job("retention")
+                assert job.next_run_time > now and job.next_run_time == service.next_run_time("retention")
+                assert service.missed_runs(timeout=BARRIER_TIMEOUT) == []
         assert [row for row in service.status() if row.name == "retention"] == []
 
     def test_a_job_fired_by_the_scheduler_runs_and_is_recorded(self, store: EventStore) -> None:
