@@ -5,13 +5,17 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from apscheduler.events import EVENT_JOB_MISSED  # type: ignore[import-untyped]  # APScheduler 3 has no hints
+from click.testing import CliRunner
 from freezegun import freeze_time
 
 from eventstore import EventStore, InvalidInput, NewEvent
+from eventstore.cli import main
 from eventstore.maintenance import Job, JobContext, Maintenance
 from eventstore.maintenance_config import JobConfig, MaintenanceConfig
 
@@ -217,3 +221,25 @@ class TestConfigAndStatus:
             MaintenanceConfig.parse({"run_missed": "no"})
         with pytest.raises(InvalidInput, match="run_missed"):
             MaintenanceConfig.parse({"jobs": {"retention": {"run_missed": 0}}})
+
+    def test_status_shows_the_missed_period_and_the_switch(self, target: Target, tmp_path: Path) -> None:
+        store_args = ["--url", target.url, *(["--schema", s] if (s := target.options.get("schema")) else [])]
+        config = tmp_path / "m.toml"
+        config.write_text("[jobs.quick-check]\nrun_missed = false\n")
+        with freeze_time("2030-01-01 12:00") as clock:
+            with target.open() as store:
+                store.append("f", [NewEvent("Noted", {})])
+            clock.move_to("2030-01-02 09:00")
+            status = [*store_args, "maintain", "--config", str(config), "--status"]
+            text = CliRunner().invoke(main, status).stdout
+            lines = CliRunner().invoke(main, [*status, "--json"]).stdout.splitlines()
+        by_job = {line["job"]: line for line in map(orjson.loads, lines)}
+        assert (by_job["retention"]["run_missed"], by_job["retention"]["missed_period"]) == (
+            True,
+            stamp("2030-01-02 02:00"),
+        )
+        assert (by_job["quick-check"]["run_missed"], by_job["quick-check"]["missed_period"]) == (False, None)
+        said = "not run; maintain runs it once, at once, when it starts"
+        assert f"missed period {stamp('2030-01-02 02:00')}: {said}" in text
+        (quick,) = [line for line in text.splitlines() if line.startswith("quick-check ")]
+        assert "cron 15 4 * * *, missed periods not run" in quick

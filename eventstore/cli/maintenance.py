@@ -203,6 +203,7 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
     from ..job_leases import CLOCK_AHEAD, DIED, later
 
     rows = {row.name: row for row in service.status()}
+    missed = service.missed()
     now = format_time(service.clock())
     ahead = format_time(later(service.clock(), CLOCK_AHEAD))
     width = max([22, *(len(_schedule_text(service, name)) for name in service.jobs)])
@@ -229,6 +230,8 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
             "last_position": row.last_position if row else 0,
             "period": row.period if row else None,
             "clock_ahead": bool(row and row.last_started and row.last_started > ahead),
+            "run_missed": settings.run_missed,
+            "missed_period": format_time(missed[name]) if name in missed else None,
         }
         if as_json:
             echo_json(line)
@@ -262,6 +265,11 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
                 f"{'':<16} clock ahead? last started {row.last_started}, later than this host's clock "
                 "(a period claimed by a clock ahead holds up no one)"
             )
+        if line["missed_period"] and not line["held_by"]:
+            echo(
+                f"{'':<16} missed period {line['missed_period']}: not run; "
+                "maintain runs it once, at once, when it starts"
+            )
         if line["last_error"]:
             echo(f"{'':<16} error: {printable(line['last_error'])}")
 
@@ -269,7 +277,8 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
 def _schedule_text(service: Maintenance, name: str) -> str:
     """A job's schedule for people: a cron schedule names the zone its fields read in, unless UTC."""
     settings = service.settings(name)
+    unless_missed = "" if settings.run_missed or not settings.enabled else ", missed periods not run"
     if settings.every is not None:
-        return f"every {settings.every:g}s"
+        return f"every {settings.every:g}s{unless_missed}"
     zone = service.config.timezone
-    return f"cron {settings.cron}" + (f" {zone}" if zone != "UTC" else "")
+    return f"cron {settings.cron}" + (f" {zone}" if zone != "UTC" else "") + unless_missed
