@@ -81,7 +81,10 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         end (its process was killed mid-run, could not record its end, or lost
         its lock's PostgreSQL session) as `died` (the next run takes it over at
         once and runs its period again), and one
-        whose holder let its lease run out as `expired`.
+        whose holder let its lease run out as `expired`. A job whose latest
+        period passed while no process ran runs once at start, for that
+        period, unless its `run_missed` is false in --config; --status shows
+        such a missed period.
         """
         from ..maintenance import Maintenance
         from ..maintenance_config import MaintenanceConfig
