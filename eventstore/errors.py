@@ -386,6 +386,43 @@ class ProjectionFailed(ProjectionError):
         )
 
 
+class ProjectionNotFound(ProjectionError, LookupError):
+    """No projection of this name was built, or is being built, in this store (``projections.retire``)."""
+
+    def __init__(self, name: str, known: Sequence[str]) -> None:
+        self.name = name
+        self.known = list(known)
+        listed = ", ".join(map(repr, self.known)) or "none"
+        super().__init__(
+            f"no projection {name!r} in this store (its projections: {listed}); nothing was written"
+        )
+
+
+class ProjectionInUse(ProjectionError):
+    """A projection cannot be retired or handed to a runner while something folds it: it is a built-in
+    read model, or this store was opened with it (``why`` says which). Nothing was written."""
+
+    def __init__(self, name: str, action: str, why: str) -> None:
+        self.name = name
+        self.why = why
+        super().__init__(f"cannot {action} projection {name!r}: {why}; nothing was written")
+
+
+class RetiredProjection(ProjectionError):
+    """The projection was retired from this store (``projections.retire``): its tables and checkpoint
+    are gone. A runner or a store opened with it is refused rather than build it again unasked;
+    ``projections.rebuild`` (``eventstore rebuild``) builds it again on purpose."""
+
+    def __init__(self, name: str, retired_at: datetime, detail: str = "") -> None:
+        self.name = name
+        self.retired_at = retired_at
+        super().__init__(
+            f"projection {name!r} was retired from this store at {retired_at.isoformat()}{detail}; "
+            "nothing was written: stop the code that still folds it, or, to build it again on purpose, "
+            "rebuild it (`eventstore rebuild`, or projections.rebuild)"
+        )
+
+
 class InvalidProof(IntegrityViolation):
     """A Merkle proof or checkpoint signature does not verify, or is malformed."""
 

@@ -33,8 +33,11 @@ LOCK_KIND = "rebuild"
 """The kind of the rebuild locks in ``process_locks``; each is named for its projection."""
 
 
-def refuse_during_rebuild(store: EventStore, conn: sa.Connection, action: str) -> None:
-    """Raise ``RebuildInProgress`` if a projection rebuild holds an unexpired claim and may be alive.
+def refuse_during_rebuild(
+    store: EventStore, conn: sa.Connection, action: str, *, only: str | None = None
+) -> None:
+    """Raise ``RebuildInProgress`` if a projection rebuild holds an unexpired claim and may be alive
+    (with ``only``, a rebuild of that projection).
 
     A rebuild folds the log into fresh tables that pruners never see, then
     swaps them in: pruning meanwhile would bring the pruned flows back into
@@ -49,9 +52,10 @@ def refuse_during_rebuild(store: EventStore, conn: sa.Connection, action: str) -
     yet, and cannot until this transaction ends.
     """
     c = projection_checkpoints.c
+    which = c.name.endswith(REBUILD_CLAIM) if only is None else c.name == only + REBUILD_CLAIM
     claims = conn.execute(
         sa.select(c.name, c.updated_at, c.version)
-        .where(c.kind == "lock", c.name.endswith(REBUILD_CLAIM), c.updated_at > format_time(store.clock()))
+        .where(c.kind == "lock", which, c.updated_at > format_time(store.clock()))
         .order_by(c.name)
     ).all()
     live = [

@@ -2,7 +2,8 @@
 
 - ``FlowProjection``: the inline flow, step and session read models.
 - ``FlowQueries``: questions over them; ``FlowService``: commands that append and update them.
-- ``Projection``, ``CatchUpRunner``, ``rebuild``: the machinery for your own read models.
+- ``Projection``, ``CatchUpRunner``, ``rebuild``: the machinery for your own read models;
+  ``retire``: drop one the code no longer has.
 """
 
 from .catchup import CatchUpRunner
@@ -11,6 +12,7 @@ from .declaration import Projection
 from .flow_queries import FlowQueries, Page, Session
 from .flows import FlowProjection
 from .rebuilding import Progress, ensure, rebuild
+from .retiring import Retirement, retire
 from .service import FlowService, Lease
 
 __all__ = [
@@ -23,7 +25,9 @@ __all__ = [
     "Page",
     "Progress",
     "Projection",
+    "Retirement",
     "Session",
     "ensure",
     "rebuild",
+    "retire",
 ]

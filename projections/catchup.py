@@ -14,6 +14,7 @@ from .checkpoints import INLINE, Checkpoint, newer_version, read_checkpoint, wri
 from .folding import apply_grouped
 from .ownership import layout_difference
 from .rebuilding import check_arguments, ensure
+from .retiring import refuse_retired
 
 if TYPE_CHECKING:
     from .declaration import Projection
@@ -51,7 +52,9 @@ class CatchUpRunner:
         batch and its checkpoint commit together, so none is applied twice.
         """
         with reconnecting.transaction(self.store) as tx:
-            checkpoint = self._own(read_checkpoint(tx.connection, self.projection.name, lock=True))
+            checkpoint = self._own(
+                tx.connection, read_checkpoint(tx.connection, self.projection.name, lock=True)
+            )
             if checkpoint.build != self._build:
                 self._check_layout(tx.connection, checkpoint)
             events = list(self.store.read_all(after_position=checkpoint.position, limit=self.batch_size))
@@ -67,10 +70,13 @@ class CatchUpRunner:
             )
         return len(events)
 
-    def _own(self, checkpoint: Checkpoint | None) -> Checkpoint:
+    def _own(self, conn: sa.Connection, checkpoint: Checkpoint | None) -> Checkpoint:
         """``checkpoint`` if it is this runner's, else ``ProjectionError``: the tables and position
         are another version's (rebuilt by another process since this runner began), or appends fold
-        them (a store opened with the projection; its position stays where it was built)."""
+        them (a store opened with the projection; its position stays where it was built), or there
+        are none: ``RetiredProjection`` if it was retired (``projections.retire``)."""
+        if checkpoint is None:
+            refuse_retired(self.store, conn, self.projection.name)
         if checkpoint is not None and checkpoint.version > self.projection.version:
             raise newer_version(self.projection, checkpoint)  # not to be rebuilt back by this code
         if checkpoint is None or checkpoint.version != self.projection.version:
@@ -115,4 +121,4 @@ class CatchUpRunner:
         """The position of the last event applied; ``ProjectionError``, as ``run_once`` gives, when
         the checkpoint is not this runner's (another version's, or an inline projection's)."""
         with self.store.reading() as conn:
-            return self._own(read_checkpoint(conn, self.projection.name)).position
+            return self._own(conn, read_checkpoint(conn, self.projection.name)).position

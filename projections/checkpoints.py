@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
@@ -89,6 +89,27 @@ def hold_appends(conn: sa.Connection) -> None:
     """
     if conn.dialect.name == "postgresql":
         run(conn, "SELECT last_position FROM event_positions WHERE id = 1 FOR UPDATE", None)
+
+
+RETIRED = "#retired"
+"""The suffix of the row ``<projection>#retired`` (kind ``retired``; ``updated_at`` when it was
+retired) that ``projections.retire`` leaves: code still folding the projection is refused rather
+than build it again unasked, until a rebuild builds it again on purpose (and deletes the row)."""
+RETIRED_KIND = "retired"
+
+
+def retired_at(conn: sa.Connection, name: str) -> datetime | None:
+    """When the projection ``name`` was retired, if it was and has not been rebuilt since."""
+    query = sa.select(checkpoints.c.updated_at).where(
+        checkpoints.c.name == name + RETIRED, checkpoints.c.kind == RETIRED_KIND
+    )
+    found = conn.execute(query).scalar()
+    return None if found is None else datetime.fromisoformat(found)
+
+
+def forget_retirement(conn: sa.Connection, name: str) -> None:
+    """A rebuild built the projection ``name`` again: it is no longer retired."""
+    conn.execute(checkpoints.delete().where(checkpoints.c.name == name + RETIRED))
 
 
 INLINE = "inline"

@@ -27,6 +27,7 @@ from .checkpoints import read_checkpoint
 from .definitions import check_definition, check_returned
 from .ownership import layout_difference
 from .rebuilding import check_made, ensure
+from .retiring import refuse_retired
 
 
 class Projection:
@@ -161,6 +162,7 @@ class Projection:
         """
         current = read_checkpoint(tx.connection, self.name)
         if current is None:
+            refuse_retired(tx.store, tx.connection, self.name)
             raise ProjectionError(
                 f"projection {self.name!r} has no read model in this store any more; nothing was "
                 "written: open the store again to build it"

@@ -238,7 +238,7 @@ def drop_fresh_tables(conn: sa.Connection, projection: Projection) -> None:
     )
     mine = list(conn.execute(query).scalars())
     quote = conn.dialect.identifier_preparer.quote_identifier
-    for name in _referrers_first(conn, mine):
+    for name in referrers_first(conn, mine):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
     release_fresh_tables(conn, projection)
 
@@ -255,7 +255,7 @@ def drop_dropped_tables(conn: sa.Connection, projection: Projection) -> list[str
     query = sa.select(owned.c.table_name).where(owned.c.projection == projection.name)
     stale = [name for name in conn.execute(query).scalars() if name not in named]
     quote = conn.dialect.identifier_preparer.quote_identifier
-    for name in _referrers_first(conn, stale):
+    for name in referrers_first(conn, stale):
         conn.exec_driver_sql(f"DROP TABLE IF EXISTS {quote(name)}")
     if stale:
         conn.execute(
@@ -264,7 +264,7 @@ def drop_dropped_tables(conn: sa.Connection, projection: Projection) -> list[str
     return stale
 
 
-def _referrers_first(conn: sa.Connection, names: list[str]) -> list[str]:
+def referrers_first(conn: sa.Connection, names: list[str]) -> list[str]:
     """The tables of ``names`` that exist, each before those its foreign keys point at.
 
     PostgreSQL refuses to drop a table another one's key points at, and

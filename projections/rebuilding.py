@@ -51,6 +51,7 @@ from .folding import fold_up_to
 from .indexes import add_missing_indexes
 from .ownership import drop_fresh_tables, refuse_other_tables, take_tables
 from .rebuild_locks import RebuildLock
+from .retiring import refuse_retired
 from .swap import HOLD, PATIENCE, LiveTableBusy, LiveTableWaits, give_appends_a_turn, longest_hold, swap_in
 
 if TYPE_CHECKING:
@@ -156,6 +157,8 @@ def _ensure(store: EventStore, projection: Projection, *, inline: bool, rebuilt:
         conn = tx.connection
         head = lock_appends(conn)
         current = read_checkpoint(conn, projection.name, lock=True)
+        if current is None:
+            refuse_retired(store, conn, projection.name)  # not to be built again unasked
         if current is not None and current.version > projection.version:
             raise newer_version(projection, current)
         if current is not None and current.version == projection.version:
@@ -251,6 +254,8 @@ def _claimed(
     try:
         with reconnecting.reading(store) as conn:
             current = read_checkpoint(conn, projection.name)
+            if only_if_outdated and current is None:  # retired since ``ensure`` looked: still not built
+                refuse_retired(store, conn, projection.name)
         if only_if_outdated and current is not None and current.version >= projection.version:
             if current.version > projection.version:  # newer code rebuilt it while this one waited
                 raise newer_version(projection, current)

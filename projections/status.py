@@ -33,7 +33,7 @@ from eventstore.integrity import format_time
 from eventstore.rebuild_claims import LOCK_KIND, LOCKED, REBUILD_CLAIM
 from eventstore.schema import projection_checkpoints as checkpoints
 
-from .checkpoints import INLINE, REBUILD_LEASE
+from .checkpoints import INLINE, REBUILD_LEASE, RETIRED_KIND
 
 RebuildState = Literal["running", "leased", "died", "expired"]
 
@@ -103,7 +103,9 @@ def projection_statuses(store: EventStore) -> list[ProjectionStatus]:
     """Every projection built in ``store`` (inline and catch-up), or being built, by name."""
     with reconnecting.reading(store) as conn:
         head = int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one())
-        rows = conn.execute(sa.select(checkpoints).where(checkpoints.c.kind != "lock")).all()
+        rows = conn.execute(
+            sa.select(checkpoints).where(checkpoints.c.kind.not_in(("lock", RETIRED_KIND)))
+        ).all()
     built = {row.name: row for row in rows}
     rebuilds = _rebuilds(store)
     return [

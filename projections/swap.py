@@ -18,7 +18,7 @@ from eventstore.errors import (
 )
 from eventstore.wording import nouns
 
-from .checkpoints import INLINE, lock_appends, read_checkpoint, renew, write_checkpoint
+from .checkpoints import INLINE, forget_retirement, lock_appends, read_checkpoint, renew, write_checkpoint
 from .folding import fold_a_while
 from .ownership import drop_dropped_tables, release_fresh_tables
 
@@ -192,6 +192,7 @@ def swap_in(
         release_fresh_tables(conn, projection)
         inline = recorded is not None and recorded.kind == INLINE  # appends fold it on: a runner may not
         write_checkpoint(store, conn, projection, position=head, build=tag, kind=INLINE if inline else None)
+        forget_retirement(conn, projection.name)  # retired, then rebuilt on purpose: it is back
         # every store checks its inline projections again at its next append (EventStore.fence)
         conn.exec_driver_sql("UPDATE event_positions SET generation = generation + 1 WHERE id = 1")
     return position, folded, True
@@ -223,9 +224,14 @@ def _lock_live_tables(conn: sa.Connection, projection: Projection) -> None:
     on a table, say a report), every new reader of that table queues behind
     it, and appends wait for the swap: a long wait would stall them all.
     """
+    lock_tables(conn, [table.name for table in projection.tables.values()])
+
+
+def lock_tables(conn: sa.Connection, names: list[str]) -> None:
+    """On PostgreSQL, lock those of the tables ``names`` that exist, in order, waiting ``LOCK_WAIT`` in
+    all (``LiveTableBusy`` if one is still held then): ``_lock_live_tables`` for tables named."""
     if conn.dialect.name != "postgresql":
-        return  # SQLite: the swap already holds the database's only write lock
-    names = [table.name for table in projection.tables.values()]
+        return  # SQLite: a write transaction already holds the database's only write lock
     found = set(
         conn.execute(
             sa.text(

@@ -358,7 +358,7 @@ def rebuild(ctx: click.Context, projection: str, as_json: bool) -> None:
         click.echo(f"rebuilt {shown} from {counted(done.done, 'event')} in {done.seconds:.2f}s", err=True)
 
 
-@main.command("projections")
+@main.group("projections", invoke_without_command=True)
 @click.option("--json", "as_json", is_flag=True, help="The projections as JSON.")
 @click.pass_context
 def projections_(ctx: click.Context, as_json: bool) -> None:
@@ -375,7 +375,11 @@ def projections_(ctx: click.Context, as_json: bool) -> None:
     lock) or expired (its lease ran out): a claim that died or expired holds
     nothing, and the next rebuild takes it over. With it, the events the
     rebuild had folded when it last renewed its claim.
+
+    `eventstore projections retire NAME` drops one the code no longer has.
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from projections.status import projection_statuses
 
     with _open(ctx) as store, _errors():
@@ -395,6 +399,40 @@ def projections_(ctx: click.Context, as_json: bool) -> None:
         rows.append((status.name, kind, version, at, behind, when(status.updated_at), _rebuild_shown(status)))
     for line in table(["PROJECTION", "KIND", "VERSION", "APPLIED TO", "BEHIND", "UPDATED", "REBUILD"], rows):
         click.echo(line)
+
+
+@projections_.command("retire")
+@click.argument("name")
+@click.option("--by", "by", required=True, help="Who retires it (recorded in the flow $system-projections).")
+@click.option("--reason", default=None, help="Why (say, it was renamed).")
+@click.option("--dry-run", is_flag=True, help="Only say what would be dropped; write nothing.")
+@click.option("--json", "as_json", is_flag=True, help="What was (or would be) dropped, as JSON.")
+@click.pass_context
+def projections_retire(
+    ctx: click.Context, name: str, by: str, reason: str | None, dry_run: bool, as_json: bool
+) -> None:
+    """Drop projection NAME, renamed or dropped from the code: its tables, checkpoint and claims.
+
+    All in one transaction, recorded with --by and --reason in the flow
+    $system-projections. Refused for the built-in read models, and while a
+    live rebuild of it holds its claim. A runner or a store that still folds
+    it is refused from then on, rather than build it again; `eventstore
+    rebuild` builds it again on purpose. Try it with --dry-run first.
+    """
+    from projections import retire
+
+    with _open(ctx) as store, _errors():
+        done = retire(store, name, by=by, reason=reason, dry_run=dry_run)
+    if as_json:
+        echo_json(done)
+        return
+    tables = ", ".join(printable(table) for table in done.tables) or "none"
+    at = "" if done.version is None else f" (version {done.version}, {done.kind})"
+    claim = "; and a rebuild's claim that had died or expired" if done.claim else ""
+    verb = "would drop" if dry_run else "dropped"
+    click.echo(
+        f"{'would retire' if dry_run else 'retired'} {printable(name)}{at}: {verb} its tables {tables}{claim}"
+    )
 
 
 def _number(value: int | None) -> str:
