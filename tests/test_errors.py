@@ -383,6 +383,9 @@ def _every_error() -> list[EventStoreError]:
         errors.ImportConflict("f", "differs"),
         errors.ImportUnfinished("x.jsonl", "ab" * 32, 3, 9, "2030-01-01T00:00:00Z"),
         errors.ArchiveNotFound("a1"),
+        errors.ProjectionNotFound("p", ["q"]),
+        errors.ProjectionInUse("flows", "retire", "it is built in"),
+        errors.RetiredProjection("p", when, " by 'ann'"),
     ]
     made += [kind("f", "no", step_id="s", status="done") for kind in _TRANSITION_ERRORS]
     custom = {type(error) for error in made}

@@ -4,6 +4,7 @@ transaction, recorded in ``$system-projections``; what still folds it is refused
 from __future__ import annotations
 
 import json
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from eventstore import (
 )
 from eventstore.cli import main
 from eventstore.schema import projection_checkpoints, projection_tables
-from projections import CatchUpRunner, FlowProjection, rebuild, retire
+from projections import CatchUpRunner, FlowProjection, Retirement, rebuild, retire
 from projections.checkpoints import REBUILD_LEASE, claim
 from projections.retiring import SYSTEM_PROJECTIONS_FLOW
 from projections.status import projection_statuses
@@ -152,6 +153,48 @@ def test_what_another_process_still_folds_is_refused_not_built_again(target: Tar
         process.join(kill_workers.CHILD_TIMEOUT)
         if process.is_alive():
             process.kill()
+
+
+class Pausing(DecisionsByActor):
+    """Its handler waits, inside the runner's batch transaction, until let go."""
+
+    inside = threading.Event()
+    go = threading.Event()
+
+    def on_DecisionRecorded(self, tx: object, event: object) -> None:
+        Pausing.inside.set()
+        assert Pausing.go.wait(kill_workers.CHILD_TIMEOUT)
+        super().on_DecisionRecorded(tx, event)  # type: ignore[arg-type]
+
+
+def test_a_batch_under_way_commits_before_its_tables_are_dropped(target: Target) -> None:
+    with target.open() as store, target.open() as other:
+        runner = CatchUpRunner(store, Pausing())
+        decide(store, "agent:a", 2)
+        Pausing.inside.clear(), Pausing.go.clear()
+        failures: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                runner.run_once()
+            except BaseException as exc:
+                failures.append(exc)
+
+        batch = threading.Thread(target=run)
+        batch.start()
+        assert Pausing.inside.wait(kill_workers.CHILD_TIMEOUT)  # the batch holds its checkpoint row
+        retired: list[Retirement] = []
+        retiring = threading.Thread(
+            target=lambda: retired.append(retire(other, "decisions_by_actor", by="a"))
+        )
+        retiring.start()  # it waits for that row (SQLite: for the write lock) until the batch commits
+        Pausing.go.set()
+        batch.join(kill_workers.CHILD_TIMEOUT)
+        retiring.join(kill_workers.CHILD_TIMEOUT)
+        assert not failures, failures
+        assert retired[0].position == 2  # the batch's checkpoint, committed before the retirement
+        with pytest.raises(RetiredProjection):
+            runner.run_once()
 
 
 def test_a_rebuild_builds_a_retired_projection_again_on_purpose(target: Target) -> None:
