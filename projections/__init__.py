@@ -11,6 +11,7 @@ from .checkpoints import Checkpoint
 from .declaration import Projection
 from .flow_queries import FlowQueries, Page, Session
 from .flows import FlowProjection
+from .handover import make_catch_up
 from .rebuilding import Progress, ensure, rebuild
 from .retiring import Retirement, retire
 from .service import FlowService, Lease
@@ -28,6 +29,7 @@ __all__ = [
     "Retirement",
     "Session",
     "ensure",
+    "make_catch_up",
     "rebuild",
     "retire",
 ]

@@ -23,7 +23,7 @@ from eventstore.errors import (
 )
 from eventstore.projection import NOTHING, FoldSite, FusedWrite, fold_failed, locate
 
-from .checkpoints import read_checkpoint
+from .checkpoints import INLINE, read_checkpoint
 from .definitions import check_definition, check_returned
 from .ownership import layout_difference
 from .rebuilding import check_made, ensure
@@ -166,6 +166,11 @@ class Projection:
             raise ProjectionError(
                 f"projection {self.name!r} has no read model in this store any more; nothing was "
                 "written: open the store again to build it"
+            )
+        if current.kind != INLINE:
+            raise ProjectionError(
+                f"projection {self.name!r} was handed to a runner (made catch-up) while this process folds "
+                "it inline; nothing was written: open the store without it, and keep it with a CatchUpRunner"
             )
         if current.version > self.version:
             raise ProjectionError(

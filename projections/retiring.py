@@ -98,7 +98,7 @@ def retire(
     short while at a time, appends going on between, up to ``patience`` seconds (then ``StoreBusy``).
     """
     _check_arguments(store, name, by, reason, dry_run, patience)
-    _refuse_in_use(store, name)
+    refuse_in_use(store, name, "retire")
     waited, wait = 0.0, FIRST_PAUSE
     while True:
         try:
@@ -123,7 +123,7 @@ def _retire(store: EventStore, name: str, *, by: str, reason: str | None, dry_ru
         claimed = read_checkpoint(conn, name + REBUILD_CLAIM) is not None
         owns = list(conn.execute(sa.select(owned.c.table_name).where(owned.c.projection == name)).scalars())
         if current is None and not claimed and not owns:
-            raise _not_found(store, conn, name)
+            raise not_found(store, conn, name)
         now = store.clock()
         done = Retirement(
             name=name,
@@ -183,11 +183,7 @@ def _drop(tx: Transaction, done: Retirement) -> None:
 def _check_arguments(
     store: object, name: object, by: object, reason: object, dry_run: object, patience: object
 ) -> None:
-    if not isinstance(store, EventStore):
-        raise InvalidInput(f"store must be an EventStore, not {shown(store)}")
-    check_text("the projection's name", name)
-    if not isinstance(name, str) or not name or "#" in name:
-        raise InvalidInput(f"name a projection (a non-empty name without '#'), not {shown(name)}")
+    check_store_and_name(store, name)
     check_text("the 'by' of retiring a projection", by)
     if not isinstance(by, str) or not by.strip() or len(by) > MAX_BY_LENGTH:
         raise InvalidInput(
@@ -200,8 +196,18 @@ def _check_arguments(
         raise InvalidInput(f"patience must be a number of seconds, 0 or more, not {shown(patience)}")
 
 
-def _refuse_in_use(store: EventStore, name: str) -> None:
-    """``ProjectionInUse`` for a built-in read model (or a table of one), or one this store folds inline."""
+def check_store_and_name(store: object, name: object) -> None:
+    """``InvalidInput`` unless ``store`` is an ``EventStore`` and ``name`` could name a projection."""
+    if not isinstance(store, EventStore):
+        raise InvalidInput(f"store must be an EventStore, not {shown(store)}")
+    check_text("the projection's name", name)
+    if not isinstance(name, str) or not name or "#" in name:
+        raise InvalidInput(f"name a projection (a non-empty name without '#'), not {shown(name)}")
+
+
+def refuse_in_use(store: EventStore, name: str, action: str) -> None:
+    """``ProjectionInUse`` for a built-in read model (or a table of one), or one this store folds inline:
+    what ``action`` (``retire``...) may not be done to."""
     from .flows import FlowProjection  # here: the built-in read models import the machinery
     from .langgraph import LangGraphProjection
 
@@ -212,16 +218,16 @@ def _refuse_in_use(store: EventStore, name: str) -> None:
         )
         if what is not None:
             said = f"it is {what}the built-in {built_in.__name__}'s read model, which the library folds"
-            raise ProjectionInUse(name, "retire", said)
+            raise ProjectionInUse(name, action, said)
     if any(projection.name == name for projection in store.projections):
         raise ProjectionInUse(
             name,
-            "retire",
-            "this store was opened with it (projections=[...]): open one without it to retire it",
+            action,
+            f"this store was opened with it (projections=[...]): open one without it to {action} it",
         )
 
 
-def _not_found(store: EventStore, conn: sa.Connection, name: str) -> Exception:
+def not_found(store: EventStore, conn: sa.Connection, name: str) -> Exception:
     """``RetiredProjection`` for a name retired already, else ``ProjectionNotFound`` naming the known ones."""
     retired = refusal(store, conn, name)
     if retired is not None:

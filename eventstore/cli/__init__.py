@@ -435,6 +435,30 @@ def projections_retire(
     )
 
 
+@projections_.command("make-catch-up")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Its checkpoint as JSON.")
+@click.pass_context
+def projections_make_catch_up(ctx: click.Context, name: str, as_json: bool) -> None:
+    """Hand inline projection NAME to a runner: mark it catch-up from the log's head.
+
+    Opening a store with a projection makes it inline for good; this undoes
+    that. Stores still opened with it inline are refused at their next
+    append: open them without it, and keep it with a CatchUpRunner (or
+    `eventstore maintain --catch-up`).
+    """
+    from projections import make_catch_up
+
+    with _open(ctx) as store, _errors():
+        checkpoint = make_catch_up(store, name)
+    if as_json:
+        echo_json(checkpoint)
+    else:
+        click.echo(
+            f"{printable(name)} is catch-up from position {checkpoint.position:,}: run it with a runner"
+        )
+
+
 def _number(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 

@@ -1,0 +1,49 @@
+"""Handing an inline projection to a runner: ``make_catch_up``.
+
+Opening a store with a projection (``projections=[...]``) marks it inline in
+its checkpoint for good: appends fold it, and a runner is refused, since it
+would fold their events a second time. ``make_catch_up`` marks it catch-up
+again, with the log's head as its position: under the append lock no append
+is half-way, so every event up to the head was folded by the appends (those
+made through stores opened with it). It bumps the read models' generation,
+so a store still opened with it inline is refused at its next append
+(``Projection.check_current``) rather than fold the events a runner folds.
+"""
+
+from __future__ import annotations
+
+from eventstore import EventStore, reconnecting
+from eventstore.integrity import format_time
+from eventstore.schema import projection_checkpoints as checkpoints
+
+from .checkpoints import INLINE, Checkpoint, lock_appends, read_checkpoint
+from .retiring import check_store_and_name, not_found, refuse_in_use
+
+CATCH_UP = "catchup"
+
+
+def make_catch_up(store: EventStore, name: str) -> Checkpoint:
+    """Mark the inline projection ``name`` catch-up, from the log's head: a ``CatchUpRunner`` keeps it
+    from there on. Its checkpoint as it is then; one catch-up already is returned as it is.
+
+    Refused, with nothing written: a built-in read model, or one this store was opened with
+    (``ProjectionInUse``); a name with no checkpoint (``ProjectionNotFound``, ``RetiredProjection``).
+    """
+    check_store_and_name(store, name)
+    refuse_in_use(store, name, "hand to a runner")
+    with reconnecting.transaction(store) as tx:
+        conn = tx.connection
+        head = lock_appends(conn)  # no append is half-way: the appends folded every event up to it
+        current = read_checkpoint(conn, name, lock=True)
+        if current is None:
+            raise not_found(store, conn, name)
+        if current.kind != INLINE:
+            return current
+        conn.execute(
+            checkpoints.update()
+            .where(checkpoints.c.name == name)
+            .values(kind=CATCH_UP, position=head, updated_at=format_time(store.clock()))
+        )
+        # a store still opened with it inline checks it again at its next append, and is refused
+        conn.exec_driver_sql("UPDATE event_positions SET generation = generation + 1 WHERE id = 1")
+    return Checkpoint(name, CATCH_UP, current.version, head, current.build)

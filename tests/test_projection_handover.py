@@ -1,0 +1,75 @@
+"""An inline projection handed (back) to a runner: ``make_catch_up`` marks it catch-up from the log's
+head, so a runner folds each event once, and a store still folding it inline is refused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from click.testing import CliRunner
+
+from eventstore import EventStore, ProjectionError, ProjectionInUse, ProjectionNotFound, RetiredProjection
+from eventstore.cli import main
+from projections import CatchUpRunner, FlowProjection, make_catch_up, retire
+from projections.status import projection_statuses
+
+from .conftest import Target
+from .test_projections import DecisionsByActor, counts, decide
+
+
+def test_an_accidental_inline_open_is_undone_and_a_runner_folds_each_event_once(target: Target) -> None:
+    with target.open(projections=[DecisionsByActor()]) as inline:
+        decide(inline, "agent:a", 2)  # folded by the appends
+    with target.open() as store:
+        with pytest.raises(ProjectionError, match="is folded inline"):
+            CatchUpRunner(store, DecisionsByActor()).run_once()
+        checkpoint = make_catch_up(store, "decisions_by_actor")
+        assert (checkpoint.kind, checkpoint.position) == ("catchup", 2)
+        decide(store, "agent:a", 3)  # after the handover: the runner's to fold
+        runner = CatchUpRunner(store, DecisionsByActor())
+        assert runner.run_until_caught_up() == 3
+        assert counts(store, runner.projection) == {"agent:a": 5}  # none folded twice, none missed
+        (status,) = projection_statuses(store)
+        assert (status.kind, status.behind) == ("catchup", 0)
+        assert make_catch_up(store, "decisions_by_actor").position == 5  # catch-up already: as it is
+
+
+def test_a_store_still_folding_it_inline_is_refused_and_writes_nothing(target: Target) -> None:
+    with target.open(projections=[DecisionsByActor()]) as inline, target.open() as store:
+        decide(inline, "agent:a")
+        make_catch_up(store, "decisions_by_actor")
+        with pytest.raises(ProjectionError, match="handed to a runner"):
+            decide(inline, "agent:a")
+        assert store.last_position() == 1
+
+
+def test_built_ins_this_handle_unknown_and_retired_names_are_refused(target: Target) -> None:
+    with target.open(projections=[FlowProjection(), DecisionsByActor()]) as store:
+        decide(store, "agent:a")
+        for name in ("flows", "decisions_by_actor"):
+            with pytest.raises(ProjectionInUse):
+                make_catch_up(store, name)
+    with target.open() as store:
+        with pytest.raises(ProjectionNotFound):
+            make_catch_up(store, "nope")
+        retire(store, "decisions_by_actor", by="ops:ann")
+        with pytest.raises(RetiredProjection):
+            make_catch_up(store, "decisions_by_actor")
+        with store.reading() as conn:
+            kinds = conn.exec_driver_sql("SELECT kind FROM projection_checkpoints ORDER BY name").scalars()
+            assert list(kinds) == ["retired", "inline"]  # decisions_by_actor#retired, flows
+
+
+def test_the_cli_hands_it_to_a_runner(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    with EventStore.open(url, projections=[DecisionsByActor()]) as store:
+        decide(store, "agent:a")
+    result = CliRunner().invoke(main, ["--url", url, "projections", "make-catch-up", "decisions_by_actor"])
+    assert result.exit_code == 0
+    assert result.output == "decisions_by_actor is catch-up from position 1: run it with a runner\n"
+    listed = json.loads(CliRunner().invoke(main, ["--url", url, "projections", "--json"]).output)
+    assert [(p["name"], p["kind"], p["position"]) for p in listed] == [("decisions_by_actor", "catchup", 1)]
+    with EventStore.open(url) as store, store.reading() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM decisions_by_actor")).scalar_one() == 1
