@@ -35,6 +35,7 @@ from eventstore.flows import FLOW_EVENTS
 from eventstore.schema import FlowId, flow_beginning, flow_events
 
 from .declaration import Projection
+from .folding import REPORT_EVERY
 from .rebuilding import SOLE_WRITER
 from .rowio import TableIO, _sqlite_time, pipelined, run
 from .types import JSON, UTCDateTime
@@ -334,7 +335,8 @@ class FlowProjection(Projection):
     ) -> int:
         """Fold the log into empty tables flow by flow, writing each row once (for rebuilds).
 
-        Rows are written a transaction per ``batch_size`` events or so (whole flows).
+        Rows are written a transaction per ``batch_size`` events or so (whole flows), or sooner
+        once the events since the last took ``REPORT_EVERY`` by the store's clock to fold.
         """
         flow_io, step_io = self._io(store.engine.dialect)
         flow_values, step_values = flow_io.values, step_io.values
@@ -343,9 +345,10 @@ class FlowProjection(Projection):
         step_rows: list[tuple[Any, ...]] = []
         sessions: dict[str, dict[str, Any]] = {}
         done = flushed = 0
+        since = store.clock()
 
         def flush() -> None:
-            nonlocal flushed
+            nonlocal flushed, since
             flushed = done
             with batch() as tx:
                 conn = tx.connection
@@ -356,10 +359,11 @@ class FlowProjection(Projection):
             step_rows.clear()
             sessions.clear()
             report(done)
+            since = store.clock()
 
         step_types = STEP_EVENT_TYPES
         for _flow_id, events in groupby(store.read_for_fold(up_to_position=up_to), _flow_of):
-            if done - flushed >= batch_size:
+            if done - flushed >= batch_size or (done > flushed and store.clock() - since >= REPORT_EVERY):
                 flush()
             flow: FlowState | None = None
             steps: dict[str, StepState] = {}

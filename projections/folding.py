@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -26,6 +27,14 @@ def apply_grouped(projection: Projection, tx: Transaction, events: Sequence[Reco
     check_returned(projection, name, returned)
 
 
+REPORT_EVERY = timedelta(seconds=1)
+"""The most work, by the store's clock, a rebuild's batch holds: a batch of ``batch_size`` events
+that takes longer commits what it folded by then, and progress is reported, so a log smaller than
+one batch shows progress too."""
+FIRST_CHUNK = 16
+"""Events folded before a batch first looks at the clock: how long each takes is known from them."""
+
+
 def fold_up_to(
     store: EventStore,
     projection: Projection,
@@ -38,7 +47,8 @@ def fold_up_to(
     done: int,
     report: Callable[[int], None],
 ) -> tuple[int, int]:
-    """Apply the events after ``position`` up to ``up_to`` to the fresh tables, a batch per transaction.
+    """Apply the events after ``position`` up to ``up_to`` to the fresh tables, a batch per transaction:
+    ``batch_size`` events, or fewer once it has taken ``REPORT_EVERY`` (by the store's clock).
 
     Stops at ``up_to`` even while writers go on appending: a rebuild must
     not chase the log. Returns the last position applied and the count done.
@@ -48,20 +58,43 @@ def fold_up_to(
         batch = [event for event in batch if event.position <= up_to]
         if not batch:
             break
-        folded = done + len(batch)  # recorded in the claim as the batch commits: never ahead of it
-        with reconnecting.transaction(store, _renewing(store, projection, tag, folded)) as tx:
+        with reconnecting.transaction(store, _renewing(store, projection, tag, None)) as tx:
             tx.memo = memo
-            apply_grouped(target, tx, batch)
-        position = batch[-1].position
-        done = folded
+            applied = _apply_a_while(store, target, tx, batch)
+            # recorded in the claim as the batch commits: never ahead of it
+            renew(store, tx.connection, projection, tag, folded=done + applied)
+        position = batch[applied - 1].position
+        done += applied
         report(done)
         if len(memo) > 200_000:
             memo.clear()  # bounded memory; also drops SOLE_WRITER, so lookups resume
     return position, done
 
 
+def _apply_a_while(
+    store: EventStore, target: Projection, tx: Transaction, events: list[RecordedEvent]
+) -> int:
+    """Apply ``events`` in ``tx``, in chunks, until all are or ``REPORT_EVERY`` has passed; how many were.
+
+    A chunk is sized, from the ones before it, to take what is left of the time; a fold fast enough
+    takes the batch in two chunks.
+    """
+    started = store.clock()
+    applied, chunk = 0, min(len(events), FIRST_CHUNK)
+    while applied < len(events):
+        apply_grouped(target, tx, events[applied : applied + chunk])
+        applied += chunk
+        spent = store.clock() - started
+        left = len(events) - applied
+        if spent >= REPORT_EVERY or not left:
+            break
+        each = spent / applied
+        chunk = left if each * left <= REPORT_EVERY - spent else max(1, (REPORT_EVERY - spent) // each)
+    return applied
+
+
 def _renewing(
-    store: EventStore, projection: Projection, tag: str, folded: int
+    store: EventStore, projection: Projection, tag: str, folded: int | None
 ) -> Callable[[sa.Connection], None]:
     """A batch's first statement: renew the rebuild's claim, recording ``folded`` events."""
     return lambda conn: renew(store, conn, projection, tag, folded=folded)

@@ -203,6 +203,8 @@ def rebuild(
     the append lock only to apply the last few events and rename the tables.
     One rebuild of a projection runs at a time: another one raises
     ``ProjectionError``, or with ``wait=True`` waits for it.
+    ``progress`` gets a ``Progress`` after each batch (``batch_size`` events, or
+    fewer once a second of work by the store's clock has passed) and at the end.
     On PostgreSQL the swap waits for transactions holding the live tables
     (a long report) a short while at a time, up to ``patience`` seconds in
     all, then fails with ``ProjectionError``, the old tables still live.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 
-from eventstore import NewEvent
-from projections import Progress, rebuild
+from eventstore import NewEvent, RecordedEvent, Transaction
+from projections import FlowProjection, FlowQueries, FlowService, Progress, rebuild
 
 from .conftest import Target
-from .test_projections import DecisionsByActor, decide
+from .test_projections import DecisionsByActor, counts, decide
 
 ROUNDS = 4
 EACH = 3
@@ -48,3 +49,48 @@ def test_the_total_counts_what_writers_append_during_a_rebuild(target: Target) -
         assert [report.done < report.total for report, _ in seen[:ROUNDS]] == [True] * ROUNDS
         assert (result.done, result.total) == (10 + ROUNDS * EACH, 10 + ROUNDS * EACH)
         assert seen[-1][0] == result
+
+
+class SteppingClock:
+    """A clock that moves ``step`` on at every reading: work that reads it takes time, without a sleep."""
+
+    def __init__(self, step: timedelta) -> None:
+        self.now = datetime(2026, 12, 7, 12, tzinfo=UTC)
+        self.step = step
+
+    def __call__(self) -> datetime:
+        self.now += self.step
+        return self.now
+
+
+class Slow(DecisionsByActor):
+    """Each event takes 50 ms of its store's clock (``clock``) to fold."""
+
+    clock = SteppingClock(timedelta(0))
+
+    def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+        Slow.clock.now += timedelta(milliseconds=50)
+        super().on_DecisionRecorded(tx, event)
+
+
+def test_a_log_smaller_than_a_batch_reports_progress_every_second_of_work(target: Target) -> None:
+    """`eventstore rebuild` folds 10,000 events a batch: a smaller log reported only at its end."""
+    Slow.clock = SteppingClock(timedelta(0))
+    with target.open(clock=Slow.clock) as store:
+        decide(store, "a", 60)  # 3 s of work
+        seen: list[int] = []
+        result = rebuild(store, Slow(), progress=lambda report: seen.append(report.done))
+        assert result.done == 60 and seen[-1] == 60
+        assert len(seen) >= 4 and seen == sorted(seen) and seen[0] <= 25  # about a second's events each
+        assert counts(store, Slow()) == {"a": 60}
+
+
+def test_the_flow_read_models_bulk_fill_reports_every_second_of_work_too(target: Target) -> None:
+    with target.open(projections=[FlowProjection()], clock=SteppingClock(timedelta(seconds=0.3))) as store:
+        flows = FlowService(store)
+        for n in range(20):
+            flows.start_flow(f"f{n}", controller_id="c", goal="g", owner_session_key="s")
+        seen: list[int] = []
+        rebuild(store, FlowProjection(), progress=lambda report: seen.append(report.done))
+        assert len(seen) > 3 and seen == sorted(seen) and seen[0] < 20 and seen[-1] == 20
+        assert FlowQueries(store).flows(limit=100).total == 20
