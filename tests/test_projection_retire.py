@@ -266,3 +266,23 @@ def test_the_cli_retires_after_a_dry_run(tmp_path: Path) -> None:
     assert built_in.exit_code == 1 and "built-in FlowProjection" in built_in.output
     listed = CliRunner().invoke(main, ["--url", url, "projections"])
     assert listed.output == "no projections: none has been built in this store\n"
+
+
+def test_the_cli_shows_an_expired_first_build_as_such_and_how_to_drop_it(tmp_path: Path) -> None:
+    """A first build claimed long ago, whose lease ran out: listed as expired (as docs/projections.md
+    says), with the retirement that drops it if its projection is gone from the code."""
+    url = f"sqlite:///{tmp_path / 'expired.db'}"
+    with EventStore.open(url, clock=lambda: T0) as store:  # the CLI's clock is later: its lease ran out
+        decide(store, "agent:a")
+        assert claim(store, DecisionsByActor(), "build-1")
+    listed = CliRunner().invoke(main, ["--url", url, "projections"]).output
+    assert "first build expired: its lease ran out at 2026-12-07 12:02:00" in listed
+    assert "or `eventstore projections retire --by WHO decisions_by_actor` drops it" in listed
+    done = CliRunner().invoke(
+        main, ["--url", url, "projections", "retire", "decisions_by_actor", "--by", "a"]
+    )
+    assert (
+        done.output
+        == "retired decisions_by_actor: dropped no tables; and a rebuild's claim that had died or expired\n"
+    )
+    assert CliRunner().invoke(main, ["--url", url, "projections"]).output.startswith("no projections")

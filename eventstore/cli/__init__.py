@@ -19,7 +19,7 @@ import click
 import sqlalchemy as sa
 
 from .. import migrate
-from ..errors import EventStoreError, InvalidInput, SchemaError
+from ..errors import EventStoreError, InvalidInput, SchemaError, command_line
 from ..opening import check_schema_name
 from ..schema import projection_checkpoints
 from ..store import DEFAULT_URL, EventStore
@@ -426,13 +426,13 @@ def projections_retire(
     if as_json:
         echo_json(done)
         return
-    tables = ", ".join(printable(table) for table in done.tables) or "none"
+    tables = (
+        f"its tables {', '.join(printable(table) for table in done.tables)}" if done.tables else "no tables"
+    )
     at = "" if done.version is None else f" (version {done.version}, {done.kind})"
     claim = "; and a rebuild's claim that had died or expired" if done.claim else ""
     verb = "would drop" if dry_run else "dropped"
-    click.echo(
-        f"{'would retire' if dry_run else 'retired'} {printable(name)}{at}: {verb} its tables {tables}{claim}"
-    )
+    click.echo(f"{'would retire' if dry_run else 'retired'} {printable(name)}{at}: {verb} {tables}{claim}")
 
 
 @projections_.command("make-catch-up")
@@ -482,7 +482,11 @@ def _rebuild_shown(status: ProjectionStatus) -> str:
         if rebuild.state == "died"
         else f"its lease ran out at {when(rebuild.lease_until)}"
     )
-    return f"{what} {rebuild.state}: {why}; {folded}, last renewed {renewed}; the next rebuild takes it over"
+    then = "the next rebuild takes it over"
+    if status.version is None:  # a first build: its projection may be gone from the code since
+        retiring = command_line("projections retire --by WHO", status.name)
+        then += f", or `{printable(retiring)}` drops it"
+    return f"{what} {rebuild.state}: {why}; {folded}, last renewed {renewed}; {then}"
 
 
 def _open_with_read_models(ctx: click.Context, *, may_create: bool = False) -> EventStore:
