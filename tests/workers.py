@@ -228,3 +228,28 @@ def put_writes_to_one_checkpoint(
         for n in range(writes):
             saver.put_writes(config, [("result", f"{name}-{n}")], f"{name}-task-{n}")
     return writes
+
+
+def claim_new_files_while_others_write(directory: str, rounds: int, start: Any) -> int:
+    """For each of ``rounds`` new files, in step with the other children: switch it to WAL as a
+    store does (``claim``), then write to it; how many claims went through."""
+    import sqlalchemy as sa
+
+    from eventstore.backends import sqlite
+
+    claimed = 0
+    for r in range(rounds):
+        start.wait(BARRIER_TIMEOUT)
+        url = sa.make_url(f"sqlite:///{directory}/new-{r}.db")
+        engine = sqlite.create_engine(url, busy_timeout=30.0, synchronous="NORMAL", pool_size=1)
+        try:
+            sqlite.SQLiteBackend(engine, busy_timeout=30.0).claim()
+            claimed += 1
+            with engine.begin() as conn:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql("CREATE TABLE IF NOT EXISTS t (x)")
+                for i in range(50):
+                    conn.exec_driver_sql("INSERT INTO t VALUES (?)", (i,))
+        finally:
+            engine.dispose()
+    return claimed

@@ -174,9 +174,27 @@ class SQLiteBackend(Backend):
         upgraded, or its schema checked): a connection does not set it, so
         opening another program's database only to inspect it (``db current``)
         leaves its journal mode as it was.
+
+        Switching a new file to WAL needs its exclusive lock, and SQLite
+        refuses it at once, without waiting ``busy_timeout``, when another
+        process switching the same file holds its shared lock: each would wait
+        for the other. So it tries again after a pause (1 ms, doubling to
+        50 ms) until ``busy_timeout`` has passed; once the file is in WAL
+        mode the statement takes no lock.
         """
-        with self.engine.connect() as conn:
-            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                with self.engine.connect() as conn:
+                    conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+                return
+            except sa.exc.OperationalError as exc:
+                left = deadline - time.monotonic()
+                if not _busy(exc) or left <= 0:
+                    raise
+            pause(min(delay, left))
+            delay = min(delay * 2, 0.05)
 
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:
@@ -445,6 +463,15 @@ class SQLiteBackend(Backend):
                 position, flow_id, revision, event_text, kind, version, data, metadata, at, h1, h2, h3, h4
             )
         return checked_row(row, _id_text, _time_text)
+
+
+def _busy(exc: sa.exc.OperationalError) -> bool:
+    """Whether SQLite said SQLITE_BUSY (any extended code); the async adapter's error wraps sqlite3's."""
+    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+        code = getattr(error, "sqlite_errorcode", None)
+        if code is not None:
+            return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
+    return False
 
 
 def database_file(url: sa.URL) -> str:
