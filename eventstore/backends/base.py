@@ -22,6 +22,7 @@ from ..errors import (
     ConnectionLost,
     DuplicateEventId,
     FlowPruned,
+    IntegrityViolation,
     InvalidInput,
     RevisionMismatch,
     StorageError,
@@ -362,6 +363,44 @@ def checked_row(
         digest("hash", row[12]),
     )
     return dataclasses.replace(stored, defects=tuple(defects)) if defects else stored
+
+
+def unreadable_event(row: Sequence[Any], cause: str, *, position: bool = True) -> IntegrityViolation:
+    """A stored event that cannot be read as an event: only an edit leaves one.
+
+    ``row`` starts with position, flow id and revision (a decoded read), or
+    with flow id and revision (``position=False``, a read for a fold).
+    """
+    where = f"at position {row[0]}" if position else f"{row[0]}@{row[1]}"
+    flow_id, revision = row[1:3] if position else row[0:2]
+    return IntegrityViolation(
+        f"the event {where} cannot be read ({cause}): it was changed after it was written; "
+        "`eventstore verify` names every such row",
+        # an edit may have left anything in a column: only what a store writes is passed on
+        flow_id=flow_id if type(flow_id) is str else None,
+        revision=revision if type(revision) is int else None,
+        position=row[0] if position and type(row[0]) is int else None,
+    )
+
+
+def not_an_object(
+    row: Sequence[Any], data: Any, metadata: Any, *, position: bool = True
+) -> IntegrityViolation:
+    """``unreadable_event`` for data or metadata that is valid JSON but no object: every append
+    stores objects, and every reader (a fold, the audit trail) reads them as such."""
+    name, value = ("data", data) if type(data) is not dict else ("metadata", metadata)
+    kind = _JSON_KINDS.get(type(value), type(value).__name__)
+    return unreadable_event(row, f"{name} is a JSON {kind}, not an object", position=position)
+
+
+_JSON_KINDS = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
 
 
 def _kind(value: Any) -> str:

@@ -56,6 +56,7 @@ from .base import (
     checked_row,
     driver_error,
     milliseconds,
+    not_an_object,
 )
 
 _HEAD = (
@@ -686,6 +687,8 @@ class PostgresBackend(Backend):
         return None  # a read model's key (a projection's own bug): reported, never retried as a race
 
     def decode(self, row: Sequence[Any]) -> RecordedEvent:
+        if type(row[6]) is not dict or type(row[7]) is not dict:  # jsonb holds any JSON an edit wrote
+            raise not_an_object(row, row[6], row[7])
         return RecordedEvent(
             row[0],
             row[1],
@@ -701,6 +704,8 @@ class PostgresBackend(Backend):
         )
 
     def decode_for_fold(self, row: Sequence[Any]) -> FoldInput:
+        if type(row[3]) is not dict:
+            raise not_an_object(row, row[3], {}, position=False)
         return FoldInput(row[0], row[1], row[2], row[3], row[4])
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:

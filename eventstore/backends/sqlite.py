@@ -49,7 +49,9 @@ from .base import (
     chain_rows,
     checked_row,
     milliseconds,
+    not_an_object,
     returned,
+    unreadable_event,
 )
 
 _HEAD = (
@@ -421,27 +423,35 @@ class SQLiteBackend(Backend):
 
     def decode(self, row: Sequence[Any]) -> RecordedEvent:
         try:
-            return RecordedEvent(
+            data, metadata = _loads(row[6]), _loads(row[7])
+            event = RecordedEvent(
                 row[0],
                 row[1],
                 row[2],
                 uuid_from_bytes(row[3]),
                 row[4],
                 row[5],
-                _loads(row[6]),
-                _loads(row[7]),
+                data,
+                metadata,
                 _from_iso(row[8]),
                 row[9].hex(),
                 row[10].hex(),
             )
         except (TypeError, ValueError, AttributeError) as exc:  # SQLite keeps whatever an edit wrote
             raise _unreadable(row, exc) from exc
+        if type(data) is not dict or type(metadata) is not dict:
+            raise not_an_object(row, data, metadata)
+        return event
 
     def decode_for_fold(self, row: Sequence[Any]) -> FoldInput:
         try:
-            return FoldInput(row[0], row[1], row[2], _loads(row[3]), _from_iso(row[4]))
+            data = _loads(row[3])
+            event = FoldInput(row[0], row[1], row[2], data, _from_iso(row[4]))
         except (TypeError, ValueError) as exc:
             raise _unreadable(row, exc, position=False) from exc
+        if type(data) is not dict:
+            raise not_an_object(row, data, {}, position=False)
+        return event
 
     def stored_row(self, row: Sequence[Any]) -> StoredRow:
         position, flow_id, revision, event_id, kind, version, data, metadata, at, h1, h2, h3, h4 = row
@@ -488,16 +498,7 @@ def database_file(url: sa.URL) -> str:
 
 
 def _unreadable(row: Sequence[Any], exc: Exception, *, position: bool = True) -> IntegrityViolation:
-    where = f"at position {row[0]}" if position else f"{row[0]}@{row[1]}"
-    flow_id, revision = row[1:3] if position else row[0:2]
-    return IntegrityViolation(
-        f"the event {where} cannot be read ({type(exc).__name__}: {exc}): it was changed after it was "
-        "written; `eventstore verify` names every such row",
-        # an edit may have left anything in a column: only what a store writes is passed on
-        flow_id=flow_id if type(flow_id) is str else None,
-        revision=revision if type(revision) is int else None,
-        position=row[0] if position and type(row[0]) is int else None,
-    )
+    return unreadable_event(row, f"{type(exc).__name__}: {exc}", position=position)
 
 
 def _id_text(value: Any) -> str | None:
