@@ -324,11 +324,18 @@ def decode_part(body: str | bytes, ids: list[str]) -> dict[str, StepState]:
     """The steps ``ids`` of a part's JSON body."""
     import orjson
 
-    data = orjson.loads(body)
-    if missing := [step_id for step_id in ids if step_id not in data]:
-        # its hash matched, and so did the snapshot's that lists it: the cache was rewritten whole
-        raise IntegrityViolation(
-            f"a snapshot part lists step {missing[0]!r} but holds no state for it: the snapshot was "
-            "altered; delete the flow's snapshots (they are a cache) and `eventstore verify` the log"
-        )
-    return {step_id: step_from_dict(data[step_id]) for step_id in ids}
+    # Its hash matched, and so did the snapshot's that lists it: anything wrong here means the
+    # cache was rewritten whole, hashes and all.
+    altered = (
+        "the snapshot was altered; delete the flow's snapshots (they are a cache) and `eventstore verify` "
+        "the log"
+    )
+    try:
+        data = orjson.loads(body)
+        if missing := [step_id for step_id in ids if step_id not in data]:
+            raise IntegrityViolation(
+                f"a snapshot part lists step {missing[0]!r} but holds no state for it: {altered}"
+            )
+        return {step_id: step_from_dict(data[step_id]) for step_id in ids}
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise IntegrityViolation(f"a snapshot part cannot be read ({type(exc).__name__}): {altered}") from exc

@@ -413,7 +413,10 @@ def _nearest_snapshot(store: EventStore, flow_id: str, target: int) -> tuple[Flo
                 continue  # the snapshot was edited
             if revision < target and next_prev is not None and bytes(next_prev) != bytes(logged):
                 raise _unchained(store, flow_id, revision + 1)
-            view = _decode(store, flow_id, revision, orjson.loads(state))
+            try:
+                view = _decode(store, flow_id, revision, orjson.loads(state))
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # it hashes, but is no state a fold wrote: rewritten with its hash, ignored
             return view, revision, bytes(logged).hex()
     return FlowView(), 0, GENESIS.hex()
 
