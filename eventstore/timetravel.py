@@ -11,12 +11,14 @@ event it was taken at still has the hash the snapshot recorded; otherwise
 it is ignored (and replaced), so a stale or tampered snapshot cannot change
 an answer.
 
-Nor can a tampered log: the events folded must go on revision by revision,
-from revision 1 or from a snapshot's event, and (where the read carries
-hashes) each must name the one before it as its ``prev_hash``. A log that
-skips a revision or does not chain is ``IntegrityViolation``, never a state
-it was never in. Hashes are compared, not computed: an event edited in
-place with its chain left alone is for ``verify`` to find.
+Nor can a log with rows deleted, moved or inserted: the events folded must go
+on revision by revision, from revision 1 or from a snapshot's event, and each
+must name the one before it as its ``prev_hash`` (compared as they are read,
+or, for the lean read that carries no hashes, by one query over the same
+revisions). A log that skips a revision or does not chain is
+``IntegrityViolation``, never a state it was never in. Hashes are compared,
+not computed: an event edited in place with its chain left alone is for
+``verify`` to find.
 """
 
 from __future__ import annotations
@@ -166,6 +168,7 @@ def state_at(
         lean = store.read_for_fold(flow_id=flow_id, from_revision=done + 1, to_revision=target)
         for lean_event in _in_order(store, flow_id, lean, done + 1, target):
             view.apply(lean_event)
+        _check_links(store, flow_id, done + 1, target)
         return _loaded(store, view)
     events = store.read_flow(flow_id, from_revision=done + 1, to_revision=target)
     for event in _chained(store, flow_id, events, done + 1, done_hash, target):
@@ -462,6 +465,35 @@ def _in_order(
         raise _missing(store, flow_id, expected)
 
 
+def _check_links(store: EventStore, flow_id: str, first: int, last: int) -> None:
+    """That events ``first`` to ``last`` each name the one before as their ``prev_hash`` (revision 1:
+    ``GENESIS``), for a fold that read no hashes and found no revision missing: one range read of
+    the index, each row compared with the one before it (``lag``), hashing nothing."""
+    c = flow_events.c
+    rows = (
+        sa.select(
+            c.revision,
+            c.prev_hash,
+            sa.func.lag(c.revision).over(order_by=c.revision).label("before_revision"),
+            sa.func.lag(c.hash).over(order_by=c.revision).label("before_hash"),
+        )
+        .where(c.flow_id == flow_id, c.revision >= first - 1, c.revision <= last)
+        .subquery()
+    )
+    r = rows.c
+    query = sa.select(sa.func.min(r.revision)).where(
+        r.revision >= first,
+        sa.or_(
+            sa.and_(r.revision == 1, r.prev_hash != GENESIS),
+            sa.and_(r.before_revision == r.revision - 1, r.prev_hash != r.before_hash),
+        ),
+    )
+    with store.reading() as conn:
+        broken = conn.execute(query).scalar()
+    if broken is not None:
+        raise _unchained(store, flow_id, broken)
+
+
 def _anchored(store: EventStore, flow_id: str, first: int, last: int | None) -> Iterator[RecordedEvent]:
     """The flow's events ``first`` to ``last``, chained: read from the one before ``first``, whose
     hash the first must name (one row more, where the state before it was folded apart)."""
@@ -487,11 +519,16 @@ def _missing(store: EventStore, flow_id: str, revision: int) -> EventStoreError:
 
 
 def _unchained(store: EventStore, flow_id: str, revision: int) -> EventStoreError:
+    link = (
+        "does not start its chain (its prev_hash is not GENESIS)"
+        if revision == 1
+        else f"does not chain onto revision {revision - 1} (its prev_hash is not that event's hash)"
+    )
     return _unless_pruned(
         store,
         flow_id,
-        f"flow {flow_id!r} at revision {revision} does not chain onto revision {revision - 1} (its "
-        "prev_hash is not that event's hash): its chain is broken; `eventstore verify` says where",
+        f"flow {flow_id!r} at revision {revision} {link}: its chain is broken; "
+        "`eventstore verify` says where",
         revision,
     )
 

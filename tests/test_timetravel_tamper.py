@@ -85,6 +85,26 @@ class TestEventsOutOfOrder:
             READS[read](advanced)
         assert (caught.value.flow_id, caught.value.revision) == ("f", 2)
 
+    @pytest.mark.parametrize("read", ["state_at, lean read", "state_at, latest"])
+    def test_the_lean_read_finds_the_link_broken_too(self, advanced: EventStore, read: str) -> None:
+        """No snapshot on the way: the fold reads no hashes, and the links are checked apart."""
+        swap(advanced, 2, 3)
+        with pytest.raises(IntegrityViolation, match=UNCHAINED.format(2, 1)) as caught:
+            READS[read](advanced)
+        assert (caught.value.flow_id, caught.value.revision) == ("f", 2)
+
+    def test_a_first_event_that_does_not_start_the_chain(self, advanced: EventStore) -> None:
+        sql(advanced, "DELETE FROM flow_events WHERE flow_id = 'f' AND revision = 1")
+        sql(advanced, "UPDATE flow_events SET revision = 1 WHERE flow_id = 'f' AND revision = 2")
+        with pytest.raises(IntegrityViolation, match=r"flow 'f' at revision 1 does not start its chain"):
+            state_at(advanced, "f", revision=1)
+
+    def test_links_after_a_snapshot_are_checked_on_the_lean_read(self, advanced: EventStore) -> None:
+        state_at(advanced, "f", snapshot_every=4)
+        swap(advanced, 6, 7)  # the snapshot at 4 and its link to 5 hold; 6 no longer follows 5
+        with pytest.raises(IntegrityViolation, match=UNCHAINED.format(6, 5)):
+            state_at(advanced, "f", revision=7)
+
     def test_the_event_after_a_snapshot_must_chain_onto_it_on_the_lean_read(
         self, advanced: EventStore
     ) -> None:
@@ -92,6 +112,15 @@ class TestEventsOutOfOrder:
         swap(advanced, 5, 6)  # the snapshot at 4 still matches its event; 5 no longer follows it
         with pytest.raises(IntegrityViolation, match=UNCHAINED.format(5, 4)):
             state_at(advanced, "f", revision=7)
+
+
+def test_state_at_of_a_reordered_log_says_so_in_one_line(advanced: EventStore, target: Target) -> None:
+    swap(advanced, 2, 3)
+    schema = target.options.get("schema")
+    prefix = ["--url", target.url, *(["--schema", schema] if schema else [])]
+    result = CliRunner().invoke(main, [*prefix, "state", "f", "--at", "3"])
+    assert result.exit_code == 1
+    assert result.output.startswith("error: flow 'f' at revision 2 does not chain onto revision 1")
 
 
 def test_the_commands_say_so_in_one_line(advanced: EventStore, target: Target) -> None:
