@@ -19,11 +19,13 @@ from alembic.util.exc import CommandError as AlembicError
 
 from . import migrate
 from .backends.base import (
+    COUNTER_MISSING,
     FOLD_COLUMNS,
     VERIFY_COLUMNS,
     Backend,
     Batch,
     Raced,
+    counter_missing,
     driver_error,
     refused_value,
     unmasked,
@@ -606,9 +608,14 @@ class EventStore:
 
     def last_position(self) -> int:
         """The position of the newest committed event (0 for an empty store)."""
-        return self._read(
-            lambda conn: int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one())
+        found = self._read(
+            lambda conn: conn.exec_driver_sql(
+                "SELECT last_position FROM event_positions"
+            ).scalar_one_or_none()
         )
+        if found is None:
+            raise counter_missing("the last position handed out is not known")
+        return int(found)
 
     def flows(self, *, after: str | None = None, limit: int | None = None) -> Iterator[str]:
         """Flow ids in code point order, after ``after`` (``""``: from the first); streamed in pages."""
@@ -678,6 +685,9 @@ class EventStore:
             ).one()
             pruned, pruned_highest, doubled = pruned_count(conn)
             problems = pruned_problems(conn)
+        if last is None:
+            detail = f"{COUNTER_MISSING}, so the positions handed out cannot be counted"
+            return [*problems, Problem("", 0, 0, "missing-events", detail)]
         if signed is not None and signed > last:
             detail = (
                 f"a checkpoint covers {signed} positions, but positions were handed out only up to {last}: "

@@ -365,6 +365,27 @@ def checked_row(
     return dataclasses.replace(stored, defects=tuple(defects)) if defects else stored
 
 
+COUNTER_MISSING = (
+    "the position counter (event_positions) has no row: it was deleted behind the library's back"
+)
+"""No store deletes the ``event_positions`` row; without it no event can be given a position."""
+
+
+def counter_missing(consequence: str) -> IntegrityViolation:
+    return IntegrityViolation(
+        f"{COUNTER_MISSING}, so {consequence}; `eventstore verify` says what else is wrong"
+    )
+
+
+def counter_behind() -> IntegrityViolation:
+    """An append's position is taken: only a counter set back below the log's end hands one out twice."""
+    return IntegrityViolation(
+        "the position the append was given is already taken: the position counter (event_positions) "
+        "was set back below the log's end, behind the library's back; nothing was written; "
+        "`eventstore verify` says what else is wrong"
+    )
+
+
 def unreadable_event(row: Sequence[Any], cause: str, *, position: bool = True) -> IntegrityViolation:
     """A stored event that cannot be read as an event: only an edit leaves one.
 

@@ -54,6 +54,8 @@ from .base import (
     abandon,
     chain_rows,
     checked_row,
+    counter_behind,
+    counter_missing,
     driver_error,
     milliseconds,
     not_an_object,
@@ -458,6 +460,9 @@ class PostgresBackend(Backend):
         if written is None:
             with self.engine.connect() as fresh:
                 actual = self.head(fresh, flow_id)[0]
+                if not fresh.exec_driver_sql("SELECT count(*) FROM event_positions").scalar_one():
+                    # the insert found no counter to bump: no race, no retry
+                    raise counter_missing("no event can be given a position: nothing was written")
             raise Raced(flow_id, batch.expected if batch.expected is not ANY else revision, actual)
         return written
 
@@ -668,6 +673,9 @@ class PostgresBackend(Backend):
                 "max_payload_bytes allows; nothing was written"
             )
         if sqlstate == "23505":
+            constraint = getattr(getattr(orig, "diag", None), "constraint_name", None)
+            if constraint == "pk_flow_events":
+                return counter_behind()
             return StorageError(f"a unique constraint was violated: {message}")
         if sqlstate in ("55P03", "57014"):
             return StoreBusy(f"PostgreSQL lock or statement timeout: {message}")

@@ -48,6 +48,8 @@ from .base import (
     abandon,
     chain_rows,
     checked_row,
+    counter_behind,
+    counter_missing,
     milliseconds,
     not_an_object,
     returned,
@@ -344,7 +346,10 @@ class SQLiteBackend(Backend):
                 return _replayed(self.earlier_append(conn, batch, revision))
             count = len(batch.events)
             statement, params = _TAKE_POSITIONS, (count,)
-            last_position, generation = raw.execute(statement, params).fetchone()
+            taken = raw.execute(statement, params).fetchone()
+            if taken is None:
+                raise counter_missing("no event can be given a position: nothing was written")
+            last_position, generation = taken
             now = clock()
             rows, last_hash = chain_rows(
                 batch, revision, prev_hash or GENESIS, last_position - count + 1, format_time(now), _id_bytes
@@ -374,6 +379,8 @@ class SQLiteBackend(Backend):
             return lost
         if "append-only" in message:
             return AppendOnlyViolation(message)
+        if "UNIQUE constraint failed: flow_events.position" in message:
+            return counter_behind()
         if "was pruned by retention" in message:
             return self._pruned(exc)
         if "database is locked" in message or "database is busy" in message:
