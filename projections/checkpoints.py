@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 
 from eventstore import EventStore, Transaction, reconnecting
+from eventstore.backends.base import counter_missing
 from eventstore.errors import (
     ProjectionError,
 )
@@ -76,7 +77,10 @@ def lock_appends(conn: sa.Connection) -> int:
     query = "SELECT last_position FROM event_positions WHERE id = 1"
     if conn.dialect.name == "postgresql":
         query += " FOR UPDATE"
-    return int(conn.exec_driver_sql(query).scalar_one())
+    last = conn.exec_driver_sql(query).scalar_one_or_none()
+    if last is None:
+        raise counter_missing("the read models cannot be checked against the log")
+    return int(last)
 
 
 def hold_appends(conn: sa.Connection) -> None:

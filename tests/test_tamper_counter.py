@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from eventstore import EventStore, IntegrityViolation, NewEvent
+from projections import FlowProjection
 
 from .conftest import Target
 from .test_exchange import run
@@ -35,6 +36,16 @@ class TestTheCounterRowDeleted:
         sql(filled, "DELETE FROM event_positions")
         with pytest.raises(IntegrityViolation, match=GONE):
             filled.last_position()
+
+    def test_opening_with_projections_is_an_integrity_violation(
+        self, filled: EventStore, target: Target
+    ) -> None:
+        sql(filled, "DELETE FROM event_positions")
+        with pytest.raises(IntegrityViolation, match=GONE):
+            target.open(projections=[FlowProjection()])
+        assert "error: the position counter (event_positions) has no row" in run(
+            target, "history", "a", code=1
+        )
 
     def test_verify_reports_it(self, filled: EventStore, target: Target) -> None:
         sql(filled, "DELETE FROM event_positions")

@@ -552,7 +552,10 @@ class Backend:
         query = "SELECT generation FROM event_positions WHERE id = 1"
         if self.name == "postgresql":
             query += " FOR UPDATE"  # SQLite: the write transaction already holds the lock
-        return int(conn.exec_driver_sql(query).scalar_one())
+        generation = conn.exec_driver_sql(query).scalar_one_or_none()
+        if generation is None:
+            raise counter_missing("no event can be given a position: nothing was written")
+        return int(generation)
 
     def remember(self, written: Sequence[Written]) -> None:
         """Called after a commit; a backend may cache flow heads."""
