@@ -438,6 +438,12 @@ class Maintenance:
         """Schedule every enabled job on a background scheduler and start it."""
         if self._scheduler is not None:
             raise InvalidInput("the maintenance scheduler is already started")
+        if self._catching_up is not None and self._catching_up.is_alive():
+            # shutdown(wait=False) left it going: clearing the stop would set it off again
+            raise InvalidInput(
+                "the runs of missed periods the last start began are still stopping: "
+                "wait for them (missed_runs) before starting again"
+            )
         self._stopping.clear()
         scheduler = BackgroundScheduler(
             timezone=self.config.zone,
@@ -500,7 +506,6 @@ class Maintenance:
             self._scheduler = None
             if self._catching_up is not None and wait:
                 self._catching_up.join()
-            self._catching_up = None
             log.info("maintenance: stopped")
 
     def __enter__(self) -> Self:

@@ -113,6 +113,38 @@ class TestAtStart:
             clock.move_to("2030-01-02 09:00")
             assert list(Maintenance(store, ONLY_NIGHTLY, jobs=[NIGHTLY]).missed()) == ["nightly"]
 
+    def test_a_start_while_the_last_ones_runs_still_stop_is_refused(self, store: EventStore) -> None:
+        """``shutdown(wait=False)`` leaves a missed period's run going: a new ``start`` would clear
+        its stop and report its results as the new start's, so it is refused until that run ends."""
+        entered, release = threading.Event(), threading.Event()
+
+        def slow(ctx: JobContext) -> dict[str, Any]:
+            entered.set()
+            assert release.wait(BARRIER_TIMEOUT)
+            return record(ctx)
+
+        config = MaintenanceConfig(
+            run_missed=False,
+            jobs={"slow": JobConfig(run_missed=True), "nightly": JobConfig(run_missed=True)},
+        )
+        jobs = [Job("slow", slow, JobConfig(cron="0 1 * * *")), NIGHTLY]
+        with freeze_time("2030-01-01 00:00") as clock:
+            store.append("f", [NewEvent("Noted", {})])
+            clock.move_to("2030-01-02 09:00")
+            service = Maintenance(store, config, jobs=jobs)
+            service.start()
+            try:
+                assert entered.wait(BARRIER_TIMEOUT)
+                service.shutdown(wait=False)
+                with pytest.raises(InvalidInput, match="still stopping"):
+                    service.start()
+            finally:
+                release.set()
+            results = service.missed_runs(timeout=BARRIER_TIMEOUT)
+            assert results is not None and [(r.name, r.status) for r in results] == [("slow", "ok")]
+            assert started(store) == [stamp("2030-01-02 01:00")]  # stopped: nightly left for the next start
+            assert start_then_stop(service) == [("nightly", "ok")]
+
 
 class TestNeverRun:
     """A job with no period recorded missed its latest one only if the store held an event by then."""
