@@ -30,13 +30,14 @@ def make_catch_up(store: EventStore, name: str) -> Checkpoint:
     (``ProjectionInUse``); a name with no checkpoint (``ProjectionNotFound``, ``RetiredProjection``).
     """
     check_store_and_name(store, name)
-    refuse_in_use(store, name, "hand to a runner")
+    action = "hand to a runner"
+    refuse_in_use(store, name, action)
     with reconnecting.transaction(store) as tx:
         conn = tx.connection
         head = lock_appends(conn)  # no append is half-way: the appends folded every event up to it
         current = read_checkpoint(conn, name, lock=True)
         if current is None:
-            raise not_found(store, conn, name)
+            raise not_found(store, conn, name, action)
         if current.kind != INLINE:
             return current
         conn.execute(

@@ -123,7 +123,7 @@ def _retire(store: EventStore, name: str, *, by: str, reason: str | None, dry_ru
         claimed = read_checkpoint(conn, name + REBUILD_CLAIM) is not None
         owns = list(conn.execute(sa.select(owned.c.table_name).where(owned.c.projection == name)).scalars())
         if current is None and not claimed and not owns:
-            raise not_found(store, conn, name)
+            raise not_found(store, conn, name, "retire")
         now = store.clock()
         done = Retirement(
             name=name,
@@ -205,20 +205,27 @@ def check_store_and_name(store: object, name: object) -> None:
         raise InvalidInput(f"name a projection (a non-empty name without '#'), not {shown(name)}")
 
 
-def refuse_in_use(store: EventStore, name: str, action: str) -> None:
-    """``ProjectionInUse`` for a built-in read model (or a table of one), or one this store folds inline:
-    what ``action`` (``retire``...) may not be done to."""
+def _built_in(name: str, *, table: bool) -> str | None:
+    """Why ``name`` may not be retired or handed over if it is a built-in read model's (with ``table``,
+    the name of one of its tables); else None."""
     from .flows import FlowProjection  # here: the built-in read models import the machinery
     from .langgraph import LangGraphProjection
 
     for built_in in (FlowProjection, LangGraphProjection):
-        tables = {table.name.translate(ASCII_LOWER) for table in built_in().tables.values()}
-        what = (
-            "" if name == built_in.name else "a table of " if name.translate(ASCII_LOWER) in tables else None
-        )
-        if what is not None:
-            said = f"it is {what}the built-in {built_in.__name__}'s read model, which the library folds"
-            raise ProjectionInUse(name, action, said)
+        tables = {each.name.translate(ASCII_LOWER) for each in built_in().tables.values()}
+        if name == built_in.name or (table and name.translate(ASCII_LOWER) in tables):
+            what = "" if name == built_in.name else "a table of "
+            return f"it is {what}the built-in {built_in.__name__}'s read model, which the library folds"
+    return None
+
+
+def refuse_in_use(store: EventStore, name: str, action: str) -> None:
+    """``ProjectionInUse`` for a built-in read model, or one this store folds inline: what ``action``
+    (``retire``...) may not be done to. A name of a built-in's table is refused by ``not_found``, when
+    no projection of that name is recorded: a projection may be named ``sessions`` too."""
+    built_in = _built_in(name, table=False)
+    if built_in is not None:
+        raise ProjectionInUse(name, action, built_in)
     if any(projection.name == name for projection in store.projections):
         raise ProjectionInUse(
             name,
@@ -227,11 +234,15 @@ def refuse_in_use(store: EventStore, name: str, action: str) -> None:
         )
 
 
-def not_found(store: EventStore, conn: sa.Connection, name: str) -> Exception:
-    """``RetiredProjection`` for a name retired already, else ``ProjectionNotFound`` naming the known ones."""
+def not_found(store: EventStore, conn: sa.Connection, name: str, action: str) -> Exception:
+    """``RetiredProjection`` for a name retired already, ``ProjectionInUse`` for a built-in's table
+    (what ``action`` may not be done to), else ``ProjectionNotFound`` naming the known ones."""
     retired = refusal(store, conn, name)
     if retired is not None:
         return retired
+    built_in = _built_in(name, table=True)  # nothing is recorded for it: `retire flow_steps` meant the table
+    if built_in is not None:
+        return ProjectionInUse(name, action, built_in)
     c = checkpoints.c
     names = conn.execute(sa.select(c.name).where(c.kind != RETIRED_KIND).order_by(c.name)).scalars()
     return ProjectionNotFound(name, sorted({known.removesuffix(REBUILD_CLAIM) for known in names}))

@@ -19,12 +19,14 @@ from eventstore import (
     ProjectionInUse,
     ProjectionNotFound,
     RebuildInProgress,
+    RecordedEvent,
     RetiredProjection,
     StoreBusy,
+    Transaction,
 )
 from eventstore.cli import main
 from eventstore.schema import projection_checkpoints, projection_tables
-from projections import CatchUpRunner, FlowProjection, Retirement, rebuild, retire
+from projections import CatchUpRunner, FlowProjection, Projection, Retirement, make_catch_up, rebuild, retire
 from projections.checkpoints import REBUILD_LEASE, claim
 from projections.retiring import SYSTEM_PROJECTIONS_FLOW
 from projections.status import projection_statuses
@@ -85,6 +87,29 @@ def test_the_built_in_read_models_are_refused(target: Target, name: str) -> None
             retire(bare, name, by="ops:ann")
         assert [status.name for status in projection_statuses(bare)] == ["flows"]
         assert bare.last_position() == 1
+
+
+class Sessions(Projection):
+    """A projection of the user's, named as a table of the built-in FlowProjection is."""
+
+    name = "sessions"
+
+    def define_tables(self, metadata: sa.MetaData) -> None:
+        sa.Table("decisions_per_session", metadata, sa.Column("position", sa.Integer, primary_key=True))
+
+    def on_DecisionRecorded(self, tx: Transaction, event: RecordedEvent) -> None:
+        tx.connection.execute(self.table("decisions_per_session").insert().values(position=event.position))
+
+
+def test_a_projection_named_like_a_built_in_table_is_the_users_to_retire(target: Target) -> None:
+    with target.open(projections=[FlowProjection()]) as store, target.open() as bare:
+        decide(store, "agent:a")
+        CatchUpRunner(bare, Sessions()).run_until_caught_up()
+        assert make_catch_up(bare, "sessions").kind == "catchup"  # catch-up already: as it is
+        done = retire(bare, "sessions", by="ops:ann")
+        assert done.tables == ("decisions_per_session",)
+        assert bookkeeping(bare)[2] == [] and "sessions" in sa.inspect(bare.engine).get_table_names()
+        assert [status.name for status in projection_statuses(bare)] == ["flows"]
 
 
 def test_a_projection_this_store_folds_inline_is_refused(target: Target) -> None:
