@@ -14,10 +14,10 @@ an answer.
 Nor can a log with rows deleted, moved or inserted: the events folded must go
 on revision by revision, from revision 1 or from a snapshot's event, and each
 must name the one before it as its ``prev_hash``, compared as they are read
-(the lean read fetches the two hashes raw, to compare, not decode). A log that skips a revision or does not chain is
-``IntegrityViolation``, never a state it was never in. Hashes are compared,
-not computed: an event edited in place with its chain left alone is for
-``verify`` to find.
+(the lean read fetches the two hashes raw, to compare, not decode). A log
+that skips a revision or does not chain is ``IntegrityViolation``, never a
+state it was never in. Hashes are compared, not computed: an event edited
+in place with its chain left alone is for ``verify`` to find.
 """
 
 from __future__ import annotations

@@ -4,8 +4,10 @@ Opening a store with a projection (``projections=[...]``) marks it inline in
 its checkpoint for good: appends fold it, and a runner is refused, since it
 would fold their events a second time. ``make_catch_up`` marks it catch-up
 again, with the log's head as its position: under the append lock no append
-is half-way, so every event up to the head was folded by the appends (those
-made through stores opened with it). It bumps the read models' generation,
+is half-way, so every event up to the head that a store opened with it
+appended was folded. Events that writers opened without it appended while it
+was inline were folded by no one: unless every writer had it, rebuild it
+after the handover (``projections.rebuild``). It bumps the read models' generation,
 so a store still opened with it inline is refused at its next append
 (``Projection.check_current``) rather than fold the events a runner folds.
 """
@@ -24,7 +26,8 @@ CATCH_UP = "catchup"
 
 def make_catch_up(store: EventStore, name: str) -> Checkpoint:
     """Mark the inline projection ``name`` catch-up, from the log's head: a ``CatchUpRunner`` keeps it
-    from there on. Its checkpoint as it is then; one catch-up already is returned as it is.
+    from there on. Its checkpoint as it is then; one catch-up already is returned as it is. Events
+    appended while it was inline by writers opened without it are not in it: rebuild it then.
 
     Refused, with nothing written: a built-in read model, or one this store was opened with
     (``ProjectionInUse``); a name with no checkpoint (``ProjectionNotFound``, ``RetiredProjection``).

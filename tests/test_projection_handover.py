@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from eventstore import EventStore, ProjectionError, ProjectionInUse, ProjectionNotFound, RetiredProjection
 from eventstore.cli import main
-from projections import CatchUpRunner, FlowProjection, make_catch_up, retire
+from projections import CatchUpRunner, FlowProjection, make_catch_up, rebuild, retire
 from projections.status import projection_statuses
 
 from .conftest import Target
@@ -68,8 +68,32 @@ def test_the_cli_hands_it_to_a_runner(tmp_path: Path) -> None:
         decide(store, "agent:a")
     result = CliRunner().invoke(main, ["--url", url, "projections", "make-catch-up", "decisions_by_actor"])
     assert result.exit_code == 0
-    assert result.output == "decisions_by_actor is catch-up from position 1: run it with a runner\n"
+    assert result.output == (
+        "decisions_by_actor is catch-up from position 1: run it with a runner; "
+        "rebuild it first unless every writer had it open while it was inline\n"
+    )
     listed = json.loads(CliRunner().invoke(main, ["--url", url, "projections", "--json"]).output)
     assert [(p["name"], p["kind"], p["position"]) for p in listed] == [("decisions_by_actor", "catchup", 1)]
     with EventStore.open(url) as store, store.reading() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM decisions_by_actor")).scalar_one() == 1
+
+
+def test_events_writers_without_it_appended_while_inline_come_back_with_a_rebuild(target: Target) -> None:
+    """The handover trusts the appends to have folded the log up to its head; writers opened without
+    the projection folded nothing meanwhile, so the documented remedy is a rebuild, which the
+    runner then continues from."""
+    with target.open() as store:
+        decide(store, "agent:a", 2)
+        CatchUpRunner(store, DecisionsByActor()).run_until_caught_up()
+        with target.open(projections=[DecisionsByActor()]) as accidental:
+            decide(accidental, "agent:a", 1)
+            decide(store, "agent:a", 4)  # opened without it: folded by no one
+        make_catch_up(store, "decisions_by_actor")
+        runner = CatchUpRunner(store, DecisionsByActor())
+        runner.run_until_caught_up()
+        assert counts(store, runner.projection) == {"agent:a": 3}  # what the handover alone gives
+        rebuild(store, DecisionsByActor())
+        decide(store, "agent:a", 1)
+        runner = CatchUpRunner(store, DecisionsByActor())
+        runner.run_until_caught_up()
+        assert counts(store, runner.projection) == {"agent:a": 8}

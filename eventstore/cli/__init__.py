@@ -448,7 +448,9 @@ def projections_make_catch_up(ctx: click.Context, name: str, as_json: bool) -> N
     Opening a store with a projection makes it inline for good; this undoes
     that. Stores still opened with it inline are refused at their next
     append: open them without it, and keep it with a CatchUpRunner (or
-    `eventstore maintain --catch-up`).
+    `eventstore maintain --catch-up`). Events that writers opened without it
+    appended while it was inline are in no fold: unless every writer had it,
+    rebuild it (`eventstore rebuild MODULE:CLASS`) after this.
     """
     from projections import make_catch_up
 
@@ -458,7 +460,8 @@ def projections_make_catch_up(ctx: click.Context, name: str, as_json: bool) -> N
         echo_json(checkpoint)
     else:
         click.echo(
-            f"{printable(name)} is catch-up from position {checkpoint.position:,}: run it with a runner"
+            f"{printable(name)} is catch-up from position {checkpoint.position:,}: run it with a runner; "
+            "rebuild it first unless every writer had it open while it was inline"
         )
 
 
