@@ -15,7 +15,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -186,19 +186,12 @@ class SQLiteBackend(Backend):
         50 ms) until ``busy_timeout`` has passed; once the file is in WAL
         mode the statement takes no lock.
         """
-        deadline = time.monotonic() + self._busy_timeout
-        delay = 0.001
-        while True:
-            try:
-                with self.engine.connect() as conn:
-                    conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-                return
-            except sa.exc.OperationalError as exc:
-                left = deadline - time.monotonic()
-                if not _busy(exc) or left <= 0:
-                    raise
-            pause(min(delay, left))
-            delay = min(delay * 2, 0.05)
+
+        def switch() -> None:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA journal_mode = WAL")
+
+        _while_busy(switch, self._busy_timeout)
 
     @contextmanager
     def write_connection(self) -> Iterator[sa.Connection]:
@@ -283,18 +276,7 @@ class SQLiteBackend(Backend):
         if not self._asynchronous:
             raw.execute("BEGIN IMMEDIATE")
             return
-        deadline = time.monotonic() + self._busy_timeout
-        delay = 0.001
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                left = deadline - time.monotonic()
-                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or left <= 0:
-                    raise
-            pause(min(delay, left))
-            delay = min(delay * 2, 0.05)
+        _while_busy(lambda: raw.execute("BEGIN IMMEDIATE"), self._busy_timeout)
 
     def _abandon(self, conn: sa.Connection) -> None:
         """Drop the writer an interruption cut into (``base.abandon``), never to use it again.
@@ -482,9 +464,29 @@ class SQLiteBackend(Backend):
         return checked_row(row, _id_text, _time_text)
 
 
-def _busy(exc: sa.exc.OperationalError) -> bool:
-    """Whether SQLite said SQLITE_BUSY (any extended code); the async adapter's error wraps sqlite3's."""
-    for error in (exc.orig, getattr(exc.orig, "__cause__", None)):
+def _while_busy(attempt: Callable[[], object], busy_timeout: float) -> None:
+    """``attempt()``, tried again while SQLite says SQLITE_BUSY, after a pause (1 ms, doubling to
+    50 ms, as SQLite's own back-off does; on the loop under ``run``), until ``busy_timeout`` has
+    passed: for the waits SQLite's own ``busy_timeout`` does not cover."""
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            attempt()
+            return
+        except (sqlite3.OperationalError, sa.exc.OperationalError) as exc:
+            left = deadline - time.monotonic()
+            if not _busy(exc) or left <= 0:
+                raise
+        pause(min(delay, left))
+        delay = min(delay * 2, 0.05)
+
+
+def _busy(exc: Exception) -> bool:
+    """Whether SQLite said SQLITE_BUSY (any extended code): sqlite3's error, or SQLAlchemy's wrapping
+    it (the async adapter's wraps it once more)."""
+    orig = getattr(exc, "orig", None)
+    for error in (exc, orig, getattr(orig, "__cause__", None)):
         code = getattr(error, "sqlite_errorcode", None)
         if code is not None:
             return bool(code & 0xFF == sqlite3.SQLITE_BUSY)
