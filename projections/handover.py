@@ -10,29 +10,47 @@ was inline were folded by no one: unless every writer had it, rebuild it
 after the handover (``projections.rebuild``). It bumps the read models' generation,
 so a store still opened with it inline is refused at its next append
 (``Projection.check_current``) rather than fold the events a runner folds.
+The handover is recorded in the same transaction: a ``ProjectionMadeCatchUp``
+event (who, why, the position handed over) in the flow ``$system-projections``.
 """
 
 from __future__ import annotations
 
 from eventstore import EventStore, reconnecting
+from eventstore.events import Event
 from eventstore.integrity import format_time
 from eventstore.schema import projection_checkpoints as checkpoints
 
 from .checkpoints import INLINE, Checkpoint, lock_appends, read_checkpoint
-from .retiring import check_store_and_name, not_found, refuse_in_use
+from .retiring import SYSTEM_PROJECTIONS_FLOW, check_store_and_name, check_who, not_found, refuse_in_use
 
 CATCH_UP = "catchup"
 
 
-def make_catch_up(store: EventStore, name: str) -> Checkpoint:
+class ProjectionMadeCatchUp(Event):
+    """The inline projection ``projection`` (at ``version``) was handed to a runner, which folds the
+    log from ``position``, the head then, on."""
+
+    projection: str
+    version: int
+    position: int
+    by: str
+    reason: str | None = None
+
+
+def make_catch_up(store: EventStore, name: str, *, by: str, reason: str | None = None) -> Checkpoint:
     """Mark the inline projection ``name`` catch-up, from the log's head: a ``CatchUpRunner`` keeps it
-    from there on. Its checkpoint as it is then; one catch-up already is returned as it is. Events
-    appended while it was inline by writers opened without it are not in it: rebuild it then.
+    from there on. Its checkpoint as it is then; one catch-up already is returned as it is, and
+    nothing is written. The handover is recorded, by ``by`` and with ``reason``, as a
+    ``ProjectionMadeCatchUp`` event in ``$system-projections``, after the position handed over.
+    Events appended while it was inline by writers opened without it are not in it: rebuild it then.
 
     Refused, with nothing written: a built-in read model, or one this store was opened with
-    (``ProjectionInUse``); a name with no checkpoint (``ProjectionNotFound``, ``RetiredProjection``).
+    (``ProjectionInUse``); a name with no checkpoint (``ProjectionNotFound``, ``RetiredProjection``);
+    a ``by`` that is not 1 to 200 characters of text (``InvalidInput``).
     """
     check_store_and_name(store, name)
+    check_who("handing a projection to a runner", "who hands it over", by, reason)
     action = "hand to a runner"
     refuse_in_use(store, name, action)
     with reconnecting.transaction(store) as tx:
@@ -50,4 +68,8 @@ def make_catch_up(store: EventStore, name: str) -> Checkpoint:
         )
         # a store still opened with it inline checks it again at its next append, and is refused
         conn.exec_driver_sql("UPDATE event_positions SET generation = generation + 1 WHERE id = 1")
+        handed = ProjectionMadeCatchUp(
+            projection=name, version=current.version, position=head, by=by, reason=reason
+        )
+        tx.append(SYSTEM_PROJECTIONS_FLOW, [handed], metadata={"actor": by})
     return Checkpoint(name, CATCH_UP, current.version, head, current.build)

@@ -184,16 +184,20 @@ def _check_arguments(
     store: object, name: object, by: object, reason: object, dry_run: object, patience: object
 ) -> None:
     check_store_and_name(store, name)
-    check_text("the 'by' of retiring a projection", by)
-    if not isinstance(by, str) or not by.strip() or len(by) > MAX_BY_LENGTH:
-        raise InvalidInput(
-            f"retiring a projection needs a 'by' of 1 to {MAX_BY_LENGTH} characters: who retires it"
-        )
-    if reason is not None:
-        check_text("the 'reason' of retiring a projection", reason)
+    check_who("retiring a projection", "who retires it", by, reason)
     check_flag("dry_run", dry_run)
     if isinstance(patience, bool) or not isinstance(patience, int | float) or not patience >= 0:
         raise InvalidInput(f"patience must be a number of seconds, 0 or more, not {shown(patience)}")
+
+
+def check_who(action: str, who: str, by: object, reason: object) -> None:
+    """``InvalidInput`` unless ``by`` (``who``: "who retires it") is 1 to ``MAX_BY_LENGTH`` characters
+    of text and ``reason`` is None or text: what ``action`` records in ``$system-projections``."""
+    check_text(f"the 'by' of {action}", by)
+    if not isinstance(by, str) or not by.strip() or len(by) > MAX_BY_LENGTH:
+        raise InvalidInput(f"{action} needs a 'by' of 1 to {MAX_BY_LENGTH} characters: {who}")
+    if reason is not None:
+        check_text(f"the 'reason' of {action}", reason)
 
 
 def check_store_and_name(store: object, name: object) -> None:

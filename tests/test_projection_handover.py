@@ -10,7 +10,14 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from eventstore import EventStore, ProjectionError, ProjectionInUse, ProjectionNotFound, RetiredProjection
+from eventstore import (
+    EventStore,
+    InvalidInput,
+    ProjectionError,
+    ProjectionInUse,
+    ProjectionNotFound,
+    RetiredProjection,
+)
 from eventstore.cli import main
 from projections import CatchUpRunner, FlowProjection, make_catch_up, rebuild, retire
 from projections.status import projection_statuses
@@ -25,24 +32,53 @@ def test_an_accidental_inline_open_is_undone_and_a_runner_folds_each_event_once(
     with target.open() as store:
         with pytest.raises(ProjectionError, match="is folded inline"):
             CatchUpRunner(store, DecisionsByActor()).run_once()
-        checkpoint = make_catch_up(store, "decisions_by_actor")
+        checkpoint = make_catch_up(store, "decisions_by_actor", by="ops:ann")
         assert (checkpoint.kind, checkpoint.position) == ("catchup", 2)
         decide(store, "agent:a", 3)  # after the handover: the runner's to fold
         runner = CatchUpRunner(store, DecisionsByActor())
-        assert runner.run_until_caught_up() == 3
+        assert runner.run_until_caught_up() == 4  # the handover's own event, then the three
         assert counts(store, runner.projection) == {"agent:a": 5}  # none folded twice, none missed
         (status,) = projection_statuses(store)
         assert (status.kind, status.behind) == ("catchup", 0)
-        assert make_catch_up(store, "decisions_by_actor").position == 5  # catch-up already: as it is
+        again = make_catch_up(store, "decisions_by_actor", by="ops:ann")
+        assert again.position == 6  # catch-up already: as it is
+        assert len(list(store.read_flow("$system-projections"))) == 1  # and nothing recorded for that
 
 
 def test_a_store_still_folding_it_inline_is_refused_and_writes_nothing(target: Target) -> None:
     with target.open(projections=[DecisionsByActor()]) as inline, target.open() as store:
         decide(inline, "agent:a")
-        make_catch_up(store, "decisions_by_actor")
+        make_catch_up(store, "decisions_by_actor", by="ops:ann")
         with pytest.raises(ProjectionError, match="handed to a runner"):
             decide(inline, "agent:a")
-        assert store.last_position() == 1
+        assert store.last_position() == 2  # the decision and the handover's record
+
+
+def test_the_handover_is_recorded_with_who_and_why_after_the_position_handed_over(target: Target) -> None:
+    with target.open(projections=[DecisionsByActor()]) as inline:
+        decide(inline, "agent:a", 2)
+    with target.open() as store:
+        make_catch_up(store, "decisions_by_actor", by="ops:ann", reason="opened inline by mistake")
+        (handed,) = store.read_flow("$system-projections")
+    assert (handed.type, handed.position, handed.metadata["actor"]) == ("ProjectionMadeCatchUp", 3, "ops:ann")
+    assert handed.data == {
+        "projection": "decisions_by_actor",
+        "version": 1,
+        "position": 2,
+        "by": "ops:ann",
+        "reason": "opened inline by mistake",
+    }
+
+
+@pytest.mark.parametrize("by", ["", "  ", "x" * 201, 7, None])
+def test_a_handover_without_a_proper_by_is_refused_and_writes_nothing(target: Target, by: object) -> None:
+    with target.open(projections=[DecisionsByActor()]) as inline:
+        decide(inline, "agent:a")
+    with target.open() as store:
+        with pytest.raises(InvalidInput, match=r"projection to a runner needs a 'by'|'by' of handing"):
+            make_catch_up(store, "decisions_by_actor", by=by)  # type: ignore[arg-type]  # what is refused
+        (status,) = projection_statuses(store)
+        assert (status.kind, store.last_position()) == ("inline", 1)
 
 
 def test_built_ins_this_handle_unknown_and_retired_names_are_refused(target: Target) -> None:
@@ -50,13 +86,13 @@ def test_built_ins_this_handle_unknown_and_retired_names_are_refused(target: Tar
         decide(store, "agent:a")
         for name in ("flows", "decisions_by_actor"):
             with pytest.raises(ProjectionInUse):
-                make_catch_up(store, name)
+                make_catch_up(store, name, by="ops:ann")
     with target.open() as store:
         with pytest.raises(ProjectionNotFound):
-            make_catch_up(store, "nope")
+            make_catch_up(store, "nope", by="ops:ann")
         retire(store, "decisions_by_actor", by="ops:ann")
         with pytest.raises(RetiredProjection):
-            make_catch_up(store, "decisions_by_actor")
+            make_catch_up(store, "decisions_by_actor", by="ops:ann")
         with store.reading() as conn:
             kinds = conn.exec_driver_sql("SELECT kind FROM projection_checkpoints ORDER BY name").scalars()
             assert list(kinds) == ["retired", "inline"]  # decisions_by_actor#retired, flows
@@ -66,7 +102,8 @@ def test_the_cli_hands_it_to_a_runner(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     with EventStore.open(url, projections=[DecisionsByActor()]) as store:
         decide(store, "agent:a")
-    result = CliRunner().invoke(main, ["--url", url, "projections", "make-catch-up", "decisions_by_actor"])
+    arguments = ["projections", "make-catch-up", "decisions_by_actor", "--by", "ops:ann"]
+    result = CliRunner().invoke(main, ["--url", url, *arguments])
     assert result.exit_code == 0
     assert result.output == (
         "decisions_by_actor is catch-up from position 1: run it with a runner; "
@@ -88,7 +125,7 @@ def test_events_writers_without_it_appended_while_inline_come_back_with_a_rebuil
         with target.open(projections=[DecisionsByActor()]) as accidental:
             decide(accidental, "agent:a", 1)
             decide(store, "agent:a", 4)  # opened without it: folded by no one
-        make_catch_up(store, "decisions_by_actor")
+        make_catch_up(store, "decisions_by_actor", by="ops:ann")
         runner = CatchUpRunner(store, DecisionsByActor())
         runner.run_until_caught_up()
         assert counts(store, runner.projection) == {"agent:a": 3}  # what the handover alone gives

@@ -105,7 +105,7 @@ def test_a_projection_named_like_a_built_in_table_is_the_users_to_retire(target:
     with target.open(projections=[FlowProjection()]) as store, target.open() as bare:
         decide(store, "agent:a")
         CatchUpRunner(bare, Sessions()).run_until_caught_up()
-        assert make_catch_up(bare, "sessions").kind == "catchup"  # catch-up already: as it is
+        assert make_catch_up(bare, "sessions", by="ops:ann").kind == "catchup"  # catch-up already: as it is
         done = retire(bare, "sessions", by="ops:ann")
         assert done.tables == ("decisions_per_session",)
         assert bookkeeping(bare)[2] == [] and "sessions" in sa.inspect(bare.engine).get_table_names()

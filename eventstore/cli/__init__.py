@@ -440,13 +440,18 @@ def projections_retire(
 
 @projections_.command("make-catch-up")
 @click.argument("name")
+@click.option("--by", "by", required=True, help="Who hands it over (recorded in $system-projections).")
+@click.option("--reason", default=None, help="Why (say, it was opened inline by mistake).")
 @click.option("--json", "as_json", is_flag=True, help="Its checkpoint as JSON.")
 @click.pass_context
-def projections_make_catch_up(ctx: click.Context, name: str, as_json: bool) -> None:
+def projections_make_catch_up(
+    ctx: click.Context, name: str, by: str, reason: str | None, as_json: bool
+) -> None:
     """Hand inline projection NAME to a runner: mark it catch-up from the log's head.
 
     Opening a store with a projection makes it inline for good; this undoes
-    that. Stores still opened with it inline are refused at their next
+    that, recorded with --by and --reason in the flow $system-projections.
+    Stores still opened with it inline are refused at their next
     append: open them without it, and keep it with a CatchUpRunner (or
     `eventstore maintain --catch-up`). Events that writers opened without it
     appended while it was inline are in no fold: unless every writer had it,
@@ -455,7 +460,7 @@ def projections_make_catch_up(ctx: click.Context, name: str, as_json: bool) -> N
     from projections import make_catch_up
 
     with _open(ctx) as store, _errors():
-        checkpoint = make_catch_up(store, name)
+        checkpoint = make_catch_up(store, name, by=by, reason=reason)
     if as_json:
         echo_json(checkpoint)
     else:
