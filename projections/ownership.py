@@ -298,3 +298,27 @@ def _built_before_ownership(
     named += [index["name"] for index in inspector.get_indexes(name)]
     named += [unique["name"] for unique in inspector.get_unique_constraints(name)]
     return any(isinstance(n, str) and n.endswith(suffix) for n in named)
+
+
+def enum_types_only_of(conn: sa.Connection, tables: list[str]) -> list[str]:
+    """PostgreSQL: the enum types of the columns of ``tables`` (in their schema) that nothing else uses,
+    not even as an array: those to drop with them. Elsewhere, and for no tables, none."""
+    if conn.dialect.name != "postgresql" or not tables:
+        return []
+    query = sa.text(
+        """
+        WITH dropped AS (
+            SELECT to_regclass(quote_ident(name)) AS oid FROM unnest(CAST(:tables AS text[])) AS name
+        )
+        SELECT DISTINCT t.typname FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_type t ON t.oid = a.atttypid AND t.typtype = 'e' AND t.typnamespace = c.relnamespace
+        WHERE a.attrelid IN (SELECT oid FROM dropped) AND a.attnum > 0 AND NOT a.attisdropped
+        AND NOT EXISTS (
+            SELECT 1 FROM pg_depend d WHERE d.refobjid IN (t.oid, t.typarray) AND d.deptype = 'n'
+            AND NOT (d.classid = 'pg_class'::regclass AND d.objid IN (SELECT oid FROM dropped))
+        )
+        ORDER BY t.typname
+        """
+    )
+    return list(conn.execute(query, {"tables": tables}).scalars())

@@ -176,7 +176,7 @@ def _ensure(store: EventStore, projection: Projection, *, inline: bool, rebuilt:
         if current is None and not store_has_events(conn):
             tag = secrets.token_hex(4)
             for table in projection.build_tables("", tag).values():
-                table.create(conn, checkfirst=False)
+                _create_table(conn, table)
             write_checkpoint(store, conn, projection, position=0, build=tag, kind=INLINE if inline else None)
             return tag
     rebuild(store, projection, wait=True, only_if_outdated=not behind)
@@ -339,8 +339,7 @@ def _rebuild(
         for table in target.tables.values():
             # Secondary indexes are built once at the end, not row by row.
             late_indexes.extend(table.indexes)
-            _create_named_types(tx.connection, table)
-            tx.connection.execute(sa.schema.CreateTable(table))
+            _create_table(tx.connection, table, indexes=False)
     head = start = store.last_position()
     total = _events_up_to(store, head)  # fewer than ``head`` once retention pruned flows
     memo: dict[Any, Any] = {SOLE_WRITER: True}
@@ -468,12 +467,16 @@ def _drop_fresh_tables(store: EventStore, projection: Projection, tag: str, fail
         )
 
 
-def _create_named_types(conn: sa.Connection, table: sa.Table) -> None:
-    """The types of its own a column names (an enum, on PostgreSQL), unless they exist: CREATE TABLE
-    does not make them (``Table.create`` would, with the indexes a rebuild makes last)."""
+def _create_table(conn: sa.Connection, table: sa.Table, *, indexes: bool = True) -> None:
+    """Create ``table`` (with its indexes, unless a rebuild makes them last), and first the types of its
+    own a column names (an enum, on PostgreSQL) unless they exist: another projection's table may use
+    one too, and ``Table.create`` would make it whatever exists."""
     for column in table.columns:
         if isinstance(column.type, sa.types.SchemaType):
             column.type.create(conn, checkfirst=True)
+    conn.execute(sa.schema.CreateTable(table))
+    for index in table.indexes if indexes else ():
+        index.create(conn)
 
 
 def _events_up_to(store: EventStore, position: int) -> int:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
+from pydantic import Field
 
 from eventstore import EventStore, Transaction
 from eventstore.aio import pause
@@ -37,11 +38,11 @@ from eventstore.schema import projection_tables as owned
 
 from .checkpoints import RETIRED, RETIRED_KIND, lock_appends, read_checkpoint, retired_at
 from .definitions import ASCII_LOWER
-from .ownership import referrers_first
+from .ownership import enum_types_only_of, referrers_first
 from .swap import FIRST_PAUSE, LONGEST_PAUSE, LiveTableBusy, lock_tables
 
 SYSTEM_PROJECTIONS_FLOW = "$system-projections"
-"""The flow that records every projection retired, in the transaction that retired it."""
+"""The flow that records every projection retired or handed to a runner, in the transaction that did it."""
 MAX_BY_LENGTH = 200
 PATIENCE = 30.0
 """How long ``retire`` waits in all, by default, for tables a long transaction holds (PostgreSQL)."""
@@ -58,13 +59,15 @@ class ProjectionRetired(Event):
     tables: list[str]
     by: str
     reason: str | None = None
+    types: list[str] = Field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
 class Retirement:
     """What ``retire`` dropped (with ``dry_run``, would drop): the projection's ``tables``, its
     checkpoint as it stood (``kind``, ``version``, ``position``: None for a first build that never
-    finished) and, with ``claim``, a rebuild's claim that had died or expired."""
+    finished), on PostgreSQL the enum ``types`` only its tables used, and, with ``claim``, a
+    rebuild's claim that had died or expired."""
 
     name: str
     kind: str | None
@@ -76,6 +79,7 @@ class Retirement:
     reason: str | None
     retired_at: datetime
     dry_run: bool
+    types: tuple[str, ...] = ()
 
 
 def retire(
@@ -125,12 +129,14 @@ def _retire(store: EventStore, name: str, *, by: str, reason: str | None, dry_ru
         if current is None and not claimed and not owns:
             raise not_found(store, conn, name, "retire")
         now = store.clock()
+        tables = referrers_first(conn, owns)  # those that exist, in the order dropped
         done = Retirement(
             name=name,
             kind=None if current is None else current.kind,
             version=None if current is None else current.version,
             position=None if current is None else current.position,
-            tables=tuple(referrers_first(conn, owns)),  # those that exist, in the order dropped
+            tables=tuple(tables),
+            types=tuple(enum_types_only_of(conn, tables)),
             claim=claimed,
             by=by,
             reason=reason,
@@ -149,6 +155,8 @@ def _drop(tx: Transaction, done: Retirement) -> None:
     quote = conn.dialect.identifier_preparer.quote_identifier
     for table in done.tables:
         conn.exec_driver_sql(f"DROP TABLE {quote(table)}")
+    for type_ in done.types:
+        conn.exec_driver_sql(f"DROP TYPE {quote(type_)}")
     c = checkpoints.c
     conn.execute(owned.delete().where(owned.c.projection == done.name))
     conn.execute(
@@ -176,6 +184,7 @@ def _drop(tx: Transaction, done: Retirement) -> None:
         tables=list(done.tables),
         by=done.by,
         reason=done.reason,
+        types=list(done.types),
     )
     tx.append(SYSTEM_PROJECTIONS_FLOW, [retired], metadata={"actor": done.by})
 

@@ -433,6 +433,8 @@ def projections_retire(
         f"its tables {', '.join(printable(table) for table in done.tables)}" if done.tables else "no tables"
     )
     at = "" if done.version is None else f" (version {done.version}, {done.kind})"
+    types = ", ".join(printable(type_) for type_ in done.types)
+    tables += f" and the enum types {types} only they used" if types else ""
     claim = "; and a rebuild's claim that had died or expired" if done.claim else ""
     verb = "would drop" if dry_run else "dropped"
     click.echo(f"{'would retire' if dry_run else 'retired'} {printable(name)}{at}: {verb} {tables}{claim}")
