@@ -19,10 +19,14 @@ from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
+import sqlalchemy as sa
+
 from .checks import check_path
 from .errors import InvalidInput, NotSupported, StorageError
 from .store import EventStore
 
+CHECK_STEPS = 100_000
+"""How many steps of SQLite's engine ``check_database`` runs between calls of its ``stop``."""
 PAGES_PER_STEP = 4096
 """How many pages ``backup`` copies between calls of its progress hook (16 MiB at 4 KiB pages)."""
 
@@ -81,16 +85,44 @@ def wal_checkpoint(store: EventStore) -> WalCheckpoint:
     return WalCheckpoint(bool(row[0]), int(row[1]), int(row[2]))
 
 
-def check_database(store: EventStore, *, quick: bool = True) -> list[str]:
+def check_database(
+    store: EventStore, *, quick: bool = True, stop: Callable[[], bool] | None = None
+) -> list[str] | None:
     """SQLite's own check of the file: ``["ok"]``, or what it found broken.
 
     ``quick=True`` runs ``PRAGMA quick_check`` (no index cross-checks: fast
     enough for a schedule); ``quick=False`` runs ``PRAGMA integrity_check``.
+    Either is one statement, which can take minutes on a big file: ``stop``,
+    asked before it starts and every ``CHECK_STEPS`` steps of SQLite's engine,
+    ends it early when it returns True, and then the result is None (nothing
+    was concluded).
     """
     pragma = "quick_check" if quick else "integrity_check"
     sqlite_file(store, f"PRAGMA {pragma}", instead=PG_CHECK_ADVICE)
+    if stop is not None and not callable(stop):
+        raise InvalidInput(f"stop must be callable, not {type(stop).__name__}")
+    stopped = False
+
+    def asked() -> bool:
+        nonlocal stopped
+        stopped = stopped or bool(stop and stop())
+        return stopped
+
+    if asked():
+        return None
     with store.reading() as conn:
-        return [str(row[0]) for row in conn.exec_driver_sql(f"PRAGMA {pragma}")]
+        driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]  # pysqlite's
+        if stop is not None:
+            driver.set_progress_handler(asked, CHECK_STEPS)
+        try:
+            return [str(row[0]) for row in conn.exec_driver_sql(f"PRAGMA {pragma}")]
+        except sa.exc.OperationalError:
+            if stopped:  # SQLite's "interrupted": the handler said so
+                return None
+            raise
+        finally:
+            if stop is not None:
+                driver.set_progress_handler(None, 0)  # the connection goes back to the pool
 
 
 def backup(

@@ -302,9 +302,11 @@ def full_integrity_check(ctx: JobContext) -> dict[str, Any]:
 
 def _check(ctx: JobContext, *, quick: bool) -> dict[str, Any]:
     try:
-        found = check_database(ctx.store, quick=quick)
+        found = check_database(ctx.store, quick=quick, stop=lambda: ctx.stopping)
     except NotSupported as exc:
         raise _skip(str(exc)) from exc
+    if found is None:  # shutting down: the check ended unfinished, and the next period checks
+        return {"result": None, "stopped": True}
     if found != ["ok"]:
         pragma = "quick_check" if quick else "integrity_check"
         for line in found[:100]:

@@ -173,6 +173,27 @@ class TestSqliteChecks:
         assert service.run_once("quick-check").details == {"result": "ok"}
         assert service.run_once("integrity-check").details == {"result": "ok"}  # disabled, but runs on demand
 
+    @pytest.mark.parametrize("quick", [True, False], ids=["quick", "full"])
+    def test_a_check_ends_early_when_stop_says_so_and_the_connection_is_left_as_it_was(
+        self, sqlite_store: EventStore, monkeypatch: pytest.MonkeyPatch, quick: bool
+    ) -> None:
+        record_some(sqlite_store)
+        monkeypatch.setattr(housekeeping, "CHECK_STEPS", 100)
+        asked: list[int] = []
+
+        def stop() -> bool:
+            asked.append(1)
+            return len(asked) == 3
+
+        assert check_database(sqlite_store, quick=quick, stop=stop) is None
+        assert len(asked) == 3  # not asked again once it said stop
+        assert check_database(sqlite_store, quick=quick, stop=lambda: False) == ["ok"]
+        assert check_database(sqlite_store, quick=quick) == ["ok"]
+        with sqlite_store.reading() as conn:  # the pooled connection has no handler left behind
+            assert conn.exec_driver_sql("SELECT count(*) FROM flow_events").scalar_one() == 26
+        with pytest.raises(InvalidInput, match="stop must be callable"):
+            check_database(sqlite_store, stop=True)  # type: ignore[arg-type]  # what is refused
+
     def test_they_go_through_the_store(self, sqlite_store: EventStore, tmp_path: Path) -> None:
         sqlite_store.engine.dispose()  # the next check opens the file afresh
         for name in ("live.db-wal", "live.db-shm"):

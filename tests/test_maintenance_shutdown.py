@@ -81,6 +81,32 @@ def test_a_backup_stops_at_its_next_step_and_leaves_no_copy(
     assert list((tmp_path / "b").iterdir()) == []
 
 
+@pytest.mark.parametrize("job", ["quick-check", "integrity-check"])
+def test_a_check_of_the_file_stops_unfinished_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, job: str
+) -> None:
+    """SIGTERM during SQLite's one long check statement: it ends within a few steps, `ok` and
+    `stopped` with no result, not after the whole file was read."""
+    with EventStore.open(f"sqlite:///{tmp_path / 'live.db'}") as store:
+        store.append("notes", [NewEvent("Noted", {"text": "x" * 5000}) for _ in range(20)])
+        monkeypatch.setattr(housekeeping, "CHECK_STEPS", 100)
+        service = Maintenance(store)
+        asked: list[int] = []
+
+        def stopping(ctx: JobContext) -> bool:
+            asked.append(1)
+            if len(asked) == 2:
+                service.shutdown()  # as SIGTERM does, while the check runs
+            return service._stopping.is_set()
+
+        monkeypatch.setattr(JobContext, "stopping", property(stopping))
+        result = service.run_once(job)
+        assert (result.status, result.details) == ("ok", {"result": None, "stopped": True})
+        assert len(asked) == 2
+        monkeypatch.undo()
+        assert Maintenance(store).run_once(job).details == {"result": "ok"}
+
+
 def test_catch_up_stops_at_its_next_batch_and_leaves_the_next_projection_to_the_next_run(
     store: EventStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
