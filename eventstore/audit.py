@@ -39,7 +39,6 @@ from typing import Any, ClassVar
 
 import sqlalchemy as sa
 
-from .backends.base import VERIFY_COLUMNS
 from .causation import (
     CAUSATION_KEY,
     CORRELATION_KEY,
@@ -53,6 +52,7 @@ from .causation import (
     gate_opening,
     gate_openings,
 )
+from .checked_rows import Checked, checked_by_position
 from .checks import check_count, check_names, check_nonempty_text, check_text
 from .errors import InvalidInput, SessionNotFound
 from .events import RecordedEvent
@@ -65,7 +65,7 @@ from .graph_checkpoints import (
     TASK_FAILED,
     WRITE_EVENTS,
 )
-from .integrity import check_envelope, format_time
+from .integrity import format_time
 from .legal_holds import SYSTEM_RETENTION_FLOW
 from .relays import relayed, written
 from .schema import (
@@ -392,9 +392,11 @@ def audit_trail(
     check_count("after_position", after_position)
     if limit is not None:
         check_count("limit", limit)
-    streams: list[Iterator[_Checked]] = []
+    streams: list[Iterator[Checked]] = []
     if holds:  # a read of $system-retention's events (its primary key), checked row by row: holds are few
-        streams.append(_checked(store, sa.select().where(*hold_conditions, *scope), after_position, limit))
+        streams.append(
+            checked_by_position(store, sa.select().where(*hold_conditions, *scope), after_position, limit)
+        )
     # a trail of a flow, session, actor or correlation reads its own index; the rest, a window's span
     unscoped = flow_id is None and session is None and actor is None and correlation_id is None
     window = _window(store, since, until) if wanted and unscoped else None
@@ -515,44 +517,21 @@ def entry_from_event(
 # -- internals -----------------------------------------------------------------------
 
 
-def _limit_first(
-    store: EventStore, base: sa.Select[Any], after: int, limit: int | None
-) -> Iterator[_Checked]:
+def _limit_first(store: EventStore, base: sa.Select[Any], after: int, limit: int | None) -> Iterator[Checked]:
     """The events ``base`` selects, the first ``limit`` in one short read, the rest only if asked for.
 
     A LangGraph task's writes give zero to three entries, so ``limit`` rows may not be ``limit``
     entries; most trails need no more, and a merged stream is read no further than it is used."""
     last, read = after, 0
-    for checked in _checked(store, base, after, limit):
+    for checked in checked_by_position(store, base, after, limit):
         last, read = checked[0].position, read + 1
         yield checked
     if limit and read == limit:
-        yield from _checked(store, base, last, None)
-
-
-_Checked = tuple[RecordedEvent, tuple[str, ...]]
-"""An event, and what ``verify`` would find wrong with its row on its own (``AuditEntry.tampered``)."""
-
-_CHECKED_COLUMNS = [*VERIFY_COLUMNS, _c.recorded_at]
-"""A row as ``verify`` reads it, then the time as the event's (``VERIFY_COLUMNS`` has its text)."""
-
-
-def _checked(store: EventStore, base: sa.Select[Any], after: int, limit: int | None) -> Iterator[_Checked]:
-    """The events ``base`` selects, in keyset pages by position, each with its row's own check.
-
-    One read of a row gives both the event and the row as stored: reading the page again for its
-    hashes took half of a long trail's time."""
-    query = base.with_only_columns(*_CHECKED_COLUMNS).order_by(_c.position)
-    decode, stored = store._backend.decode, store._backend.stored_row
-    pages = store._pages(lambda cursor: query.where(_c.position > cursor), lambda row: row[0], after, limit)
-    for rows in pages:
-        for row in rows:
-            event = decode((*row[:8], row[13], row[11], row[12]))
-            yield event, tuple(problem.kind for problem in check_envelope(stored(row[:13])))
+        yield from checked_by_position(store, base, last, None)
 
 
 def _entries(
-    store: EventStore, checked: Iterator[_Checked], batch: int, *, relaying: list[Any] | None
+    store: EventStore, checked: Iterator[Checked], batch: int, *, relaying: list[Any] | None
 ) -> Iterator[AuditEntry]:
     """Each event's entries, ``batch`` events at a time: the gate openings of a page's decisions
     are looked up at once. With ``relaying`` (a trail that is not one flow's, so it holds the

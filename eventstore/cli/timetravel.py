@@ -14,7 +14,8 @@ from typing import Any
 import click
 import orjson
 
-from ..errors import FlowExists, FlowPruned, InvalidInput
+from ..checked_rows import Checked, checked_flow
+from ..errors import FlowExists, FlowPruned, InvalidInput, command_line
 from ..events import RecordedEvent
 from ..flow_fold import STEP_EVENT_TYPES, view_to_dict
 from ..graph_flows import refuse_thread
@@ -57,8 +58,9 @@ def _point(text: str) -> int | datetime:
     return in_utc(moment)
 
 
-def _history_lines(history: Timeline, expand: bool) -> Iterator[str]:
-    """A header, then a table: one row per event or step span (and, expanded, the span's events)."""
+def _history_lines(history: Timeline, expand: bool, tampered: dict[int, tuple[str, ...]]) -> Iterator[str]:
+    """A header, then a table: one row per event or step span (and, expanded, the span's events); an
+    event (or a span of events) whose row does not match its hashes is marked TAMPERED."""
     first, last = _ends(history.items)
     one_day = first.date() == last.date()
     at = clock if one_day else when
@@ -74,20 +76,33 @@ def _history_lines(history: Timeline, expand: bool) -> Iterator[str]:
         if isinstance(item, StepSpan):
             revisions = f"r{item.first_revision}-{item.last_revision}"
             label = f"step {item.step_id}" + (f" ({item.name})" if item.name else "")
+            edited = any(event.revision in tampered for event in item.events)
             rows.append(
                 [
                     revisions,
                     at(item.began_at),
-                    Styled(label, bold=True),
+                    Styled(f"TAMPERED {label}", fg="red", bold=True) if edited else Styled(label, bold=True),
                     "-" if item.actor is None else printable(item.actor),
                     _span(item),
                 ]
             )
             if expand:
-                rows.extend(_event_row(event, at, "  ") for event in item.events)
+                rows.extend(_event_row(event, at, "  ", event.revision in tampered) for event in item.events)
         else:
-            rows.append(_event_row(item, at, ""))
+            rows.append(_event_row(item, at, "", item.revision in tampered))
     yield from table(["REV", "TIME", "EVENT", "ACTOR", "SUMMARY"], rows)
+
+
+def _tampered_lines(flow_id: str, tampered: dict[int, tuple[str, ...]]) -> None:
+    """On standard error, each event marked TAMPERED and what is wrong with its row, then what to do."""
+    for revision, problems in tampered.items():
+        echo(
+            f"TAMPERED {printable(flow_id)}@{revision}: the stored row does not match its hashes "
+            f"({', '.join(problems)}); the table shows what it holds now, not what was recorded",
+            err=True,
+        )
+    if tampered:
+        echo(f"run `{printable(command_line('verify', flow_id))}` for the whole check", err=True)
 
 
 def _ends(items: tuple[TimelineItem, ...]) -> tuple[datetime, datetime]:
@@ -96,8 +111,13 @@ def _ends(items: tuple[TimelineItem, ...]) -> tuple[datetime, datetime]:
     return first, max(ends)
 
 
-def _event_row(event: RecordedEvent, at: Callable[[datetime], str], indent: str) -> list[Cell]:
-    kind = Styled(indent + event.type, fg=colour_of(event.type), dim=bool(indent))
+def _event_row(
+    event: RecordedEvent, at: Callable[[datetime], str], indent: str, tampered: bool = False
+) -> list[Cell]:
+    if tampered:
+        kind = Styled(f"{indent}TAMPERED {event.type}", fg="red", bold=True)
+    else:
+        kind = Styled(indent + event.type, fg=colour_of(event.type), dim=bool(indent))
     return [f"{indent}r{event.revision}", at(event.recorded_at), kind, actor_of(event), summarize(event, 80)]
 
 
@@ -222,24 +242,35 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         read as one span, on the line where the step began; --events lists
         them under it. The table is aligned over all its rows, so it holds the
         flow's events; --json streams them, in memory that does not grow with the flow.
+        An event whose stored row does not match its hashes is marked TAMPERED
+        and named on standard error ("tampered" in --json): run `eventstore verify`.
         """
         with open_store(ctx) as store, errors():
-            events = store.read_flow(flow_id)
-            first = next(events, None)
+            checked = checked_flow(store, flow_id)
+            first = next(checked, None)
             if first is None:
                 raise flow_not_found(store, flow_id)
             with store.reading() as conn:
                 partial = partly_restored(conn, flow_id)
             for flow in partial:
                 echo(f"warning: {printable(flow.warning())}", err=True)
+            tampered: dict[int, tuple[str, ...]] = {}
             if as_json:  # streamed in the store's pages: a flow of any length in bounded memory
-                for event in itertools.chain((first,), events):
+                for event, problems in itertools.chain((first,), checked):
                     step = event.data.get("step_id") if event.type in STEP_EVENT_TYPES else None
-                    echo_json({**event_dict(event), "step_id": step})
+                    echo_json({**event_dict(event), "step_id": step, "tampered": list(problems)})
                 return
-            history = timeline(itertools.chain((first,), events))  # the table: its spans need every event
-        for line in _history_lines(history, expand):
+
+            def noted(pair: Checked) -> RecordedEvent:
+                if pair[1]:
+                    tampered[pair[0].revision] = pair[1]
+                return pair[0]
+
+            # the table: its spans need every event
+            history = timeline(noted(pair) for pair in itertools.chain((first,), checked))
+        for line in _history_lines(history, expand, tampered):
             echo(line)
+        _tampered_lines(flow_id, tampered)
 
     @main.command()
     @click.argument("flow_id")
