@@ -423,6 +423,30 @@ class RetiredProjection(ProjectionError):
         )
 
 
+class ReadModelCorrupt(ProjectionError):
+    """A read model's row holds what its projection never wrote (edited by hand, by a bad migration, a
+    backup half restored): the read is refused rather than give garbage. Nothing was written.
+
+    The log is the truth and the row is derived from it: rebuilding the projection writes the row again.
+    ``read_model`` names the projection, ``table`` and ``key`` (its key columns' values) the row,
+    ``column`` what cannot be read, ``rebuild`` the command that puts it back.
+    """
+
+    def __init__(
+        self, read_model: str, table: str, key: dict[str, Any], column: str, problem: str, rebuild: str
+    ) -> None:
+        self.read_model = read_model
+        self.table = table
+        self.key = key
+        self.column = column
+        self.rebuild = rebuild
+        row = ", ".join(f"{name}={value!r}" for name, value in key.items())
+        super().__init__(
+            f"read model {read_model!r} is corrupt: table {table!r}, row ({row}), column {column!r} "
+            f"{problem}; it no longer says what the log does: rebuild it from the log with `{rebuild}`"
+        )
+
+
 class InvalidProof(IntegrityViolation):
     """A Merkle proof or checkpoint signature does not verify, or is malformed."""
 

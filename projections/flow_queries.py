@@ -23,6 +23,7 @@ from eventstore.flow_fold import FLOW_STATUSES, STEP_STATUSES, FlowState, StepSt
 from eventstore.preparation import check_flow_id
 from eventstore.tombstones import flow_not_found
 
+from .corruption import find_corrupt
 from .flows import FlowProjection
 
 
@@ -70,6 +71,18 @@ def _text_checked() -> Iterator[None]:
         ) from exc
 
 
+def _decoded(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
+    """The rows of ``query``; a row a hand, a migration or a restore left undecodable (a JSON column
+    that is not JSON, a time that is not one) is the projection's ``ReadModelCorrupt``."""
+    try:
+        return list(conn.execute(query))
+    except ValueError as exc:
+        found = None if isinstance(exc, UnicodeError) else find_corrupt(conn, query, FlowProjection.name)
+        if found is None:
+            raise
+        raise found from exc
+
+
 T = TypeVar("T")
 
 
@@ -113,7 +126,7 @@ class FlowQueries:
 
     def _rows(self, query: sa.Select[Any]) -> list[Any]:
         with _text_checked(), self.store.reading() as conn:  # the store translates driver errors
-            return list(conn.execute(query))
+            return _decoded(conn, query)
 
     def _page(
         self, query: sa.Select[Any], order: Sequence[Any], offset: int, limit: int
@@ -122,7 +135,7 @@ class FlowQueries:
         check_page(offset, limit)
         with _text_checked(), self.store.reading() as conn, _snapshot(conn, query.get_final_froms()):
             total = conn.execute(sa.select(sa.func.count()).select_from(query.subquery())).scalar_one()
-            rows = list(conn.execute(query.order_by(*order).offset(offset).limit(limit)))
+            rows = _decoded(conn, query.order_by(*order).offset(offset).limit(limit))
         return rows, total
 
     def flow(self, flow_id: str) -> FlowState:

@@ -16,13 +16,16 @@ import orjson
 import sqlalchemy as sa
 
 from eventstore.checks import check_page
+from eventstore.errors import ReadModelCorrupt
 from eventstore.graph_checkpoints import flow_id_for
 
+from .corruption import corrupt, unreadable
 from .flow_queries import Page
 from .langgraph import LangGraphProjection, Statements, blob_bytes, chunks, execute, json_value
 from .langgraph_postgresql import READ_COLUMNS, page_query
 
 _PAIRS_PER_QUERY = 200
+CHECKPOINTS = "langgraph_checkpoints"
 _DELTA_KEY = "counters_since_delta_snapshot"
 
 
@@ -70,8 +73,27 @@ class CheckpointRow:
 
     def versions(self) -> list[tuple[str, str]]:
         """The ``(channel, version)`` of each channel, as the values are stored."""
-        versions = self.checkpoint.get("channel_versions") or {}
-        return [(str(channel), str(version)) for channel, version in versions.items()]
+        try:
+            versions = self.checkpoint.get("channel_versions") or {}
+            return [(str(channel), str(version)) for channel, version in versions.items()]
+        except AttributeError as exc:  # the row was edited: not an object, or channel_versions is not
+            shown = orjson.dumps(self.checkpoint).decode()
+            raise self.corrupt("checkpoint", unreadable(shown, "an object with channel_versions")) from exc
+
+    @property
+    def key(self) -> dict[str, str]:
+        return {
+            "thread_id": self.thread_id,
+            "checkpoint_ns": self.checkpoint_ns,
+            "checkpoint_id": self.checkpoint_id,
+        }
+
+    def corrupt(self, column: str, problem: str, table: str = CHECKPOINTS, **key: Any) -> ReadModelCorrupt:
+        """The error for this row's ``column`` (or that of a row of ``table`` it loaded, keyed by ``key``
+        after the thread and namespace) that ``problem`` says is wrong."""
+        if table != CHECKPOINTS:
+            key = {"thread_id": self.thread_id, "checkpoint_ns": self.checkpoint_ns, **key}
+        return corrupt(LangGraphProjection.name, table, key or self.key, column, problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,11 +138,11 @@ class LangGraphQueries:
         where = "thread_id = :thread_id AND checkpoint_ns = :checkpoint_ns"
         params: dict[str, Any] = {"thread_id": thread_id, "checkpoint_ns": checkpoint_ns}
         if checkpoint_id is None:
-            text = f"{_select(conn)} WHERE {where} ORDER BY checkpoint_id DESC LIMIT 1"
+            rest = f" WHERE {where} ORDER BY checkpoint_id DESC LIMIT 1"
         else:
-            text = f"{_select(conn)} WHERE {where} AND checkpoint_id = :checkpoint_id"
+            rest = f" WHERE {where} AND checkpoint_id = :checkpoint_id"
             params["checkpoint_id"] = checkpoint_id
-        rows = execute(conn, self._sql(conn).query(text), params)[0]
+        rows = self._rows(conn, f"{_select(conn)}{rest}", params, rest)
         return self.load(conn, [_row(rows[0])])[0] if rows else None
 
     def checkpoints(
@@ -141,7 +163,6 @@ class LangGraphQueries:
         scalar equality on SQLite); the caller still checks each row exactly,
         then ``load``s the ones it keeps (PostgreSQL has loaded them already).
         """
-        sql = self._sql(conn)
         where: list[str] = []
         params: dict[str, Any] = {"limit": limit}
         for column, value in (
@@ -161,18 +182,38 @@ class LangGraphQueries:
         elif after is not None:
             where.append("(checkpoint_id, checkpoint_ns, thread_id) < (:a_id, :a_ns, :a_thread)")
             params.update(a_id=after[0], a_ns=after[1], a_thread=after[2])
-        if metadata:
-            where.extend(_metadata_filter(conn.dialect.name, metadata, params))
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
         order = "ORDER BY checkpoint_id DESC, checkpoint_ns DESC, thread_id DESC"
         plain = f"SELECT {_ROW_COLUMNS} FROM {{checkpoints}} c"
+        # the rows a failed read is looked through for a corrupt one: the filter may have met it anywhere
+        unfiltered = f"{_where(where)} {order}" + ("" if metadata else " LIMIT :limit")
+        if metadata:
+            where.extend(_metadata_filter(conn.dialect.name, metadata, params))
+        clause = _where(where)
         if thread_id is not None and checkpoint_ns is not None:
             text = f"{plain}{clause} {order} LIMIT :limit"
         else:
             text = _sorted_page(plain, clause, order)
         if conn.dialect.name != "postgresql":
-            return [_row(row) for row in execute(conn, sql.query(text), params)[0]]
-        return _page_rows(execute(conn, sql.query(page_query(text)), params)[0])
+            return [_row(row) for row in self._rows(conn, text, params, unfiltered)]
+        return _page_rows(self._rows(conn, page_query(text), params, unfiltered))
+
+    def _rows(self, conn: sa.Connection, text: str, params: dict[str, Any], rest: str) -> list[Any]:
+        """The rows of a read of checkpoints. One the database failed (PostgreSQL casts ``checkpoint``
+        to ``jsonb``, SQLite's ``json_extract`` reads ``metadata``) raises the ``ReadModelCorrupt``
+        of the first row that cannot be read of those ``rest`` (``WHERE...``) selects as stored."""
+        sql = self._sql(conn)
+        try:
+            return execute(conn, sql.query(text), params)[0]
+        except sa.exc.DBAPIError as exc:
+            try:
+                stored = execute(
+                    conn, sql.query(f"SELECT {_ROW_COLUMNS} FROM {{checkpoints}} c{rest}"), params
+                )[0]
+            except sa.exc.DBAPIError:
+                stored = []  # (a transaction the failure aborted) say why the read failed, not this
+            for row in stored:
+                _row(row).versions()  # raises the row's ReadModelCorrupt
+            raise exc
 
     def load(self, conn: sa.Connection, rows: Sequence[CheckpointRow]) -> list[CheckpointRow]:
         """The rows with their stored values and pending writes: two queries per namespace."""
@@ -419,6 +460,10 @@ class LangGraphQueries:
         return {ns: flow_id for ns, flow_id in conn.execute(query.order_by(t.c.checkpoint_ns))}
 
 
+def _where(conditions: Sequence[str]) -> str:
+    return f" WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
 def _select(conn: sa.Connection) -> str:
     if conn.dialect.name == "postgresql":
         return f"SELECT {READ_COLUMNS} FROM {{checkpoints}} c"
@@ -467,6 +512,15 @@ def _page_rows(rows: Sequence[Sequence[Any]]) -> list[CheckpointRow]:
 def _row(row: Sequence[Any]) -> CheckpointRow:
     """A stored row; with the arrays of PostgreSQL's one-statement read, loaded too."""
     thread_id, ns, checkpoint_id, parent, checkpoint, extra_type, extra, metadata, *more = row
+    column = "checkpoint"
+    try:
+        checkpoint_value = orjson.loads(checkpoint)
+        column = "metadata"
+        metadata_value = json_value(metadata)
+    except orjson.JSONDecodeError as exc:  # edited by hand, a migration, a restore
+        key = {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}
+        stored = checkpoint if column == "checkpoint" else metadata
+        raise corrupt(LangGraphProjection.name, CHECKPOINTS, key, column, unreadable(stored, "JSON")) from exc
     blobs: Blobs | None = None
     writes: list[WriteRow] | None = None
     if len(more) == 2:
@@ -480,9 +534,9 @@ def _row(row: Sequence[Any]) -> CheckpointRow:
         ns,
         checkpoint_id,
         parent,
-        orjson.loads(checkpoint),
+        checkpoint_value,
         None if extra_type is None or extra is None else (extra_type, bytes(extra)),
-        json_value(metadata),
+        metadata_value,
         blobs,
         writes,
     )

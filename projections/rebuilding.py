@@ -46,6 +46,7 @@ from .checkpoints import (
     store_has_events,
     write_checkpoint,
 )
+from .corruption import corrupt, unreadable
 from .definitions import REBUILD_SUFFIX
 from .folding import fold_up_to
 from .indexes import add_missing_indexes
@@ -159,6 +160,9 @@ def _ensure(store: EventStore, projection: Projection, *, inline: bool, rebuilt:
         current = read_checkpoint(conn, projection.name, lock=True)
         if current is None:
             refuse_retired(store, conn, projection.name)  # not to be built again unasked
+        if current is not None and type(current.version) is not int:  # SQLite keeps what an UPDATE put
+            problem = unreadable(current.version, "an integer")
+            raise corrupt(projection.name, checkpoints.name, {"name": projection.name}, "version", problem)
         if current is not None and current.version > projection.version:
             raise newer_version(projection, current)
         if current is not None and current.version == projection.version:

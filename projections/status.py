@@ -29,11 +29,13 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from eventstore import EventStore, process_locks, reconnecting
+from eventstore.errors import ReadModelCorrupt
 from eventstore.integrity import format_time
 from eventstore.rebuild_claims import LOCK_KIND, LOCKED, REBUILD_CLAIM
 from eventstore.schema import projection_checkpoints as checkpoints
 
 from .checkpoints import INLINE, REBUILD_LEASE, RETIRED_KIND
+from .corruption import corrupt, unreadable
 
 RebuildState = Literal["running", "leased", "died", "expired"]
 
@@ -121,16 +123,31 @@ def _status(name: str, row: sa.Row[Any] | None, rebuild: RebuildStatus | None, h
     if row is None:  # a first build: no checkpoint yet
         return ProjectionStatus(name, None, None, None, None, None, under_way, rebuild)
     inline = row.kind == INLINE
+    for column in ("version", "position"):  # SQLite keeps whatever an UPDATE put in an INTEGER column
+        if type(getattr(row, column)) is not int:
+            raise _corrupt(name, name, column, getattr(row, column), "an integer")
     return ProjectionStatus(
         name=name,
         kind=row.kind,
         version=row.version,
         position=None if inline else row.position,
         behind=0 if inline else max(0, head - row.position),
-        updated_at=datetime.fromisoformat(row.updated_at),
+        updated_at=_time(name, name, row.updated_at),
         rebuilding_until=under_way,
         rebuild=rebuild,
     )
+
+
+def _time(projection: str, row: str, stored: Any) -> datetime:
+    """A checkpoint row's ``updated_at`` (``format_time``'s text) as a time."""
+    try:
+        return datetime.fromisoformat(stored)
+    except (TypeError, ValueError) as exc:
+        raise _corrupt(projection, row, "updated_at", stored, "a time") from exc
+
+
+def _corrupt(projection: str, row: str, column: str, stored: Any, what: str) -> ReadModelCorrupt:
+    return corrupt(projection, checkpoints.name, {"name": row}, column, unreadable(stored, what))
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,7 +185,7 @@ def _rebuilds(store: EventStore) -> dict[str, RebuildStatus]:
                 claims[name] = again[name]
             else:
                 died.add(name)
-    return {name: _rebuild(claim, now, died=name in died) for name, claim in claims.items()}
+    return {name: _rebuild(name, claim, now, died=name in died) for name, claim in claims.items()}
 
 
 def _claims(conn: sa.Connection) -> dict[str, _Claim]:
@@ -184,11 +201,11 @@ def _lock_free(conn: sa.Connection, name: str, claim: _Claim) -> bool:
     return claim.version == LOCKED and not process_locks.held(conn, LOCK_KIND, name)
 
 
-def _rebuild(claim: _Claim, now: str, *, died: bool) -> RebuildStatus:
+def _rebuild(name: str, claim: _Claim, now: str, *, died: bool) -> RebuildStatus:
     state: RebuildState = "running" if claim.version == LOCKED else "leased"
     if died:
         state = "died"
     elif claim.updated_at <= now:  # a lease that ran out holds nothing
         state = "expired"
-    lease_until = datetime.fromisoformat(claim.updated_at)
+    lease_until = _time(name, name + REBUILD_CLAIM, claim.updated_at)
     return RebuildStatus(state, lease_until - REBUILD_LEASE, lease_until, claim.position)

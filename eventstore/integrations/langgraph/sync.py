@@ -168,28 +168,39 @@ class SyncSaver(BaseCheckpointSaver[str]):
                 return
 
     def _tuple(self, row: CheckpointRow) -> CheckpointTuple:
-        """A loaded row as LangGraph's checkpoint tuple: values and writes decoded by the serde."""
+        """A loaded row as LangGraph's checkpoint tuple: values and writes decoded by the serde.
+
+        A stored value the serde cannot decode (a row edited by hand, a bad migration, a backup
+        half restored) is the read model's ``ReadModelCorrupt``.
+        """
         loads = self.serde.loads_typed
         blobs = row.blobs or {}
         values = {}
-        for channel, version in (row.checkpoint.get("channel_versions") or {}).items():
-            stored = blobs.get((str(channel), str(version)))
-            if stored is not None and stored[0] != EMPTY and stored[1] is not None:
-                values[channel] = loads((stored[0], stored[1]))
-        checkpoint: dict[str, Any] = dict(row.checkpoint)
-        if row.extra is not None:
-            checkpoint.update(loads(row.extra))
-        checkpoint["channel_values"] = values
         pending = sorted(row.writes or [], key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx))
+        try:
+            for channel, version in (row.checkpoint.get("channel_versions") or {}).items():
+                stored = blobs.get((str(channel), str(version)))
+                if stored is not None and stored[0] != EMPTY and stored[1] is not None:
+                    values[channel] = loads((stored[0], stored[1]))
+            checkpoint: dict[str, Any] = dict(row.checkpoint)
+            if row.extra is not None:
+                checkpoint.update(loads(row.extra))
+            pending_writes = [
+                (w.task_id, w.channel, None if w.blob is None else loads((w.type, w.blob))) for w in pending
+            ]
+        except Exception as exc:  # the serde's own, of any type; or a checkpoint that is no object
+            found = _undecodable(row, loads)
+            if found is None:
+                raise
+            raise found from exc
+        checkpoint["channel_values"] = values
         parent = row.parent_checkpoint_id
         return CheckpointTuple(
             config=_config(row.thread_id, row.checkpoint_ns, row.checkpoint_id),
             checkpoint=cast(Checkpoint, checkpoint),
             metadata=cast(CheckpointMetadata, row.metadata),
             parent_config=_config(row.thread_id, row.checkpoint_ns, parent) if parent else None,
-            pending_writes=[
-                (w.task_id, w.channel, None if w.blob is None else loads((w.type, w.blob))) for w in pending
-            ],
+            pending_writes=pending_writes,
         )
 
     # -- writing ---------------------------------------------------------------
@@ -453,6 +464,34 @@ class SyncSaver(BaseCheckpointSaver[str]):
                 # ``projections.flow_queries._snapshot`` does.
                 raise
             execute(conn, "ROLLBACK")  # the store's read connection gives it back to the pool, to the end
+
+
+def _undecodable(row: CheckpointRow, loads: Callable[[tuple[str, bytes]], Any]) -> EventStoreError | None:
+    """The ``ReadModelCorrupt`` of the first stored value of ``row`` that ``loads`` fails on, found by
+    decoding them again one at a time (the error path's cost only); None if none fails now. A checkpoint
+    that is no object, or whose ``channel_versions`` is none, raises its own."""
+    from projections.corruption import unreadable
+
+    blobs = row.blobs or {}
+    suspects: builtins.list[tuple[tuple[str, bytes], str, str, dict[str, Any]]] = []
+    for channel, version in row.versions():
+        stored = blobs.get((channel, version))
+        if stored is not None and stored[0] != EMPTY and stored[1] is not None:
+            key: dict[str, Any] = {"channel": channel, "version": version}
+            suspects.append(((stored[0], stored[1]), "blob", "langgraph_blobs", key))
+    if row.extra is not None:
+        suspects.append((row.extra, "extra", "langgraph_checkpoints", {}))
+    for w in row.writes or []:
+        if w.blob is not None:
+            key = {"checkpoint_id": row.checkpoint_id, "task_id": w.task_id, "idx": w.idx}
+            suspects.append(((w.type, w.blob), "blob", "langgraph_writes", key))
+    for typed, column, table, key in suspects:
+        try:
+            loads(typed)
+        except Exception as failed:
+            what = f"a value LangGraph's serde can decode as {typed[0]!r} ({type(failed).__name__}: {failed})"
+            return row.corrupt(column, unreadable(typed[1], what), table, **key)
+    return None
 
 
 def _error_text(error: object) -> str:
