@@ -205,6 +205,8 @@ class LangGraphQueries:
         try:
             return execute(conn, sql.query(text), params)[0]
         except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated or conn.invalidated:  # lost: nothing to look into it on
+                raise
             try:
                 stored = execute(
                     conn, sql.query(f"SELECT {_ROW_COLUMNS} FROM {{checkpoints}} c{rest}"), params

@@ -386,6 +386,9 @@ def _every_error() -> list[EventStoreError]:
         errors.ProjectionNotFound("p", ["q"]),
         errors.ProjectionInUse("flows", "retire", "it is built in"),
         errors.RetiredProjection("p", when, " by 'ann'"),
+        errors.ReadModelCorrupt(
+            "flows", "flows", {"flow_id": "f"}, "state", "holds 'x'", "eventstore rebuild flows"
+        ),
     ]
     made += [kind("f", "no", step_id="s", status="done") for kind in _TRANSITION_ERRORS]
     custom = {type(error) for error in made}
