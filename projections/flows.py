@@ -285,8 +285,14 @@ class FlowProjection(Projection):
         io = self._io_cache.get(dialect.name)
         if io is None:
             io = self._io_cache[dialect.name] = (
-                TableIO(self.table("flows"), dialect, FLOW_FIELDS, ["flow_id"]),
-                TableIO(self.table("flow_steps"), dialect, STEP_FIELDS, ["flow_id", "step_id"]),
+                TableIO(self.table("flows"), dialect, FLOW_FIELDS, ["flow_id"], projection=self.name),
+                TableIO(
+                    self.table("flow_steps"),
+                    dialect,
+                    STEP_FIELDS,
+                    ["flow_id", "step_id"],
+                    projection=self.name,
+                ),
             )
         return io
 

@@ -22,7 +22,9 @@ import orjson
 import sqlalchemy as sa
 
 from eventstore.backends.base import driver_error, refused_value, unmasked
+from eventstore.errors import ReadModelCorrupt
 
+from .corruption import corrupt, unreadable
 from .types import UTCDateTime
 
 Values = tuple[Any, ...]
@@ -109,9 +111,17 @@ class TableIO:
     """Keyed reads and change-only writes of one table, as driver SQL."""
 
     def __init__(
-        self, table: sa.Table, dialect: sa.Dialect, columns: Sequence[str], key: Sequence[str]
+        self,
+        table: sa.Table,
+        dialect: sa.Dialect,
+        columns: Sequence[str],
+        key: Sequence[str],
+        *,
+        projection: str,
     ) -> None:
         self.table = table
+        self.projection = projection
+        """The name of the projection whose table it is (for ``ReadModelCorrupt``)."""
         self.columns = list(columns)
         self.key = list(key)
         self.positional = dialect.paramstyle == "qmark"
@@ -157,7 +167,26 @@ class TableIO:
             condition = " AND ".join(f'"{name}" = {self._mark(name)}' for name in names)
             sql = self._selects[names] = self.select_sql + condition
         rows = run(conn, sql, self._params(names, tuple(where.values())))
-        return [self.decode(row) for row in rows]
+        try:
+            return [self.decode(row) for row in rows]
+        except (ValueError, TypeError) as exc:  # a row edited into garbage: say which, and the remedy
+            found = self._corrupt(rows)
+            if found is None:
+                raise
+            raise found from exc
+
+    def _corrupt(self, rows: Sequence[Sequence[Any]]) -> ReadModelCorrupt | None:
+        """The error for the first stored value of ``rows`` that does not decode; None if all do now."""
+        for row in rows:
+            for index, convert in self.decoders:
+                try:
+                    convert(row[index])
+                except (ValueError, TypeError):
+                    key = {self.key[i]: row[k] for i, k in enumerate(self.key_index)}
+                    what = "JSON" if convert is _json_value else "a time"
+                    problem = unreadable(row[index], what)
+                    return corrupt(self.projection, self.table.name, key, self.columns[index], problem)
+        return None
 
     def decode(self, row: Sequence[Any]) -> Values:
         values = list(row)

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from eventstore import EventStore, ReadModelCorrupt
 from eventstore.cli import main
 from eventstore.integrations.langgraph import EventStoreSaver
-from projections import FlowProjection, FlowQueries
+from projections import FlowProjection, FlowQueries, FlowService
 from projections.demo import record_refund_flow
 from projections.status import projection_statuses
 
@@ -82,6 +82,18 @@ def test_a_flow_read_of_a_corrupt_row_says_which_and_to_rebuild(
     for read in flow_reads(FlowQueries(flows), table):
         with pytest.raises(ReadModelCorrupt, match=message):
             read()
+
+
+def test_a_command_on_a_flow_whose_row_is_corrupt_is_refused_and_writes_nothing(
+    flows: EventStore, target: Target
+) -> None:
+    if not edit(flows, "UPDATE flows SET updated_at = 'noon'"):
+        return
+    where = r"table 'flows', row \(flow_id='d1'\), column 'updated_at'"
+    with target.open(projections=[FlowProjection()]) as store:  # another process: it must read the row
+        with pytest.raises(ReadModelCorrupt, match=where):
+            FlowService(store).record_decision("d1", actor="a", decision="d")
+        assert store.revision("d1") == 16
 
 
 @pytest.fixture
