@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sys
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -57,14 +58,7 @@ from .checks import check_count, check_names, check_nonempty_text, check_text
 from .errors import InvalidInput, SessionNotFound
 from .events import RecordedEvent
 from .flows import GateOption
-from .graph_checkpoints import (
-    ERROR,
-    INTERRUPT,
-    RESUME,
-    RESUME_RECORDED,
-    TASK_FAILED,
-    WRITE_EVENTS,
-)
+from .graph_checkpoints import ERROR, INTERRUPT, RESUME, RESUME_RECORDED, TASK_FAILED, WRITE_EVENTS
 from .integrity import format_time
 from .legal_holds import SYSTEM_RETENTION_FLOW
 from .relays import relayed, written
@@ -532,8 +526,8 @@ def _limit_first(store: EventStore, base: sa.Select[Any], after: int, limit: int
 
 def _entries(
     store: EventStore, checked: Iterator[Checked], batch: int, *, relaying: list[Any] | None
-) -> Iterator[AuditEntry]:
-    """Each event's entries, ``batch`` events at a time: the gate openings of a page's decisions
+) -> Iterator[tuple[AuditEntry, ...]]:
+    """Each event's entries (as one tuple), ``batch`` events at a time: the gate openings of a page's decisions
     are looked up at once. With ``relaying`` (a trail that is not one flow's, so it holds the
     subgraphs' namespaces too: the conditions of the events it shows), a subgraph's question passed
     up to its parent is left out when the trail shows where it was asked; a row that does not match
@@ -547,7 +541,7 @@ def _entries(
             if event.position in relays:
                 continue
             entry = entry_from_event(event, openings.get(event.position), tampered=tampered)
-            yield from _graph_expanded(event, entry)
+            yield _graph_expanded(event, entry)
 
 
 def _graph_types(wanted: list[str]) -> list[str]:
@@ -566,12 +560,21 @@ def _graph_actor(condition: Any, actor: str) -> Any:
 
 
 def _graph_kept(
-    entries: Iterator[AuditEntry], wanted: list[str], actor: str | None, limit: int | None
+    groups: Iterator[tuple[AuditEntry, ...]], wanted: list[str], actor: str | None, limit: int | None
 ) -> Iterator[AuditEntry]:
     """The entries of a ``wanted`` type and by ``actor``, at most ``limit``: the LangGraph events
-    were read more widely (``_graph_types``, ``_graph_actor``) and give zero to three entries each."""
-    kept = (e for e in entries if e.type in wanted and (actor is None or e.actor == actor))
-    return itertools.islice(kept, limit)
+    were read more widely (``_graph_types``, ``_graph_actor``) and give zero to three entries each.
+    A page never splits an event's entries (they share its position, which the next page starts
+    after): it ends before an event whose entries would not fit, or holds them all if it is its first."""
+    count, limit = 0, sys.maxsize if limit is None else limit
+    for group in groups:
+        kept = [e for e in group if e.type in wanted and (actor is None or e.actor == actor)]
+        if count + len(kept) > limit and (count or not limit):
+            return
+        yield from kept
+        count += len(kept)
+        if count >= limit:
+            return
 
 
 def _graph_expanded(event: RecordedEvent, entry: AuditEntry) -> tuple[AuditEntry, ...]:

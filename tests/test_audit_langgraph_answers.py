@@ -137,3 +137,19 @@ def test_a_task_that_took_an_answer_then_raised_gives_both_entries(target: Targe
     assert isinstance(failed, FailureEntry) and failed.details["resumed"] is True
     shown = cli(target, "audit", "--type", "failure", "--limit", "1").output
     assert "ValueError: bad answer (in a run resumed by human:zoe)" in shown
+
+
+def test_pages_of_a_trail_never_split_the_entries_of_one_event(target: Target) -> None:
+    """An answer and the next question share one event: a page ending between them lost the question."""
+    with EventStoreSaver.from_url(target.url, **target.options) as saver:
+        app = graph(saver, asks=2)
+        app.invoke({}, {"configurable": {"thread_id": "tk-1"}})
+        resume(app, "a", "human:ann")
+        resume(app, "b", "human:bob")
+        whole = [(e.position, e.type) for e in audit_trail(saver.store)]
+        for limit in (1, 2, 3):
+            paged: list[tuple[int, str]] = []
+            while page := list(audit_trail(saver.store, after_position=paged[-1][0] if paged else 0, limit=limit)):
+                paged += [(e.position, e.type) for e in page]
+            assert paged == whole, limit
+        assert len(list(audit_trail(saver.store, limit=2))) == 1  # the next event's two would not fit
