@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from .checks import check_count, check_nonempty_text
+from .checks import check_count, check_nonempty_text, shown
 from .errors import EventNotFound, InvalidInput
 from .events import AppendResult, RecordedEvent
 from .schema import READ_COLUMNS, causation, correlation, flow_events
@@ -54,6 +54,8 @@ def caused_by(
     the cause's own correlation id, else (for an event) the cause's id, so a
     whole chain shares the correlation id of its first event.
     """
+    if correlation_id is not None and not isinstance(correlation_id, str):
+        raise InvalidInput(f"correlation_id must be a string, not {correlation_id!r}")
     if isinstance(cause, RecordedEvent):
         event_id = cause.event_id
         inherited = cause.metadata.get(CORRELATION_KEY)
@@ -101,6 +103,8 @@ def gate_opening(store: EventStore, decision: RecordedEvent) -> RecordedEvent | 
     origin up to the event the fork was taken at (and so on, for a fork of a
     fork).
     """
+    if not isinstance(decision, RecordedEvent):
+        raise InvalidInput(f"a decision must be a recorded event, not {shown(decision)}")
     return gate_openings(store, [decision]).get(decision.position)
 
 
@@ -111,8 +115,12 @@ def gate_openings(store: EventStore, decisions: Iterable[RecordedEvent]) -> dict
     of their forks, and so on: an audit trail shows each approval with its opening, and a read per
     approval was a round trip each (10,526 approvals of a million-event log took PostgreSQL 18 s).
     """
+    if not isinstance(decisions, Iterable):
+        raise InvalidInput(f"decisions must be recorded events, not {shown(decisions)}")
     asked: dict[int, tuple[str, int, str]] = {}
     for decision in decisions:
+        if not isinstance(decision, RecordedEvent):
+            raise InvalidInput(f"a decision must be a recorded event, not {shown(decision)}")
         step_id = decision.data.get("step_id")
         if decision.type in _DECISIONS and isinstance(step_id, str):
             asked[decision.position] = (decision.flow_id, decision.position, step_id)

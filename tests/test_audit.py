@@ -28,6 +28,8 @@ from eventstore.audit import (
     correlated,
     effects,
     find_event,
+    gate_opening,
+    gate_openings,
     session_flows,
 )
 from eventstore.cli import main
@@ -353,6 +355,18 @@ class TestErrors:
             session_flows(story.store, text)
         with pytest.raises(InvalidInput, match=r"^correlation_id must be valid UTF-8"):
             correlated(story.store, text)
+
+    def test_link_helpers_given_no_event_or_a_correlation_that_is_not_text_say_so(self, story: Story) -> None:
+        event = next(iter(story.store.read_flow("a")))
+        for call in (
+            lambda: gate_opening(story.store, {"type": "GateApproved"}),  # type: ignore[arg-type]
+            lambda: gate_openings(story.store, [event, "GateApproved"]),  # type: ignore[list-item]
+            lambda: gate_openings(story.store, None),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(InvalidInput, match="recorded event"):
+                call()
+        with pytest.raises(InvalidInput, match="correlation_id must be a string, not 5"):
+            caused_by(event, correlation_id=5)  # type: ignore[arg-type]
 
     def test_times_outside_the_years_1_to_9999_are_refused_on_every_backend(self, story: Story) -> None:
         plus_14, minus_5 = timezone(timedelta(hours=14)), timezone(timedelta(hours=-5))
