@@ -35,7 +35,7 @@ from eventstore.flows import (
 
 from .command_loop import Lease, _lease
 from .step_commands import StepCommands, _unserialisable
-from .transitions import MAX_NAME_LENGTH, _active, _listed, _make, _mapping, _same_ending
+from .transitions import MAX_NAME_LENGTH, _active, _listed, _make, _mapping, _same_ending, _who
 
 __all__ = ["MAX_NAME_LENGTH", "FlowService", "Lease"]
 
@@ -121,6 +121,9 @@ class FlowService(StepCommands):
         expected_revision: int | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
+        if by is not None:
+            _who("by", by)
+
         def decide(flow: FlowState) -> list[Event]:
             if flow.status != "waiting":
                 raise InvalidTransition(
@@ -133,6 +136,8 @@ class FlowService(StepCommands):
     def request_cancel(
         self, flow_id: str, *, by: str, reason: str = "", metadata: Mapping[str, Any] | None = None
     ) -> AppendResult:
+        _who("by", by)
+
         def decide(flow: FlowState) -> list[Event]:
             return [] if flow.cancel_requested else [_make(FlowCancelRequested, by=by, reason=reason)]
 
@@ -222,13 +227,15 @@ class FlowService(StepCommands):
         self, flow_id: str, *, owner_token: str, ttl_seconds: float, metadata: Mapping[str, Any] | None = None
     ) -> Lease:
         """Take or renew the flow's lease. A new owner gets the next generation."""
+        _who("owner_token", owner_token)
         if (
-            not owner_token
-            or isinstance(ttl_seconds, bool)
+            isinstance(ttl_seconds, bool)
             or not isinstance(ttl_seconds, int | float)
             or not 0 < ttl_seconds <= _MAX_TTL
         ):
-            raise InvalidInput(f"a lease needs an owner token and ttl_seconds between 0 and {_MAX_TTL:,}")
+            raise InvalidInput(
+                f"a lease needs ttl_seconds above 0 and at most {_MAX_TTL:,}, not {ttl_seconds!r}"
+            )
         acquired: list[Lease] = []
 
         def decide(tx: Transaction, flow: FlowState | None) -> list[Event]:
@@ -287,6 +294,7 @@ class FlowService(StepCommands):
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
         """Record why an agent did what it did. Allowed in any state of the flow."""
+        _who("actor", actor)
         event = _make(
             DecisionRecorded,
             actor=actor,

@@ -43,6 +43,7 @@ from .transitions import (
     _make,
     _mapping,
     _open_step,
+    _who,
 )
 
 
@@ -335,6 +336,7 @@ class StepCommands(CommandLoop):
         selections: Sequence[str] = (),
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
+        _who("by", by)
         chosen = _listed("selections", selections)
 
         def decide(flow: FlowState, step: StepState) -> list[Event]:
@@ -355,6 +357,8 @@ class StepCommands(CommandLoop):
         feedback: str = "",
         metadata: Mapping[str, Any] | None = None,
     ) -> AppendResult:
+        _who("by", by)
+
         def decide(flow: FlowState, step: StepState) -> list[Event]:
             _gate_is_open(flow, step)
             return [_make(GateRejected, step_id=step_id, by=by, feedback=feedback)]

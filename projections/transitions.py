@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import pydantic
 
 from eventstore import Event
-from eventstore.checks import validation_message
+from eventstore.checks import check_nonempty_text, validation_message
 from eventstore.errors import FlowClosed, GateNotOpen, InvalidInput, StepClosed
 from eventstore.flow_fold import FlowState, StepState
 from eventstore.flows import FlowCancelled, FlowFailed, FlowFinished
@@ -55,6 +55,12 @@ def _make(event_class: type[EventT], /, **fields: Any) -> EventT:
         return event_class(**fields)
     except pydantic.ValidationError as exc:
         raise InvalidInput(f"invalid {event_class.event_type}: {validation_message(exc)}") from exc
+
+
+def _who(name: str, value: Any) -> str:
+    """Who decides or holds (``by``, a decision's ``actor``, ``owner_token``): named, as text, checked
+    before anything is read. The audit trail shows who approved what, and cannot be asked for ''."""
+    return check_nonempty_text(name, value)
 
 
 def _mapping(name: str, value: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -124,3 +124,24 @@ def test_a_very_deep_expected_revision_is_invalid_input_not_recursion_error(serv
         service.advance("f", current_step="x", expected_revision=deep)  # type: ignore[arg-type]
     assert len(str(raised.value)) < 300
     assert service.store.last_position() == before
+
+
+WHO = {
+    "approve_gate": lambda s, who: s.approve_gate("f", "s1", by=who),
+    "reject_gate": lambda s, who: s.reject_gate("f", "s1", by=who),
+    "request_cancel": lambda s, who: s.request_cancel("f", by=who),
+    "resume": lambda s, who: s.resume("f", by=who),
+    "record_decision": lambda s, who: s.record_decision("f", actor=who, decision="d"),
+    "acquire_lease": lambda s, who: s.acquire_lease("f", owner_token=who, ttl_seconds=60),
+}
+
+
+@pytest.mark.parametrize("command", WHO)
+def test_who_decided_must_be_named_before_anything_is_read(service: FlowService, command: str) -> None:
+    """An approval by '' named nobody (and `audit --actor` cannot ask for ''); by=5 was a GateNotOpen."""
+    service.finish("f")  # whatever the flow's state would say, the argument is refused first
+    before = service.store.last_position()
+    for who, message in [("", "a non-empty string"), (5, "must be a string, not 5"), (b"ann", "a string")]:
+        with pytest.raises(InvalidInput, match=re.escape(message)):
+            WHO[command](service, who)
+    assert service.store.last_position() == before
