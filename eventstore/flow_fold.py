@@ -9,13 +9,15 @@ and its steps as plain JSON, the form snapshots, forks and diffs keep.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .checks import shown
+from .errors import InvalidInput
 from .events import FoldInput, RecordedEvent
 from .integrity import format_time
 
@@ -24,7 +26,8 @@ if TYPE_CHECKING:
 
 # -- state -----------------------------------------------------------------
 
-FOLD_VERSION = 5  # 5: a flow's owner is the first JSON string of the store's owner_session (else "");
+FOLD_VERSION = 6  # 6: a state_patch's object under a key that held no object drops its nulls (RFC 7396)
+# 5: a flow's owner is the first JSON string of the store's owner_session (else "");
 # a null field of FlowStarted is "", not "None"; any FlowForked starts a flow, even with no snapshot flow
 # 4: a time outside EARLIEST_TIME..LATEST_TIME is no time (not one every zone can show)
 # 3: steps keep the revision they were scheduled at; FlowForked folds whatever it holds
@@ -245,12 +248,19 @@ def _json_copy(value: Any) -> Any:
 
 
 def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """RFC 7396 JSON merge patch of ``patch`` onto ``target``, in place."""
+    """RFC 7396 JSON merge patch of ``patch`` onto ``target``, in place; both must be mappings."""
+    if not isinstance(target, dict) or not isinstance(patch, Mapping):
+        raise InvalidInput(f"merge_patch takes two mappings, not {shown(target)} and {shown(patch)}")
+    return _merged(target, patch)
+
+
+def _merged(target: dict[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in patch.items():
         if value is None:
             target.pop(key, None)
-        elif isinstance(value, dict) and isinstance(target.get(key), dict):
-            merge_patch(target[key], value)
+        elif isinstance(value, dict):  # merged into an object, or into {} (its nulls removed too)
+            current = target.get(key)
+            target[key] = _merged(current if isinstance(current, dict) else {}, value)
         else:
             target[key] = _json_copy(value)
     return target
@@ -325,7 +335,7 @@ def fold(
 def _advanced(flow: FlowState, data: dict[str, Any], at: datetime) -> None:
     if data.get("current_step") is not None:
         flow.current_step = str(data["current_step"])
-    merge_patch(flow.state, _dict(data.get("state_patch")))
+    _merged(flow.state, _dict(data.get("state_patch")))
 
 
 def _waiting(flow: FlowState, data: dict[str, Any], at: datetime) -> None:

@@ -63,7 +63,8 @@ class FlowProjection(Projection):
     """Inline projection of flows, their steps, and the sessions that own them."""
 
     name: ClassVar[str] = "flows"
-    version: ClassVar[int] = 7  # 7: ids and names COLLATE "C" on PostgreSQL (code point order);
+    version: ClassVar[int] = 8  # 8: the fold's version 6 (RFC 7396: nulls under a new object dropped)
+    # 7: ids and names COLLATE "C" on PostgreSQL (code point order);
     # indexes in the listings' order (created_at, flow_id)
     # 6: JSON columns TEXT on SQLite (a bare number in one kept as written)
     # 5: the fold's version 5 (owners as the store's session filters read them)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,11 +23,30 @@ from eventstore.errors import (
     StepClosed,
     StepNotFound,
 )
+from eventstore.flow_fold import merge_patch
+from eventstore.timetravel import state_at
 from projections import FlowQueries, FlowService
 
 from .conftest import Target
 
 OPTIONS = [{"value": "full", "label": "Refund in full"}, {"value": "half", "label": "Refund half"}]
+
+
+# RFC 7396, appendix A: (state before, patch, result) for the cases a state can be in (an object)
+RFC_7396 = [
+    ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+    ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+    ({"a": "b"}, {"a": None}, {}),
+    ({"a": "b", "b": "c"}, {"a": None}, {"b": "c"}),
+    ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+    ({"a": "c"}, {"a": ["b"]}, {"a": ["b"]}),
+    ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+    ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+    ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+    ({"a": "b"}, {"a": {"b": "c", "d": None}}, {"a": {"b": "c"}}),  # nulls under a new object go
+    ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+    ({"a": [{"x": None}]}, {}, {"a": [{"x": None}]}),
+]
 
 
 @pytest.fixture
@@ -66,6 +86,21 @@ class TestFlowLifecycle:
         service.advance("f", state_patch={"a": {"b": 1, "c": 2}})
         service.advance("f", state_patch={"a": {"b": None, "d": 3}, "n": None})
         assert queries.flow("f").state == {"a": {"c": 2, "d": 3}}
+
+    @pytest.mark.parametrize(("before", "patch", "result"), RFC_7396)
+    def test_state_patch_follows_rfc_7396_in_the_read_model_and_time_travel(
+        self, flow_store: EventStore, before: dict[str, Any], patch: dict[str, Any], result: dict[str, Any]
+    ) -> None:
+        flows = FlowService(flow_store)
+        flows.start_flow("m", controller_id="c", goal="g", owner_session_key="s", state=before)
+        flows.advance("m", state_patch=patch)
+        assert merge_patch(copy.deepcopy(before), patch) == result
+        assert FlowQueries(flow_store).flow("m").state == result == state_at(flow_store, "m").flow.state
+
+    @pytest.mark.parametrize(("before", "patch"), [({}, [1]), ({}, None), ([], {}), ("a", {"a": 1})])
+    def test_merge_patch_of_what_is_not_an_object_is_invalid_input(self, before: Any, patch: Any) -> None:
+        with pytest.raises(InvalidInput, match="merge_patch takes two mappings"):
+            merge_patch(before, patch)
 
     def test_starting_twice_is_refused(self, service: FlowService) -> None:
         with pytest.raises(FlowExists, match="flow 'f': was already started"):

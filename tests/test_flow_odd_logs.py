@@ -354,4 +354,4 @@ class TestOwnerAsTheSessionFiltersReadIt:
     def test_the_fold_and_the_read_models_move_to_version_5_together(self) -> None:
         # the read models' versions 6 and 7 changed only their column types (SQLite JSON, PostgreSQL
         # collation), not the fold
-        assert (FOLD_VERSION, FlowProjection.version) == (5, 7)
+        assert (FOLD_VERSION, FlowProjection.version) == (6, 8)
