@@ -54,7 +54,7 @@ from .causation import (
     gate_openings,
 )
 from .checked_rows import Checked, checked_by_position
-from .checks import check_count, check_names, check_nonempty_text, check_text
+from .checks import check_count, check_names, check_nonempty_text, check_store, check_text
 from .errors import InvalidInput, SessionNotFound
 from .events import RecordedEvent
 from .flows import GateOption
@@ -345,6 +345,7 @@ def audit_trail(
     ``pruned`` saying so). Checked at the call, before iterating.
     Each entry is checked against its row's hashes (``AuditEntry.tampered``).
     """
+    check_store(store)
     wanted = _audit_types(types)
     holds = [name for name in wanted if name in HOLD_TYPES]
     wanted = [name for name in wanted if name not in HOLD_TYPES]
@@ -527,8 +528,8 @@ def _limit_first(store: EventStore, base: sa.Select[Any], after: int, limit: int
 def _entries(
     store: EventStore, checked: Iterator[Checked], batch: int, *, relaying: list[Any] | None
 ) -> Iterator[tuple[AuditEntry, ...]]:
-    """Each event's entries (as one tuple), ``batch`` events at a time: the gate openings of a page's decisions
-    are looked up at once. With ``relaying`` (a trail that is not one flow's, so it holds the
+    """Each event's entries as one tuple, ``batch`` events at a time: the gate openings of a page's
+    decisions are looked up at once. With ``relaying`` (a trail that is not one flow's, so it holds the
     subgraphs' namespaces too: the conditions of the events it shows), a subgraph's question passed
     up to its parent is left out when the trail shows where it was asked; a row that does not match
     its hashes is always shown."""

@@ -21,7 +21,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from .checks import check_count, check_nonempty_text, shown
+from .checks import check_count, check_nonempty_text, check_store, shown
 from .errors import EventNotFound, InvalidInput
 from .events import AppendResult, RecordedEvent
 from .schema import READ_COLUMNS, causation, correlation, flow_events
@@ -74,6 +74,7 @@ def caused_by(
 
 def find_event(store: EventStore, event_id: uuid.UUID | str) -> RecordedEvent:
     """The event with this id; ``EventNotFound`` if the log has none."""
+    check_store(store)
     found = _by_id(store, _event_id(event_id))
     if found is None:
         raise EventNotFound(str(event_id))
@@ -115,6 +116,7 @@ def gate_openings(store: EventStore, decisions: Iterable[RecordedEvent]) -> dict
     of their forks, and so on: an audit trail shows each approval with its opening, and a read per
     approval was a round trip each (10,526 approvals of a million-event log took PostgreSQL 18 s).
     """
+    check_store(store)
     if not isinstance(decisions, Iterable):
         raise InvalidInput(f"decisions must be recorded events, not {shown(decisions)}")
     asked: dict[int, tuple[str, int, str]] = {}
@@ -290,6 +292,7 @@ def correlated(
     store: EventStore, correlation_id: str, *, after_position: int = 0, limit: int | None = None
 ) -> Iterator[RecordedEvent]:
     """Every event with this ``correlation_id``, in log order, streamed in pages."""
+    check_store(store)
     check_count("after_position", after_position)
     if limit is not None:
         check_count("limit", limit)

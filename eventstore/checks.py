@@ -73,6 +73,15 @@ def check_text(name: str, value: Any) -> str:
     return value
 
 
+def check_store(value: object) -> None:
+    """``InvalidInput`` unless ``value`` is an ``EventStore``: a URL passed for one failed deep inside."""
+    from .store import EventStore  # the store imports this module
+
+    if not isinstance(value, EventStore):
+        hint = " (an AsyncEventStore: give its .store to its run())" if hasattr(value, "run") else ""
+        raise InvalidInput(f"needs an EventStore (EventStore.open(url, ...)), not {shown(value)}{hint}")
+
+
 def check_nonempty_text(name: str, value: Any) -> str:
     """A non-empty ``check_text``: text both backends compare alike, else ``InvalidInput``."""
     if isinstance(value, str) and not value:

@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .backends.base import FOLD_COLUMNS
-from .checks import check_count, check_names, shown, validation_message
+from .checks import check_count, check_names, check_store, shown, validation_message
 from .errors import (
     EventStoreError,
     FlowArchived,
@@ -107,6 +107,7 @@ def replay(
     the steps no event between them changed, so each costs about what its
     event changed. Iterating reads from the store, so it must be open.
     """
+    check_store(store)
     check_count("from_revision", from_revision, minimum=1)
     head = store.revision(flow_id)
     if head == 0:
@@ -152,6 +153,7 @@ def state_at(
     asynchronous store (``eventstore.aio``) they are all read before it
     returns: a read after ``run`` returned could not await the driver.
     """
+    check_store(store)
     if type(snapshot_every) is not int:
         raise InvalidInput(f"snapshot_every must be an int (0 or less: no snapshots), not {snapshot_every!r}")
     head = store.revision(flow_id)
@@ -195,6 +197,7 @@ def diff_states(before: FlowView, after: FlowView) -> list[Change]:
 
 def diff(store: EventStore, flow_id: str, a: int | datetime, b: int | datetime) -> Diff:
     """What changed in a flow between two revisions (or times), and the events that did it."""
+    check_store(store)
     first = _point(store, flow_id, a)
     second = _point(store, flow_id, b)
     low, high = sorted((first, second))
@@ -218,6 +221,7 @@ def _partial(view: FlowView, step_ids: list[str]) -> dict[str, Any]:
 
 def diff_flows(store: EventStore, flow_a: str, flow_b: str) -> list[Change]:
     """How two flows (say, a fork and its origin) differ now, ignoring their ids, revisions and times."""
+    check_store(store)
     before = view_to_dict(state_at(store, flow_a))
     after = view_to_dict(state_at(store, flow_b))
     changes: list[Change] = []
@@ -241,6 +245,7 @@ def fork(
     to ``LATEST_TIME``, say an event recorded on 9999-12-31) is carried as
     ``None``, which is what the fork's fold makes of it anyway.
     """
+    check_store(store)
     if type(at_revision) is not int:
         raise InvalidInput(f"at_revision must be a revision (an int), not {at_revision!r}")
     view = state_at(store, flow_id, revision=at_revision)
@@ -293,6 +298,7 @@ def what_if(
     The revisions named (``without_revisions``, ``until``) must be the flow's:
     leaving out a revision it does not have would answer a question nobody asked.
     """
+    check_store(store)
     # A string is iterable too: "12" would be read as revisions '1' and '2'.
     if not isinstance(without_revisions, Iterable) or isinstance(without_revisions, str | bytes | Mapping):
         raise InvalidInput(

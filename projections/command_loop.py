@@ -22,7 +22,7 @@ from eventstore import (
     Transaction,
     reconnecting,
 )
-from eventstore.checks import shown
+from eventstore.checks import check_store, shown
 from eventstore.errors import (
     ConnectionLost,
     EventStoreError,
@@ -80,6 +80,7 @@ class CommandLoop:
     """The command loop and the checks ``FlowService``'s commands share (its base; use ``FlowService``)."""
 
     def __init__(self, store: EventStore, *, retries: int = 5) -> None:
+        check_store(store)
         found = [p for p in store.projections if isinstance(p, FlowProjection)]
         if not found:
             raise ProjectionError(

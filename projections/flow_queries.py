@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import sqlalchemy as sa
 
 from eventstore import EventStore, InvalidInput
-from eventstore.checks import check_page, check_text
+from eventstore.checks import check_page, check_store, check_text
 from eventstore.errors import SessionNotFound, StepNotFound
 from eventstore.flow_fold import FLOW_STATUSES, STEP_STATUSES, FlowState, StepState
 from eventstore.preparation import check_flow_id
@@ -122,6 +122,7 @@ class FlowQueries:
     """Read-only questions over the flow read models."""
 
     def __init__(self, store: EventStore) -> None:
+        check_store(store)
         self.store = store
 
     def _rows(self, query: sa.Select[Any]) -> list[Any]:

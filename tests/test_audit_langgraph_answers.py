@@ -149,7 +149,9 @@ def test_pages_of_a_trail_never_split_the_entries_of_one_event(target: Target) -
         whole = [(e.position, e.type) for e in audit_trail(saver.store)]
         for limit in (1, 2, 3):
             paged: list[tuple[int, str]] = []
-            while page := list(audit_trail(saver.store, after_position=paged[-1][0] if paged else 0, limit=limit)):
+            while page := list(
+                audit_trail(saver.store, after_position=(paged or [(0,)])[-1][0], limit=limit)
+            ):
                 paged += [(e.position, e.type) for e in page]
             assert paged == whole, limit
         assert len(list(audit_trail(saver.store, limit=2))) == 1  # the next event's two would not fit

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from eventstore import EventStore, InvalidEvent, InvalidInput
+from eventstore.audit import audit_trail, find_event
 from eventstore.errors import InvalidTransition
+from eventstore.timetravel import diff, diff_flows, fork, replay, state_at, what_if
 from projections import FlowQueries, FlowService
 
 COMMANDS = {
@@ -145,3 +147,25 @@ def test_who_decided_must_be_named_before_anything_is_read(service: FlowService,
         with pytest.raises(InvalidInput, match=re.escape(message)):
             WHO[command](service, who)
     assert service.store.last_position() == before
+
+
+NEEDS_A_STORE = {
+    "FlowService": lambda s: FlowService(s),
+    "FlowQueries": lambda s: FlowQueries(s),
+    "state_at": lambda s: state_at(s, "f"),
+    "replay": lambda s: replay(s, "f"),
+    "diff": lambda s: diff(s, "f", 0, 1),
+    "diff_flows": lambda s: diff_flows(s, "f", "g"),
+    "fork": lambda s: fork(s, "f", at_revision=1, new_flow_id="g"),
+    "what_if": lambda s: what_if(s, "f"),
+    "audit_trail": lambda s: audit_trail(s, flow_id="f"),
+    "find_event": lambda s: find_event(s, "01a2016a-1229-7a96-a0c1-7cfef8fa0c1b"),
+}
+
+
+@pytest.mark.parametrize("call", NEEDS_A_STORE)
+def test_a_url_where_a_store_belongs_is_invalid_input(call: str) -> None:
+    """A URL (or None) passed for the store was an AttributeError from deep inside."""
+    for value in ["sqlite:///audit.db", None]:
+        with pytest.raises(InvalidInput, match=r"needs an EventStore \(EventStore.open\(url, ...\)\), not"):
+            NEEDS_A_STORE[call](value)
