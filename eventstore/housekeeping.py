@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .checks import check_path
+from .checks import check_callback, check_path
 from .errors import InvalidInput, NotSupported, StorageError
 from .store import EventStore
 
@@ -143,6 +143,7 @@ def backup(
     """
     source = sqlite_file(store, "backup", instead=PG_DUMP_ADVICE)
     target = check_path("a backup", path)
+    check_callback("progress", progress)
     if not target.name or target.name in (".", ".."):  # "" is "." to Path: not "exists", but no name
         raise InvalidInput(f"a backup needs a file name, not {os.fspath(path)!r}")
     if os.path.exists(target):  # not Path.exists: a name too long is "not there", for the copy to report

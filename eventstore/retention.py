@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import process_locks, reconnecting
-from .checks import check_count, check_text, shown
+from .checks import check_callback, check_count, check_flag, check_text, shown
 from .errors import (
     ArchiveNotFound,
     ExportInvalid,
@@ -266,6 +266,10 @@ def run_retention(
     written; two runs would archive the same flows twice.
     """
     check_count("max_flows", max_flows, minimum=1)
+    check_flag("dry_run", dry_run)
+    check_callback("progress", progress)
+    if isinstance(pruners, str | bytes) or not isinstance(pruners, Sequence) or not all(map(callable, pruners)):
+        raise InvalidInput(f"pruners must be a list of functions (tx, flow_ids), not {shown(pruners)}")
     policy = _policy(policy)
     directory = _directory(archive_dir)
     with store.reading() as conn:  # before writing an archive it could not prune; a dry run says so too
@@ -714,6 +718,8 @@ def restore(
         t = flow_tombstones.c
         pruned = list(conn.execute(sa.select(t.flow_id).where(t.archive_id == archive_id)).scalars())
         tombstones = _tombstoned(conn, pruned)
+    if flow_ids is not None and not flow_ids:  # else "no flow is pruned", while they may all be
+        raise InvalidInput("flow_ids is empty: name the flows to restore, or give None for every one still pruned")
     if flow_ids is not None:
         for flow_id in flow_ids:
             check_flow_id(flow_id)

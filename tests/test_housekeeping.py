@@ -73,6 +73,13 @@ class TestBackup:
             backup(sqlite_store, path)
         assert sorted(tmp_path.iterdir()) == before
 
+    def test_a_progress_that_is_not_callable_is_refused_before_the_copy(
+        self, sqlite_store: EventStore, tmp_path: Path
+    ) -> None:
+        with pytest.raises(InvalidInput, match="progress must be callable or None, not 5"):
+            backup(sqlite_store, tmp_path / "copy.db", progress=5)  # type: ignore[arg-type]
+        assert not list(tmp_path.glob("copy.db*"))
+
     def test_a_file_named_like_its_partial_copy_is_left_alone(
         self, sqlite_store: EventStore, tmp_path: Path
     ) -> None:

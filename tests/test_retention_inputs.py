@@ -123,6 +123,27 @@ class TestArgumentKinds:
             run_retention(flows, self.POLICY, directory)
         assert (flows.last_position(), list_archives(flows)) == (last, [])
 
+    @pytest.mark.parametrize(
+        ("options", "said"),
+        [
+            ({"progress": 5}, "progress must be callable or None, not 5"),
+            ({"pruners": 5}, "pruners must be a list of functions"),
+            ({"pruners": [print, "prune"]}, "pruners must be a list of functions"),
+            ({"dry_run": "no"}, "dry_run must be True or False, not 'no'"),
+        ],
+    )
+    def test_a_bad_callback_or_flag_is_refused_before_an_archive_is_written(
+        self, flows: EventStore, tmp_path: Path, options: dict[str, Any], said: str
+    ) -> None:
+        with freeze_time(T0 + 40 * DAY), pytest.raises(InvalidInput, match=said):
+            run_retention(flows, self.POLICY, tmp_path / "archives", **options)
+        assert (list_archives(flows), (tmp_path / "archives").exists()) == ([], False)
+
+    def test_restore_of_no_flow_ids_is_refused_as_such(self, flows: EventStore, tmp_path: Path) -> None:
+        archive_id = retain(flows, tmp_path, T0 + 40 * DAY).archive_id  # prunes f1 and f2
+        with pytest.raises(InvalidInput, match=r"flow_ids is empty: name the flows to restore, or give None"):
+            restore(flows, archive_id, [])  # not "no flow of the archive is pruned": both are
+
     def test_restore_takes_a_list_of_flow_ids_not_a_string(self, flows: EventStore, tmp_path: Path) -> None:
         archive_id = retain(flows, tmp_path, T0 + 40 * DAY).archive_id  # prunes f1 and f2
         with pytest.raises(InvalidInput, match="flow_ids is a list of flow ids, not the string 'f1'"):
