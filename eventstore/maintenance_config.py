@@ -340,6 +340,15 @@ class IntegrityPolicy(_Model):
         return value
 
 
+def _not_empty(value: Any) -> Any:
+    """TOML's ``""`` is no directory: pathlib would read it as the working one, where nobody looks."""
+    if value == "":
+        raise ValueError("an empty path; name a directory, or leave the setting out for its default")
+    return value
+
+
+Directory = Annotated[Path, pydantic.BeforeValidator(_not_empty)]
+
 KeepDays = Annotated[float, pydantic.Field(ge=0, le=MAX_KEEP_DAYS, allow_inf_nan=False, strict=True)]
 
 
@@ -349,7 +358,7 @@ class RetentionConfig(_Model):
     keep_days: dict[Literal["finished", "failed", "cancelled"], KeepDays] = pydantic.Field(
         default_factory=dict
     )
-    archive_dir: Path = Path("archives")
+    archive_dir: Directory = Path("archives")
     max_flows: int = pydantic.Field(default=10_000, ge=1, le=MAX_COUNT, strict=True)
     """Flows pruned at most per run, the oldest first."""
 
@@ -371,7 +380,7 @@ class RetentionConfig(_Model):
 class BackupPolicy(_Model):
     """Where the ``backup`` job writes SQLite backups, and how many it keeps."""
 
-    directory: Path | None = None
+    directory: Directory | None = None
     keep: int = pydantic.Field(default=7, ge=1, strict=True)
 
 

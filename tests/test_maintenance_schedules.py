@@ -137,6 +137,13 @@ class TestStrictSettings:
         with pytest.raises(InvalidInput, match="less than or equal to"):
             MaintenanceConfig.parse(data)
 
+    @pytest.mark.parametrize(
+        "data", [{"backup": {"directory": ""}}, {"retention": {"archive_dir": ""}}], ids=["backup", "retention"]
+    )
+    def test_an_empty_directory_is_refused_not_read_as_the_working_one(self, data: dict[str, Any]) -> None:
+        with pytest.raises(InvalidInput, match="an empty path; name a directory"):
+            MaintenanceConfig.parse(data)
+
     def test_a_whole_number_of_seconds_is_still_a_number(self) -> None:
         assert MaintenanceConfig.parse({"jobs": {"integrity": {"every": 60}}}).job("integrity").every == 60.0
 
