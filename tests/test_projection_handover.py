@@ -115,6 +115,20 @@ def test_the_cli_hands_it_to_a_runner(tmp_path: Path) -> None:
         assert conn.execute(sa.text("SELECT count(*) FROM decisions_by_actor")).scalar_one() == 1
 
 
+def test_the_cli_says_one_catch_up_already_is_left_as_it_was(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    with EventStore.open(url) as store:
+        decide(store, "agent:a")
+        CatchUpRunner(store, DecisionsByActor())
+        decide(store, "agent:a")
+    arguments = ["projections", "make-catch-up", "decisions_by_actor", "--by", "ops:ann"]
+    result = CliRunner().invoke(main, ["--url", url, *arguments])
+    assert (result.exit_code, result.output) == (
+        0,
+        "decisions_by_actor is catch-up already, at position 1: nothing changed\n",
+    )  # no "rebuild it unless every writer had it open while it was inline": it never was
+
+
 def test_events_writers_without_it_appended_while_inline_come_back_with_a_rebuild(target: Target) -> None:
     """The handover trusts the appends to have folded the log up to its head; writers opened without
     the projection folded nothing meanwhile, so the documented remedy is a rebuild, which the

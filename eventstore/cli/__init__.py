@@ -460,11 +460,18 @@ def projections_make_catch_up(
     rebuild it (`eventstore rebuild MODULE:CLASS`) after this.
     """
     from projections import make_catch_up
+    from projections.checkpoints import read_checkpoint
 
     with _open(ctx) as store, _errors():
+        with store.reading() as conn:
+            before = read_checkpoint(conn, name)
         checkpoint = make_catch_up(store, name, by=by, reason=reason)
     if as_json:
         echo_json(checkpoint)
+    elif before is not None and before.kind == "catchup":  # make_catch_up returns it as it is
+        click.echo(
+            f"{printable(name)} is catch-up already, at position {checkpoint.position:,}: nothing changed"
+        )
     else:
         click.echo(
             f"{printable(name)} is catch-up from position {checkpoint.position:,}: run it with a runner; "
