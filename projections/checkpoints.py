@@ -144,6 +144,20 @@ def rebuild_lock(projection: Projection) -> str:
     return projection.name + REBUILD_CLAIM
 
 
+def claimed_live(store: EventStore, projection: Projection) -> bool:
+    """Whether another rebuild's claim of ``projection`` runs, read without the append lock.
+
+    For a rebuild that could not take the rebuild lock (a live one holds it):
+    ``claim`` would refuse it for that claim, but only once it had the append
+    lock, which a SQLite rebuild's batches hold back to back.
+    """
+    with reconnecting.reading(store) as conn:
+        until = conn.execute(
+            sa.select(checkpoints.c.updated_at).where(checkpoints.c.name == rebuild_lock(projection))
+        ).scalar_one_or_none()
+    return until is not None and until > format_time(store.clock())
+
+
 def claim(store: EventStore, projection: Projection, tag: str, *, locked: bool = False) -> bool:
     """Claim the right to rebuild ``projection``: one rebuild at a time, across processes.
 

@@ -37,6 +37,7 @@ from .checkpoints import (
     INLINE,
     REBUILD_LEASE,
     claim,
+    claimed_live,
     lock_appends,
     newer_version,
     read_checkpoint,
@@ -233,14 +234,16 @@ def rebuild(
 def _claim(store: EventStore, projection: Projection, tag: str, wait: bool) -> RebuildLock:
     """Claim ``projection``, holding its rebuild lock if it can be had; the lock, to release."""
     while True:
-        lock = rebuild_locks.take(store, projection) or RebuildLock()  # held by a live rebuild: none
-        try:
-            if claim(store, projection, tag, locked=lock.held):
-                return lock
-        except BaseException:
+        taken = rebuild_locks.take(store, projection)  # None: a live rebuild holds it
+        if taken is not None or not claimed_live(store, projection):  # else refused without the append lock
+            lock = taken or RebuildLock()
+            try:
+                if claim(store, projection, tag, locked=lock.held):
+                    return lock
+            except BaseException:
+                lock.release()
+                raise
             lock.release()
-            raise
-        lock.release()
         if not wait:
             raise ProjectionError(f"a rebuild of {projection.name!r} is already running")
         pause(0.25)  # another process is rebuilding; its lease renews every batch

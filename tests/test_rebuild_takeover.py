@@ -10,6 +10,7 @@ that lock (written by older code) still lasts its lease.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +25,7 @@ from eventstore.errors import ProjectionError
 from eventstore.integrity import format_time
 from eventstore.schema import projection_checkpoints as checkpoints
 from projections import FlowProjection, rebuild
-from projections.checkpoints import LOCKED, REBUILD_LEASE, claim
+from projections.checkpoints import LOCKED, REBUILD_LEASE, claim, lock_appends
 
 from . import kill_workers
 from .conftest import Target
@@ -139,3 +140,31 @@ def test_a_claim_without_the_lock_lasts_its_lease(target: Target) -> None:
     with target.open(projections=[FlowProjection()], clock=lambda: later) as store:
         rebuild(store, FlowProjection())
         assert the_claim(store, "flows") is None
+
+
+@contextmanager
+def appends_held(target: Target) -> Iterator[None]:
+    """The append lock held by another connection, as a live rebuild's batches hold it on SQLite."""
+    if target.dialect == "sqlite":
+        conn = sqlite3.connect(target.url.removeprefix("sqlite:///"), isolation_level=None)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            conn.close()
+        return
+    with target.open() as writer, writer.engine.begin() as held:
+        lock_appends(held)
+        yield
+
+
+def test_a_live_rebuild_refuses_the_next_without_waiting_for_the_append_lock(target: Target) -> None:
+    """A SQLite rebuild's batches hold the write lock back to back: a second rebuild that took the
+    append lock to read the claim waited for it (then StoreBusy, or a rebuild again once the first
+    had ended), where PostgreSQL said "already running" at once."""
+    some_flows(target)
+    failures: list[BaseException] = []
+    with paused_rebuild(target, failures), target.open(busy_timeout=0.5, lock_timeout=0.5) as store:
+        with appends_held(target), pytest.raises(ProjectionError, match="already running"):
+            rebuild(store, FlowProjection())
+    assert not failures
