@@ -268,7 +268,8 @@ def run_retention(
     check_count("max_flows", max_flows, minimum=1)
     check_flag("dry_run", dry_run)
     check_callback("progress", progress)
-    if isinstance(pruners, str | bytes) or not isinstance(pruners, Sequence) or not all(map(callable, pruners)):
+    listed = isinstance(pruners, Sequence) and not isinstance(pruners, str | bytes)
+    if not listed or not all(map(callable, pruners)):
         raise InvalidInput(f"pruners must be a list of functions (tx, flow_ids), not {shown(pruners)}")
     policy = _policy(policy)
     directory = _directory(archive_dir)
@@ -719,7 +720,7 @@ def restore(
         pruned = list(conn.execute(sa.select(t.flow_id).where(t.archive_id == archive_id)).scalars())
         tombstones = _tombstoned(conn, pruned)
     if flow_ids is not None and not flow_ids:  # else "no flow is pruned", while they may all be
-        raise InvalidInput("flow_ids is empty: name the flows to restore, or give None for every one still pruned")
+        raise InvalidInput("flow_ids is empty: name the flows to restore, or give None for all still pruned")
     if flow_ids is not None:
         for flow_id in flow_ids:
             check_flow_id(flow_id)

@@ -138,7 +138,7 @@ class TestStrictSettings:
             MaintenanceConfig.parse(data)
 
     @pytest.mark.parametrize(
-        "data", [{"backup": {"directory": ""}}, {"retention": {"archive_dir": ""}}], ids=["backup", "retention"]
+        "data", [{"backup": {"directory": ""}}, {"retention": {"archive_dir": ""}}], ids=["backup", "archive"]
     )
     def test_an_empty_directory_is_refused_not_read_as_the_working_one(self, data: dict[str, Any]) -> None:
         with pytest.raises(InvalidInput, match="an empty path; name a directory"):

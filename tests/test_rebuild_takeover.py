@@ -164,7 +164,11 @@ def test_a_live_rebuild_refuses_the_next_without_waiting_for_the_append_lock(tar
     had ended), where PostgreSQL said "already running" at once."""
     some_flows(target)
     failures: list[BaseException] = []
-    with paused_rebuild(target, failures), target.open(busy_timeout=0.5, lock_timeout=0.5) as store:
-        with appends_held(target), pytest.raises(ProjectionError, match="already running"):
-            rebuild(store, FlowProjection())
+    with (
+        paused_rebuild(target, failures),
+        target.open(busy_timeout=0.5, lock_timeout=0.5) as store,
+        appends_held(target),
+        pytest.raises(ProjectionError, match="already running"),
+    ):
+        rebuild(store, FlowProjection())
     assert not failures
