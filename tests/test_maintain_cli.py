@@ -106,6 +106,25 @@ class TestMaintainErrors:
         with target.open() as store:
             assert all(row.last_started is None for row in job_status(store))
 
+    @pytest.mark.parametrize(
+        ("args", "said"),
+        [
+            (
+                ["--catch-up", "tests.retire_workers:InlineCount"],
+                "cannot load tests.retire_workers:InlineCount: projection 'inline_count' is inline",
+            ),
+            (["--catch-up", "tests.test_projections:DecisionsByActor"] * 2, "given twice"),
+        ],
+    )
+    def test_a_catch_up_projection_no_run_could_fold_is_a_usage_error(
+        self, target: Target, args: list[str], said: str
+    ) -> None:
+        """Refused as it is loaded, not failed (or run twice) by every run of the service."""
+        target.open().close()
+        assert said in run(target, "maintain", *args, "--once", "catch-up", code=2)
+        with target.open() as store:
+            assert all(row.last_started is None for row in job_status(store))
+
     def test_a_run_that_lost_its_lease_exits_3(self, target: Target, monkeypatch: pytest.MonkeyPatch) -> None:
         def taken_over(ctx: JobContext) -> None:  # another process claims the job once the lease is over
             later = ctx.now() + timedelta(hours=2)

@@ -88,7 +88,6 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         """
         from ..maintenance import Maintenance
         from ..maintenance_config import MaintenanceConfig
-        from .params import load_projection
 
         if status and job is not None:
             raise click.UsageError("--status and --once are two commands: give one", ctx)
@@ -99,7 +98,7 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
         ctx.with_resource(_logging_to_stderr(log_level.upper()))
         with errors():
             config = MaintenanceConfig.load(config_path) if config_path else MaintenanceConfig()
-        projections = [load_projection(spec, "--catch-up") for spec in catch_up]
+        projections = _catch_up_projections(catch_up)
         with open_store(ctx) as store, errors():
             service = Maintenance(store, config, catch_up=projections)
             if status:
@@ -275,6 +274,30 @@ def _show_status(service: Maintenance, as_json: bool) -> None:
             )
         if line["last_error"]:
             echo(f"{'':<16} error: {printable(line['last_error'])}")
+
+
+def _catch_up_projections(specs: tuple[str, ...]) -> list[Any]:
+    """Load ``--catch-up`` projections; one no runner takes, or given twice, is refused now, not every run."""
+    from .params import load_projection
+
+    loaded: dict[str, str] = {}
+    projections = []
+    for spec in specs:
+        projection = load_projection(spec, "--catch-up")
+        if projection.kind == "inline":
+            raise click.BadParameter(
+                f"cannot load {spec}: projection {projection.name!r} is inline (kind = 'inline'): "
+                "a runner would fold the events its stores fold; drop that line to keep it with a runner",
+                param_hint="--catch-up",
+            )
+        if projection.name in loaded:
+            raise click.BadParameter(
+                f"{spec}: projection {projection.name!r} given twice (as {loaded[projection.name]})",
+                param_hint="--catch-up",
+            )
+        loaded[projection.name] = spec
+        projections.append(projection)
+    return projections
 
 
 def _schedule_text(service: Maintenance, name: str) -> str:
