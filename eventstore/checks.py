@@ -127,6 +127,15 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
+def check_store(store: object) -> None:
+    """``InvalidInput`` unless ``store`` is an ``EventStore``: anything else failed with an
+    ``AttributeError`` somewhere inside."""
+    from .store import EventStore  # store imports this module
+
+    if not isinstance(store, EventStore):
+        raise InvalidInput(f"store must be an EventStore, not {shown(store)}")
+
+
 def check_callback(name: str, value: Any) -> None:
     """``value``, None or callable: checked at the call, not at its first use, half-way through."""
     if value is not None and not callable(value):

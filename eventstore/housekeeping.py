@@ -21,7 +21,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .checks import check_callback, check_path
+from .checks import check_callback, check_path, check_store
 from .errors import InvalidInput, NotSupported, StorageError
 from .store import EventStore
 
@@ -141,6 +141,7 @@ def backup(
     backups to ``path`` that died (killed, or the machine went down) are
     removed first; those of backups still running are left alone.
     """
+    check_store(store)
     source = sqlite_file(store, "backup", instead=PG_DUMP_ADVICE)
     target = check_path("a backup", path)
     check_callback("progress", progress)

@@ -14,7 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .checks import check_text
+from .checks import check_store, check_text
 from .errors import InvalidInput
 from .events import Event
 from .integrity import format_time
@@ -77,6 +77,7 @@ def hold(store: EventStore, flow_id: str, *, reason: str, by: str) -> LegalHold:
     returned. A new hold is recorded as a ``LegalHoldPlaced`` event in
     ``$system-retention``, in the same transaction.
     """
+    check_store(store)
     check_flow_id(flow_id)
     _check_text("a legal hold", reason=reason, by=by)
     h = legal_holds.c
@@ -108,6 +109,7 @@ def release(store: EventStore, flow_id: str, *, by: str, reason: str | None = No
     A lifted hold is recorded as a ``LegalHoldReleased`` event (who, and why
     if given) in ``$system-retention``, in the same transaction.
     """
+    check_store(store)
     check_flow_id(flow_id)
     _check_text("releasing a legal hold", by=by)
     if reason is not None:
@@ -131,6 +133,7 @@ def _has_events(conn: sa.Connection, flow_id: str) -> bool:
 
 def list_holds(store: EventStore) -> list[LegalHold]:
     """Every legal hold, by flow id."""
+    check_store(store)
     with store.reading() as conn:  # the store's translation of driver errors
         rows = conn.execute(sa.select(legal_holds).order_by(legal_holds.c.flow_id)).all()
     return [_hold_of(row._mapping) for row in rows]

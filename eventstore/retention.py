@@ -32,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from . import process_locks, reconnecting
-from .checks import check_callback, check_count, check_flag, check_text, shown
+from .checks import check_callback, check_count, check_flag, check_store, check_text, shown
 from .errors import (
     ArchiveNotFound,
     ExportInvalid,
@@ -265,6 +265,7 @@ def run_retention(
     that dies with its process), ``RetentionInProgress``, before anything is
     written; two runs would archive the same flows twice.
     """
+    check_store(store)
     check_count("max_flows", max_flows, minimum=1)
     check_flag("dry_run", dry_run)
     check_callback("progress", progress)
@@ -657,6 +658,7 @@ def _tombstoned(conn: sa.Connection, flow_ids: Sequence[str]) -> dict[str, tuple
 
 def list_archives(store: EventStore, *, archive_id: str | None = None) -> list[Archive]:
     """Every archive recorded in the store, oldest first (or the one with ``archive_id``)."""
+    check_store(store)
     a, t = archives.c, flow_tombstones.c
     pruned = sa.select(sa.func.count()).where(t.archive_id == a.archive_id).scalar_subquery()
     query = sa.select(archives, pruned).order_by(a.created_at, a.archive_id)
@@ -706,6 +708,7 @@ def restore(
     claim; a refusal part way through a long flow leaves its tombstone in
     place, and running ``restore`` again finishes it.
     """
+    check_store(store)
     check_text("an archive id", archive_id)
     if isinstance(flow_ids, str | bytes):
         raise InvalidInput(f"flow_ids is a list of flow ids, not the string {flow_ids!r}")

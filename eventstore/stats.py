@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .checks import check_store
 from .errors import InvalidInput
 from .schema import flow_events
 from .store import EventStore
@@ -47,6 +48,7 @@ class LogStats:
 
 def log_stats(store: EventStore, *, days: int = 7, now: datetime | None = None) -> LogStats:
     """The log's size and its events per day over the last ``days`` days (UTC, today included)."""
+    check_store(store)
     if type(days) is not int or not 0 <= days <= 366:
         raise InvalidInput(f"days must be an int from 0 to 366, not {days!r}")
     today = (now or store.clock()).astimezone(UTC).date()

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from eventstore import EventStore, reconnecting
 from eventstore.aio import pause
-from eventstore.checks import check_callback, check_count, check_flag, shown
+from eventstore.checks import check_callback, check_count, check_flag, check_store, shown
 from eventstore.errors import (
     ConcurrencyError,
     ConnectionLost,
@@ -84,8 +84,7 @@ def check_arguments(store: object, projection: object) -> None:
     instance: the wrong kind failed with an ``AttributeError`` somewhere inside."""
     from .declaration import Projection  # declaration imports this module
 
-    if not isinstance(store, EventStore):
-        raise InvalidInput(f"store must be an EventStore, not {shown(store)}")
+    check_store(store)
     if not isinstance(projection, Projection):
         what = shown(projection)
         if isinstance(projection, type):

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from eventstore import EventStore, process_locks, reconnecting
+from eventstore.checks import check_store
 from eventstore.errors import ReadModelCorrupt
 from eventstore.integrity import format_time
 from eventstore.rebuild_claims import LOCK_KIND, LOCKED, REBUILD_CLAIM
@@ -103,6 +104,7 @@ class ProjectionStatus:
 
 def projection_statuses(store: EventStore) -> list[ProjectionStatus]:
     """Every projection built in ``store`` (inline and catch-up), or being built, by name."""
+    check_store(store)
     with reconnecting.reading(store) as conn:
         head = int(conn.exec_driver_sql("SELECT last_position FROM event_positions").scalar_one())
         rows = conn.execute(

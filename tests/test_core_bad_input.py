@@ -19,7 +19,11 @@ from eventstore import (
     StorageError,
     TransactionAborted,
 )
+from eventstore.housekeeping import backup
+from eventstore.retention import hold, list_archives, list_holds, release, restore, run_retention
 from eventstore.schema import READ_COLUMNS, flow_events
+from eventstore.stats import log_stats
+from projections.status import projection_statuses
 
 from .conftest import Target
 
@@ -227,3 +231,26 @@ class TestReadFlowBackwards:
         store.append("f", [NewEvent("A", {}), NewEvent("B", {})])
         with pytest.raises(InvalidInput, match="backwards must be True or False"):
             store.read_flow("f", backwards=backwards)
+
+
+class TestTheOperationsEntryPointsTakeAStore:
+    """What the operations guide calls with a store: anything else failed with an AttributeError inside."""
+
+    @pytest.mark.parametrize(
+        "call",
+        [
+            lambda x: run_retention(x, {"finished": 1}, "archives"),
+            lambda x: restore(x, "archive"),
+            lambda x: list_archives(x),
+            lambda x: hold(x, "f", reason="r", by="b"),
+            lambda x: release(x, "f", by="b"),
+            lambda x: list_holds(x),
+            lambda x: backup(x, "copy.db"),
+            lambda x: log_stats(x),
+            lambda x: projection_statuses(x),
+        ],
+        ids=["prune", "restore", "archives", "hold", "release", "holds", "backup", "stats", "projections"],
+    )
+    def test_something_else_is_invalid_input(self, call: Callable[[Any], object]) -> None:
+        with pytest.raises(InvalidInput, match=r"store must be an EventStore, not 'sqlite:///x\.db'"):
+            call("sqlite:///x.db")
