@@ -74,12 +74,15 @@ def check_text(name: str, value: Any) -> str:
 
 
 def check_store(value: object) -> None:
-    """``InvalidInput`` unless ``value`` is an ``EventStore``: a URL passed for one failed deep inside."""
+    """``InvalidInput`` unless ``value`` is an ``EventStore``: a URL passed for one failed deep inside,
+    with an ``AttributeError``."""
     from .store import EventStore  # the store imports this module
 
     if not isinstance(value, EventStore):
         hint = " (an AsyncEventStore: give its .store to its run())" if hasattr(value, "run") else ""
-        raise InvalidInput(f"needs an EventStore (EventStore.open(url, ...)), not {shown(value)}{hint}")
+        raise InvalidInput(
+            f"store must be an EventStore, not {shown(value)}{hint}: open one with EventStore.open(url, ...)"
+        )
 
 
 def check_nonempty_text(name: str, value: Any) -> str:
@@ -125,15 +128,6 @@ def check_flag(name: str, value: Any) -> bool:
     if type(value) is not bool:
         raise InvalidInput(f"{name} must be True or False, not {shown(value)}")
     return value
-
-
-def check_store(store: object) -> None:
-    """``InvalidInput`` unless ``store`` is an ``EventStore``: anything else failed with an
-    ``AttributeError`` somewhere inside."""
-    from .store import EventStore  # store imports this module
-
-    if not isinstance(store, EventStore):
-        raise InvalidInput(f"store must be an EventStore, not {shown(store)}")
 
 
 def check_callback(name: str, value: Any) -> None:
