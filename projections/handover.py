@@ -19,10 +19,18 @@ from __future__ import annotations
 from eventstore import EventStore, reconnecting
 from eventstore.events import Event
 from eventstore.integrity import format_time
+from eventstore.rebuild_claims import refuse_during_rebuild
 from eventstore.schema import projection_checkpoints as checkpoints
 
 from .checkpoints import INLINE, Checkpoint, lock_appends, read_checkpoint
-from .retiring import SYSTEM_PROJECTIONS_FLOW, check_store_and_name, check_who, not_found, refuse_in_use
+from .retiring import (
+    SYSTEM_PROJECTIONS_FLOW,
+    check_store_and_name,
+    check_who,
+    not_found,
+    refuse_in_use,
+    refuse_live_rebuild,
+)
 
 CATCH_UP = "catchup"
 
@@ -46,13 +54,19 @@ def make_catch_up(store: EventStore, name: str, *, by: str, reason: str | None =
     Events appended while it was inline by writers opened without it are not in it: rebuild it then.
 
     Refused, with nothing written: a built-in read model, or one this store was opened with
-    (``ProjectionInUse``); a name with no checkpoint (``ProjectionNotFound``, ``RetiredProjection``);
+    (``ProjectionInUse``); one a live rebuild holds an unexpired claim on (``RebuildInProgress``);
+    a name with no checkpoint (``ProjectionNotFound``, ``RetiredProjection``);
     a ``by`` that is not 1 to 200 characters of text (``InvalidInput``).
     """
     check_store_and_name(store, name)
     check_who("handing a projection to a runner", "who hands it over", by, reason)
     action = "hand to a runner"
     refuse_in_use(store, name, action)
+    with reconnecting.reading(store) as conn:  # without the write lock a SQLite rebuild's batches hold
+        current = read_checkpoint(conn, name)
+    if current is not None and current.kind != INLINE:
+        return current  # as it is: nothing to hand over
+    refuse_live_rebuild(store, name, "handing over")
     with reconnecting.transaction(store) as tx:
         conn = tx.connection
         head = lock_appends(conn)  # no append is half-way: the appends folded every event up to it
@@ -61,6 +75,7 @@ def make_catch_up(store: EventStore, name: str, *, by: str, reason: str | None =
             raise not_found(store, conn, name, action)
         if current.kind != INLINE:
             return current
+        refuse_during_rebuild(store, conn, f"handing over projection {name!r}", only=name)
         conn.execute(
             checkpoints.update()
             .where(checkpoints.c.name == name)
