@@ -99,8 +99,7 @@ def check_database(
     """
     pragma = "quick_check" if quick else "integrity_check"
     sqlite_file(store, f"PRAGMA {pragma}", instead=PG_CHECK_ADVICE)
-    if stop is not None and not callable(stop):
-        raise InvalidInput(f"stop must be callable, not {type(stop).__name__}")
+    check_callback("stop", stop)
     stopped = False
 
     def asked() -> bool:

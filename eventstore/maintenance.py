@@ -34,7 +34,7 @@ from apscheduler.schedulers.background import (  # type: ignore[import-untyped] 
 )
 
 from . import job_leases, missed_periods, process_locks
-from .checks import check_text, shown
+from .checks import check_store, check_text, shown
 from .errors import InvalidInput, JobLeaseLost
 from .integrity import format_time
 from .job_leases import Claim, JobStatus
@@ -158,6 +158,7 @@ class Maintenance:
     ) -> None:
         from .maintenance_jobs import builtin_jobs
 
+        check_store(store)
         self.store = store
         self.config = config if config is not None else MaintenanceConfig()
         self.clock: Clock = clock if clock is not None else store.clock

@@ -120,6 +120,11 @@ BAD_SETTINGS = [
 ]
 
 
+def test_a_url_where_the_store_belongs_is_refused() -> None:
+    with pytest.raises(InvalidInput, match=r"store must be an EventStore, not 'sqlite:///x\.db'"):
+        Maintenance("sqlite:///x.db")  # type: ignore[arg-type]  # what is refused
+
+
 class TestSettings:
     @pytest.mark.parametrize(("data", "named"), BAD_SETTINGS)
     def test_a_bad_schedule_lease_or_age_is_refused_when_loaded(
