@@ -9,6 +9,7 @@ checkpointer folds the WAL itself, its file checks are data checksums and
 from __future__ import annotations
 
 import fcntl
+import inspect
 import os
 import re
 import secrets
@@ -18,8 +19,10 @@ from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.util import await_only
 
 from .checks import check_callback, check_path, check_store
 from .errors import InvalidInput, NotSupported, StorageError
@@ -79,6 +82,7 @@ def wal_checkpoint(store: EventStore) -> WalCheckpoint:
     Waits (``busy_timeout``) for the current writer; a reader still using old
     WAL frames makes it report ``busy`` and leave the WAL for the next time.
     """
+    check_store(store)
     sqlite_file(store, "wal checkpoint", instead=PG_CHECKPOINT_ADVICE)
     with store.reading() as conn:
         row = conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)").one()
@@ -97,6 +101,7 @@ def check_database(
     ends it early when it returns True, and then the result is None (nothing
     was concluded).
     """
+    check_store(store)
     pragma = "quick_check" if quick else "integrity_check"
     sqlite_file(store, f"PRAGMA {pragma}", instead=PG_CHECK_ADVICE)
     check_callback("stop", stop)
@@ -110,9 +115,8 @@ def check_database(
     if asked():
         return None
     with store.reading() as conn:
-        driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]  # pysqlite's
         if stop is not None:
-            driver.set_progress_handler(asked, CHECK_STEPS)
+            _progress_handler(conn, asked, CHECK_STEPS)
         try:
             return [str(row[0]) for row in conn.exec_driver_sql(f"PRAGMA {pragma}")]
         except sa.exc.OperationalError:
@@ -121,7 +125,17 @@ def check_database(
             raise
         finally:
             if stop is not None:
-                driver.set_progress_handler(None, 0)  # the connection goes back to the pool
+                _progress_handler(conn, None, 0)  # the connection goes back to the pool
+
+
+def _progress_handler(conn: sa.Connection, handler: Callable[[], bool] | None, steps: int) -> None:
+    """Set (None: clear) the progress handler of ``conn``'s SQLite connection. aiosqlite's (a store of
+    ``eventstore.aio``) is a coroutine, awaited here in SQLAlchemy's greenlet: left unawaited, it set
+    nothing, and ``stop`` was never asked; the handler then runs on aiosqlite's thread."""
+    driver: Any = conn.connection.driver_connection
+    setting = driver.set_progress_handler(handler, steps)
+    if inspect.isawaitable(setting):
+        await_only(setting)
 
 
 def backup(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from eventstore import (
     housekeeping,
     maintenance_jobs,
 )
+from eventstore.aio import AsyncEventStore
 from eventstore.housekeeping import backup, check_database, wal_checkpoint
 from eventstore.integrity import format_time
 from eventstore.maintenance import Maintenance
@@ -200,6 +202,31 @@ class TestSqliteChecks:
             assert conn.exec_driver_sql("SELECT count(*) FROM flow_events").scalar_one() == 26
         with pytest.raises(InvalidInput, match="stop must be callable"):
             check_database(sqlite_store, stop=True)  # type: ignore[arg-type]  # what is refused
+
+    def test_stop_ends_a_check_on_an_async_store_too(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """aiosqlite's set_progress_handler is a coroutine: called as pysqlite's, it set nothing."""
+        monkeypatch.setattr(housekeeping, "CHECK_STEPS", 100)
+        asked: list[int] = []
+
+        def stop() -> bool:
+            asked.append(1)
+            return len(asked) == 3
+
+        async def main() -> None:
+            async with await AsyncEventStore.open(f"sqlite:///{tmp_path / 'async.db'}") as store:
+                await store.append("notes", [NewEvent("Noted", {"text": "x" * 5000}) for _ in range(20)])
+                assert await store.run(check_database, store.store, quick=False, stop=stop) is None
+                assert len(asked) == 3
+                assert await store.run(check_database, store.store, quick=False, stop=lambda: False) == ["ok"]
+
+        asyncio.run(main())
+
+    @pytest.mark.parametrize("check", [check_database, wal_checkpoint])
+    def test_a_url_where_the_store_belongs_is_invalid_input(self, check: Callable[[Any], object]) -> None:
+        with pytest.raises(InvalidInput, match=r"store must be an EventStore, not 'sqlite:///x\.db'"):
+            check("sqlite:///x.db")
 
     def test_they_go_through_the_store(self, sqlite_store: EventStore, tmp_path: Path) -> None:
         sqlite_store.engine.dispose()  # the next check opens the file afresh
