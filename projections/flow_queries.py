@@ -76,7 +76,7 @@ def _decoded(conn: sa.Connection, query: sa.Select[Any]) -> list[Any]:
     that is not JSON, a time that is not one) is the projection's ``ReadModelCorrupt``."""
     try:
         return list(conn.execute(query))
-    except ValueError as exc:
+    except (ValueError, TypeError) as exc:  # TypeError: a number where a time belongs (SQLite keeps it)
         found = None if isinstance(exc, UnicodeError) else find_corrupt(conn, query, FlowProjection.name)
         if found is None:
             raise

@@ -64,8 +64,10 @@ def flow_reads(queries: FlowQueries, table: str) -> list[Callable[[], object]]:
     [
         ("flows", "flow_id='d1'", "state", "'not json'", "JSON"),
         ("flows", "flow_id='d1'", "created_at", "'garbage'", "a time"),
+        ("flows", "flow_id='d1'", "created_at", "20240101", "a time"),  # SQLite keeps a number as one
         ("flow_steps", "flow_id='d1', step_id='lookup'", "task", "'{\"oops'", "JSON"),
         ("flow_steps", "flow_id='d1', step_id='lookup'", "finished_at", "'some day'", "a time"),
+        ("flow_steps", "flow_id='d1', step_id='lookup'", "finished_at", "1.5", "a time"),
         ("sessions", "session_key='sess-7'", "last_activity_at", "'soon'", "a time"),
     ],
 )
