@@ -97,7 +97,11 @@ def register(main: click.Group, open_store: Any, errors: Any) -> None:
     @click.option("--since", help="From this time: ISO 8601 with a zone, a date, or an age (15m, 2h, 7d).")
     @click.option("--until", help="Before this time (same forms as --since).")
     @click.option("--after", type=POSITION, default=0, help="Only after this log position.")
-    @click.option("--limit", type=COUNT, help="At most this many entries.")
+    @click.option(
+        "--limit",
+        type=COUNT,
+        help="At most this many entries, never part of one event's: a first event with more gives them all.",
+    )
     @click.option("--why", "event_ref", metavar="EVENT", help="Explain one event (id or FLOW@REV) instead.")
     @click.option("--json", "as_json", is_flag=True, help="One JSON object per entry.")
     @click.pass_context
