@@ -169,7 +169,8 @@ class TableIO:
         rows = run(conn, sql, self._params(names, tuple(where.values())))
         try:
             return [self.decode(row) for row in rows]
-        except (ValueError, TypeError) as exc:  # a row edited into garbage: say which, and the remedy
+        except (ValueError, TypeError, AttributeError) as exc:  # a row edited into garbage (AttributeError:
+            # a number or bytes where a time belongs, which SQLite keeps as such): say which, and the remedy
             found = self._corrupt(rows)
             if found is None:
                 raise
@@ -181,7 +182,7 @@ class TableIO:
             for index, convert in self.decoders:
                 try:
                     convert(row[index])
-                except (ValueError, TypeError):
+                except (ValueError, TypeError, AttributeError):
                     key = {self.key[i]: row[k] for i, k in enumerate(self.key_index)}
                     what = "JSON" if convert is _json_value else "a time"
                     problem = unreadable(row[index], what)

@@ -86,12 +86,13 @@ def test_a_flow_read_of_a_corrupt_row_says_which_and_to_rebuild(
             read()
 
 
+@pytest.mark.parametrize("value", ["'noon'", "5", "X'00'"], ids=["text", "number", "bytes"])
 def test_a_command_on_a_flow_whose_row_is_corrupt_is_refused_and_writes_nothing(
-    flows: EventStore, target: Target
+    flows: EventStore, target: Target, value: str
 ) -> None:
-    if not edit(flows, "UPDATE flows SET updated_at = 'noon'"):
+    if not edit(flows, f"UPDATE flows SET updated_at = {value}"):
         return
-    where = r"table 'flows', row \(flow_id='d1'\), column 'updated_at'"
+    where = r"table 'flows', row \(flow_id='d1'\), column 'updated_at' holds .*, which is not a time"
     with target.open(projections=[FlowProjection()]) as store:  # another process: it must read the row
         with pytest.raises(ReadModelCorrupt, match=where):
             FlowService(store).record_decision("d1", actor="a", decision="d")
