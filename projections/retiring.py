@@ -66,8 +66,8 @@ class ProjectionRetired(Event):
 class Retirement:
     """What ``retire`` dropped (with ``dry_run``, would drop): the projection's ``tables``, its
     checkpoint as it stood (``kind``, ``version``, ``position``: None for a first build that never
-    finished), on PostgreSQL the enum ``types`` only its tables used, and, with ``claim``, a
-    rebuild's claim that had died or expired."""
+    finished), on PostgreSQL the enum ``types`` only its tables used (whoever created them), and,
+    with ``claim``, a rebuild's claim that had died or expired."""
 
     name: str
     kind: str | None
