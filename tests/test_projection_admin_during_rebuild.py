@@ -4,61 +4,32 @@ acting on what the rebuild had just swapped in)."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from eventstore import EventStore, RebuildInProgress
-from projections import CatchUpRunner, make_catch_up, rebuild, retire
+from projections import CatchUpRunner, make_catch_up, retire
 from projections.status import projection_statuses
 
-from . import kill_workers
 from .conftest import Target
 from .test_projections import DecisionsByActor, decide
-from .test_rebuild_takeover import appends_held
-
-
-@contextmanager
-def rebuild_paused(target: Target) -> Iterator[None]:
-    """A rebuild of ``decisions_by_actor`` in a thread, paused after its first batch, its claim and
-    lock held, until the block ends."""
-    paused, go, failures = threading.Event(), threading.Event(), []
-
-    def hold(_: object) -> None:
-        if not paused.is_set():
-            paused.set()
-            go.wait()
-
-    def holder() -> None:
-        try:
-            with target.open() as store:
-                rebuild(store, DecisionsByActor(), batch_size=2, progress=hold)
-        except BaseException as exc:
-            failures.append(exc)
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    try:
-        assert paused.wait(kill_workers.CHILD_TIMEOUT), "the rebuild never reported progress"
-        yield
-    finally:
-        go.set()
-        thread.join()
-    assert not failures
+from .test_rebuild_takeover import appends_held, paused_rebuild
 
 
 @contextmanager
 def during_rebuild(target: Target) -> Iterator[EventStore]:
-    """A store with short waits, while a live rebuild is paused and the append lock is held (as the
-    rebuild's next batch holds it on SQLite)."""
+    """A store with short waits, while a live rebuild of ``decisions_by_actor`` is paused and the
+    append lock is held (as the rebuild's next batch holds it on SQLite)."""
+    failures: list[BaseException] = []
     with (
-        rebuild_paused(target),
+        paused_rebuild(target, failures, DecisionsByActor()),
         target.open(busy_timeout=0.5, lock_timeout=0.5) as store,
         appends_held(target),
     ):
         yield store
+    assert not failures
 
 
 @pytest.mark.parametrize("inline", [False, True], ids=["catch-up", "inline"])

@@ -24,7 +24,7 @@ from eventstore import EventStore, NewEvent, utc_now
 from eventstore.errors import ProjectionError
 from eventstore.integrity import format_time
 from eventstore.schema import projection_checkpoints as checkpoints
-from projections import FlowProjection, rebuild
+from projections import FlowProjection, Projection, rebuild
 from projections.checkpoints import LOCKED, REBUILD_LEASE, claim, lock_appends
 
 from . import kill_workers
@@ -89,8 +89,11 @@ def test_a_runner_killed_while_building_is_built_by_the_next_at_a_stopped_clock(
 
 
 @contextmanager
-def paused_rebuild(target: Target, failures: list[BaseException]) -> Iterator[None]:
-    """A rebuild in a thread, paused after its first batch, with its lock held, until the block ends."""
+def paused_rebuild(
+    target: Target, failures: list[BaseException], projection: Projection | None = None
+) -> Iterator[None]:
+    """A rebuild in a thread, paused after its first batch, with its lock held, until the block ends:
+    of the flow read models (by a store opened with them), or of ``projection`` (by one without)."""
     paused, go = threading.Event(), threading.Event()
 
     def hold(_: object) -> None:
@@ -100,8 +103,9 @@ def paused_rebuild(target: Target, failures: list[BaseException]) -> Iterator[No
 
     def holder() -> None:
         try:
-            with target.open(projections=[FlowProjection()]) as store:
-                rebuild(store, FlowProjection(), batch_size=20, progress=hold)
+            opened = [FlowProjection()] if projection is None else []
+            with target.open(projections=opened) as store:
+                rebuild(store, projection or FlowProjection(), batch_size=20, progress=hold)
         except BaseException as exc:
             failures.append(exc)
 
